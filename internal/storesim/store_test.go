@@ -112,8 +112,8 @@ func TestLatencyGrowsWithLoad(t *testing.T) {
 			t.Errorf("at %v/s latency %v (ρ=%.2f), want in [%v, %v]", rate, d.Latency, d.Utilisation, wantMin, wantMax)
 		}
 	}
-	f(1, 10*time.Millisecond, 11*time.Millisecond)  // idle: base latency
-	f(50, 18*time.Millisecond, 22*time.Millisecond) // ρ≈0.5: twice the base
+	f(1, 10*time.Millisecond, 11*time.Millisecond)   // idle: base latency
+	f(50, 18*time.Millisecond, 22*time.Millisecond)  // ρ≈0.5: twice the base
 	f(300, 75*time.Millisecond, 80*time.Millisecond) // saturated: clamped at 8×
 }
 
