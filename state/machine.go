@@ -1,0 +1,781 @@
+// Package state keeps the lifecycle of bulk-load jobs: an explicit,
+// deterministic state machine per job (Job.Step), a Manager that feeds it
+// with the proxy's observations, a clock tick and the admin API's requests,
+// runs the cancel and cleanup actions it asks for, and commits every
+// transition to a crash-safe Store before acting on it.
+//
+// See README.md for the transition diagram.
+package state
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// State is the lifecycle state of one job. The zero value is Pending.
+type State uint8
+
+const (
+	// Pending: the job is known (registered, or created by its first write)
+	// but no write for it has been admitted yet.
+	Pending State = iota
+	// Running: writes are admitted and the store acknowledges them.
+	Running
+	// Throttled: the store recently throttled (or timed out) some of the
+	// job's writes; writes still go through at the limiter's pace.
+	Throttled
+	// Backoff: the store throttled repeatedly or sent Retry-After; the job's
+	// writes are held and a single probe write is let through at
+	// exponentially growing, jittered intervals.
+	Backoff
+	// Stalled: nothing was acknowledged for StallAfter; the job is cancelled
+	// after CancelGrace unless it makes progress again.
+	Stalled
+	// Cancelling: new writes are refused, in-flight ones aborted, and the
+	// cancel action is running.
+	Cancelling
+	// Cleaning: the cancel action succeeded (or was skipped); the cleanup
+	// action is running.
+	Cleaning
+	// Completed (terminal): the loader declared the job done.
+	Completed
+	// Cancelled (terminal): cancel and cleanup both succeeded or were skipped.
+	Cancelled
+	// Failed (terminal): the cancel or cleanup action ran out of retries.
+	Failed
+
+	numStates
+)
+
+var stateNames = [numStates]string{
+	"pending", "running", "throttled", "backoff", "stalled",
+	"cancelling", "cleaning", "completed", "cancelled", "failed",
+}
+
+// States lists every state in order.
+func States() []State {
+	s := make([]State, numStates)
+	for i := range s {
+		s[i] = State(i)
+	}
+	return s
+}
+
+// String returns the lower-case name used in the API, logs and metrics.
+func (s State) String() string {
+	if s < numStates {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("state(%d)", uint8(s))
+}
+
+// Terminal reports whether no transition leaves s.
+func (s State) Terminal() bool { return s == Completed || s == Cancelled || s == Failed }
+
+// Accepting reports whether writes for a job in state s may be forwarded.
+func (s State) Accepting() bool { return s < Cancelling }
+
+// ParseState parses a name returned by String.
+func ParseState(name string) (State, error) {
+	for i, n := range stateNames {
+		if n == name {
+			return State(i), nil
+		}
+	}
+	return 0, fmt.Errorf("state: unknown state %q", name)
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s State) MarshalText() ([]byte, error) {
+	if s >= numStates {
+		return nil, fmt.Errorf("state: invalid state %d", uint8(s))
+	}
+	return []byte(s.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *State) UnmarshalText(b []byte) error {
+	v, err := ParseState(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+// transitions is the table of legal transitions, consulted by become.
+// README.md draws it.
+var transitions = map[State][]State{
+	Pending:    {Running, Throttled, Backoff, Stalled, Cancelling, Completed},
+	Running:    {Throttled, Backoff, Stalled, Cancelling, Completed},
+	Throttled:  {Running, Backoff, Stalled, Cancelling, Completed},
+	Backoff:    {Throttled, Stalled, Cancelling, Completed},
+	Stalled:    {Running, Cancelling, Completed},
+	Cancelling: {Cleaning, Failed},
+	Cleaning:   {Cancelled, Failed},
+}
+
+// Legal reports whether the table allows from → to.
+func Legal(from, to State) bool {
+	for _, s := range transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// StallCause says what was seen while a job made no progress.
+type StallCause string
+
+// Stall causes, derived from what the job saw since its last progress: the
+// most frequent of throttles, timeouts and errors (ties in that order), or
+// LoaderIdle when no write was even attempted.
+const (
+	CauseStoreThrottling  StallCause = "store_throttling"
+	CauseUpstreamTimeouts StallCause = "upstream_timeouts"
+	CauseUpstreamErrors   StallCause = "upstream_errors"
+	CauseLoaderIdle       StallCause = "loader_idle"
+)
+
+// EventType names what happened to a job.
+type EventType uint8
+
+const (
+	// EvAdmit: a write for the job asks to be forwarded.
+	EvAdmit EventType = iota + 1
+	// EvRelease: an admitted write's upstream attempt ended.
+	EvRelease
+	// EvProgress: the store acknowledged a write, or the loader or the
+	// progress probe reported progress.
+	EvProgress
+	// EvThrottle: the store throttled a write (429, 503 overloaded, per-item
+	// bulk rejections); RetryAfter is its hint, 0 if none.
+	EvThrottle
+	// EvUpstreamError: an attempt failed; Timeout says it timed out (a
+	// congestion signal, treated like a throttle) rather than erred.
+	EvUpstreamError
+	// EvTick: time passed; stall, grace, deadline and quiet periods are
+	// checked only on ticks.
+	EvTick
+	// EvCancel: cancel requested (Force, Reason).
+	EvCancel
+	// EvActionSucceeded: Action (ActRunCancel or ActRunCleanup) succeeded,
+	// found the job already gone, or was Skipped for want of a configured
+	// action.
+	EvActionSucceeded
+	// EvActionFailed: an attempt of Action failed; Final when the retries
+	// are exhausted.
+	EvActionFailed
+	// EvComplete: the loader declared the job done.
+	EvComplete
+
+	numEventTypes
+)
+
+var eventNames = [numEventTypes]string{
+	"", "admit", "release", "progress", "throttle", "upstream_error", "tick",
+	"cancel", "action_succeeded", "action_failed", "complete",
+}
+
+func (t EventType) String() string {
+	if t > 0 && t < numEventTypes {
+		return eventNames[t]
+	}
+	return fmt.Sprintf("event(%d)", uint8(t))
+}
+
+// Event is one input to Job.Step. Only the fields named by Type's doc are
+// read.
+type Event struct {
+	Type       EventType
+	RetryAfter time.Duration // EvThrottle
+	Timeout    bool          // EvUpstreamError
+	Force      bool          // EvCancel
+	Reason     string        // EvCancel; "requested" if empty
+	Action     Action        // EvActionSucceeded, EvActionFailed
+	Skipped    bool          // EvActionSucceeded
+	Final      bool          // EvActionFailed
+	Err        string        // EvActionFailed
+	Attempt    *Attempt      // EvActionSucceeded, EvActionFailed: recorded on the job if set
+}
+
+// Action is something the caller of Step must do, in the order returned.
+type Action uint8
+
+const (
+	// ActPersist: commit the job's record to the store before any later
+	// action of the same Step starts.
+	ActPersist Action = iota + 1
+	// ActAbortInflight: abort the job's in-flight upstream attempts.
+	ActAbortInflight
+	// ActRunCancel: run the job's cancel action (retrying), then report
+	// EvActionSucceeded or EvActionFailed.
+	ActRunCancel
+	// ActRunCleanup: run the job's cleanup action the same way.
+	ActRunCleanup
+	// ActHold: (EvAdmit only) the write must wait until ProbeAt or until
+	// the job changes, then ask again.
+	ActHold
+)
+
+var actionNames = [...]string{"", "persist", "abort_inflight", "cancel", "cleanup", "hold"}
+
+func (a Action) String() string {
+	if int(a) < len(actionNames) && a > 0 {
+		return actionNames[a]
+	}
+	return fmt.Sprintf("action(%d)", uint8(a))
+}
+
+// Transition is one entry of a job's history.
+type Transition struct {
+	From   State     `json:"from"`
+	To     State     `json:"to"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// Attempt records one run of a cancel or cleanup action.
+type Attempt struct {
+	Action   string        `json:"action"` // "cancel" or "cleanup"
+	N        int           `json:"n"`      // 1 for the first attempt
+	At       time.Time     `json:"at"`
+	Duration time.Duration `json:"duration_ns"`
+	Result   string        `json:"result"` // ok, already_gone, skipped, error, timeout
+	Status   int           `json:"status,omitempty"`
+	ExitCode *int          `json:"exit_code,omitempty"`
+	Error    string        `json:"error,omitempty"`
+}
+
+// Attempt results.
+const (
+	ResultOK          = "ok"
+	ResultAlreadyGone = "already_gone"
+	ResultSkipped     = "skipped"
+	ResultError       = "error"
+	ResultTimeout     = "timeout"
+)
+
+// Bounds of the per-job history and attempt lists.
+const (
+	HistoryLen  = 32
+	AttemptsLen = 64
+)
+
+// Policy holds a job's resolved settings as the machine uses them.
+type Policy struct {
+	StallAfter   time.Duration // no progress this long → stalled; >0
+	CancelGrace  time.Duration // stalled this long → cancelling (if AutoCancel)
+	Deadline     time.Duration // since creation → cancelling; 0 = none
+	AutoCancel   bool
+	QuietAfter   time.Duration // throttled → running after progress and no throttle this long
+	BackoffAfter int           // consecutive throttles (no progress between) → backoff
+	Backoff      ExpBackoff    // probe schedule in backoff
+}
+
+// TransitionError is returned by Step for a request that is not legal in the
+// job's current state (complete a cancelled job, cancel a completed one, an
+// action result for an action that is not running).
+type TransitionError struct {
+	Job   string
+	From  State
+	Event EventType
+}
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("state: job %q: %s not allowed in state %s", e.Job, e.Event, e.From)
+}
+
+// NotAcceptingError is returned for a write to a job that is cancelling,
+// cleaning or terminal.
+type NotAcceptingError struct {
+	Job    string
+	State  State
+	Reason string
+}
+
+func (e *NotAcceptingError) Error() string {
+	return fmt.Sprintf("state: job %q is %s (%s) and accepts no writes", e.Job, e.State, e.Reason)
+}
+
+// MachineState is the persisted part of a Job.
+type MachineState struct {
+	State      State        `json:"state"`
+	Since      time.Time    `json:"since"`
+	Reason     string       `json:"reason,omitempty"`
+	StallCause StallCause   `json:"stall_cause,omitempty"`
+	Created    time.Time    `json:"created"`
+	Force      bool         `json:"force,omitempty"`
+	Hold       bool         `json:"hold,omitempty"`
+	Stalls     uint64       `json:"stalls,omitempty"`
+	History    []Transition `json:"history,omitempty"`
+	Attempts   []Attempt    `json:"attempts,omitempty"`
+}
+
+const (
+	seenThrottles = iota
+	seenTimeouts
+	seenErrors
+	numSeen
+)
+
+type stepFunc func(j *Job, ev Event, now time.Time) ([]Action, error)
+
+// Job is the state machine of one job. It does no I/O and reads no clock:
+// Step takes the time and returns the actions for the caller to perform.
+// A Job is not safe for concurrent use; the Manager serialises access.
+type Job struct {
+	id  string
+	p   Policy
+	rnd func() float64
+
+	MachineState
+	step stepFunc
+
+	stallClock   time.Time // last progress, or creation, or restart
+	lastThrottle time.Time
+	consecutive  int // throttles since the last progress
+	seen         [numSeen]int
+	probing      bool      // the probe write is in flight
+	probeAt      time.Time // next probe slot while Hold
+	bo           ExpBackoff
+
+	emitted []Transition // since the last TakeTransitions
+}
+
+// NewJob returns a job in state Pending created at now. rnd draws jitter in
+// [0, 1); nil means math/rand/v2.
+func NewJob(id string, p Policy, now time.Time, rnd func() float64) *Job {
+	j := &Job{id: id}
+	j.init(p, rnd)
+	j.State, j.Since, j.Created, j.Reason = Pending, now, now, "created"
+	j.stallClock = now
+	j.step = stepFor(Pending)
+	return j
+}
+
+// RestoreJob rebuilds a job from its persisted state after a restart at now.
+// Stall, grace and quiet timers restart from now, so a restart never by
+// itself makes a job stall or be cancelled; a held job probes at once.
+// Call Resume for the actions to restart.
+func RestoreJob(id string, ms MachineState, p Policy, now time.Time, rnd func() float64) *Job {
+	j := &Job{id: id, MachineState: ms}
+	j.init(p, rnd)
+	j.stallClock = now
+	j.probeAt = now
+	j.step = stepFor(ms.State)
+	return j
+}
+
+func (j *Job) init(p Policy, rnd func() float64) {
+	if rnd == nil {
+		rnd = rand.Float64
+	}
+	j.rnd = rnd
+	j.SetPolicy(p)
+}
+
+// SetPolicy replaces the job's policy (a re-registration). Timers keep
+// running.
+func (j *Job) SetPolicy(p Policy) {
+	if p.BackoffAfter < 1 {
+		p.BackoffAfter = 1
+	}
+	j.p = p
+	attempt := j.bo.attempt
+	j.bo = p.Backoff
+	j.bo.attempt = attempt
+}
+
+// ID returns the job's id.
+func (j *Job) ID() string { return j.id }
+
+// Policy returns the job's policy.
+func (j *Job) Policy() Policy { return j.p }
+
+// ProbeAt returns when a held job lets its next probe write through.
+func (j *Job) ProbeAt() time.Time { return j.probeAt }
+
+// Snapshot returns a copy of the persisted part.
+func (j *Job) Snapshot() MachineState {
+	ms := j.MachineState
+	ms.History = append([]Transition(nil), ms.History...)
+	ms.Attempts = append([]Attempt(nil), ms.Attempts...)
+	return ms
+}
+
+// TakeTransitions returns the transitions made since the last call, for the
+// caller to log and count once each.
+func (j *Job) TakeTransitions() []Transition {
+	t := j.emitted
+	j.emitted = nil
+	return t
+}
+
+// Resume returns the actions to restart after RestoreJob: the action of a
+// job that was cancelling or cleaning when the process stopped.
+func (j *Job) Resume() []Action {
+	switch j.State {
+	case Cancelling:
+		return []Action{ActAbortInflight, ActRunCancel}
+	case Cleaning:
+		return []Action{ActRunCleanup}
+	}
+	return nil
+}
+
+// Step feeds one event to the job at time now and returns the actions to
+// perform. A request that is illegal in the current state returns a
+// *TransitionError (or *NotAcceptingError for EvAdmit) and changes nothing.
+func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
+	if ev.Type == 0 || ev.Type >= numEventTypes {
+		return nil, fmt.Errorf("state: job %q: unknown event type %d", j.id, ev.Type)
+	}
+	if (ev.Type == EvActionSucceeded || ev.Type == EvActionFailed) && ev.Action != ActRunCancel && ev.Action != ActRunCleanup {
+		return nil, fmt.Errorf("state: job %q: %s for action %s", j.id, ev.Type, ev.Action)
+	}
+	if j.State.Terminal() {
+		return j.stepTerminal(ev)
+	}
+	if !j.State.Accepting() {
+		return j.step(j, ev, now)
+	}
+	// Checks common to every live state.
+	switch ev.Type {
+	case EvProgress:
+		j.stallClock = now
+		j.seen = [numSeen]int{}
+		j.consecutive = 0
+	case EvThrottle:
+		j.seen[seenThrottles]++
+		j.lastThrottle = now
+		j.consecutive++
+	case EvUpstreamError:
+		if ev.Timeout {
+			j.seen[seenTimeouts]++
+			j.lastThrottle = now
+			j.consecutive++
+		} else {
+			j.seen[seenErrors]++
+		}
+	case EvCancel:
+		j.Force = ev.Force
+		reason := ev.Reason
+		if reason == "" {
+			reason = "requested"
+		}
+		j.become(Cancelling, reason, now)
+		return []Action{ActPersist, ActAbortInflight, ActRunCancel}, nil
+	case EvComplete:
+		j.become(Completed, "completed", now)
+		return []Action{ActPersist}, nil
+	case EvActionSucceeded, EvActionFailed:
+		return nil, &TransitionError{Job: j.id, From: j.State, Event: ev.Type}
+	case EvTick:
+		if j.p.Deadline > 0 && now.Sub(j.Created) >= j.p.Deadline {
+			j.become(Cancelling, "deadline_exceeded", now)
+			return []Action{ActPersist, ActAbortInflight, ActRunCancel}, nil
+		}
+		if j.State != Stalled && now.Sub(j.stallClock) >= j.p.StallAfter {
+			j.become(Stalled, "no_progress", now)
+			acts := []Action{ActPersist}
+			if more, _ := j.step(j, ev, now); len(more) > 0 {
+				acts = more // grace 0: cancel in the same tick
+			}
+			return acts, nil
+		}
+	}
+	return j.step(j, ev, now)
+}
+
+func stepFor(s State) stepFunc {
+	switch s {
+	case Pending:
+		return stepPending
+	case Running:
+		return stepRunning
+	case Throttled:
+		return stepThrottled
+	case Backoff:
+		return stepBackoff
+	case Stalled:
+		return stepStalled
+	case Cancelling:
+		return stepCancelling
+	case Cleaning:
+		return stepCleaning
+	}
+	return nil // terminal states are handled by stepTerminal
+}
+
+// become is the only place that changes j.State: it checks the table, sets
+// every state-dependent field, and records the transition.
+func (j *Job) become(to State, reason string, now time.Time) {
+	if !Legal(j.State, to) {
+		panic(fmt.Sprintf("BUG: state: job %q: illegal transition %s → %s (%s)", j.id, j.State, to, reason))
+	}
+	t := Transition{From: j.State, To: to, Reason: reason, At: now}
+	j.State, j.Since, j.Reason = to, now, reason
+	j.step = stepFor(to)
+	switch to {
+	case Running, Throttled:
+		j.StallCause = ""
+		j.Hold, j.probing = false, false
+		if to == Running {
+			j.bo.Reset()
+		}
+	case Backoff:
+		j.StallCause = ""
+	case Stalled:
+		j.StallCause = j.stallCause()
+		j.Stalls++
+	case Cancelling, Cleaning, Completed, Cancelled, Failed:
+		j.Hold, j.probing = false, false
+	}
+	j.History = append(j.History, t)
+	if n := len(j.History) - HistoryLen; n > 0 {
+		j.History = append(j.History[:0], j.History[n:]...)
+	}
+	j.emitted = append(j.emitted, t)
+}
+
+func (j *Job) stallCause() StallCause {
+	causes := [numSeen]StallCause{CauseStoreThrottling, CauseUpstreamTimeouts, CauseUpstreamErrors}
+	best, cause := 0, CauseLoaderIdle
+	for i, n := range j.seen {
+		if n > best {
+			best, cause = n, causes[i]
+		}
+	}
+	return cause
+}
+
+func (j *Job) record(a *Attempt) {
+	if a == nil {
+		return
+	}
+	j.Attempts = append(j.Attempts, *a)
+	if n := len(j.Attempts) - AttemptsLen; n > 0 {
+		j.Attempts = append(j.Attempts[:0], j.Attempts[n:]...)
+	}
+}
+
+// enterBackoff holds the job's writes until a probe slot.
+func (j *Job) enterBackoff(retryAfter time.Duration, reason string, now time.Time) []Action {
+	j.become(Backoff, reason, now)
+	j.Hold = true
+	j.probing = false
+	j.scheduleProbe(retryAfter, now)
+	return []Action{ActPersist}
+}
+
+func (j *Job) scheduleProbe(retryAfter time.Duration, now time.Time) {
+	var d time.Duration
+	if retryAfter > 0 {
+		d = j.bo.RetryAfter(retryAfter, j.rnd())
+	} else {
+		d = j.bo.Next(j.rnd())
+	}
+	j.probeAt = now.Add(d)
+}
+
+// admitHeld lets one probe write through per slot while the job is held.
+func (j *Job) admitHeld(now time.Time) []Action {
+	if !j.Hold {
+		return nil
+	}
+	if j.probing || now.Before(j.probeAt) {
+		return []Action{ActHold}
+	}
+	j.probing = true
+	return nil
+}
+
+// failedProbe reschedules after a throttled or failed probe. Results of
+// writes admitted before the hold do not move the schedule, except that a
+// Retry-After can push it later.
+func (j *Job) failedProbe(ev Event, now time.Time) {
+	if !j.Hold {
+		return
+	}
+	if j.probing {
+		j.probing = false
+		j.scheduleProbe(ev.RetryAfter, now)
+		return
+	}
+	if ev.RetryAfter > 0 {
+		lo, hi, _ := j.bo.limits()
+		if at := now.Add(min(max(ev.RetryAfter, lo), hi)); at.After(j.probeAt) {
+			j.probeAt = at
+		}
+	}
+}
+
+func stepPending(j *Job, ev Event, now time.Time) ([]Action, error) {
+	switch ev.Type {
+	case EvAdmit:
+		j.become(Running, "first_write", now)
+		return []Action{ActPersist}, nil
+	case EvProgress:
+		j.become(Running, "progress", now)
+		return []Action{ActPersist}, nil
+	}
+	return stepRunning(j, ev, now)
+}
+
+func stepRunning(j *Job, ev Event, now time.Time) ([]Action, error) {
+	switch ev.Type {
+	case EvThrottle:
+		if ev.RetryAfter > 0 {
+			return j.enterBackoff(ev.RetryAfter, "retry_after", now), nil
+		}
+		if j.consecutive >= j.p.BackoffAfter {
+			return j.enterBackoff(0, "repeated_throttling", now), nil
+		}
+		j.become(Throttled, string(CauseStoreThrottling), now)
+		return []Action{ActPersist}, nil
+	case EvUpstreamError:
+		if ev.Timeout {
+			if j.consecutive >= j.p.BackoffAfter {
+				return j.enterBackoff(0, "repeated_timeouts", now), nil
+			}
+			j.become(Throttled, string(CauseUpstreamTimeouts), now)
+			return []Action{ActPersist}, nil
+		}
+	}
+	return nil, nil
+}
+
+func stepThrottled(j *Job, ev Event, now time.Time) ([]Action, error) {
+	switch ev.Type {
+	case EvProgress, EvTick:
+		if !j.lastThrottle.After(j.stallClock) && now.Sub(j.lastThrottle) >= j.p.QuietAfter {
+			j.become(Running, "throttling_ceased", now)
+			return []Action{ActPersist}, nil
+		}
+	case EvThrottle:
+		if ev.RetryAfter > 0 {
+			return j.enterBackoff(ev.RetryAfter, "retry_after", now), nil
+		}
+		if j.consecutive >= j.p.BackoffAfter {
+			return j.enterBackoff(0, "repeated_throttling", now), nil
+		}
+	case EvUpstreamError:
+		if ev.Timeout && j.consecutive >= j.p.BackoffAfter {
+			return j.enterBackoff(0, "repeated_timeouts", now), nil
+		}
+	}
+	return nil, nil
+}
+
+func stepBackoff(j *Job, ev Event, now time.Time) ([]Action, error) {
+	switch ev.Type {
+	case EvAdmit:
+		return j.admitHeld(now), nil
+	case EvRelease:
+		j.probing = false
+	case EvProgress:
+		j.become(Throttled, "probe_succeeded", now)
+		j.bo.Reset()
+		return []Action{ActPersist}, nil
+	case EvThrottle, EvUpstreamError:
+		j.failedProbe(ev, now)
+	}
+	return nil, nil
+}
+
+func stepStalled(j *Job, ev Event, now time.Time) ([]Action, error) {
+	switch ev.Type {
+	case EvAdmit:
+		return j.admitHeld(now), nil
+	case EvRelease:
+		j.probing = false
+	case EvProgress:
+		j.become(Running, "progress_resumed", now)
+		return []Action{ActPersist}, nil
+	case EvThrottle, EvUpstreamError:
+		j.failedProbe(ev, now)
+	case EvTick:
+		// Both clocks: the grace since the stall, and a full stall window
+		// plus grace since the last progress or restart.
+		if j.p.AutoCancel && now.Sub(j.Since) >= j.p.CancelGrace &&
+			now.Sub(j.stallClock) >= j.p.StallAfter+j.p.CancelGrace {
+			j.become(Cancelling, "stalled", now)
+			return []Action{ActPersist, ActAbortInflight, ActRunCancel}, nil
+		}
+	}
+	return nil, nil
+}
+
+func stepCancelling(j *Job, ev Event, now time.Time) ([]Action, error) {
+	return j.stepAction(ev, now, ActRunCancel)
+}
+
+func stepCleaning(j *Job, ev Event, now time.Time) ([]Action, error) {
+	return j.stepAction(ev, now, ActRunCleanup)
+}
+
+// stepAction handles a job whose action (cancel or cleanup) is running.
+func (j *Job) stepAction(ev Event, now time.Time, running Action) ([]Action, error) {
+	switch ev.Type {
+	case EvAdmit:
+		return nil, &NotAcceptingError{Job: j.id, State: j.State, Reason: j.Reason}
+	case EvCancel:
+		// Already cancelling: a forced request upgrades the running one.
+		if ev.Force && !j.Force {
+			j.Force = true
+			return []Action{ActPersist}, nil
+		}
+		return nil, nil
+	case EvComplete:
+		return nil, &TransitionError{Job: j.id, From: j.State, Event: ev.Type}
+	case EvActionSucceeded, EvActionFailed:
+		if ev.Action != running {
+			return nil, &TransitionError{Job: j.id, From: j.State, Event: ev.Type}
+		}
+		j.record(ev.Attempt)
+	default:
+		return nil, nil // late observations and ticks change nothing
+	}
+	name := running.String()
+	switch {
+	case ev.Type == EvActionFailed && !ev.Final:
+		return nil, nil
+	case ev.Type == EvActionFailed && running == ActRunCancel && j.Force:
+		j.become(Cleaning, "cancel_failed_forced", now)
+		return []Action{ActPersist, ActRunCleanup}, nil
+	case ev.Type == EvActionFailed:
+		j.become(Failed, name+"_failed", now)
+		return []Action{ActPersist}, nil
+	}
+	reason := name + "_succeeded"
+	if ev.Skipped {
+		reason = name + " skipped: no action configured"
+	}
+	if running == ActRunCancel {
+		j.become(Cleaning, reason, now)
+		return []Action{ActPersist, ActRunCleanup}, nil
+	}
+	j.become(Cancelled, reason, now)
+	return []Action{ActPersist}, nil
+}
+
+func (j *Job) stepTerminal(ev Event) ([]Action, error) {
+	switch ev.Type {
+	case EvRelease, EvProgress, EvThrottle, EvUpstreamError, EvTick:
+		return nil, nil // late results of writes admitted before the end
+	case EvAdmit:
+		return nil, &NotAcceptingError{Job: j.id, State: j.State, Reason: j.Reason}
+	case EvComplete:
+		if j.State == Completed {
+			return nil, nil
+		}
+	case EvCancel:
+		if j.State == Cancelled {
+			return nil, nil
+		}
+	}
+	return nil, &TransitionError{Job: j.id, From: j.State, Event: ev.Type}
+}

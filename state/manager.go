@@ -1,0 +1,878 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+)
+
+// Config configures a Manager. Zero fields take the Default* values.
+type Config struct {
+	// Store keeps the job records; nil means an in-memory store. The
+	// Manager owns it and closes it in Close.
+	Store Store
+	// Defaults are inherited by every job's Settings.
+	Defaults Settings
+	// MaxJobs bounds the non-terminal jobs.
+	MaxJobs int
+	// ActionTimeout bounds each attempt of a cancel or cleanup action and
+	// each progress probe.
+	ActionTimeout time.Duration
+	// ActionRetries is the number of retries after a failed first attempt;
+	// 0 means DefaultActionRetries, negative means none.
+	ActionRetries int
+	// Retention is how long terminal jobs are kept before being pruned from
+	// the store, memory and metrics.
+	Retention time.Duration
+	// CheckpointsRetained is how many loader checkpoints a job keeps.
+	CheckpointsRetained int
+	// ProbeURL and ProbePointer are the default progress probe (see
+	// Settings); ProbeInterval is how often it runs.
+	ProbeURL, ProbePointer string
+	ProbeInterval          time.Duration
+	// QuietAfter, BackoffAfter, BackoffMin and BackoffMax tune the machine
+	// (see Policy).
+	QuietAfter             time.Duration
+	BackoffAfter           int
+	BackoffMin, BackoffMax time.Duration
+
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: metrics are kept but not registered
+	Now        func() time.Time      // nil: time.Now; must agree with the runtime's timers
+	HTTPClient *http.Client          // for actions and probes; nil: a client without redirects
+	Rand       func() float64        // jitter source in [0, 1); nil: math/rand/v2
+}
+
+// Manager owns the jobs: it steps their machines with the proxy's
+// observations, the admin API's requests and a one-second tick, commits each
+// transition to the Store before starting its actions, runs the cancel and
+// cleanup actions in its own goroutines, flushes progress every tick and
+// prunes expired terminal jobs. All methods are safe for concurrent use.
+//
+// A runtime store error (disk full) does not stop anything: the job goes on
+// in memory, the error is logged (throttled) and counted in
+// sluice_state_write_errors_total, and the record is written again at the
+// next tick.
+type Manager struct {
+	mu     sync.Mutex
+	jobs   map[string]*entry
+	live   int // non-terminal jobs
+	closed bool
+
+	cfg      Config
+	defaults Settings
+	store    Store
+	log      *slog.Logger
+	met      *metrics
+	now      func() time.Time
+	rnd      func() float64
+	run      runner
+
+	storeMu sync.Mutex        // serialises store writes; taken before mu
+	written map[string]uint64 // record version last written, per job
+
+	ctx    context.Context // actions and probes
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	errLog rate.Sometimes
+}
+
+// entry is a job and what the Manager keeps beside its machine. All fields
+// require that Manager.mu is held.
+type entry struct {
+	job          *Job
+	settings     Settings // as given; merged with the defaults into job's policy
+	totals       Totals
+	loader       LoaderProgress
+	lastProgress time.Time
+	checkpoints  []Checkpoint
+	cpSeq        uint64 // last checkpoint sequence number handed out
+	durableSeq   uint64 // last checkpoint sequence number committed
+	win          rateWindow
+
+	abortCtx context.Context // cancelled when in-flight writes must stop
+	abort    context.CancelCauseFunc
+	inflight int
+	changed  chan struct{} // closed and replaced when the job changes
+	waiters  int
+	running  [2]bool // cancel, cleanup action goroutine under way
+
+	version, flushed uint64 // record versions: latest in memory, latest committed
+
+	probeInflight bool
+	probeNext     time.Time
+	probeHave     bool
+}
+
+// versioned is a record snapshot and its version.
+type versioned struct {
+	rec Record
+	v   uint64
+}
+
+// effects are the I/O that Steps under the lock asked for, performed after
+// it is released: commit first, then run.
+type effects struct {
+	recs []versioned
+	runs []runReq
+}
+
+type runReq struct {
+	id      string
+	act     Action
+	spec    *ActionSpec
+	retries int
+}
+
+// NewManager loads the records from cfg.Store. Jobs that were cancelling or
+// cleaning resume their action at once; every job's stall timers restart from
+// now, so a restart never cancels a job by itself.
+func NewManager(cfg Config) (*Manager, error) {
+	if cfg.Store == nil {
+		cfg.Store = &MemStore{}
+	}
+	if cfg.MaxJobs <= 0 {
+		cfg.MaxJobs = DefaultMaxJobs
+	}
+	if cfg.ActionTimeout <= 0 {
+		cfg.ActionTimeout = DefaultActionTimeout
+	}
+	switch {
+	case cfg.ActionRetries == 0:
+		cfg.ActionRetries = DefaultActionRetries
+	case cfg.ActionRetries < 0:
+		cfg.ActionRetries = 0
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.CheckpointsRetained <= 0 {
+		cfg.CheckpointsRetained = DefaultCheckpointsRetained
+	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = DefaultProbeInterval
+	}
+	if cfg.QuietAfter <= 0 {
+		cfg.QuietAfter = DefaultQuietAfter
+	}
+	if cfg.BackoffAfter <= 0 {
+		cfg.BackoffAfter = DefaultBackoffAfter
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = DefaultBackoffMin
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = DefaultBackoffMax
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	d := cfg.Defaults
+	if d.ProbeURL == "" {
+		d.ProbeURL, d.ProbePointer = cfg.ProbeURL, cfg.ProbePointer
+	}
+	if err := d.Validate(); err != nil {
+		return nil, fmt.Errorf("state: default settings: %w", err)
+	}
+	if d.StallAfter <= 0 {
+		d.StallAfter = DefaultStallAfter
+	}
+	if d.CancelGrace <= 0 {
+		d.CancelGrace = DefaultCancelGrace
+	}
+	if d.AutoCancel == nil {
+		t := true
+		d.AutoCancel = &t
+	}
+
+	m := &Manager{
+		jobs:     make(map[string]*entry),
+		cfg:      cfg,
+		defaults: d,
+		store:    cfg.Store,
+		log:      cfg.Logger.With("component", "jobs"),
+		now:      cfg.Now,
+		rnd:      cfg.Rand,
+		run:      runner{client: cfg.HTTPClient, timeout: cfg.ActionTimeout, now: cfg.Now},
+		written:  make(map[string]uint64),
+		errLog:   rate.Sometimes{First: 1, Interval: 10 * time.Second},
+	}
+	met, err := newMetrics(cfg.Registerer, m)
+	if err != nil {
+		return nil, err
+	}
+	m.met = met
+
+	recs, err := cfg.Store.Load()
+	if err != nil {
+		return nil, err
+	}
+	now := m.now()
+	var fx effects
+	for _, r := range recs {
+		if !ValidJobID(r.ID) || r.State >= numStates {
+			return nil, fmt.Errorf("state: stored record %q has an invalid id or state %d", r.ID, r.State)
+		}
+		e := m.newEntry(RestoreJob(r.ID, r.MachineState, m.policy(r.Settings), now, m.rnd), r.Settings)
+		e.totals, e.loader, e.lastProgress, e.checkpoints = r.Totals, r.Loader, r.LastProgress, r.Checkpoints
+		for _, c := range r.Checkpoints {
+			e.cpSeq = max(e.cpSeq, c.Seq)
+		}
+		e.durableSeq = e.cpSeq
+		e.version, e.flushed = 1, 1
+		m.written[r.ID] = 1
+		m.jobs[r.ID] = e
+		if !r.State.Terminal() {
+			m.live++
+		}
+		m.actLocked(e, e.job.Resume(), &fx)
+		if len(fx.runs) > 0 {
+			m.log.Info("job action resumed", "job", r.ID, "state", r.State.String())
+		}
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.finish(fx)
+	return m, nil
+}
+
+func (m *Manager) newEntry(j *Job, s Settings) *entry {
+	e := &entry{job: j, settings: s, changed: make(chan struct{})}
+	e.abortCtx, e.abort = context.WithCancelCause(context.Background())
+	return e
+}
+
+// policy resolves settings s against the defaults.
+func (m *Manager) policy(s Settings) Policy {
+	eff := s.merge(m.defaults)
+	p := Policy{
+		StallAfter:   eff.StallAfter,
+		CancelGrace:  eff.CancelGrace,
+		Deadline:     max(eff.Deadline, 0),
+		AutoCancel:   *eff.AutoCancel,
+		QuietAfter:   m.cfg.QuietAfter,
+		BackoffAfter: m.cfg.BackoffAfter,
+		Backoff:      ExpBackoff{Min: m.cfg.BackoffMin, Max: m.cfg.BackoffMax, Factor: 2, Jitter: 0.2},
+	}
+	return p
+}
+
+// Run drives the Manager: every second it steps each job with a tick (stall
+// detection, grace, deadlines, quiet periods), starts due progress probes,
+// flushes changed records and prunes expired terminal jobs. It returns when
+// ctx ends, after a last flush. Actions under way continue until Close.
+func (m *Manager) Run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			m.flush()
+			return
+		case <-t.C:
+			m.Tick(m.now())
+		}
+	}
+}
+
+// Tick does one round of Run's work at time now. Run calls it every second;
+// it is exported for tests and for callers with their own loop.
+func (m *Manager) Tick(now time.Time) {
+	var fx effects
+	var prune []string
+	type probe struct{ id, url, ptr string }
+	var probes []probe
+	m.mu.Lock()
+	for id, e := range m.jobs {
+		if e.job.State.Terminal() {
+			if now.Sub(e.job.Since) >= m.cfg.Retention {
+				prune = append(prune, id)
+			}
+			continue
+		}
+		_, _ = m.stepLocked(e, Event{Type: EvTick}, now, &fx)
+		if !e.job.State.Accepting() || e.probeInflight || now.Before(e.probeNext) {
+			continue
+		}
+		if eff := e.settings.merge(m.defaults); eff.ProbeURL != "" {
+			e.probeInflight = true
+			e.probeNext = now.Add(m.cfg.ProbeInterval)
+			probes = append(probes, probe{id, eff.ProbeURL, eff.ProbePointer})
+		}
+	}
+	dirty := m.dirtyLocked()
+	closed := m.closed
+	m.mu.Unlock()
+	m.finish(fx)
+	_ = m.commit(dirty)
+	if !closed {
+		for _, p := range probes {
+			m.wg.Add(1)
+			go m.runProbe(p.id, p.url, p.ptr)
+		}
+	}
+	if len(prune) > 0 {
+		m.prune(prune)
+	}
+}
+
+// dirtyLocked snapshots every record changed since its last commit.
+func (m *Manager) dirtyLocked() []versioned {
+	var out []versioned
+	for _, e := range m.jobs {
+		if e.version > e.flushed {
+			out = append(out, versioned{m.recordLocked(e), e.version})
+		}
+	}
+	return out
+}
+
+func (m *Manager) flush() {
+	m.mu.Lock()
+	dirty := m.dirtyLocked()
+	m.mu.Unlock()
+	_ = m.commit(dirty)
+}
+
+func (m *Manager) prune(ids []string) {
+	m.storeMu.Lock()
+	defer m.storeMu.Unlock()
+	if err := m.store.Delete(ids...); err != nil {
+		m.writeError(err)
+		return // retried at the next tick
+	}
+	m.mu.Lock()
+	for _, id := range ids {
+		delete(m.jobs, id)
+		delete(m.written, id)
+		m.log.Info("job pruned", "job", id)
+	}
+	m.mu.Unlock()
+}
+
+// Close stops running actions and probes (an interrupted action resumes at
+// the next start, since the job's record still says cancelling or
+// cleaning), flushes every record and closes the store.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	for _, e := range m.jobs {
+		if e.waiters > 0 {
+			close(e.changed)
+			e.changed = make(chan struct{})
+		}
+	}
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+	m.mu.Lock()
+	dirty := m.dirtyLocked()
+	m.mu.Unlock()
+	err := m.commit(dirty)
+	m.storeMu.Lock()
+	defer m.storeMu.Unlock()
+	return errors.Join(err, m.store.Close())
+}
+
+// stepLocked steps e's machine, logs and counts its transitions, wakes
+// waiters, and adds the I/O it asked for to fx. It requires that m.mu is
+// held.
+func (m *Manager) stepLocked(e *entry, ev Event, now time.Time, fx *effects) ([]Action, error) {
+	before := e.job.State
+	acts, err := e.job.Step(ev, now)
+	for _, t := range e.job.TakeTransitions() {
+		m.log.Info("job transition", "job", e.job.ID(), "from", t.From.String(), "to", t.To.String(), "reason", t.Reason)
+		m.met.transitions.WithLabelValues(t.From.String(), t.To.String()).Inc()
+	}
+	if before.Terminal() != e.job.State.Terminal() {
+		m.live--
+	}
+	switch ev.Type {
+	case EvAdmit, EvRelease, EvTick:
+		if len(acts) > 0 && acts[0] != ActHold {
+			e.version++
+		}
+	default:
+		if err == nil {
+			e.version++
+		}
+	}
+	if e.waiters > 0 && (ev.Type != EvAdmit || before != e.job.State) {
+		close(e.changed)
+		e.changed = make(chan struct{})
+	}
+	m.actLocked(e, acts, fx)
+	return acts, err
+}
+
+// actLocked turns actions into effects. It requires that m.mu is held.
+func (m *Manager) actLocked(e *entry, acts []Action, fx *effects) {
+	for _, a := range acts {
+		switch a {
+		case ActPersist:
+			fx.recs = append(fx.recs, versioned{m.recordLocked(e), e.version})
+		case ActAbortInflight:
+			e.abort(&NotAcceptingError{Job: e.job.ID(), State: e.job.State, Reason: e.job.Reason})
+		case ActRunCancel, ActRunCleanup:
+			i := 0
+			eff := e.settings.merge(m.defaults)
+			spec := eff.Cancel
+			if a == ActRunCleanup {
+				i, spec = 1, eff.Cleanup
+			}
+			if e.running[i] {
+				continue
+			}
+			e.running[i] = true
+			fx.runs = append(fx.runs, runReq{id: e.job.ID(), act: a, spec: spec, retries: m.cfg.ActionRetries})
+		}
+	}
+}
+
+// finish performs effects: the records are committed before any action
+// starts. It returns the commit's error; the actions start regardless,
+// because a full disk must not keep a stalled job from being cancelled.
+func (m *Manager) finish(fx effects) error {
+	err := m.commit(fx.recs)
+	for _, r := range fx.runs {
+		m.wg.Add(1)
+		go m.runAction(r)
+	}
+	return err
+}
+
+// commit writes the records whose version is newer than the one last
+// written, in one store transaction.
+func (m *Manager) commit(recs []versioned) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	m.storeMu.Lock()
+	defer m.storeMu.Unlock()
+	latest := make(map[string]versioned, len(recs))
+	m.mu.Lock()
+	for _, r := range recs {
+		if _, ok := m.jobs[r.rec.ID]; !ok || r.v <= m.written[r.rec.ID] {
+			continue // pruned, or a newer snapshot was written already
+		}
+		if cur, ok := latest[r.rec.ID]; !ok || r.v > cur.v {
+			latest[r.rec.ID] = r
+		}
+	}
+	m.mu.Unlock()
+	if len(latest) == 0 {
+		return nil
+	}
+	batch := make([]Record, 0, len(latest))
+	for _, r := range latest {
+		batch = append(batch, r.rec)
+	}
+	if err := m.store.Put(batch...); err != nil {
+		m.writeError(err)
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, r := range latest {
+		m.written[id] = r.v
+		e := m.jobs[id]
+		if e == nil {
+			continue
+		}
+		e.flushed = max(e.flushed, r.v)
+		for _, c := range r.rec.Checkpoints {
+			e.durableSeq = max(e.durableSeq, c.Seq)
+		}
+	}
+	return nil
+}
+
+// writeError counts and logs (throttled) a failed store write. It requires
+// that m.storeMu is held.
+func (m *Manager) writeError(err error) {
+	m.met.writeErrors.Inc()
+	m.errLog.Do(func() { m.log.Error("state write failed; keeping jobs in memory and retrying", "err", err) })
+}
+
+// recordLocked snapshots e. It requires that m.mu is held.
+func (m *Manager) recordLocked(e *entry) Record {
+	return Record{
+		ID:           e.job.ID(),
+		MachineState: e.job.Snapshot(),
+		Settings:     e.settings,
+		Totals:       e.totals,
+		Loader:       e.loader,
+		LastProgress: e.lastProgress,
+		Checkpoints:  slices.Clone(e.checkpoints),
+	}
+}
+
+// getOrCreateLocked returns the job, creating it in state Pending with
+// settings s if absent. It requires that m.mu is held.
+func (m *Manager) getOrCreateLocked(id string, s Settings, now time.Time, fx *effects) (*entry, error) {
+	if e := m.jobs[id]; e != nil {
+		return e, nil
+	}
+	if m.live >= m.cfg.MaxJobs {
+		return nil, fmt.Errorf("%w: %d live jobs, limit %d; job %q not created", ErrTooManyJobs, m.live, m.cfg.MaxJobs, id)
+	}
+	e := m.newEntry(NewJob(id, m.policy(s), now, m.rnd), s)
+	m.jobs[id] = e
+	m.live++
+	e.version++
+	fx.recs = append(fx.recs, versioned{m.recordLocked(e), e.version})
+	m.log.Info("job created", "job", id)
+	return e, nil
+}
+
+// Admit is called by the proxy before forwarding a write for job id. It
+// creates the job if it is new (then pending → running). While the job is
+// held (backoff, or stalled after a backoff) it blocks until the job's probe
+// slot or a state change, honouring ctx. On success it returns a context
+// derived from ctx that is cancelled (with a *NotAcceptingError cause) when
+// the job is cancelled, and a release func that the proxy must call once the
+// upstream attempt has ended (after Observe).
+//
+// Errors: ErrInvalidJobID, ErrTooManyJobs, *NotAcceptingError (cancelling,
+// cleaning or terminal), ErrClosed, or ctx's error while held.
+func (m *Manager) Admit(ctx context.Context, id string) (context.Context, func(), error) {
+	if !ValidJobID(id) {
+		return nil, nil, fmt.Errorf("%w: %q", ErrInvalidJobID, id)
+	}
+	for {
+		var fx effects
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			return nil, nil, ErrClosed
+		}
+		now := m.now()
+		e, err := m.getOrCreateLocked(id, Settings{}, now, &fx)
+		if err != nil {
+			m.mu.Unlock()
+			return nil, nil, err
+		}
+		acts, err := m.stepLocked(e, Event{Type: EvAdmit}, now, &fx)
+		if err != nil {
+			m.mu.Unlock()
+			m.finish(fx)
+			return nil, nil, err
+		}
+		if slices.Contains(acts, ActHold) {
+			ch, wait := e.changed, e.job.ProbeAt().Sub(now)
+			e.waiters++
+			m.mu.Unlock()
+			m.finish(fx)
+			err := holdWait(ctx, ch, wait)
+			m.mu.Lock()
+			e.waiters--
+			m.mu.Unlock()
+			if err != nil {
+				return nil, nil, fmt.Errorf("state: job %q held in %s: %w", id, e.job.State, err)
+			}
+			continue
+		}
+		e.inflight++
+		actx, cancel := context.WithCancelCause(ctx)
+		abortCtx := e.abortCtx
+		stop := context.AfterFunc(abortCtx, func() { cancel(context.Cause(abortCtx)) })
+		m.mu.Unlock()
+		m.finish(fx)
+		var once sync.Once
+		release := func() {
+			once.Do(func() {
+				stop()
+				cancel(context.Canceled)
+				var fx effects
+				m.mu.Lock()
+				e.inflight--
+				_, _ = m.stepLocked(e, Event{Type: EvRelease}, m.now(), &fx)
+				m.mu.Unlock()
+				m.finish(fx)
+			})
+		}
+		return actx, release, nil
+	}
+}
+
+// holdWait waits for the probe slot (at most a second, then the caller asks
+// again), a change of the job, or the end of ctx.
+func holdWait(ctx context.Context, changed <-chan struct{}, wait time.Duration) error {
+	t := time.NewTimer(min(max(wait, time.Millisecond), time.Second))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-changed:
+	case <-t.C:
+	}
+	return nil
+}
+
+// Observe reports the outcome of one upstream attempt for job id. Unknown
+// jobs and kinds are ignored (a pruned job's late results).
+func (m *Manager) Observe(id string, o Observation) {
+	var ev Event
+	m.mu.Lock()
+	e := m.jobs[id]
+	if e == nil {
+		m.mu.Unlock()
+		return
+	}
+	now := m.now()
+	switch o.Kind {
+	case ObsOK:
+		items := max(o.Items, 0)
+		e.totals.Requests++
+		e.totals.Bytes += max(o.Bytes, 0)
+		e.totals.Items += items
+		e.lastProgress = now
+		e.win.add(now, 1, max(o.Bytes, 0), items, 0)
+		ev = Event{Type: EvProgress}
+	case ObsThrottled, ObsOverloaded:
+		e.totals.Throttled++
+		ev = Event{Type: EvThrottle, RetryAfter: max(o.RetryAfter, 0)}
+	case ObsTimeout:
+		e.totals.Timeouts++
+		ev = Event{Type: EvUpstreamError, Timeout: true}
+	case ObsServerError, ObsClientError:
+		e.totals.Errors++
+		ev = Event{Type: EvUpstreamError}
+	default:
+		m.mu.Unlock()
+		m.errLog.Do(func() { m.log.Warn("unknown observation kind ignored", "job", id, "kind", o.Kind) })
+		return
+	}
+	var fx effects
+	_, _ = m.stepLocked(e, ev, now, &fx)
+	m.mu.Unlock()
+	m.finish(fx)
+}
+
+// Register creates job id in state pending with settings s, or replaces the
+// settings of an existing live job (one created by its first write, say).
+// A job that is cancelling, cleaning or terminal is not changed:
+// *NotAcceptingError. Invalid settings: an error wrapping ErrInvalid.
+func (m *Manager) Register(id string, s Settings) (JobView, error) {
+	if !ValidJobID(id) {
+		return JobView{}, fmt.Errorf("%w: %q", ErrInvalidJobID, id)
+	}
+	if err := s.Validate(); err != nil {
+		return JobView{}, err
+	}
+	var fx effects
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return JobView{}, ErrClosed
+	}
+	now := m.now()
+	e, ok := m.jobs[id]
+	switch {
+	case !ok:
+		var err error
+		if e, err = m.getOrCreateLocked(id, s, now, &fx); err != nil {
+			m.mu.Unlock()
+			return JobView{}, err
+		}
+	case !e.job.State.Accepting():
+		m.mu.Unlock()
+		return JobView{}, &NotAcceptingError{Job: id, State: e.job.State, Reason: e.job.Reason}
+	default:
+		e.settings = s
+		e.job.SetPolicy(m.policy(s))
+		e.version++
+		fx.recs = append(fx.recs, versioned{m.recordLocked(e), e.version})
+	}
+	v := m.viewLocked(e, now)
+	m.mu.Unlock()
+	return v, m.finish(fx)
+}
+
+// ReportProgress records progress reported by the loader for job id (see
+// Progress). A checkpoint is committed before ReportProgress returns; if the
+// commit fails the error says so and the view still shows the previous
+// durable checkpoint. Errors: ErrNotFound, *NotAcceptingError, ErrInvalid.
+func (m *Manager) ReportProgress(id string, p Progress) (JobView, error) {
+	if p.Records < 0 || p.Bytes < 0 {
+		return JobView{}, fmt.Errorf("%w: records %d and bytes %d must not be negative", ErrInvalid, p.Records, p.Bytes)
+	}
+	if len(p.Checkpoint) > MaxCheckpointBytes {
+		return JobView{}, fmt.Errorf("%w: checkpoint is %d bytes, at most %d", ErrInvalid, len(p.Checkpoint), MaxCheckpointBytes)
+	}
+	if len(p.Checkpoint) > 0 && !jsonValid(p.Checkpoint) {
+		return JobView{}, fmt.Errorf("%w: checkpoint is not valid JSON", ErrInvalid)
+	}
+	var fx effects
+	m.mu.Lock()
+	e, err := m.getLocked(id)
+	if err != nil {
+		m.mu.Unlock()
+		return JobView{}, err
+	}
+	if !e.job.State.Accepting() {
+		m.mu.Unlock()
+		return JobView{}, &NotAcceptingError{Job: id, State: e.job.State, Reason: e.job.Reason}
+	}
+	now := m.now()
+	changed := p.Records != e.loader.Records || p.Bytes != e.loader.Bytes
+	var seq uint64
+	if len(p.Checkpoint) > 0 {
+		if n := len(e.checkpoints); n == 0 || !bytes.Equal(e.checkpoints[n-1].Data, p.Checkpoint) {
+			changed = true
+		}
+		e.cpSeq++
+		seq = e.cpSeq
+		e.checkpoints = append(e.checkpoints, Checkpoint{Seq: seq, At: now, Records: p.Records, Bytes: p.Bytes,
+			Data: slices.Clone(p.Checkpoint)})
+		e.trimCheckpoints(m.cfg.CheckpointsRetained)
+	}
+	if changed {
+		e.win.add(now, 0, 0, 0, max(p.Records-e.loader.Records, 0))
+		e.loader.Records, e.loader.Bytes = p.Records, p.Bytes
+		e.lastProgress = now
+		_, _ = m.stepLocked(e, Event{Type: EvProgress}, now, &fx)
+	}
+	if seq > 0 {
+		e.version++
+		fx.recs = append(fx.recs, versioned{m.recordLocked(e), e.version})
+	}
+	m.mu.Unlock()
+	if err := m.finish(fx); err != nil && seq > 0 {
+		v, _ := m.Get(id)
+		return v, fmt.Errorf("state: job %q: checkpoint %d not durable: %w", id, seq, err)
+	}
+	return m.Get(id)
+}
+
+// trimCheckpoints keeps the newest n checkpoints, and the newest durable one
+// even if it is older. It requires that Manager.mu is held.
+func (e *entry) trimCheckpoints(n int) {
+	for len(e.checkpoints) > n {
+		drop := 0
+		if e.checkpoints[0].Seq == e.durableSeq && len(e.checkpoints) > 1 {
+			drop = 1
+			if len(e.checkpoints) <= n+1 {
+				return
+			}
+		}
+		e.checkpoints = slices.Delete(e.checkpoints, drop, drop+1)
+	}
+}
+
+// Cancel requests the cancel of job id. force: if the cancel action runs out
+// of retries the cleanup runs anyway (instead of the job failing with
+// cancel_failed), like Pegasus' cancel_bulk_load -f; a forced request also
+// upgrades a cancel already under way. Cancelling a job that is already
+// cancelling, cleaning or cancelled changes nothing; a completed or failed
+// job gives a *TransitionError. reason (at most 256 bytes) defaults to
+// "requested".
+func (m *Manager) Cancel(id string, force bool, reason string) (JobView, error) {
+	if len(reason) > maxReason {
+		return JobView{}, fmt.Errorf("%w: reason is %d bytes, at most %d", ErrInvalid, len(reason), maxReason)
+	}
+	return m.request(id, Event{Type: EvCancel, Force: force, Reason: reason})
+}
+
+// Complete declares job id done: it becomes completed, with no cleanup.
+// A job that is cancelling, cleaning, cancelled or failed gives a
+// *TransitionError; completing a completed job changes nothing.
+func (m *Manager) Complete(id string) (JobView, error) {
+	return m.request(id, Event{Type: EvComplete})
+}
+
+func (m *Manager) request(id string, ev Event) (JobView, error) {
+	var fx effects
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return JobView{}, ErrClosed
+	}
+	e, err := m.getLocked(id)
+	if err != nil {
+		m.mu.Unlock()
+		return JobView{}, err
+	}
+	now := m.now()
+	_, err = m.stepLocked(e, ev, now, &fx)
+	v := m.viewLocked(e, now)
+	m.mu.Unlock()
+	if err != nil {
+		return v, err
+	}
+	return v, m.finish(fx)
+}
+
+func (m *Manager) getLocked(id string) (*entry, error) {
+	e := m.jobs[id]
+	if e == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	return e, nil
+}
+
+// Get returns the full view of job id, or ErrNotFound.
+func (m *Manager) Get(id string) (JobView, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, err := m.getLocked(id)
+	if err != nil {
+		return JobView{}, err
+	}
+	return m.viewLocked(e, m.now()), nil
+}
+
+// List returns a summary of every job, sorted by id.
+func (m *Manager) List() []JobSummary {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	out := make([]JobSummary, 0, len(m.jobs))
+	for _, e := range m.jobs {
+		out = append(out, m.summaryLocked(e, now))
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].ID < out[k].ID })
+	return out
+}
+
+// Counts returns the number of jobs in each state; every state is present.
+func (m *Manager) Counts() map[State]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.countsLocked()
+}
+
+func (m *Manager) countsLocked() map[State]int {
+	c := make(map[State]int, numStates)
+	for _, s := range States() {
+		c[s] = 0
+	}
+	for _, e := range m.jobs {
+		c[e.job.State]++
+	}
+	return c
+}

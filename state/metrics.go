@@ -1,0 +1,110 @@
+package state
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the Manager's metrics. The per-job series are produced at
+// scrape time from the live jobs, so a pruned job's series disappear with
+// its record.
+type metrics struct {
+	transitions *prometheus.CounterVec
+	actions     *prometheus.CounterVec
+	writeErrors prometheus.Counter
+	jobs        *jobCollector
+}
+
+func newMetrics(reg prometheus.Registerer, m *Manager) (*metrics, error) {
+	met := &metrics{
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_job_transitions_total",
+			Help: "Job state transitions, by from and to state.",
+		}, []string{"from", "to"}),
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_job_actions_total",
+			Help: "Cancel and cleanup action attempts, by action and result (ok, already_gone, skipped, error, timeout).",
+		}, []string{"action", "result"}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_state_write_errors_total",
+			Help: "Failed writes of job records to the state store; the records are kept in memory and written again.",
+		}),
+		jobs: newJobCollector(m),
+	}
+	for from, tos := range transitions {
+		for _, to := range tos {
+			met.transitions.WithLabelValues(from.String(), to.String())
+		}
+	}
+	for _, a := range []string{ActRunCancel.String(), ActRunCleanup.String()} {
+		for _, r := range []string{ResultOK, ResultAlreadyGone, ResultSkipped, ResultError, ResultTimeout} {
+			met.actions.WithLabelValues(a, r)
+		}
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{met.transitions, met.actions, met.writeErrors, met.jobs} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("state: register metrics: %w", err)
+			}
+		}
+	}
+	return met, nil
+}
+
+// jobCollector reports job counts by state and the per-job series.
+type jobCollector struct {
+	m                                          *Manager
+	jobs, state, bytes, items, progress, stall *prometheus.Desc
+}
+
+func newJobCollector(m *Manager) *jobCollector {
+	return &jobCollector{
+		m: m,
+		jobs: prometheus.NewDesc("sluice_jobs",
+			"Jobs by state, terminal ones included until pruned.", []string{"state"}, nil),
+		state: prometheus.NewDesc("sluice_job_state",
+			"1 for the job's current state, 0 for the others.", []string{"job", "state"}, nil),
+		bytes: prometheus.NewDesc("sluice_job_acknowledged_bytes_total",
+			"Request bytes of the job's writes acknowledged by the store.", []string{"job"}, nil),
+		items: prometheus.NewDesc("sluice_job_acknowledged_items_total",
+			"Bulk items of the job's writes acknowledged by the store, where the store's responses count them.", []string{"job"}, nil),
+		progress: prometheus.NewDesc("sluice_job_last_progress_timestamp_seconds",
+			"Unix time of the job's last progress (0: none yet).", []string{"job"}, nil),
+		stall: prometheus.NewDesc("sluice_job_stalls_total",
+			"Times the job became stalled.", []string{"job"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *jobCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.jobs, c.state, c.bytes, c.items, c.progress, c.stall} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	defer c.m.mu.Unlock()
+	for s, n := range c.m.countsLocked() {
+		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(n), s.String())
+	}
+	for id, e := range c.m.jobs {
+		for _, s := range States() {
+			v := 0.0
+			if s == e.job.State {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, v, id, s.String())
+		}
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(e.totals.Bytes), id)
+		ch <- prometheus.MustNewConstMetric(c.items, prometheus.CounterValue, float64(e.totals.Items), id)
+		last := 0.0
+		if !e.lastProgress.IsZero() {
+			last = float64(e.lastProgress.UnixNano()) / 1e9
+		}
+		ch <- prometheus.MustNewConstMetric(c.progress, prometheus.GaugeValue, last, id)
+		ch <- prometheus.MustNewConstMetric(c.stall, prometheus.CounterValue, float64(e.job.Stalls), id)
+	}
+}

@@ -1,0 +1,311 @@
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Default settings, used where neither the job nor Config.Defaults says.
+const (
+	DefaultStallAfter          = 5 * time.Minute
+	DefaultCancelGrace         = 5 * time.Minute
+	DefaultMaxJobs             = 1000
+	DefaultActionTimeout       = 30 * time.Second
+	DefaultActionRetries       = 5
+	DefaultRetention           = 24 * time.Hour
+	DefaultCheckpointsRetained = 5
+	DefaultProbeInterval       = 10 * time.Second
+	DefaultQuietAfter          = 30 * time.Second
+	DefaultBackoffAfter        = 3
+	DefaultBackoffMin          = time.Second
+	DefaultBackoffMax          = time.Minute
+)
+
+// Input limits.
+const (
+	MaxCheckpointBytes = 64 << 10
+	MaxLabels          = 32
+	maxLabelKey        = 64
+	maxLabelValue      = 256
+	maxReason          = 256
+)
+
+// Settings are a job's own settings; zero fields inherit the Manager's
+// defaults (Config.Defaults, then the Default* constants). A negative
+// Deadline means "no deadline" even if the defaults set one. In JSON,
+// durations are Go duration strings ("5m", "1h30m").
+type Settings struct {
+	StallAfter   time.Duration
+	CancelGrace  time.Duration
+	Deadline     time.Duration
+	AutoCancel   *bool
+	Cancel       *ActionSpec
+	Cleanup      *ActionSpec
+	ProbeURL     string // GET; ${JOB} substituted as in ActionSpec
+	ProbePointer string // RFC 6901 pointer to a number that must increase
+	Labels       map[string]string
+}
+
+type settingsJSON struct {
+	StallAfter   string            `json:"stall_after,omitempty"`
+	CancelGrace  string            `json:"cancel_grace,omitempty"`
+	Deadline     string            `json:"deadline,omitempty"`
+	AutoCancel   *bool             `json:"auto_cancel,omitempty"`
+	Cancel       *ActionSpec       `json:"cancel,omitempty"`
+	Cleanup      *ActionSpec       `json:"cleanup,omitempty"`
+	ProbeURL     string            `json:"probe_url,omitempty"`
+	ProbePointer string            `json:"probe_pointer,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+}
+
+func durString(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
+// MarshalJSON implements json.Marshaler.
+func (s Settings) MarshalJSON() ([]byte, error) {
+	return json.Marshal(settingsJSON{
+		StallAfter: durString(s.StallAfter), CancelGrace: durString(s.CancelGrace), Deadline: durString(s.Deadline),
+		AutoCancel: s.AutoCancel, Cancel: s.Cancel, Cleanup: s.Cleanup,
+		ProbeURL: s.ProbeURL, ProbePointer: s.ProbePointer, Labels: s.Labels,
+	})
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (s *Settings) UnmarshalJSON(b []byte) error {
+	var j settingsJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	out := Settings{AutoCancel: j.AutoCancel, Cancel: j.Cancel, Cleanup: j.Cleanup,
+		ProbeURL: j.ProbeURL, ProbePointer: j.ProbePointer, Labels: j.Labels}
+	for _, f := range []struct {
+		name string
+		in   string
+		out  *time.Duration
+	}{{"stall_after", j.StallAfter, &out.StallAfter}, {"cancel_grace", j.CancelGrace, &out.CancelGrace}, {"deadline", j.Deadline, &out.Deadline}} {
+		if f.in == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f.in)
+		if err != nil {
+			return fmt.Errorf("state: %s: %w", f.name, err)
+		}
+		*f.out = d
+	}
+	*s = out
+	return nil
+}
+
+// Validate checks the settings; errors wrap ErrInvalid.
+func (s *Settings) Validate() error {
+	if s.StallAfter < 0 {
+		return fmt.Errorf("%w: stall_after %s is negative", ErrInvalid, s.StallAfter)
+	}
+	if s.CancelGrace < 0 {
+		return fmt.Errorf("%w: cancel_grace %s is negative", ErrInvalid, s.CancelGrace)
+	}
+	for name, a := range map[string]*ActionSpec{"cancel": s.Cancel, "cleanup": s.Cleanup} {
+		if a == nil {
+			continue
+		}
+		if err := a.Validate(); err != nil {
+			return fmt.Errorf("%w: %s action: %w", ErrInvalid, name, err)
+		}
+	}
+	if s.ProbeURL != "" {
+		probe := ActionSpec{Kind: KindHTTP, Method: "GET", URL: s.ProbeURL}
+		if err := probe.Validate(); err != nil {
+			return fmt.Errorf("%w: probe_url: %w", ErrInvalid, err)
+		}
+	}
+	if s.ProbePointer != "" && !strings.HasPrefix(s.ProbePointer, "/") {
+		return fmt.Errorf("%w: probe_pointer %q must start with /", ErrInvalid, s.ProbePointer)
+	}
+	if len(s.Labels) > MaxLabels {
+		return fmt.Errorf("%w: %d labels, at most %d", ErrInvalid, len(s.Labels), MaxLabels)
+	}
+	for k, v := range s.Labels {
+		if !validLabelKey(k) {
+			return fmt.Errorf("%w: label name %q must match [a-zA-Z_][a-zA-Z0-9_]{0,63}", ErrInvalid, k)
+		}
+		if len(v) > maxLabelValue {
+			return fmt.Errorf("%w: label %q value is %d bytes, at most %d", ErrInvalid, k, len(v), maxLabelValue)
+		}
+	}
+	return nil
+}
+
+func validLabelKey(k string) bool {
+	if k == "" || len(k) > maxLabelKey {
+		return false
+	}
+	for i, c := range []byte(k) {
+		if c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9' {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// merge returns s with zero fields taken from d.
+func (s Settings) merge(d Settings) Settings {
+	if s.StallAfter == 0 {
+		s.StallAfter = d.StallAfter
+	}
+	if s.CancelGrace == 0 {
+		s.CancelGrace = d.CancelGrace
+	}
+	if s.Deadline == 0 {
+		s.Deadline = d.Deadline
+	}
+	if s.AutoCancel == nil {
+		s.AutoCancel = d.AutoCancel
+	}
+	if s.Cancel == nil {
+		s.Cancel = d.Cancel
+	}
+	if s.Cleanup == nil {
+		s.Cleanup = d.Cleanup
+	}
+	if s.ProbeURL == "" {
+		s.ProbeURL, s.ProbePointer = d.ProbeURL, d.ProbePointer
+	}
+	if s.Labels == nil {
+		s.Labels = d.Labels
+	}
+	return s
+}
+
+// Errors returned by the Manager; the admin API maps them to status codes.
+var (
+	ErrInvalidJobID = errors.New("state: invalid job id (1-128 characters of A-Za-z0-9._:-)") // 400
+	ErrInvalid      = errors.New("state: invalid request")                                    // 400
+	ErrTooManyJobs  = errors.New("state: too many live jobs")                                 // 429
+	ErrNotFound     = errors.New("state: no such job")                                        // 404
+	ErrClosed       = errors.New("state: manager closed")                                     // 503
+)
+
+// ValidJobID reports whether id is 1–128 characters of A-Za-z0-9._:-.
+func ValidJobID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Observation is the outcome of one upstream attempt, reported by the proxy.
+type Observation struct {
+	// Kind is one of the Obs* constants.
+	Kind string
+	// Bytes and Items acknowledged by the store (Items -1: unknown).
+	Bytes int64
+	Items int64
+	// RetryAfter is the store's hint, 0 if none.
+	RetryAfter time.Duration
+}
+
+// Observation kinds.
+const (
+	ObsOK          = "ok"           // acknowledged: progress
+	ObsThrottled   = "throttled"    // 429 or per-item bulk rejections
+	ObsOverloaded  = "overloaded"   // 503-style overload: a throttle
+	ObsTimeout     = "timeout"      // attempt deadline: a congestion signal
+	ObsServerError = "server_error" // 5xx: not progress, a stall cause
+	ObsClientError = "client_error" // 4xx: not progress, a stall cause
+)
+
+// Progress is what a loader reports: cumulative Records and Bytes, and an
+// optional opaque JSON Checkpoint (at most MaxCheckpointBytes). A report
+// counts as progress when it differs from the previous one; repeating the
+// same values is a heartbeat and does not hold off stall detection.
+type Progress struct {
+	Records    int64           `json:"records"`
+	Bytes      int64           `json:"bytes"`
+	Checkpoint json.RawMessage `json:"checkpoint,omitempty"`
+}
+
+// Checkpoint is one checkpoint reported by the loader.
+type Checkpoint struct {
+	Seq     uint64          `json:"seq"`
+	At      time.Time       `json:"at"`
+	Records int64           `json:"records"`
+	Bytes   int64           `json:"bytes"`
+	Data    json.RawMessage `json:"data"`
+}
+
+// Totals are what the store acknowledged for a job through the proxy, and
+// what it refused.
+type Totals struct {
+	Requests  int64 `json:"requests"`
+	Bytes     int64 `json:"bytes"`
+	Items     int64 `json:"items"`
+	Throttled int64 `json:"throttled"`
+	Timeouts  int64 `json:"timeouts"`
+	Errors    int64 `json:"errors"`
+}
+
+// LoaderProgress is the last progress the loader or the probe reported.
+type LoaderProgress struct {
+	Records    int64   `json:"records"`
+	Bytes      int64   `json:"bytes"`
+	ProbeValue float64 `json:"probe_value,omitempty"`
+}
+
+// Rates are per-second averages over the last minute.
+type Rates struct {
+	Requests float64 `json:"requests_per_second"`
+	Bytes    float64 `json:"bytes_per_second"`
+	Items    float64 `json:"items_per_second"`
+	Records  float64 `json:"records_per_second"`
+}
+
+// rateWindow counts per second over the last minute.
+type rateWindow [60]struct {
+	sec                        int64
+	req, bytes, items, records int64
+}
+
+func (w *rateWindow) add(now time.Time, req, bytes, items, records int64) {
+	s := now.Unix()
+	b := &w[s%60]
+	if b.sec != s {
+		b.sec, b.req, b.bytes, b.items, b.records = s, 0, 0, 0, 0
+	}
+	b.req += req
+	b.bytes += bytes
+	b.items += items
+	b.records += records
+}
+
+func (w *rateWindow) rates(now time.Time) Rates {
+	s := now.Unix()
+	var r Rates
+	for _, b := range w {
+		if age := s - b.sec; age >= 0 && age < 60 {
+			r.Requests += float64(b.req)
+			r.Bytes += float64(b.bytes)
+			r.Items += float64(b.items)
+			r.Records += float64(b.records)
+		}
+	}
+	r.Requests /= 60
+	r.Bytes /= 60
+	r.Items /= 60
+	r.Records /= 60
+	return r
+}

@@ -1,0 +1,261 @@
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Record is the durable form of one job, stored as JSON.
+type Record struct {
+	ID string `json:"id"`
+	MachineState
+	Settings     Settings       `json:"settings"`
+	Totals       Totals         `json:"totals"`
+	Loader       LoaderProgress `json:"loader"`
+	LastProgress time.Time      `json:"last_progress"`
+	Checkpoints  []Checkpoint   `json:"checkpoints,omitempty"`
+}
+
+// Store keeps job records durably. Put and Delete are atomic over all their
+// arguments and durable when they return nil. Implementations are safe for
+// concurrent use.
+type Store interface {
+	// Load returns every stored record.
+	Load() ([]Record, error)
+	// Put inserts or replaces the records, all or none.
+	Put(recs ...Record) error
+	// Delete removes the records with these ids; missing ids are ignored.
+	Delete(ids ...string) error
+	Close() error
+}
+
+// MemStore is an in-memory Store for tests. Records are kept as JSON, as on
+// disk, so what a test loads went through the same encoding. The zero value
+// is ready to use.
+type MemStore struct {
+	mu   sync.Mutex
+	recs map[string][]byte
+}
+
+// Load implements Store.
+func (s *MemStore) Load() ([]Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Record, 0, len(s.recs))
+	for id, b := range s.recs {
+		var r Record
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("state: record %q: %w", id, err)
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].ID < out[k].ID })
+	return out, nil
+}
+
+// Put implements Store.
+func (s *MemStore) Put(recs ...Record) error {
+	enc := make(map[string][]byte, len(recs))
+	for _, r := range recs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("state: encode record %q: %w", r.ID, err)
+		}
+		enc[r.ID] = b
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.recs == nil {
+		s.recs = make(map[string][]byte)
+	}
+	for id, b := range enc {
+		s.recs[id] = b
+	}
+	return nil
+}
+
+// Delete implements Store.
+func (s *MemStore) Delete(ids ...string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		delete(s.recs, id)
+	}
+	return nil
+}
+
+// Close implements Store; a MemStore keeps its records after Close.
+func (s *MemStore) Close() error { return nil }
+
+// DBFile is the name of the bbolt file inside the state directory.
+const DBFile = "sluice.db"
+
+var bucketJobs = []byte("jobs")
+
+// BoltStore is a Store in a bbolt file: every Put is one fsync'ed
+// transaction, so a record is either wholly old or wholly new after a crash.
+type BoltStore struct {
+	db   *bolt.DB
+	path string
+}
+
+// OpenError reports a state directory that cannot be used. Cause is one of
+// "permission denied", "held by another process", "corrupt" or "error".
+type OpenError struct {
+	Path  string
+	Cause string
+	Err   error
+}
+
+func (e *OpenError) Error() string {
+	return fmt.Sprintf("state: open %s: %s: %v", e.Path, e.Cause, e.Err)
+}
+
+func (e *OpenError) Unwrap() error { return e.Err }
+
+// lockTimeout bounds the wait for the file lock, so a directory held by a
+// running sluice fails fast instead of hanging.
+const lockTimeout = time.Second
+
+// OpenBolt opens (creating if needed) <dir>/sluice.db. It fails with an
+// *OpenError naming the path and the cause when the directory or file is not
+// accessible, the file is locked by another process (after one second), or
+// the file is not a valid database.
+func OpenBolt(dir string) (*BoltStore, error) {
+	return openBolt(dir, lockTimeout)
+}
+
+func openBolt(dir string, timeout time.Duration) (*BoltStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, openError(dir, err)
+	}
+	path := filepath.Join(dir, DBFile)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketJobs)
+		return err
+	})
+	if err != nil {
+		db.Close()
+		return nil, openError(path, err)
+	}
+	s := &BoltStore{db: db, path: path}
+	// Decode everything once so a corrupt record is reported at open.
+	if _, err := s.Load(); err != nil {
+		db.Close()
+		return nil, &OpenError{Path: path, Cause: "corrupt", Err: err}
+	}
+	return s, nil
+}
+
+func openError(path string, err error) error {
+	cause := "error"
+	switch {
+	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
+		cause = "permission denied"
+	case errors.Is(err, bolt.ErrTimeout):
+		cause = "held by another process"
+		err = fmt.Errorf("lock not acquired within %s: %w", lockTimeout, err)
+	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum),
+		errors.Is(err, bolt.ErrVersionMismatch), errors.Is(err, bolt.ErrInvalidMapping):
+		cause = "corrupt"
+	case errors.Is(err, syscall.ENOTDIR):
+		cause = "not a directory"
+	}
+	return &OpenError{Path: path, Cause: cause, Err: err}
+}
+
+// Path returns the database file's path.
+func (s *BoltStore) Path() string { return s.path }
+
+// Load implements Store.
+func (s *BoltStore) Load() ([]Record, error) {
+	var out []Record
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		if b == nil {
+			return fmt.Errorf("bucket %q missing", bucketJobs)
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("record %q: %w", k, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: load %s: %w", s.path, err)
+	}
+	return out, nil
+}
+
+// Put implements Store.
+func (s *BoltStore) Put(recs ...Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	enc := make([][]byte, len(recs))
+	for i, r := range recs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("state: encode record %q: %w", r.ID, err)
+		}
+		enc[i] = b
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		for i, r := range recs {
+			if err := b.Put([]byte(r.ID), enc[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state: put %d records in %s: %w", len(recs), s.path, err)
+	}
+	return nil
+}
+
+// Delete implements Store.
+func (s *BoltStore) Delete(ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketJobs)
+		for _, id := range ids {
+			if err := b.Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state: delete %d records in %s: %w", len(ids), s.path, err)
+	}
+	return nil
+}
+
+// Close implements Store.
+func (s *BoltStore) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("state: close %s: %w", s.path, err)
+	}
+	return nil
+}

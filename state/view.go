@@ -1,0 +1,98 @@
+package state
+
+import (
+	"encoding/json"
+	"slices"
+	"time"
+)
+
+// JobSummary is one line of the job list (GET /v1/jobs).
+type JobSummary struct {
+	ID           string            `json:"id"`
+	State        State             `json:"state"`
+	Since        time.Time         `json:"since"`
+	Reason       string            `json:"reason,omitempty"`
+	StallCause   StallCause        `json:"stall_cause,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Created      time.Time         `json:"created"`
+	LastProgress *time.Time        `json:"last_progress,omitempty"`
+	Totals       Totals            `json:"totals"`
+	Loader       LoaderProgress    `json:"loader"`
+	Rate         Rates             `json:"rate"`
+	InFlight     int               `json:"in_flight"`
+	Stalls       uint64            `json:"stalls"`
+}
+
+// JobView is the full view of a job (GET /v1/jobs/{id}).
+type JobView struct {
+	JobSummary
+	// ProbeAt is the next probe slot of a held job.
+	ProbeAt  *time.Time   `json:"probe_at,omitempty"`
+	Force    bool         `json:"force,omitempty"`
+	History  []Transition `json:"history"`
+	Attempts []Attempt    `json:"attempts"`
+	// Checkpoint is the latest durable checkpoint; Checkpoints are the
+	// retained durable ones, oldest first.
+	Checkpoint  *Checkpoint       `json:"checkpoint,omitempty"`
+	Checkpoints []Checkpoint      `json:"checkpoints,omitempty"`
+	Settings    EffectiveSettings `json:"settings"`
+}
+
+// EffectiveSettings are a job's settings after inheriting the defaults.
+type EffectiveSettings struct {
+	StallAfter   string      `json:"stall_after"`
+	CancelGrace  string      `json:"cancel_grace"`
+	Deadline     string      `json:"deadline,omitempty"`
+	AutoCancel   bool        `json:"auto_cancel"`
+	Cancel       *ActionSpec `json:"cancel,omitempty"`
+	Cleanup      *ActionSpec `json:"cleanup,omitempty"`
+	ProbeURL     string      `json:"probe_url,omitempty"`
+	ProbePointer string      `json:"probe_pointer,omitempty"`
+}
+
+func (m *Manager) summaryLocked(e *entry, now time.Time) JobSummary {
+	j := e.job
+	s := JobSummary{
+		ID: j.ID(), State: j.State, Since: j.Since, Reason: j.Reason, StallCause: j.StallCause,
+		Labels: e.settings.merge(m.defaults).Labels, Created: j.Created,
+		Totals: e.totals, Loader: e.loader, Rate: e.win.rates(now), InFlight: e.inflight, Stalls: j.Stalls,
+	}
+	if !e.lastProgress.IsZero() {
+		t := e.lastProgress
+		s.LastProgress = &t
+	}
+	return s
+}
+
+func (m *Manager) viewLocked(e *entry, now time.Time) JobView {
+	j := e.job
+	eff := e.settings.merge(m.defaults)
+	p := j.Policy()
+	v := JobView{
+		JobSummary: m.summaryLocked(e, now),
+		Force:      j.Force,
+		History:    slices.Clone(j.History),
+		Attempts:   slices.Clone(j.Attempts),
+		Settings: EffectiveSettings{
+			StallAfter: p.StallAfter.String(), CancelGrace: p.CancelGrace.String(), Deadline: durString(p.Deadline),
+			AutoCancel: p.AutoCancel, Cancel: eff.Cancel, Cleanup: eff.Cleanup,
+			ProbeURL: eff.ProbeURL, ProbePointer: eff.ProbePointer,
+		},
+	}
+	if j.Hold {
+		t := j.ProbeAt()
+		v.ProbeAt = &t
+	}
+	for _, c := range e.checkpoints {
+		if c.Seq <= e.durableSeq {
+			v.Checkpoints = append(v.Checkpoints, c)
+		}
+	}
+	if n := len(v.Checkpoints); n > 0 {
+		c := v.Checkpoints[n-1]
+		v.Checkpoint = &c
+	}
+	return v
+}
+
+func jsonValid(b []byte) bool { return json.Valid(b) }
