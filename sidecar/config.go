@@ -1,0 +1,478 @@
+package sidecar
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v10"
+
+	"github.com/sluice-dev/sluice/sidecar/auth"
+	"github.com/sluice-dev/sluice/sidecar/classify"
+)
+
+// EnvPrefix is the prefix of every configuration variable.
+const EnvPrefix = "SLUICE_"
+
+// Config is sluice's whole configuration, read from SLUICE_* environment
+// variables. Every field is listed in the README's table; TestReadmeListsEveryVariable
+// keeps the two in step.
+type Config struct {
+	// Proxy.
+	ListenAddr      string        `env:"LISTEN_ADDR" envDefault:"127.0.0.1:8080"`
+	ListenPublicOK  bool          `env:"LISTEN_PUBLIC_OK" envDefault:"false"`
+	UpstreamURL     string        `env:"UPSTREAM_URL"`
+	PreserveHost    bool          `env:"PRESERVE_HOST" envDefault:"false"`
+	UpstreamCAFile  string        `env:"UPSTREAM_CA_FILE"`
+	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"30s"`
+	Profile         string        `env:"PROFILE" envDefault:"generic"`
+
+	// Adaptive limits.
+	RateUnit           string        `env:"RATE_UNIT" envDefault:"requests"`
+	InitialRate        float64       `env:"INITIAL_RATE"`
+	MinRate            float64       `env:"MIN_RATE"`
+	MaxRate            float64       `env:"MAX_RATE"`
+	InitialConcurrency int           `env:"INITIAL_CONCURRENCY" envDefault:"4"`
+	MaxConcurrency     int           `env:"MAX_CONCURRENCY" envDefault:"64"`
+	MaxRetryAfter      time.Duration `env:"MAX_RETRY_AFTER" envDefault:"60s"`
+	ControlInterval    time.Duration `env:"CONTROL_INTERVAL" envDefault:"500ms"`
+
+	// Backpressure to the loader.
+	Backpressure string        `env:"BACKPRESSURE" envDefault:"wait"`
+	QueueMax     int           `env:"QUEUE_MAX" envDefault:"1024"`
+	QueueTimeout time.Duration `env:"QUEUE_TIMEOUT" envDefault:"30s"`
+
+	// Retries.
+	RetryMax        int           `env:"RETRY_MAX" envDefault:"3"`
+	RetryBackoffMin time.Duration `env:"RETRY_BACKOFF_MIN" envDefault:"100ms"`
+	RetryBackoffMax time.Duration `env:"RETRY_BACKOFF_MAX" envDefault:"10s"`
+	RetryBodyMax    ByteSize      `env:"RETRY_BODY_MAX" envDefault:"8MiB"`
+	BufferBudget    ByteSize      `env:"BUFFER_BUDGET" envDefault:"256MiB"`
+	RetryBudget     float64       `env:"RETRY_BUDGET" envDefault:"0.2"`
+	RetryPost       bool          `env:"RETRY_POST" envDefault:"false"`
+
+	// Admin server, logs, shutdown.
+	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:":9090"`
+	AdminToken      string        `env:"ADMIN_TOKEN" secret:"true"`
+	AdminURL        string        `env:"ADMIN_URL" envDefault:"http://127.0.0.1:9090"`
+	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info"`
+	LogFormat       string        `env:"LOG_FORMAT" envDefault:"json"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
+
+	// Jobs.
+	Job                 string        `env:"JOB" envDefault:"default"`
+	MaxJobs             int           `env:"MAX_JOBS" envDefault:"1000"`
+	StallAfter          time.Duration `env:"STALL_AFTER" envDefault:"5m"`
+	CancelGrace         time.Duration `env:"CANCEL_GRACE" envDefault:"5m"`
+	AutoCancel          bool          `env:"AUTO_CANCEL" envDefault:"true"`
+	JobDeadline         time.Duration `env:"JOB_DEADLINE" envDefault:"0s"`
+	CancelURL           string        `env:"CANCEL_URL"`
+	CancelMethod        string        `env:"CANCEL_METHOD" envDefault:"POST"`
+	CancelCommand       string        `env:"CANCEL_COMMAND"`
+	CleanupURL          string        `env:"CLEANUP_URL"`
+	CleanupMethod       string        `env:"CLEANUP_METHOD" envDefault:"POST"`
+	CleanupCommand      string        `env:"CLEANUP_COMMAND"`
+	ActionTimeout       time.Duration `env:"ACTION_TIMEOUT" envDefault:"30s"`
+	ActionRetries       int           `env:"ACTION_RETRIES" envDefault:"5"`
+	StateDir            string        `env:"STATE_DIR"`
+	CheckpointsRetained int           `env:"CHECKPOINTS_RETAINED" envDefault:"5"`
+	JobRetention        time.Duration `env:"JOB_RETENTION" envDefault:"24h"`
+	ProgressProbeURL    string        `env:"PROGRESS_PROBE_URL"`
+	ProgressProbePtr    string        `env:"PROGRESS_PROBE_POINTER" envDefault:"/progress"`
+
+	// Upstream credentials.
+	Auth auth.Config
+}
+
+// ByteSize is a size in bytes that parses "8MiB", "512KiB", "1GB" or a plain number.
+type ByteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	s := strings.TrimSpace(string(text))
+	mult := int64(1)
+	for _, u := range byteUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil || n < 0 || n*float64(mult) > 1<<62 {
+		return fmt.Errorf("invalid size %q (want e.g. 8MiB, 512KiB or a number of bytes)", string(text))
+	}
+	*b = ByteSize(n * float64(mult))
+	return nil
+}
+
+func (b ByteSize) String() string {
+	switch {
+	case b >= 1<<30 && b%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", b>>30)
+	case b >= 1<<20 && b%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", b>>20)
+	case b >= 1<<10 && b%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", b>>10)
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
+// ConfigError lists every invalid variable. Each entry starts with the
+// variable's name.
+type ConfigError struct{ Problems []string }
+
+func (e *ConfigError) Error() string { return strings.Join(e.Problems, "; ") }
+
+// LoadConfig reads the configuration from environ (os.Environ() form) and
+// validates it. The error, if any, is a *ConfigError naming every bad
+// variable. warnings lists unknown SLUICE_* variables (likely typos).
+func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
+	envMap := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		envMap[k] = v
+	}
+	fields := configFields()
+	byField := make(map[string]string, len(fields))
+	known := make(map[string]bool, len(fields))
+	for _, f := range fields {
+		byField[f.field] = f.key
+		known[f.key] = true
+	}
+	for k := range envMap {
+		if strings.HasPrefix(k, EnvPrefix) && !known[k] {
+			warnings = append(warnings, fmt.Sprintf("unknown variable %s ignored (typo?)", k))
+		}
+	}
+	sort.Strings(warnings)
+
+	var problems []string
+	perr := env.ParseWithOptions(&cfg, env.Options{Prefix: EnvPrefix, Environment: envMap})
+	var agg env.AggregateError
+	if errors.As(perr, &agg) {
+		for _, e := range agg.Errors {
+			var pe env.ParseError
+			if errors.As(e, &pe) {
+				key := byField[pe.Name]
+				problems = append(problems, fmt.Sprintf("%s: invalid value %q: %v", key, envMap[key], unwrapParse(pe.Err)))
+				continue
+			}
+			problems = append(problems, e.Error())
+		}
+	} else if perr != nil {
+		problems = append(problems, perr.Error())
+	}
+	problems = append(problems, cfg.validate(envMap)...)
+	for _, e := range cfg.Auth.Validate() {
+		problems = append(problems, e.Error())
+	}
+	if len(problems) > 0 {
+		return cfg, warnings, &ConfigError{Problems: problems}
+	}
+	return cfg, warnings, nil
+}
+
+func unwrapParse(err error) error {
+	// strconv errors repeat the value; keep just the reason.
+	var ne *strconv.NumError
+	if errors.As(err, &ne) {
+		return ne.Err
+	}
+	return err
+}
+
+// applyUnitDefaults fills the rate limits the user left unset with defaults
+// that suit the rate unit: 50 req/s or 1 MiB/s to start.
+func (c *Config) applyUnitDefaults(set map[string]string) {
+	initial, minR, maxR := 50.0, 1.0, 100000.0
+	if c.RateUnit == "bytes" {
+		initial, minR, maxR = 1<<20, 16<<10, 10<<30
+	}
+	if _, ok := set[EnvPrefix+"INITIAL_RATE"]; !ok {
+		c.InitialRate = initial
+	}
+	if _, ok := set[EnvPrefix+"MIN_RATE"]; !ok {
+		c.MinRate = min(minR, c.InitialRate)
+	}
+	if _, ok := set[EnvPrefix+"MAX_RATE"]; !ok {
+		c.MaxRate = max(maxR, c.InitialRate)
+	}
+}
+
+func (c *Config) validate(set map[string]string) []string {
+	var p []string
+	bad := func(key, format string, args ...any) {
+		p = append(p, EnvPrefix+key+": "+fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.UpstreamURL == "":
+		bad("UPSTREAM_URL", "required: the store's base URL, e.g. http://127.0.0.1:8428")
+	default:
+		u, err := url.Parse(c.UpstreamURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("UPSTREAM_URL", "must be an absolute http or https URL, got %q", c.UpstreamURL)
+		}
+	}
+	checkAddr := func(key, addr string) {
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			bad(key, "must be host:port, got %q", addr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			bad(key, "bad port in %q", addr)
+		}
+	}
+	checkAddr("LISTEN_ADDR", c.ListenAddr)
+	checkAddr("ADMIN_ADDR", c.AdminAddr)
+	if u, err := url.Parse(c.AdminURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("ADMIN_URL", "must be an http(s) URL, got %q", c.AdminURL)
+	}
+	if c.UpstreamCAFile != "" {
+		if _, err := os.Stat(c.UpstreamCAFile); err != nil {
+			bad("UPSTREAM_CA_FILE", "%v", err)
+		}
+	}
+	positive := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, "must be a positive duration, got %v", d)
+		}
+	}
+	positive("UPSTREAM_TIMEOUT", c.UpstreamTimeout)
+	positive("MAX_RETRY_AFTER", c.MaxRetryAfter)
+	positive("CONTROL_INTERVAL", c.ControlInterval)
+	positive("QUEUE_TIMEOUT", c.QueueTimeout)
+	positive("RETRY_BACKOFF_MIN", c.RetryBackoffMin)
+	positive("RETRY_BACKOFF_MAX", c.RetryBackoffMax)
+	positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
+	positive("STALL_AFTER", c.StallAfter)
+	positive("CANCEL_GRACE", c.CancelGrace)
+	positive("ACTION_TIMEOUT", c.ActionTimeout)
+	positive("JOB_RETENTION", c.JobRetention)
+	if c.JobDeadline < 0 {
+		bad("JOB_DEADLINE", "must be 0 (none) or a positive duration, got %v", c.JobDeadline)
+	}
+	if c.RetryBackoffMin > 0 && c.RetryBackoffMax > 0 && c.RetryBackoffMin > c.RetryBackoffMax {
+		bad("RETRY_BACKOFF_MIN", "%v is greater than SLUICE_RETRY_BACKOFF_MAX %v", c.RetryBackoffMin, c.RetryBackoffMax)
+	}
+	if _, err := classify.ParseProfile(c.Profile); err != nil {
+		bad("PROFILE", "%v", err)
+	}
+	switch c.RateUnit {
+	case "requests", "bytes":
+		c.applyUnitDefaults(set)
+	default:
+		bad("RATE_UNIT", "must be requests or bytes, got %q", c.RateUnit)
+	}
+	for _, r := range []struct {
+		key string
+		v   float64
+	}{{"INITIAL_RATE", c.InitialRate}, {"MIN_RATE", c.MinRate}, {"MAX_RATE", c.MaxRate}} {
+		if !(r.v > 0) || math.IsInf(r.v, 0) {
+			bad(r.key, "must be a positive number, got %v", r.v)
+		}
+	}
+	if c.MinRate > 0 && c.MaxRate > 0 && c.MinRate > c.MaxRate {
+		bad("MIN_RATE", "%v is greater than SLUICE_MAX_RATE %v", c.MinRate, c.MaxRate)
+	}
+	if c.InitialRate > 0 && c.MinRate > 0 && c.MaxRate >= c.MinRate && (c.InitialRate < c.MinRate || c.InitialRate > c.MaxRate) {
+		bad("INITIAL_RATE", "%v is outside [SLUICE_MIN_RATE %v, SLUICE_MAX_RATE %v]", c.InitialRate, c.MinRate, c.MaxRate)
+	}
+	if c.MaxConcurrency < 1 {
+		bad("MAX_CONCURRENCY", "must be at least 1, got %d", c.MaxConcurrency)
+	}
+	if c.InitialConcurrency < 1 || (c.MaxConcurrency >= 1 && c.InitialConcurrency > c.MaxConcurrency) {
+		bad("INITIAL_CONCURRENCY", "must be in [1, SLUICE_MAX_CONCURRENCY %d], got %d", c.MaxConcurrency, c.InitialConcurrency)
+	}
+	switch c.Backpressure {
+	case "wait", "reject":
+	default:
+		bad("BACKPRESSURE", "must be wait or reject, got %q", c.Backpressure)
+	}
+	if c.QueueMax < 0 {
+		bad("QUEUE_MAX", "must be 0 or more, got %d", c.QueueMax)
+	}
+	if c.RetryMax < 0 {
+		bad("RETRY_MAX", "must be 0 or more, got %d", c.RetryMax)
+	}
+	if !(c.RetryBudget > 0 && c.RetryBudget <= 1) {
+		bad("RETRY_BUDGET", "must be a share in (0, 1], got %v (SLUICE_RETRY_MAX=0 disables retries)", c.RetryBudget)
+	}
+	if c.BufferBudget > 0 && c.RetryBodyMax > c.BufferBudget {
+		bad("RETRY_BODY_MAX", "%v is greater than SLUICE_BUFFER_BUDGET %v", c.RetryBodyMax, c.BufferBudget)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		bad("LOG_FORMAT", "must be json or text, got %q", c.LogFormat)
+	}
+	if c.MaxJobs < 1 {
+		bad("MAX_JOBS", "must be at least 1, got %d", c.MaxJobs)
+	}
+	if !validJobID(c.Job) {
+		bad("JOB", "must be 1-128 characters of A-Za-z0-9._:-, got %q", c.Job)
+	}
+	if c.ActionRetries < 0 {
+		bad("ACTION_RETRIES", "must be 0 or more, got %d", c.ActionRetries)
+	}
+	if c.CheckpointsRetained < 1 {
+		bad("CHECKPOINTS_RETAINED", "must be at least 1, got %d", c.CheckpointsRetained)
+	}
+	for _, a := range []struct{ prefix, u, method, cmd string }{
+		{"CANCEL", c.CancelURL, c.CancelMethod, c.CancelCommand},
+		{"CLEANUP", c.CleanupURL, c.CleanupMethod, c.CleanupCommand},
+	} {
+		if a.u != "" && a.cmd != "" {
+			bad(a.prefix+"_URL", "set either SLUICE_%s_URL or SLUICE_%s_COMMAND, not both", a.prefix, a.prefix)
+		}
+		if a.u != "" {
+			if u, err := url.Parse(strings.ReplaceAll(a.u, "${JOB}", "job")); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(a.prefix+"_URL", "must be an http(s) URL (may contain ${JOB}), got %q", a.u)
+			}
+		}
+		if !validMethod(a.method) {
+			bad(a.prefix+"_METHOD", "not an HTTP method: %q", a.method)
+		}
+		if a.cmd != "" {
+			if _, err := ParseArgv(a.cmd); err != nil {
+				bad(a.prefix+"_COMMAND", "%v", err)
+			}
+		}
+	}
+	if c.ProgressProbeURL != "" {
+		if u, err := url.Parse(c.ProgressProbeURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("PROGRESS_PROBE_URL", "must be an http(s) URL, got %q", c.ProgressProbeURL)
+		}
+		if c.ProgressProbePtr != "" && !strings.HasPrefix(c.ProgressProbePtr, "/") {
+			bad("PROGRESS_PROBE_POINTER", "must be a JSON pointer starting with /, got %q", c.ProgressProbePtr)
+		}
+	}
+	return p
+}
+
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, r := range m {
+		if r < 'A' || r > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// validJobID reports whether id is 1–128 characters of A-Za-z0-9._:-.
+func validJobID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ParseArgv splits a command given in a variable: a JSON array of strings
+// (["pegasus_shell","cancel_bulk_load","-f","${JOB}"]) or words separated by
+// white space. No shell is ever involved.
+func ParseArgv(s string) ([]string, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "[") {
+		var argv []string
+		if err := json.Unmarshal([]byte(s), &argv); err != nil {
+			return nil, fmt.Errorf("not a JSON array of strings: %v", err)
+		}
+		if len(argv) == 0 || argv[0] == "" {
+			return nil, errors.New("empty command")
+		}
+		return argv, nil
+	}
+	argv := strings.Fields(s)
+	if len(argv) == 0 {
+		return nil, errors.New("empty command")
+	}
+	return argv, nil
+}
+
+type configField struct {
+	field, key, def string
+	secret          bool
+	index           []int
+}
+
+// configFields lists every variable of Config, nested structs included.
+func configFields() []configField {
+	var out []configField
+	var walk func(t reflect.Type, index []int)
+	walk = func(t reflect.Type, index []int) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			idx := append(append([]int(nil), index...), i)
+			tag, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+			if tag == "" && f.Type.Kind() == reflect.Struct {
+				walk(f.Type, idx)
+				continue
+			}
+			if tag == "" {
+				continue
+			}
+			out = append(out, configField{
+				field:  f.Name,
+				key:    EnvPrefix + tag,
+				def:    f.Tag.Get("envDefault"),
+				secret: f.Tag.Get("secret") == "true",
+				index:  idx,
+			})
+		}
+	}
+	walk(reflect.TypeOf(Config{}), nil)
+	return out
+}
+
+// Effective returns every variable with its effective value, secrets
+// redacted, in name order: what `sluice check-config` prints.
+func (c Config) Effective() [][2]string {
+	v := reflect.ValueOf(c)
+	var out [][2]string
+	for _, f := range configFields() {
+		fv := v.FieldByIndex(f.index)
+		s := fmt.Sprint(fv.Interface())
+		switch {
+		case f.secret && s != "":
+			s = "<redacted>"
+		case strings.HasSuffix(f.key, "_URL") && s != "":
+			s = redactURL(s) // user:password in a URL is a secret too
+		case fv.Kind() == reflect.Slice && fv.Len() == 0, fv.Kind() == reflect.Map && fv.Len() == 0:
+			s = ""
+		}
+		out = append(out, [2]string{f.key, s})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
+	return out
+}

@@ -1,0 +1,174 @@
+package sidecar
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	cfg, warnings, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://127.0.0.1:8428"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 0 {
+		t.Errorf("warnings = %v", warnings)
+	}
+	if cfg.ListenAddr != "127.0.0.1:8080" || cfg.UpstreamTimeout != 30*time.Second || cfg.RetryBodyMax != 8<<20 ||
+		cfg.BufferBudget != 256<<20 || cfg.InitialRate != 50 || cfg.MaxRetryAfter != time.Minute || cfg.Job != "default" {
+		t.Errorf("unexpected defaults: %+v", cfg)
+	}
+	cfg, _, err = LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_RATE_UNIT=bytes"})
+	if err != nil || cfg.InitialRate != 1<<20 || cfg.MinRate != 16<<10 {
+		t.Errorf("bytes defaults: %v %v %v", err, cfg.InitialRate, cfg.MinRate)
+	}
+}
+
+// TestConfigErrorsNameTheVariable: every mistake is reported, each naming
+// its variable.
+func TestConfigErrorsNameTheVariable(t *testing.T) {
+	f := func(name string, env []string, want ...string) {
+		t.Helper()
+		_, _, err := LoadConfig(env)
+		if err == nil {
+			t.Errorf("%s: no error", name)
+			return
+		}
+		ce, ok := err.(*ConfigError)
+		if !ok {
+			t.Errorf("%s: error %T, want *ConfigError", name, err)
+			return
+		}
+		for _, w := range want {
+			found := false
+			for _, p := range ce.Problems {
+				if strings.HasPrefix(p, w) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s: problems %q do not name %s", name, ce.Problems, w)
+			}
+		}
+	}
+	up := "SLUICE_UPSTREAM_URL=http://s"
+	f("missing upstream", nil, "SLUICE_UPSTREAM_URL")
+	f("bad url", []string{"SLUICE_UPSTREAM_URL=ftp://x"}, "SLUICE_UPSTREAM_URL")
+	f("relative url", []string{"SLUICE_UPSTREAM_URL=/just/a/path"}, "SLUICE_UPSTREAM_URL")
+	f("negative rate", []string{up, "SLUICE_MIN_RATE=-1"}, "SLUICE_MIN_RATE")
+	f("min > max", []string{up, "SLUICE_MIN_RATE=100", "SLUICE_MAX_RATE=10", "SLUICE_INITIAL_RATE=50"}, "SLUICE_MIN_RATE")
+	f("bad duration", []string{up, "SLUICE_UPSTREAM_TIMEOUT=soon"}, "SLUICE_UPSTREAM_TIMEOUT")
+	f("negative duration", []string{up, "SLUICE_STALL_AFTER=-5m"}, "SLUICE_STALL_AFTER")
+	f("bad size", []string{up, "SLUICE_RETRY_BODY_MAX=lots"}, "SLUICE_RETRY_BODY_MAX")
+	f("bad bool", []string{up, "SLUICE_AUTO_CANCEL=maybe"}, "SLUICE_AUTO_CANCEL")
+	f("bad int", []string{up, "SLUICE_QUEUE_MAX=many"}, "SLUICE_QUEUE_MAX")
+	f("bad profile", []string{up, "SLUICE_PROFILE=mongodb"}, "SLUICE_PROFILE")
+	f("bad unit", []string{up, "SLUICE_RATE_UNIT=items"}, "SLUICE_RATE_UNIT")
+	f("bad backpressure", []string{up, "SLUICE_BACKPRESSURE=drop"}, "SLUICE_BACKPRESSURE")
+	f("bad addr", []string{up, "SLUICE_LISTEN_ADDR=8080"}, "SLUICE_LISTEN_ADDR")
+	f("bad job", []string{up, "SLUICE_JOB=a b"}, "SLUICE_JOB")
+	f("both url and command", []string{up, "SLUICE_CANCEL_URL=http://x/${JOB}", "SLUICE_CANCEL_COMMAND=true"}, "SLUICE_CANCEL_URL")
+	f("bad command", []string{up, "SLUICE_CLEANUP_COMMAND=[1,2]"}, "SLUICE_CLEANUP_COMMAND")
+	f("retry body over budget", []string{up, "SLUICE_RETRY_BODY_MAX=1GiB", "SLUICE_BUFFER_BUDGET=1MiB"}, "SLUICE_RETRY_BODY_MAX")
+	f("several at once", []string{"SLUICE_UPSTREAM_TIMEOUT=x", "SLUICE_MAX_CONCURRENCY=0"},
+		"SLUICE_UPSTREAM_URL", "SLUICE_UPSTREAM_TIMEOUT", "SLUICE_MAX_CONCURRENCY")
+}
+
+func TestUnknownVariablesWarned(t *testing.T) {
+	_, warnings, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_UPSTREAM_TIMEOUTS=3s", "OTHER=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "SLUICE_UPSTREAM_TIMEOUTS") {
+		t.Errorf("warnings = %v, want one naming the typo", warnings)
+	}
+}
+
+func TestEffectiveRedactsSecrets(t *testing.T) {
+	cfg, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_ADMIN_TOKEN=hunter2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	for _, kv := range cfg.Effective() {
+		all.WriteString(kv[0] + "=" + kv[1] + "\n")
+	}
+	if strings.Contains(all.String(), "hunter2") || !strings.Contains(all.String(), "SLUICE_ADMIN_TOKEN=<redacted>") {
+		t.Errorf("effective configuration leaks or hides the token:\n%s", all.String())
+	}
+}
+
+// TestReadmeListsEveryVariable keeps the README's table and the
+// configuration struct in step, and field names unique (errors are mapped
+// back to variables by field name).
+func TestReadmeListsEveryVariable(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{}
+	for _, f := range configFields() {
+		if !strings.Contains(string(readme), "`"+f.key+"`") {
+			t.Errorf("README.md does not list %s", f.key)
+		}
+		if other, dup := seen[f.field]; dup {
+			t.Errorf("field name %s used by %s and %s", f.field, other, f.key)
+		}
+		seen[f.field] = f.key
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	f := func(in string, want ByteSize) {
+		t.Helper()
+		var b ByteSize
+		if err := b.UnmarshalText([]byte(in)); err != nil || b != want {
+			t.Errorf("%q: got %d, %v; want %d", in, b, err, want)
+		}
+	}
+	f("8MiB", 8<<20)
+	f("512KiB", 512<<10)
+	f("1GB", 1e9)
+	f("1024", 1024)
+	f(" 2 MiB ", 2<<20)
+	for _, bad := range []string{"", "MiB", "-1", "1XB", "1e30GiB"} {
+		var b ByteSize
+		if err := b.UnmarshalText([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestParseArgv(t *testing.T) {
+	argv, err := ParseArgv(`["pegasus_shell","cancel_bulk_load","-f","${JOB}"]`)
+	if err != nil || len(argv) != 4 || argv[3] != "${JOB}" {
+		t.Errorf("json form: %v %v", argv, err)
+	}
+	argv, err = ParseArgv("curl -X DELETE http://x/${JOB}")
+	if err != nil || len(argv) != 4 {
+		t.Errorf("words form: %v %v", argv, err)
+	}
+	for _, bad := range []string{"", "  ", "[]", `[""]`, "[1]", "[\"a\""} {
+		if _, err := ParseArgv(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func FuzzLoadConfig(f *testing.F) {
+	f.Add("SLUICE_UPSTREAM_TIMEOUT", "30s")
+	f.Add("SLUICE_RETRY_BODY_MAX", "8MiB")
+	f.Add("SLUICE_CANCEL_COMMAND", `["a","${JOB}"]`)
+	f.Add("SLUICE_MIN_RATE", "NaN")
+	f.Fuzz(func(t *testing.T, key, value string) {
+		_, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", key + "=" + value})
+		if ce, ok := err.(*ConfigError); ok {
+			for _, p := range ce.Problems {
+				if !strings.HasPrefix(p, "SLUICE_") {
+					t.Errorf("problem does not name a variable: %q", p)
+				}
+			}
+		}
+	})
+}

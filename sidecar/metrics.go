@@ -1,0 +1,158 @@
+package sidecar
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-dev/sluice/limiter"
+)
+
+// metrics are the proxy's own series. The limiter's state is read at scrape
+// time from its Snapshot (limiterCollector), so the hot path pays nothing
+// for it.
+type metrics struct {
+	requests             *prometheus.CounterVec
+	rejected             *prometheus.CounterVec
+	attempts             *prometheus.CounterVec
+	throttles            *prometheus.CounterVec
+	retries              *prometheus.CounterVec
+	retryBudgetExhausted prometheus.Counter
+	attemptDuration      prometheus.Histogram
+	queueWait            prometheus.Histogram
+	ackRequests          prometheus.Counter
+	ackBytes             prometheus.Counter
+	ackItems             prometheus.Counter
+	buffered             prometheus.Counter
+	streamed             prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_proxy_requests_total",
+			Help: "Loader requests answered by sluice, by the HTTP status the loader got (499: the loader went away).",
+		}, []string{"code"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_proxy_backpressure_total",
+			Help: "Loader requests pushed back by sluice with 429 (or 503 while shutting down), by reason: queue_full, queue_timeout, no_capacity, closed.",
+		}, []string{"reason"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_upstream_attempts_total",
+			Help: "Upstream attempts by classified outcome: ok, throttled, overloaded, client_error, server_error, timeout.",
+		}, []string{"kind"}),
+		throttles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_upstream_congestion_signals_total",
+			Help: "Upstream attempts that signalled congestion (throttled, overloaded or timed out), by reason (status_429, s3_slowdown, es_bulk_item_429, timeout, ...).",
+		}, []string{"reason"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_upstream_retries_total",
+			Help: "Upstream retries made by sluice, by the kind of the attempt that failed.",
+		}, []string{"kind"}),
+		retryBudgetExhausted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_upstream_retry_budget_exhausted_total",
+			Help: "Retries not made because the retry budget (SLUICE_RETRY_BUDGET) was spent.",
+		}),
+		attemptDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_upstream_attempt_duration_seconds",
+			Help:    "Duration of one upstream attempt until its response headers (never across retries).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14),
+		}),
+		queueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_limiter_queue_wait_seconds",
+			Help:    "Time a write waited in sluice's queue for a send slot.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 3, 14),
+		}),
+		ackRequests: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_upstream_acknowledged_requests_total",
+			Help: "Writes the store acknowledged (goodput in requests).",
+		}),
+		ackBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_upstream_acknowledged_bytes_total",
+			Help: "Request body bytes of writes the store acknowledged (goodput in bytes).",
+		}),
+		ackItems: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_upstream_acknowledged_items_total",
+			Help: "Bulk items the store acknowledged, where the profile can count them (Elasticsearch _bulk).",
+		}),
+		buffered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_proxy_bodies_buffered_total",
+			Help: "Request bodies buffered so that they can be retried.",
+		}),
+		streamed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_proxy_bodies_streamed_total",
+			Help: "Request bodies streamed once without sidecar retry (too large, over the buffer budget, or not retryable).",
+		}),
+	}
+	reg.MustRegister(m.requests, m.rejected, m.attempts, m.throttles, m.retries, m.retryBudgetExhausted,
+		m.attemptDuration, m.queueWait, m.ackRequests, m.ackBytes, m.ackItems, m.buffered, m.streamed)
+	return m
+}
+
+// limiterCollector exports the controller's state at scrape time.
+type limiterCollector struct {
+	lim    *limiter.Controller
+	budget *bufferBudget
+
+	rate, concurrency, inFlight, queued, paused, heartbeat, bufferBytes, latency *prometheus.Desc
+	decreases, increases, phase                                                *prometheus.Desc
+}
+
+func newLimiterCollector(lim *limiter.Controller, budget *bufferBudget) *limiterCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &limiterCollector{
+		lim:         lim,
+		budget:      budget,
+		rate:        d("sluice_limiter_rate_limit", "Current send-rate limit, in SLUICE_RATE_UNIT per second."),
+		concurrency: d("sluice_limiter_concurrency_limit", "Current limit on concurrent upstream attempts."),
+		inFlight:    d("sluice_limiter_in_flight", "Upstream attempts in flight."),
+		queued:      d("sluice_limiter_queue_length", "Writes waiting in sluice's queue for a send slot."),
+		paused:      d("sluice_limiter_paused", "1 while all sends are paused by the store's Retry-After."),
+		heartbeat:   d("sluice_limiter_heartbeat_timestamp_seconds", "Last time the control loop ran (liveness)."),
+		bufferBytes: d("sluice_proxy_buffer_bytes", "Bytes of request bodies held for retries (bounded by SLUICE_BUFFER_BUDGET)."),
+		latency:     d("sluice_limiter_latency_seconds", "Per-attempt latency as the controller sees it: the baseline and the recent average.", "window"),
+		decreases:   d("sluice_limiter_decreases_total", "Multiplicative decreases of the limits on congestion."),
+		increases:   d("sluice_limiter_increases_total", "Increases of the limits while the limiter was the bottleneck."),
+		phase:       d("sluice_limiter_phase", "The controller's phase (1 for the current one).", "phase"),
+	}
+}
+
+func (c *limiterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.rate, c.concurrency, c.inFlight, c.queued, c.paused, c.heartbeat,
+		c.bufferBytes, c.latency, c.decreases, c.increases, c.phase} {
+		ch <- d
+	}
+}
+
+func (c *limiterCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.lim.Snapshot()
+	g := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	g(c.rate, s.Rate)
+	g(c.concurrency, float64(s.Concurrency))
+	g(c.inFlight, float64(s.InFlight))
+	g(c.queued, float64(s.Queued))
+	paused := 0.0
+	if s.PausedUntil.After(time.Now()) {
+		paused = 1
+	}
+	g(c.paused, paused)
+	if !s.Heartbeat.IsZero() {
+		g(c.heartbeat, float64(s.Heartbeat.UnixNano())/1e9)
+	}
+	g(c.bufferBytes, float64(c.budget.inUse()))
+	g(c.latency, s.LatencyBaseline.Seconds(), "baseline")
+	g(c.latency, s.LatencyRecent.Seconds(), "recent")
+	ch <- prometheus.MustNewConstMetric(c.decreases, prometheus.CounterValue, float64(s.Decreases))
+	ch <- prometheus.MustNewConstMetric(c.increases, prometheus.CounterValue, float64(s.Increases))
+	for _, ph := range []string{limiter.PhaseStartup, limiter.PhaseRecovering, limiter.PhaseSteady, limiter.PhasePaused, limiter.PhaseClosed} {
+		v := 0.0
+		if ph == s.Phase {
+			v = 1
+		}
+		g(c.phase, v, ph)
+	}
+}

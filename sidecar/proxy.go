@@ -1,0 +1,727 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"golang.org/x/time/rate"
+
+	"github.com/sluice-dev/sluice/limiter"
+	"github.com/sluice-dev/sluice/sidecar/auth"
+	"github.com/sluice-dev/sluice/sidecar/classify"
+)
+
+// HeaderJob names the job a write belongs to. Like every X-Sluice-* header
+// it is sluice's own and never forwarded upstream.
+const HeaderJob = "X-Sluice-Job"
+
+// headerAttempts tells the loader how many upstream attempts its write took.
+const headerAttempts = "X-Sluice-Attempts"
+
+// Jobs is what the proxy needs of the job tracker (state.Manager): admission
+// of a write for a job, and the outcome of every attempt.
+type Jobs interface {
+	// Admit is called before a write for job is forwarded. The context it
+	// returns is cancelled when the job is cancelled; release is called when
+	// the write ends. Its errors become the loader's 4xx (see writeAdmitError).
+	Admit(ctx context.Context, job string) (context.Context, func(), error)
+	// Observe reports one upstream attempt's outcome.
+	Observe(job string, o Observation)
+}
+
+// Observation is one upstream attempt as the job tracker sees it.
+type Observation struct {
+	Kind       classify.Kind
+	Bytes      int64 // acknowledged bytes (Kind OK only)
+	Items      int64 // acknowledged items, -1 when the profile cannot count them
+	RetryAfter time.Duration
+}
+
+// Proxy forwards a loader's writes to the store: each attempt passes the
+// adaptive limiter, has a deadline, is classified from the store's answer,
+// and is retried (when its body allows it) through go-retryablehttp. It is an
+// http.Handler, safe for concurrent use.
+type Proxy struct {
+	upstream     *url.URL
+	preserveHost bool
+	profile      classify.Profile
+	bytesCost    bool
+	reject       bool
+	timeout      time.Duration
+	queueTimeout time.Duration
+	retryMax     int
+	retryPost    bool
+	retryBodyMax int64
+	defaultJob   string
+
+	lim         *limiter.Controller
+	retryBudget *limiter.RetryBudget
+	backoff     limiter.Backoff // retries without a Retry-After
+	honour      limiter.Backoff // retries after a Retry-After, capped by SLUICE_MAX_RETRY_AFTER
+	budget      *bufferBudget
+	jobs        Jobs
+	auth        *auth.Authenticator
+	m           *metrics
+	log         *slog.Logger
+	warn        rate.Sometimes
+
+	transport http.RoundTripper // the real *http.Transport; tests put an in-memory store here
+	client    *retryablehttp.Client
+	rp        *httputil.ReverseProxy
+
+	avgBodySize atomic.Int64 // bytes; the cost of a body of unknown length
+}
+
+// proxyDeps are the parts of a Proxy built elsewhere.
+type proxyDeps struct {
+	lim     *limiter.Controller
+	budget  *bufferBudget
+	jobs    Jobs
+	auth    *auth.Authenticator
+	metrics *metrics
+	log     *slog.Logger
+}
+
+func newProxy(cfg *Config, d proxyDeps) (*Proxy, error) {
+	up, err := url.Parse(cfg.UpstreamURL)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: SLUICE_UPSTREAM_URL: %w", err)
+	}
+	profile, err := classify.ParseProfile(cfg.Profile)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: SLUICE_PROFILE: %w", err)
+	}
+	tr, err := newTransport(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{
+		upstream:     up,
+		preserveHost: cfg.PreserveHost,
+		profile:      profile,
+		bytesCost:    cfg.RateUnit == "bytes",
+		reject:       cfg.Backpressure == "reject",
+		timeout:      cfg.UpstreamTimeout,
+		queueTimeout: cfg.QueueTimeout,
+		retryMax:     cfg.RetryMax,
+		retryPost:    cfg.RetryPost,
+		retryBodyMax: int64(cfg.RetryBodyMax),
+		defaultJob:   cfg.Job,
+		lim:          d.lim,
+		backoff:      limiter.Backoff{Min: cfg.RetryBackoffMin, Max: cfg.RetryBackoffMax},
+		honour:       limiter.Backoff{Min: cfg.RetryBackoffMin, Max: max(cfg.RetryBackoffMin, cfg.MaxRetryAfter)},
+		budget:       d.budget,
+		jobs:         d.jobs,
+		auth:         d.auth,
+		m:            d.metrics,
+		log:          d.log.With("component", "proxy"),
+		warn:         rate.Sometimes{Interval: 10 * time.Second},
+		transport:    tr,
+	}
+	p.avgBodySize.Store(64 << 10)
+	if p.retryBudget, err = limiter.NewRetryBudget(limiter.RetryBudgetConfig{Ratio: cfg.RetryBudget}); err != nil {
+		return nil, fmt.Errorf("sidecar: SLUICE_RETRY_BUDGET: %w", err)
+	}
+	p.client = &retryablehttp.Client{
+		HTTPClient: &http.Client{
+			Transport: attemptTransport{p},
+			// A proxy hands redirects to the loader; it never follows them.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		RetryMax:     cfg.RetryMax,
+		RetryWaitMin: cfg.RetryBackoffMin,
+		RetryWaitMax: cfg.RetryBackoffMax,
+		CheckRetry:   p.checkRetry,
+		Backoff:      p.retryDelay,
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        p.rewrite,
+		Transport:      roundTripFunc(p.roundTrip),
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.errorHandler,
+		ErrorLog:       slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+	}
+	return p, nil
+}
+
+// newTransport bounds every phase of an upstream connection: dial, TLS
+// handshake and response headers; the whole attempt is bounded by its context.
+func newTransport(cfg *Config) (*http.Transport, error) {
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.UpstreamCAFile != "" {
+		pem, err := os.ReadFile(cfg.UpstreamCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("sidecar: SLUICE_UPSTREAM_CA_FILE: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("sidecar: SLUICE_UPSTREAM_CA_FILE: no PEM certificate in %s", cfg.UpstreamCAFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	t := cfg.UpstreamTimeout
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: min(5*time.Second, t), KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsCfg,
+		TLSHandshakeTimeout:   min(10*time.Second, t),
+		ResponseHeaderTimeout: t,
+		ExpectContinueTimeout: time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConns:          4 * cfg.MaxConcurrency,
+		MaxIdleConnsPerHost:   2 * cfg.MaxConcurrency,
+		ForceAttemptHTTP2:     true,
+		// Bodies pass through byte for byte: never ask for or undo gzip.
+		DisableCompression: true,
+	}, nil
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// exchange is one loader request's journey through sluice, shared by its
+// attempts. The attempts of one exchange run one after the other, so it needs
+// no lock.
+type exchange struct {
+	job       string
+	cost      float64
+	permit    *limiter.Permit // the first attempt's, taken at admission
+	retryable bool
+	attempts  int
+	last      classify.Result // the last attempt's classification
+	bodyBytes int64           // request body size, -1 unknown
+	status    int             // what the loader was answered
+	loader    context.Context // the loader's own request context
+}
+
+type exchangeKey struct{}
+
+func exchangeFrom(ctx context.Context) *exchange {
+	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return ex
+}
+
+// ServeHTTP admits the write for its job, then proxies it.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	job := r.Header.Get(HeaderJob)
+	if job == "" {
+		job = p.defaultJob
+	}
+	ex := &exchange{job: job, bodyBytes: r.ContentLength, loader: r.Context()}
+	defer func() { p.m.requests.WithLabelValues(strconv.Itoa(ex.status)).Inc() }()
+	if !validJobID(job) {
+		ex.status = http.StatusBadRequest
+		writeError(w, ex.status, "invalid_job_id",
+			"X-Sluice-Job must be 1-128 characters of A-Za-z0-9._:-", map[string]any{"job": truncate(job, 140)})
+		return
+	}
+	ctx, release, err := p.jobs.Admit(r.Context(), job)
+	if err != nil {
+		ex.status = writeAdmitError(w, job, err)
+		return
+	}
+	defer release()
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
+}
+
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(p.upstream)
+	if p.preserveHost {
+		pr.Out.Host = pr.In.Host
+	}
+	// Rewrite drops the inbound X-Forwarded-* headers; keep the chain and
+	// append the loader's address to it.
+	if xff := pr.In.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+		pr.Out.Header["X-Forwarded-For"] = xff
+	}
+	pr.SetXForwarded()
+	for k := range pr.Out.Header {
+		if strings.HasPrefix(k, "X-Sluice-") {
+			delete(pr.Out.Header, k)
+		}
+	}
+}
+
+// admissionError is a write refused by sluice's own limits: the loader gets
+// 429 with a Retry-After, or 503 when sluice is shutting down.
+type admissionError struct {
+	reason string // queue_full, queue_timeout, no_capacity, closed
+	wait   time.Duration
+}
+
+func (e *admissionError) Error() string { return "sluice: write refused: " + e.reason }
+
+// errBodyRead is a loader's request body that broke while sluice read it.
+type bodyReadError struct{ err error }
+
+func (e *bodyReadError) Error() string { return "sluice: reading request body: " + e.err.Error() }
+func (e *bodyReadError) Unwrap() error { return e.err }
+
+// acquire takes a limiter permit for cost, queueing up to the queue timeout
+// (backpressure "wait") or not at all ("reject").
+func (p *Proxy) acquire(ctx context.Context, cost float64) (*limiter.Permit, error) {
+	var (
+		permit *limiter.Permit
+		err    error
+	)
+	if p.reject {
+		permit, err = p.lim.TryAcquire(cost)
+	} else {
+		qctx, cancel := context.WithTimeout(ctx, p.queueTimeout)
+		start := time.Now()
+		permit, err = p.lim.Acquire(qctx, cost)
+		cancel()
+		p.m.queueWait.Observe(time.Since(start).Seconds())
+	}
+	if err == nil {
+		return permit, nil
+	}
+	reason := ""
+	switch {
+	case ctx.Err() != nil:
+		return nil, ctx.Err() // the loader left, or its job was cancelled
+	case errors.Is(err, limiter.ErrQueueFull):
+		reason = "queue_full"
+	case errors.Is(err, limiter.ErrNoCapacity):
+		reason = "no_capacity"
+	case errors.Is(err, context.DeadlineExceeded):
+		reason = "queue_timeout"
+	case errors.Is(err, limiter.ErrClosed):
+		reason = "closed"
+	default:
+		return nil, err
+	}
+	p.m.rejected.WithLabelValues(reason).Inc()
+	return nil, &admissionError{reason: reason, wait: p.lim.RetryWait(cost)}
+}
+
+// cost is what a write takes from the rate limit: 1, or its body size.
+func (p *Proxy) cost(r *http.Request) float64 {
+	if !p.bytesCost {
+		return 1
+	}
+	if r.ContentLength >= 0 {
+		return float64(max(r.ContentLength, 1))
+	}
+	return float64(p.avgBodySize.Load())
+}
+
+// roundTrip is the ReverseProxy's transport: admission, body buffering, then
+// the attempts through go-retryablehttp.
+func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
+	ex := exchangeFrom(out.Context())
+	ex.cost = p.cost(out)
+	p.retryBudget.Request(time.Now())
+	permit, err := p.acquire(out.Context(), ex.cost)
+	if err != nil {
+		return nil, err
+	}
+	ex.permit = permit
+	defer func() {
+		if ex.permit != nil { // no attempt ran
+			ex.permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: "not_sent"})
+			ex.permit = nil
+		}
+	}()
+	body, release, err := p.prepareBody(out, ex)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	rreq, err := retryablehttp.NewRequestWithContext(out.Context(), out.Method, out.URL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	rreq.Header = out.Header
+	rreq.Host = out.Host
+	rreq.Trailer = out.Trailer
+	if !ex.retryable && out.ContentLength > 0 {
+		rreq.ContentLength = out.ContentLength
+	}
+	return p.client.Do(rreq)
+}
+
+func (p *Proxy) methodRetryable(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
+		return true
+	case http.MethodPost, http.MethodPatch:
+		// Bulk APIs with ids are idempotent, but only the operator knows.
+		return p.retryPost
+	}
+	return false
+}
+
+// prepareBody decides whether the write can be retried and returns the body
+// to send: a buffered []byte when it fits in SLUICE_RETRY_BODY_MAX and the
+// global buffer budget, otherwise the loader's stream, sent once.
+func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release func(), err error) {
+	noop := func() {}
+	canRetry := p.retryMax > 0 && p.methodRetryable(out.Method)
+	if out.Body == nil || out.Body == http.NoBody || out.ContentLength == 0 {
+		ex.retryable = canRetry
+		ex.bodyBytes = 0
+		return nil, noop, nil
+	}
+	n := out.ContentLength
+	switch {
+	case canRetry && n > 0 && n <= p.retryBodyMax && p.budget.reserve(n):
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(out.Body, buf); err != nil {
+			p.budget.release(n)
+			return nil, nil, &bodyReadError{err}
+		}
+		p.m.buffered.Inc()
+		ex.retryable = true
+		return buf, func() { p.budget.release(n) }, nil
+	case canRetry && n < 0 && p.budget.reserve(p.retryBodyMax):
+		// Unknown length: read up to the limit; a longer body streams on.
+		var b bytes.Buffer
+		read, err := b.ReadFrom(io.LimitReader(out.Body, p.retryBodyMax+1))
+		if err != nil {
+			p.budget.release(p.retryBodyMax)
+			return nil, nil, &bodyReadError{err}
+		}
+		if read <= p.retryBodyMax {
+			p.budget.release(p.retryBodyMax - read)
+			p.noteBodySize(read)
+			p.m.buffered.Inc()
+			ex.retryable, ex.bodyBytes = true, read
+			return b.Bytes(), func() { p.budget.release(read) }, nil
+		}
+		p.m.streamed.Inc()
+		ex.retryable = false
+		cr := &countingReader{r: io.MultiReader(&b, out.Body)}
+		return streamOnce(cr), func() {
+			p.budget.release(p.retryBodyMax)
+			ex.bodyBytes = cr.n
+			p.noteBodySize(cr.n)
+		}, nil
+	}
+	p.m.streamed.Inc()
+	ex.retryable = false
+	cr := &countingReader{r: out.Body}
+	return streamOnce(cr), func() {
+		if ex.bodyBytes < 0 {
+			ex.bodyBytes = cr.n
+			p.noteBodySize(cr.n)
+		}
+	}, nil
+}
+
+func (p *Proxy) noteBodySize(n int64) {
+	// A slow moving average is enough to price bodies of unknown length.
+	old := p.avgBodySize.Load()
+	p.avgBodySize.Store(max(1, (old*7+n)/8))
+}
+
+// streamOnce hands go-retryablehttp the loader's stream without letting it
+// buffer or close it: retryablehttp reads any other body type whole into
+// memory. Such a body is never retried (checkRetry).
+func streamOnce(r io.Reader) retryablehttp.ReaderFunc {
+	return func() (io.Reader, error) { return struct{ io.Reader }{r}, nil }
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}
+
+// attemptTransport runs one upstream attempt: limiter permit, credentials,
+// deadline, classification.
+type attemptTransport struct{ p *Proxy }
+
+func (t attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.p.attempt(req)
+}
+
+func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
+	ex := exchangeFrom(req.Context())
+	ex.attempts++
+	permit := ex.permit
+	ex.permit = nil
+	if permit == nil {
+		var err error
+		if permit, err = p.acquire(req.Context(), ex.cost); err != nil {
+			return nil, err
+		}
+	}
+	if p.auth != nil {
+		if err := p.auth.Apply(req); err != nil {
+			permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: "auth"})
+			ex.last = classify.Result{Kind: classify.ClientError, Reason: "auth"}
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), p.timeout)
+	start := time.Now()
+	resp, err := p.transport.RoundTrip(req.WithContext(ctx))
+	latency := time.Since(start)
+	if err != nil {
+		cancel()
+		res := p.classifyError(req.Context(), err)
+		ex.last = res
+		p.finishAttempt(ex, permit, res, latency, nil)
+		return nil, err
+	}
+	var prefix []byte
+	if p.profile.WantsBody(resp.StatusCode, resp.Header) {
+		prefix, err = readPrefix(resp.Body, classify.BodyPrefixMax)
+		if err != nil {
+			resp.Body.Close()
+			cancel()
+			res := p.classifyError(req.Context(), err)
+			ex.last = res
+			p.finishAttempt(ex, permit, res, latency, nil)
+			return nil, err
+		}
+		resp.Body = &prefixedBody{r: io.MultiReader(bytes.NewReader(prefix), resp.Body), c: resp.Body}
+	}
+	res := p.profile.Classify(resp.StatusCode, resp.Header, prefix, time.Now())
+	ex.last = res
+	ab := &attemptBody{rc: resp.Body, cancel: cancel}
+	if res.Kind == classify.OK {
+		ab.scanner = p.profile.NewScanner(req.Method, req.URL.Path, resp.StatusCode, resp.Header)
+	}
+	ab.done = func() {
+		final := res
+		if ab.scanner != nil {
+			final = ab.scanner.Result()
+		}
+		p.finishAttempt(ex, permit, final, latency, ab)
+	}
+	resp.Body = ab
+	return resp, nil
+}
+
+// classifyError turns a failed attempt into a signal. The loader leaving or
+// its job being cancelled says nothing about the store.
+func (p *Proxy) classifyError(parent context.Context, err error) classify.Result {
+	var ne net.Error
+	switch {
+	case parent.Err() != nil:
+		return classify.Result{Kind: classify.ClientError, Reason: "cancelled", Items: -1}
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		// No answer in time: the store is likely saturated (incident 2).
+		return classify.Result{Kind: classify.Timeout, Reason: "timeout", Share: 1, Items: -1}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return classify.Result{Kind: classify.ServerError, Reason: "connection_refused", Items: -1}
+	default:
+		// Resets and broken responses: retryable, but not a capacity signal.
+		return classify.Result{Kind: classify.ServerError, Reason: "transport_error", Items: -1}
+	}
+}
+
+// finishAttempt feeds one attempt's outcome to the limiter, the job and the
+// metrics, exactly once.
+func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify.Result, latency time.Duration, ab *attemptBody) {
+	s := limiter.Sample{Latency: latency, RetryAfter: res.RetryAfter, Reason: res.Reason}
+	switch {
+	case res.Kind == classify.OK:
+		s.Outcome = limiter.Success
+	case res.Kind.Congestion():
+		s.Outcome, s.Share = limiter.Congested, res.Share
+	case res.Kind == classify.ServerError:
+		s.Outcome = limiter.Failed
+	default:
+		s.Outcome = limiter.Neutral
+	}
+	permit.Done(s)
+	p.m.attempts.WithLabelValues(res.Kind.String()).Inc()
+	p.m.attemptDuration.Observe(latency.Seconds())
+	if res.Kind.Congestion() {
+		p.m.throttles.WithLabelValues(res.Reason).Inc()
+		p.warn.Do(func() {
+			p.log.Warn("store signalled congestion", "job", ex.job, "reason", res.Reason, "retry_after", res.RetryAfter)
+		})
+	}
+	if res.Reason == "cancelled" {
+		return // the loader left or the job was cancelled: nothing to report
+	}
+	o := Observation{Kind: res.Kind, Items: -1, RetryAfter: res.RetryAfter}
+	if res.Kind == classify.OK {
+		o.Bytes = max(ex.bodyBytes, 0)
+		if res.Items >= 0 && ab != nil && ab.scanner != nil {
+			o.Items = int64(res.Items)
+		}
+		p.m.ackBytes.Add(float64(o.Bytes))
+		p.m.ackRequests.Inc()
+		if o.Items > 0 {
+			p.m.ackItems.Add(float64(o.Items))
+		}
+	} else if res.Kind == classify.Throttled && res.Items > 0 {
+		// A partially throttled bulk write: the throttle is reported, and
+		// its accepted items are progress all the same.
+		o.Items = int64(res.Items)
+		p.m.ackItems.Add(float64(o.Items))
+	}
+	p.jobs.Observe(ex.job, o)
+}
+
+// checkRetry decides, after each attempt, whether go-retryablehttp tries
+// again.
+func (p *Proxy) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	ex := exchangeFrom(ctx)
+	if ctx.Err() != nil {
+		return false, ctx.Err() // the loader left, or its job was cancelled
+	}
+	var adm *admissionError
+	switch {
+	case errors.As(err, &adm), err != nil && ex.last.Kind == classify.ClientError:
+		return false, err // refused by sluice itself, or credentials
+	case !ex.retryable, ex.attempts > p.retryMax:
+		// Stopping here rather than letting retryablehttp run out keeps its
+		// give-up path (which closes every idle connection) out of the way.
+		return false, err
+	case !ex.last.Kind.Retryable():
+		return false, err
+	case !p.retryBudget.TryRetry(time.Now()):
+		// Retries must not amplify an overload (Envoy's retry budget).
+		p.m.retryBudgetExhausted.Inc()
+		return false, err
+	}
+	p.m.retries.WithLabelValues(ex.last.Kind.String()).Inc()
+	return true, nil
+}
+
+// retryDelay is go-retryablehttp's Backoff: exponential with full jitter, and
+// never sooner than the store's Retry-After, which is capped.
+func (p *Proxy) retryDelay(_, _ time.Duration, attempt int, resp *http.Response) time.Duration {
+	if resp != nil && resp.Request != nil {
+		if ex := exchangeFrom(resp.Request.Context()); ex != nil && ex.last.RetryAfter > 0 {
+			return p.honour.Delay(attempt, ex.last.RetryAfter, nil)
+		}
+	}
+	return p.backoff.Delay(attempt, 0, nil)
+}
+
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	ex := exchangeFrom(resp.Request.Context())
+	ex.status = resp.StatusCode
+	resp.Header.Set(headerAttempts, strconv.Itoa(ex.attempts))
+	return nil
+}
+
+func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	ex := exchangeFrom(r.Context())
+	var (
+		adm     *admissionError
+		body    *bodyReadError
+		tooBig  *auth.TooLargeError
+		noCreds *auth.UnavailableError
+	)
+	details := map[string]any{"job": ex.job, "attempts": ex.attempts}
+	switch {
+	case errors.As(err, &adm) && adm.reason == "closed":
+		ex.status = http.StatusServiceUnavailable
+		writeError(w, ex.status, "shutting_down", "sluice is shutting down", details)
+	case errors.As(err, &adm):
+		// Backpressure: the loader should slow down and retry after the wait.
+		ex.status = http.StatusTooManyRequests
+		setRetryAfter(w.Header(), adm.wait)
+		details["reason"] = adm.reason
+		writeError(w, ex.status, "backpressure", "sluice is at its limit for this store ("+adm.reason+"); retry after the Retry-After delay", details)
+	case r.Context().Err() != nil && ex.loader.Err() == nil:
+		// The loader is still there: its job was cancelled under it.
+		ex.status = writeAdmitError(w, ex.job, context.Cause(r.Context()))
+	case r.Context().Err() != nil:
+		ex.status = 499 // the loader went away; nobody reads this
+	case errors.As(err, &body):
+		ex.status = http.StatusBadRequest
+		writeError(w, ex.status, "request_body", body.Error(), details)
+	case errors.As(err, &tooBig):
+		ex.status = http.StatusRequestEntityTooLarge
+		writeError(w, ex.status, "body_too_large_to_sign", tooBig.Error(), details)
+	case errors.As(err, &noCreds):
+		ex.status = http.StatusServiceUnavailable
+		writeError(w, ex.status, "upstream_credentials", noCreds.Error(), details)
+	case ex.last.Kind == classify.Timeout:
+		ex.status = http.StatusGatewayTimeout
+		details["timeout"] = p.timeout.String()
+		writeError(w, ex.status, "upstream_timeout", "the store did not answer within SLUICE_UPSTREAM_TIMEOUT", details)
+	default:
+		ex.status = http.StatusBadGateway
+		details["reason"] = ex.last.Reason
+		writeError(w, ex.status, "upstream_unreachable", "the store could not be reached: "+err.Error(), details)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// readPrefix reads up to n bytes of r.
+func readPrefix(r io.Reader, n int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, n))
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+type prefixedBody struct {
+	r io.Reader
+	c io.Closer
+}
+
+func (b *prefixedBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *prefixedBody) Close() error               { return b.c.Close() }
+
+// attemptBody is the store's response body as the loader reads it. It feeds
+// the profile's scanner (Elasticsearch bulk items) and, on Close, ends the
+// attempt: its deadline is released and its outcome reported.
+type attemptBody struct {
+	rc      io.ReadCloser
+	scanner classify.Scanner
+	cancel  context.CancelFunc
+	done    func()
+	closed  bool
+}
+
+func (b *attemptBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if n > 0 && b.scanner != nil {
+		_, _ = b.scanner.Write(p[:n])
+	}
+	return n, err
+}
+
+func (b *attemptBody) Close() error {
+	err := b.rc.Close()
+	if !b.closed {
+		b.closed = true
+		b.cancel()
+		b.done()
+	}
+	return err
+}

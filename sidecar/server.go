@@ -1,0 +1,284 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sluice-dev/sluice/limiter"
+	"github.com/sluice-dev/sluice/sidecar/auth"
+	"github.com/sluice-dev/sluice/state"
+)
+
+// Version is stamped at build time with -ldflags "-X ...sidecar.Version=v1.2.3".
+var Version = "dev"
+
+// Options are the parts of a Server that are not configuration.
+type Options struct {
+	Logger *slog.Logger
+	// Store overrides the job store opened from SLUICE_STATE_DIR (tests).
+	Store state.Store
+}
+
+// Server is a running sluice: the proxy, the admin server, the control loop
+// and the job manager.
+type Server struct {
+	cfg      *Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	gatherer prometheus.Gatherer
+	lim      *limiter.Controller
+	budget   *bufferBudget
+	jobs     *state.Manager
+	auth     *auth.Authenticator
+	proxy    *Proxy
+	ready    readiness
+	started  time.Time
+
+	stopOnce sync.Once
+	stopCh   chan struct{}
+}
+
+// StartupError is a problem found while starting that the operator must fix
+// (a state dir that cannot be opened, a port in use): exit status 2.
+type StartupError struct{ Err error }
+
+func (e *StartupError) Error() string { return e.Err.Error() }
+func (e *StartupError) Unwrap() error { return e.Err }
+
+// NewServer builds sluice from a validated configuration. Nothing listens
+// until Run.
+func NewServer(cfg Config, opts Options) (*Server, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "sluice_build_info",
+		Help:        "Always 1; the labels say which sluice this is.",
+		ConstLabels: prometheus.Labels{"version": Version, "profile": cfg.Profile},
+	})
+	buildInfo.Set(1)
+	reg.MustRegister(buildInfo)
+
+	s := &Server{
+		cfg:      &cfg,
+		log:      log,
+		reg:      reg,
+		gatherer: reg,
+		budget:   &bufferBudget{max: int64(cfg.BufferBudget)},
+		started:  time.Now(),
+		stopCh:   make(chan struct{}),
+	}
+	lim, err := limiter.New(limiter.Config{
+		InitialRate:        cfg.InitialRate,
+		MinRate:            cfg.MinRate,
+		MaxRate:            cfg.MaxRate,
+		InitialConcurrency: cfg.InitialConcurrency,
+		MaxConcurrency:     cfg.MaxConcurrency,
+		MaxRetryAfter:      cfg.MaxRetryAfter,
+		Window:             cfg.ControlInterval,
+		QueueMax:           cfg.QueueMax,
+		Logger:             log.With("component", "limiter"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.lim = lim
+	reg.MustRegister(newLimiterCollector(lim, s.budget))
+
+	a, err := auth.New(cfg.Auth, auth.Options{
+		Logger:       log.With("component", "auth"),
+		Registerer:   reg,
+		BufferBudget: s.budget.Reserve,
+	})
+	if err != nil {
+		return nil, &StartupError{err}
+	}
+	s.auth = a
+
+	store := opts.Store
+	if store == nil {
+		if cfg.StateDir == "" {
+			log.Warn("SLUICE_STATE_DIR is not set: job state is kept in memory only and lost on restart")
+			store = &state.MemStore{}
+		} else if store, err = state.OpenBolt(cfg.StateDir); err != nil {
+			return nil, &StartupError{fmt.Errorf("SLUICE_STATE_DIR: %w", err)}
+		}
+	}
+	jobs, err := state.NewManager(s.jobsConfig(store, reg))
+	if err != nil {
+		store.Close()
+		return nil, &StartupError{fmt.Errorf("SLUICE_STATE_DIR: %w", err)}
+	}
+	s.jobs = jobs
+
+	s.proxy, err = newProxy(&cfg, proxyDeps{
+		lim:     lim,
+		budget:  s.budget,
+		jobs:    jobsAdapter{jobs},
+		auth:    a,
+		metrics: newMetrics(reg),
+		log:     log,
+	})
+	if err != nil {
+		jobs.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// ProxyHandler is the loader-facing handler.
+func (s *Server) ProxyHandler() http.Handler { return s.proxy }
+
+// AdminHandler is the admin API handler.
+func (s *Server) AdminHandler() http.Handler { return s.adminHandler(s.gatherer) }
+
+// Registry is the registry every sluice metric is on.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// requestStop starts a graceful shutdown (SIGTERM or /quitquitquit).
+func (s *Server) requestStop(reason string) {
+	s.stopOnce.Do(func() {
+		s.log.Info("shutdown requested", "reason", reason)
+		s.ready.set(Stopping)
+		close(s.stopCh)
+	})
+}
+
+// Run listens on the proxy and admin addresses and serves until ctx ends or
+// /quitquitquit is called, then shuts down gracefully: readiness goes to
+// Stopping, the proxy stops accepting, in-flight writes drain for up to
+// SLUICE_SHUTDOWN_TIMEOUT, loops stop and job state is flushed.
+func (s *Server) Run(ctx context.Context) error {
+	proxyLn, err := net.Listen("tcp", s.cfg.ListenAddr)
+	if err != nil {
+		return &StartupError{fmt.Errorf("SLUICE_LISTEN_ADDR: %w", err)}
+	}
+	adminLn, err := net.Listen("tcp", s.cfg.AdminAddr)
+	if err != nil {
+		proxyLn.Close()
+		return &StartupError{fmt.Errorf("SLUICE_ADMIN_ADDR: %w", err)}
+	}
+	return s.Serve(ctx, proxyLn, adminLn)
+}
+
+// Serve is Run on listeners the caller opened.
+func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error {
+	if host, _, _ := net.SplitHostPort(proxyLn.Addr().String()); !s.cfg.ListenPublicOK {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			s.log.Warn("the proxy listens beyond loopback: any host that reaches it can write to the store through sluice; set SLUICE_LISTEN_PUBLIC_OK=true to acknowledge",
+				"addr", proxyLn.Addr().String())
+		}
+	}
+	stopLoops := s.startLoops()
+
+	proxySrv := &http.Server{
+		Handler:           s.proxy,
+		ReadHeaderTimeout: 10 * time.Second, // slowloris
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	adminSrv := &http.Server{
+		Handler:           s.AdminHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	proxyCtx, stopProxy := context.WithCancel(context.Background())
+	adminCtx, stopAdmin := context.WithCancel(context.Background())
+	errc := make(chan error, 2)
+	go func() { errc <- serveUntil(proxyCtx, proxySrv, proxyLn, s.cfg.ShutdownTimeout) }()
+	go func() { errc <- serveUntil(adminCtx, adminSrv, adminLn, 5*time.Second) }()
+
+	s.ready.set(Ready)
+	s.log.Info("sluice started", "version", Version, "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
+		"upstream", redactURL(s.cfg.UpstreamURL), "profile", s.cfg.Profile)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		s.requestStop("signal")
+	case <-s.stopCh:
+	case runErr = <-errc:
+		s.requestStop("listener failed")
+	}
+	// Drain the proxy first (the admin port stays up so status can be read
+	// while draining), then wake anything still queued, then stop loops and
+	// flush job state.
+	stopProxy()
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && runErr == nil {
+		runErr = err
+	}
+	stopLoops()
+	stopAdmin()
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && runErr == nil {
+		runErr = err
+	}
+	if errors.Is(runErr, http.ErrServerClosed) || errors.Is(runErr, context.DeadlineExceeded) {
+		runErr = nil
+	}
+	s.log.Info("sluice stopped")
+	return runErr
+}
+
+// startLoops starts the control loop, the job manager and the credential
+// refresher. The func it returns wakes anything still queued, stops them and
+// flushes job state.
+func (s *Server) startLoops() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var loops sync.WaitGroup
+	loops.Go(func() { s.controlLoop(ctx) })
+	loops.Go(func() { s.jobs.Run(ctx) })
+	if s.auth != nil {
+		loops.Go(func() { s.auth.Start(ctx) })
+	}
+	return func() {
+		s.lim.Close()
+		cancel()
+		loops.Wait()
+		if err := s.jobs.Close(); err != nil {
+			s.log.Error("flushing job state", "err", err)
+		}
+	}
+}
+
+// controlLoop steps the controller every SLUICE_CONTROL_INTERVAL. It is also
+// sluice's heartbeat: it never waits on the store.
+func (s *Server) controlLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.ControlInterval)
+	defer t.Stop()
+	s.lim.Tick(time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.lim.Tick(now)
+		}
+	}
+}
+
+// redactURL drops any user:password from a URL before it is shown.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable>"
+	}
+	return u.Redacted()
+}

@@ -1,0 +1,142 @@
+package sidecar
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/state"
+)
+
+// memTransport serves upstream attempts from an in-process handler, so that
+// whole-proxy tests run under testing/synctest (no sockets). Like a real
+// transport it gives up when the attempt's context ends.
+type memTransport struct{ h http.Handler }
+
+func (m memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	done := make(chan *http.Response, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		m.h.ServeHTTP(rec, req)
+		done <- rec.Result()
+	}()
+	select {
+	case resp := <-done:
+		resp.Request = req
+		return resp, nil
+	case <-req.Context().Done():
+		return nil, req.Context().Err()
+	}
+}
+
+// testConfig is a valid configuration from env pairs ("KEY=value", SLUICE_
+// prefix optional) on top of an upstream URL.
+func testConfig(t *testing.T, env ...string) Config {
+	t.Helper()
+	environ := []string{"SLUICE_UPSTREAM_URL=http://store.test", "SLUICE_ADMIN_ADDR=127.0.0.1:0", "SLUICE_LISTEN_ADDR=127.0.0.1:0"}
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, EnvPrefix) {
+			kv = EnvPrefix + kv
+		}
+		environ = append(environ, kv)
+	}
+	cfg, _, err := LoadConfig(environ)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+// newTestServer builds a Server whose upstream is the in-memory handler
+// store, with its loops running; they stop at the end of the test.
+func newTestServer(t *testing.T, store http.Handler, env ...string) *Server {
+	t.Helper()
+	cfg := testConfig(t, env...)
+	s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}})
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	if store != nil {
+		s.proxy.transport = memTransport{store}
+	}
+	stop := s.startLoops()
+	t.Cleanup(stop)
+	return s
+}
+
+// send makes one loader request through h and returns the recorded answer.
+func send(h http.Handler, ctx context.Context, method, path, body string, header ...string) *httptest.ResponseRecorder {
+	req := httptest.NewRequestWithContext(ctx, method, path, strings.NewReader(body))
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// quotaStore is a store test double with a token-bucket capacity: above it
+// it answers 429 with Retry-After, like a gateway quota.
+type quotaStore struct {
+	mu         sync.Mutex
+	rate       float64 // requests per second
+	burst      float64
+	tokens     float64
+	last       time.Time
+	latency    time.Duration
+	retryAfter string
+
+	accepted, throttled int
+	acceptedAt          []time.Time
+}
+
+func newQuotaStore(rate float64) *quotaStore {
+	return &quotaStore{rate: rate, burst: rate / 10, tokens: rate / 10, latency: 10 * time.Millisecond, retryAfter: "1"}
+}
+
+func (s *quotaStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	s.mu.Lock()
+	now := time.Now()
+	if !s.last.IsZero() {
+		s.tokens = min(s.burst, s.tokens+now.Sub(s.last).Seconds()*s.rate)
+	}
+	s.last = now
+	ok := s.tokens >= 1
+	if ok {
+		s.tokens--
+		s.accepted++
+		s.acceptedAt = append(s.acceptedAt, now)
+	} else {
+		s.throttled++
+	}
+	s.mu.Unlock()
+	if !ok {
+		w.Header().Set("Retry-After", s.retryAfter)
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = io.WriteString(w, "rate limit exceeded\n")
+		return
+	}
+	time.Sleep(s.latency)
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, `{"ok":true}`)
+}
+
+// counts returns accepted and throttled attempts, and the accepted ones at or
+// after from.
+func (s *quotaStore) counts(from time.Time) (accepted, throttled, acceptedSince int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.acceptedAt {
+		if !t.Before(from) {
+			acceptedSince++
+		}
+	}
+	return s.accepted, s.throttled, acceptedSince
+}
