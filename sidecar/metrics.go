@@ -95,7 +95,7 @@ type limiterCollector struct {
 	budget *bufferBudget
 
 	rate, concurrency, inFlight, queued, paused, heartbeat, bufferBytes, latency *prometheus.Desc
-	decreases, increases, phase                                                *prometheus.Desc
+	decreases, increases, phase                                                  *prometheus.Desc
 }
 
 func newLimiterCollector(lim *limiter.Controller, budget *bufferBudget) *limiterCollector {
