@@ -364,7 +364,11 @@ func RestoreJob(id string, ms MachineState, p Policy, now time.Time, rnd func() 
 	j := &Job{id: id, MachineState: ms}
 	j.init(p, rnd)
 	j.stallClock = now
+	j.lastThrottle = now // a throttled job stays so for a quiet period
 	j.probeAt = now
+	if ms.State == Backoff {
+		j.Hold = true
+	}
 	j.step = stepFor(ms.State)
 	return j
 }
@@ -651,7 +655,7 @@ func stepRunning(j *Job, ev Event, now time.Time) ([]Action, error) {
 func stepThrottled(j *Job, ev Event, now time.Time) ([]Action, error) {
 	switch ev.Type {
 	case EvProgress, EvTick:
-		if !j.lastThrottle.After(j.stallClock) && now.Sub(j.lastThrottle) >= j.p.QuietAfter {
+		if j.stallClock.After(j.lastThrottle) && now.Sub(j.lastThrottle) >= j.p.QuietAfter {
 			j.become(Running, "throttling_ceased", now)
 			return []Action{ActPersist}, nil
 		}

@@ -1,0 +1,535 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func testPolicy() Policy {
+	return Policy{
+		StallAfter:   5 * time.Minute,
+		CancelGrace:  5 * time.Minute,
+		AutoCancel:   true,
+		QuietAfter:   30 * time.Second,
+		BackoffAfter: 3,
+		Backoff:      ExpBackoff{Min: time.Second, Max: time.Minute, Factor: 2, Jitter: 0.2},
+	}
+}
+
+func zeroRand() float64 { return 0 }
+
+// restored returns a job put in state s at t0, as after a restart.
+func restored(s State) *Job {
+	return RestoreJob("j", MachineState{State: s, Since: t0, Created: t0, Reason: "test"}, testPolicy(), t0, zeroRand)
+}
+
+// tev is an event at an offset from t0.
+type tev struct {
+	at time.Duration
+	ev Event
+}
+
+var (
+	admit    = Event{Type: EvAdmit}
+	release  = Event{Type: EvRelease}
+	progress = Event{Type: EvProgress}
+	throttle = Event{Type: EvThrottle}
+	timeout  = Event{Type: EvUpstreamError, Timeout: true}
+	srvErr   = Event{Type: EvUpstreamError}
+	tick     = Event{Type: EvTick}
+	cancel   = Event{Type: EvCancel}
+	complete = Event{Type: EvComplete}
+)
+
+func retryAfter(d time.Duration) Event { return Event{Type: EvThrottle, RetryAfter: d} }
+func succeeded(a Action) Event       { return Event{Type: EvActionSucceeded, Action: a} }
+func failed(a Action, final bool) Event {
+	return Event{Type: EvActionFailed, Action: a, Final: final, Err: "boom"}
+}
+
+// TestEveryLegalTransition drives a job along each edge of the transition
+// table and fails if an edge has no scenario.
+func TestEveryLegalTransition(t *testing.T) {
+	const (
+		stall = 5 * time.Minute
+		grace = 5 * time.Minute
+	)
+	edges := []struct {
+		from, to State
+		evs      []tev
+	}{
+		{Pending, Running, []tev{{0, admit}}},
+		{Pending, Throttled, []tev{{0, throttle}}},
+		{Pending, Backoff, []tev{{0, retryAfter(5 * time.Second)}}},
+		{Pending, Stalled, []tev{{stall, tick}}},
+		{Pending, Cancelling, []tev{{0, cancel}}},
+		{Pending, Completed, []tev{{0, complete}}},
+		{Running, Throttled, []tev{{0, throttle}}},
+		{Running, Backoff, []tev{{0, retryAfter(time.Second)}}},
+		{Running, Stalled, []tev{{stall - time.Second, tick}, {stall, tick}}},
+		{Running, Cancelling, []tev{{0, cancel}}},
+		{Running, Completed, []tev{{0, complete}}},
+		{Throttled, Running, []tev{{time.Second, progress}, {31 * time.Second, progress}}},
+		{Throttled, Backoff, []tev{{0, throttle}, {0, timeout}, {0, throttle}}},
+		{Throttled, Stalled, []tev{{stall, tick}}},
+		{Throttled, Cancelling, []tev{{0, cancel}}},
+		{Throttled, Completed, []tev{{0, complete}}},
+		{Backoff, Throttled, []tev{{0, admit}, {time.Second, progress}}},
+		{Backoff, Stalled, []tev{{stall, tick}}},
+		{Backoff, Cancelling, []tev{{0, cancel}}},
+		{Backoff, Completed, []tev{{0, complete}}},
+		{Stalled, Running, []tev{{0, progress}}},
+		{Stalled, Cancelling, []tev{{stall + grace, tick}}},
+		{Stalled, Completed, []tev{{0, complete}}},
+		{Cancelling, Cleaning, []tev{{0, succeeded(ActRunCancel)}}},
+		{Cancelling, Failed, []tev{{0, failed(ActRunCancel, false)}, {0, failed(ActRunCancel, true)}}},
+		{Cleaning, Cancelled, []tev{{0, succeeded(ActRunCleanup)}}},
+		{Cleaning, Failed, []tev{{0, failed(ActRunCleanup, true)}}},
+	}
+	covered := map[[2]State]bool{}
+	for _, e := range edges {
+		t.Run(e.from.String()+"→"+e.to.String(), func(t *testing.T) {
+			j := restored(e.from)
+			for _, x := range e.evs {
+				if _, err := j.Step(x.ev, t0.Add(x.at)); err != nil {
+					t.Fatalf("%s: %v", x.ev.Type, err)
+				}
+			}
+			tr := j.TakeTransitions()
+			if len(tr) != 1 || tr[0].From != e.from || tr[0].To != e.to {
+				t.Fatalf("transitions %v, want exactly %s→%s", tr, e.from, e.to)
+			}
+			if !Legal(e.from, e.to) {
+				t.Fatalf("%s→%s is not in the table", e.from, e.to)
+			}
+			covered[[2]State{e.from, e.to}] = true
+		})
+	}
+	for from, tos := range transitions {
+		for _, to := range tos {
+			if !covered[[2]State{from, to}] {
+				t.Errorf("legal transition %s→%s has no scenario", from, to)
+			}
+		}
+	}
+}
+
+// TestStepMatrix steps a job in every state with every event type and
+// checks the resulting state or the rejection.
+func TestStepMatrix(t *testing.T) {
+	const (
+		na = "not_accepting"
+		te = "transition_error"
+	)
+	// want[state][event] is the state after the event, or na/te.
+	want := map[State]map[EventType]string{
+		Pending:    {EvAdmit: "running", EvRelease: "pending", EvProgress: "running", EvThrottle: "throttled", EvUpstreamError: "throttled", EvTick: "pending", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed"},
+		Running:    {EvAdmit: "running", EvRelease: "running", EvProgress: "running", EvThrottle: "throttled", EvUpstreamError: "throttled", EvTick: "running", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed"},
+		Throttled:  {EvAdmit: "throttled", EvRelease: "throttled", EvProgress: "throttled", EvThrottle: "throttled", EvUpstreamError: "throttled", EvTick: "throttled", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed"},
+		Backoff:    {EvAdmit: "backoff", EvRelease: "backoff", EvProgress: "throttled", EvThrottle: "backoff", EvUpstreamError: "backoff", EvTick: "backoff", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed"},
+		Stalled:    {EvAdmit: "stalled", EvRelease: "stalled", EvProgress: "running", EvThrottle: "stalled", EvUpstreamError: "stalled", EvTick: "stalled", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed"},
+		Cancelling: {EvAdmit: na, EvRelease: "cancelling", EvProgress: "cancelling", EvThrottle: "cancelling", EvUpstreamError: "cancelling", EvTick: "cancelling", EvCancel: "cancelling", EvActionSucceeded: "cleaning", EvActionFailed: "failed", EvComplete: te},
+		Cleaning:   {EvAdmit: na, EvRelease: "cleaning", EvProgress: "cleaning", EvThrottle: "cleaning", EvUpstreamError: "cleaning", EvTick: "cleaning", EvCancel: "cleaning", EvActionSucceeded: "cancelled", EvActionFailed: "failed", EvComplete: te},
+		Completed:  {EvAdmit: na, EvRelease: "completed", EvProgress: "completed", EvThrottle: "completed", EvUpstreamError: "completed", EvTick: "completed", EvCancel: te, EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed"},
+		Cancelled:  {EvAdmit: na, EvRelease: "cancelled", EvProgress: "cancelled", EvThrottle: "cancelled", EvUpstreamError: "cancelled", EvTick: "cancelled", EvCancel: "cancelled", EvActionSucceeded: te, EvActionFailed: te, EvComplete: te},
+		Failed:     {EvAdmit: na, EvRelease: "failed", EvProgress: "failed", EvThrottle: "failed", EvUpstreamError: "failed", EvTick: "failed", EvCancel: te, EvActionSucceeded: te, EvActionFailed: te, EvComplete: te},
+	}
+	for _, s := range States() {
+		for et := EvAdmit; et < numEventTypes; et++ {
+			t.Run(s.String()+"/"+et.String(), func(t *testing.T) {
+				ev := Event{Type: et, Timeout: true, Final: true, Action: ActRunCancel}
+				if s == Cleaning {
+					ev.Action = ActRunCleanup
+				}
+				j := restored(s)
+				before := j.Snapshot()
+				_, err := j.Step(ev, t0)
+				var got string
+				var nae *NotAcceptingError
+				var tre *TransitionError
+				switch {
+				case errors.As(err, &nae):
+					got = na
+					if nae.Job != "j" || nae.State != s {
+						t.Errorf("NotAcceptingError %+v", nae)
+					}
+				case errors.As(err, &tre):
+					got = te
+					if tre.From != s || tre.Event != et || !strings.Contains(err.Error(), `"j"`) {
+						t.Errorf("TransitionError %+v: %v", tre, err)
+					}
+				case err != nil:
+					t.Fatalf("unexpected error %v", err)
+				default:
+					got = j.State.String()
+				}
+				if got != want[s][et] {
+					t.Fatalf("%s + %s = %s, want %s", s, et, got, want[s][et])
+				}
+				if err != nil && (j.State != before.State || len(j.History) != len(before.History)) {
+					t.Fatalf("rejected event changed the job: %v → %v", before.State, j.State)
+				}
+				if err == nil && j.State != s && !Legal(s, j.State) {
+					t.Fatalf("applied illegal transition %s→%s", s, j.State)
+				}
+			})
+		}
+	}
+}
+
+func TestStepRejectsMalformedEvents(t *testing.T) {
+	f := func(name string, ev Event) {
+		t.Helper()
+		j := restored(Cancelling)
+		if _, err := j.Step(ev, t0); err == nil || !strings.HasPrefix(err.Error(), "state: ") {
+			t.Errorf("%s: err = %v, want a state: error", name, err)
+		}
+	}
+	f("zero type", Event{})
+	f("unknown type", Event{Type: numEventTypes})
+	f("action result for persist", Event{Type: EvActionSucceeded, Action: ActPersist})
+	f("cleanup result while cancelling", succeeded(ActRunCleanup))
+}
+
+func TestBecomeIllegalPanics(t *testing.T) {
+	j := restored(Completed)
+	defer func() {
+		r := recover()
+		if s, _ := r.(string); !strings.HasPrefix(s, "BUG: ") {
+			t.Fatalf("recover() = %v, want a BUG panic", r)
+		}
+	}()
+	j.become(Running, "impossible", t0)
+}
+
+// step is one line of a transcript: an event at an offset, the state after
+// it and the actions it returns (nil: don't check).
+type step struct {
+	at    time.Duration
+	ev    Event
+	state State
+	acts  []Action
+}
+
+func transcript(t *testing.T, j *Job, steps []step) {
+	t.Helper()
+	for i, s := range steps {
+		acts, err := j.Step(s.ev, t0.Add(s.at))
+		if err != nil {
+			t.Fatalf("step %d (%s at %s): %v", i, s.ev.Type, s.at, err)
+		}
+		if j.State != s.state {
+			t.Fatalf("step %d (%s at %s): state %s, want %s (reason %q)", i, s.ev.Type, s.at, j.State, s.state, j.Reason)
+		}
+		if s.acts != nil && !slices.Equal(acts, s.acts) {
+			t.Fatalf("step %d (%s at %s): actions %v, want %v", i, s.ev.Type, s.at, acts, s.acts)
+		}
+	}
+}
+
+// TestIncident1Transcript replays the Pegasus hang in the machine alone: the
+// store throttles every write forever.
+func TestIncident1Transcript(t *testing.T) {
+	j := NewJob("pegasus", testPolicy(), t0, zeroRand)
+	m := time.Minute
+	transcript(t, j, []step{
+		{0, admit, Running, []Action{ActPersist}},
+		{0, throttle, Throttled, []Action{ActPersist}},
+		{0, admit, Throttled, nil},
+		{time.Second, throttle, Throttled, nil},
+		{2 * time.Second, throttle, Backoff, []Action{ActPersist}},
+		// Held: the first probe slot is BackoffMin later.
+		{2 * time.Second, admit, Backoff, []Action{ActHold}},
+		{3 * time.Second, admit, Backoff, nil}, // the probe
+		{3 * time.Second, admit, Backoff, []Action{ActHold}},
+		{4 * time.Second, throttle, Backoff, nil}, // probe throttled: next slot 2s later
+		{5 * time.Second, admit, Backoff, []Action{ActHold}},
+		{6 * time.Second, admit, Backoff, nil},
+		{7 * time.Second, throttle, Backoff, nil},
+		{5 * m, tick, Stalled, []Action{ActPersist}},
+		{5*m + time.Second, tick, Stalled, nil},
+		{10*m - time.Second, tick, Stalled, nil},
+		{10 * m, tick, Cancelling, []Action{ActPersist, ActAbortInflight, ActRunCancel}},
+		{10 * m, failed(ActRunCancel, false), Cancelling, nil},
+		{10 * m, succeeded(ActRunCancel), Cleaning, []Action{ActPersist, ActRunCleanup}},
+		{10 * m, succeeded(ActRunCleanup), Cancelled, []Action{ActPersist}},
+	})
+	if j.StallCause != CauseStoreThrottling || j.Stalls != 1 || j.Reason != "cleanup_succeeded" {
+		t.Fatalf("cause %q stalls %d reason %q", j.StallCause, j.Stalls, j.Reason)
+	}
+	if _, err := j.Step(admit, t0.Add(11*m)); err == nil {
+		t.Fatal("admitted a write to a cancelled job")
+	}
+	var to []State
+	for _, h := range j.History {
+		to = append(to, h.To)
+	}
+	want := []State{Running, Throttled, Backoff, Stalled, Cancelling, Cleaning, Cancelled}
+	if !slices.Equal(to, want) {
+		t.Fatalf("history %v, want %v", to, want)
+	}
+}
+
+func TestSlowJobNeverStalls(t *testing.T) {
+	f := func(name string, every time.Duration) {
+		t.Helper()
+		j := NewJob("slow", testPolicy(), t0, zeroRand)
+		next := time.Duration(0)
+		for at := time.Duration(0); at < 20*j.p.StallAfter; at += time.Second {
+			if at >= next {
+				if _, err := j.Step(progress, t0.Add(at)); err != nil {
+					t.Fatal(err)
+				}
+				next += every
+			}
+			if _, err := j.Step(tick, t0.Add(at)); err != nil {
+				t.Fatal(err)
+			}
+			if j.State != Running {
+				t.Fatalf("%s: %s at %s (%s)", name, j.State, at, j.Reason)
+			}
+		}
+	}
+	f("one ack per second", time.Second)
+	f("one ack per StallAfter/2", testPolicy().StallAfter/2)
+	f("one ack just inside StallAfter", testPolicy().StallAfter-time.Second)
+}
+
+func TestStallCause(t *testing.T) {
+	f := func(want StallCause, evs ...Event) {
+		t.Helper()
+		j := NewJob("c", testPolicy(), t0, zeroRand)
+		if _, err := j.Step(admit, t0); err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if _, err := j.Step(ev, t0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := j.Step(tick, t0.Add(j.p.StallAfter)); err != nil {
+			t.Fatal(err)
+		}
+		if j.State != Stalled || j.StallCause != want {
+			t.Fatalf("%s cause %q, want stalled %q", j.State, j.StallCause, want)
+		}
+	}
+	f(CauseLoaderIdle)
+	f(CauseStoreThrottling, throttle)
+	f(CauseUpstreamTimeouts, timeout, timeout, throttle)
+	f(CauseUpstreamErrors, srvErr, srvErr, timeout)
+	f(CauseStoreThrottling, srvErr, throttle, timeout) // tie: throttling first
+	// Progress resets what was seen: only what came after counts.
+	f(CauseUpstreamErrors, throttle, throttle, progress, srvErr)
+}
+
+func TestStalledRecovery(t *testing.T) {
+	p := testPolicy()
+	j := NewJob("r", p, t0, zeroRand)
+	transcript(t, j, []step{
+		{0, admit, Running, nil},
+		{p.StallAfter, tick, Stalled, nil},
+		{p.StallAfter + time.Minute, progress, Running, []Action{ActPersist}},
+		{p.StallAfter + p.CancelGrace, tick, Running, nil},
+	})
+	if j.StallCause != "" {
+		t.Fatalf("stall cause %q kept after recovery", j.StallCause)
+	}
+}
+
+func TestNoAutoCancel(t *testing.T) {
+	p := testPolicy()
+	p.AutoCancel = false
+	j := NewJob("n", p, t0, zeroRand)
+	transcript(t, j, []step{
+		{0, admit, Running, nil},
+		{p.StallAfter, tick, Stalled, nil},
+		{100 * p.CancelGrace, tick, Stalled, nil},
+	})
+}
+
+func TestDeadline(t *testing.T) {
+	p := testPolicy()
+	p.Deadline = time.Hour
+	j := NewJob("d", p, t0, zeroRand)
+	var steps []step
+	for at := time.Duration(0); at < time.Hour; at += time.Minute {
+		steps = append(steps, step{at, progress, Running, nil}, step{at, tick, Running, nil})
+	}
+	steps = append(steps, step{time.Hour, tick, Cancelling, []Action{ActPersist, ActAbortInflight, ActRunCancel}})
+	transcript(t, j, steps)
+	if j.Reason != "deadline_exceeded" {
+		t.Fatalf("reason %q", j.Reason)
+	}
+}
+
+func TestCancelForceAndSkip(t *testing.T) {
+	f := func(name string, force bool, steps []step, reason string) {
+		t.Helper()
+		j := NewJob(name, testPolicy(), t0, zeroRand)
+		transcript(t, j, append([]step{{0, Event{Type: EvCancel, Force: force, Reason: "operator"}, Cancelling, []Action{ActPersist, ActAbortInflight, ActRunCancel}}}, steps...))
+		if j.Reason != reason {
+			t.Fatalf("%s: reason %q, want %q", name, j.Reason, reason)
+		}
+	}
+	f("cancel fails", false, []step{{0, failed(ActRunCancel, true), Failed, []Action{ActPersist}}}, "cancel_failed")
+	f("forced cancel fails: cleanup anyway", true, []step{
+		{0, failed(ActRunCancel, true), Cleaning, []Action{ActPersist, ActRunCleanup}},
+		{0, succeeded(ActRunCleanup), Cancelled, nil},
+	}, "cleanup_succeeded")
+	f("force upgrades a running cancel", false, []step{
+		{0, Event{Type: EvCancel, Force: true}, Cancelling, []Action{ActPersist}},
+		{0, failed(ActRunCancel, true), Cleaning, nil},
+	}, "cancel_failed_forced")
+	f("cleanup fails", false, []step{
+		{0, succeeded(ActRunCancel), Cleaning, nil},
+		{0, failed(ActRunCleanup, true), Failed, nil},
+	}, "cleanup_failed")
+	f("skipped actions", false, []step{
+		{0, Event{Type: EvActionSucceeded, Action: ActRunCancel, Skipped: true}, Cleaning, nil},
+		{0, Event{Type: EvActionSucceeded, Action: ActRunCleanup, Skipped: true}, Cancelled, nil},
+	}, "cleanup skipped: no action configured")
+}
+
+// TestRestoreNeverCancels: a job stalled long before the restart gets a full
+// stall window plus grace after it.
+func TestRestoreNeverCancels(t *testing.T) {
+	p := testPolicy()
+	restart := t0.Add(10 * time.Hour)
+	for _, s := range []State{Pending, Running, Throttled, Backoff, Stalled} {
+		t.Run(s.String(), func(t *testing.T) {
+			j := RestoreJob("r", MachineState{State: s, Since: t0, Created: t0}, p, restart, zeroRand)
+			if acts := j.Resume(); acts != nil {
+				t.Fatalf("Resume() = %v", acts)
+			}
+			for at := time.Duration(0); at < p.StallAfter+p.CancelGrace; at += time.Second {
+				if _, err := j.Step(tick, restart.Add(at)); err != nil {
+					t.Fatal(err)
+				}
+				if !j.State.Accepting() {
+					t.Fatalf("%s at restart+%s", j.State, at)
+				}
+			}
+			if _, err := j.Step(tick, restart.Add(p.StallAfter+p.CancelGrace)); err != nil {
+				t.Fatal(err)
+			}
+			if j.State != Cancelling || j.Reason != "stalled" {
+				t.Fatalf("%s (%s) after a full stall window and grace, want cancelling", j.State, j.Reason)
+			}
+		})
+	}
+	for s, want := range map[State][]Action{Cancelling: {ActAbortInflight, ActRunCancel}, Cleaning: {ActRunCleanup}} {
+		if got := RestoreJob("r", MachineState{State: s}, p, restart, nil).Resume(); !slices.Equal(got, want) {
+			t.Errorf("Resume() in %s = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestBackoffProbes(t *testing.T) {
+	j := NewJob("b", testPolicy(), t0, zeroRand)
+	transcript(t, j, []step{
+		{0, admit, Running, nil},
+		{0, retryAfter(10 * time.Minute), Backoff, nil},
+	})
+	// Retry-After is clamped to the backoff's Max.
+	if got := j.ProbeAt().Sub(t0); got != time.Minute {
+		t.Fatalf("probe at +%s, want +1m (clamped Retry-After)", got)
+	}
+	// Results of writes admitted before the hold do not advance the schedule.
+	transcript(t, j, []step{{time.Second, throttle, Backoff, nil}})
+	if got := j.ProbeAt().Sub(t0); got != time.Minute {
+		t.Fatalf("probe at +%s after an old write's throttle", got)
+	}
+	// Probe delays double up to Max.
+	at := time.Minute
+	var delays []time.Duration
+	for range 8 {
+		transcript(t, j, []step{{at, admit, Backoff, nil}, {at, throttle, Backoff, nil}})
+		d := j.ProbeAt().Sub(t0.Add(at))
+		delays = append(delays, d)
+		at += d
+	}
+	want := []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute, time.Minute}
+	if !slices.Equal(delays, want) {
+		t.Fatalf("probe delays %v, want %v", delays, want)
+	}
+	// A probe whose attempt ended without a result frees the slot.
+	transcript(t, j, []step{{at, tick, Stalled, nil}, {at, admit, Stalled, nil}, {at, admit, Stalled, []Action{ActHold}}, {at, release, Stalled, nil}, {at, admit, Stalled, nil}})
+	// A successful probe releases the hold.
+	transcript(t, j, []step{{at, progress, Running, nil}, {at, admit, Running, nil}, {at, admit, Running, nil}})
+}
+
+func TestExpBackoff(t *testing.T) {
+	f := func(name string, b ExpBackoff, rnd float64, want ...time.Duration) {
+		t.Helper()
+		var got []time.Duration
+		for range want {
+			got = append(got, b.Next(rnd))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: %v, want %v", name, got, want)
+		}
+	}
+	s := time.Second
+	f("doubling, capped", ExpBackoff{Min: s, Max: 10 * s}, 0, s, 2*s, 4*s, 8*s, 10*s, 10*s)
+	f("zero value", ExpBackoff{}, 0, s, 2*s, 4*s)
+	f("factor 3", ExpBackoff{Min: s, Max: time.Hour, Factor: 3}, 0, s, 3*s, 9*s)
+	f("full jitter draw", ExpBackoff{Min: s, Max: 10 * s, Jitter: 0.5}, 0.999999, 500000500*time.Nanosecond, 1000001000*time.Nanosecond)
+	f("max below min", ExpBackoff{Min: 2 * s, Max: s}, 0, 2*s, 2*s)
+
+	ra := func(d time.Duration, rnd float64, want time.Duration) {
+		t.Helper()
+		b := ExpBackoff{Min: s, Max: time.Minute, Jitter: 0.2}
+		if got := b.RetryAfter(d, rnd); got != want {
+			t.Errorf("RetryAfter(%s, %v) = %s, want %s", d, rnd, got, want)
+		}
+	}
+	ra(0, 0, s)
+	ra(10*s, 0, 10*s)
+	ra(10*s, 0.5, 10500*time.Millisecond)
+	ra(time.Hour, 0.5, time.Minute)
+	var b ExpBackoff
+	b.Next(0)
+	b.Next(0)
+	b.Reset()
+	if b.Attempt() != 0 || b.Next(0) != s {
+		t.Error("Reset did not restart from Min")
+	}
+}
+
+func TestStateNames(t *testing.T) {
+	for _, s := range States() {
+		got, err := ParseState(s.String())
+		if err != nil || got != s {
+			t.Errorf("ParseState(%q) = %v, %v", s, got, err)
+		}
+		b, err := s.MarshalText()
+		if err != nil || string(b) != s.String() {
+			t.Errorf("MarshalText(%v) = %s, %v", s, b, err)
+		}
+	}
+	if _, err := ParseState("bogus"); err == nil {
+		t.Error("ParseState(bogus) succeeded")
+	}
+	if got := fmt.Sprint(State(200)); got != "state(200)" {
+		t.Errorf("String of an invalid state = %q", got)
+	}
+	var terminal []State
+	for _, s := range States() {
+		if s.Terminal() {
+			terminal = append(terminal, s)
+		}
+		if s.Terminal() && len(transitions[s]) > 0 {
+			t.Errorf("terminal %s has transitions", s)
+		}
+	}
+	if !slices.Equal(terminal, []State{Completed, Cancelled, Failed}) {
+		t.Errorf("terminal states %v", terminal)
+	}
+}
