@@ -48,7 +48,7 @@ var (
 )
 
 func retryAfter(d time.Duration) Event { return Event{Type: EvThrottle, RetryAfter: d} }
-func succeeded(a Action) Event       { return Event{Type: EvActionSucceeded, Action: a} }
+func succeeded(a Action) Event         { return Event{Type: EvActionSucceeded, Action: a} }
 func failed(a Action, final bool) Event {
 	return Event{Type: EvActionFailed, Action: a, Final: final, Err: "boom"}
 }
