@@ -1,0 +1,168 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
+)
+
+// unsignedPayloadServices accept "UNSIGNED-PAYLOAD" as the payload hash,
+// so their bodies are streamed without being read twice.
+var unsignedPayloadServices = map[string]bool{"s3": true}
+
+const (
+	emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" // SHA-256 of ""
+	unsignedPayload  = "UNSIGNED-PAYLOAD"
+)
+
+// awsSource fetches AWS credentials from a provider, by default the SDK's
+// default chain (environment, shared files, web identity/IRSA, container
+// endpoint, instance metadata).
+type awsSource struct {
+	provider aws.CredentialsProvider
+}
+
+func newAWSSource(c Config, provider aws.CredentialsProvider, client *http.Client) (*awsSource, string, error) {
+	region := c.AWSRegion
+	if provider == nil {
+		opts := []func(*config.LoadOptions) error{
+			config.WithHTTPClient(client),
+			config.WithEndpointCredentialOptions(func(o *endpointcreds.Options) { o.HTTPClient = client }),
+			// The Authenticator retries with its own backoff; the SDK's
+			// retries would sleep inside a fetch and outlast its timeout.
+			config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
+		}
+		if region != "" {
+			opts = append(opts, config.WithRegion(region))
+		}
+		cfg, err := config.LoadDefaultConfig(context.Background(), opts...)
+		if err != nil {
+			return nil, "", fmt.Errorf("auth: aws-sigv4: loading the AWS SDK configuration: %w", err)
+		}
+		if cfg.Credentials == nil {
+			return nil, "", fmt.Errorf("auth: aws-sigv4: the AWS SDK found no credential provider")
+		}
+		provider = cfg.Credentials
+		if region == "" {
+			region = cfg.Region
+		}
+	}
+	if region == "" {
+		return nil, "", fmt.Errorf("auth: %sAWS_REGION: not set, and the AWS SDK found no region (AWS_REGION, shared config)", envPrefix)
+	}
+	return &awsSource{provider: provider}, region, nil
+}
+
+func (s *awsSource) fetch(ctx context.Context, _ time.Time) (credential, error) {
+	// The SDK wraps its chain in a CredentialsCache that would hand back
+	// the credentials it holds until they expire. Our own cache decides when
+	// to refresh, so drop the SDK's copy and ask the chain itself.
+	if cc, ok := s.provider.(*aws.CredentialsCache); ok {
+		cc.Invalidate()
+	}
+	v, err := s.provider.Retrieve(ctx)
+	if err != nil {
+		return credential{}, fmt.Errorf("aws credential chain: %w", err)
+	}
+	if !v.HasKeys() {
+		return credential{}, fmt.Errorf("aws credential chain returned no keys (source %q)", v.Source)
+	}
+	c := credential{aws: v}
+	if v.CanExpire {
+		c.expires = v.Expires
+	}
+	return c, nil
+}
+
+func (s *awsSource) secrets() []string { return nil }
+
+// sign signs req with SigV4 using c at the current time.
+func (a *Authenticator) sign(req *http.Request, c *credential) error {
+	hash, err := a.payloadHash(req)
+	if err != nil {
+		return err
+	}
+	h := req.Header
+	// Replace whatever an earlier attempt or the loader put there.
+	h.Del("Authorization")
+	h.Del("X-Amz-Date")
+	h.Del("X-Amz-Security-Token")
+	h.Set("X-Amz-Content-Sha256", hash)
+	if err := a.signer.SignHTTP(req.Context(), c.aws, req, hash, a.service, a.region, a.now()); err != nil {
+		return fmt.Errorf("auth: aws-sigv4 signing for service %q: %w", a.service, err)
+	}
+	return nil
+}
+
+// payloadHash returns the x-amz-content-sha256 value for req. A body is
+// read only to hash it: through GetBody when the proxy buffered it, or into
+// a buffer reserved from the budget, which replaces req.Body.
+func (a *Authenticator) payloadHash(req *http.Request) (string, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return emptyPayloadHash, nil
+	}
+	if a.unsignedPayload {
+		return unsignedPayload, nil
+	}
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return "", fmt.Errorf("auth: aws-sigv4: reopening the request body to hash it: %w", err)
+		}
+		defer body.Close()
+		sum := sha256.New()
+		n, err := io.Copy(sum, body)
+		if err != nil {
+			return "", fmt.Errorf("auth: aws-sigv4: reading the request body to hash it after %d bytes: %w", n, err)
+		}
+		if req.ContentLength > 0 && n != req.ContentLength {
+			return "", fmt.Errorf("auth: aws-sigv4: request body has %d bytes but Content-Length is %d", n, req.ContentLength)
+		}
+		return hex.EncodeToString(sum.Sum(nil)), nil
+	}
+
+	size := req.ContentLength
+	if size <= 0 {
+		return "", &TooLargeError{Service: a.service, Size: -1, Reason: "the proxy did not buffer it and its length is unknown"}
+	}
+	if a.budget == nil {
+		return "", &TooLargeError{Service: a.service, Size: size, Reason: "the proxy did not buffer it and no buffer budget is available"}
+	}
+	release, ok := a.budget(size)
+	if !ok {
+		return "", &TooLargeError{Service: a.service, Size: size, Reason: "it exceeds the free buffer budget"}
+	}
+	buf := make([]byte, size)
+	if n, err := io.ReadFull(req.Body, buf); err != nil {
+		release()
+		return "", fmt.Errorf("auth: aws-sigv4: reading the request body to hash it after %d of %d bytes: %w", n, size, err)
+	}
+	req.Body = &bufferedBody{Reader: bytes.NewReader(buf), orig: req.Body, release: release}
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// bufferedBody replays a body read into a budgeted buffer; Close closes the
+// original body and returns the bytes to the budget, once.
+type bufferedBody struct {
+	*bytes.Reader
+	orig    io.Closer
+	release func()
+	once    sync.Once
+}
+
+func (b *bufferedBody) Close() error {
+	err := b.orig.Close()
+	b.once.Do(b.release)
+	return err
+}
