@@ -1,0 +1,897 @@
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Outcome is what one upstream attempt told us about the store's capacity.
+type Outcome uint8
+
+const (
+	// Success: the store accepted the work; the latency sample is valid.
+	Success Outcome = iota
+	// Congested: throttled (429, SlowDown, ProvisionedThroughputExceeded, an
+	// Elasticsearch per-item 429…), overloaded (502/503/504) or timed out.
+	Congested
+	// Failed: another server error. Neither grows nor cuts a limit, but a
+	// window that saw one does not grow.
+	Failed
+	// Neutral tells nothing about capacity (a 4xx client error, the loader
+	// went away): Done only releases the slot.
+	Neutral
+
+	numOutcomes = 4
+)
+
+var outcomeNames = [numOutcomes]string{"success", "congested", "failed", "neutral"}
+
+// String returns the lower-case name of o, for logs and metric labels.
+func (o Outcome) String() string {
+	if o < numOutcomes {
+		return outcomeNames[o]
+	}
+	return fmt.Sprintf("Outcome(%d)", uint8(o))
+}
+
+// Sample is the feedback of one attempt.
+type Sample struct {
+	Outcome Outcome
+	// Latency is that of this attempt only (never across retries); 0 means
+	// unknown. Only Success latencies feed the latency signal.
+	Latency time.Duration
+	// RetryAfter is the store's Retry-After, 0 if none. Read for Congested.
+	RetryAfter time.Duration
+	// Share is, for Congested only, the share of the work the store rejected,
+	// in (0, 1] (Elasticsearch bulk partial 429s); 0 or out of range means 1.
+	Share float64
+	// Reason is a short machine-readable cause such as "status_429",
+	// "s3_slowdown" or "timeout"; it is logged and kept as LastReason.
+	Reason string
+}
+
+// Errors returned by Acquire and TryAcquire. They are returned as is, so ==
+// works as well as errors.Is.
+var (
+	// ErrQueueFull: Config.QueueMax callers are already waiting.
+	ErrQueueFull = errors.New("limiter: queue full")
+	// ErrNoCapacity: TryAcquire would have had to wait.
+	ErrNoCapacity = errors.New("limiter: no capacity")
+	// ErrClosed: the Controller was closed.
+	ErrClosed = errors.New("limiter: closed")
+)
+
+// Phases reported in Snapshot.Phase.
+const (
+	// PhaseStartup: no throttle seen yet; limits double per window while
+	// they are the bottleneck.
+	PhaseStartup = "startup"
+	// PhaseRecovering: after a cut, the rate limit is below the rate at
+	// which the store last throttled and climbs back to it on the concave
+	// part of the curve (cautiously near that point).
+	PhaseRecovering = "recovering"
+	// PhaseSteady: at or above the last throttle point, probing for more on
+	// the convex part of the curve; the normal state of a saturated store.
+	PhaseSteady = "steady"
+	// PhasePaused: the store asked for a pause with Retry-After; nothing is
+	// admitted until PausedUntil.
+	PhasePaused = "paused"
+	// PhaseClosed: Close was called.
+	PhaseClosed = "closed"
+)
+
+// Tuning constants of the control law (see also probe.go).
+const (
+	// longRetryAfter: a Retry-After longer than this pauses all sends at
+	// once. A quota store that answers "Retry-After: 1" to each rejected
+	// request among many accepted ones therefore only gets cut.
+	longRetryAfter = time.Second
+	// pauseStreak: this many consecutive Congested samples carrying a
+	// Retry-After, from requests sent after the last cut (so the cut did not
+	// help), pause all sends for the Retry-After even when it is short.
+	pauseStreak = 4
+	// minSamples: samples a goodput measurement needs to be trusted; with
+	// fewer, a cut scales the configured limit instead.
+	minSamples = 8
+	// historyWindows: completed windows kept for measurements (fixed ring).
+	historyWindows = 8
+	// latencyWindows: consecutive windows whose own mean latency is, like
+	// the recent EWMA, elevated, after which the concurrency limit is cut by
+	// decreaseFactor (then again after as many more such windows).
+	latencyWindows = 2
+	// latencySlack is added to LatencyTolerance·baseline so sub-millisecond
+	// jitter of a fast store is not a signal.
+	latencySlack = time.Millisecond
+	// littleHeadroom: the concurrency limit is kept at least at
+	// requests/s × recent latency × littleHeadroom (Little's law), so that
+	// slots never starve the rate while latency is good.
+	littleHeadroom = 1.25
+	// logEvery throttles repeats of one kind of limit change in the log.
+	logEvery = 10 * time.Second
+)
+
+// Controller is an adaptive send-rate and concurrency limiter for writes to
+// one store.
+//
+// The send rate is a token bucket (units/s) and the concurrency a count of
+// slots; a request needs both. Callers Acquire a Permit (waiting in a bounded
+// FIFO), send one attempt, and report what the store said with Permit.Done.
+// Tick closes a measurement window and is the control loop's heartbeat.
+//
+// Both limits adapt together. A Congested sample cuts them at once, at most
+// once per Window and only for requests sent after the previous cut, to
+// decreaseFactor (scaled down by Share) of what the store actually took over
+// the last window or so (goodput, peak in-flight), so a limit far above the
+// real send rate is pulled down to reality. A window without Congested or
+// Failed samples and with good latency grows each limit that was the
+// bottleneck in it (callers waited on it): ×2 until the first throttle, then
+// along a CUBIC-like curve that is cautious near the last throttle point and
+// fast far from it. Latency rising above its baseline stops growth, and cuts
+// concurrency gently while it stays high. A long Retry-After, or short ones
+// that a cut did not help, pause all sends until they pass.
+//
+// Limit changes apply at once to queued callers: only the head of the FIFO
+// is evaluated, by its own goroutine on its own timer, and every change
+// re-evaluates it. No goroutine is started per caller.
+//
+// Controller is safe for concurrent use by multiple goroutines.
+type Controller struct {
+	mu sync.Mutex
+
+	cfg Config
+	log *slog.Logger
+
+	rate     probe // units/s
+	conc     probe // slots; used as floor(conc.v)
+	bucket   bucket
+	inFlight int
+	q        fifo
+	closed   bool
+
+	win      window
+	hist     [historyWindows]winStat // completed windows, ring
+	histNext int
+
+	cutSeq       uint64    // incremented by every congestion cut
+	lastCut      time.Time // zero before the first
+	throttled    bool      // a cut or pause happened: startup is over
+	lastGood     bool      // the latest capacity sample was Success
+	raStreak     int       // see pauseStreak
+	pausedUntil  time.Time
+	lastThrottle time.Time
+	lastReason   string
+
+	latBase   time.Duration // slow EWMA of per-window mean Success latency
+	latRecent time.Duration // fast EWMA of the same
+	latHigh   int           // consecutive windows with elevated latency
+	avgCost   float64       // EWMA of units per granted request
+
+	samples   [numOutcomes]uint64
+	decreases uint64
+	increases uint64
+	pauses    uint64
+	heartbeat time.Time
+
+	logs [numLimits][numReasons]logState
+}
+
+// window accumulates one measurement window.
+type window struct {
+	start      time.Time
+	accepted   float64 // units the store accepted (Success, unrejected Share)
+	granted    float64 // units admitted
+	grants     uint64
+	samples    uint64 // Success, Congested and Failed samples
+	success    uint64
+	congested  uint64
+	failed     uint64
+	latSum     time.Duration
+	latN       int64
+	peak       int // highest in-flight count
+	blockRate  bool
+	blockConc  bool
+	blockPause bool
+}
+
+// winStat is what the history keeps of a completed window.
+type winStat struct {
+	elapsed  time.Duration
+	accepted float64
+	samples  uint64
+	peak     int
+}
+
+// blocker is why the head of the queue cannot be admitted.
+type blocker uint8
+
+const (
+	blockNone blocker = iota
+	blockPause
+	blockConc
+	blockRate
+)
+
+// New returns a Controller for cfg, or the error of cfg.Validate.
+func New(cfg Config) (*Controller, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	now := cfg.Now()
+	c := &Controller{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "limiter"),
+		rate:     probe{v: cfg.InitialRate, min: cfg.MinRate, max: cfg.MaxRate},
+		conc:     probe{v: float64(cfg.InitialConcurrency), min: 1, max: float64(cfg.MaxConcurrency)},
+		win:      window{start: now},
+		lastGood: true,
+	}
+	burst := c.burstFor(cfg.InitialRate)
+	c.bucket = bucket{rate: cfg.InitialRate, burst: burst, tokens: burst, last: now}
+	return c, nil
+}
+
+// Permit is one admitted attempt. Call Done exactly once when the attempt
+// is over; further calls are no-ops. Safe for concurrent use.
+type Permit struct {
+	c     *Controller
+	cost  float64
+	epoch uint64 // c.cutSeq when granted
+	done  bool   // guarded by c.mu
+}
+
+// Cost returns the units charged for p.
+func (p *Permit) Cost() float64 { return p.cost }
+
+// Acquire waits in a bounded FIFO until a concurrency slot and cost rate
+// units are available, and takes them. cost is 1 per request or the body
+// size in bytes; a cost above the burst is admitted once the bucket is full
+// and leaves it in debt.
+//
+// It returns ErrQueueFull at once when Config.QueueMax callers already
+// wait, ctx.Err() when ctx ends first (the caller sets the queue timeout on
+// ctx), and ErrClosed after Close. A limit change takes effect at once for
+// waiting callers, and a pause (Retry-After) keeps them queued.
+func (c *Controller) Acquire(ctx context.Context, cost float64) (*Permit, error) {
+	if err := checkCost("Acquire", cost); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	now := c.cfg.Now()
+	if c.q.n == 0 {
+		if _, why := c.admitLocked(cost, now); why == blockNone {
+			p := c.grantLocked(cost, now)
+			c.mu.Unlock()
+			return p, nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		c.mu.Unlock()
+		return nil, err
+	}
+	if c.q.n >= c.cfg.QueueMax {
+		c.mu.Unlock()
+		return nil, ErrQueueFull
+	}
+	w := &waiter{cost: cost, ready: make(chan struct{}, 1)}
+	c.q.push(w)
+	c.dispatchLocked(now)
+	return c.waitLocked(ctx, w)
+}
+
+// waitLocked waits until w is granted, the controller closes or ctx ends.
+// It requires that c.mu is held and releases it.
+func (c *Controller) waitLocked(ctx context.Context, w *waiter) (*Permit, error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		if w.permit != nil {
+			c.mu.Unlock()
+			return w.permit, nil
+		}
+		if w.err != nil {
+			c.mu.Unlock()
+			return nil, w.err
+		}
+		var fire <-chan time.Time
+		if !w.deadline.IsZero() {
+			now := c.cfg.Now()
+			d := w.deadline.Sub(now)
+			if d <= 0 {
+				c.dispatchLocked(now)
+				continue
+			}
+			if timer == nil {
+				timer = time.NewTimer(d)
+			} else {
+				timer.Reset(d)
+			}
+			fire = timer.C
+		}
+		c.mu.Unlock()
+		select {
+		case <-w.ready:
+			c.mu.Lock()
+		case <-fire:
+			c.mu.Lock()
+			c.dispatchLocked(c.cfg.Now())
+		case <-ctx.Done():
+			c.mu.Lock()
+			if w.permit == nil && w.err == nil {
+				wasHead := c.q.head == w
+				c.q.remove(w)
+				if wasHead {
+					c.dispatchLocked(c.cfg.Now())
+				}
+				c.mu.Unlock()
+				return nil, ctx.Err()
+			}
+		}
+	}
+}
+
+// TryAcquire is Acquire without waiting (backpressure mode "reject"): it
+// returns ErrNoCapacity when it would have to wait, including when others
+// are queued.
+func (c *Controller) TryAcquire(cost float64) (*Permit, error) {
+	if err := checkCost("TryAcquire", cost); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if c.q.n > 0 {
+		return nil, ErrNoCapacity
+	}
+	now := c.cfg.Now()
+	if _, why := c.admitLocked(cost, now); why != blockNone {
+		c.markBlockedLocked(why)
+		return nil, ErrNoCapacity
+	}
+	return c.grantLocked(cost, now), nil
+}
+
+func checkCost(op string, cost float64) error {
+	if math.IsNaN(cost) || math.IsInf(cost, 0) || cost < 0 {
+		return fmt.Errorf("limiter: %s(cost=%v): cost must be finite and >= 0", op, cost)
+	}
+	return nil
+}
+
+// admitLocked reports whether cost can be admitted at now and, if the rate
+// or a pause blocks it, from when. Requires that c.mu is held.
+func (c *Controller) admitLocked(cost float64, now time.Time) (time.Time, blocker) {
+	if now.Before(c.pausedUntil) {
+		return c.bucket.readyAt(cost), blockPause // the bucket refills from pausedUntil
+	}
+	if c.inFlight >= c.concLimit() {
+		return time.Time{}, blockConc
+	}
+	if at := c.bucket.readyAt(cost); now.Before(at) {
+		return at, blockRate
+	}
+	return time.Time{}, blockNone
+}
+
+// grantLocked takes a slot and cost units. Requires that c.mu is held.
+func (c *Controller) grantLocked(cost float64, now time.Time) *Permit {
+	c.bucket.take(cost, now)
+	c.inFlight++
+	c.win.granted += cost
+	c.win.grants++
+	c.win.peak = max(c.win.peak, c.inFlight)
+	return &Permit{c: c, cost: cost, epoch: c.cutSeq}
+}
+
+func (c *Controller) markBlockedLocked(why blocker) {
+	switch why {
+	case blockRate:
+		c.win.blockRate = true
+	case blockConc:
+		c.win.blockConc = true
+	case blockPause:
+		c.win.blockPause = true
+	}
+}
+
+// dispatchLocked admits waiters from the head of the queue while it can and
+// tells the new head when to look again. It must run after anything that
+// may let the head in sooner or later: a limit change, a released slot, a
+// pause, a removed head. Requires that c.mu is held.
+func (c *Controller) dispatchLocked(now time.Time) {
+	for w := c.q.head; w != nil; w = c.q.head {
+		deadline, why := c.admitLocked(w.cost, now)
+		if why != blockNone {
+			c.markBlockedLocked(why)
+			if !w.deadline.Equal(deadline) {
+				w.deadline = deadline
+				w.signal()
+			}
+			return
+		}
+		c.q.remove(w)
+		w.permit = c.grantLocked(w.cost, now)
+		w.signal()
+	}
+}
+
+// Done releases p's slot and feeds s to the controller. A Congested sample
+// may cut both limits at once and pause sends (see Controller). Done is
+// idempotent: calls after the first do nothing. It never blocks on I/O.
+func (p *Permit) Done(s Sample) {
+	c := p.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p.done {
+		return
+	}
+	p.done = true
+	c.inFlight--
+	now := c.cfg.Now()
+	c.observeLocked(p, s, now)
+	c.dispatchLocked(now)
+}
+
+// observeLocked accounts s for p. Requires that c.mu is held.
+func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
+	o := s.Outcome
+	if o >= numOutcomes {
+		o = Neutral
+	}
+	c.samples[o]++
+	switch o {
+	case Success:
+		c.win.samples++
+		c.win.success++
+		c.win.accepted += p.cost
+		if s.Latency > 0 {
+			c.win.latSum += s.Latency
+			c.win.latN++
+		}
+		c.lastGood = true
+		c.raStreak = 0
+	case Failed:
+		c.win.samples++
+		c.win.failed++
+		c.lastGood = false
+		c.raStreak = 0
+	case Congested:
+		share := s.Share
+		if !(share > 0 && share <= 1) {
+			share = 1
+		}
+		c.win.samples++
+		c.win.congested++
+		c.win.accepted += p.cost * (1 - share)
+		c.lastGood = false
+		c.lastThrottle = now
+		c.lastReason = s.Reason
+		fresh := p.epoch == c.cutSeq // sent after the last cut
+		if fresh && s.RetryAfter > 0 {
+			c.raStreak++
+		}
+		if fresh && (c.lastCut.IsZero() || !now.Before(c.lastCut.Add(c.cfg.Window))) {
+			c.cutLocked(share, s.Reason, now)
+		}
+		if s.RetryAfter > longRetryAfter || (s.RetryAfter > 0 && c.raStreak >= pauseStreak) {
+			c.pauseLocked(s.RetryAfter, s.Reason, now)
+		}
+	}
+}
+
+// cutLocked applies a multiplicative decrease to both limits, based on what
+// the store actually took. Requires that c.mu is held.
+func (c *Controller) cutLocked(share float64, cause string, now time.Time) {
+	goodput, peak, ok := c.measureLocked(now)
+	rateBase := c.rate.v
+	if ok {
+		rateBase = min(rateBase, goodput)
+	}
+	concBase := min(c.conc.v, float64(max(peak, 1)))
+	fromRate, fromConc := c.rate.v, c.concLimit()
+	c.rate.cut(rateBase, share)
+	c.conc.cut(concBase, share)
+	// Keep the slots the new rate needs at unloaded latency (Little's law),
+	// so repeated throttling by a rate quota cannot ratchet concurrency down
+	// on its own; a store limiting concurrency shows loaded latency above
+	// the baseline, so the cut still bites there.
+	if c.avgCost > 0 && c.latBase > 0 {
+		c.conc.v = max(c.conc.v, c.conc.clamp(math.Ceil(c.rate.v/c.avgCost*c.latBase.Seconds())))
+	}
+	c.cutSeq++
+	c.lastCut = now
+	c.throttled = true
+	c.decreases++
+	c.applyRateLocked(now)
+	c.logChangeLocked(limitRate, fromRate, c.rate.v, reasonCongestion, cause, now)
+	c.logChangeLocked(limitConc, float64(fromConc), float64(c.concLimit()), reasonCongestion, cause, now)
+}
+
+// pauseLocked stops admitting anything until now+retryAfter (capped by
+// MaxRetryAfter); it only ever extends a pause. Requires that c.mu is held.
+func (c *Controller) pauseLocked(retryAfter time.Duration, cause string, now time.Time) {
+	until := now.Add(min(retryAfter, c.cfg.MaxRetryAfter))
+	if !until.After(c.pausedUntil) {
+		return
+	}
+	c.pausedUntil = until
+	c.pauses++
+	c.throttled = true
+	c.bucket.pause(now, until)
+	l := &c.logs[limitRate][reasonPause]
+	if l.last.IsZero() || now.Sub(l.last) >= logEvery {
+		c.log.Info("pausing sends", "until", until, "retry_after", retryAfter, "cause", cause, "suppressed", l.suppressed)
+		l.last, l.suppressed = now, 0
+	} else {
+		l.suppressed++
+	}
+}
+
+// measureLocked returns the goodput (units/s the store accepted) and the
+// peak in-flight count over the current window and as many recent ones as
+// needed to span at least one Window and minSamples samples. ok is false
+// when there are too few samples to trust the goodput. Requires c.mu held.
+func (c *Controller) measureLocked(now time.Time) (goodput float64, peak int, ok bool) {
+	accepted, samples, span := c.win.accepted, c.win.samples, now.Sub(c.win.start)
+	peak = c.win.peak
+	for i := 1; i <= historyWindows && (span < c.cfg.Window || samples < minSamples); i++ {
+		h := c.hist[(c.histNext-i+historyWindows)%historyWindows]
+		if h.elapsed == 0 {
+			break
+		}
+		accepted += h.accepted
+		samples += h.samples
+		span += h.elapsed
+		peak = max(peak, h.peak)
+	}
+	if samples < minSamples || span <= 0 {
+		return 0, peak, false
+	}
+	return accepted / span.Seconds(), peak, true
+}
+
+// Tick closes the current measurement window at now and runs one step of
+// the control loop: latency estimates, growth of the limits that were the
+// bottleneck, Little's-law floor on concurrency, latency-driven concurrency
+// cuts. The sidecar calls it about every Window (see TickInterval) from its
+// own loop; its now is reported as Snapshot.Heartbeat. A now not after the
+// window's start only records the heartbeat.
+func (c *Controller) Tick(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.heartbeat = now
+	elapsed := now.Sub(c.win.start)
+	if c.closed || elapsed <= 0 {
+		return
+	}
+	w := c.win
+	c.hist[c.histNext] = winStat{elapsed: elapsed, accepted: w.accepted, samples: w.samples, peak: w.peak}
+	c.histNext = (c.histNext + 1) % historyWindows
+	c.win = window{start: now}
+
+	if w.grants > 0 {
+		cost := w.granted / float64(w.grants)
+		if c.avgCost == 0 {
+			c.avgCost = cost
+		} else {
+			c.avgCost += (cost - c.avgCost) / 4
+		}
+	}
+	mean := c.updateLatencyLocked(w)
+	elevated := c.latencyElevatedLocked()
+	if elevated && c.isHighLocked(mean) {
+		c.latHigh++ // the window itself was slow, not just the EWMA's memory
+	} else {
+		c.latHigh = 0
+	}
+
+	paused := now.Before(c.pausedUntil)
+	clean := w.congested == 0 && w.failed == 0 && c.lastGood && !paused
+	switch {
+	case clean && !elevated:
+		grew := false
+		if w.blockRate {
+			from := c.rate.v
+			reason := c.growthReason(&c.rate)
+			c.rate.grow(elapsed)
+			if c.rate.v > from {
+				grew = true
+				c.applyRateLocked(now)
+				c.logChangeLocked(limitRate, from, c.rate.v, reason, "", now)
+			}
+		}
+		if w.blockConc {
+			from := c.concLimit()
+			reason := c.growthReason(&c.conc)
+			c.conc.grow(elapsed)
+			if c.concLimit() > from {
+				grew = true
+				c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reason, "", now)
+			}
+		}
+		if c.avgCost > 0 && c.latRecent > 0 {
+			floor := math.Ceil(c.rate.v / c.avgCost * c.latRecent.Seconds() * littleHeadroom)
+			if from := c.concLimit(); floor > float64(from) {
+				c.conc.v = c.conc.clamp(floor)
+				if c.concLimit() > from {
+					grew = true
+					c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLittle, "", now)
+				}
+			}
+		}
+		if grew {
+			c.increases++
+		}
+	case elevated && c.latHigh >= latencyWindows && w.congested == 0:
+		c.latHigh = 0
+		from := c.concLimit()
+		_, peak, _ := c.measureLocked(now)
+		c.conc.cut(min(c.conc.v, float64(max(peak, 1))), 1)
+		if c.concLimit() < from {
+			c.decreases++
+			c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatency, "", now)
+		}
+	}
+	c.dispatchLocked(now) // applies raises to waiters; marks the new window's blockers
+}
+
+func (c *Controller) growthReason(p *probe) reason {
+	if p.startup() {
+		return reasonStartup
+	}
+	return reasonProbe
+}
+
+// updateLatencyLocked folds the mean Success latency of w into the recent
+// (fast) and baseline (slow, only without congestion) EWMAs and returns the
+// mean (0 if w has no latency sample). The baseline follows drops quickly
+// and rises slowly, so it tracks unloaded latency yet accepts a lasting
+// shift after tens of windows.
+func (c *Controller) updateLatencyLocked(w window) time.Duration {
+	if w.latN == 0 {
+		return 0
+	}
+	mean := w.latSum / time.Duration(w.latN)
+	if c.latRecent == 0 {
+		c.latRecent = mean
+	} else {
+		c.latRecent += (mean - c.latRecent) / 2
+	}
+	if w.congested > 0 {
+		return mean
+	}
+	switch {
+	case c.latBase == 0:
+		c.latBase = mean
+	case mean < c.latBase:
+		c.latBase += (mean - c.latBase) / 2
+	default:
+		c.latBase += (mean - c.latBase) / 20
+	}
+	return mean
+}
+
+// latencyElevatedLocked reports whether the recent latency is clearly above
+// the baseline: growth holds. Requires that c.mu is held.
+func (c *Controller) latencyElevatedLocked() bool { return c.isHighLocked(c.latRecent) }
+
+// isHighLocked reports whether latency d is past the tolerance above the
+// baseline. Requires that c.mu is held.
+func (c *Controller) isHighLocked(d time.Duration) bool {
+	if c.latBase == 0 {
+		return false
+	}
+	return float64(d) > float64(c.latBase)*c.cfg.LatencyTolerance+float64(latencySlack)
+}
+
+// applyRateLocked pushes rate.v into the bucket. Requires that c.mu is held.
+func (c *Controller) applyRateLocked(now time.Time) {
+	c.bucket.set(now, c.rate.v, c.burstFor(c.rate.v))
+}
+
+func (c *Controller) burstFor(rate float64) float64 {
+	if c.cfg.Burst > 0 {
+		return c.cfg.Burst
+	}
+	return max(1, rate*DefaultBurstWindow.Seconds())
+}
+
+func (c *Controller) concLimit() int { return int(c.conc.v) }
+
+// TickInterval returns Window jittered by ±10%, for the loop that calls
+// Tick, so that sidecars sharing a store do not adapt in lockstep. Safe for
+// concurrent use.
+func (c *Controller) TickInterval() time.Duration {
+	return time.Duration(float64(c.cfg.Window) * (0.9 + 0.2*rand.Float64()))
+}
+
+// RetryWait estimates how long a loader whose request of cost units is
+// rejected now should wait before retrying (for a 429's Retry-After): the
+// rest of any pause, plus the time the rate needs to admit everything queued
+// and this request, or the time the concurrency limit needs to drain the
+// queue at the recent latency, whichever is longer; capped by MaxRetryAfter.
+func (c *Controller) RetryWait(cost float64) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Now()
+	start := now
+	if now.Before(c.pausedUntil) {
+		start = c.pausedUntil
+	}
+	wait := start.Sub(now)
+	var drain time.Duration
+	if units := c.q.cost + max(cost, 0) - c.bucket.tokensAt(start); units > 0 {
+		drain = durationCeil(units / c.bucket.rate)
+	}
+	if limit := c.concLimit(); c.latRecent > 0 {
+		if ahead := c.q.n + 1 - (limit - c.inFlight); ahead > 0 {
+			rounds := (ahead + limit - 1) / limit
+			drain = max(drain, time.Duration(rounds)*c.latRecent)
+		}
+	}
+	return min(wait+drain, c.cfg.MaxRetryAfter)
+}
+
+// Snapshot is a consistent copy of the controller's state, for metrics and
+// the status endpoint.
+type Snapshot struct {
+	Rate        float64 // current send-rate limit, units/s
+	Burst       float64 // current token bucket size, units
+	LastMaxRate float64 // rate at the last cut (the last throttle point); 0 before
+	Concurrency int     // current concurrency limit
+	InFlight    int     // admitted attempts not yet Done
+	Queued      int     // waiting Acquire calls
+	QueuedCost  float64 // units they wait for
+	Phase       string  // one of the Phase constants
+	PausedUntil time.Time
+	// LastThrottle is when the latest Congested sample arrived, LastReason
+	// its Reason.
+	LastThrottle time.Time
+	LastReason   string
+	Samples      map[Outcome]uint64 // counts by outcome since start
+	Decreases    uint64             // multiplicative decreases applied (congestion or latency)
+	Increases    uint64             // windows in which a limit grew
+	Pauses       uint64             // Retry-After pauses started or extended
+	// LatencyBaseline and LatencyRecent are the slow and fast EWMAs of the
+	// per-window mean Success latency; LatencyElevated reports that recent
+	// is past the tolerance and growth is held.
+	LatencyBaseline time.Duration
+	LatencyRecent   time.Duration
+	LatencyElevated bool
+	Heartbeat       time.Time // now of the last Tick
+}
+
+// Snapshot returns the current state. Safe for concurrent use.
+func (c *Controller) Snapshot() Snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Now()
+	s := Snapshot{
+		Rate:            c.rate.v,
+		Burst:           c.bucket.burst,
+		LastMaxRate:     c.rate.lastMax,
+		Concurrency:     c.concLimit(),
+		InFlight:        c.inFlight,
+		Queued:          c.q.n,
+		QueuedCost:      c.q.cost,
+		Phase:           c.phaseLocked(now),
+		LastThrottle:    c.lastThrottle,
+		LastReason:      c.lastReason,
+		Samples:         make(map[Outcome]uint64, numOutcomes),
+		Decreases:       c.decreases,
+		Increases:       c.increases,
+		Pauses:          c.pauses,
+		LatencyBaseline: c.latBase,
+		LatencyRecent:   c.latRecent,
+		LatencyElevated: c.latencyElevatedLocked(),
+		Heartbeat:       c.heartbeat,
+	}
+	if now.Before(c.pausedUntil) {
+		s.PausedUntil = c.pausedUntil
+	}
+	for o, n := range c.samples {
+		s.Samples[Outcome(o)] = n
+	}
+	return s
+}
+
+func (c *Controller) phaseLocked(now time.Time) string {
+	switch {
+	case c.closed:
+		return PhaseClosed
+	case now.Before(c.pausedUntil):
+		return PhasePaused
+	case !c.throttled:
+		return PhaseStartup
+	case c.rate.v < c.rate.lastMax:
+		return PhaseRecovering
+	default:
+		return PhaseSteady
+	}
+}
+
+// Close makes every waiting and later Acquire return ErrClosed. Permits
+// already granted may still be Done. Idempotent.
+func (c *Controller) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	for w := c.q.head; w != nil; w = c.q.head {
+		c.q.remove(w)
+		w.err = ErrClosed
+		w.signal()
+	}
+}
+
+// Logging of limit changes: once per change with its reason, repeats of
+// the same (limit, reason) throttled to one per logEvery with a count.
+
+type limitKind uint8
+
+const (
+	limitRate limitKind = iota
+	limitConc
+	numLimits
+)
+
+var limitNames = [numLimits]string{"rate", "concurrency"}
+
+type reason uint8
+
+const (
+	reasonStartup reason = iota
+	reasonProbe
+	reasonCongestion
+	reasonLatency
+	reasonLittle
+	reasonPause
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"startup_growth", "probe_growth", "congestion", "latency", "littles_law", "retry_after_pause"}
+
+type logState struct {
+	last       time.Time
+	suppressed int
+}
+
+// logChangeLocked logs a limit change unless one of the same kind was logged
+// less than logEvery ago. Requires that c.mu is held.
+func (c *Controller) logChangeLocked(l limitKind, from, to float64, r reason, cause string, now time.Time) {
+	if from == to {
+		return
+	}
+	st := &c.logs[l][r]
+	if !st.last.IsZero() && now.Sub(st.last) < logEvery {
+		st.suppressed++
+		return
+	}
+	attrs := []any{"limit", limitNames[l], "from", from, "to", to, "reason", reasonNames[r]}
+	if cause != "" {
+		attrs = append(attrs, "cause", cause)
+	}
+	if st.suppressed > 0 {
+		attrs = append(attrs, "suppressed", st.suppressed)
+	}
+	c.log.Info("limit changed", attrs...)
+	st.last, st.suppressed = now, 0
+}

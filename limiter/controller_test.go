@@ -1,0 +1,690 @@
+package limiter
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeClock is a manual clock for tests that never wait.
+type fakeClock struct{ now time.Time }
+
+func (f *fakeClock) Now() time.Time          { return f.now }
+func (f *fakeClock) advance(d time.Duration) { f.now = f.now.Add(d) }
+func (f *fakeClock) tick(c *Controller)      { c.Tick(f.now) }
+func approx(got, want float64) bool          { return math.Abs(got-want) <= 1e-9*max(1, math.Abs(want)) }
+func ms(n int) time.Duration                 { return time.Duration(n) * time.Millisecond }
+func success(lat time.Duration) Sample       { return Sample{Outcome: Success, Latency: lat} }
+func congested(reason string) Sample         { return Sample{Outcome: Congested, Reason: reason} }
+func congestedRA(ra time.Duration) Sample {
+	return Sample{Outcome: Congested, RetryAfter: ra, Reason: "status_429"}
+}
+func congestedShare(share float64) Sample {
+	return Sample{Outcome: Congested, Share: share, Reason: "es_item_429"}
+}
+func baseConfig(clk *fakeClock, rate float64) Config {
+	return Config{
+		InitialRate: rate, MinRate: 1, MaxRate: 1e6,
+		InitialConcurrency: 1000, MaxConcurrency: 1000,
+		Burst: 1e6, Now: clk.Now,
+	}
+}
+
+// newFake returns a controller on a fake clock; mod adjusts baseConfig.
+func newFake(t *testing.T, rate float64, mod func(*Config)) (*Controller, *fakeClock) {
+	t.Helper()
+	clk := &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	cfg := baseConfig(clk, rate)
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return c, clk
+}
+
+// take acquires n permits without waiting, failing the test if it can't.
+func take(t *testing.T, c *Controller, n int) []*Permit {
+	t.Helper()
+	ps := make([]*Permit, n)
+	for i := range ps {
+		p, err := c.TryAcquire(1)
+		if err != nil {
+			t.Fatalf("TryAcquire #%d: %v (snapshot %+v)", i, err, c.Snapshot())
+		}
+		ps[i] = p
+	}
+	return ps
+}
+
+func doneAll(ps []*Permit, s Sample) {
+	for _, p := range ps {
+		p.Done(s)
+	}
+}
+
+// blockedWindow runs one window in which the rate limit is the bottleneck:
+// requests are sent one at a time, each succeeding at once with latency lat,
+// until a TryAcquire fails on tokens; then it ticks.
+func blockedWindow(t *testing.T, c *Controller, clk *fakeClock, lat time.Duration) {
+	t.Helper()
+	batchWindow(t, c, clk, 1, lat)
+}
+
+// batchWindow is blockedWindow with batch requests in flight at a time.
+func batchWindow(t *testing.T, c *Controller, clk *fakeClock, batch int, lat time.Duration) {
+	t.Helper()
+	for n := 0; ; n++ {
+		var ps []*Permit
+		for len(ps) < batch {
+			p, err := c.TryAcquire(1)
+			if errors.Is(err, ErrNoCapacity) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("TryAcquire: %v", err)
+			}
+			ps = append(ps, p)
+		}
+		doneAll(ps, success(lat))
+		if len(ps) < batch {
+			break
+		}
+		if n > 1e5 {
+			t.Fatal("rate never blocked")
+		}
+	}
+	if s := c.Snapshot(); s.Concurrency <= batch-1 {
+		t.Fatalf("concurrency %d blocked a batch of %d", s.Concurrency, batch)
+	}
+	clk.advance(DefaultWindow)
+	clk.tick(c)
+}
+
+func TestOutcomeString(t *testing.T) {
+	f := func(o Outcome, want string) {
+		t.Helper()
+		if got := o.String(); got != want {
+			t.Errorf("Outcome(%d).String() = %q, want %q", o, got, want)
+		}
+	}
+	f(Success, "success")
+	f(Congested, "congested")
+	f(Failed, "failed")
+	f(Neutral, "neutral")
+	f(Outcome(9), "Outcome(9)")
+}
+
+func TestConfigValidate(t *testing.T) {
+	valid := Config{InitialRate: 10, MinRate: 1, MaxRate: 100, MaxConcurrency: 8}
+	if err := valid.Validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	f := func(name string, mod func(*Config), field string) {
+		t.Helper()
+		cfg := valid
+		mod(&cfg)
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), "Config."+field) || !strings.HasPrefix(err.Error(), "limiter: ") {
+			t.Errorf("%s: Validate() = %v, want an error naming Config.%s", name, err, field)
+		}
+		if _, err := New(cfg); err == nil {
+			t.Errorf("%s: New accepted an invalid config", name)
+		}
+	}
+	f("zero MinRate", func(c *Config) { c.MinRate = 0 }, "MinRate")
+	f("NaN MinRate", func(c *Config) { c.MinRate = math.NaN() }, "MinRate")
+	f("MaxRate below MinRate", func(c *Config) { c.MaxRate = 0.5 }, "MaxRate")
+	f("infinite MaxRate", func(c *Config) { c.MaxRate = math.Inf(1) }, "MaxRate")
+	f("InitialRate above MaxRate", func(c *Config) { c.InitialRate = 101 }, "InitialRate")
+	f("InitialRate below MinRate", func(c *Config) { c.InitialRate = 0.5 }, "InitialRate")
+	f("zero MaxConcurrency", func(c *Config) { c.MaxConcurrency = 0 }, "MaxConcurrency")
+	f("InitialConcurrency above max", func(c *Config) { c.InitialConcurrency = 9 }, "InitialConcurrency")
+	f("negative InitialConcurrency", func(c *Config) { c.InitialConcurrency = -1 }, "InitialConcurrency")
+	f("negative MaxRetryAfter", func(c *Config) { c.MaxRetryAfter = -1 }, "MaxRetryAfter")
+	f("tiny Window", func(c *Config) { c.Window = time.Microsecond }, "Window")
+	f("negative QueueMax", func(c *Config) { c.QueueMax = -1 }, "QueueMax")
+	f("negative Burst", func(c *Config) { c.Burst = -1 }, "Burst")
+	f("LatencyTolerance 1", func(c *Config) { c.LatencyTolerance = 1 }, "LatencyTolerance")
+
+	c, err := New(Config{InitialRate: 10, MinRate: 1, MaxRate: 100, MaxConcurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Snapshot()
+	if s.Concurrency != 2 || s.Rate != 10 || s.Burst != 1 || s.Phase != PhaseStartup {
+		t.Errorf("defaults: snapshot %+v, want concurrency 2 (capped default), rate 10, burst 1, startup", s)
+	}
+}
+
+func TestDecreaseOncePerWindow(t *testing.T) {
+	c, clk := newFake(t, 100, nil)
+	ps := take(t, c, 20)
+	clk.advance(ms(100))
+	doneAll(ps[:10], success(ms(10)))
+	ps[10].Done(congested("status_429"))
+	// 10 units accepted in 100ms: goodput 100/s, so the cut is 0.9×100.
+	if s := c.Snapshot(); !approx(s.Rate, 90) || s.Decreases != 1 {
+		t.Fatalf("after the first 429: rate %v decreases %d, want 90 and 1", s.Rate, s.Decreases)
+	}
+	// The rest of the burst was sent before the cut: it counts once.
+	doneAll(ps[11:], congested("status_429"))
+	if s := c.Snapshot(); !approx(s.Rate, 90) || s.Decreases != 1 {
+		t.Fatalf("after the burst of 429s: rate %v decreases %d, want 90 and 1", s.Rate, s.Decreases)
+	}
+	// Sent after the cut but within the window: still no second cut.
+	qs := take(t, c, 2)
+	clk.advance(ms(200))
+	qs[0].Done(congested("status_429"))
+	if s := c.Snapshot(); s.Decreases != 1 {
+		t.Fatalf("429 within the window: decreases %d, want 1", s.Decreases)
+	}
+	// A window after the cut: cut again, to 0.9 × 10 units / 600ms.
+	clk.advance(DefaultWindow)
+	qs[1].Done(congested("status_429"))
+	if s := c.Snapshot(); s.Decreases != 2 || !approx(s.Rate, 0.9*10/0.8) {
+		t.Fatalf("429 a window later: rate %v decreases %d, want %v and 2", s.Rate, s.Decreases, 0.9*10/0.8)
+	}
+}
+
+func TestCutPullsLimitToGoodput(t *testing.T) {
+	// The limit is 10000/s but the loader only sent 50 in a second: a
+	// throttle brings the limit to 0.9×50, not 0.9×10000.
+	c, clk := newFake(t, 10000, nil)
+	ps := take(t, c, 51)
+	clk.advance(time.Second)
+	doneAll(ps[:50], success(ms(5)))
+	ps[50].Done(congested("s3_slowdown"))
+	s := c.Snapshot()
+	if !approx(s.Rate, 45) || !approx(s.LastMaxRate, 50) {
+		t.Errorf("rate %v last max %v, want 45 and 50", s.Rate, s.LastMaxRate)
+	}
+	if s.LastReason != "s3_slowdown" || !s.LastThrottle.Equal(clk.now) {
+		t.Errorf("last throttle %v %q, want now and s3_slowdown", s.LastThrottle, s.LastReason)
+	}
+	// Concurrency is cut from the peak in flight (51), not the limit (1000).
+	if s.Concurrency != 45 {
+		t.Errorf("concurrency %d, want floor(0.9×51) = 45", s.Concurrency)
+	}
+}
+
+func TestCutTooFewSamplesScalesLimit(t *testing.T) {
+	// With fewer than minSamples samples the goodput is not trusted: the
+	// first request of a run being throttled must not drop to MinRate.
+	c, _ := newFake(t, 100, nil)
+	take(t, c, 1)[0].Done(congested("status_429"))
+	if s := c.Snapshot(); !approx(s.Rate, 90) {
+		t.Errorf("rate %v, want 90", s.Rate)
+	}
+}
+
+func TestShareScalesCut(t *testing.T) {
+	f := func(share, wantRate float64) {
+		t.Helper()
+		c, clk := newFake(t, 100, nil)
+		ps := take(t, c, 200)
+		clk.advance(time.Second)
+		doneAll(ps[:199], success(ms(5))) // goodput 199/s > limit: the cut is of the limit
+		ps[199].Done(congestedShare(share))
+		if s := c.Snapshot(); !approx(s.Rate, wantRate) {
+			t.Errorf("share %v: rate %v, want %v", share, s.Rate, wantRate)
+		}
+	}
+	f(1, 90)
+	f(0.5, 95)
+	f(0.1, 99)
+	f(0, 90)   // unknown share counts as all
+	f(1.5, 90) // out of range counts as all
+	f(math.NaN(), 90)
+}
+
+func TestGrowthOnlyWhenBottlenecked(t *testing.T) {
+	t.Run("rate", func(t *testing.T) {
+		c, clk := newFake(t, 10, func(cfg *Config) { cfg.Burst = 1 })
+		// The loader sends less than the limit: no growth.
+		take(t, c, 1)[0].Done(success(0))
+		clk.advance(DefaultWindow)
+		clk.tick(c)
+		if s := c.Snapshot(); s.Rate != 10 || s.Increases != 0 {
+			t.Fatalf("not bottlenecked: rate %v increases %d, want 10 and 0", s.Rate, s.Increases)
+		}
+		// It waited on the rate: slow start doubles.
+		blockedWindow(t, c, clk, 0)
+		if s := c.Snapshot(); s.Rate != 20 || s.Increases != 1 || s.Phase != PhaseStartup {
+			t.Fatalf("bottlenecked: rate %v increases %d phase %s, want 20, 1, startup", s.Rate, s.Increases, s.Phase)
+		}
+		if s := c.Snapshot(); s.Concurrency != 1000 {
+			t.Fatalf("concurrency changed to %d though it was not the bottleneck", s.Concurrency)
+		}
+	})
+	t.Run("concurrency", func(t *testing.T) {
+		c, clk := newFake(t, 10, func(cfg *Config) { cfg.InitialConcurrency = 3 })
+		ps := take(t, c, 3)
+		if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+			t.Fatalf("4th TryAcquire with 3 slots: %v, want ErrNoCapacity", err)
+		}
+		doneAll(ps, success(0))
+		clk.advance(DefaultWindow)
+		clk.tick(c)
+		if s := c.Snapshot(); s.Concurrency != 6 || s.Rate != 10 {
+			t.Fatalf("concurrency-bottlenecked: concurrency %d rate %v, want 6 and 10", s.Concurrency, s.Rate)
+		}
+	})
+}
+
+func TestNoGrowthOnFailedOrCongested(t *testing.T) {
+	f := func(name string, bad Sample) {
+		t.Helper()
+		c, clk := newFake(t, 10, func(cfg *Config) { cfg.Burst = 1 })
+		// A bad sample from a request granted long ago (no fresh cut).
+		old := take(t, c, 1)[0]
+		clk.advance(DefaultWindow)
+		clk.tick(c)
+		before := c.Snapshot()
+		var ps []*Permit
+		for {
+			p, err := c.TryAcquire(1)
+			if err != nil {
+				break
+			}
+			ps = append(ps, p)
+		}
+		doneAll(ps, success(ms(1)))
+		old.Done(bad)
+		after := c.Snapshot()
+		clk.advance(DefaultWindow)
+		clk.tick(c)
+		s := c.Snapshot()
+		if s.Rate > after.Rate || s.Concurrency > after.Concurrency || s.Increases != before.Increases {
+			t.Errorf("%s: limits grew in a window with that sample: %+v -> %+v", name, after, s)
+		}
+		// The next clean bottlenecked window grows again.
+		blockedWindow(t, c, clk, ms(1))
+		if s2 := c.Snapshot(); s2.Rate <= s.Rate {
+			t.Errorf("%s: no growth in the next clean window: %v -> %v", name, s.Rate, s2.Rate)
+		}
+	}
+	f("failed", Sample{Outcome: Failed, Reason: "status_500"})
+	f("congested", congested("status_429"))
+	f("congested partial", congestedShare(0.01))
+}
+
+func TestNeutralOnlyReleases(t *testing.T) {
+	c, clk := newFake(t, 10, func(cfg *Config) { cfg.InitialConcurrency = 1 })
+	p := take(t, c, 1)[0]
+	clk.advance(time.Second)
+	p.Done(Sample{Outcome: Neutral, Reason: "status_400", RetryAfter: time.Hour})
+	s := c.Snapshot()
+	if s.InFlight != 0 || s.Rate != 10 || s.Decreases != 0 || s.Phase != PhaseStartup || s.Samples[Neutral] != 1 {
+		t.Errorf("after a Neutral sample: %+v", s)
+	}
+}
+
+func TestClamps(t *testing.T) {
+	t.Run("max rate", func(t *testing.T) {
+		c, clk := newFake(t, 10, func(cfg *Config) { cfg.Burst = 1; cfg.MaxRate = 15 })
+		blockedWindow(t, c, clk, 0)
+		blockedWindow(t, c, clk, 0)
+		if s := c.Snapshot(); s.Rate != 15 {
+			t.Errorf("rate %v, want MaxRate 15", s.Rate)
+		}
+	})
+	t.Run("min rate and concurrency floor", func(t *testing.T) {
+		c, clk := newFake(t, 10, func(cfg *Config) { cfg.MinRate = 5; cfg.InitialConcurrency = 1 })
+		// Nothing accepted for 2s, then a throttle: goodput 0.
+		p := take(t, c, 1)[0]
+		clk.advance(2 * time.Second)
+		for range 9 {
+			p.Done(Sample{Outcome: Failed})
+			p = take(t, c, 1)[0]
+		}
+		p.Done(congested("status_503"))
+		if s := c.Snapshot(); s.Rate != 5 || s.Concurrency != 1 {
+			t.Errorf("rate %v concurrency %d, want MinRate 5 and 1", s.Rate, s.Concurrency)
+		}
+	})
+	t.Run("max concurrency", func(t *testing.T) {
+		c, clk := newFake(t, 10, func(cfg *Config) { cfg.InitialConcurrency = 3; cfg.MaxConcurrency = 5 })
+		for range 3 {
+			ps := take(t, c, c.Snapshot().Concurrency)
+			if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+				t.Fatalf("TryAcquire past the concurrency limit: %v", err)
+			}
+			doneAll(ps, success(0))
+			clk.advance(DefaultWindow)
+			clk.tick(c)
+		}
+		if s := c.Snapshot(); s.Concurrency != 5 {
+			t.Errorf("concurrency %d, want MaxConcurrency 5", s.Concurrency)
+		}
+	})
+}
+
+func TestLatencyEarlySignal(t *testing.T) {
+	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 10; cfg.InitialConcurrency = 64 })
+	for range 3 {
+		batchWindow(t, c, clk, 10, ms(10))
+	}
+	s := c.Snapshot()
+	if s.LatencyBaseline != ms(10) || s.LatencyRecent != ms(10) || s.LatencyElevated || s.Rate != 800 {
+		t.Fatalf("after 3 good windows: %+v, want baseline=recent=10ms, rate 800", s)
+	}
+	// Latency jumps tenfold: growth stops at once.
+	batchWindow(t, c, clk, 10, ms(100))
+	s = c.Snapshot()
+	if !s.LatencyElevated || s.Rate != 800 || s.Concurrency != 64 {
+		t.Fatalf("first slow window: %+v, want elevated, rate 800, concurrency 64", s)
+	}
+	// It stays high: concurrency is cut gently, from what was in flight (10).
+	batchWindow(t, c, clk, 10, ms(100))
+	s = c.Snapshot()
+	if s.Rate != 800 || s.Concurrency != 9 || s.Decreases != 1 || s.Phase != PhaseStartup {
+		t.Fatalf("second slow window: %+v, want rate 800, concurrency 9, one decrease, still startup", s)
+	}
+	// Latency back to normal: the fast EWMA comes down within a few
+	// windows, then growth resumes.
+	for i := 0; c.Snapshot().LatencyElevated; i++ {
+		if i == 6 {
+			t.Fatalf("latency still elevated after 6 good windows: %+v", c.Snapshot())
+		}
+		batchWindow(t, c, clk, 8, ms(10))
+		if s2 := c.Snapshot(); s2.Rate != 800 && s2.LatencyElevated {
+			t.Fatalf("grew while latency was elevated: %+v", s2)
+		}
+	}
+	if s2 := c.Snapshot(); s2.Concurrency < 9 {
+		t.Fatalf("concurrency cut again while latency came down: %+v", s2)
+	}
+	batchWindow(t, c, clk, 8, ms(10))
+	if s2 := c.Snapshot(); s2.Rate <= s.Rate {
+		t.Fatalf("latency recovered: %+v, want growth", s2)
+	}
+}
+
+func TestLittlesLawFloor(t *testing.T) {
+	// 200 req/s at 100ms latency needs 20 slots; with headroom 25.
+	c, clk := newFake(t, 200, func(cfg *Config) { cfg.InitialConcurrency = 4 })
+	doneAll(take(t, c, 4), success(ms(100)))
+	clk.advance(DefaultWindow)
+	clk.tick(c)
+	if s := c.Snapshot(); s.Concurrency != 25 {
+		t.Errorf("concurrency %d, want ceil(200 × 0.1 × 1.25) = 25", s.Concurrency)
+	}
+}
+
+func TestRetryAfterPause(t *testing.T) {
+	f := func(name string, maxRA, ra, wantPause time.Duration) {
+		t.Helper()
+		c, clk := newFake(t, 100, func(cfg *Config) { cfg.MaxRetryAfter = maxRA })
+		ps := take(t, c, 20)
+		ps[0].Done(congestedRA(ra))
+		doneAll(ps[2:], success(ms(1)))
+		s := c.Snapshot()
+		if wantPause == 0 {
+			if s.Phase == PhasePaused || !s.PausedUntil.IsZero() || s.Pauses != 0 {
+				t.Errorf("%s: paused: %+v", name, s)
+			}
+			if _, err := c.TryAcquire(1); err != nil {
+				t.Errorf("%s: TryAcquire: %v", name, err)
+			}
+			return
+		}
+		if s.Phase != PhasePaused || !s.PausedUntil.Equal(clk.now.Add(wantPause)) {
+			t.Errorf("%s: phase %s until %v, want paused until now+%v", name, s.Phase, s.PausedUntil, wantPause)
+		}
+		if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+			t.Errorf("%s: TryAcquire while paused: %v, want ErrNoCapacity", name, err)
+		}
+		if got := c.RetryWait(1); got < wantPause {
+			t.Errorf("%s: RetryWait %v, want at least the pause %v", name, got, wantPause)
+		}
+		// A shorter Retry-After does not shorten the pause.
+		ps[1].Done(congestedRA(2 * time.Second))
+		if s := c.Snapshot(); !s.PausedUntil.Equal(clk.now.Add(wantPause)) {
+			t.Errorf("%s: pause shortened to %v", name, s.PausedUntil)
+		}
+		clk.advance(wantPause - 1)
+		if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+			t.Errorf("%s: TryAcquire 1ns before the end: %v, want ErrNoCapacity", name, err)
+		}
+		clk.advance(time.Second)
+		if _, err := c.TryAcquire(1); err != nil {
+			t.Errorf("%s: TryAcquire after the pause: %v", name, err)
+		}
+		if s := c.Snapshot(); s.Phase == PhasePaused || s.Phase == PhaseStartup {
+			t.Errorf("%s: phase after the pause %s", name, s.Phase)
+		}
+	}
+	f("long", 0, 5*time.Second, 5*time.Second)
+	f("capped", 0, time.Hour, DefaultMaxRetryAfter)
+	f("capped by config", 3*time.Second, 10*time.Second, 3*time.Second)
+	f("short single", 0, time.Second, 0)
+	f("sub-second single", 0, ms(300), 0)
+}
+
+func TestQuotaRetryAfterAmidSuccessesDoesNotPause(t *testing.T) {
+	// A quota store answers "Retry-After: 1" to each rejected request among
+	// many accepted ones: cut the rate, never idle.
+	c, clk := newFake(t, 1000, nil)
+	for range 100 {
+		for range 9 {
+			take(t, c, 1)[0].Done(success(ms(5)))
+		}
+		take(t, c, 1)[0].Done(congestedRA(time.Second))
+		clk.advance(ms(100))
+		if s := c.Snapshot(); s.Phase == PhasePaused {
+			t.Fatalf("paused by a quota Retry-After: %+v", s)
+		}
+		if clk.now.Sub(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))%DefaultWindow == 0 {
+			clk.tick(c)
+		}
+	}
+	if s := c.Snapshot(); s.Pauses != 0 || s.Decreases < 10 || s.Rate >= 1000 {
+		t.Errorf("after 10s of quota 429s: %+v, want no pause and cuts", s)
+	}
+}
+
+func TestRetryAfterStreakPauses(t *testing.T) {
+	// Short Retry-Afters that keep coming after a cut (the cut did not
+	// help) pause all sends.
+	c, clk := newFake(t, 100, nil)
+	first := take(t, c, 1)
+	first[0].Done(congestedRA(time.Second)) // cut; streak 1
+	for i := range pauseStreak - 1 {        // sent after the cut
+		if s := c.Snapshot(); s.Phase == PhasePaused {
+			t.Fatalf("paused after %d consecutive Retry-Afters", i+1)
+		}
+		take(t, c, 1)[0].Done(congestedRA(time.Second))
+	}
+	if s := c.Snapshot(); s.Phase != PhasePaused || !s.PausedUntil.Equal(clk.now.Add(time.Second)) {
+		t.Fatalf("after %d consecutive post-cut Retry-Afters: %+v, want paused 1s", pauseStreak, s)
+	}
+
+	// A success in between resets the streak.
+	c, _ = newFake(t, 100, nil)
+	take(t, c, 1)[0].Done(congestedRA(time.Second))
+	for i := range 2 * pauseStreak {
+		if i%2 == 0 {
+			take(t, c, 1)[0].Done(success(ms(1)))
+		} else {
+			take(t, c, 1)[0].Done(congestedRA(time.Second))
+		}
+	}
+	if s := c.Snapshot(); s.Pauses != 0 {
+		t.Fatalf("interleaved successes still paused: %+v", s)
+	}
+}
+
+func TestStartupEndsAtFirstThrottle(t *testing.T) {
+	c, clk := newFake(t, 10, func(cfg *Config) { cfg.Burst = 1 })
+	for _, want := range []float64{20, 40, 80} {
+		blockedWindow(t, c, clk, 0)
+		if s := c.Snapshot(); s.Rate != want || s.Phase != PhaseStartup {
+			t.Fatalf("startup: rate %v phase %s, want %v startup", s.Rate, s.Phase, want)
+		}
+	}
+	take(t, c, 1)[0].Done(congested("status_429"))
+	s := c.Snapshot()
+	if s.Phase != PhaseRecovering || !approx(s.Rate, 0.9*s.LastMaxRate) {
+		t.Fatalf("after the first throttle: %+v, want recovering at 0.9×last max", s)
+	}
+	// Growth is now cautious near the last throttle point: far below ×2.
+	clk.advance(DefaultWindow)
+	clk.tick(c) // closes the window with the throttle: no growth
+	if s1 := c.Snapshot(); s1.Rate != s.Rate {
+		t.Fatalf("grew in the window of the throttle: %v -> %v", s.Rate, s1.Rate)
+	}
+	blockedWindow(t, c, clk, 0)
+	s2 := c.Snapshot()
+	if s2.Rate <= s.Rate || s2.Rate > s.LastMaxRate {
+		t.Fatalf("first probe window: %v -> %v, want a rise that stays below the last max %v", s.Rate, s2.Rate, s.LastMaxRate)
+	}
+	for range 4 {
+		blockedWindow(t, c, clk, 0)
+	}
+	if s3 := c.Snapshot(); s3.Phase != PhaseSteady || s3.Rate <= s.LastMaxRate {
+		t.Fatalf("after 2.5s of probing: %+v, want steady above %v", s3, s.LastMaxRate)
+	}
+}
+
+func TestProbeCurve(t *testing.T) {
+	p := probe{v: 100, min: 1, max: 1e9}
+	p.cut(100, 1)
+	if p.v != 90 || (p.k-recoverTime).Abs() > time.Microsecond {
+		t.Fatalf("after a full cut: v %v k %v, want 90 and %v", p.v, p.k, recoverTime)
+	}
+	f := func(dt time.Duration, want float64) {
+		t.Helper()
+		p.grow(dt)
+		if math.Abs(p.v-want) > 1e-6 {
+			t.Errorf("after t=%v: v %v, want %v", p.t, p.v, want)
+		}
+	}
+	f(ms(500), 100*(1+cubicScale*math.Pow(-0.5, 3))) // concave: 98.75
+	f(ms(500), 100)                                  // back at the last max after recoverTime
+	f(time.Second, 110)                              // then convex
+	f(time.Second, 180)
+	f(time.Second, 360) // would be 370, but at most ×2 per window
+
+	p.cut(100, 0.1)
+	if p.v != 99 || math.Abs(p.k.Seconds()-math.Cbrt(0.1)) > 1e-6 {
+		t.Errorf("after a 10%% share cut: v %v k %v, want 99 and %vs", p.v, p.k, math.Cbrt(0.1))
+	}
+}
+
+func TestRetryWait(t *testing.T) {
+	c, clk := newFake(t, 10, func(cfg *Config) { cfg.Burst = 1; cfg.MaxRetryAfter = 2 * time.Second })
+	if got := c.RetryWait(1); got != 0 {
+		t.Errorf("with a token available: %v, want 0", got)
+	}
+	take(t, c, 1)[0].Done(success(ms(10)))
+	if got := c.RetryWait(1); got != ms(100) {
+		t.Errorf("with the bucket empty at 10/s: %v, want 100ms", got)
+	}
+	if got := c.RetryWait(5); got != ms(500) {
+		t.Errorf("for 5 units: %v, want 500ms", got)
+	}
+	if got := c.RetryWait(1000); got != 2*time.Second {
+		t.Errorf("for 1000 units: %v, want MaxRetryAfter 2s", got)
+	}
+	clk.advance(ms(100))
+	take(t, c, 1)[0].Done(congestedRA(time.Minute)) // pause capped at 2s
+	if got := c.RetryWait(1); got != 2*time.Second {
+		t.Errorf("paused: %v, want 2s", got)
+	}
+}
+
+func TestDoneIdempotent(t *testing.T) {
+	c, _ := newFake(t, 100, func(cfg *Config) { cfg.InitialConcurrency = 1 })
+	p := take(t, c, 1)[0]
+	p.Done(success(ms(1)))
+	p.Done(congested("status_429"))
+	s := c.Snapshot()
+	if s.InFlight != 0 || s.Decreases != 0 || s.Samples[Success] != 1 || s.Samples[Congested] != 0 {
+		t.Errorf("second Done had an effect: %+v", s)
+	}
+	if p.Cost() != 1 {
+		t.Errorf("Cost %v, want 1", p.Cost())
+	}
+}
+
+func TestBadCost(t *testing.T) {
+	c, _ := newFake(t, 100, nil)
+	for _, cost := range []float64{-1, math.NaN(), math.Inf(1)} {
+		if _, err := c.TryAcquire(cost); err == nil || !strings.Contains(err.Error(), "cost=") {
+			t.Errorf("TryAcquire(%v) = %v, want a cost error", cost, err)
+		}
+		if _, err := c.Acquire(t.Context(), cost); err == nil {
+			t.Errorf("Acquire(%v) accepted", cost)
+		}
+	}
+	if _, err := c.TryAcquire(0); err != nil {
+		t.Errorf("TryAcquire(0): %v", err)
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	c, clk := newFake(t, 100, nil)
+	clk.advance(time.Second)
+	clk.tick(c)
+	if s := c.Snapshot(); !s.Heartbeat.Equal(clk.now) {
+		t.Errorf("heartbeat %v, want %v", s.Heartbeat, clk.now)
+	}
+	c.Tick(clk.now.Add(-time.Hour)) // a clock step back only records the beat
+	if s := c.Snapshot(); !s.Heartbeat.Equal(clk.now.Add(-time.Hour)) {
+		t.Errorf("heartbeat %v after a step back", s.Heartbeat)
+	}
+}
+
+func TestTickInterval(t *testing.T) {
+	c, _ := newFake(t, 100, nil)
+	for range 100 {
+		if d := c.TickInterval(); d < ms(450) || d > ms(550) {
+			t.Fatalf("TickInterval %v outside Window ±10%%", d)
+		}
+	}
+}
+
+func TestLogsEachChangeOnceThrottled(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	c, clk := newFake(t, 10, func(cfg *Config) { cfg.Burst = 1; cfg.Logger = logger })
+	for range 4 {
+		blockedWindow(t, c, clk, 0) // 4 startup doublings within 10s
+	}
+	take(t, c, 1)[0].Done(congested("status_429"))
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	var growth, cuts int
+	for _, l := range lines {
+		if !strings.Contains(l, "component=limiter") || !strings.Contains(l, "from=") || !strings.Contains(l, "to=") {
+			t.Errorf("log line without component/from/to: %s", l)
+		}
+		switch {
+		case strings.Contains(l, "reason=startup_growth"):
+			growth++
+		case strings.Contains(l, "reason=congestion") && strings.Contains(l, "cause=status_429"):
+			cuts++
+		}
+	}
+	if growth != 1 || cuts != 2 {
+		t.Errorf("logged %d growth and %d cut lines, want 1 (throttled) and 2 (rate, concurrency):\n%s", growth, cuts, buf.String())
+	}
+	// After logEvery the next growth is logged with the suppressed count.
+	buf.Reset()
+	clk.advance(logEvery)
+	clk.tick(c)
+	blockedWindow(t, c, clk, 0)
+	if !strings.Contains(buf.String(), "reason=probe_growth") {
+		t.Errorf("growth after logEvery not logged: %q", buf.String())
+	}
+}

@@ -1,0 +1,74 @@
+package limiter
+
+import (
+	"math"
+	"time"
+)
+
+const (
+	// decreaseFactor is the multiplicative decrease for a fully congested
+	// sample (Share 1): the limit goes to 0.9 of what the store accepted.
+	// A partial rejection of share s cuts by 1 - (1-decreaseFactor)·s.
+	decreaseFactor = 0.9
+	// recoverTime is how long the CUBIC-like curve takes to climb back from
+	// decreaseFactor·lastMax to lastMax after a full cut; past lastMax it
+	// speeds up (×1.1 after 2·recoverTime, ×1.8 after 3, ×3.7 after 4).
+	recoverTime = time.Second
+	// growthCap bounds growth to ×2 per window.
+	growthCap = 2.0
+)
+
+// cubicScale makes lastMax·(1 + cubicScale·(t-K)³) start at
+// decreaseFactor·lastMax when K = recoverTime (t and K in seconds).
+var cubicScale = (1 - decreaseFactor) / math.Pow(recoverTime.Seconds(), 3)
+
+// probe is one adapted limit: the send rate or the concurrency.
+//
+// Before its first cut it is in slow start and doubles per growth window.
+// A cut remembers the value at which the store throttled (lastMax) and drops
+// below it; growth then follows lastMax·(1 + cubicScale·(t-K)³), where t is
+// the growth time since the cut and K the time to reach lastMax again:
+// concave (cautious) close to the last throttle point, convex (fast) far from
+// it. Only windows in which growth was allowed advance t, so idle, paused or
+// congested periods bank no growth. All values stay in [min, max].
+//
+// probe is not safe for concurrent use; the Controller guards it.
+type probe struct {
+	v        float64       // current limit
+	min, max float64       // clamps
+	lastMax  float64       // value at the last cut; 0 before the first (slow start)
+	k        time.Duration // growth time from the last cut back to lastMax
+	t        time.Duration // growth time accumulated since the last cut
+}
+
+func (p *probe) clamp(v float64) float64 { return max(p.min, min(p.max, v)) }
+
+// startup reports whether p has never been cut.
+func (p *probe) startup() bool { return p.lastMax == 0 }
+
+// cut sets lastMax to base (what the store actually took, clamped) and the
+// limit to base scaled by the decrease for a rejected share in (0, 1].
+func (p *probe) cut(base, share float64) {
+	p.lastMax = p.clamp(base)
+	p.v = p.clamp(p.lastMax * (1 - (1-decreaseFactor)*share))
+	p.t = 0
+	p.k = 0
+	if drop := 1 - p.v/p.lastMax; drop > 0 {
+		p.k = time.Duration(math.Cbrt(drop/cubicScale) * float64(time.Second))
+	}
+}
+
+// grow advances the curve by one growth window of length dt and raises the
+// limit to it, at most ×growthCap. It never lowers the limit.
+func (p *probe) grow(dt time.Duration) {
+	if p.startup() {
+		p.v = p.clamp(p.v * growthCap)
+		return
+	}
+	p.t += dt
+	x := (p.t - p.k).Seconds()
+	w := min(p.lastMax*(1+cubicScale*x*x*x), p.v*growthCap)
+	if w > p.v {
+		p.v = p.clamp(w)
+	}
+}
