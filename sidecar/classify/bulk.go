@@ -1,0 +1,356 @@
+package classify
+
+import (
+	"io"
+	"net/http"
+	"strings"
+)
+
+// Scanner watches a response body on its way to the loader and classifies
+// it once the body has ended. The proxy tees the body through Write (the
+// loader still receives the bytes unchanged) and calls Result after the
+// last Write.
+//
+// Write never fails and never keeps the bytes: it returns len(p), nil for
+// any input, so it cannot break the copy, and a Scanner holds O(1) memory
+// whatever the body size. Result may be called at any time and does not
+// change the Scanner. A Scanner is not safe for concurrent use.
+type Scanner interface {
+	io.Writer
+	// Result classifies what has been written so far: Throttled with
+	// Reason "es_bulk_item_429" and Share = Rejected/(Items+Rejected+Failed)
+	// if any item had status 429, otherwise OK with the counts.
+	Result() Result
+}
+
+// NewScanner returns a Scanner for a response that can report partial
+// throttling inside a 2xx, or nil when there is nothing to scan. Today that
+// is the Elasticsearch/OpenSearch `_bulk` API: profile Elasticsearch, method
+// POST or PUT, a path equal to "_bulk" or ending in "/_bulk" (a query string
+// or one trailing slash is ignored), status 2xx, and a JSON body (a
+// Content-Type naming json, or none). A body with a Content-Encoding other
+// than identity is not scanned: it would have to be decompressed, so a
+// proxy that wants the scan must not forward the loader's Accept-Encoding
+// on bulk requests.
+func (p Profile) NewScanner(method, path string, status int, h http.Header) Scanner {
+	if p != Elasticsearch || status < 200 || status > 299 {
+		return nil
+	}
+	if method != http.MethodPost && method != http.MethodPut {
+		return nil
+	}
+	if !isBulkPath(path) {
+		return nil
+	}
+	if ct := h.Get("Content-Type"); ct != "" && !strings.Contains(strings.ToLower(ct), "json") {
+		return nil // CBOR, SMILE or YAML on request
+	}
+	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return nil
+	}
+	return &bulkScanner{status: status}
+}
+
+func isBulkPath(path string) bool {
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	path = strings.TrimSuffix(path, "/")
+	return path == "_bulk" || strings.HasSuffix(path, "/_bulk")
+}
+
+// The bulk response looks like
+//
+//	{"took":30,"errors":true,"items":[
+//	  {"index":{"_index":"t","_id":"1","status":201,"result":"created",...}},
+//	  {"create":{"_index":"t","_id":"2","status":429,"error":{"type":"es_rejected_execution_exception","reason":"..."}}}]}
+//
+// An item is an object element of the array under the top-level key
+// "items" (depth 3); its status is the integer under key "status" in an
+// object directly inside it (depth 4). Numbers elsewhere (in an error, a
+// returned _source) and text inside strings (an _id that reads
+// `"status":429`) are not statuses. The scanner is a byte-level state
+// machine: nesting depth, the kind of container at the four depths that
+// matter, in-string and escape flags, and the last key at depths 1 and 4.
+
+const (
+	maxTracked = 4 // deepest level whose container kind is tracked
+
+	// container kinds, per tracked depth
+	ctArray = 1 // inside an array
+	ctKey   = 2 // inside an object, a key comes next
+	ctValue = 3 // inside an object, after a key's colon
+
+	// keys that matter
+	keyOther  = 0
+	keyItems  = 1 // "items" at depth 1
+	keyStatus = 2 // "status" at depth 4
+
+	noStatus  = -1 // item without an integer status yet
+	badStatus = -2 // status is a number but not an integer (429.0, -1, 4e2)
+)
+
+type bulkScanner struct {
+	status int // HTTP status, for an OK Result's Reason
+
+	depth int                   // open containers; 0 between top-level values
+	ct    [maxTracked + 1]uint8 // container kind at depths 1..maxTracked
+
+	inStr bool // inside a string
+	esc   bool // the previous string byte was a backslash
+
+	// The key being read, when it is at depth 1 or 4. keyLen -1 means it
+	// can no longer be "items" or "status" (too long, or not ASCII).
+	keyOn  bool
+	keyLen int8
+	key    [6]byte
+	uLeft  int8   // hex digits still due in a \uXXXX escape inside a key
+	uVal   uint16 // the escape's value so far
+	key1   uint8  // last key read at depth 1
+	key4   uint8  // last key read at depth 4
+
+	inItems bool // inside the top-level "items" array (depth 2)
+	inItem  bool // inside an item object (depth 3)
+
+	numOn  bool // reading the number after a depth-4 "status" key
+	numBad bool // it is not a plain non-negative integer
+	num    int  // its value so far, capped at 1000
+
+	itemStatus int // the current item's status, or noStatus / badStatus
+
+	items, rejected, failed int
+}
+
+func (s *bulkScanner) Write(p []byte) (int, error) {
+	n := len(p)
+	for i := 0; i < n; {
+		if s.inStr {
+			if !s.keyOn && !s.esc {
+				// Most bytes are inside strings (ids, index names, error
+				// reasons) and only a quote or a backslash matters there.
+				for i < n && p[i] != '"' && p[i] != '\\' {
+					i++
+				}
+				if i == n {
+					break
+				}
+			}
+			s.stringByte(p[i])
+			i++
+			continue
+		}
+		c := p[i]
+		i++
+		if s.numOn {
+			if isNumberByte(c) {
+				s.numberByte(c)
+				continue
+			}
+			s.endNumber()
+		}
+		switch c {
+		case '"':
+			s.inStr = true
+			if d := s.depth; (d == 1 || (d == 4 && s.inItem)) && s.ct[d] == ctKey {
+				s.keyOn = true
+				s.keyLen = 0
+			}
+		case ':':
+			if d := s.depth; d >= 1 && d <= maxTracked && s.ct[d] == ctKey {
+				s.ct[d] = ctValue
+			}
+		case ',':
+			if d := s.depth; d >= 1 && d <= maxTracked && s.ct[d] == ctValue {
+				s.ct[d] = ctKey
+			}
+		case '{', '[':
+			d := s.depth
+			switch {
+			case d == 1 && c == '[' && s.ct[1] == ctValue && s.key1 == keyItems:
+				s.inItems = true
+			case d == 2 && c == '{' && s.inItems:
+				s.inItem = true
+				s.itemStatus = noStatus
+			}
+			d++
+			s.depth = d
+			if d <= maxTracked {
+				if c == '{' {
+					s.ct[d] = ctKey
+				} else {
+					s.ct[d] = ctArray
+				}
+			}
+		case '}', ']':
+			d := s.depth
+			if d == 0 {
+				break // stray closer: not JSON, keep going
+			}
+			switch {
+			case d == 3 && s.inItem:
+				s.countItem()
+				s.inItem = false
+			case d == 2 && s.inItems:
+				s.inItems = false
+			}
+			s.depth = d - 1
+		default:
+			if (c >= '0' && c <= '9' || c == '-') && s.depth == 4 && s.inItem &&
+				s.ct[4] == ctValue && s.key4 == keyStatus {
+				s.numOn = true
+				s.numBad = c == '-'
+				s.num = int(c - '0')
+			}
+		}
+	}
+	return n, nil
+}
+
+// stringByte handles one byte inside a string.
+func (s *bulkScanner) stringByte(c byte) {
+	if s.esc {
+		s.esc = false
+		if s.keyOn {
+			s.keyEscape(c)
+		}
+		return
+	}
+	if s.uLeft > 0 {
+		if c != '"' && c != '\\' {
+			s.uLeft--
+			if h := hexValue(c); h < 0 {
+				s.keyLen = -1
+			} else {
+				s.uVal = s.uVal<<4 | uint16(h)
+			}
+			if s.uLeft == 0 && s.uVal < 0x80 {
+				s.keyByte(byte(s.uVal))
+			} else if s.uLeft == 0 {
+				s.keyLen = -1
+			}
+			return
+		}
+		// A quote or backslash cuts the escape short: not JSON, but the
+		// string ends (or escapes) here all the same.
+		s.uLeft = 0
+		s.keyLen = -1
+	}
+	switch c {
+	case '\\':
+		s.esc = true
+	case '"':
+		s.inStr = false
+		if s.keyOn {
+			s.keyOn = false
+			s.endKey()
+		}
+	default:
+		if s.keyOn {
+			s.keyByte(c)
+		}
+	}
+}
+
+// keyEscape decodes the byte after a backslash inside a key.
+func (s *bulkScanner) keyEscape(c byte) {
+	switch c {
+	case 'u':
+		s.uLeft = 4
+		s.uVal = 0
+	case '"', '\\', '/':
+		s.keyByte(c)
+	case 'b', 'f', 'n', 'r', 't':
+		s.keyLen = -1 // a control character: neither "items" nor "status"
+	default:
+		s.keyLen = -1
+	}
+}
+
+func (s *bulkScanner) keyByte(c byte) {
+	if s.keyLen < 0 {
+		return
+	}
+	if int(s.keyLen) == len(s.key) {
+		s.keyLen = -1
+		return
+	}
+	s.key[s.keyLen] = c
+	s.keyLen++
+}
+
+func (s *bulkScanner) endKey() {
+	k := uint8(keyOther)
+	switch string(s.key[:max(s.keyLen, 0)]) {
+	case "items":
+		k = keyItems
+	case "status":
+		k = keyStatus
+	}
+	if s.depth == 1 {
+		s.key1 = k
+	} else {
+		s.key4 = k
+	}
+}
+
+func isNumberByte(c byte) bool {
+	return c >= '0' && c <= '9' || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-'
+}
+
+func (s *bulkScanner) numberByte(c byte) {
+	if c < '0' || c > '9' {
+		s.numBad = true
+		return
+	}
+	if s.num < 1000 {
+		s.num = min(s.num*10+int(c-'0'), 1000)
+	}
+}
+
+func (s *bulkScanner) endNumber() {
+	s.numOn = false
+	if s.numBad {
+		s.itemStatus = badStatus
+	} else {
+		s.itemStatus = s.num
+	}
+}
+
+func (s *bulkScanner) countItem() {
+	switch st := s.itemStatus; {
+	case st >= 200 && st <= 299:
+		s.items++
+	case st == http.StatusTooManyRequests:
+		s.rejected++
+	default:
+		s.failed++
+	}
+}
+
+func (s *bulkScanner) Result() Result {
+	r := Result{
+		Kind:     OK,
+		Reason:   statusReason(s.status),
+		Items:    s.items,
+		Rejected: s.rejected,
+		Failed:   s.failed,
+	}
+	if s.rejected > 0 {
+		r.Kind = Throttled
+		r.Reason = "es_bulk_item_429"
+		r.Share = float64(s.rejected) / float64(s.items+s.rejected+s.failed)
+	}
+	return r
+}
+
+func hexValue(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10
+	case c >= 'A' && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
