@@ -331,4 +331,3 @@ func (d *demo) summary(el time.Duration, ok, pushedBack, refused int64, adminURL
 	fmt.Fprintf(d.out, "  curl %s/v1/jobs            sluice jobs list\n", adminURL)
 	fmt.Fprintf(d.out, "  curl %s/metrics            the Prometheus metrics (README: Metrics)\n", adminURL)
 }
-
