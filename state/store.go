@@ -137,12 +137,12 @@ func OpenBolt(dir string) (*BoltStore, error) {
 
 func openBolt(dir string, timeout time.Duration) (*BoltStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, openError(dir, err)
+		return nil, openError(dir, err, timeout)
 	}
 	path := filepath.Join(dir, DBFile)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
 	if err != nil {
-		return nil, openError(path, err)
+		return nil, openError(path, err, timeout)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketJobs)
@@ -150,7 +150,7 @@ func openBolt(dir string, timeout time.Duration) (*BoltStore, error) {
 	})
 	if err != nil {
 		db.Close()
-		return nil, openError(path, err)
+		return nil, openError(path, err, timeout)
 	}
 	s := &BoltStore{db: db, path: path}
 	// Decode everything once so a corrupt record is reported at open.
@@ -161,14 +161,14 @@ func openBolt(dir string, timeout time.Duration) (*BoltStore, error) {
 	return s, nil
 }
 
-func openError(path string, err error) error {
+func openError(path string, err error, lockWait time.Duration) error {
 	cause := "error"
 	switch {
 	case errors.Is(err, fs.ErrPermission), errors.Is(err, syscall.EROFS):
 		cause = "permission denied"
 	case errors.Is(err, bolt.ErrTimeout):
 		cause = "held by another process"
-		err = fmt.Errorf("lock not acquired within %s: %w", lockTimeout, err)
+		err = fmt.Errorf("lock not acquired within %s: %w", lockWait, err)
 	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum),
 		errors.Is(err, bolt.ErrVersionMismatch), errors.Is(err, bolt.ErrInvalidMapping):
 		cause = "corrupt"

@@ -1,0 +1,129 @@
+package state
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func TestStores(t *testing.T) {
+	stores := map[string]func(t *testing.T) Store{
+		"mem": func(*testing.T) Store { return &MemStore{} },
+		"bolt": func(t *testing.T) Store {
+			s, err := OpenBolt(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			defer s.Close()
+			a := Record{ID: "a", MachineState: MachineState{State: Cleaning, Since: t0, History: []Transition{{From: Cancelling, To: Cleaning, Reason: "cancel_succeeded", At: t0}}},
+				Checkpoints: []Checkpoint{{Seq: 1, Data: []byte(`{"o":1}`)}}}
+			b := Record{ID: "b", Totals: Totals{Bytes: 7}}
+			if err := s.Put(a, b); err != nil {
+				t.Fatal(err)
+			}
+			b.Totals.Bytes = 9
+			if err := s.Put(b); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Delete("a", "missing"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Put(a); err != nil {
+				t.Fatal(err)
+			}
+			recs, err := s.Load()
+			if err != nil || len(recs) != 2 {
+				t.Fatalf("%+v %v", recs, err)
+			}
+			got := map[string]Record{recs[0].ID: recs[0], recs[1].ID: recs[1]}
+			if r := got["a"]; r.State != Cleaning || len(r.History) != 1 || !r.History[0].At.Equal(t0) || string(r.Checkpoints[0].Data) != `{"o":1}` {
+				t.Errorf("a = %+v", r)
+			}
+			if got["b"].Totals.Bytes != 9 {
+				t.Errorf("b = %+v", got["b"])
+			}
+		})
+	}
+}
+
+func TestOpenBoltErrors(t *testing.T) {
+	f := func(name, dir, cause string) {
+		t.Helper()
+		s, err := openBolt(dir, lockTestTimeout)
+		if err == nil {
+			s.Close()
+			t.Fatalf("%s: opened", name)
+		}
+		var oe *OpenError
+		if !errors.As(err, &oe) || oe.Cause != cause || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), cause) {
+			t.Fatalf("%s: %v, want an OpenError naming %s and %q", name, err, dir, cause)
+		}
+	}
+
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f("a file as the directory", notDir, "not a directory")
+
+	corrupt := t.TempDir()
+	if err := os.WriteFile(filepath.Join(corrupt, DBFile), bytes.Repeat([]byte{0xab}, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f("garbage file", corrupt, "corrupt")
+
+	badRecord := t.TempDir()
+	db, err := bolt.Open(filepath.Join(badRecord, DBFile), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket(bucketJobs)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("j"), []byte("{not json"))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f("undecodable record", badRecord, "corrupt")
+
+	held := t.TempDir()
+	first, err := OpenBolt(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f("held by another open", held, "held by another process")
+	first.Close()
+	again, err := OpenBolt(held)
+	if err != nil {
+		t.Fatalf("reopen after the holder closed: %v", err)
+	}
+	again.Close()
+
+	if os.Geteuid() == 0 {
+		t.Log("running as root: permission test skipped")
+		return
+	}
+	ro := filepath.Join(t.TempDir(), "ro")
+	if err := os.Mkdir(ro, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	f("unwritable directory", ro, "permission denied")
+}
+
+const lockTestTimeout = 100 * time.Millisecond // the lock wait of the "held" case
