@@ -77,8 +77,7 @@ func (s *Server) adminHandler(gatherer prometheus.Gatherer) http.Handler {
 // methodNotAllowedAsJSON turns the mux's plain-text 405 into a JSON error.
 func methodNotAllowedAsJSON(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, pattern := mux.Handler(r)
-		if pattern == "" {
+		if _, pattern := mux.Handler(r); pattern == "/" {
 			// No pattern matches this method: probe with GET and POST to
 			// tell 405 from 404.
 			for _, m := range []string{http.MethodGet, http.MethodPost} {

@@ -27,6 +27,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Store overrides the job store opened from SLUICE_STATE_DIR (tests).
 	Store state.Store
+	// ActionClient, if set, makes the cancel and cleanup actions and the
+	// progress probe (tests: an in-memory store).
+	ActionClient *http.Client
 }
 
 // Server is a running sluice: the proxy, the admin server, the control loop
@@ -117,7 +120,9 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 			return nil, &StartupError{fmt.Errorf("SLUICE_STATE_DIR: %w", err)}
 		}
 	}
-	jobs, err := state.NewManager(s.jobsConfig(store, reg))
+	jcfg := s.jobsConfig(store, reg)
+	jcfg.HTTPClient = opts.ActionClient
+	jobs, err := state.NewManager(jcfg)
 	if err != nil {
 		store.Close()
 		return nil, &StartupError{fmt.Errorf("SLUICE_STATE_DIR: %w", err)}

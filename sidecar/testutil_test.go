@@ -58,7 +58,11 @@ func testConfig(t *testing.T, env ...string) Config {
 func newTestServer(t *testing.T, store http.Handler, env ...string) *Server {
 	t.Helper()
 	cfg := testConfig(t, env...)
-	s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}})
+	opts := Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}}
+	if store != nil {
+		opts.ActionClient = &http.Client{Transport: memTransport{store}}
+	}
+	s, err := NewServer(cfg, opts)
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}

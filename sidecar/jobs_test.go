@@ -1,0 +1,337 @@
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/sluice-dev/sluice/state"
+)
+
+// admin sends one admin API request from addr (loopback if empty) and
+// returns the answer.
+func admin(h http.Handler, method, path, body string, header ...string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.RemoteAddr = "127.0.0.1:40000"
+	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "RemoteAddr" {
+			req.RemoteAddr = header[i+1]
+			continue
+		}
+		req.Header.Set(header[i], header[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// pegasusStore throttles every write under /a/ once throttleA is set, for
+// ever (incident 1), accepts writes under /b/, and records the cancel and
+// cleanup calls.
+type pegasusStore struct {
+	throttleA atomic.Bool
+	mu        sync.Mutex
+	calls     []string
+}
+
+func (s *pegasusStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/admin/"):
+		s.mu.Lock()
+		s.calls = append(s.calls, r.Method+" "+r.URL.Path)
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+	case strings.HasPrefix(r.URL.Path, "/a/") && s.throttleA.Load():
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+	default:
+		time.Sleep(20 * time.Millisecond)
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+func (s *pegasusStore) adminCalls() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.calls...)
+}
+
+// TestIncident1ThrottledForever replays incident 1 through the whole
+// sidecar: a store that starts throttling every write of one job forever.
+// The job goes running → throttled → backoff → stalled → cancelling →
+// cleaning → cancelled by itself; the store receives the cancel and the
+// cleanup calls; later writes for the job get 409; another job on the same
+// sidecar keeps working throughout.
+func TestIncident1ThrottledForever(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &pegasusStore{}
+		s := newTestServer(t, store,
+			"STALL_AFTER=2m", "CANCEL_GRACE=1m", "MAX_RETRY_AFTER=5s", "RETRY_MAX=1",
+			"CANCEL_URL=http://store.test/admin/cancel/${JOB}", "CANCEL_METHOD=POST",
+			"CLEANUP_URL=http://store.test/admin/clear/${JOB}", "CLEANUP_METHOD=DELETE")
+		h := s.ProxyHandler()
+		ctx, stop := context.WithCancel(context.Background())
+		var bOK, bBad atomic.Int64
+		var loaders sync.WaitGroup
+		writer := func(job, path string, ok, bad *atomic.Int64) {
+			for ctx.Err() == nil {
+				rec := send(h, context.Background(), http.MethodPut, path, "row", HeaderJob, job)
+				switch {
+				case rec.Code == http.StatusOK:
+					if ok != nil {
+						ok.Add(1)
+					}
+				case rec.Code == http.StatusConflict && job == "bulk-a":
+					return // cancelled: the loader gives up
+				default:
+					if bad != nil {
+						bad.Add(1)
+					}
+					time.Sleep(time.Second)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		for range 4 {
+			loaders.Go(func() { writer("bulk-a", "/a/put", nil, nil) })
+			loaders.Go(func() { writer("bulk-b", "/b/put", &bOK, &bBad) })
+		}
+		time.Sleep(30 * time.Second)
+		store.throttleA.Store(true)
+
+		deadline := time.Now().Add(30 * time.Minute)
+		for time.Now().Before(deadline) {
+			if j, err := s.jobs.Get("bulk-a"); err == nil && j.State.Terminal() {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		j, err := s.jobs.Get("bulk-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != state.Cancelled {
+			t.Fatalf("bulk-a ended %s (%s), want cancelled; history %+v", j.State, j.Reason, j.History)
+		}
+		var path []string
+		for _, tr := range j.History {
+			if len(path) == 0 || path[len(path)-1] != tr.To.String() {
+				path = append(path, tr.To.String())
+			}
+		}
+		want := []string{"running", "throttled", "backoff", "stalled", "cancelling", "cleaning", "cancelled"}
+		if !isSubsequence(want, path) {
+			t.Errorf("bulk-a went %v, want %v in that order", path, want)
+		}
+		calls := store.adminCalls()
+		if len(calls) != 2 || calls[0] != "POST /admin/cancel/bulk-a" || calls[1] != "DELETE /admin/clear/bulk-a" {
+			t.Errorf("store admin calls = %v, want the cancel then the cleanup", calls)
+		}
+		rec := send(h, context.Background(), http.MethodPut, "/a/put", "row", HeaderJob, "bulk-a")
+		var e apiError
+		if rec.Code != http.StatusConflict || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Details["job"] != "bulk-a" || e.Details["state"] != "cancelled" {
+			t.Errorf("a later write for bulk-a got %d %s, want 409 naming the job and its state", rec.Code, rec.Body)
+		}
+		okBefore := bOK.Load()
+		time.Sleep(10 * time.Second)
+		stop()
+		loaders.Wait()
+		if bOK.Load() <= okBefore || bBad.Load() != 0 {
+			t.Errorf("bulk-b: %d ok (%d in the last 10s), %d failed; want it unaffected", bOK.Load(), bOK.Load()-okBefore, bBad.Load())
+		}
+		if jb, _ := s.jobs.Get("bulk-b"); jb.State.Terminal() || jb.State == state.Stalled {
+			t.Errorf("bulk-b is %s, want it still running", jb.State)
+		}
+	})
+}
+
+func isSubsequence(want, got []string) bool {
+	i := 0
+	for _, g := range got {
+		if i < len(want) && g == want[i] {
+			i++
+		}
+	}
+	return i == len(want)
+}
+
+// TestSlowStoreNeverStalls: a store that takes a few writes per second, over
+// many stall windows, never stalls the job.
+func TestSlowStoreNeverStalls(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(400 * time.Millisecond)
+			w.WriteHeader(http.StatusOK)
+		})
+		s := newTestServer(t, slow, "STALL_AFTER=10s", "CANCEL_GRACE=5s", "MAX_CONCURRENCY=1", "INITIAL_CONCURRENCY=1")
+		end := time.Now().Add(10 * time.Minute)
+		for time.Now().Before(end) {
+			if rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/w", "x", HeaderJob, "slow"); rec.Code != http.StatusOK {
+				t.Fatalf("write got %d", rec.Code)
+			}
+		}
+		j, _ := s.jobs.Get("slow")
+		for _, tr := range j.History {
+			if tr.To == state.Stalled || tr.To.Terminal() {
+				t.Fatalf("a slow but progressing job went %s: %+v", tr.To, j.History)
+			}
+		}
+	})
+}
+
+// TestJobsAPI walks the admin API: register, progress with checkpoints,
+// get, list, cancel, complete, and every error as JSON with its 4xx.
+func TestJobsAPI(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &pegasusStore{}
+		s := newTestServer(t, store)
+		h := s.AdminHandler()
+		f := func(method, path, body string, want int, header ...string) map[string]any {
+			t.Helper()
+			rec := admin(h, method, path, body, header...)
+			if rec.Code != want {
+				t.Fatalf("%s %s: %d %s, want %d", method, path, rec.Code, rec.Body, want)
+			}
+			if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("%s %s: Content-Type %q, want JSON", method, path, ct)
+			}
+			var v map[string]any
+			if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
+				t.Fatalf("%s %s: body is not JSON: %s", method, path, rec.Body)
+			}
+			return v
+		}
+		f("POST", "/v1/jobs", `{"id":"load-1","stall_after":"10m","labels":{"table":"t1"},
+			"cancel":{"url":"http://store.test/admin/cancel/${JOB}"},"cleanup":{"command":["true","${JOB}"]}}`, http.StatusCreated)
+		v := f("GET", "/v1/jobs/load-1", "", http.StatusOK)
+		if v["state"] != "pending" {
+			t.Errorf("registered job state %v, want pending", v["state"])
+		}
+		for i := 1; i <= 7; i++ {
+			f("POST", "/v1/jobs/load-1/progress", `{"records":100,"bytes":4096,"checkpoint":{"offset":`+strconv.Itoa(i)+`}}`, http.StatusOK)
+		}
+		v = f("GET", "/v1/jobs/load-1", "", http.StatusOK)
+		if cp, _ := json.Marshal(v["checkpoint"]); !strings.Contains(string(cp), `"offset":7`) {
+			t.Errorf("latest checkpoint = %s, want offset 7", cp)
+		}
+		if cps, _ := v["checkpoints"].([]any); len(cps) != 5 {
+			t.Errorf("%d checkpoints retained, want SLUICE_CHECKPOINTS_RETAINED=5", len(cps))
+		}
+		list := f("GET", "/v1/jobs", "", http.StatusOK)
+		if jobs, _ := list["jobs"].([]any); len(jobs) != 1 {
+			t.Errorf("list = %v", list)
+		}
+		f("POST", "/v1/jobs/load-1/complete", "", http.StatusOK)
+		f("POST", "/v1/jobs/load-1/cancel", `{}`, http.StatusConflict) // completed jobs cannot be cancelled
+
+		// Errors.
+		f("GET", "/v1/jobs/nope", "", http.StatusNotFound)
+		f("POST", "/v1/jobs/nope/cancel", "", http.StatusNotFound)
+		f("POST", "/v1/jobs", `{"id":`, http.StatusBadRequest)
+		f("POST", "/v1/jobs", `{"id":"x","surprise":1}`, http.StatusBadRequest)
+		f("POST", "/v1/jobs", `{"id":"x"} {"id":"y"}`, http.StatusBadRequest)
+		f("POST", "/v1/jobs", `{"id":"bad id"}`, http.StatusBadRequest)
+		f("POST", "/v1/jobs", `{"id":"x","stall_after":"soon"}`, http.StatusBadRequest)
+		f("POST", "/v1/jobs", `{"id":"x","cancel":{"url":"ftp://x"}}`, http.StatusBadRequest)
+		f("POST", "/v1/jobs", `{"id":"x","cancel":{"url":"http://x/${JOB}","command":["rm"]}}`, http.StatusBadRequest)
+		f("POST", "/v1/jobs", "", http.StatusBadRequest)
+		f("POST", "/v1/jobs", `{"id":"x","labels":{"a":"`+strings.Repeat("b", 2<<20)+`"}}`, http.StatusRequestEntityTooLarge)
+		f("POST", "/v1/jobs/load-2/progress", `{"records":-1}`, http.StatusBadRequest)
+		f("GET", "/v1/nothing", "", http.StatusNotFound)
+		f("DELETE", "/v1/jobs", "", http.StatusMethodNotAllowed)
+		f("GET", "/v1/jobs/load-1/cancel", "", http.StatusMethodNotAllowed)
+		f("POST", "/v1/jobs", `{"id":"x"}`, http.StatusForbidden, "RemoteAddr", "10.0.0.8:5000")
+		f("POST", "/quitquitquit", "", http.StatusForbidden, "RemoteAddr", "10.0.0.8:5000")
+	})
+}
+
+// TestAdminToken: with SLUICE_ADMIN_TOKEN set, mutating endpoints need the
+// bearer token from any address; reads stay open.
+func TestAdminToken(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newTestServer(t, &pegasusStore{}, "ADMIN_TOKEN=tok-123")
+		h := s.AdminHandler()
+		for _, tc := range []struct {
+			header []string
+			want   int
+		}{
+			{nil, http.StatusUnauthorized},
+			{[]string{"Authorization", "Bearer wrong"}, http.StatusUnauthorized},
+			{[]string{"Authorization", "tok-123"}, http.StatusUnauthorized},
+			{[]string{"Authorization", "Bearer tok-123"}, http.StatusCreated},
+			{[]string{"Authorization", "Bearer tok-123", "RemoteAddr", "10.0.0.8:5000"}, http.StatusCreated},
+		} {
+			rec := admin(h, "POST", "/v1/jobs", `{"id":"j`+strconv.Itoa(tc.want)+strconv.Itoa(len(tc.header))+`"}`, tc.header...)
+			if rec.Code != tc.want {
+				t.Errorf("header %v: %d %s, want %d", tc.header, rec.Code, rec.Body, tc.want)
+			}
+		}
+		if rec := admin(h, "GET", "/v1/jobs", ""); rec.Code != http.StatusOK {
+			t.Errorf("GET /v1/jobs without token: %d", rec.Code)
+		}
+	})
+}
+
+// TestStatusAndHealth: /v1/status reports the limiter and the signals;
+// /healthz follows the control loop's heartbeat, never the store.
+func TestStatusAndHealth(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hung := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+		s := newTestServer(t, hung, "UPSTREAM_TIMEOUT=1s", "RETRY_MAX=0")
+		send(s.ProxyHandler(), context.Background(), http.MethodPut, "/w", "x")
+		h := s.AdminHandler()
+		if rec := admin(h, "GET", "/healthz", ""); rec.Code != http.StatusOK {
+			t.Errorf("healthz with a hung store = %d, want 200 (liveness never depends on the store)", rec.Code)
+		}
+		rec := admin(h, "GET", "/v1/status", "")
+		var st Status
+		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Profile != "generic" || st.Limiter.RateLimit <= 0 || st.Limiter.Concurrency < 1 || st.Limiter.LastReason != "timeout" {
+			t.Errorf("status = %+v", st)
+		}
+		if kinds, _ := st.Signals["attempts_by_kind"].(map[string]any); kinds["timeout"] != 1.0 {
+			t.Errorf("signals = %v, want one timeout", st.Signals)
+		}
+		if st.Jobs["running"]+st.Jobs["throttled"]+st.Jobs["backoff"] != 1 {
+			t.Errorf("jobs = %v", st.Jobs)
+		}
+	})
+}
+
+// TestReadiness: NotReady → Ready → Stopping, and /quitquitquit from
+// loopback starts the shutdown.
+func TestReadiness(t *testing.T) {
+	s := newTestServer(t, &pegasusStore{})
+	h := s.AdminHandler()
+	if rec := admin(h, "GET", "/readyz", ""); rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("before Serve: %d, want 503", rec.Code)
+	}
+	s.ready.set(Ready)
+	if rec := admin(h, "GET", "/readyz", ""); rec.Code != http.StatusOK {
+		t.Errorf("ready: %d", rec.Code)
+	}
+	if rec := admin(h, "POST", "/quitquitquit", ""); rec.Code != http.StatusAccepted {
+		t.Errorf("quitquitquit: %d", rec.Code)
+	}
+	s.ready.set(Ready)
+	if rec := admin(h, "GET", "/readyz", ""); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "stopping") {
+		t.Errorf("after quitquitquit: %d %s, want 503 stopping for good", rec.Code, rec.Body)
+	}
+	select {
+	case <-s.stopCh:
+	default:
+		t.Error("quitquitquit did not request the stop")
+	}
+}
