@@ -246,8 +246,8 @@ func NewManager(cfg Config) (*Manager, error) {
 		if !r.State.Terminal() {
 			m.live++
 		}
-		m.actLocked(e, e.job.Resume(), &fx)
-		if len(fx.runs) > 0 {
+		if acts := e.job.Resume(); len(acts) > 0 {
+			m.actLocked(e, acts, &fx)
 			m.log.Info("job action resumed", "job", r.ID, "state", r.State.String())
 		}
 	}
@@ -321,15 +321,11 @@ func (m *Manager) Tick(now time.Time) {
 		}
 	}
 	dirty := m.dirtyLocked()
-	closed := m.closed
 	m.mu.Unlock()
 	m.finish(fx)
 	_ = m.commit(dirty)
-	if !closed {
-		for _, p := range probes {
-			m.wg.Add(1)
-			go m.runProbe(p.id, p.url, p.ptr)
-		}
+	for _, p := range probes {
+		m.spawn(func() { m.runProbe(p.id, p.url, p.ptr) })
 	}
 	if len(prune) > 0 {
 		m.prune(prune)
@@ -459,10 +455,24 @@ func (m *Manager) actLocked(e *entry, acts []Action, fx *effects) {
 func (m *Manager) finish(fx effects) error {
 	err := m.commit(fx.recs)
 	for _, r := range fx.runs {
-		m.wg.Add(1)
-		go m.runAction(r)
+		m.spawn(func() { m.runAction(r) })
 	}
 	return err
+}
+
+// spawn runs fn in a goroutine that Close waits for, unless the Manager is
+// closed: then the work is left for the next start.
+func (m *Manager) spawn(fn func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		fn()
+	}()
 }
 
 // commit writes the records whose version is newer than the one last

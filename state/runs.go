@@ -19,7 +19,6 @@ var actionBackoff = ExpBackoff{Min: time.Second, Max: 30 * time.Second, Factor: 
 // job as events. When the Manager closes it abandons the action without an
 // event: the job stays cancelling or cleaning and resumes at the next start.
 func (m *Manager) runAction(r runReq) {
-	defer m.wg.Done()
 	name := r.act.String()
 	if r.spec == nil {
 		m.met.actions.WithLabelValues(name, ResultSkipped).Inc()
@@ -86,7 +85,6 @@ func (m *Manager) deliver(r runReq, ev Event, done bool) {
 // runProbe reads the job's progress probe once; an increase of the value is
 // progress.
 func (m *Manager) runProbe(id, rawURL, ptr string) {
-	defer m.wg.Done()
 	v, err := m.readProbe(id, rawURL, ptr)
 	var fx effects
 	m.mu.Lock()
