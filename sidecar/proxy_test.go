@@ -130,7 +130,7 @@ func TestHungStoreRealSockets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := s.startLoops()
+	stop := s.StartLoops()
 	defer stop()
 	front := httptest.NewServer(s.ProxyHandler())
 	defer front.Close()

@@ -187,7 +187,7 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 				"addr", proxyLn.Addr().String())
 		}
 	}
-	stopLoops := s.startLoops()
+	stopLoops := s.StartLoops()
 
 	proxySrv := &http.Server{
 		Handler:           s.proxy,
@@ -242,10 +242,11 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 	return runErr
 }
 
-// startLoops starts the control loop, the job manager and the credential
+// StartLoops starts, for a Server used through its handlers rather than
+// Serve, the control loop, the job manager and the credential
 // refresher. The func it returns wakes anything still queued, stops them and
 // flushes job state.
-func (s *Server) startLoops() (stop func()) {
+func (s *Server) StartLoops() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var loops sync.WaitGroup
 	loops.Go(func() { s.controlLoop(ctx) })

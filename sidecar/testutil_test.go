@@ -69,7 +69,7 @@ func newTestServer(t *testing.T, store http.Handler, env ...string) *Server {
 	if store != nil {
 		s.proxy.transport = memTransport{store}
 	}
-	stop := s.startLoops()
+	stop := s.StartLoops()
 	t.Cleanup(stop)
 	return s
 }
