@@ -74,9 +74,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the sluice_auth_* metrics; nil registers nothing.
 	Registerer prometheus.Registerer
-	// HTTPClient performs token-url fetches and the AWS SDK's credential
-	// calls (container and web-identity endpoints). It should have its own
+	// HTTPClient performs token-url fetches. It should have its own
 	// timeout; every fetch is also bounded by SLUICE_TOKEN_FETCH_TIMEOUT.
+	// aws-sigv4 uses the AWS SDK's own client instead (it honours
+	// AWS_CA_BUNDLE), with SLUICE_TOKEN_FETCH_TIMEOUT as its timeout.
 	HTTPClient *http.Client
 	// Now is the clock for expiry, refresh and signing times. The
 	// background loop's timers are the time package's, so a replacement
@@ -223,7 +224,7 @@ func New(c Config, opts Options) (*Authenticator, error) {
 		}
 		a.src = src
 	case SourceAWSSigV4:
-		src, region, err := newAWSSource(c, opts.AWSCredentials, client)
+		src, region, err := newAWSSource(c, opts.AWSCredentials)
 		if err != nil {
 			return nil, err
 		}

@@ -12,8 +12,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
 )
 
 // unsignedPayloadServices accept "UNSIGNED-PAYLOAD" as the payload hash,
@@ -32,12 +33,14 @@ type awsSource struct {
 	provider aws.CredentialsProvider
 }
 
-func newAWSSource(c Config, provider aws.CredentialsProvider, client *http.Client) (*awsSource, string, error) {
+// newAWSSource resolves the credential provider and the signing region.
+// The SDK's credential calls use its own HTTP client (so that AWS_CA_BUNDLE
+// and a profile's ca_bundle keep working) with FetchTimeout as its timeout.
+func newAWSSource(c Config, provider aws.CredentialsProvider) (*awsSource, string, error) {
 	region := c.AWSRegion
 	if provider == nil {
 		opts := []func(*config.LoadOptions) error{
-			config.WithHTTPClient(client),
-			config.WithEndpointCredentialOptions(func(o *endpointcreds.Options) { o.HTTPClient = client }),
+			config.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(c.FetchTimeout)),
 			// The Authenticator retries with its own backoff; the SDK's
 			// retries would sleep inside a fetch and outlast its timeout.
 			config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
@@ -86,6 +89,12 @@ func (s *awsSource) fetch(ctx context.Context, _ time.Time) (credential, error) 
 
 func (s *awsSource) secrets() []string { return nil }
 
+// signerOptions applies the service's canonical URI rule: S3 encodes the
+// path once, every other service twice (the SDK's S3 client does the same).
+func (a *Authenticator) signerOptions(o *v4.SignerOptions) {
+	o.DisableURIPathEscaping = a.service == "s3"
+}
+
 // sign signs req with SigV4 using c at the current time.
 func (a *Authenticator) sign(req *http.Request, c *credential) error {
 	hash, err := a.payloadHash(req)
@@ -98,7 +107,7 @@ func (a *Authenticator) sign(req *http.Request, c *credential) error {
 	h.Del("X-Amz-Date")
 	h.Del("X-Amz-Security-Token")
 	h.Set("X-Amz-Content-Sha256", hash)
-	if err := a.signer.SignHTTP(req.Context(), c.aws, req, hash, a.service, a.region, a.now()); err != nil {
+	if err := a.signer.SignHTTP(req.Context(), c.aws, req, hash, a.service, a.region, a.now(), a.signerOptions); err != nil {
 		return fmt.Errorf("auth: aws-sigv4 signing for service %q: %w", a.service, err)
 	}
 	return nil

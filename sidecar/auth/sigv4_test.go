@@ -1,0 +1,604 @@
+package auth
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+)
+
+const (
+	exampleKeyID  = "AKIAIOSFODNN7EXAMPLE"
+	exampleSecret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+)
+
+// sigv4Auth returns an aws-sigv4 Authenticator for service with static
+// credentials, a clock fixed at now (zero: the wall clock), and a fetched
+// credential.
+func sigv4Auth(t *testing.T, service string, creds aws.Credentials, now time.Time, mod func(*Options)) *harness {
+	t.Helper()
+	c := testConfig(SourceAWSSigV4)
+	c.AWSService = service
+	h := newHarness(t, c, nil, func(o *Options) {
+		o.AWSCredentials = credentials.StaticCredentialsProvider{Value: creds}
+		if !now.IsZero() {
+			o.Now = func() time.Time { return now }
+		}
+		if mod != nil {
+			mod(o)
+		}
+	})
+	h.a.fetch(context.Background())
+	if !h.a.Ready() {
+		t.Fatalf("not ready: %+v", h.a.Status())
+	}
+	return h
+}
+
+// The example from the Amazon S3 documentation ("Signature Calculations
+// for the Authorization Header", GET Object): an independent, published
+// signature for a fixed credential and time.
+func TestSigV4S3DocumentedExample(t *testing.T) {
+	now := time.Date(2013, 5, 24, 0, 0, 0, 0, time.UTC)
+	h := sigv4Auth(t, "s3", aws.Credentials{AccessKeyID: exampleKeyID, SecretAccessKey: exampleSecret}, now, nil)
+	req := newRequest(t, "GET", "https://examplebucket.s3.amazonaws.com/test.txt", "")
+	req.Header.Set("Range", "bytes=0-9")
+	if err := h.a.Apply(req); err != nil {
+		t.Fatal(err)
+	}
+	want := "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, " +
+		"SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, " +
+		"Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+	if got := req.Header.Get("Authorization"); got != want {
+		t.Errorf("Authorization =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// Requests signed by Apply carry exactly the headers the SDK's signer
+// produces for the same request, credential, payload hash and time.
+func TestSigV4MatchesSDK(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 34, 56, 0, time.UTC)
+	static := aws.Credentials{AccessKeyID: "AKIDEXAMPLE", SecretAccessKey: "s3cr3t-static-key"}
+	session := aws.Credentials{AccessKeyID: "ASIAEXAMPLE", SecretAccessKey: "s3cr3t-session-key", SessionToken: "s3ss10n-token-value"}
+	bulk := "{\"index\":{}}\n{\"a\":1}\n"
+	for _, tc := range []struct {
+		name, service, method, url, body string
+		headers                          map[string]string
+		creds                            aws.Credentials
+		wantHash                         string
+	}{
+		{"es bulk", "es", "POST", "https://search-x.us-east-1.es.amazonaws.com/_bulk", bulk,
+			map[string]string{"Content-Type": "application/x-ndjson"}, static, sha256Hex(bulk)},
+		{"aoss with session token", "aoss", "POST", "https://abc.us-east-1.aoss.amazonaws.com/idx/_doc?refresh=false", `{"a":1}`,
+			map[string]string{"Content-Type": "application/json"}, session, sha256Hex(`{"a":1}`)},
+		{"dynamodb", "dynamodb", "POST", "https://dynamodb.us-east-1.amazonaws.com/", `{"RequestItems":{}}`,
+			map[string]string{"X-Amz-Target": "DynamoDB_20120810.BatchWriteItem", "Content-Type": "application/x-amz-json-1.0"}, static, sha256Hex(`{"RequestItems":{}}`)},
+		{"s3 put unsigned", "s3", "PUT", "https://bucket.s3.us-east-1.amazonaws.com/dir/a%20key.json?partNumber=1&uploadId=x%2By", "object body",
+			nil, session, unsignedPayload},
+		{"s3 get", "s3", "GET", "https://bucket.s3.us-east-1.amazonaws.com/k?list-type=2&prefix=a+b", "",
+			nil, static, emptyPayloadHash},
+		{"loader's stale signature replaced", "es", "PUT", "https://search-x.us-east-1.es.amazonaws.com/idx", `{}`,
+			map[string]string{"Authorization": "AWS4-HMAC-SHA256 Credential=LOADER/...", "X-Amz-Date": "20000101T000000Z", "X-Amz-Security-Token": "old"}, static, sha256Hex(`{}`)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := sigv4Auth(t, tc.service, tc.creds, now, nil)
+			req := newRequest(t, tc.method, tc.url, tc.body)
+			for k, v := range tc.headers {
+				req.Header.Set(k, v)
+			}
+			want := req.Clone(context.Background())
+			want.Header.Del("Authorization")
+			want.Header.Del("X-Amz-Date")
+			want.Header.Del("X-Amz-Security-Token")
+			want.Header.Set("X-Amz-Content-Sha256", tc.wantHash)
+			// The SDK's S3 client signs with DisableURIPathEscaping.
+			s3Opt := func(o *v4.SignerOptions) { o.DisableURIPathEscaping = tc.service == "s3" }
+			if err := v4.NewSigner().SignHTTP(context.Background(), tc.creds, want, tc.wantHash, tc.service, "us-east-1", now, s3Opt); err != nil {
+				t.Fatal(err)
+			}
+
+			if err := h.a.Apply(req); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(req.Header, want.Header) {
+				t.Errorf("headers\n%v\nwant (SDK)\n%v", req.Header, want.Header)
+			}
+			if req.URL.String() != want.URL.String() {
+				t.Errorf("URL %s, want %s", req.URL, want.URL)
+			}
+			if tc.body != "" {
+				if b, _ := io.ReadAll(req.Body); string(b) != tc.body {
+					t.Errorf("body after signing = %q", b)
+				}
+			}
+			// A retry of the same request is signed again, not kept.
+			if err := h.a.Apply(req); err != nil || !reflect.DeepEqual(req.Header, want.Header) {
+				t.Errorf("re-applied: %v, headers %v", err, req.Header)
+			}
+		})
+	}
+}
+
+// verifySigV4 is an S3-compatible store's check of a header-signed request,
+// written from the SigV4 specification, independently of the SDK.
+func verifySigV4(r *http.Request, body []byte, keys map[string]string, now time.Time) error {
+	const prefix = "AWS4-HMAC-SHA256 "
+	authz := r.Header.Get("Authorization")
+	if !strings.HasPrefix(authz, prefix) {
+		return fmt.Errorf("no SigV4 Authorization: %q", authz)
+	}
+	fields := map[string]string{}
+	for _, kv := range strings.Split(strings.TrimPrefix(authz, prefix), ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		fields[k] = v
+	}
+	scope := strings.SplitN(fields["Credential"], "/", 2)
+	if len(scope) != 2 {
+		return fmt.Errorf("bad Credential %q", fields["Credential"])
+	}
+	secret, ok := keys[scope[0]]
+	if !ok {
+		return fmt.Errorf("unknown access key %q", scope[0])
+	}
+	parts := strings.Split(scope[1], "/") // date/region/service/aws4_request
+	amzDate := r.Header.Get("X-Amz-Date")
+	t, err := time.Parse("20060102T150405Z", amzDate)
+	if err != nil || len(parts) != 4 || !strings.HasPrefix(amzDate, parts[0]) {
+		return fmt.Errorf("bad date %q for scope %q", amzDate, scope[1])
+	}
+	if d := now.Sub(t); d > 15*time.Minute || d < -15*time.Minute {
+		return fmt.Errorf("request time %s too far from %s", t, now)
+	}
+	payload := r.Header.Get("X-Amz-Content-Sha256")
+	if payload != "UNSIGNED-PAYLOAD" && payload != sha256Hex(string(body)) {
+		return fmt.Errorf("x-amz-content-sha256 %q does not match the body", payload)
+	}
+
+	signed := strings.Split(fields["SignedHeaders"], ";")
+	var ch strings.Builder
+	for _, name := range signed {
+		var v string
+		switch name {
+		case "host":
+			v = r.Host
+		case "content-length":
+			v = strconv.FormatInt(r.ContentLength, 10)
+		default:
+			vals := r.Header.Values(name)
+			for i := range vals {
+				vals[i] = strings.Join(strings.Fields(vals[i]), " ")
+			}
+			v = strings.Join(vals, ",")
+		}
+		fmt.Fprintf(&ch, "%s:%s\n", name, v)
+	}
+	q := r.URL.Query()
+	keysQ := make([]string, 0, len(q))
+	for k := range q {
+		keysQ = append(keysQ, k)
+	}
+	sort.Strings(keysQ)
+	var qs []string
+	enc := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
+	for _, k := range keysQ {
+		vs := slices.Clone(q[k])
+		sort.Strings(vs)
+		for _, v := range vs {
+			qs = append(qs, enc(k)+"="+enc(v))
+		}
+	}
+	// The path is URI-encoded once for S3 and twice for other services.
+	uri := r.URL.EscapedPath()
+	if parts[2] != "s3" {
+		segs := strings.Split(uri, "/")
+		for i := range segs {
+			segs[i] = url.PathEscape(segs[i])
+		}
+		uri = strings.Join(segs, "/")
+	}
+	canonical := strings.Join([]string{r.Method, uri, strings.Join(qs, "&"), ch.String(), fields["SignedHeaders"], payload}, "\n")
+	toSign := strings.Join([]string{"AWS4-HMAC-SHA256", amzDate, scope[1], sha256Hex(canonical)}, "\n")
+	mac := func(key []byte, s string) []byte {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(s))
+		return m.Sum(nil)
+	}
+	k := mac([]byte("AWS4"+secret), parts[0])
+	for _, p := range parts[1:] {
+		k = mac(k, p)
+	}
+	if want := hex.EncodeToString(mac(k, toSign)); want != fields["Signature"] {
+		return fmt.Errorf("signature mismatch: canonical request\n%s", canonical)
+	}
+	return nil
+}
+
+// s3Double is an S3-compatible store that accepts only correctly signed
+// requests and keeps the objects it was sent.
+type s3Double struct {
+	keys    map[string]string
+	mu      sync.Mutex
+	objects map[string][]byte
+	denied  []string
+}
+
+func (s *s3Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if err := verifySigV4(r, body, s.keys, time.Now()); err != nil {
+		s.mu.Lock()
+		s.denied = append(s.denied, err.Error())
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `<Error><Code>SignatureDoesNotMatch</Code></Error>`)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch r.Method {
+	case http.MethodPut:
+		s.objects[r.URL.Path] = body
+	case http.MethodGet:
+		b, ok := s.objects[r.URL.Path]
+		if !ok {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		w.Write(b)
+	}
+}
+
+// An S3-compatible store double verifies the Authorization header of
+// requests signed by Apply: uploads with UNSIGNED-PAYLOAD, reads, a body
+// hashed for a non-S3 service, and a session token; a request altered after
+// signing is refused, so the double does check.
+func TestSigV4AgainstStoreDouble(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "ASIASTORE", SecretAccessKey: "store-secret-key", SessionToken: "store-session"}
+	store := &s3Double{keys: map[string]string{creds.AccessKeyID: creds.SecretAccessKey}, objects: map[string][]byte{}}
+	srv := httptest.NewServer(store)
+	defer srv.Close()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+
+	do := func(h *harness, method, path, body string, tamper func(*http.Request)) (int, string) {
+		t.Helper()
+		req := newRequest(t, method, srv.URL+path, body)
+		req.Header.Set("Content-Type", "application/octet-stream")
+		if err := h.a.Apply(req); err != nil {
+			t.Fatal(err)
+		}
+		if tamper != nil {
+			tamper(req)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	s3 := sigv4Auth(t, "s3", creds, time.Time{}, nil)
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB, never hashed
+	if code, _ := do(s3, "PUT", "/bucket/big%20object", big, nil); code != 200 {
+		t.Fatalf("PUT: %d %v", code, store.denied)
+	}
+	if code, body := do(s3, "GET", "/bucket/big%20object?versionId=1", "", nil); code != 200 || body != big {
+		t.Fatalf("GET: %d, %d bytes, %v", code, len(body), store.denied)
+	}
+	es := sigv4Auth(t, "es", creds, time.Time{}, nil)
+	if code, _ := do(es, "POST", "/_bulk", "{\"index\":{}}\n{}\n", nil); code != 200 {
+		t.Fatalf("POST with hashed body: %d %v", code, store.denied)
+	}
+	if code, _ := do(es, "PUT", "/idx/_doc/a%20b", "{}", nil); code != 200 {
+		t.Fatalf("PUT with an escaped path to a non-S3 service: %d %v", code, store.denied)
+	}
+	if code, _ := do(s3, "PUT", "/bucket/x", "data", func(r *http.Request) { r.Header.Set("Content-Type", "text/plain") }); code != http.StatusForbidden {
+		t.Errorf("a request altered after signing got %d, want 403", code)
+	}
+	if code, _ := do(es, "POST", "/_bulk", "original", func(r *http.Request) {
+		r.Body = io.NopCloser(strings.NewReader("tamperd")) // same length, different bytes
+		r.ContentLength = 7
+	}); code != http.StatusForbidden {
+		t.Errorf("a body altered after hashing got %d, want 403", code)
+	}
+}
+
+// readFailer fails the test if anything reads the body.
+type readFailer struct{ t *testing.T }
+
+func (r readFailer) Read([]byte) (int, error) {
+	r.t.Error("the body was read although UNSIGNED-PAYLOAD applies")
+	return 0, io.EOF
+}
+func (readFailer) Close() error { return nil }
+
+func TestPayloadHash(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKID", SecretAccessKey: "secret-key-1"}
+	body := "0123456789"
+	type budget struct {
+		mu       sync.Mutex
+		reserved int64
+		releases int
+	}
+	for _, tc := range []struct {
+		name     string
+		service  string
+		req      func() *http.Request
+		budget   int64 // bytes available; -1 for no budget at all
+		want     string
+		tooLarge int64 // Size of the expected *TooLargeError, 0 for none
+		wantErr  string
+	}{
+		{"no body", "es", func() *http.Request { return newRequest(t, "GET", "http://s/", "") }, -1, emptyPayloadHash, 0, ""},
+		{"s3 streams unsigned", "s3", func() *http.Request {
+			r := newRequest(t, "PUT", "http://s/b/k", "")
+			r.Body, r.ContentLength = readFailer{t}, 1<<40
+			return r
+		}, -1, unsignedPayload, 0, ""},
+		{"buffered by the proxy", "es", func() *http.Request { return newRequest(t, "POST", "http://s/", body) }, -1, sha256Hex(body), 0, ""},
+		{"streamed, within budget", "es", func() *http.Request {
+			r := newRequest(t, "POST", "http://s/", body)
+			r.GetBody = nil
+			return r
+		}, 100, sha256Hex(body), 0, ""},
+		{"streamed, over budget", "es", func() *http.Request {
+			r := newRequest(t, "POST", "http://s/", body)
+			r.GetBody = nil
+			return r
+		}, 5, "", 10, ""},
+		{"streamed, no budget", "es", func() *http.Request {
+			r := newRequest(t, "POST", "http://s/", body)
+			r.GetBody = nil
+			return r
+		}, -1, "", 10, ""},
+		{"streamed, unknown length", "es", func() *http.Request {
+			r := newRequest(t, "POST", "http://s/", body)
+			r.GetBody, r.ContentLength = nil, -1
+			return r
+		}, 100, "", -1, ""},
+		{"GetBody shorter than Content-Length", "es", func() *http.Request {
+			r := newRequest(t, "POST", "http://s/", body)
+			r.ContentLength = 11
+			return r
+		}, -1, "", 0, "Content-Length is 11"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &budget{}
+			h := sigv4Auth(t, tc.service, creds, time.Time{}, func(o *Options) {
+				if tc.budget < 0 {
+					return
+				}
+				o.BufferBudget = func(n int64) (func(), bool) {
+					b.mu.Lock()
+					defer b.mu.Unlock()
+					if b.reserved+n > tc.budget {
+						return nil, false
+					}
+					b.reserved += n
+					return func() {
+						b.mu.Lock()
+						defer b.mu.Unlock()
+						b.reserved -= n
+						b.releases++
+					}, true
+				}
+			})
+			req := tc.req()
+			err := h.a.Apply(req)
+			var tl *TooLargeError
+			switch {
+			case tc.tooLarge != 0:
+				if !errors.As(err, &tl) || tl.Size != tc.tooLarge || tl.Service != tc.service || tl.StatusCode() != http.StatusRequestEntityTooLarge {
+					t.Fatalf("Apply = %v, want *TooLargeError of size %d", err, tc.tooLarge)
+				}
+				return
+			case tc.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Apply = %v, want %q", err, tc.wantErr)
+				}
+				return
+			case err != nil:
+				t.Fatal(err)
+			}
+			if got := req.Header.Get("X-Amz-Content-Sha256"); got != tc.want {
+				t.Errorf("payload hash %q, want %q", got, tc.want)
+			}
+			if tc.service == "s3" {
+				return
+			}
+			if req.Body != nil {
+				if got, _ := io.ReadAll(req.Body); len(got) > 0 && string(got) != body {
+					t.Errorf("body after hashing = %q", got)
+				}
+				req.Body.Close()
+				req.Body.Close()
+			}
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if b.reserved != 0 || (tc.budget > 0 && b.releases != 1) {
+				t.Errorf("budget after Close: %d bytes reserved, %d releases; want 0 and 1", b.reserved, b.releases)
+			}
+		})
+	}
+}
+
+// With SLUICE_AUTH_OVERRIDE=false a loader's presigned or signed request is
+// forwarded as is; our own signature from an earlier attempt is renewed.
+func TestSigV4KeepsLoaderSignature(t *testing.T) {
+	c := testConfig(SourceAWSSigV4)
+	c.Override = false
+	now := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)
+	h := newHarness(t, c, nil, func(o *Options) {
+		o.AWSCredentials = credentials.NewStaticCredentialsProvider("AKIDOURS", "our-secret", "")
+		o.Now = func() time.Time { return now }
+	})
+	h.a.fetch(context.Background())
+
+	presigned := newRequest(t, "GET", "https://s/x?X-Amz-Signature=abc&X-Amz-Credential=LOADER", "")
+	signed := newRequest(t, "GET", "https://s/x", "")
+	signed.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=LOADER/20250301/us-east-1/es/aws4_request, SignedHeaders=host, Signature=x")
+	for _, req := range []*http.Request{presigned, signed} {
+		before := req.Header.Clone()
+		if err := h.a.Apply(req); err != nil || !reflect.DeepEqual(req.Header, before) {
+			t.Errorf("loader-signed %s changed: %v %v", req.URL, err, req.Header)
+		}
+	}
+	ours := newRequest(t, "GET", "https://s/x", "")
+	if err := h.a.Apply(ours); err != nil {
+		t.Fatal(err)
+	}
+	first := ours.Header.Get("X-Amz-Date")
+	now = now.Add(time.Minute)
+	if err := h.a.Apply(ours); err != nil || ours.Header.Get("X-Amz-Date") == first {
+		t.Errorf("our own signature was not renewed on retry: %v, %s", err, ours.Header.Get("X-Amz-Date"))
+	}
+}
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// isolateAWSEnv makes the SDK's default chain see nothing but what the
+// test sets.
+func isolateAWSEnv(t *testing.T) {
+	dir := t.TempDir()
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+		"AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+		"AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CA_BUNDLE"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+// Credentials from a container-credentials endpoint (ECS, EKS Pod
+// Identity) through the SDK's default chain are fetched once and cached
+// across requests, then refreshed ahead of their expiry.
+func TestContainerCredentialsCached(t *testing.T) {
+	isolateAWSEnv(t)
+	clock := &fakeClock{t: time.Now().UTC().Truncate(time.Second)}
+	var mu sync.Mutex
+	var hits int
+	var authz []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits++
+		n := hits
+		authz = append(authz, r.Header.Get("Authorization"))
+		mu.Unlock()
+		json.NewEncoder(w).Encode(map[string]string{
+			"AccessKeyId":     fmt.Sprintf("ASIACONTAINER%d", n),
+			"SecretAccessKey": fmt.Sprintf("container-secret-%d", n),
+			"Token":           fmt.Sprintf("container-session-%d", n),
+			"Expiration":      clock.Now().Add(15 * time.Minute).Format(time.RFC3339),
+		})
+	}))
+	defer srv.Close()
+	t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", srv.URL+"/v2/credentials")
+	t.Setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "pod-identity-token")
+	c := testConfig(SourceAWSSigV4)
+	h := newHarness(t, c, nil, func(o *Options) { o.Now = clock.Now })
+	hitCount := func() int { mu.Lock(); defer mu.Unlock(); return hits }
+	keyOf := func() string {
+		t.Helper()
+		req := newRequest(t, "POST", "https://search.test/_bulk", "{}")
+		if err := h.a.Apply(req); err != nil {
+			t.Fatal(err)
+		}
+		if req.Header.Get("X-Amz-Security-Token") == "" {
+			t.Error("no session token header")
+		}
+		v := strings.TrimPrefix(req.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential=")
+		return v[:strings.IndexByte(v, '/')]
+	}
+
+	ctx := context.Background()
+	h.a.step(ctx)
+	for range 100 {
+		if k := keyOf(); k != "ASIACONTAINER1" {
+			t.Fatalf("signed with %q", k)
+		}
+	}
+	if n := hitCount(); n != 1 {
+		t.Fatalf("%d endpoint calls for 100 requests, want 1", n)
+	}
+	clock.Add(5 * time.Minute)
+	h.a.step(ctx)
+	if n := hitCount(); n != 1 {
+		t.Errorf("%d endpoint calls 5 minutes into a 15-minute credential, want 1", n)
+	}
+	clock.Add(6 * time.Minute) // past the refresh point, 10–11 minutes in
+	h.a.step(ctx)
+	if n := hitCount(); n != 2 {
+		t.Errorf("%d endpoint calls after the refresh point, want 2", n)
+	}
+	if k := keyOf(); k != "ASIACONTAINER2" {
+		t.Errorf("signed with %q after refresh", k)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, a := range authz {
+		if a != "pod-identity-token" {
+			t.Errorf("endpoint saw Authorization %q", a)
+		}
+	}
+}
+
+func TestNewAWSNeedsRegion(t *testing.T) {
+	isolateAWSEnv(t)
+	c := testConfig(SourceAWSSigV4)
+	c.AWSRegion = ""
+	_, err := New(c, Options{})
+	if err == nil || !strings.Contains(err.Error(), "SLUICE_AWS_REGION") {
+		t.Errorf("New without a region = %v", err)
+	}
+	t.Setenv("AWS_REGION", "eu-west-1")
+	a, err := New(c, Options{})
+	if err != nil || a.region != "eu-west-1" {
+		t.Errorf("New with AWS_REGION = %v, region %q", err, a.region)
+	}
+}
