@@ -158,7 +158,7 @@ func (s *ActionSpec) request(id string) (*http.Request, error) {
 	return req, nil
 }
 
-// Argv returns the command's argv for job id.
+// ExpandArgv returns the command's argv for job id, ${JOB} replaced as plain text.
 func (s *ActionSpec) ExpandArgv(id string) []string {
 	argv := make([]string, len(s.Argv))
 	for i, a := range s.Argv {
