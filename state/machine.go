@@ -107,8 +107,8 @@ func (s *State) UnmarshalText(b []byte) error {
 // transitions is the table of legal transitions, consulted by become.
 // README.md draws it.
 var transitions = map[State][]State{
-	Pending:    {Running, Throttled, Backoff, Stalled, Cancelling, Completed},
-	Running:    {Throttled, Backoff, Stalled, Cancelling, Completed},
+	Pending:    {Running, Throttled, Stalled, Cancelling, Completed},
+	Running:    {Throttled, Stalled, Cancelling, Completed},
 	Throttled:  {Running, Backoff, Stalled, Cancelling, Completed},
 	Backoff:    {Throttled, Stalled, Cancelling, Completed},
 	Stalled:    {Running, Cancelling, Completed},
@@ -629,23 +629,23 @@ func stepPending(j *Job, ev Event, now time.Time) ([]Action, error) {
 	return stepRunning(j, ev, now)
 }
 
+// stepRunning: any throttle makes the job throttled first, so its history
+// always shows the way it went (running → throttled → backoff); a
+// Retry-After or repeated throttling then holds it in the same step.
 func stepRunning(j *Job, ev Event, now time.Time) ([]Action, error) {
 	switch ev.Type {
 	case EvThrottle:
-		if ev.RetryAfter > 0 {
-			return j.enterBackoff(ev.RetryAfter, "retry_after", now), nil
-		}
-		if j.consecutive >= j.p.BackoffAfter {
-			return j.enterBackoff(0, "repeated_throttling", now), nil
-		}
 		j.become(Throttled, string(CauseStoreThrottling), now)
+		if acts, _ := stepThrottled(j, ev, now); len(acts) > 0 {
+			return acts, nil
+		}
 		return []Action{ActPersist}, nil
 	case EvUpstreamError:
 		if ev.Timeout {
-			if j.consecutive >= j.p.BackoffAfter {
-				return j.enterBackoff(0, "repeated_timeouts", now), nil
-			}
 			j.become(Throttled, string(CauseUpstreamTimeouts), now)
+			if acts, _ := stepThrottled(j, ev, now); len(acts) > 0 {
+				return acts, nil
+			}
 			return []Action{ActPersist}, nil
 		}
 	}
@@ -681,6 +681,12 @@ func stepBackoff(j *Job, ev Event, now time.Time) ([]Action, error) {
 	case EvRelease:
 		j.probing = false
 	case EvProgress:
+		// Only the probe's own success ends the hold: writes admitted
+		// before it may still land after the store stopped accepting, and
+		// must not make the job flap (their progress still counts).
+		if !j.probing {
+			return nil, nil
+		}
 		j.become(Throttled, "probe_succeeded", now)
 		j.bo.Reset()
 		return []Action{ActPersist}, nil
