@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
@@ -418,6 +419,42 @@ func TestMetricsLint(t *testing.T) {
 		}
 		if _, err := New(testConfig(SourceTokenURL), Options{Registerer: h.reg}); err == nil {
 			t.Error("registering twice on one registry did not fail")
+		}
+	})
+}
+
+// Status is JSON-ready with stable snake_case keys and no secret.
+func TestStatusJSON(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := &tokenServer{lifetime: time.Hour}
+		h := newHarness(t, testConfig(SourceTokenURL), srv, nil)
+		h.start(t)
+		synctest.Wait()
+		b, err := json.Marshal(h.a.Status())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UTC()
+		want := map[string]any{
+			"source": "token-url", "ready": true, "last_result": "success", "fetches": 1.0, "consecutive_failures": 0.0,
+			"expiry":       now.Add(time.Hour).Format(time.RFC3339Nano),
+			"last_refresh": now.Format(time.RFC3339Nano),
+			"last_attempt": now.Format(time.RFC3339Nano),
+		}
+		for k, v := range want {
+			if m[k] != v {
+				t.Errorf("status[%q] = %v, want %v (%s)", k, m[k], v, b)
+			}
+		}
+		if _, ok := m["next_refresh"]; !ok {
+			t.Errorf("no next_refresh in %s", b)
+		}
+		if _, ok := m["last_error"]; ok || strings.Contains(string(b), "tok-1") {
+			t.Errorf("status %s", b)
 		}
 	})
 }

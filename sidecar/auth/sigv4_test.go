@@ -421,6 +421,9 @@ func TestPayloadHash(t *testing.T) {
 				if !errors.As(err, &tl) || tl.Size != tc.tooLarge || tl.Service != tc.service || tl.StatusCode() != http.StatusRequestEntityTooLarge {
 					t.Fatalf("Apply = %v, want *TooLargeError of size %d", err, tc.tooLarge)
 				}
+				if msg := tl.Error(); !strings.HasPrefix(msg, "auth: aws-sigv4 for service \"es\"") || !strings.Contains(msg, "buffer budget") {
+					t.Errorf("TooLargeError message %q", msg)
+				}
 				return
 			case tc.wantErr != "":
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
