@@ -93,7 +93,11 @@ func TestBearerFileRotation(t *testing.T) {
 					t.Fatalf("token = %q, want file-token-1", got)
 				}
 
-				time.Sleep(time.Minute)
+				// Half a poll period off the loop's ticks, so that an
+				// in-place rewrite (truncate, then write) is never observed
+				// half-done; the loop would read the empty file, keep the
+				// cached token, and read again on the next poll.
+				time.Sleep(time.Minute + c.TokenFilePoll/2)
 				if n := h.a.Status().Fetches; n != 1 {
 					t.Errorf("%d reads of an unchanged file in a minute, want 1", n)
 				}
