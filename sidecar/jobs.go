@@ -61,8 +61,8 @@ func actionFromEnv(u, method, command string) *state.ActionSpec {
 // jobsAdapter lets the proxy report to the job manager.
 type jobsAdapter struct{ m *state.Manager }
 
-func (a jobsAdapter) Admit(ctx context.Context, job string) (context.Context, func(), error) {
-	return a.m.Admit(ctx, job)
+func (a jobsAdapter) Admit(ctx context.Context, job string, maxWait time.Duration) (context.Context, func(), error) {
+	return a.m.AdmitWithin(ctx, job, maxWait)
 }
 
 func (a jobsAdapter) Observe(job string, o Observation) {
@@ -115,10 +115,14 @@ func jobErrorStatus(err error) (int, string) {
 		return http.StatusConflict, "illegal_transition"
 	case errors.Is(err, state.ErrInvalid):
 		return http.StatusBadRequest, "invalid_request"
+	case errors.Is(err, state.ErrClosed):
+		return http.StatusServiceUnavailable, "shutting_down"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// Held in backoff past the queue timeout: come back later.
 		return http.StatusTooManyRequests, "job_backoff"
 	}
-	return http.StatusInternalServerError, "internal"
+	// A store write error (the checkpoint is not durable): retry later.
+	return http.StatusServiceUnavailable, "state_write_failed"
 }
 
 // jobsAPI registers the /v1/jobs endpoints.

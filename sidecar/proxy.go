@@ -41,7 +41,8 @@ type Jobs interface {
 	// Admit is called before a write for job is forwarded. The context it
 	// returns is cancelled when the job is cancelled; release is called when
 	// the write ends. Its errors become the loader's 4xx (see writeAdmitError).
-	Admit(ctx context.Context, job string) (context.Context, func(), error)
+	// A held job's write waits at most maxWait.
+	Admit(ctx context.Context, job string, maxWait time.Duration) (context.Context, func(), error)
 	// Observe reports one upstream attempt's outcome.
 	Observe(job string, o Observation)
 }
@@ -236,7 +237,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"X-Sluice-Job must be 1-128 characters of A-Za-z0-9._:-", map[string]any{"job": truncate(job, 140)})
 		return
 	}
-	ctx, release, err := p.jobs.Admit(r.Context(), job)
+	ctx, release, err := p.jobs.Admit(r.Context(), job, p.queueTimeout)
 	if err != nil {
 		ex.status = writeAdmitError(w, job, err)
 		return

@@ -271,7 +271,8 @@ type Policy struct {
 	Deadline     time.Duration // since creation → cancelling; 0 = none
 	AutoCancel   bool
 	QuietAfter   time.Duration // throttled → running after progress and no throttle this long
-	BackoffAfter int           // consecutive throttles (no progress between) → backoff
+	BackoffAfter int           // consecutive throttles (no progress between) → backoff…
+	BackoffQuiet time.Duration // …once there has also been no progress for this long
 	Backoff      ExpBackoff    // probe schedule in backoff
 }
 
@@ -660,18 +661,28 @@ func stepThrottled(j *Job, ev Event, now time.Time) ([]Action, error) {
 			return []Action{ActPersist}, nil
 		}
 	case EvThrottle:
-		if ev.RetryAfter > 0 {
-			return j.enterBackoff(ev.RetryAfter, "retry_after", now), nil
-		}
-		if j.consecutive >= j.p.BackoffAfter {
-			return j.enterBackoff(0, "repeated_throttling", now), nil
+		if j.rejectingAll(now) {
+			reason := "repeated_throttling"
+			if ev.RetryAfter > 0 {
+				reason = "retry_after"
+			}
+			return j.enterBackoff(ev.RetryAfter, reason, now), nil
 		}
 	case EvUpstreamError:
-		if ev.Timeout && j.consecutive >= j.p.BackoffAfter {
+		if ev.Timeout && j.rejectingAll(now) {
 			return j.enterBackoff(0, "repeated_timeouts", now), nil
 		}
 	}
 	return nil, nil
+}
+
+// rejectingAll reports whether the store seems to reject all of the job's
+// writes: BackoffAfter throttles in a row and no progress for BackoffQuiet.
+// A store that throttles some writes while accepting others (a quota that
+// sends Retry-After: 1 with every rejection) never holds the job: the
+// limiter already paces it, and holding it would leave capacity idle.
+func (j *Job) rejectingAll(now time.Time) bool {
+	return j.consecutive >= j.p.BackoffAfter && now.Sub(j.stallClock) >= j.p.BackoffQuiet
 }
 
 func stepBackoff(j *Job, ev Event, now time.Time) ([]Action, error) {

@@ -18,6 +18,7 @@ func testPolicy() Policy {
 		AutoCancel:   true,
 		QuietAfter:   30 * time.Second,
 		BackoffAfter: 3,
+		BackoffQuiet: 2 * time.Second,
 		Backoff:      ExpBackoff{Min: time.Second, Max: time.Minute, Factor: 2, Jitter: 0.2},
 	}
 }
@@ -74,7 +75,7 @@ func TestEveryLegalTransition(t *testing.T) {
 		{Running, Cancelling, []tev{{0, cancel}}},
 		{Running, Completed, []tev{{0, complete}}},
 		{Throttled, Running, []tev{{time.Second, progress}, {31 * time.Second, progress}}},
-		{Throttled, Backoff, []tev{{0, throttle}, {0, timeout}, {0, throttle}}},
+		{Throttled, Backoff, []tev{{0, throttle}, {time.Second, timeout}, {2 * time.Second, throttle}}},
 		{Throttled, Stalled, []tev{{stall, tick}}},
 		{Throttled, Cancelling, []tev{{0, cancel}}},
 		{Throttled, Completed, []tev{{0, complete}}},
@@ -431,21 +432,29 @@ func TestRestoreNeverCancels(t *testing.T) {
 
 func TestBackoffProbes(t *testing.T) {
 	j := NewJob("b", testPolicy(), t0, zeroRand)
+	// Throttles amid progress never hold the job; throttles in a row with
+	// no progress for BackoffQuiet do.
 	transcript(t, j, []step{
 		{0, admit, Running, nil},
-		{0, retryAfter(10 * time.Minute), Backoff, nil},
+		{0, retryAfter(time.Second), Throttled, nil},
+		{500 * time.Millisecond, progress, Throttled, nil},
+		{time.Second, retryAfter(time.Second), Throttled, nil},
+		{1500 * time.Millisecond, throttle, Throttled, nil},
+		{2 * time.Second, throttle, Throttled, nil},
+		{2500 * time.Millisecond, retryAfter(10 * time.Minute), Backoff, nil},
 	})
 	// Retry-After is clamped to the backoff's Max.
-	if got := j.ProbeAt().Sub(t0); got != time.Minute {
-		t.Fatalf("probe at +%s, want +1m (clamped Retry-After)", got)
+	const held = 2500 * time.Millisecond
+	if got := j.ProbeAt().Sub(t0); got != held+time.Minute {
+		t.Fatalf("probe at +%s, want +1m after the hold (clamped Retry-After)", got)
 	}
 	// Results of writes admitted before the hold do not advance the schedule.
-	transcript(t, j, []step{{time.Second, throttle, Backoff, nil}})
-	if got := j.ProbeAt().Sub(t0); got != time.Minute {
-		t.Fatalf("probe at +%s after an old write's throttle", got)
+	transcript(t, j, []step{{held + time.Second, throttle, Backoff, nil}, {held + time.Second, progress, Backoff, nil}})
+	if got := j.ProbeAt().Sub(t0); got != held+time.Minute {
+		t.Fatalf("probe at +%s after an old write's answer", got)
 	}
 	// Probe delays double up to Max.
-	at := time.Minute
+	at := held + time.Minute
 	var delays []time.Duration
 	for range 8 {
 		transcript(t, j, []step{{at, admit, Backoff, nil}, {at, throttle, Backoff, nil}})

@@ -41,10 +41,11 @@ type Config struct {
 	// Settings); ProbeInterval is how often it runs.
 	ProbeURL, ProbePointer string
 	ProbeInterval          time.Duration
-	// QuietAfter, BackoffAfter, BackoffMin and BackoffMax tune the machine
+	// QuietAfter, BackoffAfter, BackoffQuiet, BackoffMin and BackoffMax tune the machine
 	// (see Policy).
 	QuietAfter             time.Duration
 	BackoffAfter           int
+	BackoffQuiet           time.Duration
 	BackoffMin, BackoffMax time.Duration
 
 	Logger     *slog.Logger          // nil: discard
@@ -170,6 +171,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	if cfg.BackoffAfter <= 0 {
 		cfg.BackoffAfter = DefaultBackoffAfter
 	}
+	if cfg.BackoffQuiet <= 0 {
+		cfg.BackoffQuiet = DefaultBackoffQuiet
+	}
 	if cfg.BackoffMin <= 0 {
 		cfg.BackoffMin = DefaultBackoffMin
 	}
@@ -272,6 +276,7 @@ func (m *Manager) policy(s Settings) Policy {
 		AutoCancel:   *eff.AutoCancel,
 		QuietAfter:   m.cfg.QuietAfter,
 		BackoffAfter: m.cfg.BackoffAfter,
+		BackoffQuiet: m.cfg.BackoffQuiet,
 		Backoff:      ExpBackoff{Min: m.cfg.BackoffMin, Max: m.cfg.BackoffMax, Factor: 2, Jitter: 0.2},
 	}
 	return p
@@ -570,6 +575,18 @@ func (m *Manager) getOrCreateLocked(id string, s Settings, now time.Time, fx *ef
 // Errors: ErrInvalidJobID, ErrTooManyJobs, *NotAcceptingError (cancelling,
 // cleaning or terminal), ErrClosed, or ctx's error while held.
 func (m *Manager) Admit(ctx context.Context, id string) (context.Context, func(), error) {
+	return m.AdmitWithin(ctx, id, 0)
+}
+
+// AdmitWithin is Admit with a bound on how long a held job's write waits
+// (the proxy's queue timeout; 0 means no bound). Past it the error wraps
+// context.DeadlineExceeded. The bound applies to the wait only, not to the
+// context returned.
+func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Duration) (context.Context, func(), error) {
+	var waitUntil time.Time
+	if maxWait > 0 {
+		waitUntil = m.now().Add(maxWait)
+	}
 	if !ValidJobID(id) {
 		return nil, nil, fmt.Errorf("%w: %q", ErrInvalidJobID, id)
 	}
@@ -594,6 +611,14 @@ func (m *Manager) Admit(ctx context.Context, id string) (context.Context, func()
 		}
 		if slices.Contains(acts, ActHold) {
 			ch, wait := e.changed, e.job.ProbeAt().Sub(now)
+			if !waitUntil.IsZero() {
+				if !now.Before(waitUntil) {
+					m.mu.Unlock()
+					m.finish(fx)
+					return nil, nil, fmt.Errorf("state: job %q held in %s longer than %v: %w", id, e.job.State, maxWait, context.DeadlineExceeded)
+				}
+				wait = min(wait, waitUntil.Sub(now))
+			}
 			e.waiters++
 			m.mu.Unlock()
 			m.finish(fx)

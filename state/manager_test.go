@@ -161,8 +161,9 @@ func TestIncident1Replay(t *testing.T) {
 		if d := refused.Sub(start); d < 10*time.Minute || d > 10*time.Minute+2*time.Second {
 			t.Errorf("writes refused after %s, want StallAfter+CancelGrace = 10m", d)
 		}
-		// Backoff held the writes: a few dozen probes in 10 minutes, not a flood.
-		if attempts > 40 {
+		// Backoff held the writes: after the first BackoffQuiet of
+		// rejections (10ms each here), a few dozen probes in 10 minutes.
+		if attempts > 40+int(DefaultBackoffQuiet/(10*time.Millisecond)) {
 			t.Errorf("%d write attempts reached the throttling store", attempts)
 		}
 		v := mustGet(t, m, "pegasus")

@@ -20,6 +20,7 @@ const (
 	DefaultProbeInterval       = 10 * time.Second
 	DefaultQuietAfter          = 30 * time.Second
 	DefaultBackoffAfter        = 3
+	DefaultBackoffQuiet        = 2 * time.Second
 	DefaultBackoffMin          = time.Second
 	DefaultBackoffMax          = time.Minute
 )
