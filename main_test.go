@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 )
@@ -60,5 +61,25 @@ func TestUnknownCommand(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"frobnicate"}, &stdout, &stderr); code != 2 {
 		t.Errorf("exit %d, want 2", code)
+	}
+}
+
+// TestBadStateDirExits2: a state dir that cannot be opened stops sluice with
+// exit 2 naming the variable, the path and the cause.
+func TestBadStateDirExits2(t *testing.T) {
+	file := t.TempDir() + "/not-a-dir"
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SLUICE_UPSTREAM_URL", "http://127.0.0.1:1")
+	t.Setenv("SLUICE_STATE_DIR", file)
+	t.Setenv("SLUICE_ADMIN_ADDR", "127.0.0.1:0")
+	t.Setenv("SLUICE_LISTEN_ADDR", "127.0.0.1:0")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"run"}, &stdout, &stderr); code != 2 {
+		t.Fatalf("exit %d, want 2: %s", code, stderr.String())
+	}
+	if msg := stderr.String(); !strings.Contains(msg, "SLUICE_STATE_DIR") || !strings.Contains(msg, file) || !strings.Contains(msg, "not a directory") {
+		t.Errorf("message %q does not name the variable, path and cause", msg)
 	}
 }

@@ -1,0 +1,64 @@
+package sidecar
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// TestCLI runs `sluice status` and `sluice jobs …` against a live admin API.
+func TestCLI(t *testing.T) {
+	s := newTestServer(t, &pegasusStore{}, "ADMIN_TOKEN=tok")
+	admin := httptest.NewServer(s.AdminHandler())
+	defer admin.Close()
+	if rec := send(s.ProxyHandler(), t.Context(), "PUT", "/b/x", "row", HeaderJob, "load-7"); rec.Code != 200 {
+		t.Fatalf("write: %d", rec.Code)
+	}
+	env := map[string]string{"SLUICE_ADMIN_URL": admin.URL, "SLUICE_ADMIN_TOKEN": "tok"}
+	cli := func(args ...string) (string, string, int) {
+		var out, errs bytes.Buffer
+		code := RunCLI(args, func(k string) string { return env[k] }, &out, &errs)
+		return out.String(), errs.String(), code
+	}
+	out, errs, code := cli("status")
+	if code != 0 || !strings.Contains(out, "readiness") || !strings.Contains(out, "rate limit") || !strings.Contains(out, "running=1") {
+		t.Errorf("status: %d %q %q", code, out, errs)
+	}
+	out, _, code = cli("jobs", "list")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "JOB") || !strings.HasPrefix(lines[1], "load-7") {
+		t.Errorf("jobs list: %d\n%s", code, out)
+	}
+	// Columns are aligned: the STATE header starts where the state does.
+	if i := strings.Index(lines[0], "STATE"); i < 0 || !strings.HasPrefix(lines[1][i:], "running") {
+		t.Errorf("jobs list is not aligned:\n%s", out)
+	}
+	out, _, code = cli("jobs", "show", "load-7", "--json")
+	var v map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v["id"] != "load-7" {
+		t.Errorf("jobs show --json: %d %s", code, out)
+	}
+	out, _, code = cli("jobs", "cancel", "--force", "load-7")
+	if code != 0 || !strings.Contains(out, "cancelling") && !strings.Contains(out, "cleaning") && !strings.Contains(out, "cancelled") {
+		t.Errorf("jobs cancel: %d %s", code, out)
+	}
+	if _, errs, code = cli("jobs", "show", "nope"); code != 1 || !strings.Contains(errs, "404") {
+		t.Errorf("jobs show nope: %d %s", code, errs)
+	}
+	if _, _, code = cli("jobs", "show"); code != 2 {
+		t.Errorf("jobs show without id: %d, want 2", code)
+	}
+	if _, _, code = cli("jobs", "frob"); code != 2 {
+		t.Errorf("jobs frob: %d, want 2", code)
+	}
+	env["SLUICE_ADMIN_TOKEN"] = "wrong"
+	if _, errs, code = cli("jobs", "complete", "load-7"); code != 1 || !strings.Contains(errs, "401") {
+		t.Errorf("wrong token: %d %s", code, errs)
+	}
+	env["SLUICE_ADMIN_URL"] = "http://127.0.0.1:1"
+	if _, errs, code = cli("status"); code != 1 || !strings.Contains(errs, "SLUICE_ADMIN_URL") {
+		t.Errorf("unreachable admin: %d %s", code, errs)
+	}
+}
