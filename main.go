@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/sluice-dev/sluice/sidecar"
@@ -68,6 +69,9 @@ func runSidecar(stderr io.Writer) int {
 	log := sidecar.NewLogger(cfg, stderr)
 	for _, w := range warnings {
 		log.Warn(w)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(sidecar.MemoryLimit(cfg))
 	}
 	srv, err := sidecar.NewServer(cfg, sidecar.Options{Logger: log})
 	if err != nil {

@@ -48,3 +48,11 @@ func (b *bufferBudget) Reserve(n int64) (release func(), ok bool) {
 		}
 	}, true
 }
+
+// MemoryLimit is the Go soft memory limit sluice runs with unless GOMEMLIMIT
+// is set: the buffer budget plus room for everything else. With the default
+// GOGC alone, the heap may grow to twice the live buffers before a
+// collection, so peak memory would follow the budget times two.
+func MemoryLimit(cfg Config) int64 {
+	return int64(cfg.BufferBudget) + 128<<20
+}

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -119,6 +120,7 @@ func sluiceProxy(up string) (http.Handler, func()) {
 	if err != nil {
 		panic(err)
 	}
+	debug.SetMemoryLimit(sidecar.MemoryLimit(cfg)) // as the sluice binary does
 	srv, err := sidecar.NewServer(cfg, sidecar.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		panic(err)
