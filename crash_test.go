@@ -223,3 +223,48 @@ func TestCrashDuringCleanup(t *testing.T) {
 	}
 	p.kill(t)
 }
+
+// TestSIGTERMDrains: on SIGTERM sluice turns NotReady, stops accepting, lets
+// the write in flight finish and exits 0.
+func TestSIGTERMDrains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts sluice as a subprocess")
+	}
+	arrived, finish := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(arrived) })
+		<-finish
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer store.Close()
+	p := startSluice(t, "SLUICE_UPSTREAM_URL="+store.URL, "SLUICE_SHUTDOWN_TIMEOUT=10s")
+	code := make(chan int, 1)
+	go func() { code <- p.write(t, "drain") }()
+	<-arrived
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Readiness drops while the write is still in flight.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get("http://" + p.admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("readiness did not drop after SIGTERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(finish)
+	if c := <-code; c != http.StatusCreated {
+		t.Errorf("the write in flight got %d, want the store's 201", c)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Errorf("sluice exited with %v, want 0; stderr:\n%s", err, p.stderr)
+	}
+}

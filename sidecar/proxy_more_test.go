@@ -1,0 +1,136 @@
+package sidecar
+
+import (
+	"context"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestPrivateCA: an https upstream signed by a private CA is trusted through
+// SLUICE_UPSTREAM_CA_FILE, and not without it.
+func TestPrivateCA(t *testing.T) {
+	store := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer store.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: store.Certificate().Raw})
+	if err := os.WriteFile(caFile, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := func(env []string, want int) {
+		t.Helper()
+		cfg := testConfig(t, append([]string{"UPSTREAM_URL=" + store.URL, "RETRY_MAX=0"}, env...)...)
+		s, err := NewServer(cfg, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := s.StartLoops()
+		defer stop()
+		if rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/x", "y"); rec.Code != want {
+			t.Errorf("env %v: status %d, want %d: %s", env, rec.Code, want, rec.Body)
+		}
+	}
+	f([]string{"UPSTREAM_CA_FILE=" + caFile}, http.StatusCreated)
+	f(nil, http.StatusBadGateway)
+}
+
+func TestPreserveHost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hosts := make(chan string, 1)
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hosts <- r.Host })
+		s := newTestServer(t, store, "PRESERVE_HOST=true")
+		req := httptest.NewRequest(http.MethodPut, "http://bucket.s3.example/key", strings.NewReader("x"))
+		s.ProxyHandler().ServeHTTP(httptest.NewRecorder(), req)
+		if h := <-hosts; h != "bucket.s3.example" {
+			t.Errorf("upstream Host = %q, want the loader's", h)
+		}
+	})
+}
+
+// TestLargeBodyStreamsOnce: a body over SLUICE_RETRY_BODY_MAX is streamed,
+// never buffered, and so never retried; a small one is retried.
+func TestLargeBodyStreamsOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		var got atomic.Int64
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n, _ := io.Copy(io.Discard, r.Body)
+			got.Store(n)
+			if calls.Add(1)%2 == 1 {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+		})
+		s := newTestServer(t, store, "RETRY_BODY_MAX=1KiB", "RETRY_BACKOFF_MAX=200ms")
+		big := strings.Repeat("x", 4096)
+		rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/big", big)
+		if rec.Code != http.StatusServiceUnavailable || calls.Load() != 1 || got.Load() != 4096 {
+			t.Errorf("big body: status %d after %d attempts (%d bytes), want the store's 503 after 1 attempt", rec.Code, calls.Load(), got.Load())
+		}
+		calls.Store(0)
+		rec = send(s.ProxyHandler(), context.Background(), http.MethodPut, "/small", "tiny")
+		if rec.Code != http.StatusOK || calls.Load() != 2 {
+			t.Errorf("small body: status %d after %d attempts, want 200 after 2", rec.Code, calls.Load())
+		}
+		if used := s.budget.inUse(); used != 0 {
+			t.Errorf("buffer budget still holds %d bytes after the writes", used)
+		}
+	})
+}
+
+// TestBufferBudgetBounds: when the global budget is spent, further bodies
+// stream once instead of being buffered.
+func TestBufferBudgetBounds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			<-release
+		})
+		s := newTestServer(t, store, "RETRY_BODY_MAX=1KiB", "BUFFER_BUDGET=2KiB", "INITIAL_CONCURRENCY=8")
+		body := strings.Repeat("x", 1000)
+		for range 5 {
+			go send(s.ProxyHandler(), context.Background(), http.MethodPut, "/w", body)
+		}
+		synctest.Wait()
+		if used := s.budget.inUse(); used > 2048 || used < 2000 {
+			t.Errorf("budget in use %d, want the 2 bodies that fit (2000 bytes)", used)
+		}
+		buffered := testutil.ToFloat64(s.proxy.m.buffered)
+		streamed := testutil.ToFloat64(s.proxy.m.streamed)
+		close(release)
+		synctest.Wait()
+		if buffered != 2 || streamed != 3 {
+			t.Errorf("buffered %v, streamed %v; want 2 and 3", buffered, streamed)
+		}
+	})
+}
+
+// TestMetricsLint: every sluice metric passes Prometheus' linter.
+func TestMetricsLint(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newTestServer(t, newQuotaStore(100))
+		send(s.ProxyHandler(), context.Background(), http.MethodPut, "/w", "x", HeaderJob, "lint")
+		problems, err := testutil.GatherAndLint(s.Registry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range problems {
+			if strings.HasPrefix(p.Metric, "sluice_") {
+				t.Errorf("%s: %s", p.Metric, p.Text)
+			}
+		}
+	})
+}
