@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/sluice-dev/sluice/state"
 )
 
 // RunCLI runs `sluice status` and `sluice jobs …` against a running
@@ -211,25 +213,9 @@ func joinCounts(m map[string]any) string {
 	return strings.Join(parts, " ")
 }
 
-// jobRow is the part of a job the tables show; the API gives more.
-type jobRow struct {
-	ID           string    `json:"id"`
-	State        string    `json:"state"`
-	Since        time.Time `json:"since"`
-	Reason       string    `json:"reason"`
-	StallCause   string    `json:"stall_cause"`
-	LastProgress time.Time `json:"last_progress"`
-	Progress     struct {
-		Requests int64 `json:"requests"`
-		Bytes    int64 `json:"bytes"`
-		Items    int64 `json:"items"`
-		Records  int64 `json:"records"`
-	} `json:"progress"`
-}
-
 func printJobList(w io.Writer, raw json.RawMessage) error {
 	var l struct {
-		Jobs []jobRow `json:"jobs"`
+		Jobs []state.JobSummary `json:"jobs"`
 	}
 	if err := json.Unmarshal(raw, &l); err != nil {
 		return err
@@ -239,10 +225,14 @@ func printJobList(w io.Writer, raw json.RawMessage) error {
 	for _, j := range l.Jobs {
 		reason := j.Reason
 		if j.StallCause != "" {
-			reason = strings.TrimSpace(reason + " " + j.StallCause)
+			reason = strings.TrimSpace(reason + " " + string(j.StallCause))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", j.ID, j.State, ago(j.Since), j.Progress.Requests,
-			j.Progress.Bytes, j.Progress.Items, ago(j.LastProgress), orDash(reason))
+		var last time.Time
+		if j.LastProgress != nil {
+			last = *j.LastProgress
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", j.ID, j.State, ago(j.Since), j.Totals.Requests,
+			j.Totals.Bytes, j.Totals.Items, ago(last), orDash(reason))
 	}
 	return tw.Flush()
 }

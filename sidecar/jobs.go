@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-dev/sluice/sidecar/classify"
+
 	"github.com/sluice-dev/sluice/state"
 )
 
@@ -67,6 +69,11 @@ func (a jobsAdapter) Admit(ctx context.Context, job string, maxWait time.Duratio
 
 func (a jobsAdapter) Observe(job string, o Observation) {
 	a.m.Observe(job, state.Observation{Kind: o.Kind.String(), Bytes: o.Bytes, Items: o.Items, RetryAfter: o.RetryAfter})
+	if o.Kind == classify.Throttled && o.Items > 0 {
+		// A partially throttled bulk write also acknowledged items: that is
+		// progress, reported after the throttle so the job is not held.
+		a.m.Observe(job, state.Observation{Kind: state.ObsOK, Bytes: o.Bytes, Items: o.Items})
+	}
 }
 
 func (s *Server) jobCounts() map[string]int {

@@ -580,7 +580,7 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify
 	} else if res.Kind == classify.Throttled && res.Items > 0 {
 		// A partially throttled bulk write: the throttle is reported, and
 		// its accepted items are progress all the same.
-		o.Items = int64(res.Items)
+		o.Bytes, o.Items = max(ex.bodyBytes, 0), int64(res.Items)
 		p.m.ackItems.Add(float64(o.Items))
 	}
 	p.jobs.Observe(ex.job, o)
@@ -602,6 +602,11 @@ func (p *Proxy) checkRetry(ctx context.Context, resp *http.Response, err error) 
 		// give-up path (which closes every idle connection) out of the way.
 		return false, err
 	case !ex.last.Kind.Retryable():
+		return false, err
+	case ex.last.Kind == classify.Timeout:
+		// A store that did not answer in SLUICE_UPSTREAM_TIMEOUT is not
+		// tried again: the loader gets its 504 within the timeout, never
+		// a multiple of it (incident 2), and the write may have landed.
 		return false, err
 	case !p.retryBudget.TryRetry(time.Now()):
 		// Retries must not amplify an overload (Envoy's retry budget).

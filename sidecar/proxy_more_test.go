@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -131,6 +132,47 @@ func TestMetricsLint(t *testing.T) {
 			if strings.HasPrefix(p.Metric, "sluice_") {
 				t.Errorf("%s: %s", p.Metric, p.Text)
 			}
+		}
+	})
+}
+
+// TestElasticsearchPartialBulk: a 200 _bulk answer whose items carry 429s
+// reaches the loader byte for byte, cuts the limiter as a partial throttle,
+// and its accepted items count as the job's progress.
+func TestElasticsearchPartialBulk(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var b strings.Builder
+		b.WriteString(`{"took":30,"errors":true,"items":[`)
+		for i := range 10 {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			status := 201
+			if i%5 == 0 {
+				status = 429
+			}
+			b.WriteString(`{"index":{"_index":"logs","_id":"` + strings.Repeat("a", i) + `","status":` + strconv.Itoa(status) + `}}`)
+		}
+		b.WriteString(`]}`)
+		body := b.String()
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, body)
+		})
+		s := newTestServer(t, store, "PROFILE=elasticsearch")
+		rec := send(s.ProxyHandler(), context.Background(), http.MethodPost, "/_bulk", "{}\n{}\n", HeaderJob, "es")
+		if rec.Code != http.StatusOK || rec.Body.String() != body {
+			t.Fatalf("loader got %d %q, want the store's body unchanged", rec.Code, rec.Body)
+		}
+		if snap := s.lim.Snapshot(); snap.LastReason != "es_bulk_item_429" {
+			t.Errorf("limiter's last signal %q, want es_bulk_item_429", snap.LastReason)
+		}
+		j, err := s.jobs.Get("es")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Totals.Items != 8 || j.Totals.Throttled != 1 {
+			t.Errorf("job totals %+v, want 8 acknowledged items and one throttle", j.Totals)
 		}
 	})
 }
