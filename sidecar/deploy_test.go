@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -666,6 +667,41 @@ func deployQueries(t *testing.T) []deployQuery {
 		qs = append(qs, deployQuery{deployDashboard + ": variable " + v.Name, q})
 	}
 	return qs
+}
+
+// TestDeployDashboardQueriesParse has promtool parse every dashboard query,
+// with Grafana's variables replaced, as recording rules. It needs promtool
+// (.ci/deploy-checks.sh installs it) and is skipped without it.
+func TestDeployDashboardQueriesParse(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (.ci/deploy-checks.sh installs it)")
+	}
+	grafanaVars := strings.NewReplacer("$__rate_interval", "5m", "$namespace", ".*", "$pod", ".*", "$job_id", ".*")
+	type rule struct {
+		Record string `yaml:"record"`
+		Expr   string `yaml:"expr"`
+	}
+	var rules []rule
+	for _, q := range deployQueries(t) {
+		if strings.HasPrefix(q.where, deployDashboard) && !strings.Contains(q.where, ": variable ") {
+			rules = append(rules, rule{Record: "dashboard:query" + strconv.Itoa(len(rules)), Expr: grafanaVars.Replace(q.expr)})
+		}
+	}
+	if len(rules) == 0 {
+		t.Fatal("no dashboard query found")
+	}
+	b, err := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": rules}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "dashboard-rules.yml")
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "check", "rules", file).CombinedOutput(); err != nil {
+		t.Errorf("promtool check rules on the dashboard's %d queries: %v\n%s", len(rules), err, out)
+	}
 }
 
 // scrapedFamily is a metric family read from /metrics: its type and the
