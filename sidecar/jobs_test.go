@@ -335,3 +335,46 @@ func TestReadiness(t *testing.T) {
 		t.Error("quitquitquit did not request the stop")
 	}
 }
+
+// TestCancelAbortsInFlight: cancelling a job aborts its write in flight (the
+// loader gets 409 naming the job) and leaves another job's write alone.
+func TestCancelAbortsInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		aborted := make(chan string, 2)
+		release := make(chan struct{})
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/admin/") {
+				return
+			}
+			select {
+			case <-r.Context().Done():
+				aborted <- r.URL.Path
+			case <-release:
+				w.WriteHeader(http.StatusCreated)
+			}
+		})
+		s := newTestServer(t, store, "UPSTREAM_TIMEOUT=10m")
+		codes := make(chan [2]string, 2)
+		for _, job := range []string{"victim", "bystander"} {
+			go func() {
+				rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/"+job, "x", HeaderJob, job)
+				codes <- [2]string{job, strconv.Itoa(rec.Code) + " " + rec.Body.String()}
+			}()
+		}
+		synctest.Wait()
+		if rec := admin(s.AdminHandler(), "POST", "/v1/jobs/victim/cancel", `{"reason":"operator"}`); rec.Code != http.StatusAccepted {
+			t.Fatalf("cancel: %d %s", rec.Code, rec.Body)
+		}
+		if p := <-aborted; p != "/victim" {
+			t.Errorf("aborted %s, want the victim's write", p)
+		}
+		got := <-codes
+		if got[0] != "victim" || !strings.HasPrefix(got[1], "409 ") || !strings.Contains(got[1], `"job":"victim"`) {
+			t.Errorf("victim's loader got %v, want 409 naming the job", got)
+		}
+		close(release)
+		if got := <-codes; got[0] != "bystander" || !strings.HasPrefix(got[1], "201") {
+			t.Errorf("bystander got %v, want the store's 201", got)
+		}
+	})
+}
