@@ -125,18 +125,47 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 	n := len(p)
 	for i := 0; i < n; {
 		if s.inStr {
-			if !s.keyOn && !s.esc {
-				// Most bytes are inside strings (ids, index names, error
-				// reasons) and only a quote or a backslash matters there.
-				for i < n && p[i] != '"' && p[i] != '\\' {
-					i++
+			if s.esc {
+				s.esc = false
+				if s.keyOn {
+					s.keyEscape(p[i])
 				}
-				if i == n {
-					break
+				i++
+				continue
+			}
+			if s.uLeft > 0 {
+				if c := p[i]; c != '"' && c != '\\' {
+					s.keyHex(c)
+					i++
+					continue
+				}
+				// A quote or backslash cuts a \uXXXX escape short: not
+				// JSON, but the string ends (or escapes) here all the same.
+				s.uLeft = 0
+				s.keyLen = -1
+			}
+			// Most bytes are inside strings (ids, index names, error
+			// reasons) and only a quote or a backslash matters there.
+			j := i
+			for j < n && p[j] != '"' && p[j] != '\\' {
+				j++
+			}
+			if s.keyOn {
+				s.keyBytes(p[i:j])
+			}
+			if j == n {
+				break
+			}
+			if p[j] == '\\' {
+				s.esc = true
+			} else {
+				s.inStr = false
+				if s.keyOn {
+					s.keyOn = false
+					s.endKey()
 				}
 			}
-			s.stringByte(p[i])
-			i++
+			i = j + 1
 			continue
 		}
 		c := p[i]
@@ -206,48 +235,21 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// stringByte handles one byte inside a string.
-func (s *bulkScanner) stringByte(c byte) {
-	if s.esc {
-		s.esc = false
-		if s.keyOn {
-			s.keyEscape(c)
-		}
-		return
+// keyHex takes one hex digit of a \uXXXX escape inside a key.
+func (s *bulkScanner) keyHex(c byte) {
+	s.uLeft--
+	if h := hexValue(c); h < 0 {
+		s.keyLen = -1
+	} else {
+		s.uVal = s.uVal<<4 | uint16(h)
 	}
 	if s.uLeft > 0 {
-		if c != '"' && c != '\\' {
-			s.uLeft--
-			if h := hexValue(c); h < 0 {
-				s.keyLen = -1
-			} else {
-				s.uVal = s.uVal<<4 | uint16(h)
-			}
-			if s.uLeft == 0 && s.uVal < 0x80 {
-				s.keyByte(byte(s.uVal))
-			} else if s.uLeft == 0 {
-				s.keyLen = -1
-			}
-			return
-		}
-		// A quote or backslash cuts the escape short: not JSON, but the
-		// string ends (or escapes) here all the same.
-		s.uLeft = 0
-		s.keyLen = -1
+		return
 	}
-	switch c {
-	case '\\':
-		s.esc = true
-	case '"':
-		s.inStr = false
-		if s.keyOn {
-			s.keyOn = false
-			s.endKey()
-		}
-	default:
-		if s.keyOn {
-			s.keyByte(c)
-		}
+	if s.uVal < 0x80 {
+		s.keyByte(byte(s.uVal))
+	} else {
+		s.keyLen = -1 // not ASCII: neither "items" nor "status"
 	}
 }
 
@@ -264,6 +266,17 @@ func (s *bulkScanner) keyEscape(c byte) {
 	default:
 		s.keyLen = -1
 	}
+}
+
+func (s *bulkScanner) keyBytes(b []byte) {
+	if s.keyLen < 0 {
+		return
+	}
+	if int(s.keyLen)+len(b) > len(s.key) {
+		s.keyLen = -1
+		return
+	}
+	s.keyLen += int8(copy(s.key[s.keyLen:], b))
 }
 
 func (s *bulkScanner) keyByte(c byte) {
