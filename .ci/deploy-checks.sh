@@ -24,6 +24,9 @@ echo "== promtool test rules"
 # Relative to the test file's directory, as promtool resolves rule_files.
 (cd deploy/prometheus && promtool test rules sluice-rules.test.yml)
 
+echo "== dashboard queries parsed by promtool"
+DEPLOY_CHECKS_REQUIRE_PROMTOOL=1 go test -count=1 -run '^TestDeployDashboardQueriesParse$' ./sidecar
+
 if command -v kubectl >/dev/null 2>&1; then
   for dir in deploy/kubernetes deploy/kubernetes/legacy; do
     echo "== kubectl kustomize $dir"
