@@ -972,11 +972,6 @@ func checkQueries(t *testing.T, queries []deployQuery, fams map[string]*scrapedF
 				label, op, value := m[1], m[2], m[3]
 				switch {
 				case targetLabels[label]:
-				case label == "job_id":
-					// The per-job label, exported as "job" and renamed at scrape time.
-					if !f.labels["job"] {
-						t.Errorf("%s: %s has no per-job label (job), but the query selects job_id", q.where, sel[1])
-					}
 				case !f.labels[label]:
 					t.Errorf("%s: %s has no label %q (it has %v)", q.where, sel[1], label, sortedKeys(f.labels))
 				}

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/limiter"
+	"github.com/sluice-dev/sluice/sidecar/classify"
 )
 
 // metrics are the proxy's own series. The limiter's state is read at scrape
@@ -83,6 +84,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sluice_proxy_bodies_streamed_total",
 			Help: "Request bodies streamed once without sidecar retry (too large, over the buffer budget, or not retryable).",
 		}),
+	}
+	// Known label values exist from the start, so that rate() and the
+	// alerts' ratios see the first increment.
+	for k := classify.OK; k <= classify.Timeout; k++ {
+		m.attempts.WithLabelValues(k.String())
+		if k.Retryable() {
+			m.retries.WithLabelValues(k.String())
+		}
+	}
+	for _, r := range []string{"queue_full", "queue_timeout", "no_capacity", "closed"} {
+		m.rejected.WithLabelValues(r)
 	}
 	reg.MustRegister(m.requests, m.rejected, m.attempts, m.throttles, m.retries, m.retryBudgetExhausted,
 		m.attemptDuration, m.queueWait, m.ackRequests, m.ackBytes, m.ackItems, m.buffered, m.streamed)

@@ -64,15 +64,15 @@ func newJobCollector(m *Manager) *jobCollector {
 		jobs: prometheus.NewDesc("sluice_jobs",
 			"Jobs by state, terminal ones included until pruned.", []string{"state"}, nil),
 		state: prometheus.NewDesc("sluice_job_state",
-			"1 for the job's current state, 0 for the others.", []string{"job", "state"}, nil),
+			"1 for the job's current state, 0 for the others.", []string{"job_id", "state"}, nil),
 		bytes: prometheus.NewDesc("sluice_job_acknowledged_bytes_total",
-			"Request bytes of the job's writes acknowledged by the store.", []string{"job"}, nil),
+			"Request bytes of the job's writes acknowledged by the store.", []string{"job_id"}, nil),
 		items: prometheus.NewDesc("sluice_job_acknowledged_items_total",
-			"Bulk items of the job's writes acknowledged by the store, where the store's responses count them.", []string{"job"}, nil),
+			"Bulk items of the job's writes acknowledged by the store, where the store's responses count them.", []string{"job_id"}, nil),
 		progress: prometheus.NewDesc("sluice_job_last_progress_timestamp_seconds",
-			"Unix time of the job's last progress (0: none yet).", []string{"job"}, nil),
+			"Unix time of the job's last progress (0: none yet).", []string{"job_id"}, nil),
 		stall: prometheus.NewDesc("sluice_job_stalls_total",
-			"Times the job became stalled.", []string{"job"}, nil),
+			"Times the job became stalled.", []string{"job_id"}, nil),
 	}
 }
 
