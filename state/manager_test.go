@@ -711,12 +711,12 @@ func TestPruneAndMetrics(t *testing.T) {
 	lint(t, reg)
 	series := gather(t, reg)
 	for k, want := range map[string]float64{
-		`sluice_job_acknowledged_bytes_total{job_id="done"}`:                  2048,
-		`sluice_job_acknowledged_items_total{job_id="live"}`:                  4,
-		`sluice_job_state{job_id="done",state="completed"}`:                   1,
-		`sluice_job_state{job_id="done",state="running"}`:                     0,
-		`sluice_job_last_progress_timestamp_seconds{job_id="live"}`:           float64(t0.Unix()),
-		`sluice_job_stalls_total{job_id="live"}`:                              0,
+		`sluice_job_acknowledged_bytes_total{job_id="done"}`:               2048,
+		`sluice_job_acknowledged_items_total{job_id="live"}`:               4,
+		`sluice_job_state{job_id="done",state="completed"}`:                1,
+		`sluice_job_state{job_id="done",state="running"}`:                  0,
+		`sluice_job_last_progress_timestamp_seconds{job_id="live"}`:        float64(t0.Unix()),
+		`sluice_job_stalls_total{job_id="live"}`:                           0,
 		`sluice_jobs{state="completed"}`:                                   1,
 		`sluice_job_transitions_total{from="running",to="completed"}`:      1,
 		`sluice_job_actions_total{action="cleanup",result="already_gone"}`: 0,
