@@ -31,7 +31,8 @@ type Scanner interface {
 // Content-Type naming json, or none). A body with a Content-Encoding other
 // than identity is not scanned: it would have to be decompressed, so a
 // proxy that wants the scan must not forward the loader's Accept-Encoding
-// on bulk requests.
+// on bulk requests. When NewScanner returns a Scanner, its Result is the
+// classification of the response, in place of Classify's.
 func (p Profile) NewScanner(method, path string, status int, h http.Header) Scanner {
 	if p != Elasticsearch || status < 200 || status > 299 {
 		return nil
