@@ -257,6 +257,11 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header["X-Forwarded-For"] = xff
 	}
 	pr.SetXForwarded()
+	if p.profile == classify.Elasticsearch && strings.HasSuffix(pr.Out.URL.Path, "_bulk") {
+		// A compressed bulk response cannot be scanned for its per-item
+		// 429s; ask for it plain (the loader's client copes with either).
+		pr.Out.Header.Del("Accept-Encoding")
+	}
 	for k := range pr.Out.Header {
 		if strings.HasPrefix(k, "X-Sluice-") {
 			delete(pr.Out.Header, k)
