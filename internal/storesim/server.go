@@ -164,6 +164,10 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, cfg *Config)
 		req.Cost = float64(items)
 	}
 
+	if !sleep(ctx, s.closed, s.networkDelay()) {
+		return
+	}
+
 	// Concurrency cap, VictoriaMetrics style: wait up to MaxQueueDuration.
 	if s.sem != nil {
 		if !s.acquireSlot(ctx, cfg.MaxQueueDuration) {

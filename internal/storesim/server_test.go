@@ -330,3 +330,22 @@ func FuzzParseBulk(f *testing.F) {
 		}
 	})
 }
+
+func TestNetworkDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newServer(t, Config{Schedule: Constant(1e6), BaseLatency: 10 * time.Millisecond, NetworkDelay: 5 * time.Millisecond, Seed: 3})
+		seen := map[time.Duration]bool{}
+		for range 50 {
+			start := time.Now()
+			do(t, s, http.MethodPost, "/w", "x")
+			took := time.Since(start)
+			if took < 10*time.Millisecond || took >= 15*time.Millisecond {
+				t.Fatalf("write took %v, want base 10ms plus a delay in [0, 5ms)", took)
+			}
+			seen[took] = true
+		}
+		if len(seen) < 10 {
+			t.Errorf("only %d distinct delays in 50 writes, want them spread", len(seen))
+		}
+	})
+}

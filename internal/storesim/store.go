@@ -27,6 +27,7 @@ package storesim
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"time"
 )
@@ -103,6 +104,16 @@ type Config struct {
 	BaseLatency time.Duration
 	// MaxLatencyFactor clamps the queueing factor 1/(1−ρ). Default 10.
 	MaxLatencyFactor float64
+	// LatencyJitter spreads every latency uniformly by ± this fraction
+	// (0.2: ±20%), as real service times vary. Default 0; at most 1.
+	LatencyJitter float64
+	// NetworkDelay, if positive, delays each write's arrival at the store by
+	// a uniformly random time in [0, NetworkDelay), so that clients that
+	// send at the same instant arrive in a random order.
+	NetworkDelay time.Duration
+	// Seed seeds the jitter's random source (PCG); the same seed gives the
+	// same sequence of draws.
+	Seed uint64
 	// RejectLatency is how long a rejection takes. Default BaseLatency/2.
 	RejectLatency time.Duration
 	// RejectCost is the share of a rejected request's cost that the store
@@ -163,6 +174,9 @@ func (c *Config) validate() error {
 	}
 	if c.Unit > Items {
 		return fmt.Errorf("storesim: unknown unit %d", c.Unit)
+	}
+	if c.LatencyJitter < 0 || c.LatencyJitter > 1 || math.IsNaN(c.LatencyJitter) {
+		return fmt.Errorf("storesim: LatencyJitter %v, want in [0, 1]", c.LatencyJitter)
 	}
 	if c.MaxConcurrency < 0 {
 		return fmt.Errorf("storesim: MaxConcurrency %d, want ≥ 0", c.MaxConcurrency)
@@ -256,6 +270,7 @@ type Store struct {
 	loadAt   time.Time
 	outage   Outage
 	stats    Stats
+	rnd      *rand.Rand
 }
 
 // loadTau is the time constant of the utilisation estimate.
@@ -267,7 +282,8 @@ func NewStore(cfg Config, start time.Time) (*Store, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Store{cfg: cfg, sched: cfg.Schedule, schedStart: start, tokensAt: start, loadAt: start}
+	s := &Store{cfg: cfg, sched: cfg.Schedule, schedStart: start, tokensAt: start, loadAt: start,
+		rnd: rand.New(rand.NewPCG(cfg.Seed, 0x73746f726573696d))}
 	s.tokens = s.burstLocked(start)
 	return s, nil
 }
@@ -343,7 +359,7 @@ func (s *Store) Admit(now time.Time, r Request) Decision {
 	case Refuse:
 		s.rejectLocked(r.Cost, r.Items)
 		d.Refused = true
-		d.Latency = s.cfg.RejectLatency
+		d.Latency = s.jitterLocked(s.cfg.RejectLatency)
 		d.RetryAfter = s.retryAfterLocked(r.Cost, capacity)
 		return d
 	case Fail, Hang:
@@ -394,12 +410,30 @@ func (s *Store) Admit(now time.Time, r Request) Decision {
 		d.Refused = true
 	}
 	if n == 0 {
-		d.Latency = s.cfg.RejectLatency
+		d.Latency = s.jitterLocked(s.cfg.RejectLatency)
 		return d
 	}
 	factor := 1 / (1 - math.Min(d.Utilisation, 0.999999))
-	d.Latency = time.Duration(float64(s.cfg.BaseLatency) * math.Min(factor, s.cfg.MaxLatencyFactor))
+	d.Latency = s.jitterLocked(time.Duration(float64(s.cfg.BaseLatency) * math.Min(factor, s.cfg.MaxLatencyFactor)))
 	return d
+}
+
+// jitterLocked spreads d by ±LatencyJitter. Requires s.mu held.
+func (s *Store) jitterLocked(d time.Duration) time.Duration {
+	if s.cfg.LatencyJitter == 0 {
+		return d
+	}
+	return time.Duration(float64(d) * (1 + s.cfg.LatencyJitter*(2*s.rnd.Float64()-1)))
+}
+
+// networkDelay draws a write's arrival delay.
+func (s *Store) networkDelay() time.Duration {
+	if s.cfg.NetworkDelay <= 0 {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Duration(s.rnd.Int64N(int64(s.cfg.NetworkDelay)))
 }
 
 // RejectConcurrency records a write rejected by the concurrency limit.

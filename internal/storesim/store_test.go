@@ -192,3 +192,18 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestLatencyJitter(t *testing.T) {
+	s := newStore(t, Config{Schedule: Constant(1e6), BaseLatency: 100 * time.Millisecond, LatencyJitter: 0.2, Seed: 7})
+	lo, hi := time.Hour, time.Duration(0)
+	for i := range 1000 {
+		d := s.Admit(t0.Add(time.Duration(i)*time.Second), Request{}) // idle: ρ≈0
+		lo, hi = min(lo, d.Latency), max(hi, d.Latency)
+	}
+	if lo < 80*time.Millisecond || hi > 120*time.Millisecond || hi-lo < 30*time.Millisecond {
+		t.Errorf("latencies in [%v, %v], want spread over most of [80ms, 120ms]", lo, hi)
+	}
+	if _, err := NewStore(Config{Schedule: Constant(1), LatencyJitter: 1.5}, t0); err == nil {
+		t.Error("LatencyJitter 1.5 accepted, want an error")
+	}
+}
