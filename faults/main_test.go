@@ -135,10 +135,10 @@ type inproc struct {
 // waits until it is ready.
 func startInproc(t *testing.T, env ...string) *inproc {
 	t.Helper()
-	return startInprocOn(t, "127.0.0.1:0", env...)
+	return startInprocListeners(t, "127.0.0.1:0", "127.0.0.1:0", env...)
 }
 
-func startInprocOn(t *testing.T, proxyAddr string, env ...string) *inproc {
+func startInprocListeners(t *testing.T, proxyAddr, adminAddr string, env ...string) *inproc {
 	t.Helper()
 	cfg, _, err := sidecar.LoadConfig(append([]string{"SLUICE_LOG_LEVEL=debug"}, env...))
 	if err != nil {
@@ -153,15 +153,15 @@ func startInprocOn(t *testing.T, proxyAddr string, env ...string) *inproc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+	adminLn, err := net.Listen("tcp", adminAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, proxyLn, adminLn) }()
-	p := &inproc{srv: srv, cfg: cfg, proxyURL: "http://" + proxyLn.Addr().String(),
-		adminURL: "http://" + adminLn.Addr().String(), logs: logs}
+	p := &inproc{srv: srv, cfg: cfg, proxyURL: "http://" + dialable(proxyLn.Addr()),
+		adminURL: "http://" + dialable(adminLn.Addr()), logs: logs}
 	p.stop = func() {
 		p.stopOnce.Do(func() {
 			cancel()
@@ -319,4 +319,18 @@ func countFDs(t *testing.T) int {
 		t.Skipf("cannot count file descriptors: %v", err)
 	}
 	return len(ents)
+}
+
+// dialable turns a listener's address into one a client can dial: an
+// unspecified host (0.0.0.0, ::) becomes loopback.
+func dialable(a net.Addr) string {
+	host, port, _ := net.SplitHostPort(a.String())
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if ip.To4() != nil {
+			host = "127.0.0.1"
+		} else {
+			host = "::1"
+		}
+	}
+	return net.JoinHostPort(host, port)
 }
