@@ -102,9 +102,15 @@ func revision() string {
 		return ""
 	}
 	dirty, _ := exec.Command("git", "status", "--porcelain", "--", "../limiter", "../sidecar/classify", "../internal/storesim", ".").Output()
+	var changed []string
+	for _, line := range strings.Split(string(dirty), "\n") {
+		if len(line) > 3 && !strings.HasSuffix(line, "sidebyside.svg") {
+			changed = append(changed, strings.TrimSpace(line[3:]))
+		}
+	}
 	note := ""
-	if len(bytes.TrimSpace(dirty)) > 0 {
-		note = " plus uncommitted changes to " + strings.Join(strings.Fields(strings.ReplaceAll(string(dirty), "??", "")), ", ")
+	if len(changed) > 0 {
+		note = " plus uncommitted changes to " + strings.Join(changed, ", ")
 	}
 	return fmt.Sprintf("Measured on commit %s%s.\n\n", strings.TrimSpace(string(head)), note)
 }
