@@ -1,0 +1,206 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// throttlingVictoria are the flags that make VictoriaMetrics throttle for
+// real: one insert at a time, and any request that waits more than 10ms for
+// it is answered 503 with a plain-text body and no Retry-After, before its
+// body is read (so nothing of it is stored).
+var throttlingVictoria = []string{"-maxConcurrentInserts=1", "-insert.maxQueueDuration=10ms"}
+
+// sluiceForVictoria is how a user runs sluice in front of VictoriaMetrics:
+// its profile recognises the insert-limit 503, and POSTs are retried
+// because a rejected import stored nothing and a repeated import of a
+// sample with the same series and timestamp is deduplicated by
+// -dedup.minScrapeInterval (and never happens here, since only rejected
+// requests are retried).
+func sluiceForVictoria(v *victoria, extra ...string) []string {
+	return append([]string{
+		"SLUICE_UPSTREAM_URL=" + v.url,
+		"SLUICE_PROFILE=victoriametrics",
+		"SLUICE_RETRY_POST=true",
+	}, extra...)
+}
+
+// bulkLoad is the Go loader of the throttling tests: 16 writers, each
+// sending 10000-sample batches (about 250 KB of JSON) one after the other.
+func bulkLoad(url, job string) *Loader {
+	return &Loader{
+		URL: url + "/api/v1/import", Job: job,
+		Writers: 16, Batches: 40, BatchSize: 10000,
+		Start:      time.Now().Add(-2 * time.Hour).Truncate(time.Second),
+		Client:     loaderClient(16),
+		BackoffMin: 100 * time.Millisecond, BackoffMax: 5 * time.Second,
+	}
+}
+
+// loadRun is one measured load against a fresh throttling VictoriaMetrics.
+type loadRun struct {
+	res   Result
+	store imports
+	check Check
+}
+
+func (r loadRun) log(t *testing.T, name string) {
+	t.Helper()
+	t.Logf("%s: %d samples in %v: goodput %.0f samples/s; store answered %.0f write requests, %.0f with 503 (share %.4f); loader saw %v; %v",
+		name, r.res.AckedSamples, r.res.Elapsed.Round(time.Millisecond), r.res.Goodput(),
+		r.store.Requests, r.store.Rejected, r.store.Share503(), r.res.Status, r.check)
+}
+
+func measureLoad(t *testing.T, job string, throughSluice bool) loadRun {
+	t.Helper()
+	vm := startVictoria(t, throttlingVictoria...)
+	url := vm.url
+	if throughSluice {
+		url = startSluice(t, sluiceForVictoria(vm)...).proxyURL
+	}
+	l := bulkLoad(url, job)
+	var r loadRun
+	r.res = runLoader(t, l, 3*time.Minute)
+	r.store = vm.imports(t)
+	r.check = vm.stored(t, l, r.res)
+	return r
+}
+
+// TestVictoriaMetricsThrottling is issue 6, item 1: the same loader pushes
+// the same samples to a throttling VictoriaMetrics directly and through
+// sluice. Through sluice every acknowledged sample is stored exactly once,
+// the store's 503 share is at least 10× lower than direct, and the load
+// completes at a goodput at least equal to the direct run's.
+func TestVictoriaMetricsThrottling(t *testing.T) {
+	requireTestbed(t, false, false)
+	var direct, through loadRun
+	t.Run("direct", func(t *testing.T) {
+		direct = measureLoad(t, "e2e-direct", false)
+		direct.log(t, "direct")
+		if !direct.check.Exact() {
+			t.Errorf("direct load: store holds %v", direct.check)
+		}
+		if direct.store.Rejected == 0 {
+			t.Fatalf("VictoriaMetrics did not throttle the direct load: the comparison means nothing")
+		}
+	})
+	t.Run("sluice", func(t *testing.T) {
+		through = measureLoad(t, "e2e-sluice", true)
+		through.log(t, "through sluice")
+		if !through.check.Exact() {
+			t.Errorf("through sluice: store holds %v, want every acknowledged sample exactly once", through.check)
+		}
+		if n := through.res.Unexpected4xx(); n > 0 {
+			t.Errorf("through sluice the loader got %d answers with a 4xx other than 429: %v", n, through.res.Status)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	if ds, ss := direct.store.Share503(), through.store.Share503(); ss*10 > ds {
+		t.Errorf("store's 503 share: direct %.4f, through sluice %.4f: want at least 10× lower", ds, ss)
+	}
+	if dg, sg := direct.res.Goodput(), through.res.Goodput(); sg < dg {
+		t.Errorf("goodput: direct %.0f samples/s, through sluice %.0f: want at least the direct run's", dg, sg)
+	}
+	t.Logf("RESULT victoriametrics share503_direct=%.4f share503_sluice=%.4f goodput_direct=%.0f goodput_sluice=%.0f",
+		direct.store.Share503(), through.store.Share503(), direct.res.Goodput(), through.res.Goodput())
+}
+
+// agentRun is one measured vmagent delivery to a fresh throttling
+// VictoriaMetrics.
+type agentRun struct {
+	res     Result        // the pushes into vmagent
+	elapsed time.Duration // from the first push until the store inserted every sample
+	store   imports
+	check   Check
+	answers map[string]float64 // vmagent's remote-write answers by status code
+	dropped float64            // blocks vmagent dropped
+	samples int64
+}
+
+func (r agentRun) goodput() float64 { return float64(r.samples) / r.elapsed.Seconds() }
+
+func (r agentRun) log(t *testing.T, name string) {
+	t.Helper()
+	t.Logf("%s: %d samples delivered in %v: goodput %.0f samples/s; store answered %.0f write requests, %.0f with 503 (share %.4f); vmagent saw %v, dropped %.0f; %v",
+		name, r.samples, r.elapsed.Round(time.Millisecond), r.goodput(), r.store.Requests, r.store.Rejected, r.store.Share503(), r.answers, r.dropped, r.check)
+}
+
+func measureAgent(t *testing.T, job string, throughSluice bool) agentRun {
+	t.Helper()
+	vm := startVictoria(t, throttlingVictoria...)
+	remote := vm.url
+	if throughSluice {
+		remote = startSluice(t, sluiceForVictoria(vm)...).proxyURL
+	}
+	a := startVMAgent(t, remote+"/api/v1/write", job)
+	l := bulkLoad(a.url, job)
+	l.Batches = 20
+	var r agentRun
+	r.samples = l.Samples()
+	start := time.Now()
+	r.res = runLoader(t, l, time.Minute)
+	if r.res.AckedSamples != l.Samples() {
+		t.Fatalf("vmagent accepted %d of %d samples: %v", r.res.AckedSamples, l.Samples(), r.res.Status)
+	}
+	waitFor(t, a.p, 3*time.Minute, "vmagent delivering every sample", func() error {
+		if got := scrape(t, vm.url+"/metrics", "vm_rows_inserted_total", `type="promremotewrite"`); got < float64(r.samples) {
+			return fmt.Errorf("store inserted %.0f of %d samples", got, r.samples)
+		}
+		return nil
+	})
+	r.elapsed = time.Since(start)
+	r.store = vm.imports(t)
+	r.check = vm.stored(t, l, r.res)
+	r.answers = map[string]float64{}
+	for _, code := range []string{"2XX", "400", "409", "429", "503"} {
+		if n := scrape(t, a.url+"/metrics", "vmagent_remotewrite_requests_total", `status_code="`+code+`"`); n > 0 {
+			r.answers[code] = n
+		}
+	}
+	r.dropped = scrape(t, a.url+"/metrics", "vmagent_remotewrite_packets_dropped_total")
+	return r
+}
+
+// TestVMAgentThrottling is item 1 with vmagent as the loader: it accepts
+// pushes, queues them and remote-writes them, backing off on 429 and 503
+// (2s to 1m, ignoring Retry-After) and dropping a block on a 400. Through
+// sluice every sample arrives exactly once, vmagent never sees a 4xx and
+// drops nothing, and the store's 503 share is at least 10× lower than with
+// vmagent writing directly, at a goodput at least as high.
+func TestVMAgentThrottling(t *testing.T) {
+	requireTestbed(t, false, true)
+	var direct, through agentRun
+	t.Run("direct", func(t *testing.T) {
+		direct = measureAgent(t, "e2e-vmagent-direct", false)
+		direct.log(t, "vmagent direct")
+		if !direct.check.Exact() {
+			t.Errorf("vmagent direct: store holds %v", direct.check)
+		}
+	})
+	t.Run("sluice", func(t *testing.T) {
+		through = measureAgent(t, "e2e-vmagent-sluice", true)
+		through.log(t, "vmagent through sluice")
+		if !through.check.Exact() {
+			t.Errorf("vmagent through sluice: store holds %v, want every sample exactly once", through.check)
+		}
+		if through.answers["400"] > 0 || through.answers["409"] > 0 || through.dropped > 0 {
+			t.Errorf("vmagent through sluice got %v and dropped %.0f blocks: sluice must never turn throttling into a 4xx other than 429", through.answers, through.dropped)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	if ds, ss := direct.store.Share503(), through.store.Share503(); ss*10 > ds {
+		t.Errorf("store's 503 share with vmagent: direct %.4f, through sluice %.4f: want at least 10× lower", ds, ss)
+	}
+	if dg, sg := direct.goodput(), through.goodput(); sg < dg {
+		t.Errorf("vmagent goodput: direct %.0f samples/s, through sluice %.0f: want at least the direct run's", dg, sg)
+	}
+	t.Logf("RESULT vmagent share503_direct=%.4f share503_sluice=%.4f goodput_direct=%.0f goodput_sluice=%.0f",
+		direct.store.Share503(), through.store.Share503(), direct.goodput(), through.goodput())
+}
