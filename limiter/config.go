@@ -24,7 +24,7 @@ const (
 	DefaultQueueMax = 1024
 	// DefaultBurstWindow sizes the token bucket when Config.Burst is 0: the
 	// bucket holds the units of 100ms at the current rate, at least one unit.
-	DefaultBurstWindow = 100 * time.Millisecond
+	DefaultBurstWindow = 50 * time.Millisecond
 	// DefaultLatencyTolerance is Config.LatencyTolerance when 0.
 	DefaultLatencyTolerance = 1.5
 )

@@ -101,6 +101,10 @@ const (
 	minSamples = 8
 	// historyWindows: completed windows kept for measurements (fixed ring).
 	historyWindows = 8
+	// okPeakWindows: completed windows over which the highest in-flight
+	// count the store accepted is remembered (about 2s): long enough to span
+	// the windows with throttles, short enough to forget a capacity drop.
+	okPeakWindows = 4
 	// latencyWindows: consecutive windows whose own mean latency is, like
 	// the recent EWMA, elevated, after which the concurrency limit is cut by
 	// decreaseFactor (then again after as many more such windows).
@@ -110,8 +114,19 @@ const (
 	latencySlack = time.Millisecond
 	// littleHeadroom: the concurrency limit is kept at least at
 	// requests/s × recent latency × littleHeadroom (Little's law), so that
-	// slots never starve the rate while latency is good.
+	// slots never starve the rate while latency is good, but below the
+	// in-flight count at which the store last throttled.
 	littleHeadroom = 1.25
+	// concEvidenceWeight and concMode: each cut folds into concScore (an
+	// EWMA starting at 0) whether the throttled attempt was sent with more
+	// attempts in flight than any the store accepted in the last few
+	// seconds (1) or not (0); a concurrency-only cut that did not help
+	// counts 0. Above concMode the store is taken to limit concurrency, and
+	// throttles at new in-flight counts cut only concurrency. Starting at 0
+	// means "rate-limited" until three such throttles in a row, the safe
+	// default since a rate cut always relieves the store.
+	concEvidenceWeight = 0.3
+	concMode           = 0.6
 	// logEvery throttles repeats of one kind of limit change in the log.
 	logEvery = 10 * time.Second
 )
@@ -144,8 +159,9 @@ const (
 type Controller struct {
 	mu sync.Mutex
 
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	jitter func() float64 // in [0, 1), for TickInterval; safe for concurrent use
 
 	rate     probe // units/s
 	conc     probe // slots; used as floor(conc.v)
@@ -159,10 +175,12 @@ type Controller struct {
 	histNext int
 
 	cutSeq       uint64    // incremented by every congestion cut
-	lastCut      time.Time // zero before the first
+	lastRateCut  time.Time // zero before the first
+	lastConcCut  time.Time // zero before the first
 	throttled    bool      // a cut or pause happened: startup is over
 	lastGood     bool      // the latest capacity sample was Success
 	raStreak     int       // see pauseStreak
+	concScore    float64   // see concEvidenceWeight
 	pausedUntil  time.Time
 	lastThrottle time.Time
 	lastReason   string
@@ -183,17 +201,20 @@ type Controller struct {
 
 // window accumulates one measurement window.
 type window struct {
-	start      time.Time
-	accepted   float64 // units the store accepted (Success, unrejected Share)
-	granted    float64 // units admitted
-	grants     uint64
-	samples    uint64 // Success, Congested and Failed samples
-	success    uint64
-	congested  uint64
-	failed     uint64
-	latSum     time.Duration
-	latN       int64
-	peak       int // highest in-flight count
+	start     time.Time
+	accepted  float64 // units the store accepted (Success, unrejected Share)
+	granted   float64 // units admitted
+	grants    uint64
+	samples   uint64 // Success, Congested and Failed samples
+	success   uint64
+	congested uint64
+	failed    uint64
+	latSum    time.Duration
+	latN      int64
+	peak      int // highest in-flight count
+	okPeak    int // highest in-flight count at grant of an accepted attempt
+	// (our count: it includes attempts the store is rejecting at the time,
+	// so only windows without congestion keep it; see okPeakLocked)
 	blockRate  bool
 	blockConc  bool
 	blockPause bool
@@ -201,10 +222,22 @@ type window struct {
 
 // winStat is what the history keeps of a completed window.
 type winStat struct {
-	elapsed  time.Duration
-	accepted float64
-	samples  uint64
-	peak     int
+	elapsed   time.Duration
+	accepted  float64
+	samples   uint64
+	peak      int
+	okPeak    int
+	blockRate bool
+	blockConc bool
+}
+
+// measure is what the store did over the recent past (see measureLocked).
+type measure struct {
+	goodput   float64 // units/s accepted
+	trusted   bool    // enough samples for goodput
+	peak      int     // highest in-flight count
+	blockRate bool    // callers waited on the rate limit
+	blockConc bool    // callers waited on the concurrency limit
 }
 
 // blocker is why the head of the queue cannot be admitted.
@@ -227,6 +260,7 @@ func New(cfg Config) (*Controller, error) {
 	c := &Controller{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "limiter"),
+		jitter:   rand.Float64,
 		rate:     probe{v: cfg.InitialRate, min: cfg.MinRate, max: cfg.MaxRate},
 		conc:     probe{v: float64(cfg.InitialConcurrency), min: 1, max: float64(cfg.MaxConcurrency)},
 		win:      window{start: now},
@@ -240,10 +274,11 @@ func New(cfg Config) (*Controller, error) {
 // Permit is one admitted attempt. Call Done exactly once when the attempt
 // is over; further calls are no-ops. Safe for concurrent use.
 type Permit struct {
-	c     *Controller
-	cost  float64
-	epoch uint64 // c.cutSeq when granted
-	done  bool   // guarded by c.mu
+	c        *Controller
+	cost     float64
+	epoch    uint64 // c.cutSeq when granted
+	inFlight int    // in-flight count at grant, this one included
+	done     bool   // guarded by c.mu
 }
 
 // Cost returns the units charged for p.
@@ -255,11 +290,14 @@ func (p *Permit) Cost() float64 { return p.cost }
 // and leaves it in debt.
 //
 // It returns ErrQueueFull at once when Config.QueueMax callers already
-// wait, ctx.Err() when ctx ends first (the caller sets the queue timeout on
+// wait, ctx.Err() when ctx has ended or ends first (the caller sets the queue timeout on
 // ctx), and ErrClosed after Close. A limit change takes effect at once for
 // waiting callers, and a pause (Retry-After) keeps them queued.
 func (c *Controller) Acquire(ctx context.Context, cost float64) (*Permit, error) {
 	if err := checkCost("Acquire", cost); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -274,10 +312,6 @@ func (c *Controller) Acquire(ctx context.Context, cost float64) (*Permit, error)
 			c.mu.Unlock()
 			return p, nil
 		}
-	}
-	if err := ctx.Err(); err != nil {
-		c.mu.Unlock()
-		return nil, err
 	}
 	if c.q.n >= c.cfg.QueueMax {
 		c.mu.Unlock()
@@ -396,7 +430,7 @@ func (c *Controller) grantLocked(cost float64, now time.Time) *Permit {
 	c.win.granted += cost
 	c.win.grants++
 	c.win.peak = max(c.win.peak, c.inFlight)
-	return &Permit{c: c, cost: cost, epoch: c.cutSeq}
+	return &Permit{c: c, cost: cost, epoch: c.cutSeq, inFlight: c.inFlight}
 }
 
 func (c *Controller) markBlockedLocked(why blocker) {
@@ -460,6 +494,7 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		c.win.samples++
 		c.win.success++
 		c.win.accepted += p.cost
+		c.win.okPeak = max(c.win.okPeak, p.inFlight)
 		if s.Latency > 0 {
 			c.win.latSum += s.Latency
 			c.win.latN++
@@ -486,8 +521,8 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		if fresh && s.RetryAfter > 0 {
 			c.raStreak++
 		}
-		if fresh && (c.lastCut.IsZero() || !now.Before(c.lastCut.Add(c.cfg.Window))) {
-			c.cutLocked(share, s.Reason, now)
+		if fresh {
+			c.cutLocked(p, share, s.Reason, now)
 		}
 		if s.RetryAfter > longRetryAfter || (s.RetryAfter > 0 && c.raStreak >= pauseStreak) {
 			c.pauseLocked(s.RetryAfter, s.Reason, now)
@@ -495,32 +530,98 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 	}
 }
 
-// cutLocked applies a multiplicative decrease to both limits, based on what
-// the store actually took. Requires that c.mu is held.
-func (c *Controller) cutLocked(share float64, cause string, now time.Time) {
-	goodput, peak, ok := c.measureLocked(now)
-	rateBase := c.rate.v
-	if ok {
-		rateBase = min(rateBase, goodput)
+// cutLocked applies a multiplicative decrease, based on what the store
+// actually took, after p, sent after the previous cut, was throttled. Each
+// limit is cut at most once per Window (a burst of throttles counts once).
+// It cuts the limit the throttle points at:
+//
+//   - The rate is cut, from the goodput, unless p was sent with more
+//     attempts in flight than any accepted in the last okPeakWindows and the throttles seen so far mostly looked like that (see
+//     concMode): then the store limits concurrency, and cutting the rate
+//     would make it the bottleneck for nothing; an uncut rate is only
+//     pulled to within growthCap of the goodput, so it cannot stay far
+//     above reality. If such a concurrency-only cut was made less than a
+//     Window ago, it did not help (p was sent after it): the rate is cut.
+//     The rate is cut even when concurrency was pacing, because at small
+//     counts concurrency is a coarse pacer (4, 5, 6 slots at 10ms are 400,
+//     500, 600 req/s) and the rate a fine one.
+//   - Concurrency is cut from p's in-flight count when that count was new,
+//     to the highest count the store is known to take; otherwise from the
+//     peak in flight if it was a bottleneck or neither limit was (the
+//     loader alone drove the store into congestion), keeping the slots the
+//     new rate needs at unloaded latency (Little's law).
+//
+// Requires that c.mu is held.
+func (c *Controller) cutLocked(p *Permit, share float64, cause string, now time.Time) {
+	rateDue := c.lastRateCut.IsZero() || !now.Before(c.lastRateCut.Add(c.cfg.Window))
+	concDue := c.lastConcCut.IsZero() || !now.Before(c.lastConcCut.Add(c.cfg.Window))
+	if !rateDue && !concDue {
+		return
 	}
-	concBase := min(c.conc.v, float64(max(peak, 1)))
+	m := c.measureLocked(now)
+	okPeak := c.okPeakLocked()
+	newInFlight := okPeak > 0 && p.inFlight > okPeak
+	evidence := 0.0
+	if newInFlight {
+		evidence = 1
+	}
+	concOnly := newInFlight && c.concScore+(evidence-c.concScore)*concEvidenceWeight > concMode
+	if concOnly && !concDue {
+		concOnly, evidence = false, 0 // the recent concurrency-only cut did not help
+	}
+	c.concScore += (evidence - c.concScore) * concEvidenceWeight
+	cutRate := rateDue && !concOnly
+	cutConc := concDue && (newInFlight || m.blockConc || !m.blockRate)
+	if !cutRate && !cutConc {
+		return
+	}
 	fromRate, fromConc := c.rate.v, c.concLimit()
-	c.rate.cut(rateBase, share)
-	c.conc.cut(concBase, share)
-	// Keep the slots the new rate needs at unloaded latency (Little's law),
-	// so repeated throttling by a rate quota cannot ratchet concurrency down
-	// on its own; a store limiting concurrency shows loaded latency above
-	// the baseline, so the cut still bites there.
-	if c.avgCost > 0 && c.latBase > 0 {
-		c.conc.v = max(c.conc.v, c.conc.clamp(math.Ceil(c.rate.v/c.avgCost*c.latBase.Seconds())))
+	switch {
+	case cutRate:
+		base := c.rate.v
+		if m.trusted {
+			base = min(base, m.goodput)
+		}
+		c.rate.cut(base, share, 0)
+		c.lastRateCut = now
+	case m.trusted:
+		c.rate.v = c.rate.clamp(min(c.rate.v, growthCap*m.goodput))
+	}
+	switch {
+	case !cutConc:
+	case newInFlight:
+		// Straight to the highest count the store is known to take.
+		c.conc.cutTo(min(c.conc.v, float64(p.inFlight)), float64(okPeak))
+		c.lastConcCut = now
+	default:
+		var need float64
+		if c.avgCost > 0 && c.latBase > 0 {
+			need = math.Ceil(c.rate.v / c.avgCost * c.latBase.Seconds())
+		}
+		c.conc.cut(min(c.conc.v, float64(max(m.peak, 1))), share, need)
+		c.lastConcCut = now
 	}
 	c.cutSeq++
-	c.lastCut = now
 	c.throttled = true
 	c.decreases++
 	c.applyRateLocked(now)
 	c.logChangeLocked(limitRate, fromRate, c.rate.v, reasonCongestion, cause, now)
 	c.logChangeLocked(limitConc, float64(fromConc), float64(c.concLimit()), reasonCongestion, cause, now)
+}
+
+// okPeakLocked returns the highest in-flight count at grant of an accepted
+// attempt over the windows without congestion among the current one and the
+// last okPeakWindows: a count the store is known to take. Requires c.mu
+// held.
+func (c *Controller) okPeakLocked() int {
+	n := 0
+	if c.win.congested == 0 {
+		n = c.win.okPeak
+	}
+	for i := 1; i <= okPeakWindows; i++ {
+		n = max(n, c.hist[(c.histNext-i+historyWindows)%historyWindows].okPeak)
+	}
+	return n
 }
 
 // pauseLocked stops admitting anything until now+retryAfter (capped by
@@ -543,13 +644,12 @@ func (c *Controller) pauseLocked(retryAfter time.Duration, cause string, now tim
 	}
 }
 
-// measureLocked returns the goodput (units/s the store accepted) and the
-// peak in-flight count over the current window and as many recent ones as
-// needed to span at least one Window and minSamples samples. ok is false
-// when there are too few samples to trust the goodput. Requires c.mu held.
-func (c *Controller) measureLocked(now time.Time) (goodput float64, peak int, ok bool) {
-	accepted, samples, span := c.win.accepted, c.win.samples, now.Sub(c.win.start)
-	peak = c.win.peak
+// measureLocked sums the current window and as many recent ones as needed
+// to span at least one Window and minSamples samples. Requires c.mu held.
+func (c *Controller) measureLocked(now time.Time) measure {
+	w := c.win
+	m := measure{peak: w.peak, blockRate: w.blockRate, blockConc: w.blockConc}
+	accepted, samples, span := w.accepted, w.samples, now.Sub(w.start)
 	for i := 1; i <= historyWindows && (span < c.cfg.Window || samples < minSamples); i++ {
 		h := c.hist[(c.histNext-i+historyWindows)%historyWindows]
 		if h.elapsed == 0 {
@@ -558,12 +658,14 @@ func (c *Controller) measureLocked(now time.Time) (goodput float64, peak int, ok
 		accepted += h.accepted
 		samples += h.samples
 		span += h.elapsed
-		peak = max(peak, h.peak)
+		m.peak = max(m.peak, h.peak)
+		m.blockRate = m.blockRate || h.blockRate
+		m.blockConc = m.blockConc || h.blockConc
 	}
-	if samples < minSamples || span <= 0 {
-		return 0, peak, false
+	if samples >= minSamples && span > 0 {
+		m.goodput, m.trusted = accepted/span.Seconds(), true
 	}
-	return accepted / span.Seconds(), peak, true
+	return m
 }
 
 // Tick closes the current measurement window at now and runs one step of
@@ -581,7 +683,13 @@ func (c *Controller) Tick(now time.Time) {
 		return
 	}
 	w := c.win
-	c.hist[c.histNext] = winStat{elapsed: elapsed, accepted: w.accepted, samples: w.samples, peak: w.peak}
+	c.hist[c.histNext] = winStat{
+		elapsed: elapsed, accepted: w.accepted, samples: w.samples, peak: w.peak,
+		blockRate: w.blockRate, blockConc: w.blockConc,
+	}
+	if w.congested == 0 {
+		c.hist[c.histNext].okPeak = w.okPeak
+	}
 	c.histNext = (c.histNext + 1) % historyWindows
 	c.win = window{start: now}
 
@@ -627,6 +735,12 @@ func (c *Controller) Tick(now time.Time) {
 		}
 		if c.avgCost > 0 && c.latRecent > 0 {
 			floor := math.Ceil(c.rate.v / c.avgCost * c.latRecent.Seconds() * littleHeadroom)
+			if !c.conc.startup() {
+				// Up to the in-flight count at which the store last
+				// throttled only the cautious probe may go: a store that
+				// limits concurrency would throttle again at once.
+				floor = min(floor, max(1, math.Ceil(c.conc.lastMax)-1))
+			}
 			if from := c.concLimit(); floor > float64(from) {
 				c.conc.v = c.conc.clamp(floor)
 				if c.concLimit() > from {
@@ -641,8 +755,7 @@ func (c *Controller) Tick(now time.Time) {
 	case elevated && c.latHigh >= latencyWindows && w.congested == 0:
 		c.latHigh = 0
 		from := c.concLimit()
-		_, peak, _ := c.measureLocked(now)
-		c.conc.cut(min(c.conc.v, float64(max(peak, 1))), 1)
+		c.conc.cut(min(c.conc.v, float64(max(c.measureLocked(now).peak, 1))), 1, 0)
 		if c.concLimit() < from {
 			c.decreases++
 			c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatency, "", now)
@@ -718,7 +831,7 @@ func (c *Controller) concLimit() int { return int(c.conc.v) }
 // Tick, so that sidecars sharing a store do not adapt in lockstep. Safe for
 // concurrent use.
 func (c *Controller) TickInterval() time.Duration {
-	return time.Duration(float64(c.cfg.Window) * (0.9 + 0.2*rand.Float64()))
+	return time.Duration(float64(c.cfg.Window) * (0.9 + 0.2*c.jitter()))
 }
 
 // RetryWait estimates how long a loader whose request of cost units is

@@ -558,27 +558,43 @@ func TestStartupEndsAtFirstThrottle(t *testing.T) {
 }
 
 func TestProbeCurve(t *testing.T) {
+	const k = recoverTime
 	p := probe{v: 100, min: 1, max: 1e9}
-	p.cut(100, 1)
-	if p.v != 90 || (p.k-recoverTime).Abs() > time.Microsecond {
-		t.Fatalf("after a full cut: v %v k %v, want 90 and %v", p.v, p.k, recoverTime)
+	p.cut(100, 1, 0)
+	if p.v != 90 || (p.k-k).Abs() > time.Microsecond {
+		t.Fatalf("after a full cut: v %v k %v, want 90 and %v", p.v, p.k, k)
 	}
 	f := func(dt time.Duration, want float64) {
 		t.Helper()
 		p.grow(dt)
-		if math.Abs(p.v-want) > 1e-6 {
+		if math.Abs(p.v-want) > 1e-6*want {
 			t.Errorf("after t=%v: v %v, want %v", p.t, p.v, want)
 		}
 	}
-	f(ms(500), 100*(1+cubicScale*math.Pow(-0.5, 3))) // concave: 98.75
-	f(ms(500), 100)                                  // back at the last max after recoverTime
-	f(time.Second, 110)                              // then convex
-	f(time.Second, 180)
-	f(time.Second, 360) // would be 370, but at most ×2 per window
+	f(k/2, 100*(1-0.1/8)) // concave: cautious near the last max
+	f(k/2, 100)           // back at the last max after recoverTime
+	f(k, 110)             // then convex
+	f(k, 180)
+	f(k, 360)            // past 2× the last max: slow start's ×2 per window
+	f(time.Second, 720)  // and on
+	f(time.Second, 1440) // the curve would give 100·(1+0.1·(t/k-1)³) = 3260 by now, capped at ×2
 
-	p.cut(100, 0.1)
-	if p.v != 99 || math.Abs(p.k.Seconds()-math.Cbrt(0.1)) > 1e-6 {
-		t.Errorf("after a 10%% share cut: v %v k %v, want 99 and %vs", p.v, p.k, math.Cbrt(0.1))
+	p.cut(100, 0.1, 0)
+	if p.v != 99 || math.Abs(p.k.Seconds()-k.Seconds()*math.Cbrt(0.1)) > 1e-6 {
+		t.Errorf("after a 10%% share cut: v %v k %v, want 99 and %vs", p.v, p.k, k.Seconds()*math.Cbrt(0.1))
+	}
+	p.cut(100, 1, 95)
+	if p.v != 95 {
+		t.Errorf("cut with floor 95: v %v", p.v)
+	}
+	p.cutTo(20, 30)
+	if p.v != 20 || p.lastMax != 20 || p.k != 0 {
+		t.Errorf("cutTo above base: v %v last max %v k %v, want 20 20 0", p.v, p.lastMax, p.k)
+	}
+	p = probe{v: 5, min: 1, max: 1e9}
+	p.cut(0.1, 1, 0)
+	if p.v != 1 || p.lastMax != 1 {
+		t.Errorf("cut below min: v %v last max %v, want both clamped to 1", p.v, p.lastMax)
 	}
 }
 
@@ -676,8 +692,8 @@ func TestLogsEachChangeOnceThrottled(t *testing.T) {
 			cuts++
 		}
 	}
-	if growth != 1 || cuts != 2 {
-		t.Errorf("logged %d growth and %d cut lines, want 1 (throttled) and 2 (rate, concurrency):\n%s", growth, cuts, buf.String())
+	if growth != 1 || cuts != 1 {
+		t.Errorf("logged %d growth and %d cut lines, want 1 (throttled) and 1 (the rate; concurrency was not involved):\n%s", growth, cuts, buf.String())
 	}
 	// After logEvery the next growth is logged with the suppressed count.
 	buf.Reset()

@@ -13,7 +13,7 @@ const (
 	// recoverTime is how long the CUBIC-like curve takes to climb back from
 	// decreaseFactor·lastMax to lastMax after a full cut; past lastMax it
 	// speeds up (×1.1 after 2·recoverTime, ×1.8 after 3, ×3.7 after 4).
-	recoverTime = time.Second
+	recoverTime = 750 * time.Millisecond
 	// growthCap bounds growth to ×2 per window.
 	growthCap = 2.0
 )
@@ -29,7 +29,7 @@ var cubicScale = (1 - decreaseFactor) / math.Pow(recoverTime.Seconds(), 3)
 // below it; growth then follows lastMax·(1 + cubicScale·(t-K)³), where t is
 // the growth time since the cut and K the time to reach lastMax again:
 // concave (cautious) close to the last throttle point, convex (fast) far from
-// it. Only windows in which growth was allowed advance t, so idle, paused or
+// it, and once at growthCap·lastMax it doubles per window again. Only windows in which growth was allowed advance t, so idle, paused or
 // congested periods bank no growth. All values stay in [min, max].
 //
 // probe is not safe for concurrent use; the Controller guards it.
@@ -47,10 +47,17 @@ func (p *probe) clamp(v float64) float64 { return max(p.min, min(p.max, v)) }
 func (p *probe) startup() bool { return p.lastMax == 0 }
 
 // cut sets lastMax to base (what the store actually took, clamped) and the
-// limit to base scaled by the decrease for a rejected share in (0, 1].
-func (p *probe) cut(base, share float64) {
+// limit to base scaled by the decrease for a rejected share in (0, 1], but
+// not below floor (a level known to work).
+func (p *probe) cut(base, share, floor float64) {
+	p.cutTo(base, max(floor, base*(1-(1-decreaseFactor)*share)))
+}
+
+// cutTo sets lastMax to base and the limit to v, at most base (both
+// clamped), and restarts the curve so it climbs back to base.
+func (p *probe) cutTo(base, v float64) {
 	p.lastMax = p.clamp(base)
-	p.v = p.clamp(p.lastMax * (1 - (1-decreaseFactor)*share))
+	p.v = p.clamp(min(p.lastMax, v))
 	p.t = 0
 	p.k = 0
 	if drop := 1 - p.v/p.lastMax; drop > 0 {
@@ -68,6 +75,11 @@ func (p *probe) grow(dt time.Duration) {
 	p.t += dt
 	x := (p.t - p.k).Seconds()
 	w := min(p.lastMax*(1+cubicScale*x*x*x), p.v*growthCap)
+	if p.v >= growthCap*p.lastMax {
+		// Far past the last throttle point, which is stale (capacity grew,
+		// or a stray early throttle ended slow start): grow as in slow start.
+		w = p.v * growthCap
+	}
 	if w > p.v {
 		p.v = p.clamp(w)
 	}

@@ -1,0 +1,333 @@
+package limiter
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// simStore is a model of the store: it admits or rejects an attempt when it
+// arrives and is told when an admitted one completes.
+type simStore interface {
+	admit(now time.Time) bool
+	release()
+	setCapacity(now time.Time, c float64) // req/s for a rate store, slots for a concurrency store
+}
+
+// rateStore rejects above capacity req/s: a token bucket holding 50ms of
+// capacity (a strict quota; real ones often allow more burst).
+type rateStore struct {
+	mu       sync.Mutex
+	capacity float64
+	tokens   float64
+	last     time.Time
+}
+
+func (s *rateStore) burst() float64 { return max(1, s.capacity*0.05) }
+
+func (s *rateStore) refill(now time.Time) {
+	if s.last.IsZero() {
+		s.tokens, s.last = s.burst(), now
+	}
+	s.tokens = min(s.burst(), s.tokens+s.capacity*now.Sub(s.last).Seconds())
+	s.last = now
+}
+
+func (s *rateStore) admit(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refill(now)
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
+}
+
+func (s *rateStore) release() {}
+
+func (s *rateStore) setCapacity(now time.Time, c float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refill(now)
+	s.capacity = c
+	if s.tokens == 0 && s.last.Equal(now) {
+		s.tokens = s.burst() // a new store starts full
+	}
+}
+
+// concStore rejects an attempt that would make more than capacity in flight
+// (VictoriaMetrics' -maxConcurrentInserts with no queue).
+type concStore struct {
+	mu       sync.Mutex
+	capacity int
+	inFlight int
+}
+
+func (s *concStore) admit(time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inFlight >= s.capacity {
+		return false
+	}
+	s.inFlight++
+	return true
+}
+
+func (s *concStore) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inFlight--
+}
+
+func (s *concStore) setCapacity(_ time.Time, c float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.capacity = int(c)
+}
+
+// simPhase is a period of constant store capacity.
+type simPhase struct {
+	dur      time.Duration
+	capacity float64 // in the store's unit
+	goodput  float64 // the resulting capacity in req/s
+}
+
+type simConfig struct {
+	seed     uint64 // of the tick jitter
+	store    simStore
+	phases   []simPhase
+	workers  int
+	latency  time.Duration // of an accepted attempt
+	rejectAt time.Duration // latency of a rejection
+}
+
+const simBin = 100 * time.Millisecond
+
+// simResult holds per-bin counts by the attempt's start time.
+type simResult struct {
+	ok, rejected []int
+	trace        []Snapshot // after each Tick
+	final        Snapshot
+}
+
+// simulate runs greedy workers through a controller against the store in a
+// synctest bubble (so simulated minutes take real seconds).
+func simulate(t *testing.T, sc simConfig) simResult {
+	t.Helper()
+	var total time.Duration
+	for _, p := range sc.phases {
+		total += p.dur
+	}
+	nbins := int(total / simBin)
+	res := simResult{ok: make([]int, nbins), rejected: make([]int, nbins)}
+	synctest.Test(t, func(t *testing.T) {
+		c, err := New(Config{
+			InitialRate: 10, MinRate: 1, MaxRate: 1e5,
+			MaxConcurrency: 256, QueueMax: 256,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		rnd := rand.New(rand.NewPCG(sc.seed, 0))
+		c.jitter = rnd.Float64 // only the tick loop calls it
+		start := time.Now()
+		sc.store.setCapacity(start, sc.phases[0].capacity)
+		ctx, cancel := context.WithTimeout(t.Context(), total)
+		defer cancel()
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		wg.Go(func() { // the sidecar's control loop
+			timer := time.NewTimer(c.TickInterval())
+			defer timer.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case now := <-timer.C:
+					c.Tick(now)
+					s := c.Snapshot()
+					s.Heartbeat = time.Time{}.Add(now.Sub(start))
+					mu.Lock()
+					res.trace = append(res.trace, s)
+					mu.Unlock()
+					timer.Reset(c.TickInterval())
+				}
+			}
+		})
+		wg.Go(func() { // capacity schedule
+			elapsed := time.Duration(0)
+			for i, p := range sc.phases {
+				if i > 0 {
+					sc.store.setCapacity(time.Now(), p.capacity)
+				}
+				elapsed += p.dur
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(start.Add(elapsed).Sub(time.Now())):
+				}
+			}
+		})
+		for range sc.workers {
+			wg.Go(func() {
+				for {
+					p, err := c.Acquire(ctx, 1)
+					if err != nil {
+						return
+					}
+					now := time.Now()
+					bin := int(now.Sub(start) / simBin)
+					if sc.store.admit(now) {
+						time.Sleep(sc.latency)
+						sc.store.release()
+						p.Done(Sample{Outcome: Success, Latency: sc.latency})
+						mu.Lock()
+						if bin < nbins {
+							res.ok[bin]++
+						}
+						mu.Unlock()
+					} else {
+						time.Sleep(sc.rejectAt)
+						p.Done(Sample{Outcome: Congested, Latency: sc.rejectAt, Reason: "status_429"})
+						mu.Lock()
+						if bin < nbins {
+							res.rejected[bin]++
+						}
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		wg.Wait()
+		res.final = c.Snapshot()
+	})
+	return res
+}
+
+// phaseStats are the numbers of one phase after it settled.
+type phaseStats struct {
+	settle       time.Duration // from the phase's start until every later 1s window is good
+	goodputShare float64       // accepted / capacity over [start+allow, end)
+	throttle     float64       // rejected / attempts over the same span
+}
+
+// analyse measures phase i of r. A 1-second window is good when its goodput
+// is at least 90% of capacity and at most 5% of its attempts were rejected.
+func (r simResult) analyse(phases []simPhase, i int, allow time.Duration) phaseStats {
+	from := 0
+	for _, p := range phases[:i] {
+		from += int(p.dur / simBin)
+	}
+	to := from + int(phases[i].dur/simBin)
+	capacity := phases[i].goodput
+	win := int(time.Second / simBin)
+	good := func(a, b int) bool {
+		ok, rej := 0, 0
+		for j := a; j < b; j++ {
+			ok += r.ok[j]
+			rej += r.rejected[j]
+		}
+		secs := float64(b-a) * simBin.Seconds()
+		return float64(ok) >= 0.9*capacity*secs && float64(rej) <= 0.05*float64(ok+rej)
+	}
+	settle := to - from
+	for s := to - win; s >= from && good(s, s+win); s-- {
+		settle = s - from
+	}
+	ok, rej := 0, 0
+	for j := from + int(allow/simBin); j < to; j++ {
+		ok += r.ok[j]
+		rej += r.rejected[j]
+	}
+	secs := float64(to-from-int(allow/simBin)) * simBin.Seconds()
+	return phaseStats{
+		settle:       time.Duration(settle) * simBin,
+		goodputShare: float64(ok) / (capacity * secs),
+		throttle:     float64(rej) / math.Max(1, float64(ok+rej)),
+	}
+}
+
+func checkPhases(t *testing.T, r simResult, phases []simPhase, names []string, allow []time.Duration) {
+	t.Helper()
+	for i := range phases {
+		st := r.analyse(phases, i, allow[i])
+		msg := fmt.Sprintf("%-9s capacity %4.0f req/s: settled after %v; after %v: goodput %.1f%% of capacity, %.2f%% of attempts throttled",
+			names[i], phases[i].goodput, st.settle, allow[i], 100*st.goodputShare, 100*st.throttle)
+		t.Log(msg)
+		if st.goodputShare < 0.9 || st.throttle > 0.05 {
+			t.Errorf("%s: want goodput >= 90%% and throttled <= 5%%", msg)
+		}
+		if st.settle > allow[i] {
+			t.Errorf("%s: settled after the allowance", msg)
+		}
+	}
+	if os.Getenv("SIM_TRACE") != "" {
+		for i, s := range r.trace {
+			bin := int(s.Heartbeat.Sub(time.Time{}) / simBin)
+			ok, rej := 0, 0
+			for j := max(0, bin-5); j < bin && j < len(r.ok); j++ {
+				ok += r.ok[j]
+				rej += r.rejected[j]
+			}
+			t.Logf("%3d t=%6.2fs rate %7.1f (max %7.1f) conc %3d inflight %3d %-10s lat %v/%v ok/s %4d rej/s %3d", i, s.Heartbeat.Sub(time.Time{}).Seconds(), s.Rate, s.LastMaxRate, s.Concurrency, s.InFlight, s.Phase, s.LatencyRecent, s.LatencyBaseline, ok*2, rej*2)
+		}
+	}
+	t.Logf("final: rate %.0f concurrency %d phase %s decreases %d increases %d pauses %d samples %v",
+		r.final.Rate, r.final.Concurrency, r.final.Phase, r.final.Decreases, r.final.Increases, r.final.Pauses, r.final.Samples)
+}
+
+func TestSimulationRateLimitedStore(t *testing.T) {
+	const c = 500
+	phases := []simPhase{
+		{20 * time.Second, c, c},
+		{15 * time.Second, c / 2, c / 2},
+		{15 * time.Second, c, c},
+		{15 * time.Second, 2 * c, 2 * c},
+	}
+	r := simulate(t, simConfig{
+		seed:     simSeed(),
+		store:    &rateStore{},
+		phases:   phases,
+		workers:  64,
+		latency:  10 * time.Millisecond,
+		rejectAt: time.Millisecond,
+	})
+	checkPhases(t, r, phases, []string{"start", "halved", "doubled", "doubled"},
+		[]time.Duration{8 * time.Second, 5 * time.Second, 5 * time.Second, 5 * time.Second})
+}
+
+func TestSimulationConcurrencyLimitedStore(t *testing.T) {
+	const lat = 20 * time.Millisecond
+	slots := func(n float64) simPhase {
+		return simPhase{20 * time.Second, n, n / lat.Seconds()}
+	}
+	phases := []simPhase{slots(8), slots(4), slots(16)}
+	r := simulate(t, simConfig{
+		seed:     simSeed(),
+		store:    &concStore{},
+		phases:   phases,
+		workers:  64,
+		latency:  lat,
+		rejectAt: time.Millisecond,
+	})
+	checkPhases(t, r, phases, []string{"8 slots", "4 slots", "16 slots"},
+		[]time.Duration{8 * time.Second, 5 * time.Second, 5 * time.Second})
+}
+
+// simSeed returns $SIM_SEED, or 1: runs are reproducible, and other seeds
+// can be tried by hand.
+func simSeed() uint64 {
+	if n, err := strconv.ParseUint(os.Getenv("SIM_SEED"), 10, 64); err == nil {
+		return n
+	}
+	return 1
+}
