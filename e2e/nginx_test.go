@@ -157,12 +157,12 @@ func TestNginxQuota(t *testing.T) {
 
 	t.Run("direct", func(t *testing.T) {
 		// For comparison only: the same loader against the quota alone,
-		// honouring every Retry-After itself; 200 requests.
+		// honouring every Retry-After itself; 80 requests.
 		vm := startVictoria(t)
 		conf := conf
 		conf.Upstream = vm.url[len("http://"):]
 		gw := startNginx(t, conf)
-		l := quotaLoad(gw.url, "e2e-quota-direct", 25)
+		l := quotaLoad(gw.url, "e2e-quota-direct", 10)
 		res := runLoader(t, l, 2*time.Minute)
 		check := vm.stored(t, l, res)
 		reqs := float64(res.AckedSamples/int64(l.BatchSize)) / res.Elapsed.Seconds()

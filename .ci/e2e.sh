@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# End-to-end tests against real stores (issue 6): installs VictoriaMetrics
+# (which ships vmagent) and nginx from Debian's packages when they are
+# missing, then runs the e2e tests, which start each server themselves on
+# 127.0.0.1 with its data in a temporary directory and stop it by PID.
+# Runs on a clean Debian machine as root without a TTY; the packages start
+# no service in a container, and the tests use none that might be running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
+command -v vmagent >/dev/null 2>&1 || need+=(victoria-metrics)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+if [ ${#need[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${need[@]}" | sort -u | tr '\n' ' ')
+  echo "== installing ${pkgs}(Debian packages)"
+  export DEBIAN_FRONTEND=noninteractive
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  # --no-install-recommends: no service wrappers or docs are needed.
+  $sudo apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+dpkg-query -W victoria-metrics nginx 2>/dev/null | sed 's/^/== using /' || true
+
+echo "== go test -tags e2e ./e2e/"
+go test -tags e2e -count=1 -v -timeout 10m ./e2e/...
