@@ -23,7 +23,10 @@ const (
 	// Config.QueueMax is 0.
 	DefaultQueueMax = 1024
 	// DefaultBurstWindow sizes the token bucket when Config.Burst is 0: the
-	// bucket holds the units of 100ms at the current rate, at least one unit.
+	// bucket holds the units of 50ms at the current rate, at least one unit.
+	// Tokens saved while concurrency paces are spent at once when it lets
+	// go; a bucket smaller than the store's own burst keeps that from
+	// tripping a strict quota.
 	DefaultBurstWindow = 50 * time.Millisecond
 	// DefaultLatencyTolerance is Config.LatencyTolerance when 0.
 	DefaultLatencyTolerance = 1.5

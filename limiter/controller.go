@@ -139,15 +139,20 @@ const (
 // FIFO), send one attempt, and report what the store said with Permit.Done.
 // Tick closes a measurement window and is the control loop's heartbeat.
 //
-// Both limits adapt together. A Congested sample cuts them at once, at most
-// once per Window and only for requests sent after the previous cut, to
-// decreaseFactor (scaled down by Share) of what the store actually took over
-// the last window or so (goodput, peak in-flight), so a limit far above the
-// real send rate is pulled down to reality. A window without Congested or
-// Failed samples and with good latency grows each limit that was the
+// Both limits adapt together, from the same samples. A Congested sample
+// cuts at once, each limit at most once per Window and only for requests
+// sent after the previous cut (a burst of throttles counts once), and it
+// cuts the limit the throttle points at: the rate, to decreaseFactor
+// (scaled down by Share) of the goodput the store actually took, so a limit
+// far above the real send rate is pulled down to reality; concurrency, to
+// the highest in-flight count the store took, when the throttle came at a
+// count never accepted lately and the store has behaved like that before
+// (a concurrency cap rather than a rate quota). A window without Congested
+// or Failed samples and with good latency grows each limit that was the
 // bottleneck in it (callers waited on it): ×2 until the first throttle, then
 // along a CUBIC-like curve that is cautious near the last throttle point and
-// fast far from it. Latency rising above its baseline stops growth, and cuts
+// fast far from it; concurrency is also kept at the slots the rate needs
+// (Little's law). Latency rising above its baseline stops growth, and cuts
 // concurrency gently while it stays high. A long Retry-After, or short ones
 // that a cut did not help, pause all sends until they pass.
 //
@@ -181,6 +186,7 @@ type Controller struct {
 	lastGood     bool      // the latest capacity sample was Success
 	raStreak     int       // see pauseStreak
 	concScore    float64   // see concEvidenceWeight
+	pausedFrom   time.Time // start of the latest pause
 	pausedUntil  time.Time
 	lastThrottle time.Time
 	lastReason   string
@@ -212,12 +218,12 @@ type window struct {
 	latSum    time.Duration
 	latN      int64
 	peak      int // highest in-flight count
-	okPeak    int // highest in-flight count at grant of an accepted attempt
-	// (our count: it includes attempts the store is rejecting at the time,
-	// so only windows without congestion keep it; see okPeakLocked)
-	blockRate  bool
-	blockConc  bool
-	blockPause bool
+	// okPeak is the highest in-flight count at grant of an attempt accepted
+	// before the window's first Congested sample: our count includes the
+	// attempts the store is rejecting at the time, which would inflate it.
+	okPeak    int
+	blockRate bool // callers waited on the rate limit
+	blockConc bool // callers waited on the concurrency limit
 }
 
 // winStat is what the history keeps of a completed window.
@@ -290,9 +296,10 @@ func (p *Permit) Cost() float64 { return p.cost }
 // and leaves it in debt.
 //
 // It returns ErrQueueFull at once when Config.QueueMax callers already
-// wait, ctx.Err() when ctx has ended or ends first (the caller sets the queue timeout on
-// ctx), and ErrClosed after Close. A limit change takes effect at once for
-// waiting callers, and a pause (Retry-After) keeps them queued.
+// wait, ctx.Err() when ctx has ended or ends first (the caller sets the
+// queue timeout on ctx), and ErrClosed after Close. A limit change takes
+// effect at once for waiting callers, and a pause (Retry-After) keeps them
+// queued.
 func (c *Controller) Acquire(ctx context.Context, cost float64) (*Permit, error) {
 	if err := checkCost("Acquire", cost); err != nil {
 		return nil, err
@@ -433,14 +440,15 @@ func (c *Controller) grantLocked(cost float64, now time.Time) *Permit {
 	return &Permit{c: c, cost: cost, epoch: c.cutSeq, inFlight: c.inFlight}
 }
 
+// markBlockedLocked records which limit made a caller wait in this window
+// (a pause is no bottleneck: it does not call for growth). Requires that
+// c.mu is held.
 func (c *Controller) markBlockedLocked(why blocker) {
 	switch why {
 	case blockRate:
 		c.win.blockRate = true
 	case blockConc:
 		c.win.blockConc = true
-	case blockPause:
-		c.win.blockPause = true
 	}
 }
 
@@ -466,7 +474,7 @@ func (c *Controller) dispatchLocked(now time.Time) {
 }
 
 // Done releases p's slot and feeds s to the controller. A Congested sample
-// may cut both limits at once and pause sends (see Controller). Done is
+// may cut a limit at once and pause sends (see Controller). Done is
 // idempotent: calls after the first do nothing. It never blocks on I/O.
 func (p *Permit) Done(s Sample) {
 	c := p.c
@@ -494,7 +502,9 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		c.win.samples++
 		c.win.success++
 		c.win.accepted += p.cost
-		c.win.okPeak = max(c.win.okPeak, p.inFlight)
+		if c.win.congested == 0 {
+			c.win.okPeak = max(c.win.okPeak, p.inFlight)
+		}
 		if s.Latency > 0 {
 			c.win.latSum += s.Latency
 			c.win.latN++
@@ -536,8 +546,9 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 // It cuts the limit the throttle points at:
 //
 //   - The rate is cut, from the goodput, unless p was sent with more
-//     attempts in flight than any accepted in the last okPeakWindows and the throttles seen so far mostly looked like that (see
-//     concMode): then the store limits concurrency, and cutting the rate
+//     attempts in flight than any accepted in the last okPeakWindows and
+//     the throttles seen so far mostly looked like that (see concMode):
+//     then the store limits concurrency, and cutting the rate
 //     would make it the bottleneck for nothing; an uncut rate is only
 //     pulled to within growthCap of the goodput, so it cannot stay far
 //     above reality. If such a concurrency-only cut was made less than a
@@ -609,15 +620,12 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, now time.
 	c.logChangeLocked(limitConc, float64(fromConc), float64(c.concLimit()), reasonCongestion, cause, now)
 }
 
-// okPeakLocked returns the highest in-flight count at grant of an accepted
-// attempt over the windows without congestion among the current one and the
-// last okPeakWindows: a count the store is known to take. Requires c.mu
-// held.
+// okPeakLocked returns the highest in-flight count at grant of an attempt
+// accepted before the first throttle of its window, over the current window
+// and the last okPeakWindows: a count the store is known to take. Requires
+// that c.mu is held.
 func (c *Controller) okPeakLocked() int {
-	n := 0
-	if c.win.congested == 0 {
-		n = c.win.okPeak
-	}
+	n := c.win.okPeak
 	for i := 1; i <= okPeakWindows; i++ {
 		n = max(n, c.hist[(c.histNext-i+historyWindows)%historyWindows].okPeak)
 	}
@@ -630,6 +638,9 @@ func (c *Controller) pauseLocked(retryAfter time.Duration, cause string, now tim
 	until := now.Add(min(retryAfter, c.cfg.MaxRetryAfter))
 	if !until.After(c.pausedUntil) {
 		return
+	}
+	if !now.Before(c.pausedUntil) {
+		c.pausedFrom = now
 	}
 	c.pausedUntil = until
 	c.pauses++
@@ -645,7 +656,9 @@ func (c *Controller) pauseLocked(retryAfter time.Duration, cause string, now tim
 }
 
 // measureLocked sums the current window and as many recent ones as needed
-// to span at least one Window and minSamples samples. Requires c.mu held.
+// to span at least one Window and minSamples samples. The goodput leaves
+// out time spent paused, and is not trusted over less than half a Window of
+// sending. Requires that c.mu is held.
 func (c *Controller) measureLocked(now time.Time) measure {
 	w := c.win
 	m := measure{peak: w.peak, blockRate: w.blockRate, blockConc: w.blockConc}
@@ -662,7 +675,14 @@ func (c *Controller) measureLocked(now time.Time) measure {
 		m.blockRate = m.blockRate || h.blockRate
 		m.blockConc = m.blockConc || h.blockConc
 	}
-	if samples >= minSamples && span > 0 {
+	// Time we spent paused says nothing about what the store takes.
+	if !c.pausedFrom.IsZero() {
+		from, until := laterOf(c.pausedFrom, now.Add(-span)), earlierOf(c.pausedUntil, now)
+		if until.After(from) {
+			span -= until.Sub(from)
+		}
+	}
+	if samples >= minSamples && span >= c.cfg.Window/2 {
 		m.goodput, m.trusted = accepted/span.Seconds(), true
 	}
 	return m
@@ -684,11 +704,8 @@ func (c *Controller) Tick(now time.Time) {
 	}
 	w := c.win
 	c.hist[c.histNext] = winStat{
-		elapsed: elapsed, accepted: w.accepted, samples: w.samples, peak: w.peak,
-		blockRate: w.blockRate, blockConc: w.blockConc,
-	}
-	if w.congested == 0 {
-		c.hist[c.histNext].okPeak = w.okPeak
+		elapsed: elapsed, accepted: w.accepted, samples: w.samples,
+		peak: w.peak, okPeak: w.okPeak, blockRate: w.blockRate, blockConc: w.blockConc,
 	}
 	c.histNext = (c.histNext + 1) % historyWindows
 	c.win = window{start: now}
@@ -1007,4 +1024,18 @@ func (c *Controller) logChangeLocked(l limitKind, from, to float64, r reason, ca
 	}
 	c.log.Info("limit changed", attrs...)
 	st.last, st.suppressed = now, 0
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func earlierOf(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

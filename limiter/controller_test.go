@@ -212,9 +212,10 @@ func TestCutPullsLimitToGoodput(t *testing.T) {
 	if s.LastReason != "s3_slowdown" || !s.LastThrottle.Equal(clk.now) {
 		t.Errorf("last throttle %v %q, want now and s3_slowdown", s.LastThrottle, s.LastReason)
 	}
-	// Concurrency is cut from the peak in flight (51), not the limit (1000).
-	if s.Concurrency != 45 {
-		t.Errorf("concurrency %d, want floor(0.9×51) = 45", s.Concurrency)
+	// Concurrency is cut to the most the store took in flight (50: the 51st
+	// was refused), not from the limit (1000).
+	if s.Concurrency != 50 {
+		t.Errorf("concurrency %d, want 50", s.Concurrency)
 	}
 }
 

@@ -101,12 +101,14 @@ type simPhase struct {
 }
 
 type simConfig struct {
-	seed     uint64 // of the tick jitter
-	store    simStore
-	phases   []simPhase
-	workers  int
-	latency  time.Duration // of an accepted attempt
-	rejectAt time.Duration // latency of a rejection
+	seed       uint64 // of the tick jitter
+	store      simStore
+	phases     []simPhase
+	instances  int // controllers (sidecars) sharing the store; 0 means 1
+	workers    int // greedy loader goroutines per instance
+	latency    time.Duration
+	rejectAt   time.Duration // latency of a rejection
+	retryAfter time.Duration // attached to every rejection, 0 for none
 }
 
 const simBin = 100 * time.Millisecond
@@ -114,11 +116,12 @@ const simBin = 100 * time.Millisecond
 // simResult holds per-bin counts by the attempt's start time.
 type simResult struct {
 	ok, rejected []int
-	trace        []Snapshot // after each Tick
-	final        Snapshot
+	okBy         [][]int    // per instance
+	trace        []Snapshot // instance 0, after each Tick
+	final        []Snapshot // per instance
 }
 
-// simulate runs greedy workers through a controller against the store in a
+// simulate runs greedy workers through controllers against the store in a
 // synctest bubble (so simulated minutes take real seconds).
 func simulate(t *testing.T, sc simConfig) simResult {
 	t.Helper()
@@ -126,43 +129,19 @@ func simulate(t *testing.T, sc simConfig) simResult {
 	for _, p := range sc.phases {
 		total += p.dur
 	}
+	n := max(1, sc.instances)
 	nbins := int(total / simBin)
-	res := simResult{ok: make([]int, nbins), rejected: make([]int, nbins)}
+	res := simResult{ok: make([]int, nbins), rejected: make([]int, nbins), okBy: make([][]int, n), final: make([]Snapshot, n)}
+	for i := range res.okBy {
+		res.okBy[i] = make([]int, nbins)
+	}
 	synctest.Test(t, func(t *testing.T) {
-		c, err := New(Config{
-			InitialRate: 10, MinRate: 1, MaxRate: 1e5,
-			MaxConcurrency: 256, QueueMax: 256,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		rnd := rand.New(rand.NewPCG(sc.seed, 0))
-		c.jitter = rnd.Float64 // only the tick loop calls it
 		start := time.Now()
 		sc.store.setCapacity(start, sc.phases[0].capacity)
 		ctx, cancel := context.WithTimeout(t.Context(), total)
 		defer cancel()
 		var mu sync.Mutex
 		var wg sync.WaitGroup
-		wg.Go(func() { // the sidecar's control loop
-			timer := time.NewTimer(c.TickInterval())
-			defer timer.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case now := <-timer.C:
-					c.Tick(now)
-					s := c.Snapshot()
-					s.Heartbeat = time.Time{}.Add(now.Sub(start))
-					mu.Lock()
-					res.trace = append(res.trace, s)
-					mu.Unlock()
-					timer.Reset(c.TickInterval())
-				}
-			}
-		})
 		wg.Go(func() { // capacity schedule
 			elapsed := time.Duration(0)
 			for i, p := range sc.phases {
@@ -177,38 +156,75 @@ func simulate(t *testing.T, sc simConfig) simResult {
 				}
 			}
 		})
-		for range sc.workers {
-			wg.Go(func() {
+		ctls := make([]*Controller, n)
+		for inst := range ctls {
+			c, err := New(Config{
+				InitialRate: 10, MinRate: 1, MaxRate: 1e5,
+				MaxConcurrency: 256, QueueMax: 256,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctls[inst] = c
+			rnd := rand.New(rand.NewPCG(sc.seed, uint64(inst)))
+			c.jitter = rnd.Float64 // only this instance's tick loop calls it
+			wg.Go(func() {         // the sidecar's control loop
+				timer := time.NewTimer(c.TickInterval())
+				defer timer.Stop()
 				for {
-					p, err := c.Acquire(ctx, 1)
-					if err != nil {
+					select {
+					case <-ctx.Done():
 						return
-					}
-					now := time.Now()
-					bin := int(now.Sub(start) / simBin)
-					if sc.store.admit(now) {
-						time.Sleep(sc.latency)
-						sc.store.release()
-						p.Done(Sample{Outcome: Success, Latency: sc.latency})
-						mu.Lock()
-						if bin < nbins {
-							res.ok[bin]++
+					case now := <-timer.C:
+						c.Tick(now)
+						if inst == 0 {
+							s := c.Snapshot()
+							s.Heartbeat = time.Time{}.Add(now.Sub(start))
+							mu.Lock()
+							res.trace = append(res.trace, s)
+							mu.Unlock()
 						}
-						mu.Unlock()
-					} else {
-						time.Sleep(sc.rejectAt)
-						p.Done(Sample{Outcome: Congested, Latency: sc.rejectAt, Reason: "status_429"})
-						mu.Lock()
-						if bin < nbins {
-							res.rejected[bin]++
-						}
-						mu.Unlock()
+						timer.Reset(c.TickInterval())
 					}
 				}
 			})
+			for range sc.workers {
+				wg.Go(func() {
+					for {
+						p, err := c.Acquire(ctx, 1)
+						if err != nil {
+							return
+						}
+						now := time.Now()
+						bin := int(now.Sub(start) / simBin)
+						ok := sc.store.admit(now)
+						if ok {
+							time.Sleep(sc.latency)
+							sc.store.release()
+							p.Done(Sample{Outcome: Success, Latency: sc.latency})
+						} else {
+							time.Sleep(sc.rejectAt)
+							p.Done(Sample{Outcome: Congested, Latency: sc.rejectAt, RetryAfter: sc.retryAfter, Reason: "status_429"})
+						}
+						mu.Lock()
+						if bin < nbins {
+							if ok {
+								res.ok[bin]++
+								res.okBy[inst][bin]++
+							} else {
+								res.rejected[bin]++
+							}
+						}
+						mu.Unlock()
+					}
+				})
+			}
 		}
 		wg.Wait()
-		res.final = c.Snapshot()
+		for i, c := range ctls {
+			res.final[i] = c.Snapshot()
+		}
 	})
 	return res
 }
@@ -281,8 +297,9 @@ func checkPhases(t *testing.T, r simResult, phases []simPhase, names []string, a
 			t.Logf("%3d t=%6.2fs rate %7.1f (max %7.1f) conc %3d inflight %3d %-10s lat %v/%v ok/s %4d rej/s %3d", i, s.Heartbeat.Sub(time.Time{}).Seconds(), s.Rate, s.LastMaxRate, s.Concurrency, s.InFlight, s.Phase, s.LatencyRecent, s.LatencyBaseline, ok*2, rej*2)
 		}
 	}
+	f := r.final[0]
 	t.Logf("final: rate %.0f concurrency %d phase %s decreases %d increases %d pauses %d samples %v",
-		r.final.Rate, r.final.Concurrency, r.final.Phase, r.final.Decreases, r.final.Increases, r.final.Pauses, r.final.Samples)
+		f.Rate, f.Concurrency, f.Phase, f.Decreases, f.Increases, f.Pauses, f.Samples)
 }
 
 func TestSimulationRateLimitedStore(t *testing.T) {
@@ -320,7 +337,7 @@ func TestSimulationConcurrencyLimitedStore(t *testing.T) {
 		rejectAt: time.Millisecond,
 	})
 	checkPhases(t, r, phases, []string{"8 slots", "4 slots", "16 slots"},
-		[]time.Duration{8 * time.Second, 5 * time.Second, 5 * time.Second})
+		[]time.Duration{8 * time.Second, 5 * time.Second, 6 * time.Second}) // 16 slots: 4× the capacity
 }
 
 // simSeed returns $SIM_SEED, or 1: runs are reproducible, and other seeds
@@ -330,4 +347,62 @@ func simSeed() uint64 {
 		return n
 	}
 	return 1
+}
+
+func TestSimulationQuotaRetryAfterDoesNotIdle(t *testing.T) {
+	// A quota store that attaches "Retry-After: 1" to every rejection: the
+	// sidecar must keep sending at the quota, not pause for a second at
+	// each throttle.
+	const c = 500
+	phases := []simPhase{
+		{20 * time.Second, c, c},
+		{15 * time.Second, c / 2, c / 2},
+		{15 * time.Second, c, c},
+	}
+	r := simulate(t, simConfig{
+		seed:       simSeed(),
+		store:      &rateStore{},
+		phases:     phases,
+		workers:    64,
+		latency:    10 * time.Millisecond,
+		rejectAt:   time.Millisecond,
+		retryAfter: time.Second,
+	})
+	checkPhases(t, r, phases, []string{"start", "halved", "doubled"},
+		[]time.Duration{8 * time.Second, 5 * time.Second, 5 * time.Second})
+}
+
+func TestSimulationFairShare(t *testing.T) {
+	// Eight sidecars, each with its own greedy loader, share one store.
+	const c, n = 800, 8
+	phases := []simPhase{{40 * time.Second, c, c}}
+	r := simulate(t, simConfig{
+		seed:      simSeed(),
+		store:     &rateStore{},
+		phases:    phases,
+		instances: n,
+		workers:   16,
+		latency:   10 * time.Millisecond,
+		rejectAt:  time.Millisecond,
+	})
+	from := int(20 * time.Second / simBin) // the second half
+	var sum, sumSq float64
+	shares := make([]string, n)
+	for i, bins := range r.okBy {
+		x := 0.0
+		for _, v := range bins[from:] {
+			x += float64(v)
+		}
+		x /= 20 // req/s
+		sum += x
+		sumSq += x * x
+		shares[i] = fmt.Sprintf("%.0f", x)
+	}
+	jain := sum * sum / (n * sumSq)
+	st := r.analyse(phases, 0, 20*time.Second)
+	t.Logf("8 sidecars on a %d req/s store, last 20s: per-sidecar goodput %v req/s, Jain index %.3f, total goodput %.1f%% of capacity, %.2f%% of attempts throttled",
+		c, shares, jain, 100*st.goodputShare, 100*st.throttle)
+	if jain < 0.9 || st.goodputShare < 0.9 || st.throttle > 0.05 {
+		t.Errorf("want Jain >= 0.9, goodput >= 90%%, throttled <= 5%%")
+	}
 }
