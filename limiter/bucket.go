@@ -62,6 +62,12 @@ func (b *bucket) set(now time.Time, rate, burst float64) {
 	b.tokens = min(b.tokens, burst)
 }
 
+// drain empties the bucket (keeping any debt) at now.
+func (b *bucket) drain(now time.Time) {
+	b.advance(now)
+	b.tokens = min(b.tokens, 0)
+}
+
 // pause empties the bucket and stops refilling it until until.
 func (b *bucket) pause(now, until time.Time) {
 	b.advance(now)

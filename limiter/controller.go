@@ -595,6 +595,9 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, now time.
 		}
 		c.rate.cut(base, share, 0)
 		c.lastRateCut = now
+		// Tokens saved before the cut would go out as a burst into a store
+		// that is out of capacity: start from an empty bucket.
+		c.bucket.drain(now)
 	case m.trusted:
 		c.rate.v = c.rate.clamp(min(c.rate.v, growthCap*m.goodput))
 	}

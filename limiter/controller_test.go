@@ -182,9 +182,11 @@ func TestDecreaseOncePerWindow(t *testing.T) {
 	if s := c.Snapshot(); !approx(s.Rate, 90) || s.Decreases != 1 {
 		t.Fatalf("after the burst of 429s: rate %v decreases %d, want 90 and 1", s.Rate, s.Decreases)
 	}
-	// Sent after the cut but within the window: still no second cut.
+	// Sent after the cut but within the window: still no second cut. (The
+	// cut emptied the bucket: wait for two tokens at 90/s.)
+	clk.advance(ms(50))
 	qs := take(t, c, 2)
-	clk.advance(ms(200))
+	clk.advance(ms(150))
 	qs[0].Done(congested("status_429"))
 	if s := c.Snapshot(); s.Decreases != 1 {
 		t.Fatalf("429 within the window: decreases %d, want 1", s.Decreases)
@@ -435,6 +437,7 @@ func TestRetryAfterPause(t *testing.T) {
 			if s.Phase == PhasePaused || !s.PausedUntil.IsZero() || s.Pauses != 0 {
 				t.Errorf("%s: paused: %+v", name, s)
 			}
+			clk.advance(ms(20)) // a token at the cut rate, 90/s
 			if _, err := c.TryAcquire(1); err != nil {
 				t.Errorf("%s: TryAcquire: %v", name, err)
 			}
@@ -477,17 +480,22 @@ func TestQuotaRetryAfterAmidSuccessesDoesNotPause(t *testing.T) {
 	// A quota store answers "Retry-After: 1" to each rejected request among
 	// many accepted ones: cut the rate, never idle.
 	c, clk := newFake(t, 1000, nil)
-	for range 100 {
-		for range 9 {
-			take(t, c, 1)[0].Done(success(ms(5)))
+	for i := range 1000 { // a request every 10ms, every tenth refused
+		clk.advance(ms(10))
+		if i%50 == 0 {
+			clk.tick(c)
 		}
-		take(t, c, 1)[0].Done(congestedRA(time.Second))
-		clk.advance(ms(100))
+		p, err := c.TryAcquire(1)
+		if err != nil {
+			continue // the limit caught up with the loader
+		}
+		if i%10 == 9 {
+			p.Done(congestedRA(time.Second))
+		} else {
+			p.Done(success(ms(5)))
+		}
 		if s := c.Snapshot(); s.Phase == PhasePaused {
 			t.Fatalf("paused by a quota Retry-After: %+v", s)
-		}
-		if clk.now.Sub(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))%DefaultWindow == 0 {
-			clk.tick(c)
 		}
 	}
 	if s := c.Snapshot(); s.Pauses != 0 || s.Decreases < 10 || s.Rate >= 1000 {
@@ -501,10 +509,11 @@ func TestRetryAfterStreakPauses(t *testing.T) {
 	c, clk := newFake(t, 100, nil)
 	first := take(t, c, 1)
 	first[0].Done(congestedRA(time.Second)) // cut; streak 1
-	for i := range pauseStreak - 1 {        // sent after the cut
+	for i := range pauseStreak - 1 {        // sent after the cut, within the window
 		if s := c.Snapshot(); s.Phase == PhasePaused {
 			t.Fatalf("paused after %d consecutive Retry-Afters", i+1)
 		}
+		clk.advance(ms(20))
 		take(t, c, 1)[0].Done(congestedRA(time.Second))
 	}
 	if s := c.Snapshot(); s.Phase != PhasePaused || !s.PausedUntil.Equal(clk.now.Add(time.Second)) {
@@ -512,9 +521,10 @@ func TestRetryAfterStreakPauses(t *testing.T) {
 	}
 
 	// A success in between resets the streak.
-	c, _ = newFake(t, 100, nil)
+	c, clk = newFake(t, 100, nil)
 	take(t, c, 1)[0].Done(congestedRA(time.Second))
 	for i := range 2 * pauseStreak {
+		clk.advance(ms(20))
 		if i%2 == 0 {
 			take(t, c, 1)[0].Done(success(ms(1)))
 		} else {
