@@ -106,14 +106,17 @@ const (
 	// the windows with throttles, short enough to forget a capacity drop.
 	okPeakWindows = 4
 	// latencyWindows: consecutive windows whose own mean latency is, like
-	// the recent EWMA, elevated, after which the concurrency limit is cut by
-	// decreaseFactor (then again after as many more such windows).
+	// the recent EWMA, elevated, after which the concurrency limit is cut
+	// from the peak in flight by tolerance·baseline/recent, within [0.5,
+	// decreaseFactor] (then again after as many more such windows). If the
+	// window mean is no lower than at the previous such cut, the cut did not
+	// help: the latency is the store's new normal and becomes the baseline.
 	latencyWindows = 2
 	// latencySlack is added to LatencyTolerance·baseline so sub-millisecond
 	// jitter of a fast store is not a signal.
 	latencySlack = time.Millisecond
 	// littleHeadroom: the concurrency limit is kept at least at
-	// requests/s × recent latency × littleHeadroom (Little's law), so that
+	// requests/s × baseline latency × littleHeadroom (Little's law), so that
 	// slots never starve the rate while latency is good, but below the
 	// in-flight count at which the store last throttled.
 	littleHeadroom = 1.25
@@ -191,9 +194,10 @@ type Controller struct {
 	lastThrottle time.Time
 	lastReason   string
 
-	latBase   time.Duration // slow EWMA of per-window mean Success latency
+	latBase   time.Duration // unloaded per-window mean Success latency (see updateLatencyLocked)
 	latRecent time.Duration // fast EWMA of the same
 	latHigh   int           // consecutive windows with elevated latency
+	latCutAt  time.Duration // window mean latency at the last latency cut; 0 once latency is fine
 	avgCost   float64       // EWMA of units per granted request
 
 	samples   [numOutcomes]uint64
@@ -753,8 +757,8 @@ func (c *Controller) Tick(now time.Time) {
 				c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reason, "", now)
 			}
 		}
-		if c.avgCost > 0 && c.latRecent > 0 {
-			floor := math.Ceil(c.rate.v / c.avgCost * c.latRecent.Seconds() * littleHeadroom)
+		if c.avgCost > 0 && c.latBase > 0 {
+			floor := math.Ceil(c.rate.v / c.avgCost * c.latBase.Seconds() * littleHeadroom)
 			if !c.conc.startup() {
 				// Up to the in-flight count at which the store last
 				// throttled only the cautious probe may go: a store that
@@ -774,12 +778,28 @@ func (c *Controller) Tick(now time.Time) {
 		}
 	case elevated && c.latHigh >= latencyWindows && w.congested == 0:
 		c.latHigh = 0
+		if c.latCutAt > 0 && mean >= c.latCutAt {
+			// The last cut did not bring latency down: the rise is not a
+			// queue of ours but the store's new normal.
+			c.log.Info("latency baseline raised", "from", c.latBase, "to", mean)
+			c.latBase, c.latCutAt = mean, 0
+			break
+		}
+		c.latCutAt = mean
 		from := c.concLimit()
-		c.conc.cut(min(c.conc.v, float64(max(c.measureLocked(now).peak, 1))), 1, 0)
+		// Gently when latency is just past the tolerance, by up to half
+		// when it is far past (a deep queue of ours in the store).
+		factor := max(0.5, min(decreaseFactor, float64(c.latBase)*c.cfg.LatencyTolerance/float64(c.latRecent)))
+		c.conc.cutTo(min(c.conc.v, float64(max(c.measureLocked(now).peak, 1))), 0)
+		c.conc.v = c.conc.clamp(c.conc.lastMax * factor)
+		c.throttled = true
 		if c.concLimit() < from {
 			c.decreases++
 			c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatency, "", now)
 		}
+	}
+	if !elevated {
+		c.latCutAt = 0
 	}
 	c.dispatchLocked(now) // applies raises to waiters; marks the new window's blockers
 }
@@ -792,10 +812,10 @@ func (c *Controller) growthReason(p *probe) reason {
 }
 
 // updateLatencyLocked folds the mean Success latency of w into the recent
-// (fast) and baseline (slow, only without congestion) EWMAs and returns the
-// mean (0 if w has no latency sample). The baseline follows drops quickly
-// and rises slowly, so it tracks unloaded latency yet accepts a lasting
-// shift after tens of windows.
+// (fast) EWMA and returns the mean (0 if w has no latency sample). The
+// baseline follows drops at once by half; it never drifts up, so a queue we
+// build in the store cannot become the new normal: a lasting rise that
+// concurrency cuts do not relieve is adopted in Tick.
 func (c *Controller) updateLatencyLocked(w window) time.Duration {
 	if w.latN == 0 {
 		return 0
@@ -806,16 +826,12 @@ func (c *Controller) updateLatencyLocked(w window) time.Duration {
 	} else {
 		c.latRecent += (mean - c.latRecent) / 2
 	}
-	if w.congested > 0 {
-		return mean
-	}
 	switch {
+	case w.congested > 0:
 	case c.latBase == 0:
 		c.latBase = mean
 	case mean < c.latBase:
 		c.latBase += (mean - c.latBase) / 2
-	default:
-		c.latBase += (mean - c.latBase) / 20
 	}
 	return mean
 }
@@ -901,9 +917,11 @@ type Snapshot struct {
 	Decreases    uint64             // multiplicative decreases applied (congestion or latency)
 	Increases    uint64             // windows in which a limit grew
 	Pauses       uint64             // Retry-After pauses started or extended
-	// LatencyBaseline and LatencyRecent are the slow and fast EWMAs of the
-	// per-window mean Success latency; LatencyElevated reports that recent
-	// is past the tolerance and growth is held.
+	// LatencyBaseline is the unloaded per-window mean Success latency (it
+	// follows drops, and rises only when cutting concurrency does not bring
+	// latency down); LatencyRecent is a fast EWMA of the same means;
+	// LatencyElevated reports that recent is past the tolerance and growth
+	// is held.
 	LatencyBaseline time.Duration
 	LatencyRecent   time.Duration
 	LatencyElevated bool

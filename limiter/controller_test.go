@@ -385,14 +385,16 @@ func TestLatencyEarlySignal(t *testing.T) {
 	// Latency jumps tenfold: growth stops at once.
 	batchWindow(t, c, clk, 10, ms(100))
 	s = c.Snapshot()
-	if !s.LatencyElevated || s.Rate != 800 || s.Concurrency != 64 {
-		t.Fatalf("first slow window: %+v, want elevated, rate 800, concurrency 64", s)
+	if !s.LatencyElevated || s.Rate != 800 || s.Concurrency != 64 || s.LatencyBaseline != ms(10) {
+		t.Fatalf("first slow window: %+v, want elevated, rate 800, concurrency 64, baseline kept", s)
 	}
-	// It stays high: concurrency is cut gently, from what was in flight (10).
+	// It stays high: concurrency is cut from what was in flight (10), by
+	// half since latency is far past the tolerance; the store's limit is
+	// found, startup is over.
 	batchWindow(t, c, clk, 10, ms(100))
 	s = c.Snapshot()
-	if s.Rate != 800 || s.Concurrency != 9 || s.Decreases != 1 || s.Phase != PhaseStartup {
-		t.Fatalf("second slow window: %+v, want rate 800, concurrency 9, one decrease, still startup", s)
+	if s.Rate != 800 || s.Concurrency != 5 || s.Decreases != 1 || s.Phase == PhaseStartup {
+		t.Fatalf("second slow window: %+v, want rate 800, concurrency 5, one decrease, startup over", s)
 	}
 	// Latency back to normal: the fast EWMA comes down within a few
 	// windows, then growth resumes.
@@ -400,17 +402,49 @@ func TestLatencyEarlySignal(t *testing.T) {
 		if i == 6 {
 			t.Fatalf("latency still elevated after 6 good windows: %+v", c.Snapshot())
 		}
-		batchWindow(t, c, clk, 8, ms(10))
+		batchWindow(t, c, clk, 4, ms(10))
 		if s2 := c.Snapshot(); s2.Rate != 800 && s2.LatencyElevated {
 			t.Fatalf("grew while latency was elevated: %+v", s2)
 		}
 	}
-	if s2 := c.Snapshot(); s2.Concurrency < 9 {
+	if s2 := c.Snapshot(); s2.Concurrency < 5 {
 		t.Fatalf("concurrency cut again while latency came down: %+v", s2)
 	}
-	batchWindow(t, c, clk, 8, ms(10))
+	batchWindow(t, c, clk, 4, ms(10))
 	if s2 := c.Snapshot(); s2.Rate <= s.Rate {
 		t.Fatalf("latency recovered: %+v, want growth", s2)
+	}
+}
+
+func TestLatencySlightlyHighCutsGently(t *testing.T) {
+	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 10; cfg.InitialConcurrency = 64 })
+	batchWindow(t, c, clk, 10, ms(100))
+	// 170ms: past 1.5×100ms+1ms, but not far.
+	for range 3 {
+		batchWindow(t, c, clk, 10, ms(170))
+	}
+	if s := c.Snapshot(); s.Concurrency != 9 || s.Decreases != 1 {
+		t.Fatalf("%+v, want concurrency 0.9×10 = 9 after one gentle cut", s)
+	}
+}
+
+func TestLatencyShiftIsAdopted(t *testing.T) {
+	// The store got slower for good (bigger documents, say): cutting
+	// concurrency does not bring latency down, so after one such cut the
+	// new latency becomes the baseline and growth resumes.
+	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 10; cfg.InitialConcurrency = 64 })
+	batchWindow(t, c, clk, 5, ms(10))
+	for range 8 {
+		batchWindow(t, c, clk, min(5, c.Snapshot().Concurrency), ms(50))
+	}
+	s := c.Snapshot()
+	if s.LatencyBaseline != ms(50) || s.LatencyElevated || s.Decreases != 1 {
+		t.Fatalf("after a lasting shift to 50ms: %+v, want it adopted as the baseline after one cut", s)
+	}
+	rate := s.Rate
+	batchWindow(t, c, clk, 2, ms(50))
+	if s := c.Snapshot(); s.Rate <= rate {
+		t.Fatalf("no growth after the shift was adopted: %+v", s)
 	}
 }
 

@@ -21,6 +21,46 @@ type simStore interface {
 	setCapacity(now time.Time, c float64) // req/s for a rate store, slots for a concurrency store
 }
 
+// timedStore is a simStore that also decides each attempt's latency.
+type timedStore interface {
+	attempt(now time.Time) (ok bool, latency time.Duration)
+}
+
+// queueStore is VictoriaMetrics' -maxConcurrentInserts: capacity slots each
+// busy for service per insert; an insert that finds them all busy queues
+// (its latency grows) and gets a 503 after maxQueue.
+type queueStore struct {
+	mu       sync.Mutex
+	service  time.Duration
+	maxQueue time.Duration
+	free     []time.Time // when each slot frees up
+}
+
+func (s *queueStore) attempt(now time.Time) (bool, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := 0
+	for j := range s.free {
+		if s.free[j].Before(s.free[i]) {
+			i = j
+		}
+	}
+	start := laterOf(now, s.free[i])
+	if wait := start.Sub(now); wait > s.maxQueue {
+		return false, s.maxQueue
+	}
+	s.free[i] = start.Add(s.service)
+	return true, s.free[i].Sub(now)
+}
+
+func (s *queueStore) admit(time.Time) bool { panic("queueStore is a timedStore") }
+func (s *queueStore) release()             {}
+func (s *queueStore) setCapacity(_ time.Time, c float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.free = make([]time.Time, int(c))
+}
+
 // rateStore rejects above capacity req/s: a token bucket holding 50ms of
 // capacity (a strict quota; real ones often allow more burst).
 type rateStore struct {
@@ -198,14 +238,18 @@ func simulate(t *testing.T, sc simConfig) simResult {
 						}
 						now := time.Now()
 						bin := int(now.Sub(start) / simBin)
-						ok := sc.store.admit(now)
+						ok, lat := false, sc.rejectAt
+						if ts, timed := sc.store.(timedStore); timed {
+							ok, lat = ts.attempt(now)
+						} else if ok = sc.store.admit(now); ok {
+							lat = sc.latency
+						}
+						time.Sleep(lat)
 						if ok {
-							time.Sleep(sc.latency)
 							sc.store.release()
-							p.Done(Sample{Outcome: Success, Latency: sc.latency})
+							p.Done(Sample{Outcome: Success, Latency: lat})
 						} else {
-							time.Sleep(sc.rejectAt)
-							p.Done(Sample{Outcome: Congested, Latency: sc.rejectAt, RetryAfter: sc.retryAfter, Reason: "status_429"})
+							p.Done(Sample{Outcome: Congested, Latency: lat, RetryAfter: sc.retryAfter, Reason: "status_429"})
 						}
 						mu.Lock()
 						if bin < nbins {
@@ -406,4 +450,28 @@ func TestSimulationFairShare(t *testing.T) {
 	if jain < 0.9 || st.goodputShare < 0.9 || st.throttle > 0.05 {
 		t.Errorf("want Jain >= 0.9, goodput >= 90%%, throttled <= 5%%")
 	}
+}
+
+func TestSimulationQueueingStore(t *testing.T) {
+	// VictoriaMetrics-like: 8 inserts at once, 20ms each (400 req/s), the
+	// rest queue inside the store for up to 100ms and then get a 503. Queued
+	// inserts are slower before any is refused: latency is the early signal.
+	const service = 20 * time.Millisecond
+	slots := func(n float64) simPhase { return simPhase{20 * time.Second, n, n / service.Seconds()} }
+	phases := []simPhase{slots(8), slots(4), slots(16)}
+	r := simulate(t, simConfig{
+		seed:    simSeed(),
+		store:   &queueStore{service: service, maxQueue: 100 * time.Millisecond},
+		phases:  phases,
+		workers: 64,
+	})
+	checkPhases(t, r, phases, []string{"8 slots", "4 slots", "16 slots"},
+		[]time.Duration{8 * time.Second, 6 * time.Second, 7 * time.Second})
+	var high int
+	for _, s := range r.trace {
+		if s.LatencyElevated {
+			high++
+		}
+	}
+	t.Logf("latency elevated in %d of %d windows; final latency %v (baseline %v)", high, len(r.trace), r.final[0].LatencyRecent, r.final[0].LatencyBaseline)
 }
