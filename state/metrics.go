@@ -2,6 +2,8 @@ package state
 
 import (
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -83,28 +85,59 @@ func (c *jobCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector. Per-job series exist only for
+// live jobs and for failed ones (a human must act on those), the failed
+// ones capped at MaxJobs, newest first: cardinality is bounded by twice the
+// job cap whatever the churn. The jobs are copied under the lock and sent
+// after it, so a scrape never holds up the proxy.
 func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
+	type row struct {
+		id           string
+		state        State
+		since        time.Time
+		bytes, items int64
+		last         time.Time
+		stalls       uint64
+	}
 	c.m.mu.Lock()
-	defer c.m.mu.Unlock()
-	for s, n := range c.m.countsLocked() {
+	counts := c.m.countsLocked()
+	rows := make([]row, 0, len(c.m.jobs))
+	var failed []row
+	for id, e := range c.m.jobs {
+		r := row{id, e.job.State, e.job.Since, e.totals.Bytes, e.totals.Items, e.lastProgress, e.job.Stalls}
+		switch {
+		case !r.state.Terminal():
+			rows = append(rows, r)
+		case r.state == Failed:
+			failed = append(failed, r)
+		}
+	}
+	limit := c.m.cfg.MaxJobs
+	c.m.mu.Unlock()
+
+	if len(failed) > limit {
+		slices.SortFunc(failed, func(a, b row) int { return b.since.Compare(a.since) })
+		failed = failed[:limit]
+	}
+	rows = append(rows, failed...)
+	for s, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(n), s.String())
 	}
-	for id, e := range c.m.jobs {
+	for _, r := range rows {
 		for _, s := range States() {
 			v := 0.0
-			if s == e.job.State {
+			if s == r.state {
 				v = 1
 			}
-			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, v, id, s.String())
+			ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, v, r.id, s.String())
 		}
-		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(e.totals.Bytes), id)
-		ch <- prometheus.MustNewConstMetric(c.items, prometheus.CounterValue, float64(e.totals.Items), id)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(r.bytes), r.id)
+		ch <- prometheus.MustNewConstMetric(c.items, prometheus.CounterValue, float64(r.items), r.id)
 		last := 0.0
-		if !e.lastProgress.IsZero() {
-			last = float64(e.lastProgress.UnixNano()) / 1e9
+		if !r.last.IsZero() {
+			last = float64(r.last.UnixNano()) / 1e9
 		}
-		ch <- prometheus.MustNewConstMetric(c.progress, prometheus.GaugeValue, last, id)
-		ch <- prometheus.MustNewConstMetric(c.stall, prometheus.CounterValue, float64(e.job.Stalls), id)
+		ch <- prometheus.MustNewConstMetric(c.progress, prometheus.GaugeValue, last, r.id)
+		ch <- prometheus.MustNewConstMetric(c.stall, prometheus.CounterValue, float64(r.stalls), r.id)
 	}
 }

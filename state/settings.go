@@ -283,7 +283,7 @@ type rateWindow [60]struct {
 
 func (w *rateWindow) add(now time.Time, req, bytes, items, records int64) {
 	s := now.Unix()
-	b := &w[s%60]
+	b := &w[(s%60+60)%60] // a clock stepped back before 1970 must not index out of range
 	if b.sec != s {
 		b.sec, b.req, b.bytes, b.items, b.records = s, 0, 0, 0, 0
 	}
