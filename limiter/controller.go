@@ -108,10 +108,12 @@ const (
 	// latencyWindows: consecutive windows whose own mean latency is, like
 	// the recent EWMA, elevated, after which the concurrency limit is cut
 	// from the peak in flight by tolerance·baseline/recent, within [0.5,
-	// decreaseFactor] (then again after as many more such windows). If the
-	// window mean is no lower than at the previous such cut, the cut did not
-	// help: the latency is the store's new normal and becomes the baseline.
+	// decreaseFactor] (then again after as many more such windows).
 	latencyWindows = 2
+	// latencyNoHelp: when the window mean stays at or above its value at
+	// the previous latency cut this many times in a row, the cuts did not
+	// help: the latency is the store's new normal and becomes the baseline.
+	latencyNoHelp = 2
 	// latencySlack is added to LatencyTolerance·baseline so sub-millisecond
 	// jitter of a fast store is not a signal.
 	latencySlack = time.Millisecond
@@ -198,6 +200,7 @@ type Controller struct {
 	latRecent time.Duration // fast EWMA of the same
 	latHigh   int           // consecutive windows with elevated latency
 	latCutAt  time.Duration // window mean latency at the last latency cut; 0 once latency is fine
+	latNoHelp int           // latency cuts in a row that did not bring it down
 	avgCost   float64       // EWMA of units per granted request
 
 	samples   [numOutcomes]uint64
@@ -779,10 +782,15 @@ func (c *Controller) Tick(now time.Time) {
 	case elevated && c.latHigh >= latencyWindows && w.congested == 0:
 		c.latHigh = 0
 		if c.latCutAt > 0 && mean >= c.latCutAt {
-			// The last cut did not bring latency down: the rise is not a
-			// queue of ours but the store's new normal.
+			c.latNoHelp++
+		} else {
+			c.latNoHelp = 0
+		}
+		if c.latNoHelp >= latencyNoHelp {
+			// Cutting concurrency did not bring latency down: the rise is
+			// not a queue of ours but the store's new normal.
 			c.log.Info("latency baseline raised", "from", c.latBase, "to", mean)
-			c.latBase, c.latCutAt = mean, 0
+			c.latBase, c.latCutAt, c.latNoHelp = mean, 0, 0
 			break
 		}
 		c.latCutAt = mean
@@ -790,8 +798,8 @@ func (c *Controller) Tick(now time.Time) {
 		// Gently when latency is just past the tolerance, by up to half
 		// when it is far past (a deep queue of ours in the store).
 		factor := max(0.5, min(decreaseFactor, float64(c.latBase)*c.cfg.LatencyTolerance/float64(c.latRecent)))
-		c.conc.cutTo(min(c.conc.v, float64(max(c.measureLocked(now).peak, 1))), 0)
-		c.conc.v = c.conc.clamp(c.conc.lastMax * factor)
+		base := min(c.conc.v, float64(max(c.measureLocked(now).peak, 1)))
+		c.conc.cutTo(base, base*factor)
 		c.throttled = true
 		if c.concLimit() < from {
 			c.decreases++
@@ -799,7 +807,7 @@ func (c *Controller) Tick(now time.Time) {
 		}
 	}
 	if !elevated {
-		c.latCutAt = 0
+		c.latCutAt, c.latNoHelp = 0, 0
 	}
 	c.dispatchLocked(now) // applies raises to waiters; marks the new window's blockers
 }

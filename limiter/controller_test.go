@@ -430,19 +430,19 @@ func TestLatencySlightlyHighCutsGently(t *testing.T) {
 
 func TestLatencyShiftIsAdopted(t *testing.T) {
 	// The store got slower for good (bigger documents, say): cutting
-	// concurrency does not bring latency down, so after one such cut the
+	// concurrency does not bring latency down, so after two such cuts the
 	// new latency becomes the baseline and growth resumes.
 	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 10; cfg.InitialConcurrency = 64 })
 	batchWindow(t, c, clk, 5, ms(10))
-	for range 8 {
+	for range 10 {
 		batchWindow(t, c, clk, min(5, c.Snapshot().Concurrency), ms(50))
 	}
 	s := c.Snapshot()
-	if s.LatencyBaseline != ms(50) || s.LatencyElevated || s.Decreases != 1 {
-		t.Fatalf("after a lasting shift to 50ms: %+v, want it adopted as the baseline after one cut", s)
+	if s.LatencyBaseline != ms(50) || s.LatencyElevated || s.Decreases != 2 {
+		t.Fatalf("after a lasting shift to 50ms: %+v, want it adopted as the baseline after two cuts", s)
 	}
 	rate := s.Rate
-	batchWindow(t, c, clk, 2, ms(50))
+	batchWindow(t, c, clk, 1, ms(50))
 	if s := c.Snapshot(); s.Rate <= rate {
 		t.Fatalf("no growth after the shift was adopted: %+v", s)
 	}

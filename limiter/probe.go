@@ -12,7 +12,8 @@ const (
 	decreaseFactor = 0.9
 	// recoverTime is how long the CUBIC-like curve takes to climb back from
 	// decreaseFactor·lastMax to lastMax after a full cut; past lastMax it
-	// speeds up (×1.1 after 2·recoverTime, ×1.8 after 3, ×3.7 after 4).
+	// speeds up (×1.1 after 2·recoverTime, ×1.8 after 3) and from
+	// growthCap·lastMax on it doubles per window.
 	recoverTime = 750 * time.Millisecond
 	// growthCap bounds growth to ×2 per window.
 	growthCap = 2.0
@@ -29,7 +30,8 @@ var cubicScale = (1 - decreaseFactor) / math.Pow(recoverTime.Seconds(), 3)
 // below it; growth then follows lastMax·(1 + cubicScale·(t-K)³), where t is
 // the growth time since the cut and K the time to reach lastMax again:
 // concave (cautious) close to the last throttle point, convex (fast) far from
-// it, and once at growthCap·lastMax it doubles per window again. Only windows in which growth was allowed advance t, so idle, paused or
+// it, and once at growthCap·lastMax it doubles per window again. Only
+// windows in which growth was allowed advance t, so idle, paused or
 // congested periods bank no growth. All values stay in [min, max].
 //
 // probe is not safe for concurrent use; the Controller guards it.
