@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -74,9 +75,16 @@ func (s *Server) adminHandler(gatherer prometheus.Gatherer) http.Handler {
 	return methodNotAllowedAsJSON(mux)
 }
 
-// methodNotAllowedAsJSON turns the mux's plain-text 405 into a JSON error.
+// methodNotAllowedAsJSON answers what the mux would answer in plain text
+// or HTML with JSON errors: 405 for a known path with the wrong method, and
+// 404 for a path that is not clean ("..", ".", "//"), which the mux would
+// redirect elsewhere (a traversal attempt never gets a redirect).
 func methodNotAllowedAsJSON(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == "" || path.Clean(p) != p {
+			writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+truncate(p, 200), nil)
+			return
+		}
 		if _, pattern := mux.Handler(r); pattern == "/" {
 			// No pattern matches this method: probe with GET and POST to
 			// tell 405 from 404.

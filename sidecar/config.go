@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluice-dev/sluice/sidecar/auth"
 	"github.com/sluice-dev/sluice/sidecar/classify"
+	"github.com/sluice-dev/sluice/state"
 )
 
 // EnvPrefix is the prefix of every configuration variable.
@@ -153,9 +154,11 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	fields := configFields()
 	byField := make(map[string]string, len(fields))
 	known := make(map[string]bool, len(fields))
+	secret := make(map[string]bool)
 	for _, f := range fields {
 		byField[f.field] = f.key
 		known[f.key] = true
+		secret[f.key] = f.secret
 	}
 	for k := range envMap {
 		if strings.HasPrefix(k, EnvPrefix) && !known[k] {
@@ -172,7 +175,11 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 			var pe env.ParseError
 			if errors.As(e, &pe) {
 				key := byField[pe.Name]
-				problems = append(problems, fmt.Sprintf("%s: invalid value %q: %v", key, envMap[key], unwrapParse(pe.Err)))
+				val := strconv.Quote(envMap[key])
+				if secret[key] {
+					val = "<redacted>"
+				}
+				problems = append(problems, fmt.Sprintf("%s: invalid value %s: %v", key, val, unwrapParse(pe.Err)))
 				continue
 			}
 			problems = append(problems, e.Error())
@@ -228,7 +235,7 @@ func (c *Config) validate(set map[string]string) []string {
 	default:
 		u, err := url.Parse(c.UpstreamURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("UPSTREAM_URL", "must be an absolute http or https URL, got %q", c.UpstreamURL)
+			bad("UPSTREAM_URL", "must be an absolute http or https URL, got %q", redactURL(c.UpstreamURL))
 		}
 	}
 	checkAddr := func(key, addr string) {
@@ -241,7 +248,7 @@ func (c *Config) validate(set map[string]string) []string {
 	checkAddr("LISTEN_ADDR", c.ListenAddr)
 	checkAddr("ADMIN_ADDR", c.AdminAddr)
 	if u, err := url.Parse(c.AdminURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		bad("ADMIN_URL", "must be an http(s) URL, got %q", c.AdminURL)
+		bad("ADMIN_URL", "must be an http(s) URL, got %q", redactURL(c.AdminURL))
 	}
 	if c.UpstreamCAFile != "" {
 		if _, err := os.Stat(c.UpstreamCAFile); err != nil {
@@ -329,8 +336,8 @@ func (c *Config) validate(set map[string]string) []string {
 	if c.MaxJobs < 1 {
 		bad("MAX_JOBS", "must be at least 1, got %d", c.MaxJobs)
 	}
-	if !validJobID(c.Job) {
-		bad("JOB", "must be 1-128 characters of A-Za-z0-9._:-, got %q", c.Job)
+	if !state.ValidJobID(c.Job) {
+		bad("JOB", "must be 1-128 characters of A-Za-z0-9._:-, starting with a letter or digit, got %q", c.Job)
 	}
 	if c.ActionRetries < 0 {
 		bad("ACTION_RETRIES", "must be 0 or more, got %d", c.ActionRetries)
@@ -347,7 +354,7 @@ func (c *Config) validate(set map[string]string) []string {
 		}
 		if a.u != "" {
 			if u, err := url.Parse(strings.ReplaceAll(a.u, "${JOB}", "job")); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				bad(a.prefix+"_URL", "must be an http(s) URL (may contain ${JOB}), got %q", a.u)
+				bad(a.prefix+"_URL", "must be an http(s) URL (may contain ${JOB}), got %q", redactURL(a.u))
 			}
 		}
 		if !validMethod(a.method) {
@@ -361,7 +368,7 @@ func (c *Config) validate(set map[string]string) []string {
 	}
 	if c.ProgressProbeURL != "" {
 		if u, err := url.Parse(c.ProgressProbeURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("PROGRESS_PROBE_URL", "must be an http(s) URL, got %q", c.ProgressProbeURL)
+			bad("PROGRESS_PROBE_URL", "must be an http(s) URL, got %q", redactURL(c.ProgressProbeURL))
 		}
 		if c.ProgressProbePtr != "" && !strings.HasPrefix(c.ProgressProbePtr, "/") {
 			bad("PROGRESS_PROBE_POINTER", "must be a JSON pointer starting with /, got %q", c.ProgressProbePtr)
@@ -376,22 +383,6 @@ func validMethod(m string) bool {
 	}
 	for _, r := range m {
 		if r < 'A' || r > 'Z' {
-			return false
-		}
-	}
-	return true
-}
-
-// validJobID reports whether id is 1–128 characters of A-Za-z0-9._:-.
-func validJobID(id string) bool {
-	if len(id) == 0 || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == ':', c == '-':
-		default:
 			return false
 		}
 	}

@@ -192,7 +192,7 @@ func FuzzProxyRequest(f *testing.F) {
 		forwarded := append([]forward(nil), seen...)
 		mu.Unlock()
 		jobID := req.Header.Get(HeaderJob)
-		if jobID != "" && !validJobID(jobID) {
+		if jobID != "" && !state.ValidJobID(jobID) {
 			if rec.Code != http.StatusBadRequest || len(forwarded) != 0 {
 				t.Fatalf("job %q: %d, forwarded %d times; want 400 and never forwarded", jobID, rec.Code, len(forwarded))
 			}

@@ -26,6 +26,7 @@ import (
 	"github.com/sluice-dev/sluice/limiter"
 	"github.com/sluice-dev/sluice/sidecar/auth"
 	"github.com/sluice-dev/sluice/sidecar/classify"
+	"github.com/sluice-dev/sluice/state"
 )
 
 // HeaderJob names the job a write belongs to. Like every X-Sluice-* header
@@ -231,10 +232,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex := &exchange{job: job, bodyBytes: r.ContentLength, loader: r.Context()}
 	defer func() { p.m.requests.WithLabelValues(strconv.Itoa(ex.status)).Inc() }()
-	if !validJobID(job) {
+	if !state.ValidJobID(job) {
 		ex.status = http.StatusBadRequest
 		writeError(w, ex.status, "invalid_job_id",
-			"X-Sluice-Job must be 1-128 characters of A-Za-z0-9._:-", map[string]any{"job": truncate(job, 140)})
+			"X-Sluice-Job must be 1-128 characters of A-Za-z0-9._:-, starting with a letter or digit", map[string]any{"job": truncate(job, 140)})
 		return
 	}
 	ctx, release, err := p.jobs.Admit(r.Context(), job, p.queueTimeout)

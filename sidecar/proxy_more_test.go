@@ -100,7 +100,7 @@ func TestBufferBudgetBounds(t *testing.T) {
 			_, _ = io.Copy(io.Discard, r.Body)
 			<-release
 		})
-		s := newTestServer(t, store, "RETRY_BODY_MAX=1KiB", "BUFFER_BUDGET=2KiB", "INITIAL_CONCURRENCY=8")
+		s := newTestServer(t, store, "RETRY_BODY_MAX=1KiB", "BUFFER_BUDGET=2KiB", "INITIAL_CONCURRENCY=8", "INITIAL_RATE=1000")
 		body := strings.Repeat("x", 1000)
 		for range 5 {
 			go send(s.ProxyHandler(), context.Background(), http.MethodPut, "/w", body)

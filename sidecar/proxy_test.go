@@ -363,7 +363,7 @@ func TestInvalidJobHeader(t *testing.T) {
 		var calls atomic.Int32
 		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) })
 		s := newTestServer(t, store)
-		for _, id := range []string{"a b", "../etc", strings.Repeat("x", 129), "ünï", "a\tb"} {
+		for _, id := range []string{"a b", "../etc", "..", ".", "-rf", "--all", strings.Repeat("x", 129), "ünï", "a\tb"} {
 			rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/a", "x", HeaderJob, id)
 			if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "invalid_job_id") {
 				t.Errorf("job %q: got %d %s, want 400 invalid_job_id", id, rec.Code, rec.Body)

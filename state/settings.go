@@ -187,16 +187,22 @@ func (s Settings) merge(d Settings) Settings {
 
 // Errors returned by the Manager; the admin API maps them to status codes.
 var (
-	ErrInvalidJobID = errors.New("state: invalid job id (1-128 characters of A-Za-z0-9._:-)") // 400
-	ErrInvalid      = errors.New("state: invalid request")                                    // 400
-	ErrTooManyJobs  = errors.New("state: too many live jobs")                                 // 429
-	ErrNotFound     = errors.New("state: no such job")                                        // 404
-	ErrClosed       = errors.New("state: manager closed")                                     // 503
+	ErrInvalidJobID = errors.New("state: invalid job id (1-128 characters of A-Za-z0-9._:-, starting with a letter or digit)") // 400
+	ErrInvalid      = errors.New("state: invalid request")                                                                     // 400
+	ErrTooManyJobs  = errors.New("state: too many live jobs")                                                                  // 429
+	ErrNotFound     = errors.New("state: no such job")                                                                         // 404
+	ErrClosed       = errors.New("state: manager closed")                                                                      // 503
 )
 
-// ValidJobID reports whether id is 1–128 characters of A-Za-z0-9._:-.
+// ValidJobID reports whether id is 1–128 characters of A-Za-z0-9._:-
+// starting with a letter or digit. The first character rule keeps an id
+// from reading as a path segment ("." or "..") in a cancel URL, or as an
+// option ("-rf", "--all") in a cancel command's argv.
 func ValidJobID(id string) bool {
 	if id == "" || len(id) > 128 {
+		return false
+	}
+	if c := id[0]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
 		return false
 	}
 	for _, c := range []byte(id) {

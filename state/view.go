@@ -2,7 +2,9 @@ package state
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -75,8 +77,8 @@ func (m *Manager) viewLocked(e *entry, now time.Time) JobView {
 		Attempts:   slices.Clone(j.Attempts),
 		Settings: EffectiveSettings{
 			StallAfter: p.StallAfter.String(), CancelGrace: p.CancelGrace.String(), Deadline: durString(p.Deadline),
-			AutoCancel: p.AutoCancel, Cancel: eff.Cancel, Cleanup: eff.Cleanup,
-			ProbeURL: eff.ProbeURL, ProbePointer: eff.ProbePointer,
+			AutoCancel: p.AutoCancel, Cancel: redactSpec(eff.Cancel), Cleanup: redactSpec(eff.Cleanup),
+			ProbeURL: redactUserinfo(eff.ProbeURL), ProbePointer: eff.ProbePointer,
 		},
 	}
 	if j.Hold {
@@ -96,3 +98,46 @@ func (m *Manager) viewLocked(e *entry, now time.Time) JobView {
 }
 
 func jsonValid(b []byte) bool { return json.Valid(b) }
+
+// redactSpec returns a copy of an action fit to show: a password in its URL,
+// its header values and its body may be credentials for the store's admin
+// API, and views end up in logs, terminals and bug reports.
+func redactSpec(a *ActionSpec) *ActionSpec {
+	if a == nil {
+		return nil
+	}
+	c := *a
+	c.URL = redactUserinfo(a.URL)
+	if len(a.Headers) > 0 {
+		c.Headers = make(map[string]string, len(a.Headers))
+		for k := range a.Headers {
+			c.Headers[k] = "<redacted>"
+		}
+	}
+	if a.Body != "" {
+		c.Body = fmt.Sprintf("<redacted: %d bytes>", len(a.Body))
+	}
+	return &c
+}
+
+// redactUserinfo replaces the password of a URL template's userinfo. It
+// works on the text, so a ${JOB} placeholder is shown as written.
+func redactUserinfo(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return u
+	}
+	user, _, hasPassword := strings.Cut(authority[:at], ":")
+	if !hasPassword {
+		return u
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[at:]
+}
