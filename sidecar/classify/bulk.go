@@ -120,6 +120,12 @@ type bulkScanner struct {
 	itemStatus int // the current item's status, or noStatus / badStatus
 
 	items, rejected, failed int
+
+	// The counts are reported only for a body that is one complete JSON
+	// object: opened is set at its '{', closed when depth returns to 0, and
+	// junk when a byte outside strings cannot be JSON or a closer does not
+	// match its opener. A garbage or cut body acknowledges no items.
+	opened, closed, junk bool
 }
 
 func (s *bulkScanner) Write(p []byte) (int, error) {
@@ -179,6 +185,13 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 			s.endNumber()
 		}
 		switch c {
+		case ' ', '\t', '\n', '\r', ':', ',', '"', '{', '[', '}', ']':
+		default:
+			if !isNumberByte(c) && !isLiteralByte(c) || s.depth == 0 {
+				s.junk = true
+			}
+		}
+		switch c {
 		case '"':
 			s.inStr = true
 			if d := s.depth; (d == 1 || (d == 4 && s.inItem)) && s.ct[d] == ctKey {
@@ -195,6 +208,12 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 			}
 		case '{', '[':
 			d := s.depth
+			if d == 0 {
+				if s.opened || c != '{' {
+					s.junk = true // a second top-level value, or not an object
+				}
+				s.opened = true
+			}
 			switch {
 			case d == 1 && c == '[' && s.ct[1] == ctValue && s.key1 == keyItems:
 				s.inItems = true
@@ -214,7 +233,14 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 		case '}', ']':
 			d := s.depth
 			if d == 0 {
-				break // stray closer: not JSON, keep going
+				s.junk = true // stray closer: not JSON, keep going
+				break
+			}
+			if d <= maxTracked && (c == ']') != (s.ct[d] == ctArray) {
+				s.junk = true // '}' closing an array or ']' an object
+			}
+			if d == 1 {
+				s.closed = true
 			}
 			switch {
 			case d == 3 && s.inItem:
@@ -342,6 +368,11 @@ func (s *bulkScanner) countItem() {
 }
 
 func (s *bulkScanner) Result() Result {
+	if !s.closed || s.junk || s.inStr {
+		// Not one complete JSON object: a garbage or cut body says nothing
+		// about its items, so none are counted or taken as throttled.
+		return Result{Kind: OK, Reason: statusReason(s.status), Items: -1}
+	}
 	r := Result{
 		Kind:     OK,
 		Reason:   statusReason(s.status),
@@ -355,6 +386,15 @@ func (s *bulkScanner) Result() Result {
 		r.Share = float64(s.rejected) / float64(s.items+s.rejected+s.failed)
 	}
 	return r
+}
+
+// isLiteralByte reports whether c can be part of true, false or null.
+func isLiteralByte(c byte) bool {
+	switch c {
+	case 't', 'r', 'u', 'e', 'f', 'a', 'l', 's', 'n':
+		return true
+	}
+	return false
 }
 
 func hexValue(c byte) int {

@@ -168,13 +168,18 @@ func TestScannerBodies(t *testing.T) {
 	f("filter_path=items.*.status", `{"items":[{"index":{"status":201}},{"index":{"status":429}},{"index":{"status":429}},{"index":{"status":201}}]}`,
 		throttled(2, 2, 0))
 	f("no items", `{"took":0,"errors":false,"items":[]}`, Result{Kind: OK})
-	f("empty", ``, Result{Kind: OK})
-	f("not JSON", nginx429, Result{Kind: OK})
+	// Only one complete JSON object is counted: a body that is empty, not
+	// JSON, cut short or followed by more says nothing about its items.
+	unknown := Result{Kind: OK, Items: -1}
+	f("empty", ``, unknown)
+	f("not JSON", nginx429, unknown)
 	f("an error object", esRejected, Result{Kind: OK})
-	f("truncated mid-item", esBulkPartial[:strings.Index(esBulkPartial, `"_id":"3"`)], throttled(1, 1, 0))
-	f("truncated mid-number", `{"items":[{"index":{"status":201}},{"index":{"status":42`, Result{Kind: OK, Items: 1})
-	f("stray closers", `]]}}{"items":[{"index":{"status":429}}]}`, throttled(0, 1, 0))
-	f("two top-level values", `{"items":[{"index":{"status":429}}]}{"items":[{"index":{"status":201}}]}`, throttled(1, 1, 0))
+	f("truncated mid-item", esBulkPartial[:strings.Index(esBulkPartial, `"_id":"3"`)], unknown)
+	f("truncated mid-number", `{"items":[{"index":{"status":201}},{"index":{"status":42`, unknown)
+	f("stray closers", `]]}}{"items":[{"index":{"status":429}}]}`, unknown)
+	f("two top-level values", `{"items":[{"index":{"status":429}}]}{"items":[{"index":{"status":201}}]}`, unknown)
+	f("garbage around an item", "\x00\xff<html>{\"items\":[{\"index\":{\"status\":201 not json at all]]]\n", unknown)
+	f("mismatched closers", `{"items":[{"index":{"status":201]]}`, unknown)
 	f("deep nesting", `{"items":[{"index":{"status":201,"x":`+strings.Repeat("[", 10000)+strings.Repeat("]", 10000)+`}}]}`, Result{Kind: OK, Items: 1})
 }
 
@@ -315,6 +320,8 @@ func referenceBulk(body []byte) (Result, bool) {
 			}
 		}
 	}
+	// A valid JSON value: the scanner counts only a complete object.
+	s.opened, s.closed = root.object, root.object
 	return s.Result(), true
 }
 

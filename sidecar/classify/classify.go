@@ -126,7 +126,9 @@ type Result struct {
 	Share float64
 
 	// Items is the number of items the store acknowledged (bulk: items with
-	// a 2xx status), or -1 when the response cannot be counted in items.
+	// a 2xx status), or -1 when the response cannot be counted in items,
+	// including a bulk body that is not one complete JSON object (garbage,
+	// or cut short): nothing unproven is reported as acknowledged.
 	Items int
 
 	// Rejected is the number of items rejected with 429 (bulk only).

@@ -126,7 +126,8 @@ func FuzzScanner(f *testing.F) {
 		if whole.Kind != OK && whole.Kind != Throttled {
 			t.Fatalf("scanner kind %v", whole.Kind)
 		}
-		if (whole.Kind == Throttled) != (whole.Rejected > 0) || whole.Items < 0 || whole.Failed < 0 {
+		if (whole.Kind == Throttled) != (whole.Rejected > 0) || whole.Items < -1 || whole.Failed < 0 ||
+			whole.Items == -1 && (whole.Kind != OK || whole.Rejected != 0 || whole.Failed != 0) {
 			t.Fatalf("inconsistent counts: %+v", whole)
 		}
 		// Chunking invariance: any split gives the same Result.
