@@ -209,12 +209,14 @@ type exchange struct {
 	job       string
 	cost      float64
 	permit    *limiter.Permit // the first attempt's, taken at admission
-	retryable bool
+	buffered  bool // the body is in memory (or there is none)
+	retryable bool // buffered, and its method may be retried
 	attempts  int
 	last      classify.Result // the last attempt's classification
 	bodyBytes int64           // request body size, -1 unknown
 	status    int             // what the loader was answered
 	loader    context.Context // the loader's own request context
+	rc        *http.ResponseController
 }
 
 type exchangeKey struct{}
@@ -230,7 +232,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if job == "" {
 		job = p.defaultJob
 	}
-	ex := &exchange{job: job, bodyBytes: r.ContentLength, loader: r.Context()}
+	ex := &exchange{job: job, bodyBytes: r.ContentLength, loader: r.Context(), rc: http.NewResponseController(w)}
 	defer func() { p.m.requests.WithLabelValues(strconv.Itoa(ex.status)).Inc() }()
 	if !state.ValidJobID(job) {
 		ex.status = http.StatusBadRequest
@@ -324,22 +326,31 @@ func (p *Proxy) acquire(ctx context.Context, cost float64) (*limiter.Permit, err
 }
 
 // cost is what a write takes from the rate limit: 1, or its body size.
-func (p *Proxy) cost(r *http.Request) float64 {
-	if !p.bytesCost {
+func (p *Proxy) cost(r *http.Request, ex *exchange) float64 {
+	switch {
+	case !p.bytesCost:
 		return 1
-	}
-	if r.ContentLength >= 0 {
+	case r.ContentLength >= 0:
 		return float64(max(r.ContentLength, 1))
+	case ex.buffered:
+		return float64(max(ex.bodyBytes, 1)) // its size is known
 	}
 	return float64(p.avgBodySize.Load())
 }
 
-// roundTrip is the ReverseProxy's transport: admission, body buffering, then
-// the attempts through go-retryablehttp.
+// roundTrip is the ReverseProxy's transport: body buffering, admission,
+// then the attempts through go-retryablehttp. A buffered body is read
+// before the write queues for a send slot, so a loader that trickles its
+// body holds no slot of the store's.
 func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	ex := exchangeFrom(out.Context())
-	ex.cost = p.cost(out)
 	p.retryBudget.Request(time.Now())
+	body, release, err := p.prepareBody(out, ex)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	ex.cost = p.cost(out, ex)
 	permit, err := p.acquire(out.Context(), ex.cost)
 	if err != nil {
 		return nil, err
@@ -351,11 +362,6 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 			ex.permit = nil
 		}
 	}()
-	body, release, err := p.prepareBody(out, ex)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
 	rreq, err := retryablehttp.NewRequestWithContext(out.Context(), out.Method, out.URL.String(), body)
 	if err != nil {
 		return nil, err
@@ -363,7 +369,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	rreq.Header = out.Header
 	rreq.Host = out.Host
 	rreq.Trailer = out.Trailer
-	if !ex.retryable && out.ContentLength > 0 {
+	if !ex.buffered && out.ContentLength > 0 {
 		rreq.ContentLength = out.ContentLength
 	}
 	return p.client.Do(rreq)
@@ -380,30 +386,39 @@ func (p *Proxy) methodRetryable(method string) bool {
 	return false
 }
 
-// prepareBody decides whether the write can be retried and returns the body
-// to send: a buffered []byte when it fits in SLUICE_RETRY_BODY_MAX and the
-// global buffer budget, otherwise the loader's stream, sent once.
+// prepareBody reads the body into memory when it fits in
+// SLUICE_RETRY_BODY_MAX and the global buffer budget, and returns the body
+// to send: the buffered []byte, or the loader's stream, sent once. A
+// buffered body can be retried if its method allows; either way it was
+// read at the loader's pace before the write needed a send slot, so a slow
+// loader holds none of the store's.
 func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release func(), err error) {
-	noop := func() {}
 	canRetry := p.retryMax > 0 && p.methodRetryable(out.Method)
 	if out.Body == nil || out.Body == http.NoBody || out.ContentLength == 0 {
-		ex.retryable = canRetry
-		ex.bodyBytes = 0
-		return nil, noop, nil
+		ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, 0
+		return nil, func() {}, nil
 	}
+	// The loader must deliver a buffered body within the upstream timeout,
+	// as it would have to on a direct attempt (slowloris). On an error the
+	// deadline stays, so the server drops the connection rather than
+	// waiting on the rest. A streamed body is read during its attempt,
+	// under the same bound (see attempt).
 	n := out.ContentLength
 	switch {
-	case canRetry && n > 0 && n <= p.retryBodyMax && p.budget.reserve(n):
+	case n > 0 && n <= p.retryBodyMax && p.budget.reserve(n):
+		p.setReadDeadline(ex, time.Now().Add(p.timeout))
 		buf := make([]byte, n)
 		if _, err := io.ReadFull(out.Body, buf); err != nil {
 			p.budget.release(n)
 			return nil, nil, &bodyReadError{err}
 		}
+		p.setReadDeadline(ex, time.Time{})
 		p.m.buffered.Inc()
-		ex.retryable = true
+		ex.buffered, ex.retryable = true, canRetry
 		return buf, func() { p.budget.release(n) }, nil
-	case canRetry && n < 0 && p.budget.reserve(p.retryBodyMax):
+	case n < 0 && p.budget.reserve(p.retryBodyMax):
 		// Unknown length: read up to the limit; a longer body streams on.
+		p.setReadDeadline(ex, time.Now().Add(p.timeout))
 		var b bytes.Buffer
 		read, err := b.ReadFrom(io.LimitReader(out.Body, p.retryBodyMax+1))
 		if err != nil {
@@ -411,14 +426,14 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 			return nil, nil, &bodyReadError{err}
 		}
 		if read <= p.retryBodyMax {
+			p.setReadDeadline(ex, time.Time{})
 			p.budget.release(p.retryBodyMax - read)
 			p.noteBodySize(read)
 			p.m.buffered.Inc()
-			ex.retryable, ex.bodyBytes = true, read
+			ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, read
 			return b.Bytes(), func() { p.budget.release(read) }, nil
 		}
 		p.m.streamed.Inc()
-		ex.retryable = false
 		cr := &countingReader{r: io.MultiReader(&b, out.Body)}
 		return streamOnce(cr), func() {
 			p.budget.release(p.retryBodyMax)
@@ -427,7 +442,6 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 		}, nil
 	}
 	p.m.streamed.Inc()
-	ex.retryable = false
 	cr := &countingReader{r: out.Body}
 	return streamOnce(cr), func() {
 		if ex.bodyBytes < 0 {
@@ -435,6 +449,12 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 			p.noteBodySize(cr.n)
 		}
 	}, nil
+}
+
+// setReadDeadline bounds the reading of the loader's request body; a zero
+// time clears it. Writers that cannot (test recorders) are left unbounded.
+func (p *Proxy) setReadDeadline(ex *exchange, t time.Time) {
+	_ = ex.rc.SetReadDeadline(t)
 }
 
 func (p *Proxy) noteBodySize(n int64) {
@@ -489,6 +509,10 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), p.timeout)
 	start := time.Now()
+	if !ex.buffered && ex.attempts == 1 {
+		// A streamed body is read from the loader during this attempt.
+		p.setReadDeadline(ex, start.Add(p.timeout))
+	}
 	resp, err := p.transport.RoundTrip(req.WithContext(ctx))
 	latency := time.Since(start)
 	if err != nil {
@@ -665,6 +689,10 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		ex.status = writeAdmitError(w, ex.job, context.Cause(r.Context()))
 	case r.Context().Err() != nil:
 		ex.status = 499 // the loader went away; nobody reads this
+	case errors.As(err, &body) && errors.Is(err, os.ErrDeadlineExceeded):
+		// The loader did not deliver its body in time (slowloris).
+		ex.status = http.StatusRequestTimeout
+		writeError(w, ex.status, "request_body_timeout", "the request body did not arrive within SLUICE_UPSTREAM_TIMEOUT", details)
 	case errors.As(err, &body):
 		ex.status = http.StatusBadRequest
 		writeError(w, ex.status, "request_body", body.Error(), details)

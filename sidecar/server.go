@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -280,11 +280,13 @@ func (s *Server) controlLoop(ctx context.Context) {
 	}
 }
 
-// redactURL drops any user:password from a URL before it is shown.
+// redactURL drops the password from a URL before it is shown, by its text
+// (a malformed URL in a config error is redacted too). Something with an @
+// that does not look like a URL at all is not shown.
 func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "<unparseable>"
+	r := state.RedactUserinfo(raw)
+	if r == raw && strings.Contains(raw, "@") && !strings.Contains(raw, "://") {
+		return "<redacted>"
 	}
-	return u.Redacted()
+	return r
 }

@@ -78,7 +78,7 @@ func (m *Manager) viewLocked(e *entry, now time.Time) JobView {
 		Settings: EffectiveSettings{
 			StallAfter: p.StallAfter.String(), CancelGrace: p.CancelGrace.String(), Deadline: durString(p.Deadline),
 			AutoCancel: p.AutoCancel, Cancel: redactSpec(eff.Cancel), Cleanup: redactSpec(eff.Cleanup),
-			ProbeURL: redactUserinfo(eff.ProbeURL), ProbePointer: eff.ProbePointer,
+			ProbeURL: RedactUserinfo(eff.ProbeURL), ProbePointer: eff.ProbePointer,
 		},
 	}
 	if j.Hold {
@@ -107,7 +107,7 @@ func redactSpec(a *ActionSpec) *ActionSpec {
 		return nil
 	}
 	c := *a
-	c.URL = redactUserinfo(a.URL)
+	c.URL = RedactUserinfo(a.URL)
 	if len(a.Headers) > 0 {
 		c.Headers = make(map[string]string, len(a.Headers))
 		for k := range a.Headers {
@@ -120,9 +120,10 @@ func redactSpec(a *ActionSpec) *ActionSpec {
 	return &c
 }
 
-// redactUserinfo replaces the password of a URL template's userinfo. It
-// works on the text, so a ${JOB} placeholder is shown as written.
-func redactUserinfo(u string) string {
+// RedactUserinfo replaces the password of a URL (or URL template) in its
+// userinfo. It works on the text, so a ${JOB} placeholder is shown as
+// written and a malformed URL is redacted all the same.
+func RedactUserinfo(u string) string {
 	scheme, rest, ok := strings.Cut(u, "://")
 	if !ok {
 		return u
