@@ -209,8 +209,8 @@ type exchange struct {
 	job       string
 	cost      float64
 	permit    *limiter.Permit // the first attempt's, taken at admission
-	buffered  bool // the body is in memory (or there is none)
-	retryable bool // buffered, and its method may be retried
+	buffered  bool            // the body is in memory (or there is none)
+	retryable bool            // buffered, and its method may be retried
 	attempts  int
 	last      classify.Result // the last attempt's classification
 	bodyBytes int64           // request body size, -1 unknown
