@@ -39,7 +39,7 @@ func (s *Server) jobsConfig(store state.Store, reg prometheus.Registerer) state.
 		CheckpointsRetained: c.CheckpointsRetained,
 		ProbeURL:            c.ProgressProbeURL,
 		ProbePointer:        c.ProgressProbePtr,
-		Logger:              s.log.With("component", "jobs"),
+		Logger:              s.log, // the manager scopes it
 		Registerer:          reg,
 	}
 }

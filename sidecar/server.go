@@ -93,7 +93,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		MaxRetryAfter:      cfg.MaxRetryAfter,
 		Window:             cfg.ControlInterval,
 		QueueMax:           cfg.QueueMax,
-		Logger:             log.With("component", "limiter"),
+		Logger:             log, // each package scopes its own logger
 	})
 	if err != nil {
 		return nil, err
@@ -102,7 +102,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	reg.MustRegister(newLimiterCollector(lim, s.budget))
 
 	a, err := auth.New(cfg.Auth, auth.Options{
-		Logger:       log.With("component", "auth"),
+		Logger:       log,
 		Registerer:   reg,
 		BufferBudget: s.budget.Reserve,
 	})
