@@ -30,6 +30,10 @@ type Options struct {
 	// ActionClient, if set, makes the cancel and cleanup actions and the
 	// progress probe (tests: an in-memory store).
 	ActionClient *http.Client
+	// Transport, if set, carries the upstream attempts instead of sluice's
+	// own *http.Transport (an in-process store for simulations and tests;
+	// the upstream timeouts then rest on the attempt's deadline alone).
+	Transport http.RoundTripper
 }
 
 // Server is a running sluice: the proxy, the admin server, the control loop
@@ -140,6 +144,9 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	if err != nil {
 		jobs.Close()
 		return nil, err
+	}
+	if opts.Transport != nil {
+		s.proxy.transport = opts.Transport
 	}
 	return s, nil
 }

@@ -61,13 +61,11 @@ func newTestServer(t *testing.T, store http.Handler, env ...string) *Server {
 	opts := Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}}
 	if store != nil {
 		opts.ActionClient = &http.Client{Transport: memTransport{store}}
+		opts.Transport = memTransport{store}
 	}
 	s, err := NewServer(cfg, opts)
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
-	}
-	if store != nil {
-		s.proxy.transport = memTransport{store}
 	}
 	stop := s.StartLoops()
 	t.Cleanup(stop)
