@@ -117,7 +117,7 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 		}
 	}
 	n, err := strconv.ParseFloat(s, 64)
-	if err != nil || n < 0 || n*float64(mult) > 1<<62 {
+	if err != nil || !(n >= 0) || n*float64(mult) > 1<<62 { // !(n >= 0) also refuses NaN
 		return fmt.Errorf("invalid size %q (want e.g. 8MiB, 512KiB or a number of bytes)", string(text))
 	}
 	*b = ByteSize(n * float64(mult))
@@ -353,8 +353,9 @@ func (c *Config) validate(set map[string]string) []string {
 			bad(a.prefix+"_URL", "set either SLUICE_%s_URL or SLUICE_%s_COMMAND, not both", a.prefix, a.prefix)
 		}
 		if a.u != "" {
-			if u, err := url.Parse(strings.ReplaceAll(a.u, "${JOB}", "job")); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				bad(a.prefix+"_URL", "must be an http(s) URL (may contain ${JOB}), got %q", redactURL(a.u))
+			spec := state.ActionSpec{Kind: state.KindHTTP, Method: a.method, URL: a.u}
+			if err := spec.Validate(); err != nil {
+				bad(a.prefix+"_URL", "must be an http(s) URL, ${JOB} allowed in its path and query only: %v", err)
 			}
 		}
 		if !validMethod(a.method) {

@@ -116,7 +116,7 @@ func (s *ActionSpec) ExpandURL(id string) (string, error) {
 		}
 	}
 	if strings.Contains(raw[:authEnd], JobPlaceholder) {
-		return "", fmt.Errorf("state: action URL %q: %s is not allowed in the scheme or host", raw, JobPlaceholder)
+		return "", fmt.Errorf("state: action URL %q: %s is not allowed in the scheme or host", RedactUserinfo(raw), JobPlaceholder)
 	}
 	query := strings.IndexAny(raw, "?#")
 	if query < 0 {
@@ -126,10 +126,10 @@ func (s *ActionSpec) ExpandURL(id string) (string, error) {
 		strings.ReplaceAll(raw[query:], JobPlaceholder, url.QueryEscape(id))
 	u, err := url.Parse(out)
 	if err != nil {
-		return "", fmt.Errorf("state: action URL %q: %w", raw, err)
+		return "", fmt.Errorf("state: action URL %q: %w", RedactUserinfo(raw), redactURLError(err))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return "", fmt.Errorf("state: action URL %q must be http(s)://host/…", raw)
+		return "", fmt.Errorf("state: action URL %q must be http(s)://host/…", RedactUserinfo(raw))
 	}
 	return out, nil
 }
@@ -146,7 +146,7 @@ func (s *ActionSpec) request(id string) (*http.Request, error) {
 	body := strings.ReplaceAll(s.Body, JobPlaceholder, id)
 	req, err := http.NewRequest(method, u, strings.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("state: action request %s %q: %w", method, u, err)
+		return nil, fmt.Errorf("state: action request %s %q: %w", method, RedactUserinfo(u), redactURLError(err))
 	}
 	for k, v := range s.Headers {
 		v = strings.ReplaceAll(v, JobPlaceholder, id)
@@ -277,4 +277,14 @@ func truncate(s string) string {
 		return s
 	}
 	return s[:maxErrorText] + "…"
+}
+
+// redactURLError drops the URL a *url.Error repeats (with its password);
+// the caller names the redacted URL itself.
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
