@@ -281,7 +281,8 @@ type admissionError struct {
 
 func (e *admissionError) Error() string { return "sluice: write refused: " + e.reason }
 
-// errBodyRead is a loader's request body that broke while sluice read it.
+// bodyReadError is a loader's request body that broke, or did not arrive
+// in time, while sluice read it.
 type bodyReadError struct{ err error }
 
 func (e *bodyReadError) Error() string { return "sluice: reading request body: " + e.err.Error() }
