@@ -64,6 +64,10 @@ type storeFault struct {
 	// react checks the limiter's reaction, from /v1/status before and
 	// after and the /metrics exposition after.
 	react func(t *testing.T, before, after sidecar.Status, metrics string)
+	// warm: one write first, and "before" is read after it, so that the
+	// limiter has seen the fault (a fresh limiter with no sample yet may
+	// grow while writes queue, before the first attempt has failed).
+	warm bool
 }
 
 const healthyBody = `{"ok":true,"padding":"0123456789abcdefghijklmnopqrstuvwxyz"}`
@@ -115,8 +119,8 @@ func TestStoreFaults(t *testing.T) {
 	}
 	for _, tc := range []storeFault{
 		{name: "healthy", fault: Healthy, wantBody: healthyBody, react: counted("ok")},
-		{name: "refused", allowed: []int{502, 429}, react: noGrowth("server_error")},
-		{name: "reset mid-request", fault: ResetMidRequest, allowed: []int{502, 429}, react: noGrowth("server_error")},
+		{name: "refused", allowed: []int{502, 429}, react: noGrowth("server_error"), warm: true},
+		{name: "reset mid-request", fault: ResetMidRequest, allowed: []int{502, 429}, react: noGrowth("server_error"), warm: true},
 		{name: "reset mid-response", fault: ResetMidResponse, allowed: []int{429}, brokenOK: true, react: counted("ok")},
 		{name: "response stops half way", fault: StopMidResponse, allowed: []int{429}, brokenOK: true, react: counted("ok")},
 		{name: "slow within the deadline", fault: Slow, delay: faultTimeout / 2, allowed: []int{429}, wantBody: healthyBody, react: counted("ok")},
@@ -166,11 +170,14 @@ func runStoreFault(t *testing.T, tc storeFault) {
 		tc.method, tc.path = "PUT", "/put"
 	}
 	sl := startInproc(t, faultEnv(upstream, tc.profile)...)
-	before := status(t, sl.adminURL)
-
 	bound := faultBound()
 	l := newLoader(sl.proxyURL, "w", bound+5*time.Second)
-	outs := l.run(6, 4, tc.method, tc.path, "faulty", bytes.Repeat([]byte("x"), 100))
+	var outs []outcome
+	if tc.warm {
+		outs = append(outs, l.write(tc.method, tc.path, "faulty", []byte("warm")))
+	}
+	before := status(t, sl.adminURL)
+	outs = append(outs, l.run(6, 4, tc.method, tc.path, "faulty", bytes.Repeat([]byte("x"), 100))...)
 	l.close()
 
 	after := status(t, sl.adminURL)
@@ -214,6 +221,13 @@ func runStoreFault(t *testing.T, tc storeFault) {
 		before.Limiter.Concurrency, after.Limiter.Concurrency, before.Limiter.Decreases, after.Limiter.Decreases)
 	if tc.react != nil {
 		tc.react(t, before, after, metrics)
+		if t.Failed() {
+			for _, l := range strings.Split(sl.logs.String(), "\n") {
+				if strings.Contains(l, `"limiter"`) {
+					t.Log(l)
+				}
+			}
+		}
 	}
 	if strings.Contains(sl.logs.String(), `"level":"ERROR"`) && tc.fault == Healthy {
 		t.Errorf("errors logged against a healthy store:\n%s", sl.logs.String())
