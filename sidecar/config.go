@@ -163,6 +163,10 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	for k := range envMap {
 		if strings.HasPrefix(k, EnvPrefix) && !known[k] {
 			warnings = append(warnings, fmt.Sprintf("unknown variable %s ignored (typo?)", k))
+			if k == EnvPrefix {
+				// The bare prefix would name the nested auth struct itself.
+				delete(envMap, k)
+			}
 		}
 	}
 	sort.Strings(warnings)

@@ -128,8 +128,10 @@ func RedactUserinfo(u string) string {
 	if !ok {
 		return u
 	}
+	// The authority ends at the first '/'; a '?' or '#' before the last '@'
+	// belongs to the password (malformed, but still a secret).
 	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
 		authority = rest[:i]
 	}
 	at := strings.LastIndex(authority, "@")
