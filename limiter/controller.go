@@ -69,8 +69,9 @@ var (
 
 // Phases reported in Snapshot.Phase.
 const (
-	// PhaseStartup: no throttle seen yet; limits double per window while
-	// they are the bottleneck.
+	// PhaseStartup: the store has not yet throttled the send rate; it
+	// doubles every round of samples (and at least every window) while it
+	// is the bottleneck.
 	PhaseStartup = "startup"
 	// PhaseRecovering: after a cut, the rate limit is below the rate at
 	// which the store last throttled and climbs back to it on the concave
@@ -88,50 +89,80 @@ const (
 
 // Tuning constants of the control law (see also probe.go).
 const (
-	// longRetryAfter: a Retry-After longer than this pauses all sends at
-	// once. A quota store that answers "Retry-After: 1" to each rejected
-	// request among many accepted ones therefore only gets cut.
-	longRetryAfter = time.Second
+	// longRetryAfter: a Retry-After at least this long pauses all sends at
+	// once (the store is down for maintenance, say). A shorter one delays
+	// only the write it came with (the proxy waits that long before
+	// retrying it) and cuts the rate: a quota store that answers
+	// "Retry-After: 2" to each rejected request among many accepted ones
+	// must not idle the whole sidecar.
+	longRetryAfter = 10 * time.Second
 	// pauseStreak: this many consecutive Congested samples carrying a
 	// Retry-After, from requests sent after the last cut (so the cut did not
 	// help), pause all sends for the Retry-After even when it is short.
 	pauseStreak = 4
 	// minSamples: samples a goodput measurement needs to be trusted; with
-	// fewer, a cut scales the configured limit instead.
+	// fewer, a cut scales the configured limit instead, and in startup does
+	// not end it (one early throttle is no estimate of the store's rate).
 	minSamples = 8
+	// startupRound: in startup the rate doubles as soon as this many
+	// requests sent since the last change have succeeded while the rate was
+	// the bottleneck, without waiting for the window to close, so that a
+	// low initial rate costs a fast store a few hundred milliseconds, not
+	// seconds.
+	startupRound = 8
 	// historyWindows: completed windows kept for measurements (fixed ring).
 	historyWindows = 8
+	// spikeRatio: a throttle of an attempt sent with n ≥ 2 in flight while
+	// concurrency was not the bottleneck, where n ≥ spikeRatio·typical + 1
+	// and typical is the time-averaged in-flight count, is a concurrency
+	// event: the store stalled and our attempts piled up behind it
+	// (VictoriaMetrics' -maxConcurrentInserts), not a rate we sent too fast.
+	// It cuts concurrency to the typical count and leaves the rate alone.
+	spikeRatio = 1.5
+	// recutShare: within a Window of a rate cut, the rate is cut again when
+	// at least two attempts sent after the cut were throttled and they are
+	// at least this share of those attempts' samples: the cut was too small
+	// (a quota store's burst allowance hid its rate). The new cut is from
+	// the share of those attempts the store took.
+	recutShare = 0.1
 	// okPeakWindows: completed windows over which the highest in-flight
 	// count the store accepted is remembered (about 2s): long enough to span
 	// the windows with throttles, short enough to forget a capacity drop.
 	okPeakWindows = 4
-	// latencyWindows: consecutive windows whose own mean latency is, like
-	// the recent EWMA, elevated, after which the concurrency limit is cut
-	// from the peak in flight by tolerance·baseline/recent, within [0.5,
-	// decreaseFactor] (then again after as many more such windows).
-	latencyWindows = 2
-	// latencyNoHelp: when the window mean stays at or above its value at
-	// the previous latency cut this many times in a row, the cuts did not
-	// help: the latency is the store's new normal and becomes the baseline.
-	latencyNoHelp = 2
-	// latencySlack is added to LatencyTolerance·baseline so sub-millisecond
-	// jitter of a fast store is not a signal.
-	latencySlack = time.Millisecond
-	// littleHeadroom: the concurrency limit is kept at least at
-	// requests/s × baseline latency × littleHeadroom (Little's law), so that
-	// slots never starve the rate while latency is good, but below the
-	// in-flight count at which the store last throttled.
-	littleHeadroom = 1.25
 	// concEvidenceWeight and concMode: each cut folds into concScore (an
 	// EWMA starting at 0) whether the throttled attempt was sent with more
 	// attempts in flight than any the store accepted in the last few
 	// seconds (1) or not (0); a concurrency-only cut that did not help
-	// counts 0. Above concMode the store is taken to limit concurrency, and
-	// throttles at new in-flight counts cut only concurrency. Starting at 0
-	// means "rate-limited" until three such throttles in a row, the safe
-	// default since a rate cut always relieves the store.
+	// counts 0. Above concMode the store is taken to cap concurrency, and
+	// throttles at new in-flight counts cut only concurrency, to the
+	// highest count it took. Starting at 0 means "rate-limited" until three
+	// such throttles in a row, the safe default since a rate cut always
+	// relieves the store.
 	concEvidenceWeight = 0.3
 	concMode           = 0.6
+	// latencyWindows: consecutive windows whose own latency is, like the
+	// recent EWMA, elevated, after which the concurrency limit is cut from
+	// the peak in flight by tolerance·baseline/recent, within [0.5,
+	// decreaseFactor] (then again after as many more such windows).
+	latencyWindows = 2
+	// latencyKeep: a latency cut of concurrency by ratio r is a test; it
+	// stands when the next window's goodput is at least 1 − latencyKeep·(1−r)
+	// of the goodput before it (the latency was a queue of ours in the
+	// store: fewer slots, same goodput). When goodput fell more, in
+	// proportion to the slots, the latency is the store's response to its
+	// load: the cut is undone and the controller stops reading latency as
+	// congestion for this store (logged once).
+	latencyKeep = 0.5
+	// latencySlack is added to LatencyTolerance·baseline so sub-millisecond
+	// jitter of a fast store is not a signal.
+	latencySlack = time.Millisecond
+	// littleHeadroom: the concurrency limit is kept at least at
+	// requests/s × latency × littleHeadroom (Little's law), so that slots
+	// never starve the rate: with the baseline latency while latency may be
+	// a queue of ours (and then below the in-flight count at which the
+	// store last throttled), with the recent latency once it is known to be
+	// the store's own.
+	littleHeadroom = 1.25
 	// logEvery throttles repeats of one kind of limit change in the log.
 	logEvery = 10 * time.Second
 )
@@ -144,22 +175,36 @@ const (
 // FIFO), send one attempt, and report what the store said with Permit.Done.
 // Tick closes a measurement window and is the control loop's heartbeat.
 //
-// Both limits adapt together, from the same samples. A Congested sample
-// cuts at once, each limit at most once per Window and only for requests
-// sent after the previous cut (a burst of throttles counts once), and it
-// cuts the limit the throttle points at: the rate, to decreaseFactor
-// (scaled down by Share) of the goodput the store actually took, so a limit
-// far above the real send rate is pulled down to reality; concurrency, to
-// the highest in-flight count the store took, when the throttle came at a
-// count never accepted lately and the store has behaved like that before
-// (a concurrency cap rather than a rate quota). A window without Congested
-// or Failed samples and with good latency grows each limit that was the
-// bottleneck in it (callers waited on it): ×2 until the first throttle, then
-// along a CUBIC-like curve that is cautious near the last throttle point and
-// fast far from it; concurrency is also kept at the slots the rate needs
-// (Little's law). Latency rising above its baseline stops growth, and cuts
-// concurrency gently while it stays high. A long Retry-After, or short ones
-// that a cut did not help, pause all sends until they pass.
+// Both limits adapt together, from the same samples:
+//
+//   - Throttles cut at once, each limit at most once per Window and only for
+//     requests sent after the previous cut (a burst of throttles counts
+//     once). The cut is of the limit the throttle points at. An attempt
+//     sent while concurrency was not the bottleneck, with more attempts in
+//     flight than usual (spikeRatio), was throttled because the store
+//     stalled with our attempts queued in it: concurrency is cut to the
+//     usual in-flight count and the rate is left alone. Otherwise the rate
+//     is cut to decreaseFactor (scaled down by Share) of the goodput the
+//     store actually took, so a limit far above the real send rate is
+//     pulled down to reality, and concurrency too when it was the
+//     bottleneck. Within a Window, throttles that keep coming from attempts
+//     sent after the cut cut the rate again (recutShare).
+//   - Growth happens where a limit was the bottleneck (callers waited on
+//     it) and nothing went wrong: in startup the rate doubles every round
+//     of startupRound successes, and at the end of a window otherwise;
+//     after the first throttle, limits climb at each Tick along a
+//     CUBIC-like curve, cautious near the last throttle point and fast far
+//     from it. Concurrency is kept at the slots the rate needs (Little's
+//     law).
+//   - Latency: a latency rising above its baseline holds growth and, when
+//     it lasts, cuts concurrency (a queue of ours in the store). Each such
+//     cut is checked against the next window's goodput: if goodput fell in
+//     proportion, the latency was the store's response to load (its
+//     latency grows with utilisation, whoever sends), the cut is undone and
+//     latency stops counting as congestion; slots are then sized from the
+//     recent latency.
+//   - A Retry-After of longRetryAfter or more, or short ones that a cut did
+//     not help (pauseStreak), pause all sends until they pass.
 //
 // Limit changes apply at once to queued callers: only the head of the FIFO
 // is evaluated, by its own goroutine on its own timer, and every change
@@ -185,9 +230,11 @@ type Controller struct {
 	histNext int
 
 	cutSeq       uint64    // incremented by every congestion cut
+	freshOK      int       // Success samples of attempts sent since the last cut
+	freshBad     int       // Congested samples of the same
 	lastRateCut  time.Time // zero before the first
 	lastConcCut  time.Time // zero before the first
-	throttled    bool      // a cut or pause happened: startup is over
+	throttled    bool      // the rate was cut or sends paused: startup is over
 	lastGood     bool      // the latest capacity sample was Success
 	raStreak     int       // see pauseStreak
 	concScore    float64   // see concEvidenceWeight
@@ -196,11 +243,22 @@ type Controller struct {
 	lastThrottle time.Time
 	lastReason   string
 
-	latBase   time.Duration // unloaded per-window mean Success latency (see updateLatencyLocked)
-	latRecent time.Duration // fast EWMA of the same
+	// Startup rounds (see startupRound): a round starts at every change of
+	// the rate limit.
+	round        uint64  // incremented at every rate change
+	roundOK      int     // Success samples of attempts granted in this round
+	roundBlocked bool    // callers waited on the rate in this round
+	startupFrom  float64 // the rate before the latest startup doubling: the store took it
+
+	avgInFlight float64 // EWMA of the windows' time-averaged in-flight counts
+	haveFlight  bool    // avgInFlight has a completed window
+
+	latBase   time.Duration // unloaded per-window latency (see updateLatencyLocked)
+	latRecent time.Duration // fast EWMA of the windows' geometric-mean latency
+	latMean   time.Duration // fast EWMA of the windows' arithmetic-mean latency (Little's law)
 	latHigh   int           // consecutive windows with elevated latency
-	latCutAt  time.Duration // window mean latency at the last latency cut; 0 once latency is fine
-	latNoHelp int           // latency cuts in a row that did not bring it down
+	latLoad   bool          // latency is the store's response to load, not a queue of ours
+	test      latencyTest   // the latest latency cut, checked at the next Tick
 	avgCost   float64       // EWMA of units per granted request
 
 	samples   [numOutcomes]uint64
@@ -210,6 +268,16 @@ type Controller struct {
 	heartbeat time.Time
 
 	logs [numLimits][numReasons]logState
+}
+
+// latencyTest is a latency-driven concurrency cut under test (see
+// latencyKeep).
+type latencyTest struct {
+	active  bool
+	prev    probe   // the concurrency probe before the cut, restored on undo
+	from    int     // the concurrency limit (or peak in flight) cut from
+	to      int     // and to
+	goodput float64 // units/s in the window before the cut
 }
 
 // window accumulates one measurement window.
@@ -223,14 +291,18 @@ type window struct {
 	congested uint64
 	failed    uint64
 	latSum    time.Duration
+	logSum    float64 // sum of ln(latency in seconds), for the geometric mean
 	latN      int64
 	peak      int // highest in-flight count
 	// okPeak is the highest in-flight count at grant of an attempt accepted
 	// before the window's first Congested sample: our count includes the
 	// attempts the store is rejecting at the time, which would inflate it.
 	okPeak    int
-	blockRate bool // callers waited on the rate limit
-	blockConc bool // callers waited on the concurrency limit
+	area      float64   // in-flight count integrated over time, slot·seconds
+	areaAt    time.Time // when area was last brought up to date
+	blockRate bool      // callers waited on the rate limit
+	blockConc bool      // callers waited on the concurrency limit
+	grew      bool      // a startup round doubled the rate in this window
 }
 
 // winStat is what the history keeps of a completed window.
@@ -276,7 +348,7 @@ func New(cfg Config) (*Controller, error) {
 		jitter:   rand.Float64,
 		rate:     probe{v: cfg.InitialRate, min: cfg.MinRate, max: cfg.MaxRate},
 		conc:     probe{v: float64(cfg.InitialConcurrency), min: 1, max: float64(cfg.MaxConcurrency)},
-		win:      window{start: now},
+		win:      window{start: now, areaAt: now},
 		lastGood: true,
 	}
 	burst := c.burstFor(cfg.InitialRate)
@@ -290,7 +362,9 @@ type Permit struct {
 	c        *Controller
 	cost     float64
 	epoch    uint64 // c.cutSeq when granted
+	round    uint64 // c.round when granted
 	inFlight int    // in-flight count at grant, this one included
+	limit    int    // concurrency limit at grant
 	done     bool   // guarded by c.mu
 }
 
@@ -440,11 +514,21 @@ func (c *Controller) admitLocked(cost float64, now time.Time) (time.Time, blocke
 // grantLocked takes a slot and cost units. Requires that c.mu is held.
 func (c *Controller) grantLocked(cost float64, now time.Time) *Permit {
 	c.bucket.take(cost, now)
+	c.flightLocked(now)
 	c.inFlight++
 	c.win.granted += cost
 	c.win.grants++
 	c.win.peak = max(c.win.peak, c.inFlight)
-	return &Permit{c: c, cost: cost, epoch: c.cutSeq, inFlight: c.inFlight}
+	return &Permit{c: c, cost: cost, epoch: c.cutSeq, round: c.round, inFlight: c.inFlight, limit: c.concLimit()}
+}
+
+// flightLocked integrates the in-flight count up to now, before it
+// changes. Requires that c.mu is held.
+func (c *Controller) flightLocked(now time.Time) {
+	if now.After(c.win.areaAt) {
+		c.win.area += float64(c.inFlight) * now.Sub(c.win.areaAt).Seconds()
+		c.win.areaAt = now
+	}
 }
 
 // markBlockedLocked records which limit made a caller wait in this window
@@ -454,6 +538,7 @@ func (c *Controller) markBlockedLocked(why blocker) {
 	switch why {
 	case blockRate:
 		c.win.blockRate = true
+		c.roundBlocked = true
 	case blockConc:
 		c.win.blockConc = true
 	}
@@ -481,8 +566,9 @@ func (c *Controller) dispatchLocked(now time.Time) {
 }
 
 // Done releases p's slot and feeds s to the controller. A Congested sample
-// may cut a limit at once and pause sends (see Controller). Done is
-// idempotent: calls after the first do nothing. It never blocks on I/O.
+// may cut a limit at once and pause sends, a Success may end a startup
+// round (see Controller). Done is idempotent: calls after the first do
+// nothing. It never blocks on I/O.
 func (p *Permit) Done(s Sample) {
 	c := p.c
 	c.mu.Lock()
@@ -491,8 +577,9 @@ func (p *Permit) Done(s Sample) {
 		return
 	}
 	p.done = true
-	c.inFlight--
 	now := c.cfg.Now()
+	c.flightLocked(now)
+	c.inFlight--
 	c.observeLocked(p, s, now)
 	c.dispatchLocked(now)
 }
@@ -504,6 +591,7 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		o = Neutral
 	}
 	c.samples[o]++
+	fresh := p.epoch == c.cutSeq // sent after the last cut
 	switch o {
 	case Success:
 		c.win.samples++
@@ -514,10 +602,18 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		}
 		if s.Latency > 0 {
 			c.win.latSum += s.Latency
+			c.win.logSum += math.Log(s.Latency.Seconds())
 			c.win.latN++
 		}
 		c.lastGood = true
 		c.raStreak = 0
+		if fresh {
+			c.freshOK++
+		}
+		if p.round == c.round {
+			c.roundOK++
+			c.startupRoundLocked(now)
+		}
 	case Failed:
 		c.win.samples++
 		c.win.failed++
@@ -534,51 +630,116 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		c.lastGood = false
 		c.lastThrottle = now
 		c.lastReason = s.Reason
-		fresh := p.epoch == c.cutSeq // sent after the last cut
-		if fresh && s.RetryAfter > 0 {
-			c.raStreak++
-		}
 		if fresh {
+			c.freshBad++
+			if s.RetryAfter > 0 {
+				c.raStreak++
+			}
 			c.cutLocked(p, share, s.Reason, now)
 		}
-		if s.RetryAfter > longRetryAfter || (s.RetryAfter > 0 && c.raStreak >= pauseStreak) {
+		if s.RetryAfter >= longRetryAfter || (s.RetryAfter > 0 && c.raStreak >= pauseStreak) {
 			c.pauseLocked(s.RetryAfter, s.Reason, now)
 		}
 	}
 }
 
-// cutLocked applies a multiplicative decrease, based on what the store
-// actually took, after p, sent after the previous cut, was throttled. Each
-// limit is cut at most once per Window (a burst of throttles counts once).
-// It cuts the limit the throttle points at:
+// startupRoundLocked doubles the rate in startup once startupRound
+// attempts sent since its last change have succeeded, if callers waited on
+// the rate meanwhile and the window has seen nothing but successes at a
+// good latency. Requires that c.mu is held.
+func (c *Controller) startupRoundLocked(now time.Time) {
+	if !c.rate.startup() || c.roundOK < startupRound || !c.roundBlocked ||
+		c.win.congested > 0 || c.win.failed > 0 || !c.lastGood ||
+		now.Before(c.pausedUntil) || c.latencyElevatedLocked() {
+		return
+	}
+	from := c.rate.v
+	c.rate.grow(0)
+	c.newRoundLocked()
+	if c.rate.v > from {
+		c.startupFrom = from
+		c.win.grew = true
+		c.increases++
+		c.applyRateLocked(now)
+		c.logChangeLocked(limitRate, from, c.rate.v, reasonStartup, "", now)
+	}
+}
+
+// newRoundLocked starts a startup round: the rate just changed. Requires
+// that c.mu is held.
+func (c *Controller) newRoundLocked() {
+	c.round++
+	c.roundOK = 0
+	c.roundBlocked = false
+}
+
+// typicalInFlightLocked returns the usual number of attempts in flight: the
+// larger of the EWMA of the completed windows' time averages and the
+// average of the current window so far (which follows a ramp of the send
+// rate at once). Requires that c.mu is held.
+func (c *Controller) typicalInFlightLocked(now time.Time) float64 {
+	typical := 0.0
+	if c.haveFlight {
+		typical = c.avgInFlight
+	}
+	if d := now.Sub(c.win.start); d > 0 {
+		area := c.win.area
+		if now.After(c.win.areaAt) {
+			area += float64(c.inFlight) * now.Sub(c.win.areaAt).Seconds()
+		}
+		typical = max(typical, area/d.Seconds())
+	}
+	return typical
+}
+
+// cutLocked applies a multiplicative decrease after p, sent after the
+// previous cut, was throttled. Each limit is cut at most once per Window (a
+// burst of throttles counts once), except the rate when throttles keep
+// coming after its cut (see recutShare). It cuts the limit the throttle
+// points at:
 //
-//   - The rate is cut, from the goodput, unless p was sent with more
-//     attempts in flight than any accepted in the last okPeakWindows and
-//     the throttles seen so far mostly looked like that (see concMode):
-//     then the store limits concurrency, and cutting the rate
-//     would make it the bottleneck for nothing; an uncut rate is only
-//     pulled to within growthCap of the goodput, so it cannot stay far
-//     above reality. If such a concurrency-only cut was made less than a
-//     Window ago, it did not help (p was sent after it): the rate is cut.
-//     The rate is cut even when concurrency was pacing, because at small
-//     counts concurrency is a coarse pacer (4, 5, 6 slots at 10ms are 400,
-//     500, 600 req/s) and the rate a fine one.
-//   - Concurrency is cut from p's in-flight count when that count was new,
-//     to the highest count the store is known to take; otherwise from the
-//     peak in flight if it was a bottleneck or neither limit was (the
-//     loader alone drove the store into congestion), keeping the slots the
-//     new rate needs at unloaded latency (Little's law).
+//   - A spike (see spikeRatio): p was sent with more attempts in flight
+//     than usual while concurrency was not the bottleneck. The store
+//     stalled and queued our attempts (VictoriaMetrics rejects the ones
+//     that waited too long): concurrency is cut to the usual in-flight
+//     count, below p's; the rate, which did not cause it, keeps its limit
+//     and its startup.
+//   - Otherwise the rate is cut, from the goodput (or, on a re-cut, from
+//     the share of the attempts sent since the last cut that the store
+//     took). The rate is cut even when concurrency was pacing, because at
+//     small counts concurrency is a coarse pacer (4, 5, 6 slots at 10ms are
+//     400, 500, 600 req/s) and the rate a fine one. With too few samples
+//     to trust a goodput, the limit is scaled instead, and startup goes on:
+//     one early throttle is no estimate of the store's rate.
+//   - Concurrency is also cut when it was the bottleneck (p was sent at
+//     the limit, or callers waited on it), or neither limit was (the
+//     loader alone drove the store into congestion): from the peak in
+//     flight, keeping the slots the new rate needs (Little's law).
 //
 // Requires that c.mu is held.
 func (c *Controller) cutLocked(p *Permit, share float64, cause string, now time.Time) {
-	rateDue := c.lastRateCut.IsZero() || !now.Before(c.lastRateCut.Add(c.cfg.Window))
 	concDue := c.lastConcCut.IsZero() || !now.Before(c.lastConcCut.Add(c.cfg.Window))
+	m := c.measureLocked(now)
+	n := p.inFlight
+	typical := c.typicalInFlightLocked(now)
+	if n >= 2 && n < p.limit && !m.blockConc && float64(n) >= spikeRatio*typical+1 {
+		if !concDue {
+			return
+		}
+		from := c.concLimit()
+		c.conc.cutTo(min(c.conc.v, float64(n)), max(1, min(float64(n-1), math.Ceil(typical))))
+		c.lastConcCut = now
+		c.cutDoneLocked()
+		c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonCongestion, cause, now)
+		return
+	}
+	recut := !c.lastRateCut.IsZero() && now.Before(c.lastRateCut.Add(c.cfg.Window))
+	rateDue := !recut || (c.freshBad >= 2 && float64(c.freshBad) >= recutShare*float64(c.freshOK+c.freshBad))
 	if !rateDue && !concDue {
 		return
 	}
-	m := c.measureLocked(now)
 	okPeak := c.okPeakLocked()
-	newInFlight := okPeak > 0 && p.inFlight > okPeak
+	newInFlight := okPeak > 0 && n > okPeak
 	evidence := 0.0
 	if newInFlight {
 		evidence = 1
@@ -589,7 +750,7 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, now time.
 	}
 	c.concScore += (evidence - c.concScore) * concEvidenceWeight
 	cutRate := rateDue && !concOnly
-	cutConc := concDue && (newInFlight || m.blockConc || !m.blockRate)
+	cutConc := concDue && (newInFlight || n >= p.limit || m.blockConc || !m.blockRate)
 	if !cutRate && !cutConc {
 		return
 	}
@@ -597,11 +758,27 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, now time.
 	switch {
 	case cutRate:
 		base := c.rate.v
+		if recut {
+			base *= max(0.5, float64(c.freshOK)/float64(c.freshOK+c.freshBad))
+		}
 		if m.trusted {
 			base = min(base, m.goodput)
 		}
-		c.rate.cut(base, share, 0)
+		switch {
+		case !m.trusted && c.rate.startup():
+			c.rate.v = c.rate.clamp(base * (1 - (1-decreaseFactor)*share))
+		case c.rate.startup():
+			// Startup doubled the rate only after the store took a round
+			// of it in full: it takes at least the rate before the last
+			// doubling, whatever a goodput measured over the ramp says.
+			c.rate.cut(max(base, min(c.rate.v, c.startupFrom)), share, 0)
+			c.throttled = true
+		default:
+			c.rate.cut(base, share, 0)
+			c.throttled = true
+		}
 		c.lastRateCut = now
+		c.newRoundLocked()
 		// Tokens saved before the cut would go out as a burst into a store
 		// that is out of capacity: start from an empty bucket.
 		c.bucket.drain(now)
@@ -612,19 +789,13 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, now time.
 	case !cutConc:
 	case newInFlight:
 		// Straight to the highest count the store is known to take.
-		c.conc.cutTo(min(c.conc.v, float64(p.inFlight)), float64(okPeak))
+		c.conc.cutTo(min(c.conc.v, float64(n)), float64(okPeak))
 		c.lastConcCut = now
 	default:
-		var need float64
-		if c.avgCost > 0 && c.latBase > 0 {
-			need = math.Ceil(c.rate.v / c.avgCost * c.latBase.Seconds())
-		}
-		c.conc.cut(min(c.conc.v, float64(max(m.peak, 1))), share, need)
+		c.conc.cut(min(c.conc.v, float64(max(m.peak, 1))), share, c.littleLocked(false))
 		c.lastConcCut = now
 	}
-	c.cutSeq++
-	c.throttled = true
-	c.decreases++
+	c.cutDoneLocked()
 	c.applyRateLocked(now)
 	c.logChangeLocked(limitRate, fromRate, c.rate.v, reasonCongestion, cause, now)
 	c.logChangeLocked(limitConc, float64(fromConc), float64(c.concLimit()), reasonCongestion, cause, now)
@@ -640,6 +811,32 @@ func (c *Controller) okPeakLocked() int {
 		n = max(n, c.hist[(c.histNext-i+historyWindows)%historyWindows].okPeak)
 	}
 	return n
+}
+
+// cutDoneLocked starts a new cut epoch. Requires that c.mu is held.
+func (c *Controller) cutDoneLocked() {
+	c.cutSeq++
+	c.freshOK, c.freshBad = 0, 0
+	c.decreases++
+}
+
+// littleLocked returns the slots the current rate needs by Little's law:
+// requests/s × latency, with littleHeadroom if headroom is set; 0 while
+// either is unknown. The latency is the baseline, or the recent mean once
+// latency is known to be the store's own. Requires that c.mu is held.
+func (c *Controller) littleLocked(headroom bool) float64 {
+	lat := c.latBase
+	if c.latLoad {
+		lat = max(lat, c.latMean)
+	}
+	if c.avgCost <= 0 || lat <= 0 {
+		return 0
+	}
+	need := c.rate.v / c.avgCost * lat.Seconds()
+	if headroom {
+		need *= littleHeadroom
+	}
+	return math.Ceil(need)
 }
 
 // pauseLocked stops admitting anything until now+retryAfter (capped by
@@ -699,11 +896,12 @@ func (c *Controller) measureLocked(now time.Time) measure {
 }
 
 // Tick closes the current measurement window at now and runs one step of
-// the control loop: latency estimates, growth of the limits that were the
-// bottleneck, Little's-law floor on concurrency, latency-driven concurrency
-// cuts. The sidecar calls it about every Window (see TickInterval) from its
-// own loop; its now is reported as Snapshot.Heartbeat. A now not after the
-// window's start only records the heartbeat.
+// the control loop: latency estimates and the check of the last latency
+// cut, growth of the limits that were the bottleneck, Little's-law floor on
+// concurrency, latency-driven concurrency cuts. The sidecar calls it about
+// every Window (see TickInterval) from its own loop; its now is reported as
+// Snapshot.Heartbeat. A now not after the window's start only records the
+// heartbeat.
 func (c *Controller) Tick(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -712,13 +910,14 @@ func (c *Controller) Tick(now time.Time) {
 	if c.closed || elapsed <= 0 {
 		return
 	}
+	c.flightLocked(now)
 	w := c.win
 	c.hist[c.histNext] = winStat{
 		elapsed: elapsed, accepted: w.accepted, samples: w.samples,
 		peak: w.peak, okPeak: w.okPeak, blockRate: w.blockRate, blockConc: w.blockConc,
 	}
 	c.histNext = (c.histNext + 1) % historyWindows
-	c.win = window{start: now}
+	c.win = window{start: now, areaAt: now}
 
 	if w.grants > 0 {
 		cost := w.granted / float64(w.grants)
@@ -728,7 +927,18 @@ func (c *Controller) Tick(now time.Time) {
 			c.avgCost += (cost - c.avgCost) / 4
 		}
 	}
+	if flight := w.area / elapsed.Seconds(); !c.haveFlight {
+		c.avgInFlight, c.haveFlight = flight, true
+	} else {
+		c.avgInFlight += (flight - c.avgInFlight) / 2
+	}
+	paused := now.Before(c.pausedUntil) || w.start.Before(c.pausedUntil)
+	clean := w.congested == 0 && w.failed == 0 && c.lastGood && !paused
+	goodput := w.accepted / elapsed.Seconds()
 	mean := c.updateLatencyLocked(w)
+	if c.test.active {
+		c.checkLatencyCutLocked(clean, goodput, now)
+	}
 	elevated := c.latencyElevatedLocked()
 	if elevated && c.isHighLocked(mean) {
 		c.latHigh++ // the window itself was slow, not just the EWMA's memory
@@ -736,17 +946,19 @@ func (c *Controller) Tick(now time.Time) {
 		c.latHigh = 0
 	}
 
-	paused := now.Before(c.pausedUntil)
-	clean := w.congested == 0 && w.failed == 0 && c.lastGood && !paused
 	switch {
 	case clean && !elevated:
 		grew := false
-		if w.blockRate {
+		if w.blockRate && !w.grew {
 			from := c.rate.v
 			reason := c.growthReason(&c.rate)
 			c.rate.grow(elapsed)
 			if c.rate.v > from {
+				if reason == reasonStartup {
+					c.startupFrom = from
+				}
 				grew = true
+				c.newRoundLocked()
 				c.applyRateLocked(now)
 				c.logChangeLocked(limitRate, from, c.rate.v, reason, "", now)
 			}
@@ -760,9 +972,8 @@ func (c *Controller) Tick(now time.Time) {
 				c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reason, "", now)
 			}
 		}
-		if c.avgCost > 0 && c.latBase > 0 {
-			floor := math.Ceil(c.rate.v / c.avgCost * c.latBase.Seconds() * littleHeadroom)
-			if !c.conc.startup() {
+		if floor := c.littleLocked(true); floor > 0 {
+			if !c.conc.startup() && !c.latLoad {
 				// Up to the in-flight count at which the store last
 				// throttled only the cautious probe may go: a store that
 				// limits concurrency would throttle again at once.
@@ -776,40 +987,54 @@ func (c *Controller) Tick(now time.Time) {
 				}
 			}
 		}
-		if grew {
+		if grew || w.grew {
 			c.increases++
 		}
-	case elevated && c.latHigh >= latencyWindows && w.congested == 0:
+	case elevated && c.latHigh >= latencyWindows && w.congested == 0 && !c.test.active:
 		c.latHigh = 0
-		if c.latCutAt > 0 && mean >= c.latCutAt {
-			c.latNoHelp++
-		} else {
-			c.latNoHelp = 0
-		}
-		if c.latNoHelp >= latencyNoHelp {
-			// Cutting concurrency did not bring latency down: the rise is
-			// not a queue of ours but the store's new normal.
-			c.log.Info("latency baseline raised", "from", c.latBase, "to", mean)
-			c.latBase, c.latCutAt, c.latNoHelp = mean, 0, 0
-			break
-		}
-		c.latCutAt = mean
 		from := c.concLimit()
 		// Gently when latency is just past the tolerance, by up to half
 		// when it is far past (a deep queue of ours in the store).
 		factor := max(0.5, min(decreaseFactor, float64(c.latBase)*c.cfg.LatencyTolerance/float64(c.latRecent)))
-		base := min(c.conc.v, float64(max(c.measureLocked(now).peak, 1)))
-		c.conc.cutTo(base, base*factor)
+		peak := min(c.conc.v, float64(max(w.peak, 1)))
+		prev := c.conc
+		c.conc.cutTo(peak, peak*factor)
 		c.throttled = true
+		if c.concLimit() < int(peak) {
+			c.test = latencyTest{active: true, prev: prev, from: int(peak), to: c.concLimit(), goodput: goodput}
+		}
 		if c.concLimit() < from {
 			c.decreases++
 			c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatency, "", now)
 		}
 	}
-	if !elevated {
-		c.latCutAt, c.latNoHelp = 0, 0
-	}
 	c.dispatchLocked(now) // applies raises to waiters; marks the new window's blockers
+}
+
+// checkLatencyCutLocked judges the latency cut of the previous Tick by the
+// goodput of the window that followed it (see latencyKeep): a cut that
+// cost goodput in proportion to the slots is undone, and latency is taken
+// to be the store's response to load from then on. A window that was not
+// clean tells nothing and leaves the cut in place. Requires that c.mu is
+// held.
+func (c *Controller) checkLatencyCutLocked(clean bool, goodput float64, now time.Time) {
+	t := c.test
+	c.test = latencyTest{}
+	if !clean || t.goodput <= 0 || t.from <= 0 {
+		return
+	}
+	keep := 1 - latencyKeep*(1-float64(t.to)/float64(t.from))
+	if goodput >= keep*t.goodput {
+		return // fewer slots, the same goodput: the latency was a queue of ours
+	}
+	from := c.concLimit()
+	c.conc = t.prev
+	c.latLoad = true
+	c.latBase = max(c.latBase, c.latRecent)
+	c.latHigh = 0
+	c.log.Info("latency is the store's response to load", "goodput_before", t.goodput, "goodput_after", goodput,
+		"latency", c.latRecent, "concurrency_from", t.from, "concurrency_to", t.to)
+	c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatencyUndo, "", now)
 }
 
 func (c *Controller) growthReason(p *probe) reason {
@@ -819,34 +1044,45 @@ func (c *Controller) growthReason(p *probe) reason {
 	return reasonProbe
 }
 
-// updateLatencyLocked folds the mean Success latency of w into the recent
-// (fast) EWMA and returns the mean (0 if w has no latency sample). The
-// baseline follows drops at once by half; it never drifts up, so a queue we
-// build in the store cannot become the new normal: a lasting rise that
-// concurrency cuts do not relieve is adopted in Tick.
+// updateLatencyLocked folds the latency of w's Success samples into the
+// recent EWMAs and returns w's geometric-mean latency (0 if w has no
+// latency sample). The geometric mean reads the latency most requests saw:
+// a few stalls of a store that is otherwise fast do not make a window
+// slow. The baseline follows drops at once by half; it never drifts up, so
+// a queue we build in the store cannot become the new normal (a rise that
+// concurrency cuts show to be the store's own is adopted in Tick).
 func (c *Controller) updateLatencyLocked(w window) time.Duration {
 	if w.latN == 0 {
 		return 0
 	}
+	geo := time.Duration(math.Round(math.Exp(w.logSum/float64(w.latN)) * float64(time.Second)))
 	mean := w.latSum / time.Duration(w.latN)
 	if c.latRecent == 0 {
-		c.latRecent = mean
+		c.latRecent, c.latMean = geo, mean
 	} else {
-		c.latRecent += (mean - c.latRecent) / 2
+		c.latRecent += (geo - c.latRecent) / 2
+		c.latMean += (mean - c.latMean) / 2
 	}
 	switch {
+	case c.latLoad:
+		// The store's latency moves with its load: the baseline follows it
+		// both ways.
+		c.latBase = c.latRecent
 	case w.congested > 0:
 	case c.latBase == 0:
-		c.latBase = mean
-	case mean < c.latBase:
-		c.latBase += (mean - c.latBase) / 2
+		c.latBase = geo
+	case geo < c.latBase:
+		c.latBase += (geo - c.latBase) / 2
 	}
-	return mean
+	return geo
 }
 
 // latencyElevatedLocked reports whether the recent latency is clearly above
-// the baseline: growth holds. Requires that c.mu is held.
-func (c *Controller) latencyElevatedLocked() bool { return c.isHighLocked(c.latRecent) }
+// the baseline, for a store whose latency may be a queue of ours: growth
+// holds. Requires that c.mu is held.
+func (c *Controller) latencyElevatedLocked() bool {
+	return !c.latLoad && c.isHighLocked(c.latRecent)
+}
 
 // isHighLocked reports whether latency d is past the tolerance above the
 // baseline. Requires that c.mu is held.
@@ -925,11 +1161,12 @@ type Snapshot struct {
 	Decreases    uint64             // multiplicative decreases applied (congestion or latency)
 	Increases    uint64             // windows in which a limit grew
 	Pauses       uint64             // Retry-After pauses started or extended
-	// LatencyBaseline is the unloaded per-window mean Success latency (it
-	// follows drops, and rises only when cutting concurrency does not bring
-	// latency down); LatencyRecent is a fast EWMA of the same means;
-	// LatencyElevated reports that recent is past the tolerance and growth
-	// is held.
+	// LatencyBaseline is the unloaded per-window (geometric-mean) Success
+	// latency: it follows drops, and rises only once a concurrency cut has
+	// shown latency to be the store's response to its load, after which it
+	// follows the recent latency; LatencyRecent is a fast EWMA of the same
+	// means; LatencyElevated reports that recent is past the tolerance and
+	// growth is held.
 	LatencyBaseline time.Duration
 	LatencyRecent   time.Duration
 	LatencyElevated bool
@@ -1023,10 +1260,11 @@ const (
 	reasonLatency
 	reasonLittle
 	reasonPause
+	reasonLatencyUndo
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"startup_growth", "probe_growth", "congestion", "latency", "littles_law", "retry_after_pause"}
+var reasonNames = [numReasons]string{"startup_growth", "probe_growth", "congestion", "latency", "littles_law", "retry_after_pause", "latency_is_load"}
 
 type logState struct {
 	last       time.Time

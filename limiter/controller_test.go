@@ -428,24 +428,82 @@ func TestLatencySlightlyHighCutsGently(t *testing.T) {
 	}
 }
 
-func TestLatencyShiftIsAdopted(t *testing.T) {
-	// The store got slower for good (bigger documents, say): cutting
-	// concurrency does not bring latency down, so after two such cuts the
-	// new latency becomes the baseline and growth resumes.
-	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 10; cfg.InitialConcurrency = 64 })
-	batchWindow(t, c, clk, 5, ms(10))
-	for range 10 {
-		batchWindow(t, c, clk, min(5, c.Snapshot().Concurrency), ms(50))
+// littleWindow runs one window against a store that serves any number of
+// requests at once with latency lat(n) for n in flight: batches of as many
+// requests as the concurrency limit allows, each batch taking lat(n), so
+// that the goodput is concurrency/latency (Little's law). The rate never
+// binds.
+func littleWindow(t *testing.T, c *Controller, clk *fakeClock, lat func(n int) time.Duration) {
+	t.Helper()
+	end := clk.now.Add(DefaultWindow)
+	for clk.now.Before(end) {
+		n := c.Snapshot().Concurrency
+		ps := take(t, c, n)
+		d := lat(n)
+		clk.advance(d)
+		doneAll(ps, success(d))
 	}
-	s := c.Snapshot()
-	if s.LatencyBaseline != ms(50) || s.LatencyElevated || s.Decreases != 2 {
-		t.Fatalf("after a lasting shift to 50ms: %+v, want it adopted as the baseline after two cuts", s)
+	clk.tick(c)
+}
+
+func TestLatencyCutCheckedByGoodput(t *testing.T) {
+	newStore := func(t *testing.T) (*Controller, *fakeClock) {
+		t.Helper()
+		c, clk := newFake(t, 1e5, func(cfg *Config) { cfg.InitialConcurrency = 10; cfg.MaxConcurrency = 10 })
+		for range 3 {
+			littleWindow(t, c, clk, func(int) time.Duration { return ms(10) })
+		}
+		if s := c.Snapshot(); s.LatencyBaseline != ms(10) || s.Concurrency != 10 {
+			t.Fatalf("after 3 windows at 10ms: %+v", s)
+		}
+		return c, clk
 	}
-	rate := s.Rate
-	batchWindow(t, c, clk, 1, ms(50))
-	if s := c.Snapshot(); s.Rate <= rate {
-		t.Fatalf("no growth after the shift was adopted: %+v", s)
-	}
+	t.Run("queue of ours", func(t *testing.T) {
+		// Above 4 in flight the store queues our requests: latency grows
+		// with what we send, goodput does not. The latency cut stands.
+		c, clk := newStore(t)
+		queue := func(n int) time.Duration { return ms(10) * time.Duration(max(n, 4)) / 4 }
+		for range 3 {
+			littleWindow(t, c, clk, queue)
+		}
+		s := c.Snapshot()
+		if s.Concurrency >= 10 || s.Decreases != 1 || s.LatencyBaseline != ms(10) {
+			t.Fatalf("after a latency cut that kept the goodput: %+v, want it kept and the baseline too", s)
+		}
+		for range 8 {
+			littleWindow(t, c, clk, queue)
+		}
+		// Concurrency settles where the queue stays within the tolerance
+		// (1.5×10ms+1ms: 6 in flight, 15ms), goodput unchanged.
+		if s := c.Snapshot(); s.Concurrency < 4 || s.Concurrency > 6 || s.LatencyElevated || s.LatencyBaseline != ms(10) {
+			t.Fatalf("after 8 more windows: %+v, want concurrency 4 to 6 and latency back within the tolerance", s)
+		}
+	})
+	t.Run("the store's own latency", func(t *testing.T) {
+		// The store got slower for everyone (bigger documents, a busy
+		// disk): 50ms whatever we send. Cutting concurrency costs goodput
+		// in proportion, so the cut is undone and 50ms is the baseline.
+		c, clk := newStore(t)
+		slow := func(int) time.Duration { return ms(50) }
+		for range 2 {
+			littleWindow(t, c, clk, slow)
+		}
+		if s := c.Snapshot(); s.Concurrency != 5 || s.Decreases != 1 {
+			t.Fatalf("after two slow windows: %+v, want one latency cut, by half (latency far past the tolerance)", s)
+		}
+		littleWindow(t, c, clk, slow)
+		s := c.Snapshot()
+		if s.Concurrency != 10 || s.LatencyElevated || s.LatencyBaseline < ms(45) {
+			t.Fatalf("after the goodput fell with the cut: %+v, want concurrency 10 again and latency no longer elevated", s)
+		}
+		// From now on the latency follows the store's load without cuts.
+		for _, d := range []time.Duration{ms(200), ms(200), ms(200), ms(20), ms(20)} {
+			littleWindow(t, c, clk, func(int) time.Duration { return d })
+			if s := c.Snapshot(); s.Concurrency != 10 || s.Decreases != 1 {
+				t.Fatalf("latency %v: %+v, want no more latency cuts", d, s)
+			}
+		}
+	})
 }
 
 func TestLittlesLawFloor(t *testing.T) {
@@ -503,37 +561,43 @@ func TestRetryAfterPause(t *testing.T) {
 			t.Errorf("%s: phase after the pause %s", name, s.Phase)
 		}
 	}
-	f("long", 0, 5*time.Second, 5*time.Second)
+	f("long", 0, 15*time.Second, 15*time.Second)
+	f("at the threshold", 0, longRetryAfter, longRetryAfter)
 	f("capped", 0, time.Hour, DefaultMaxRetryAfter)
 	f("capped by config", 3*time.Second, 10*time.Second, 3*time.Second)
+	f("a quota's 2s", 0, 2*time.Second, 0) // nginx limit_req with Retry-After: 2
+	f("just below the threshold", 0, longRetryAfter-time.Second, 0)
 	f("short single", 0, time.Second, 0)
 	f("sub-second single", 0, ms(300), 0)
 }
 
 func TestQuotaRetryAfterAmidSuccessesDoesNotPause(t *testing.T) {
-	// A quota store answers "Retry-After: 1" to each rejected request among
-	// many accepted ones: cut the rate, never idle.
-	c, clk := newFake(t, 1000, nil)
-	for i := range 1000 { // a request every 10ms, every tenth refused
-		clk.advance(ms(10))
-		if i%50 == 0 {
-			clk.tick(c)
+	// A quota store answers "Retry-After: 1" (or 2, as an nginx gateway
+	// does) to each rejected request among many accepted ones: cut the
+	// rate, never idle.
+	for _, ra := range []time.Duration{time.Second, 2 * time.Second, 5 * time.Second} {
+		c, clk := newFake(t, 1000, nil)
+		for i := range 1000 { // a request every 10ms, every tenth refused
+			clk.advance(ms(10))
+			if i%50 == 0 {
+				clk.tick(c)
+			}
+			p, err := c.TryAcquire(1)
+			if err != nil {
+				continue // the limit caught up with the loader
+			}
+			if i%10 == 9 {
+				p.Done(congestedRA(ra))
+			} else {
+				p.Done(success(ms(5)))
+			}
+			if s := c.Snapshot(); s.Phase == PhasePaused {
+				t.Fatalf("Retry-After %v: paused by a quota Retry-After: %+v", ra, s)
+			}
 		}
-		p, err := c.TryAcquire(1)
-		if err != nil {
-			continue // the limit caught up with the loader
+		if s := c.Snapshot(); s.Pauses != 0 || s.Decreases < 10 || s.Rate >= 1000 {
+			t.Errorf("Retry-After %v: after 10s of quota 429s: %+v, want no pause and cuts", ra, s)
 		}
-		if i%10 == 9 {
-			p.Done(congestedRA(time.Second))
-		} else {
-			p.Done(success(ms(5)))
-		}
-		if s := c.Snapshot(); s.Phase == PhasePaused {
-			t.Fatalf("paused by a quota Retry-After: %+v", s)
-		}
-	}
-	if s := c.Snapshot(); s.Pauses != 0 || s.Decreases < 10 || s.Rate >= 1000 {
-		t.Errorf("after 10s of quota 429s: %+v, want no pause and cuts", s)
 	}
 }
 
@@ -547,7 +611,7 @@ func TestRetryAfterStreakPauses(t *testing.T) {
 		if s := c.Snapshot(); s.Phase == PhasePaused {
 			t.Fatalf("paused after %d consecutive Retry-Afters", i+1)
 		}
-		clk.advance(ms(20))
+		clk.advance(ms(100)) // a token even after the cuts the throttles make
 		take(t, c, 1)[0].Done(congestedRA(time.Second))
 	}
 	if s := c.Snapshot(); s.Phase != PhasePaused || !s.PausedUntil.Equal(clk.now.Add(time.Second)) {
@@ -558,7 +622,7 @@ func TestRetryAfterStreakPauses(t *testing.T) {
 	c, clk = newFake(t, 100, nil)
 	take(t, c, 1)[0].Done(congestedRA(time.Second))
 	for i := range 2 * pauseStreak {
-		clk.advance(ms(20))
+		clk.advance(ms(100))
 		if i%2 == 0 {
 			take(t, c, 1)[0].Done(success(ms(1)))
 		} else {
@@ -578,10 +642,21 @@ func TestStartupEndsAtFirstThrottle(t *testing.T) {
 			t.Fatalf("startup: rate %v phase %s, want %v startup", s.Rate, s.Phase, want)
 		}
 	}
+	// Enough samples for a goodput the cut can trust: 8 at 40/s.
+	for range 8 {
+		clk.advance(ms(25))
+		take(t, c, 1)[0].Done(success(0))
+	}
+	clk.advance(ms(25))
 	take(t, c, 1)[0].Done(congested("status_429"))
 	s := c.Snapshot()
 	if s.Phase != PhaseRecovering || !approx(s.Rate, 0.9*s.LastMaxRate) {
 		t.Fatalf("after the first throttle: %+v, want recovering at 0.9×last max", s)
+	}
+	// The store took 40/s before the last doubling: the throttle point is
+	// not below it, whatever the goodput over the ramp says.
+	if s.LastMaxRate < 40 {
+		t.Fatalf("last max %v, want at least the rate before the last doubling (40)", s.LastMaxRate)
 	}
 	// Growth is now cautious near the last throttle point: far below ×2.
 	clk.advance(DefaultWindow)
@@ -599,6 +674,165 @@ func TestStartupEndsAtFirstThrottle(t *testing.T) {
 	}
 	if s3 := c.Snapshot(); s3.Phase != PhaseSteady || s3.Rate <= s.LastMaxRate {
 		t.Fatalf("after 2.5s of probing: %+v, want steady above %v", s3, s.LastMaxRate)
+	}
+}
+
+func TestEarlyThrottleKeepsStartup(t *testing.T) {
+	// A store that is still warming up throttles the very first requests
+	// (VictoriaMetrics' first insert takes longer than its queue allows):
+	// too little evidence for a throttle point. The limit is scaled, and
+	// startup goes on doubling.
+	c, clk := newFake(t, 50, func(cfg *Config) { cfg.Burst = 1 })
+	take(t, c, 1)[0].Done(congested("victoriametrics_insert_limit"))
+	s := c.Snapshot()
+	if !approx(s.Rate, 45) || s.LastMaxRate != 0 || s.Phase != PhaseStartup {
+		t.Fatalf("after an early throttle: %+v, want rate 45, no throttle point, startup", s)
+	}
+	clk.advance(DefaultWindow)
+	clk.tick(c) // the window of the throttle: no growth
+	blockedWindow(t, c, clk, ms(1))
+	if s := c.Snapshot(); !approx(s.Rate, 90) || s.Phase != PhaseStartup {
+		t.Fatalf("next clean window: %+v, want the startup doubling to 90", s)
+	}
+}
+
+func TestStartupRounds(t *testing.T) {
+	// In startup the rate doubles after every startupRound successes of
+	// requests sent at the current rate while callers waited on it, without
+	// waiting for the window to close.
+	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 1 })
+	sent := 0
+	for range 100 { // 100 requests, each as soon as the limit allows
+		for {
+			p, err := c.TryAcquire(1)
+			if err == nil {
+				p.Done(success(ms(1)))
+				sent++
+				break
+			}
+			clk.advance(ms(1))
+		}
+	}
+	s := c.Snapshot()
+	// Rounds of 8 at 100, 200, 400, ... /s: 100 requests take under 200ms
+	// instead of a second at 100/s.
+	if s.Rate < 1600 || s.Phase != PhaseStartup || s.Increases < 4 {
+		t.Fatalf("after %d requests in %v: %+v, want the rate doubled at least 4 times", sent, clk.now.Sub(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)), s)
+	}
+	if el := clk.now.Sub(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)); el > ms(250) {
+		t.Fatalf("100 requests took %v, want well under the second they take at 100/s", el)
+	}
+	// A window that saw a throttle grows no round, even with successes.
+	clk.advance(ms(1))
+	p := take(t, c, 1)[0]
+	clk.advance(ms(1))
+	rate := c.Snapshot().Rate
+	q := take(t, c, 1)[0]
+	q.Done(congested("status_429")) // an old request: no fresh cut needed for the check
+	p.Done(success(ms(1)))
+	for range 2 * startupRound {
+		clk.advance(ms(1))
+		if p, err := c.TryAcquire(1); err == nil {
+			p.Done(success(ms(1)))
+		}
+	}
+	if s := c.Snapshot(); s.Rate > rate {
+		t.Fatalf("a round grew the rate after a throttle in the same window: %v -> %v", rate, s.Rate)
+	}
+}
+
+func TestSpikeCutsConcurrencyOnly(t *testing.T) {
+	// VictoriaMetrics with -maxConcurrentInserts=1: requests normally go
+	// one at a time; when the store stalls, those that pile up behind the
+	// stalled one are refused. That is a concurrency event: concurrency
+	// goes to the usual in-flight count, and the rate, which did not cause
+	// it, keeps its limit and its startup.
+	c, clk := newFake(t, 100, func(cfg *Config) { cfg.InitialConcurrency = 4; cfg.Burst = 1 })
+	for range 40 { // 400ms of one request at a time, 1ms each
+		clk.advance(ms(10))
+		p := take(t, c, 1)[0]
+		p.Done(success(ms(1)))
+	}
+	clk.advance(ms(10))
+	stalled := take(t, c, 1)[0]
+	clk.advance(ms(10))
+	queued := take(t, c, 1)[0] // the second in flight
+	clk.advance(ms(10))
+	queued.Done(congested("victoriametrics_insert_limit"))
+	s := c.Snapshot()
+	if s.Concurrency != 1 || s.Rate != 100 || s.Phase != PhaseStartup || s.LastMaxRate != 0 {
+		t.Fatalf("after a throttle at 2 in flight where 1 is usual: %+v, want concurrency 1, rate and startup untouched", s)
+	}
+	stalled.Done(success(ms(30)))
+
+	// A throttle at the usual in-flight count is the rate's.
+	c, clk = newFake(t, 100, func(cfg *Config) { cfg.InitialConcurrency = 64; cfg.Burst = 1 })
+	for range 40 { // the rate is the bottleneck: a second request waits
+		clk.advance(ms(10))
+		ps := take(t, c, 1)
+		if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+			t.Fatalf("second TryAcquire: %v, want ErrNoCapacity", err)
+		}
+		doneAll(ps, success(ms(1)))
+	}
+	clk.advance(ms(10))
+	before := c.Snapshot()
+	take(t, c, 1)[0].Done(congested("status_429"))
+	if s := c.Snapshot(); s.Concurrency != 64 || s.Rate >= before.Rate || s.Phase != PhaseRecovering {
+		t.Fatalf("after a throttle at 1 in flight: %+v, want the rate cut from %v, startup over, concurrency kept", s, before.Rate)
+	}
+}
+
+func TestRecutWhenThrottlesContinue(t *testing.T) {
+	// A quota store whose burst hid its rate: after the first cut, most
+	// requests sent at the new rate are still refused. Within the window
+	// the rate is cut again, from the share the store took, instead of
+	// sending into the quota until the window ends.
+	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 1 })
+	for range 20 { // 400ms at 50/s, all accepted
+		clk.advance(ms(20))
+		take(t, c, 1)[0].Done(success(ms(1)))
+	}
+	clk.advance(ms(20))
+	take(t, c, 1)[0].Done(congested("status_429"))
+	first := c.Snapshot()
+	if first.Decreases != 1 {
+		t.Fatalf("first throttle: %+v", first)
+	}
+	// Sent after the cut: one accepted, two refused.
+	for i := range 3 {
+		clk.advance(ms(40))
+		p := take(t, c, 1)[0]
+		if i == 0 {
+			p.Done(success(ms(1)))
+		} else {
+			p.Done(congested("status_429"))
+		}
+	}
+	s := c.Snapshot()
+	if s.Decreases != 2 || s.Rate >= first.Rate*0.9*0.6 {
+		t.Fatalf("after 2 of 3 requests sent after the cut were refused: %+v, want a second cut to about 0.9×1/3 (at most 0.5) of %v", s, first.Rate)
+	}
+	// A few refusals among many accepted after a cut are no reason to cut
+	// again.
+	c, clk = newFake(t, 1000, func(cfg *Config) { cfg.Burst = 1 })
+	for range 40 { // 200/s
+		clk.advance(ms(5))
+		take(t, c, 1)[0].Done(success(ms(1)))
+	}
+	clk.advance(ms(5))
+	take(t, c, 1)[0].Done(congested("status_429"))
+	for i := range 30 { // 100/s for 300ms, below the cut rate
+		clk.advance(ms(10))
+		p := take(t, c, 1)[0]
+		if i == 10 || i == 29 {
+			p.Done(congested("status_429"))
+		} else {
+			p.Done(success(ms(1)))
+		}
+	}
+	if s := c.Snapshot(); s.Decreases != 1 {
+		t.Fatalf("2 refusals among 30 sent after the cut, within the window: %+v, want no second cut", s)
 	}
 }
 
@@ -745,7 +979,7 @@ func TestLogsEachChangeOnceThrottled(t *testing.T) {
 	clk.advance(logEvery)
 	clk.tick(c)
 	blockedWindow(t, c, clk, 0)
-	if !strings.Contains(buf.String(), "reason=probe_growth") {
+	if !strings.Contains(buf.String(), "limit=rate") || !strings.Contains(buf.String(), "_growth") {
 		t.Errorf("growth after logEvery not logged: %q", buf.String())
 	}
 }

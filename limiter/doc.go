@@ -27,11 +27,16 @@
 // The control law, in short (Controller has the details): throttles cut at
 // once, at most once per window per limit, to 0.9 of what the store actually
 // took (scaled down for a partial rejection); the limit cut is the one the
-// throttle points at (rate quota or concurrency cap); growth happens only in
-// clean windows where a limit was the bottleneck, ×2 until the first
-// throttle, then along a CUBIC-like curve, cautious near the last throttle
-// point; rising latency holds growth and trims concurrency; a long
-// Retry-After, or short ones that a cut did not help, pause all sends.
+// throttle points at: the rate for a quota, concurrency for a store that
+// caps it or that stalled with our requests queued in it. Growth happens
+// only where a limit was the bottleneck and nothing went wrong: in startup
+// the rate doubles every few successes, then both limits follow a
+// CUBIC-like curve, cautious near the last throttle point. Rising latency
+// holds growth and trims concurrency, unless trimming it costs goodput in
+// proportion, which shows the latency to be the store's response to its
+// load: then slots follow the latency (Little's law). A Retry-After of 10s
+// or more, or short ones that a cut did not help, pause all sends; a
+// shorter one only delays its own write.
 //
 // Backoff computes retry delays (exponential, full jitter, Retry-After
 // clamped) and RetryBudget bounds retries to a share of requests; the proxy

@@ -240,7 +240,7 @@ func TestQueuePauseKeepsWaitersQueued(t *testing.T) {
 		start := time.Now()
 		p, _ := c.Acquire(t.Context(), 1)
 		w1 := acquireAsync(t.Context(), c, 1, start)
-		p.Done(congestedRA(5 * time.Second))
+		p.Done(congestedRA(15 * time.Second))
 		if s := c.Snapshot(); s.Phase != PhasePaused {
 			t.Fatalf("phase %s, want paused", s.Phase)
 		}
@@ -254,7 +254,7 @@ func TestQueuePauseKeepsWaitersQueued(t *testing.T) {
 		r2 := <-w2
 		mustPermit(t, r2).Done(success(ms(1)))
 		// The bucket refills from the end of the pause at the cut rate (90/s).
-		if want := 5*time.Second + durationCeil(1.0/90); r1.at != want {
+		if want := 15*time.Second + durationCeil(1.0/90); r1.at != want {
 			t.Errorf("first waiter admitted at %v, want %v", r1.at, want)
 		}
 		if r2.at <= r1.at || r2.at > r1.at+ms(12) {
