@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"net"
 	"net/http"
@@ -151,7 +152,10 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AdminToken)) != 1 {
+	// Hashes of equal length, so the compare's time does not reveal the
+	// token's length either.
+	gotSum, wantSum := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(s.cfg.AdminToken))
+	if !ok || subtle.ConstantTimeCompare(gotSum[:], wantSum[:]) != 1 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
 		writeError(w, http.StatusUnauthorized, "unauthorized", "a valid Authorization: Bearer token is required", nil)
 		return false

@@ -126,7 +126,10 @@ func (s *ActionSpec) ExpandURL(id string) (string, error) {
 		strings.ReplaceAll(raw[query:], JobPlaceholder, url.QueryEscape(id))
 	u, err := url.Parse(out)
 	if err != nil {
-		return "", fmt.Errorf("state: action URL %q: %w", RedactUserinfo(raw), redactURLError(err))
+		// The parser's own message can quote a piece of a malformed
+		// password (as a "port"), so it is not passed on.
+		_ = err
+		return "", fmt.Errorf("state: action URL %q is not a valid URL", RedactUserinfo(raw))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 		return "", fmt.Errorf("state: action URL %q must be http(s)://host/…", RedactUserinfo(raw))
@@ -234,7 +237,7 @@ func (r *runner) http(ctx context.Context, spec *ActionSpec, id string, a *Attem
 func (r *runner) command(ctx context.Context, spec *ActionSpec, id string, a *Attempt) error {
 	argv := spec.ExpandArgv(id)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(cmd.Environ(), "SLUICE_JOB="+id)
+	cmd.Env = append(actionEnv(cmd.Environ()), "SLUICE_JOB="+id)
 	var out limitedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	killGroup(cmd)
@@ -287,4 +290,17 @@ func redactURLError(err error) error {
 		return ue.Err
 	}
 	return err
+}
+
+// actionEnv is the environment of a command action: sluice's own, less its
+// secrets (the admin token is not the cleanup script's business).
+func actionEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "SLUICE_ADMIN_TOKEN=") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }

@@ -218,3 +218,12 @@ func TestHTTPAction(t *testing.T) {
 		t.Errorf("server saw %q", got[0])
 	}
 }
+
+// TestActionEnvDropsAdminToken: a cancel or cleanup command does not see
+// sluice's admin token.
+func TestActionEnvDropsAdminToken(t *testing.T) {
+	got := actionEnv([]string{"PATH=/bin", "SLUICE_ADMIN_TOKEN=s3cret", "SLUICE_PROFILE=s3"})
+	if strings.Join(got, " ") != "PATH=/bin SLUICE_PROFILE=s3" {
+		t.Errorf("actionEnv = %q", got)
+	}
+}
