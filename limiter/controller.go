@@ -140,6 +140,12 @@ const (
 	// relieves the store.
 	concEvidenceWeight = 0.3
 	concMode           = 0.6
+	// quotaHold: after a rate cut by a throttle that carried a Retry-After
+	// (a quota: every write it refuses waits that long), the rate climbs back
+	// to the last throttle point as usual but probes beyond it only
+	// quotaHold·Retry-After after the cut, so that a store at a stable quota
+	// refuses a write every few Retry-Afters rather than every second.
+	quotaHold = 2
 	// latencyWindows: consecutive windows whose own latency is, like the
 	// recent EWMA, elevated, after which the concurrency limit is cut from
 	// the peak in flight by tolerance·baseline/recent, within [0.5,
@@ -204,7 +210,10 @@ const (
 //     latency stops counting as congestion; slots are then sized from the
 //     recent latency.
 //   - A Retry-After of longRetryAfter or more, or short ones that a cut did
-//     not help (pauseStreak), pause all sends until they pass.
+//     not help (pauseStreak), pause all sends until they pass. A shorter
+//     one delays only its own write (the caller waits it out before
+//     retrying), and keeps the rate from probing past the throttle point
+//     for quotaHold times as long.
 //
 // Limit changes apply at once to queued callers: only the head of the FIFO
 // is evaluated, by its own goroutine on its own timer, and every change
@@ -242,6 +251,7 @@ type Controller struct {
 	pausedUntil  time.Time
 	lastThrottle time.Time
 	lastReason   string
+	probeAfter   time.Time // no rate growth past the last throttle point before (see quotaHold)
 
 	// Startup rounds (see startupRound): a round starts at every change of
 	// the rate limit.
@@ -635,7 +645,7 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 			if s.RetryAfter > 0 {
 				c.raStreak++
 			}
-			c.cutLocked(p, share, s.Reason, now)
+			c.cutLocked(p, share, s.Reason, s.RetryAfter, now)
 		}
 		if s.RetryAfter >= longRetryAfter || (s.RetryAfter > 0 && c.raStreak >= pauseStreak) {
 			c.pauseLocked(s.RetryAfter, s.Reason, now)
@@ -717,7 +727,7 @@ func (c *Controller) typicalInFlightLocked(now time.Time) float64 {
 //     flight, keeping the slots the new rate needs (Little's law).
 //
 // Requires that c.mu is held.
-func (c *Controller) cutLocked(p *Permit, share float64, cause string, now time.Time) {
+func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfter time.Duration, now time.Time) {
 	concDue := c.lastConcCut.IsZero() || !now.Before(c.lastConcCut.Add(c.cfg.Window))
 	m := c.measureLocked(now)
 	n := p.inFlight
@@ -778,6 +788,7 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, now time.
 			c.throttled = true
 		}
 		c.lastRateCut = now
+		c.probeAfter = now.Add(min(quotaHold*retryAfter, c.cfg.MaxRetryAfter))
 		c.newRoundLocked()
 		// Tokens saved before the cut would go out as a burst into a store
 		// that is out of capacity: start from an empty bucket.
@@ -949,7 +960,7 @@ func (c *Controller) Tick(now time.Time) {
 	switch {
 	case clean && !elevated:
 		grew := false
-		if w.blockRate && !w.grew {
+		if w.blockRate && !w.grew && (c.rate.v < c.rate.lastMax || !now.Before(c.probeAfter)) {
 			from := c.rate.v
 			reason := c.growthReason(&c.rate)
 			c.rate.grow(elapsed)
