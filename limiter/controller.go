@@ -119,11 +119,18 @@ const (
 	// (VictoriaMetrics' -maxConcurrentInserts), not a rate we sent too fast.
 	// It cuts concurrency to the typical count and leaves the rate alone.
 	spikeRatio = 1.5
-	// recutShare: within a Window of a rate cut, the rate is cut again when
-	// at least two attempts sent after the cut were throttled and they are
-	// at least this share of those attempts' samples: the cut was too small
-	// (a quota store's burst allowance hid its rate). The new cut is from
-	// the share of those attempts the store took.
+	// recutShare: within a Window of the rate cut that ended startup (when
+	// the rate may have overshot the store's by up to twice), the rate is
+	// cut again when
+	// at least two attempts sent a round trip (the recent latency) or more
+	// after the cut were throttled and they are at least this share of
+	// those attempts' samples: the cut was too small (a quota store's burst
+	// allowance hid its rate). The new cut is from the share of those
+	// attempts the store took. Attempts sent sooner meet a store still full
+	// of what everyone sent before the cut. Later cuts are once per Window:
+	// on a store shared by many sidecars, a burst of throttles says little
+	// about one sidecar's own rate, and cutting whoever was unlucky twice
+	// would make the shares unfair.
 	recutShare = 0.1
 	// okPeakWindows: completed windows over which the highest in-flight
 	// count the store accepted is remembered (about 2s): long enough to span
@@ -239,9 +246,11 @@ type Controller struct {
 	histNext int
 
 	cutSeq       uint64    // incremented by every congestion cut
-	freshOK      int       // Success samples of attempts sent since the last cut
+	cutAt        time.Time // when cutSeq was last incremented
+	freshOK      int       // Success samples of attempts sent a round trip after the last cut
 	freshBad     int       // Congested samples of the same
 	lastRateCut  time.Time // zero before the first
+	recutOK      bool      // the last rate cut ended startup: it may be cut again within its Window
 	lastConcCut  time.Time // zero before the first
 	throttled    bool      // the rate was cut or sends paused: startup is over
 	lastGood     bool      // the latest capacity sample was Success
@@ -371,11 +380,12 @@ func New(cfg Config) (*Controller, error) {
 type Permit struct {
 	c        *Controller
 	cost     float64
-	epoch    uint64 // c.cutSeq when granted
-	round    uint64 // c.round when granted
-	inFlight int    // in-flight count at grant, this one included
-	limit    int    // concurrency limit at grant
-	done     bool   // guarded by c.mu
+	epoch    uint64    // c.cutSeq when granted
+	round    uint64    // c.round when granted
+	at       time.Time // when granted
+	inFlight int       // in-flight count at grant, this one included
+	limit    int       // concurrency limit at grant
+	done     bool      // guarded by c.mu
 }
 
 // Cost returns the units charged for p.
@@ -529,7 +539,7 @@ func (c *Controller) grantLocked(cost float64, now time.Time) *Permit {
 	c.win.granted += cost
 	c.win.grants++
 	c.win.peak = max(c.win.peak, c.inFlight)
-	return &Permit{c: c, cost: cost, epoch: c.cutSeq, round: c.round, inFlight: c.inFlight, limit: c.concLimit()}
+	return &Permit{c: c, cost: cost, epoch: c.cutSeq, round: c.round, at: now, inFlight: c.inFlight, limit: c.concLimit()}
 }
 
 // flightLocked integrates the in-flight count up to now, before it
@@ -602,6 +612,8 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 	}
 	c.samples[o]++
 	fresh := p.epoch == c.cutSeq // sent after the last cut
+	// sent a round trip after it: the store's answer reflects the cut
+	late := fresh && !p.at.Before(c.cutAt.Add(c.latRecent))
 	switch o {
 	case Success:
 		c.win.samples++
@@ -617,7 +629,7 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		}
 		c.lastGood = true
 		c.raStreak = 0
-		if fresh {
+		if late {
 			c.freshOK++
 		}
 		if p.round == c.round {
@@ -640,8 +652,10 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		c.lastGood = false
 		c.lastThrottle = now
 		c.lastReason = s.Reason
-		if fresh {
+		if late {
 			c.freshBad++
+		}
+		if fresh {
 			if s.RetryAfter > 0 {
 				c.raStreak++
 			}
@@ -739,12 +753,13 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfte
 		from := c.concLimit()
 		c.conc.cutTo(min(c.conc.v, float64(n)), max(1, min(float64(n-1), math.Ceil(typical))))
 		c.lastConcCut = now
-		c.cutDoneLocked()
+		c.cutDoneLocked(now)
 		c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonCongestion, cause, now)
 		return
 	}
-	recut := !c.lastRateCut.IsZero() && now.Before(c.lastRateCut.Add(c.cfg.Window))
-	rateDue := !recut || (c.freshBad >= 2 && float64(c.freshBad) >= recutShare*float64(c.freshOK+c.freshBad))
+	inWindow := !c.lastRateCut.IsZero() && now.Before(c.lastRateCut.Add(c.cfg.Window))
+	recut := inWindow && c.recutOK
+	rateDue := !inWindow || (recut && c.freshBad >= 2 && float64(c.freshBad) >= recutShare*float64(c.freshOK+c.freshBad))
 	if !rateDue && !concDue {
 		return
 	}
@@ -783,9 +798,11 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfte
 			// doubling, whatever a goodput measured over the ramp says.
 			c.rate.cut(max(base, min(c.rate.v, c.startupFrom)), share, 0)
 			c.throttled = true
+			c.recutOK = true
 		default:
 			c.rate.cut(base, share, 0)
 			c.throttled = true
+			c.recutOK = recut
 		}
 		c.lastRateCut = now
 		c.probeAfter = now.Add(min(quotaHold*retryAfter, c.cfg.MaxRetryAfter))
@@ -806,7 +823,7 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfte
 		c.conc.cut(min(c.conc.v, float64(max(m.peak, 1))), share, c.littleLocked(false))
 		c.lastConcCut = now
 	}
-	c.cutDoneLocked()
+	c.cutDoneLocked(now)
 	c.applyRateLocked(now)
 	c.logChangeLocked(limitRate, fromRate, c.rate.v, reasonCongestion, cause, now)
 	c.logChangeLocked(limitConc, float64(fromConc), float64(c.concLimit()), reasonCongestion, cause, now)
@@ -825,8 +842,9 @@ func (c *Controller) okPeakLocked() int {
 }
 
 // cutDoneLocked starts a new cut epoch. Requires that c.mu is held.
-func (c *Controller) cutDoneLocked() {
+func (c *Controller) cutDoneLocked(now time.Time) {
 	c.cutSeq++
+	c.cutAt = now
 	c.freshOK, c.freshBad = 0, 0
 	c.decreases++
 }

@@ -577,7 +577,8 @@ func TestQuotaRetryAfterAmidSuccessesDoesNotPause(t *testing.T) {
 	// rate, never idle.
 	for _, ra := range []time.Duration{time.Second, 2 * time.Second, 5 * time.Second} {
 		c, clk := newFake(t, 1000, nil)
-		for i := range 1000 { // a request every 10ms, every tenth refused
+		sent := 0
+		for i := range 1000 { // a request every 10ms, every tenth sent refused
 			clk.advance(ms(10))
 			if i%50 == 0 {
 				clk.tick(c)
@@ -586,7 +587,8 @@ func TestQuotaRetryAfterAmidSuccessesDoesNotPause(t *testing.T) {
 			if err != nil {
 				continue // the limit caught up with the loader
 			}
-			if i%10 == 9 {
+			sent++
+			if sent%10 == 0 {
 				p.Done(congestedRA(ra))
 			} else {
 				p.Done(success(ms(5)))
