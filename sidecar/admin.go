@@ -274,7 +274,8 @@ func (s *Server) signalCounts() map[string]any {
 }
 
 // serveUntil runs srv until ctx ends, then shuts it down gracefully within
-// timeout, with a fresh context.
+// timeout, with a fresh context; past the timeout it closes what is left
+// and returns context.DeadlineExceeded.
 func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -286,6 +287,10 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, timeout 
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	err := srv.Shutdown(sctx)
+	if err != nil {
+		// Past the drain timeout: cut what is left rather than hang.
+		_ = srv.Close()
+	}
 	<-errc
 	return err
 }

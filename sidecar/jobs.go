@@ -71,7 +71,9 @@ func (a jobsAdapter) Observe(job string, o Observation) {
 	a.m.Observe(job, state.Observation{Kind: o.Kind.String(), Bytes: o.Bytes, Items: o.Items, RetryAfter: o.RetryAfter})
 	if o.Kind == classify.Throttled && o.Items > 0 {
 		// A partially throttled bulk write also acknowledged items: that is
-		// progress, reported after the throttle so the job is not held.
+		// progress (it keeps the job from stalling, and a running or
+		// throttled job from being held; a held job's hold ends only with
+		// its probe).
 		a.m.Observe(job, state.Observation{Kind: state.ObsOK, Bytes: o.Bytes, Items: o.Items})
 	}
 }

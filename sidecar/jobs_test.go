@@ -378,3 +378,26 @@ func TestCancelAbortsInFlight(t *testing.T) {
 		}
 	})
 }
+
+// TestReadsAreNotProgress: a loader polling the store through sluice (GET,
+// HEAD) while every write is throttled does not keep its job from stalling.
+func TestReadsAreNotProgress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &pegasusStore{}
+		store.throttleA.Store(true)
+		s := newTestServer(t, store, "STALL_AFTER=1m", "CANCEL_GRACE=10m")
+		end := time.Now().Add(2 * time.Minute)
+		for time.Now().Before(end) {
+			send(s.ProxyHandler(), context.Background(), http.MethodGet, "/b/_cluster/health", "", HeaderJob, "poller")
+			send(s.ProxyHandler(), context.Background(), http.MethodPut, "/a/doc", "x", HeaderJob, "poller")
+			time.Sleep(5 * time.Second)
+		}
+		j, err := s.jobs.Get("poller")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != state.Stalled || j.Totals.Requests != 0 {
+			t.Errorf("job %s with %d requests of progress, want stalled with none", j.State, j.Totals.Requests)
+		}
+	})
+}

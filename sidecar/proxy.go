@@ -207,6 +207,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // no lock.
 type exchange struct {
 	job       string
+	method    string
 	cost      float64
 	permit    *limiter.Permit // the first attempt's, taken at admission
 	buffered  bool            // the body is in memory (or there is none)
@@ -232,7 +233,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if job == "" {
 		job = p.defaultJob
 	}
-	ex := &exchange{job: job, bodyBytes: r.ContentLength, loader: r.Context(), rc: http.NewResponseController(w)}
+	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, loader: r.Context(), rc: http.NewResponseController(w)}
 	defer func() { p.m.requests.WithLabelValues(strconv.Itoa(ex.status)).Inc() }()
 	if !state.ValidJobID(job) {
 		ex.status = http.StatusBadRequest
@@ -438,16 +439,16 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 		cr := &countingReader{r: io.MultiReader(&b, out.Body)}
 		return streamOnce(cr), func() {
 			p.budget.release(p.retryBodyMax)
-			ex.bodyBytes = cr.n
-			p.noteBodySize(cr.n)
+			ex.bodyBytes = cr.n.Load()
+			p.noteBodySize(ex.bodyBytes)
 		}, nil
 	}
 	p.m.streamed.Inc()
 	cr := &countingReader{r: out.Body}
 	return streamOnce(cr), func() {
 		if ex.bodyBytes < 0 {
-			ex.bodyBytes = cr.n
-			p.noteBodySize(cr.n)
+			ex.bodyBytes = cr.n.Load()
+			p.noteBodySize(ex.bodyBytes)
 		}
 	}, nil
 }
@@ -471,14 +472,17 @@ func streamOnce(r io.Reader) retryablehttp.ReaderFunc {
 	return func() (io.Reader, error) { return struct{ io.Reader }{r}, nil }
 }
 
+// countingReader counts what the transport read of a streamed body. The
+// transport may still be reading when the response has arrived (a store
+// that answers early), so the count is atomic.
 type countingReader struct {
 	r io.Reader
-	n int64
+	n atomic.Int64
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
 
@@ -598,23 +602,49 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify
 		return // the loader left or the job was cancelled: nothing to report
 	}
 	o := Observation{Kind: res.Kind, Items: -1, RetryAfter: res.RetryAfter}
-	if res.Kind == classify.OK {
+	bulk := ab != nil && ab.scanner != nil && res.Items >= 0
+	switch {
+	case res.Kind == classify.OK && !isWrite(ex.method):
+		// A read (a health check, a GET) stores nothing: a loader that
+		// polls through sluice must not keep a stuck job from stalling.
+		return
+	case res.Kind == classify.OK && bulk && res.Items == 0:
+		if res.Failed == 0 {
+			return // an empty bulk
+		}
+		// Every item failed on its own merits (mapping errors): the
+		// loader's problem, and no progress.
+		o.Kind = classify.ClientError
+	case res.Kind == classify.OK:
 		o.Bytes = max(ex.bodyBytes, 0)
-		if res.Items >= 0 && ab != nil && ab.scanner != nil {
+		if bulk {
 			o.Items = int64(res.Items)
+			o.Bytes = o.Bytes * int64(res.Items) / int64(res.Items+res.Failed)
 		}
 		p.m.ackBytes.Add(float64(o.Bytes))
 		p.m.ackRequests.Inc()
 		if o.Items > 0 {
 			p.m.ackItems.Add(float64(o.Items))
 		}
-	} else if res.Kind == classify.Throttled && res.Items > 0 {
+	case res.Kind == classify.Throttled && bulk && res.Items > 0:
 		// A partially throttled bulk write: the throttle is reported, and
-		// its accepted items are progress all the same.
-		o.Bytes, o.Items = max(ex.bodyBytes, 0), int64(res.Items)
+		// its accepted items are progress all the same, with their share
+		// of the body's bytes (the rejected ones will be sent again).
+		o.Items = int64(res.Items)
+		o.Bytes = max(ex.bodyBytes, 0) * int64(res.Items) / int64(res.Items+res.Rejected+res.Failed)
 		p.m.ackItems.Add(float64(o.Items))
+		p.m.ackBytes.Add(float64(o.Bytes))
 	}
 	p.jobs.Observe(ex.job, o)
+}
+
+// isWrite reports whether a method can store something.
+func isWrite(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return false
+	}
+	return true
 }
 
 // checkRetry decides, after each attempt, whether go-retryablehttp tries

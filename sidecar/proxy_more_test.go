@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -178,4 +180,32 @@ func TestElasticsearchPartialBulk(t *testing.T) {
 			t.Errorf("job totals %+v, want 8 acknowledged items and one throttle", j.Totals)
 		}
 	})
+}
+
+// TestServeReturnsWhenAListenerFails: a listener that dies stops sluice with
+// its error instead of leaving Serve waiting for ever.
+func TestServeReturnsWhenAListenerFails(t *testing.T) {
+	for _, broken := range []string{"proxy", "admin"} {
+		s, err := NewServer(testConfig(t), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxyLn, _ := net.Listen("tcp", "127.0.0.1:0")
+		adminLn, _ := net.Listen("tcp", "127.0.0.1:0")
+		if broken == "proxy" {
+			proxyLn.Close()
+		} else {
+			adminLn.Close()
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(context.Background(), proxyLn, adminLn) }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("%s listener closed: Serve returned nil, want its error", broken)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s listener closed: Serve did not return", broken)
+		}
+	}
 }

@@ -214,35 +214,50 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 	}
 	proxyCtx, stopProxy := context.WithCancel(context.Background())
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
-	errc := make(chan error, 2)
-	go func() { errc <- serveUntil(proxyCtx, proxySrv, proxyLn, s.cfg.ShutdownTimeout) }()
-	go func() { errc <- serveUntil(adminCtx, adminSrv, adminLn, 5*time.Second) }()
+	proxyErr, adminErr := make(chan error, 1), make(chan error, 1)
+	go func() { proxyErr <- serveUntil(proxyCtx, proxySrv, proxyLn, s.cfg.ShutdownTimeout) }()
+	go func() { adminErr <- serveUntil(adminCtx, adminSrv, adminLn, 5*time.Second) }()
 
 	s.ready.set(Ready)
 	s.log.Info("sluice started", "version", Version, "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"upstream", redactURL(s.cfg.UpstreamURL), "profile", s.cfg.Profile)
 
 	var runErr error
+	proxyDone, adminDone := false, false
 	select {
 	case <-ctx.Done():
 		s.requestStop("signal")
 	case <-s.stopCh:
-	case runErr = <-errc:
-		s.requestStop("listener failed")
+	case runErr = <-proxyErr:
+		proxyDone = true
+		s.requestStop("proxy listener failed")
+	case runErr = <-adminErr:
+		adminDone = true
+		s.requestStop("admin listener failed")
 	}
-	// Drain the proxy first (the admin port stays up so status can be read
-	// while draining), then wake anything still queued, then stop loops and
-	// flush job state.
+	keep := func(err error) {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			s.log.Warn("drain timed out: writes still in flight were cut off", "timeout", s.cfg.ShutdownTimeout)
+		case err != nil && !errors.Is(err, http.ErrServerClosed) && runErr == nil:
+			runErr = err
+		}
+	}
+	// Writes still queued get 503 at once rather than holding up the
+	// drain; in-flight ones drain for up to SLUICE_SHUTDOWN_TIMEOUT (the
+	// admin port stays up so status can be read meanwhile); then the loops
+	// stop and job state is flushed.
+	s.lim.Close()
 	stopProxy()
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && runErr == nil {
-		runErr = err
+	if !proxyDone {
+		keep(<-proxyErr)
 	}
 	stopLoops()
 	stopAdmin()
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && runErr == nil {
-		runErr = err
+	if !adminDone {
+		keep(<-adminErr)
 	}
-	if errors.Is(runErr, http.ErrServerClosed) || errors.Is(runErr, context.DeadlineExceeded) {
+	if errors.Is(runErr, http.ErrServerClosed) {
 		runErr = nil
 	}
 	s.log.Info("sluice stopped")

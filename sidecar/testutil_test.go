@@ -20,6 +20,10 @@ import (
 type memTransport struct{ h http.Handler }
 
 func (m memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body == nil { // a server's request always has a body
+		req = req.Clone(req.Context())
+		req.Body = http.NoBody
+	}
 	done := make(chan *http.Response, 1)
 	go func() {
 		rec := httptest.NewRecorder()
