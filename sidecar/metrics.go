@@ -82,7 +82,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		streamed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_proxy_bodies_streamed_total",
-			Help: "Request bodies streamed once without sidecar retry (too large, over the buffer budget, or not retryable).",
+			Help: "Request bodies streamed once without sidecar retry (over SLUICE_RETRY_BODY_MAX, or the buffer budget was spent).",
 		}),
 	}
 	// Known label values exist from the start, so that rate() and the

@@ -289,7 +289,9 @@ func (s *Server) StartLoops() (stop func()) {
 // controlLoop steps the controller every SLUICE_CONTROL_INTERVAL. It is also
 // sluice's heartbeat: it never waits on the store.
 func (s *Server) controlLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.ControlInterval)
+	// The period is jittered (±10%) so that sidecars sharing a store do
+	// not step their controllers in lockstep.
+	t := time.NewTimer(s.lim.TickInterval())
 	defer t.Stop()
 	s.lim.Tick(time.Now())
 	for {
@@ -298,6 +300,7 @@ func (s *Server) controlLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			s.lim.Tick(now)
+			t.Reset(s.lim.TickInterval())
 		}
 	}
 }
