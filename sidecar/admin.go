@@ -89,14 +89,18 @@ func methodNotAllowedAsJSON(mux *http.ServeMux) http.Handler {
 		if _, pattern := mux.Handler(r); pattern == "/" {
 			// No pattern matches this method: probe with GET and POST to
 			// tell 405 from 404.
+			var allow []string
 			for _, m := range []string{http.MethodGet, http.MethodPost} {
 				probe := r.Clone(r.Context())
 				probe.Method = m
 				if _, p := mux.Handler(probe); p != "" && p != "/" {
-					w.Header().Set("Allow", m)
-					writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+truncate(r.URL.Path, 200), nil)
-					return
+					allow = append(allow, m)
 				}
+			}
+			if len(allow) > 0 {
+				w.Header().Set("Allow", strings.Join(allow, ", "))
+				writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+truncate(r.URL.Path, 200), nil)
+				return
 			}
 		}
 		mux.ServeHTTP(w, r)

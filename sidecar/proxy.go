@@ -243,6 +243,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, release, err := p.jobs.Admit(r.Context(), job, p.queueTimeout)
 	if err != nil {
+		if r.Context().Err() != nil {
+			ex.status = 499 // the loader left while its job was held
+			return
+		}
 		ex.status = writeAdmitError(w, job, err)
 		return
 	}
