@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 // BenchmarkProxy compares a write through sluice (limits wide open) with a
@@ -63,6 +64,69 @@ func BenchmarkProxy(b *testing.B) {
 					resp.Body.Close()
 				}
 			})
+		})
+	}
+}
+
+// BenchmarkCapacityGoodput runs TestCapacityGoodput's scenario on real
+// loopback sockets and real time (15 s, after a 5 s warm-up) and reports
+// goodput as a share of the store's capacity and the store's throttle
+// ratio, through sluice and with the same writers straight at the store:
+//
+//	go test -run - -bench CapacityGoodput -benchtime 1x ./sidecar
+func BenchmarkCapacityGoodput(b *testing.B) {
+	const capacity = 300.0
+	const warmup, measure = 5 * time.Second, 15 * time.Second
+	for _, via := range []string{"sluice", "direct"} {
+		b.Run(via, func(b *testing.B) {
+			for range b.N {
+				store := newQuotaStore(capacity)
+				up := httptest.NewServer(store)
+				target := up.URL
+				var stop func()
+				if via == "sluice" {
+					cfg, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=" + up.URL, "SLUICE_INITIAL_RATE=20",
+						"SLUICE_ADMIN_ADDR=127.0.0.1:0", "SLUICE_LISTEN_ADDR=127.0.0.1:0"})
+					if err != nil {
+						b.Fatal(err)
+					}
+					s, err := NewServer(cfg, Options{})
+					if err != nil {
+						b.Fatal(err)
+					}
+					stop = s.StartLoops()
+					front := httptest.NewServer(s.ProxyHandler())
+					target = front.URL
+					defer front.Close()
+				}
+				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+				h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					req, _ := http.NewRequest(r.Method, target+r.URL.Path, r.Body)
+					req.Header = r.Header
+					resp, err := client.Do(req)
+					if err != nil {
+						w.WriteHeader(http.StatusBadGateway)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					w.WriteHeader(resp.StatusCode)
+				})
+				var a0, t0 int
+				start := time.Now()
+				warm := make(chan struct{})
+				time.AfterFunc(warmup, func() { a0, t0, _ = store.counts(start); close(warm) })
+				greedyLoad(h, 64, warmup+measure)
+				<-warm
+				a1, t1, _ := store.counts(start)
+				b.ReportMetric(float64(a1-a0)/(capacity*measure.Seconds()), "goodput/capacity")
+				b.ReportMetric(float64(t1-t0)/float64(a1-a0+t1-t0), "throttled/attempts")
+				client.CloseIdleConnections()
+				if stop != nil {
+					stop()
+				}
+				up.Close()
+			}
 		})
 	}
 }

@@ -54,11 +54,14 @@ func TestCapacityGoodput(t *testing.T) {
 			s := newTestServer(t, store, "INITIAL_RATE=20")
 			start := time.Now()
 			var a0, th0 int
+			warm := make(chan struct{})
 			go func() {
 				time.Sleep(warmup)
 				a0, th0, _ = store.counts(start)
+				close(warm)
 			}()
 			greedyLoad(s.ProxyHandler(), 64, warmup+measure)
+			<-warm
 			a1, th1, _ := store.counts(start)
 			goodput := float64(a1-a0) / (capacity * measure.Seconds())
 			throttleRatio := float64(th1-th0) / float64(a1-a0+th1-th0)
