@@ -235,7 +235,7 @@ func latencyRun(writers int, round time.Duration, rounds int) error {
 	fmt.Fprintf(w, "\nsluice/bare throughput: %.1f%% (target >= 85%%)\n", 100*s.rps()/b.rps())
 	fmt.Fprintf(w, "sluice added p50: %s, added p99: %s (target <= 1ms)\n",
 		(s.pct(0.5) - b.pct(0.5)).Round(time.Microsecond), (s.pct(0.99) - b.pct(0.99)).Round(time.Microsecond))
-	fmt.Fprintf(w, "sluice added CPU per request over bare: %s\n", ((s.cpu/time.Duration(s.n))-(b.cpu/time.Duration(b.n))).Round(100*time.Nanosecond))
+	fmt.Fprintf(w, "sluice added CPU per request over bare: %s\n", ((s.cpu / time.Duration(s.n)) - (b.cpu / time.Duration(b.n))).Round(100*time.Nanosecond))
 	return nil
 }
 
