@@ -440,6 +440,18 @@ func (g *gateway) rejectAll(t *testing.T) {
 	g.write(t, conf)
 	_ = syscall.Kill(g.p.pid(), syscall.SIGHUP)
 	waitFor(t, g.p, 15*time.Second, "nginx refusing everything", wantStatus(g.url+"/health", http.StatusTooManyRequests))
+	// A reload is graceful: old workers finish the requests they hold, on
+	// connections sluice opened before, with the old configuration. Wait
+	// for them to exit so that from here on nothing is accepted.
+	waitFor(t, g.p, 15*time.Second, "nginx's old workers gone", func() error {
+		cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, f := range cmdlines {
+			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "worker process is shutting down") {
+				return fmt.Errorf("%s: %s", f, b)
+			}
+		}
+		return nil
+	})
 }
 
 // agent is vmagent.
