@@ -44,7 +44,8 @@ type Config struct {
 	// MinRate must be > 0 and MaxRate >= MinRate.
 	MinRate, MaxRate float64
 	// InitialConcurrency is the concurrency limit at start; 0 means
-	// min(DefaultInitialConcurrency, MaxConcurrency).
+	// min(DefaultInitialConcurrency, MaxConcurrency). Slots the loader
+	// leaves unused are trimmed at each Tick (see Controller).
 	InitialConcurrency int
 	// MaxConcurrency clamps the concurrency limit; it must be >= 1.
 	MaxConcurrency int
@@ -61,7 +62,7 @@ type Config struct {
 	QueueMax int
 	// Burst is the token bucket's size in units. 0 means the units of
 	// DefaultBurstWindow at the current rate, at least 1, following the rate
-	// as it adapts. A cost larger than the burst is never an error: it is
+	// as it adapts; it then holds at most 2 units at start. A cost larger than the burst is never an error: it is
 	// admitted once the bucket is full and leaves the bucket in debt.
 	Burst float64
 	// LatencyTolerance is how far the recent latency may rise above its

@@ -112,13 +112,19 @@ const (
 	startupRound = 8
 	// historyWindows: completed windows kept for measurements (fixed ring).
 	historyWindows = 8
-	// spikeRatio: a throttle of an attempt sent with n ≥ 2 in flight while
-	// concurrency was not the bottleneck, where n ≥ spikeRatio·typical + 1
-	// and typical is the time-averaged in-flight count, is a concurrency
-	// event: the store stalled and our attempts piled up behind it
-	// (VictoriaMetrics' -maxConcurrentInserts), not a rate we sent too fast.
-	// It cuts concurrency to the typical count and leaves the rate alone.
+	// spikeRatio: a throttle of an attempt sent with n ≥ 2 in flight, where
+	// fewer than one is usual or n ≥ spikeRatio·typical + 1 (typical: the
+	// time-averaged in-flight count), is a concurrency event: the store
+	// stalled and our attempts piled up behind it (VictoriaMetrics'
+	// -maxConcurrentInserts), not a rate we sent too fast. It cuts
+	// concurrency to the usual count and leaves the rate alone.
 	spikeRatio = 1.5
+	// grewRecent: a rate cut within this many Windows of a growth of the
+	// rate does not go below what the store took at the rate before that
+	// growth (over the window or startup round that earned it), whatever a
+	// goodput measured over a longer span says: it lags a rate that
+	// doubles.
+	grewRecent = 2
 	// recutShare: within a Window of the rate cut that ended startup (when
 	// the rate may have overshot the store's by up to twice), the rate is
 	// cut again when
@@ -166,6 +172,13 @@ const (
 	// load: the cut is undone and the controller stops reading latency as
 	// congestion for this store (logged once).
 	latencyKeep = 0.5
+	// growthGain: while latency may be a queue of ours, a growth of the
+	// concurrency limit by ratio r that the limit binds after is kept only
+	// if the next window's goodput is at least 1 + growthGain·(r−1) times
+	// the one before: slots that only queue in the store (VictoriaMetrics
+	// with one insert slot, a store past its thread pool) are taken back
+	// before they pile up its stalls.
+	growthGain = 0.5
 	// latencySlack is added to LatencyTolerance·baseline so sub-millisecond
 	// jitter of a fast store is not a signal.
 	latencySlack = time.Millisecond
@@ -176,6 +189,16 @@ const (
 	// store last throttled), with the recent latency once it is known to be
 	// the store's own.
 	littleHeadroom = 1.25
+	// usedHeadroom: while latency may be a queue of ours, the concurrency
+	// limit is kept at most at usedHeadroom times the time-averaged
+	// in-flight count of a window with traffic in which it was not the
+	// bottleneck (and at least 1), as TCP keeps an unused congestion window
+	// from growing: slots far above what the loader uses let a stall of the
+	// store pile a burst of our attempts up in it, and a store whose insert
+	// limit is one slot refuses all but one of them. A loader that needs
+	// more fills the slots it has, and they grow. (Bursts of requests sent
+	// at once and rarely queue in the FIFO rather than overlap.)
+	usedHeadroom = 2
 	// logEvery throttles repeats of one kind of limit change in the log.
 	logEvery = 10 * time.Second
 )
@@ -193,22 +216,25 @@ const (
 //   - Throttles cut at once, each limit at most once per Window and only for
 //     requests sent after the previous cut (a burst of throttles counts
 //     once). The cut is of the limit the throttle points at. An attempt
-//     sent while concurrency was not the bottleneck, with more attempts in
-//     flight than usual (spikeRatio), was throttled because the store
-//     stalled with our attempts queued in it: concurrency is cut to the
-//     usual in-flight count and the rate is left alone. Otherwise the rate
-//     is cut to decreaseFactor (scaled down by Share) of the goodput the
-//     store actually took, so a limit far above the real send rate is
-//     pulled down to reality, and concurrency too when it was the
-//     bottleneck. Within a Window, throttles that keep coming from attempts
-//     sent after the cut cut the rate again (recutShare).
+//     sent with more attempts in flight than usual (spikeRatio) was
+//     throttled because the store stalled with our attempts queued in it:
+//     concurrency is cut to the usual in-flight count and the rate is left
+//     alone. Otherwise the rate is cut to decreaseFactor (scaled down by
+//     Share) of the goodput the store actually took, so a limit far above
+//     the real send rate is pulled down to reality, and concurrency too
+//     when it was the bottleneck. Just after startup, throttles that keep
+//     coming from attempts sent after the cut cut the rate again within
+//     the Window (recutShare).
 //   - Growth happens where a limit was the bottleneck (callers waited on
 //     it) and nothing went wrong: in startup the rate doubles every round
 //     of startupRound successes, and at the end of a window otherwise;
 //     after the first throttle, limits climb at each Tick along a
 //     CUBIC-like curve, cautious near the last throttle point and fast far
-//     from it. Concurrency is kept at the slots the rate needs (Little's
-//     law).
+//     from it. While latency may be a queue of ours, a growth of
+//     concurrency is kept only if the next window's goodput grew with it
+//     (growthGain), and the slots are kept at most at twice what the loader
+//     keeps in flight (usedHeadroom). Concurrency is also kept at the slots
+//     the rate needs (Little's law).
 //   - Latency: a latency rising above its baseline holds growth and, when
 //     it lasts, cuts concurrency (a queue of ours in the store). Each such
 //     cut is checked against the next window's goodput: if goodput fell in
@@ -221,6 +247,9 @@ const (
 //     one delays only its own write (the caller waits it out before
 //     retrying), and keeps the rate from probing past the throttle point
 //     for quotaHold times as long.
+//   - Until the store has answered once, the bucket holds at most two
+//     requests' worth (with the default Burst): a store that is still cold
+//     does not get a burst it would queue and refuse.
 //
 // Limit changes apply at once to queued callers: only the head of the FIFO
 // is evaluated, by its own goroutine on its own timer, and every change
@@ -253,6 +282,7 @@ type Controller struct {
 	recutOK      bool      // the last rate cut ended startup: it may be cut again within its Window
 	lastConcCut  time.Time // zero before the first
 	throttled    bool      // the rate was cut or sends paused: startup is over
+	answered     bool      // the store answered an attempt (Success, Congested or Failed)
 	lastGood     bool      // the latest capacity sample was Success
 	raStreak     int       // see pauseStreak
 	concScore    float64   // see concEvidenceWeight
@@ -264,10 +294,14 @@ type Controller struct {
 
 	// Startup rounds (see startupRound): a round starts at every change of
 	// the rate limit.
-	round        uint64  // incremented at every rate change
-	roundOK      int     // Success samples of attempts granted in this round
-	roundBlocked bool    // callers waited on the rate in this round
-	startupFrom  float64 // the rate before the latest startup doubling: the store took it
+	round        uint64    // incremented at every rate change
+	roundOK      int       // Success samples of attempts granted in this round
+	roundBlocked bool      // callers waited on the rate in this round
+	roundBad     bool      // a throttle of the rate or a server error in this round
+	roundAt      time.Time // when this round started
+	roundUnits   float64   // units accepted in this round
+	grewFrom     float64   // the rate before its latest growth, which the store had taken in full
+	grewAt       time.Time // when
 
 	avgInFlight float64 // EWMA of the windows' time-averaged in-flight counts
 	haveFlight  bool    // avgInFlight has a completed window
@@ -277,7 +311,8 @@ type Controller struct {
 	latMean   time.Duration // fast EWMA of the windows' arithmetic-mean latency (Little's law)
 	latHigh   int           // consecutive windows with elevated latency
 	latLoad   bool          // latency is the store's response to load, not a queue of ours
-	test      latencyTest   // the latest latency cut, checked at the next Tick
+	test      concTest      // the latest latency cut, checked at the next Tick
+	growTest  concTest      // the latest growth of concurrency, checked at the next Tick
 	avgCost   float64       // EWMA of units per granted request
 
 	samples   [numOutcomes]uint64
@@ -289,14 +324,14 @@ type Controller struct {
 	logs [numLimits][numReasons]logState
 }
 
-// latencyTest is a latency-driven concurrency cut under test (see
-// latencyKeep).
-type latencyTest struct {
+// concTest is a change of the concurrency limit under test: a
+// latency-driven cut (see latencyKeep) or a growth (see growthGain).
+type concTest struct {
 	active  bool
-	prev    probe   // the concurrency probe before the cut, restored on undo
-	from    int     // the concurrency limit (or peak in flight) cut from
+	prev    probe   // the concurrency probe before the change, restored on undo
+	from    int     // the concurrency limit (or peak in flight) changed from
 	to      int     // and to
-	goodput float64 // units/s in the window before the cut
+	goodput float64 // units/s in the window before the change
 }
 
 // window accumulates one measurement window.
@@ -369,6 +404,7 @@ func New(cfg Config) (*Controller, error) {
 		conc:     probe{v: float64(cfg.InitialConcurrency), min: 1, max: float64(cfg.MaxConcurrency)},
 		win:      window{start: now, areaAt: now},
 		lastGood: true,
+		roundAt:  now,
 	}
 	burst := c.burstFor(cfg.InitialRate)
 	c.bucket = bucket{rate: cfg.InitialRate, burst: burst, tokens: burst, last: now}
@@ -611,6 +647,10 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		o = Neutral
 	}
 	c.samples[o]++
+	if o != Neutral && !c.answered {
+		c.answered = true
+		c.applyRateLocked(now) // the full burst from now on
+	}
 	fresh := p.epoch == c.cutSeq // sent after the last cut
 	// sent a round trip after it: the store's answer reflects the cut
 	late := fresh && !p.at.Before(c.cutAt.Add(c.latRecent))
@@ -634,6 +674,7 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		}
 		if p.round == c.round {
 			c.roundOK++
+			c.roundUnits += p.cost
 			c.startupRoundLocked(now)
 		}
 	case Failed:
@@ -641,6 +682,9 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		c.win.failed++
 		c.lastGood = false
 		c.raStreak = 0
+		if p.round == c.round {
+			c.roundBad = true
+		}
 	case Congested:
 		share := s.Share
 		if !(share > 0 && share <= 1) {
@@ -655,11 +699,15 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		if late {
 			c.freshBad++
 		}
+		spike := false
 		if fresh {
 			if s.RetryAfter > 0 {
 				c.raStreak++
 			}
-			c.cutLocked(p, share, s.Reason, s.RetryAfter, now)
+			spike = c.cutLocked(p, share, s.Reason, s.RetryAfter, now)
+		}
+		if !spike && p.round == c.round {
+			c.roundBad = true
 		}
 		if s.RetryAfter >= longRetryAfter || (s.RetryAfter > 0 && c.raStreak >= pauseStreak) {
 			c.pauseLocked(s.RetryAfter, s.Reason, now)
@@ -672,96 +720,135 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 // the rate meanwhile and the window has seen nothing but successes at a
 // good latency. Requires that c.mu is held.
 func (c *Controller) startupRoundLocked(now time.Time) {
-	if !c.rate.startup() || c.roundOK < startupRound || !c.roundBlocked ||
-		c.win.congested > 0 || c.win.failed > 0 || !c.lastGood ||
+	if !c.rate.startup() || c.roundOK < startupRound || !c.roundBlocked || c.roundBad || !c.lastGood ||
 		now.Before(c.pausedUntil) || c.latencyElevatedLocked() {
 		return
 	}
-	from := c.rate.v
+	from, took := c.rate.v, c.rate.v
+	if d := now.Sub(c.roundAt); d > 0 {
+		took = c.roundUnits / d.Seconds()
+	}
 	c.rate.grow(0)
-	c.newRoundLocked()
+	c.newRoundLocked(now)
 	if c.rate.v > from {
-		c.startupFrom = from
+		c.grewFrom, c.grewAt = min(from, took), now
 		c.win.grew = true
 		c.increases++
 		c.applyRateLocked(now)
 		c.logChangeLocked(limitRate, from, c.rate.v, reasonStartup, "", now)
 	}
+	if !c.win.blockConc {
+		_, typical := c.inFlightLocked(now)
+		c.trimToUseLocked(typical, now)
+	}
+}
+
+// trimToUseLocked keeps the concurrency limit within usedHeadroom of the
+// average in-flight count avg. Requires that c.mu is held.
+func (c *Controller) trimToUseLocked(avg float64, now time.Time) {
+	if c.latLoad {
+		// The store's latency grows with its load: a rising load needs
+		// more slots than it uses now, at once.
+		return
+	}
+	limit := max(1, math.Ceil(usedHeadroom*avg))
+	if from := c.concLimit(); float64(from) > limit {
+		c.conc.v = c.conc.clamp(limit)
+		c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonUnused, "", now)
+	}
 }
 
 // newRoundLocked starts a startup round: the rate just changed. Requires
 // that c.mu is held.
-func (c *Controller) newRoundLocked() {
+func (c *Controller) newRoundLocked(now time.Time) {
 	c.round++
 	c.roundOK = 0
-	c.roundBlocked = false
+	c.roundBlocked, c.roundBad = false, false
+	c.roundAt, c.roundUnits = now, 0
 }
 
-// typicalInFlightLocked returns the usual number of attempts in flight: the
-// larger of the EWMA of the completed windows' time averages and the
-// average of the current window so far (which follows a ramp of the send
-// rate at once). Requires that c.mu is held.
-func (c *Controller) typicalInFlightLocked(now time.Time) float64 {
-	typical := 0.0
-	if c.haveFlight {
-		typical = c.avgInFlight
-	}
+// inFlightLocked returns the usual number of attempts in flight, the EWMA
+// of the completed windows' time averages (before the first window closes,
+// the average of the current one so far), and the larger of it and the
+// average of the current window so far, which follows a ramp of the send
+// rate at once. Requires that c.mu is held.
+func (c *Controller) inFlightLocked(now time.Time) (usual, typical float64) {
+	current := 0.0
 	if d := now.Sub(c.win.start); d > 0 {
 		area := c.win.area
 		if now.After(c.win.areaAt) {
 			area += float64(c.inFlight) * now.Sub(c.win.areaAt).Seconds()
 		}
-		typical = max(typical, area/d.Seconds())
+		current = area / d.Seconds()
 	}
-	return typical
+	usual = current
+	if c.haveFlight {
+		usual = c.avgInFlight
+	}
+	return usual, max(usual, current)
 }
 
 // cutLocked applies a multiplicative decrease after p, sent after the
-// previous cut, was throttled. Each limit is cut at most once per Window (a
-// burst of throttles counts once), except the rate when throttles keep
-// coming after its cut (see recutShare). It cuts the limit the throttle
-// points at:
+// previous cut, was throttled, and reports whether the throttle was a spike
+// (a concurrency event the rate had no part in). Each limit is cut at most
+// once per Window (a burst of throttles counts once), except the rate just
+// after startup when throttles keep coming after its cut (see recutShare).
+// It cuts the limit the throttle points at:
 //
 //   - A spike (see spikeRatio): p was sent with more attempts in flight
-//     than usual while concurrency was not the bottleneck. The store
-//     stalled and queued our attempts (VictoriaMetrics rejects the ones
-//     that waited too long): concurrency is cut to the usual in-flight
-//     count, below p's; the rate, which did not cause it, keeps its limit
-//     and its startup.
+//     than usual. The store stalled and queued our attempts
+//     (VictoriaMetrics rejects the ones that waited too long): concurrency
+//     is cut to the usual in-flight count, below p's; the rate, which did
+//     not cause it, keeps its limit and its startup. Before the store has
+//     answered minSamples requests (a cold store stalls its first writes)
+//     the cut sets no throttle point for concurrency either.
 //   - Otherwise the rate is cut, from the goodput (or, on a re-cut, from
 //     the share of the attempts sent since the last cut that the store
-//     took). The rate is cut even when concurrency was pacing, because at
-//     small counts concurrency is a coarse pacer (4, 5, 6 slots at 10ms are
-//     400, 500, 600 req/s) and the rate a fine one. With too few samples
-//     to trust a goodput, the limit is scaled instead, and startup goes on:
-//     one early throttle is no estimate of the store's rate.
+//     took), but not below what the store took before the rate's last
+//     growth (grewRecent). The rate is cut even when concurrency was
+//     pacing, because at small counts concurrency is a coarse pacer (4, 5,
+//     6 slots at 10ms are 400, 500, 600 req/s) and the rate a fine one.
+//     With too few samples to trust a goodput, the limit is scaled
+//     instead, and startup goes on: one early throttle is no estimate of
+//     the store's rate.
 //   - Concurrency is also cut when it was the bottleneck (p was sent at
-//     the limit, or callers waited on it), or neither limit was (the
-//     loader alone drove the store into congestion): from the peak in
-//     flight, keeping the slots the new rate needs (Little's law).
+//     the limit, or callers waited on it), when p was sent with more in
+//     flight than the store took lately and the store has behaved like that
+//     before (concMode: then only concurrency, to that count), or when
+//     neither limit was (the loader alone drove the store into
+//     congestion): from the peak in flight, keeping the slots the new rate
+//     needs (Little's law).
 //
 // Requires that c.mu is held.
-func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfter time.Duration, now time.Time) {
+func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfter time.Duration, now time.Time) (spike bool) {
 	concDue := c.lastConcCut.IsZero() || !now.Before(c.lastConcCut.Add(c.cfg.Window))
 	m := c.measureLocked(now)
 	n := p.inFlight
-	typical := c.typicalInFlightLocked(now)
-	if n >= 2 && n < p.limit && !m.blockConc && float64(n) >= spikeRatio*typical+1 {
+	usual, typical := c.inFlightLocked(now)
+	if n >= 2 && (usual < 1 || float64(n) >= spikeRatio*typical+1) {
 		if !concDue {
-			return
+			return true
 		}
 		from := c.concLimit()
-		c.conc.cutTo(min(c.conc.v, float64(n)), max(1, min(float64(n-1), math.Ceil(typical))))
+		to := max(1, min(float64(n-1), math.Ceil(usual)))
+		if c.conc.startup() && c.samples[Success] < minSamples {
+			// Too early to know the store: a store still cold stalls
+			// its first writes. Fewer slots, but no throttle point yet.
+			c.conc.v = c.conc.clamp(min(c.conc.v, to))
+		} else {
+			c.conc.cutTo(min(c.conc.v, float64(n)), to)
+		}
 		c.lastConcCut = now
 		c.cutDoneLocked(now)
+		// The rate did not cause it: its startup round goes on.
 		c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonCongestion, cause, now)
-		return
+		return true
 	}
 	inWindow := !c.lastRateCut.IsZero() && now.Before(c.lastRateCut.Add(c.cfg.Window))
 	recut := inWindow && c.recutOK
 	rateDue := !inWindow || (recut && c.freshBad >= 2 && float64(c.freshBad) >= recutShare*float64(c.freshOK+c.freshBad))
 	if !rateDue && !concDue {
-		return
+		return false
 	}
 	okPeak := c.okPeakLocked()
 	newInFlight := okPeak > 0 && n > okPeak
@@ -777,26 +864,31 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfte
 	cutRate := rateDue && !concOnly
 	cutConc := concDue && (newInFlight || n >= p.limit || m.blockConc || !m.blockRate)
 	if !cutRate && !cutConc {
-		return
+		return false
 	}
 	fromRate, fromConc := c.rate.v, c.concLimit()
 	switch {
 	case cutRate:
 		base := c.rate.v
-		if recut {
+		switch {
+		case recut:
+			// From the share of what was sent at this rate that the store
+			// took: the goodput over the last Window still holds the ramp.
 			base *= max(0.5, float64(c.freshOK)/float64(c.freshOK+c.freshBad))
-		}
-		if m.trusted {
+		case m.trusted:
 			base = min(base, m.goodput)
+			if now.Before(c.grewAt.Add(grewRecent * c.cfg.Window)) {
+				// The rate grew only after the store had taken the one
+				// before in full: it takes at least that, whatever a
+				// goodput measured over the ramp says.
+				base = max(base, min(c.rate.v, c.grewFrom))
+			}
 		}
 		switch {
 		case !m.trusted && c.rate.startup():
 			c.rate.v = c.rate.clamp(base * (1 - (1-decreaseFactor)*share))
 		case c.rate.startup():
-			// Startup doubled the rate only after the store took a round
-			// of it in full: it takes at least the rate before the last
-			// doubling, whatever a goodput measured over the ramp says.
-			c.rate.cut(max(base, min(c.rate.v, c.startupFrom)), share, 0)
+			c.rate.cut(base, share, 0)
 			c.throttled = true
 			c.recutOK = true
 		default:
@@ -806,7 +898,7 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfte
 		}
 		c.lastRateCut = now
 		c.probeAfter = now.Add(min(quotaHold*retryAfter, c.cfg.MaxRetryAfter))
-		c.newRoundLocked()
+		c.newRoundLocked(now)
 		// Tokens saved before the cut would go out as a burst into a store
 		// that is out of capacity: start from an empty bucket.
 		c.bucket.drain(now)
@@ -827,6 +919,7 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfte
 	c.applyRateLocked(now)
 	c.logChangeLocked(limitRate, fromRate, c.rate.v, reasonCongestion, cause, now)
 	c.logChangeLocked(limitConc, float64(fromConc), float64(c.concLimit()), reasonCongestion, cause, now)
+	return false
 }
 
 // okPeakLocked returns the highest in-flight count at grant of an attempt
@@ -968,6 +1061,10 @@ func (c *Controller) Tick(now time.Time) {
 	if c.test.active {
 		c.checkLatencyCutLocked(clean, goodput, now)
 	}
+	tookBack := false
+	if c.growTest.active {
+		tookBack = c.checkConcGrowthLocked(clean && w.blockConc && !w.blockRate, goodput, now)
+	}
 	elevated := c.latencyElevatedLocked()
 	if elevated && c.isHighLocked(mean) {
 		c.latHigh++ // the window itself was slow, not just the EWMA's memory
@@ -983,25 +1080,40 @@ func (c *Controller) Tick(now time.Time) {
 			reason := c.growthReason(&c.rate)
 			c.rate.grow(elapsed)
 			if c.rate.v > from {
-				if reason == reasonStartup {
-					c.startupFrom = from
-				}
+				// What the store took at the old rate, not the limit.
+				c.grewFrom, c.grewAt = min(from, w.accepted/elapsed.Seconds()), now
 				grew = true
-				c.newRoundLocked()
+				c.newRoundLocked(now)
 				c.applyRateLocked(now)
 				c.logChangeLocked(limitRate, from, c.rate.v, reason, "", now)
 			}
 		}
-		if w.blockConc {
+		if w.blockConc && !tookBack {
 			from := c.concLimit()
 			reason := c.growthReason(&c.conc)
+			prev := c.conc
 			c.conc.grow(elapsed)
 			if c.concLimit() > from {
 				grew = true
+				if !c.latLoad {
+					c.growTest = concTest{active: true, prev: prev, from: from, to: c.concLimit(), goodput: goodput}
+				}
 				c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reason, "", now)
 			}
 		}
-		if floor := c.littleLocked(true); floor > 0 {
+		if !w.blockConc && w.grants > 0 { // an idle window says nothing of what the loader needs
+			// Little's law: slots in use = requests/s × latency.
+			used := w.area / elapsed.Seconds()
+			if w.latN > 0 {
+				used = max(used, float64(w.grants)/elapsed.Seconds()*(w.latSum/time.Duration(w.latN)).Seconds())
+			}
+			c.trimToUseLocked(used, now)
+		}
+		// While latency may be a queue of ours, only the rate's own needs
+		// (it was the bottleneck, slots were not) raise the slots: a rate
+		// limit that outran what the slots could carry is no measure of
+		// what the store takes.
+		if floor := c.littleLocked(true); floor > 0 && (c.latLoad || w.blockRate && !w.blockConc) {
 			if !c.conc.startup() && !c.latLoad {
 				// Up to the in-flight count at which the store last
 				// throttled only the cautious probe may go: a store that
@@ -1019,6 +1131,10 @@ func (c *Controller) Tick(now time.Time) {
 		if grew || w.grew {
 			c.increases++
 		}
+	case elevated && c.latHigh >= latencyWindows && w.congested == 0 && !c.test.active && w.peak <= 1 && clean:
+		// One request at a time cannot queue behind our own: the latency
+		// is the store's.
+		c.adoptLatencyLocked("one request in flight", goodput, goodput, 1, 1, now)
 	case elevated && c.latHigh >= latencyWindows && w.congested == 0 && !c.test.active:
 		c.latHigh = 0
 		from := c.concLimit()
@@ -1030,7 +1146,7 @@ func (c *Controller) Tick(now time.Time) {
 		c.conc.cutTo(peak, peak*factor)
 		c.throttled = true
 		if c.concLimit() < int(peak) {
-			c.test = latencyTest{active: true, prev: prev, from: int(peak), to: c.concLimit(), goodput: goodput}
+			c.test = concTest{active: true, prev: prev, from: int(peak), to: c.concLimit(), goodput: goodput}
 		}
 		if c.concLimit() < from {
 			c.decreases++
@@ -1048,7 +1164,7 @@ func (c *Controller) Tick(now time.Time) {
 // held.
 func (c *Controller) checkLatencyCutLocked(clean bool, goodput float64, now time.Time) {
 	t := c.test
-	c.test = latencyTest{}
+	c.test = concTest{}
 	if !clean || t.goodput <= 0 || t.from <= 0 {
 		return
 	}
@@ -1058,12 +1174,41 @@ func (c *Controller) checkLatencyCutLocked(clean bool, goodput float64, now time
 	}
 	from := c.concLimit()
 	c.conc = t.prev
+	c.adoptLatencyLocked("a concurrency cut cost goodput", t.goodput, goodput, t.from, t.to, now)
+	c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatencyUndo, "", now)
+}
+
+// adoptLatencyLocked takes the recent latency to be the store's response to
+// its load, not a queue of ours: it stops counting as congestion, and slots
+// follow it (Little's law). Requires that c.mu is held.
+func (c *Controller) adoptLatencyLocked(why string, before, after float64, from, to int, now time.Time) {
 	c.latLoad = true
 	c.latBase = max(c.latBase, c.latRecent)
 	c.latHigh = 0
-	c.log.Info("latency is the store's response to load", "goodput_before", t.goodput, "goodput_after", goodput,
-		"latency", c.latRecent, "concurrency_from", t.from, "concurrency_to", t.to)
-	c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatencyUndo, "", now)
+	c.log.Info("latency is the store's response to load", "why", why, "goodput_before", before, "goodput_after", after,
+		"latency", c.latRecent, "concurrency_from", from, "concurrency_to", to)
+}
+
+// checkConcGrowthLocked judges the growth of concurrency at the previous
+// Tick by the goodput of the window that followed it (see growthGain),
+// when the new limit was the bottleneck in it: slots that brought no
+// goodput are taken back, and the count they reached is remembered as a
+// throttle point, so that later growth probes it cautiously. Requires that
+// c.mu is held.
+func (c *Controller) checkConcGrowthLocked(bound bool, goodput float64, now time.Time) (tookBack bool) {
+	t := c.growTest
+	c.growTest = concTest{}
+	if !bound || t.goodput <= 0 || t.from <= 0 || c.concLimit() != t.to {
+		return false // the loader or the rate held goodput, or something else changed the limit
+	}
+	need := 1 + growthGain*(float64(t.to)/float64(t.from)-1)
+	if goodput >= need*t.goodput {
+		return false
+	}
+	c.conc = t.prev
+	c.conc.cutTo(float64(t.to), float64(t.from))
+	c.logChangeLocked(limitConc, float64(t.to), float64(c.concLimit()), reasonNoGain, "", now)
+	return true
 }
 
 func (c *Controller) growthReason(p *probe) reason {
@@ -1131,7 +1276,15 @@ func (c *Controller) burstFor(rate float64) float64 {
 	if c.cfg.Burst > 0 {
 		return c.cfg.Burst
 	}
-	return max(1, rate*DefaultBurstWindow.Seconds())
+	b := max(1, rate*DefaultBurstWindow.Seconds())
+	if !c.answered {
+		// Until the store has answered, two requests' worth at most:
+		// enough for writes to overlap, not a burst into a store that may
+		// still be cold (its first writes slow, the ones queued behind
+		// them refused).
+		b = min(b, 2)
+	}
+	return b
 }
 
 func (c *Controller) concLimit() int { return int(c.conc.v) }
@@ -1290,10 +1443,12 @@ const (
 	reasonLittle
 	reasonPause
 	reasonLatencyUndo
+	reasonUnused
+	reasonNoGain
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"startup_growth", "probe_growth", "congestion", "latency", "littles_law", "retry_after_pause", "latency_is_load"}
+var reasonNames = [numReasons]string{"startup_growth", "probe_growth", "congestion", "latency", "littles_law", "retry_after_pause", "latency_is_load", "unused", "no_gain"}
 
 type logState struct {
 	last       time.Time

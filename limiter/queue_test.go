@@ -218,7 +218,7 @@ func TestQueueRaiseWakesWaiters(t *testing.T) {
 
 func TestQueueConcurrencySlotWakesHead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := newReal(t, Config{InitialRate: 1000, MaxConcurrency: 2})
+		c := newReal(t, Config{InitialRate: 1000, MaxConcurrency: 2, Burst: 10})
 		start := time.Now()
 		a, _ := c.Acquire(t.Context(), 1)
 		b, _ := c.Acquire(t.Context(), 1)
