@@ -660,6 +660,43 @@ func TestQuotaRetryAfterAmidSuccessesDoesNotPause(t *testing.T) {
 	}
 }
 
+func TestRetryAfterHoldsTheProbe(t *testing.T) {
+	// After a throttle that came with a Retry-After (a quota: each refused
+	// write waits that long), the rate climbs back to the throttle point
+	// but probes past it only quotaHold Retry-Afters after the cut. Without
+	// a Retry-After it probes as soon as the curve says.
+	f := func(ra time.Duration) (held time.Duration) {
+		t.Helper()
+		c, clk := newFake(t, 10, func(cfg *Config) { cfg.Burst = 1 })
+		for range 3 {
+			blockedWindow(t, c, clk, 0)
+		}
+		for range 8 {
+			clk.advance(ms(25))
+			take(t, c, 1)[0].Done(success(0))
+		}
+		clk.advance(ms(25))
+		take(t, c, 1)[0].Done(Sample{Outcome: Congested, RetryAfter: ra, Reason: "status_429"})
+		cut := clk.now
+		last := c.Snapshot().LastMaxRate
+		clk.advance(DefaultWindow)
+		clk.tick(c) // the window of the throttle
+		for clk.now.Sub(cut) < 10*time.Second {
+			blockedWindow(t, c, clk, 0)
+			if s := c.Snapshot(); s.Rate > last*1.01 {
+				return clk.now.Sub(cut)
+			}
+		}
+		t.Fatalf("Retry-After %v: no probe past %v within 10s: %+v", ra, last, c.Snapshot())
+		return 0
+	}
+	without, with := f(0), f(2*time.Second)
+	t.Logf("first probe past the throttle point: %v after the cut without Retry-After, %v with 2s", without, with)
+	if with < quotaHold*2*time.Second || with <= without {
+		t.Errorf("probe past the throttle point %v after the cut with Retry-After 2s, %v without: want at least %v with", with, without, quotaHold*2*time.Second)
+	}
+}
+
 func TestRetryAfterStreakPauses(t *testing.T) {
 	// Short Retry-Afters that keep coming after a cut (the cut did not
 	// help) pause all sends.

@@ -488,3 +488,85 @@ func TestSimulationQueueingStore(t *testing.T) {
 		}
 	}
 }
+
+// stallStore is VictoriaMetrics with -maxConcurrentInserts=1
+// -insert.maxQueueDuration: one insert at a time, service long each; an
+// insert that waits more than maxQueue for the slot is refused. Every
+// stallEvery the store stalls for stallFor (a flush, a merge, a GC pause):
+// the insert in service takes that much longer, and whatever queues behind
+// it is refused once it has waited maxQueue.
+type stallStore struct {
+	mu         sync.Mutex
+	service    time.Duration
+	maxQueue   time.Duration
+	stallEvery time.Duration
+	stallFor   time.Duration
+	start      time.Time
+	free       time.Time // when the slot frees up
+}
+
+func (s *stallStore) attempt(now time.Time) (bool, time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	begin := laterOf(now, s.free)
+	if wait := begin.Sub(now); wait > s.maxQueue {
+		return false, s.maxQueue
+	}
+	end := begin.Add(s.service)
+	k := begin.Sub(s.start) / s.stallEvery
+	stall := s.start.Add(k * s.stallEvery) // the latest stall to start by begin
+	switch next := stall.Add(s.stallEvery); {
+	case begin.Before(stall.Add(s.stallFor)): // it begins during a stall
+		end = stall.Add(s.stallFor + s.service)
+	case end.After(next): // a stall begins during its service
+		end = end.Add(s.stallFor)
+	}
+	s.free = end
+	return true, end.Sub(now)
+}
+
+func (s *stallStore) admit(time.Time) bool { panic("stallStore is a timedStore") }
+func (s *stallStore) release()             {}
+func (s *stallStore) setCapacity(now time.Time, _ float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.start.IsZero() {
+		s.start = now
+	}
+}
+
+func TestSimulationStallingStore(t *testing.T) {
+	// VictoriaMetrics' insert limit: 1 slot, 2ms an insert (500/s), 10ms
+	// of queue, a 40ms stall every 700ms. Any second request in flight
+	// during a stall is refused: the controller must settle at one slot
+	// (stalls then refuse nothing) with the rate out of the way.
+	const service = 2 * time.Millisecond
+	phases := []simPhase{{20 * time.Second, 1, 1 / service.Seconds()}}
+	r := simulate(t, simConfig{
+		seed:    simSeed(),
+		store:   &stallStore{service: service, maxQueue: 10 * time.Millisecond, stallEvery: 700 * time.Millisecond, stallFor: 40 * time.Millisecond},
+		phases:  phases,
+		workers: 16,
+	})
+	from := int(5 * time.Second / simBin)
+	ok, rej, allRej := 0, 0, 0
+	for i := range r.ok {
+		allRej += r.rejected[i]
+		if i >= from {
+			ok += r.ok[i]
+			rej += r.rejected[i]
+		}
+	}
+	secs := float64(len(r.ok)-from) * simBin.Seconds()
+	// One slot, less the stalls (40ms of every 700ms).
+	most := phases[0].goodput * (1 - 40.0/700)
+	t.Logf("after 5s: goodput %.0f/s of at most %.0f/s, %d refused of %d; %d refused over the whole run", float64(ok)/secs, most, rej, ok+rej, allRej)
+	if float64(ok)/secs < 0.85*most {
+		t.Errorf("goodput %.0f/s, want at least 85%% of %.0f/s", float64(ok)/secs, most)
+	}
+	if float64(rej) > 0.002*float64(ok+rej) {
+		t.Errorf("%d of %d attempts refused after 5s, want at most 0.2%%", rej, ok+rej)
+	}
+	f := r.final[0]
+	t.Logf("final: rate %.0f concurrency %d phase %s decreases %d samples %v", f.Rate, f.Concurrency, f.Phase, f.Decreases, f.Samples)
+}
