@@ -122,23 +122,20 @@ func redactSpec(a *ActionSpec) *ActionSpec {
 
 // RedactUserinfo replaces the password of a URL (or URL template) in its
 // userinfo. It works on the text, so a ${JOB} placeholder is shown as
-// written and a malformed URL is redacted all the same.
+// written and a malformed URL is redacted all the same: everything between
+// the first ':' after "://" and the last '@' is hidden, whatever it holds
+// ('/', '#' and '?' included). A non-secret URL with an '@' in its path may
+// be over-redacted; this is for display only.
 func RedactUserinfo(u string) string {
 	scheme, rest, ok := strings.Cut(u, "://")
 	if !ok {
 		return u
 	}
-	// The authority ends at the first '/'; a '?' or '#' before the last '@'
-	// belongs to the password (malformed, but still a secret).
-	authority := rest
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		authority = rest[:i]
-	}
-	at := strings.LastIndex(authority, "@")
+	at := strings.LastIndex(rest, "@")
 	if at < 0 {
 		return u
 	}
-	user, _, hasPassword := strings.Cut(authority[:at], ":")
+	user, _, hasPassword := strings.Cut(rest[:at], ":")
 	if !hasPassword {
 		return u
 	}
