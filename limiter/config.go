@@ -62,7 +62,8 @@ type Config struct {
 	QueueMax int
 	// Burst is the token bucket's size in units. 0 means the units of
 	// DefaultBurstWindow at the current rate, at least 1, following the rate
-	// as it adapts; it then holds at most 2 units at start. A cost larger than the burst is never an error: it is
+	// as it adapts; then, until the store has answered once, it holds at
+	// most 2 units and at most 2 requests are in flight. A cost larger than the burst is never an error: it is
 	// admitted once the bucket is full and leaves the bucket in debt.
 	Burst float64
 	// LatencyTolerance is how far the recent latency may rise above its

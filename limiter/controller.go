@@ -199,6 +199,12 @@ const (
 	// more fills the slots it has, and they grow. (Bursts of requests sent
 	// at once and rarely queue in the FIFO rather than overlap.)
 	usedHeadroom = 2
+	// coldMax: with the default Burst, until the store has answered once,
+	// the bucket holds at most this many requests' worth and no more than
+	// this many are in flight: enough for writes to overlap, not a burst
+	// into a store that may still be cold (its first writes slow, the ones
+	// queued behind them refused).
+	coldMax = 2
 	// logEvery throttles repeats of one kind of limit change in the log.
 	logEvery = 10 * time.Second
 )
@@ -247,9 +253,9 @@ const (
 //     one delays only its own write (the caller waits it out before
 //     retrying), and keeps the rate from probing past the throttle point
 //     for quotaHold times as long.
-//   - Until the store has answered once, the bucket holds at most two
-//     requests' worth (with the default Burst): a store that is still cold
-//     does not get a burst it would queue and refuse.
+//   - With the default Burst, until the store has answered once, at most
+//     two requests go out (coldMax): a store that is still cold does not
+//     get a burst it would queue and refuse.
 //
 // Limit changes apply at once to queued callers: only the head of the FIFO
 // is evaluated, by its own goroutine on its own timer, and every change
@@ -387,6 +393,7 @@ const (
 	blockPause
 	blockConc
 	blockRate
+	blockCold // see coldMax
 )
 
 // New returns a Controller for cfg, or the error of cfg.Validate.
@@ -561,6 +568,9 @@ func (c *Controller) admitLocked(cost float64, now time.Time) (time.Time, blocke
 	if c.inFlight >= c.concLimit() {
 		return time.Time{}, blockConc
 	}
+	if !c.answered && c.cfg.Burst == 0 && c.inFlight >= coldMax {
+		return time.Time{}, blockCold // a Done wakes the head, as for concurrency
+	}
 	if at := c.bucket.readyAt(cost); now.Before(at) {
 		return at, blockRate
 	}
@@ -588,8 +598,8 @@ func (c *Controller) flightLocked(now time.Time) {
 }
 
 // markBlockedLocked records which limit made a caller wait in this window
-// (a pause is no bottleneck: it does not call for growth). Requires that
-// c.mu is held.
+// (a pause or the cold start is no bottleneck: it does not call for
+// growth). Requires that c.mu is held.
 func (c *Controller) markBlockedLocked(why blocker) {
 	switch why {
 	case blockRate:
@@ -799,9 +809,7 @@ func (c *Controller) inFlightLocked(now time.Time) (usual, typical float64) {
 //     than usual. The store stalled and queued our attempts
 //     (VictoriaMetrics rejects the ones that waited too long): concurrency
 //     is cut to the usual in-flight count, below p's; the rate, which did
-//     not cause it, keeps its limit and its startup. Before the store has
-//     answered minSamples requests (a cold store stalls its first writes)
-//     the cut sets no throttle point for concurrency either.
+//     not cause it, keeps its limit and its startup.
 //   - Otherwise the rate is cut, from the goodput (or, on a re-cut, from
 //     the share of the attempts sent since the last cut that the store
 //     took), but not below what the store took before the rate's last
@@ -831,13 +839,7 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfte
 		}
 		from := c.concLimit()
 		to := max(1, min(float64(n-1), math.Ceil(usual)))
-		if c.conc.startup() && c.samples[Success] < minSamples {
-			// Too early to know the store: a store still cold stalls
-			// its first writes. Fewer slots, but no throttle point yet.
-			c.conc.v = c.conc.clamp(min(c.conc.v, to))
-		} else {
-			c.conc.cutTo(min(c.conc.v, float64(n)), to)
-		}
+		c.conc.cutTo(min(c.conc.v, float64(n)), to)
 		c.lastConcCut = now
 		c.cutDoneLocked(now)
 		// The rate did not cause it: its startup round goes on.
@@ -1278,11 +1280,7 @@ func (c *Controller) burstFor(rate float64) float64 {
 	}
 	b := max(1, rate*DefaultBurstWindow.Seconds())
 	if !c.answered {
-		// Until the store has answered, two requests' worth at most:
-		// enough for writes to overlap, not a burst into a store that may
-		// still be cold (its first writes slow, the ones queued behind
-		// them refused).
-		b = min(b, 2)
+		b = min(b, coldMax) // see coldMax
 	}
 	return b
 }

@@ -354,3 +354,36 @@ func TestConcurrentAcquireDone(t *testing.T) {
 		}
 	})
 }
+
+func TestQueueColdStartSendsTwo(t *testing.T) {
+	// With the default burst, before the store has answered anything only
+	// two writes go out: a cold store's first write can be slow, and the
+	// ones queued behind it refused. The first answer opens the limits.
+	synctest.Test(t, func(t *testing.T) {
+		c := newReal(t, Config{InitialRate: 1000, InitialConcurrency: 8, MaxConcurrency: 8})
+		start := time.Now()
+		a, _ := c.Acquire(t.Context(), 1)
+		b, _ := c.Acquire(t.Context(), 1)
+		w := acquireAsync(t.Context(), c, 1, start)
+		time.Sleep(ms(50)) // plenty of tokens at 1000/s, and 6 free slots
+		synctest.Wait()
+		pending(w)
+		a.Done(success(ms(50)))
+		r := <-w
+		if r.at != ms(50) {
+			t.Errorf("third write admitted at %v, want at the first answer (50ms)", r.at)
+		}
+		// From then on the configured limits apply (the bucket refills at
+		// 1000/s to its full 50ms).
+		time.Sleep(ms(10))
+		var ps []*Permit
+		for range 5 {
+			p, err := c.TryAcquire(1)
+			if err != nil {
+				t.Fatalf("after the first answer: %v (%+v)", err, c.Snapshot())
+			}
+			ps = append(ps, p)
+		}
+		doneAll(append(ps, b, mustPermit(t, r)), success(ms(1)))
+	})
+}
