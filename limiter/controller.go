@@ -830,7 +830,14 @@ func (c *Controller) inFlightLocked(now time.Time) (usual, typical float64) {
 // Requires that c.mu is held.
 func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfter time.Duration, now time.Time) (spike bool) {
 	concDue := c.lastConcCut.IsZero() || !now.Before(c.lastConcCut.Add(c.cfg.Window))
-	m := c.measureLocked(now)
+	// Over the last Window, or half of it when the rate grew lately (the
+	// measure must follow a rate that doubled, not average it with the
+	// window before).
+	span := c.cfg.Window
+	if now.Before(c.grewAt.Add(grewRecent * c.cfg.Window)) {
+		span /= 2
+	}
+	m := c.measureLocked(span, now)
 	n := p.inFlight
 	usual, typical := c.inFlightLocked(now)
 	if n >= 2 && (usual < 1 || float64(n) >= spikeRatio*typical+1) {
@@ -987,14 +994,15 @@ func (c *Controller) pauseLocked(retryAfter time.Duration, cause string, now tim
 }
 
 // measureLocked sums the current window and as many recent ones as needed
-// to span at least one Window and minSamples samples. The goodput leaves
-// out time spent paused, and is not trusted over less than half a Window of
-// sending. Requires that c.mu is held.
-func (c *Controller) measureLocked(now time.Time) measure {
+// to span at least span and minSamples samples. The goodput leaves out time
+// spent paused, and is not trusted over less than half a Window of sending.
+// Requires that c.mu is held.
+func (c *Controller) measureLocked(span time.Duration, now time.Time) measure {
+	minSpan := span
 	w := c.win
 	m := measure{peak: w.peak, blockRate: w.blockRate, blockConc: w.blockConc}
 	accepted, samples, span := w.accepted, w.samples, now.Sub(w.start)
-	for i := 1; i <= historyWindows && (span < c.cfg.Window || samples < minSamples); i++ {
+	for i := 1; i <= historyWindows && (span < minSpan || samples < minSamples); i++ {
 		h := c.hist[(c.histNext-i+historyWindows)%historyWindows]
 		if h.elapsed == 0 {
 			break
@@ -1094,7 +1102,14 @@ func (c *Controller) Tick(now time.Time) {
 			from := c.concLimit()
 			reason := c.growthReason(&c.conc)
 			prev := c.conc
-			c.conc.grow(elapsed)
+			if c.latLoad {
+				// Slots are no limit of the store's here, only of the
+				// latency its load brings: as many as the rate needs, at
+				// once.
+				c.conc.v = c.conc.clamp(c.conc.v * growthCap)
+			} else {
+				c.conc.grow(elapsed)
+			}
 			if c.concLimit() > from {
 				grew = true
 				if !c.latLoad {
