@@ -126,8 +126,9 @@ const (
 	// doubles.
 	grewRecent = 2
 	// recutShare: within a Window of the rate cut that ended startup (when
-	// the rate may have overshot the store's by up to twice), the rate is
-	// cut again when
+	// the rate may have overshot the store's by up to twice), or of one by a
+	// throttle with a Retry-After (a quota whose burst allowance hid a probe
+	// past it), the rate is cut again when
 	// at least two attempts sent a round trip (the recent latency) or more
 	// after the cut were throttled and they are at least this share of
 	// those attempts' samples: the cut was too small (a quota store's burst
@@ -158,7 +159,7 @@ const (
 	// to the last throttle point as usual but probes beyond it only
 	// quotaHold·Retry-After after the cut, so that a store at a stable quota
 	// refuses a write every few Retry-Afters rather than every second.
-	quotaHold = 2
+	quotaHold = 3
 	// latencyWindows: consecutive windows whose own latency is, like the
 	// recent EWMA, elevated, after which the concurrency limit is cut from
 	// the peak in flight by tolerance·baseline/recent, within [0.5,
@@ -725,12 +726,13 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 	}
 }
 
-// startupRoundLocked doubles the rate in startup once startupRound
+// startupRoundLocked doubles the rate in startup (no throttle of the rate,
+// no pause, no latency cut yet) once startupRound
 // attempts sent since its last change have succeeded, if callers waited on
 // the rate meanwhile and the window has seen nothing but successes at a
 // good latency. Requires that c.mu is held.
 func (c *Controller) startupRoundLocked(now time.Time) {
-	if !c.rate.startup() || c.roundOK < startupRound || !c.roundBlocked || c.roundBad || !c.lastGood ||
+	if !c.rate.startup() || c.throttled || c.roundOK < startupRound || !c.roundBlocked || c.roundBad || !c.lastGood ||
 		now.Before(c.pausedUntil) || c.latencyElevatedLocked() {
 		return
 	}
@@ -901,9 +903,20 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfte
 			c.throttled = true
 			c.recutOK = true
 		default:
+			below := retryAfter > 0 && c.rate.v <= c.rate.lastMax
 			c.rate.cut(base, share, 0)
+			if below {
+				// A quota refused us while we only climbed back to its
+				// last throttle point: measured while its burst allowance
+				// still took our excess, that point was too high. Aim
+				// below where it refused now (CUBIC's fast convergence),
+				// not back into the quota.
+				c.rate.lastMax = c.rate.clamp(base * (1 + decreaseFactor) / 2)
+			}
 			c.throttled = true
-			c.recutOK = recut
+			// A quota that answers with a Retry-After may have let a probe
+			// far past it on its burst allowance, like a startup.
+			c.recutOK = recut || retryAfter > 0
 		}
 		c.lastRateCut = now
 		c.probeAfter = now.Add(min(quotaHold*retryAfter, c.cfg.MaxRetryAfter))
@@ -1089,6 +1102,9 @@ func (c *Controller) Tick(now time.Time) {
 			from := c.rate.v
 			reason := c.growthReason(&c.rate)
 			c.rate.grow(elapsed)
+			if now.Before(c.probeAfter) {
+				c.rate.v = max(from, min(c.rate.v, c.rate.lastMax)) // see quotaHold
+			}
 			if c.rate.v > from {
 				// What the store took at the old rate, not the limit.
 				c.grewFrom, c.grewAt = min(from, w.accepted/elapsed.Seconds()), now

@@ -697,6 +697,53 @@ func TestRetryAfterHoldsTheProbe(t *testing.T) {
 	}
 }
 
+func TestQuotaRefusalBelowThrottlePoint(t *testing.T) {
+	// A quota with a burst allowance (nginx limit_req burst=10): the
+	// goodput measured when it first refused us included what the burst
+	// took, so the throttle point is too high and climbing back to it
+	// runs into the quota again. Refused below its throttle point, the
+	// controller aims lower than where it was refused; and throttles that
+	// keep coming after a cut by a Retry-After cut again within the window.
+	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 1 })
+	for range 25 { // 500ms at 50/s, all accepted
+		clk.advance(ms(20))
+		take(t, c, 1)[0].Done(success(ms(1)))
+	}
+	clk.advance(ms(20))
+	take(t, c, 1)[0].Done(congestedRA(2 * time.Second))
+	first := c.Snapshot()
+	// Climb back toward the throttle point, then be refused below it.
+	clk.advance(DefaultWindow)
+	clk.tick(c)
+	for range 3 {
+		blockedWindow(t, c, clk, ms(1))
+	}
+	before := c.Snapshot()
+	if before.Rate > first.LastMaxRate {
+		t.Fatalf("probed past the throttle point during the hold: %+v (throttle point %v)", before, first.LastMaxRate)
+	}
+	clk.advance(ms(30))
+	take(t, c, 1)[0].Done(congestedRA(2 * time.Second))
+	s := c.Snapshot()
+	if s.LastMaxRate >= before.Rate || s.LastMaxRate >= first.LastMaxRate {
+		t.Fatalf("refused at %v below the throttle point %v: %+v, want a throttle point below where it was refused", before.Rate, first.LastMaxRate, s)
+	}
+	// Two of three requests sent a round trip after that cut refused: cut
+	// again at once.
+	for i := range 3 {
+		clk.advance(ms(110)) // a token at the cut rate
+		p := take(t, c, 1)[0]
+		if i == 0 {
+			p.Done(success(ms(1)))
+		} else {
+			p.Done(congestedRA(2 * time.Second))
+		}
+	}
+	if s2 := c.Snapshot(); s2.Decreases != s.Decreases+1 || s2.Rate >= s.Rate {
+		t.Fatalf("throttles kept coming after a quota's cut: %+v, want a second cut from %+v", s2, s)
+	}
+}
+
 func TestRetryAfterStreakPauses(t *testing.T) {
 	// Short Retry-Afters that keep coming after a cut (the cut did not
 	// help) pause all sends.
