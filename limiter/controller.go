@@ -727,10 +727,10 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 }
 
 // startupRoundLocked doubles the rate in startup (no throttle of the rate,
-// no pause, no latency cut yet) once startupRound
-// attempts sent since its last change have succeeded, if callers waited on
-// the rate meanwhile and the window has seen nothing but successes at a
-// good latency. Requires that c.mu is held.
+// no pause, no latency cut yet) once startupRound attempts sent since its
+// last change have succeeded, if callers waited on the rate meanwhile and
+// nothing but successes (or spikes, which are no concern of the rate's)
+// came back in the round, at a good latency. Requires that c.mu is held.
 func (c *Controller) startupRoundLocked(now time.Time) {
 	if !c.rate.startup() || c.throttled || c.roundOK < startupRound || !c.roundBlocked || c.roundBad || !c.lastGood ||
 		now.Before(c.pausedUntil) || c.latencyElevatedLocked() {
