@@ -348,7 +348,6 @@ type window struct {
 	granted   float64 // units admitted
 	grants    uint64
 	samples   uint64 // Success, Congested and Failed samples
-	success   uint64
 	congested uint64
 	failed    uint64
 	latSum    time.Duration
@@ -668,7 +667,6 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 	switch o {
 	case Success:
 		c.win.samples++
-		c.win.success++
 		c.win.accepted += p.cost
 		if c.win.congested == 0 {
 			c.win.okPeak = max(c.win.okPeak, p.inFlight)
