@@ -171,7 +171,9 @@ const (
 	// store: fewer slots, same goodput). When goodput fell more, in
 	// proportion to the slots, the latency is the store's response to its
 	// load: the cut is undone and the controller stops reading latency as
-	// congestion for this store (logged once).
+	// congestion for this store (logged once). Only a window that the new
+	// limit bound is a test: in one where the loader sent less, or the rate
+	// held it, goodput says nothing about the slots, and the cut stands.
 	latencyKeep = 0.5
 	// growthGain: while latency may be a queue of ours, a growth of the
 	// concurrency limit by ratio r that the limit binds after is kept only
@@ -248,7 +250,8 @@ const (
 //     proportion, the latency was the store's response to load (its
 //     latency grows with utilisation, whoever sends), the cut is undone and
 //     latency stops counting as congestion; slots are then sized from the
-//     recent latency.
+//     recent latency. Only a window that the cut slots bound tests the
+//     cut.
 //   - A Retry-After of longRetryAfter or more, or short ones that a cut did
 //     not help (pauseStreak), pause all sends until they pass. A shorter
 //     one delays only its own write (the caller waits it out before
@@ -1080,7 +1083,7 @@ func (c *Controller) Tick(now time.Time) {
 	goodput := w.accepted / elapsed.Seconds()
 	mean := c.updateLatencyLocked(w)
 	if c.test.active {
-		c.checkLatencyCutLocked(clean, goodput, now)
+		c.checkLatencyCutLocked(clean && w.blockConc && !w.blockRate, goodput, now)
 	}
 	tookBack := false
 	if c.growTest.active {
@@ -1191,12 +1194,13 @@ func (c *Controller) Tick(now time.Time) {
 // goodput of the window that followed it (see latencyKeep): a cut that
 // cost goodput in proportion to the slots is undone, and latency is taken
 // to be the store's response to load from then on. A window that was not
-// clean tells nothing and leaves the cut in place. Requires that c.mu is
-// held.
-func (c *Controller) checkLatencyCutLocked(clean bool, goodput float64, now time.Time) {
+// clean, or that the new limit did not bind (bound is false: the loader
+// sent less, or the rate held it), tells nothing and leaves the cut in
+// place. Requires that c.mu is held.
+func (c *Controller) checkLatencyCutLocked(bound bool, goodput float64, now time.Time) {
 	t := c.test
 	c.test = concTest{}
-	if !clean || t.goodput <= 0 || t.from <= 0 {
+	if !bound || t.goodput <= 0 || t.from <= 0 {
 		return
 	}
 	keep := 1 - latencyKeep*(1-float64(t.to)/float64(t.from))
@@ -1211,7 +1215,12 @@ func (c *Controller) checkLatencyCutLocked(clean bool, goodput float64, now time
 
 // adoptLatencyLocked takes the recent latency to be the store's response to
 // its load, not a queue of ours: it stops counting as congestion, and slots
-// follow it (Little's law). Requires that c.mu is held.
+// follow it (Little's law), for the Controller's life. (Dropping that
+// when the latency falls back to the old baseline, or after some
+// windows, was tried: a store whose latency grows with utilisation, the
+// side-by-side harness's, then holds every later ramp of the rate on a
+// latency it takes for a queue of ours, and converges after a rise in
+// 8s instead of 3.) Requires that c.mu is held.
 func (c *Controller) adoptLatencyLocked(why string, before, after float64, from, to int, now time.Time) {
 	c.latLoad = true
 	c.latBase = max(c.latBase, c.latRecent)

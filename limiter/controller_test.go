@@ -1120,3 +1120,33 @@ func TestLogsEachChangeOnceThrottled(t *testing.T) {
 		t.Errorf("growth after logEvery not logged: %q", buf.String())
 	}
 }
+
+func TestLatencyCutJudgedOnlyWhenSlotsBind(t *testing.T) {
+	// A latency cut is judged by the goodput of the next window only if
+	// the slots bound it: a loader that merely sent less in it says nothing
+	// about what the cut cost.
+	c, clk := newFake(t, 1e5, func(cfg *Config) { cfg.InitialConcurrency = 10; cfg.MaxConcurrency = 10 })
+	for range 3 {
+		littleWindow(t, c, clk, func(int) time.Duration { return ms(10) })
+	}
+	queue := func(n int) time.Duration { return ms(10) * time.Duration(max(n, 4)) / 4 }
+	for range 2 {
+		littleWindow(t, c, clk, queue)
+	}
+	cut := c.Snapshot()
+	if cut.Concurrency >= 10 || cut.Decreases != 1 {
+		t.Fatalf("after two windows with a queue of ours: %+v, want a latency cut", cut)
+	}
+	// The loader sends one request at a time: the goodput falls, though
+	// the slots had nothing to do with it.
+	end := clk.now.Add(DefaultWindow)
+	for clk.now.Before(end) {
+		p := take(t, c, 1)[0]
+		clk.advance(queue(1))
+		p.Done(success(queue(1)))
+	}
+	clk.tick(c)
+	if s := c.Snapshot(); s.Concurrency > cut.Concurrency || s.LatencyBaseline != ms(10) {
+		t.Fatalf("after a window the slots did not bind: %+v, want the cut to %d kept and the baseline 10ms kept", s, cut.Concurrency)
+	}
+}
