@@ -63,8 +63,9 @@ type Config struct {
 	// Burst is the token bucket's size in units. 0 means the units of
 	// DefaultBurstWindow at the current rate, at least 1, following the rate
 	// as it adapts; then, until the store has answered once, it holds at
-	// most 2 units and at most 2 requests are in flight. A cost larger than the burst is never an error: it is
-	// admitted once the bucket is full and leaves the bucket in debt.
+	// most two writes' worth (of the largest cost asked for) and at most 2
+	// writes are in flight. A cost larger than the burst is never an error:
+	// it is admitted once the bucket is full and leaves the bucket in debt.
 	Burst float64
 	// LatencyTolerance is how far the recent latency may rise above its
 	// baseline (as a factor, plus 1ms of slack) before it counts as an early

@@ -203,10 +203,11 @@ const (
 	// at once and rarely queue in the FIFO rather than overlap.)
 	usedHeadroom = 2
 	// coldMax: with the default Burst, until the store has answered once,
-	// the bucket holds at most this many requests' worth and no more than
-	// this many are in flight: enough for writes to overlap, not a burst
-	// into a store that may still be cold (its first writes slow, the ones
-	// queued behind them refused).
+	// the bucket holds at most this many writes' worth (of the largest cost
+	// asked for so far, at least a unit each: two requests, or two bodies'
+	// bytes) and no more than this many are in flight: enough for writes to
+	// overlap, not a burst into a store that may still be cold (its first
+	// writes slow, the ones queued behind them refused).
 	coldMax = 2
 	// logEvery throttles repeats of one kind of limit change in the log.
 	logEvery = 10 * time.Second
@@ -293,6 +294,7 @@ type Controller struct {
 	lastConcCut  time.Time // zero before the first
 	throttled    bool      // the rate was cut or sends paused: startup is over
 	answered     bool      // the store answered an attempt (Success, Congested or Failed)
+	coldCost     float64   // the largest cost asked for before the store answered (see coldMax)
 	lastGood     bool      // the latest capacity sample was Success
 	raStreak     int       // see pauseStreak
 	concScore    float64   // see concEvidenceWeight
@@ -460,6 +462,7 @@ func (c *Controller) Acquire(ctx context.Context, cost float64) (*Permit, error)
 		return nil, ErrClosed
 	}
 	now := c.cfg.Now()
+	c.coldCostLocked(cost, now)
 	if c.q.n == 0 {
 		if _, why := c.admitLocked(cost, now); why == blockNone {
 			p := c.grantLocked(cost, now)
@@ -548,6 +551,7 @@ func (c *Controller) TryAcquire(cost float64) (*Permit, error) {
 		return nil, ErrNoCapacity
 	}
 	now := c.cfg.Now()
+	c.coldCostLocked(cost, now)
 	if _, why := c.admitLocked(cost, now); why != blockNone {
 		c.markBlockedLocked(why)
 		return nil, ErrNoCapacity
@@ -560,6 +564,21 @@ func checkCost(op string, cost float64) error {
 		return fmt.Errorf("limiter: %s(cost=%v): cost must be finite and >= 0", op, cost)
 	}
 	return nil
+}
+
+// coldCostLocked sizes the cold bucket (see coldMax) to cost, if it is the
+// largest asked for yet; a bucket that was full stays full. Requires that
+// c.mu is held.
+func (c *Controller) coldCostLocked(cost float64, now time.Time) {
+	if c.answered || c.cfg.Burst > 0 || cost <= c.coldCost {
+		return
+	}
+	c.coldCost = cost
+	full := c.bucket.tokensAt(now) >= c.bucket.burst
+	c.applyRateLocked(now)
+	if full {
+		c.bucket.tokens = c.bucket.burst
+	}
 }
 
 // admitLocked reports whether cost can be admitted at now and, if the rate
@@ -1318,7 +1337,7 @@ func (c *Controller) burstFor(rate float64) float64 {
 	}
 	b := max(1, rate*DefaultBurstWindow.Seconds())
 	if !c.answered {
-		b = min(b, coldMax) // see coldMax
+		b = min(b, coldMax*max(1, c.coldCost)) // see coldMax
 	}
 	return b
 }

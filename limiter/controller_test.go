@@ -1150,3 +1150,26 @@ func TestLatencyCutJudgedOnlyWhenSlotsBind(t *testing.T) {
 		t.Fatalf("after a window the slots did not bind: %+v, want the cut to %d kept and the baseline 10ms kept", s, cut.Concurrency)
 	}
 }
+
+func TestColdBucketHoldsTwoWrites(t *testing.T) {
+	// With the default burst and costs in bytes, the cold bucket holds two
+	// writes' worth, not two bytes: two writes overlap before the store
+	// first answers, a third waits for that answer.
+	c, _ := newFake(t, 1e6, func(cfg *Config) { cfg.Burst = 0; cfg.InitialConcurrency = 8 })
+	const size = 10_000 // bytes; 50ms at 1e6 B/s holds five
+	a, err := c.TryAcquire(size)
+	if err != nil {
+		t.Fatalf("first write: %v", err)
+	}
+	b, err := c.TryAcquire(size)
+	if err != nil {
+		t.Fatalf("second write before the first answer: %v (%+v), want it admitted", err, c.Snapshot())
+	}
+	if _, err := c.TryAcquire(size); !errors.Is(err, ErrNoCapacity) {
+		t.Fatalf("third write before the first answer: %v, want ErrNoCapacity", err)
+	}
+	if s := c.Snapshot(); s.Burst != 2*size {
+		t.Errorf("cold burst %v, want two writes (%v)", s.Burst, 2*size)
+	}
+	doneAll([]*Permit{a, b}, success(ms(1)))
+}
