@@ -158,7 +158,11 @@ const (
 	// (a quota: every write it refuses waits that long), the rate climbs back
 	// to the last throttle point as usual but probes beyond it only
 	// quotaHold·Retry-After after the cut, so that a store at a stable quota
-	// refuses a write every few Retry-Afters rather than every second.
+	// refuses a write every few Retry-Afters rather than every second. A
+	// refusal with a Retry-After below the throttle point (measured while
+	// the quota's burst allowance took our excess, it was too high) sets the
+	// point halfway between the cut and where the refusal came, as CUBIC's
+	// fast convergence does.
 	quotaHold = 3
 	// latencyWindows: consecutive windows whose own latency is, like the
 	// recent EWMA, elevated, after which the concurrency limit is cut from
@@ -929,9 +933,10 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfte
 				// A quota refused us while we only climbed back to its
 				// last throttle point: measured while its burst allowance
 				// still took our excess, that point was too high. Aim
-				// below where it refused now (CUBIC's fast convergence),
-				// not back into the quota.
-				c.rate.lastMax = c.rate.clamp(base * (1 + decreaseFactor) / 2)
+				// halfway between the cut and where it refused now
+				// (CUBIC's fast convergence, (1+β)/2 for a full cut),
+				// not back into the quota; the curve restarts toward it.
+				c.rate.cutTo((c.rate.lastMax+c.rate.v)/2, c.rate.v)
 			}
 			c.throttled = true
 			// A quota that answers with a Retry-After may have let a probe

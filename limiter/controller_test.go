@@ -1173,3 +1173,36 @@ func TestColdBucketHoldsTwoWrites(t *testing.T) {
 	}
 	doneAll([]*Permit{a, b}, success(ms(1)))
 }
+
+func TestFastConvergenceRestartsTheCurve(t *testing.T) {
+	// A quota's refusal below its throttle point lowers the point halfway
+	// between where it refused and the cut (CUBIC's fast convergence),
+	// whatever share was refused, and the curve is timed to the new point.
+	f := func(share float64) {
+		t.Helper()
+		c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 1 })
+		for range 25 {
+			clk.advance(ms(20))
+			take(t, c, 1)[0].Done(success(ms(1)))
+		}
+		clk.advance(ms(20))
+		take(t, c, 1)[0].Done(congestedRA(2 * time.Second))
+		clk.advance(DefaultWindow)
+		clk.tick(c)
+		for range 3 {
+			blockedWindow(t, c, clk, ms(1))
+		}
+		clk.advance(ms(30))
+		take(t, c, 1)[0].Done(Sample{Outcome: Congested, Share: share, RetryAfter: 2 * time.Second, Reason: "status_429"})
+		s := c.Snapshot()
+		if s.Rate >= s.LastMaxRate || s.Phase != PhaseRecovering {
+			t.Errorf("share %v: after the refusal below the throttle point: %+v, want the rate below the new point, recovering", share, s)
+		}
+		want := time.Duration(math.Cbrt((1-c.rate.v/c.rate.lastMax)/cubicScale) * float64(time.Second))
+		if (c.rate.k - want).Abs() > time.Microsecond {
+			t.Errorf("share %v: curve reaches the point after %v, want %v", share, c.rate.k, want)
+		}
+	}
+	f(1)
+	f(0.3)
+}

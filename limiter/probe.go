@@ -57,9 +57,10 @@ func (p *probe) cut(base, share, floor float64) {
 
 // cutTo sets lastMax to base and the limit to v, at most base (both
 // clamped), and restarts the curve so it climbs back to base. (CUBIC's
-// "fast convergence", a lower plateau when base is below the previous one,
-// was tried: it slowed recovery after a capacity drop and moved the Jain
-// index of 8 sidecars sharing a store only from 0.959 to 0.962.)
+// "fast convergence", a lower plateau whenever base is below the previous
+// one, slowed recovery after a capacity drop for little fairness; the
+// Controller uses it only for a quota's refusal below its throttle point,
+// see quotaHold.)
 func (p *probe) cutTo(base, v float64) {
 	p.lastMax = p.clamp(base)
 	p.v = p.clamp(min(p.lastMax, v))
