@@ -110,6 +110,14 @@ const (
 	// low initial rate costs a fast store a few hundred milliseconds, not
 	// seconds.
 	startupRound = 8
+	// sentShare: the rate grows (a startup round, or a window) only when
+	// what was sent under it reached at least this share of the limit: a
+	// caller that found the bucket momentarily empty shows the limit bound
+	// a burst, not that it held the loader back (a loader sending 1000
+	// req/s in pairs through a one-token bucket would otherwise double the
+	// limit without end). The limit stays within 1/sentShare·2 of the
+	// rate actually sent.
+	sentShare = 0.5
 	// historyWindows: completed windows kept for measurements (fixed ring).
 	historyWindows = 8
 	// spikeRatio: a throttle of an attempt sent with n ≥ 2 in flight, where
@@ -240,7 +248,8 @@ const (
 //     coming from attempts sent after the cut cut the rate again within
 //     the Window (recutShare).
 //   - Growth happens where a limit was the bottleneck (callers waited on
-//     it) and nothing went wrong: in startup the rate doubles every round
+//     it, and for the rate, what was sent reached half of it: sentShare)
+//     and nothing went wrong: in startup the rate doubles every round
 //     of startupRound successes, and at the end of a window otherwise;
 //     after the first throttle, limits climb at each Tick along a
 //     CUBIC-like curve, cautious near the last throttle point and fast far
@@ -316,6 +325,7 @@ type Controller struct {
 	roundBad     bool      // a throttle of the rate or a server error in this round
 	roundAt      time.Time // when this round started
 	roundUnits   float64   // units accepted in this round
+	roundSent    float64   // units granted in this round
 	grewFrom     float64   // the rate before its latest growth, which the store had taken in full
 	grewAt       time.Time // when
 
@@ -608,6 +618,7 @@ func (c *Controller) grantLocked(cost float64, now time.Time) *Permit {
 	c.bucket.take(cost, now)
 	c.flightLocked(now)
 	c.inFlight++
+	c.roundSent += cost
 	c.win.granted += cost
 	c.win.grants++
 	c.win.peak = max(c.win.peak, c.inFlight)
@@ -752,9 +763,10 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 
 // startupRoundLocked doubles the rate in startup (no throttle of the rate,
 // no pause, no latency cut yet) once startupRound attempts sent since its
-// last change have succeeded, if callers waited on the rate meanwhile and
-// nothing but successes (or spikes, which are no concern of the rate's)
-// came back in the round, at a good latency. Requires that c.mu is held.
+// last change have succeeded, if callers waited on the rate meanwhile,
+// what was sent in the round reached sentShare of the limit, and nothing
+// but successes (or spikes, which are no concern of the rate's) came back
+// in the round, at a good latency. Requires that c.mu is held.
 func (c *Controller) startupRoundLocked(now time.Time) {
 	if !c.rate.startup() || c.throttled || c.roundOK < startupRound || !c.roundBlocked || c.roundBad || !c.lastGood ||
 		now.Before(c.pausedUntil) || c.latencyElevatedLocked() {
@@ -762,6 +774,9 @@ func (c *Controller) startupRoundLocked(now time.Time) {
 	}
 	from, took := c.rate.v, c.rate.v
 	if d := now.Sub(c.roundAt); d > 0 {
+		if c.roundSent/d.Seconds() < sentShare*from {
+			return // the loader, not the limit, set the pace (see sentShare)
+		}
 		took = c.roundUnits / d.Seconds()
 	}
 	c.rate.grow(0)
@@ -800,7 +815,7 @@ func (c *Controller) newRoundLocked(now time.Time) {
 	c.round++
 	c.roundOK = 0
 	c.roundBlocked, c.roundBad = false, false
-	c.roundAt, c.roundUnits = now, 0
+	c.roundAt, c.roundUnits, c.roundSent = now, 0, 0
 }
 
 // inFlightLocked returns the usual number of attempts in flight, the EWMA
@@ -1123,7 +1138,8 @@ func (c *Controller) Tick(now time.Time) {
 	switch {
 	case clean && !elevated:
 		grew := false
-		if w.blockRate && !w.grew && (c.rate.v < c.rate.lastMax || !now.Before(c.probeAfter)) {
+		sent := w.granted / elapsed.Seconds()
+		if w.blockRate && !w.grew && sent >= sentShare*c.rate.v && (c.rate.v < c.rate.lastMax || !now.Before(c.probeAfter)) {
 			from := c.rate.v
 			reason := c.growthReason(&c.rate)
 			c.rate.grow(elapsed)

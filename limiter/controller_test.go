@@ -74,8 +74,9 @@ func doneAll(ps []*Permit, s Sample) {
 }
 
 // blockedWindow runs one window in which the rate limit is the bottleneck:
-// requests are sent one at a time, each succeeding at once with latency lat,
-// until a TryAcquire fails on tokens; then it ticks.
+// requests are sent one at a time as soon as the limit allows, each
+// succeeding at once with latency lat, and at the window's end one finds
+// the bucket empty; then it ticks.
 func blockedWindow(t *testing.T, c *Controller, clk *fakeClock, lat time.Duration) {
 	t.Helper()
 	batchWindow(t, c, clk, 1, lat)
@@ -84,7 +85,18 @@ func blockedWindow(t *testing.T, c *Controller, clk *fakeClock, lat time.Duratio
 // batchWindow is blockedWindow with batch requests in flight at a time.
 func batchWindow(t *testing.T, c *Controller, clk *fakeClock, batch int, lat time.Duration) {
 	t.Helper()
-	for n := 0; ; n++ {
+	end := clk.now.Add(DefaultWindow)
+	for {
+		if d := c.RetryWait(float64(batch)); d > 0 {
+			if !clk.now.Add(d).Before(end) {
+				break
+			}
+			clk.advance(d)
+		}
+		doneAll(take(t, c, batch), success(lat))
+	}
+	clk.now = end
+	for n := 0; ; n++ { // at the end, send until the rate holds a request back
 		var ps []*Permit
 		for len(ps) < batch {
 			p, err := c.TryAcquire(1)
@@ -107,7 +119,6 @@ func batchWindow(t *testing.T, c *Controller, clk *fakeClock, batch int, lat tim
 	if s := c.Snapshot(); s.Concurrency <= batch-1 {
 		t.Fatalf("concurrency %d blocked a batch of %d", s.Concurrency, batch)
 	}
-	clk.advance(DefaultWindow)
 	clk.tick(c)
 }
 
@@ -508,16 +519,10 @@ func TestLatencyCutCheckedByGoodput(t *testing.T) {
 
 func TestLittlesLawFloor(t *testing.T) {
 	// 200 req/s at 100ms latency needs 20 slots; with headroom 25. The
-	// rate is the bottleneck (a fifth request waits on it), the slots are
-	// not.
+	// rate is the bottleneck (batches of 4 go out as fast as it lets
+	// them), the slots are not.
 	c, clk := newFake(t, 200, func(cfg *Config) { cfg.InitialConcurrency = 5; cfg.Burst = 4 })
-	ps := take(t, c, 4)
-	if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
-		t.Fatalf("fifth TryAcquire: %v, want ErrNoCapacity", err)
-	}
-	doneAll(ps, success(ms(100)))
-	clk.advance(DefaultWindow)
-	clk.tick(c)
+	batchWindow(t, c, clk, 4, ms(100))
 	// The rate, the bottleneck in startup, doubled to 400/s: 40 slots, 50
 	// with headroom.
 	if s := c.Snapshot(); s.Rate != 400 || s.Concurrency != 50 {
@@ -1094,6 +1099,7 @@ func TestLogsEachChangeOnceThrottled(t *testing.T) {
 	for range 4 {
 		blockedWindow(t, c, clk, 0) // 4 startup doublings within 10s
 	}
+	clk.advance(ms(10)) // a token
 	take(t, c, 1)[0].Done(congested("status_429"))
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	var growth, cuts int
@@ -1205,4 +1211,25 @@ func TestFastConvergenceRestartsTheCurve(t *testing.T) {
 	}
 	f(1)
 	f(0.3)
+}
+
+func TestStartupFollowsTheSendRate(t *testing.T) {
+	// A loader that sends 1000 req/s in pairs (the second of each finds the
+	// one-token bucket empty) does not double the limit past a few times
+	// what it sends: the rate doubles only when it carried at least half
+	// its limit.
+	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 1 })
+	for i := range 3000 {
+		if p, err := c.TryAcquire(1); err == nil {
+			c.TryAcquire(1) // the pair's second waits on the rate
+			p.Done(success(ms(1)))
+		}
+		clk.advance(ms(1))
+		if (i+1)%500 == 0 {
+			clk.tick(c)
+		}
+	}
+	if s := c.Snapshot(); s.Rate < 1000 || s.Rate > 4000 {
+		t.Fatalf("after 3s of 1000 req/s: %+v, want the rate within [1000, 4000]", s)
+	}
 }
