@@ -69,9 +69,10 @@ var (
 
 // Phases reported in Snapshot.Phase.
 const (
-	// PhaseStartup: the store has not yet throttled the send rate; it
-	// doubles every round of samples (and at least every window) while it
-	// is the bottleneck.
+	// PhaseStartup: the send rate has no throttle point yet: it doubles
+	// every window while it is the bottleneck, and every round of samples
+	// too until the first sign of congestion (a throttle, a pause, a
+	// latency cut that stands).
 	PhaseStartup = "startup"
 	// PhaseRecovering: after a cut, the rate limit is below the rate at
 	// which the store last throttled and climbs back to it on the concave
@@ -305,7 +306,7 @@ type Controller struct {
 	lastRateCut  time.Time // zero before the first
 	recutOK      bool      // the last rate cut ended startup: it may be cut again within its Window
 	lastConcCut  time.Time // zero before the first
-	throttled    bool      // the rate was cut or sends paused: startup is over
+	throttled    bool      // the rate was cut, sends paused or a latency cut stands: startup rounds are over
 	answered     bool      // the store answered an attempt (Success, Congested or Failed)
 	coldCost     float64   // the largest cost asked for before the store answered (see coldMax)
 	lastGood     bool      // the latest capacity sample was Success
@@ -353,11 +354,12 @@ type Controller struct {
 // concTest is a change of the concurrency limit under test: a
 // latency-driven cut (see latencyKeep) or a growth (see growthGain).
 type concTest struct {
-	active  bool
-	prev    probe   // the concurrency probe before the change, restored on undo
-	from    int     // the concurrency limit (or peak in flight) changed from
-	to      int     // and to
-	goodput float64 // units/s in the window before the change
+	active    bool
+	prev      probe   // the concurrency probe before the change, restored on undo
+	throttled bool    // Controller.throttled before the change, restored on undo
+	from      int     // the concurrency limit (or peak in flight) changed from
+	to        int     // and to
+	goodput   float64 // units/s in the window before the change
 }
 
 // window accumulates one measurement window.
@@ -1216,11 +1218,11 @@ func (c *Controller) Tick(now time.Time) {
 		// when it is far past (a deep queue of ours in the store).
 		factor := max(0.5, min(decreaseFactor, float64(c.latBase)*c.cfg.LatencyTolerance/float64(c.latRecent)))
 		peak := min(c.conc.v, float64(max(w.peak, 1)))
-		prev := c.conc
+		prev, throttled := c.conc, c.throttled
 		c.conc.cutTo(peak, peak*factor)
 		c.throttled = true
 		if c.concLimit() < int(peak) {
-			c.test = concTest{active: true, prev: prev, from: int(peak), to: c.concLimit(), goodput: goodput}
+			c.test = concTest{active: true, prev: prev, throttled: throttled, from: int(peak), to: c.concLimit(), goodput: goodput}
 		}
 		if c.concLimit() < from {
 			c.decreases++
@@ -1248,7 +1250,9 @@ func (c *Controller) checkLatencyCutLocked(bound bool, goodput float64, now time
 		return // fewer slots, the same goodput: the latency was a queue of ours
 	}
 	from := c.concLimit()
-	c.conc = t.prev
+	// The latency was no congestion: the cut never happened, and neither
+	// did the end of startup it brought.
+	c.conc, c.throttled = t.prev, t.throttled
 	c.adoptLatencyLocked("a concurrency cut cost goodput", t.goodput, goodput, t.from, t.to, now)
 	c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatencyUndo, "", now)
 }
@@ -1471,7 +1475,7 @@ func (c *Controller) phaseLocked(now time.Time) string {
 		return PhaseClosed
 	case now.Before(c.pausedUntil):
 		return PhasePaused
-	case !c.throttled:
+	case c.rate.startup():
 		return PhaseStartup
 	case c.rate.v < c.rate.lastMax:
 		return PhaseRecovering
