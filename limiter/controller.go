@@ -961,7 +961,8 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfte
 			c.recutOK = recut || retryAfter > 0
 		}
 		c.lastRateCut = now
-		c.probeAfter = now.Add(min(quotaHold*retryAfter, c.cfg.MaxRetryAfter))
+		// Clamped before the product, which a huge Retry-After overflows.
+		c.probeAfter = now.Add(quotaHold * min(retryAfter, c.cfg.MaxRetryAfter/quotaHold))
 		c.newRoundLocked(now)
 		// Tokens saved before the cut would go out as a burst into a store
 		// that is out of capacity: start from an empty bucket.

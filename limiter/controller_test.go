@@ -1253,3 +1253,12 @@ func TestUndoneLatencyCutResumesStartup(t *testing.T) {
 		t.Fatalf("after an undone latency cut: %+v (throttled %v), want startup with no throttle point", s, c.throttled)
 	}
 }
+
+func TestHugeRetryAfter(t *testing.T) {
+	// quotaHold·Retry-After must not overflow into the past.
+	c, clk := newFake(t, 100, nil)
+	take(t, c, 1)[0].Done(congestedRA(math.MaxInt64 / 2))
+	if want := clk.now.Add(DefaultMaxRetryAfter); !c.probeAfter.Equal(want) {
+		t.Fatalf("probe held until %v, want now+MaxRetryAfter (%v)", c.probeAfter, want)
+	}
+}
