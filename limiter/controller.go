@@ -122,11 +122,14 @@ const (
 	// historyWindows: completed windows kept for measurements (fixed ring).
 	historyWindows = 8
 	// spikeRatio: a throttle of an attempt sent with n ≥ 2 in flight, where
-	// fewer than one is usual or n ≥ spikeRatio·typical + 1 (typical: the
-	// time-averaged in-flight count), is a concurrency event: the store
-	// stalled and our attempts piled up behind it (VictoriaMetrics'
+	// n ≥ spikeRatio·typical + 1 (typical: the time-averaged in-flight
+	// count), or fewer than one is usual and the refusal looks like a
+	// stall (no Retry-After, and not answered at the usual latency: it
+	// waited in the store), is a concurrency event: the store stalled and
+	// our attempts piled up behind it (VictoriaMetrics'
 	// -maxConcurrentInserts), not a rate we sent too fast. It cuts
-	// concurrency to the usual count and leaves the rate alone.
+	// concurrency to the usual count and leaves the rate alone. (A rate
+	// quota refuses at once, or with a Retry-After, whatever is in flight.)
 	spikeRatio = 1.5
 	// grewRecent: a rate cut within this many Windows of a growth of the
 	// rate does not go below what the store took at the rate before that
@@ -752,7 +755,7 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 			if s.RetryAfter > 0 {
 				c.raStreak++
 			}
-			spike = c.cutLocked(p, share, s.Reason, s.RetryAfter, now)
+			spike = c.cutLocked(p, s, share, now)
 		}
 		if !spike && p.round == c.round {
 			c.roundBad = true
@@ -871,7 +874,8 @@ func (c *Controller) inFlightLocked(now time.Time) (usual, typical float64) {
 //     needs (Little's law).
 //
 // Requires that c.mu is held.
-func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfter time.Duration, now time.Time) (spike bool) {
+func (c *Controller) cutLocked(p *Permit, s Sample, share float64, now time.Time) (spike bool) {
+	cause, retryAfter := s.Reason, s.RetryAfter
 	concDue := c.lastConcCut.IsZero() || !now.Before(c.lastConcCut.Add(c.cfg.Window))
 	// Over the last Window, or half of it when the rate grew lately (the
 	// measure must follow a rate that doubled, not average it with the
@@ -883,7 +887,9 @@ func (c *Controller) cutLocked(p *Permit, share float64, cause string, retryAfte
 	m := c.measureLocked(span, now)
 	n := p.inFlight
 	usual, typical := c.inFlightLocked(now)
-	if n >= 2 && (usual < 1 || float64(n) >= spikeRatio*typical+1) {
+	quick := s.Latency > 0 && c.latBase > 0 && !c.isHighLocked(s.Latency) // answered at the usual latency
+	stall := retryAfter <= 0 && !quick
+	if n >= 2 && ((usual < 1 && stall) || float64(n) >= spikeRatio*typical+1) {
 		if !concDue {
 			return true
 		}

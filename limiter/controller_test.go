@@ -1262,3 +1262,35 @@ func TestHugeRetryAfter(t *testing.T) {
 		t.Fatalf("probe held until %v, want now+MaxRetryAfter (%v)", c.probeAfter, want)
 	}
 }
+
+func TestQuickRefusalAtTwoInFlightIsTheRates(t *testing.T) {
+	// A loader that usually has less than one request in flight at a
+	// low-latency rate quota: when two overlap and one is refused at once,
+	// or with a Retry-After, that is the quota's rate, not a stall.
+	f := func(name string, refusal Sample) {
+		t.Helper()
+		c, clk := newFake(t, 100, nil)
+		for range 50 { // 6ms of every 10ms in flight: 0.6 on average
+			p := take(t, c, 1)[0]
+			clk.advance(ms(6))
+			p.Done(success(ms(6)))
+			clk.advance(ms(4))
+		}
+		clk.tick(c)
+		before := c.Snapshot()
+		if before.Concurrency < 2 || before.LatencyBaseline != ms(6) {
+			t.Fatalf("%s: setup: %+v", name, before)
+		}
+		ps := take(t, c, 2)
+		clk.advance(ms(1))
+		ps[1].Done(refusal)
+		ps[0].Done(success(ms(6)))
+		if s := c.Snapshot(); s.Rate >= before.Rate || s.LastMaxRate == 0 {
+			t.Errorf("%s: %+v, want the rate cut from %v", name, s, before.Rate)
+		}
+	}
+	f("with Retry-After", congestedRA(time.Second))
+	fast := congested("status_429")
+	fast.Latency = ms(1)
+	f("at once", fast)
+}
