@@ -140,16 +140,16 @@ const (
 	// recutShare: within a Window of the rate cut that ended startup (when
 	// the rate may have overshot the store's by up to twice), or of one by a
 	// throttle with a Retry-After (a quota whose burst allowance hid a probe
-	// past it), the rate is cut again when
-	// at least two attempts sent a round trip (the recent latency) or more
-	// after the cut were throttled and they are at least this share of
-	// those attempts' samples: the cut was too small (a quota store's burst
-	// allowance hid its rate). The new cut is from the share of those
-	// attempts the store took. Attempts sent sooner meet a store still full
-	// of what everyone sent before the cut. Later cuts are once per Window:
-	// on a store shared by many sidecars, a burst of throttles says little
-	// about one sidecar's own rate, and cutting whoever was unlucky twice
-	// would make the shares unfair.
+	// past it), the rate is cut once more when at least two attempts sent a
+	// round trip (the recent latency) or more after the cut were throttled
+	// and they are at least this share of those attempts' samples: the cut
+	// was too small. The new cut is from the share of those attempts the
+	// store took (at least half). Attempts sent sooner meet a store still
+	// full of what everyone sent before the cut. All other cuts, the re-cut's
+	// successor included, are once per Window: on a store shared by many
+	// sidecars, a burst of throttles says little about one sidecar's own
+	// rate, and cutting whoever was unlucky twice would make the shares
+	// unfair.
 	recutShare = 0.1
 	// okPeakWindows: completed windows over which the highest in-flight
 	// count the store accepted is remembered (about 2s): long enough to span
@@ -248,9 +248,10 @@ const (
 //     alone. Otherwise the rate is cut to decreaseFactor (scaled down by
 //     Share) of the goodput the store actually took, so a limit far above
 //     the real send rate is pulled down to reality, and concurrency too
-//     when it was the bottleneck. Just after startup, throttles that keep
-//     coming from attempts sent after the cut cut the rate again within
-//     the Window (recutShare).
+//     when it was the bottleneck. After the cut that ended startup, or one
+//     by a throttle with a Retry-After, throttles that keep coming from
+//     attempts sent after it cut the rate once more within the Window
+//     (recutShare).
 //   - Growth happens where a limit was the bottleneck (callers waited on
 //     it, and for the rate, what was sent reached half of it: sentShare)
 //     and nothing went wrong: in startup the rate doubles every round
@@ -847,8 +848,9 @@ func (c *Controller) inFlightLocked(now time.Time) (usual, typical float64) {
 // cutLocked applies a multiplicative decrease after p, sent after the
 // previous cut, was throttled, and reports whether the throttle was a spike
 // (a concurrency event the rate had no part in). Each limit is cut at most
-// once per Window (a burst of throttles counts once), except the rate just
-// after startup when throttles keep coming after its cut (see recutShare).
+// once per Window (a burst of throttles counts once), except that the rate
+// is cut once more when throttles keep coming after the cut that ended
+// startup or one by a throttle with a Retry-After (see recutShare).
 // It cuts the limit the throttle points at:
 //
 //   - A spike (see spikeRatio): p was sent with more attempts in flight
@@ -963,8 +965,9 @@ func (c *Controller) cutLocked(p *Permit, s Sample, share float64, now time.Time
 			}
 			c.throttled = true
 			// A quota that answers with a Retry-After may have let a probe
-			// far past it on its burst allowance, like a startup.
-			c.recutOK = recut || retryAfter > 0
+			// far past it on its burst allowance, like a startup. A re-cut
+			// is not re-cut (see recutShare).
+			c.recutOK = !recut && retryAfter > 0
 		}
 		c.lastRateCut = now
 		// Clamped before the product, which a huge Retry-After overflows.

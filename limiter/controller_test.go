@@ -1294,3 +1294,37 @@ func TestQuickRefusalAtTwoInFlightIsTheRates(t *testing.T) {
 	fast.Latency = ms(1)
 	f("at once", fast)
 }
+
+func TestRecutOnce(t *testing.T) {
+	// The cut that ended startup may be followed by one re-cut within its
+	// Window; later cuts are once per Window, even when throttles keep
+	// coming (on a shared store they say little of one sidecar's rate).
+	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 1 })
+	for range 20 {
+		clk.advance(ms(20))
+		take(t, c, 1)[0].Done(success(ms(1)))
+	}
+	clk.advance(ms(20))
+	take(t, c, 1)[0].Done(congested("status_429"))
+	refuseTwoOfThree := func() {
+		t.Helper()
+		for i := range 3 {
+			clk.advance(ms(60)) // a token at the cut rates
+			p := take(t, c, 1)[0]
+			if i == 0 {
+				p.Done(success(ms(1)))
+			} else {
+				p.Done(congested("status_429"))
+			}
+		}
+	}
+	refuseTwoOfThree()
+	recut := c.Snapshot()
+	if recut.Decreases != 2 {
+		t.Fatalf("throttles after the cut that ended startup: %+v, want a re-cut", recut)
+	}
+	refuseTwoOfThree() // within the Window of the re-cut
+	if s := c.Snapshot(); s.Decreases != 2 || s.Rate != recut.Rate {
+		t.Fatalf("throttles after the re-cut, within its Window: %+v, want no third cut", s)
+	}
+}
