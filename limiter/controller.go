@@ -209,12 +209,15 @@ const (
 	// the store's own.
 	littleHeadroom = 1.25
 	// usedHeadroom: while latency may be a queue of ours, the concurrency
-	// limit is kept at most at usedHeadroom times the time-averaged
-	// in-flight count of a window with traffic in which it was not the
-	// bottleneck (and at least 1), as TCP keeps an unused congestion window
-	// from growing: slots far above what the loader uses let a stall of the
-	// store pile a burst of our attempts up in it, and a store whose insert
-	// limit is one slot refuses all but one of them. A loader that needs
+	// limit is kept at most at usedHeadroom times the in-flight count the
+	// loader uses (and at least 1): at each Tick, that of a window with
+	// traffic in which it was not the bottleneck (its time average, or
+	// requests/s × mean latency if larger); at each startup round, the
+	// larger of the windows' EWMA and the current window's average so far,
+	// unless concurrency bound in it. So TCP keeps an unused congestion
+	// window from growing: slots far above what the loader uses let a stall
+	// of the store pile a burst of our attempts up in it, and a store whose
+	// insert limit is one slot refuses all but one of them. A loader that needs
 	// more fills the slots it has, and they grow. (Bursts of requests sent
 	// at once and rarely queue in the FIFO rather than overlap.)
 	usedHeadroom = 2
