@@ -123,10 +123,11 @@ const (
 	historyWindows = 8
 	// spikeRatio: a throttle of an attempt sent with n ≥ 2 in flight, where
 	// n ≥ spikeRatio·typical + 1 (typical: the time-averaged in-flight
-	// count), or fewer than one is usual and the refusal looks like a
-	// stall (no Retry-After, and not answered at the usual latency: it
-	// waited in the store), is a concurrency event: the store stalled and
-	// our attempts piled up behind it (VictoriaMetrics'
+	// count), or one slot was usual (fewer than one in flight on average,
+	// or a limit of 1 that grew within the Window) and the refusal looks
+	// like a stall (no Retry-After, and not answered at the usual latency:
+	// it waited in the store), is a concurrency event: the store stalled
+	// and our attempts piled up behind it (VictoriaMetrics'
 	// -maxConcurrentInserts), not a rate we sent too fast. It cuts
 	// concurrency to the usual count and leaves the rate alone. (A rate
 	// quota refuses at once, or with a Retry-After, whatever is in flight.)
@@ -336,6 +337,8 @@ type Controller struct {
 	roundSent    float64   // units granted in this round
 	grewFrom     float64   // the rate before its latest growth, which the store had taken in full
 	grewAt       time.Time // when
+	concGrewFrom int       // the concurrency limit before its latest growth
+	concGrewAt   time.Time // when
 
 	avgInFlight float64 // EWMA of the windows' time-averaged in-flight counts
 	haveFlight  bool    // avgInFlight has a completed window
@@ -857,7 +860,7 @@ func (c *Controller) inFlightLocked(now time.Time) (usual, typical float64) {
 // It cuts the limit the throttle points at:
 //
 //   - A spike (see spikeRatio): p was sent with more attempts in flight
-//     than usual. The store stalled and queued our attempts
+//     than usual, or than the one slot concurrency just grew from. The store stalled and queued our attempts
 //     (VictoriaMetrics rejects the ones that waited too long): concurrency
 //     is cut to the usual in-flight count, below p's; the rate, which did
 //     not cause it, keeps its limit and its startup.
@@ -894,7 +897,10 @@ func (c *Controller) cutLocked(p *Permit, s Sample, share float64, now time.Time
 	usual, typical := c.inFlightLocked(now)
 	quick := s.Latency > 0 && c.latBase > 0 && !c.isHighLocked(s.Latency) // answered at the usual latency
 	stall := retryAfter <= 0 && !quick
-	if n >= 2 && ((usual < 1 && stall) || float64(n) >= spikeRatio*typical+1) {
+	// One slot lately: usually less than one attempt in flight, or a limit
+	// of one until concurrency grew within the Window.
+	oneSlot := usual < 1 || c.concGrewFrom == 1 && now.Before(c.concGrewAt.Add(c.cfg.Window))
+	if n >= 2 && ((oneSlot && stall) || float64(n) >= spikeRatio*typical+1) {
 		if !concDue {
 			return true
 		}
@@ -1184,6 +1190,7 @@ func (c *Controller) Tick(now time.Time) {
 			}
 			if c.concLimit() > from {
 				grew = true
+				c.concGrewFrom, c.concGrewAt = from, now
 				if !c.latLoad {
 					c.growTest = concTest{active: true, prev: prev, from: from, to: c.concLimit(), goodput: goodput}
 				}

@@ -1376,3 +1376,56 @@ func TestRecutOnce(t *testing.T) {
 		t.Fatalf("throttles after the re-cut, within its Window: %+v, want no third cut", s)
 	}
 }
+
+func TestStallAfterGrowthFromOneSlot(t *testing.T) {
+	// VictoriaMetrics with -maxConcurrentInserts=1 under a loader that
+	// always has a write waiting: one write is always in flight, so the
+	// usual count is 1, not below it. When concurrency grows to 2, the
+	// second write waits behind the first, and is refused when the first
+	// stalls. That is the growth's failure, not the rate's: concurrency goes
+	// back to 1 and the rate keeps its limit.
+	c, clk := newFake(t, 1000, func(cfg *Config) { cfg.InitialConcurrency = 1 })
+	for range 250 { // 500ms of back-to-back writes of 2ms, a second one waiting
+		p := take(t, c, 1)[0]
+		if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+			t.Fatalf("second TryAcquire at concurrency 1: %v, want ErrNoCapacity", err)
+		}
+		clk.advance(ms(2))
+		p.Done(success(ms(2)))
+	}
+	clk.tick(c)
+	before := c.Snapshot()
+	if before.Concurrency != 2 || before.LatencyBaseline != ms(2) {
+		t.Fatalf("setup: %+v, want concurrency grown to 2 at a 2ms baseline", before)
+	}
+	ps := take(t, c, 2)
+	clk.advance(ms(12))
+	refused := congested("victoriametrics_insert_limit")
+	refused.Latency = ms(10) // it waited 10ms for the insert slot
+	ps[1].Done(refused)
+	ps[0].Done(success(ms(12)))
+	s := c.Snapshot()
+	if s.Concurrency != 1 || s.Rate != before.Rate {
+		t.Fatalf("after a stall at 2 in flight right after growing from 1: %+v, want concurrency 1 and the rate kept at %v", s, before.Rate)
+	}
+
+	// Long after the growth, with 2 in flight as usual, the same refusal
+	// is the rate's: the store took two at a time.
+	c, clk = newFake(t, 1000, func(cfg *Config) { cfg.InitialConcurrency = 2; cfg.MaxConcurrency = 2 })
+	for range 4 {
+		for range 250 {
+			ps := take(t, c, 2)
+			clk.advance(ms(2))
+			doneAll(ps, success(ms(2)))
+		}
+		clk.tick(c)
+	}
+	before = c.Snapshot()
+	ps = take(t, c, 2)
+	clk.advance(ms(12))
+	ps[1].Done(refused)
+	ps[0].Done(success(ms(12)))
+	if s := c.Snapshot(); s.Rate >= before.Rate {
+		t.Fatalf("after a stall at the usual 2 in flight: %+v, want the rate cut from %v", s, before.Rate)
+	}
+}
