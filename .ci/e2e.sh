@@ -37,8 +37,9 @@ dpkg-query -W victoria-metrics nginx 2>/dev/null | sed 's/^/== using /' || true
 echo "== go test -tags e2e ./e2e/"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+status=0
 go test -tags e2e -count=1 -v -timeout 15m \
-  -skip 'TestVictoriaMetricsThrottling/goodput' ./e2e/... 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+  -skip 'TestVictoriaMetricsThrottling/goodput' ./e2e/... 2>&1 | tee "$log" ||
+  status=${PIPESTATUS[0]}
 grep 'RESULT' "$log" | sed 's/^ */== /' || true
 exit "$status"

@@ -860,7 +860,8 @@ func (c *Controller) inFlightLocked(now time.Time) (usual, typical float64) {
 // It cuts the limit the throttle points at:
 //
 //   - A spike (see spikeRatio): p was sent with more attempts in flight
-//     than usual, or than the one slot concurrency just grew from. The store stalled and queued our attempts
+//     than usual, or it looks like a stall and was sent with more than the
+//     one slot that was usual, or that concurrency just grew from. The store stalled and queued our attempts
 //     (VictoriaMetrics rejects the ones that waited too long): concurrency
 //     is cut to the usual in-flight count, below p's; the rate, which did
 //     not cause it, keeps its limit and its startup.
@@ -1220,6 +1221,7 @@ func (c *Controller) Tick(now time.Time) {
 				c.conc.v = c.conc.clamp(floor)
 				if c.concLimit() > from {
 					grew = true
+					c.concGrewFrom, c.concGrewAt = from, now
 					c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLittle, "", now)
 				}
 			}

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -1229,6 +1230,23 @@ func TestColdBucketHoldsTwoWrites(t *testing.T) {
 		t.Errorf("cold burst %v, want two writes (%v)", s.Burst, 2*size)
 	}
 	doneAll([]*Permit{a, b}, success(ms(1)))
+
+	// The same through Acquire, the proxy's path.
+	c, _ = newFake(t, 1e6, func(cfg *Config) { cfg.Burst = 0; cfg.InitialConcurrency = 8 })
+	for i := range 2 {
+		// A write admitted at once never looks at ctx; one that waits would
+		// wait on the fake clock for ever, so ctx bounds it.
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		p, err := c.Acquire(ctx, size)
+		cancel()
+		if err != nil {
+			t.Fatalf("Acquire #%d before the first answer: %v (%+v), want it admitted at once", i+1, err, c.Snapshot())
+		}
+		defer p.Done(success(ms(1)))
+	}
+	if s := c.Snapshot(); s.Burst != 2*size {
+		t.Errorf("Acquire: cold burst %v, want two writes (%v)", s.Burst, 2*size)
+	}
 }
 
 func TestFastConvergenceRestartsTheCurve(t *testing.T) {
@@ -1254,6 +1272,12 @@ func TestFastConvergenceRestartsTheCurve(t *testing.T) {
 		s := c.Snapshot()
 		if s.Rate >= s.LastMaxRate || s.Phase != PhaseRecovering {
 			t.Errorf("share %v: after the refusal below the throttle point: %+v, want the rate below the new point, recovering", share, s)
+		}
+		// The refusal came at base (the goodput, at most the limit); the
+		// cut goes to v, the new point halfway between.
+		base := s.Rate / (1 - (1-decreaseFactor)*share)
+		if want := (base + s.Rate) / 2; !approx(s.LastMaxRate, want) {
+			t.Errorf("share %v: new throttle point %v, want %v, halfway between the refusal at %v and the cut to %v", share, s.LastMaxRate, want, base, s.Rate)
 		}
 		want := time.Duration(math.Cbrt((1-c.rate.v/c.rate.lastMax)/cubicScale) * float64(time.Second))
 		if (c.rate.k - want).Abs() > time.Microsecond {
@@ -1407,6 +1431,36 @@ func TestStallAfterGrowthFromOneSlot(t *testing.T) {
 	s := c.Snapshot()
 	if s.Concurrency != 1 || s.Rate != before.Rate {
 		t.Fatalf("after a stall at 2 in flight right after growing from 1: %+v, want concurrency 1 and the rate kept at %v", s, before.Rate)
+	}
+
+	// A Window after the growth from 1, the same refusal is no longer the
+	// growth's: it cuts the rate.
+	c, clk = newFake(t, 1000, func(cfg *Config) { cfg.InitialConcurrency = 1 })
+	for range 250 {
+		p := take(t, c, 1)[0]
+		if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+			t.Fatalf("second TryAcquire at concurrency 1: %v, want ErrNoCapacity", err)
+		}
+		clk.advance(ms(2))
+		p.Done(success(ms(2)))
+	}
+	clk.tick(c)
+	grown := clk.now
+	for clk.now.Before(grown.Add(DefaultWindow)) { // one at a time, as usual
+		p := take(t, c, 1)[0]
+		clk.advance(ms(2))
+		p.Done(success(ms(2)))
+	}
+	before = c.Snapshot()
+	if before.Concurrency != 2 {
+		t.Fatalf("setup: %+v, want concurrency 2", before)
+	}
+	ps = take(t, c, 2)
+	clk.advance(ms(12))
+	ps[1].Done(refused)
+	ps[0].Done(success(ms(12)))
+	if s := c.Snapshot(); s.Rate >= before.Rate {
+		t.Fatalf("after a stall at 2 in flight a Window after growing from 1: %+v, want the rate cut from %v", s, before.Rate)
 	}
 
 	// Long after the growth, with 2 in flight as usual, the same refusal
