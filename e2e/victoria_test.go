@@ -215,7 +215,7 @@ func measureAgent(t *testing.T, job string, throughSluice bool) agentRun {
 	}
 	a := startVMAgent(t, remote+"/api/v1/write", job)
 	l := bulkLoad(a.url, job)
-	l.Batches = 20
+	l.Batches = 80
 	var r agentRun
 	r.samples = l.Samples()
 	start := time.Now()

@@ -132,6 +132,15 @@ const (
 	// concurrency to the usual count and leaves the rate alone. (A rate
 	// quota refuses at once, or with a Retry-After, whatever is in flight.)
 	spikeRatio = 1.5
+	// failedGrowthHold: when the store refuses a growth of concurrency at
+	// once (a spike within a Window of the growth), the next growth to
+	// that limit waits this long, doubling with every further refusal of
+	// it in a row up to maxFailedGrowthHold; a growth the store takes, or
+	// one to another limit, starts the count again. A store with a fixed
+	// number of slots (VictoriaMetrics' -maxConcurrentInserts) then refuses
+	// a probe every half minute instead of every two seconds.
+	failedGrowthHold    = 2 * time.Second
+	maxFailedGrowthHold = 32 * time.Second
 	// grewRecent: a rate cut within this many Windows of a growth of the
 	// rate does not go below what the store took at the rate before that
 	// growth (over the window or startup round that earned it), whatever a
@@ -339,6 +348,9 @@ type Controller struct {
 	grewAt       time.Time // when
 	concGrewFrom int       // the concurrency limit before its latest growth
 	concGrewAt   time.Time // when
+	failedLevel  int       // the concurrency limit whose growth the store last refused at once
+	failedGrowth int       // consecutive such refusals of growth to failedLevel
+	concHold     time.Time // no growth to failedLevel before this
 
 	avgInFlight float64 // EWMA of the windows' time-averaged in-flight counts
 	haveFlight  bool    // avgInFlight has a completed window
@@ -910,6 +922,7 @@ func (c *Controller) cutLocked(p *Permit, s Sample, share float64, now time.Time
 		c.conc.cutTo(min(c.conc.v, float64(n)), to)
 		c.lastConcCut = now
 		c.cutDoneLocked(now)
+		c.holdFailedGrowthLocked(from, now)
 		// The rate did not cause it: its startup round goes on.
 		c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonCongestion, cause, now)
 		return true
@@ -1004,6 +1017,24 @@ func (c *Controller) cutLocked(p *Permit, s Sample, share float64, now time.Time
 	c.logChangeLocked(limitRate, fromRate, c.rate.v, reasonCongestion, cause, now)
 	c.logChangeLocked(limitConc, float64(fromConc), float64(c.concLimit()), reasonCongestion, cause, now)
 	return false
+}
+
+// holdFailedGrowthLocked notes a spike cut from the concurrency limit from:
+// when it came within a Window of growing to from (the store refused the
+// new slots at once), growth back to from waits failedGrowthHold·2^(n−1)
+// after the nth such refusal in a row, at most maxFailedGrowthHold.
+// Requires that c.mu is held.
+func (c *Controller) holdFailedGrowthLocked(from int, now time.Time) {
+	if c.concGrewAt.IsZero() || !now.Before(c.concGrewAt.Add(c.cfg.Window)) || from <= c.concGrewFrom {
+		return // not the growth's failure
+	}
+	if from == c.failedLevel {
+		c.failedGrowth++
+	} else {
+		c.failedLevel, c.failedGrowth = from, 1
+	}
+	hold := failedGrowthHold << min(c.failedGrowth-1, 16)
+	c.concHold = now.Add(min(hold, maxFailedGrowthHold))
 }
 
 // okPeakLocked returns the highest in-flight count at grant of an attempt
@@ -1118,6 +1149,9 @@ func (c *Controller) Tick(now time.Time) {
 		return
 	}
 	c.flightLocked(now)
+	if c.failedGrowth > 0 && c.concLimit() >= c.failedLevel && !now.Before(c.concGrewAt.Add(c.cfg.Window)) {
+		c.failedLevel, c.failedGrowth = 0, 0 // the store took the growth (see failedGrowthHold)
+	}
 	w := c.win
 	c.hist[c.histNext] = winStat{
 		elapsed: elapsed, accepted: w.accepted, samples: w.samples,
@@ -1188,6 +1222,9 @@ func (c *Controller) Tick(now time.Time) {
 				c.conc.v = c.conc.clamp(c.conc.v * growthCap)
 			} else {
 				c.conc.grow(elapsed)
+			}
+			if now.Before(c.concHold) && c.concLimit() >= c.failedLevel {
+				c.conc.v = max(float64(from), float64(c.failedLevel-1)) // see failedGrowthHold
 			}
 			if c.concLimit() > from {
 				grew = true

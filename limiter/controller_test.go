@@ -1483,3 +1483,47 @@ func TestStallAfterGrowthFromOneSlot(t *testing.T) {
 		t.Fatalf("after a stall at the usual 2 in flight: %+v, want the rate cut from %v", s, before.Rate)
 	}
 }
+
+func TestFailedGrowthHeldOff(t *testing.T) {
+	// A store with one slot that refuses a second write whenever the first
+	// stalls, and always has a stalled one when there are two: every growth
+	// of concurrency to 2 is refused at once. The next growth waits longer
+	// after each refusal, so over a minute the store refuses a handful of
+	// writes, not one every two seconds.
+	c, clk := newFake(t, 1000, func(cfg *Config) { cfg.InitialConcurrency = 1 })
+	refused := congested("victoriametrics_insert_limit")
+	refused.Latency = ms(10)
+	var growths []time.Duration
+	start, nextTick := clk.now, clk.now.Add(DefaultWindow)
+	for clk.now.Sub(start) < time.Minute {
+		if c.Snapshot().Concurrency >= 2 {
+			growths = append(growths, clk.now.Sub(start))
+			ps := take(t, c, 2)
+			clk.advance(ms(12))
+			ps[1].Done(refused)
+			ps[0].Done(success(ms(12)))
+		} else {
+			p := take(t, c, 1)[0]
+			if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+				t.Fatalf("second TryAcquire at concurrency 1: %v, want ErrNoCapacity", err)
+			}
+			clk.advance(ms(2))
+			p.Done(success(ms(2)))
+		}
+		if !clk.now.Before(nextTick) {
+			clk.tick(c)
+			nextTick = clk.now.Add(DefaultWindow)
+		}
+	}
+	if len(growths) < 3 || len(growths) > 7 {
+		t.Fatalf("growths to 2 refused at %v: want 3 to 7 in a minute", growths)
+	}
+	for i := 2; i < len(growths); i++ {
+		if gap, prev := growths[i]-growths[i-1], growths[i-1]-growths[i-2]; gap < prev*3/2 {
+			t.Errorf("growths to 2 refused at %v: gap %v after %v, want each at least 1.5× the one before", growths, gap, prev)
+		}
+	}
+	if s := c.Snapshot(); s.Rate != 1000 {
+		t.Errorf("rate %v, want 1000: the refusals were concurrency's", s.Rate)
+	}
+}
