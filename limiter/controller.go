@@ -873,7 +873,8 @@ func (c *Controller) inFlightLocked(now time.Time) (usual, typical float64) {
 //
 //   - A spike (see spikeRatio): p was sent with more attempts in flight
 //     than usual, or it looks like a stall and was sent with more than the
-//     one slot that was usual, or that concurrency just grew from. The store stalled and queued our attempts
+//     one slot that was usual, or that concurrency just grew from. The
+//     store stalled and queued our attempts
 //     (VictoriaMetrics rejects the ones that waited too long): concurrency
 //     is cut to the usual in-flight count, below p's; the rate, which did
 //     not cause it, keeps its limit and its startup.
@@ -1150,7 +1151,8 @@ func (c *Controller) Tick(now time.Time) {
 	}
 	c.flightLocked(now)
 	if c.failedGrowth > 0 && c.concLimit() >= c.failedLevel && !now.Before(c.concGrewAt.Add(c.cfg.Window)) {
-		c.failedLevel, c.failedGrowth = 0, 0 // the store took the growth (see failedGrowthHold)
+		// The store took the growth (see failedGrowthHold).
+		c.failedLevel, c.failedGrowth, c.concHold = 0, 0, time.Time{}
 	}
 	w := c.win
 	c.hist[c.histNext] = winStat{
@@ -1223,7 +1225,7 @@ func (c *Controller) Tick(now time.Time) {
 			} else {
 				c.conc.grow(elapsed)
 			}
-			if now.Before(c.concHold) && c.concLimit() >= c.failedLevel {
+			if c.failedLevel > 0 && now.Before(c.concHold) && c.concLimit() >= c.failedLevel {
 				c.conc.v = max(float64(from), float64(c.failedLevel-1)) // see failedGrowthHold
 			}
 			if c.concLimit() > from {
