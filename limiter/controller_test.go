@@ -1527,3 +1527,23 @@ func TestFailedGrowthHeldOff(t *testing.T) {
 		t.Errorf("rate %v, want 1000: the refusals were concurrency's", s.Rate)
 	}
 }
+
+func TestTakenGrowthEndsTheHold(t *testing.T) {
+	// Concurrency reached the refused limit another way (Little's law)
+	// during a hold, and the store took it for a Window: the refusals are
+	// forgotten and the hold ends with them, so it cannot stop the growth
+	// past that limit.
+	c, clk := newFake(t, 1000, func(cfg *Config) { cfg.InitialConcurrency = 2 })
+	c.mu.Lock()
+	c.failedLevel, c.failedGrowth = 2, 3
+	c.concHold = clk.now.Add(30 * time.Second)
+	c.concGrewFrom, c.concGrewAt = 1, clk.now
+	c.mu.Unlock()
+	clk.advance(DefaultWindow)
+	clk.tick(c)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failedLevel != 0 || c.failedGrowth != 0 || !c.concHold.IsZero() {
+		t.Errorf("after a Window at the refused limit: failed level %d, count %d, hold until %v; want all cleared", c.failedLevel, c.failedGrowth, c.concHold)
+	}
+}
