@@ -124,6 +124,31 @@ func batchWindow(t *testing.T, c *Controller, clk *fakeClock, batch int, lat tim
 	clk.tick(c)
 }
 
+// paced sends n requests one at a time, one every gap, each accepted at
+// once with a 1ms latency.
+func paced(t *testing.T, c *Controller, clk *fakeClock, n int, gap time.Duration) {
+	t.Helper()
+	for range n {
+		clk.advance(gap)
+		take(t, c, 1)[0].Done(success(ms(1)))
+	}
+}
+
+// oneSlotWindow is 500ms of back-to-back writes of 2ms at concurrency 1, a
+// second write always waiting on the limit (VictoriaMetrics with one insert
+// slot and a loader that keeps it busy); it does not tick.
+func oneSlotWindow(t *testing.T, c *Controller, clk *fakeClock) {
+	t.Helper()
+	for range 250 {
+		p := take(t, c, 1)[0]
+		if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+			t.Fatalf("second TryAcquire at concurrency 1: %v, want ErrNoCapacity", err)
+		}
+		clk.advance(ms(2))
+		p.Done(success(ms(2)))
+	}
+}
+
 func TestOutcomeString(t *testing.T) {
 	f := func(o Outcome, want string) {
 		t.Helper()
@@ -725,10 +750,7 @@ func TestQuotaRefusalBelowThrottlePoint(t *testing.T) {
 	// controller aims lower than where it was refused; and throttles that
 	// keep coming after a cut by a Retry-After cut again within the window.
 	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 1 })
-	for range 25 { // 500ms at 50/s, all accepted
-		clk.advance(ms(20))
-		take(t, c, 1)[0].Done(success(ms(1)))
-	}
+	paced(t, c, clk, 25, ms(20)) // 500ms at 50/s, all accepted
 	clk.advance(ms(20))
 	take(t, c, 1)[0].Done(congestedRA(2 * time.Second))
 	first := c.Snapshot()
@@ -917,11 +939,7 @@ func TestSpikeCutsConcurrencyOnly(t *testing.T) {
 	// goes to the usual in-flight count, and the rate, which did not cause
 	// it, keeps its limit and its startup.
 	c, clk := newFake(t, 100, func(cfg *Config) { cfg.InitialConcurrency = 4; cfg.Burst = 1 })
-	for range 40 { // 400ms of one request at a time, 1ms each
-		clk.advance(ms(10))
-		p := take(t, c, 1)[0]
-		p.Done(success(ms(1)))
-	}
+	paced(t, c, clk, 40, ms(10)) // 400ms of one request at a time, 1ms each
 	clk.advance(ms(10))
 	stalled := take(t, c, 1)[0]
 	clk.advance(ms(10))
@@ -958,10 +976,7 @@ func TestRecutWhenThrottlesContinue(t *testing.T) {
 	// the rate is cut again, from the share the store took, instead of
 	// sending into the quota until the window ends.
 	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 1 })
-	for range 20 { // 400ms at 50/s, all accepted
-		clk.advance(ms(20))
-		take(t, c, 1)[0].Done(success(ms(1)))
-	}
+	paced(t, c, clk, 20, ms(20)) // 400ms at 50/s, all accepted
 	clk.advance(ms(20))
 	take(t, c, 1)[0].Done(congested("status_429"))
 	first := c.Snapshot()
@@ -1256,10 +1271,7 @@ func TestFastConvergenceRestartsTheCurve(t *testing.T) {
 	f := func(share float64) {
 		t.Helper()
 		c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 1 })
-		for range 25 {
-			clk.advance(ms(20))
-			take(t, c, 1)[0].Done(success(ms(1)))
-		}
+		paced(t, c, clk, 25, ms(20))
 		clk.advance(ms(20))
 		take(t, c, 1)[0].Done(congestedRA(2 * time.Second))
 		clk.advance(DefaultWindow)
@@ -1372,10 +1384,7 @@ func TestRecutOnce(t *testing.T) {
 	// Window; later cuts are once per Window, even when throttles keep
 	// coming (on a shared store they say little of one sidecar's rate).
 	c, clk := newFake(t, 100, func(cfg *Config) { cfg.Burst = 1 })
-	for range 20 {
-		clk.advance(ms(20))
-		take(t, c, 1)[0].Done(success(ms(1)))
-	}
+	paced(t, c, clk, 20, ms(20))
 	clk.advance(ms(20))
 	take(t, c, 1)[0].Done(congested("status_429"))
 	refuseTwoOfThree := func() {
@@ -1409,14 +1418,7 @@ func TestStallAfterGrowthFromOneSlot(t *testing.T) {
 	// stalls. That is the growth's failure, not the rate's: concurrency goes
 	// back to 1 and the rate keeps its limit.
 	c, clk := newFake(t, 1000, func(cfg *Config) { cfg.InitialConcurrency = 1 })
-	for range 250 { // 500ms of back-to-back writes of 2ms, a second one waiting
-		p := take(t, c, 1)[0]
-		if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
-			t.Fatalf("second TryAcquire at concurrency 1: %v, want ErrNoCapacity", err)
-		}
-		clk.advance(ms(2))
-		p.Done(success(ms(2)))
-	}
+	oneSlotWindow(t, c, clk)
 	clk.tick(c)
 	before := c.Snapshot()
 	if before.Concurrency != 2 || before.LatencyBaseline != ms(2) {
@@ -1436,14 +1438,7 @@ func TestStallAfterGrowthFromOneSlot(t *testing.T) {
 	// A Window after the growth from 1, the same refusal is no longer the
 	// growth's: it cuts the rate.
 	c, clk = newFake(t, 1000, func(cfg *Config) { cfg.InitialConcurrency = 1 })
-	for range 250 {
-		p := take(t, c, 1)[0]
-		if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
-			t.Fatalf("second TryAcquire at concurrency 1: %v, want ErrNoCapacity", err)
-		}
-		clk.advance(ms(2))
-		p.Done(success(ms(2)))
-	}
+	oneSlotWindow(t, c, clk)
 	clk.tick(c)
 	grown := clk.now
 	for clk.now.Before(grown.Add(DefaultWindow)) { // one at a time, as usual
