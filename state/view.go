@@ -139,5 +139,9 @@ func RedactUserinfo(u string) string {
 	if !hasPassword {
 		return u
 	}
-	return scheme + "://" + user + ":xxxxx" + rest[at:]
+	return scheme + "://" + user + ":" + redactedPassword + rest[at:]
 }
+
+// redactedPassword stands for a password in a displayed URL, as
+// net/url's URL.Redacted shows it.
+const redactedPassword = "xxxxx"
