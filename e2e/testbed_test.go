@@ -94,8 +94,32 @@ func startProcess(t *testing.T, name, dir string, env []string, argv ...string) 
 		if t.Failed() {
 			t.Logf("%s log (last lines):\n%s", name, p.logTail(40))
 		}
+		p.keepLog()
 	})
 	return p
+}
+
+// keepLog copies the process's log into $E2E_LOG_DIR, when that is set,
+// as <test>-<name>.log, ending with the CPU time the process used: for
+// reading a run afterwards (the test's own directory is removed).
+func (p *process) keepLog() {
+	dir := os.Getenv("E2E_LOG_DIR")
+	if dir == "" {
+		return
+	}
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		p.t.Logf("e2e: E2E_LOG_DIR: %v", err)
+		return
+	}
+	if !p.running() { // Wait has set ProcessState
+		st := p.cmd.ProcessState
+		b = fmt.Appendf(b, "e2e: %s used %v user, %v system CPU\n", p.name, st.UserTime(), st.SystemTime())
+	}
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(p.t.Name()) + "-" + p.name + ".log"
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		p.t.Logf("e2e: E2E_LOG_DIR: %v", err)
+	}
 }
 
 func (p *process) start(env, argv []string) {
