@@ -241,7 +241,7 @@ func (c *sluiceClient) classify(ctx context.Context, w *writeReq, a attempt) cla
 	}
 	res := c.e.profile.Classify(a.status, a.header, prefix, time.Now())
 	if res.Kind == classify.OK {
-		if sc := c.e.profile.NewScanner(w.method, urlPath(w.url), a.status, a.header); sc != nil {
+		if sc := c.e.profile.NewScanner(classify.Request{Method: w.method, Path: urlPath(w.url)}, a.status, a.header); sc != nil {
 			_, _ = sc.Write(a.body)
 			res = sc.Result()
 		}

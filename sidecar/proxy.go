@@ -215,6 +215,7 @@ type exchange struct {
 	attempts  int
 	last      classify.Result // the last attempt's classification
 	bodyBytes int64           // request body size, -1 unknown
+	items     int             // writes in a buffered batch body (classify.Profile.RequestItems), -1 unknown
 	status    int             // what the loader was answered
 	loader    context.Context // the loader's own request context
 	rc        *http.ResponseController
@@ -233,7 +234,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if job == "" {
 		job = p.defaultJob
 	}
-	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, loader: r.Context(), rc: http.NewResponseController(w)}
+	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), rc: http.NewResponseController(w)}
 	defer func() { p.m.requests.WithLabelValues(strconv.Itoa(ex.status)).Inc() }()
 	if !state.ValidJobID(job) {
 		ex.status = http.StatusBadRequest
@@ -421,6 +422,7 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 		p.setReadDeadline(ex, time.Time{})
 		p.m.buffered.Inc()
 		ex.buffered, ex.retryable = true, canRetry
+		ex.items = p.profile.RequestItems(out.Header, buf)
 		return buf, func() { p.budget.release(n) }, nil
 	case n < 0 && p.budget.reserve(p.retryBodyMax):
 		// Unknown length: read up to the limit; a longer body streams on.
@@ -437,6 +439,7 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 			p.noteBodySize(read)
 			p.m.buffered.Inc()
 			ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, read
+			ex.items = p.profile.RequestItems(out.Header, b.Bytes())
 			return b.Bytes(), func() { p.budget.release(read) }, nil
 		}
 		p.m.streamed.Inc()
@@ -548,7 +551,8 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 	ex.last = res
 	ab := &attemptBody{rc: resp.Body, cancel: cancel}
 	if res.Kind == classify.OK {
-		ab.scanner = p.profile.NewScanner(req.Method, req.URL.Path, resp.StatusCode, resp.Header)
+		ab.scanner = p.profile.NewScanner(classify.Request{Method: req.Method, Path: req.URL.Path, Header: req.Header, Items: ex.items},
+			resp.StatusCode, resp.Header)
 	}
 	ab.done = func() {
 		final := res
@@ -773,7 +777,8 @@ func (b *prefixedBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b *prefixedBody) Close() error               { return b.c.Close() }
 
 // attemptBody is the store's response body as the loader reads it. It feeds
-// the profile's scanner (Elasticsearch bulk items) and, on Close, ends the
+// the profile's scanner (Elasticsearch bulk items, DynamoDB unprocessed
+// writes) and, on Close, ends the
 // attempt: its deadline is released and its outcome reported.
 type attemptBody struct {
 	rc      io.ReadCloser

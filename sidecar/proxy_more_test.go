@@ -182,6 +182,50 @@ func TestElasticsearchPartialBulk(t *testing.T) {
 	})
 }
 
+// TestDynamoDBPartialBatch: a 200 BatchWriteItem answer that hands writes
+// back under UnprocessedItems reaches the loader byte for byte (the loader's
+// SDK sends them again), cuts the limiter as a partial throttle, and the
+// writes the store took count as the job's progress.
+func TestDynamoDBPartialBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const request = `{"RequestItems":{"Forum":[` +
+			`{"PutRequest":{"Item":{"Name":{"S":"a"}}}},{"PutRequest":{"Item":{"Name":{"S":"b"}}}},{"PutRequest":{"Item":{"Name":{"S":"c"}}}}],` +
+			`"Thread":[{"DeleteRequest":{"Key":{"Subject":{"S":"d"}}}},{"PutRequest":{"Item":{"Subject":{"S":"e"}}}}]}}`
+		const partial = `{"UnprocessedItems":{"Forum":[{"PutRequest":{"Item":{"Name":{"S":"c"}}}}],` +
+			`"Thread":[{"PutRequest":{"Item":{"Subject":{"S":"e"}}}}]},"ConsumedCapacity":[]}`
+		answer := partial
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if got, _ := io.ReadAll(r.Body); string(got) != request {
+				t.Errorf("store got %q", got)
+			}
+			w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+			_, _ = io.WriteString(w, answer)
+		})
+		s := newTestServer(t, store, "PROFILE=dynamodb", "RETRY_POST=true")
+		batch := func() *httptest.ResponseRecorder {
+			return send(s.ProxyHandler(), context.Background(), http.MethodPost, "/", request,
+				HeaderJob, "ddb", "X-Amz-Target", "DynamoDB_20120810.BatchWriteItem", "Content-Type", "application/x-amz-json-1.0")
+		}
+		if rec := batch(); rec.Code != http.StatusOK || rec.Body.String() != partial {
+			t.Fatalf("loader got %d %q, want the store's answer unchanged", rec.Code, rec.Body)
+		}
+		if snap := s.lim.Snapshot(); snap.LastReason != "dynamodb_unprocessed_items" {
+			t.Errorf("limiter's last signal %q, want dynamodb_unprocessed_items", snap.LastReason)
+		}
+		answer = `{"UnprocessedItems":{}}`
+		if rec := batch(); rec.Code != http.StatusOK {
+			t.Fatalf("loader got %d %q", rec.Code, rec.Body)
+		}
+		j, err := s.jobs.Get("ddb")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Totals.Items != 3+5 || j.Totals.Throttled != 1 {
+			t.Errorf("job totals %+v, want 3+5 acknowledged writes and one throttle", j.Totals)
+		}
+	})
+}
+
 // TestServeReturnsWhenAListenerFails: a listener that dies stops sluice with
 // its error instead of leaving Serve waiting for ever.
 func TestServeReturnsWhenAListenerFails(t *testing.T) {

@@ -1,6 +1,7 @@
 package classify
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -19,28 +20,51 @@ type Scanner interface {
 	io.Writer
 	// Result classifies what has been written so far: Throttled with
 	// Reason "es_bulk_item_429" and Share = Rejected/(Items+Rejected+Failed)
-	// if any item had status 429, otherwise OK with the counts.
+	// if any item had status 429, or with Reason
+	// "dynamodb_unprocessed_items" if any write came back unprocessed;
+	// otherwise OK with the counts.
 	Result() Result
 }
 
+// Request is what a Scanner needs to know of the request a response
+// answers.
+type Request struct {
+	Method string
+	// Path is the URL path; a query string is ignored.
+	Path string
+	// Header is the request's header: DynamoDB's X-Amz-Target names the
+	// operation.
+	Header http.Header
+	// Items is the number of writes the request carried, as
+	// [Profile.RequestItems] counted them; 0 or less when unknown.
+	Items int
+}
+
 // NewScanner returns a Scanner for a response that can report partial
-// throttling inside a 2xx, or nil when there is nothing to scan. Today that
-// is the Elasticsearch/OpenSearch `_bulk` API: profile Elasticsearch, method
-// POST or PUT, a path equal to "_bulk" or ending in "/_bulk" (a query string
-// or one trailing slash is ignored), status 2xx, and a JSON body (a
-// Content-Type naming json, or none). A body with a Content-Encoding other
-// than identity is not scanned: it would have to be decompressed, so a
-// proxy that wants the scan must not forward the loader's Accept-Encoding
-// on bulk requests. When NewScanner returns a Scanner, its Result is the
-// classification of the response, in place of Classify's.
-func (p Profile) NewScanner(method, path string, status int, h http.Header) Scanner {
-	if p != Elasticsearch || status < 200 || status > 299 {
+// throttling inside a 2xx, or nil when there is nothing to scan:
+//   - Elasticsearch/OpenSearch `_bulk`: profile Elasticsearch, method POST
+//     or PUT, a path equal to "_bulk" or ending in "/_bulk" (a query string
+//     or one trailing slash is ignored). Items rejected with 429 are the
+//     throttle.
+//   - DynamoDB BatchWriteItem: profile DynamoDB, method POST, X-Amz-Target
+//     naming BatchWriteItem. The writes under "UnprocessedItems" are the
+//     throttle (DynamoDB's answer to a batch past its table's capacity is a
+//     200 that hands them back); req.Items, when known, gives its share.
+//
+// Both need status 2xx and a JSON body (a Content-Type naming json, or
+// none). A body with a Content-Encoding other than identity is not
+// scanned: it would have to be decompressed, so a proxy that wants the
+// scan must not forward the loader's Accept-Encoding on such requests.
+// When NewScanner returns a Scanner, its Result is the classification of
+// the response, in place of Classify's.
+func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
+	if status < 200 || status > 299 {
 		return nil
 	}
-	if method != http.MethodPost && method != http.MethodPut {
-		return nil
-	}
-	if !isBulkPath(path) {
+	switch {
+	case p == Elasticsearch && (req.Method == http.MethodPost || req.Method == http.MethodPut) && isBulkPath(req.Path):
+	case p == DynamoDB && req.Method == http.MethodPost && isBatchWriteItem(req.Header):
+	default:
 		return nil
 	}
 	if ct := h.Get("Content-Type"); ct != "" && !strings.Contains(strings.ToLower(ct), "json") {
@@ -48,6 +72,9 @@ func (p Profile) NewScanner(method, path string, status int, h http.Header) Scan
 	}
 	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		return nil
+	}
+	if p == DynamoDB {
+		return &bulkScanner{status: status, dynamo: true, requested: max(req.Items, 0)}
 	}
 	return &bulkScanner{status: status}
 }
@@ -83,9 +110,10 @@ const (
 	ctValue = 3 // inside an object, after a key's colon
 
 	// keys that matter
-	keyOther  = 0
-	keyItems  = 1 // "items" at depth 1
-	keyStatus = 2 // "status" at depth 4
+	keyOther       = 0
+	keyItems       = 1 // "items" at depth 1 (Elasticsearch)
+	keyStatus      = 2 // "status" at depth 4 (Elasticsearch)
+	keyUnprocessed = 3 // "UnprocessedItems" at depth 1 (DynamoDB)
 
 	noStatus  = -1 // item without an integer status yet
 	badStatus = -2 // status is a number but not an integer (429.0, -1, 4e2)
@@ -93,6 +121,15 @@ const (
 
 type bulkScanner struct {
 	status int // HTTP status, for an OK Result's Reason
+
+	// DynamoDB BatchWriteItem instead of Elasticsearch _bulk: the writes
+	// counted are the objects in the arrays of the object under the
+	// top-level key "UnprocessedItems" (depth 4); the last such key counts,
+	// as for a JSON decoder.
+	dynamo      bool
+	requested   int  // writes the request carried; 0 when unknown
+	inUP        bool // inside the top-level "UnprocessedItems" object (depth 2)
+	unprocessed int
 
 	depth int                   // open containers; 0 between top-level values
 	ct    [maxTracked + 1]uint8 // container kind at depths 1..maxTracked
@@ -104,7 +141,7 @@ type bulkScanner struct {
 	// can no longer be "items" or "status" (too long, or not ASCII).
 	keyOn  bool
 	keyLen int8
-	key    [6]byte
+	key    [16]byte
 	uLeft  int8   // hex digits still due in a \uXXXX escape inside a key
 	uVal   uint16 // the escape's value so far
 	key1   uint8  // last key read at depth 1
@@ -220,6 +257,11 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 			case d == 2 && c == '{' && s.inItems:
 				s.inItem = true
 				s.itemStatus = noStatus
+			case d == 1 && c == '{' && s.ct[1] == ctValue && s.key1 == keyUnprocessed:
+				s.inUP = true
+				s.unprocessed = 0
+			case d == 3 && c == '{' && s.inUP && s.ct[2] == ctValue && s.ct[3] == ctArray:
+				s.unprocessed++
 			}
 			d++
 			s.depth = d
@@ -248,6 +290,8 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 				s.inItem = false
 			case d == 2 && s.inItems:
 				s.inItems = false
+			case d == 2 && s.inUP:
+				s.inUP = false
 			}
 			s.depth = d - 1
 		default:
@@ -320,10 +364,15 @@ func (s *bulkScanner) keyByte(c byte) {
 
 func (s *bulkScanner) endKey() {
 	k := uint8(keyOther)
-	switch string(s.key[:max(s.keyLen, 0)]) {
-	case "items":
+	key := s.key[:max(s.keyLen, 0)] // compared as string(key): no allocation
+	switch {
+	case s.dynamo:
+		if string(key) == "UnprocessedItems" {
+			k = keyUnprocessed
+		}
+	case string(key) == "items":
 		k = keyItems
-	case "status":
+	case string(key) == "status":
 		k = keyStatus
 	}
 	if s.depth == 1 {
@@ -373,6 +422,9 @@ func (s *bulkScanner) Result() Result {
 		// about its items, so none are counted or taken as throttled.
 		return Result{Kind: OK, Reason: statusReason(s.status), Items: -1}
 	}
+	if s.dynamo {
+		return s.dynamoResult()
+	}
 	r := Result{
 		Kind:     OK,
 		Reason:   statusReason(s.status),
@@ -386,6 +438,61 @@ func (s *bulkScanner) Result() Result {
 		r.Share = float64(s.rejected) / float64(s.items+s.rejected+s.failed)
 	}
 	return r
+}
+
+// maxBatchWrites is the most writes a DynamoDB BatchWriteItem request may
+// carry.
+const maxBatchWrites = 25
+
+func (s *bulkScanner) dynamoResult() Result {
+	r := Result{Kind: OK, Reason: statusReason(s.status), Items: -1}
+	if s.requested >= s.unprocessed && s.requested > 0 {
+		r.Items = s.requested - s.unprocessed
+	}
+	if s.unprocessed == 0 {
+		return r
+	}
+	r.Kind, r.Reason, r.Rejected = Throttled, "dynamodb_unprocessed_items", s.unprocessed
+	if r.Items >= 0 {
+		r.Share = float64(s.unprocessed) / float64(s.requested)
+	} else {
+		// The request's count is unknown: the share is at least this.
+		r.Share = min(1, float64(s.unprocessed)/maxBatchWrites)
+	}
+	return r
+}
+
+// isBatchWriteItem reports whether the request headers name DynamoDB's
+// BatchWriteItem ("X-Amz-Target: DynamoDB_20120810.BatchWriteItem").
+func isBatchWriteItem(h http.Header) bool {
+	t := h.Get("X-Amz-Target")
+	return strings.HasPrefix(t, "DynamoDB_") && strings.HasSuffix(t, ".BatchWriteItem")
+}
+
+// RequestItems counts the writes a request body carries, for the share of
+// them a Scanner's Result reports rejected: the PutRequest and
+// DeleteRequest objects under "RequestItems" of a DynamoDB BatchWriteItem
+// (profile DynamoDB, headers h naming the operation). It returns -1 for
+// any other request, and for a body that is not that JSON.
+func (p Profile) RequestItems(h http.Header, body []byte) int {
+	if p != DynamoDB || !isBatchWriteItem(h) {
+		return -1
+	}
+	var req struct {
+		RequestItems map[string][]json.RawMessage
+	}
+	if err := json.Unmarshal(body, &req); err != nil || req.RequestItems == nil {
+		return -1
+	}
+	n := 0
+	for _, writes := range req.RequestItems {
+		for _, w := range writes {
+			if len(w) > 0 && w[0] == '{' {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // isLiteralByte reports whether c can be part of true, false or null.

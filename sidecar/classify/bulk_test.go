@@ -15,7 +15,7 @@ func TestNewScanner(t *testing.T) {
 	jsonCT := hdr("Content-Type", "application/json; charset=UTF-8")
 	f := func(p Profile, method, path string, status int, h http.Header, want bool) {
 		t.Helper()
-		s := p.NewScanner(method, path, status, h)
+		s := p.NewScanner(Request{Method: method, Path: path}, status, h)
 		if got := s != nil; got != want {
 			t.Errorf("%v.NewScanner(%s %s, %d, %v) != nil is %v, want %v", p, method, path, status, h, got, want)
 		}
@@ -44,7 +44,7 @@ func TestNewScanner(t *testing.T) {
 	}
 
 	// A nil Scanner must be a nil interface, not a typed nil.
-	var s Scanner = Generic.NewScanner("POST", "/_bulk", 200, nil)
+	var s Scanner = Generic.NewScanner(Request{Method: "POST", Path: "/_bulk"}, 200, nil)
 	if s != nil {
 		t.Errorf("typed nil Scanner: %#v", s)
 	}
@@ -53,7 +53,12 @@ func TestNewScanner(t *testing.T) {
 // scan feeds body to a fresh scanner in the given chunk sizes (the rest in
 // one piece) and returns its Result.
 func scan(body []byte, chunks ...int) Result {
-	s := &bulkScanner{status: 200}
+	return feed(&bulkScanner{status: 200}, body, chunks...)
+}
+
+// feed writes body to s in the given chunk sizes (the rest in one piece)
+// and returns its Result.
+func feed(s *bulkScanner, body []byte, chunks ...int) Result {
 	for _, n := range chunks {
 		n = min(n, len(body))
 		if k, err := s.Write(body[:n]); k != n || err != nil {
@@ -217,7 +222,7 @@ func TestScannerLarge(t *testing.T) {
 // receiving every byte unchanged.
 func TestScannerThroughCopy(t *testing.T) {
 	body, want := bulkResponse(2_000, 2)
-	s := Elasticsearch.NewScanner(http.MethodPost, "/logs/_bulk", 200, hdr("Content-Type", "application/json"))
+	s := Elasticsearch.NewScanner(Request{Method: http.MethodPost, Path: "/logs/_bulk"}, 200, hdr("Content-Type", "application/json"))
 	var loader bytes.Buffer
 	n, err := io.Copy(io.MultiWriter(&loader, s), bytes.NewReader(body))
 	if err != nil || n != int64(len(body)) {

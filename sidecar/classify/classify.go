@@ -15,9 +15,11 @@
 // a 400, VictoriaMetrics' insert limit in a 503, ClickHouse's TOO_MANY_PARTS
 // in a 500. For those the caller reads at most [BodyPrefixMax] bytes of the
 // error body when [Profile.WantsBody] asks for it. Elasticsearch and
-// OpenSearch `_bulk` answer 200 even when some items were rejected with 429;
-// [Profile.NewScanner] returns a streaming [Scanner] that counts them while
-// the body flows to the loader, in constant memory.
+// OpenSearch `_bulk` answer 200 even when some items were rejected with 429,
+// and DynamoDB's BatchWriteItem answers 200 handing back the writes it did
+// not take under UnprocessedItems; [Profile.NewScanner] returns a streaming
+// [Scanner] that counts them while the body flows to the loader, in
+// constant memory.
 //
 // Everything here is pure: no I/O, no clocks (time is a parameter), no
 // shared state. All functions and methods are safe for concurrent use except
@@ -108,7 +110,8 @@ type Result struct {
 	// "dynamodb_provisioned_throughput_exceeded", "dynamodb_throttling",
 	// "dynamodb_request_limit_exceeded", "dynamodb_limit_exceeded",
 	// "dynamodb_transaction_throttled", "es_rejected_execution",
-	// "es_circuit_breaking", "es_bulk_item_429", "gcs_rate_limit_exceeded",
+	// "dynamodb_unprocessed_items", "es_circuit_breaking",
+	// "es_bulk_item_429", "gcs_rate_limit_exceeded",
 	// "gcs_user_rate_limit_exceeded", "victoriametrics_insert_limit",
 	// "clickhouse_too_many_parts", "clickhouse_too_many_simultaneous_queries",
 	// "clickhouse_too_many_partitions".
@@ -122,7 +125,9 @@ type Result struct {
 
 	// Share is the fraction of the attempt's work that was rejected, in
 	// [0, 1]: 0 for OK, 1 for a whole-request rejection, and for an
-	// Elasticsearch bulk response Rejected/(Items+Rejected+Failed).
+	// Elasticsearch bulk response Rejected/(Items+Rejected+Failed), for a
+	// DynamoDB BatchWriteItem one Rejected/(Items+Rejected) (at least
+	// Rejected/25 when the request's count is unknown).
 	Share float64
 
 	// Items is the number of items the store acknowledged (bulk: items with
@@ -131,7 +136,8 @@ type Result struct {
 	// or cut short): nothing unproven is reported as acknowledged.
 	Items int
 
-	// Rejected is the number of items rejected with 429 (bulk only).
+	// Rejected is the number of items rejected with 429, or handed back
+	// unprocessed by DynamoDB (bulk only).
 	Rejected int
 
 	// Failed is the number of items that failed for another reason (bulk
@@ -162,7 +168,8 @@ const (
 	// rateLimitExceeded and userRateLimitExceeded in a 429, 403 or 503.
 	GCS
 	// DynamoDB reads the AWS JSON error type from the X-Amzn-ErrorType
-	// header or the body's "__type" of a 400.
+	// header or the body's "__type" of a 400, and the UnprocessedItems of a
+	// BatchWriteItem 200 via NewScanner.
 	DynamoDB
 	// VictoriaMetrics reads the plain-text 503 it sends when more than
 	// -maxConcurrentInserts requests wait longer than

@@ -44,7 +44,7 @@ func ExampleProfile_NewScanner() {
 {"index":{"_index":"logs","_id":"3","status":201}},
 {"index":{"_index":"logs","_id":"4","status":400,"error":{"type":"document_parsing_exception","reason":"failed to parse"}}}]}`
 	h := http.Header{"Content-Type": {"application/json"}}
-	s := classify.Elasticsearch.NewScanner(http.MethodPost, "/logs/_bulk", http.StatusOK, h)
+	s := classify.Elasticsearch.NewScanner(classify.Request{Method: http.MethodPost, Path: "/logs/_bulk"}, http.StatusOK, h)
 
 	var loader bytes.Buffer // stands for the loader's ResponseWriter
 	if _, err := io.Copy(io.MultiWriter(&loader, s), strings.NewReader(body)); err != nil {

@@ -1,0 +1,239 @@
+package classify
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+const batchWriteTarget = "DynamoDB_20120810.BatchWriteItem"
+
+// dynamoPartial is a BatchWriteItem answer from the DynamoDB documentation's
+// shape: two writes handed back, one per table, and the capacity consumed.
+// Attribute maps nest objects (M, L of M) that are not writes, a string
+// value spells the key and braces, and ItemCollectionMetrics has the same
+// shape as UnprocessedItems.
+const dynamoPartial = `{
+  "UnprocessedItems": {
+    "Forum": [
+      {"PutRequest": {"Item": {"Name": {"S": "Amazon ElastiCache"}, "Tags": {"L": [{"M": {"k": {"S": "{\"UnprocessedItems\":{\"x\":[{}]}}"}}}]}}}}
+    ],
+    "Thread": [
+      {"DeleteRequest": {"Key": {"ForumName": {"S": "Amazon S3"}, "Subject": {"S": "S3 thread 1"}}}}
+    ]
+  },
+  "ItemCollectionMetrics": {
+    "Thread": [{"ItemCollectionKey": {"ForumName": {"S": "Amazon S3"}}, "SizeEstimateRangeGB": [0.0, 1.0]}]
+  },
+  "ConsumedCapacity": [{"TableName": "Forum", "CapacityUnits": 3}, {"TableName": "Thread", "CapacityUnits": 2}]
+}`
+
+func dynamoScanner(requested int) *bulkScanner {
+	return &bulkScanner{status: 200, dynamo: true, requested: requested}
+}
+
+func TestNewScannerDynamoDB(t *testing.T) {
+	amzJSON := hdr("Content-Type", "application/x-amz-json-1.0")
+	batch := Request{Method: http.MethodPost, Path: "/", Header: hdr("X-Amz-Target", batchWriteTarget), Items: 4}
+	f := func(p Profile, req Request, status int, h http.Header, want bool) {
+		t.Helper()
+		s := p.NewScanner(req, status, h)
+		if got := s != nil; got != want {
+			t.Errorf("%v.NewScanner(%+v, %d, %v) != nil is %v, want %v", p, req, status, h, got, want)
+		}
+	}
+	f(DynamoDB, batch, 200, amzJSON, true)
+	f(DynamoDB, batch, 200, nil, true)
+	f(DynamoDB, Request{Method: http.MethodPost, Header: hdr("X-Amz-Target", "DynamoDB_20111205.BatchWriteItem")}, 200, amzJSON, true)
+
+	f(DynamoDB, batch, 400, amzJSON, false)
+	f(DynamoDB, batch, 200, hdr("Content-Type", "application/x-amz-cbor-1.1"), false)
+	f(DynamoDB, batch, 200, hdr("Content-Type", "application/x-amz-json-1.0", "Content-Encoding", "gzip"), false)
+	f(DynamoDB, Request{Method: http.MethodGet, Header: batch.Header}, 200, amzJSON, false)
+	for _, target := range []string{"", "DynamoDB_20120810.PutItem", "DynamoDB_20120810.BatchGetItem", "BatchWriteItem", "Kinesis_20131202.BatchWriteItem"} {
+		f(DynamoDB, Request{Method: http.MethodPost, Header: hdr("X-Amz-Target", target)}, 200, amzJSON, false)
+	}
+	for p := Profile(0); p <= numProfiles; p++ {
+		if p != DynamoDB {
+			f(p, batch, 200, amzJSON, false)
+		}
+	}
+	s := DynamoDB.NewScanner(batch, 200, amzJSON).(*bulkScanner)
+	if !s.dynamo || s.requested != 4 {
+		t.Errorf("scanner %+v, want a DynamoDB scanner of 4 writes", s)
+	}
+}
+
+func TestDynamoDBUnprocessed(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		body      string
+		requested int
+		want      Result
+	}{
+		{"none", `{"UnprocessedItems":{},"ConsumedCapacity":[{"TableName":"Forum","CapacityUnits":25}]}`, 25,
+			Result{Kind: OK, Reason: "status_200", Items: 25}},
+		{"none, empty tables", `{"UnprocessedItems":{"Forum":[]}}`, 3, Result{Kind: OK, Reason: "status_200", Items: 3}},
+		{"no key at all", `{}`, 3, Result{Kind: OK, Reason: "status_200", Items: 3}},
+		{"item collection metrics are not writes", `{"UnprocessedItems":{},"ItemCollectionMetrics":{"T":[{"ItemCollectionKey":{}}]}}`, 3,
+			Result{Kind: OK, Reason: "status_200", Items: 3}},
+		{"two of eight", dynamoPartial, 8,
+			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.25, Items: 6, Rejected: 2}},
+		{"all handed back", dynamoPartial, 2,
+			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 1, Items: 0, Rejected: 2}},
+		{"count unknown: at least n of 25", dynamoPartial, 0,
+			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.08, Items: -1, Rejected: 2}},
+		{"more handed back than sent: count is wrong", dynamoPartial, 1,
+			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.08, Items: -1, Rejected: 2}},
+		{"ok, count unknown", `{"UnprocessedItems":{}}`, 0, Result{Kind: OK, Reason: "status_200", Items: -1}},
+		{"escaped key", `{"Unprocessed\u0049tems":{"T":[{"PutRequest":{}}]}}`, 4,
+			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.25, Items: 3, Rejected: 1}},
+		{"the last key counts", `{"UnprocessedItems":{"T":[{},{}]},"UnprocessedItems":{"T":[{}]}}`, 4,
+			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.25, Items: 3, Rejected: 1}},
+		{"nested key is not the answer's", `{"Other":{"UnprocessedItems":{"T":[{}]}}}`, 4, Result{Kind: OK, Reason: "status_200", Items: 4}},
+		{"other case", `{"unprocessedItems":{"T":[{}]}}`, 4, Result{Kind: OK, Reason: "status_200", Items: 4}},
+		{"cut short", dynamoPartial[:len(dynamoPartial)/2], 8, Result{Kind: OK, Reason: "status_200", Items: -1}},
+		{"garbage", `<html>503</html>`, 8, Result{Kind: OK, Reason: "status_200", Items: -1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := []byte(tc.body)
+			if got := feed(dynamoScanner(tc.requested), body); got != tc.want {
+				t.Errorf("whole: %+v, want %+v", got, tc.want)
+			}
+			for i := range body {
+				if got := feed(dynamoScanner(tc.requested), body, i); got != tc.want {
+					t.Fatalf("split at %d: %+v, want %+v", i, got, tc.want)
+				}
+			}
+			if ref, ok := referenceDynamo(body, tc.requested); ok && ref != tc.want {
+				t.Errorf("encoding/json reference %+v, want %+v", ref, tc.want)
+			}
+		})
+	}
+}
+
+func TestRequestItems(t *testing.T) {
+	batch := hdr("X-Amz-Target", batchWriteTarget)
+	body := `{"RequestItems":{
+  "Forum":[{"PutRequest":{"Item":{"Name":{"S":"a"},"Nested":{"M":{"x":{"S":"{\"PutRequest\":{}}"}}}}}},{"DeleteRequest":{"Key":{"Name":{"S":"b"}}}}],
+  "Thread":[ {"PutRequest":{"Item":{"Subject":{"S":"c"}}}} ]},
+ "ReturnConsumedCapacity":"TOTAL"}`
+	f := func(p Profile, h http.Header, body string, want int) {
+		t.Helper()
+		if got := p.RequestItems(h, []byte(body)); got != want {
+			t.Errorf("%v.RequestItems(%v, %.40q) = %d, want %d", p, h, body, got, want)
+		}
+	}
+	f(DynamoDB, batch, body, 3)
+	f(DynamoDB, batch, `{"RequestItems":{}}`, 0)
+	f(DynamoDB, hdr("X-Amz-Target", "DynamoDB_20120810.PutItem"), body, -1)
+	f(DynamoDB, nil, body, -1)
+	f(Elasticsearch, batch, body, -1)
+	f(DynamoDB, batch, `{"TableName":"Forum"}`, -1)
+	f(DynamoDB, batch, `{"RequestItems":{"Forum":{}}}`, -1)
+	f(DynamoDB, batch, body[:len(body)-3], -1)
+	f(DynamoDB, batch, "", -1)
+}
+
+// TestBatchWriteRoundTrip counts a generated BatchWriteItem request and
+// scans its answer with some writes handed back, as the proxy does.
+func TestBatchWriteRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 50 {
+		tables := map[string][]map[string]any{}
+		n := 1 + rng.IntN(maxBatchWrites)
+		var back []int
+		for i := range n {
+			table := []string{"Forum", "Thread", "Reply"}[rng.IntN(3)]
+			w := map[string]any{"PutRequest": map[string]any{"Item": map[string]any{"Id": map[string]any{"S": strings.Repeat("}{\"", i)}}}}
+			tables[table] = append(tables[table], w)
+			if rng.IntN(3) == 0 {
+				back = append(back, i)
+			}
+		}
+		req, _ := json.Marshal(map[string]any{"RequestItems": tables})
+		h := hdr("X-Amz-Target", batchWriteTarget)
+		if got := DynamoDB.RequestItems(h, req); got != n {
+			t.Fatalf("RequestItems = %d, want %d", got, n)
+		}
+		unprocessed := map[string][]any{}
+		for _, i := range back {
+			unprocessed["Forum"] = append(unprocessed["Forum"], map[string]any{"DeleteRequest": map[string]any{"Key": map[string]any{"Id": map[string]any{"N": i}}}})
+		}
+		resp, _ := json.MarshalIndent(map[string]any{"UnprocessedItems": unprocessed}, "", "  ")
+		s := DynamoDB.NewScanner(Request{Method: http.MethodPost, Header: h, Items: n}, 200, hdr("Content-Type", "application/x-amz-json-1.0"))
+		if _, err := s.Write(resp); err != nil {
+			t.Fatal(err)
+		}
+		r := s.Result()
+		if r.Rejected != len(back) || r.Items != n-len(back) || (r.Kind == Throttled) != (len(back) > 0) {
+			t.Fatalf("%d writes, %d handed back: %+v\n%s", n, len(back), r, resp)
+		}
+	}
+}
+
+func FuzzDynamoDBScanner(f *testing.F) {
+	for _, s := range []string{
+		dynamoPartial, `{"UnprocessedItems":{}}`, `{"Unprocessed\u0049tems":{"T":[{}]}}`,
+		`{"UnprocessedItems":{"T":[{},{}]},"UnprocessedItems":{"T":[{}]}}`,
+		`{"UnprocessedItems":[{"T":[{}]}]}`, `{"UnprocessedItems":{"T":{"U":[{}]}}}`,
+		`{"UnprocessedItems":{"T":[{},1,"{",[{}]]}}`, `{"UnprocessedItems":{"T":[{`, "", "}}", `"\`,
+	} {
+		f.Add([]byte(s), uint8(3), uint64(1))
+	}
+	f.Fuzz(func(t *testing.T, body []byte, requested uint8, seed uint64) {
+		req := int(requested % 30)
+		whole := feed(dynamoScanner(req), body)
+		checkResultInvariants(t, whole)
+		if (whole.Kind == Throttled) != (whole.Rejected > 0) || whole.Failed != 0 || whole.Items < -1 ||
+			whole.Items >= 0 && whole.Items+whole.Rejected != req {
+			t.Fatalf("inconsistent counts for %d writes: %+v", req, whole)
+		}
+		rng := rand.New(rand.NewPCG(seed, seed>>1))
+		var chunks []int
+		for rest := len(body); rest > 0; {
+			n := 1 + rng.IntN(max(1, min(rest, 64)))
+			chunks = append(chunks, n)
+			rest -= n
+		}
+		if got := feed(dynamoScanner(req), body, chunks...); got != whole {
+			t.Fatalf("split %v: %+v, whole: %+v", chunks, got, whole)
+		}
+		if ref, ok := referenceDynamo(body, req); ok && ref != whole {
+			t.Fatalf("encoding/json reference: %+v, scanner: %+v", ref, whole)
+		}
+	})
+}
+
+// referenceDynamo is what the scanner must say of a valid JSON body,
+// decoded with encoding/json: the writes are the objects in the arrays of
+// the last top-level "UnprocessedItems" whose value is an object.
+func referenceDynamo(body []byte, requested int) (Result, bool) {
+	if !json.Valid(body) {
+		return Result{}, false
+	}
+	root, err := decodeOrdered(json.NewDecoder(bytes.NewReader(body)))
+	if err != nil {
+		panic(err) // json.Valid said yes
+	}
+	s := dynamoScanner(requested)
+	if root.object {
+		for i, k := range root.keys {
+			if v := root.vals[i]; k == "UnprocessedItems" && v.object {
+				s.unprocessed = 0
+				for _, table := range v.vals {
+					for _, w := range table.vals {
+						if table.array && w.object {
+							s.unprocessed++
+						}
+					}
+				}
+			}
+		}
+	}
+	s.opened, s.closed = root.object, root.object
+	return s.Result(), true
+}
