@@ -551,7 +551,7 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 	ex.last = res
 	ab := &attemptBody{rc: resp.Body, cancel: cancel}
 	if res.Kind == classify.OK {
-		ab.scanner = p.profile.NewScanner(classify.Request{Method: req.Method, Path: req.URL.Path, Header: req.Header, Items: ex.items},
+		ab.scanner = p.profile.NewScanner(classify.Request{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery, Header: req.Header, Items: ex.items},
 			resp.StatusCode, resp.Header)
 	}
 	ab.done = func() {

@@ -226,6 +226,55 @@ func TestDynamoDBPartialBatch(t *testing.T) {
 	})
 }
 
+// TestS3ErrorIn200: S3 answers CompleteMultipartUpload 200 at once, keeps
+// the connection open with spaces, and may then send an error. The loader
+// gets the answer byte for byte (its SDK retries), and the job does not
+// count it as progress; the success after it is.
+func TestS3ErrorIn200(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const failed = `<?xml version="1.0" encoding="UTF-8"?>` + "\n" +
+			`<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>`
+		const done = `<?xml version="1.0" encoding="UTF-8"?>` + "\n" +
+			`<CompleteMultipartUploadResult><Bucket>ingest</Bucket><Key>k</Key><ETag>"e-2"</ETag></CompleteMultipartUploadResult>`
+		answer := failed
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost || r.URL.Query().Get("uploadId") != "u1" {
+				t.Errorf("store got %s %s", r.Method, r.URL)
+			}
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusOK)
+			for range 3 {
+				_, _ = io.WriteString(w, "  ")
+				w.(http.Flusher).Flush()
+				time.Sleep(time.Second) // S3 is still assembling the parts
+			}
+			_, _ = io.WriteString(w, answer)
+		})
+		s := newTestServer(t, store, "PROFILE=s3", "RETRY_POST=true")
+		const parts = `<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>"a"</ETag></Part></CompleteMultipartUpload>`
+		complete := func() *httptest.ResponseRecorder {
+			return send(s.ProxyHandler(), context.Background(), http.MethodPost, "/ingest/k?uploadId=u1", parts, HeaderJob, "mpu")
+		}
+		if rec := complete(); rec.Code != http.StatusOK || rec.Body.String() != "      "+failed {
+			t.Fatalf("loader got %d %q, want the store's answer unchanged", rec.Code, rec.Body)
+		}
+		j, err := s.jobs.Get("mpu")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Totals.Requests != 0 || j.Totals.Bytes != 0 || j.Totals.Errors != 1 {
+			t.Errorf("after the error in a 200: job totals %+v, want no progress and one error", j.Totals)
+		}
+		answer = done
+		if rec := complete(); rec.Code != http.StatusOK {
+			t.Fatalf("loader got %d %q", rec.Code, rec.Body)
+		}
+		if j, _ = s.jobs.Get("mpu"); j.Totals.Requests != 1 || j.Totals.Bytes != int64(len(parts)) {
+			t.Errorf("after the success: job totals %+v, want one acknowledged request of %d bytes", j.Totals, len(parts))
+		}
+	})
+}
+
 // TestServeReturnsWhenAListenerFails: a listener that dies stops sluice with
 // its error instead of leaving Serve waiting for ever.
 func TestServeReturnsWhenAListenerFails(t *testing.T) {

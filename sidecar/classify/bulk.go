@@ -22,7 +22,8 @@ type Scanner interface {
 	// Reason "es_bulk_item_429" and Share = Rejected/(Items+Rejected+Failed)
 	// if any item had status 429, or with Reason
 	// "dynamodb_unprocessed_items" if any write came back unprocessed;
-	// otherwise OK with the counts.
+	// for S3, ServerError "s3_error_in_200" or Throttled "s3_slowdown" (see
+	// NewScanner); otherwise OK with the counts.
 	Result() Result
 }
 
@@ -30,10 +31,13 @@ type Scanner interface {
 // answers.
 type Request struct {
 	Method string
-	// Path is the URL path; a query string is ignored.
+	// Path is the URL path; a query string in it is ignored.
 	Path string
+	// RawQuery is the URL's query string: S3's uploadId names
+	// CompleteMultipartUpload.
+	RawQuery string
 	// Header is the request's header: DynamoDB's X-Amz-Target names the
-	// operation.
+	// operation, S3's X-Amz-Copy-Source a copy.
 	Header http.Header
 	// Items is the number of writes the request carried, as
 	// [Profile.RequestItems] counted them; 0 or less when unknown.
@@ -50,9 +54,16 @@ type Request struct {
 //     naming BatchWriteItem. The writes under "UnprocessedItems" are the
 //     throttle (DynamoDB's answer to a batch past its table's capacity is a
 //     200 that hands them back); req.Items, when known, gives its share.
+//   - S3 CompleteMultipartUpload (POST with an uploadId query parameter),
+//     CopyObject and UploadPartCopy (PUT with X-Amz-Copy-Source): S3 sends
+//     their 200 before the work is done, and an error, if any, in its body
+//     (an <Error> document, or no document at all). Its Result is then
+//     ServerError "s3_error_in_200", or Throttled "s3_slowdown" for a
+//     SlowDown code; such an answer is no progress. Its Content-Type is
+//     not checked (S3 sends application/xml, or none).
 //
-// Both need status 2xx and a JSON body (a Content-Type naming json, or
-// none). A body with a Content-Encoding other than identity is not
+// The first two need status 2xx and a JSON body (a Content-Type naming
+// json, or none). A body with a Content-Encoding other than identity is not
 // scanned: it would have to be decompressed, so a proxy that wants the
 // scan must not forward the loader's Accept-Encoding on such requests.
 // When NewScanner returns a Scanner, its Result is the classification of
@@ -60,6 +71,12 @@ type Request struct {
 func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
 	if status < 200 || status > 299 {
 		return nil
+	}
+	if p == S3 && status == http.StatusOK && isS3Deferred(req) {
+		if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+			return nil
+		}
+		return &s3Scanner{status: status}
 	}
 	switch {
 	case p == Elasticsearch && (req.Method == http.MethodPost || req.Method == http.MethodPut) && isBulkPath(req.Path):

@@ -16,9 +16,10 @@
 // in a 500. For those the caller reads at most [BodyPrefixMax] bytes of the
 // error body when [Profile.WantsBody] asks for it. Elasticsearch and
 // OpenSearch `_bulk` answer 200 even when some items were rejected with 429,
-// and DynamoDB's BatchWriteItem answers 200 handing back the writes it did
-// not take under UnprocessedItems; [Profile.NewScanner] returns a streaming
-// [Scanner] that counts them while the body flows to the loader, in
+// DynamoDB's BatchWriteItem answers 200 handing back the writes it did not
+// take under UnprocessedItems, and S3 may put an error inside the 200 of a
+// CompleteMultipartUpload or a copy; [Profile.NewScanner] returns a
+// streaming [Scanner] that reads them while the body flows to the loader, in
 // constant memory.
 //
 // Everything here is pure: no I/O, no clocks (time is a parameter), no
@@ -107,6 +108,7 @@ type Result struct {
 	// a metric label: "status_NNN" (the status decided; NNN in 100..599),
 	// "status_invalid" (status outside 100..599), "status_503_retry_after",
 	// "s3_slowdown", "s3_service_unavailable", "s3_request_timeout",
+	// "s3_error_in_200",
 	// "dynamodb_provisioned_throughput_exceeded", "dynamodb_throttling",
 	// "dynamodb_request_limit_exceeded", "dynamodb_limit_exceeded",
 	// "dynamodb_transaction_throttled", "es_rejected_execution",

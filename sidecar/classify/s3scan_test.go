@@ -1,0 +1,100 @@
+package classify
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+const (
+	s3CompleteOK = `<?xml version="1.0" encoding="UTF-8"?>
+<CompleteMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Location>https://ingest.s3.amazonaws.com/batch/1.parquet</Location><Bucket>ingest</Bucket><Key>batch/1.parquet</Key><ETag>"3858f62230ac3c915f300c664312c11f-9"</ETag></CompleteMultipartUploadResult>`
+	s3InternalError = `<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message><RequestId>656c76696e6727732072657175657374</RequestId><HostId>Uuag1LuByRx9e6j5Onimru9pO4ZVKnJ2Qz7/C1NPcfTWAtRPfTaOFg==</HostId></Error>`
+)
+
+func TestNewScannerS3(t *testing.T) {
+	complete := Request{Method: http.MethodPost, Path: "/ingest/batch/1.parquet", RawQuery: "uploadId=VXBsb2FkIElE"}
+	copyObj := Request{Method: http.MethodPut, Path: "/ingest/b", Header: hdr("X-Amz-Copy-Source", "/ingest/a")}
+	partCopy := Request{Method: http.MethodPut, Path: "/ingest/b", RawQuery: "partNumber=2&uploadId=VXBsb2FkIElE", Header: hdr("X-Amz-Copy-Source", "/ingest/a")}
+	xml := hdr("Content-Type", "application/xml")
+	f := func(p Profile, req Request, status int, h http.Header, want bool) {
+		t.Helper()
+		s := p.NewScanner(req, status, h)
+		if got := s != nil; got != want {
+			t.Errorf("%v.NewScanner(%+v, %d, %v) != nil is %v, want %v", p, req, status, h, got, want)
+		}
+	}
+	f(S3, complete, 200, xml, true)
+	f(S3, complete, 200, nil, true)
+	f(S3, copyObj, 200, xml, true)
+	f(S3, partCopy, 200, xml, true)
+
+	f(S3, complete, 204, xml, false)
+	f(S3, complete, 503, xml, false)
+	f(S3, complete, 200, hdr("Content-Encoding", "gzip"), false)
+	f(S3, Request{Method: http.MethodPost, Path: "/ingest/k", RawQuery: "uploads"}, 200, xml, false) // CreateMultipartUpload
+	f(S3, Request{Method: http.MethodPut, Path: "/ingest/k"}, 200, xml, false)                       // PutObject
+	f(S3, Request{Method: http.MethodPut, Path: "/ingest/k", RawQuery: "partNumber=1&uploadId=x"}, 200, xml, false)
+	f(S3, Request{Method: http.MethodGet, Path: "/ingest/k", RawQuery: "uploadId=x"}, 200, xml, false)
+	f(S3, Request{Method: http.MethodPost, Path: "/ingest/k", RawQuery: "%zz&uploadId=x"}, 200, xml, false)
+	for p := Profile(0); p <= numProfiles; p++ {
+		if p != S3 {
+			f(p, complete, 200, xml, false)
+			f(p, copyObj, 200, xml, false)
+		}
+	}
+}
+
+func TestS3ErrorIn200(t *testing.T) {
+	ok := Result{Kind: OK, Reason: "status_200", Items: -1}
+	broken := Result{Kind: ServerError, Reason: "s3_error_in_200", Share: 1, Items: -1}
+	slow := Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: -1}
+	keepAlive := strings.Repeat(" ", 100_000) + "\n"
+	for _, tc := range []struct {
+		name, body string
+		want       Result
+	}{
+		{"success", s3CompleteOK, ok},
+		{"success after minutes of spaces", keepAlive + s3CompleteOK, ok},
+		{"copy result without declaration", `<CopyObjectResult><ETag>"9b2cf535f27731c974343645a3985328"</ETag></CopyObjectResult>`, ok},
+		{"internal error", keepAlive + s3InternalError, broken},
+		{"error with attributes", `<Error xmlns="x"><Code>InternalError</Code></Error>`, broken},
+		{"slow down", keepAlive + s3SlowDown, slow},
+		{"minio slow down", minioSlowDownWrite, slow},
+		{"nothing", "", broken},
+		{"only spaces", keepAlive, broken},
+		{"only the declaration", keepAlive + `<?xml version="1.0" encoding="UTF-8"?>` + "\n", broken},
+		{"declaration cut", `<?xml version="1.0" enc`, ok},
+		{"root cut", `<?xml version="1.0"?><Err`, ok},
+		{"an element named like it", `<ErrorDocument><Code>SlowDown</Code></ErrorDocument>`, ok},
+		{"error without a code", `<Error><Message>x</Message></Error>`, broken},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := []byte(tc.body)
+			for _, chunk := range []int{len(body) + 1, 1, 7, 4096} {
+				s := &s3Scanner{status: 200}
+				for rest := body; len(rest) > 0; {
+					n := min(chunk, len(rest))
+					if k, err := s.Write(rest[:n]); k != n || err != nil {
+						t.Fatalf("Write = %d, %v", k, err)
+					}
+					rest = rest[n:]
+				}
+				if got := s.Result(); got != tc.want {
+					t.Errorf("chunks of %d: %+v, want %+v", chunk, got, tc.want)
+				}
+				if len(s.kept) > s3KeepMax {
+					t.Errorf("kept %d bytes, at most %d", len(s.kept), s3KeepMax)
+				}
+				checkResultInvariants(t, s.Result())
+			}
+		})
+	}
+	// A long success document is kept only up to the bound.
+	s := &s3Scanner{status: 200}
+	s.Write([]byte("<CompleteMultipartUploadResult>" + strings.Repeat("x", 1<<20)))
+	if len(s.kept) != s3KeepMax || s.Result() != ok {
+		t.Errorf("kept %d bytes, result %+v", len(s.kept), s.Result())
+	}
+}
