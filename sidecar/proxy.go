@@ -216,6 +216,7 @@ type exchange struct {
 	last      classify.Result // the last attempt's classification
 	bodyBytes int64           // request body size, -1 unknown
 	items     int             // writes in a buffered batch body (classify.Profile.RequestItems), -1 unknown
+	streamed  *countingReader // the body as it streams, when it is not buffered
 	status    int             // what the loader was answered
 	loader    context.Context // the loader's own request context
 	rc        *http.ResponseController
@@ -443,7 +444,7 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 			return b.Bytes(), func() { p.budget.release(read) }, nil
 		}
 		p.m.streamed.Inc()
-		cr := &countingReader{r: io.MultiReader(&b, out.Body)}
+		cr := p.newCountingReader(io.MultiReader(&b, out.Body), out.Header, ex)
 		return streamOnce(cr), func() {
 			p.budget.release(p.retryBodyMax)
 			ex.bodyBytes = cr.n.Load()
@@ -451,7 +452,7 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 		}, nil
 	}
 	p.m.streamed.Inc()
-	cr := &countingReader{r: out.Body}
+	cr := p.newCountingReader(out.Body, out.Header, ex)
 	return streamOnce(cr), func() {
 		if ex.bodyBytes < 0 {
 			ex.bodyBytes = cr.n.Load()
@@ -485,12 +486,37 @@ func streamOnce(r io.Reader) retryablehttp.ReaderFunc {
 type countingReader struct {
 	r io.Reader
 	n atomic.Int64
+	// counter counts the writes of a batch (DynamoDB) as they stream,
+	// on the transport's goroutine; items is its count, -1 until the body
+	// is whole.
+	counter classify.ItemCounter
+	items   atomic.Int64
+}
+
+// newCountingReader wraps a body that streams and makes it ex's.
+func (p *Proxy) newCountingReader(r io.Reader, h http.Header, ex *exchange) *countingReader {
+	cr := &countingReader{r: r, counter: p.profile.NewItemCounter(h)}
+	cr.items.Store(-1)
+	ex.streamed = cr
+	return cr
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n.Add(int64(n))
+	if c.counter != nil && n > 0 {
+		_, _ = c.counter.Write(b[:n])
+		c.items.Store(int64(c.counter.Items()))
+	}
 	return n, err
+}
+
+// requestItems is the number of writes ex's body carried, -1 unknown.
+func (ex *exchange) requestItems() int {
+	if ex.items < 0 && ex.streamed != nil {
+		return int(ex.streamed.items.Load())
+	}
+	return ex.items
 }
 
 // attemptTransport runs one upstream attempt: limiter permit, credentials,
@@ -551,7 +577,7 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 	ex.last = res
 	ab := &attemptBody{rc: resp.Body, cancel: cancel}
 	if res.Kind == classify.OK {
-		ab.scanner = p.profile.NewScanner(classify.Request{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery, Header: req.Header, Items: ex.items},
+		ab.scanner = p.profile.NewScanner(classify.Request{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery, Header: req.Header, Items: ex.requestItems()},
 			resp.StatusCode, resp.Header)
 	}
 	ab.done = func() {

@@ -185,45 +185,68 @@ func TestElasticsearchPartialBulk(t *testing.T) {
 // TestDynamoDBPartialBatch: a 200 BatchWriteItem answer that hands writes
 // back under UnprocessedItems reaches the loader byte for byte (the loader's
 // SDK sends them again), cuts the limiter as a partial throttle, and the
-// writes the store took count as the job's progress.
+// writes the store took count as the job's progress, with their share of
+// the bytes: whether sluice buffered the body (its length known or not) or
+// streamed it.
 func TestDynamoDBPartialBatch(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		const request = `{"RequestItems":{"Forum":[` +
-			`{"PutRequest":{"Item":{"Name":{"S":"a"}}}},{"PutRequest":{"Item":{"Name":{"S":"b"}}}},{"PutRequest":{"Item":{"Name":{"S":"c"}}}}],` +
-			`"Thread":[{"DeleteRequest":{"Key":{"Subject":{"S":"d"}}}},{"PutRequest":{"Item":{"Subject":{"S":"e"}}}}]}}`
-		const partial = `{"UnprocessedItems":{"Forum":[{"PutRequest":{"Item":{"Name":{"S":"c"}}}}],` +
-			`"Thread":[{"PutRequest":{"Item":{"Subject":{"S":"e"}}}}]},"ConsumedCapacity":[]}`
-		answer := partial
-		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if got, _ := io.ReadAll(r.Body); string(got) != request {
-				t.Errorf("store got %q", got)
-			}
-			w.Header().Set("Content-Type", "application/x-amz-json-1.0")
-			_, _ = io.WriteString(w, answer)
+	const request = `{"RequestItems":{"Forum":[` +
+		`{"PutRequest":{"Item":{"Name":{"S":"a"}}}},{"PutRequest":{"Item":{"Name":{"S":"b"}}}},{"PutRequest":{"Item":{"Name":{"S":"c"}}}}],` +
+		`"Thread":[{"DeleteRequest":{"Key":{"Subject":{"S":"d"}}}},{"PutRequest":{"Item":{"Subject":{"S":"e"}}}}]}}`
+	const partial = `{"UnprocessedItems":{"Forum":[{"PutRequest":{"Item":{"Name":{"S":"c"}}}}],` +
+		`"Thread":[{"PutRequest":{"Item":{"Subject":{"S":"e"}}}}]},"ConsumedCapacity":[]}`
+	for _, tc := range []struct {
+		name    string
+		env     []string
+		chunked bool // no Content-Length
+	}{
+		{"buffered", nil, false},
+		{"buffered, length unknown", nil, true},
+		{"streamed", []string{"RETRY_BODY_MAX=64"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				answer := partial
+				store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if got, _ := io.ReadAll(r.Body); string(got) != request {
+						t.Errorf("store got %q", got)
+					}
+					w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+					_, _ = io.WriteString(w, answer)
+				})
+				s := newTestServer(t, store, append([]string{"PROFILE=dynamodb", "RETRY_POST=true"}, tc.env...)...)
+				batch := func() *httptest.ResponseRecorder {
+					req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(request))
+					if tc.chunked {
+						req.Body, req.ContentLength = io.NopCloser(strings.NewReader(request)), -1
+					}
+					req.Header.Set(HeaderJob, "ddb")
+					req.Header.Set("X-Amz-Target", "DynamoDB_20120810.BatchWriteItem")
+					req.Header.Set("Content-Type", "application/x-amz-json-1.0")
+					rec := httptest.NewRecorder()
+					s.ProxyHandler().ServeHTTP(rec, req)
+					return rec
+				}
+				if rec := batch(); rec.Code != http.StatusOK || rec.Body.String() != partial {
+					t.Fatalf("loader got %d %q, want the store's answer unchanged", rec.Code, rec.Body)
+				}
+				if snap := s.lim.Snapshot(); snap.LastReason != "dynamodb_unprocessed_items" {
+					t.Errorf("limiter's last signal %q, want dynamodb_unprocessed_items", snap.LastReason)
+				}
+				answer = `{"UnprocessedItems":{}}`
+				if rec := batch(); rec.Code != http.StatusOK {
+					t.Fatalf("loader got %d %q", rec.Code, rec.Body)
+				}
+				j, err := s.jobs.Get("ddb")
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := int64(len(request))
+				if j.Totals.Items != 3+5 || j.Totals.Throttled != 1 || j.Totals.Bytes != n*3/5+n {
+					t.Errorf("job totals %+v, want 3+5 acknowledged writes of %d+%d bytes and one throttle", j.Totals, n*3/5, n)
+				}
+			})
 		})
-		s := newTestServer(t, store, "PROFILE=dynamodb", "RETRY_POST=true")
-		batch := func() *httptest.ResponseRecorder {
-			return send(s.ProxyHandler(), context.Background(), http.MethodPost, "/", request,
-				HeaderJob, "ddb", "X-Amz-Target", "DynamoDB_20120810.BatchWriteItem", "Content-Type", "application/x-amz-json-1.0")
-		}
-		if rec := batch(); rec.Code != http.StatusOK || rec.Body.String() != partial {
-			t.Fatalf("loader got %d %q, want the store's answer unchanged", rec.Code, rec.Body)
-		}
-		if snap := s.lim.Snapshot(); snap.LastReason != "dynamodb_unprocessed_items" {
-			t.Errorf("limiter's last signal %q, want dynamodb_unprocessed_items", snap.LastReason)
-		}
-		answer = `{"UnprocessedItems":{}}`
-		if rec := batch(); rec.Code != http.StatusOK {
-			t.Fatalf("loader got %d %q", rec.Code, rec.Body)
-		}
-		j, err := s.jobs.Get("ddb")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if j.Totals.Items != 3+5 || j.Totals.Throttled != 1 {
-			t.Errorf("job totals %+v, want 3+5 acknowledged writes and one throttle", j.Totals)
-		}
-	})
+	}
 }
 
 // TestS3ErrorIn200: S3 answers CompleteMultipartUpload 200 at once, keeps

@@ -32,7 +32,7 @@ const dynamoPartial = `{
 }`
 
 func dynamoScanner(requested int) *bulkScanner {
-	return &bulkScanner{status: 200, dynamo: true, requested: requested}
+	return &bulkScanner{status: 200, dynamo: true, listKey: "UnprocessedItems", requested: requested}
 }
 
 func TestNewScannerDynamoDB(t *testing.T) {
@@ -93,6 +93,7 @@ func TestDynamoDBUnprocessed(t *testing.T) {
 			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.25, Items: 3, Rejected: 1}},
 		{"the last key counts", `{"UnprocessedItems":{"T":[{},{}]},"UnprocessedItems":{"T":[{}]}}`, 4,
 			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.25, Items: 3, Rejected: 1}},
+		{"a table that is no list", `{"UnprocessedItems":{"T":{"U":{}}}}`, 4, Result{Kind: OK, Reason: "status_200", Items: 4}},
 		{"nested key is not the answer's", `{"Other":{"UnprocessedItems":{"T":[{}]}}}`, 4, Result{Kind: OK, Reason: "status_200", Items: 4}},
 		{"other case", `{"unprocessedItems":{"T":[{}]}}`, 4, Result{Kind: OK, Reason: "status_200", Items: 4}},
 		{"cut short", dynamoPartial[:len(dynamoPartial)/2], 8, Result{Kind: OK, Reason: "status_200", Items: -1}},
@@ -108,8 +109,8 @@ func TestDynamoDBUnprocessed(t *testing.T) {
 					t.Fatalf("split at %d: %+v, want %+v", i, got, tc.want)
 				}
 			}
-			if ref, ok := referenceDynamo(body, tc.requested); ok && ref != tc.want {
-				t.Errorf("encoding/json reference %+v, want %+v", ref, tc.want)
+			if n, _, ok := referenceWrites(body, "UnprocessedItems"); ok && n >= 0 && wantDynamo(n, tc.requested) != tc.want {
+				t.Errorf("encoding/json reference counts %d: %+v, want %+v", n, wantDynamo(n, tc.requested), tc.want)
 			}
 		})
 	}
@@ -133,7 +134,8 @@ func TestRequestItems(t *testing.T) {
 	f(DynamoDB, nil, body, -1)
 	f(Elasticsearch, batch, body, -1)
 	f(DynamoDB, batch, `{"TableName":"Forum"}`, -1)
-	f(DynamoDB, batch, `{"RequestItems":{"Forum":{}}}`, -1)
+	f(DynamoDB, batch, `{"RequestItems":{"Forum":{}}}`, 0) // DynamoDB refuses it with a 400
+	f(DynamoDB, batch, `{"RequestItems":{"Forum":[{}]}} {}`, -1)
 	f(DynamoDB, batch, body[:len(body)-3], -1)
 	f(DynamoDB, batch, "", -1)
 }
@@ -181,6 +183,7 @@ func FuzzDynamoDBScanner(f *testing.F) {
 		`{"UnprocessedItems":{"T":[{},{}]},"UnprocessedItems":{"T":[{}]}}`,
 		`{"UnprocessedItems":[{"T":[{}]}]}`, `{"UnprocessedItems":{"T":{"U":[{}]}}}`,
 		`{"UnprocessedItems":{"T":[{},1,"{",[{}]]}}`, `{"UnprocessedItems":{"T":[{`, "", "}}", `"\`,
+		`{"UnprocessedItems":{"T":{"U":{}}}}`, `{"RequestItems":{"T":[{"PutRequest":{}}]}}`, "[]", "1",
 	} {
 		f.Add([]byte(s), uint8(3), uint64(1))
 	}
@@ -202,38 +205,107 @@ func FuzzDynamoDBScanner(f *testing.F) {
 		if got := feed(dynamoScanner(req), body, chunks...); got != whole {
 			t.Fatalf("split %v: %+v, whole: %+v", chunks, got, whole)
 		}
-		if ref, ok := referenceDynamo(body, req); ok && ref != whole {
-			t.Fatalf("encoding/json reference: %+v, scanner: %+v", ref, whole)
+		// On valid JSON the scanner agrees with encoding/json.
+		if n, _, ok := referenceWrites(body, "UnprocessedItems"); ok {
+			want := Result{Kind: OK, Reason: "status_200", Items: -1} // not an object
+			if n >= 0 {
+				want = wantDynamo(n, req)
+			}
+			if want != whole {
+				t.Fatalf("encoding/json reference counts %d: %+v, scanner: %+v", n, want, whole)
+			}
+		}
+		// The same machine counts a request's writes.
+		c := DynamoDB.NewItemCounter(hdr("X-Amz-Target", batchWriteTarget))
+		feedCounter(c, body, chunks)
+		if n, saw, ok := referenceWrites(body, "RequestItems"); ok {
+			want := -1
+			if saw {
+				want = n
+			}
+			if got := c.Items(); got != want {
+				t.Fatalf("request counter %d, encoding/json reference %d", got, want)
+			}
 		}
 	})
 }
 
-// referenceDynamo is what the scanner must say of a valid JSON body,
-// decoded with encoding/json: the writes are the objects in the arrays of
-// the last top-level "UnprocessedItems" whose value is an object.
-func referenceDynamo(body []byte, requested int) (Result, bool) {
+func feedCounter(c ItemCounter, body []byte, chunks []int) {
+	for _, n := range chunks {
+		_, _ = c.Write(body[:n])
+		body = body[n:]
+	}
+}
+
+// wantDynamo is the Result for an answer handing back unprocessed of
+// requested writes (0: unknown), worked out apart from the scanner.
+func wantDynamo(unprocessed, requested int) Result {
+	r := Result{Kind: OK, Reason: "status_200", Items: -1}
+	known := requested > 0 && requested >= unprocessed
+	if known {
+		r.Items = requested - unprocessed
+	}
+	if unprocessed > 0 {
+		r.Kind, r.Reason, r.Rejected = Throttled, "dynamodb_unprocessed_items", unprocessed
+		r.Share = float64(unprocessed) / 25
+		if known {
+			r.Share = float64(unprocessed) / float64(requested)
+		}
+		r.Share = min(r.Share, 1)
+	}
+	return r
+}
+
+// referenceWrites counts, with encoding/json, the writes of a valid JSON
+// body: the objects in the arrays of the last top-level key whose value is
+// an object. saw reports whether there was one; ok is false for a body
+// that is not valid JSON (n is then -1). A valid body that is not an
+// object counts -1: the scanner takes it as garbage.
+func referenceWrites(body []byte, key string) (n int, saw, ok bool) {
 	if !json.Valid(body) {
-		return Result{}, false
+		return -1, false, false
 	}
 	root, err := decodeOrdered(json.NewDecoder(bytes.NewReader(body)))
 	if err != nil {
 		panic(err) // json.Valid said yes
 	}
-	s := dynamoScanner(requested)
-	if root.object {
-		for i, k := range root.keys {
-			if v := root.vals[i]; k == "UnprocessedItems" && v.object {
-				s.unprocessed = 0
-				for _, table := range v.vals {
-					for _, w := range table.vals {
-						if table.array && w.object {
-							s.unprocessed++
-						}
+	if !root.object {
+		return -1, false, true
+	}
+	for i, k := range root.keys {
+		if v := root.vals[i]; k == key && v.object {
+			n, saw = 0, true
+			for _, table := range v.vals {
+				for _, w := range table.vals {
+					if table.array && w.object {
+						n++
 					}
 				}
 			}
 		}
 	}
-	s.opened, s.closed = root.object, root.object
-	return s.Result(), true
+	return n, saw, true
+}
+
+// BenchmarkRequestItems counts the writes of a BatchWriteItem of 25 writes
+// of 320 KiB each (8 MiB, the default SLUICE_RETRY_BODY_MAX), as the proxy
+// does for every buffered body.
+func BenchmarkRequestItems(b *testing.B) {
+	var body bytes.Buffer
+	body.WriteString(`{"RequestItems":{"Forum":[`)
+	for i := range maxBatchWrites {
+		if i > 0 {
+			body.WriteByte(',')
+		}
+		body.WriteString(`{"PutRequest":{"Item":{"Id":{"S":"` + strings.Repeat("x", 320<<10) + `"}}}}`)
+	}
+	body.WriteString(`]}}`)
+	h := hdr("X-Amz-Target", batchWriteTarget)
+	b.SetBytes(int64(body.Len()))
+	b.ReportAllocs()
+	for b.Loop() {
+		if DynamoDB.RequestItems(h, body.Bytes()) != maxBatchWrites {
+			b.Fatal("wrong count")
+		}
+	}
 }

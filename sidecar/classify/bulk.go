@@ -1,7 +1,6 @@
 package classify
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -91,7 +90,7 @@ func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
 		return nil
 	}
 	if p == DynamoDB {
-		return &bulkScanner{status: status, dynamo: true, requested: max(req.Items, 0)}
+		return &bulkScanner{status: status, dynamo: true, listKey: "UnprocessedItems", requested: max(req.Items, 0)}
 	}
 	return &bulkScanner{status: status}
 }
@@ -117,6 +116,17 @@ func isBulkPath(path string) bool {
 // `"status":429`) are not statuses. The scanner is a byte-level state
 // machine: nesting depth, the kind of container at the four depths that
 // matter, in-string and escape flags, and the last key at depths 1 and 4.
+//
+// The same machine reads DynamoDB's BatchWriteItem, whose answer looks like
+//
+//	{"UnprocessedItems":{"Forum":[{"PutRequest":{"Item":{...}}}]},
+//	 "ItemCollectionMetrics":{...},"ConsumedCapacity":[...]}
+//
+// and whose request has the same shape under "RequestItems": a write is an
+// object element of an array that is a value of the object under that
+// top-level key (depth 4). Attribute maps nested inside a write, and
+// ItemCollectionMetrics, which has the same shape under another key, are
+// not writes.
 
 const (
 	maxTracked = 4 // deepest level whose container kind is tracked
@@ -127,10 +137,10 @@ const (
 	ctValue = 3 // inside an object, after a key's colon
 
 	// keys that matter
-	keyOther       = 0
-	keyItems       = 1 // "items" at depth 1 (Elasticsearch)
-	keyStatus      = 2 // "status" at depth 4 (Elasticsearch)
-	keyUnprocessed = 3 // "UnprocessedItems" at depth 1 (DynamoDB)
+	keyOther  = 0
+	keyItems  = 1 // "items" at depth 1 (Elasticsearch)
+	keyStatus = 2 // "status" at depth 4 (Elasticsearch)
+	keyWrites = 3 // DynamoDB: listKey at depth 1
 
 	noStatus  = -1 // item without an integer status yet
 	badStatus = -2 // status is a number but not an integer (429.0, -1, 4e2)
@@ -141,12 +151,15 @@ type bulkScanner struct {
 
 	// DynamoDB BatchWriteItem instead of Elasticsearch _bulk: the writes
 	// counted are the objects in the arrays of the object under the
-	// top-level key "UnprocessedItems" (depth 4); the last such key counts,
-	// as for a JSON decoder.
-	dynamo      bool
-	requested   int  // writes the request carried; 0 when unknown
-	inUP        bool // inside the top-level "UnprocessedItems" object (depth 2)
-	unprocessed int
+	// top-level key listKey (depth 4): "UnprocessedItems" in an answer,
+	// "RequestItems" in a request. The last such key counts, as for a JSON
+	// decoder.
+	dynamo    bool
+	listKey   string
+	requested int  // writes the request carried; 0 when unknown
+	inList    bool // inside the top-level listKey object (depth 2)
+	listed    int  // writes counted there
+	sawList   bool // the body had one
 
 	depth int                   // open containers; 0 between top-level values
 	ct    [maxTracked + 1]uint8 // container kind at depths 1..maxTracked
@@ -155,7 +168,7 @@ type bulkScanner struct {
 	esc   bool // the previous string byte was a backslash
 
 	// The key being read, when it is at depth 1 or 4. keyLen -1 means it
-	// can no longer be "items" or "status" (too long, or not ASCII).
+	// can no longer be a key that matters (too long, or not ASCII).
 	keyOn  bool
 	keyLen int8
 	key    [16]byte
@@ -274,11 +287,11 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 			case d == 2 && c == '{' && s.inItems:
 				s.inItem = true
 				s.itemStatus = noStatus
-			case d == 1 && c == '{' && s.ct[1] == ctValue && s.key1 == keyUnprocessed:
-				s.inUP = true
-				s.unprocessed = 0
-			case d == 3 && c == '{' && s.inUP && s.ct[2] == ctValue && s.ct[3] == ctArray:
-				s.unprocessed++
+			case d == 1 && c == '{' && s.ct[1] == ctValue && s.key1 == keyWrites:
+				s.inList, s.sawList = true, true
+				s.listed = 0
+			case d == 3 && c == '{' && s.inList && s.ct[2] == ctValue && s.ct[3] == ctArray:
+				s.listed++
 			}
 			d++
 			s.depth = d
@@ -307,8 +320,8 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 				s.inItem = false
 			case d == 2 && s.inItems:
 				s.inItems = false
-			case d == 2 && s.inUP:
-				s.inUP = false
+			case d == 2 && s.inList:
+				s.inList = false
 			}
 			s.depth = d - 1
 		default:
@@ -384,8 +397,8 @@ func (s *bulkScanner) endKey() {
 	key := s.key[:max(s.keyLen, 0)] // compared as string(key): no allocation
 	switch {
 	case s.dynamo:
-		if string(key) == "UnprocessedItems" {
-			k = keyUnprocessed
+		if string(key) == s.listKey {
+			k = keyWrites
 		}
 	case string(key) == "items":
 		k = keyItems
@@ -462,19 +475,20 @@ func (s *bulkScanner) Result() Result {
 const maxBatchWrites = 25
 
 func (s *bulkScanner) dynamoResult() Result {
+	unprocessed := s.listed
 	r := Result{Kind: OK, Reason: statusReason(s.status), Items: -1}
-	if s.requested >= s.unprocessed && s.requested > 0 {
-		r.Items = s.requested - s.unprocessed
+	if s.requested >= unprocessed && s.requested > 0 {
+		r.Items = s.requested - unprocessed
 	}
-	if s.unprocessed == 0 {
+	if unprocessed == 0 {
 		return r
 	}
-	r.Kind, r.Reason, r.Rejected = Throttled, "dynamodb_unprocessed_items", s.unprocessed
+	r.Kind, r.Reason, r.Rejected = Throttled, "dynamodb_unprocessed_items", unprocessed
 	if r.Items >= 0 {
-		r.Share = float64(s.unprocessed) / float64(s.requested)
+		r.Share = float64(unprocessed) / float64(s.requested)
 	} else {
 		// The request's count is unknown: the share is at least this.
-		r.Share = min(1, float64(s.unprocessed)/maxBatchWrites)
+		r.Share = min(1, float64(unprocessed)/maxBatchWrites)
 	}
 	return r
 }
@@ -486,30 +500,46 @@ func isBatchWriteItem(h http.Header) bool {
 	return strings.HasPrefix(t, "DynamoDB_") && strings.HasSuffix(t, ".BatchWriteItem")
 }
 
-// RequestItems counts the writes a request body carries, for the share of
-// them a Scanner's Result reports rejected: the PutRequest and
-// DeleteRequest objects under "RequestItems" of a DynamoDB BatchWriteItem
-// (profile DynamoDB, headers h naming the operation). It returns -1 for
-// any other request, and for a body that is not that JSON.
-func (p Profile) RequestItems(h http.Header, body []byte) int {
+// ItemCounter counts the writes in a request body written to it, in
+// constant memory, like a Scanner: Write never fails and keeps nothing.
+type ItemCounter interface {
+	io.Writer
+	// Items is the count once the body written so far is one complete JSON
+	// object with the list, -1 before that, without the list, or for a
+	// body that is not one JSON object.
+	Items() int
+}
+
+// NewItemCounter returns an ItemCounter for a request whose answer
+// [Profile.NewScanner] reads against its count of writes, or nil: the
+// PutRequest and DeleteRequest objects under "RequestItems" of a DynamoDB
+// BatchWriteItem (profile DynamoDB, request headers h naming the
+// operation).
+func (p Profile) NewItemCounter(h http.Header) ItemCounter {
 	if p != DynamoDB || !isBatchWriteItem(h) {
+		return nil
+	}
+	return &bulkScanner{dynamo: true, listKey: "RequestItems"}
+}
+
+// RequestItems counts the writes of a whole request body with
+// NewItemCounter: -1 for any other request, and for a body that is not
+// one JSON object.
+func (p Profile) RequestItems(h http.Header, body []byte) int {
+	c := p.NewItemCounter(h)
+	if c == nil {
 		return -1
 	}
-	var req struct {
-		RequestItems map[string][]json.RawMessage
-	}
-	if err := json.Unmarshal(body, &req); err != nil || req.RequestItems == nil {
+	_, _ = c.Write(body)
+	return c.Items()
+}
+
+// Items implements ItemCounter.
+func (s *bulkScanner) Items() int {
+	if !s.closed || s.junk || s.inStr || !s.sawList {
 		return -1
 	}
-	n := 0
-	for _, writes := range req.RequestItems {
-		for _, w := range writes {
-			if len(w) > 0 && w[0] == '{' {
-				n++
-			}
-		}
-	}
-	return n
+	return s.listed
 }
 
 // isLiteralByte reports whether c can be part of true, false or null.
