@@ -582,7 +582,13 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 	}
 	ab.done = func() {
 		final := res
-		if ab.scanner != nil {
+		switch {
+		case ab.scanner != nil && ab.err != nil:
+			// The body decides this answer, and it broke off (the
+			// attempt's deadline, the loader leaving, a reset): the
+			// store's verdict never arrived.
+			final = p.classifyError(req.Context(), ab.err)
+		case ab.scanner != nil:
 			final = ab.scanner.Result()
 		}
 		p.finishAttempt(ex, permit, final, latency, ab)
@@ -809,6 +815,7 @@ func (b *prefixedBody) Close() error               { return b.c.Close() }
 type attemptBody struct {
 	rc      io.ReadCloser
 	scanner classify.Scanner
+	err     error // the first read error other than io.EOF
 	cancel  context.CancelFunc
 	done    func()
 	closed  bool
@@ -818,6 +825,9 @@ func (b *attemptBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if n > 0 && b.scanner != nil {
 		_, _ = b.scanner.Write(p[:n])
+	}
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
 	}
 	return n, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sluice-dev/sluice/state"
 )
 
 // TestPrivateCA: an https upstream signed by a private CA is trusted through
@@ -202,6 +205,7 @@ func TestDynamoDBPartialBatch(t *testing.T) {
 		{"buffered", nil, false},
 		{"buffered, length unknown", nil, true},
 		{"streamed", []string{"RETRY_BODY_MAX=64"}, false},
+		{"streamed, length unknown", []string{"RETRY_BODY_MAX=64"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -296,6 +300,72 @@ func TestS3ErrorIn200(t *testing.T) {
 			t.Errorf("after the success: job totals %+v, want one acknowledged request of %d bytes", j.Totals, len(parts))
 		}
 	})
+}
+
+// TestScannedAnswerBreaksOff: when the body that decides an answer (S3's
+// CompleteMultipartUpload here) breaks off, the attempt is what broke it,
+// not the store's error: the attempt's deadline is a timeout, the loader
+// leaving is nothing at all.
+func TestScannedAnswerBreaksOff(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		leaveAt   time.Duration // the loader gives up then; 0: never
+		want      state.Totals
+		wantLimit string // the limiter's last signal
+	}{
+		{"attempt deadline", 0, state.Totals{Timeouts: 1}, "timeout"},
+		{"loader leaves", time.Second, state.Totals{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				// S3 has answered 200 and sends keep-alive spaces, then
+				// nothing more.
+				rt := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+					return &http.Response{
+						StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/xml"}},
+						Body: io.NopCloser(&stalledBody{ctx: req.Context(), head: `<?xml version="1.0" encoding="UTF-8"?>` + "\n   "}), Request: req,
+					}, nil
+				})
+				s, err := NewServer(testConfig(t, "PROFILE=s3", "UPSTREAM_TIMEOUT=3s"), Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: rt})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(s.StartLoops())
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				if tc.leaveAt > 0 {
+					time.AfterFunc(tc.leaveAt, cancel)
+				}
+				send(s.ProxyHandler(), ctx, http.MethodPost, "/ingest/k?uploadId=u1", "<CompleteMultipartUpload/>", HeaderJob, "mpu")
+				j, err := s.jobs.Get("mpu")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if j.Totals != tc.want {
+					t.Errorf("job totals %+v, want %+v", j.Totals, tc.want)
+				}
+				if snap := s.lim.Snapshot(); snap.LastReason != tc.wantLimit {
+					t.Errorf("limiter's last signal %q, want %q", snap.LastReason, tc.wantLimit)
+				}
+			})
+		})
+	}
+}
+
+// stalledBody yields head, then blocks until ctx ends.
+type stalledBody struct {
+	ctx  context.Context
+	head string
+}
+
+func (b *stalledBody) Read(p []byte) (int, error) {
+	if b.head != "" {
+		n := copy(p, b.head)
+		b.head = b.head[n:]
+		return n, nil
+	}
+	<-b.ctx.Done()
+	return 0, b.ctx.Err()
 }
 
 // TestServeReturnsWhenAListenerFails: a listener that dies stops sluice with

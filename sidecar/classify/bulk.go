@@ -38,8 +38,9 @@ type Request struct {
 	// Header is the request's header: DynamoDB's X-Amz-Target names the
 	// operation, S3's X-Amz-Copy-Source a copy.
 	Header http.Header
-	// Items is the number of writes the request carried, as
-	// [Profile.RequestItems] counted them; 0 or less when unknown.
+	// Items is the number of writes the request carried, as an
+	// [ItemCounter] (or [Profile.RequestItems]) counted them; 0 or less
+	// when unknown.
 	Items int
 }
 
@@ -501,7 +502,8 @@ func isBatchWriteItem(h http.Header) bool {
 }
 
 // ItemCounter counts the writes in a request body written to it, in
-// constant memory, like a Scanner: Write never fails and keeps nothing.
+// constant memory, like a Scanner: Write never fails and keeps nothing. It
+// belongs to one request and is not safe for concurrent use.
 type ItemCounter interface {
 	io.Writer
 	// Items is the count once the body written so far is one complete JSON

@@ -24,7 +24,8 @@
 //
 // Everything here is pure: no I/O, no clocks (time is a parameter), no
 // shared state. All functions and methods are safe for concurrent use except
-// a [Scanner], which belongs to one response.
+// a [Scanner], which belongs to one response, and an [ItemCounter], which
+// belongs to one request.
 package classify
 
 import (

@@ -31,16 +31,39 @@ func isS3Deferred(req Request) bool {
 	return false
 }
 
-// s3Scanner keeps the start of the answer after its leading whitespace.
+// s3Scanner drops the answer's prolog (whitespace, and an XML declaration
+// with the keep-alive spaces S3 and MinIO send after it) and keeps the
+// start of its root element.
 type s3Scanner struct {
 	status int
-	kept   []byte // at most s3KeepMax bytes, from the first non-space byte
+	lt     bool   // the prolog's last byte was '<': the next decides
+	inDecl bool   // inside <? … ?>
+	q      bool   // inside it, the last byte was '?'
+	kept   []byte // from the root element's '<' on, at most s3KeepMax bytes
 }
 
 func (s *s3Scanner) Write(p []byte) (int, error) {
 	n := len(p)
-	if len(s.kept) == 0 {
-		p = bytes.TrimLeft(p, " \t\r\n")
+	for len(s.kept) == 0 && len(p) > 0 {
+		c := p[0]
+		p = p[1:]
+		switch {
+		case s.inDecl:
+			s.inDecl = !(s.q && c == '>')
+			s.q = c == '?'
+		case s.lt:
+			s.lt = false
+			if c == '?' {
+				s.inDecl, s.q = true, false
+			} else {
+				s.kept = append(s.kept, '<', c)
+			}
+		case c == '<':
+			s.lt = true
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+		default:
+			s.kept = append(s.kept, c) // not XML: no <Error> either
+		}
 	}
 	if room := s3KeepMax - len(s.kept); room > 0 && len(p) > 0 {
 		s.kept = append(s.kept, p[:min(room, len(p))]...)
@@ -48,28 +71,30 @@ func (s *s3Scanner) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// Result is ServerError "s3_error_in_200" for an answer that is empty (or
-// only an XML declaration) or an <Error> document, Throttled "s3_slowdown"
-// for an <Error> whose Code starts with SlowDown, and OK otherwise, for
-// whatever other document it is or a cut one whose root was not read.
+// Result is ServerError "s3_error_in_200" for an answer with no root
+// element (empty, or only whitespace and an XML declaration) or an <Error>
+// root, Throttled "s3_slowdown" for an <Error> whose Code starts with
+// SlowDown, and OK otherwise: another document, or one cut before its root
+// was read.
 func (s *s3Scanner) Result() Result {
-	doc := s.kept
-	if bytes.HasPrefix(doc, []byte("<?xml")) {
-		end := bytes.Index(doc, []byte("?>"))
-		if end < 0 {
-			return Result{Kind: OK, Reason: statusReason(s.status), Items: -1}
-		}
-		doc = bytes.TrimLeft(doc[end+2:], " \t\r\n")
-	}
-	errDoc := bytes.HasPrefix(doc, []byte("<Error>")) || bytes.HasPrefix(doc, []byte("<Error "))
+	ok := Result{Kind: OK, Reason: statusReason(s.status), Items: -1}
+	broken := Result{Kind: ServerError, Reason: "s3_error_in_200", Share: 1, Items: -1}
+	const root = "<Error"
 	switch {
-	case len(doc) == 0:
-		return Result{Kind: ServerError, Reason: "s3_error_in_200", Share: 1, Items: -1}
-	case !errDoc:
-		return Result{Kind: OK, Reason: statusReason(s.status), Items: -1}
+	case len(s.kept) == 0 && (s.lt || s.inDecl):
+		return ok // cut inside the prolog
+	case len(s.kept) == 0:
+		return broken
+	case len(s.kept) <= len(root) || !bytes.HasPrefix(s.kept, []byte(root)):
+		return ok
 	}
-	if code, ok := xmlElement(doc, "<Code>", "</Code>"); ok && bytes.HasPrefix(code, []byte("SlowDown")) {
+	switch s.kept[len(root)] {
+	case '>', '/', ' ', '\t', '\r', '\n':
+	default:
+		return ok // <ErrorDocument>, say
+	}
+	if code, found := xmlElement(s.kept, "<Code>", "</Code>"); found && bytes.HasPrefix(code, []byte("SlowDown")) {
 		return Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: -1}
 	}
-	return Result{Kind: ServerError, Reason: "s3_error_in_200", Share: 1, Items: -1}
+	return broken
 }

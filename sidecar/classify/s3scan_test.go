@@ -7,6 +7,7 @@ import (
 )
 
 const (
+	xmlDecl      = `<?xml version="1.0" encoding="UTF-8"?>`
 	s3CompleteOK = `<?xml version="1.0" encoding="UTF-8"?>
 <CompleteMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Location>https://ingest.s3.amazonaws.com/batch/1.parquet</Location><Bucket>ingest</Bucket><Key>batch/1.parquet</Key><ETag>"3858f62230ac3c915f300c664312c11f-9"</ETag></CompleteMultipartUploadResult>`
 	s3InternalError = `<?xml version="1.0" encoding="UTF-8"?>
@@ -69,6 +70,16 @@ func TestS3ErrorIn200(t *testing.T) {
 		{"root cut", `<?xml version="1.0"?><Err`, ok},
 		{"an element named like it", `<ErrorDocument><Code>SlowDown</Code></ErrorDocument>`, ok},
 		{"error without a code", `<Error><Message>x</Message></Error>`, broken},
+		// S3 and MinIO send the declaration first, then the keep-alive
+		// spaces, then the root.
+		{"success, spaces after the declaration", xmlDecl + keepAlive + s3CompleteOK[len(xmlDecl):], ok},
+		{"error, spaces after the declaration", xmlDecl + keepAlive + s3InternalError[len(xmlDecl):], broken},
+		{"slow down, spaces after the declaration", xmlDecl + keepAlive + s3SlowDown[len(xmlDecl):], slow},
+		{"root tag on two lines", "<Error\n><Code>InternalError</Code></Error>", broken},
+		{"empty error element", xmlDecl + "<Error/>", broken},
+		{"cut after the root's name", xmlDecl + "  <Error", ok},
+		{"cut at a bracket", "   <", ok},
+		{"not XML", "  internal error", ok},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := []byte(tc.body)
