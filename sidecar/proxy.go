@@ -588,6 +588,10 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 			// attempt's deadline, the loader leaving, a reset): the
 			// store's verdict never arrived.
 			final = p.classifyError(req.Context(), ab.err)
+		case ab.scanner != nil && !ab.eof:
+			// Closed before its end: the loader went away while its
+			// answer was copied to it. Nothing was learned.
+			final = classify.Result{Kind: classify.ClientError, Reason: "cancelled", Items: -1}
 		case ab.scanner != nil:
 			final = ab.scanner.Result()
 		}
@@ -816,6 +820,7 @@ type attemptBody struct {
 	rc      io.ReadCloser
 	scanner classify.Scanner
 	err     error // the first read error other than io.EOF
+	eof     bool  // the body was read to its end
 	cancel  context.CancelFunc
 	done    func()
 	closed  bool
@@ -826,7 +831,10 @@ func (b *attemptBody) Read(p []byte) (int, error) {
 	if n > 0 && b.scanner != nil {
 		_, _ = b.scanner.Write(p[:n])
 	}
-	if err != nil && err != io.EOF && b.err == nil {
+	switch {
+	case err == io.EOF:
+		b.eof = true
+	case err != nil && b.err == nil:
 		b.err = err
 	}
 	return n, err

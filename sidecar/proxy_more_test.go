@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -305,16 +306,19 @@ func TestS3ErrorIn200(t *testing.T) {
 // TestScannedAnswerBreaksOff: when the body that decides an answer (S3's
 // CompleteMultipartUpload here) breaks off, the attempt is what broke it,
 // not the store's error: the attempt's deadline is a timeout, the loader
-// leaving is nothing at all.
+// leaving, or its connection breaking while the answer is copied to it,
+// is nothing at all.
 func TestScannedAnswerBreaksOff(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		leaveAt   time.Duration // the loader gives up then; 0: never
+		broken    bool          // the loader's connection fails on write
 		want      state.Totals
 		wantLimit string // the limiter's last signal
 	}{
-		{"attempt deadline", 0, state.Totals{Timeouts: 1}, "timeout"},
-		{"loader leaves", time.Second, state.Totals{}, ""},
+		{"attempt deadline", 0, false, state.Totals{Timeouts: 1}, "timeout"},
+		{"loader leaves", time.Second, false, state.Totals{}, ""},
+		{"loader's connection breaks", 0, true, state.Totals{}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -336,7 +340,13 @@ func TestScannedAnswerBreaksOff(t *testing.T) {
 				if tc.leaveAt > 0 {
 					time.AfterFunc(tc.leaveAt, cancel)
 				}
-				send(s.ProxyHandler(), ctx, http.MethodPost, "/ingest/k?uploadId=u1", "<CompleteMultipartUpload/>", HeaderJob, "mpu")
+				req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/ingest/k?uploadId=u1", strings.NewReader("<CompleteMultipartUpload/>"))
+				req.Header.Set(HeaderJob, "mpu")
+				var w http.ResponseWriter = httptest.NewRecorder()
+				if tc.broken {
+					w = brokenLoader{}
+				}
+				s.ProxyHandler().ServeHTTP(w, req)
 				j, err := s.jobs.Get("mpu")
 				if err != nil {
 					t.Fatal(err)
@@ -351,6 +361,13 @@ func TestScannedAnswerBreaksOff(t *testing.T) {
 		})
 	}
 }
+
+// brokenLoader is a loader's connection that fails every write.
+type brokenLoader struct{}
+
+func (brokenLoader) Header() http.Header       { return http.Header{} }
+func (brokenLoader) WriteHeader(int)           {}
+func (brokenLoader) Write([]byte) (int, error) { return 0, syscall.EPIPE }
 
 // stalledBody yields head, then blocks until ctx ends.
 type stalledBody struct {
