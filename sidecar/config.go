@@ -51,6 +51,7 @@ type Config struct {
 	Backpressure string        `env:"BACKPRESSURE" envDefault:"wait"`
 	QueueMax     int           `env:"QUEUE_MAX" envDefault:"1024"`
 	QueueTimeout time.Duration `env:"QUEUE_TIMEOUT" envDefault:"30s"`
+	MaxIdleConns int           `env:"MAX_IDLE_CONNS" envDefault:"1024"`
 
 	// Retries.
 	RetryMax        int           `env:"RETRY_MAX" envDefault:"3"`
@@ -317,6 +318,9 @@ func (c *Config) validate(set map[string]string) []string {
 	}
 	if c.QueueMax < 0 {
 		bad("QUEUE_MAX", "must be 0 or more, got %d", c.QueueMax)
+	}
+	if c.MaxIdleConns < 1 {
+		bad("MAX_IDLE_CONNS", "must be 1 or more, got %d", c.MaxIdleConns)
 	}
 	if c.RetryMax < 0 {
 		bad("RETRY_MAX", "must be 0 or more, got %d", c.RetryMax)

@@ -26,6 +26,7 @@ type metrics struct {
 	ackItems             prometheus.Counter
 	buffered             prometheus.Counter
 	streamed             prometheus.Counter
+	idleClosed           prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -84,6 +85,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sluice_proxy_bodies_streamed_total",
 			Help: "Request bodies streamed once without sidecar retry (over SLUICE_RETRY_BODY_MAX, or the buffer budget was spent).",
 		}),
+		idleClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_proxy_idle_connections_closed_total",
+			Help: "Idle keep-alive connections from loaders closed because more than SLUICE_MAX_IDLE_CONNS were open.",
+		}),
 	}
 	// Known label values exist from the start, so that rate() and the
 	// alerts' ratios see the first increment.
@@ -97,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected.WithLabelValues(r)
 	}
 	reg.MustRegister(m.requests, m.rejected, m.attempts, m.throttles, m.retries, m.retryBudgetExhausted,
-		m.attemptDuration, m.queueWait, m.ackRequests, m.ackBytes, m.ackItems, m.buffered, m.streamed)
+		m.attemptDuration, m.queueWait, m.ackRequests, m.ackBytes, m.ackItems, m.buffered, m.streamed, m.idleClosed)
 	return m
 }
 

@@ -48,6 +48,7 @@ type Server struct {
 	jobs     *state.Manager
 	auth     *auth.Authenticator
 	proxy    *Proxy
+	idle     *idleCap
 	ready    readiness
 	started  time.Time
 
@@ -133,12 +134,14 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	}
 	s.jobs = jobs
 
+	m := newMetrics(reg)
+	s.idle = newIdleCap(cfg.MaxIdleConns, m.idleClosed)
 	s.proxy, err = newProxy(&cfg, proxyDeps{
 		lim:     lim,
 		budget:  s.budget,
 		jobs:    jobsAdapter{jobs},
 		auth:    a,
-		metrics: newMetrics(reg),
+		metrics: m,
 		log:     log,
 	})
 	if err != nil {
@@ -202,6 +205,7 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    1 << 20,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnState:         s.idle.connState,
 	}
 	adminSrv := &http.Server{
 		Handler:           s.AdminHandler(),
