@@ -814,8 +814,8 @@ func (b *prefixedBody) Close() error               { return b.c.Close() }
 
 // attemptBody is the store's response body as the loader reads it. It feeds
 // the profile's scanner (Elasticsearch bulk items, DynamoDB unprocessed
-// writes) and, on Close, ends the
-// attempt: its deadline is released and its outcome reported.
+// writes, an S3 error inside a 200) and, on Close, ends the attempt: its
+// deadline is released and its outcome reported.
 type attemptBody struct {
 	rc      io.ReadCloser
 	scanner classify.Scanner

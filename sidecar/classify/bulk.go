@@ -45,7 +45,8 @@ type Request struct {
 }
 
 // NewScanner returns a Scanner for a response that can report partial
-// throttling inside a 2xx, or nil when there is nothing to scan:
+// throttling, or an error, inside a 2xx, or nil when there is nothing to
+// scan:
 //   - Elasticsearch/OpenSearch `_bulk`: profile Elasticsearch, method POST
 //     or PUT, a path equal to "_bulk" or ending in "/_bulk" (a query string
 //     or one trailing slash is ignored). Items rejected with 429 are the
