@@ -380,7 +380,15 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	if !ex.buffered && out.ContentLength > 0 {
 		rreq.ContentLength = out.ContentLength
 	}
-	return p.client.Do(rreq)
+	resp, err := p.client.Do(rreq)
+	if err != nil && resp != nil {
+		// The loader left as the store's answer came (checkRetry passes
+		// both on). The ReverseProxy drops a response that comes with an
+		// error, so close it here: that ends the attempt and its permit.
+		resp.Body.Close()
+		resp = nil
+	}
+	return resp, err
 }
 
 func (p *Proxy) methodRetryable(method string) bool {

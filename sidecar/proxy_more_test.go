@@ -385,6 +385,33 @@ func (b *stalledBody) Read(p []byte) (int, error) {
 	return 0, b.ctx.Err()
 }
 
+// TestLoaderLeavesAsTheAnswerComes: the loader goes away just as the
+// store's answer arrives. The attempt still ends: its permit is returned
+// (before, the answer was dropped unclosed and the slot stayed taken for
+// good), and the write the store acknowledged is progress.
+func TestLoaderLeavesAsTheAnswerComes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, leave := context.WithCancel(context.Background())
+		rt := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			leave()
+			return &http.Response{StatusCode: http.StatusNoContent, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+		})
+		s, err := NewServer(testConfig(t), Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: rt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.StartLoops())
+		send(s.ProxyHandler(), ctx, http.MethodPut, "/k", "ok", HeaderJob, "gone")
+		synctest.Wait()
+		if n := s.lim.Snapshot().InFlight; n != 0 {
+			t.Errorf("%d attempts still in flight, want 0", n)
+		}
+		if j, err := s.jobs.Get("gone"); err != nil || j.Totals.Requests != 1 {
+			t.Errorf("job totals %+v (%v), want the acknowledged write", j.Totals, err)
+		}
+	})
+}
+
 // TestServeReturnsWhenAListenerFails: a listener that dies stops sluice with
 // its error instead of leaving Serve waiting for ever.
 func TestServeReturnsWhenAListenerFails(t *testing.T) {
