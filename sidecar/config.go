@@ -320,7 +320,7 @@ func (c *Config) validate(set map[string]string) []string {
 		bad("QUEUE_MAX", "must be 0 or more, got %d", c.QueueMax)
 	}
 	if c.MaxIdleConns < 1 {
-		bad("MAX_IDLE_CONNS", "must be 1 or more, got %d", c.MaxIdleConns)
+		bad("MAX_IDLE_CONNS", "must be at least 1, got %d", c.MaxIdleConns)
 	}
 	if c.RetryMax < 0 {
 		bad("RETRY_MAX", "must be 0 or more, got %d", c.RetryMax)

@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"container/list"
 	"net"
 	"net/http"
 	"sync"
@@ -9,52 +8,55 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// idleCap bounds the proxy's idle keep-alive connections: past max, the
-// one idle longest is closed. Each idle connection holds a goroutine and
-// about 11.5 KiB until IdleTimeout, so a loader that leaks connections
-// would otherwise grow sluice's memory with them. Closing an idle
-// connection is ordinary HTTP/1.1: clients open a new one for their next
-// request. Connections busy with a request are bounded by the queue, and
-// silent new ones by ReadHeaderTimeout.
+// idleCap bounds the proxy's idle keep-alive connections. Each idle
+// connection holds a goroutine and about 11.5 KiB until IdleTimeout, so a
+// loader that leaks connections would otherwise grow sluice's memory with
+// them. Once max connections are idle, every answer is sent with
+// "Connection: close", so its connection ends with it instead of joining
+// them; the loader's client opens a new one for its next request. Nothing
+// is closed under a request: a connection counts as idle until the server
+// has read a whole request header from it, so closing an idle one could
+// drop a write the store would still receive (and Go's client does not
+// retry a POST on such a connection). Busy connections are bounded by the
+// queue, silent new ones by ReadHeaderTimeout.
 type idleCap struct {
-	max    int
-	closed prometheus.Counter
+	max     int
+	refused prometheus.Counter // answers sent with Connection: close
 
-	mu    sync.Mutex
-	idle  map[net.Conn]*list.Element
-	order *list.List // of net.Conn, longest idle first
+	mu   sync.Mutex
+	idle map[net.Conn]struct{}
 }
 
-func newIdleCap(max int, closed prometheus.Counter) *idleCap {
-	return &idleCap{max: max, closed: closed, idle: make(map[net.Conn]*list.Element), order: list.New()}
+func newIdleCap(max int, refused prometheus.Counter) *idleCap {
+	return &idleCap{max: max, refused: refused, idle: make(map[net.Conn]struct{})}
 }
 
 // connState is the http.Server's ConnState hook.
 func (c *idleCap) connState(conn net.Conn, st http.ConnState) {
-	var evict []net.Conn
 	c.mu.Lock()
-	if e, ok := c.idle[conn]; ok {
-		c.order.Remove(e)
-		delete(c.idle, conn)
-	}
+	defer c.mu.Unlock()
 	if st == http.StateIdle {
-		c.idle[conn] = c.order.PushBack(conn)
-		for c.order.Len() > c.max {
-			old := c.order.Remove(c.order.Front()).(net.Conn)
-			delete(c.idle, old)
-			evict = append(evict, old)
-		}
-	}
-	c.mu.Unlock()
-	for _, old := range evict {
-		_ = old.Close() // its server goroutine sees the close and reports StateClosed
-		c.closed.Inc()
+		c.idle[conn] = struct{}{}
+	} else {
+		delete(c.idle, conn)
 	}
 }
 
-// idleCount is how many idle connections are tracked.
+// idleCount is how many connections are idle.
 func (c *idleCap) idleCount() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.order.Len()
+	return len(c.idle)
+}
+
+// wrap asks for the connection to close after its answer when max others
+// are idle already.
+func (c *idleCap) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoAtLeast(1, 1) && c.idleCount() >= c.max {
+			w.Header().Set("Connection", "close")
+			c.refused.Inc()
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -26,7 +26,7 @@ type metrics struct {
 	ackItems             prometheus.Counter
 	buffered             prometheus.Counter
 	streamed             prometheus.Counter
-	idleClosed           prometheus.Counter
+	notKeptAlive         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -85,9 +85,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sluice_proxy_bodies_streamed_total",
 			Help: "Request bodies streamed once without sidecar retry (over SLUICE_RETRY_BODY_MAX, or the buffer budget was spent).",
 		}),
-		idleClosed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sluice_proxy_idle_connections_closed_total",
-			Help: "Idle keep-alive connections from loaders closed because more than SLUICE_MAX_IDLE_CONNS were open.",
+		notKeptAlive: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_proxy_connections_not_kept_alive_total",
+			Help: "Answers sent with Connection: close because SLUICE_MAX_IDLE_CONNS loader connections were idle already.",
 		}),
 	}
 	// Known label values exist from the start, so that rate() and the
@@ -102,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected.WithLabelValues(r)
 	}
 	reg.MustRegister(m.requests, m.rejected, m.attempts, m.throttles, m.retries, m.retryBudgetExhausted,
-		m.attemptDuration, m.queueWait, m.ackRequests, m.ackBytes, m.ackItems, m.buffered, m.streamed, m.idleClosed)
+		m.attemptDuration, m.queueWait, m.ackRequests, m.ackBytes, m.ackItems, m.buffered, m.streamed, m.notKeptAlive)
 	return m
 }
 

@@ -135,7 +135,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	s.jobs = jobs
 
 	m := newMetrics(reg)
-	s.idle = newIdleCap(cfg.MaxIdleConns, m.idleClosed)
+	s.idle = newIdleCap(cfg.MaxIdleConns, m.notKeptAlive)
 	s.proxy, err = newProxy(&cfg, proxyDeps{
 		lim:     lim,
 		budget:  s.budget,
@@ -200,7 +200,7 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 	stopLoops := s.StartLoops()
 
 	proxySrv := &http.Server{
-		Handler:           s.proxy,
+		Handler:           s.idle.wrap(s.proxy),
 		ReadHeaderTimeout: 10 * time.Second, // slowloris
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    1 << 20,
