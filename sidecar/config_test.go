@@ -63,6 +63,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	f("bad size", []string{up, "SLUICE_RETRY_BODY_MAX=lots"}, "SLUICE_RETRY_BODY_MAX")
 	f("bad bool", []string{up, "SLUICE_AUTO_CANCEL=maybe"}, "SLUICE_AUTO_CANCEL")
 	f("bad int", []string{up, "SLUICE_QUEUE_MAX=many"}, "SLUICE_QUEUE_MAX")
+	f("no idle connections", []string{up, "SLUICE_MAX_IDLE_CONNS=0"}, "SLUICE_MAX_IDLE_CONNS")
 	f("bad profile", []string{up, "SLUICE_PROFILE=mongodb"}, "SLUICE_PROFILE")
 	f("bad unit", []string{up, "SLUICE_RATE_UNIT=items"}, "SLUICE_RATE_UNIT")
 	f("bad backpressure", []string{up, "SLUICE_BACKPRESSURE=drop"}, "SLUICE_BACKPRESSURE")
