@@ -40,10 +40,7 @@ func TestNewScannerDynamoDB(t *testing.T) {
 	batch := Request{Method: http.MethodPost, Path: "/", Header: hdr("X-Amz-Target", batchWriteTarget), Items: 4}
 	f := func(p Profile, req Request, status int, h http.Header, want bool) {
 		t.Helper()
-		s := p.NewScanner(req, status, h)
-		if got := s != nil; got != want {
-			t.Errorf("%v.NewScanner(%+v, %d, %v) != nil is %v, want %v", p, req, status, h, got, want)
-		}
+		wantScanner(t, p, req, status, h, want)
 	}
 	f(DynamoDB, batch, 200, amzJSON, true)
 	f(DynamoDB, batch, 200, nil, true)
@@ -195,13 +192,7 @@ func FuzzDynamoDBScanner(f *testing.F) {
 			whole.Items >= 0 && whole.Items+whole.Rejected != req {
 			t.Fatalf("inconsistent counts for %d writes: %+v", req, whole)
 		}
-		rng := rand.New(rand.NewPCG(seed, seed>>1))
-		var chunks []int
-		for rest := len(body); rest > 0; {
-			n := 1 + rng.IntN(max(1, min(rest, 64)))
-			chunks = append(chunks, n)
-			rest -= n
-		}
+		chunks := randomChunks(seed, len(body))
 		if got := feed(dynamoScanner(req), body, chunks...); got != whole {
 			t.Fatalf("split %v: %+v, whole: %+v", chunks, got, whole)
 		}
@@ -307,5 +298,13 @@ func BenchmarkRequestItems(b *testing.B) {
 		if DynamoDB.RequestItems(h, body.Bytes()) != maxBatchWrites {
 			b.Fatal("wrong count")
 		}
+	}
+}
+
+// wantScanner checks whether p.NewScanner has a Scanner for this answer.
+func wantScanner(t *testing.T, p Profile, req Request, status int, h http.Header, want bool) {
+	t.Helper()
+	if got := p.NewScanner(req, status, h) != nil; got != want {
+		t.Errorf("%v.NewScanner(%+v, %d, %v) != nil is %v, want %v", p, req, status, h, got, want)
 	}
 }

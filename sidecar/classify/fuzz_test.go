@@ -131,13 +131,7 @@ func FuzzScanner(f *testing.F) {
 			t.Fatalf("inconsistent counts: %+v", whole)
 		}
 		// Chunking invariance: any split gives the same Result.
-		rng := rand.New(rand.NewPCG(seed, seed>>1))
-		var chunks []int
-		for rest := len(body); rest > 0; {
-			n := 1 + rng.IntN(max(1, min(rest, 64)))
-			chunks = append(chunks, n)
-			rest -= n
-		}
+		chunks := randomChunks(seed, len(body))
 		if got := scan(body, chunks...); got != whole {
 			t.Fatalf("split %v: %+v, whole: %+v", chunks, got, whole)
 		}
@@ -173,4 +167,16 @@ func checkResultInvariants(t *testing.T, r Result) {
 	if r.RetryAfter < 0 || r.RetryAfter > MaxRetryAfter {
 		t.Fatalf("retry-after out of range: %+v", r)
 	}
+}
+
+// randomChunks splits n bytes into chunks of 1 to 64, drawn from seed.
+func randomChunks(seed uint64, n int) []int {
+	rng := rand.New(rand.NewPCG(seed, seed>>1))
+	var chunks []int
+	for rest := n; rest > 0; {
+		c := 1 + rng.IntN(max(1, min(rest, 64)))
+		chunks = append(chunks, c)
+		rest -= c
+	}
+	return chunks
 }

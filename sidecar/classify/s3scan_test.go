@@ -21,10 +21,7 @@ func TestNewScannerS3(t *testing.T) {
 	xml := hdr("Content-Type", "application/xml")
 	f := func(p Profile, req Request, status int, h http.Header, want bool) {
 		t.Helper()
-		s := p.NewScanner(req, status, h)
-		if got := s != nil; got != want {
-			t.Errorf("%v.NewScanner(%+v, %d, %v) != nil is %v, want %v", p, req, status, h, got, want)
-		}
+		wantScanner(t, p, req, status, h, want)
 	}
 	f(S3, complete, 200, xml, true)
 	f(S3, complete, 200, nil, true)
