@@ -13,7 +13,7 @@ import (
 // nothing at all when the operation broke off. The SDKs read the latter two
 // as errors and retry; sluice must not count them as progress.
 
-// s3KeepMax is how much of such an answer, after its leading whitespace, an
+// s3KeepMax is how much of such an answer, from its root element on, an
 // s3Scanner keeps: an S3 error document is a few hundred bytes.
 const s3KeepMax = 4 << 10
 
