@@ -32,7 +32,7 @@ dpkg-query -W victoria-metrics nginx 2>/dev/null | sed 's/^/== using /' || true
 # mid-load. One comparison is left out of the gate: VictoriaMetrics'
 # goodput through sluice against the direct runs' (medians of 3), which is
 # at parity or a little behind, within the run-to-run noise of two shared
-# cores (it failed five of the eleven full runs measured; issue 6 stays open
+# cores (it failed six of the twelve full runs measured; issue 6 stays open
 # on it, and BENCHMARKS.md says why one write at a time, all this store
 # takes without refusals, cannot reliably beat direct here). The numbers it
 # compares are still printed on the RESULT lines.
