@@ -51,6 +51,13 @@ type Sample struct {
 	// Share is, for Congested only, the share of the work the store rejected,
 	// in (0, 1] (Elasticsearch bulk partial 429s); 0 or out of range means 1.
 	Share float64
+	// Concurrency, for Congested only, says the store refused because it
+	// had too many requests in flight, not because they came too fast
+	// (VictoriaMetrics' -maxConcurrentInserts). Sent with others of ours
+	// in flight, it cuts only concurrency; and from then on a startup round
+	// of the rate, which such a store does not limit, is as many successes
+	// as the concurrency limit rather than startupRound (see capsConc).
+	Concurrency bool
 	// Reason is a short machine-readable cause such as "status_429",
 	// "s3_slowdown" or "timeout"; it is logged and kept as LastReason.
 	Reason string
@@ -254,7 +261,9 @@ const (
 //
 //   - Throttles cut at once, each limit at most once per Window and only for
 //     requests sent after the previous cut (a burst of throttles counts
-//     once). The cut is of the limit the throttle points at. An attempt
+//     once). The cut is of the limit the throttle points at. A store
+//     that says it caps concurrency (Sample.Concurrency) gets a cut of
+//     concurrency only, when others of ours were in flight. An attempt
 //     sent with more attempts in flight than usual (spikeRatio) was
 //     throttled because the store stalled with our attempts queued in it:
 //     concurrency is cut to the usual in-flight count and the rate is left
@@ -268,7 +277,9 @@ const (
 //   - Growth happens where a limit was the bottleneck (callers waited on
 //     it, and for the rate, what was sent reached half of it: sentShare)
 //     and nothing went wrong: in startup the rate doubles every round
-//     of startupRound successes, and at the end of a window otherwise;
+//     of startupRound successes (at a store that said it caps concurrency,
+//     Sample.Concurrency, of as many as the concurrency limit if fewer: the
+//     slots bound what reaches it), and at the end of a window otherwise;
 //     after the first throttle, limits climb at each Tick along a
 //     CUBIC-like curve, cautious near the last throttle point and fast far
 //     from it. While latency may be a queue of ours, a growth of
@@ -329,6 +340,7 @@ type Controller struct {
 	lastGood     bool      // the latest capacity sample was Success
 	raStreak     int       // see pauseStreak
 	concScore    float64   // see concEvidenceWeight
+	capsConc     bool      // a Congested sample said the store caps concurrency (Sample.Concurrency)
 	pausedFrom   time.Time // start of the latest pause
 	pausedUntil  time.Time
 	lastThrottle time.Time
@@ -769,6 +781,10 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		if late {
 			c.freshBad++
 		}
+		if s.Concurrency && !c.capsConc {
+			c.capsConc = true
+			c.log.Info("the store caps concurrency: startup rounds of the rate follow the concurrency limit", "cause", s.Reason)
+		}
 		spike := false
 		if fresh {
 			if s.RetryAfter > 0 {
@@ -787,12 +803,21 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 
 // startupRoundLocked doubles the rate in startup (no throttle of the rate,
 // no pause, no latency cut yet) once startupRound attempts sent since its
-// last change have succeeded, if callers waited on the rate meanwhile,
+// last change have succeeded (at a store that caps concurrency, as many as
+// the concurrency limit, if fewer), if callers waited on the rate meanwhile,
 // what was sent in the round reached sentShare of the limit, and nothing
 // but successes (or spikes, which are no concern of the rate's) came back
 // in the round, at a good latency. Requires that c.mu is held.
 func (c *Controller) startupRoundLocked(now time.Time) {
-	if !c.rate.startup() || c.throttled || c.roundOK < startupRound || !c.roundBlocked || c.roundBad || !c.lastGood ||
+	round := startupRound
+	if c.capsConc {
+		// The slots bound what reaches the store: a round of the rate
+		// need be no longer than one of them, and a slow start at 50/s
+		// would idle a store that takes one write at a time for a third
+		// of a second.
+		round = min(round, max(1, c.concLimit()))
+	}
+	if !c.rate.startup() || c.throttled || c.roundOK < round || !c.roundBlocked || c.roundBad || !c.lastGood ||
 		now.Before(c.pausedUntil) || c.latencyElevatedLocked() {
 		return
 	}
@@ -871,9 +896,11 @@ func (c *Controller) inFlightLocked(now time.Time) (usual, typical float64) {
 // startup or one by a throttle with a Retry-After (see recutShare).
 // It cuts the limit the throttle points at:
 //
-//   - A spike (see spikeRatio): p was sent with more attempts in flight
-//     than usual, or it looks like a stall and was sent with more than the
-//     one slot that was usual, or that concurrency just grew from. The
+//   - A spike (see spikeRatio): p was sent with others in flight and the
+//     store said it caps concurrency (Sample.Concurrency), or with more
+//     attempts in flight than usual, or it looks like a stall and was sent
+//     with more than the one slot that was usual, or that concurrency just
+//     grew from. The
 //     store stalled and queued our attempts
 //     (VictoriaMetrics rejects the ones that waited too long): concurrency
 //     is cut to the usual in-flight count, below p's; the rate, which did
@@ -908,13 +935,18 @@ func (c *Controller) cutLocked(p *Permit, s Sample, share float64, now time.Time
 	}
 	m := c.measureLocked(span, now)
 	n := p.inFlight
+	if s.Concurrency {
+		// Refused for the store's slots: what counts is how many of ours
+		// held or wanted one as it refused, those sent after p included.
+		n = max(n, c.inFlight+1)
+	}
 	usual, typical := c.inFlightLocked(now)
 	quick := s.Latency > 0 && c.latBase > 0 && !c.isHighLocked(s.Latency) // answered at the usual latency
 	stall := retryAfter <= 0 && !quick
 	// One slot lately: usually less than one attempt in flight, or a limit
 	// of one until concurrency grew within the Window.
 	oneSlot := usual < 1 || c.concGrewFrom == 1 && now.Before(c.concGrewAt.Add(c.cfg.Window))
-	if n >= 2 && ((oneSlot && stall) || float64(n) >= spikeRatio*typical+1) {
+	if n >= 2 && (s.Concurrency || (oneSlot && stall) || float64(n) >= spikeRatio*typical+1) {
 		if !concDue {
 			return true
 		}
@@ -1493,6 +1525,9 @@ type Snapshot struct {
 	LatencyBaseline time.Duration
 	LatencyRecent   time.Duration
 	LatencyElevated bool
+	// CapsConcurrency reports that the store has said it caps concurrency
+	// (a Congested Sample with Concurrency set).
+	CapsConcurrency bool
 	Heartbeat       time.Time // now of the last Tick
 }
 
@@ -1519,6 +1554,7 @@ func (c *Controller) Snapshot() Snapshot {
 		LatencyBaseline: c.latBase,
 		LatencyRecent:   c.latRecent,
 		LatencyElevated: c.latencyElevatedLocked(),
+		CapsConcurrency: c.capsConc,
 		Heartbeat:       c.heartbeat,
 	}
 	if now.Before(c.pausedUntil) {

@@ -1542,3 +1542,75 @@ func TestTakenGrowthEndsTheHold(t *testing.T) {
 		t.Errorf("after a Window at the refused limit: failed level %d, count %d, hold until %v; want all cleared", c.failedLevel, c.failedGrowth, c.concHold)
 	}
 }
+
+// slotRefusal is VictoriaMetrics' insert-limit 503, as the proxy reports it:
+// the store says it caps concurrency.
+func slotRefusal() Sample {
+	s := congested("victoriametrics_insert_limit")
+	s.Concurrency = true
+	return s
+}
+
+func TestConcurrencyCapCutsSlotsOnly(t *testing.T) {
+	// A cold store takes one write and refuses the other waiting for its
+	// one insert slot. Which of the two it refuses is its choice: here the
+	// first one sent, with one in flight when it was granted. It held or
+	// wanted a slot with the other, so the refusal is the slots', not the
+	// rate's: concurrency goes to 1, the rate and its startup are
+	// untouched. Without Concurrency the same refusal also scales the rate
+	// (TestEarlyThrottleKeepsStartup).
+	for _, tc := range []struct {
+		name     string
+		refusal  Sample
+		wantRate float64
+	}{
+		{"store caps concurrency", slotRefusal(), 50},
+		{"no hint", congested("status_503"), 45},
+	} {
+		c, _ := newFake(t, 50, func(cfg *Config) { cfg.InitialConcurrency = 4; cfg.Burst = 2 })
+		ps := take(t, c, 2)
+		ps[0].Done(tc.refusal)
+		s := c.Snapshot()
+		if !approx(s.Rate, tc.wantRate) || s.Concurrency != 1 || s.Phase != PhaseStartup || s.LastMaxRate != 0 {
+			t.Errorf("%s: after a refusal of the first of two in flight: %+v, want rate %v, concurrency 1, startup",
+				tc.name, s, tc.wantRate)
+		}
+		ps[1].Done(success(ms(20)))
+	}
+}
+
+func TestConcurrencyCapShortensStartupRounds(t *testing.T) {
+	// Once the store has said it caps concurrency, a startup round of the
+	// rate is as many successes as the concurrency limit: at one slot the
+	// rate doubles after every success, so a low initial rate no longer
+	// idles a store that takes one write at a time. Without the hint it
+	// takes startupRound successes.
+	for _, tc := range []struct {
+		name    string
+		refusal Sample
+		want    float64 // the rate after 5 successes
+	}{
+		{"store caps concurrency", slotRefusal(), 50 * 32},
+		{"no hint", congested("status_503"), 45},
+	} {
+		c, clk := newFake(t, 50, func(cfg *Config) { cfg.InitialConcurrency = 4; cfg.Burst = 2 })
+		ps := take(t, c, 2) // two in flight, so that the hint is the slots'
+		clk.advance(ms(1))
+		ps[1].Done(tc.refusal)
+		ps[0].Done(success(ms(1)))
+		start := c.Snapshot().Rate
+		for range 5 { // one at a time, each as soon as the limit allows
+			for {
+				if p, err := c.TryAcquire(1); err == nil {
+					clk.advance(ms(1))
+					p.Done(success(ms(1)))
+					break
+				}
+				clk.advance(ms(1))
+			}
+		}
+		if s := c.Snapshot(); !approx(s.Rate, tc.want) || s.Phase != PhaseStartup {
+			t.Errorf("%s: rate %v, then after 5 successes: %+v, want rate %v in startup", tc.name, start, s, tc.want)
+		}
+	}
+}

@@ -635,7 +635,7 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify
 	case res.Kind == classify.OK:
 		s.Outcome = limiter.Success
 	case res.Kind.Congestion():
-		s.Outcome, s.Share = limiter.Congested, res.Share
+		s.Outcome, s.Share, s.Concurrency = limiter.Congested, res.Share, res.Concurrency
 	case res.Kind == classify.ServerError:
 		s.Outcome = limiter.Failed
 	default:

@@ -133,6 +133,13 @@ type Result struct {
 	// Rejected/25 when the request's count is unknown).
 	Share float64
 
+	// Concurrency reports that the store refused because it had too many
+	// requests in flight at once, not because they came too fast:
+	// VictoriaMetrics' insert limit (-maxConcurrentInserts) and ClickHouse's
+	// TOO_MANY_SIMULTANEOUS_QUERIES (max_concurrent_queries). Fewer requests
+	// in flight help; a lower send rate does not.
+	Concurrency bool
+
 	// Items is the number of items the store acknowledged (bulk: items with
 	// a 2xx status), or -1 when the response cannot be counted in items,
 	// including a bulk body that is not one complete JSON object (garbage,
@@ -292,7 +299,7 @@ func (p Profile) Classify(status int, h http.Header, bodyPrefix []byte, now time
 		k, reason = classifyStatus(status, hasRetryAfter)
 	}
 
-	r := Result{Kind: k, Reason: reason, Items: -1}
+	r := Result{Kind: k, Reason: reason, Items: -1, Concurrency: capsConcurrency(reason)}
 	if k != OK {
 		r.Share = 1
 	}
@@ -300,6 +307,12 @@ func (p Profile) Classify(status int, h http.Header, bodyPrefix []byte, now time
 		r.RetryAfter = retryAfter
 	}
 	return r
+}
+
+// capsConcurrency reports whether reason names a store's limit on
+// concurrent requests (see Result.Concurrency).
+func capsConcurrency(reason string) bool {
+	return reason == "victoriametrics_insert_limit" || reason == "clickhouse_too_many_simultaneous_queries"
 }
 
 // classifyStatus applies the generic rules: the status code alone, plus

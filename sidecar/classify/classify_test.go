@@ -329,7 +329,9 @@ const (
 func TestClassifyVictoriaMetrics(t *testing.T) {
 	f := func(r resp, k Kind, reason string) {
 		t.Helper()
-		checkClassify(t, VictoriaMetrics, r, Result{Kind: k, Reason: reason, Share: 1})
+		// Only the insert limit says the store caps concurrency.
+		conc := reason == "victoriametrics_insert_limit"
+		checkClassify(t, VictoriaMetrics, r, Result{Kind: k, Reason: reason, Share: 1, Concurrency: conc})
 	}
 	f(resp{status: 503, body: vmInsertLimit}, Throttled, "victoriametrics_insert_limit")
 	f(resp{status: 503, body: vmInsertLimitOld}, Throttled, "victoriametrics_insert_limit")
@@ -353,7 +355,10 @@ const (
 func TestClassifyClickHouse(t *testing.T) {
 	f := func(r resp, k Kind, reason string) {
 		t.Helper()
-		checkClassify(t, ClickHouse, r, Result{Kind: k, Reason: reason, Share: 1})
+		// TOO_MANY_PARTS is about the rate of inserts, not how many run
+		// at once.
+		conc := reason == "clickhouse_too_many_simultaneous_queries"
+		checkClassify(t, ClickHouse, r, Result{Kind: k, Reason: reason, Share: 1, Concurrency: conc})
 	}
 	code := func(c string) http.Header { return hdr("X-ClickHouse-Exception-Code", c) }
 	f(resp{status: 500, header: code("252"), body: chTooManyParts}, Throttled, "clickhouse_too_many_parts")
