@@ -267,9 +267,10 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header["X-Forwarded-For"] = xff
 	}
 	pr.SetXForwarded()
-	if p.profile == classify.Elasticsearch && strings.HasSuffix(pr.Out.URL.Path, "_bulk") {
-		// A compressed bulk response cannot be scanned for its per-item
-		// 429s; ask for it plain (the loader's client copes with either).
+	if p.profile.ScansAnswer(classify.Request{Method: pr.Out.Method, Path: pr.Out.URL.Path, RawQuery: pr.Out.URL.RawQuery, Header: pr.Out.Header}) {
+		// A compressed answer cannot be scanned for the throttling inside
+		// it (per-item 429s, UnprocessedItems, an S3 error in a 200); ask
+		// for it plain (the loader's client copes with either).
 		pr.Out.Header.Del("Accept-Encoding")
 	}
 	for k := range pr.Out.Header {

@@ -504,3 +504,40 @@ func TestVictoriaMetricsInsertLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestAcceptEncodingWhereAnswersAreScanned: the loader's Accept-Encoding
+// is not forwarded on the requests whose answers sluice scans for
+// throttling (a gzipped answer could not be read), and is forwarded on all
+// others.
+func TestAcceptEncodingWhereAnswersAreScanned(t *testing.T) {
+	for _, tc := range []struct {
+		profile, method, path string
+		header                []string
+		scanned               bool
+	}{
+		{"elasticsearch", http.MethodPost, "/logs/_bulk", nil, true},
+		{"elasticsearch", http.MethodPut, "/_bulk/", nil, true},
+		{"elasticsearch", http.MethodPost, "/logs/_doc", nil, false},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", "DynamoDB_20120810.BatchWriteItem"}, true},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", "DynamoDB_20120810.PutItem"}, false},
+		{"s3", http.MethodPost, "/bucket/key?uploadId=2", nil, true},
+		{"s3", http.MethodPut, "/bucket/key", []string{"X-Amz-Copy-Source", "/bucket/src"}, true},
+		{"s3", http.MethodPut, "/bucket/key", nil, false},
+		{"generic", http.MethodPost, "/logs/_bulk", nil, false},
+	} {
+		var got atomic.Value
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got.Store(r.Header.Get("Accept-Encoding"))
+			w.WriteHeader(http.StatusNoContent)
+		})
+		s := newTestServer(t, store, "PROFILE="+tc.profile)
+		send(s.ProxyHandler(), context.Background(), tc.method, tc.path, "{}", append([]string{"Accept-Encoding", "gzip"}, tc.header...)...)
+		want := "gzip"
+		if tc.scanned {
+			want = ""
+		}
+		if ae, _ := got.Load().(string); ae != want {
+			t.Errorf("%s %s %s %v: store got Accept-Encoding %q, want %q", tc.profile, tc.method, tc.path, tc.header, ae, want)
+		}
+	}
+}

@@ -64,37 +64,48 @@ type Request struct {
 //     not checked (S3 sends application/xml, or none).
 //
 // The first two need status 2xx and a JSON body (a Content-Type naming
-// json, or none). A body with a Content-Encoding other than identity is not
-// scanned: it would have to be decompressed, so a proxy that wants the
-// scan must not forward the loader's Accept-Encoding on such requests.
-// When NewScanner returns a Scanner, its Result is the classification of
-// the response, in place of Classify's.
+// json, or none), the last status 200. A body with a Content-Encoding other
+// than identity is not scanned: it would have to be decompressed, so a
+// proxy must not forward the loader's Accept-Encoding on a request for
+// which [Profile.ScansAnswer] is true. When NewScanner returns a Scanner,
+// its Result is the classification of the response, in place of
+// Classify's.
 func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
-	if status < 200 || status > 299 {
+	if status < 200 || status > 299 || !p.ScansAnswer(req) {
 		return nil
 	}
-	if p == S3 && status == http.StatusOK && isS3Deferred(req) {
-		if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return nil
+	}
+	if p == S3 {
+		if status != http.StatusOK {
 			return nil
 		}
 		return &s3Scanner{status: status}
 	}
-	switch {
-	case p == Elasticsearch && (req.Method == http.MethodPost || req.Method == http.MethodPut) && isBulkPath(req.Path):
-	case p == DynamoDB && req.Method == http.MethodPost && isBatchWriteItem(req.Header):
-	default:
-		return nil
-	}
 	if ct := h.Get("Content-Type"); ct != "" && !strings.Contains(strings.ToLower(ct), "json") {
 		return nil // CBOR, SMILE or YAML on request
-	}
-	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return nil
 	}
 	if p == DynamoDB {
 		return &bulkScanner{status: status, dynamo: true, listKey: "UnprocessedItems", requested: max(req.Items, 0)}
 	}
 	return &bulkScanner{status: status}
+}
+
+// ScansAnswer reports whether the answer to req is one whose body
+// NewScanner reads (see there): an Elasticsearch _bulk, a DynamoDB
+// BatchWriteItem, an S3 CompleteMultipartUpload or copy. Only req's Method,
+// Path, RawQuery and Header are read.
+func (p Profile) ScansAnswer(req Request) bool {
+	switch p {
+	case Elasticsearch:
+		return (req.Method == http.MethodPost || req.Method == http.MethodPut) && isBulkPath(req.Path)
+	case DynamoDB:
+		return req.Method == http.MethodPost && isBatchWriteItem(req.Header)
+	case S3:
+		return isS3Deferred(req)
+	}
+	return false
 }
 
 func isBulkPath(path string) bool {
