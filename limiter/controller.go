@@ -53,10 +53,12 @@ type Sample struct {
 	Share float64
 	// Concurrency, for Congested only, says the store refused because it
 	// had too many requests in flight, not because they came too fast
-	// (VictoriaMetrics' -maxConcurrentInserts). Sent with others of ours
-	// in flight, it cuts only concurrency; and from then on a startup round
-	// of the rate, which such a store does not limit, is as many successes
-	// as the concurrency limit rather than startupRound (see capsConc).
+	// (VictoriaMetrics' -maxConcurrentInserts). The attempt then counts as
+	// sent with all of ours that were in flight as it was refused, those
+	// sent after it included; and from then on a startup round of the
+	// rate, which such a store does not limit, is as many successes as the
+	// concurrency limit if that is fewer than startupRound (see capsConc).
+	// The cut is chosen as for any throttle.
 	Concurrency bool
 	// Reason is a short machine-readable cause such as "status_429",
 	// "s3_slowdown" or "timeout"; it is logged and kept as LastReason.
@@ -261,9 +263,7 @@ const (
 //
 //   - Throttles cut at once, each limit at most once per Window and only for
 //     requests sent after the previous cut (a burst of throttles counts
-//     once). The cut is of the limit the throttle points at. A store
-//     that says it caps concurrency (Sample.Concurrency) gets a cut of
-//     concurrency only, when others of ours were in flight. An attempt
+//     once). The cut is of the limit the throttle points at. An attempt
 //     sent with more attempts in flight than usual (spikeRatio) was
 //     throttled because the store stalled with our attempts queued in it:
 //     concurrency is cut to the usual in-flight count and the rate is left
@@ -896,11 +896,11 @@ func (c *Controller) inFlightLocked(now time.Time) (usual, typical float64) {
 // startup or one by a throttle with a Retry-After (see recutShare).
 // It cuts the limit the throttle points at:
 //
-//   - A spike (see spikeRatio): p was sent with others in flight and the
-//     store said it caps concurrency (Sample.Concurrency), or with more
-//     attempts in flight than usual, or it looks like a stall and was sent
-//     with more than the one slot that was usual, or that concurrency just
-//     grew from. The
+//   - A spike (see spikeRatio): p was sent with more attempts in flight
+//     than usual (with Sample.Concurrency, counting those sent after it
+//     that were in flight as it was refused), or it looks like a stall and
+//     was sent with more than the one slot that was usual, or that
+//     concurrency just grew from. The
 //     store stalled and queued our attempts
 //     (VictoriaMetrics rejects the ones that waited too long): concurrency
 //     is cut to the usual in-flight count, below p's; the rate, which did
@@ -946,7 +946,7 @@ func (c *Controller) cutLocked(p *Permit, s Sample, share float64, now time.Time
 	// One slot lately: usually less than one attempt in flight, or a limit
 	// of one until concurrency grew within the Window.
 	oneSlot := usual < 1 || c.concGrewFrom == 1 && now.Before(c.concGrewAt.Add(c.cfg.Window))
-	if n >= 2 && (s.Concurrency || (oneSlot && stall) || float64(n) >= spikeRatio*typical+1) {
+	if n >= 2 && ((oneSlot && stall) || float64(n) >= spikeRatio*typical+1) {
 		if !concDue {
 			return true
 		}

@@ -1551,14 +1551,15 @@ func slotRefusal() Sample {
 	return s
 }
 
-func TestConcurrencyCapCutsSlotsOnly(t *testing.T) {
+func TestConcurrencyCapCountsLaterAttempts(t *testing.T) {
 	// A cold store takes one write and refuses the other waiting for its
 	// one insert slot. Which of the two it refuses is its choice: here the
-	// first one sent, with one in flight when it was granted. It held or
-	// wanted a slot with the other, so the refusal is the slots', not the
-	// rate's: concurrency goes to 1, the rate and its startup are
-	// untouched. Without Concurrency the same refusal also scales the rate
-	// (TestEarlyThrottleKeepsStartup).
+	// first one sent, with one in flight when it was granted. A store that
+	// says it refused for its slots was refused with both in flight, so,
+	// like any refusal of a second write where one was usual (a spike),
+	// it cuts concurrency to 1 and leaves the rate and its startup alone.
+	// Without Concurrency the refusal counts as sent alone and also scales
+	// the rate (TestEarlyThrottleKeepsStartup).
 	for _, tc := range []struct {
 		name     string
 		refusal  Sample
@@ -1588,10 +1589,10 @@ func TestConcurrencyCapShortensStartupRounds(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		refusal Sample
-		want    float64 // the rate after 5 successes
+		growth  float64 // of the rate over 5 successes
 	}{
-		{"store caps concurrency", slotRefusal(), 50 * 32},
-		{"no hint", congested("status_503"), 45},
+		{"store caps concurrency", slotRefusal(), 32},
+		{"no hint", congested("status_503"), 1},
 	} {
 		c, clk := newFake(t, 50, func(cfg *Config) { cfg.InitialConcurrency = 4; cfg.Burst = 2 })
 		ps := take(t, c, 2) // two in flight, so that the hint is the slots'
@@ -1609,8 +1610,8 @@ func TestConcurrencyCapShortensStartupRounds(t *testing.T) {
 				clk.advance(ms(1))
 			}
 		}
-		if s := c.Snapshot(); !approx(s.Rate, tc.want) || s.Phase != PhaseStartup {
-			t.Errorf("%s: rate %v, then after 5 successes: %+v, want rate %v in startup", tc.name, start, s, tc.want)
+		if s := c.Snapshot(); !approx(s.Rate, start*tc.growth) || s.Phase != PhaseStartup {
+			t.Errorf("%s: rate %v, then after 5 successes: %+v, want rate %v in startup", tc.name, start, s, start*tc.growth)
 		}
 	}
 }

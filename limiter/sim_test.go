@@ -149,6 +149,15 @@ type simConfig struct {
 	latency    time.Duration
 	rejectAt   time.Duration // latency of a rejection
 	retryAfter time.Duration // attached to every rejection, 0 for none
+	concSignal bool          // rejections say the store caps concurrency (Sample.Concurrency)
+}
+
+// eachHint runs f as two subtests: rejections without and with
+// Sample.Concurrency, for the stores that cap concurrency, whose profile
+// may or may not say so (VictoriaMetrics' does).
+func eachHint(t *testing.T, f func(t *testing.T, hint bool)) {
+	t.Run("no hint", func(t *testing.T) { f(t, false) })
+	t.Run("store says it caps concurrency", func(t *testing.T) { f(t, true) })
 }
 
 const simBin = 100 * time.Millisecond
@@ -249,7 +258,7 @@ func simulate(t *testing.T, sc simConfig) simResult {
 							sc.store.release()
 							p.Done(Sample{Outcome: Success, Latency: lat})
 						} else {
-							p.Done(Sample{Outcome: Congested, Latency: lat, RetryAfter: sc.retryAfter, Reason: "status_429"})
+							p.Done(Sample{Outcome: Congested, Latency: lat, RetryAfter: sc.retryAfter, Reason: "status_429", Concurrency: sc.concSignal})
 						}
 						mu.Lock()
 						if bin < nbins {
@@ -367,22 +376,25 @@ func TestSimulationRateLimitedStore(t *testing.T) {
 }
 
 func TestSimulationConcurrencyLimitedStore(t *testing.T) {
-	const lat = 20 * time.Millisecond
-	slots := func(n float64) simPhase {
-		return simPhase{20 * time.Second, n, n / lat.Seconds()}
-	}
-	phases := []simPhase{slots(8), slots(4), slots(16)}
-	r := simulate(t, simConfig{
-		seed:     simSeed(),
-		store:    &concStore{},
-		phases:   phases,
-		workers:  64,
-		latency:  lat,
-		rejectAt: time.Millisecond,
+	eachHint(t, func(t *testing.T, hint bool) {
+		const lat = 20 * time.Millisecond
+		slots := func(n float64) simPhase {
+			return simPhase{20 * time.Second, n, n / lat.Seconds()}
+		}
+		phases := []simPhase{slots(8), slots(4), slots(16)}
+		r := simulate(t, simConfig{
+			seed:       simSeed(),
+			store:      &concStore{},
+			phases:     phases,
+			workers:    64,
+			latency:    lat,
+			rejectAt:   time.Millisecond,
+			concSignal: hint,
+		})
+		checkPhases(t, r, phases, []string{"8 slots", "4 slots", "16 slots"},
+			// 4 slots: learning the drop takes okPeakWindows; 16 slots: 4× the capacity.
+			[]time.Duration{8 * time.Second, 6 * time.Second, 7 * time.Second})
 	})
-	checkPhases(t, r, phases, []string{"8 slots", "4 slots", "16 slots"},
-		// 4 slots: learning the drop takes okPeakWindows; 16 slots: 4× the capacity.
-		[]time.Duration{8 * time.Second, 6 * time.Second, 7 * time.Second})
 }
 
 // simSeed returns $SIM_SEED, or 1: runs are reproducible, and other seeds
@@ -456,37 +468,40 @@ func TestSimulationQueueingStore(t *testing.T) {
 	// VictoriaMetrics-like: 8 inserts at once, 20ms each (400 req/s), the
 	// rest queue inside the store for up to 100ms and then get a 503. Queued
 	// inserts are slower before any is refused: latency is the early signal.
-	const service = 20 * time.Millisecond
-	slots := func(n float64) simPhase { return simPhase{20 * time.Second, n, n / service.Seconds()} }
-	phases := []simPhase{slots(8), slots(4), slots(16)}
-	r := simulate(t, simConfig{
-		seed:    simSeed(),
-		store:   &queueStore{service: service, maxQueue: 100 * time.Millisecond},
-		phases:  phases,
-		workers: 64,
-	})
-	checkPhases(t, r, phases, []string{"8 slots", "4 slots", "16 slots"},
-		[]time.Duration{8 * time.Second, 6 * time.Second, 7 * time.Second})
-	// The latency signal keeps the queue we build in the store short: over
-	// the second half of each phase, latency stays within 2× the service.
-	from := time.Duration(0)
-	for _, p := range phases {
-		var sum time.Duration
-		var n int
-		for _, s := range r.trace {
-			at := s.Heartbeat.Sub(time.Time{})
-			if at >= from+p.dur/2 && at < from+p.dur {
-				sum += s.LatencyRecent
-				n++
+	eachHint(t, func(t *testing.T, hint bool) {
+		const service = 20 * time.Millisecond
+		slots := func(n float64) simPhase { return simPhase{20 * time.Second, n, n / service.Seconds()} }
+		phases := []simPhase{slots(8), slots(4), slots(16)}
+		r := simulate(t, simConfig{
+			seed:       simSeed(),
+			store:      &queueStore{service: service, maxQueue: 100 * time.Millisecond},
+			phases:     phases,
+			workers:    64,
+			concSignal: hint,
+		})
+		checkPhases(t, r, phases, []string{"8 slots", "4 slots", "16 slots"},
+			[]time.Duration{8 * time.Second, 6 * time.Second, 7 * time.Second})
+		// The latency signal keeps the queue we build in the store short: over
+		// the second half of each phase, latency stays within 2× the service.
+		from := time.Duration(0)
+		for _, p := range phases {
+			var sum time.Duration
+			var n int
+			for _, s := range r.trace {
+				at := s.Heartbeat.Sub(time.Time{})
+				if at >= from+p.dur/2 && at < from+p.dur {
+					sum += s.LatencyRecent
+					n++
+				}
+			}
+			from += p.dur
+			mean := sum / time.Duration(max(n, 1))
+			t.Logf("%2.0f slots: mean latency over the second half %v (service %v)", p.capacity, mean, service)
+			if mean > 2*service {
+				t.Errorf("%2.0f slots: mean latency %v, want at most %v: a standing queue in the store", p.capacity, mean, 2*service)
 			}
 		}
-		from += p.dur
-		mean := sum / time.Duration(max(n, 1))
-		t.Logf("%2.0f slots: mean latency over the second half %v (service %v)", p.capacity, mean, service)
-		if mean > 2*service {
-			t.Errorf("%2.0f slots: mean latency %v, want at most %v: a standing queue in the store", p.capacity, mean, 2*service)
-		}
-	}
+	})
 }
 
 // stallStore is VictoriaMetrics with -maxConcurrentInserts=1
@@ -540,33 +555,36 @@ func TestSimulationStallingStore(t *testing.T) {
 	// of queue, a 40ms stall every 700ms. Any second request in flight
 	// during a stall is refused: the controller must settle at one slot
 	// (stalls then refuse nothing) with the rate out of the way.
-	const service = 2 * time.Millisecond
-	phases := []simPhase{{20 * time.Second, 1, 1 / service.Seconds()}}
-	r := simulate(t, simConfig{
-		seed:    simSeed(),
-		store:   &stallStore{service: service, maxQueue: 10 * time.Millisecond, stallEvery: 700 * time.Millisecond, stallFor: 40 * time.Millisecond},
-		phases:  phases,
-		workers: 16,
-	})
-	from := int(5 * time.Second / simBin)
-	ok, rej, allRej := 0, 0, 0
-	for i := range r.ok {
-		allRej += r.rejected[i]
-		if i >= from {
-			ok += r.ok[i]
-			rej += r.rejected[i]
+	eachHint(t, func(t *testing.T, hint bool) {
+		const service = 2 * time.Millisecond
+		phases := []simPhase{{20 * time.Second, 1, 1 / service.Seconds()}}
+		r := simulate(t, simConfig{
+			seed:       simSeed(),
+			store:      &stallStore{service: service, maxQueue: 10 * time.Millisecond, stallEvery: 700 * time.Millisecond, stallFor: 40 * time.Millisecond},
+			phases:     phases,
+			workers:    16,
+			concSignal: hint,
+		})
+		from := int(5 * time.Second / simBin)
+		ok, rej, allRej := 0, 0, 0
+		for i := range r.ok {
+			allRej += r.rejected[i]
+			if i >= from {
+				ok += r.ok[i]
+				rej += r.rejected[i]
+			}
 		}
-	}
-	secs := float64(len(r.ok)-from) * simBin.Seconds()
-	// One slot, less the stalls (40ms of every 700ms).
-	most := phases[0].goodput * (1 - 40.0/700)
-	t.Logf("after 5s: goodput %.0f/s of at most %.0f/s, %d refused of %d; %d refused over the whole run", float64(ok)/secs, most, rej, ok+rej, allRej)
-	if float64(ok)/secs < 0.85*most {
-		t.Errorf("goodput %.0f/s, want at least 85%% of %.0f/s", float64(ok)/secs, most)
-	}
-	if float64(rej) > 0.002*float64(ok+rej) {
-		t.Errorf("%d of %d attempts refused after 5s, want at most 0.2%%", rej, ok+rej)
-	}
-	f := r.final[0]
-	t.Logf("final: rate %.0f concurrency %d phase %s decreases %d samples %v", f.Rate, f.Concurrency, f.Phase, f.Decreases, f.Samples)
+		secs := float64(len(r.ok)-from) * simBin.Seconds()
+		// One slot, less the stalls (40ms of every 700ms).
+		most := phases[0].goodput * (1 - 40.0/700)
+		t.Logf("after 5s: goodput %.0f/s of at most %.0f/s, %d refused of %d; %d refused over the whole run", float64(ok)/secs, most, rej, ok+rej, allRej)
+		if float64(ok)/secs < 0.85*most {
+			t.Errorf("goodput %.0f/s, want at least 85%% of %.0f/s", float64(ok)/secs, most)
+		}
+		if float64(rej) > 0.002*float64(ok+rej) {
+			t.Errorf("%d of %d attempts refused after 5s, want at most 0.2%%", rej, ok+rej)
+		}
+		f := r.final[0]
+		t.Logf("final: rate %.0f concurrency %d phase %s decreases %d samples %v", f.Rate, f.Concurrency, f.Phase, f.Decreases, f.Samples)
+	})
 }
