@@ -267,7 +267,8 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header["X-Forwarded-For"] = xff
 	}
 	pr.SetXForwarded()
-	if p.profile.ScansAnswer(classify.Request{Method: pr.Out.Method, Path: pr.Out.URL.Path, RawQuery: pr.Out.URL.RawQuery, Header: pr.Out.Header}) {
+	if p.profile.ScansAnswer(classify.Request{Method: pr.Out.Method, Path: pr.Out.URL.Path, RawQuery: pr.Out.URL.RawQuery, Header: pr.Out.Header}) &&
+		!signedAcceptEncoding(pr.Out) {
 		// A compressed answer cannot be scanned for the throttling inside
 		// it (per-item 429s, UnprocessedItems, an S3 error in a 200); ask
 		// for it plain (the loader's client copes with either).
@@ -278,6 +279,27 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			delete(pr.Out.Header, k)
 		}
 	}
+}
+
+// signedAcceptEncoding reports whether the loader signed r with AWS
+// Signature Version 4 (in its Authorization header or, presigned, in its
+// query) over the Accept-Encoding header, as the AWS SDKs do for DynamoDB:
+// removing the header would void the signature, and the store would answer
+// 403. Such an answer is scanned only if the store sends it uncompressed.
+func signedAcceptEncoding(r *http.Request) bool {
+	var signed string
+	if auth := r.Header.Get("Authorization"); strings.HasPrefix(auth, "AWS4-") {
+		_, signed, _ = strings.Cut(auth, "SignedHeaders=")
+		signed, _, _ = strings.Cut(signed, ",")
+	} else {
+		signed = r.URL.Query().Get("X-Amz-SignedHeaders")
+	}
+	for name := range strings.SplitSeq(signed, ";") {
+		if strings.EqualFold(strings.TrimSpace(name), "accept-encoding") {
+			return true
+		}
+	}
+	return false
 }
 
 // admissionError is a write refused by sluice's own limits: the loader gets

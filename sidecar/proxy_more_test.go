@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -513,20 +514,30 @@ func TestVictoriaMetricsInsertLimit(t *testing.T) {
 
 // TestAcceptEncodingWhereAnswersAreScanned: the loader's Accept-Encoding
 // is not forwarded on the requests whose answers sluice scans for
-// throttling (a gzipped answer could not be read), and is forwarded on all
-// others.
+// throttling (a gzipped answer could not be read), unless the loader
+// signed it (AWS SigV4, as the SDKs do for DynamoDB: removing it would void
+// the signature), and is forwarded on all others.
 func TestAcceptEncodingWhereAnswersAreScanned(t *testing.T) {
+	const (
+		batch     = "DynamoDB_20120810.BatchWriteItem"
+		sigv4     = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261124/us-east-1/dynamodb/aws4_request, SignedHeaders=%s, Signature=0123abcd"
+		withAE    = "accept-encoding;content-length;content-type;host;x-amz-date;x-amz-target"
+		withoutAE = "content-length;content-type;host;x-amz-date;x-amz-target"
+	)
 	for _, tc := range []struct {
 		profile, method, path string
 		header                []string
-		scanned               bool
+		dropped               bool
 	}{
 		{"elasticsearch", http.MethodPost, "/logs/_bulk", nil, true},
 		{"elasticsearch", http.MethodPut, "/_bulk/", nil, true},
 		{"elasticsearch", http.MethodPost, "/logs/_doc", nil, false},
-		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", "DynamoDB_20120810.BatchWriteItem"}, true},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch}, true},
 		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", "DynamoDB_20120810.PutItem"}, false},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, false},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withoutAE)}, true},
 		{"s3", http.MethodPost, "/bucket/key?uploadId=2", nil, true},
+		{"s3", http.MethodPost, "/bucket/key?uploadId=2&X-Amz-SignedHeaders=accept-encoding%3Bhost", nil, false},
 		{"s3", http.MethodPut, "/bucket/key", []string{"X-Amz-Copy-Source", "/bucket/src"}, true},
 		{"s3", http.MethodPut, "/bucket/key", nil, false},
 		{"generic", http.MethodPost, "/logs/_bulk", nil, false},
@@ -539,7 +550,7 @@ func TestAcceptEncodingWhereAnswersAreScanned(t *testing.T) {
 		s := newTestServer(t, store, "PROFILE="+tc.profile)
 		send(s.ProxyHandler(), context.Background(), tc.method, tc.path, "{}", append([]string{"Accept-Encoding", "gzip"}, tc.header...)...)
 		want := "gzip"
-		if tc.scanned {
+		if tc.dropped {
 			want = ""
 		}
 		if ae, _ := got.Load().(string); ae != want {
