@@ -524,37 +524,50 @@ func TestAcceptEncodingWhereAnswersAreScanned(t *testing.T) {
 		withAE    = "accept-encoding;content-length;content-type;host;x-amz-date;x-amz-target"
 		withoutAE = "content-length;content-type;host;x-amz-date;x-amz-target"
 	)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cr3t\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sluiceSigns := []string{"UPSTREAM_AUTH=bearer-file", "TOKEN_FILE=" + tokenFile}
 	for _, tc := range []struct {
 		profile, method, path string
 		header                []string
 		dropped               bool
+		env                   []string
 	}{
-		{"elasticsearch", http.MethodPost, "/logs/_bulk", nil, true},
-		{"elasticsearch", http.MethodPut, "/_bulk/", nil, true},
-		{"elasticsearch", http.MethodPost, "/logs/_doc", nil, false},
-		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch}, true},
-		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", "DynamoDB_20120810.PutItem"}, false},
-		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, false},
-		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withoutAE)}, true},
-		{"s3", http.MethodPost, "/bucket/key?uploadId=2", nil, true},
-		{"s3", http.MethodPost, "/bucket/key?uploadId=2&X-Amz-SignedHeaders=accept-encoding%3Bhost", nil, false},
-		{"s3", http.MethodPut, "/bucket/key", []string{"X-Amz-Copy-Source", "/bucket/src"}, true},
-		{"s3", http.MethodPut, "/bucket/key", nil, false},
-		{"generic", http.MethodPost, "/logs/_bulk", nil, false},
+		{"elasticsearch", http.MethodPost, "/logs/_bulk", nil, true, nil},
+		{"elasticsearch", http.MethodPut, "/_bulk/", nil, true, nil},
+		{"elasticsearch", http.MethodPost, "/logs/_doc", nil, false, nil},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch}, true, nil},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", "DynamoDB_20120810.PutItem"}, false, nil},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, false, nil},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withoutAE)}, true, nil},
+		// sluice's own credentials replace the loader's signature.
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, true, sluiceSigns},
+		{"s3", http.MethodPost, "/bucket/key?uploadId=2", nil, true, nil},
+		{"s3", http.MethodPost, "/bucket/key?uploadId=2&X-Amz-SignedHeaders=accept-encoding%3Bhost", nil, false, nil},
+		{"s3", http.MethodPut, "/bucket/key", []string{"X-Amz-Copy-Source", "/bucket/src"}, true, nil},
+		{"s3", http.MethodPut, "/bucket/key", nil, false, nil},
+		{"generic", http.MethodPost, "/logs/_bulk", nil, false, nil},
 	} {
-		var got atomic.Value
-		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			got.Store(r.Header.Get("Accept-Encoding"))
-			w.WriteHeader(http.StatusNoContent)
+		synctest.Test(t, func(t *testing.T) {
+			var got atomic.Value
+			store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				got.Store(r.Header.Get("Accept-Encoding"))
+				w.WriteHeader(http.StatusNoContent)
+			})
+			s := newTestServer(t, store, append([]string{"PROFILE=" + tc.profile}, tc.env...)...)
+			synctest.Wait() // sluice's own credential, if any, has been read
+			rec := send(s.ProxyHandler(), context.Background(), tc.method, tc.path, "{}", append([]string{"Accept-Encoding", "gzip"}, tc.header...)...)
+			want := "gzip"
+			if tc.dropped {
+				want = ""
+			}
+			if ae, reached := got.Load().(string); !reached || rec.Code != http.StatusNoContent {
+				t.Errorf("%s %s %s %v: loader got %d %s; the store was reached: %v", tc.profile, tc.method, tc.path, tc.header, rec.Code, rec.Body, reached)
+			} else if ae != want {
+				t.Errorf("%s %s %s %v: store got Accept-Encoding %q, want %q", tc.profile, tc.method, tc.path, tc.header, ae, want)
+			}
 		})
-		s := newTestServer(t, store, "PROFILE="+tc.profile)
-		send(s.ProxyHandler(), context.Background(), tc.method, tc.path, "{}", append([]string{"Accept-Encoding", "gzip"}, tc.header...)...)
-		want := "gzip"
-		if tc.dropped {
-			want = ""
-		}
-		if ae, _ := got.Load().(string); ae != want {
-			t.Errorf("%s %s %s %v: store got Accept-Encoding %q, want %q", tc.profile, tc.method, tc.path, tc.header, ae, want)
-		}
 	}
 }
