@@ -268,12 +268,12 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetXForwarded()
 	if p.profile.ScansAnswer(classify.Request{Method: pr.Out.Method, Path: pr.Out.URL.Path, RawQuery: pr.Out.URL.RawQuery, Header: pr.Out.Header}) &&
-		(p.auth != nil || !signedAcceptEncoding(pr.Out)) {
+		(p.auth.Replaces(pr.Out) || !signedAcceptEncoding(pr.Out)) {
 		// A compressed answer cannot be scanned for the throttling inside
 		// it (per-item 429s, UnprocessedItems, an S3 error in a 200); ask
-		// for it plain (the loader's client copes with either). With
-		// SLUICE_UPSTREAM_AUTH sluice authenticates the request after
-		// this, replacing whatever the loader signed.
+		// for it plain (the loader's client copes with either). When
+		// sluice authenticates the request (after this), it replaces
+		// whatever the loader signed.
 		pr.Out.Header.Del("Accept-Encoding")
 	}
 	for k := range pr.Out.Header {

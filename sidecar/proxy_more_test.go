@@ -542,8 +542,11 @@ func TestAcceptEncodingWhereAnswersAreScanned(t *testing.T) {
 		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", "DynamoDB_20120810.PutItem"}, false, nil},
 		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, false, nil},
 		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withoutAE)}, true, nil},
-		// sluice's own credentials replace the loader's signature.
+		// sluice's own credentials replace the loader's signature, unless
+		// told to forward a loader's own.
 		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, true, sluiceSigns},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, false,
+			append([]string{"AUTH_OVERRIDE=false"}, sluiceSigns...)},
 		{"s3", http.MethodPost, "/bucket/key?uploadId=2", nil, true, nil},
 		{"s3", http.MethodPost, "/bucket/key?uploadId=2&X-Amz-SignedHeaders=accept-encoding%3Bhost", nil, false, nil},
 		{"s3", http.MethodPut, "/bucket/key", []string{"X-Amz-Copy-Source", "/bucket/src"}, true, nil},

@@ -548,10 +548,7 @@ func (a *Authenticator) unavailableError(c *credential, now time.Time) *Unavaila
 // returns *UnavailableError when the credential has expired and no fetch
 // has replaced it.
 func (a *Authenticator) Apply(req *http.Request) error {
-	if a == nil {
-		return nil
-	}
-	if !a.cfg.Override && a.loaderAuthenticated(req) {
+	if !a.Replaces(req) {
 		return nil
 	}
 	c, err := a.credentialFor(req.Context())
@@ -563,6 +560,15 @@ func (a *Authenticator) Apply(req *http.Request) error {
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	return nil
+}
+
+// Replaces reports whether Apply puts this Authenticator's credentials on
+// req, replacing whatever the loader put there: false for a nil
+// Authenticator, and for a request the loader authenticated itself unless
+// SLUICE_AUTH_OVERRIDE is set. A proxy may change what the loader signed
+// only when it does.
+func (a *Authenticator) Replaces(req *http.Request) bool {
+	return a != nil && (a.cfg.Override || !a.loaderAuthenticated(req))
 }
 
 // loaderAuthenticated reports whether req carries credentials that the

@@ -66,8 +66,9 @@ type Request struct {
 // The first two need status 2xx and a JSON body (a Content-Type naming
 // json, or none), the last status 200. A body with a Content-Encoding other
 // than identity is not scanned: it would have to be decompressed, so a
-// proxy must not forward the loader's Accept-Encoding on a request for
-// which [Profile.ScansAnswer] is true. When NewScanner returns a Scanner,
+// proxy that wants the scan does not forward the loader's Accept-Encoding
+// on a request for which [Profile.ScansAnswer] is true (sluice keeps it
+// where the loader signed it). When NewScanner returns a Scanner,
 // its Result is the classification of the response, in place of
 // Classify's.
 func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
