@@ -783,7 +783,9 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		}
 		if s.Concurrency && !c.capsConc {
 			c.capsConc = true
-			c.log.Info("the store caps concurrency: startup rounds of the rate follow the concurrency limit", "cause", s.Reason)
+			if c.rate.startup() {
+				c.log.Info("the store caps concurrency: startup rounds of the rate follow the concurrency limit", "cause", s.Reason)
+			}
 		}
 		spike := false
 		if fresh {
@@ -921,6 +923,9 @@ func (c *Controller) inFlightLocked(now time.Time) (usual, typical float64) {
 //     neither limit was (the loader alone drove the store into
 //     congestion): from the peak in flight, keeping the slots the new rate
 //     needs (Little's law).
+//
+// "Sent with n in flight" is, for a Sample with Concurrency, the larger of
+// the count at p's grant and the count when it was refused.
 //
 // Requires that c.mu is held.
 func (c *Controller) cutLocked(p *Permit, s Sample, share float64, now time.Time) (spike bool) {
@@ -1526,7 +1531,8 @@ type Snapshot struct {
 	LatencyRecent   time.Duration
 	LatencyElevated bool
 	// CapsConcurrency reports that the store has said it caps concurrency
-	// (a Congested Sample with Concurrency set).
+	// (a Congested Sample with Concurrency set) since the Controller was
+	// made. It matters while the rate is in startup (see Sample).
 	CapsConcurrency bool
 	Heartbeat       time.Time // now of the last Tick
 }

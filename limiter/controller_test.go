@@ -1615,3 +1615,47 @@ func TestConcurrencyCapShortensStartupRounds(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrencyCapRoundsFollowTheSlots(t *testing.T) {
+	// At a store that caps concurrency, a startup round of the rate is as
+	// many successes as the concurrency limit when that is fewer than
+	// startupRound: at 6 slots, 12 successes double the rate twice (once
+	// without the hint, in one round of startupRound). Three long writes
+	// stay in flight throughout, so that the loader uses the slots and
+	// they are not trimmed to its use.
+	for _, tc := range []struct {
+		name    string
+		refusal Sample
+		growth  float64 // of the rate over 12 successes
+	}{
+		{"store caps concurrency", slotRefusal(), 4},
+		{"no hint", congested("status_503"), 2},
+	} {
+		c, clk := newFake(t, 50, func(cfg *Config) { cfg.InitialConcurrency = 6; cfg.Burst = 4 })
+		held := take(t, c, 3)
+		p := take(t, c, 1)[0]
+		if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) { // the rate binds
+			t.Fatalf("%s: a fifth request got through a bucket of four: %v", tc.name, err)
+		}
+		clk.advance(ms(1))
+		p.Done(tc.refusal) // below the slots, with the rate binding: a cut of the rate only
+		start := c.Snapshot()
+		if start.Concurrency != 6 || start.CapsConcurrency != tc.refusal.Concurrency {
+			t.Fatalf("%s: after the refusal: %+v, want 6 slots kept", tc.name, start)
+		}
+		for range 12 { // one more at a time, each as soon as the limit allows
+			for {
+				if p, err := c.TryAcquire(1); err == nil {
+					clk.advance(ms(1))
+					p.Done(success(ms(1)))
+					break
+				}
+				clk.advance(ms(1))
+			}
+		}
+		if s := c.Snapshot(); !approx(s.Rate, start.Rate*tc.growth) || s.Phase != PhaseStartup || s.Concurrency != 6 {
+			t.Errorf("%s: rate %v, then after 12 successes: %+v, want rate %v in startup at 6 slots", tc.name, start.Rate, s, start.Rate*tc.growth)
+		}
+		doneAll(held, success(ms(100)))
+	}
+}

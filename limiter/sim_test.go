@@ -141,15 +141,16 @@ type simPhase struct {
 }
 
 type simConfig struct {
-	seed       uint64 // of the tick jitter
-	store      simStore
-	phases     []simPhase
-	instances  int // controllers (sidecars) sharing the store; 0 means 1
-	workers    int // greedy loader goroutines per instance
-	latency    time.Duration
-	rejectAt   time.Duration // latency of a rejection
-	retryAfter time.Duration // attached to every rejection, 0 for none
-	concSignal bool          // rejections say the store caps concurrency (Sample.Concurrency)
+	seed        uint64 // of the tick jitter
+	store       simStore
+	phases      []simPhase
+	instances   int // controllers (sidecars) sharing the store; 0 means 1
+	workers     int // greedy loader goroutines per instance
+	latency     time.Duration
+	rejectAt    time.Duration // latency of a rejection
+	retryAfter  time.Duration // attached to every rejection, 0 for none
+	concSignal  bool          // rejections say the store caps concurrency (Sample.Concurrency)
+	initialRate float64       // 0 means 10/s
 }
 
 // eachHint runs f as two subtests: rejections without and with
@@ -207,8 +208,12 @@ func simulate(t *testing.T, sc simConfig) simResult {
 		})
 		ctls := make([]*Controller, n)
 		for inst := range ctls {
+			initial := sc.initialRate
+			if initial == 0 {
+				initial = 10
+			}
 			c, err := New(Config{
-				InitialRate: 10, MinRate: 1, MaxRate: 1e5,
+				InitialRate: initial, MinRate: 1, MaxRate: 1e5,
 				MaxConcurrency: 256, QueueMax: 256,
 			})
 			if err != nil {
@@ -516,8 +521,10 @@ type stallStore struct {
 	maxQueue   time.Duration
 	stallEvery time.Duration
 	stallFor   time.Duration
+	cold       time.Duration // the first insert's service, if longer (a cold store)
 	start      time.Time
 	free       time.Time // when the slot frees up
+	served     int
 }
 
 func (s *stallStore) attempt(now time.Time) (bool, time.Duration) {
@@ -528,6 +535,9 @@ func (s *stallStore) attempt(now time.Time) (bool, time.Duration) {
 		return false, s.maxQueue
 	}
 	end := begin.Add(s.service)
+	if s.served++; s.served == 1 {
+		end = begin.Add(max(s.service, s.cold))
+	}
 	k := begin.Sub(s.start) / s.stallEvery
 	stall := s.start.Add(k * s.stallEvery) // the latest stall to start by begin
 	switch next := stall.Add(s.stallEvery); {
@@ -587,4 +597,37 @@ func TestSimulationStallingStore(t *testing.T) {
 		f := r.final[0]
 		t.Logf("final: rate %.0f concurrency %d phase %s decreases %d samples %v", f.Rate, f.Concurrency, f.Phase, f.Decreases, f.Samples)
 	})
+}
+
+func TestSimulationColdStoreStartup(t *testing.T) {
+	// The stalling store of TestSimulationStallingStore, cold: its first
+	// insert takes 30ms, so the second write of a sidecar that has just
+	// started waits too long and is refused, as VictoriaMetrics' insert
+	// limit refuses it. When the refusal says the store caps concurrency,
+	// startup rounds of the rate follow the one slot, and the rate is out
+	// of the way within the first second instead of climbing from sluice's
+	// default of 50/s in rounds of 8.
+	const service = 2 * time.Millisecond
+	phases := []simPhase{{5 * time.Second, 1, 1 / service.Seconds()}}
+	var firstSecond [2]int
+	for i, hint := range []bool{false, true} {
+		r := simulate(t, simConfig{
+			seed:        simSeed(),
+			store:       &stallStore{service: service, maxQueue: 10 * time.Millisecond, stallEvery: 700 * time.Millisecond, stallFor: 40 * time.Millisecond, cold: 30 * time.Millisecond},
+			phases:      phases,
+			workers:     16,
+			concSignal:  hint,
+			initialRate: 50,
+		})
+		for _, n := range r.ok[:int(time.Second/simBin)] {
+			firstSecond[i] += n
+		}
+		f := r.final[0]
+		t.Logf("hint %v: %d writes accepted in the first second, of at most %.0f; final: rate %.0f concurrency %d phase %s, refused %d",
+			hint, firstSecond[i], phases[0].goodput, f.Rate, f.Concurrency, f.Phase, f.Samples[Congested])
+	}
+	if float64(firstSecond[1]) < 1.2*float64(firstSecond[0]) || float64(firstSecond[1]) < 0.8*phases[0].goodput {
+		t.Errorf("first second: %d writes with the hint, %d without: want a fifth more, and 80%% of the store's %.0f/s",
+			firstSecond[1], firstSecond[0], phases[0].goodput)
+	}
 }

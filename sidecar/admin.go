@@ -207,9 +207,10 @@ type LimiterStatus struct {
 	LatencyRecent   string    `json:"latency_recent"`
 	Decreases       uint64    `json:"decreases"`
 	Increases       uint64    `json:"increases"`
-	// CapsConcurrency: the store said it refused for too many requests in
-	// flight (not too many per second), so the rate limit is kept out of
-	// the concurrency limit's way in startup.
+	// CapsConcurrency: the store said, since sluice started, that it
+	// refused for too many requests in flight (not too many per second),
+	// so the rate limit is kept out of the concurrency limit's way in
+	// startup.
 	CapsConcurrency bool      `json:"store_caps_concurrency"`
 	Heartbeat       time.Time `json:"heartbeat"`
 }
