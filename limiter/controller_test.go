@@ -1543,6 +1543,25 @@ func TestTakenGrowthEndsTheHold(t *testing.T) {
 	}
 }
 
+// eagerSuccesses sends n requests one after the other, each as soon as the
+// limits allow (the clock moving 1ms at a time), each succeeding 1ms later.
+func eagerSuccesses(t *testing.T, c *Controller, clk *fakeClock, n int) {
+	t.Helper()
+	for range n {
+		for tries := 0; ; tries++ {
+			if p, err := c.TryAcquire(1); err == nil {
+				clk.advance(ms(1))
+				p.Done(success(ms(1)))
+				break
+			}
+			if tries > 1e5 {
+				t.Fatalf("no request admitted in %d ms: %+v", tries, c.Snapshot())
+			}
+			clk.advance(ms(1))
+		}
+	}
+}
+
 // slotRefusal is VictoriaMetrics' insert-limit 503, as the proxy reports it:
 // the store says it caps concurrency.
 func slotRefusal() Sample {
@@ -1600,16 +1619,7 @@ func TestConcurrencyCapShortensStartupRounds(t *testing.T) {
 		ps[1].Done(tc.refusal)
 		ps[0].Done(success(ms(1)))
 		start := c.Snapshot().Rate
-		for range 5 { // one at a time, each as soon as the limit allows
-			for {
-				if p, err := c.TryAcquire(1); err == nil {
-					clk.advance(ms(1))
-					p.Done(success(ms(1)))
-					break
-				}
-				clk.advance(ms(1))
-			}
-		}
+		eagerSuccesses(t, c, clk, 5)
 		if s := c.Snapshot(); !approx(s.Rate, start*tc.growth) || s.Phase != PhaseStartup {
 			t.Errorf("%s: rate %v, then after 5 successes: %+v, want rate %v in startup", tc.name, start, s, start*tc.growth)
 		}
@@ -1643,16 +1653,7 @@ func TestConcurrencyCapRoundsFollowTheSlots(t *testing.T) {
 		if start.Concurrency != 6 || start.CapsConcurrency != tc.refusal.Concurrency {
 			t.Fatalf("%s: after the refusal: %+v, want 6 slots kept", tc.name, start)
 		}
-		for range 12 { // one more at a time, each as soon as the limit allows
-			for {
-				if p, err := c.TryAcquire(1); err == nil {
-					clk.advance(ms(1))
-					p.Done(success(ms(1)))
-					break
-				}
-				clk.advance(ms(1))
-			}
-		}
+		eagerSuccesses(t, c, clk, 12) // beside the three held
 		if s := c.Snapshot(); !approx(s.Rate, start.Rate*tc.growth) || s.Phase != PhaseStartup || s.Concurrency != 6 {
 			t.Errorf("%s: rate %v, then after 12 successes: %+v, want rate %v in startup at 6 slots", tc.name, start.Rate, s, start.Rate*tc.growth)
 		}
