@@ -27,6 +27,7 @@ type metrics struct {
 	buffered             prometheus.Counter
 	streamed             prometheus.Counter
 	notKeptAlive         prometheus.Counter
+	unscanned            prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -89,6 +90,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sluice_proxy_connections_not_kept_alive_total",
 			Help: "Answers sent with Connection: close because SLUICE_MAX_IDLE_CONNS loader connections were idle already.",
 		}),
+		unscanned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_upstream_answers_unscanned_total",
+			Help: "2xx answers the profile reads for throttling (_bulk, BatchWriteItem, S3's deferred operations) that came compressed, because the loader signed its Accept-Encoding: their throttling went unseen.",
+		}),
 	}
 	// Known label values exist from the start, so that rate() and the
 	// alerts' ratios see the first increment.
@@ -102,7 +107,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected.WithLabelValues(r)
 	}
 	reg.MustRegister(m.requests, m.rejected, m.attempts, m.throttles, m.retries, m.retryBudgetExhausted,
-		m.attemptDuration, m.queueWait, m.ackRequests, m.ackBytes, m.ackItems, m.buffered, m.streamed, m.notKeptAlive)
+		m.attemptDuration, m.queueWait, m.ackRequests, m.ackBytes, m.ackItems, m.buffered, m.streamed, m.notKeptAlive, m.unscanned)
 	return m
 }
 

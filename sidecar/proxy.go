@@ -610,8 +610,13 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 	ex.last = res
 	ab := &attemptBody{rc: resp.Body, cancel: cancel}
 	if res.Kind == classify.OK {
-		ab.scanner = p.profile.NewScanner(classify.Request{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery, Header: req.Header, Items: ex.requestItems()},
-			resp.StatusCode, resp.Header)
+		creq := classify.Request{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery, Header: req.Header, Items: ex.requestItems()}
+		ab.scanner = p.profile.NewScanner(creq, resp.StatusCode, resp.Header)
+		if ce := resp.Header.Get("Content-Encoding"); ab.scanner == nil && ce != "" && !strings.EqualFold(ce, "identity") && p.profile.ScansAnswer(creq) {
+			// Kept compressed because the loader signed Accept-Encoding
+			// (see rewrite): the throttling in it is not seen.
+			p.m.unscanned.Inc()
+		}
 	}
 	ab.done = func() {
 		final := res

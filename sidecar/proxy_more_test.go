@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/pem"
 	"fmt"
@@ -516,13 +517,18 @@ func TestVictoriaMetricsInsertLimit(t *testing.T) {
 // is not forwarded on the requests whose answers sluice scans for
 // throttling (a gzipped answer could not be read), unless the loader
 // signed it (AWS SigV4, as the SDKs do for DynamoDB: removing it would void
-// the signature), and is forwarded on all others.
+// the signature), and is forwarded on all others. A scanned kind of answer
+// that comes back gzipped is counted as unread.
 func TestAcceptEncodingWhereAnswersAreScanned(t *testing.T) {
 	const (
 		batch     = "DynamoDB_20120810.BatchWriteItem"
 		sigv4     = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261124/us-east-1/dynamodb/aws4_request, SignedHeaders=%s, Signature=0123abcd"
 		withAE    = "accept-encoding;content-length;content-type;host;x-amz-date;x-amz-target"
 		withoutAE = "content-length;content-type;host;x-amz-date;x-amz-target"
+		// What happens to the loader's "Accept-Encoding: gzip".
+		dropped = "dropped"
+		kept    = "kept"
+		unread  = "kept, so the answer is not read"
 	)
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte("s3cr3t\n"), 0o600); err != nil {
@@ -532,45 +538,63 @@ func TestAcceptEncodingWhereAnswersAreScanned(t *testing.T) {
 	for _, tc := range []struct {
 		profile, method, path string
 		header                []string
-		dropped               bool
+		want                  string
 		env                   []string
 	}{
-		{"elasticsearch", http.MethodPost, "/logs/_bulk", nil, true, nil},
-		{"elasticsearch", http.MethodPut, "/_bulk/", nil, true, nil},
-		{"elasticsearch", http.MethodPost, "/logs/_doc", nil, false, nil},
-		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch}, true, nil},
-		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", "DynamoDB_20120810.PutItem"}, false, nil},
-		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, false, nil},
-		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withoutAE)}, true, nil},
+		{"elasticsearch", http.MethodPost, "/logs/_bulk", nil, dropped, nil},
+		{"elasticsearch", http.MethodPut, "/_bulk/", nil, dropped, nil},
+		{"elasticsearch", http.MethodPost, "/logs/_doc", nil, kept, nil},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch}, dropped, nil},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", "DynamoDB_20120810.PutItem"}, kept, nil},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, unread, nil},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withoutAE)}, dropped, nil},
 		// sluice's own credentials replace the loader's signature, unless
 		// told to forward a loader's own.
-		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, true, sluiceSigns},
-		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, false,
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, dropped, sluiceSigns},
+		{"dynamodb", http.MethodPost, "/", []string{"X-Amz-Target", batch, "Authorization", fmt.Sprintf(sigv4, withAE)}, unread,
 			append([]string{"AUTH_OVERRIDE=false"}, sluiceSigns...)},
-		{"s3", http.MethodPost, "/bucket/key?uploadId=2", nil, true, nil},
-		{"s3", http.MethodPost, "/bucket/key?uploadId=2&X-Amz-SignedHeaders=accept-encoding%3Bhost", nil, false, nil},
-		{"s3", http.MethodPut, "/bucket/key", []string{"X-Amz-Copy-Source", "/bucket/src"}, true, nil},
-		{"s3", http.MethodPut, "/bucket/key", nil, false, nil},
-		{"generic", http.MethodPost, "/logs/_bulk", nil, false, nil},
+		{"s3", http.MethodPost, "/bucket/key?uploadId=2", nil, dropped, nil},
+		{"s3", http.MethodPost, "/bucket/key?uploadId=2&X-Amz-SignedHeaders=accept-encoding%3Bhost", nil, unread, nil},
+		{"s3", http.MethodPut, "/bucket/key", []string{"X-Amz-Copy-Source", "/bucket/src"}, dropped, nil},
+		{"s3", http.MethodPut, "/bucket/key", nil, kept, nil},
+		{"generic", http.MethodPost, "/logs/_bulk", nil, kept, nil},
 	} {
-		synctest.Test(t, func(t *testing.T) {
-			var got atomic.Value
-			store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				got.Store(r.Header.Get("Accept-Encoding"))
-				w.WriteHeader(http.StatusNoContent)
+		name := fmt.Sprintf("%s %s %s %v", tc.profile, tc.method, tc.path, tc.header)
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var got atomic.Value
+				store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					ae := r.Header.Get("Accept-Encoding")
+					got.Store(ae)
+					if ae == "gzip" { // a store that compresses when asked
+						w.Header().Set("Content-Encoding", "gzip")
+						zw := gzip.NewWriter(w)
+						_, _ = io.WriteString(zw, "{}")
+						_ = zw.Close()
+						return
+					}
+					_, _ = io.WriteString(w, "{}")
+				})
+				s := newTestServer(t, store, append([]string{"PROFILE=" + tc.profile}, tc.env...)...)
+				synctest.Wait() // sluice's own credential, if any, has been read
+				rec := send(s.ProxyHandler(), context.Background(), tc.method, tc.path, "{}", append([]string{"Accept-Encoding", "gzip"}, tc.header...)...)
+				wantAE := "gzip"
+				if tc.want == dropped {
+					wantAE = ""
+				}
+				if ae, reached := got.Load().(string); !reached || rec.Code != http.StatusOK {
+					t.Errorf("%s: loader got %d %s; the store was reached: %v", name, rec.Code, rec.Body, reached)
+				} else if ae != wantAE {
+					t.Errorf("%s: store got Accept-Encoding %q, want %q (%s)", name, ae, wantAE, tc.want)
+				}
+				wantUnread := 0.0
+				if tc.want == unread {
+					wantUnread = 1
+				}
+				if n := testutil.ToFloat64(s.proxy.m.unscanned); n != wantUnread {
+					t.Errorf("%s: %v answers counted unread, want %v (%s)", name, n, wantUnread, tc.want)
+				}
 			})
-			s := newTestServer(t, store, append([]string{"PROFILE=" + tc.profile}, tc.env...)...)
-			synctest.Wait() // sluice's own credential, if any, has been read
-			rec := send(s.ProxyHandler(), context.Background(), tc.method, tc.path, "{}", append([]string{"Accept-Encoding", "gzip"}, tc.header...)...)
-			want := "gzip"
-			if tc.dropped {
-				want = ""
-			}
-			if ae, reached := got.Load().(string); !reached || rec.Code != http.StatusNoContent {
-				t.Errorf("%s %s %s %v: loader got %d %s; the store was reached: %v", tc.profile, tc.method, tc.path, tc.header, rec.Code, rec.Body, reached)
-			} else if ae != want {
-				t.Errorf("%s %s %s %v: store got Accept-Encoding %q, want %q", tc.profile, tc.method, tc.path, tc.header, ae, want)
-			}
 		})
 	}
 }
