@@ -92,7 +92,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		unscanned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_upstream_answers_unscanned_total",
-			Help: "2xx answers the profile reads for throttling (_bulk, BatchWriteItem, S3's deferred operations) that came compressed, because the loader signed its Accept-Encoding: their throttling went unseen.",
+			Help: "2xx answers the profile reads for throttling (_bulk, BatchWriteItem, S3 writes) that came compressed, because the loader signed its Accept-Encoding: their throttling went unseen.",
 		}),
 	}
 	// Known label values exist from the start, so that rate() and the

@@ -305,6 +305,40 @@ func TestS3ErrorIn200(t *testing.T) {
 	})
 }
 
+// TestS3PutObjectErrorIn200: PutObject answers 200 with no body, and that
+// is progress; a 200 carrying an <Error> document is not (SlowDown in it
+// is throttling), and the loader still gets it byte for byte.
+func TestS3PutObjectErrorIn200(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		answer := ""
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("ETag", `"9b2cf535f27731c974343645a3985328"`)
+			_, _ = io.WriteString(w, answer)
+		})
+		s := newTestServer(t, store, "PROFILE=s3")
+		put := func() {
+			t.Helper()
+			if rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/ingest/k", "data", HeaderJob, "put"); rec.Code != http.StatusOK || rec.Body.String() != answer {
+				t.Fatalf("loader got %d %q, want 200 and the store's answer unchanged", rec.Code, rec.Body)
+			}
+		}
+		put()
+		answer = `<?xml version="1.0" encoding="UTF-8"?>` + "\n" + `<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>`
+		put()
+		j, err := s.jobs.Get("put")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Totals.Requests != 1 || j.Totals.Bytes != 4 || j.Totals.Throttled != 1 {
+			t.Errorf("job totals %+v, want one acknowledged write of 4 bytes and one throttle", j.Totals)
+		}
+		if snap := s.lim.Snapshot(); snap.LastReason != "s3_slowdown" {
+			t.Errorf("limiter's last signal %q, want s3_slowdown", snap.LastReason)
+		}
+	})
+}
+
 // TestScannedAnswerBreaksOff: when the body that decides an answer (S3's
 // CompleteMultipartUpload here) breaks off, the attempt is what broke it,
 // not the store's error: the attempt's deadline is a timeout, the loader
@@ -556,7 +590,8 @@ func TestAcceptEncodingWhereAnswersAreScanned(t *testing.T) {
 		{"s3", http.MethodPost, "/bucket/key?uploadId=2", nil, dropped, nil},
 		{"s3", http.MethodPost, "/bucket/key?uploadId=2&X-Amz-SignedHeaders=accept-encoding%3Bhost", nil, unread, nil},
 		{"s3", http.MethodPut, "/bucket/key", []string{"X-Amz-Copy-Source", "/bucket/src"}, dropped, nil},
-		{"s3", http.MethodPut, "/bucket/key", nil, kept, nil},
+		{"s3", http.MethodPut, "/bucket/key", nil, dropped, nil}, // PutObject: an <Error> may come in its 200
+		{"s3", http.MethodGet, "/bucket/key", nil, kept, nil},
 		{"generic", http.MethodPost, "/logs/_bulk", nil, kept, nil},
 	} {
 		name := fmt.Sprintf("%s %s %s %v", tc.profile, tc.method, tc.path, tc.header)

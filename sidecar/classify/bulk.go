@@ -55,13 +55,14 @@ type Request struct {
 //     naming BatchWriteItem. The writes under "UnprocessedItems" are the
 //     throttle (DynamoDB's answer to a batch past its table's capacity is a
 //     200 that hands them back); req.Items, when known, gives its share.
-//   - S3 CompleteMultipartUpload (POST with an uploadId query parameter),
-//     CopyObject and UploadPartCopy (PUT with X-Amz-Copy-Source): S3 sends
-//     their 200 before the work is done, and an error, if any, in its body
-//     (an <Error> document, or no document at all). Its Result is then
-//     ServerError "s3_error_in_200", or Throttled "s3_slowdown" for a
-//     SlowDown code; such an answer is no progress. Its Content-Type is
-//     not checked (S3 sends application/xml, or none).
+//   - S3 writes (PUT, POST, DELETE; never a GET, whose answer is the
+//     object): an <Error> document in the 200 is an error. For
+//     CompleteMultipartUpload (POST with an uploadId query parameter),
+//     CopyObject and UploadPartCopy (PUT with X-Amz-Copy-Source), which S3
+//     answers before the work is done, so is no document at all. Its
+//     Result is then ServerError "s3_error_in_200", or Throttled
+//     "s3_slowdown" for a SlowDown code; such an answer is no progress. Its
+//     Content-Type is not checked (S3 sends application/xml, or none).
 //
 // The first two need status 2xx and a JSON body (a Content-Type naming
 // json, or none), the last status 200. A body with a Content-Encoding other
@@ -82,7 +83,7 @@ func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
 		if status != http.StatusOK {
 			return nil
 		}
-		return &s3Scanner{status: status}
+		return &s3Scanner{status: status, deferred: isS3Deferred(req)}
 	}
 	if ct := h.Get("Content-Type"); ct != "" && !strings.Contains(strings.ToLower(ct), "json") {
 		return nil // CBOR, SMILE or YAML on request
@@ -95,8 +96,8 @@ func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
 
 // ScansAnswer reports whether the answer to req is one whose body
 // NewScanner reads (see there): an Elasticsearch _bulk, a DynamoDB
-// BatchWriteItem, an S3 CompleteMultipartUpload or copy. Only req's Method,
-// Path, RawQuery and Header are read.
+// BatchWriteItem, an S3 write. Only req's Method, Path, RawQuery and Header
+// are read.
 func (p Profile) ScansAnswer(req Request) bool {
 	switch p {
 	case Elasticsearch:
@@ -104,7 +105,7 @@ func (p Profile) ScansAnswer(req Request) bool {
 	case DynamoDB:
 		return req.Method == http.MethodPost && isBatchWriteItem(req.Header)
 	case S3:
-		return isS3Deferred(req)
+		return isS3Write(req)
 	}
 	return false
 }

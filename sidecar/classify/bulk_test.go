@@ -38,7 +38,7 @@ func TestNewScanner(t *testing.T) {
 	f(Elasticsearch, "POST", "/_bulk", 200, hdr("Content-Type", "application/cbor"), false)
 	f(Elasticsearch, "POST", "/_bulk", 200, hdr("Content-Type", "application/json", "Content-Encoding", "gzip"), false)
 	for p := Profile(0); p <= numProfiles; p++ {
-		if p != Elasticsearch {
+		if p != Elasticsearch && p != S3 { // S3 reads every write's answer
 			f(p, "POST", "/_bulk", 200, jsonCT, false)
 		}
 	}

@@ -18,7 +18,8 @@
 // OpenSearch `_bulk` answer 200 even when some items were rejected with 429,
 // DynamoDB's BatchWriteItem answers 200 handing back the writes it did not
 // take under UnprocessedItems, and S3 may put an error inside the 200 of a
-// CompleteMultipartUpload or a copy; [Profile.NewScanner] returns a
+// write (minutes late for a CompleteMultipartUpload or a copy);
+// [Profile.NewScanner] returns a
 // streaming [Scanner] that reads them while the body flows to the loader, in
 // constant memory.
 //

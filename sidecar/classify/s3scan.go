@@ -11,15 +11,27 @@ import (
 // open while it lasts (minutes for a large CompleteMultipartUpload), and
 // only then the result: a success document, an <Error> document, or
 // nothing at all when the operation broke off. The SDKs read the latter two
-// as errors and retry; sluice must not count them as progress.
+// as errors and retry; sluice must not count them as progress. Any other
+// operation whose answer is not the object's data may also put an <Error>
+// document in a 200 (the AWS SDKs check every such operation since 2024–26);
+// for those an empty answer is the normal one (PutObject, UploadPart).
 
 // s3KeepMax is how much of such an answer, from its root element on, an
 // s3Scanner keeps: an S3 error document is a few hundred bytes.
 const s3KeepMax = 4 << 10
 
-// isS3Deferred reports whether req is one of the S3 operations whose 200
-// may carry an error: CompleteMultipartUpload (POST ?uploadId=) and
-// CopyObject or UploadPartCopy (PUT with x-amz-copy-source).
+// isS3Write reports whether req is an S3 request whose 200 answer is a
+// document (or nothing), never the object's data: PUT, POST or DELETE. A
+// GET's answer is the object, which may well be an XML file with an <Error>
+// root.
+func isS3Write(req Request) bool {
+	return req.Method == http.MethodPut || req.Method == http.MethodPost || req.Method == http.MethodDelete
+}
+
+// isS3Deferred reports whether req is one of the S3 operations that answer
+// 200 before the work is done, so that even an empty answer is an error:
+// CompleteMultipartUpload (POST ?uploadId=) and CopyObject or
+// UploadPartCopy (PUT with x-amz-copy-source).
 func isS3Deferred(req Request) bool {
 	switch req.Method {
 	case http.MethodPost:
@@ -35,11 +47,12 @@ func isS3Deferred(req Request) bool {
 // with the keep-alive spaces S3 and MinIO send after it) and keeps the
 // start of its root element.
 type s3Scanner struct {
-	status int
-	lt     bool   // the prolog's last byte was '<': the next decides
-	inDecl bool   // inside <? … ?>
-	q      bool   // inside it, the last byte was '?'
-	kept   []byte // from the root element's '<' on, at most s3KeepMax bytes
+	status   int
+	deferred bool   // an answer without a root element is an error (isS3Deferred)
+	lt       bool   // the prolog's last byte was '<': the next decides
+	inDecl   bool   // inside <? … ?>
+	q        bool   // inside it, the last byte was '?'
+	kept     []byte // from the root element's '<' on, at most s3KeepMax bytes
 }
 
 func (s *s3Scanner) Write(p []byte) (int, error) {
@@ -71,10 +84,11 @@ func (s *s3Scanner) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// Result is ServerError "s3_error_in_200" for an answer with no root
-// element (empty, or only whitespace and an XML declaration) or an <Error>
-// root, Throttled "s3_slowdown" for an <Error> whose Code starts with
-// SlowDown, and OK otherwise: another document, or one cut before its root
+// Result is ServerError "s3_error_in_200" for an <Error> root, or for a
+// deferred operation's answer with no root element (empty, or only
+// whitespace and an XML declaration), Throttled "s3_slowdown" for an
+// <Error> whose Code starts with SlowDown, and OK otherwise: another
+// document, no document for another operation, or one cut before its root
 // was read.
 func (s *s3Scanner) Result() Result {
 	ok := Result{Kind: OK, Reason: statusReason(s.status), Items: -1}
@@ -83,6 +97,8 @@ func (s *s3Scanner) Result() Result {
 	switch {
 	case len(s.kept) == 0 && (s.lt || s.inDecl):
 		return ok // cut inside the prolog
+	case len(s.kept) == 0 && !s.deferred:
+		return ok
 	case len(s.kept) == 0:
 		return broken
 	case len(s.kept) <= len(root) || !bytes.HasPrefix(s.kept, []byte(root)):

@@ -28,18 +28,38 @@ func TestNewScannerS3(t *testing.T) {
 	f(S3, copyObj, 200, xml, true)
 	f(S3, partCopy, 200, xml, true)
 
+	// Every other write, too: its 200 may carry an <Error> document.
+	f(S3, Request{Method: http.MethodPost, Path: "/ingest/k", RawQuery: "uploads"}, 200, xml, true) // CreateMultipartUpload
+	f(S3, Request{Method: http.MethodPut, Path: "/ingest/k"}, 200, nil, true)                       // PutObject
+	f(S3, Request{Method: http.MethodPut, Path: "/ingest/k", RawQuery: "partNumber=1&uploadId=x"}, 200, nil, true)
+	f(S3, Request{Method: http.MethodPost, Path: "/ingest", RawQuery: "delete"}, 200, xml, true) // DeleteObjects
+	f(S3, Request{Method: http.MethodDelete, Path: "/ingest/k"}, 200, nil, true)
+
 	f(S3, complete, 204, xml, false)
 	f(S3, complete, 503, xml, false)
 	f(S3, complete, 200, hdr("Content-Encoding", "gzip"), false)
-	f(S3, Request{Method: http.MethodPost, Path: "/ingest/k", RawQuery: "uploads"}, 200, xml, false) // CreateMultipartUpload
-	f(S3, Request{Method: http.MethodPut, Path: "/ingest/k"}, 200, xml, false)                       // PutObject
-	f(S3, Request{Method: http.MethodPut, Path: "/ingest/k", RawQuery: "partNumber=1&uploadId=x"}, 200, xml, false)
+	// A GET's answer is the object itself.
 	f(S3, Request{Method: http.MethodGet, Path: "/ingest/k", RawQuery: "uploadId=x"}, 200, xml, false)
-	f(S3, Request{Method: http.MethodPost, Path: "/ingest/k", RawQuery: "%zz&uploadId=x"}, 200, xml, false)
+	f(S3, Request{Method: http.MethodHead, Path: "/ingest/k"}, 200, xml, false)
 	for p := Profile(0); p <= numProfiles; p++ {
 		if p != S3 {
 			f(p, complete, 200, xml, false)
 			f(p, copyObj, 200, xml, false)
+		}
+	}
+	// Only the operations answered before the work is done take an empty
+	// answer for an error.
+	for _, tc := range []struct {
+		req      Request
+		deferred bool
+	}{
+		{complete, true}, {copyObj, true}, {partCopy, true},
+		{Request{Method: http.MethodPut, Path: "/ingest/k"}, false},
+		{Request{Method: http.MethodPost, Path: "/ingest/k", RawQuery: "uploads"}, false},
+		{Request{Method: http.MethodPost, Path: "/ingest/k", RawQuery: "%zz&uploadId=x"}, false},
+	} {
+		if s, ok := S3.NewScanner(tc.req, 200, nil).(*s3Scanner); !ok || s.deferred != tc.deferred {
+			t.Errorf("S3.NewScanner(%s ?%s): %#v, want an S3 scanner, deferred %v", tc.req.Method, tc.req.RawQuery, s, tc.deferred)
 		}
 	}
 }
@@ -81,7 +101,7 @@ func TestS3ErrorIn200(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			body := []byte(tc.body)
 			for _, chunk := range []int{len(body) + 1, 1, 7, 4096} {
-				s := &s3Scanner{status: 200}
+				s := &s3Scanner{status: 200, deferred: true}
 				for rest := body; len(rest) > 0; {
 					n := min(chunk, len(rest))
 					if k, err := s.Write(rest[:n]); k != n || err != nil {
@@ -100,9 +120,38 @@ func TestS3ErrorIn200(t *testing.T) {
 		})
 	}
 	// A long success document is kept only up to the bound.
-	s := &s3Scanner{status: 200}
+	s := &s3Scanner{status: 200, deferred: true}
 	s.Write([]byte("<CompleteMultipartUploadResult>" + strings.Repeat("x", 1<<20)))
 	if len(s.kept) != s3KeepMax || s.Result() != ok {
 		t.Errorf("kept %d bytes, result %+v", len(s.kept), s.Result())
+	}
+}
+
+func TestS3ErrorIn200OtherWrites(t *testing.T) {
+	// PutObject, UploadPart and the like answer 200 with no document: that
+	// is their success. An <Error> document is still an error.
+	ok := Result{Kind: OK, Reason: "status_200", Items: -1}
+	broken := Result{Kind: ServerError, Reason: "s3_error_in_200", Share: 1, Items: -1}
+	slow := Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: -1}
+	for _, tc := range []struct {
+		name, body string
+		want       Result
+	}{
+		{"nothing", "", ok},
+		{"only spaces", "  \n", ok},
+		{"only the declaration", xmlDecl + "\n", ok},
+		{"a result", `<InitiateMultipartUploadResult><UploadId>x</UploadId></InitiateMultipartUploadResult>`, ok},
+		{"internal error", s3InternalError, broken},
+		{"slow down", s3SlowDown, slow},
+	} {
+		for _, chunk := range []int{len(tc.body) + 1, 1} {
+			s := &s3Scanner{status: 200}
+			for rest := []byte(tc.body); len(rest) > 0; rest = rest[min(chunk, len(rest)):] {
+				s.Write(rest[:min(chunk, len(rest))])
+			}
+			if got := s.Result(); got != tc.want {
+				t.Errorf("%s, chunks of %d: %+v, want %+v", tc.name, chunk, got, tc.want)
+			}
+		}
 	}
 }
