@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -25,6 +26,7 @@ type idleCap struct {
 
 	mu   sync.Mutex
 	idle map[net.Conn]struct{}
+	n    atomic.Int64 // len(idle), read by every request without the lock
 }
 
 func newIdleCap(max int, refused prometheus.Counter) *idleCap {
@@ -40,14 +42,11 @@ func (c *idleCap) connState(conn net.Conn, st http.ConnState) {
 	} else {
 		delete(c.idle, conn)
 	}
+	c.n.Store(int64(len(c.idle)))
 }
 
 // idleCount is how many connections are idle.
-func (c *idleCap) idleCount() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.idle)
-}
+func (c *idleCap) idleCount() int { return int(c.n.Load()) }
 
 // wrap asks for the connection to close after its answer when max others
 // are idle already.

@@ -293,7 +293,9 @@ func signedAcceptEncoding(r *http.Request) bool {
 	if auth := r.Header.Get("Authorization"); strings.HasPrefix(auth, "AWS4-") {
 		_, signed, _ = strings.Cut(auth, "SignedHeaders=")
 		signed, _, _ = strings.Cut(signed, ",")
-	} else {
+	} else if strings.Contains(r.URL.RawQuery, "X-Amz-SignedHeaders=") {
+		// Parsed only then: this runs for every _bulk. A presigned URL
+		// names its parameters literally (SigV4's canonical query).
 		signed = r.URL.Query().Get("X-Amz-SignedHeaders")
 	}
 	for name := range strings.SplitSeq(signed, ";") {
@@ -612,7 +614,7 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 	if res.Kind == classify.OK {
 		creq := classify.Request{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery, Header: req.Header, Items: ex.requestItems()}
 		ab.scanner = p.profile.NewScanner(creq, resp.StatusCode, resp.Header)
-		if ce := resp.Header.Get("Content-Encoding"); ab.scanner == nil && ce != "" && !strings.EqualFold(ce, "identity") && p.profile.ScansAnswer(creq) {
+		if ab.scanner == nil && classify.Compressed(resp.Header) && p.profile.ScansAnswer(creq) {
 			// Kept compressed because the loader signed Accept-Encoding
 			// (see rewrite): the throttling in it is not seen.
 			p.m.unscanned.Inc()

@@ -76,7 +76,7 @@ func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
 	if status < 200 || status > 299 || !p.ScansAnswer(req) {
 		return nil
 	}
-	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+	if Compressed(h) {
 		return nil
 	}
 	if p == S3 {
@@ -92,6 +92,13 @@ func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
 		return &bulkScanner{status: status, dynamo: true, listKey: "UnprocessedItems", requested: max(req.Items, 0)}
 	}
 	return &bulkScanner{status: status}
+}
+
+// Compressed reports whether a response with header h has a body in a
+// Content-Encoding other than identity, which NewScanner does not read.
+func Compressed(h http.Header) bool {
+	ce := h.Get("Content-Encoding")
+	return ce != "" && !strings.EqualFold(ce, "identity")
 }
 
 // ScansAnswer reports whether the answer to req is one whose body
