@@ -319,7 +319,9 @@ type Controller struct {
 	rate     probe // units/s
 	conc     probe // slots; used as floor(conc.v)
 	bucket   bucket
-	inFlight int
+	inFlight int       // permits holding a slot
+	leaders  []*Permit // pipelined permits holding a slot, not answered, with no follower yet (AcquirePipelined)
+	staged   int       // staged permits: sent behind a leader, no slot yet
 	q        fifo
 	closed   bool
 
@@ -483,7 +485,20 @@ type Permit struct {
 	at       time.Time // when granted
 	inFlight int       // in-flight count at grant, this one included
 	limit    int       // concurrency limit at grant
-	done     bool      // guarded by c.mu
+	// pipelined: acquired by AcquirePipelined. Guarded by c.mu: staged
+	// (sent behind leader, no slot yet; ready is closed when it takes a
+	// slot or is done), slot (holds a slot: granted one, or passed one),
+	// head (pipelined, holds a slot and is not answered yet; in
+	// c.leaders at index lead while it has no follower), done.
+	pipelined bool
+	staged    bool
+	slot      bool
+	head      bool
+	done      bool
+	leader    *Permit
+	follower  *Permit
+	lead      int
+	ready     chan struct{}
 }
 
 // Cost returns the units charged for p.
@@ -500,7 +515,27 @@ func (p *Permit) Cost() float64 { return p.cost }
 // effect at once for waiting callers, and a pause (Retry-After) keeps them
 // queued.
 func (c *Controller) Acquire(ctx context.Context, cost float64) (*Permit, error) {
-	if err := checkCost("Acquire", cost); err != nil {
+	return c.acquire(ctx, "Acquire", cost, false)
+}
+
+// AcquirePipelined is Acquire for an attempt that the caller can pipeline
+// (RFC 9112 §9.3.2): write on an HTTP/1.1 connection behind another
+// pipelined attempt, before that one is answered. When every slot is taken
+// but a pipelined attempt in flight has no follower yet, it returns a
+// staged permit behind that attempt, its Leader, as soon as the rate
+// allows. The caller writes it on its leader's connection, and calls the
+// leader's Pass once the store has answered the leader and taken the
+// follower up: the follower then holds the leader's slot. A store that
+// serves one request of a connection at a time then finds the next write
+// already in its socket when it finishes one, and still sees no more
+// writes at once than the concurrency limit: staged permits hold no slot,
+// and count in the rate when granted.
+func (c *Controller) AcquirePipelined(ctx context.Context, cost float64) (*Permit, error) {
+	return c.acquire(ctx, "AcquirePipelined", cost, true)
+}
+
+func (c *Controller) acquire(ctx context.Context, op string, cost float64, pipelined bool) (*Permit, error) {
+	if err := checkCost(op, cost); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -514,8 +549,7 @@ func (c *Controller) Acquire(ctx context.Context, cost float64) (*Permit, error)
 	now := c.cfg.Now()
 	c.coldCostLocked(cost, now)
 	if c.q.n == 0 {
-		if _, why := c.admitLocked(cost, now); why == blockNone {
-			p := c.grantLocked(cost, now)
+		if p, _, _ := c.tryGrantLocked(cost, pipelined, now); p != nil {
 			c.mu.Unlock()
 			return p, nil
 		}
@@ -524,7 +558,7 @@ func (c *Controller) Acquire(ctx context.Context, cost float64) (*Permit, error)
 		c.mu.Unlock()
 		return nil, ErrQueueFull
 	}
-	w := &waiter{cost: cost, ready: make(chan struct{}, 1)}
+	w := &waiter{cost: cost, pipelined: pipelined, ready: make(chan struct{}, 1)}
 	c.q.push(w)
 	c.dispatchLocked(now)
 	return c.waitLocked(ctx, w)
@@ -589,7 +623,17 @@ func (c *Controller) waitLocked(ctx context.Context, w *waiter) (*Permit, error)
 // returns ErrNoCapacity when it would have to wait, including when others
 // are queued.
 func (c *Controller) TryAcquire(cost float64) (*Permit, error) {
-	if err := checkCost("TryAcquire", cost); err != nil {
+	return c.tryAcquire("TryAcquire", cost, false)
+}
+
+// TryAcquirePipelined is AcquirePipelined without waiting, as TryAcquire
+// is Acquire.
+func (c *Controller) TryAcquirePipelined(cost float64) (*Permit, error) {
+	return c.tryAcquire("TryAcquirePipelined", cost, true)
+}
+
+func (c *Controller) tryAcquire(op string, cost float64, pipelined bool) (*Permit, error) {
+	if err := checkCost(op, cost); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -602,11 +646,12 @@ func (c *Controller) TryAcquire(cost float64) (*Permit, error) {
 	}
 	now := c.cfg.Now()
 	c.coldCostLocked(cost, now)
-	if _, why := c.admitLocked(cost, now); why != blockNone {
+	p, _, why := c.tryGrantLocked(cost, pipelined, now)
+	if p == nil {
 		c.markBlockedLocked(why)
 		return nil, ErrNoCapacity
 	}
-	return c.grantLocked(cost, now), nil
+	return p, nil
 }
 
 func checkCost(op string, cost float64) error {
@@ -649,6 +694,48 @@ func (c *Controller) admitLocked(cost float64, now time.Time) (time.Time, blocke
 	return time.Time{}, blockNone
 }
 
+// tryGrantLocked grants cost at now if it can be admitted: a slot, or for
+// a pipelined caller blocked only by the slots, a staged permit. If not,
+// it reports from when it may be and what blocks it. Requires that c.mu
+// is held.
+func (c *Controller) tryGrantLocked(cost float64, pipelined bool, now time.Time) (*Permit, time.Time, blocker) {
+	at, why := c.admitLocked(cost, now)
+	if why == blockConc && pipelined {
+		if at, why = c.admitStagedLocked(cost, now); why == blockNone {
+			return c.grantStagedLocked(cost, now), time.Time{}, blockNone
+		}
+	}
+	if why != blockNone {
+		return nil, at, why
+	}
+	p := c.grantLocked(cost, now)
+	if pipelined {
+		p.pipelined, p.head = true, true
+		c.addLeaderLocked(p)
+	}
+	return p, time.Time{}, blockNone
+}
+
+// admitStagedLocked is admitLocked for a staged permit, when the slots are
+// all taken: it needs a leader and the rate. Requires that c.mu is held.
+func (c *Controller) admitStagedLocked(cost float64, now time.Time) (time.Time, blocker) {
+	switch {
+	case !c.answered && c.cfg.Burst == 0:
+		// Nothing is known of the store yet: one write at a time per slot.
+		return time.Time{}, blockConc
+	case c.inFlight > c.concLimit():
+		// Over the limit (after a cut): the connections must drain, not
+		// be kept busy by followers.
+		return time.Time{}, blockConc
+	case len(c.leaders) == 0:
+		return time.Time{}, blockConc
+	}
+	if at := c.bucket.readyAt(cost); now.Before(at) {
+		return at, blockRate
+	}
+	return time.Time{}, blockNone
+}
+
 // grantLocked takes a slot and cost units. Requires that c.mu is held.
 func (c *Controller) grantLocked(cost float64, now time.Time) *Permit {
 	c.bucket.take(cost, now)
@@ -658,7 +745,115 @@ func (c *Controller) grantLocked(cost float64, now time.Time) *Permit {
 	c.win.granted += cost
 	c.win.grants++
 	c.win.peak = max(c.win.peak, c.inFlight)
-	return &Permit{c: c, cost: cost, epoch: c.cutSeq, round: c.round, at: now, inFlight: c.inFlight, limit: c.concLimit()}
+	return &Permit{c: c, cost: cost, epoch: c.cutSeq, round: c.round, at: now, inFlight: c.inFlight, limit: c.concLimit(), slot: true}
+}
+
+// grantStagedLocked takes cost units for a staged permit behind the
+// newest leader (the one the store will answer last, which leaves the
+// follower the most time to be written): it is sent now, so it counts in
+// the rate now, and takes a slot only when its leader passes it one.
+// Requires that c.mu is held.
+func (c *Controller) grantStagedLocked(cost float64, now time.Time) *Permit {
+	c.bucket.take(cost, now)
+	c.staged++
+	c.roundSent += cost
+	c.win.granted += cost
+	c.win.grants++
+	l := c.leaders[len(c.leaders)-1]
+	c.removeLeaderLocked(l)
+	p := &Permit{c: c, cost: cost, epoch: c.cutSeq, round: c.round, at: now, limit: c.concLimit(),
+		pipelined: true, staged: true, leader: l, ready: make(chan struct{})}
+	l.follower = p
+	return p
+}
+
+// Staged reports whether p is a staged permit that holds no slot yet (see
+// AcquirePipelined).
+func (p *Permit) Staged() bool {
+	p.c.mu.Lock()
+	defer p.c.mu.Unlock()
+	return p.staged
+}
+
+// Leader returns the permit a staged p is to be written behind, nil once
+// p is not staged.
+func (p *Permit) Leader() *Permit {
+	p.c.mu.Lock()
+	defer p.c.mu.Unlock()
+	return p.leader
+}
+
+// Ready returns a channel closed once a staged p holds a slot or is done:
+// its leader was answered, or ended without being sent. For a permit that
+// was never staged it is nil.
+func (p *Permit) Ready() <-chan struct{} { return p.ready }
+
+// Pass tells that the store has answered p. Its follower, if it has one,
+// takes p's slot: the store has taken it up (it was written behind p), or
+// it goes by itself now (it was not written yet). Nothing more is staged
+// behind p. p's own Done still comes when its answer has been read, and
+// only feeds its sample.
+func (p *Permit) Pass() {
+	c := p.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Now()
+	if f := p.follower; f != nil {
+		c.handOverLocked(p, f, now)
+	}
+	c.unheadLocked(p)
+}
+
+// handOverLocked gives p's slot to its follower f, or a slot of its own if
+// p holds none any more. Requires that c.mu is held.
+func (c *Controller) handOverLocked(p, f *Permit, now time.Time) {
+	p.follower, f.leader, p.head = nil, nil, false // p is out of c.leaders since f was staged
+	c.staged--
+	f.staged = false
+	close(f.ready)
+	if p.slot {
+		p.slot = false
+	} else {
+		c.flightLocked(now)
+		c.inFlight++
+		c.win.peak = max(c.win.peak, c.inFlight)
+	}
+	f.slot, f.head = true, true
+	c.addLeaderLocked(f)
+	c.startLocked(f, now)
+	c.dispatchLocked(now) // a leader without a follower again
+}
+
+// unheadLocked marks p answered: no follower may be staged behind it.
+// Requires that c.mu is held.
+func (c *Controller) unheadLocked(p *Permit) {
+	if p.head {
+		p.head = false
+		if p.follower == nil {
+			c.removeLeaderLocked(p)
+		}
+	}
+}
+
+func (c *Controller) addLeaderLocked(p *Permit) {
+	p.lead = len(c.leaders)
+	c.leaders = append(c.leaders, p)
+}
+
+func (c *Controller) removeLeaderLocked(p *Permit) {
+	last := c.leaders[len(c.leaders)-1]
+	c.leaders[p.lead], last.lead = last, p.lead
+	c.leaders[len(c.leaders)-1] = nil
+	c.leaders = c.leaders[:len(c.leaders)-1]
+	p.lead = -1
+}
+
+// startLocked dates p from now, when it took its slot: its answer is
+// judged against the limits and cuts from then on. Requires that c.mu is
+// held.
+func (c *Controller) startLocked(p *Permit, now time.Time) {
+	p.epoch, p.round, p.at = c.cutSeq, c.round, now
+	p.inFlight, p.limit = c.inFlight, c.concLimit()
 }
 
 // flightLocked integrates the in-flight count up to now, before it
@@ -689,8 +884,8 @@ func (c *Controller) markBlockedLocked(why blocker) {
 // pause, a removed head. Requires that c.mu is held.
 func (c *Controller) dispatchLocked(now time.Time) {
 	for w := c.q.head; w != nil; w = c.q.head {
-		deadline, why := c.admitLocked(w.cost, now)
-		if why != blockNone {
+		p, deadline, why := c.tryGrantLocked(w.cost, w.pipelined, now)
+		if p == nil {
 			c.markBlockedLocked(why)
 			if !w.deadline.Equal(deadline) {
 				w.deadline = deadline
@@ -699,12 +894,12 @@ func (c *Controller) dispatchLocked(now time.Time) {
 			return
 		}
 		c.q.remove(w)
-		w.permit = c.grantLocked(w.cost, now)
+		w.permit = p
 		w.signal()
 	}
 }
 
-// Done releases p's slot and feeds s to the controller. A Congested sample
+// Done releases p's slot (or its staging) and feeds s to the controller. A Congested sample
 // may cut a limit at once and pause sends, a Success may end a startup
 // round (see Controller). Done is idempotent: calls after the first do
 // nothing. It never blocks on I/O.
@@ -717,8 +912,30 @@ func (p *Permit) Done(s Sample) {
 	}
 	p.done = true
 	now := c.cfg.Now()
-	c.flightLocked(now)
-	c.inFlight--
+	switch {
+	case p.staged:
+		// Its caller gave up before the store took it up: its leader
+		// may take another follower.
+		p.staged = false
+		c.staged--
+		close(p.ready)
+		if l := p.leader; l != nil {
+			p.leader, l.follower = nil, nil
+			if l.head {
+				c.addLeaderLocked(l)
+			}
+		}
+	case p.follower != nil:
+		// Ended without an answer that was read (never sent, or its
+		// connection broke): whatever became of its follower, the slot
+		// is the follower's now.
+		c.handOverLocked(p, p.follower, now)
+	case p.slot:
+		p.slot = false
+		c.flightLocked(now)
+		c.inFlight--
+	}
+	c.unheadLocked(p)
 	c.observeLocked(p, s, now)
 	c.dispatchLocked(now)
 }
@@ -1508,7 +1725,8 @@ type Snapshot struct {
 	Burst       float64 // current token bucket size, units
 	LastMaxRate float64 // rate at the last cut (the last throttle point); 0 before
 	Concurrency int     // current concurrency limit
-	InFlight    int     // admitted attempts not yet Done
+	InFlight    int     // admitted attempts holding a slot, not yet Done
+	Staged      int     // staged attempts: sent behind another, no slot yet (AcquirePipelined)
 	Queued      int     // waiting Acquire calls
 	QueuedCost  float64 // units they wait for
 	Phase       string  // one of the Phase constants
@@ -1548,6 +1766,7 @@ func (c *Controller) Snapshot() Snapshot {
 		LastMaxRate:     c.rate.lastMax,
 		Concurrency:     c.concLimit(),
 		InFlight:        c.inFlight,
+		Staged:          c.staged,
 		Queued:          c.q.n,
 		QueuedCost:      c.q.cost,
 		Phase:           c.phaseLocked(now),

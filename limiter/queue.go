@@ -6,6 +6,7 @@ import "time"
 // Controller.mu except ready, which is only ever sent to without blocking.
 type waiter struct {
 	cost       float64
+	pipelined  bool // AcquirePipelined: may be granted a staged permit
 	prev, next *waiter
 	// deadline is set while w is at the head and blocked by the rate or a
 	// pause: the time at which it can be admitted. Zero otherwise (behind
