@@ -27,6 +27,7 @@ func sluiceForVictoria(v *victoria, extra ...string) []string {
 		"SLUICE_UPSTREAM_URL=" + v.url,
 		"SLUICE_PROFILE=victoriametrics",
 		"SLUICE_RETRY_POST=true",
+		"SLUICE_PIPELINE=true",
 	}, extra...)
 }
 

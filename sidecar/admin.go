@@ -199,6 +199,7 @@ type LimiterStatus struct {
 	RateLimit       float64   `json:"rate_limit"`
 	Concurrency     int       `json:"concurrency_limit"`
 	InFlight        int       `json:"in_flight"`
+	Pipelined       int       `json:"pipelined"` // staged writes sent behind one in flight (SLUICE_PIPELINE)
 	Queued          int       `json:"queue_length"`
 	PausedUntil     time.Time `json:"paused_until,omitzero"`
 	LastThrottle    time.Time `json:"last_throttle,omitzero"`
@@ -229,6 +230,7 @@ func (s *Server) status() Status {
 			RateLimit:       snap.Rate,
 			Concurrency:     snap.Concurrency,
 			InFlight:        snap.InFlight,
+			Pipelined:       snap.Staged,
 			Queued:          snap.Queued,
 			PausedUntil:     snap.PausedUntil,
 			LastThrottle:    snap.LastThrottle,

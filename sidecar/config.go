@@ -61,6 +61,7 @@ type Config struct {
 	BufferBudget    ByteSize      `env:"BUFFER_BUDGET" envDefault:"256MiB"`
 	RetryBudget     float64       `env:"RETRY_BUDGET" envDefault:"0.2"`
 	RetryPost       bool          `env:"RETRY_POST" envDefault:"false"`
+	Pipeline        bool          `env:"PIPELINE" envDefault:"false"`
 
 	// Admin server, logs, shutdown.
 	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:":9090"`

@@ -28,6 +28,7 @@ type metrics struct {
 	streamed             prometheus.Counter
 	notKeptAlive         prometheus.Counter
 	unscanned            prometheus.Counter
+	pipelined            prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -94,6 +95,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sluice_upstream_answers_unscanned_total",
 			Help: "2xx answers the profile reads for throttling (_bulk, BatchWriteItem, S3 writes) that came compressed, because the loader signed its Accept-Encoding: their throttling went unseen.",
 		}),
+		pipelined: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_upstream_pipelined_total",
+			Help: "Writes sent on a connection behind a write not yet answered (SLUICE_PIPELINE).",
+		}),
 	}
 	// Known label values exist from the start, so that rate() and the
 	// alerts' ratios see the first increment.
@@ -107,7 +112,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected.WithLabelValues(r)
 	}
 	reg.MustRegister(m.requests, m.rejected, m.attempts, m.throttles, m.retries, m.retryBudgetExhausted,
-		m.attemptDuration, m.queueWait, m.ackRequests, m.ackBytes, m.ackItems, m.buffered, m.streamed, m.notKeptAlive, m.unscanned)
+		m.attemptDuration, m.queueWait, m.ackRequests, m.ackBytes, m.ackItems, m.buffered, m.streamed, m.notKeptAlive, m.unscanned, m.pipelined)
 	return m
 }
 

@@ -85,6 +85,7 @@ type Proxy struct {
 	warn        rate.Sometimes
 
 	transport http.RoundTripper // the real *http.Transport; tests put an in-memory store here
+	pipe      *pipeline         // SLUICE_PIPELINE; nil when off
 	client    *retryablehttp.Client
 	rp        *httputil.ReverseProxy
 
@@ -136,6 +137,9 @@ func newProxy(cfg *Config, d proxyDeps) (*Proxy, error) {
 		log:          d.log.With("component", "proxy"),
 		warn:         rate.Sometimes{Interval: 10 * time.Second},
 		transport:    tr,
+	}
+	if cfg.Pipeline {
+		p.pipe = newPipeline(tr, up, p.m.pipelined.Inc)
 	}
 	p.avgBodySize.Store(64 << 10)
 	if p.retryBudget, err = limiter.NewRetryBudget(limiter.RetryBudgetConfig{Ratio: cfg.RetryBudget}); err != nil {
@@ -198,6 +202,13 @@ func newTransport(cfg *Config) (*http.Transport, error) {
 	}, nil
 }
 
+// close closes the pipelined connections, at shutdown.
+func (p *Proxy) close() {
+	if p.pipe != nil {
+		p.pipe.close()
+	}
+}
+
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
@@ -212,6 +223,7 @@ type exchange struct {
 	permit    *limiter.Permit // the first attempt's, taken at admission
 	buffered  bool            // the body is in memory (or there is none)
 	retryable bool            // buffered, and its method may be retried
+	pipelined bool            // retryable, and sent on p.pipe
 	attempts  int
 	last      classify.Result // the last attempt's classification
 	bodyBytes int64           // request body size, -1 unknown
@@ -324,17 +336,25 @@ func (e *bodyReadError) Unwrap() error { return e.err }
 
 // acquire takes a limiter permit for cost, queueing up to the queue timeout
 // (backpressure "wait") or not at all ("reject").
-func (p *Proxy) acquire(ctx context.Context, cost float64) (*limiter.Permit, error) {
+func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, error) {
 	var (
 		permit *limiter.Permit
 		err    error
+		cost   = ex.cost
 	)
-	if p.reject {
+	switch {
+	case p.reject && ex.pipelined:
+		permit, err = p.lim.TryAcquirePipelined(cost)
+	case p.reject:
 		permit, err = p.lim.TryAcquire(cost)
-	} else {
+	default:
 		qctx, cancel := context.WithTimeout(ctx, p.queueTimeout)
 		start := time.Now()
-		permit, err = p.lim.Acquire(qctx, cost)
+		if ex.pipelined {
+			permit, err = p.lim.AcquirePipelined(qctx, cost)
+		} else {
+			permit, err = p.lim.Acquire(qctx, cost)
+		}
 		cancel()
 		p.m.queueWait.Observe(time.Since(start).Seconds())
 	}
@@ -386,7 +406,10 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	}
 	defer release()
 	ex.cost = p.cost(out, ex)
-	permit, err := p.acquire(out.Context(), ex.cost)
+	// Pipelined only if it can be sent again: a write behind one that
+	// breaks its connection was not answered (RFC 9112 §9.3.2).
+	ex.pipelined = p.pipe != nil && ex.retryable && isWrite(out.Method) && out.Header.Get("Expect") == ""
+	permit, err := p.acquire(out.Context(), ex)
 	if err != nil {
 		return nil, err
 	}
@@ -569,7 +592,7 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 	ex.permit = nil
 	if permit == nil {
 		var err error
-		if permit, err = p.acquire(req.Context(), ex.cost); err != nil {
+		if permit, err = p.acquire(req.Context(), ex); err != nil {
 			return nil, err
 		}
 	}
@@ -586,7 +609,19 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 		// A streamed body is read from the loader during this attempt.
 		p.setReadDeadline(ex, start.Add(p.timeout))
 	}
-	resp, err := p.transport.RoundTrip(req.WithContext(ctx))
+	var (
+		resp *http.Response
+		err  error
+	)
+	if ex.pipelined {
+		var began time.Time
+		resp, began, err = p.pipe.roundTrip(ctx, req.WithContext(ctx), permit)
+		if began.After(start) {
+			start = began // it waited behind another write: not the store's time
+		}
+	} else {
+		resp, err = p.transport.RoundTrip(req.WithContext(ctx))
+	}
 	latency := time.Since(start)
 	if err != nil {
 		cancel()
@@ -644,10 +679,17 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 // classifyError turns a failed attempt into a signal. The loader leaving or
 // its job being cancelled says nothing about the store.
 func (p *Proxy) classifyError(parent context.Context, err error) classify.Result {
-	var ne net.Error
+	var (
+		ne net.Error
+		pb *pipeBrokenError
+	)
 	switch {
 	case parent.Err() != nil:
 		return classify.Result{Kind: classify.ClientError, Reason: "cancelled", Items: -1}
+	case errors.As(err, &pb):
+		// Pipelined behind a write whose connection broke: not answered,
+		// sent again, and it says nothing the other write's error has not.
+		return classify.Result{Kind: classify.ServerError, Reason: reasonPipelineBroken, Items: -1}
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		// No answer in time: the store is likely saturated (incident 2).
 		return classify.Result{Kind: classify.Timeout, Reason: "timeout", Share: 1, Items: -1}
@@ -668,6 +710,8 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify
 		s.Outcome = limiter.Success
 	case res.Kind.Congestion():
 		s.Outcome, s.Share, s.Concurrency = limiter.Congested, res.Share, res.Concurrency
+	case res.Reason == reasonPipelineBroken:
+		s.Outcome = limiter.Neutral
 	case res.Kind == classify.ServerError:
 		s.Outcome = limiter.Failed
 	default:
@@ -682,8 +726,8 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify
 			p.log.Warn("store signalled congestion", "job", ex.job, "reason", res.Reason, "retry_after", res.RetryAfter)
 		})
 	}
-	if res.Reason == "cancelled" {
-		return // the loader left or the job was cancelled: nothing to report
+	if res.Reason == "cancelled" || res.Reason == reasonPipelineBroken {
+		return // the loader left or the job was cancelled, or the write was not answered: nothing to report
 	}
 	o := Observation{Kind: res.Kind, Items: -1, RetryAfter: res.RetryAfter}
 	bulk := ab != nil && ab.scanner != nil && res.Items >= 0

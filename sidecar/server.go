@@ -150,6 +150,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	}
 	if opts.Transport != nil {
 		s.proxy.transport = opts.Transport
+		s.proxy.pipe = nil // the store is in memory
 	}
 	return s, nil
 }
@@ -256,6 +257,7 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 	if !proxyDone {
 		keep(<-proxyErr)
 	}
+	s.proxy.close()
 	stopLoops()
 	stopAdmin()
 	if !adminDone {
@@ -282,6 +284,7 @@ func (s *Server) StartLoops() (stop func()) {
 	}
 	return func() {
 		s.lim.Close()
+		s.proxy.close()
 		cancel()
 		loops.Wait()
 		if err := s.jobs.Close(); err != nil {

@@ -1,0 +1,391 @@
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sluice-dev/sluice/limiter"
+)
+
+// rawStore is an HTTP/1.1 store written by hand, so that a test decides,
+// request by request, when and how each is answered, and sees which
+// requests arrived while the one ahead of them on their connection was not
+// answered yet (pipelined). It reads a connection's requests one after the
+// other, as every HTTP/1.1 server does.
+type rawStore struct {
+	t  *testing.T
+	ln net.Listener
+	// script decides what happens to request seq (0-based, over the whole
+	// store) on connection conn (0-based): it may wait for the next request
+	// to arrive, answer, or hang up.
+	script func(c *rawConn, seq int, body string)
+
+	mu        sync.Mutex
+	conns     int
+	seq       int
+	answered  []string // bodies answered 2xx, in order
+	pipelined int      // requests that arrived while the one ahead was unanswered
+	wg        sync.WaitGroup
+}
+
+type rawConn struct {
+	s     *rawStore
+	nc    net.Conn
+	br    *bufio.Reader
+	index int
+	// hungUp: the script closed the connection; what was read past the
+	// current request is dropped with it.
+	hungUp bool
+}
+
+func newRawStore(t *testing.T, script func(c *rawConn, seq int, body string)) *rawStore {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &rawStore{t: t, ln: ln, script: script}
+	s.wg.Go(s.accept)
+	t.Cleanup(func() {
+		ln.Close()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *rawStore) url() string { return "http://" + s.ln.Addr().String() }
+
+func (s *rawStore) accept() {
+	var conns []net.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		conns = append(conns, nc)
+		s.mu.Lock()
+		c := &rawConn{s: s, nc: nc, br: bufio.NewReader(nc), index: s.conns}
+		s.conns++
+		s.mu.Unlock()
+		s.wg.Go(c.serve)
+	}
+}
+
+func (c *rawConn) serve() {
+	defer c.nc.Close()
+	for {
+		req, err := http.ReadRequest(c.br)
+		if err != nil {
+			return
+		}
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return
+		}
+		c.s.mu.Lock()
+		seq := c.s.seq
+		c.s.seq++
+		c.s.mu.Unlock()
+		c.s.script(c, seq, string(body))
+		if c.hungUp {
+			return
+		}
+	}
+}
+
+// awaitNext waits up to d for the next request on c to arrive, before the
+// current one is answered, and counts it as pipelined if it did.
+func (c *rawConn) awaitNext(d time.Duration) bool {
+	_ = c.nc.SetReadDeadline(time.Now().Add(d))
+	_, err := c.br.Peek(1)
+	_ = c.nc.SetReadDeadline(time.Time{})
+	if err != nil {
+		return false
+	}
+	c.s.mu.Lock()
+	c.s.pipelined++
+	c.s.mu.Unlock()
+	return true
+}
+
+// answer answers the current request; with closing, it says so and hangs
+// up after the answer.
+func (c *rawConn) answer(status int, body string, closing bool) {
+	if status < 300 {
+		c.s.mu.Lock()
+		c.s.answered = append(c.s.answered, body)
+		c.s.mu.Unlock()
+	}
+	conn := ""
+	if closing {
+		conn = "Connection: close\r\n"
+	}
+	payload := "ok"
+	if status == http.StatusNoContent {
+		payload = ""
+	}
+	fmt.Fprintf(c.nc, "HTTP/1.1 %d %s\r\nContent-Length: %d\r\n%s\r\n%s", status, http.StatusText(status), len(payload), conn, payload)
+	if closing {
+		c.hangUp()
+	}
+}
+
+func (c *rawConn) hangUp() {
+	c.nc.Close()
+	c.hungUp = true
+}
+
+func (s *rawStore) counts() (conns, pipelined int, answered []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns, s.pipelined, slices.Clone(s.answered)
+}
+
+// pipelinedServer is sluice with pipelining in front of upstream, held at
+// one write in flight at the store.
+func pipelinedServer(t *testing.T, upstream string, env ...string) *Server {
+	t.Helper()
+	return newTestServer(t, nil, append([]string{"UPSTREAM_URL=" + upstream, "PIPELINE=true", "RETRY_POST=true",
+		"INITIAL_CONCURRENCY=1", "MAX_CONCURRENCY=1", "INITIAL_RATE=1000", "RETRY_BACKOFF_MIN=1ms", "RETRY_BACKOFF_MAX=5ms"}, env...)...)
+}
+
+// writeAll sends bodies through s from one loader goroutine each and
+// returns the statuses they got, in the order of bodies.
+func writeAll(s *Server, bodies []string) []int {
+	codes := make([]int, len(bodies))
+	var wg sync.WaitGroup
+	for i, b := range bodies {
+		wg.Go(func() {
+			codes[i] = send(s.ProxyHandler(), context.Background(), http.MethodPost, "/write", b).Code
+		})
+	}
+	wg.Wait()
+	return codes
+}
+
+func bodies(n int) []string {
+	b := make([]string, n)
+	for i := range b {
+		b[i] = fmt.Sprintf("write-%02d", i)
+	}
+	return b
+}
+
+func sortedCopy(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+// A store that takes one write at a time finds the next write on its
+// connection before it answers the one it is on, and sluice never opens a
+// second connection to it.
+func TestPipelineSendsTheNextWriteBeforeTheAnswer(t *testing.T) {
+	const n = 12
+	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+		// The first write is answered at once: nothing is pipelined
+		// before the store has answered once. Every other one but the
+		// last waits for the next to arrive.
+		if seq > 0 && seq < n-1 && !c.awaitNext(10*time.Second) {
+			t.Errorf("write %d: the next write did not arrive before its answer", seq)
+		}
+		c.answer(http.StatusNoContent, body, false)
+	})
+	s := pipelinedServer(t, store.url())
+	want := bodies(n)
+	for i, code := range writeAll(s, want) {
+		if code != http.StatusNoContent {
+			t.Errorf("write %d: loader got %d", i, code)
+		}
+	}
+	conns, pipelined, answered := store.counts()
+	if conns != 1 {
+		t.Errorf("store saw %d connections, want 1 (one write at a time)", conns)
+	}
+	if pipelined != n-2 {
+		t.Errorf("%d writes arrived before the answer ahead of them, want %d", pipelined, n-2)
+	}
+	if got := sortedCopy(answered); !slices.Equal(got, want) {
+		t.Errorf("store answered %v, want each of %v once", got, want)
+	}
+	if got := testutil.ToFloat64(s.proxy.m.pipelined); got != n-2 {
+		t.Errorf("sluice_upstream_pipelined_total = %v, want %d", got, n-2)
+	}
+}
+
+// A connection that breaks with a write pipelined behind the one the store
+// is on: the one it broke on is retried as any write whose answer was
+// lost, and the one behind it, never answered, is sent again without
+// counting as a failure of the store.
+func TestPipelineBrokenConnection(t *testing.T) {
+	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+		if c.index == 0 && seq == 1 {
+			c.awaitNext(10 * time.Second)
+			c.hangUp() // on write 1, with the next one in the socket
+			return
+		}
+		c.answer(http.StatusNoContent, body, false)
+	})
+	s := pipelinedServer(t, store.url())
+	want := bodies(3)
+	for i, code := range writeAll(s, want) {
+		if code != http.StatusNoContent {
+			t.Errorf("write %d: loader got %d", i, code)
+		}
+	}
+	_, pipelined, answered := store.counts()
+	if pipelined != 1 {
+		t.Fatalf("%d writes pipelined, want 1", pipelined)
+	}
+	if got := sortedCopy(answered); !slices.Equal(got, want) {
+		t.Errorf("store answered %v, want each of %v once", got, want)
+	}
+	snap := s.lim.Snapshot()
+	if snap.Samples[limiter.Failed] != 1 || snap.Samples[limiter.Neutral] != 1 {
+		t.Errorf("samples %v: want one failure (the write the connection broke on) and one neutral (the one behind it)", snap.Samples)
+	}
+}
+
+// An answer that closes the connection: the write behind it was not taken
+// up, and goes again on a new connection.
+func TestPipelineAnswerClosesConnection(t *testing.T) {
+	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+		if c.index == 0 && seq == 1 {
+			c.awaitNext(10 * time.Second)
+			c.answer(http.StatusNoContent, body, true)
+			return
+		}
+		c.answer(http.StatusNoContent, body, false)
+	})
+	s := pipelinedServer(t, store.url())
+	want := bodies(3)
+	for i, code := range writeAll(s, want) {
+		if code != http.StatusNoContent {
+			t.Errorf("write %d: loader got %d", i, code)
+		}
+	}
+	conns, pipelined, answered := store.counts()
+	if conns != 2 || pipelined != 1 {
+		t.Fatalf("%d connections, %d writes pipelined; want 2, 1", conns, pipelined)
+	}
+	if got := sortedCopy(answered); !slices.Equal(got, want) {
+		t.Errorf("store answered %v, want each of %v once", got, want)
+	}
+	if snap := s.lim.Snapshot(); snap.Samples[limiter.Failed] != 0 || snap.Samples[limiter.Success] != 3 {
+		t.Errorf("samples %v: want 3 successes, no failure", snap.Samples)
+	}
+}
+
+// A store that does not answer the write it is on: at the upstream
+// timeout the loader gets 504 for it (not retried: it may have landed),
+// and the write pipelined behind it goes again on a new connection.
+func TestPipelineTimeoutAtTheHead(t *testing.T) {
+	hung := make(chan struct{})
+	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+		if c.index == 0 && seq == 1 {
+			c.awaitNext(10 * time.Second)
+			select {
+			case <-hung:
+			case <-time.After(10 * time.Second):
+			}
+			return
+		}
+		c.answer(http.StatusNoContent, body, false)
+	})
+	t.Cleanup(func() { close(hung) }) // before the store's cleanup, which waits for it
+	s := pipelinedServer(t, store.url(), "UPSTREAM_TIMEOUT=300ms")
+	first := send(s.ProxyHandler(), context.Background(), http.MethodPost, "/write", "write-00").Code
+	if first != http.StatusNoContent {
+		t.Fatalf("first write: %d", first)
+	}
+	codes := writeAll(s, []string{"write-01", "write-02"})
+	slices.Sort(codes)
+	if !slices.Equal(codes, []int{http.StatusNoContent, http.StatusGatewayTimeout}) {
+		t.Errorf("loaders got %v, want one 204 and one 504", codes)
+	}
+	conns, pipelined, answered := store.counts()
+	if conns != 2 || pipelined != 1 || len(answered) != 2 {
+		t.Errorf("%d connections, %d pipelined, answered %v; want 2, 1, two writes", conns, pipelined, answered)
+	}
+}
+
+// The slot passes to the write behind when the store's answer to the one
+// ahead arrives, not when that answer has been copied to its loader: the
+// store is on the follower from then on.
+func TestPipelinePassesTheSlotWithTheAnswer(t *testing.T) {
+	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+		if seq == 0 {
+			c.awaitNext(10 * time.Second)
+			c.answer(http.StatusOK, body, false)
+			return
+		}
+		c.answer(http.StatusNoContent, body, false)
+	})
+	lim, err := limiter.New(limiter.Config{InitialRate: 100, MinRate: 1, MaxRate: 100, InitialConcurrency: 1, MaxConcurrency: 1, Burst: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, "UPSTREAM_URL="+store.url())
+	tr, err := newTransport(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _ := url.Parse(store.url())
+	pl := newPipeline(tr, up, func() {})
+	t.Cleanup(pl.close)
+
+	ctx := context.Background()
+	a, _ := lim.AcquirePipelined(ctx, 1)
+	b, _ := lim.AcquirePipelined(ctx, 1)
+	if b.Leader() != a {
+		t.Fatal("b not staged behind a")
+	}
+	req := func(body string) *http.Request {
+		r, _ := http.NewRequest(http.MethodPost, store.url()+"/write", strings.NewReader(body))
+		return r
+	}
+	bDone := make(chan *http.Response, 1)
+	go func() {
+		resp, _, err := pl.roundTrip(ctx, req("b"), b)
+		if err != nil {
+			t.Error(err)
+		}
+		bDone <- resp
+	}()
+	respA, _, err := pl.roundTrip(ctx, req("a"), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap := lim.Snapshot(); b.Staged() || snap.InFlight != 1 || snap.Staged != 0 {
+		t.Errorf("with a's answer read: b staged %v, in flight %d, staged %d; want b holding the one slot", b.Staged(), snap.InFlight, snap.Staged)
+	}
+	io.Copy(io.Discard, respA.Body)
+	respA.Body.Close()
+	a.Done(limiter.Sample{Outcome: limiter.Success})
+	respB := <-bDone
+	if respB == nil || respB.StatusCode != http.StatusNoContent {
+		t.Fatalf("b: %v", respB)
+	}
+	respB.Body.Close()
+	b.Done(limiter.Sample{Outcome: limiter.Success})
+	if snap := lim.Snapshot(); snap.InFlight != 0 {
+		t.Errorf("in flight %d after both, want 0", snap.InFlight)
+	}
+}
