@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,17 +19,22 @@ import (
 // pipeline sends the writes sluice may repeat on HTTP/1.1 connections of
 // its own, pipelined (RFC 9112 §9.3.2, SLUICE_PIPELINE): a write whose
 // limiter permit is staged (limiter.Controller.AcquirePipelined) is written
-// on the connection of a write in flight, before that one is answered.
-// A server reads a connection's requests one after the other, so the store
-// still works on one write per connection, and finds the next one in its
-// socket the moment it answers one: a store that takes one insert at a
-// time (VictoriaMetrics' -maxConcurrentInserts) is kept busy without a
-// write waiting in its own queue, where it would be refused.
+// on its leader's connection, before the leader is answered. A server reads
+// a connection's requests one after the other, so the store still works on
+// one write per connection, and finds the next one in its socket the moment
+// it answers one: a store that takes one insert at a time
+// (VictoriaMetrics' -maxConcurrentInserts) is kept busy without a write
+// waiting in its own queue, where it would be refused.
 //
 // Only writes whose body is in memory and whose method may be retried go
 // this way: if a connection breaks, the writes behind the one it broke on
 // were not answered and are sent again (the recovery from partial failure
 // that §9.3.2 asks of a client that pipelines them).
+//
+// Each write's deadline runs from when the store takes it up: when it is
+// written at the front of its connection, or when the write ahead of it is
+// answered. A write waits behind another at most until that one's
+// deadline, which closes the connection.
 type pipeline struct {
 	dial      func(ctx context.Context) (net.Conn, error)
 	idle      time.Duration // an unused connection is closed after this
@@ -38,7 +42,7 @@ type pipeline struct {
 
 	mu     sync.Mutex
 	conns  map[*pipeConn]struct{}
-	onConn map[*limiter.Permit]*pipeCall // calls on a connection, not answered yet, by permit
+	onConn map[*limiter.Permit]*pipeCall // calls on a connection and not answered, by permit
 	parked map[*limiter.Permit]*pipeCall // followers waiting for their leader to be written, by leader
 	closed bool
 }
@@ -47,8 +51,9 @@ type pipeline struct {
 const reasonPipelineBroken = "pipeline_broken"
 
 // pipeBrokenError is what a write gets when the connection it was pipelined
-// on broke before its answer: it was not answered, and whether the store
-// took it up is unknown only if it was at the head. Retryable.
+// on broke before its answer, and the store had not taken it up: it was
+// behind the write the connection broke on, or the server had closed the
+// connection before it. It is sent again.
 type pipeBrokenError struct{ err error }
 
 func (e *pipeBrokenError) Error() string {
@@ -57,37 +62,45 @@ func (e *pipeBrokenError) Error() string {
 func (e *pipeBrokenError) Unwrap() error { return e.err }
 
 var (
-	errPipeClosed = errors.New("the server closed the connection after an earlier answer")
-	errPipeIdle   = errors.New("idle")
-	errPipeDown   = errors.New("sluice is shutting down")
+	errPipeClosed   = errors.New("the server closed the connection after an earlier answer")
+	errPipeIdle     = errors.New("idle")
+	errPipeDown     = errors.New("sluice is shutting down")
+	errPipeStranger = errors.New("sluice: the store sent bytes that answer no request")
 )
 
-// pipeConn is one connection. Calls are written by its writer goroutine and
-// answered by its reader goroutine, both in the order they were added.
+// pipeConn is one connection: its writer goroutine writes the calls in the
+// order they were added, its reader goroutine reads their answers in the
+// same order.
 type pipeConn struct {
-	pl     *pipeline
-	nc     net.Conn
-	br     *bufio.Reader
-	bw     *bufio.Writer
-	writes chan *pipeCall // to the writer; capacity 2, never blocks
-	reads  chan *pipeCall // to the reader; capacity 2, never blocks
+	pl   *pipeline
+	nc   net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	kick chan struct{} // capacity 1: wakes the writer
+	done chan struct{} // closed when the connection breaks
 
 	// Guarded by pl.mu.
-	calls []*pipeCall // added and not yet answered, oldest first: calls[0] is the one the store is on
-	err   error       // set once broken: no call is added
-	timer *time.Timer // closes the connection once idle
+	calls  []*pipeCall // added and not answered, oldest first: calls[0] is the one the store is on
+	unsent []*pipeCall // of them, the ones not written yet
+	err    error       // set once broken: no call is added
+	idle   *time.Timer // closes the connection once unused for pl.idle
 }
 
 // pipeCall is one write on a pipeConn.
 type pipeCall struct {
-	req    *http.Request
-	permit *limiter.Permit
-	pc     *pipeConn     // set when added, guarded by pl.mu
-	added  chan struct{} // closed when a parked follower was added behind its leader
-	result chan result   // capacity 1: exactly one result is sent
-	state  atomic.Int32
-	start  time.Time // when the store took it up; written before its result
-	stop   func() bool
+	req     *http.Request
+	permit  *limiter.Permit
+	timeout time.Duration
+	result  chan result // capacity 1: exactly one result is sent
+	state   atomic.Int32
+	stop    func() bool // stops the watch on the caller's context
+
+	// Guarded by pl.mu.
+	pc       *pipeConn
+	added    chan struct{} // closed when a parked follower was added behind its leader
+	start    time.Time     // when the store took it up
+	deadline *time.Timer   // from start
+	finished bool          // its answer was read to the end, or it failed
 }
 
 type result struct {
@@ -98,7 +111,7 @@ type result struct {
 const (
 	callWaiting   = iota
 	callAnswered  // its result is sent
-	callAbandoned // its caller left; the reader discards its answer
+	callAbandoned // its caller left; the reader drops its answer
 )
 
 // deliver sends r to the caller, unless it left; it reports whether it did.
@@ -119,7 +132,10 @@ func newPipeline(tr *http.Transport, up *url.URL, pipelined func()) *pipeline {
 			host = net.JoinHostPort(up.Hostname(), "80")
 		}
 	}
-	pl := &pipeline{idle: tr.IdleConnTimeout, pipelined: pipelined, conns: map[*pipeConn]struct{}{},
+	// Idle connections are closed well before the usual server idle
+	// timeouts (60 s and up), so that a write rarely meets a server
+	// closing one: the reader notices that only when it happens.
+	pl := &pipeline{idle: min(tr.IdleConnTimeout, 30*time.Second), pipelined: pipelined, conns: map[*pipeConn]struct{}{},
 		onConn: map[*limiter.Permit]*pipeCall{}, parked: map[*limiter.Permit]*pipeCall{}}
 	pl.dial = func(ctx context.Context) (net.Conn, error) {
 		nc, err := tr.DialContext(ctx, "tcp", host)
@@ -143,16 +159,20 @@ func newPipeline(tr *http.Transport, up *url.URL, pipelined func()) *pipeline {
 	return pl
 }
 
-// roundTrip sends req under permit and returns the store's answer, and
-// when the store took req up: when it was written, or when the store
-// answered the write ahead of it. The answer's body must be read to its
-// end or closed: the next answer on the connection comes after it. ctx
-// bounds the whole write: at its deadline the connection is closed (the
-// writes behind req get a pipeBrokenError); if it is cancelled, req's
-// answer is read and dropped when it comes, the connection stays.
-func (pl *pipeline) roundTrip(ctx context.Context, req *http.Request, permit *limiter.Permit) (*http.Response, time.Time, error) {
-	c := &pipeCall{req: req, permit: permit, result: make(chan result, 1)}
-	c.stop = context.AfterFunc(ctx, func() { pl.cancel(c, ctx.Err()) })
+// roundTrip sends req under permit and returns the store's answer and when
+// the store took req up. The answer's body must be read to its end or
+// closed: the next answer on the connection comes after it. timeout bounds
+// the write from when the store took it up to the end of its answer: then
+// the connection is closed, and the writes behind req get a
+// pipeBrokenError. If ctx ends first, req's answer is read and dropped
+// when it comes; the connection stays.
+func (pl *pipeline) roundTrip(ctx context.Context, req *http.Request, permit *limiter.Permit, timeout time.Duration) (*http.Response, time.Time, error) {
+	c := &pipeCall{req: req, permit: permit, timeout: timeout, result: make(chan result, 1)}
+	c.stop = context.AfterFunc(ctx, func() {
+		if c.state.CompareAndSwap(callWaiting, callAbandoned) {
+			c.result <- result{err: ctx.Err()}
+		}
+	})
 	if err := pl.add(ctx, c); err != nil {
 		c.stop()
 		return nil, time.Time{}, err
@@ -181,27 +201,31 @@ func (pl *pipeline) add(ctx context.Context, c *pipeCall) error {
 			return nil
 		}
 		// The leader is not written yet: wait for it, or for the slot
-		// (the leader was answered, or ended unsent). The limiter hands
-		// the follower the leader's slot in those cases, so the store
-		// never sees more writes than the limit.
+		// (the leader was answered, or ended unsent: the limiter then
+		// hands the follower the leader's slot, so the store never sees
+		// more writes than the limit).
 		c.added = make(chan struct{})
 		pl.parked[l] = c
 		pl.mu.Unlock()
+		wait := time.NewTimer(c.timeout)
+		var err error
 		select {
 		case <-c.added:
-			pl.pipelined()
-			return nil
 		case <-c.permit.Ready():
 		case <-ctx.Done():
+			err = ctx.Err()
+		case <-wait.C:
+			err = context.DeadlineExceeded
 		}
+		wait.Stop()
 		pl.mu.Lock()
 		if pl.parked[l] != c {
 			pl.mu.Unlock()
 			pl.pipelined()
-			return nil // added behind its leader meanwhile
+			return nil // added behind its leader
 		}
 		delete(pl.parked, l)
-		if err := ctx.Err(); err != nil {
+		if err != nil {
 			pl.mu.Unlock()
 			return err
 		}
@@ -221,10 +245,10 @@ func (pl *pipeline) add(ctx context.Context, c *pipeCall) error {
 	}
 	pc := &pipeConn{
 		pl: pl, nc: nc,
-		br:     bufio.NewReader(nc),
-		bw:     bufio.NewWriterSize(nc, 64<<10),
-		writes: make(chan *pipeCall, 2),
-		reads:  make(chan *pipeCall, 2),
+		br:   bufio.NewReader(nc),
+		bw:   bufio.NewWriterSize(nc, 64<<10),
+		kick: make(chan struct{}, 1),
+		done: make(chan struct{}),
 	}
 	pl.mu.Lock()
 	if pl.closed {
@@ -240,22 +264,24 @@ func (pl *pipeline) add(ctx context.Context, c *pipeCall) error {
 	return nil
 }
 
-// addLocked queues c for writing and reading, and its follower right
-// behind it if that is parked. Requires that pl.mu is held and pc is not
-// broken.
+// addLocked queues c on pc, and its parked follower right behind it.
+// Requires that pl.mu is held and pc is not broken.
 func (pc *pipeConn) addLocked(c *pipeCall) {
 	pl := pc.pl
-	if pc.timer != nil {
-		pc.timer.Stop()
-	}
-	if len(pc.calls) == 0 {
-		c.start = time.Now()
+	if pc.idle != nil {
+		pc.idle.Stop()
 	}
 	c.pc = pc
 	pc.calls = append(pc.calls, c)
+	pc.unsent = append(pc.unsent, c)
 	pl.onConn[c.permit] = c
-	pc.writes <- c
-	pc.reads <- c
+	if len(pc.calls) == 1 {
+		pl.startLocked(c)
+	}
+	select {
+	case pc.kick <- struct{}{}:
+	default:
+	}
 	if f := pl.parked[c.permit]; f != nil && len(pc.calls) == 1 {
 		delete(pl.parked, c.permit)
 		pc.addLocked(f)
@@ -263,44 +289,70 @@ func (pc *pipeConn) addLocked(c *pipeCall) {
 	}
 }
 
-// cancel ends c's wait when its context ends: at a deadline the store is
-// not answering, and the connection goes; a caller that left abandons c.
-func (pl *pipeline) cancel(c *pipeCall, err error) {
-	if errors.Is(err, context.DeadlineExceeded) {
-		pl.mu.Lock()
-		pc := c.pc
-		pl.mu.Unlock()
-		if pc != nil {
-			pc.fail(err, c)
-		}
-	}
-	if c.state.CompareAndSwap(callWaiting, callAbandoned) {
-		c.result <- result{err: err}
+// startLocked notes that the store takes c up now, and starts its
+// deadline. Requires that pl.mu is held.
+func (pl *pipeline) startLocked(c *pipeCall) {
+	c.start = time.Now()
+	c.deadline = time.AfterFunc(c.timeout, func() { pl.expire(c) })
+}
+
+// finishLocked ends c's deadline: its answer was read to the end, or it
+// failed. Requires that pl.mu is held.
+func (pl *pipeline) finishLocked(c *pipeCall) {
+	c.finished = true
+	if c.deadline != nil {
+		c.deadline.Stop()
 	}
 }
 
-// fail breaks pc: every call not yet answered gets an error, culprit its
-// cause and the others a pipeBrokenError, and the connection is closed.
-func (pc *pipeConn) fail(cause error, culprit *pipeCall) {
-	pl := pc.pl
+// expire closes c's connection at c's deadline, unless c is over: the
+// store did not answer it in time.
+func (pl *pipeline) expire(c *pipeCall) {
 	pl.mu.Lock()
-	if pc.err != nil {
+	if c.finished || c.pc == nil {
 		pl.mu.Unlock()
 		return
 	}
+	pc := c.pc
+	calls := pc.breakLocked(context.DeadlineExceeded)
+	pl.mu.Unlock()
+	pc.closeAndFail(calls, context.DeadlineExceeded, c)
+}
+
+// fail breaks pc for cause: the call at its front gets cause, the ones
+// behind a pipeBrokenError.
+func (pc *pipeConn) fail(cause error) {
+	pc.pl.mu.Lock()
+	calls := pc.breakLocked(cause)
+	pc.pl.mu.Unlock()
+	pc.closeAndFail(calls, cause, nil)
+}
+
+// breakLocked marks pc broken, unless it is already, and returns the calls
+// it had not answered. Requires that pl.mu is held.
+func (pc *pipeConn) breakLocked(cause error) []*pipeCall {
+	pl := pc.pl
+	if pc.err != nil {
+		return nil
+	}
 	pc.err = cause
 	calls := pc.calls
-	pc.calls = nil
+	pc.calls, pc.unsent = nil, nil
 	for _, c := range calls {
 		delete(pl.onConn, c.permit)
+		pl.finishLocked(c)
 	}
 	delete(pl.conns, pc)
-	close(pc.writes)
-	close(pc.reads)
-	if pc.timer != nil {
-		pc.timer.Stop()
+	close(pc.done)
+	if pc.idle != nil {
+		pc.idle.Stop()
 	}
-	pl.mu.Unlock()
+	return calls
+}
+
+// closeAndFail closes pc's connection and fails calls: culprit (or without
+// one, the first) with cause, the others with a pipeBrokenError.
+func (pc *pipeConn) closeAndFail(calls []*pipeCall, cause error, culprit *pipeCall) {
 	pc.nc.Close()
 	for i, c := range calls {
 		err := cause
@@ -308,45 +360,67 @@ func (pc *pipeConn) fail(cause error, culprit *pipeCall) {
 			err = &pipeBrokenError{cause}
 		}
 		c.deliver(result{err: err})
+		c.stop()
 	}
 }
 
 func (pc *pipeConn) writeLoop() {
-	for c := range pc.writes {
+	pl := pc.pl
+	for {
+		pl.mu.Lock()
+		for len(pc.unsent) == 0 && pc.err == nil {
+			pl.mu.Unlock()
+			select {
+			case <-pc.kick:
+			case <-pc.done:
+			}
+			pl.mu.Lock()
+		}
+		if pc.err != nil {
+			pl.mu.Unlock()
+			return
+		}
+		c := pc.unsent[0]
+		pc.unsent = pc.unsent[1:]
+		pl.mu.Unlock()
 		err := c.req.Write(pc.bw)
 		if err == nil {
 			err = pc.bw.Flush()
 		}
 		if err != nil {
-			pc.fail(err, nil)
+			pc.fail(err)
 			return
 		}
 	}
 }
 
 func (pc *pipeConn) readLoop() {
+	pl := pc.pl
 	for {
 		// Wait for an answer, or notice that the server closed the
 		// connection while it was idle.
-		if _, err := pc.br.Peek(1); err != nil {
-			pc.fail(err, nil)
-			return
-		}
+		_, err := pc.br.Peek(1)
+		pl.mu.Lock()
 		var c *pipeCall
-		select {
-		case c = <-pc.reads:
-		default:
+		switch {
+		case pc.err != nil:
+		case err == nil && len(pc.calls) == 0:
+			err = errPipeStranger
+		case err == nil:
+			c = pc.calls[0]
 		}
+		pl.mu.Unlock()
 		if c == nil {
-			pc.fail(errors.New("sluice: the store sent bytes that answer no request"), nil)
+			if err != nil {
+				pc.fail(err)
+			}
 			return
 		}
 		resp, err := readFinalResponse(pc.br, c.req)
 		if err != nil {
-			pc.fail(err, nil)
+			pc.fail(err)
 			return
 		}
-		pl := pc.pl
 		pl.mu.Lock()
 		if pc.err != nil {
 			pl.mu.Unlock()
@@ -356,40 +430,48 @@ func (pc *pipeConn) readLoop() {
 		pc.calls = pc.calls[1:]
 		delete(pl.onConn, c.permit)
 		if len(pc.calls) > 0 && !resp.Close {
-			// The store has moved on to the write behind c.
-			pc.calls[0].start = time.Now()
+			pl.startLocked(pc.calls[0]) // the store has moved on to it
 		}
 		// c's follower takes its slot, written behind it or not yet.
 		c.permit.Pass()
 		pl.mu.Unlock()
 
 		done := make(chan error, 1)
-		if resp.Body != http.NoBody {
-			resp.Body = &pipeBody{rc: resp.Body, done: done, stop: c.stop}
-		} else {
+		if resp.Body == http.NoBody {
+			pl.mu.Lock()
+			pl.finishLocked(c)
+			pl.mu.Unlock()
 			c.stop()
 			done <- nil
+		} else {
+			resp.Body = &pipeBody{rc: resp.Body, done: done, finish: func() {
+				pl.mu.Lock()
+				pl.finishLocked(c)
+				pl.mu.Unlock()
+				c.stop()
+			}}
 		}
 		if !c.deliver(result{resp: resp}) {
-			// Abandoned: the answer is read and dropped here.
+			// Abandoned: the answer is read and dropped here, within
+			// its deadline.
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
 		if err := <-done; err != nil {
-			pc.fail(err, nil)
+			pc.fail(err)
 			return
 		}
 		if resp.Close {
 			// The writes behind c were not taken up.
-			pc.fail(&pipeBrokenError{errPipeClosed}, nil)
+			pc.fail(&pipeBrokenError{errPipeClosed})
 			return
 		}
 		pl.mu.Lock()
 		if len(pc.calls) == 0 && pc.err == nil {
-			if pc.timer == nil {
-				pc.timer = time.AfterFunc(pl.idle, pc.closeIdle)
+			if pc.idle == nil {
+				pc.idle = time.AfterFunc(pl.idle, pc.closeIdle)
 			} else {
-				pc.timer.Reset(pl.idle)
+				pc.idle.Reset(pl.idle)
 			}
 		}
 		pl.mu.Unlock()
@@ -406,7 +488,7 @@ func readFinalResponse(br *bufio.Reader, req *http.Request) (*http.Response, err
 		switch {
 		case resp.StatusCode == http.StatusSwitchingProtocols:
 			resp.Body.Close()
-			return nil, fmt.Errorf("sluice: the store switched protocols on a pipelined write")
+			return nil, errors.New("sluice: the store switched protocols on a pipelined write")
 		case resp.StatusCode >= 100 && resp.StatusCode < 200:
 			continue
 		}
@@ -417,11 +499,13 @@ func readFinalResponse(br *bufio.Reader, req *http.Request) (*http.Response, err
 func (pc *pipeConn) closeIdle() {
 	pl := pc.pl
 	pl.mu.Lock()
-	idle := len(pc.calls) == 0
-	pl.mu.Unlock()
-	if idle {
-		pc.fail(errPipeIdle, nil)
+	if len(pc.calls) > 0 {
+		pl.mu.Unlock()
+		return
 	}
+	calls := pc.breakLocked(errPipeIdle)
+	pl.mu.Unlock()
+	pc.closeAndFail(calls, errPipeIdle, nil)
 }
 
 // close closes every connection: the calls still on them get errors.
@@ -434,42 +518,42 @@ func (pl *pipeline) close() {
 	}
 	pl.mu.Unlock()
 	for _, pc := range conns {
-		pc.fail(errPipeDown, nil)
+		pc.fail(errPipeDown)
 	}
 }
 
 // pipeBody is an answer's body on a pipelined connection: the reader waits
 // for its end before it reads the next answer.
 type pipeBody struct {
-	rc   io.ReadCloser
-	done chan error
-	stop func() bool
-	once sync.Once
+	rc     io.ReadCloser
+	done   chan error
+	finish func()
+	once   sync.Once
 }
 
 func (b *pipeBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err != nil {
 		if err == io.EOF {
-			b.finish(nil)
+			b.end(nil)
 		} else {
-			b.finish(err)
+			b.end(err)
 		}
 	}
 	return n, err
 }
 
 // Close reads what is left of the body (net/http's client bodies do), so
-// the connection stays usable; the attempt's deadline bounds that.
+// the connection stays usable; the write's deadline bounds that.
 func (b *pipeBody) Close() error {
 	err := b.rc.Close()
-	b.finish(err)
+	b.end(err)
 	return err
 }
 
-func (b *pipeBody) finish(err error) {
+func (b *pipeBody) end(err error) {
 	b.once.Do(func() {
-		b.stop()
+		b.finish()
 		b.done <- err
 	})
 }

@@ -228,6 +228,7 @@ func TestPipelineSendsTheNextWriteBeforeTheAnswer(t *testing.T) {
 	if got := testutil.ToFloat64(s.proxy.m.pipelined); got != n-2 {
 		t.Errorf("sluice_upstream_pipelined_total = %v, want %d", got, n-2)
 	}
+	wantNoneInFlight(t, s)
 }
 
 // A connection that breaks with a write pipelined behind the one the store
@@ -261,6 +262,7 @@ func TestPipelineBrokenConnection(t *testing.T) {
 	if snap.Samples[limiter.Failed] != 1 || snap.Samples[limiter.Neutral] != 1 {
 		t.Errorf("samples %v: want one failure (the write the connection broke on) and one neutral (the one behind it)", snap.Samples)
 	}
+	wantNoneInFlight(t, s)
 }
 
 // An answer that closes the connection: the write behind it was not taken
@@ -291,6 +293,7 @@ func TestPipelineAnswerClosesConnection(t *testing.T) {
 	if snap := s.lim.Snapshot(); snap.Samples[limiter.Failed] != 0 || snap.Samples[limiter.Success] != 3 {
 		t.Errorf("samples %v: want 3 successes, no failure", snap.Samples)
 	}
+	wantNoneInFlight(t, s)
 }
 
 // A store that does not answer the write it is on: at the upstream
@@ -324,6 +327,7 @@ func TestPipelineTimeoutAtTheHead(t *testing.T) {
 	if conns != 2 || pipelined != 1 || len(answered) != 2 {
 		t.Errorf("%d connections, %d pipelined, answered %v; want 2, 1, two writes", conns, pipelined, answered)
 	}
+	wantNoneInFlight(t, s)
 }
 
 // The slot passes to the write behind when the store's answer to the one
@@ -363,13 +367,13 @@ func TestPipelinePassesTheSlotWithTheAnswer(t *testing.T) {
 	}
 	bDone := make(chan *http.Response, 1)
 	go func() {
-		resp, _, err := pl.roundTrip(ctx, req("b"), b)
+		resp, _, err := pl.roundTrip(ctx, req("b"), b, 10*time.Second)
 		if err != nil {
 			t.Error(err)
 		}
 		bDone <- resp
 	}()
-	respA, _, err := pl.roundTrip(ctx, req("a"), a)
+	respA, _, err := pl.roundTrip(ctx, req("a"), a, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,4 +392,126 @@ func TestPipelinePassesTheSlotWithTheAnswer(t *testing.T) {
 	if snap := lim.Snapshot(); snap.InFlight != 0 {
 		t.Errorf("in flight %d after both, want 0", snap.InFlight)
 	}
+}
+
+// wantNoneInFlight checks that every permit came back.
+func wantNoneInFlight(t *testing.T, s *Server) {
+	t.Helper()
+	if snap := s.lim.Snapshot(); snap.InFlight != 0 || snap.Staged != 0 {
+		t.Errorf("in flight %d, staged %d after the writes; want 0, 0", snap.InFlight, snap.Staged)
+	}
+}
+
+// A write's deadline runs from when the store takes it up: one pipelined
+// behind a slow write is not cut short by the time it waited.
+func TestPipelineFollowerDeadlineFromItsStart(t *testing.T) {
+	const slow = 1200 * time.Millisecond // each of the two, against a 2 s timeout
+	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+		switch seq {
+		case 1:
+			c.awaitNext(10 * time.Second)
+			time.Sleep(slow)
+		case 2:
+			time.Sleep(slow)
+		}
+		c.answer(http.StatusNoContent, body, false)
+	})
+	s := pipelinedServer(t, store.url(), "UPSTREAM_TIMEOUT=2s")
+	if code := send(s.ProxyHandler(), context.Background(), http.MethodPost, "/write", "write-00").Code; code != http.StatusNoContent {
+		t.Fatalf("first write: %d", code)
+	}
+	for i, code := range writeAll(s, []string{"write-01", "write-02"}) {
+		if code != http.StatusNoContent {
+			t.Errorf("write %d: loader got %d, want 204 (the store answered it %v after it took it up)", i+1, code, slow)
+		}
+	}
+	if _, pipelined, _ := store.counts(); pipelined != 1 {
+		t.Errorf("%d pipelined, want 1", pipelined)
+	}
+	wantNoneInFlight(t, s)
+}
+
+// A loader that leaves while its write waits behind another: its answer is
+// dropped when it comes, another write may be pipelined behind the same
+// leader meanwhile (three on the connection), and everything completes.
+func TestPipelineLoaderLeavesBehind(t *testing.T) {
+	held, release := make(chan struct{}), make(chan struct{})
+	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+		if seq == 1 {
+			c.awaitNext(10 * time.Second)
+			close(held)
+			<-release
+		}
+		if body == "write-02" {
+			c.answer(http.StatusOK, body, false) // with a body, which sluice drops
+			return
+		}
+		c.answer(http.StatusNoContent, body, false)
+	})
+	s := pipelinedServer(t, store.url())
+	h := s.ProxyHandler()
+	if code := send(h, context.Background(), http.MethodPost, "/write", "write-00").Code; code != http.StatusNoContent {
+		t.Fatalf("first write: %d", code)
+	}
+	var wg sync.WaitGroup
+	codes := make([]int, 3)
+	wg.Go(func() { codes[0] = send(h, context.Background(), http.MethodPost, "/write", "write-01").Code })
+	ctx, leave := context.WithCancel(context.Background())
+	<-waitFor(func() bool { return s.lim.Snapshot().InFlight == 1 })
+	wg.Go(func() { codes[1] = send(h, ctx, http.MethodPost, "/write", "write-02").Code })
+	<-held // write-02 is in the store's socket behind write-01
+	leave()
+	<-waitFor(func() bool { return s.lim.Snapshot().Staged == 0 })
+	wg.Go(func() { codes[2] = send(h, context.Background(), http.MethodPost, "/write", "write-03").Code })
+	<-waitFor(func() bool { return s.lim.Snapshot().Staged == 1 })
+	close(release)
+	wg.Wait()
+	if codes[0] != http.StatusNoContent || codes[2] != http.StatusNoContent {
+		t.Errorf("loaders that stayed got %d and %d, want 204", codes[0], codes[2])
+	}
+	conns, _, answered := store.counts()
+	if conns != 1 || len(answered) != 4 {
+		t.Errorf("%d connections, answered %v; want 1 connection and all four writes (the one whose loader left was sent)", conns, answered)
+	}
+	wantNoneInFlight(t, s)
+}
+
+// waitFor returns a channel closed once cond holds (polled; bounded by the
+// test's own timeout).
+func waitFor(cond func() bool) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		for !cond() {
+			time.Sleep(time.Millisecond)
+		}
+		close(ch)
+	}()
+	return ch
+}
+
+// A write pipelined behind another has a deadline of its own once the store
+// has taken it up.
+func TestPipelineTimeoutBehind(t *testing.T) {
+	hung := make(chan struct{})
+	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+		switch {
+		case c.index == 0 && seq == 1:
+			c.awaitNext(10 * time.Second)
+		case c.index == 0 && seq == 2:
+			<-hung
+			return
+		}
+		c.answer(http.StatusNoContent, body, false)
+	})
+	t.Cleanup(func() { close(hung) }) // before the store's cleanup, which waits for it
+	s := pipelinedServer(t, store.url(), "UPSTREAM_TIMEOUT=300ms")
+	if code := send(s.ProxyHandler(), context.Background(), http.MethodPost, "/write", "write-00").Code; code != http.StatusNoContent {
+		t.Fatalf("first write: %d", code)
+	}
+	codes := writeAll(s, []string{"write-01", "write-02"})
+	slices.Sort(codes)
+	if !slices.Equal(codes, []int{http.StatusNoContent, http.StatusGatewayTimeout}) {
+		t.Errorf("loaders got %v, want one 204 and one 504", codes)
+	}
+	wantNoneInFlight(t, s)
 }

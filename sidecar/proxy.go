@@ -603,7 +603,16 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), p.timeout)
+	var (
+		ctx    context.Context
+		cancel context.CancelFunc
+	)
+	if ex.pipelined {
+		// Its deadline runs from when the store takes it up (see pipeline).
+		ctx, cancel = context.WithCancel(req.Context())
+	} else {
+		ctx, cancel = context.WithTimeout(req.Context(), p.timeout)
+	}
 	start := time.Now()
 	if !ex.buffered && ex.attempts == 1 {
 		// A streamed body is read from the loader during this attempt.
@@ -615,7 +624,7 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 	)
 	if ex.pipelined {
 		var began time.Time
-		resp, began, err = p.pipe.roundTrip(ctx, req.WithContext(ctx), permit)
+		resp, began, err = p.pipe.roundTrip(ctx, req.WithContext(ctx), permit, p.timeout)
 		if began.After(start) {
 			start = began // it waited behind another write: not the store's time
 		}
