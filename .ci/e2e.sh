@@ -26,22 +26,16 @@ export PATH="$PATH:/usr/sbin"
 dpkg-query -W victoria-metrics nginx 2>/dev/null | sed 's/^/== using /' || true
 
 # Real stores gate CI: exact counts (nothing lost, nothing twice, never a
-# 400), the store's 503 share at least 10x lower than direct, nginx's quota
-# within 10% with Retry-After honoured, vmagent at least as fast as direct,
-# the stalled job cancelled and cleaned up on the real store, SIGKILL
-# mid-load. One comparison is left out of the gate: VictoriaMetrics'
-# goodput through sluice against the direct runs' (medians of 3), which is
-# at parity or a little behind, within the run-to-run noise of two shared
-# cores (it failed six of the twelve full runs measured; issue 6 stays open
-# on it, and BENCHMARKS.md says why one write at a time, all this store
-# takes without refusals, cannot reliably beat direct here). The numbers it
-# compares are still printed on the RESULT lines.
+# 400), the store's 503 share at least 10x lower than direct, goodput
+# through sluice at least the direct loads' (four each, together), nginx's
+# quota within 10% with Retry-After honoured, vmagent at least as fast as
+# direct, the stalled job cancelled and cleaned up on the real store,
+# SIGKILL mid-load. The numbers compared are printed on the RESULT lines.
 echo "== go test -tags e2e ./e2e/"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-go test -tags e2e -count=1 -v -timeout 15m \
-  -skip 'TestVictoriaMetricsThrottling/goodput' ./e2e/... 2>&1 | tee "$log" ||
+go test -tags e2e -count=1 -v -timeout 15m ./e2e/... 2>&1 | tee "$log" ||
   status=${PIPESTATUS[0]}
 grep 'RESULT' "$log" | sed 's/^ */== /' || true
 exit "$status"

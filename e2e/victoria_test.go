@@ -78,17 +78,20 @@ func measureLoad(t *testing.T, job string, sluiceEnv []string) loadRun {
 
 // loadPairs is how many times TestVictoriaMetricsThrottling runs the load
 // directly and through sluice, alternately: one run of each is a coin toss
-// on two shared cores (a direct load's goodput ranged from 2.7M to 5.7M
+// on two shared cores (a direct load's goodput ranged from 2.4M to 5.7M
 // samples/s from run to run, with how its writers' backoffs fall at the
-// end), the median of three is a measurement.
-const loadPairs = 3
+// end). The comparison is of all the runs of each path together (samples
+// over time): over 30 loads each way on the pipelined build, a median of
+// three would have put sluice behind in about one draw of 37, the total of
+// four in about one of 700.
+const loadPairs = 4
 
 // TestVictoriaMetricsThrottling is issue 6, item 1: the same loader pushes
 // the same samples to a throttling VictoriaMetrics directly and through
 // sluice, loadPairs times each, alternately. Through sluice every
 // acknowledged sample is stored exactly once, the store's 503 share is at
-// least 10× lower than direct, and the load completes at a goodput at
-// least equal to the direct runs' (medians).
+// least 10× lower than direct, and the loads complete at a goodput at
+// least equal to the direct ones' (all the runs of each path together).
 func TestVictoriaMetricsThrottling(t *testing.T) {
 	requireTestbed(t, false, false)
 	var direct, through []loadRun
@@ -139,19 +142,17 @@ func TestVictoriaMetricsThrottling(t *testing.T) {
 		return
 	}
 	ds, ss := share503(direct), share503(through)
-	dg, sg := medianGoodput(direct), medianGoodput(through)
+	dg, sg := pooledGoodput(direct), pooledGoodput(through)
 	if ss*10 > ds {
 		t.Errorf("store's 503 share: direct %.4f, through sluice %.4f: want at least 10× lower", ds, ss)
 	}
-	// A subtest, so that CI can leave out the one comparison that is still
-	// open (see .ci/e2e.sh) and keep gating on the rest.
 	t.Run("goodput", func(t *testing.T) {
 		if sg < dg {
-			t.Errorf("median goodput: direct %.0f samples/s, through sluice %.0f: want at least the direct runs'", dg, sg)
+			t.Errorf("goodput over %d loads each: direct %.0f samples/s, through sluice %.0f: want at least the direct loads'", loadPairs, dg, sg)
 		}
 	})
-	t.Logf("RESULT victoriametrics share503_direct=%.4f share503_sluice=%.4f goodput_direct=%.0f goodput_sluice=%.0f (medians of %d; direct %s, sluice %s)",
-		ds, ss, dg, sg, loadPairs, goodputs(direct), goodputs(through))
+	t.Logf("RESULT victoriametrics share503_direct=%.4f share503_sluice=%.4f goodput_direct=%.0f goodput_sluice=%.0f (samples over time of %d loads; medians direct %.0f, sluice %.0f; direct %s, sluice %s)",
+		ds, ss, dg, sg, loadPairs, medianGoodput(direct), medianGoodput(through), goodputs(direct), goodputs(through))
 }
 
 // share503 is the share of all the runs' write requests that the store
@@ -163,6 +164,21 @@ func share503(runs []loadRun) float64 {
 		all.Rejected += r.store.Rejected
 	}
 	return all.Share503()
+}
+
+// pooledGoodput is the samples the runs acknowledged over their time
+// together.
+func pooledGoodput(runs []loadRun) float64 {
+	var samples int64
+	var elapsed time.Duration
+	for _, r := range runs {
+		samples += r.res.AckedSamples
+		elapsed += r.res.Elapsed
+	}
+	if elapsed <= 0 {
+		return 0
+	}
+	return float64(samples) / elapsed.Seconds()
 }
 
 func medianGoodput(runs []loadRun) float64 {
