@@ -523,7 +523,9 @@ func (c *Controller) Acquire(ctx context.Context, cost float64) (*Permit, error)
 // pipelined attempt, before that one is answered. When every slot is taken
 // but a pipelined attempt in flight has no follower yet, it returns a
 // staged permit behind that attempt, its Leader, as soon as the rate
-// allows. The caller writes it on its leader's connection, and calls the
+// allows, once the concurrency limit has found the store's (it was cut
+// once, or is at its maximum). The caller writes it on its leader's
+// connection, and calls the
 // leader's Pass once the store has answered the leader and taken the
 // follower up: the follower then holds the leader's slot. A store that
 // serves one request of a connection at a time then finds the next write
@@ -722,6 +724,11 @@ func (c *Controller) admitStagedLocked(cost float64, now time.Time) (time.Time, 
 	switch {
 	case !c.answered && c.cfg.Burst == 0:
 		// Nothing is known of the store yet: one write at a time per slot.
+		return time.Time{}, blockConc
+	case c.conc.startup() && c.conc.v < c.conc.max:
+		// The concurrency limit is still growing to find the store's:
+		// until a cut, followers would only pile more writes into a
+		// store that may be refusing them.
 		return time.Time{}, blockConc
 	case c.inFlight > c.concLimit():
 		// Over the limit (after a cut): the connections must drain, not

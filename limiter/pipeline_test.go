@@ -166,7 +166,7 @@ func TestPipelinedNotOverTheLimit(t *testing.T) {
 	c, _ := newFake(t, 1000, func(c *Config) { c.InitialConcurrency, c.MaxConcurrency = 2, 2 })
 	a, b := tryPipelined(t, c), tryPipelined(t, c)
 	c.mu.Lock()
-	c.conc.v = 1 // as a congestion cut does
+	c.conc.cutTo(2, 1) // as a congestion cut does
 	c.mu.Unlock()
 	if _, err := c.TryAcquirePipelined(1); !errors.Is(err, ErrNoCapacity) {
 		t.Fatalf("staged with 2 in flight at a limit of 1: %v", err)
@@ -236,4 +236,26 @@ func TestPipelinedStagedDoneWakesWaiter(t *testing.T) {
 		d.Done(success(ms(1)))
 		wantFlight(t, c, 0, 0)
 	})
+}
+
+// While the concurrency limit is still growing from its start, nothing is
+// staged: the store's own limit is not known yet, and followers would only
+// add to what it may be refusing. After a cut, it is.
+func TestPipelinedAfterTheLimitIsFound(t *testing.T) {
+	c, _ := newFake(t, 1000, func(c *Config) { c.InitialConcurrency, c.MaxConcurrency = 1, 8 })
+	a := tryPipelined(t, c)
+	if _, err := c.TryAcquirePipelined(1); !errors.Is(err, ErrNoCapacity) {
+		t.Fatalf("staged while the limit grows from its start: %v", err)
+	}
+	c.mu.Lock()
+	c.conc.cutTo(2, 1)
+	c.mu.Unlock()
+	if b := tryPipelined(t, c); b.Leader() != a {
+		t.Fatal("not staged after a cut")
+	} else {
+		a.Pass()
+		a.Done(success(ms(1)))
+		b.Pass()
+		b.Done(success(ms(1)))
+	}
 }
