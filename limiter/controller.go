@@ -734,6 +734,11 @@ func (c *Controller) admitStagedLocked(cost float64, now time.Time) (time.Time, 
 		// Over the limit (after a cut): the connections must drain, not
 		// be kept busy by followers.
 		return time.Time{}, blockConc
+	case !c.concGrewAt.IsZero() && now.Before(c.concGrewAt.Add(c.cfg.Window)):
+		// A probe of more slots runs without followers for a Window: if
+		// the store refuses it, it refuses the probe alone, not each
+		// follower queued behind it on the new connection in turn.
+		return time.Time{}, blockConc
 	case len(c.leaders) == 0:
 		return time.Time{}, blockConc
 	}

@@ -259,3 +259,28 @@ func TestPipelinedAfterTheLimitIsFound(t *testing.T) {
 		b.Done(success(ms(1)))
 	}
 }
+
+// A probe of one more slot runs without followers for a Window: if the
+// store refuses the probe, it refuses that write alone, not each follower
+// queued behind it on the new connection in turn.
+func TestPipelinedNotBehindAProbe(t *testing.T) {
+	c, clk := newFake(t, 1000, func(c *Config) { c.InitialConcurrency, c.MaxConcurrency = 1, 8 })
+	c.mu.Lock()
+	c.conc.cutTo(2, 2) // found the store's limit once...
+	c.concGrewFrom, c.concGrewAt = 1, clk.now // ...and grew to it just now
+	c.mu.Unlock()
+	a, b := tryPipelined(t, c), tryPipelined(t, c)
+	if _, err := c.TryAcquirePipelined(1); !errors.Is(err, ErrNoCapacity) {
+		t.Fatalf("staged within a Window of a growth: %v", err)
+	}
+	clk.advance(DefaultWindow)
+	f := tryPipelined(t, c)
+	if f.Leader() == nil {
+		t.Fatal("not staged a Window after the growth")
+	}
+	for _, p := range []*Permit{a, b, f} {
+		p.Pass()
+		p.Done(success(ms(1)))
+	}
+	wantFlight(t, c, 0, 0)
+}
