@@ -22,7 +22,7 @@ import (
 func TestSIGKILLMidLoad(t *testing.T) {
 	requireTestbed(t, false, false)
 	vm := startVictoria(t, append([]string{"-dedup.minScrapeInterval=1ms"}, throttlingVictoria...)...)
-	sl := startSluice(t, sluiceForVictoria(vm, pipelined)...)
+	sl := startSluice(t, sluiceForVictoria(vm)...)
 	l := bulkLoad(sl.proxyURL, "e2e-sigkill")
 	l.Batches = 30 // 4.8M samples
 

@@ -21,18 +21,15 @@ var throttlingVictoria = []string{"-maxConcurrentInserts=1", "-insert.maxQueueDu
 // because a rejected import stored nothing and a repeated import of a
 // sample with the same series and timestamp is deduplicated by
 // -dedup.minScrapeInterval (and never happens here, since only rejected
-// requests are retried). Writes are pipelined (docs/deploy.md), except
-// for vmagent (see measureAgent).
+// requests are retried); they are pipelined (docs/deploy.md).
 func sluiceForVictoria(v *victoria, extra ...string) []string {
 	return append([]string{
 		"SLUICE_UPSTREAM_URL=" + v.url,
 		"SLUICE_PROFILE=victoriametrics",
 		"SLUICE_RETRY_POST=true",
+		"SLUICE_PIPELINE=true",
 	}, extra...)
 }
-
-// pipelined is SLUICE_PIPELINE on, for sluiceForVictoria.
-const pipelined = "SLUICE_PIPELINE=true"
 
 // bulkLoad is the Go loader of the throttling tests: 16 writers, each
 // sending 80 batches of 10000 samples (about 250 KB of JSON each) one
@@ -69,7 +66,7 @@ func measureLoad(t *testing.T, job string, sluiceEnv []string) loadRun {
 	vm := startVictoria(t, throttlingVictoria...)
 	url := vm.url
 	if sluiceEnv != nil {
-		url = startSluice(t, sluiceForVictoria(vm, append([]string{pipelined}, sluiceEnv...)...)...).proxyURL
+		url = startSluice(t, sluiceForVictoria(vm, sluiceEnv...)...).proxyURL
 	}
 	l := bulkLoad(url, job)
 	var r loadRun
@@ -231,11 +228,6 @@ func measureAgent(t *testing.T, job string, throughSluice bool) agentRun {
 	vm := startVictoria(t, throttlingVictoria...)
 	remote := vm.url
 	if throughSluice {
-		// Not pipelined: pipelined, vmagent delivered 5.1-5.2 M
-		// samples/s instead of 4.7 M, but the store refused 2 or 3 of
-		// its 1280 writes instead of 1 or 2 (startup and growth
-		// probes); 3 is 10x under vmagent's own 2.3% (it backs off for
-		// seconds on every 503), the edge of what this test asks.
 		remote = startSluice(t, sluiceForVictoria(vm)...).proxyURL
 	}
 	a := startVMAgent(t, remote+"/api/v1/write", job)
