@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,7 @@ var (
 	errPipeIdle     = errors.New("idle")
 	errPipeDown     = errors.New("sluice is shutting down")
 	errPipeStranger = errors.New("sluice: the store sent bytes that answer no request")
+	errPipeUnread   = errors.New("sluice: the answer ahead was still being read at its deadline")
 )
 
 // pipeConn is one connection: its writer goroutine writes the calls in the
@@ -84,6 +86,11 @@ type pipeConn struct {
 	unsent []*pipeCall // of them, the ones not written yet
 	err    error       // set once broken: no call is added
 	idle   *time.Timer // closes the connection once unused for pl.idle
+	// draining: an answer's body is being read, so no later answer can
+	// be; closing: the server said it closes after that answer. Either
+	// way no write is added as to an idle connection.
+	draining bool
+	closing  bool
 }
 
 // pipeCall is one write on a pipeConn.
@@ -215,7 +222,8 @@ func (pl *pipeline) add(ctx context.Context, c *pipeCall) error {
 		case <-ctx.Done():
 			err = ctx.Err()
 		case <-wait.C:
-			err = context.DeadlineExceeded
+			// Not sent, so not the store's delay: sent again.
+			err = &pipeBrokenError{errors.New("its leader was not written in time")}
 		}
 		wait.Stop()
 		pl.mu.Lock()
@@ -225,13 +233,16 @@ func (pl *pipeline) add(ctx context.Context, c *pipeCall) error {
 			return nil // added behind its leader
 		}
 		delete(pl.parked, l)
+		if err == nil && pl.closed {
+			err = errPipeDown
+		}
 		if err != nil {
 			pl.mu.Unlock()
 			return err
 		}
 	}
 	for pc := range pl.conns {
-		if pc.err == nil && len(pc.calls) == 0 {
+		if pc.err == nil && len(pc.calls) == 0 && !pc.draining && !pc.closing {
 			pc.addLocked(c)
 			pl.mu.Unlock()
 			return nil
@@ -314,8 +325,24 @@ func (pl *pipeline) expire(c *pipeCall) {
 		return
 	}
 	pc := c.pc
+	// With c answered and its body still being read, or an earlier body
+	// being read, the store may have answered the writes behind c too
+	// (they may be stored): they are not pipeBrokenErrors.
+	unread := pc.draining || !slices.Contains(pc.calls, c)
 	calls := pc.breakLocked(context.DeadlineExceeded)
 	pl.mu.Unlock()
+	if unread {
+		pc.nc.Close()
+		for _, b := range calls {
+			err := errPipeUnread
+			if b == c {
+				err = context.DeadlineExceeded
+			}
+			b.deliver(result{err: err})
+			b.stop()
+		}
+		return
+	}
 	pc.closeAndFail(calls, context.DeadlineExceeded, c)
 }
 
@@ -429,7 +456,15 @@ func (pc *pipeConn) readLoop() {
 		}
 		pc.calls = pc.calls[1:]
 		delete(pl.onConn, c.permit)
-		if len(pc.calls) > 0 && !resp.Close {
+		pc.draining = resp.Body != http.NoBody
+		if resp.Close {
+			// Nothing behind c will be answered: no follower is added
+			// behind those (they get a pipeBrokenError below).
+			pc.closing = true
+			for _, b := range pc.calls {
+				delete(pl.onConn, b.permit)
+			}
+		} else if len(pc.calls) > 0 {
 			pl.startLocked(pc.calls[0]) // the store has moved on to it
 		}
 		// c's follower takes its slot, written behind it or not yet.
@@ -467,6 +502,7 @@ func (pc *pipeConn) readLoop() {
 			return
 		}
 		pl.mu.Lock()
+		pc.draining = false
 		if len(pc.calls) == 0 && pc.err == nil {
 			if pc.idle == nil {
 				pc.idle = time.AfterFunc(pl.idle, pc.closeIdle)

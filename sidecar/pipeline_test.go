@@ -515,3 +515,63 @@ func TestPipelineTimeoutBehind(t *testing.T) {
 	}
 	wantNoneInFlight(t, s)
 }
+
+// While a loader reads an answer's body slowly, its connection is not
+// idle: a new write goes on another connection rather than behind an
+// answer nobody can read yet.
+func TestPipelineDrainingConnectionIsNotIdle(t *testing.T) {
+	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+		c.answer(http.StatusOK, body, false) // with a body
+	})
+	lim, err := limiter.New(limiter.Config{InitialRate: 100, MinRate: 1, MaxRate: 100, InitialConcurrency: 2, MaxConcurrency: 2, Burst: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, "UPSTREAM_URL="+store.url())
+	tr, err := newTransport(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _ := url.Parse(store.url())
+	pl := newPipeline(tr, up, func() {})
+	t.Cleanup(pl.close)
+	req := func(body string) *http.Request {
+		r, _ := http.NewRequest(http.MethodPost, store.url()+"/write", strings.NewReader(body))
+		return r
+	}
+	ctx := context.Background()
+	a, _ := lim.AcquirePipelined(ctx, 1)
+	respA, _, err := pl.roundTrip(ctx, req("a"), a, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a's body is not read yet.
+	b, _ := lim.AcquirePipelined(ctx, 1)
+	if b.Staged() {
+		t.Fatal("b staged with a slot free")
+	}
+	bDone := make(chan error, 1)
+	go func() {
+		resp, _, err := pl.roundTrip(ctx, req("b"), b, 10*time.Second)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		bDone <- err
+	}()
+	select {
+	case err := <-bDone:
+		if err != nil {
+			t.Fatalf("b: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("b waited behind a's unread body")
+	}
+	io.Copy(io.Discard, respA.Body)
+	respA.Body.Close()
+	if conns, _, answered := store.counts(); conns != 2 || len(answered) != 2 {
+		t.Errorf("%d connections, answered %v; want 2 connections, both writes", conns, answered)
+	}
+	a.Done(limiter.Sample{Outcome: limiter.Success})
+	b.Done(limiter.Sample{Outcome: limiter.Success})
+}
