@@ -170,9 +170,10 @@ func newPipeline(tr *http.Transport, up *url.URL, pipelined func()) *pipeline {
 // the store took req up. The answer's body must be read to its end or
 // closed: the next answer on the connection comes after it. timeout bounds
 // the write from when the store took it up to the end of its answer: then
-// the connection is closed, and the writes behind req get a
-// pipeBrokenError. If ctx ends first, req's answer is read and dropped
-// when it comes; the connection stays.
+// the connection is closed, and the writes behind req get an error (a
+// pipeBrokenError when the store cannot have taken them up). If ctx ends
+// first, req's answer is read and dropped when it comes; the connection
+// stays.
 func (pl *pipeline) roundTrip(ctx context.Context, req *http.Request, permit *limiter.Permit, timeout time.Duration) (*http.Response, time.Time, error) {
 	c := &pipeCall{req: req, permit: permit, timeout: timeout, result: make(chan result, 1)}
 	c.stop = context.AfterFunc(ctx, func() {
