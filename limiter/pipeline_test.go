@@ -266,7 +266,7 @@ func TestPipelinedAfterTheLimitIsFound(t *testing.T) {
 func TestPipelinedNotBehindAProbe(t *testing.T) {
 	c, clk := newFake(t, 1000, func(c *Config) { c.InitialConcurrency, c.MaxConcurrency = 1, 8 })
 	c.mu.Lock()
-	c.conc.cutTo(2, 2) // found the store's limit once...
+	c.conc.cutTo(2, 2)                        // found the store's limit once...
 	c.concGrewFrom, c.concGrewAt = 1, clk.now // ...and grew to it just now
 	c.mu.Unlock()
 	a, b := tryPipelined(t, c), tryPipelined(t, c)

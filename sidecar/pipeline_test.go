@@ -342,28 +342,13 @@ func TestPipelinePassesTheSlotWithTheAnswer(t *testing.T) {
 		}
 		c.answer(http.StatusNoContent, body, false)
 	})
-	lim, err := limiter.New(limiter.Config{InitialRate: 100, MinRate: 1, MaxRate: 100, InitialConcurrency: 1, MaxConcurrency: 1, Burst: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig(t, "UPSTREAM_URL="+store.url())
-	tr, err := newTransport(&cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, _ := url.Parse(store.url())
-	pl := newPipeline(tr, up, func() {})
-	t.Cleanup(pl.close)
+	pl, lim, req := testPipeline(t, store, 1)
 
 	ctx := context.Background()
 	a, _ := lim.AcquirePipelined(ctx, 1)
 	b, _ := lim.AcquirePipelined(ctx, 1)
 	if b.Leader() != a {
 		t.Fatal("b not staged behind a")
-	}
-	req := func(body string) *http.Request {
-		r, _ := http.NewRequest(http.MethodPost, store.url()+"/write", strings.NewReader(body))
-		return r
 	}
 	bDone := make(chan *http.Response, 1)
 	go func() {
@@ -523,22 +508,7 @@ func TestPipelineDrainingConnectionIsNotIdle(t *testing.T) {
 	store := newRawStore(t, func(c *rawConn, seq int, body string) {
 		c.answer(http.StatusOK, body, false) // with a body
 	})
-	lim, err := limiter.New(limiter.Config{InitialRate: 100, MinRate: 1, MaxRate: 100, InitialConcurrency: 2, MaxConcurrency: 2, Burst: 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig(t, "UPSTREAM_URL="+store.url())
-	tr, err := newTransport(&cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, _ := url.Parse(store.url())
-	pl := newPipeline(tr, up, func() {})
-	t.Cleanup(pl.close)
-	req := func(body string) *http.Request {
-		r, _ := http.NewRequest(http.MethodPost, store.url()+"/write", strings.NewReader(body))
-		return r
-	}
+	pl, lim, req := testPipeline(t, store, 2)
 	ctx := context.Background()
 	a, _ := lim.AcquirePipelined(ctx, 1)
 	respA, _, err := pl.roundTrip(ctx, req("a"), a, 10*time.Second)
@@ -574,4 +544,27 @@ func TestPipelineDrainingConnectionIsNotIdle(t *testing.T) {
 	}
 	a.Done(limiter.Sample{Outcome: limiter.Success})
 	b.Done(limiter.Sample{Outcome: limiter.Success})
+}
+
+// testPipeline is a pipeline to store on its own, with a limiter of slots
+// concurrent writes and rate to spare, and how to make a write of a body.
+func testPipeline(t *testing.T, store *rawStore, slots int) (*pipeline, *limiter.Controller, func(body string) *http.Request) {
+	t.Helper()
+	lim, err := limiter.New(limiter.Config{InitialRate: 100, MinRate: 1, MaxRate: 100, InitialConcurrency: slots, MaxConcurrency: slots, Burst: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, "UPSTREAM_URL="+store.url())
+	tr, err := newTransport(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _ := url.Parse(store.url())
+	pl := newPipeline(tr, up, func() {})
+	t.Cleanup(pl.close)
+	req := func(body string) *http.Request {
+		r, _ := http.NewRequest(http.MethodPost, store.url()+"/write", strings.NewReader(body))
+		return r
+	}
+	return pl, lim, req
 }
