@@ -816,20 +816,14 @@ func (p *Permit) Pass() {
 	c.unheadLocked(p)
 }
 
-// handOverLocked gives p's slot to its follower f, or a slot of its own if
-// p holds none any more. Requires that c.mu is held.
+// handOverLocked gives p's slot to its follower f. Requires that c.mu is
+// held.
 func (c *Controller) handOverLocked(p, f *Permit, now time.Time) {
 	p.follower, f.leader, p.head = nil, nil, false // p is out of c.leaders since f was staged
 	c.staged--
 	f.staged = false
 	close(f.ready)
-	if p.slot {
-		p.slot = false
-	} else {
-		c.flightLocked(now)
-		c.inFlight++
-		c.win.peak = max(c.win.peak, c.inFlight)
-	}
+	p.slot = false // a permit with a follower holds a slot until it hands it over
 	f.slot, f.head = true, true
 	c.addLeaderLocked(f)
 	c.startLocked(f, now)
