@@ -32,6 +32,15 @@ func wantFlight(t *testing.T, c *Controller, inFlight, staged int) {
 	}
 }
 
+// answer has the store answer each permit in turn: Pass, then Done with a
+// success.
+func answer(ps ...*Permit) {
+	for _, p := range ps {
+		p.Pass()
+		p.Done(success(ms(1)))
+	}
+}
+
 func isReady(p *Permit) bool {
 	select {
 	case <-p.Ready():
@@ -97,10 +106,7 @@ func TestPipelinedOneFollowerPerSlot(t *testing.T) {
 		t.Fatalf("a fifth write: %v, want ErrNoCapacity", err)
 	}
 	wantFlight(t, c, 2, 2)
-	for _, p := range []*Permit{a, b, f, g} {
-		p.Pass()
-		p.Done(success(ms(1)))
-	}
+	answer(a, b, f, g)
 	wantFlight(t, c, 0, 0)
 }
 
@@ -125,18 +131,14 @@ func TestPipelinedNotBeforeTheFirstAnswer(t *testing.T) {
 	if _, err := c.TryAcquirePipelined(1); !errors.Is(err, ErrNoCapacity) {
 		t.Fatalf("staged before any answer: %v", err)
 	}
-	a.Pass()
-	a.Done(success(ms(1)))
+	answer(a)
 	clk.advance(time.Second) // the bucket refills
 	a = tryPipelined(t, c)
 	b := tryPipelined(t, c)
 	if b.Leader() != a {
 		t.Fatal("not staged after the first answer")
 	}
-	a.Pass()
-	a.Done(success(ms(1)))
-	b.Pass()
-	b.Done(success(ms(1)))
+	answer(a, b)
 }
 
 // A staged write counts in the rate when it is granted: it is sent then.
@@ -154,10 +156,7 @@ func TestPipelinedStagingTakesTheRate(t *testing.T) {
 	if b.Leader() != a {
 		t.Fatal("not staged once the rate allowed it")
 	}
-	a.Pass()
-	a.Done(success(ms(1)))
-	b.Pass()
-	b.Done(success(ms(1)))
+	answer(a, b)
 }
 
 // After a cut below the writes in flight, nothing is staged until they
@@ -171,15 +170,11 @@ func TestPipelinedNotOverTheLimit(t *testing.T) {
 	if _, err := c.TryAcquirePipelined(1); !errors.Is(err, ErrNoCapacity) {
 		t.Fatalf("staged with 2 in flight at a limit of 1: %v", err)
 	}
-	a.Pass()
-	a.Done(success(ms(1)))
+	answer(a)
 	if f := tryPipelined(t, c); f.Leader() != b {
 		t.Fatal("not staged behind b once within the limit")
 	} else {
-		b.Pass()
-		b.Done(success(ms(1)))
-		f.Pass()
-		f.Done(success(ms(1)))
+		answer(b, f)
 	}
 }
 
@@ -197,8 +192,7 @@ func TestPipelinedLeaderDoneHandsOver(t *testing.T) {
 	wantFlight(t, c, 1, 0)
 	a.Pass() // after Done: nothing
 	wantFlight(t, c, 1, 0)
-	b.Pass()
-	b.Done(success(ms(1)))
+	answer(b)
 	wantFlight(t, c, 0, 0)
 }
 
@@ -230,10 +224,7 @@ func TestPipelinedStagedDoneWakesWaiter(t *testing.T) {
 			t.Fatal("the waiter was not staged behind a in b's place")
 		}
 		wantFlight(t, c, 1, 1)
-		a.Pass()
-		a.Done(success(ms(1)))
-		d.Pass()
-		d.Done(success(ms(1)))
+		answer(a, d)
 		wantFlight(t, c, 0, 0)
 	})
 }
@@ -253,10 +244,7 @@ func TestPipelinedAfterTheLimitIsFound(t *testing.T) {
 	if b := tryPipelined(t, c); b.Leader() != a {
 		t.Fatal("not staged after a cut")
 	} else {
-		a.Pass()
-		a.Done(success(ms(1)))
-		b.Pass()
-		b.Done(success(ms(1)))
+		answer(a, b)
 	}
 }
 
@@ -278,9 +266,6 @@ func TestPipelinedNotBehindAProbe(t *testing.T) {
 	if f.Leader() == nil {
 		t.Fatal("not staged a Window after the growth")
 	}
-	for _, p := range []*Permit{a, b, f} {
-		p.Pass()
-		p.Done(success(ms(1)))
-	}
+	answer(a, b, f)
 	wantFlight(t, c, 0, 0)
 }

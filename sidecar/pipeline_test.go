@@ -180,6 +180,16 @@ func writeAll(s *Server, bodies []string) []int {
 	return codes
 }
 
+// wantAllWritten sends bodies as writeAll does and wants each answered 204.
+func wantAllWritten(t *testing.T, s *Server, bodies []string) {
+	t.Helper()
+	for i, code := range writeAll(s, bodies) {
+		if code != http.StatusNoContent {
+			t.Errorf("%s: loader got %d, want 204", bodies[i], code)
+		}
+	}
+}
+
 func bodies(n int) []string {
 	b := make([]string, n)
 	for i := range b {
@@ -210,11 +220,7 @@ func TestPipelineSendsTheNextWriteBeforeTheAnswer(t *testing.T) {
 	})
 	s := pipelinedServer(t, store.url())
 	want := bodies(n)
-	for i, code := range writeAll(s, want) {
-		if code != http.StatusNoContent {
-			t.Errorf("write %d: loader got %d", i, code)
-		}
-	}
+	wantAllWritten(t, s, want)
 	conns, pipelined, answered := store.counts()
 	if conns != 1 {
 		t.Errorf("store saw %d connections, want 1 (one write at a time)", conns)
@@ -246,11 +252,7 @@ func TestPipelineBrokenConnection(t *testing.T) {
 	})
 	s := pipelinedServer(t, store.url())
 	want := bodies(3)
-	for i, code := range writeAll(s, want) {
-		if code != http.StatusNoContent {
-			t.Errorf("write %d: loader got %d", i, code)
-		}
-	}
+	wantAllWritten(t, s, want)
 	_, pipelined, answered := store.counts()
 	if pipelined != 1 {
 		t.Fatalf("%d writes pipelined, want 1", pipelined)
@@ -278,11 +280,7 @@ func TestPipelineAnswerClosesConnection(t *testing.T) {
 	})
 	s := pipelinedServer(t, store.url())
 	want := bodies(3)
-	for i, code := range writeAll(s, want) {
-		if code != http.StatusNoContent {
-			t.Errorf("write %d: loader got %d", i, code)
-		}
-	}
+	wantAllWritten(t, s, want)
 	conns, pipelined, answered := store.counts()
 	if conns != 2 || pipelined != 1 {
 		t.Fatalf("%d connections, %d writes pipelined; want 2, 1", conns, pipelined)
@@ -405,11 +403,7 @@ func TestPipelineFollowerDeadlineFromItsStart(t *testing.T) {
 	if code := send(s.ProxyHandler(), context.Background(), http.MethodPost, "/write", "write-00").Code; code != http.StatusNoContent {
 		t.Fatalf("first write: %d", code)
 	}
-	for i, code := range writeAll(s, []string{"write-01", "write-02"}) {
-		if code != http.StatusNoContent {
-			t.Errorf("write %d: loader got %d, want 204 (the store answered it %v after it took it up)", i+1, code, slow)
-		}
-	}
+	wantAllWritten(t, s, []string{"write-01", "write-02"}) // each answered 1.2 s after the store took it up
 	if _, pipelined, _ := store.counts(); pipelined != 1 {
 		t.Errorf("%d pipelined, want 1", pipelined)
 	}
