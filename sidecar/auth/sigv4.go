@@ -141,11 +141,11 @@ func (a *Authenticator) payloadHash(req *http.Request) (string, error) {
 	}
 
 	size := req.ContentLength
-	if size <= 0 {
-		return "", &TooLargeError{Service: a.service, Size: -1, Reason: "the proxy did not buffer it and its length is unknown"}
-	}
 	if a.budget == nil {
 		return "", &TooLargeError{Service: a.service, Size: size, Reason: "the proxy did not buffer it and no buffer budget is available"}
+	}
+	if size <= 0 {
+		return a.hashUnknownLength(req)
 	}
 	release, ok := a.budget(size)
 	if !ok {
@@ -161,10 +161,59 @@ func (a *Authenticator) payloadHash(req *http.Request) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
+// hashUnknownLength reads a body of unknown length into blocks reserved
+// from the budget one at a time, so that it holds no more than it reserved
+// and stops as soon as the budget is spent. The blocks replace req.Body,
+// and req.ContentLength becomes the length read. A body the budget cannot
+// hold is refused: what was read of it is gone, and the loader gets the
+// refusal, never a write sent short.
+func (a *Authenticator) hashUnknownLength(req *http.Request) (string, error) {
+	var (
+		blocks   []io.Reader
+		releases []func()
+		total    int64
+		block    = int64(64 << 10)
+		sum      = sha256.New()
+	)
+	releaseAll := func() {
+		for _, r := range releases {
+			r()
+		}
+	}
+	for {
+		release, ok := a.budget(block)
+		if !ok {
+			releaseAll()
+			return "", &TooLargeError{Service: a.service, Size: -1, Reason: fmt.Sprintf("the proxy did not buffer it, its length is unknown, and the free buffer budget ran out after %d bytes", total)}
+		}
+		releases = append(releases, release)
+		buf := make([]byte, block)
+		n, err := io.ReadFull(req.Body, buf)
+		buf = buf[:n]
+		total += int64(n)
+		sum.Write(buf)
+		blocks = append(blocks, bytes.NewReader(buf))
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			releaseAll()
+			return "", fmt.Errorf("auth: aws-sigv4: reading the request body to hash it after %d bytes: %w", total, err)
+		}
+		block = min(2*block, 4<<20)
+	}
+	req.Body = &bufferedBody{Reader: io.MultiReader(blocks...), orig: req.Body, release: releaseAll}
+	req.ContentLength = total
+	if total == 0 {
+		return emptyPayloadHash, nil
+	}
+	return hex.EncodeToString(sum.Sum(nil)), nil
+}
+
 // bufferedBody replays a body read into a budgeted buffer; Close closes the
 // original body and returns the bytes to the budget, once.
 type bufferedBody struct {
-	*bytes.Reader
+	io.Reader
 	orig    io.Closer
 	release func()
 	once    sync.Once
