@@ -103,11 +103,12 @@ type pipeCall struct {
 	stop    func() bool // stops the watch on the caller's context
 
 	// Guarded by pl.mu.
-	pc       *pipeConn
-	added    chan struct{} // closed when a parked follower was added behind its leader
-	start    time.Time     // when the store took it up
-	deadline *time.Timer   // from start
-	finished bool          // its answer was read to the end, or it failed
+	pc        *pipeConn
+	withdrawn bool          // its context ended before it was written: never to be
+	added     chan struct{} // closed when a parked follower was added behind its leader
+	start     time.Time     // when the store took it up
+	deadline  *time.Timer   // from start
+	finished  bool          // its answer was read to the end, or it failed
 }
 
 type result struct {
@@ -171,16 +172,31 @@ func newPipeline(tr *http.Transport, up *url.URL, pipelined func()) *pipeline {
 // closed: the next answer on the connection comes after it. timeout bounds
 // the write from when the store took it up to the end of its answer: then
 // the connection is closed, and the writes behind req get an error (a
-// pipeBrokenError when the store cannot have taken them up). If ctx ends
-// first, req's answer is read and dropped when it comes; the connection
-// stays.
-func (pl *pipeline) roundTrip(ctx context.Context, req *http.Request, permit *limiter.Permit, timeout time.Duration) (*http.Response, time.Time, error) {
+// pipeBrokenError when the store cannot have taken them up).
+//
+// ctx ends when the loader leaves or its job is cancelled; loader, only
+// when the loader leaves. When ctx ends before req is written, req is taken
+// off its connection and never sent. Once written it cannot be recalled:
+// the store may store it. Then a cancelled job's write still waits for the
+// store's answer, which its loader gets; a loader that left abandons it,
+// and its answer is read and dropped when it comes, the connection kept.
+func (pl *pipeline) roundTrip(ctx, loader context.Context, req *http.Request, permit *limiter.Permit, timeout time.Duration) (*http.Response, time.Time, error) {
 	c := &pipeCall{req: req, permit: permit, timeout: timeout, result: make(chan result, 1)}
-	c.stop = context.AfterFunc(ctx, func() {
+	abandon := func(err error) {
 		if c.state.CompareAndSwap(callWaiting, callAbandoned) {
-			c.result <- result{err: ctx.Err()}
+			c.result <- result{err: err}
+		}
+	}
+	stopCtx := context.AfterFunc(ctx, func() {
+		if pl.withdraw(c) {
+			abandon(ctx.Err())
 		}
 	})
+	stopLoader := context.AfterFunc(loader, func() { abandon(loader.Err()) })
+	c.stop = func() bool {
+		a, b := stopCtx(), stopLoader()
+		return a && b
+	}
 	if err := pl.add(ctx, c); err != nil {
 		c.stop()
 		return nil, time.Time{}, err
@@ -200,6 +216,10 @@ func (pl *pipeline) add(ctx context.Context, c *pipeCall) error {
 	if pl.closed {
 		pl.mu.Unlock()
 		return errPipeDown
+	}
+	if c.withdrawn {
+		pl.mu.Unlock()
+		return ctx.Err()
 	}
 	if l := c.permit.Leader(); l != nil {
 		if lc := pl.onConn[l]; lc != nil {
@@ -237,10 +257,17 @@ func (pl *pipeline) add(ctx context.Context, c *pipeCall) error {
 		if err == nil && pl.closed {
 			err = errPipeDown
 		}
+		if err == nil && c.withdrawn {
+			err = ctx.Err()
+		}
 		if err != nil {
 			pl.mu.Unlock()
 			return err
 		}
+	}
+	if c.withdrawn {
+		pl.mu.Unlock()
+		return ctx.Err()
 	}
 	for pc := range pl.conns {
 		if pc.err == nil && len(pc.calls) == 0 && !pc.draining && !pc.closing {
@@ -269,7 +296,11 @@ func (pl *pipeline) add(ctx context.Context, c *pipeCall) error {
 		return errPipeDown
 	}
 	pl.conns[pc] = struct{}{}
-	pc.addLocked(c)
+	if c.withdrawn {
+		pc.idleLocked()
+	} else {
+		pc.addLocked(c)
+	}
 	pl.mu.Unlock()
 	go pc.writeLoop()
 	go pc.readLoop()
@@ -294,10 +325,59 @@ func (pc *pipeConn) addLocked(c *pipeCall) {
 	case pc.kick <- struct{}{}:
 	default:
 	}
-	if f := pl.parked[c.permit]; f != nil && len(pc.calls) == 1 {
+	if f := pl.parked[c.permit]; f != nil && len(pc.calls) == 1 && !f.withdrawn {
 		delete(pl.parked, c.permit)
 		pc.addLocked(f)
 		close(f.added)
+	}
+}
+
+// withdraw takes c off its connection if it is not written yet, so that it
+// never is, and reports whether c was not written (nor will be).
+func (pl *pipeline) withdraw(c *pipeCall) bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	pc := c.pc
+	if pc == nil {
+		// Parked, or not yet on a connection: add sees this and sends
+		// it nowhere.
+		c.withdrawn = true
+		return true
+	}
+	if pc.err != nil {
+		return false // broken: it gets the connection's error
+	}
+	i := slices.Index(pc.unsent, c)
+	if i < 0 {
+		return false // written, at least in part
+	}
+	c.withdrawn = true
+	pc.unsent = slices.Delete(pc.unsent, i, i+1)
+	front := len(pc.calls) > 0 && pc.calls[0] == c
+	pc.calls = slices.DeleteFunc(pc.calls, func(x *pipeCall) bool { return x == c })
+	delete(pl.onConn, c.permit)
+	pl.finishLocked(c)
+	// A follower parked behind c stays parked: it goes on its own once
+	// c's permit ends and hands it the slot.
+	switch {
+	case len(pc.calls) == 0:
+		pc.idleLocked()
+	case front:
+		pl.startLocked(pc.calls[0]) // the store will take this one up next
+	}
+	return true
+}
+
+// idleLocked arms pc's idle timer when nothing is on it. Requires that
+// pl.mu is held.
+func (pc *pipeConn) idleLocked() {
+	if len(pc.calls) > 0 || pc.err != nil || pc.draining {
+		return
+	}
+	if pc.idle == nil {
+		pc.idle = time.AfterFunc(pc.pl.idle, pc.closeIdle)
+	} else {
+		pc.idle.Reset(pc.pl.idle)
 	}
 }
 
@@ -504,13 +584,7 @@ func (pc *pipeConn) readLoop() {
 		}
 		pl.mu.Lock()
 		pc.draining = false
-		if len(pc.calls) == 0 && pc.err == nil {
-			if pc.idle == nil {
-				pc.idle = time.AfterFunc(pl.idle, pc.closeIdle)
-			} else {
-				pc.idle.Reset(pl.idle)
-			}
-		}
+		pc.idleLocked()
 		pl.mu.Unlock()
 	}
 }

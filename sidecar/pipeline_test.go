@@ -350,13 +350,13 @@ func TestPipelinePassesTheSlotWithTheAnswer(t *testing.T) {
 	}
 	bDone := make(chan *http.Response, 1)
 	go func() {
-		resp, _, err := pl.roundTrip(ctx, req("b"), b, 10*time.Second)
+		resp, _, err := pl.roundTrip(ctx, ctx, req("b"), b, 10*time.Second)
 		if err != nil {
 			t.Error(err)
 		}
 		bDone <- resp
 	}()
-	respA, _, err := pl.roundTrip(ctx, req("a"), a, 10*time.Second)
+	respA, _, err := pl.roundTrip(ctx, ctx, req("a"), a, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -505,7 +505,7 @@ func TestPipelineDrainingConnectionIsNotIdle(t *testing.T) {
 	pl, lim, req := testPipeline(t, store, 2)
 	ctx := context.Background()
 	a, _ := lim.AcquirePipelined(ctx, 1)
-	respA, _, err := pl.roundTrip(ctx, req("a"), a, 10*time.Second)
+	respA, _, err := pl.roundTrip(ctx, ctx, req("a"), a, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +516,7 @@ func TestPipelineDrainingConnectionIsNotIdle(t *testing.T) {
 	}
 	bDone := make(chan error, 1)
 	go func() {
-		resp, _, err := pl.roundTrip(ctx, req("b"), b, 10*time.Second)
+		resp, _, err := pl.roundTrip(ctx, ctx, req("b"), b, 10*time.Second)
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()

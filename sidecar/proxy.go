@@ -293,6 +293,16 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			delete(pr.Out.Header, k)
 		}
 	}
+	// A write is metered, timed and classified as one exchange; a
+	// connection switched to another protocol (WebSocket, or h2c, which
+	// Java's HttpClient asks for on every http:// URL) would be none of
+	// these. The ReverseProxy put the loader's upgrade request back on
+	// Out: drop it, and the write goes as plain HTTP/1.1, which a client
+	// that offered an upgrade must accept.
+	if pr.Out.Header.Get("Upgrade") != "" {
+		pr.Out.Header.Del("Upgrade")
+		pr.Out.Header.Del("Connection")
+	}
 }
 
 // signedAcceptEncoding reports whether the loader signed r with AWS
@@ -326,6 +336,10 @@ type admissionError struct {
 }
 
 func (e *admissionError) Error() string { return "sluice: write refused: " + e.reason }
+
+// errSwitchedProtocols is an attempt the store answered with 101 Switching
+// Protocols, which sluice never asks for.
+var errSwitchedProtocols = errors.New("sluice: the store answered 101 Switching Protocols to a write that asked for no upgrade")
 
 // bodyReadError is a loader's request body that broke, or did not arrive
 // in time, while sluice read it.
@@ -427,8 +441,19 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	rreq.Header = out.Header
 	rreq.Host = out.Host
 	rreq.Trailer = out.Trailer
-	if !ex.buffered && out.ContentLength > 0 {
-		rreq.ContentLength = out.ContentLength
+	if !ex.buffered {
+		if out.ContentLength > 0 {
+			rreq.ContentLength = out.ContentLength
+		}
+		// go-retryablehttp's GetBody would hand back the same stream,
+		// already read. net/http calls GetBody on its own to send a body
+		// again (HTTP/2 after REFUSED_STREAM or GOAWAY; HTTP/1.1 for a
+		// request it deems replayable when a reused connection drops), and
+		// SigV4 reads it to hash the payload: either would send an empty or
+		// cut body, and the store would acknowledge it. Without GetBody,
+		// net/http resends only a body it has not started to read, and
+		// otherwise fails the attempt, which the loader is told.
+		rreq.GetBody = nil
 	}
 	resp, err := p.client.Do(rreq)
 	if err != nil && resp != nil {
@@ -486,25 +511,28 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 	case n < 0 && p.budget.reserve(p.retryBodyMax):
 		// Unknown length: read up to the limit; a longer body streams on.
 		p.setReadDeadline(ex, time.Now().Add(p.timeout))
-		var b bytes.Buffer
-		read, err := b.ReadFrom(io.LimitReader(out.Body, p.retryBodyMax+1))
+		buf, more, err := readUpTo(out.Body, p.retryBodyMax)
 		if err != nil {
 			p.budget.release(p.retryBodyMax)
 			return nil, nil, &bodyReadError{err}
 		}
-		if read <= p.retryBodyMax {
+		// The reservation shrinks to the memory the buffer holds (its
+		// capacity, which may be more than the bytes read), never below.
+		held := int64(cap(buf))
+		p.budget.release(p.retryBodyMax - held)
+		if more == nil {
 			p.setReadDeadline(ex, time.Time{})
-			p.budget.release(p.retryBodyMax - read)
+			read := int64(len(buf))
 			p.noteBodySize(read)
 			p.m.buffered.Inc()
 			ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, read
-			ex.items = p.profile.RequestItems(out.Header, b.Bytes())
-			return b.Bytes(), func() { p.budget.release(read) }, nil
+			ex.items = p.profile.RequestItems(out.Header, buf)
+			return buf, func() { p.budget.release(held) }, nil
 		}
 		p.m.streamed.Inc()
-		cr := p.newCountingReader(io.MultiReader(&b, out.Body), out.Header, ex)
+		cr := p.newCountingReader(io.MultiReader(bytes.NewReader(buf), bytes.NewReader(more), out.Body), out.Header, ex)
 		return streamOnce(cr), func() {
-			p.budget.release(p.retryBodyMax)
+			p.budget.release(held)
 			ex.bodyBytes = cr.n.Load()
 			p.noteBodySize(ex.bodyBytes)
 		}, nil
@@ -517,6 +545,43 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 			p.noteBodySize(ex.bodyBytes)
 		}
 	}, nil
+}
+
+// readUpTo reads r until its end or until limit bytes, into a buffer whose
+// capacity never passes limit (bytes.Buffer would double past it). more is
+// nil when r ended within limit; otherwise it holds the byte read past the
+// limit, and the rest of r is still to be read.
+func readUpTo(r io.Reader, limit int64) (buf, more []byte, err error) {
+	buf = make([]byte, 0, min(limit, 32<<10))
+	for int64(len(buf)) < limit {
+		if len(buf) == cap(buf) {
+			// Doubled by hand: append's growth may round past limit.
+			nb := make([]byte, len(buf), min(2*int64(cap(buf)), limit))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	var one [1]byte
+	for {
+		n, err := r.Read(one[:])
+		if n > 0 {
+			return buf, one[:], nil
+		}
+		if err == io.EOF {
+			return buf, nil, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
 }
 
 // setReadDeadline bounds the reading of the loader's request body; a zero
@@ -598,6 +663,9 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 	}
 	if p.auth != nil {
 		if err := p.auth.Apply(req); err != nil {
+			if req.Body != nil {
+				req.Body.Close() // a RoundTripper closes the body, even on errors: it may hold budget
+			}
 			permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: "auth"})
 			ex.last = classify.Result{Kind: classify.ClientError, Reason: "auth"}
 			return nil, err
@@ -624,7 +692,7 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 	)
 	if ex.pipelined {
 		var began time.Time
-		resp, began, err = p.pipe.roundTrip(ctx, req.WithContext(ctx), permit, p.timeout)
+		resp, began, err = p.pipe.roundTrip(ctx, ex.loader, req.WithContext(ctx), permit, p.timeout)
 		if began.After(start) {
 			start = began // it waited behind another write: not the store's time
 		}
@@ -632,6 +700,14 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 		resp, err = p.transport.RoundTrip(req.WithContext(ctx))
 	}
 	latency := time.Since(start)
+	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+		// No upgrade was asked for (rewrite drops it): a store that
+		// switches anyway speaks something else on this connection now.
+		// The ReverseProxy would hand such an answer to its upgrade path,
+		// which never closes the body, and the attempt would never end.
+		resp.Body.Close()
+		err = errSwitchedProtocols
+	}
 	if err != nil {
 		cancel()
 		res := p.classifyError(req.Context(), err)
@@ -693,7 +769,10 @@ func (p *Proxy) classifyError(parent context.Context, err error) classify.Result
 		pb *pipeBrokenError
 	)
 	switch {
-	case parent.Err() != nil:
+	case parent.Err() != nil && !errors.Is(err, context.DeadlineExceeded):
+		// The parent has no deadline of its own: a deadline error is the
+		// attempt's, and the store's (a write of a cancelled job that was
+		// already the store's, see pipeline.roundTrip, and timed out).
 		return classify.Result{Kind: classify.ClientError, Reason: "cancelled", Items: -1}
 	case errors.As(err, &pb):
 		// Pipelined behind a write whose connection broke: not answered,
@@ -704,6 +783,8 @@ func (p *Proxy) classifyError(parent context.Context, err error) classify.Result
 		return classify.Result{Kind: classify.Timeout, Reason: "timeout", Share: 1, Items: -1}
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return classify.Result{Kind: classify.ServerError, Reason: "connection_refused", Items: -1}
+	case errors.Is(err, errSwitchedProtocols):
+		return classify.Result{Kind: classify.ServerError, Reason: "switched_protocols", Items: -1}
 	default:
 		// Resets and broken responses: retryable, but not a capacity signal.
 		return classify.Result{Kind: classify.ServerError, Reason: "transport_error", Items: -1}
@@ -788,7 +869,14 @@ func isWrite(method string) bool {
 // again.
 func (p *Proxy) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	ex := exchangeFrom(ctx)
-	if ctx.Err() != nil {
+	switch {
+	case ctx.Err() != nil && err == nil && resp != nil && ex.loader.Err() == nil:
+		// The job was cancelled while the store had this write (a
+		// pipelined write cannot be recalled once in the store's socket)
+		// and the store answered: the loader gets that answer, whatever
+		// it is, not a refusal of a write that may be stored.
+		return false, nil
+	case ctx.Err() != nil:
 		return false, ctx.Err() // the loader left, or its job was cancelled
 	}
 	var adm *admissionError
@@ -852,10 +940,10 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		setRetryAfter(w.Header(), adm.wait)
 		details["reason"] = adm.reason
 		writeError(w, ex.status, "backpressure", "sluice is at its limit for this store ("+adm.reason+"); retry after the Retry-After delay", details)
-	case r.Context().Err() != nil && ex.loader.Err() == nil:
+	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
 		// The loader is still there: its job was cancelled under it.
 		ex.status = writeAdmitError(w, ex.job, context.Cause(r.Context()))
-	case r.Context().Err() != nil:
+	case ex.loader.Err() != nil:
 		ex.status = 499 // the loader went away; nobody reads this
 	case errors.As(err, &body) && errors.Is(err, os.ErrDeadlineExceeded):
 		// The loader did not deliver its body in time (slowloris).

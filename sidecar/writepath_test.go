@@ -1,0 +1,403 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/state"
+)
+
+// recordingTransport is an in-memory store seen from the transport's seam:
+// it records what each attempt offered net/http, and answers 204.
+type recordingTransport struct {
+	mu       sync.Mutex
+	getBody  []bool   // whether the attempt had a GetBody
+	replayed []string // what GetBody gave back, read whole
+	bodies   []string // what the body carried
+}
+
+func (rt *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body []byte
+	if req.Body != nil {
+		body, _ = io.ReadAll(req.Body)
+		req.Body.Close()
+	}
+	replay := ""
+	if req.GetBody != nil {
+		// What net/http would send again after REFUSED_STREAM, GOAWAY or
+		// a dropped connection, and what SigV4 would hash.
+		if rc, err := req.GetBody(); err == nil {
+			b, _ := io.ReadAll(rc)
+			replay = string(b)
+		}
+	}
+	rt.mu.Lock()
+	rt.getBody = append(rt.getBody, req.GetBody != nil)
+	rt.replayed = append(rt.replayed, replay)
+	rt.bodies = append(rt.bodies, string(body))
+	rt.mu.Unlock()
+	return &http.Response{StatusCode: http.StatusNoContent, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+}
+
+// A body that sluice sends once (too large to buffer, or of unknown length
+// past the limit) offers no GetBody to any layer below it: net/http would
+// send the already-read stream again, empty or cut, and the store would
+// acknowledge that. A buffered body offers one that gives back exactly
+// the same bytes.
+func TestStreamedBodyOffersNoReplay(t *testing.T) {
+	rt := &recordingTransport{}
+	cfg := testConfig(t, "UPSTREAM_URL=http://store.test", "RETRY_BODY_MAX=1KiB", "RETRY_POST=true")
+	s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.StartLoops())
+	small := strings.Repeat("s", 100)
+	large := strings.Repeat("L", 5000)
+	f := func(name, body string, knownLength, wantGetBody bool) {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodPost, "/write", nil)
+		req.Body = io.NopCloser(strings.NewReader(body))
+		req.ContentLength = -1
+		if knownLength {
+			req.ContentLength = int64(len(body))
+		}
+		rec := httptest.NewRecorder()
+		s.ProxyHandler().ServeHTTP(rec, req)
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		i := len(rt.bodies) - 1
+		if rec.Code != http.StatusNoContent || i < 0 {
+			t.Fatalf("%s: loader got %d %s", name, rec.Code, rec.Body)
+		}
+		if rt.bodies[i] != body {
+			t.Errorf("%s: the store got %d bytes, want %d", name, len(rt.bodies[i]), len(body))
+		}
+		if rt.getBody[i] != wantGetBody {
+			t.Errorf("%s: GetBody offered = %v, want %v", name, rt.getBody[i], wantGetBody)
+		}
+		if wantGetBody && rt.replayed[i] != body {
+			t.Errorf("%s: GetBody gave back %d bytes, want the %d sent", name, len(rt.replayed[i]), len(body))
+		}
+	}
+	f("buffered, length known", small, true, true)
+	f("buffered, length unknown", small, false, true)
+	f("streamed, length known", large, true, false)
+	f("streamed, length unknown", large, false, false)
+}
+
+// The same over real sockets: a store that reads a streamed write with an
+// Idempotency-Key (which makes net/http deem it replayable) and drops the
+// reused connection without answering. The write must fail truthfully;
+// it used to be sent again with an empty body, answered 204.
+func TestStreamedBodyNotReplayedAfterDroppedConnection(t *testing.T) {
+	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+		if seq == 1 {
+			c.hangUp()
+			return
+		}
+		c.answer(http.StatusNoContent, body, false)
+	})
+	s := newTestServer(t, nil, "UPSTREAM_URL="+store.url(), "RETRY_BODY_MAX=1KiB")
+	h := s.ProxyHandler()
+	if code := send(h, context.Background(), http.MethodPut, "/warm", "warm").Code; code != http.StatusNoContent {
+		t.Fatalf("warm-up write: %d", code) // leaves a kept-alive connection to reuse
+	}
+	// Of unknown length: a replay of the read stream goes out as an empty
+	// chunked body, which the store takes (with a length, net/http
+	// would refuse to send it short).
+	req := httptest.NewRequest(http.MethodPost, "/write", nil)
+	req.Body = io.NopCloser(strings.NewReader(strings.Repeat("x", 20000)))
+	req.ContentLength = -1
+	req.Header.Set("Idempotency-Key", "k1")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	_, _, answered := store.counts()
+	if rec.Code < 500 {
+		t.Errorf("a streamed write whose connection dropped before the answer got %d, want a 5xx", rec.Code)
+	}
+	if len(answered) != 1 || answered[0] != "warm" {
+		t.Errorf("the store acknowledged %d writes (%.20q…), want only the warm-up", len(answered), answered)
+	}
+	wantNoneInFlight(t, s)
+}
+
+// A store that answers 101 to a write that asked for no upgrade: each
+// attempt ends (its slot is freed) and the loader gets a 502. With two
+// slots, two such answers used to leave every later write waiting.
+func TestSwitchingProtocolsFreesTheSlot(t *testing.T) {
+	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+		fmt.Fprint(c.nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+	})
+	s := newTestServer(t, nil, "UPSTREAM_URL="+store.url(), "INITIAL_CONCURRENCY=2", "MAX_CONCURRENCY=2", "QUEUE_TIMEOUT=2s")
+	for i := range 3 {
+		rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/write", "x")
+		if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), "switched_protocols") {
+			t.Errorf("write %d: %d %s, want 502 switched_protocols", i, rec.Code, rec.Body)
+		}
+	}
+	wantNoneInFlight(t, s)
+}
+
+// A loader that offers an upgrade (Java's HttpClient offers h2c on every
+// http:// URL) has its write forwarded as plain HTTP/1.1.
+func TestUpgradeOfferNotForwarded(t *testing.T) {
+	var mu sync.Mutex
+	var seen []http.Header
+	s := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Clone())
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	rec := send(s.ProxyHandler(), context.Background(), http.MethodPost, "/write", "x",
+		"Connection", "Upgrade, HTTP2-Settings", "Upgrade", "h2c", "HTTP2-Settings", "AAMAAABkAAQAoAAAAAIAAAAA")
+	if rec.Code != http.StatusNoContent {
+		t.Fatalf("loader got %d %s", rec.Code, rec.Body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, h := range []string{"Upgrade", "Connection", "Http2-Settings"} {
+		if v := seen[0].Get(h); v != "" {
+			t.Errorf("the store saw %s: %q", h, v)
+		}
+	}
+}
+
+// readUpTo never holds more memory than its limit (bytes.Buffer doubles
+// past it), and gives back every byte it read.
+func TestReadUpToStaysWithinLimit(t *testing.T) {
+	const limit = 100_000
+	f := func(size int) {
+		t.Helper()
+		in := bytes.Repeat([]byte("0123456789"), size/10+1)[:size]
+		buf, more, err := readUpTo(iotestHalfReader{bytes.NewReader(in)}, limit)
+		if err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		if cap(buf) > limit {
+			t.Errorf("size %d: buffer capacity %d over the limit %d", size, cap(buf), limit)
+		}
+		if (more != nil) != (size > limit) {
+			t.Errorf("size %d: more = %v", size, more)
+		}
+		if got := string(buf) + string(more); !strings.HasPrefix(string(in), got) || (more == nil && got != string(in)) {
+			t.Errorf("size %d: got back %d bytes that are not the body's", size, len(got))
+		}
+	}
+	for _, n := range []int{0, 1, 32 << 10, limit - 1, limit, limit + 1, 3 * limit} {
+		f(n)
+	}
+}
+
+// iotestHalfReader returns at most half of what is asked, as sockets do.
+type iotestHalfReader struct{ r io.Reader }
+
+func (h iotestHalfReader) Read(p []byte) (int, error) {
+	if len(p) > 1 {
+		p = p[:len(p)/2]
+	}
+	return h.r.Read(p)
+}
+
+// A buffered body of unknown length holds no more memory than the budget
+// counts for it, while it is held and after.
+func TestUnknownLengthBufferCountedWhole(t *testing.T) {
+	var held, reserved int64
+	s := newTestServer(t, nil, "RETRY_BODY_MAX=1MiB", "BUFFER_BUDGET=8MiB")
+	s.proxy.transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		reserved = s.proxy.budget.inUse()
+		b, _ := io.ReadAll(req.Body)
+		held = int64(len(b))
+		return &http.Response{StatusCode: http.StatusNoContent, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+	})
+	for _, size := range []int{1, 40_000, 600_000, 1 << 20, 1<<20 + 1} {
+		req := httptest.NewRequest(http.MethodPut, "/write", nil)
+		req.Body = io.NopCloser(bytes.NewReader(make([]byte, size)))
+		req.ContentLength = -1
+		rec := httptest.NewRecorder()
+		s.ProxyHandler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusNoContent || held != int64(size) {
+			t.Fatalf("size %d: %d, store got %d bytes", size, rec.Code, held)
+		}
+		// Capacity grows by doubling from 32 KiB, at most to the limit.
+		want := int64(32 << 10)
+		for want < int64(size) && want < 1<<20 {
+			want = min(2*want, 1<<20)
+		}
+		if reserved != want {
+			t.Errorf("size %d: budget counted %d bytes while the write was sent, want %d (the buffer's capacity)", size, reserved, want)
+		}
+		if u := s.proxy.budget.inUse(); u != 0 {
+			t.Errorf("size %d: %d bytes still reserved after the write", size, u)
+		}
+	}
+}
+
+// sigv4Server is sluice signing with SigV4 for a service whose payload is
+// hashed, in front of a store that checks that the hash it was told is the
+// hash of what it got. It waits for the first credential.
+func sigv4Server(t *testing.T, env ...string) (*Server, func() []string) {
+	t.Helper()
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+	var mu sync.Mutex
+	var got []string
+	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		sum := sha256.Sum256(b)
+		mu.Lock()
+		got = append(got, fmt.Sprintf("len=%d err=%v hash=%v", len(b), err, hex.EncodeToString(sum[:]) == r.Header.Get("X-Amz-Content-Sha256")))
+		mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(store.Close)
+	s := newTestServer(t, nil, append([]string{"UPSTREAM_URL=" + store.URL,
+		"UPSTREAM_AUTH=aws-sigv4", "AWS_SERVICE=es", "AWS_REGION=us-east-1"}, env...)...)
+	<-waitFor(s.auth.Ready)
+	return s, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		g := got
+		got = nil
+		return g
+	}
+}
+
+// The bytes sluice sends are exactly the bytes it hashed for SigV4, for a
+// buffered body and for one that streams, with or without a length.
+func TestSigV4HashesWhatItSends(t *testing.T) {
+	s, stored := sigv4Server(t, "RETRY_BODY_MAX=1KiB", "BUFFER_BUDGET=1MiB")
+	for _, size := range []int{100, 20_000, 300_000} {
+		for _, known := range []bool{true, false} {
+			body := strings.Repeat("0123456789abcdef", size/16)
+			req := httptest.NewRequest(http.MethodPut, "/idx/_doc/1", nil)
+			req.Body = io.NopCloser(strings.NewReader(body))
+			req.ContentLength = -1
+			if known {
+				req.ContentLength = int64(len(body))
+			}
+			rec := httptest.NewRecorder()
+			s.ProxyHandler().ServeHTTP(rec, req)
+			got := stored()
+			want := fmt.Sprintf("len=%d err=<nil> hash=true", len(body))
+			if rec.Code != http.StatusOK || len(got) != 1 || got[0] != want {
+				t.Errorf("%d bytes, length known %v: loader got %d %s; store saw %v, want [%s]", len(body), known, rec.Code, rec.Body, got, want)
+			}
+		}
+	}
+	if u := s.proxy.budget.inUse(); u != 0 {
+		t.Errorf("%d bytes of the budget still reserved", u)
+	}
+}
+
+// A body that must be hashed and that the budget cannot hold is refused
+// with 413, and nothing reaches the store.
+func TestSigV4RefusesWhatItCannotBuffer(t *testing.T) {
+	s, stored := sigv4Server(t, "RETRY_BODY_MAX=1KiB", "BUFFER_BUDGET=64KiB")
+	for _, known := range []bool{true, false} {
+		body := strings.Repeat("x", 200_000)
+		req := httptest.NewRequest(http.MethodPut, "/idx/_doc/1", nil)
+		req.Body = io.NopCloser(strings.NewReader(body))
+		req.ContentLength = -1
+		if known {
+			req.ContentLength = int64(len(body))
+		}
+		rec := httptest.NewRecorder()
+		s.ProxyHandler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusRequestEntityTooLarge || !strings.Contains(rec.Body.String(), "body_too_large_to_sign") {
+			t.Errorf("length known %v: loader got %d %s, want 413 body_too_large_to_sign", known, rec.Code, rec.Body)
+		}
+		if got := stored(); len(got) != 0 {
+			t.Errorf("length known %v: the store saw %v", known, got)
+		}
+	}
+	if u := s.proxy.budget.inUse(); u != 0 {
+		t.Errorf("%d bytes of the budget still reserved", u)
+	}
+}
+
+// A job cancelled while its pipelined write sits in the store's socket
+// behind another: that write cannot be recalled, so its loader waits for
+// the store's answer and gets it, and the job is cancelled (its cancel
+// action run) only after. A write of the job still queued in sluice is
+// never sent.
+func TestPipelinedWriteOfCancelledJob(t *testing.T) {
+	held, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var landed []string
+	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+		if body == "other-1" {
+			c.awaitNext(10 * time.Second)
+			close(held)
+			<-release
+		}
+		mu.Lock()
+		landed = append(landed, body)
+		mu.Unlock()
+		c.answer(http.StatusNoContent, body, false)
+	})
+	s := pipelinedServer(t, store.url())
+	h := s.ProxyHandler()
+	if code := send(h, context.Background(), http.MethodPost, "/write", "warm", HeaderJob, "other").Code; code != http.StatusNoContent {
+		t.Fatalf("first write: %d", code) // the limiter pipelines only after a first answer
+	}
+	var wg sync.WaitGroup
+	codes := map[string]int{}
+	var cmu sync.Mutex
+	write := func(body, job string) {
+		wg.Go(func() {
+			code := send(h, context.Background(), http.MethodPost, "/write", body, HeaderJob, job).Code
+			cmu.Lock()
+			codes[body] = code
+			cmu.Unlock()
+		})
+	}
+	write("other-1", "other")
+	<-waitFor(func() bool { return s.lim.Snapshot().InFlight == 1 })
+	write("j-1", "j")
+	<-held // j-1 is in the store's socket behind other-1
+	write("j-2", "j")
+	<-waitFor(func() bool { return s.lim.Snapshot().Queued+s.lim.Snapshot().InFlight >= 2 })
+	if _, err := s.jobs.Cancel("j", false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	// j-2 was not sent: it is refused at once. j-1 waits for the store.
+	<-waitFor(func() bool { cmu.Lock(); defer cmu.Unlock(); return codes["j-2"] != 0 })
+	if v, _ := s.jobs.Get("j"); v.State == state.Cancelled {
+		t.Errorf("job j cancelled while its write j-1 was still the store's")
+	}
+	close(release)
+	wg.Wait()
+	<-waitFor(func() bool { v, _ := s.jobs.Get("j"); return v.State == state.Cancelled })
+	mu.Lock()
+	defer mu.Unlock()
+	cmu.Lock()
+	defer cmu.Unlock()
+	if codes["j-1"] != http.StatusNoContent || codes["other-1"] != http.StatusNoContent {
+		t.Errorf("j-1 got %d and other-1 %d: both were stored, want 204 each", codes["j-1"], codes["other-1"])
+	}
+	if codes["j-2"] != http.StatusConflict {
+		t.Errorf("j-2 got %d, want 409: it was never sent", codes["j-2"])
+	}
+	for _, b := range landed {
+		if b == "j-2" {
+			t.Errorf("j-2, refused to its loader, was stored: %v", landed)
+		}
+	}
+	wantNoneInFlight(t, s)
+}
