@@ -1083,6 +1083,40 @@ func TestRetryWait(t *testing.T) {
 	}
 }
 
+func TestRetryWaitSaturates(t *testing.T) {
+	// At a rate low enough that the drain time saturates a Duration, adding
+	// the rest of a pause, or multiplying the latency by the rounds of a
+	// queue, must not wrap into a negative wait: the answer stays within
+	// [0, MaxRetryAfter].
+	f := func(name string, rate float64, maxRA time.Duration, setup func(c *Controller, clk *fakeClock), cost float64, want time.Duration) {
+		t.Helper()
+		c, clk := newFake(t, rate, func(cfg *Config) { cfg.MinRate = rate; cfg.MaxRetryAfter = maxRA })
+		setup(c, clk)
+		if got := c.RetryWait(cost); got != want {
+			t.Errorf("%s: RetryWait(%v) = %v, want %v", name, cost, got, want)
+		}
+	}
+	pause := func(c *Controller, clk *fakeClock) {
+		take(t, c, 1)[0].Done(Sample{Outcome: Congested, RetryAfter: 20 * time.Second, Reason: "status_503"})
+	}
+	f("paused, drain saturated", 1e-9, 0, pause, 1e6, DefaultMaxRetryAfter)
+	f("paused, drain saturated, configured cap", 1e-9, 45*time.Second, pause, 1e6, 45*time.Second)
+	f("paused, cost past any float", 1e-9, 0, pause, math.MaxFloat64, DefaultMaxRetryAfter)
+	f("not paused, drain saturated", 1e-9, 0, func(*Controller, *fakeClock) {}, 1e16, DefaultMaxRetryAfter)
+	// Two rounds of a latency of two centuries: a spike cut leaves two in
+	// flight at a limit of one.
+	f("rounds of a huge latency", 100, 0, func(c *Controller, clk *fakeClock) {
+		take(t, c, 1)[0].Done(success(200 * 365 * 24 * time.Hour))
+		clk.advance(DefaultWindow)
+		clk.tick(c)
+		ps := take(t, c, 3)
+		ps[2].Done(congested("victoriametrics_insert_limit"))
+		if s := c.Snapshot(); s.Concurrency != 1 || s.InFlight != 2 {
+			t.Fatalf("after a spike at 3 in flight: %+v, want concurrency 1 with 2 in flight", s)
+		}
+	}, 1, DefaultMaxRetryAfter)
+}
+
 func TestDoneIdempotent(t *testing.T) {
 	c, _ := newFake(t, 100, func(cfg *Config) { cfg.InitialConcurrency = 1 })
 	p := take(t, c, 1)[0]
