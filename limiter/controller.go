@@ -1634,7 +1634,7 @@ func (c *Controller) updateLatencyLocked(w window) time.Duration {
 	if w.latN == 0 {
 		return 0
 	}
-	geo := time.Duration(math.Round(math.Exp(w.logSum/float64(w.latN)) * float64(time.Second)))
+	geo := durationFromNanos(math.Round(math.Exp(w.logSum/float64(w.latN)) * float64(time.Second)))
 	mean := w.latSum / time.Duration(w.latN)
 	if c.latRecent == 0 {
 		c.latRecent, c.latMean = geo, mean
@@ -1694,7 +1694,7 @@ func (c *Controller) concLimit() int { return int(c.conc.v) }
 // Tick, so that sidecars sharing a store do not adapt in lockstep. Safe for
 // concurrent use.
 func (c *Controller) TickInterval() time.Duration {
-	return time.Duration(float64(c.cfg.Window) * (0.9 + 0.2*c.jitter()))
+	return durationFromNanos(float64(c.cfg.Window) * (0.9 + 0.2*c.jitter()))
 }
 
 // RetryWait estimates how long a loader whose request of cost units is

@@ -1166,6 +1166,32 @@ func TestTickInterval(t *testing.T) {
 			t.Fatalf("TickInterval %v outside Window ±10%%", d)
 		}
 	}
+	// Window ±10% saturates rather than wrapping for a Window near the
+	// largest Duration.
+	f := func(window time.Duration, jitter float64, want time.Duration) {
+		t.Helper()
+		c, _ := newFake(t, 100, func(cfg *Config) { cfg.Window = window })
+		c.jitter = func() float64 { return jitter }
+		if got := c.TickInterval(); got != want {
+			t.Errorf("Window %v, jitter %v: TickInterval %v, want %v", window, jitter, got, want)
+		}
+	}
+	f(DefaultWindow, 0, ms(450))
+	f(DefaultWindow, 0.5, DefaultWindow)
+	f(math.MaxInt64, 0.5, math.MaxInt64)
+	f(math.MaxInt64, 0.99, math.MaxInt64)
+}
+
+func TestHugeLatencySaturates(t *testing.T) {
+	// A latency at the largest Duration goes through the geometric mean's
+	// float arithmetic and must come back as that, not wrap negative.
+	c, clk := newFake(t, 100, nil)
+	take(t, c, 1)[0].Done(success(math.MaxInt64))
+	clk.advance(DefaultWindow)
+	clk.tick(c)
+	if s := c.Snapshot(); s.LatencyRecent != math.MaxInt64 || s.LatencyBaseline != math.MaxInt64 {
+		t.Errorf("after a latency of %v: recent %v, baseline %v, want both %v", time.Duration(math.MaxInt64), s.LatencyRecent, s.LatencyBaseline, time.Duration(math.MaxInt64))
+	}
 }
 
 func TestLogsEachChangeOnceThrottled(t *testing.T) {
