@@ -673,6 +673,65 @@ func TestRetryAfterPause(t *testing.T) {
 	f("sub-second single", 0, ms(300), 0)
 }
 
+func TestPauseJudgesEachWriteByWhenItWasSent(t *testing.T) {
+	// The controller's hold is a pause, and it ends by the clock, never
+	// by a probe's answer; what a write's answer may change depends on the
+	// cut epoch it was granted in (Permit.epoch), never on whose answer
+	// arrives first. Writes sent before the pause answer late, in any
+	// order, around and after it.
+	c, clk := newFake(t, 100, nil)
+	paced(t, c, clk, 50, ms(10)) // enough samples for a goodput
+	old := take(t, c, 6)         // in flight when the store asks for the pause
+	clk.advance(ms(10))
+	old[0].Done(congestedRA(15 * time.Second))
+	paused := c.Snapshot()
+	if paused.Phase != PhasePaused || paused.Decreases != 1 || paused.Pauses != 1 {
+		t.Fatalf("after a 15s Retry-After: %+v, want paused with one cut", paused)
+	}
+	until := paused.PausedUntil
+
+	// A write sent before the pause succeeds during it and releases its
+	// slot: the pause neither ends nor lets a write through.
+	clk.advance(time.Second)
+	old[1].Done(success(ms(1)))
+	if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+		t.Errorf("TryAcquire after an old write's success during the pause: %v, want ErrNoCapacity", err)
+	}
+	if s := c.Snapshot(); s.Phase != PhasePaused || !s.PausedUntil.Equal(until) {
+		t.Errorf("after an old write's success during the pause: %+v, want paused until %v", s, until)
+	}
+
+	// After the pause, only the rate admits writes, whatever old writes
+	// released meanwhile: one token's worth, then none.
+	clk.now = until
+	old[2].Done(Sample{Outcome: Neutral})
+	if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+		t.Errorf("TryAcquire as the pause ends, the bucket empty: %v, want ErrNoCapacity", err)
+	}
+	clk.advance(durationCeil(1 / paused.Rate))
+	fresh := take(t, c, 1)[0]
+	if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+		t.Errorf("second TryAcquire one token after the pause: %v, want ErrNoCapacity", err)
+	}
+
+	// Throttles of writes sent before the pause, with short Retry-Afters,
+	// answered after it: they neither cut again nor pause again, however
+	// many (the streak counts only writes sent after the last cut).
+	for _, p := range old[3:] {
+		p.Done(congestedRA(2 * time.Second))
+	}
+	if s := c.Snapshot(); s.Phase == PhasePaused || s.Decreases != 1 || s.Pauses != 1 || s.Rate != paused.Rate {
+		t.Errorf("after %d throttles of writes sent before the pause: %+v, want no cut or pause since it", len(old[3:]), s)
+	}
+
+	// The write sent after the pause is judged by its own answer: its
+	// throttle cuts.
+	fresh.Done(congestedRA(2 * time.Second))
+	if s := c.Snapshot(); s.Decreases != 2 || s.Rate >= paused.Rate || s.Phase == PhasePaused {
+		t.Errorf("after a throttle of a write sent after the pause: %+v, want a second cut and no pause", s)
+	}
+}
+
 func TestQuotaRetryAfterAmidSuccessesDoesNotPause(t *testing.T) {
 	// A quota store answers "Retry-After: 1" (or 2, as an nginx gateway
 	// does) to each rejected request among many accepted ones: cut the
