@@ -37,7 +37,7 @@ func (b Backoff) Delay(attempt int, retryAfter time.Duration, rnd func() float64
 	}
 	if retryAfter > 0 {
 		d := max(lo, min(hi, retryAfter))
-		return min(hi, d+time.Duration(0.1*rnd()*float64(d)))
+		return min(hi, addDurations(d, durationFromNanos(0.1*rnd()*float64(d))))
 	}
 	ceil := hi
 	if n := max(attempt, 0) + 1; n < 63 && lo <= hi>>n {

@@ -31,6 +31,7 @@ func TestBackoffDelay(t *testing.T) {
 	f("retry-after below Min", b, 0, time.Millisecond, 0, 100*time.Millisecond)
 	f("retry-after of 484289h", b, 0, 484289*time.Hour, 0.9, 10*time.Second)
 	f("retry-after near Max", b, 0, 9900*time.Millisecond, 0.9, 10*time.Second)
+	f("retry-after at a Max of the largest Duration", Backoff{Min: time.Second, Max: math.MaxInt64}, 0, math.MaxInt64, 0.9, math.MaxInt64)
 	// Zero value and inverted bounds.
 	f("zero Backoff", Backoff{}, 0, 0, 0, DefaultBackoffMin)
 	f("zero Backoff, late attempt", Backoff{}, 50, 0, 0.999, DefaultBackoffMin+time.Duration(0.999*float64(DefaultBackoffMax-DefaultBackoffMin)))

@@ -1,9 +1,6 @@
 package limiter
 
-import (
-	"math"
-	"time"
-)
+import "time"
 
 // bucket is a token bucket that may go into debt: a cost up to the burst is
 // admitted once that many tokens are there, a larger cost once the bucket is
@@ -75,14 +72,4 @@ func (b *bucket) pause(now, until time.Time) {
 	if until.After(b.last) {
 		b.last = until
 	}
-}
-
-// durationCeil converts seconds to a Duration, rounding up to the next
-// nanosecond so that waiting that long always suffices, and saturating.
-func durationCeil(seconds float64) time.Duration {
-	ns := math.Ceil(seconds * 1e9)
-	if ns >= math.MaxInt64 {
-		return math.MaxInt64
-	}
-	return time.Duration(ns)
 }

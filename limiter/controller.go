@@ -1634,7 +1634,7 @@ func (c *Controller) updateLatencyLocked(w window) time.Duration {
 	if w.latN == 0 {
 		return 0
 	}
-	geo := time.Duration(math.Round(math.Exp(w.logSum/float64(w.latN)) * float64(time.Second)))
+	geo := durationFromNanos(math.Round(math.Exp(w.logSum/float64(w.latN)) * float64(time.Second)))
 	mean := w.latSum / time.Duration(w.latN)
 	if c.latRecent == 0 {
 		c.latRecent, c.latMean = geo, mean
@@ -1694,7 +1694,7 @@ func (c *Controller) concLimit() int { return int(c.conc.v) }
 // Tick, so that sidecars sharing a store do not adapt in lockstep. Safe for
 // concurrent use.
 func (c *Controller) TickInterval() time.Duration {
-	return time.Duration(float64(c.cfg.Window) * (0.9 + 0.2*c.jitter()))
+	return durationFromNanos(float64(c.cfg.Window) * (0.9 + 0.2*c.jitter()))
 }
 
 // RetryWait estimates how long a loader whose request of cost units is
@@ -1702,6 +1702,8 @@ func (c *Controller) TickInterval() time.Duration {
 // rest of any pause, plus the time the rate needs to admit everything queued
 // and this request, or the time the concurrency limit needs to drain the
 // queue at the recent latency, whichever is longer; capped by MaxRetryAfter.
+// The result is always in [0, MaxRetryAfter]: at a rate low enough, the
+// drain time saturates, and the sums and products saturate with it.
 func (c *Controller) RetryWait(cost float64) time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -1718,10 +1720,10 @@ func (c *Controller) RetryWait(cost float64) time.Duration {
 	if limit := c.concLimit(); c.latRecent > 0 {
 		if ahead := c.q.n + 1 - (limit - c.inFlight); ahead > 0 {
 			rounds := (ahead + limit - 1) / limit
-			drain = max(drain, time.Duration(rounds)*c.latRecent)
+			drain = max(drain, mulDuration(rounds, c.latRecent))
 		}
 	}
-	return min(wait+drain, c.cfg.MaxRetryAfter)
+	return min(addDurations(wait, drain), c.cfg.MaxRetryAfter)
 }
 
 // Snapshot is a consistent copy of the controller's state, for metrics and

@@ -673,6 +673,65 @@ func TestRetryAfterPause(t *testing.T) {
 	f("sub-second single", 0, ms(300), 0)
 }
 
+func TestPauseJudgesEachWriteByWhenItWasSent(t *testing.T) {
+	// The controller's hold is a pause, and it ends by the clock, never
+	// by a probe's answer; what a write's answer may change depends on the
+	// cut epoch it was granted in (Permit.epoch), never on whose answer
+	// arrives first. Writes sent before the pause answer late, in any
+	// order, around and after it.
+	c, clk := newFake(t, 100, nil)
+	paced(t, c, clk, 50, ms(10)) // enough samples for a goodput
+	old := take(t, c, 6)         // in flight when the store asks for the pause
+	clk.advance(ms(10))
+	old[0].Done(congestedRA(15 * time.Second))
+	paused := c.Snapshot()
+	if paused.Phase != PhasePaused || paused.Decreases != 1 || paused.Pauses != 1 {
+		t.Fatalf("after a 15s Retry-After: %+v, want paused with one cut", paused)
+	}
+	until := paused.PausedUntil
+
+	// A write sent before the pause succeeds during it and releases its
+	// slot: the pause neither ends nor lets a write through.
+	clk.advance(time.Second)
+	old[1].Done(success(ms(1)))
+	if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+		t.Errorf("TryAcquire after an old write's success during the pause: %v, want ErrNoCapacity", err)
+	}
+	if s := c.Snapshot(); s.Phase != PhasePaused || !s.PausedUntil.Equal(until) {
+		t.Errorf("after an old write's success during the pause: %+v, want paused until %v", s, until)
+	}
+
+	// After the pause, only the rate admits writes, whatever old writes
+	// released meanwhile: one token's worth, then none.
+	clk.now = until
+	old[2].Done(Sample{Outcome: Neutral})
+	if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+		t.Errorf("TryAcquire as the pause ends, the bucket empty: %v, want ErrNoCapacity", err)
+	}
+	clk.advance(durationCeil(1 / paused.Rate))
+	fresh := take(t, c, 1)[0]
+	if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+		t.Errorf("second TryAcquire one token after the pause: %v, want ErrNoCapacity", err)
+	}
+
+	// Throttles of writes sent before the pause, with short Retry-Afters,
+	// answered after it: they neither cut again nor pause again, however
+	// many (the streak counts only writes sent after the last cut).
+	for _, p := range old[3:] {
+		p.Done(congestedRA(2 * time.Second))
+	}
+	if s := c.Snapshot(); s.Phase == PhasePaused || s.Decreases != 1 || s.Pauses != 1 || s.Rate != paused.Rate {
+		t.Errorf("after %d throttles of writes sent before the pause: %+v, want no cut or pause since it", len(old[3:]), s)
+	}
+
+	// The write sent after the pause is judged by its own answer: its
+	// throttle cuts.
+	fresh.Done(congestedRA(2 * time.Second))
+	if s := c.Snapshot(); s.Decreases != 2 || s.Rate >= paused.Rate || s.Phase == PhasePaused {
+		t.Errorf("after a throttle of a write sent after the pause: %+v, want a second cut and no pause", s)
+	}
+}
+
 func TestQuotaRetryAfterAmidSuccessesDoesNotPause(t *testing.T) {
 	// A quota store answers "Retry-After: 1" (or 2, as an nginx gateway
 	// does) to each rejected request among many accepted ones: cut the
@@ -1083,6 +1142,40 @@ func TestRetryWait(t *testing.T) {
 	}
 }
 
+func TestRetryWaitSaturates(t *testing.T) {
+	// At a rate low enough that the drain time saturates a Duration, adding
+	// the rest of a pause, or multiplying the latency by the rounds of a
+	// queue, must not wrap into a negative wait: the answer stays within
+	// [0, MaxRetryAfter].
+	f := func(name string, rate float64, maxRA time.Duration, setup func(c *Controller, clk *fakeClock), cost float64, want time.Duration) {
+		t.Helper()
+		c, clk := newFake(t, rate, func(cfg *Config) { cfg.MinRate = rate; cfg.MaxRetryAfter = maxRA })
+		setup(c, clk)
+		if got := c.RetryWait(cost); got != want {
+			t.Errorf("%s: RetryWait(%v) = %v, want %v", name, cost, got, want)
+		}
+	}
+	pause := func(c *Controller, clk *fakeClock) {
+		take(t, c, 1)[0].Done(Sample{Outcome: Congested, RetryAfter: 20 * time.Second, Reason: "status_503"})
+	}
+	f("paused, drain saturated", 1e-9, 0, pause, 1e6, DefaultMaxRetryAfter)
+	f("paused, drain saturated, configured cap", 1e-9, 45*time.Second, pause, 1e6, 45*time.Second)
+	f("paused, cost past any float", 1e-9, 0, pause, math.MaxFloat64, DefaultMaxRetryAfter)
+	f("not paused, drain saturated", 1e-9, 0, func(*Controller, *fakeClock) {}, 1e16, DefaultMaxRetryAfter)
+	// Two rounds of a latency of two centuries: a spike cut leaves two in
+	// flight at a limit of one.
+	f("rounds of a huge latency", 100, 0, func(c *Controller, clk *fakeClock) {
+		take(t, c, 1)[0].Done(success(200 * 365 * 24 * time.Hour))
+		clk.advance(DefaultWindow)
+		clk.tick(c)
+		ps := take(t, c, 3)
+		ps[2].Done(congested("victoriametrics_insert_limit"))
+		if s := c.Snapshot(); s.Concurrency != 1 || s.InFlight != 2 {
+			t.Fatalf("after a spike at 3 in flight: %+v, want concurrency 1 with 2 in flight", s)
+		}
+	}, 1, DefaultMaxRetryAfter)
+}
+
 func TestDoneIdempotent(t *testing.T) {
 	c, _ := newFake(t, 100, func(cfg *Config) { cfg.InitialConcurrency = 1 })
 	p := take(t, c, 1)[0]
@@ -1131,6 +1224,32 @@ func TestTickInterval(t *testing.T) {
 		if d := c.TickInterval(); d < ms(450) || d > ms(550) {
 			t.Fatalf("TickInterval %v outside Window ±10%%", d)
 		}
+	}
+	// Window ±10% saturates rather than wrapping for a Window near the
+	// largest Duration.
+	f := func(window time.Duration, jitter float64, want time.Duration) {
+		t.Helper()
+		c, _ := newFake(t, 100, func(cfg *Config) { cfg.Window = window })
+		c.jitter = func() float64 { return jitter }
+		if got := c.TickInterval(); got != want {
+			t.Errorf("Window %v, jitter %v: TickInterval %v, want %v", window, jitter, got, want)
+		}
+	}
+	f(DefaultWindow, 0, ms(450))
+	f(DefaultWindow, 0.5, DefaultWindow)
+	f(math.MaxInt64, 0.5, math.MaxInt64)
+	f(math.MaxInt64, 0.99, math.MaxInt64)
+}
+
+func TestHugeLatencySaturates(t *testing.T) {
+	// A latency at the largest Duration goes through the geometric mean's
+	// float arithmetic and must come back as that, not wrap negative.
+	c, clk := newFake(t, 100, nil)
+	take(t, c, 1)[0].Done(success(math.MaxInt64))
+	clk.advance(DefaultWindow)
+	clk.tick(c)
+	if s := c.Snapshot(); s.LatencyRecent != math.MaxInt64 || s.LatencyBaseline != math.MaxInt64 {
+		t.Errorf("after a latency of %v: recent %v, baseline %v, want both %v", time.Duration(math.MaxInt64), s.LatencyRecent, s.LatencyBaseline, time.Duration(math.MaxInt64))
 	}
 }
 
