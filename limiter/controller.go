@@ -226,8 +226,6 @@ const (
 	// overlap, not a burst into a store that may still be cold (its first
 	// writes slow, the ones queued behind them refused).
 	coldMax = 2
-	// logEvery throttles repeats of one kind of limit change in the log.
-	logEvery = 10 * time.Second
 )
 
 // Controller is an adaptive send-rate and concurrency limiter for writes to
@@ -1330,13 +1328,7 @@ func (c *Controller) pauseLocked(retryAfter time.Duration, cause string, now tim
 	c.pauses++
 	c.throttled = true
 	c.bucket.pause(now, until)
-	l := &c.logs[limitRate][reasonPause]
-	if l.last.IsZero() || now.Sub(l.last) >= logEvery {
-		c.log.Info("pausing sends", "until", until, "retry_after", retryAfter, "cause", cause, "suppressed", l.suppressed)
-		l.last, l.suppressed = now, 0
-	} else {
-		l.suppressed++
-	}
+	c.logPauseLocked(until, retryAfter, cause, now)
 }
 
 // measureLocked sums the current window and as many recent ones as needed
@@ -1719,63 +1711,6 @@ func (c *Controller) Close() {
 		w.err = ErrClosed
 		w.signal()
 	}
-}
-
-// Logging of limit changes: once per change with its reason, repeats of
-// the same (limit, reason) throttled to one per logEvery with a count.
-
-type limitKind uint8
-
-const (
-	limitRate limitKind = iota
-	limitConc
-	numLimits
-)
-
-var limitNames = [numLimits]string{"rate", "concurrency"}
-
-type reason uint8
-
-const (
-	reasonStartup reason = iota
-	reasonProbe
-	reasonCongestion
-	reasonLatency
-	reasonLittle
-	reasonPause
-	reasonLatencyUndo
-	reasonUnused
-	reasonNoGain
-	numReasons
-)
-
-var reasonNames = [numReasons]string{"startup_growth", "probe_growth", "congestion", "latency", "littles_law", "retry_after_pause", "latency_is_load", "unused", "no_gain"}
-
-type logState struct {
-	last       time.Time
-	suppressed int
-}
-
-// logChangeLocked logs a limit change unless one of the same kind was logged
-// less than logEvery ago. Requires that c.mu is held.
-func (c *Controller) logChangeLocked(l limitKind, from, to float64, r reason, cause string, now time.Time) {
-	if from == to {
-		return
-	}
-	st := &c.logs[l][r]
-	if !st.last.IsZero() && now.Sub(st.last) < logEvery {
-		st.suppressed++
-		return
-	}
-	attrs := []any{"limit", limitNames[l], "from", from, "to", to, "reason", reasonNames[r]}
-	if cause != "" {
-		attrs = append(attrs, "cause", cause)
-	}
-	if st.suppressed > 0 {
-		attrs = append(attrs, "suppressed", st.suppressed)
-	}
-	c.log.Info("limit changed", attrs...)
-	st.last, st.suppressed = now, 0
 }
 
 func laterOf(a, b time.Time) time.Time {
