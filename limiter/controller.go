@@ -462,20 +462,11 @@ type Permit struct {
 	at       time.Time // when granted
 	inFlight int       // in-flight count at grant, this one included
 	limit    int       // concurrency limit at grant
-	// pipelined: acquired by AcquirePipelined. Guarded by c.mu: staged
-	// (sent behind leader, no slot yet; ready is closed when it takes a
-	// slot or is done), slot (holds a slot: granted one, or passed one),
-	// head (pipelined, holds a slot and is not answered yet; in
-	// c.leaders at index lead while it has no follower), done.
-	pipelined bool
-	staged    bool
-	slot      bool
-	head      bool
-	done      bool
-	leader    *Permit
-	follower  *Permit
-	lead      int
-	ready     chan struct{}
+	done     bool      // Done was called; guarded by c.mu
+	// stage is the pipelining state of a permit from AcquirePipelined, nil
+	// for any other. The pointer is set before the permit is handed out
+	// and never changes.
+	stage *stageState
 }
 
 // Cost returns the units charged for p.
@@ -665,7 +656,7 @@ func (c *Controller) tryGrantLocked(cost float64, pipelined bool, now time.Time)
 	}
 	p := c.grantLocked(cost, now)
 	if pipelined {
-		p.pipelined, p.head = true, true
+		p.stage = &stageState{slot: true, head: true}
 		c.addLeaderLocked(p)
 	}
 	return p, time.Time{}, blockNone
@@ -680,7 +671,7 @@ func (c *Controller) grantLocked(cost float64, now time.Time) *Permit {
 	c.win.granted += cost
 	c.win.grants++
 	c.win.peak = max(c.win.peak, c.inFlight)
-	return &Permit{c: c, cost: cost, epoch: c.cutSeq, round: c.round, at: now, inFlight: c.inFlight, limit: c.concLimit(), slot: true}
+	return &Permit{c: c, cost: cost, epoch: c.cutSeq, round: c.round, at: now, inFlight: c.inFlight, limit: c.concLimit()}
 }
 
 // flightLocked integrates the in-flight count up to now, before it
@@ -739,32 +730,19 @@ func (p *Permit) Done(s Sample) {
 	}
 	p.done = true
 	now := c.cfg.Now()
-	switch {
-	case p.staged:
-		// Its caller gave up before the store took it up: its leader
-		// may take another follower.
-		p.staged = false
-		c.staged--
-		close(p.ready)
-		if l := p.leader; l != nil {
-			p.leader, l.follower = nil, nil
-			if l.head {
-				c.addLeaderLocked(l)
-			}
-		}
-	case p.follower != nil:
-		// Ended without an answer that was read (never sent, or its
-		// connection broke): whatever became of its follower, the slot
-		// is the follower's now.
-		c.handOverLocked(p, p.follower, now)
-	case p.slot:
-		p.slot = false
-		c.flightLocked(now)
-		c.inFlight--
+	if p.stage != nil {
+		c.donePipelinedLocked(p, now)
+	} else {
+		c.releaseSlotLocked(now)
 	}
-	c.unheadLocked(p)
 	c.observeLocked(p, s, now)
 	c.dispatchLocked(now)
+}
+
+// releaseSlotLocked gives back a slot at now. Requires that c.mu is held.
+func (c *Controller) releaseSlotLocked(now time.Time) {
+	c.flightLocked(now)
+	c.inFlight--
 }
 
 // observeLocked accounts s for p. Requires that c.mu is held.

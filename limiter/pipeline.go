@@ -5,6 +5,19 @@ import (
 	"time"
 )
 
+// stageState is what a pipelined permit (AcquirePipelined) holds beyond
+// what every Permit does. Its fields are guarded by Controller.mu, except
+// ready, which is set when the permit is made and only closed after.
+type stageState struct {
+	staged   bool          // sent behind leader, holds no slot yet
+	slot     bool          // holds a slot: granted one, or was passed its leader's
+	head     bool          // holds a slot and is not answered yet: a follower may go behind it
+	leader   *Permit       // while staged: the permit it is written behind
+	follower *Permit       // the permit staged behind this one, until it takes this one's slot
+	lead     int           // index in Controller.leaders while head without a follower
+	ready    chan struct{} // closed when a staged permit takes a slot or is done; nil if never staged
+}
+
 // AcquirePipelined is Acquire for an attempt that the caller can pipeline
 // (RFC 9112 §9.3.2): write on an HTTP/1.1 connection behind another
 // pipelined attempt, before that one is answered. When every slot is taken
@@ -73,31 +86,42 @@ func (c *Controller) grantStagedLocked(cost float64, now time.Time) *Permit {
 	l := c.leaders[len(c.leaders)-1]
 	c.removeLeaderLocked(l)
 	p := &Permit{c: c, cost: cost, epoch: c.cutSeq, round: c.round, at: now, limit: c.concLimit(),
-		pipelined: true, staged: true, leader: l, ready: make(chan struct{})}
-	l.follower = p
+		stage: &stageState{staged: true, leader: l, ready: make(chan struct{})}}
+	l.stage.follower = p
 	return p
 }
 
 // Staged reports whether p is a staged permit that holds no slot yet (see
 // AcquirePipelined).
 func (p *Permit) Staged() bool {
+	if p.stage == nil {
+		return false
+	}
 	p.c.mu.Lock()
 	defer p.c.mu.Unlock()
-	return p.staged
+	return p.stage.staged
 }
 
 // Leader returns the permit a staged p is to be written behind, nil once
 // p is not staged.
 func (p *Permit) Leader() *Permit {
+	if p.stage == nil {
+		return nil
+	}
 	p.c.mu.Lock()
 	defer p.c.mu.Unlock()
-	return p.leader
+	return p.stage.leader
 }
 
 // Ready returns a channel closed once a staged p holds a slot or is done:
 // its leader was answered, or ended without being sent. For a permit that
 // was never staged it is nil.
-func (p *Permit) Ready() <-chan struct{} { return p.ready }
+func (p *Permit) Ready() <-chan struct{} {
+	if p.stage == nil {
+		return nil
+	}
+	return p.stage.ready
+}
 
 // Pass tells that the store has answered p. Its follower, if it has one,
 // takes p's slot: the store has taken it up (it was written behind p), or
@@ -105,12 +129,44 @@ func (p *Permit) Ready() <-chan struct{} { return p.ready }
 // behind p. p's own Done still comes when its answer has been read, and
 // only feeds its sample.
 func (p *Permit) Pass() {
+	if p.stage == nil {
+		return // nothing is ever staged behind a permit that is not pipelined
+	}
 	c := p.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := c.cfg.Now()
-	if f := p.follower; f != nil {
-		c.handOverLocked(p, f, now)
+	if f := p.stage.follower; f != nil {
+		c.handOverLocked(p, f, c.cfg.Now())
+	}
+	c.unheadLocked(p)
+}
+
+// donePipelinedLocked releases what pipelined p holds at its Done: its
+// place behind its leader, or its slot, which goes to its follower if it
+// has one. Requires that c.mu is held.
+func (c *Controller) donePipelinedLocked(p *Permit, now time.Time) {
+	st := p.stage
+	switch {
+	case st.staged:
+		// Its caller gave up before the store took it up: its leader
+		// may take another follower.
+		st.staged = false
+		c.staged--
+		close(st.ready)
+		if l := st.leader; l != nil {
+			st.leader, l.stage.follower = nil, nil
+			if l.stage.head {
+				c.addLeaderLocked(l)
+			}
+		}
+	case st.follower != nil:
+		// Ended without an answer that was read (never sent, or its
+		// connection broke): whatever became of its follower, the slot
+		// is the follower's now.
+		c.handOverLocked(p, st.follower, now)
+	case st.slot:
+		st.slot = false
+		c.releaseSlotLocked(now)
 	}
 	c.unheadLocked(p)
 }
@@ -118,39 +174,44 @@ func (p *Permit) Pass() {
 // handOverLocked gives p's slot to its follower f. Requires that c.mu is
 // held.
 func (c *Controller) handOverLocked(p, f *Permit, now time.Time) {
-	p.follower, f.leader, p.head = nil, nil, false // p is out of c.leaders since f was staged
+	ps, fs := p.stage, f.stage
+	ps.follower, fs.leader, ps.head = nil, nil, false // p is out of c.leaders since f was staged
 	c.staged--
-	f.staged = false
-	close(f.ready)
-	p.slot = false // a permit with a follower holds a slot until it hands it over
-	f.slot, f.head = true, true
+	fs.staged = false
+	close(fs.ready)
+	ps.slot = false // a permit with a follower holds a slot until it hands it over
+	fs.slot, fs.head = true, true
 	c.addLeaderLocked(f)
 	c.startLocked(f, now)
 	c.dispatchLocked(now) // a leader without a follower again
 }
 
-// unheadLocked marks p answered: no follower may be staged behind it.
-// Requires that c.mu is held.
+// unheadLocked marks pipelined p answered: no follower may be staged
+// behind it. Requires that c.mu is held.
 func (c *Controller) unheadLocked(p *Permit) {
-	if p.head {
-		p.head = false
-		if p.follower == nil {
+	if st := p.stage; st.head {
+		st.head = false
+		if st.follower == nil {
 			c.removeLeaderLocked(p)
 		}
 	}
 }
 
+// addLeaderLocked lists pipelined p as a leader a follower may be staged
+// behind. Requires that c.mu is held.
 func (c *Controller) addLeaderLocked(p *Permit) {
-	p.lead = len(c.leaders)
+	p.stage.lead = len(c.leaders)
 	c.leaders = append(c.leaders, p)
 }
 
+// removeLeaderLocked takes p off the leaders, in O(1): the last one takes
+// its place. Requires that c.mu is held.
 func (c *Controller) removeLeaderLocked(p *Permit) {
 	last := c.leaders[len(c.leaders)-1]
-	c.leaders[p.lead], last.lead = last, p.lead
+	c.leaders[p.stage.lead], last.stage.lead = last, p.stage.lead
 	c.leaders[len(c.leaders)-1] = nil
 	c.leaders = c.leaders[:len(c.leaders)-1]
-	p.lead = -1
+	p.stage.lead = -1
 }
 
 // startLocked dates p from now, when it took its slot: its answer is
