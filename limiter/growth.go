@@ -118,3 +118,125 @@ func (c *Controller) growthReason(p *probe) reason {
 	}
 	return reasonProbe
 }
+
+// forgetFailedGrowthLocked lifts the hold on growth to failedLevel once
+// the store has taken that level for a Window (see failedGrowthHold).
+// Requires that c.mu is held.
+func (c *Controller) forgetFailedGrowthLocked(now time.Time) {
+	if c.failedGrowth > 0 && c.concLimit() >= c.failedLevel && !now.Before(c.concGrewAt.Add(c.cfg.Window)) {
+		c.failedLevel, c.failedGrowth, c.concHold = 0, 0, time.Time{}
+	}
+}
+
+// growLocked runs the growth step of Tick after w, a clean window elapsed
+// long at a latency that was not elevated: each limit that was the
+// bottleneck grows (concurrency not when tookBack: its last growth was
+// just taken back), then concurrency is kept within what the loader uses
+// and at what the rate needs. Requires that c.mu is held.
+func (c *Controller) growLocked(w window, elapsed time.Duration, goodput float64, tookBack bool, now time.Time) {
+	grew := c.growRateLocked(w, elapsed, now)
+	if w.blockConc && !tookBack && c.growConcLocked(elapsed, goodput, now) {
+		grew = true
+	}
+	if !w.blockConc && w.grants > 0 { // an idle window says nothing of what the loader needs
+		c.trimToUseLocked(slotsUsed(w, elapsed), now)
+	}
+	if c.littleFloorLocked(w, now) {
+		grew = true
+	}
+	if grew || w.grew {
+		c.increases++
+	}
+}
+
+// growRateLocked grows the rate one step along its curve after w, elapsed
+// long, if the rate was the bottleneck in it (callers waited on it, and
+// what was sent reached sentShare of it) and no startup round grew it
+// already; before probeAfter, not past the last throttle point (see
+// quotaHold). It reports whether the rate grew. Requires that c.mu is
+// held.
+func (c *Controller) growRateLocked(w window, elapsed time.Duration, now time.Time) bool {
+	sent := w.granted / elapsed.Seconds()
+	due := w.blockRate && !w.grew && sent >= sentShare*c.rate.v && (c.rate.v < c.rate.lastMax || !now.Before(c.probeAfter))
+	if !due {
+		return false
+	}
+	from := c.rate.v
+	reason := c.growthReason(&c.rate)
+	c.rate.grow(elapsed)
+	if now.Before(c.probeAfter) {
+		c.rate.v = max(from, min(c.rate.v, c.rate.lastMax)) // see quotaHold
+	}
+	if c.rate.v > from {
+		// What the store took at the old rate, not the limit.
+		c.grewFrom, c.grewAt = min(from, w.accepted/elapsed.Seconds()), now
+		c.newRoundLocked(now)
+		c.applyRateLocked(now)
+		c.logChangeLocked(limitRate, from, c.rate.v, reason, "", now)
+		return true
+	}
+	return false
+}
+
+// growConcLocked grows concurrency, the bottleneck in a window elapsed
+// long with the given goodput, one step along its curve, but not to
+// failedLevel while growth to it is held (see failedGrowthHold). While
+// latency may be a queue of ours the growth is put to the test of the
+// next window (see growthGain). It reports whether the limit grew.
+// Requires that c.mu is held.
+func (c *Controller) growConcLocked(elapsed time.Duration, goodput float64, now time.Time) bool {
+	from := c.concLimit()
+	reason := c.growthReason(&c.conc)
+	prev := c.conc
+	if c.latLoad {
+		// Slots are no limit of the store's here, only of the
+		// latency its load brings: as many as the rate needs, at
+		// once.
+		c.conc.v = c.conc.clamp(c.conc.v * growthCap)
+	} else {
+		c.conc.grow(elapsed)
+	}
+	if c.failedLevel > 0 && now.Before(c.concHold) && c.concLimit() >= c.failedLevel {
+		c.conc.v = max(float64(from), float64(c.failedLevel-1)) // see failedGrowthHold
+	}
+	if c.concLimit() <= from {
+		return false
+	}
+	c.concGrewFrom, c.concGrewAt = from, now
+	if !c.latLoad {
+		c.growTest = concTest{active: true, prev: prev, from: from, to: c.concLimit(), goodput: goodput}
+	}
+	c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reason, "", now)
+	return true
+}
+
+// littleFloorLocked raises concurrency after w to the slots the rate needs
+// (Little's law, with littleHeadroom) and reports whether it grew.
+// Requires that c.mu is held.
+func (c *Controller) littleFloorLocked(w window, now time.Time) bool {
+	// While latency may be a queue of ours, only the rate's own needs
+	// (it was the bottleneck, slots were not) raise the slots: a rate
+	// limit that outran what the slots could carry is no measure of
+	// what the store takes.
+	floor := c.littleLocked(true)
+	if floor <= 0 || !(c.latLoad || w.blockRate && !w.blockConc) {
+		return false
+	}
+	if !c.conc.startup() && !c.latLoad {
+		// Up to the in-flight count at which the store last
+		// throttled only the cautious probe may go: a store that
+		// limits concurrency would throttle again at once.
+		floor = min(floor, max(1, math.Ceil(c.conc.lastMax)-1))
+	}
+	from := c.concLimit()
+	if floor <= float64(from) {
+		return false
+	}
+	c.conc.v = c.conc.clamp(floor)
+	if c.concLimit() <= from {
+		return false
+	}
+	c.concGrewFrom, c.concGrewAt = from, now
+	c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLittle, "", now)
+	return true
+}

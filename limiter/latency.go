@@ -94,3 +94,41 @@ func (c *Controller) isHighLocked(d time.Duration) bool {
 	}
 	return float64(d) > float64(c.latBase)*c.cfg.LatencyTolerance+float64(latencySlack)
 }
+
+// countHighLatencyLocked reports whether the recent latency is elevated
+// (see latencyElevatedLocked), and counts in latHigh the windows in a row
+// in which it was and the window's own latency, mean, was high too: the
+// window itself was slow, not just the EWMA's memory. Requires that c.mu
+// is held.
+func (c *Controller) countHighLatencyLocked(mean time.Duration) (elevated bool) {
+	elevated = c.latencyElevatedLocked()
+	if elevated && c.isHighLocked(mean) {
+		c.latHigh++
+	} else {
+		c.latHigh = 0
+	}
+	return elevated
+}
+
+// latencyCutLocked cuts concurrency from w's peak in flight after the
+// latency stayed elevated for latencyWindows windows (a queue of ours in
+// the store), and puts the cut to the test of the next window's goodput
+// (see latencyKeep). Requires that c.mu is held.
+func (c *Controller) latencyCutLocked(w window, goodput float64, now time.Time) {
+	c.latHigh = 0
+	from := c.concLimit()
+	// Gently when latency is just past the tolerance, by up to half
+	// when it is far past (a deep queue of ours in the store).
+	factor := max(0.5, min(decreaseFactor, float64(c.latBase)*c.cfg.LatencyTolerance/float64(c.latRecent)))
+	peak := min(c.conc.v, float64(max(w.peak, 1)))
+	prev, throttled := c.conc, c.throttled
+	c.conc.cutTo(peak, peak*factor)
+	c.throttled = true
+	if c.concLimit() < int(peak) {
+		c.test = concTest{active: true, prev: prev, throttled: throttled, from: int(peak), to: c.concLimit(), goodput: goodput}
+	}
+	if c.concLimit() < from {
+		c.decreases++
+		c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatency, "", now)
+	}
+}

@@ -280,146 +280,33 @@ func (c *Controller) Tick(now time.Time) {
 	if c.closed || elapsed <= 0 {
 		return
 	}
-	c.flightLocked(now)
-	if c.failedGrowth > 0 && c.concLimit() >= c.failedLevel && !now.Before(c.concGrewAt.Add(c.cfg.Window)) {
-		// The store took the growth (see failedGrowthHold).
-		c.failedLevel, c.failedGrowth, c.concHold = 0, 0, time.Time{}
-	}
-	w := c.win
-	c.hist[c.histNext] = winStat{
-		elapsed: elapsed, accepted: w.accepted, samples: w.samples,
-		peak: w.peak, okPeak: w.okPeak, blockRate: w.blockRate, blockConc: w.blockConc,
-	}
-	c.histNext = (c.histNext + 1) % historyWindows
-	c.win = window{start: now, areaAt: now}
-
-	if w.grants > 0 {
-		cost := w.granted / float64(w.grants)
-		if c.avgCost == 0 {
-			c.avgCost = cost
-		} else {
-			c.avgCost += (cost - c.avgCost) / 4
-		}
-	}
-	if flight := w.area / elapsed.Seconds(); !c.haveFlight {
-		c.avgInFlight, c.haveFlight = flight, true
-	} else {
-		c.avgInFlight += (flight - c.avgInFlight) / 2
-	}
+	c.forgetFailedGrowthLocked(now)
+	w := c.closeWindowLocked(elapsed, now)
 	paused := now.Before(c.pausedUntil) || w.start.Before(c.pausedUntil)
+	// Nothing went wrong in a clean window: growth may follow it.
 	clean := w.congested == 0 && w.failed == 0 && c.lastGood && !paused
 	goodput := w.accepted / elapsed.Seconds()
 	mean := c.updateLatencyLocked(w)
+	// A change of concurrency under test is judged by the window after it,
+	// if the new limit bound that window.
+	bound := clean && w.blockConc && !w.blockRate
 	if c.test.active {
-		c.checkLatencyCutLocked(clean && w.blockConc && !w.blockRate, goodput, now)
+		c.checkLatencyCutLocked(bound, goodput, now)
 	}
 	tookBack := false
 	if c.growTest.active {
-		tookBack = c.checkConcGrowthLocked(clean && w.blockConc && !w.blockRate, goodput, now)
+		tookBack = c.checkConcGrowthLocked(bound, goodput, now)
 	}
-	elevated := c.latencyElevatedLocked()
-	if elevated && c.isHighLocked(mean) {
-		c.latHigh++ // the window itself was slow, not just the EWMA's memory
-	} else {
-		c.latHigh = 0
-	}
-
+	elevated := c.countHighLatencyLocked(mean)
 	switch {
 	case clean && !elevated:
-		grew := false
-		sent := w.granted / elapsed.Seconds()
-		if w.blockRate && !w.grew && sent >= sentShare*c.rate.v && (c.rate.v < c.rate.lastMax || !now.Before(c.probeAfter)) {
-			from := c.rate.v
-			reason := c.growthReason(&c.rate)
-			c.rate.grow(elapsed)
-			if now.Before(c.probeAfter) {
-				c.rate.v = max(from, min(c.rate.v, c.rate.lastMax)) // see quotaHold
-			}
-			if c.rate.v > from {
-				// What the store took at the old rate, not the limit.
-				c.grewFrom, c.grewAt = min(from, w.accepted/elapsed.Seconds()), now
-				grew = true
-				c.newRoundLocked(now)
-				c.applyRateLocked(now)
-				c.logChangeLocked(limitRate, from, c.rate.v, reason, "", now)
-			}
-		}
-		if w.blockConc && !tookBack {
-			from := c.concLimit()
-			reason := c.growthReason(&c.conc)
-			prev := c.conc
-			if c.latLoad {
-				// Slots are no limit of the store's here, only of the
-				// latency its load brings: as many as the rate needs, at
-				// once.
-				c.conc.v = c.conc.clamp(c.conc.v * growthCap)
-			} else {
-				c.conc.grow(elapsed)
-			}
-			if c.failedLevel > 0 && now.Before(c.concHold) && c.concLimit() >= c.failedLevel {
-				c.conc.v = max(float64(from), float64(c.failedLevel-1)) // see failedGrowthHold
-			}
-			if c.concLimit() > from {
-				grew = true
-				c.concGrewFrom, c.concGrewAt = from, now
-				if !c.latLoad {
-					c.growTest = concTest{active: true, prev: prev, from: from, to: c.concLimit(), goodput: goodput}
-				}
-				c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reason, "", now)
-			}
-		}
-		if !w.blockConc && w.grants > 0 { // an idle window says nothing of what the loader needs
-			// Little's law: slots in use = requests/s × latency.
-			used := w.area / elapsed.Seconds()
-			if w.latN > 0 {
-				used = max(used, float64(w.grants)/elapsed.Seconds()*(w.latSum/time.Duration(w.latN)).Seconds())
-			}
-			c.trimToUseLocked(used, now)
-		}
-		// While latency may be a queue of ours, only the rate's own needs
-		// (it was the bottleneck, slots were not) raise the slots: a rate
-		// limit that outran what the slots could carry is no measure of
-		// what the store takes.
-		if floor := c.littleLocked(true); floor > 0 && (c.latLoad || w.blockRate && !w.blockConc) {
-			if !c.conc.startup() && !c.latLoad {
-				// Up to the in-flight count at which the store last
-				// throttled only the cautious probe may go: a store that
-				// limits concurrency would throttle again at once.
-				floor = min(floor, max(1, math.Ceil(c.conc.lastMax)-1))
-			}
-			if from := c.concLimit(); floor > float64(from) {
-				c.conc.v = c.conc.clamp(floor)
-				if c.concLimit() > from {
-					grew = true
-					c.concGrewFrom, c.concGrewAt = from, now
-					c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLittle, "", now)
-				}
-			}
-		}
-		if grew || w.grew {
-			c.increases++
-		}
+		c.growLocked(w, elapsed, goodput, tookBack, now)
 	case elevated && c.latHigh >= latencyWindows && w.congested == 0 && !c.test.active && w.peak <= 1 && clean:
 		// One request at a time cannot queue behind our own: the latency
 		// is the store's.
 		c.adoptLatencyLocked("one request in flight", goodput, goodput, 1, 1, now)
 	case elevated && c.latHigh >= latencyWindows && w.congested == 0 && !c.test.active:
-		c.latHigh = 0
-		from := c.concLimit()
-		// Gently when latency is just past the tolerance, by up to half
-		// when it is far past (a deep queue of ours in the store).
-		factor := max(0.5, min(decreaseFactor, float64(c.latBase)*c.cfg.LatencyTolerance/float64(c.latRecent)))
-		peak := min(c.conc.v, float64(max(w.peak, 1)))
-		prev, throttled := c.conc, c.throttled
-		c.conc.cutTo(peak, peak*factor)
-		c.throttled = true
-		if c.concLimit() < int(peak) {
-			c.test = concTest{active: true, prev: prev, throttled: throttled, from: int(peak), to: c.concLimit(), goodput: goodput}
-		}
-		if c.concLimit() < from {
-			c.decreases++
-			c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatency, "", now)
-		}
+		c.latencyCutLocked(w, goodput, now)
 	}
 	c.dispatchLocked(now) // applies raises to waiters; marks the new window's blockers
 }
