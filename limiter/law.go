@@ -184,26 +184,7 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 	late := fresh && !p.at.Before(c.cutAt.Add(c.latRecent))
 	switch o {
 	case Success:
-		c.win.samples++
-		c.win.accepted += p.cost
-		if c.win.congested == 0 {
-			c.win.okPeak = max(c.win.okPeak, p.inFlight)
-		}
-		if s.Latency > 0 {
-			c.win.latSum += s.Latency
-			c.win.logSum += math.Log(s.Latency.Seconds())
-			c.win.latN++
-		}
-		c.lastGood = true
-		c.raStreak = 0
-		if late {
-			c.freshOK++
-		}
-		if p.round == c.round {
-			c.roundOK++
-			c.roundUnits += p.cost
-			c.startupRoundLocked(now)
-		}
+		c.observeSuccessLocked(p, s, late, now)
 	case Failed:
 		c.win.samples++
 		c.win.failed++
@@ -213,38 +194,72 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 			c.roundBad = true
 		}
 	case Congested:
-		share := s.Share
-		if !(share > 0 && share <= 1) {
-			share = 1
+		c.observeCongestedLocked(p, s, fresh, late, now)
+	}
+}
+
+// observeSuccessLocked accounts a Success sample s for p, late if p was
+// sent a round trip after the last cut; it may end a startup round.
+// Requires that c.mu is held.
+func (c *Controller) observeSuccessLocked(p *Permit, s Sample, late bool, now time.Time) {
+	c.win.samples++
+	c.win.accepted += p.cost
+	if c.win.congested == 0 {
+		c.win.okPeak = max(c.win.okPeak, p.inFlight)
+	}
+	if s.Latency > 0 {
+		c.win.latSum += s.Latency
+		c.win.logSum += math.Log(s.Latency.Seconds())
+		c.win.latN++
+	}
+	c.lastGood = true
+	c.raStreak = 0
+	if late {
+		c.freshOK++
+	}
+	if p.round == c.round {
+		c.roundOK++
+		c.roundUnits += p.cost
+		c.startupRoundLocked(now)
+	}
+}
+
+// observeCongestedLocked accounts a Congested sample s for p, fresh if p
+// was sent after the last cut and late if a round trip after it: a fresh
+// throttle may cut a limit, and a Retry-After may pause sends. Requires
+// that c.mu is held.
+func (c *Controller) observeCongestedLocked(p *Permit, s Sample, fresh, late bool, now time.Time) {
+	share := s.Share
+	if !(share > 0 && share <= 1) {
+		share = 1
+	}
+	c.win.samples++
+	c.win.congested++
+	c.win.accepted += p.cost * (1 - share)
+	c.lastGood = false
+	c.lastThrottle = now
+	c.lastReason = s.Reason
+	if late {
+		c.freshBad++
+	}
+	if s.Concurrency && !c.capsConc {
+		c.capsConc = true
+		if c.rate.startup() {
+			c.log.Info("the store caps concurrency: startup rounds of the rate follow the concurrency limit", "cause", s.Reason)
 		}
-		c.win.samples++
-		c.win.congested++
-		c.win.accepted += p.cost * (1 - share)
-		c.lastGood = false
-		c.lastThrottle = now
-		c.lastReason = s.Reason
-		if late {
-			c.freshBad++
+	}
+	spike := false
+	if fresh {
+		if s.RetryAfter > 0 {
+			c.raStreak++
 		}
-		if s.Concurrency && !c.capsConc {
-			c.capsConc = true
-			if c.rate.startup() {
-				c.log.Info("the store caps concurrency: startup rounds of the rate follow the concurrency limit", "cause", s.Reason)
-			}
-		}
-		spike := false
-		if fresh {
-			if s.RetryAfter > 0 {
-				c.raStreak++
-			}
-			spike = c.cutLocked(p, s, share, now)
-		}
-		if !spike && p.round == c.round {
-			c.roundBad = true
-		}
-		if s.RetryAfter >= longRetryAfter || (s.RetryAfter > 0 && c.raStreak >= pauseStreak) {
-			c.pauseLocked(s.RetryAfter, s.Reason, now)
-		}
+		spike = c.cutLocked(p, s, share, now)
+	}
+	if !spike && p.round == c.round {
+		c.roundBad = true
+	}
+	if s.RetryAfter >= longRetryAfter || (s.RetryAfter > 0 && c.raStreak >= pauseStreak) {
+		c.pauseLocked(s.RetryAfter, s.Reason, now)
 	}
 }
 
