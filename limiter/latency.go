@@ -32,12 +32,12 @@ func (c *Controller) checkLatencyCutLocked(bound bool, goodput float64, now time
 
 // adoptLatencyLocked takes the recent latency to be the store's response to
 // its load, not a queue of ours: it stops counting as congestion, and slots
-// follow it (Little's law), for the Controller's life. (Dropping that
-// when the latency falls back to the old baseline, or after some
-// windows, was tried: a store whose latency grows with utilisation, the
-// side-by-side harness's, then holds every later ramp of the rate on a
-// latency it takes for a queue of ours, and converges after a rise in
-// 8s instead of 3.) Requires that c.mu is held.
+// follow it (Little's law), for the Controller's life. Not only until the
+// latency falls back to the old baseline, or for some windows: at a store
+// whose latency grows with utilisation (internal/storesim's, in the
+// side-by-side benchmark), every later ramp of the rate would then be held
+// on a latency taken for a queue of ours, and converge after a rise in 8s
+// instead of 3. Requires that c.mu is held.
 func (c *Controller) adoptLatencyLocked(why string, before, after float64, from, to int, now time.Time) {
 	c.latLoad = true
 	c.latBase = max(c.latBase, c.latRecent)
