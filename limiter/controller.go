@@ -131,7 +131,8 @@ var (
 // is evaluated, by its own goroutine on its own timer, and every change
 // re-evaluates it. No goroutine is started per caller.
 //
-// Controller is safe for concurrent use by multiple goroutines.
+// The zero Controller is not usable: make one with New. Controller is safe
+// for concurrent use by multiple goroutines.
 type Controller struct {
 	mu sync.Mutex
 
