@@ -5,47 +5,6 @@ import (
 	"time"
 )
 
-// checkLatencyCutLocked judges the latency cut of the previous Tick by the
-// goodput of the window that followed it (see latencyKeep): a cut that
-// cost goodput in proportion to the slots is undone, and latency is taken
-// to be the store's response to load from then on. A window that was not
-// clean, or that the new limit did not bind (bound is false: the loader
-// sent less, or the rate held it), tells nothing and leaves the cut in
-// place. Requires that c.mu is held.
-func (c *Controller) checkLatencyCutLocked(bound bool, goodput float64, now time.Time) {
-	t := c.test
-	c.test = concTest{}
-	if !bound || t.goodput <= 0 || t.from <= 0 {
-		return
-	}
-	keep := 1 - latencyKeep*(1-float64(t.to)/float64(t.from))
-	if goodput >= keep*t.goodput {
-		return // fewer slots, the same goodput: the latency was a queue of ours
-	}
-	from := c.concLimit()
-	// The latency was no congestion: the cut never happened, and neither
-	// did the end of startup it brought.
-	c.conc, c.throttled = t.prev, t.throttled
-	c.adoptLatencyLocked("a concurrency cut cost goodput", t.goodput, goodput, t.from, t.to, now)
-	c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatencyUndo, "", now)
-}
-
-// adoptLatencyLocked takes the recent latency to be the store's response to
-// its load, not a queue of ours: it stops counting as congestion, and slots
-// follow it (Little's law), for the Controller's life. Not only until the
-// latency falls back to the old baseline, or for some windows: at a store
-// whose latency grows with utilisation (internal/storesim's, in the
-// side-by-side benchmark), every later ramp of the rate would then be held
-// on a latency taken for a queue of ours, and converge after a rise in 8s
-// instead of 3. Requires that c.mu is held.
-func (c *Controller) adoptLatencyLocked(why string, before, after float64, from, to int, now time.Time) {
-	c.latLoad = true
-	c.latBase = max(c.latBase, c.latRecent)
-	c.latHigh = 0
-	c.log.Info("latency is the store's response to load", "why", why, "goodput_before", before, "goodput_after", after,
-		"latency", c.latRecent, "concurrency_from", from, "concurrency_to", to)
-}
-
 // updateLatencyLocked folds the latency of w's Success samples into the
 // recent EWMAs and returns w's geometric-mean latency (0 if w has no
 // latency sample). The geometric mean reads the latency most requests saw:
@@ -131,4 +90,45 @@ func (c *Controller) latencyCutLocked(w window, goodput float64, now time.Time) 
 		c.decreases++
 		c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatency, "", now)
 	}
+}
+
+// checkLatencyCutLocked judges the latency cut of the previous Tick by the
+// goodput of the window that followed it (see latencyKeep): a cut that
+// cost goodput in proportion to the slots is undone, and latency is taken
+// to be the store's response to load from then on. A window that was not
+// clean, or that the new limit did not bind (bound is false: the loader
+// sent less, or the rate held it), tells nothing and leaves the cut in
+// place. Requires that c.mu is held.
+func (c *Controller) checkLatencyCutLocked(bound bool, goodput float64, now time.Time) {
+	t := c.test
+	c.test = concTest{}
+	if !bound || t.goodput <= 0 || t.from <= 0 {
+		return
+	}
+	keep := 1 - latencyKeep*(1-float64(t.to)/float64(t.from))
+	if goodput >= keep*t.goodput {
+		return // fewer slots, the same goodput: the latency was a queue of ours
+	}
+	from := c.concLimit()
+	// The latency was no congestion: the cut never happened, and neither
+	// did the end of startup it brought.
+	c.conc, c.throttled = t.prev, t.throttled
+	c.adoptLatencyLocked("a concurrency cut cost goodput", t.goodput, goodput, t.from, t.to, now)
+	c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatencyUndo, "", now)
+}
+
+// adoptLatencyLocked takes the recent latency to be the store's response to
+// its load, not a queue of ours: it stops counting as congestion, and slots
+// follow it (Little's law), for the Controller's life. Not only until the
+// latency falls back to the old baseline, or for some windows: at a store
+// whose latency grows with utilisation (internal/storesim's, in the
+// side-by-side benchmark), every later ramp of the rate would then be held
+// on a latency taken for a queue of ours, and converge after a rise in 8s
+// instead of 3. Requires that c.mu is held.
+func (c *Controller) adoptLatencyLocked(why string, before, after float64, from, to int, now time.Time) {
+	c.latLoad = true
+	c.latBase = max(c.latBase, c.latRecent)
+	c.latHigh = 0
+	c.log.Info("latency is the store's response to load", "why", why, "goodput_before", before, "goodput_after", after,
+		"latency", c.latRecent, "concurrency_from", from, "concurrency_to", to)
 }

@@ -168,6 +168,52 @@ type concTest struct {
 	goodput   float64 // units/s in the window before the change
 }
 
+// Tick closes the current measurement window at now and runs one step of
+// the control loop: latency estimates and the check of the last latency
+// cut, growth of the limits that were the bottleneck, Little's-law floor on
+// concurrency, latency-driven concurrency cuts. The sidecar calls it about
+// every Window (see TickInterval) from its own loop; its now is reported as
+// Snapshot.Heartbeat. A now not after the window's start only records the
+// heartbeat.
+func (c *Controller) Tick(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.heartbeat = now
+	elapsed := now.Sub(c.win.start)
+	if c.closed || elapsed <= 0 {
+		return
+	}
+	c.forgetFailedGrowthLocked(now)
+	w := c.closeWindowLocked(elapsed, now)
+	paused := now.Before(c.pausedUntil) || w.start.Before(c.pausedUntil)
+	// Nothing went wrong in a clean window: growth may follow it.
+	clean := w.congested == 0 && w.failed == 0 && c.lastGood && !paused
+	goodput := w.accepted / elapsed.Seconds()
+	mean := c.updateLatencyLocked(w)
+	// A change of concurrency under test is judged by the window after it,
+	// if the new limit bound that window.
+	bound := clean && w.blockConc && !w.blockRate
+	if c.test.active {
+		c.checkLatencyCutLocked(bound, goodput, now)
+	}
+	tookBack := false
+	if c.growTest.active {
+		tookBack = c.checkConcGrowthLocked(bound, goodput, now)
+	}
+	elevated := c.countHighLatencyLocked(mean)
+	switch {
+	case clean && !elevated:
+		c.growLocked(w, elapsed, goodput, tookBack, now)
+	case elevated && c.latHigh >= latencyWindows && w.congested == 0 && !c.test.active && w.peak <= 1 && clean:
+		// One request at a time cannot queue behind our own: the latency
+		// is the store's.
+		c.adoptLatencyLocked("one request in flight", goodput, goodput, 1, 1, now)
+	case elevated && c.latHigh >= latencyWindows && w.congested == 0 && !c.test.active:
+		c.latencyCutLocked(w, goodput, now)
+	}
+	c.dispatchLocked(now) // applies raises to waiters; marks the new window's blockers
+}
+
 // observeLocked accounts s for p. Requires that c.mu is held.
 func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 	o := s.Outcome
@@ -278,50 +324,4 @@ func (c *Controller) pauseLocked(retryAfter time.Duration, cause string, now tim
 	c.throttled = true
 	c.bucket.pause(now, until)
 	c.logPauseLocked(until, retryAfter, cause, now)
-}
-
-// Tick closes the current measurement window at now and runs one step of
-// the control loop: latency estimates and the check of the last latency
-// cut, growth of the limits that were the bottleneck, Little's-law floor on
-// concurrency, latency-driven concurrency cuts. The sidecar calls it about
-// every Window (see TickInterval) from its own loop; its now is reported as
-// Snapshot.Heartbeat. A now not after the window's start only records the
-// heartbeat.
-func (c *Controller) Tick(now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.heartbeat = now
-	elapsed := now.Sub(c.win.start)
-	if c.closed || elapsed <= 0 {
-		return
-	}
-	c.forgetFailedGrowthLocked(now)
-	w := c.closeWindowLocked(elapsed, now)
-	paused := now.Before(c.pausedUntil) || w.start.Before(c.pausedUntil)
-	// Nothing went wrong in a clean window: growth may follow it.
-	clean := w.congested == 0 && w.failed == 0 && c.lastGood && !paused
-	goodput := w.accepted / elapsed.Seconds()
-	mean := c.updateLatencyLocked(w)
-	// A change of concurrency under test is judged by the window after it,
-	// if the new limit bound that window.
-	bound := clean && w.blockConc && !w.blockRate
-	if c.test.active {
-		c.checkLatencyCutLocked(bound, goodput, now)
-	}
-	tookBack := false
-	if c.growTest.active {
-		tookBack = c.checkConcGrowthLocked(bound, goodput, now)
-	}
-	elevated := c.countHighLatencyLocked(mean)
-	switch {
-	case clean && !elevated:
-		c.growLocked(w, elapsed, goodput, tookBack, now)
-	case elevated && c.latHigh >= latencyWindows && w.congested == 0 && !c.test.active && w.peak <= 1 && clean:
-		// One request at a time cannot queue behind our own: the latency
-		// is the store's.
-		c.adoptLatencyLocked("one request in flight", goodput, goodput, 1, 1, now)
-	case elevated && c.latHigh >= latencyWindows && w.congested == 0 && !c.test.active:
-		c.latencyCutLocked(w, goodput, now)
-	}
-	c.dispatchLocked(now) // applies raises to waiters; marks the new window's blockers
 }

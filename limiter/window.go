@@ -46,6 +46,36 @@ type measure struct {
 	blockConc bool    // callers waited on the concurrency limit
 }
 
+// closeWindowLocked ends the current window, elapsed long, at now and
+// returns it: its summary goes into the history, the next window starts,
+// and its cost per request and average in-flight count are folded into
+// their EWMAs. Requires that c.mu is held.
+func (c *Controller) closeWindowLocked(elapsed time.Duration, now time.Time) window {
+	c.flightLocked(now)
+	w := c.win
+	c.hist[c.histNext] = winStat{
+		elapsed: elapsed, accepted: w.accepted, samples: w.samples,
+		peak: w.peak, okPeak: w.okPeak, blockRate: w.blockRate, blockConc: w.blockConc,
+	}
+	c.histNext = (c.histNext + 1) % historyWindows
+	c.win = window{start: now, areaAt: now}
+
+	if w.grants > 0 {
+		cost := w.granted / float64(w.grants)
+		if c.avgCost == 0 {
+			c.avgCost = cost
+		} else {
+			c.avgCost += (cost - c.avgCost) / 4
+		}
+	}
+	if flight := w.area / elapsed.Seconds(); !c.haveFlight {
+		c.avgInFlight, c.haveFlight = flight, true
+	} else {
+		c.avgInFlight += (flight - c.avgInFlight) / 2
+	}
+	return w
+}
+
 // flightLocked integrates the in-flight count up to now, before it
 // changes. Requires that c.mu is held.
 func (c *Controller) flightLocked(now time.Time) {
@@ -53,6 +83,17 @@ func (c *Controller) flightLocked(now time.Time) {
 		c.win.area += float64(c.inFlight) * now.Sub(c.win.areaAt).Seconds()
 		c.win.areaAt = now
 	}
+}
+
+// slotsUsed returns the in-flight count the loader kept in w, elapsed
+// long: its time average, or requests/s × mean latency (Little's law) if
+// that is larger.
+func slotsUsed(w window, elapsed time.Duration) float64 {
+	used := w.area / elapsed.Seconds()
+	if w.latN > 0 {
+		used = max(used, float64(w.grants)/elapsed.Seconds()*(w.latSum/time.Duration(w.latN)).Seconds())
+	}
+	return used
 }
 
 // inFlightLocked returns the usual number of attempts in flight, the EWMA
@@ -122,6 +163,7 @@ func (c *Controller) measureLocked(span time.Duration, now time.Time) measure {
 	return m
 }
 
+// laterOf returns the later of a and b.
 func laterOf(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -129,50 +171,10 @@ func laterOf(a, b time.Time) time.Time {
 	return b
 }
 
+// earlierOf returns the earlier of a and b.
 func earlierOf(a, b time.Time) time.Time {
 	if a.Before(b) {
 		return a
 	}
 	return b
-}
-
-// closeWindowLocked ends the current window, elapsed long, at now and
-// returns it: its summary goes into the history, the next window starts,
-// and its cost per request and average in-flight count are folded into
-// their EWMAs. Requires that c.mu is held.
-func (c *Controller) closeWindowLocked(elapsed time.Duration, now time.Time) window {
-	c.flightLocked(now)
-	w := c.win
-	c.hist[c.histNext] = winStat{
-		elapsed: elapsed, accepted: w.accepted, samples: w.samples,
-		peak: w.peak, okPeak: w.okPeak, blockRate: w.blockRate, blockConc: w.blockConc,
-	}
-	c.histNext = (c.histNext + 1) % historyWindows
-	c.win = window{start: now, areaAt: now}
-
-	if w.grants > 0 {
-		cost := w.granted / float64(w.grants)
-		if c.avgCost == 0 {
-			c.avgCost = cost
-		} else {
-			c.avgCost += (cost - c.avgCost) / 4
-		}
-	}
-	if flight := w.area / elapsed.Seconds(); !c.haveFlight {
-		c.avgInFlight, c.haveFlight = flight, true
-	} else {
-		c.avgInFlight += (flight - c.avgInFlight) / 2
-	}
-	return w
-}
-
-// slotsUsed returns the in-flight count the loader kept in w, elapsed
-// long: its time average, or requests/s × mean latency (Little's law) if
-// that is larger.
-func slotsUsed(w window, elapsed time.Duration) float64 {
-	used := w.area / elapsed.Seconds()
-	if w.latN > 0 {
-		used = max(used, float64(w.grants)/elapsed.Seconds()*(w.latSum/time.Duration(w.latN)).Seconds())
-	}
-	return used
 }
