@@ -1,6 +1,15 @@
 // Package limiter is sluice's adaptive controller: it decides how fast and
 // how many writes at once may go to the store, from what the store answers.
 //
+// It owns the Controller (a send-rate limit and a concurrency limit,
+// adapted together), the bounded FIFO in which callers wait for both, the
+// RetryBudget that bounds retries to a share of requests, and Backoff, the
+// delays between retries. It leaves to others HTTP and the store's
+// protocol (the sidecar sends every attempt), what an answer means
+// (sidecar/classify turns a response into an Outcome), and jobs (state):
+// its callers report each attempt as a Sample. It starts no goroutines and
+// does no I/O but logging.
+//
 // A Controller holds a send-rate limit (a token bucket, in units/s, where a
 // unit is a request or a byte, the caller's choice) and a concurrency limit
 // (slots), adapted together from per-attempt Samples:
@@ -41,4 +50,14 @@
 // Backoff computes retry delays (exponential, full jitter, Retry-After
 // clamped) and RetryBudget bounds retries to a share of requests; the proxy
 // uses both for its own retries.
+//
+// The files follow these concerns. controller.go has the Controller, its
+// spec and state, New, RetryWait and Close; admit.go the path of every
+// write: Acquire, the wait in the FIFO (queue.go), the grant of a Permit
+// and Done; pipeline.go pipelined permits. law.go has the tuning constants
+// and the law's two entry points, one sample (observeLocked) and one
+// window (Tick); cut.go decides and applies decreases, growth.go
+// increases, latency.go reads the latency signal, window.go measures, and
+// probe.go and bucket.go are the curve of one limit and the token bucket.
+// snapshot.go and log.go are what the Controller shows of itself.
 package limiter

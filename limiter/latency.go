@@ -1,0 +1,134 @@
+package limiter
+
+import (
+	"math"
+	"time"
+)
+
+// updateLatencyLocked folds the latency of w's Success samples into the
+// recent EWMAs and returns w's geometric-mean latency (0 if w has no
+// latency sample). The geometric mean reads the latency most requests saw:
+// a few stalls of a store that is otherwise fast do not make a window
+// slow. The baseline follows drops at once by half; it never drifts up, so
+// a queue we build in the store cannot become the new normal (a rise that
+// concurrency cuts show to be the store's own is adopted in Tick).
+func (c *Controller) updateLatencyLocked(w window) time.Duration {
+	if w.latN == 0 {
+		return 0
+	}
+	geo := durationFromNanos(math.Round(math.Exp(w.logSum/float64(w.latN)) * float64(time.Second)))
+	mean := w.latSum / time.Duration(w.latN)
+	if c.latRecent == 0 {
+		c.latRecent, c.latMean = geo, mean
+	} else {
+		c.latRecent += (geo - c.latRecent) / 2
+		c.latMean += (mean - c.latMean) / 2
+	}
+	switch {
+	case c.latLoad:
+		// The store's latency moves with its load: the baseline follows it
+		// both ways.
+		c.latBase = c.latRecent
+	case w.congested > 0:
+	case c.latBase == 0:
+		c.latBase = geo
+	case geo < c.latBase:
+		c.latBase += (geo - c.latBase) / 2
+	}
+	return geo
+}
+
+// latencyElevatedLocked reports whether the recent latency is clearly above
+// the baseline, for a store whose latency may be a queue of ours: growth
+// holds. Requires that c.mu is held.
+func (c *Controller) latencyElevatedLocked() bool {
+	return !c.latLoad && c.isHighLocked(c.latRecent)
+}
+
+// isHighLocked reports whether latency d is past the tolerance above the
+// baseline. Requires that c.mu is held.
+func (c *Controller) isHighLocked(d time.Duration) bool {
+	if c.latBase == 0 {
+		return false
+	}
+	return float64(d) > float64(c.latBase)*c.cfg.LatencyTolerance+float64(latencySlack)
+}
+
+// countHighLatencyLocked reports whether the recent latency is elevated
+// (see latencyElevatedLocked), and counts in latHigh the windows in a row
+// in which it was and the window's own latency, mean, was high too: the
+// window itself was slow, not just the EWMA's memory. Requires that c.mu
+// is held.
+func (c *Controller) countHighLatencyLocked(mean time.Duration) (elevated bool) {
+	elevated = c.latencyElevatedLocked()
+	if elevated && c.isHighLocked(mean) {
+		c.latHigh++
+	} else {
+		c.latHigh = 0
+	}
+	return elevated
+}
+
+// latencyCutLocked cuts concurrency from w's peak in flight after the
+// latency stayed elevated for latencyWindows windows (a queue of ours in
+// the store), and puts the cut to the test of the next window's goodput
+// (see latencyKeep). Requires that c.mu is held.
+func (c *Controller) latencyCutLocked(w window, goodput float64, now time.Time) {
+	c.latHigh = 0
+	from := c.concLimit()
+	// Gently when latency is just past the tolerance, by up to half
+	// when it is far past (a deep queue of ours in the store).
+	factor := max(0.5, min(decreaseFactor, float64(c.latBase)*c.cfg.LatencyTolerance/float64(c.latRecent)))
+	peak := min(c.conc.v, float64(max(w.peak, 1)))
+	prev, throttled := c.conc, c.throttled
+	c.conc.cutTo(peak, peak*factor)
+	c.throttled = true
+	if c.concLimit() < int(peak) {
+		c.test = concTest{active: true, prev: prev, throttled: throttled, from: int(peak), to: c.concLimit(), goodput: goodput}
+	}
+	if c.concLimit() < from {
+		c.decreases++
+		c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatency, "", now)
+	}
+}
+
+// checkLatencyCutLocked judges the latency cut of the previous Tick by the
+// goodput of the window that followed it (see latencyKeep): a cut that
+// cost goodput in proportion to the slots is undone, and latency is taken
+// to be the store's response to load from then on. A window that was not
+// clean, or that the new limit did not bind (bound is false: the loader
+// sent less, or the rate held it), tells nothing and leaves the cut in
+// place. Requires that c.mu is held.
+func (c *Controller) checkLatencyCutLocked(bound bool, goodput float64, now time.Time) {
+	t := c.test
+	c.test = concTest{}
+	if !bound || t.goodput <= 0 || t.from <= 0 {
+		return
+	}
+	keep := 1 - latencyKeep*(1-float64(t.to)/float64(t.from))
+	if goodput >= keep*t.goodput {
+		return // fewer slots, the same goodput: the latency was a queue of ours
+	}
+	from := c.concLimit()
+	// The latency was no congestion: the cut never happened, and neither
+	// did the end of startup it brought.
+	c.conc, c.throttled = t.prev, t.throttled
+	c.adoptLatencyLocked("a concurrency cut cost goodput", t.goodput, goodput, t.from, t.to, now)
+	c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatencyUndo, "", now)
+}
+
+// adoptLatencyLocked takes the recent latency to be the store's response to
+// its load, not a queue of ours: it stops counting as congestion, and slots
+// follow it (Little's law), for the Controller's life. Not only until the
+// latency falls back to the old baseline, or for some windows: at a store
+// whose latency grows with utilisation (internal/storesim's, in the
+// side-by-side benchmark), every later ramp of the rate would then be held
+// on a latency taken for a queue of ours, and converge after a rise in 8s
+// instead of 3. Requires that c.mu is held.
+func (c *Controller) adoptLatencyLocked(why string, before, after float64, from, to int, now time.Time) {
+	c.latLoad = true
+	c.latBase = max(c.latBase, c.latRecent)
+	c.latHigh = 0
+	c.log.Info("latency is the store's response to load", "why", why, "goodput_before", before, "goodput_after", after,
+		"latency", c.latRecent, "concurrency_from", from, "concurrency_to", to)
+}
