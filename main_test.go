@@ -19,6 +19,7 @@ func TestBadConfigExits2(t *testing.T) {
 		{map[string]string{"SLUICE_UPSTREAM_URL": "http://s", "SLUICE_MIN_RATE": "-3"}, "SLUICE_MIN_RATE"},
 		{map[string]string{"SLUICE_UPSTREAM_URL": "http://s", "SLUICE_MIN_RATE": "100", "SLUICE_MAX_RATE": "10", "SLUICE_INITIAL_RATE": "50"}, "SLUICE_MIN_RATE"},
 		{map[string]string{"SLUICE_UPSTREAM_URL": "http://s", "SLUICE_QUEUE_TIMEOUT": "10 parsecs"}, "SLUICE_QUEUE_TIMEOUT"},
+		{map[string]string{"SLUICE_UPSTREAM_URL": "http://s", "SLUICE_ADMIN_TOKEN": "REPLACE-ME-with-openssl-rand-hex-32"}, "SLUICE_ADMIN_TOKEN"},
 	} {
 		for k, v := range tc.env {
 			t.Setenv(k, v)
@@ -42,7 +43,7 @@ func TestBadConfigExits2(t *testing.T) {
 
 func TestCheckConfigPrintsEffective(t *testing.T) {
 	t.Setenv("SLUICE_UPSTREAM_URL", "http://user:pw@127.0.0.1:9200")
-	t.Setenv("SLUICE_ADMIN_TOKEN", "s3cret-token")
+	t.Setenv("SLUICE_ADMIN_TOKEN", "s3cret-token-0a9f4c")
 	t.Setenv("SLUICE_PROFILE", "elasticsearch")
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"check-config"}, &stdout, &stderr); code != 0 {
@@ -52,7 +53,7 @@ func TestCheckConfigPrintsEffective(t *testing.T) {
 	if !strings.Contains(out, "SLUICE_PROFILE=elasticsearch\n") || !strings.Contains(out, "SLUICE_LISTEN_ADDR=127.0.0.1:8080\n") {
 		t.Errorf("check-config output lacks settings:\n%s", out)
 	}
-	if strings.Contains(out, "s3cret-token") || strings.Contains(out, ":pw@") {
+	if strings.Contains(out, "s3cret-token-0a9f4c") || strings.Contains(out, ":pw@") {
 		t.Errorf("check-config printed a secret:\n%s", out)
 	}
 }

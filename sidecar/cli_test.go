@@ -10,13 +10,13 @@ import (
 
 // TestCLI runs `sluice status` and `sluice jobs …` against a live admin API.
 func TestCLI(t *testing.T) {
-	s := newTestServer(t, &pegasusStore{}, "ADMIN_TOKEN=tok")
+	s := newTestServer(t, &pegasusStore{}, "ADMIN_TOKEN=cli-token-5d1e8a3f7c20")
 	admin := httptest.NewServer(s.AdminHandler())
 	defer admin.Close()
 	if rec := send(s.ProxyHandler(), t.Context(), "PUT", "/b/x", "row", HeaderJob, "load-7"); rec.Code != 200 {
 		t.Fatalf("write: %d", rec.Code)
 	}
-	env := map[string]string{"SLUICE_ADMIN_URL": admin.URL, "SLUICE_ADMIN_TOKEN": "tok"}
+	env := map[string]string{"SLUICE_ADMIN_URL": admin.URL, "SLUICE_ADMIN_TOKEN": "cli-token-5d1e8a3f7c20"}
 	cli := func(args ...string) (string, string, int) {
 		var out, errs bytes.Buffer
 		code := RunCLI(args, func(k string) string { return env[k] }, &out, &errs)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caarlos0/env/v10"
 
@@ -253,6 +254,11 @@ func (c *Config) validate(set map[string]string) []string {
 	}
 	checkAddr("LISTEN_ADDR", c.ListenAddr)
 	checkAddr("ADMIN_ADDR", c.AdminAddr)
+	if c.AdminToken != "" {
+		if why := weakAdminToken(c.AdminToken); why != "" {
+			bad("ADMIN_TOKEN", "%s; generate one with: openssl rand -hex 32", why)
+		}
+	}
 	if u, err := url.Parse(c.AdminURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("ADMIN_URL", "must be an http(s) URL, got %q", redactURL(c.AdminURL))
 	}
@@ -385,6 +391,46 @@ func (c *Config) validate(set map[string]string) []string {
 		}
 	}
 	return p
+}
+
+// minAdminTokenBytes is the shortest admin token accepted: 16 bytes, 128
+// bits if each byte were random. `openssl rand -hex 32` gives 64.
+const minAdminTokenBytes = 16
+
+// placeholderMarks are the words of values written to be replaced, not
+// used: what example manifests and docs put where a token goes
+// ("REPLACE-ME-with-openssl-rand-hex-32", "<your-token>", "changeme",
+// "TODO"). They are matched case-insensitively anywhere in the token. A
+// hex token never contains one (each has a letter past f, or is < or >); a
+// random base64 one of 32 bytes does about once in 10 000, and is then
+// refused at startup, where a new one is one command away. Short words
+// used whole ("secret", "token", "admin") are refused by the length rule.
+var placeholderMarks = []string{
+	"changeme", "change-me", "change_me", "replace", "placeholder",
+	"example", "xxxx", "token-here", "your-token", "todo", "<", ">",
+}
+
+// weakAdminToken says why tok cannot be the admin token, or "" if it can.
+// The admin API listens on every interface by default and the token is what
+// keeps a caller in the cluster from cancelling a job and running its
+// cleanup: a token anyone can guess from the repository (a placeholder left
+// in a manifest) or by trying (a short or repetitive one) is worse than
+// none, which limits mutations to loopback callers. The reason never
+// quotes the token, only the placeholder word found in it.
+func weakAdminToken(tok string) string {
+	if len(tok) < minAdminTokenBytes {
+		return fmt.Sprintf("too short to resist guessing: %d bytes, want at least %d", len(tok), minAdminTokenBytes)
+	}
+	lower := strings.ToLower(tok)
+	for _, m := range placeholderMarks {
+		if strings.Contains(lower, m) {
+			return fmt.Sprintf("reads like a placeholder, not a generated token (it contains %q)", m)
+		}
+	}
+	if first, _ := utf8.DecodeRuneInString(tok); strings.TrimLeft(tok, string(first)) == "" {
+		return "one character repeated, easy to guess"
+	}
+	return ""
 }
 
 func validMethod(m string) bool {

@@ -76,6 +76,58 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		"SLUICE_UPSTREAM_URL", "SLUICE_UPSTREAM_TIMEOUT", "SLUICE_MAX_CONCURRENCY")
 }
 
+// TestAdminTokenRules: a token that is short, repetitive or a placeholder
+// left in a manifest is refused, naming the variable and never quoting the
+// token; generated tokens and no token at all are accepted.
+func TestAdminTokenRules(t *testing.T) {
+	for _, tc := range []struct {
+		name, token string
+		want        string // "" when accepted, else a part of the problem
+	}{
+		{"unset", "", ""},
+		{"openssl rand -hex 32", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", ""},
+		{"openssl rand -base64 32", "q2Jx7Yb1kP0sVw9mZf3T8rLcN4aHd6uE5gQiWoXyBjM=", ""},
+		{"uuid", "0b3f9c1e-5a7d-4e2b-9c8f-1d2e3f4a5b6c", ""},
+		{"16 bytes", "k3Jd9-QzT1mVw0bW", ""},
+		{"15 bytes", "k3Jd9-QzT1mVw0b", "too short to resist guessing: 15 bytes, want at least 16"},
+		{"a word", "secret", "too short"},
+		{"the old manifest's placeholder", "REPLACE-ME-with-openssl-rand-hex-32", `placeholder, not a generated token (it contains "replace")`},
+		{"changeme", "changeme-changeme-changeme", `"changeme"`},
+		{"change-me", "Change-Me-Before-Deploying", `"change-me"`},
+		{"your token", "<your-token-goes-here>", `"your-token"`},
+		{"angle bracket", "<admin token goes in here>", `"<"`},
+		{"placeholder", "placeholder-value-0001", `"placeholder"`},
+		{"example", "example-admin-token-1234", `"example"`},
+		{"xxxx", "sluice-admin-XXXXXXXXXXXX", `"xxxx"`},
+		{"token here", "admin-token-here-123456", `"token-here"`},
+		{"todo", "TODO-generate-a-real-one", `"todo"`},
+		{"one character", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "one character repeated"},
+		{"zeros", "0000000000000000", "one character repeated"},
+		{"one multibyte character", "éééééééééééééééé", "one character repeated"},
+	} {
+		_, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_ADMIN_TOKEN=" + tc.token})
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s: refused: %v", tc.name, err)
+			}
+			continue
+		}
+		ce, ok := err.(*ConfigError)
+		if !ok || len(ce.Problems) != 1 {
+			t.Errorf("%s: got %v, want one problem with SLUICE_ADMIN_TOKEN", tc.name, err)
+			continue
+		}
+		p := ce.Problems[0]
+		if !strings.HasPrefix(p, "SLUICE_ADMIN_TOKEN: ") || !strings.Contains(p, tc.want) ||
+			!strings.HasSuffix(p, "; generate one with: openssl rand -hex 32") {
+			t.Errorf("%s: problem %q, want SLUICE_ADMIN_TOKEN: …%s…; generate one with: openssl rand -hex 32", tc.name, p, tc.want)
+		}
+		if strings.Contains(p, tc.token) {
+			t.Errorf("%s: problem %q quotes the token", tc.name, p)
+		}
+	}
+}
+
 func TestUnknownVariablesWarned(t *testing.T) {
 	_, warnings, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_UPSTREAM_TIMEOUTS=3s", "OTHER=1"})
 	if err != nil {
@@ -87,7 +139,7 @@ func TestUnknownVariablesWarned(t *testing.T) {
 }
 
 func TestEffectiveRedactsSecrets(t *testing.T) {
-	cfg, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_ADMIN_TOKEN=hunter2"})
+	cfg, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_ADMIN_TOKEN=hunter2-hunter2-hunter2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +147,7 @@ func TestEffectiveRedactsSecrets(t *testing.T) {
 	for _, kv := range cfg.Effective() {
 		all.WriteString(kv[0] + "=" + kv[1] + "\n")
 	}
-	if strings.Contains(all.String(), "hunter2") || !strings.Contains(all.String(), "SLUICE_ADMIN_TOKEN=<redacted>") {
+	if strings.Contains(all.String(), "hunter2-hunter2-hunter2") || !strings.Contains(all.String(), "SLUICE_ADMIN_TOKEN=<redacted>") {
 		t.Errorf("effective configuration leaks or hides the token:\n%s", all.String())
 	}
 }

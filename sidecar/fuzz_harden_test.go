@@ -290,7 +290,7 @@ func FuzzEffectiveRedacts(f *testing.F) {
 	f.Add("tok", "pw", "http")
 	f.Add("a=b", "p%40ss", "https")
 	f.Fuzz(func(t *testing.T, token, password, scheme string) {
-		const mark = "S3CR3T"
+		const mark = "S3CR3T-4c1f9e7a2d"
 		env := []string{
 			"SLUICE_UPSTREAM_URL=http://u:" + mark + password + "@store:9200",
 			"SLUICE_ADMIN_TOKEN=" + mark + token,

@@ -259,7 +259,7 @@ func TestJobsAPI(t *testing.T) {
 // bearer token from any address; reads stay open.
 func TestAdminToken(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newTestServer(t, &pegasusStore{}, "ADMIN_TOKEN=tok-123")
+		s := newTestServer(t, &pegasusStore{}, "ADMIN_TOKEN=tok-123-4f9c2e7a1b8d")
 		h := s.AdminHandler()
 		for _, tc := range []struct {
 			header []string
@@ -267,9 +267,9 @@ func TestAdminToken(t *testing.T) {
 		}{
 			{nil, http.StatusUnauthorized},
 			{[]string{"Authorization", "Bearer wrong"}, http.StatusUnauthorized},
-			{[]string{"Authorization", "tok-123"}, http.StatusUnauthorized},
-			{[]string{"Authorization", "Bearer tok-123"}, http.StatusCreated},
-			{[]string{"Authorization", "Bearer tok-123", "RemoteAddr", "10.0.0.8:5000"}, http.StatusCreated},
+			{[]string{"Authorization", "tok-123-4f9c2e7a1b8d"}, http.StatusUnauthorized},
+			{[]string{"Authorization", "Bearer tok-123-4f9c2e7a1b8d"}, http.StatusCreated},
+			{[]string{"Authorization", "Bearer tok-123-4f9c2e7a1b8d", "RemoteAddr", "10.0.0.8:5000"}, http.StatusCreated},
 		} {
 			rec := admin(h, "POST", "/v1/jobs", `{"id":"j`+strconv.Itoa(tc.want)+strconv.Itoa(len(tc.header))+`"}`, tc.header...)
 			if rec.Code != tc.want {
