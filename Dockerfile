@@ -11,7 +11,7 @@
 # the RUN instruction after "# sluice:build", exactly as written, and checks
 # that the binary is static and reports the stamped version.
 
-ARG GO_VERSION=1.26.8
+ARG GO_VERSION=1.26.11
 
 FROM --platform=$BUILDPLATFORM golang:${GO_VERSION} AS build
 WORKDIR /src
