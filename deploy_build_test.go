@@ -385,3 +385,32 @@ func TestDockerfileBuild(t *testing.T) {
 		t.Errorf("sluice version printed %q, want %q", got, want)
 	}
 }
+
+// The image's Go must be go.mod's toolchain: the official Go images set
+// GOTOOLCHAIN=local and ignore the toolchain line, so an older GO_VERSION
+// ships a standard library that govulncheck (run with the toolchain) never
+// checked.
+func TestDockerfileGoIsTheToolchain(t *testing.T) {
+	src, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := os.ReadFile("go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var image, toolchain string
+	for _, in := range parseDockerfile(t, string(src)) {
+		if v, ok := strings.CutPrefix(in.args, "GO_VERSION="); in.cmd == "ARG" && ok {
+			image = v
+		}
+	}
+	for line := range strings.SplitSeq(string(mod), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "toolchain go"); ok {
+			toolchain = v
+		}
+	}
+	if image == "" || toolchain == "" || image != toolchain {
+		t.Errorf("Dockerfile GO_VERSION=%q, go.mod toolchain go%s: want them equal", image, toolchain)
+	}
+}
