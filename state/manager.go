@@ -80,8 +80,7 @@ type Manager struct {
 	rnd      func() float64
 	run      runner
 
-	storeMu sync.Mutex        // serialises store writes; taken before mu
-	written map[string]uint64 // record version last written, per job
+	storeMu sync.Mutex // serialises store writes; taken before mu
 
 	ctx    context.Context // actions and probes
 	cancel context.CancelFunc
@@ -117,16 +116,10 @@ type entry struct {
 	probeHave     bool
 }
 
-// versioned is a record snapshot and its version.
-type versioned struct {
-	rec Record
-	v   uint64
-}
-
 // effects are the I/O that Steps under the lock asked for, performed after
 // it is released: commit first, then run.
 type effects struct {
-	recs []versioned
+	ids  []string // jobs whose record to commit
 	runs []runReq
 }
 
@@ -219,7 +212,6 @@ func NewManager(cfg Config) (*Manager, error) {
 		now:      cfg.Now,
 		rnd:      cfg.Rand,
 		run:      runner{client: cfg.HTTPClient, timeout: cfg.ActionTimeout, now: cfg.Now},
-		written:  make(map[string]uint64),
 		errLog:   rate.Sometimes{First: 1, Interval: 10 * time.Second},
 	}
 	met, err := newMetrics(cfg.Registerer, m)
@@ -245,7 +237,6 @@ func NewManager(cfg Config) (*Manager, error) {
 		}
 		e.durableSeq = e.cpSeq
 		e.version, e.flushed = 1, 1
-		m.written[r.ID] = 1
 		m.jobs[r.ID] = e
 		if !r.State.Terminal() {
 			m.live++
@@ -337,12 +328,12 @@ func (m *Manager) Tick(now time.Time) {
 	}
 }
 
-// dirtyLocked snapshots every record changed since its last commit.
-func (m *Manager) dirtyLocked() []versioned {
-	var out []versioned
-	for _, e := range m.jobs {
+// dirtyLocked returns the jobs whose record changed since its last commit.
+func (m *Manager) dirtyLocked() []string {
+	var out []string
+	for id, e := range m.jobs {
 		if e.version > e.flushed {
-			out = append(out, versioned{m.recordLocked(e), e.version})
+			out = append(out, id)
 		}
 	}
 	return out
@@ -365,7 +356,6 @@ func (m *Manager) prune(ids []string) {
 	m.mu.Lock()
 	for _, id := range ids {
 		delete(m.jobs, id)
-		delete(m.written, id)
 		m.log.Info("job pruned", "job", id)
 	}
 	m.mu.Unlock()
@@ -435,7 +425,7 @@ func (m *Manager) actLocked(e *entry, acts []Action, fx *effects) {
 	for _, a := range acts {
 		switch a {
 		case ActPersist:
-			fx.recs = append(fx.recs, versioned{m.recordLocked(e), e.version})
+			fx.ids = append(fx.ids, e.job.ID())
 		case ActAbortInflight:
 			e.abort(&NotAcceptingError{Job: e.job.ID(), State: e.job.State, Reason: e.job.Reason})
 		case ActRunCancel, ActRunCleanup:
@@ -458,7 +448,7 @@ func (m *Manager) actLocked(e *entry, acts []Action, fx *effects) {
 // starts. It returns the commit's error; the actions start regardless,
 // because a full disk must not keep a stalled job from being cancelled.
 func (m *Manager) finish(fx effects) error {
-	err := m.commit(fx.recs)
+	err := m.commit(fx.ids)
 	for _, r := range fx.runs {
 		m.spawn(func() { m.runAction(r) })
 	}
@@ -480,31 +470,38 @@ func (m *Manager) spawn(fn func()) {
 	}()
 }
 
-// commit writes the records whose version is newer than the one last
-// written, in one store transaction.
-func (m *Manager) commit(recs []versioned) error {
-	if len(recs) == 0 {
+// commit writes the current record of each job in ids that changed since
+// its last commit, in one store transaction.
+func (m *Manager) commit(ids []string) error {
+	if len(ids) == 0 {
 		return nil
 	}
 	m.storeMu.Lock()
 	defer m.storeMu.Unlock()
-	latest := make(map[string]versioned, len(recs))
-	m.mu.Lock()
-	for _, r := range recs {
-		if _, ok := m.jobs[r.rec.ID]; !ok || r.v <= m.written[r.rec.ID] {
-			continue // pruned, or a newer snapshot was written already
-		}
-		if cur, ok := latest[r.rec.ID]; !ok || r.v > cur.v {
-			latest[r.rec.ID] = r
-		}
-	}
-	m.mu.Unlock()
-	if len(latest) == 0 {
+	return m.commitLocked(ids)
+}
+
+// commitLocked is commit for a caller that holds m.storeMu (and not m.mu).
+// The records are read here, under storeMu, so a commit writes the latest
+// state and never puts an older one back over a newer one.
+func (m *Manager) commitLocked(ids []string) error {
+	if len(ids) == 0 {
 		return nil
 	}
-	batch := make([]Record, 0, len(latest))
-	for _, r := range latest {
-		batch = append(batch, r.rec)
+	batch := make([]Record, 0, len(ids))
+	versions := make(map[string]uint64, len(ids))
+	m.mu.Lock()
+	for _, id := range ids {
+		e := m.jobs[id]
+		if _, dup := versions[id]; dup || e == nil || e.version <= e.flushed {
+			continue // listed twice, pruned, or written already
+		}
+		versions[id] = e.version
+		batch = append(batch, m.recordLocked(e))
+	}
+	m.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
 	}
 	if err := m.store.Put(batch...); err != nil {
 		m.writeError(err)
@@ -512,14 +509,13 @@ func (m *Manager) commit(recs []versioned) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for id, r := range latest {
-		m.written[id] = r.v
-		e := m.jobs[id]
+	for _, r := range batch {
+		e := m.jobs[r.ID]
 		if e == nil {
 			continue
 		}
-		e.flushed = max(e.flushed, r.v)
-		for _, c := range r.rec.Checkpoints {
+		e.flushed = max(e.flushed, versions[r.ID])
+		for _, c := range r.Checkpoints {
 			e.durableSeq = max(e.durableSeq, c.Seq)
 		}
 	}
@@ -559,7 +555,7 @@ func (m *Manager) getOrCreateLocked(id string, s Settings, now time.Time, fx *ef
 	m.jobs[id] = e
 	m.live++
 	e.version++
-	fx.recs = append(fx.recs, versioned{m.recordLocked(e), e.version})
+	fx.ids = append(fx.ids, id)
 	m.log.Info("job created", "job", id)
 	return e, nil
 }
@@ -741,7 +737,7 @@ func (m *Manager) Register(id string, s Settings) (JobView, error) {
 		e.settings = s
 		e.job.SetPolicy(m.policy(s))
 		e.version++
-		fx.recs = append(fx.recs, versioned{m.recordLocked(e), e.version})
+		fx.ids = append(fx.ids, id)
 	}
 	v := m.viewLocked(e, now)
 	m.mu.Unlock()
@@ -794,7 +790,7 @@ func (m *Manager) ReportProgress(id string, p Progress) (JobView, error) {
 	}
 	if seq > 0 {
 		e.version++
-		fx.recs = append(fx.recs, versioned{m.recordLocked(e), e.version})
+		fx.ids = append(fx.ids, id)
 	}
 	m.mu.Unlock()
 	if err := m.finish(fx); err != nil && seq > 0 {
