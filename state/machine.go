@@ -210,8 +210,11 @@ const (
 	ActPersist Action = iota + 1
 	// ActAbortInflight: abort the job's in-flight upstream attempts.
 	ActAbortInflight
-	// ActRunCancel: run the job's cancel action (retrying), then report
-	// EvActionSucceeded or EvActionFailed.
+	// ActRunCancel: once the job's in-flight attempts have all ended, run
+	// its cancel action (retrying), then report EvActionSucceeded or
+	// EvActionFailed. The wait matters: a write already sent cannot be
+	// recalled, and a cancel that ran before it landed would leave it
+	// behind in the store.
 	ActRunCancel
 	// ActRunCleanup: run the job's cleanup action the same way.
 	ActRunCleanup

@@ -108,6 +108,9 @@ type entry struct {
 	changed  chan struct{} // closed and replaced when the job changes
 	waiters  int
 	running  [2]bool // cancel, cleanup action goroutine under way
+	// drainCancel: the cancel action waits for inflight to reach 0; the
+	// release that brings it there starts the action.
+	drainCancel bool
 
 	version, flushed uint64 // record versions: latest in memory, latest committed
 
@@ -428,20 +431,37 @@ func (m *Manager) actLocked(e *entry, acts []Action, fx *effects) {
 			fx.ids = append(fx.ids, e.job.ID())
 		case ActAbortInflight:
 			e.abort(&NotAcceptingError{Job: e.job.ID(), State: e.job.State, Reason: e.job.Reason})
-		case ActRunCancel, ActRunCleanup:
-			i := 0
-			eff := e.settings.merge(m.defaults)
-			spec := eff.Cancel
-			if a == ActRunCleanup {
-				i, spec = 1, eff.Cleanup
-			}
-			if e.running[i] {
+		case ActRunCancel:
+			if e.inflight > 0 {
+				// Aborted writes not yet sent end at once; one already
+				// sent cannot be recalled and ends with its real answer
+				// (bounded by the proxy's upstream timeout). The cancel
+				// waits for all of them, so that none lands after it.
+				e.drainCancel = true
+				m.log.Info("job cancel waits for in-flight writes", "job", e.job.ID(), "in_flight", e.inflight)
 				continue
 			}
-			e.running[i] = true
-			fx.runs = append(fx.runs, runReq{id: e.job.ID(), act: a, spec: spec, retries: m.cfg.ActionRetries})
+			m.runLocked(e, a, fx)
+		case ActRunCleanup:
+			m.runLocked(e, a, fx)
 		}
 	}
+}
+
+// runLocked adds a run of action a (ActRunCancel or ActRunCleanup) to fx
+// unless one is under way. It requires that m.mu is held.
+func (m *Manager) runLocked(e *entry, a Action, fx *effects) {
+	i := 0
+	eff := e.settings.merge(m.defaults)
+	spec := eff.Cancel
+	if a == ActRunCleanup {
+		i, spec = 1, eff.Cleanup
+	}
+	if e.running[i] {
+		return
+	}
+	e.running[i] = true
+	fx.runs = append(fx.runs, runReq{id: e.job.ID(), act: a, spec: spec, retries: m.cfg.ActionRetries})
 }
 
 // finish performs effects: the records are committed before any action
@@ -642,6 +662,10 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 				m.mu.Lock()
 				e.inflight--
 				_, _ = m.stepLocked(e, Event{Type: EvRelease}, m.now(), &fx)
+				if e.inflight == 0 && e.drainCancel {
+					e.drainCancel = false
+					m.runLocked(e, ActRunCancel, &fx)
+				}
 				m.mu.Unlock()
 				m.finish(fx)
 			})
