@@ -126,6 +126,10 @@ func jobErrorStatus(err error) (int, string) {
 		return http.StatusBadRequest, "invalid_request"
 	case errors.Is(err, state.ErrClosed):
 		return http.StatusServiceUnavailable, "shutting_down"
+	case errors.Is(err, state.ErrNotDurable):
+		// The cancel could not be recorded (state dir full or read-only),
+		// so it was not done: the job goes on. Retry it.
+		return http.StatusServiceUnavailable, "cancel_not_recorded"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		// Held in backoff past the queue timeout: come back later.
 		return http.StatusTooManyRequests, "job_backoff"
@@ -133,6 +137,11 @@ func jobErrorStatus(err error) (int, string) {
 	// A store write error (the checkpoint is not durable): retry later.
 	return http.StatusServiceUnavailable, "state_write_failed"
 }
+
+// cancelRetryAfter is the Retry-After of a cancel that could not be
+// recorded: a few seconds, since the job manager writes its records again
+// every second and so finds a usable state dir again at once.
+const cancelRetryAfter = 5 * time.Second
 
 // jobsAPI registers the /v1/jobs endpoints.
 func (s *Server) jobsAPI(mux *http.ServeMux) {
@@ -197,6 +206,9 @@ func (s *Server) jobResult(w http.ResponseWriter, okStatus int) func(state.JobVi
 	return func(v state.JobView, err error) {
 		if err != nil {
 			status, code := jobErrorStatus(err)
+			if errors.Is(err, state.ErrNotDurable) {
+				setRetryAfter(w.Header(), cancelRetryAfter)
+			}
 			writeError(w, status, code, err.Error(), nil)
 			return
 		}

@@ -3,7 +3,9 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -398,6 +400,62 @@ func TestReadsAreNotProgress(t *testing.T) {
 		}
 		if j.State != state.Stalled || j.Totals.Requests != 0 {
 			t.Errorf("job %s with %d requests of progress, want stalled with none", j.State, j.Totals.Requests)
+		}
+	})
+}
+
+// brokenStore is a job state store whose writes fail while broken is set,
+// like a full or read-only state dir.
+type brokenStore struct {
+	state.MemStore
+	broken atomic.Bool
+}
+
+func (s *brokenStore) Put(recs ...state.Record) error {
+	if s.broken.Load() {
+		return errors.New("write sluice.db: no space left on device")
+	}
+	return s.MemStore.Put(recs...)
+}
+
+// TestCancelNotRecorded: a cancel that cannot be recorded is answered 503
+// cancel_not_recorded with Retry-After, and not done: the job goes on and
+// no action runs. Retried once the state dir is usable, it is accepted.
+func TestCancelNotRecorded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		upstream := &pegasusStore{}
+		st := &brokenStore{}
+		s, err := NewServer(testConfig(t), Options{Logger: slog.New(slog.DiscardHandler), Store: st,
+			ActionClient: &http.Client{Transport: memTransport{upstream}}, Transport: memTransport{upstream}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.StartLoops())
+		h := s.AdminHandler()
+		if rec := admin(h, "POST", "/v1/jobs", `{"id":"load-1","cancel":{"url":"http://store.test/admin/cancel/${JOB}"}}`); rec.Code != http.StatusCreated {
+			t.Fatalf("register: %d %s", rec.Code, rec.Body)
+		}
+		st.broken.Store(true)
+		rec := admin(h, "POST", "/v1/jobs/load-1/cancel", `{}`)
+		var body apiError
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != http.StatusServiceUnavailable || body.Error != "cancel_not_recorded" ||
+			!strings.Contains(body.Message, "retry") || rec.Header().Get("Retry-After") != "5" {
+			t.Fatalf("cancel with the state dir full: %d %s (Retry-After %q), want 503 cancel_not_recorded, retry",
+				rec.Code, rec.Body, rec.Header().Get("Retry-After"))
+		}
+		synctest.Wait()
+		if j, _ := s.jobs.Get("load-1"); j.State != state.Pending || len(upstream.adminCalls()) != 0 {
+			t.Fatalf("after a cancel not recorded: %s, store calls %q; want pending, none", j.State, upstream.adminCalls())
+		}
+
+		st.broken.Store(false)
+		if rec := admin(h, "POST", "/v1/jobs/load-1/cancel", `{}`); rec.Code != http.StatusAccepted {
+			t.Fatalf("cancel retried: %d %s", rec.Code, rec.Body)
+		}
+		synctest.Wait()
+		if j, _ := s.jobs.Get("load-1"); j.State != state.Cancelled || len(upstream.adminCalls()) != 1 {
+			t.Errorf("after the retried cancel: %s, store calls %q", j.State, upstream.adminCalls())
 		}
 	})
 }

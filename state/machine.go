@@ -10,6 +10,7 @@ package state
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -208,10 +209,15 @@ const (
 	// ActPersist: commit the job's record to the store before any later
 	// action of the same Step starts.
 	ActPersist Action = iota + 1
-	// ActAbortInflight: abort the job's in-flight upstream attempts.
+	// ActAbortInflight: abort the job's in-flight upstream attempts. It
+	// follows an ActPersist: no write is told the job is cancelling before
+	// the record saying so is committed.
 	ActAbortInflight
-	// ActRunCancel: run the job's cancel action (retrying), then report
-	// EvActionSucceeded or EvActionFailed.
+	// ActRunCancel: once the job's in-flight attempts have all ended, run
+	// its cancel action (retrying), then report EvActionSucceeded or
+	// EvActionFailed. The wait matters: a write already sent cannot be
+	// recalled, and a cancel that ran before it landed would leave it
+	// behind in the store.
 	ActRunCancel
 	// ActRunCleanup: run the job's cleanup action the same way.
 	ActRunCleanup
@@ -392,6 +398,17 @@ func (j *Job) SetPolicy(p Policy) {
 	attempt := j.bo.attempt
 	j.bo = p.Backoff
 	j.bo.attempt = attempt
+}
+
+// clone returns a copy of j that can be stepped without changing j: the
+// Manager tries a cancel on a copy and applies it to j only once the copy's
+// record is committed.
+func (j *Job) clone() *Job {
+	c := *j
+	c.History = slices.Clone(j.History)
+	c.Attempts = slices.Clone(j.Attempts)
+	c.emitted = slices.Clone(j.emitted)
+	return &c
 }
 
 // ID returns the job's id.

@@ -64,7 +64,9 @@ type Config struct {
 // A runtime store error (disk full) does not stop anything: the job goes on
 // in memory, the error is logged (throttled) and counted in
 // sluice_state_write_errors_total, and the record is written again at the
-// next tick.
+// next tick. A cancel is the exception: it takes effect only once its
+// record is committed (see Cancel), because one that a restart forgot would
+// leave the job running while its loader was told it is cancelled.
 type Manager struct {
 	mu     sync.Mutex
 	jobs   map[string]*entry
@@ -80,8 +82,9 @@ type Manager struct {
 	rnd      func() float64
 	run      runner
 
-	storeMu sync.Mutex        // serialises store writes; taken before mu
-	written map[string]uint64 // record version last written, per job
+	// storeMu serialises store writes, and requests with them; taken
+	// before mu.
+	storeMu sync.Mutex
 
 	ctx    context.Context // actions and probes
 	cancel context.CancelFunc
@@ -109,6 +112,9 @@ type entry struct {
 	changed  chan struct{} // closed and replaced when the job changes
 	waiters  int
 	running  [2]bool // cancel, cleanup action goroutine under way
+	// drainCancel: the cancel action waits for inflight to reach 0; the
+	// release that brings it there starts the action.
+	drainCancel bool
 
 	version, flushed uint64 // record versions: latest in memory, latest committed
 
@@ -117,17 +123,26 @@ type entry struct {
 	probeHave     bool
 }
 
-// versioned is a record snapshot and its version.
-type versioned struct {
-	rec Record
-	v   uint64
-}
-
 // effects are the I/O that Steps under the lock asked for, performed after
 // it is released: commit first, then run.
 type effects struct {
-	recs []versioned
+	ids  []string // jobs whose record to commit
 	runs []runReq
+}
+
+// proposal is a step that cancels a job (or forces a cancel under way),
+// tried on a copy of the job's machine. It is applied to the job only once
+// rec is committed, so that nothing is aborted and no action runs on the
+// strength of a cancel that a restart would forget.
+type proposal struct {
+	e    *entry
+	ev   Event
+	now  time.Time
+	base uint64 // e.version when tried
+	rec  Record // the job's record after ev
+	// again is the cancel as recorded, for a job that moved (observations,
+	// ticks) while rec was being written.
+	again Event
 }
 
 type runReq struct {
@@ -219,7 +234,6 @@ func NewManager(cfg Config) (*Manager, error) {
 		now:      cfg.Now,
 		rnd:      cfg.Rand,
 		run:      runner{client: cfg.HTTPClient, timeout: cfg.ActionTimeout, now: cfg.Now},
-		written:  make(map[string]uint64),
 		errLog:   rate.Sometimes{First: 1, Interval: 10 * time.Second},
 	}
 	met, err := newMetrics(cfg.Registerer, m)
@@ -245,7 +259,6 @@ func NewManager(cfg Config) (*Manager, error) {
 		}
 		e.durableSeq = e.cpSeq
 		e.version, e.flushed = 1, 1
-		m.written[r.ID] = 1
 		m.jobs[r.ID] = e
 		if !r.State.Terminal() {
 			m.live++
@@ -302,11 +315,17 @@ func (m *Manager) Run(ctx context.Context) {
 
 // Tick does one round of Run's work at time now. Run calls it every second;
 // it is exported for tests and for callers with their own loop.
+//
+// A cancel that the tick decides (stall grace, deadline) is applied only
+// once its record is committed: while the store fails, the job stays as it
+// is and every tick tries again.
 func (m *Manager) Tick(now time.Time) {
 	var fx effects
 	var prune []string
+	var cancels []*proposal
 	type probe struct{ id, url, ptr string }
 	var probes []probe
+	m.storeMu.Lock()
 	m.mu.Lock()
 	for id, e := range m.jobs {
 		if e.job.State.Terminal() {
@@ -315,7 +334,10 @@ func (m *Manager) Tick(now time.Time) {
 			}
 			continue
 		}
-		_, _ = m.stepLocked(e, Event{Type: EvTick}, now, &fx)
+		if p, _ := m.tryLocked(e, Event{Type: EvTick}, now, &fx); p != nil {
+			cancels = append(cancels, p)
+			continue
+		}
 		if !e.job.State.Accepting() || e.probeInflight || now.Before(e.probeNext) {
 			continue
 		}
@@ -325,10 +347,14 @@ func (m *Manager) Tick(now time.Time) {
 			probes = append(probes, probe{id, eff.ProbeURL, eff.ProbePointer})
 		}
 	}
+	m.mu.Unlock()
+	_ = m.commitCancelsLocked(cancels, &fx)
+	m.mu.Lock()
 	dirty := m.dirtyLocked()
 	m.mu.Unlock()
-	m.finish(fx)
-	_ = m.commit(dirty)
+	_ = m.commitLocked(dirty) // fx.ids are among them
+	m.storeMu.Unlock()
+	m.start(fx.runs)
 	for _, p := range probes {
 		m.spawn(func() { m.runProbe(p.id, p.url, p.ptr) })
 	}
@@ -337,12 +363,12 @@ func (m *Manager) Tick(now time.Time) {
 	}
 }
 
-// dirtyLocked snapshots every record changed since its last commit.
-func (m *Manager) dirtyLocked() []versioned {
-	var out []versioned
-	for _, e := range m.jobs {
+// dirtyLocked returns the jobs whose record changed since its last commit.
+func (m *Manager) dirtyLocked() []string {
+	var out []string
+	for id, e := range m.jobs {
 		if e.version > e.flushed {
-			out = append(out, versioned{m.recordLocked(e), e.version})
+			out = append(out, id)
 		}
 	}
 	return out
@@ -365,7 +391,6 @@ func (m *Manager) prune(ids []string) {
 	m.mu.Lock()
 	for _, id := range ids {
 		delete(m.jobs, id)
-		delete(m.written, id)
 		m.log.Info("job pruned", "job", id)
 	}
 	m.mu.Unlock()
@@ -405,6 +430,13 @@ func (m *Manager) Close() error {
 func (m *Manager) stepLocked(e *entry, ev Event, now time.Time, fx *effects) ([]Action, error) {
 	before := e.job.State
 	acts, err := e.job.Step(ev, now)
+	m.steppedLocked(e, before, ev, acts, err, fx)
+	return acts, err
+}
+
+// steppedLocked is the rest of stepLocked, once e.job has taken ev from
+// state before. It requires that m.mu is held.
+func (m *Manager) steppedLocked(e *entry, before State, ev Event, acts []Action, err error, fx *effects) {
 	for _, t := range e.job.TakeTransitions() {
 		m.log.Info("job transition", "job", e.job.ID(), "from", t.From.String(), "to", t.To.String(), "reason", t.Reason)
 		m.met.transitions.WithLabelValues(t.From.String(), t.To.String()).Inc()
@@ -427,7 +459,69 @@ func (m *Manager) stepLocked(e *entry, ev Event, now time.Time, fx *effects) ([]
 		e.changed = make(chan struct{})
 	}
 	m.actLocked(e, acts, fx)
-	return acts, err
+}
+
+// tryLocked steps e's machine with ev (EvCancel or EvTick) on a copy. A step
+// that cancels the job, or forces a cancel under way, changes nothing yet:
+// it is returned as a proposal for commitCancelsLocked. Any other step
+// becomes the job's at once, with its effects added to fx. It requires that
+// m.mu and m.storeMu are held: storeMu keeps every other cancel, and every
+// commit, from coming between the try and the apply.
+func (m *Manager) tryLocked(e *entry, ev Event, now time.Time, fx *effects) (*proposal, error) {
+	next := e.job.clone()
+	before := e.job.State
+	acts, err := next.Step(ev, now)
+	if err == nil && (before.Accepting() && next.State == Cancelling || next.Force && !e.job.Force) {
+		rec := m.recordLocked(e)
+		rec.MachineState = next.Snapshot()
+		return &proposal{e: e, ev: ev, now: now, base: e.version, rec: rec,
+			again: Event{Type: EvCancel, Force: next.Force, Reason: next.Reason}}, nil
+	}
+	e.job = next
+	m.steppedLocked(e, before, ev, acts, err, fx)
+	return nil, err
+}
+
+// commitCancelsLocked commits the records of proposed cancels in one
+// transaction and only then applies them to their jobs, adding the effects
+// (abort the in-flight writes, run the cancel action) to fx. If the commit
+// fails, no job changes, nothing is aborted, and the error wraps
+// ErrNotDurable. It requires that m.storeMu is held and m.mu is not.
+func (m *Manager) commitCancelsLocked(ps []*proposal, fx *effects) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	recs := make([]Record, len(ps))
+	for i, p := range ps {
+		recs[i] = p.rec
+	}
+	if err := m.store.Put(recs...); err != nil {
+		m.writeError(err)
+		return fmt.Errorf("%w: %w", ErrNotDurable, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range ps {
+		e := p.e
+		if e.version == p.base {
+			// Nothing changed the job while its record was written, and the
+			// machine is deterministic: the same step gives the state
+			// committed.
+			_, _ = m.stepLocked(e, p.ev, p.now, fx)
+			if e.job.State != p.rec.State || e.job.Force != p.rec.Force {
+				panic(fmt.Sprintf("BUG: state: job %q: a committed cancel applied gives %s, the record says %s", e.job.ID(), e.job.State, p.rec.State))
+			}
+			e.flushed = e.version
+			continue
+		}
+		// The job moved meanwhile (its writes went on, say). The record
+		// says it is cancelled, so it is; its newer record is written next.
+		if _, err := m.stepLocked(e, p.again, m.now(), fx); err != nil {
+			m.log.Warn("committed cancel not applicable", "job", e.job.ID(), "err", err)
+		}
+		fx.ids = append(fx.ids, e.job.ID())
+	}
+	return nil
 }
 
 // actLocked turns actions into effects. It requires that m.mu is held.
@@ -435,34 +529,61 @@ func (m *Manager) actLocked(e *entry, acts []Action, fx *effects) {
 	for _, a := range acts {
 		switch a {
 		case ActPersist:
-			fx.recs = append(fx.recs, versioned{m.recordLocked(e), e.version})
+			fx.ids = append(fx.ids, e.job.ID())
 		case ActAbortInflight:
+			// Only a committed cancel gets here (commitCancelsLocked, or a
+			// cancelling record loaded at start).
 			e.abort(&NotAcceptingError{Job: e.job.ID(), State: e.job.State, Reason: e.job.Reason})
-		case ActRunCancel, ActRunCleanup:
-			i := 0
-			eff := e.settings.merge(m.defaults)
-			spec := eff.Cancel
-			if a == ActRunCleanup {
-				i, spec = 1, eff.Cleanup
-			}
-			if e.running[i] {
+		case ActRunCancel:
+			if e.inflight > 0 {
+				// Aborted writes not yet sent end at once; one already
+				// sent cannot be recalled and ends with its real answer
+				// (bounded by the proxy's upstream timeout). The cancel
+				// waits for all of them, so that none lands after it.
+				e.drainCancel = true
+				m.log.Info("job cancel waits for in-flight writes", "job", e.job.ID(), "in_flight", e.inflight)
 				continue
 			}
-			e.running[i] = true
-			fx.runs = append(fx.runs, runReq{id: e.job.ID(), act: a, spec: spec, retries: m.cfg.ActionRetries})
+			m.runLocked(e, a, fx)
+		case ActRunCleanup:
+			m.runLocked(e, a, fx)
 		}
 	}
 }
 
+// runLocked adds a run of action a (ActRunCancel or ActRunCleanup) to fx
+// unless one is under way. It requires that m.mu is held.
+func (m *Manager) runLocked(e *entry, a Action, fx *effects) {
+	i := 0
+	eff := e.settings.merge(m.defaults)
+	spec := eff.Cancel
+	if a == ActRunCleanup {
+		i, spec = 1, eff.Cleanup
+	}
+	if e.running[i] {
+		return
+	}
+	e.running[i] = true
+	fx.runs = append(fx.runs, runReq{id: e.job.ID(), act: a, spec: spec, retries: m.cfg.ActionRetries})
+}
+
 // finish performs effects: the records are committed before any action
-// starts. It returns the commit's error; the actions start regardless,
-// because a full disk must not keep a stalled job from being cancelled.
+// starts. It returns the commit's error; the actions start regardless: a
+// cancel's own record is committed before it has any effect
+// (commitCancelsLocked), and a later transition's record (cleaning, say)
+// that could not be written is retried at the next tick, while a restart
+// in between only runs the idempotent action again.
 func (m *Manager) finish(fx effects) error {
-	err := m.commit(fx.recs)
-	for _, r := range fx.runs {
+	err := m.commit(fx.ids)
+	m.start(fx.runs)
+	return err
+}
+
+// start runs the actions of runs.
+func (m *Manager) start(runs []runReq) {
+	for _, r := range runs {
 		m.spawn(func() { m.runAction(r) })
 	}
-	return err
 }
 
 // spawn runs fn in a goroutine that Close waits for, unless the Manager is
@@ -480,31 +601,38 @@ func (m *Manager) spawn(fn func()) {
 	}()
 }
 
-// commit writes the records whose version is newer than the one last
-// written, in one store transaction.
-func (m *Manager) commit(recs []versioned) error {
-	if len(recs) == 0 {
+// commit writes the current record of each job in ids that changed since
+// its last commit, in one store transaction.
+func (m *Manager) commit(ids []string) error {
+	if len(ids) == 0 {
 		return nil
 	}
 	m.storeMu.Lock()
 	defer m.storeMu.Unlock()
-	latest := make(map[string]versioned, len(recs))
-	m.mu.Lock()
-	for _, r := range recs {
-		if _, ok := m.jobs[r.rec.ID]; !ok || r.v <= m.written[r.rec.ID] {
-			continue // pruned, or a newer snapshot was written already
-		}
-		if cur, ok := latest[r.rec.ID]; !ok || r.v > cur.v {
-			latest[r.rec.ID] = r
-		}
-	}
-	m.mu.Unlock()
-	if len(latest) == 0 {
+	return m.commitLocked(ids)
+}
+
+// commitLocked is commit for a caller that holds m.storeMu (and not m.mu).
+// The records are read here, under storeMu, so a commit writes the latest
+// state and never puts an older one back over a newer one.
+func (m *Manager) commitLocked(ids []string) error {
+	if len(ids) == 0 {
 		return nil
 	}
-	batch := make([]Record, 0, len(latest))
-	for _, r := range latest {
-		batch = append(batch, r.rec)
+	batch := make([]Record, 0, len(ids))
+	versions := make(map[string]uint64, len(ids))
+	m.mu.Lock()
+	for _, id := range ids {
+		e := m.jobs[id]
+		if _, dup := versions[id]; dup || e == nil || e.version <= e.flushed {
+			continue // listed twice, pruned, or written already
+		}
+		versions[id] = e.version
+		batch = append(batch, m.recordLocked(e))
+	}
+	m.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
 	}
 	if err := m.store.Put(batch...); err != nil {
 		m.writeError(err)
@@ -512,14 +640,13 @@ func (m *Manager) commit(recs []versioned) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for id, r := range latest {
-		m.written[id] = r.v
-		e := m.jobs[id]
+	for _, r := range batch {
+		e := m.jobs[r.ID]
 		if e == nil {
 			continue
 		}
-		e.flushed = max(e.flushed, r.v)
-		for _, c := range r.rec.Checkpoints {
+		e.flushed = max(e.flushed, versions[r.ID])
+		for _, c := range r.Checkpoints {
 			e.durableSeq = max(e.durableSeq, c.Seq)
 		}
 	}
@@ -559,7 +686,7 @@ func (m *Manager) getOrCreateLocked(id string, s Settings, now time.Time, fx *ef
 	m.jobs[id] = e
 	m.live++
 	e.version++
-	fx.recs = append(fx.recs, versioned{m.recordLocked(e), e.version})
+	fx.ids = append(fx.ids, id)
 	m.log.Info("job created", "job", id)
 	return e, nil
 }
@@ -646,6 +773,10 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 				m.mu.Lock()
 				e.inflight--
 				_, _ = m.stepLocked(e, Event{Type: EvRelease}, m.now(), &fx)
+				if e.inflight == 0 && e.drainCancel {
+					e.drainCancel = false
+					m.runLocked(e, ActRunCancel, &fx)
+				}
 				m.mu.Unlock()
 				m.finish(fx)
 			})
@@ -741,7 +872,7 @@ func (m *Manager) Register(id string, s Settings) (JobView, error) {
 		e.settings = s
 		e.job.SetPolicy(m.policy(s))
 		e.version++
-		fx.recs = append(fx.recs, versioned{m.recordLocked(e), e.version})
+		fx.ids = append(fx.ids, id)
 	}
 	v := m.viewLocked(e, now)
 	m.mu.Unlock()
@@ -794,7 +925,7 @@ func (m *Manager) ReportProgress(id string, p Progress) (JobView, error) {
 	}
 	if seq > 0 {
 		e.version++
-		fx.recs = append(fx.recs, versioned{m.recordLocked(e), e.version})
+		fx.ids = append(fx.ids, id)
 	}
 	m.mu.Unlock()
 	if err := m.finish(fx); err != nil && seq > 0 {
@@ -826,6 +957,12 @@ func (e *entry) trimCheckpoints(n int) {
 // cancelling, cleaning or cancelled changes nothing; a completed or failed
 // job gives a *TransitionError. reason (at most 256 bytes) defaults to
 // "requested".
+//
+// The cancel takes effect only once the job's record saying so is
+// committed: then new writes are refused, in-flight ones aborted, and the
+// cancel action starts when the last of them has ended. If the store write
+// fails, Cancel changes nothing (the job goes on, nothing is aborted) and
+// returns an error wrapping ErrNotDurable: the caller should retry.
 func (m *Manager) Cancel(id string, force bool, reason string) (JobView, error) {
 	if len(reason) > maxReason {
 		return JobView{}, fmt.Errorf("%w: reason is %d bytes, at most %d", ErrInvalid, len(reason), maxReason)
@@ -840,26 +977,50 @@ func (m *Manager) Complete(id string) (JobView, error) {
 	return m.request(id, Event{Type: EvComplete})
 }
 
+// request steps job id with a request from outside. Requests hold storeMu
+// from the step to the commit, so that a completion cannot come between a
+// cancel's try and its apply (tryLocked).
 func (m *Manager) request(id string, ev Event) (JobView, error) {
 	var fx effects
+	m.storeMu.Lock()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
+		m.storeMu.Unlock()
 		return JobView{}, ErrClosed
 	}
 	e, err := m.getLocked(id)
 	if err != nil {
 		m.mu.Unlock()
+		m.storeMu.Unlock()
 		return JobView{}, err
 	}
 	now := m.now()
-	_, err = m.stepLocked(e, ev, now, &fx)
-	v := m.viewLocked(e, now)
-	m.mu.Unlock()
-	if err != nil {
-		return v, err
+	var p *proposal
+	if ev.Type == EvCancel {
+		p, err = m.tryLocked(e, ev, now, &fx)
+	} else {
+		_, err = m.stepLocked(e, ev, now, &fx)
 	}
-	return v, m.finish(fx)
+	m.mu.Unlock()
+	if p != nil {
+		err = m.commitCancelsLocked([]*proposal{p}, &fx)
+		if err != nil {
+			err = fmt.Errorf("state: job %q: cancel not done, the job goes on; retry: %w", id, err)
+		}
+	}
+	if err == nil {
+		err = m.commitLocked(fx.ids)
+		if p != nil {
+			err = nil // the cancel is recorded; what moved meanwhile is written at the next tick
+		}
+	}
+	m.mu.Lock()
+	v := m.viewLocked(e, m.now())
+	m.mu.Unlock()
+	m.storeMu.Unlock()
+	m.start(fx.runs)
+	return v, err
 }
 
 func (m *Manager) getLocked(id string) (*entry, error) {

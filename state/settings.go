@@ -192,6 +192,7 @@ var (
 	ErrTooManyJobs  = errors.New("state: too many live jobs")                                                                  // 429
 	ErrNotFound     = errors.New("state: no such job")                                                                         // 404
 	ErrClosed       = errors.New("state: manager closed")                                                                      // 503
+	ErrNotDurable   = errors.New("state: not recorded in the store")                                                           // 503: the request did not take effect; retry
 )
 
 // ValidJobID reports whether id is 1–128 characters of A-Za-z0-9._:-

@@ -1,0 +1,251 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// gateStore holds every Put of a record in state cancelling until open is
+// closed.
+type gateStore struct {
+	MemStore
+	open chan struct{}
+}
+
+func (s *gateStore) Put(recs ...Record) error {
+	for _, r := range recs {
+		if r.State == Cancelling {
+			<-s.open
+		}
+	}
+	return s.MemStore.Put(recs...)
+}
+
+// storedState returns the state of job id's record in st.
+func storedState(t *testing.T, st Store, id string) State {
+	t.Helper()
+	recs, err := st.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.ID == id {
+			return r.State
+		}
+	}
+	t.Fatalf("no record of %q", id)
+	return 0
+}
+
+// TestCancelTakesEffectOnceCommitted: while the cancelling record is being
+// written, the job's writes go on as before (in flight, new, observed);
+// once it is committed they are aborted and new ones refused.
+func TestCancelTakesEffectOnceCommitted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &gateStore{open: make(chan struct{})}
+		m := newTestManager(t, Config{Store: st})
+		defer m.Close()
+		openGate := sync.OnceFunc(func() { close(st.open) })
+		defer openGate() // before Close, also when the test fails early
+		actx, release, err := m.Admit(context.Background(), "j")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		cancelled := make(chan error, 1)
+		go func() {
+			_, err := m.Cancel("j", false, "operator")
+			cancelled <- err
+		}()
+		synctest.Wait() // the cancelling record's Put is blocked
+
+		if err := context.Cause(actx); err != nil {
+			t.Fatalf("in-flight write aborted before the cancel was committed: %v", err)
+		}
+		bctx, releaseB, err := m.Admit(context.Background(), "j")
+		if err != nil {
+			t.Fatalf("write refused before the cancel was committed: %v", err)
+		}
+		defer releaseB()
+		m.Observe("j", Observation{Kind: ObsOK, Bytes: 10}) // the job moves meanwhile
+		if v := mustGet(t, m, "j"); v.State != Running || v.Totals.Bytes != 10 {
+			t.Fatalf("while the cancel is being recorded: %s, %d bytes; want running, 10", v.State, v.Totals.Bytes)
+		}
+
+		openGate()
+		synctest.Wait()
+		if err := <-cancelled; err != nil {
+			t.Fatalf("cancel: %v", err)
+		}
+		var nae *NotAcceptingError
+		for i, ctx := range []context.Context{actx, bctx} {
+			if !errors.As(context.Cause(ctx), &nae) || nae.State != Cancelling {
+				t.Errorf("write %d after the commit: cause %v, want cancelling", i, context.Cause(ctx))
+			}
+		}
+		if _, _, err := m.Admit(context.Background(), "j"); !errors.As(err, &nae) {
+			t.Errorf("write after the commit: %v, want refused", err)
+		}
+		v := mustGet(t, m, "j")
+		if got := historyTo(v); !slices.Equal(got, []State{Running, Cancelling}) || v.Reason != "operator" || v.Totals.Bytes != 10 {
+			t.Errorf("history %v (%s), %d bytes; want the cancel as requested and the progress kept", got, v.Reason, v.Totals.Bytes)
+		}
+		m.Tick(time.Now())
+		recs, _ := st.Load()
+		if len(recs) != 1 || recs[0].State != Cancelling || recs[0].Totals.Bytes != 10 {
+			t.Errorf("stored %+v, want cancelling with the progress", recs)
+		}
+	})
+}
+
+// TestCancelNotRecorded: a cancel whose record cannot be written does not
+// happen: Cancel says so (ErrNotDurable), the job goes on and nothing is
+// aborted or run. The same cancel succeeds once the store is back.
+func TestCancelNotRecorded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &flakyStore{}
+		api := &storeAPI{}
+		m := newTestManager(t, Config{Store: st, HTTPClient: &http.Client{Transport: api}, Defaults: pegasusActions()})
+		defer m.Close()
+		actx, release, err := m.Admit(context.Background(), "j")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.setBroken(true)
+
+		v, err := m.Cancel("j", false, "operator")
+		if !errors.Is(err, ErrNotDurable) {
+			t.Fatalf("cancel with a broken store: %v, want ErrNotDurable", err)
+		}
+		synctest.Wait()
+		if v.State != Running || mustGet(t, m, "j").State != Running {
+			t.Errorf("after a cancel not recorded the job is %s, want running", v.State)
+		}
+		if err := context.Cause(actx); err != nil {
+			t.Errorf("in-flight write aborted by a cancel not recorded: %v", err)
+		}
+		if calls := api.Calls(); len(calls) != 0 {
+			t.Errorf("actions of a cancel not recorded ran: %q", calls)
+		}
+		_, releaseB, err := m.Admit(context.Background(), "j")
+		if err != nil {
+			t.Errorf("write after a cancel not recorded: %v", err)
+		} else {
+			releaseB()
+		}
+		if s := storedState(t, st, "j"); s != Running {
+			t.Errorf("stored %s, want running", s)
+		}
+
+		st.setBroken(false)
+		if _, err := m.Cancel("j", false, "operator"); err != nil {
+			t.Fatalf("cancel retried: %v", err)
+		}
+		if s := storedState(t, st, "j"); s != Cancelling {
+			t.Errorf("stored %s, want cancelling", s)
+		}
+		<-actx.Done()
+		// Forcing the cancel under way (it waits for the write in flight)
+		// is a request like another: not recorded, not done.
+		st.setBroken(true)
+		if v, err := m.Cancel("j", true, ""); !errors.Is(err, ErrNotDurable) || v.Force {
+			t.Errorf("forced with a broken store: %v, force %v; want ErrNotDurable and not forced", err, v.Force)
+		}
+		st.setBroken(false)
+		release()
+		synctest.Wait()
+		if v := mustGet(t, m, "j"); v.State != Cancelled || len(api.Calls()) != 2 {
+			t.Errorf("after the retried cancel: %s, calls %q", v.State, api.Calls())
+		}
+	})
+}
+
+// TestStallCancelRetriedUntilRecorded: the stall detector's cancel waits
+// for the store like a requested one: while the store fails, the stalled
+// job stays stalled and each tick tries again; the first tick after the
+// store is back cancels it.
+func TestStallCancelRetriedUntilRecorded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &flakyStore{}
+		api := &storeAPI{}
+		start := time.Now()
+		m := newTestManager(t, Config{Store: st, HTTPClient: &http.Client{Transport: api}, Defaults: pegasusActions()})
+		defer m.Close()
+		if _, err := m.Register("j", Settings{}); err != nil {
+			t.Fatal(err)
+		}
+		st.setBroken(true)
+		at := func(d time.Duration) State {
+			t.Helper()
+			m.Tick(start.Add(d))
+			synctest.Wait()
+			return mustGet(t, m, "j").State
+		}
+		if s := at(DefaultStallAfter); s != Stalled {
+			t.Fatalf("after StallAfter: %s", s)
+		}
+		for _, d := range []time.Duration{0, time.Second, time.Hour} {
+			if s := at(DefaultStallAfter + DefaultCancelGrace + d); s != Stalled {
+				t.Fatalf("grace over by %s with the store failing: %s, want stalled", d, s)
+			}
+		}
+		if calls := api.Calls(); len(calls) != 0 {
+			t.Fatalf("actions ran with the cancel not recorded: %q", calls)
+		}
+
+		st.setBroken(false)
+		if s := at(DefaultStallAfter + DefaultCancelGrace + time.Hour + time.Second); s != Cancelled {
+			t.Fatalf("first tick with the store back: %s, want cancelled", s)
+		}
+		v := mustGet(t, m, "j")
+		if i := slices.Index(historyTo(v), Cancelling); i < 0 || v.History[i].Reason != "stalled" || len(api.Calls()) != 2 {
+			t.Errorf("history %+v, calls %q", v.History, api.Calls())
+		}
+		if s := storedState(t, st, "j"); s != Cancelled {
+			t.Errorf("stored %s, want cancelled", s)
+		}
+	})
+}
+
+// TestCancelWaitsForInflight: the cancel action starts only once every
+// in-flight write of the job has ended, since one already sent cannot be
+// recalled and could land after the cancel. Another job's write does not
+// hold it.
+func TestCancelWaitsForInflight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		api := &storeAPI{}
+		m := newTestManager(t, Config{HTTPClient: &http.Client{Transport: api}, Defaults: pegasusActions()})
+		defer m.Close()
+		var releases []func()
+		for _, id := range []string{"j", "j", "other"} {
+			_, release, err := m.Admit(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			releases = append(releases, release)
+		}
+		if _, err := m.Cancel("j", true, ""); err != nil {
+			t.Fatal(err)
+		}
+		step := func(name string, release func(), wantCalls int, want State) {
+			t.Helper()
+			if release != nil {
+				release()
+			}
+			synctest.Wait()
+			if v := mustGet(t, m, "j"); len(api.Calls()) != wantCalls || v.State != want {
+				t.Fatalf("%s: %s after calls %q, want %s after %d", name, v.State, api.Calls(), want, wantCalls)
+			}
+		}
+		step("cancelled, two writes in flight", nil, 0, Cancelling)
+		step("one write ended", releases[0], 0, Cancelling)
+		step("the other job's write ended", releases[2], 0, Cancelling)
+		step("the last write ended", releases[1], 2, Cancelled)
+	})
+}
