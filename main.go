@@ -12,6 +12,8 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/sluice-dev/sluice/cli"
+	"github.com/sluice-dev/sluice/demo"
 	"github.com/sluice-dev/sluice/sidecar"
 )
 
@@ -44,11 +46,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "check-config":
 		return checkConfig(stdout, stderr)
 	case "status", "jobs":
-		return sidecar.RunCLI(append([]string{cmd}, args...), os.Getenv, stdout, stderr)
+		return cli.Run(append([]string{cmd}, args...), os.Getenv, stdout, stderr)
 	case "demo":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		return sidecar.RunDemo(ctx, args, stdout, stderr)
+		return demo.Run(ctx, args, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "sluice", sidecar.Version)
 		return 0

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sluice-dev/sluice/sidecar"
+	"github.com/sluice-dev/sluice/sidecar/admin"
 )
 
 var soakFlag = flag.Bool("soak", false, "run the 10-minute soak test (also SLUICE_SOAK=1)")
@@ -253,9 +254,9 @@ func call(t *testing.T, method, url, body string, header ...string) (int, []byte
 	return resp.StatusCode, b
 }
 
-func status(t *testing.T, adminURL string) sidecar.Status {
+func status(t *testing.T, adminURL string) admin.Status {
 	t.Helper()
-	var s sidecar.Status
+	var s admin.Status
 	if code := getJSON(t, adminURL+"/v1/status", &s); code != http.StatusOK {
 		t.Fatalf("/v1/status: %d", code)
 	}

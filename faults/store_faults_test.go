@@ -6,9 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/sidecar/admin"
 	"go.uber.org/goleak"
-
-	"github.com/sluice-dev/sluice/sidecar"
 )
 
 // Timings of the store-fault runs: short, so that a hang is over quickly,
@@ -63,7 +62,7 @@ type storeFault struct {
 	wantBody string
 	// react checks the limiter's reaction, from /v1/status before and
 	// after and the /metrics exposition after.
-	react func(t *testing.T, before, after sidecar.Status, metrics string)
+	react func(t *testing.T, before, after admin.Status, metrics string)
 	// warm: one write first, and "before" is read after it, so that the
 	// limiter has seen the fault (a fresh limiter with no sample yet may
 	// grow while writes queue, before the first attempt has failed).
@@ -83,8 +82,8 @@ const healthyBody = `{"ok":true,"padding":"0123456789abcdefghijklmnopqrstuvwxyz"
 func TestStoreFaults(t *testing.T) {
 	// cutOn: the limiter cut on congestion named reason; lower: and it
 	// ends lower than it began (not so when healthy spells let it regrow).
-	cutOn := func(reason string, lower bool) func(*testing.T, sidecar.Status, sidecar.Status, string) {
-		return func(t *testing.T, before, after sidecar.Status, _ string) {
+	cutOn := func(reason string, lower bool) func(*testing.T, admin.Status, admin.Status, string) {
+		return func(t *testing.T, before, after admin.Status, _ string) {
 			t.Helper()
 			if after.Limiter.Decreases <= before.Limiter.Decreases {
 				t.Errorf("limiter did not cut: decreases %d → %d", before.Limiter.Decreases, after.Limiter.Decreases)
@@ -97,8 +96,8 @@ func TestStoreFaults(t *testing.T) {
 			}
 		}
 	}
-	noGrowth := func(kind string) func(*testing.T, sidecar.Status, sidecar.Status, string) {
-		return func(t *testing.T, before, after sidecar.Status, metrics string) {
+	noGrowth := func(kind string) func(*testing.T, admin.Status, admin.Status, string) {
+		return func(t *testing.T, before, after admin.Status, metrics string) {
 			t.Helper()
 			if after.Limiter.Increases != before.Limiter.Increases || after.Limiter.RateLimit > before.Limiter.RateLimit {
 				t.Errorf("limiter grew on errors: increases %d → %d, rate %.1f → %.1f",
@@ -109,8 +108,8 @@ func TestStoreFaults(t *testing.T) {
 			}
 		}
 	}
-	counted := func(kind string) func(*testing.T, sidecar.Status, sidecar.Status, string) {
-		return func(t *testing.T, _, _ sidecar.Status, metrics string) {
+	counted := func(kind string) func(*testing.T, admin.Status, admin.Status, string) {
+		return func(t *testing.T, _, _ admin.Status, metrics string) {
 			t.Helper()
 			if n := metricValue(metrics, "sluice_upstream_attempts_total", `kind="`+kind+`"`); n == 0 {
 				t.Errorf("no attempt counted as %s", kind)
@@ -132,7 +131,7 @@ func TestStoreFaults(t *testing.T) {
 		{name: "Content-Length shorter than the body", fault: LongContentLength, allowed: []int{502, 429}, wantBody: healthyBody[:len(healthyBody)/2], react: counted("ok")},
 		{name: "elasticsearch 200 with a garbage body", fault: GarbageBody, profile: "elasticsearch", method: "POST", path: "/_bulk",
 			wantBody: "\x00\xff<html>{\"items\":[{\"index\":{\"status\":201 not json at all]]]\n",
-			react: func(t *testing.T, _, _ sidecar.Status, metrics string) {
+			react: func(t *testing.T, _, _ admin.Status, metrics string) {
 				if n := metricValue(metrics, "sluice_upstream_acknowledged_items_total"); n != 0 {
 					t.Errorf("%v bulk items counted as acknowledged from a garbage body", n)
 				}

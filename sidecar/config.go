@@ -373,7 +373,7 @@ func (c *Config) validate(set map[string]string) []string {
 				bad(a.prefix+"_URL", "must be an http(s) URL, ${JOB} allowed in its path and query only: %v", err)
 			}
 		}
-		if !validMethod(a.method) {
+		if !state.ValidMethod(a.method) {
 			bad(a.prefix+"_METHOD", "not an HTTP method: %q", a.method)
 		}
 		if a.cmd != "" {
@@ -431,18 +431,6 @@ func weakAdminToken(tok string) string {
 		return "one character repeated, easy to guess"
 	}
 	return ""
-}
-
-func validMethod(m string) bool {
-	if m == "" {
-		return false
-	}
-	for _, r := range m {
-		if r < 'A' || r > 'Z' {
-			return false
-		}
-	}
-	return true
 }
 
 // ParseArgv splits a command given in a variable: a JSON array of strings
@@ -522,4 +510,12 @@ func (c Config) Effective() [][2]string {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
 	return out
+}
+
+// MemoryLimit is the Go soft memory limit sluice runs with unless GOMEMLIMIT
+// is set: the buffer budget plus room for everything else. With the default
+// GOGC alone, the heap may grow to twice the live buffers before a
+// collection, so peak memory would follow the budget times two.
+func MemoryLimit(cfg Config) int64 {
+	return int64(cfg.BufferBudget) + 128<<20
 }

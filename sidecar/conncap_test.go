@@ -15,49 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/sluice-dev/sluice/state"
 )
-
-// TestIdleCapCount: only idle connections count; once max are idle an
-// answer asks for its connection to close.
-func TestIdleCapCount(t *testing.T) {
-	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
-	c := newIdleCap(2, refused)
-	conns := make([]net.Conn, 3)
-	for i := range conns {
-		a, b := net.Pipe()
-		defer a.Close()
-		defer b.Close()
-		conns[i] = a
-		c.connState(a, http.StateNew)
-	}
-	answer := func() string {
-		rec := httptest.NewRecorder()
-		c.wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})).ServeHTTP(rec, httptest.NewRequest("PUT", "/", nil))
-		return rec.Header().Get("Connection")
-	}
-	c.connState(conns[0], http.StateActive)
-	c.connState(conns[1], http.StateIdle)
-	c.connState(conns[2], http.StateIdle)
-	c.connState(conns[1], http.StateActive) // a request arrived: busy, not idle
-	if n := c.idleCount(); n != 1 || answer() != "" {
-		t.Fatalf("%d idle, Connection %q: want 1 and kept alive", n, answer())
-	}
-	c.connState(conns[0], http.StateIdle)
-	if n := c.idleCount(); n != 2 || answer() != "close" {
-		t.Fatalf("%d idle, Connection %q: want 2 and close", n, answer())
-	}
-	c.connState(conns[2], http.StateClosed) // the loader closed one
-	if n := c.idleCount(); n != 1 || answer() != "" {
-		t.Fatalf("%d idle, Connection %q: want 1 and kept alive", n, answer())
-	}
-	if got := testutil.ToFloat64(refused); got != 1 {
-		t.Errorf("counter %v, want 1", got)
-	}
-}
 
 // startCapped runs sluice in front of a store that counts writes, with at
 // most max idle loader connections, on loopback.
@@ -123,14 +82,14 @@ func TestIdleConnectionsCapped(t *testing.T) {
 		// The server marks a connection idle just after its answer: wait
 		// for it before the next one.
 		deadline := time.Now().Add(5 * time.Second)
-		for s.idle.idleCount() != min(i+1, limit) {
+		for s.proxy.IdleConns() != min(i+1, limit) {
 			if time.Now().After(deadline) {
-				t.Fatalf("after %d connections: %d idle, want %d", i+1, s.idle.idleCount(), min(i+1, limit))
+				t.Fatalf("after %d connections: %d idle, want %d", i+1, s.proxy.IdleConns(), min(i+1, limit))
 			}
 			time.Sleep(time.Millisecond)
 		}
 	}
-	if got := testutil.ToFloat64(s.proxy.m.notKeptAlive); got != n-limit {
+	if got := metricValue(t, s, "sluice_proxy_connections_not_kept_alive_total"); got != n-limit {
 		t.Errorf("counter %v, want %d", got, n-limit)
 	}
 	for i := limit; i < n; i++ {
@@ -179,7 +138,7 @@ func TestIdleCapLosesNoWrite(t *testing.T) {
 	if failed.Load() != 0 || ok.Load() != 1600 || stored.Load() != ok.Load() {
 		t.Errorf("%d ok, %d failed, %d stored: want 1600, 0, 1600", ok.Load(), failed.Load(), stored.Load())
 	}
-	if testutil.ToFloat64(s.proxy.m.notKeptAlive) == 0 {
+	if metricValue(t, s, "sluice_proxy_connections_not_kept_alive_total") == 0 {
 		t.Errorf("no answer closed its connection: the cap was never reached, the test shows nothing")
 	}
 }

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/sluice-dev/sluice/sidecar/apierror"
+	"github.com/sluice-dev/sluice/sidecar/proxy"
+
 	"github.com/sluice-dev/sluice/state"
 )
 
@@ -25,12 +28,13 @@ func fuzzServer(f *testing.F, store http.Handler, env ...string) *Server {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}})
+	opts := Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}}
+	if store != nil {
+		opts.Transport = memTransport{store}
+	}
+	s, err := NewServer(cfg, opts)
 	if err != nil {
 		f.Fatal(err)
-	}
-	if store != nil {
-		s.proxy.transport = memTransport{store}
 	}
 	f.Cleanup(s.StartLoops())
 	return s
@@ -39,7 +43,7 @@ func fuzzServer(f *testing.F, store http.Handler, env ...string) *Server {
 // checkJSONError fails unless rec is sluice's JSON error body.
 func checkJSONError(t *testing.T, what string, rec *httptest.ResponseRecorder) {
 	t.Helper()
-	var e apiError
+	var e apierror.Body
 	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("%s: %d with Content-Type %q, want a JSON error; body %q", what, rec.Code, ct, rec.Body)
 	}
@@ -103,7 +107,7 @@ func FuzzAdminRequest(f *testing.F) {
 	h := s.AdminHandler()
 	var mu sync.Mutex // /quitquitquit: the server's stop is idempotent, the handler stays usable
 	f.Fuzz(func(t *testing.T, method, path, body string) {
-		if !validMethod(method) || !strings.HasPrefix(path, "/") || strings.ContainsFunc(path, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '#' }) {
+		if !state.ValidMethod(method) || !strings.HasPrefix(path, "/") || strings.ContainsFunc(path, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '#' }) {
 			return // not a request net/http would hand to a handler
 		}
 		u, err := url.ParseRequestURI(path)
@@ -170,7 +174,7 @@ func FuzzProxyRequest(f *testing.F) {
 	s := fuzzServer(f, upstream, "SLUICE_MAX_JOBS=100000", "SLUICE_INITIAL_RATE=100000", "SLUICE_RETRY_MAX=0")
 	h := s.ProxyHandler()
 	f.Fuzz(func(t *testing.T, job, method, path, hname, hval string) {
-		if !validMethod(method) || !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n\x00") {
+		if !state.ValidMethod(method) || !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \r\n\x00") {
 			return
 		}
 		if _, err := url.ParseRequestURI(path); err != nil {
@@ -178,7 +182,7 @@ func FuzzProxyRequest(f *testing.F) {
 		}
 		req := httptest.NewRequest(method, "http://sluice"+path, strings.NewReader("row"))
 		if job != "" {
-			req.Header.Set(HeaderJob, job)
+			req.Header.Set(proxy.HeaderJob, job)
 		}
 		if hname != "" && validHeaderName(hname) && validHeaderValue(hval) {
 			req.Header.Add(hname, hval)
@@ -191,7 +195,7 @@ func FuzzProxyRequest(f *testing.F) {
 		mu.Lock()
 		forwarded := append([]forward(nil), seen...)
 		mu.Unlock()
-		jobID := req.Header.Get(HeaderJob)
+		jobID := req.Header.Get(proxy.HeaderJob)
 		if jobID != "" && !state.ValidJobID(jobID) {
 			if rec.Code != http.StatusBadRequest || len(forwarded) != 0 {
 				t.Fatalf("job %q: %d, forwarded %d times; want 400 and never forwarded", jobID, rec.Code, len(forwarded))

@@ -16,12 +16,16 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/sluice-dev/sluice/sidecar/admin"
+	"github.com/sluice-dev/sluice/sidecar/apierror"
+	"github.com/sluice-dev/sluice/sidecar/proxy"
+
 	"github.com/sluice-dev/sluice/state"
 )
 
-// admin sends one admin API request from addr (loopback if empty) and
+// adminCall sends one admin API request from addr (loopback if empty) and
 // returns the answer.
-func admin(h http.Handler, method, path, body string, header ...string) *httptest.ResponseRecorder {
+func adminCall(h http.Handler, method, path, body string, header ...string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
 	req.RemoteAddr = "127.0.0.1:40000"
 	for i := 0; i+1 < len(header); i += 2 {
@@ -87,7 +91,7 @@ func TestIncident1ThrottledForever(t *testing.T) {
 		var loaders sync.WaitGroup
 		writer := func(job, path string, ok, bad *atomic.Int64) {
 			for ctx.Err() == nil {
-				rec := send(h, context.Background(), http.MethodPut, path, "row", HeaderJob, job)
+				rec := send(h, context.Background(), http.MethodPut, path, "row", proxy.HeaderJob, job)
 				switch {
 				case rec.Code == http.StatusOK:
 					if ok != nil {
@@ -139,8 +143,8 @@ func TestIncident1ThrottledForever(t *testing.T) {
 		if len(calls) != 2 || calls[0] != "POST /admin/cancel/bulk-a" || calls[1] != "DELETE /admin/clear/bulk-a" {
 			t.Errorf("store admin calls = %v, want the cancel then the cleanup", calls)
 		}
-		rec := send(h, context.Background(), http.MethodPut, "/a/put", "row", HeaderJob, "bulk-a")
-		var e apiError
+		rec := send(h, context.Background(), http.MethodPut, "/a/put", "row", proxy.HeaderJob, "bulk-a")
+		var e apierror.Body
 		if rec.Code != http.StatusConflict || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Details["job"] != "bulk-a" || e.Details["state"] != "cancelled" {
 			t.Errorf("a later write for bulk-a got %d %s, want 409 naming the job and its state", rec.Code, rec.Body)
 		}
@@ -178,7 +182,7 @@ func TestSlowStoreNeverStalls(t *testing.T) {
 		s := newTestServer(t, slow, "STALL_AFTER=10s", "CANCEL_GRACE=5s", "MAX_CONCURRENCY=1", "INITIAL_CONCURRENCY=1")
 		end := time.Now().Add(10 * time.Minute)
 		for time.Now().Before(end) {
-			if rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/w", "x", HeaderJob, "slow"); rec.Code != http.StatusOK {
+			if rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/w", "x", proxy.HeaderJob, "slow"); rec.Code != http.StatusOK {
 				t.Fatalf("write got %d", rec.Code)
 			}
 		}
@@ -200,7 +204,7 @@ func TestJobsAPI(t *testing.T) {
 		h := s.AdminHandler()
 		f := func(method, path, body string, want int, header ...string) map[string]any {
 			t.Helper()
-			rec := admin(h, method, path, body, header...)
+			rec := adminCall(h, method, path, body, header...)
 			if rec.Code != want {
 				t.Fatalf("%s %s: %d %s, want %d", method, path, rec.Code, rec.Body, want)
 			}
@@ -273,12 +277,12 @@ func TestAdminToken(t *testing.T) {
 			{[]string{"Authorization", "Bearer tok-123-4f9c2e7a1b8d"}, http.StatusCreated},
 			{[]string{"Authorization", "Bearer tok-123-4f9c2e7a1b8d", "RemoteAddr", "10.0.0.8:5000"}, http.StatusCreated},
 		} {
-			rec := admin(h, "POST", "/v1/jobs", `{"id":"j`+strconv.Itoa(tc.want)+strconv.Itoa(len(tc.header))+`"}`, tc.header...)
+			rec := adminCall(h, "POST", "/v1/jobs", `{"id":"j`+strconv.Itoa(tc.want)+strconv.Itoa(len(tc.header))+`"}`, tc.header...)
 			if rec.Code != tc.want {
 				t.Errorf("header %v: %d %s, want %d", tc.header, rec.Code, rec.Body, tc.want)
 			}
 		}
-		if rec := admin(h, "GET", "/v1/jobs", ""); rec.Code != http.StatusOK {
+		if rec := adminCall(h, "GET", "/v1/jobs", ""); rec.Code != http.StatusOK {
 			t.Errorf("GET /v1/jobs without token: %d", rec.Code)
 		}
 	})
@@ -292,11 +296,11 @@ func TestStatusAndHealth(t *testing.T) {
 		s := newTestServer(t, hung, "UPSTREAM_TIMEOUT=1s", "RETRY_MAX=0")
 		send(s.ProxyHandler(), context.Background(), http.MethodPut, "/w", "x")
 		h := s.AdminHandler()
-		if rec := admin(h, "GET", "/healthz", ""); rec.Code != http.StatusOK {
+		if rec := adminCall(h, "GET", "/healthz", ""); rec.Code != http.StatusOK {
 			t.Errorf("healthz with a hung store = %d, want 200 (liveness never depends on the store)", rec.Code)
 		}
-		rec := admin(h, "GET", "/v1/status", "")
-		var st Status
+		rec := adminCall(h, "GET", "/v1/status", "")
+		var st admin.Status
 		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
 			t.Fatal(err)
 		}
@@ -317,18 +321,18 @@ func TestStatusAndHealth(t *testing.T) {
 func TestReadiness(t *testing.T) {
 	s := newTestServer(t, &pegasusStore{})
 	h := s.AdminHandler()
-	if rec := admin(h, "GET", "/readyz", ""); rec.Code != http.StatusServiceUnavailable {
+	if rec := adminCall(h, "GET", "/readyz", ""); rec.Code != http.StatusServiceUnavailable {
 		t.Errorf("before Serve: %d, want 503", rec.Code)
 	}
-	s.ready.set(Ready)
-	if rec := admin(h, "GET", "/readyz", ""); rec.Code != http.StatusOK {
+	s.life.Set(admin.Ready)
+	if rec := adminCall(h, "GET", "/readyz", ""); rec.Code != http.StatusOK {
 		t.Errorf("ready: %d", rec.Code)
 	}
-	if rec := admin(h, "POST", "/quitquitquit", ""); rec.Code != http.StatusAccepted {
+	if rec := adminCall(h, "POST", "/quitquitquit", ""); rec.Code != http.StatusAccepted {
 		t.Errorf("quitquitquit: %d", rec.Code)
 	}
-	s.ready.set(Ready)
-	if rec := admin(h, "GET", "/readyz", ""); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "stopping") {
+	s.life.Set(admin.Ready)
+	if rec := adminCall(h, "GET", "/readyz", ""); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "stopping") {
 		t.Errorf("after quitquitquit: %d %s, want 503 stopping for good", rec.Code, rec.Body)
 	}
 	select {
@@ -359,12 +363,12 @@ func TestCancelAbortsInFlight(t *testing.T) {
 		codes := make(chan [2]string, 2)
 		for _, job := range []string{"victim", "bystander"} {
 			go func() {
-				rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/"+job, "x", HeaderJob, job)
+				rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/"+job, "x", proxy.HeaderJob, job)
 				codes <- [2]string{job, strconv.Itoa(rec.Code) + " " + rec.Body.String()}
 			}()
 		}
 		synctest.Wait()
-		if rec := admin(s.AdminHandler(), "POST", "/v1/jobs/victim/cancel", `{"reason":"operator"}`); rec.Code != http.StatusAccepted {
+		if rec := adminCall(s.AdminHandler(), "POST", "/v1/jobs/victim/cancel", `{"reason":"operator"}`); rec.Code != http.StatusAccepted {
 			t.Fatalf("cancel: %d %s", rec.Code, rec.Body)
 		}
 		if p := <-aborted; p != "/victim" {
@@ -390,8 +394,8 @@ func TestReadsAreNotProgress(t *testing.T) {
 		s := newTestServer(t, store, "STALL_AFTER=1m", "CANCEL_GRACE=10m")
 		end := time.Now().Add(2 * time.Minute)
 		for time.Now().Before(end) {
-			send(s.ProxyHandler(), context.Background(), http.MethodGet, "/b/_cluster/health", "", HeaderJob, "poller")
-			send(s.ProxyHandler(), context.Background(), http.MethodPut, "/a/doc", "x", HeaderJob, "poller")
+			send(s.ProxyHandler(), context.Background(), http.MethodGet, "/b/_cluster/health", "", proxy.HeaderJob, "poller")
+			send(s.ProxyHandler(), context.Background(), http.MethodPut, "/a/doc", "x", proxy.HeaderJob, "poller")
 			time.Sleep(5 * time.Second)
 		}
 		j, err := s.jobs.Get("poller")
@@ -432,12 +436,12 @@ func TestCancelNotRecorded(t *testing.T) {
 		}
 		t.Cleanup(s.StartLoops())
 		h := s.AdminHandler()
-		if rec := admin(h, "POST", "/v1/jobs", `{"id":"load-1","cancel":{"url":"http://store.test/admin/cancel/${JOB}"}}`); rec.Code != http.StatusCreated {
+		if rec := adminCall(h, "POST", "/v1/jobs", `{"id":"load-1","cancel":{"url":"http://store.test/admin/cancel/${JOB}"}}`); rec.Code != http.StatusCreated {
 			t.Fatalf("register: %d %s", rec.Code, rec.Body)
 		}
 		st.broken.Store(true)
-		rec := admin(h, "POST", "/v1/jobs/load-1/cancel", `{}`)
-		var body apiError
+		rec := adminCall(h, "POST", "/v1/jobs/load-1/cancel", `{}`)
+		var body apierror.Body
 		_ = json.Unmarshal(rec.Body.Bytes(), &body)
 		if rec.Code != http.StatusServiceUnavailable || body.Error != "cancel_not_recorded" ||
 			!strings.Contains(body.Message, "retry") || rec.Header().Get("Retry-After") != "5" {
@@ -450,7 +454,7 @@ func TestCancelNotRecorded(t *testing.T) {
 		}
 
 		st.broken.Store(false)
-		if rec := admin(h, "POST", "/v1/jobs/load-1/cancel", `{}`); rec.Code != http.StatusAccepted {
+		if rec := adminCall(h, "POST", "/v1/jobs/load-1/cancel", `{}`); rec.Code != http.StatusAccepted {
 			t.Fatalf("cancel retried: %d %s", rec.Code, rec.Body)
 		}
 		synctest.Wait()

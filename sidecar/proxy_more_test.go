@@ -20,6 +20,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/sluice-dev/sluice/sidecar/proxy"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sluice-dev/sluice/state"
@@ -93,7 +95,7 @@ func TestLargeBodyStreamsOnce(t *testing.T) {
 		if rec.Code != http.StatusOK || calls.Load() != 2 {
 			t.Errorf("small body: status %d after %d attempts, want 200 after 2", rec.Code, calls.Load())
 		}
-		if used := s.budget.inUse(); used != 0 {
+		if used := s.budget.InUse(); used != 0 {
 			t.Errorf("buffer budget still holds %d bytes after the writes", used)
 		}
 	})
@@ -114,11 +116,11 @@ func TestBufferBudgetBounds(t *testing.T) {
 			go send(s.ProxyHandler(), context.Background(), http.MethodPut, "/w", body)
 		}
 		synctest.Wait()
-		if used := s.budget.inUse(); used > 2048 || used < 2000 {
+		if used := s.budget.InUse(); used > 2048 || used < 2000 {
 			t.Errorf("budget in use %d, want the 2 bodies that fit (2000 bytes)", used)
 		}
-		buffered := testutil.ToFloat64(s.proxy.m.buffered)
-		streamed := testutil.ToFloat64(s.proxy.m.streamed)
+		buffered := metricValue(t, s, "sluice_proxy_bodies_buffered_total")
+		streamed := metricValue(t, s, "sluice_proxy_bodies_streamed_total")
 		close(release)
 		synctest.Wait()
 		if buffered != 2 || streamed != 3 {
@@ -131,8 +133,8 @@ func TestBufferBudgetBounds(t *testing.T) {
 func TestMetricsLint(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newTestServer(t, newQuotaStore(100))
-		send(s.ProxyHandler(), context.Background(), http.MethodPut, "/w", "x", HeaderJob, "lint")
-		problems, err := testutil.GatherAndLint(s.Registry())
+		send(s.ProxyHandler(), context.Background(), http.MethodPut, "/w", "x", proxy.HeaderJob, "lint")
+		problems, err := testutil.GatherAndLint(s.reg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +173,7 @@ func TestElasticsearchPartialBulk(t *testing.T) {
 			_, _ = io.WriteString(w, body)
 		})
 		s := newTestServer(t, store, "PROFILE=elasticsearch")
-		rec := send(s.ProxyHandler(), context.Background(), http.MethodPost, "/logs/_bulk", "{}\n{}\n", HeaderJob, "es", "Accept-Encoding", "gzip")
+		rec := send(s.ProxyHandler(), context.Background(), http.MethodPost, "/logs/_bulk", "{}\n{}\n", proxy.HeaderJob, "es", "Accept-Encoding", "gzip")
 		if rec.Code != http.StatusOK || rec.Body.String() != body {
 			t.Fatalf("loader got %d %q, want the store's body unchanged", rec.Code, rec.Body)
 		}
@@ -226,7 +228,7 @@ func TestDynamoDBPartialBatch(t *testing.T) {
 					if tc.chunked {
 						req.Body, req.ContentLength = io.NopCloser(strings.NewReader(request)), -1
 					}
-					req.Header.Set(HeaderJob, "ddb")
+					req.Header.Set(proxy.HeaderJob, "ddb")
 					req.Header.Set("X-Amz-Target", "DynamoDB_20120810.BatchWriteItem")
 					req.Header.Set("Content-Type", "application/x-amz-json-1.0")
 					rec := httptest.NewRecorder()
@@ -283,7 +285,7 @@ func TestS3ErrorIn200(t *testing.T) {
 		s := newTestServer(t, store, "PROFILE=s3", "RETRY_POST=true")
 		const parts = `<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>"a"</ETag></Part></CompleteMultipartUpload>`
 		complete := func() *httptest.ResponseRecorder {
-			return send(s.ProxyHandler(), context.Background(), http.MethodPost, "/ingest/k?uploadId=u1", parts, HeaderJob, "mpu")
+			return send(s.ProxyHandler(), context.Background(), http.MethodPost, "/ingest/k?uploadId=u1", parts, proxy.HeaderJob, "mpu")
 		}
 		if rec := complete(); rec.Code != http.StatusOK || rec.Body.String() != "      "+failed {
 			t.Fatalf("loader got %d %q, want the store's answer unchanged", rec.Code, rec.Body)
@@ -319,7 +321,7 @@ func TestS3PutObjectErrorIn200(t *testing.T) {
 		s := newTestServer(t, store, "PROFILE=s3")
 		put := func() {
 			t.Helper()
-			if rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/ingest/k", "data", HeaderJob, "put"); rec.Code != http.StatusOK || rec.Body.String() != answer {
+			if rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/ingest/k", "data", proxy.HeaderJob, "put"); rec.Code != http.StatusOK || rec.Body.String() != answer {
 				t.Fatalf("loader got %d %q, want 200 and the store's answer unchanged", rec.Code, rec.Body)
 			}
 		}
@@ -377,7 +379,7 @@ func TestScannedAnswerBreaksOff(t *testing.T) {
 					time.AfterFunc(tc.leaveAt, cancel)
 				}
 				req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/ingest/k?uploadId=u1", strings.NewReader("<CompleteMultipartUpload/>"))
-				req.Header.Set(HeaderJob, "mpu")
+				req.Header.Set(proxy.HeaderJob, "mpu")
 				var w http.ResponseWriter = httptest.NewRecorder()
 				if tc.broken {
 					w = brokenLoader{}
@@ -437,7 +439,7 @@ func TestLoaderLeavesAsTheAnswerComes(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(s.StartLoops())
-		send(s.ProxyHandler(), ctx, http.MethodPut, "/k", "ok", HeaderJob, "gone")
+		send(s.ProxyHandler(), ctx, http.MethodPut, "/k", "ok", proxy.HeaderJob, "gone")
 		synctest.Wait()
 		if n := s.lim.Snapshot().InFlight; n != 0 {
 			t.Errorf("%d attempts still in flight, want 0", n)
@@ -533,7 +535,7 @@ func TestVictoriaMetricsInsertLimit(t *testing.T) {
 					t.Fatal("the store refused nothing: the test shows nothing")
 				}
 				snap := s.lim.Snapshot()
-				if st := s.status().Limiter; st.CapsConcurrency != tc.wantCaps || snap.CapsConcurrency != tc.wantCaps {
+				if st := s.admin.Status().Limiter; st.CapsConcurrency != tc.wantCaps || snap.CapsConcurrency != tc.wantCaps {
 					t.Errorf("status store_caps_concurrency %v (snapshot %v), want %v", st.CapsConcurrency, snap.CapsConcurrency, tc.wantCaps)
 				}
 				// Rounds of one success take the rate past 8× the initial
@@ -626,7 +628,7 @@ func TestAcceptEncodingWhereAnswersAreScanned(t *testing.T) {
 				if tc.want == unread {
 					wantUnread = 1
 				}
-				if n := testutil.ToFloat64(s.proxy.m.unscanned); n != wantUnread {
+				if n := metricValue(t, s, "sluice_upstream_answers_unscanned_total"); n != wantUnread {
 					t.Errorf("%s: %v answers counted unread, want %v (%s)", name, n, wantUnread, tc.want)
 				}
 			})

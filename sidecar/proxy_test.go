@@ -14,6 +14,9 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/sluice-dev/sluice/sidecar/apierror"
+	"github.com/sluice-dev/sluice/sidecar/proxy"
 )
 
 // greedyLoad runs writers that always have work against h for d: each write
@@ -105,7 +108,7 @@ func TestHungStoreGets504(t *testing.T) {
 		if took > 3*time.Second {
 			t.Errorf("took %v, want <= timeout + 1s", took)
 		}
-		var e apiError
+		var e apierror.Body
 		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error != "upstream_timeout" {
 			t.Errorf("body = %s, want JSON error upstream_timeout", rec.Body)
 		}
@@ -203,8 +206,8 @@ func TestRetryHonoursRetryAfter(t *testing.T) {
 		if rec.Code != http.StatusCreated {
 			t.Fatalf("status = %d, want 201 after a retry", rec.Code)
 		}
-		if got := rec.Header().Get(headerAttempts); got != "2" {
-			t.Errorf("%s = %q, want 2", headerAttempts, got)
+		if got := rec.Header().Get(proxy.HeaderAttempts); got != "2" {
+			t.Errorf("%s = %q, want 2", proxy.HeaderAttempts, got)
 		}
 		if gap := calls[1].Sub(calls[0]); gap < 3*time.Second {
 			t.Errorf("retried after %v, before the store's Retry-After of 3s", gap)
@@ -249,7 +252,7 @@ func TestFinalStoreResponsePassesThrough(t *testing.T) {
 		if rec.Code != http.StatusServiceUnavailable || rec.Body.String() != body {
 			t.Fatalf("got %d %q, want the store's 503 SlowDown body", rec.Code, rec.Body)
 		}
-		if got := rec.Header().Get(headerAttempts); got != "3" {
+		if got := rec.Header().Get(proxy.HeaderAttempts); got != "3" {
 			t.Errorf("attempts = %s, want 3 (1 + SLUICE_RETRY_MAX)", got)
 		}
 	})
@@ -276,7 +279,7 @@ func TestPostNotRetriedByDefault(t *testing.T) {
 			})
 			s := newTestServer(t, store, tc.env...)
 			rec := send(s.ProxyHandler(), context.Background(), http.MethodPost, "/_bulk", "x")
-			if got := rec.Header().Get(headerAttempts); got != tc.attempts {
+			if got := rec.Header().Get(proxy.HeaderAttempts); got != tc.attempts {
 				t.Errorf("env %v: attempts = %s, want %s", tc.env, got, tc.attempts)
 			}
 		})
@@ -291,7 +294,7 @@ func TestHeadersAndPath(t *testing.T) {
 		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got <- r.Clone(context.Background()) })
 		s := newTestServer(t, store, "UPSTREAM_URL=http://store.test/prefix")
 		rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/index/_doc/1?refresh=true", "x",
-			HeaderJob, "job-1", "X-Sluice-Secret", "s", "X-Forwarded-For", "10.1.1.1", "Connection", "close")
+			proxy.HeaderJob, "job-1", "X-Sluice-Secret", "s", "X-Forwarded-For", "10.1.1.1", "Connection", "close")
 		if rec.Code != http.StatusOK {
 			t.Fatalf("status %d", rec.Code)
 		}
@@ -327,7 +330,7 @@ func TestBackpressureRejectMode(t *testing.T) {
 		if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" {
 			t.Fatalf("got %d (Retry-After %q), want 429 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
 		}
-		var e apiError
+		var e apierror.Body
 		if json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Details["reason"] != "no_capacity" {
 			t.Errorf("body %s, want reason no_capacity", rec.Body)
 		}
@@ -367,7 +370,7 @@ func TestInvalidJobHeader(t *testing.T) {
 		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) })
 		s := newTestServer(t, store)
 		for _, id := range []string{"a b", "../etc", "..", ".", "-rf", "--all", strings.Repeat("x", 129), "ünï", "a\tb"} {
-			rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/a", "x", HeaderJob, id)
+			rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/a", "x", proxy.HeaderJob, id)
 			if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "invalid_job_id") {
 				t.Errorf("job %q: got %d %s, want 400 invalid_job_id", id, rec.Code, rec.Body)
 			}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -15,7 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sluice-dev/sluice/limiter"
+	"github.com/sluice-dev/sluice/sidecar/admin"
 	"github.com/sluice-dev/sluice/sidecar/auth"
+	"github.com/sluice-dev/sluice/sidecar/classify"
+	"github.com/sluice-dev/sluice/sidecar/proxy"
 	"github.com/sluice-dev/sluice/state"
 )
 
@@ -39,18 +43,17 @@ type Options struct {
 // Server is a running sluice: the proxy, the admin server, the control loop
 // and the job manager.
 type Server struct {
-	cfg      *Config
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	gatherer prometheus.Gatherer
-	lim      *limiter.Controller
-	budget   *bufferBudget
-	jobs     *state.Manager
-	auth     *auth.Authenticator
-	proxy    *Proxy
-	idle     *idleCap
-	ready    readiness
-	started  time.Time
+	cfg     *Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	lim     *limiter.Controller
+	budget  *proxy.Budget
+	jobs    *state.Manager
+	auth    *auth.Authenticator
+	proxy   *proxy.Proxy
+	admin   *admin.API
+	life    admin.Lifecycle
+	started time.Time
 
 	stopOnce sync.Once
 	stopCh   chan struct{}
@@ -81,13 +84,12 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	reg.MustRegister(buildInfo)
 
 	s := &Server{
-		cfg:      &cfg,
-		log:      log,
-		reg:      reg,
-		gatherer: reg,
-		budget:   &bufferBudget{max: int64(cfg.BufferBudget)},
-		started:  time.Now(),
-		stopCh:   make(chan struct{}),
+		cfg:     &cfg,
+		log:     log,
+		reg:     reg,
+		budget:  proxy.NewBudget(int64(cfg.BufferBudget)),
+		started: time.Now(),
+		stopCh:  make(chan struct{}),
 	}
 	lim, err := limiter.New(limiter.Config{
 		InitialRate:        cfg.InitialRate,
@@ -134,24 +136,47 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	}
 	s.jobs = jobs
 
-	m := newMetrics(reg)
-	s.idle = newIdleCap(cfg.MaxIdleConns, m.notKeptAlive)
-	s.proxy, err = newProxy(&cfg, proxyDeps{
-		lim:     lim,
-		budget:  s.budget,
-		jobs:    jobsAdapter{jobs},
-		auth:    a,
-		metrics: m,
-		log:     log,
-	})
+	pcfg, err := proxyConfig(&cfg)
 	if err != nil {
 		jobs.Close()
 		return nil, err
 	}
-	if opts.Transport != nil {
-		s.proxy.transport = opts.Transport
-		s.proxy.pipe = nil // the store is in memory
+	s.proxy, err = proxy.New(pcfg, proxy.Deps{
+		Limiter:    lim,
+		Budget:     s.budget,
+		Jobs:       jobsAdapter{jobs},
+		Auth:       a,
+		Registerer: reg,
+		Logger:     log,
+		Transport:  opts.Transport,
+	})
+	if err != nil {
+		jobs.Close()
+		if errors.Is(err, proxy.ErrCAFile) {
+			return nil, &StartupError{fmt.Errorf("SLUICE_UPSTREAM_CA_FILE: %w", err)}
+		}
+		return nil, err
 	}
+	s.admin = admin.New(admin.Config{
+		Token:           cfg.AdminToken,
+		HeartbeatMaxAge: max(10*cfg.ControlInterval, 5*time.Second),
+		Info: admin.Info{
+			Version:      Version,
+			Upstream:     redactURL(cfg.UpstreamURL),
+			Profile:      cfg.Profile,
+			RateUnit:     cfg.RateUnit,
+			Backpressure: cfg.Backpressure,
+		},
+	}, admin.Deps{
+		Gatherer:  reg,
+		Limiter:   lim,
+		Jobs:      jobs,
+		Auth:      a,
+		Budget:    s.budget,
+		Lifecycle: &s.life,
+		Stop:      s.requestStop,
+		Started:   s.started,
+	})
 	return s, nil
 }
 
@@ -159,16 +184,13 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 func (s *Server) ProxyHandler() http.Handler { return s.proxy }
 
 // AdminHandler is the admin API handler.
-func (s *Server) AdminHandler() http.Handler { return s.adminHandler(s.gatherer) }
-
-// Registry is the registry every sluice metric is on.
-func (s *Server) Registry() *prometheus.Registry { return s.reg }
+func (s *Server) AdminHandler() http.Handler { return s.admin.Handler() }
 
 // requestStop starts a graceful shutdown (SIGTERM or /quitquitquit).
 func (s *Server) requestStop(reason string) {
 	s.stopOnce.Do(func() {
 		s.log.Info("shutdown requested", "reason", reason)
-		s.ready.set(Stopping)
+		s.life.Set(admin.Stopping)
 		close(s.stopCh)
 	})
 }
@@ -201,12 +223,12 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 	stopLoops := s.StartLoops()
 
 	proxySrv := &http.Server{
-		Handler:           s.idle.wrap(s.proxy),
+		Handler:           s.proxy.Handler(),
 		ReadHeaderTimeout: 10 * time.Second, // slowloris
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    1 << 20,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		ConnState:         s.idle.connState,
+		ConnState:         s.proxy.ConnState,
 	}
 	adminSrv := &http.Server{
 		Handler:           s.AdminHandler(),
@@ -223,7 +245,7 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 	go func() { proxyErr <- serveUntil(proxyCtx, proxySrv, proxyLn, s.cfg.ShutdownTimeout) }()
 	go func() { adminErr <- serveUntil(adminCtx, adminSrv, adminLn, 5*time.Second) }()
 
-	s.ready.set(Ready)
+	s.life.Set(admin.Ready)
 	s.log.Info("sluice started", "version", Version, "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"upstream", redactURL(s.cfg.UpstreamURL), "profile", s.cfg.Profile)
 
@@ -257,7 +279,7 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 	if !proxyDone {
 		keep(<-proxyErr)
 	}
-	s.proxy.close()
+	s.proxy.Close()
 	stopLoops()
 	stopAdmin()
 	if !adminDone {
@@ -284,7 +306,7 @@ func (s *Server) StartLoops() (stop func()) {
 	}
 	return func() {
 		s.lim.Close()
-		s.proxy.close()
+		s.proxy.Close()
 		cancel()
 		loops.Wait()
 		if err := s.jobs.Close(); err != nil {
@@ -321,4 +343,59 @@ func redactURL(raw string) string {
 		return "<redacted>"
 	}
 	return r
+}
+
+// serveUntil runs srv until ctx ends, then shuts it down gracefully within
+// timeout, with a fresh context; past the timeout it closes what is left
+// and returns context.DeadlineExceeded.
+func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, timeout time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		// Past the drain timeout: cut what is left rather than hang.
+		_ = srv.Close()
+	}
+	<-errc
+	return err
+}
+
+// proxyConfig is the proxy's configuration from SLUICE_* variables.
+func proxyConfig(c *Config) (proxy.Config, error) {
+	up, err := url.Parse(c.UpstreamURL)
+	if err != nil {
+		return proxy.Config{}, fmt.Errorf("sidecar: SLUICE_UPSTREAM_URL: %w", err)
+	}
+	profile, err := classify.ParseProfile(c.Profile)
+	if err != nil {
+		return proxy.Config{}, fmt.Errorf("sidecar: SLUICE_PROFILE: %w", err)
+	}
+	return proxy.Config{
+		Upstream:        up,
+		PreserveHost:    c.PreserveHost,
+		Profile:         profile,
+		BytesCost:       c.RateUnit == "bytes",
+		Reject:          c.Backpressure == "reject",
+		Timeout:         c.UpstreamTimeout,
+		QueueTimeout:    c.QueueTimeout,
+		DefaultJob:      c.Job,
+		RetryMax:        c.RetryMax,
+		RetryPost:       c.RetryPost,
+		RetryBodyMax:    int64(c.RetryBodyMax),
+		RetryBackoffMin: c.RetryBackoffMin,
+		RetryBackoffMax: c.RetryBackoffMax,
+		MaxRetryAfter:   c.MaxRetryAfter,
+		RetryBudget:     c.RetryBudget,
+		Pipeline:        c.Pipeline,
+		CAFile:          c.UpstreamCAFile,
+		MaxConcurrency:  c.MaxConcurrency,
+		MaxIdleConns:    c.MaxIdleConns,
+	}, nil
 }

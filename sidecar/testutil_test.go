@@ -146,3 +146,28 @@ func (s *quotaStore) counts(from time.Time) (accepted, throttled, acceptedSince 
 	}
 	return s.accepted, s.throttled, acceptedSince
 }
+
+// metricValue is the sum of every series of the metric name on s's
+// registry, as /metrics would show it.
+func metricValue(t *testing.T, s *Server, name string) float64 {
+	t.Helper()
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
+// roundTripFunc is an in-memory store as a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/internal/rawstore"
+	"github.com/sluice-dev/sluice/sidecar/proxy"
+
 	"github.com/sluice-dev/sluice/state"
 )
 
@@ -102,14 +105,14 @@ func TestStreamedBodyOffersNoReplay(t *testing.T) {
 // reused connection without answering. The write must fail truthfully;
 // it used to be sent again with an empty body, answered 204.
 func TestStreamedBodyNotReplayedAfterDroppedConnection(t *testing.T) {
-	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+	store := rawstore.New(t, func(c *rawstore.Conn, seq int, body string) {
 		if seq == 1 {
-			c.hangUp()
+			c.HangUp()
 			return
 		}
-		c.answer(http.StatusNoContent, body, false)
+		c.Answer(http.StatusNoContent, body, false)
 	})
-	s := newTestServer(t, nil, "UPSTREAM_URL="+store.url(), "RETRY_BODY_MAX=1KiB")
+	s := newTestServer(t, nil, "UPSTREAM_URL="+store.URL(), "RETRY_BODY_MAX=1KiB")
 	h := s.ProxyHandler()
 	if code := send(h, context.Background(), http.MethodPut, "/warm", "warm").Code; code != http.StatusNoContent {
 		t.Fatalf("warm-up write: %d", code) // leaves a kept-alive connection to reuse
@@ -123,7 +126,7 @@ func TestStreamedBodyNotReplayedAfterDroppedConnection(t *testing.T) {
 	req.Header.Set("Idempotency-Key", "k1")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
-	_, _, answered := store.counts()
+	_, _, answered := store.Counts()
 	if rec.Code < 500 {
 		t.Errorf("a streamed write whose connection dropped before the answer got %d, want a 5xx", rec.Code)
 	}
@@ -137,10 +140,10 @@ func TestStreamedBodyNotReplayedAfterDroppedConnection(t *testing.T) {
 // attempt ends (its slot is freed) and the loader gets a 502. With two
 // slots, two such answers used to leave every later write waiting.
 func TestSwitchingProtocolsFreesTheSlot(t *testing.T) {
-	store := newRawStore(t, func(c *rawConn, seq int, body string) {
-		fmt.Fprint(c.nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+	store := rawstore.New(t, func(c *rawstore.Conn, seq int, body string) {
+		fmt.Fprint(c.NC, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
 	})
-	s := newTestServer(t, nil, "UPSTREAM_URL="+store.url(), "INITIAL_CONCURRENCY=2", "MAX_CONCURRENCY=2", "QUEUE_TIMEOUT=2s")
+	s := newTestServer(t, nil, "UPSTREAM_URL="+store.URL(), "INITIAL_CONCURRENCY=2", "MAX_CONCURRENCY=2", "QUEUE_TIMEOUT=2s")
 	for i := range 3 {
 		rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/write", "x")
 		if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), "switched_protocols") {
@@ -175,53 +178,17 @@ func TestUpgradeOfferNotForwarded(t *testing.T) {
 	}
 }
 
-// readUpTo never holds more memory than its limit (bytes.Buffer doubles
-// past it), and gives back every byte it read.
-func TestReadUpToStaysWithinLimit(t *testing.T) {
-	const limit = 100_000
-	f := func(size int) {
-		t.Helper()
-		in := bytes.Repeat([]byte("0123456789"), size/10+1)[:size]
-		buf, more, err := readUpTo(iotestHalfReader{bytes.NewReader(in)}, limit)
-		if err != nil {
-			t.Fatalf("size %d: %v", size, err)
-		}
-		if cap(buf) > limit {
-			t.Errorf("size %d: buffer capacity %d over the limit %d", size, cap(buf), limit)
-		}
-		if (more != nil) != (size > limit) {
-			t.Errorf("size %d: more = %v", size, more)
-		}
-		if got := string(buf) + string(more); !strings.HasPrefix(string(in), got) || (more == nil && got != string(in)) {
-			t.Errorf("size %d: got back %d bytes that are not the body's", size, len(got))
-		}
-	}
-	for _, n := range []int{0, 1, 32 << 10, limit - 1, limit, limit + 1, 3 * limit} {
-		f(n)
-	}
-}
-
-// iotestHalfReader returns at most half of what is asked, as sockets do.
-type iotestHalfReader struct{ r io.Reader }
-
-func (h iotestHalfReader) Read(p []byte) (int, error) {
-	if len(p) > 1 {
-		p = p[:len(p)/2]
-	}
-	return h.r.Read(p)
-}
-
 // A buffered body of unknown length holds no more memory than the budget
 // counts for it, while it is held and after.
 func TestUnknownLengthBufferCountedWhole(t *testing.T) {
 	var held, reserved int64
-	s := newTestServer(t, nil, "RETRY_BODY_MAX=1MiB", "BUFFER_BUDGET=8MiB")
-	s.proxy.transport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		reserved = s.proxy.budget.inUse()
-		b, _ := io.ReadAll(req.Body)
+	var s *Server
+	s = newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reserved = s.budget.InUse()
+		b, _ := io.ReadAll(r.Body)
 		held = int64(len(b))
-		return &http.Response{StatusCode: http.StatusNoContent, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
-	})
+		w.WriteHeader(http.StatusNoContent)
+	}), "RETRY_BODY_MAX=1MiB", "BUFFER_BUDGET=8MiB")
 	for _, size := range []int{1, 40_000, 600_000, 1 << 20, 1<<20 + 1} {
 		req := httptest.NewRequest(http.MethodPut, "/write", nil)
 		req.Body = io.NopCloser(bytes.NewReader(make([]byte, size)))
@@ -239,7 +206,7 @@ func TestUnknownLengthBufferCountedWhole(t *testing.T) {
 		if reserved != want {
 			t.Errorf("size %d: budget counted %d bytes while the write was sent, want %d (the buffer's capacity)", size, reserved, want)
 		}
-		if u := s.proxy.budget.inUse(); u != 0 {
+		if u := s.budget.InUse(); u != 0 {
 			t.Errorf("size %d: %d bytes still reserved after the write", size, u)
 		}
 	}
@@ -300,7 +267,7 @@ func TestSigV4HashesWhatItSends(t *testing.T) {
 			}
 		}
 	}
-	if u := s.proxy.budget.inUse(); u != 0 {
+	if u := s.budget.InUse(); u != 0 {
 		t.Errorf("%d bytes of the budget still reserved", u)
 	}
 }
@@ -326,7 +293,7 @@ func TestSigV4RefusesWhatItCannotBuffer(t *testing.T) {
 			t.Errorf("length known %v: the store saw %v", known, got)
 		}
 	}
-	if u := s.proxy.budget.inUse(); u != 0 {
+	if u := s.budget.InUse(); u != 0 {
 		t.Errorf("%d bytes of the budget still reserved", u)
 	}
 }
@@ -340,20 +307,20 @@ func TestPipelinedWriteOfCancelledJob(t *testing.T) {
 	held, release := make(chan struct{}), make(chan struct{})
 	var mu sync.Mutex
 	var landed []string
-	store := newRawStore(t, func(c *rawConn, seq int, body string) {
+	store := rawstore.New(t, func(c *rawstore.Conn, seq int, body string) {
 		if body == "other-1" {
-			c.awaitNext(10 * time.Second)
+			c.AwaitNext(10 * time.Second)
 			close(held)
 			<-release
 		}
 		mu.Lock()
 		landed = append(landed, body)
 		mu.Unlock()
-		c.answer(http.StatusNoContent, body, false)
+		c.Answer(http.StatusNoContent, body, false)
 	})
-	s := pipelinedServer(t, store.url())
+	s := pipelinedServer(t, store.URL())
 	h := s.ProxyHandler()
-	if code := send(h, context.Background(), http.MethodPost, "/write", "warm", HeaderJob, "other").Code; code != http.StatusNoContent {
+	if code := send(h, context.Background(), http.MethodPost, "/write", "warm", proxy.HeaderJob, "other").Code; code != http.StatusNoContent {
 		t.Fatalf("first write: %d", code) // the limiter pipelines only after a first answer
 	}
 	var wg sync.WaitGroup
@@ -361,7 +328,7 @@ func TestPipelinedWriteOfCancelledJob(t *testing.T) {
 	var cmu sync.Mutex
 	write := func(body, job string) {
 		wg.Go(func() {
-			code := send(h, context.Background(), http.MethodPost, "/write", body, HeaderJob, job).Code
+			code := send(h, context.Background(), http.MethodPost, "/write", body, proxy.HeaderJob, job).Code
 			cmu.Lock()
 			codes[body] = code
 			cmu.Unlock()

@@ -304,3 +304,18 @@ func actionEnv(env []string) []string {
 	}
 	return out
 }
+
+// ValidMethod reports whether m is an upper-case HTTP method token, as an
+// action's method must be: a lower-case "post" is refused rather than sent
+// as a method the store does not know.
+func ValidMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, r := range m {
+		if r < 'A' || r > 'Z' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,4 +1,7 @@
-package sidecar
+// Package cli is the client side of the sluice command: `sluice status` and
+// `sluice jobs …`, which call a running sidecar's admin API and print what
+// it answers. It is a program that uses the library's types, not part of it.
+package cli
 
 import (
 	"bytes"
@@ -13,13 +16,15 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sluice-dev/sluice/sidecar/admin"
+	"github.com/sluice-dev/sluice/sidecar/apierror"
 	"github.com/sluice-dev/sluice/state"
 )
 
-// RunCLI runs `sluice status` and `sluice jobs …` against a running
+// Run runs `sluice status` and `sluice jobs …` against a running
 // sidecar's admin API (SLUICE_ADMIN_URL, with SLUICE_ADMIN_TOKEN if set) and
 // returns the exit status: 0, 1 when the call failed, 2 for bad usage.
-func RunCLI(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sluice "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
@@ -145,7 +150,7 @@ func (c *adminClient) do(method, path string, body any) (json.RawMessage, error)
 		return nil, err
 	}
 	if resp.StatusCode >= 300 {
-		var e apiError
+		var e apierror.Body
 		if json.Unmarshal(b, &e) == nil && e.Message != "" {
 			return nil, fmt.Errorf("%s %s: %d %s: %s", method, path, resp.StatusCode, e.Error, e.Message)
 		}
@@ -155,7 +160,7 @@ func (c *adminClient) do(method, path string, body any) (json.RawMessage, error)
 }
 
 func printStatus(w io.Writer, raw json.RawMessage) error {
-	var s Status
+	var s admin.Status
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return err
 	}
@@ -253,7 +258,7 @@ func printJob(w io.Writer, raw json.RawMessage) error {
 		switch v.(type) {
 		case map[string]any, []any:
 			b, _ := json.Marshal(v)
-			fmt.Fprintf(tw, "%s\t%s\n", k, truncate(string(b), 400))
+			fmt.Fprintf(tw, "%s\t%s\n", k, apierror.Truncate(string(b), 400))
 		default:
 			fmt.Fprintf(tw, "%s\t%v\n", k, v)
 		}

@@ -1,4 +1,4 @@
-package sidecar
+package proxy
 
 import (
 	"bytes"
@@ -21,11 +21,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/sluice-dev/sluice/limiter"
+	"github.com/sluice-dev/sluice/sidecar/apierror"
 	"github.com/sluice-dev/sluice/sidecar/auth"
 	"github.com/sluice-dev/sluice/sidecar/classify"
+	"github.com/sluice-dev/sluice/sidecar/pipeline"
 	"github.com/sluice-dev/sluice/state"
 )
 
@@ -33,8 +36,8 @@ import (
 // it is sluice's own and never forwarded upstream.
 const HeaderJob = "X-Sluice-Job"
 
-// headerAttempts tells the loader how many upstream attempts its write took.
-const headerAttempts = "X-Sluice-Attempts"
+// HeaderAttempts tells the loader how many upstream attempts its write took.
+const HeaderAttempts = "X-Sluice-Attempts"
 
 // Jobs is what the proxy needs of the job tracker (state.Manager): admission
 // of a write for a job, and the outcome of every attempt.
@@ -77,73 +80,102 @@ type Proxy struct {
 	retryBudget *limiter.RetryBudget
 	backoff     limiter.Backoff // retries without a Retry-After
 	honour      limiter.Backoff // retries after a Retry-After, capped by SLUICE_MAX_RETRY_AFTER
-	budget      *bufferBudget
+	budget      *Budget
 	jobs        Jobs
 	auth        *auth.Authenticator
 	m           *metrics
+	idle        *idleCap
 	log         *slog.Logger
 	warn        rate.Sometimes
 
-	transport http.RoundTripper // the real *http.Transport; tests put an in-memory store here
-	pipe      *pipeline         // SLUICE_PIPELINE; nil when off
+	transport http.RoundTripper  // the real *http.Transport; tests put an in-memory store here
+	pipe      *pipeline.Pipeline // SLUICE_PIPELINE; nil when off
 	client    *retryablehttp.Client
 	rp        *httputil.ReverseProxy
 
 	avgBodySize atomic.Int64 // bytes; the cost of a body of unknown length
 }
 
-// proxyDeps are the parts of a Proxy built elsewhere.
-type proxyDeps struct {
-	lim     *limiter.Controller
-	budget  *bufferBudget
-	jobs    Jobs
-	auth    *auth.Authenticator
-	metrics *metrics
-	log     *slog.Logger
+// Config is what the proxy does, as the operator set it (the sidecar
+// fills it from SLUICE_* variables).
+type Config struct {
+	Upstream     *url.URL
+	PreserveHost bool             // forward the loader's Host header
+	Profile      classify.Profile // how the store signals throttling
+	BytesCost    bool             // a write costs its body size in the rate limit, not 1
+	Reject       bool             // answer 429 at once when no slot is free, instead of queueing
+	Timeout      time.Duration    // bounds each attempt, and the reading of a loader's body
+	QueueTimeout time.Duration    // how long a write waits for a send slot
+	DefaultJob   string           // the job of a write without X-Sluice-Job
+
+	RetryMax        int           // attempts after the first, for a write that may be retried
+	RetryPost       bool          // POST and PATCH may be retried (the store deduplicates)
+	RetryBodyMax    int64         // a larger body streams, sent once
+	RetryBackoffMin time.Duration // backoff between attempts without a Retry-After
+	RetryBackoffMax time.Duration
+	MaxRetryAfter   time.Duration // caps the store's Retry-After before a retry
+	RetryBudget     float64       // retries as a share of writes (limiter.RetryBudget)
+
+	Pipeline       bool   // pipeline writes that may be retried on HTTP/1.1 connections
+	CAFile         string // PEM roots for the store's certificate, besides the system's
+	MaxConcurrency int    // the limiter's ceiling, which sizes the idle connection pool
+	MaxIdleConns   int    // loader connections kept alive while idle, at most
 }
 
-func newProxy(cfg *Config, d proxyDeps) (*Proxy, error) {
-	up, err := url.Parse(cfg.UpstreamURL)
-	if err != nil {
-		return nil, fmt.Errorf("sidecar: SLUICE_UPSTREAM_URL: %w", err)
-	}
-	profile, err := classify.ParseProfile(cfg.Profile)
-	if err != nil {
-		return nil, fmt.Errorf("sidecar: SLUICE_PROFILE: %w", err)
-	}
+// Deps are the parts of a Proxy built elsewhere.
+type Deps struct {
+	Limiter    *limiter.Controller
+	Budget     *Budget
+	Jobs       Jobs
+	Auth       *auth.Authenticator // nil: the loader's credentials go through
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// Transport, if set, carries the attempts instead of the proxy's own
+	// *http.Transport (an in-process store, for simulations and tests);
+	// pipelining is then off, since it needs sockets.
+	Transport http.RoundTripper
+}
+
+// New returns a Proxy for cfg. Its errors name the setting at fault.
+func New(cfg Config, d Deps) (*Proxy, error) {
 	tr, err := newTransport(cfg)
 	if err != nil {
 		return nil, err
 	}
+	m := newMetrics(d.Registerer)
 	p := &Proxy{
-		upstream:     up,
+		upstream:     cfg.Upstream,
 		preserveHost: cfg.PreserveHost,
-		profile:      profile,
-		bytesCost:    cfg.RateUnit == "bytes",
-		reject:       cfg.Backpressure == "reject",
-		timeout:      cfg.UpstreamTimeout,
+		profile:      cfg.Profile,
+		bytesCost:    cfg.BytesCost,
+		reject:       cfg.Reject,
+		timeout:      cfg.Timeout,
 		queueTimeout: cfg.QueueTimeout,
 		retryMax:     cfg.RetryMax,
 		retryPost:    cfg.RetryPost,
-		retryBodyMax: int64(cfg.RetryBodyMax),
-		defaultJob:   cfg.Job,
-		lim:          d.lim,
+		retryBodyMax: cfg.RetryBodyMax,
+		defaultJob:   cfg.DefaultJob,
+		lim:          d.Limiter,
 		backoff:      limiter.Backoff{Min: cfg.RetryBackoffMin, Max: cfg.RetryBackoffMax},
 		honour:       limiter.Backoff{Min: cfg.RetryBackoffMin, Max: max(cfg.RetryBackoffMin, cfg.MaxRetryAfter)},
-		budget:       d.budget,
-		jobs:         d.jobs,
-		auth:         d.auth,
-		m:            d.metrics,
-		log:          d.log.With("component", "proxy"),
+		budget:       d.Budget,
+		jobs:         d.Jobs,
+		auth:         d.Auth,
+		m:            m,
+		idle:         newIdleCap(cfg.MaxIdleConns, m.notKeptAlive),
+		log:          d.Logger.With("component", "proxy"),
 		warn:         rate.Sometimes{Interval: 10 * time.Second},
 		transport:    tr,
 	}
-	if cfg.Pipeline {
-		p.pipe = newPipeline(tr, up, p.m.pipelined.Inc)
+	switch {
+	case d.Transport != nil:
+		p.transport = d.Transport
+	case cfg.Pipeline:
+		p.pipe = pipeline.New(tr, cfg.Upstream, p.m.pipelined.Inc)
 	}
 	p.avgBodySize.Store(64 << 10)
 	if p.retryBudget, err = limiter.NewRetryBudget(limiter.RetryBudgetConfig{Ratio: cfg.RetryBudget}); err != nil {
-		return nil, fmt.Errorf("sidecar: SLUICE_RETRY_BUDGET: %w", err)
+		return nil, fmt.Errorf("proxy: retry budget: %w", err)
 	}
 	p.client = &retryablehttp.Client{
 		HTTPClient: &http.Client{
@@ -163,30 +195,59 @@ func newProxy(cfg *Config, d proxyDeps) (*Proxy, error) {
 		Transport:      roundTripFunc(p.roundTrip),
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.errorHandler,
-		ErrorLog:       slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+		ErrorLog:       slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn),
 	}
 	return p, nil
 }
 
+// Handler is the proxy as the loaders' server should serve it: with the
+// cap on idle keep-alive connections. The server must also use ConnState.
+func (p *Proxy) Handler() http.Handler { return p.idle.wrap(p) }
+
+// ConnState tracks the loaders' idle connections for Handler's cap; it is
+// the http.Server's ConnState hook.
+func (p *Proxy) ConnState(c net.Conn, st http.ConnState) { p.idle.connState(c, st) }
+
+// IdleConns is the number of loader connections idle now.
+func (p *Proxy) IdleConns() int { return p.idle.idleCount() }
+
+// stagedPermit shows a limiter permit to the pipeline.
+type stagedPermit struct{ *limiter.Permit }
+
+func (s stagedPermit) Leader() pipeline.Permit {
+	if l := s.Permit.Leader(); l != nil {
+		return stagedPermit{l}
+	}
+	return nil
+}
+
+// reasonPipelineBroken classifies a *pipeline.BrokenError: a write that was
+// not answered and is sent again.
+const reasonPipelineBroken = "pipeline_broken"
+
+// ErrCAFile is New's error for a Config.CAFile that cannot be read or holds
+// no certificate.
+var ErrCAFile = errors.New("upstream CA file")
+
 // newTransport bounds every phase of an upstream connection: dial, TLS
 // handshake and response headers; the whole attempt is bounded by its context.
-func newTransport(cfg *Config) (*http.Transport, error) {
+func newTransport(cfg Config) (*http.Transport, error) {
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.UpstreamCAFile != "" {
-		pem, err := os.ReadFile(cfg.UpstreamCAFile)
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("sidecar: SLUICE_UPSTREAM_CA_FILE: %w", err)
+			return nil, fmt.Errorf("proxy: %w: %w", ErrCAFile, err)
 		}
 		pool, err := x509.SystemCertPool()
 		if err != nil || pool == nil {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("sidecar: SLUICE_UPSTREAM_CA_FILE: no PEM certificate in %s", cfg.UpstreamCAFile)
+			return nil, fmt.Errorf("proxy: %w: no PEM certificate in %s", ErrCAFile, cfg.CAFile)
 		}
 		tlsCfg.RootCAs = pool
 	}
-	t := cfg.UpstreamTimeout
+	t := cfg.Timeout
 	return &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: min(5*time.Second, t), KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsCfg,
@@ -202,10 +263,10 @@ func newTransport(cfg *Config) (*http.Transport, error) {
 	}, nil
 }
 
-// close closes the pipelined connections, at shutdown.
-func (p *Proxy) close() {
+// Close closes the pipelined connections, at shutdown.
+func (p *Proxy) Close() {
 	if p.pipe != nil {
-		p.pipe.close()
+		p.pipe.Close()
 	}
 }
 
@@ -251,8 +312,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() { p.m.requests.WithLabelValues(strconv.Itoa(ex.status)).Inc() }()
 	if !state.ValidJobID(job) {
 		ex.status = http.StatusBadRequest
-		writeError(w, ex.status, "invalid_job_id",
-			"X-Sluice-Job must be 1-128 characters of A-Za-z0-9._:-, starting with a letter or digit", map[string]any{"job": truncate(job, 140)})
+		apierror.Write(w, ex.status, "invalid_job_id",
+			"X-Sluice-Job must be 1-128 characters of A-Za-z0-9._:-, starting with a letter or digit", map[string]any{"job": apierror.Truncate(job, 140)})
 		return
 	}
 	ctx, release, err := p.jobs.Admit(r.Context(), job, p.queueTimeout)
@@ -261,7 +322,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ex.status = 499 // the loader left while its job was held
 			return
 		}
-		ex.status = writeAdmitError(w, job, err)
+		ex.status = apierror.WriteJob(w, job, err)
 		return
 	}
 	defer release()
@@ -692,7 +753,7 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 	)
 	if ex.pipelined {
 		var began time.Time
-		resp, began, err = p.pipe.roundTrip(ctx, ex.loader, req.WithContext(ctx), permit, p.timeout)
+		resp, began, err = p.pipe.RoundTrip(ctx, ex.loader, req.WithContext(ctx), stagedPermit{permit}, p.timeout)
 		if began.After(start) {
 			start = began // it waited behind another write: not the store's time
 		}
@@ -766,7 +827,7 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 func (p *Proxy) classifyError(parent context.Context, err error) classify.Result {
 	var (
 		ne net.Error
-		pb *pipeBrokenError
+		pb *pipeline.BrokenError
 	)
 	switch {
 	case parent.Err() != nil && !errors.Is(err, context.DeadlineExceeded):
@@ -917,7 +978,7 @@ func (p *Proxy) retryDelay(_, _ time.Duration, attempt int, resp *http.Response)
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	ex := exchangeFrom(resp.Request.Context())
 	ex.status = resp.StatusCode
-	resp.Header.Set(headerAttempts, strconv.Itoa(ex.attempts))
+	resp.Header.Set(HeaderAttempts, strconv.Itoa(ex.attempts))
 	return nil
 }
 
@@ -933,47 +994,40 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	switch {
 	case errors.As(err, &adm) && adm.reason == "closed":
 		ex.status = http.StatusServiceUnavailable
-		writeError(w, ex.status, "shutting_down", "sluice is shutting down", details)
+		apierror.Write(w, ex.status, "shutting_down", "sluice is shutting down", details)
 	case errors.As(err, &adm):
 		// Backpressure: the loader should slow down and retry after the wait.
 		ex.status = http.StatusTooManyRequests
-		setRetryAfter(w.Header(), adm.wait)
+		apierror.SetRetryAfter(w.Header(), adm.wait)
 		details["reason"] = adm.reason
-		writeError(w, ex.status, "backpressure", "sluice is at its limit for this store ("+adm.reason+"); retry after the Retry-After delay", details)
+		apierror.Write(w, ex.status, "backpressure", "sluice is at its limit for this store ("+adm.reason+"); retry after the Retry-After delay", details)
 	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
 		// The loader is still there: its job was cancelled under it.
-		ex.status = writeAdmitError(w, ex.job, context.Cause(r.Context()))
+		ex.status = apierror.WriteJob(w, ex.job, context.Cause(r.Context()))
 	case ex.loader.Err() != nil:
 		ex.status = 499 // the loader went away; nobody reads this
 	case errors.As(err, &body) && errors.Is(err, os.ErrDeadlineExceeded):
 		// The loader did not deliver its body in time (slowloris).
 		ex.status = http.StatusRequestTimeout
-		writeError(w, ex.status, "request_body_timeout", "the request body did not arrive within SLUICE_UPSTREAM_TIMEOUT", details)
+		apierror.Write(w, ex.status, "request_body_timeout", "the request body did not arrive within SLUICE_UPSTREAM_TIMEOUT", details)
 	case errors.As(err, &body):
 		ex.status = http.StatusBadRequest
-		writeError(w, ex.status, "request_body", body.Error(), details)
+		apierror.Write(w, ex.status, "request_body", body.Error(), details)
 	case errors.As(err, &tooBig):
 		ex.status = http.StatusRequestEntityTooLarge
-		writeError(w, ex.status, "body_too_large_to_sign", tooBig.Error(), details)
+		apierror.Write(w, ex.status, "body_too_large_to_sign", tooBig.Error(), details)
 	case errors.As(err, &noCreds):
 		ex.status = http.StatusServiceUnavailable
-		writeError(w, ex.status, "upstream_credentials", noCreds.Error(), details)
+		apierror.Write(w, ex.status, "upstream_credentials", noCreds.Error(), details)
 	case ex.last.Kind == classify.Timeout:
 		ex.status = http.StatusGatewayTimeout
 		details["timeout"] = p.timeout.String()
-		writeError(w, ex.status, "upstream_timeout", "the store did not answer within SLUICE_UPSTREAM_TIMEOUT", details)
+		apierror.Write(w, ex.status, "upstream_timeout", "the store did not answer within SLUICE_UPSTREAM_TIMEOUT", details)
 	default:
 		ex.status = http.StatusBadGateway
 		details["reason"] = ex.last.Reason
-		writeError(w, ex.status, "upstream_unreachable", "the store could not be reached: "+err.Error(), details)
+		apierror.Write(w, ex.status, "upstream_unreachable", "the store could not be reached: "+err.Error(), details)
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // readPrefix reads up to n bytes of r.

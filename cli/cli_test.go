@@ -1,25 +1,48 @@
-package sidecar
+package cli
 
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/sluice-dev/sluice/sidecar"
+	"github.com/sluice-dev/sluice/sidecar/proxy"
+	"github.com/sluice-dev/sluice/state"
 )
 
 // TestCLI runs `sluice status` and `sluice jobs …` against a live admin API.
 func TestCLI(t *testing.T) {
-	s := newTestServer(t, &pegasusStore{}, "ADMIN_TOKEN=cli-token-5d1e8a3f7c20")
+	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer store.Close()
+	cfg, _, err := sidecar.LoadConfig([]string{"SLUICE_UPSTREAM_URL=" + store.URL, "SLUICE_ADMIN_TOKEN=cli-token-5d1e8a3f7c20"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sidecar.NewServer(cfg, sidecar.Options{Store: &state.MemStore{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.StartLoops()()
 	admin := httptest.NewServer(s.AdminHandler())
 	defer admin.Close()
-	if rec := send(s.ProxyHandler(), t.Context(), "PUT", "/b/x", "row", HeaderJob, "load-7"); rec.Code != 200 {
+	req := httptest.NewRequestWithContext(t.Context(), "PUT", "/b/x", strings.NewReader("row"))
+	req.Header.Set(proxy.HeaderJob, "load-7")
+	rec := httptest.NewRecorder()
+	s.ProxyHandler().ServeHTTP(rec, req)
+	if rec.Code != 200 {
 		t.Fatalf("write: %d", rec.Code)
 	}
 	env := map[string]string{"SLUICE_ADMIN_URL": admin.URL, "SLUICE_ADMIN_TOKEN": "cli-token-5d1e8a3f7c20"}
 	cli := func(args ...string) (string, string, int) {
 		var out, errs bytes.Buffer
-		code := RunCLI(args, func(k string) string { return env[k] }, &out, &errs)
+		code := Run(args, func(k string) string { return env[k] }, &out, &errs)
 		return out.String(), errs.String(), code
 	}
 	out, errs, code := cli("status")

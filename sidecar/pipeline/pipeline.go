@@ -1,4 +1,12 @@
-package sidecar
+// Package pipeline is sluice's HTTP/1.1 pipelining client (RFC 9112
+// §9.3.2, SLUICE_PIPELINE): writes that may be sent again go on connections
+// of its own, the next one written before the store answers the one ahead.
+// It owns those connections, the order of writes and answers on them, and
+// each write's deadline from when the store takes it up. It does not decide
+// which writes are pipelined, nor when a write may go behind another: the
+// limiter does (limiter.Controller.AcquirePipelined), and the pipeline
+// reads that decision through Permit.
+package pipeline
 
 import (
 	"bufio"
@@ -13,17 +21,29 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/sluice-dev/sluice/limiter"
 )
 
-// pipeline sends the writes sluice may repeat on HTTP/1.1 connections of
-// its own, pipelined (RFC 9112 §9.3.2, SLUICE_PIPELINE): a write whose
-// limiter permit is staged (limiter.Controller.AcquirePipelined) is written
-// on its leader's connection, before the leader is answered. A server reads
-// a connection's requests one after the other, so the store still works on
-// one write per connection, and finds the next one in its socket the moment
-// it answers one: a store that takes one insert at a time
+// Permit is what the pipeline needs of a write's limiter permit. Values are
+// compared with ==, so an implementation is a comparable value (a pointer,
+// or a struct of one).
+type Permit interface {
+	// Leader is the permit this write was staged behind: it goes on the
+	// leader's connection, right behind it. Nil for a write that is not
+	// staged.
+	Leader() Permit
+	// Ready is closed when a staged write takes a send slot of its own
+	// (its leader was answered, or ended unsent).
+	Ready() <-chan struct{}
+	// Pass hands the permit's slot to its follower: called when the
+	// store's answer to this write arrives.
+	Pass()
+}
+
+// Pipeline sends writes pipelined: a write whose permit is staged is
+// written on its leader's connection, before the leader is answered. A
+// server reads a connection's requests one after the other, so the store
+// still works on one write per connection, and finds the next one in its
+// socket the moment it answers one: a store that takes one insert at a time
 // (VictoriaMetrics' -maxConcurrentInserts) is kept busy without a write
 // waiting in its own queue, where it would be refused.
 //
@@ -36,31 +56,28 @@ import (
 // written at the front of its connection, or when the write ahead of it is
 // answered. A write waits behind another at most until that one's
 // deadline, which closes the connection.
-type pipeline struct {
+type Pipeline struct {
 	dial      func(ctx context.Context) (net.Conn, error)
 	idle      time.Duration // an unused connection is closed after this
 	pipelined func()        // counts a write sent behind another
 
 	mu     sync.Mutex
 	conns  map[*pipeConn]struct{}
-	onConn map[*limiter.Permit]*pipeCall // calls on a connection and not answered, by permit
-	parked map[*limiter.Permit]*pipeCall // followers waiting for their leader to be written, by leader
+	onConn map[Permit]*pipeCall // calls on a connection and not answered, by permit
+	parked map[Permit]*pipeCall // followers waiting for their leader to be written, by leader
 	closed bool
 }
 
-// reasonPipelineBroken classifies a pipeBrokenError.
-const reasonPipelineBroken = "pipeline_broken"
-
-// pipeBrokenError is what a write gets when the connection it was pipelined
+// BrokenError is what a write gets when the connection it was pipelined
 // on broke before its answer, and the store had not taken it up: it was
 // behind the write the connection broke on, or the server had closed the
 // connection before it. It is sent again.
-type pipeBrokenError struct{ err error }
+type BrokenError struct{ err error }
 
-func (e *pipeBrokenError) Error() string {
+func (e *BrokenError) Error() string {
 	return "sluice: pipelined connection broke before the answer: " + e.err.Error()
 }
-func (e *pipeBrokenError) Unwrap() error { return e.err }
+func (e *BrokenError) Unwrap() error { return e.err }
 
 var (
 	errPipeClosed   = errors.New("the server closed the connection after an earlier answer")
@@ -74,7 +91,7 @@ var (
 // order they were added, its reader goroutine reads their answers in the
 // same order.
 type pipeConn struct {
-	pl   *pipeline
+	pl   *Pipeline
 	nc   net.Conn
 	br   *bufio.Reader
 	bw   *bufio.Writer
@@ -96,7 +113,7 @@ type pipeConn struct {
 // pipeCall is one write on a pipeConn.
 type pipeCall struct {
 	req     *http.Request
-	permit  *limiter.Permit
+	permit  Permit
 	timeout time.Duration
 	result  chan result // capacity 1: exactly one result is sent
 	state   atomic.Int32
@@ -131,7 +148,9 @@ func (c *pipeCall) deliver(r result) bool {
 	return true
 }
 
-func newPipeline(tr *http.Transport, up *url.URL, pipelined func()) *pipeline {
+// New returns a Pipeline to the store at up, dialling and handshaking as tr
+// does; pipelined is called for each write sent behind another.
+func New(tr *http.Transport, up *url.URL, pipelined func()) *Pipeline {
 	host := up.Host
 	if up.Port() == "" {
 		if up.Scheme == "https" {
@@ -143,8 +162,8 @@ func newPipeline(tr *http.Transport, up *url.URL, pipelined func()) *pipeline {
 	// Idle connections are closed well before the usual server idle
 	// timeouts (60 s and up), so that a write rarely meets a server
 	// closing one: the reader notices that only when it happens.
-	pl := &pipeline{idle: min(tr.IdleConnTimeout, 30*time.Second), pipelined: pipelined, conns: map[*pipeConn]struct{}{},
-		onConn: map[*limiter.Permit]*pipeCall{}, parked: map[*limiter.Permit]*pipeCall{}}
+	pl := &Pipeline{idle: min(tr.IdleConnTimeout, 30*time.Second), pipelined: pipelined, conns: map[*pipeConn]struct{}{},
+		onConn: map[Permit]*pipeCall{}, parked: map[Permit]*pipeCall{}}
 	pl.dial = func(ctx context.Context) (net.Conn, error) {
 		nc, err := tr.DialContext(ctx, "tcp", host)
 		if err != nil || up.Scheme != "https" {
@@ -172,7 +191,7 @@ func newPipeline(tr *http.Transport, up *url.URL, pipelined func()) *pipeline {
 // closed: the next answer on the connection comes after it. timeout bounds
 // the write from when the store took it up to the end of its answer: then
 // the connection is closed, and the writes behind req get an error (a
-// pipeBrokenError when the store cannot have taken them up).
+// BrokenError when the store cannot have taken them up).
 //
 // ctx ends when the loader leaves or its job is cancelled; loader, only
 // when the loader leaves. When ctx ends before req is written, req is taken
@@ -180,7 +199,7 @@ func newPipeline(tr *http.Transport, up *url.URL, pipelined func()) *pipeline {
 // the store may store it. Then a cancelled job's write still waits for the
 // store's answer, which its loader gets; a loader that left abandons it,
 // and its answer is read and dropped when it comes, the connection kept.
-func (pl *pipeline) roundTrip(ctx, loader context.Context, req *http.Request, permit *limiter.Permit, timeout time.Duration) (*http.Response, time.Time, error) {
+func (pl *Pipeline) RoundTrip(ctx, loader context.Context, req *http.Request, permit Permit, timeout time.Duration) (*http.Response, time.Time, error) {
 	c := &pipeCall{req: req, permit: permit, timeout: timeout, result: make(chan result, 1)}
 	abandon := func(err error) {
 		if c.state.CompareAndSwap(callWaiting, callAbandoned) {
@@ -211,7 +230,7 @@ func (pl *pipeline) roundTrip(ctx, loader context.Context, req *http.Request, pe
 
 // add puts c on a connection: a staged write right behind its leader,
 // any other on an idle connection or a new one.
-func (pl *pipeline) add(ctx context.Context, c *pipeCall) error {
+func (pl *Pipeline) add(ctx context.Context, c *pipeCall) error {
 	pl.mu.Lock()
 	if pl.closed {
 		pl.mu.Unlock()
@@ -244,7 +263,7 @@ func (pl *pipeline) add(ctx context.Context, c *pipeCall) error {
 			err = ctx.Err()
 		case <-wait.C:
 			// Not sent, so not the store's delay: sent again.
-			err = &pipeBrokenError{errors.New("its leader was not written in time")}
+			err = &BrokenError{errors.New("its leader was not written in time")}
 		}
 		wait.Stop()
 		pl.mu.Lock()
@@ -334,7 +353,7 @@ func (pc *pipeConn) addLocked(c *pipeCall) {
 
 // withdraw takes c off its connection if it is not written yet, so that it
 // never is, and reports whether c was not written (nor will be).
-func (pl *pipeline) withdraw(c *pipeCall) bool {
+func (pl *Pipeline) withdraw(c *pipeCall) bool {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	pc := c.pc
@@ -383,14 +402,14 @@ func (pc *pipeConn) idleLocked() {
 
 // startLocked notes that the store takes c up now, and starts its
 // deadline. Requires that pl.mu is held.
-func (pl *pipeline) startLocked(c *pipeCall) {
+func (pl *Pipeline) startLocked(c *pipeCall) {
 	c.start = time.Now()
 	c.deadline = time.AfterFunc(c.timeout, func() { pl.expire(c) })
 }
 
 // finishLocked ends c's deadline: its answer was read to the end, or it
 // failed. Requires that pl.mu is held.
-func (pl *pipeline) finishLocked(c *pipeCall) {
+func (pl *Pipeline) finishLocked(c *pipeCall) {
 	c.finished = true
 	if c.deadline != nil {
 		c.deadline.Stop()
@@ -399,7 +418,7 @@ func (pl *pipeline) finishLocked(c *pipeCall) {
 
 // expire closes c's connection at c's deadline, unless c is over: the
 // store did not answer it in time.
-func (pl *pipeline) expire(c *pipeCall) {
+func (pl *Pipeline) expire(c *pipeCall) {
 	pl.mu.Lock()
 	if c.finished || c.pc == nil {
 		pl.mu.Unlock()
@@ -428,7 +447,7 @@ func (pl *pipeline) expire(c *pipeCall) {
 }
 
 // fail breaks pc for cause: the call at its front gets cause, the ones
-// behind a pipeBrokenError.
+// behind a BrokenError.
 func (pc *pipeConn) fail(cause error) {
 	pc.pl.mu.Lock()
 	calls := pc.breakLocked(cause)
@@ -459,13 +478,13 @@ func (pc *pipeConn) breakLocked(cause error) []*pipeCall {
 }
 
 // closeAndFail closes pc's connection and fails calls: culprit (or without
-// one, the first) with cause, the others with a pipeBrokenError.
+// one, the first) with cause, the others with a BrokenError.
 func (pc *pipeConn) closeAndFail(calls []*pipeCall, cause error, culprit *pipeCall) {
 	pc.nc.Close()
 	for i, c := range calls {
 		err := cause
 		if c != culprit && (culprit != nil || i > 0) {
-			err = &pipeBrokenError{cause}
+			err = &BrokenError{cause}
 		}
 		c.deliver(result{err: err})
 		c.stop()
@@ -540,7 +559,7 @@ func (pc *pipeConn) readLoop() {
 		pc.draining = resp.Body != http.NoBody
 		if resp.Close {
 			// Nothing behind c will be answered: no follower is added
-			// behind those (they get a pipeBrokenError below).
+			// behind those (they get a BrokenError below).
 			pc.closing = true
 			for _, b := range pc.calls {
 				delete(pl.onConn, b.permit)
@@ -579,7 +598,7 @@ func (pc *pipeConn) readLoop() {
 		}
 		if resp.Close {
 			// The writes behind c were not taken up.
-			pc.fail(&pipeBrokenError{errPipeClosed})
+			pc.fail(&BrokenError{errPipeClosed})
 			return
 		}
 		pl.mu.Lock()
@@ -620,7 +639,7 @@ func (pc *pipeConn) closeIdle() {
 }
 
 // close closes every connection: the calls still on them get errors.
-func (pl *pipeline) close() {
+func (pl *Pipeline) Close() {
 	pl.mu.Lock()
 	pl.closed = true
 	conns := make([]*pipeConn, 0, len(pl.conns))

@@ -1,8 +1,13 @@
-package sidecar
+// Package demo is `sluice demo`: a program that uses the sluice library the
+// way a pod does, with a simulated store and a greedy loader on loopback
+// and the real sidecar between them, and a live view of what happens. It is
+// not part of the library: nothing a user imports pulls in the simulator.
+package demo
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -17,18 +22,21 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/internal/storesim"
+	"github.com/sluice-dev/sluice/sidecar"
+	"github.com/sluice-dev/sluice/sidecar/admin"
+	"github.com/sluice-dev/sluice/sidecar/proxy"
 	"github.com/sluice-dev/sluice/state"
 )
 
 // demoJob is the job the demo's loader writes as.
 const demoJob = "demo-load"
 
-// RunDemo runs `sluice demo`: a simulated store and a greedy loader on
+// Run runs `sluice demo`: a simulated store and a greedy loader on
 // loopback with the real sluice between them, and a live view of what
 // happens while the store's capacity drops and recovers, then stops
 // accepting writes so that the job stalls and sluice cancels and cleans it
 // up. It needs nothing installed. It returns the exit status.
-func RunDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sluice demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	duration := fs.Duration("duration", 60*time.Second, "how long the capacity changes run before the store stops accepting writes (at least 5s)")
@@ -67,7 +75,8 @@ type demo struct {
 	dur   time.Duration
 
 	store    *storesim.Server
-	srv      *Server
+	admin    string       // the sidecar's admin API, which the demo reads as any program would
+	client   *http.Client // for admin
 	capacity atomic.Value // string: what the store is doing now
 }
 
@@ -107,7 +116,7 @@ func (d *demo) run(ctx context.Context, adminAddr string) error {
 		return err
 	}
 	stall := max(time.Second, d.dur/10)
-	cfg, _, err := LoadConfig([]string{
+	cfg, _, err := sidecar.LoadConfig([]string{
 		"SLUICE_UPSTREAM_URL=" + storeURL,
 		"SLUICE_INITIAL_RATE=20",
 		"SLUICE_STALL_AFTER=" + stall.String(),
@@ -126,19 +135,19 @@ func (d *demo) run(ctx context.Context, adminAddr string) error {
 		return err
 	}
 	cfg.AdminAddr = adminLn.Addr().String()
-	srv, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	srv, err := sidecar.NewServer(cfg, sidecar.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		proxyLn.Close()
 		adminLn.Close()
 		return err
 	}
-	d.srv = srv
 	srvCtx, stopSrv := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(srvCtx, proxyLn, adminLn) }()
 	defer func() { stopSrv(); <-served }()
 
 	adminURL := "http://" + adminLn.Addr().String()
+	d.admin, d.client = adminURL, &http.Client{Timeout: 2 * time.Second}
 	fmt.Fprintf(d.out, "sluice demo: store simulated at %s (capacity %.0f writes/s, 429 + Retry-After above it)\n", storeURL, baseCapacity)
 	fmt.Fprintf(d.out, "             loader: 32 greedy writers -> sluice at http://%s -> store; admin API at %s\n", proxyLn.Addr(), adminURL)
 	if busy {
@@ -180,7 +189,7 @@ func (d *demo) run(ctx context.Context, adminAddr string) error {
 		} else {
 			fmt.Fprint(d.out, "\x1b[H\x1b[2J"+view+"\n")
 		}
-		job, err := srv.jobs.Get(demoJob)
+		job, err := d.job()
 		if (err == nil && job.State.Terminal()) || time.Now().After(deadline) {
 			break
 		}
@@ -224,7 +233,7 @@ func (d *demo) load(ctx context.Context, c *http.Client, base string, ok, pushed
 	body := []byte(`{"metric":"demo","value":1}` + "\n")
 	for ctx.Err() == nil {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, base+"/write", bytes.NewReader(body))
-		req.Header.Set(HeaderJob, demoJob)
+		req.Header.Set(proxy.HeaderJob, demoJob)
 		resp, err := c.Do(req)
 		if err != nil {
 			sleepCtx(ctx, 100*time.Millisecond)
@@ -259,9 +268,11 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 }
 
 func (d *demo) view(el time.Duration, st, last storesim.Stats) string {
-	snap := d.srv.lim.Snapshot()
+	var status admin.Status
+	_ = d.get("/v1/status", &status)
+	snap := status.Limiter
 	jobState, cause := "-", ""
-	if j, err := d.srv.jobs.Get(demoJob); err == nil {
+	if j, err := d.job(); err == nil {
 		jobState = j.State.String()
 		if j.StallCause != "" {
 			cause = " (" + string(j.StallCause) + ")"
@@ -274,14 +285,14 @@ func (d *demo) view(el time.Duration, st, last storesim.Stats) string {
 	what, _ := d.capacity.Load().(string)
 	if d.plain {
 		return fmt.Sprintf("t=%3.0fs capacity=%4.0f/s (%s) limit=%6.1f/s conc=%2d goodput=%4d/s throttled=%3d/s queue=%3d phase=%s job=%s%s",
-			el.Seconds(), st.Capacity, what, snap.Rate, snap.Concurrency, good, thr, snap.Queued, snap.Phase, jobState, cause)
+			el.Seconds(), st.Capacity, what, snap.RateLimit, snap.Concurrency, good, thr, snap.Queued, snap.Phase, jobState, cause)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "sluice demo  t=%.0fs of %s   (Ctrl-C to stop)\n\n", el.Seconds(), d.dur)
 	row := func(k, v string) { fmt.Fprintf(&b, "  %-18s %s\n", k, v) }
 	row("store", what)
 	row("capacity", fmt.Sprintf("%.0f writes/s  %s", st.Capacity, bar(st.Capacity, 2*baseCapacity)))
-	row("sluice limit", fmt.Sprintf("%.1f writes/s  %s", snap.Rate, bar(snap.Rate, 2*baseCapacity)))
+	row("sluice limit", fmt.Sprintf("%.1f writes/s  %s", snap.RateLimit, bar(snap.RateLimit, 2*baseCapacity)))
 	row("goodput", fmt.Sprintf("%d writes/s  %s", good, bar(float64(good), 2*baseCapacity)))
 	row("throttled", fmt.Sprintf("%d/s", thr))
 	row("concurrency", fmt.Sprintf("%d in flight / limit %d", snap.InFlight, snap.Concurrency))
@@ -289,6 +300,26 @@ func (d *demo) view(el time.Duration, st, last storesim.Stats) string {
 	row("controller", snap.Phase)
 	row("job "+demoJob, jobState+cause)
 	return b.String()
+}
+
+// get reads path from the sidecar's admin API into v.
+func (d *demo) get(path string, v any) error {
+	resp, err := d.client.Get(d.admin + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// job is the demo's job as the admin API shows it.
+func (d *demo) job() (state.JobView, error) {
+	var j state.JobView
+	err := d.get("/v1/jobs/"+demoJob, &j)
+	return j, err
 }
 
 func bar(v, full float64) string {
@@ -306,7 +337,7 @@ func (d *demo) summary(el time.Duration, ok, pushedBack, refused int64, adminURL
 	}
 	fmt.Fprintf(d.out, "  store: %d writes accepted, %d throttled (%.1f%% of %d attempts)\n", st.Accepted, st.Throttled, 100*ratio, st.Attempts)
 	fmt.Fprintf(d.out, "  loader: %d writes acknowledged, %d pushed back by sluice or the store, %d refused after the cancel\n", ok, pushedBack, refused)
-	j, err := d.srv.jobs.Get(demoJob)
+	j, err := d.job()
 	if err != nil {
 		fmt.Fprintf(d.out, "  job %s: %v\n", demoJob, err)
 	} else {

@@ -1,4 +1,4 @@
-package sidecar
+package demo
 
 import (
 	"bytes"
@@ -15,7 +15,7 @@ func TestDemo(t *testing.T) {
 		t.Skip("runs the demo for about ten seconds")
 	}
 	var out, errs bytes.Buffer
-	code := RunDemo(context.Background(), []string{"--duration", "5s", "--plain", "--admin-addr", "127.0.0.1:0"}, &out, &errs)
+	code := Run(context.Background(), []string{"--duration", "5s", "--plain", "--admin-addr", "127.0.0.1:0"}, &out, &errs)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs.String())
 	}
@@ -28,10 +28,10 @@ func TestDemo(t *testing.T) {
 
 func TestDemoBadFlags(t *testing.T) {
 	var out, errs bytes.Buffer
-	if code := RunDemo(context.Background(), []string{"--duration", "1s"}, &out, &errs); code != 2 {
+	if code := Run(context.Background(), []string{"--duration", "1s"}, &out, &errs); code != 2 {
 		t.Errorf("--duration 1s: exit %d, want 2", code)
 	}
-	if code := RunDemo(context.Background(), []string{"--nope"}, &out, &errs); code != 2 {
+	if code := Run(context.Background(), []string{"--nope"}, &out, &errs); code != 2 {
 		t.Errorf("unknown flag: exit %d, want 2", code)
 	}
 }

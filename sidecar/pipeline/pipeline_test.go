@@ -1,0 +1,138 @@
+package pipeline
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/internal/rawstore"
+	"github.com/sluice-dev/sluice/limiter"
+)
+
+// permit shows a limiter permit to the pipeline, as the proxy does.
+type permit struct{ *limiter.Permit }
+
+func (p permit) Leader() Permit {
+	if l := p.Permit.Leader(); l != nil {
+		return permit{l}
+	}
+	return nil
+}
+
+// The slot passes to the write behind when the store's answer to the one
+// ahead arrives, not when that answer has been copied to its loader: the
+// store is on the follower from then on.
+func TestPipelinePassesTheSlotWithTheAnswer(t *testing.T) {
+	store := rawstore.New(t, func(c *rawstore.Conn, seq int, body string) {
+		if seq == 0 {
+			c.AwaitNext(10 * time.Second)
+			c.Answer(http.StatusOK, body, false)
+			return
+		}
+		c.Answer(http.StatusNoContent, body, false)
+	})
+	pl, lim, req := testPipeline(t, store, 1)
+
+	ctx := context.Background()
+	a, _ := lim.AcquirePipelined(ctx, 1)
+	b, _ := lim.AcquirePipelined(ctx, 1)
+	if b.Leader() != a {
+		t.Fatal("b not staged behind a")
+	}
+	bDone := make(chan *http.Response, 1)
+	go func() {
+		resp, _, err := pl.RoundTrip(ctx, ctx, req("b"), permit{b}, 10*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		bDone <- resp
+	}()
+	respA, _, err := pl.RoundTrip(ctx, ctx, req("a"), permit{a}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap := lim.Snapshot(); b.Staged() || snap.InFlight != 1 || snap.Staged != 0 {
+		t.Errorf("with a's answer read: b staged %v, in flight %d, staged %d; want b holding the one slot", b.Staged(), snap.InFlight, snap.Staged)
+	}
+	io.Copy(io.Discard, respA.Body)
+	respA.Body.Close()
+	a.Done(limiter.Sample{Outcome: limiter.Success})
+	respB := <-bDone
+	if respB == nil || respB.StatusCode != http.StatusNoContent {
+		t.Fatalf("b: %v", respB)
+	}
+	respB.Body.Close()
+	b.Done(limiter.Sample{Outcome: limiter.Success})
+	if snap := lim.Snapshot(); snap.InFlight != 0 {
+		t.Errorf("in flight %d after both, want 0", snap.InFlight)
+	}
+}
+
+// While a loader reads an answer's body slowly, its connection is not
+// idle: a new write goes on another connection rather than behind an
+// answer nobody can read yet.
+func TestPipelineDrainingConnectionIsNotIdle(t *testing.T) {
+	store := rawstore.New(t, func(c *rawstore.Conn, seq int, body string) {
+		c.Answer(http.StatusOK, body, false) // with a body
+	})
+	pl, lim, req := testPipeline(t, store, 2)
+	ctx := context.Background()
+	a, _ := lim.AcquirePipelined(ctx, 1)
+	respA, _, err := pl.RoundTrip(ctx, ctx, req("a"), permit{a}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a's body is not read yet.
+	b, _ := lim.AcquirePipelined(ctx, 1)
+	if b.Staged() {
+		t.Fatal("b staged with a slot free")
+	}
+	bDone := make(chan error, 1)
+	go func() {
+		resp, _, err := pl.RoundTrip(ctx, ctx, req("b"), permit{b}, 10*time.Second)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		bDone <- err
+	}()
+	select {
+	case err := <-bDone:
+		if err != nil {
+			t.Fatalf("b: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("b waited behind a's unread body")
+	}
+	io.Copy(io.Discard, respA.Body)
+	respA.Body.Close()
+	if conns, _, answered := store.Counts(); conns != 2 || len(answered) != 2 {
+		t.Errorf("%d connections, answered %v; want 2 connections, both writes", conns, answered)
+	}
+	a.Done(limiter.Sample{Outcome: limiter.Success})
+	b.Done(limiter.Sample{Outcome: limiter.Success})
+}
+
+// testPipeline is a pipeline to store on its own, with a limiter of slots
+// concurrent writes and rate to spare, and how to make a write of a body.
+func testPipeline(t *testing.T, store *rawstore.Store, slots int) (*Pipeline, *limiter.Controller, func(body string) *http.Request) {
+	t.Helper()
+	lim, err := limiter.New(limiter.Config{InitialRate: 100, MinRate: 1, MaxRate: 100, InitialConcurrency: slots, MaxConcurrency: slots, Burst: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _ := url.Parse(store.URL())
+	tr := &http.Transport{DialContext: (&net.Dialer{}).DialContext, TLSHandshakeTimeout: time.Second, IdleConnTimeout: time.Minute}
+	pl := New(tr, up, func() {})
+	t.Cleanup(pl.Close)
+	req := func(body string) *http.Request {
+		r, _ := http.NewRequest(http.MethodPost, store.URL()+"/write", strings.NewReader(body))
+		return r
+	}
+	return pl, lim, req
+}
