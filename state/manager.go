@@ -737,12 +737,13 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 			return nil, nil, err
 		}
 		if slices.Contains(acts, ActHold) {
-			ch, wait := e.changed, e.job.ProbeAt().Sub(now)
+			// e.job is read under m.mu only: a tick may replace it.
+			ch, wait, held := e.changed, e.job.ProbeAt().Sub(now), e.job.State
 			if !waitUntil.IsZero() {
 				if !now.Before(waitUntil) {
 					m.mu.Unlock()
 					m.finish(fx)
-					return nil, nil, fmt.Errorf("state: job %q held in %s longer than %v: %w", id, e.job.State, maxWait, context.DeadlineExceeded)
+					return nil, nil, fmt.Errorf("state: job %q held in %s longer than %v: %w", id, held, maxWait, context.DeadlineExceeded)
 				}
 				wait = min(wait, waitUntil.Sub(now))
 			}
@@ -754,7 +755,7 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 			e.waiters--
 			m.mu.Unlock()
 			if err != nil {
-				return nil, nil, fmt.Errorf("state: job %q held in %s: %w", id, e.job.State, err)
+				return nil, nil, fmt.Errorf("state: job %q held in %s: %w", id, held, err)
 			}
 			continue
 		}
