@@ -694,10 +694,11 @@ func (m *Manager) getOrCreateLocked(id string, s Settings, now time.Time, fx *ef
 // Admit is called by the proxy before forwarding a write for job id. It
 // creates the job if it is new (then pending → running). While the job is
 // held (backoff, or stalled after a backoff) it blocks until the job's probe
-// slot or a state change, honouring ctx. On success it returns a context
-// derived from ctx that is cancelled (with a *NotAcceptingError cause) when
-// the job is cancelled, and a release func that the proxy must call once the
-// upstream attempt has ended (after Observe).
+// slot, with no other write of the job in flight, or a state change,
+// honouring ctx. On success it returns a context derived from ctx that is
+// cancelled (with a *NotAcceptingError cause) when the job is cancelled,
+// and a release func that the proxy must call once the upstream attempt has
+// ended (after Observe).
 //
 // Errors: ErrInvalidJobID, ErrTooManyJobs, *NotAcceptingError (cancelling,
 // cleaning or terminal), ErrClosed, or ctx's error while held.
@@ -739,6 +740,11 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 		if slices.Contains(acts, ActHold) {
 			// e.job is read under m.mu only: a tick may replace it.
 			ch, wait, held := e.changed, e.job.ProbeAt().Sub(now), e.job.State
+			if e.inflight > 0 {
+				// The probe waits for the job's writes in flight, whatever
+				// the slot; the release of each wakes this one (changed).
+				wait = time.Second
+			}
 			if !waitUntil.IsZero() {
 				if !now.Before(waitUntil) {
 					m.mu.Unlock()
@@ -760,6 +766,8 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 			continue
 		}
 		e.inflight++
+		// The probe's release must say so: only it frees the probe slot.
+		probe := e.job.Probe()
 		actx, cancel := context.WithCancelCause(ctx)
 		abortCtx := e.abortCtx
 		stop := context.AfterFunc(abortCtx, func() { cancel(context.Cause(abortCtx)) })
@@ -773,7 +781,7 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 				var fx effects
 				m.mu.Lock()
 				e.inflight--
-				_, _ = m.stepLocked(e, Event{Type: EvRelease}, m.now(), &fx)
+				_, _ = m.stepLocked(e, Event{Type: EvRelease, Probe: probe}, m.now(), &fx)
 				if e.inflight == 0 && e.drainCancel {
 					e.drainCancel = false
 					m.runLocked(e, ActRunCancel, &fx)
@@ -802,6 +810,11 @@ func holdWait(ctx context.Context, changed <-chan struct{}, wait time.Duration) 
 
 // Observe reports the outcome of one upstream attempt for job id. Unknown
 // jobs and kinds are ignored (a pruned job's late results).
+//
+// Call it before the attempt's write is released (as Admit says). An
+// outcome does not say which write it is for; it is taken as the probe's
+// when the job's probe is in flight, which is right because a held job
+// admits its probe only once no other write of it is in flight.
 func (m *Manager) Observe(id string, o Observation) {
 	var ev Event
 	m.mu.Lock()
@@ -834,6 +847,7 @@ func (m *Manager) Observe(id string, o Observation) {
 		m.errLog.Do(func() { m.log.Warn("unknown observation kind ignored", "job", id, "kind", o.Kind) })
 		return
 	}
+	ev.Probe = e.job.Probe()
 	var fx effects
 	_, _ = m.stepLocked(e, ev, now, &fx)
 	m.mu.Unlock()
