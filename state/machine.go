@@ -146,10 +146,11 @@ type EventType uint8
 const (
 	// EvAdmit: a write for the job asks to be forwarded.
 	EvAdmit EventType = iota + 1
-	// EvRelease: an admitted write's upstream attempt ended.
+	// EvRelease: an admitted write ended (all its upstream attempts).
+	// Probe is the write's probe id if it was admitted as the probe.
 	EvRelease
 	// EvProgress: the store acknowledged a write, or the loader or the
-	// progress probe reported progress.
+	// progress probe reported progress. Probe: see Event.
 	EvProgress
 	// EvThrottle: the store throttled a write (429, 503 overloaded, per-item
 	// bulk rejections); RetryAfter is its hint, 0 if none.
@@ -189,8 +190,17 @@ func (t EventType) String() string {
 
 // Event is one input to Job.Step. Only the fields named by Type's doc are
 // read.
+//
+// Probe names the write an EvRelease, EvProgress, EvThrottle or
+// EvUpstreamError comes from when that write is the job's probe: the value
+// of Job.Probe right after the write's EvAdmit, 0 for any other write and
+// for progress not reported by a write. A held job decides its probe from
+// these events alone: the answer of a write admitted before the hold says
+// nothing about the store now, and taking it for the probe's would end the
+// hold, or extend it, or let a second probe in, on another write's word.
 type Event struct {
 	Type       EventType
+	Probe      uint64        // EvRelease, EvProgress, EvThrottle, EvUpstreamError
 	RetryAfter time.Duration // EvThrottle
 	Timeout    bool          // EvUpstreamError
 	Force      bool          // EvCancel
@@ -345,7 +355,10 @@ type Job struct {
 	lastThrottle time.Time
 	consecutive  int // throttles since the last progress
 	seen         [numSeen]int
-	probing      bool      // the probe write is in flight
+	writes       int       // admitted writes not yet released
+	probe        uint64    // the probe write in flight while Hold, 0 if none
+	probes       uint64    // probe ids handed out; the last one's id
+	probeFailed  bool      // the probe in flight has moved the schedule
 	probeAt      time.Time // next probe slot while Hold
 	bo           ExpBackoff
 
@@ -417,8 +430,15 @@ func (j *Job) ID() string { return j.id }
 // Policy returns the job's policy.
 func (j *Job) Policy() Policy { return j.p }
 
-// ProbeAt returns when a held job lets its next probe write through.
+// ProbeAt returns when a held job lets its next probe write through, if
+// no write of the job is in flight by then.
 func (j *Job) ProbeAt() time.Time { return j.probeAt }
+
+// Probe returns the id of the held job's probe write in flight, 0 if none.
+// Read right after an EvAdmit that admitted a write, it is that write's
+// probe id (0: not the probe); the caller stamps the write's events with
+// it (Event.Probe).
+func (j *Job) Probe() uint64 { return j.probe }
 
 // Snapshot returns a copy of the persisted part.
 func (j *Job) Snapshot() MachineState {
@@ -451,12 +471,21 @@ func (j *Job) Resume() []Action {
 // Step feeds one event to the job at time now and returns the actions to
 // perform. A request that is illegal in the current state returns a
 // *TransitionError (or *NotAcceptingError for EvAdmit) and changes nothing.
+//
+// Each EvAdmit that admits a write (no error, no ActHold) must be matched
+// by one EvRelease when the write ends: a held job lets its probe through
+// only when none of its writes is in flight.
 func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
 	if ev.Type == 0 || ev.Type >= numEventTypes {
 		return nil, fmt.Errorf("state: job %q: unknown event type %d", j.id, ev.Type)
 	}
 	if (ev.Type == EvActionSucceeded || ev.Type == EvActionFailed) && ev.Action != ActRunCancel && ev.Action != ActRunCleanup {
 		return nil, fmt.Errorf("state: job %q: %s for action %s", j.id, ev.Type, ev.Action)
+	}
+	if ev.Type == EvRelease && j.writes > 0 {
+		// Counted in every state: a write admitted before a cancel or the
+		// end still ends.
+		j.writes--
 	}
 	if j.State.Terminal() {
 		return j.stepTerminal(ev)
@@ -509,7 +538,11 @@ func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
 			return acts, nil
 		}
 	}
-	return j.step(j, ev, now)
+	acts, err := j.step(j, ev, now)
+	if ev.Type == EvAdmit && err == nil && !slices.Contains(acts, ActHold) {
+		j.writes++
+	}
+	return acts, err
 }
 
 func stepFor(s State) stepFunc {
@@ -544,7 +577,7 @@ func (j *Job) become(to State, reason string, now time.Time) {
 	switch to {
 	case Running, Throttled:
 		j.StallCause = ""
-		j.Hold, j.probing = false, false
+		j.Hold, j.probe = false, 0
 		if to == Running {
 			j.bo.Reset()
 		}
@@ -554,7 +587,7 @@ func (j *Job) become(to State, reason string, now time.Time) {
 		j.StallCause = j.stallCause()
 		j.Stalls++
 	case Cancelling, Cleaning, Completed, Cancelled, Failed:
-		j.Hold, j.probing = false, false
+		j.Hold, j.probe = false, 0
 	}
 	j.History = append(j.History, t)
 	if n := len(j.History) - HistoryLen; n > 0 {
@@ -588,7 +621,7 @@ func (j *Job) record(a *Attempt) {
 func (j *Job) enterBackoff(retryAfter time.Duration, reason string, now time.Time) []Action {
 	j.become(Backoff, reason, now)
 	j.Hold = true
-	j.probing = false
+	j.probe = 0
 	j.scheduleProbe(retryAfter, now)
 	return []Action{ActPersist}
 }
@@ -604,26 +637,41 @@ func (j *Job) scheduleProbe(retryAfter time.Duration, now time.Time) {
 }
 
 // admitHeld lets one probe write through per slot while the job is held.
+// The probe goes alone: it waits until every write admitted before it (the
+// previous probe, or writes admitted before the hold) has been released.
+// A caller that cannot tell which write an answer comes from (the
+// Manager's Observe) can then stamp every answer given while the probe is
+// in flight as the probe's.
 func (j *Job) admitHeld(now time.Time) []Action {
 	if !j.Hold {
 		return nil
 	}
-	if j.probing || now.Before(j.probeAt) {
+	if j.probe != 0 || j.writes > 0 || now.Before(j.probeAt) {
 		return []Action{ActHold}
 	}
-	j.probing = true
+	j.probes++
+	j.probe, j.probeFailed = j.probes, false
 	return nil
 }
 
-// failedProbe reschedules after a throttled or failed probe. Results of
-// writes admitted before the hold do not move the schedule, except that a
-// Retry-After can push it later.
+// isProbe reports whether ev comes from the probe write in flight.
+func (j *Job) isProbe(ev Event) bool {
+	return j.probe != 0 && ev.Probe == j.probe
+}
+
+// failedProbe reschedules after the probe's first throttled or failed
+// attempt: one step of the schedule per probe, as the next probe cannot go
+// before this one is released anyway. The probe stays in flight until
+// released: the proxy may try it again, and a later attempt's success is
+// still the probe's. Other results (other writes', the probe's later
+// attempts) do not move the schedule, except that a Retry-After can push
+// it later.
 func (j *Job) failedProbe(ev Event, now time.Time) {
 	if !j.Hold {
 		return
 	}
-	if j.probing {
-		j.probing = false
+	if j.isProbe(ev) && !j.probeFailed {
+		j.probeFailed = true
 		j.scheduleProbe(ev.RetryAfter, now)
 		return
 	}
@@ -707,12 +755,14 @@ func stepBackoff(j *Job, ev Event, now time.Time) ([]Action, error) {
 	case EvAdmit:
 		return j.admitHeld(now), nil
 	case EvRelease:
-		j.probing = false
+		if j.isProbe(ev) {
+			j.probe = 0
+		}
 	case EvProgress:
 		// Only the probe's own success ends the hold: writes admitted
 		// before it may still land after the store stopped accepting, and
 		// must not make the job flap (their progress still counts).
-		if !j.probing {
+		if !j.isProbe(ev) {
 			return nil, nil
 		}
 		j.become(Throttled, "probe_succeeded", now)
@@ -729,7 +779,9 @@ func stepStalled(j *Job, ev Event, now time.Time) ([]Action, error) {
 	case EvAdmit:
 		return j.admitHeld(now), nil
 	case EvRelease:
-		j.probing = false
+		if j.isProbe(ev) {
+			j.probe = 0
+		}
 	case EvProgress:
 		j.become(Running, "progress_resumed", now)
 		return []Action{ActPersist}, nil

@@ -49,7 +49,11 @@ var (
 )
 
 func retryAfter(d time.Duration) Event { return Event{Type: EvThrottle, RetryAfter: d} }
-func succeeded(a Action) Event         { return Event{Type: EvActionSucceeded, Action: a} }
+
+// probed is ev as it comes from the probe write with id n (Job.Probe at its
+// admission).
+func probed(n uint64, ev Event) Event { ev.Probe = n; return ev }
+func succeeded(a Action) Event        { return Event{Type: EvActionSucceeded, Action: a} }
 func failed(a Action, final bool) Event {
 	return Event{Type: EvActionFailed, Action: a, Final: final, Err: "boom"}
 }
@@ -79,7 +83,7 @@ func TestEveryLegalTransition(t *testing.T) {
 		{Throttled, Stalled, []tev{{stall, tick}}},
 		{Throttled, Cancelling, []tev{{0, cancel}}},
 		{Throttled, Completed, []tev{{0, complete}}},
-		{Backoff, Throttled, []tev{{time.Minute, admit}, {time.Minute + time.Second, progress}}},
+		{Backoff, Throttled, []tev{{time.Minute, admit}, {time.Minute + time.Second, probed(1, progress)}}},
 		{Backoff, Stalled, []tev{{stall, tick}}},
 		{Backoff, Cancelling, []tev{{0, cancel}}},
 		{Backoff, Completed, []tev{{0, complete}}},
@@ -245,12 +249,16 @@ func TestIncident1Transcript(t *testing.T) {
 		{2 * time.Second, throttle, Backoff, []Action{ActPersist}},
 		// Held: the first probe slot is BackoffMin later.
 		{2 * time.Second, admit, Backoff, []Action{ActHold}},
+		{2 * time.Second, release, Backoff, nil}, // the two writes admitted before the hold
+		{2 * time.Second, release, Backoff, nil},
 		{3 * time.Second, admit, Backoff, nil}, // the probe
 		{3 * time.Second, admit, Backoff, []Action{ActHold}},
-		{4 * time.Second, throttle, Backoff, nil}, // probe throttled: next slot 2s later
+		{4 * time.Second, probed(1, throttle), Backoff, nil}, // probe throttled: next slot 2s later
+		{4 * time.Second, probed(1, release), Backoff, nil},
 		{5 * time.Second, admit, Backoff, []Action{ActHold}},
 		{6 * time.Second, admit, Backoff, nil},
-		{7 * time.Second, throttle, Backoff, nil},
+		{7 * time.Second, probed(2, throttle), Backoff, nil},
+		{7 * time.Second, probed(2, release), Backoff, nil},
 		{5 * m, tick, Stalled, []Action{ActPersist}},
 		{5*m + time.Second, tick, Stalled, nil},
 		{10*m - time.Second, tick, Stalled, nil},
@@ -449,15 +457,15 @@ func TestBackoffProbes(t *testing.T) {
 		t.Fatalf("probe at +%s, want +1m after the hold (clamped Retry-After)", got)
 	}
 	// Results of writes admitted before the hold do not advance the schedule.
-	transcript(t, j, []step{{held + time.Second, throttle, Backoff, nil}, {held + time.Second, progress, Backoff, nil}})
+	transcript(t, j, []step{{held + time.Second, throttle, Backoff, nil}, {held + time.Second, progress, Backoff, nil}, {held + time.Second, release, Backoff, nil}})
 	if got := j.ProbeAt().Sub(t0); got != held+time.Minute {
 		t.Fatalf("probe at +%s after an old write's answer", got)
 	}
 	// Probe delays double up to Max.
 	at := held + time.Minute
 	var delays []time.Duration
-	for range 8 {
-		transcript(t, j, []step{{at, admit, Backoff, nil}, {at, throttle, Backoff, nil}})
+	for n := range uint64(8) {
+		transcript(t, j, []step{{at, admit, Backoff, nil}, {at, probed(n+1, throttle), Backoff, nil}, {at, probed(n+1, release), Backoff, nil}})
 		d := j.ProbeAt().Sub(t0.Add(at))
 		delays = append(delays, d)
 		at += d
@@ -467,9 +475,9 @@ func TestBackoffProbes(t *testing.T) {
 		t.Fatalf("probe delays %v, want %v", delays, want)
 	}
 	// A probe whose attempt ended without a result frees the slot.
-	transcript(t, j, []step{{at, tick, Stalled, nil}, {at, admit, Stalled, nil}, {at, admit, Stalled, []Action{ActHold}}, {at, release, Stalled, nil}, {at, admit, Stalled, nil}})
+	transcript(t, j, []step{{at, tick, Stalled, nil}, {at, admit, Stalled, nil}, {at, admit, Stalled, []Action{ActHold}}, {at, probed(9, release), Stalled, nil}, {at, admit, Stalled, nil}})
 	// A successful probe releases the hold.
-	transcript(t, j, []step{{at, progress, Running, nil}, {at, admit, Running, nil}, {at, admit, Running, nil}})
+	transcript(t, j, []step{{at, probed(10, progress), Running, nil}, {at, admit, Running, nil}, {at, admit, Running, nil}})
 }
 
 func TestExpBackoff(t *testing.T) {

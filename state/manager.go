@@ -694,10 +694,11 @@ func (m *Manager) getOrCreateLocked(id string, s Settings, now time.Time, fx *ef
 // Admit is called by the proxy before forwarding a write for job id. It
 // creates the job if it is new (then pending → running). While the job is
 // held (backoff, or stalled after a backoff) it blocks until the job's probe
-// slot or a state change, honouring ctx. On success it returns a context
-// derived from ctx that is cancelled (with a *NotAcceptingError cause) when
-// the job is cancelled, and a release func that the proxy must call once the
-// upstream attempt has ended (after Observe).
+// slot, with no other write of the job in flight, or a state change,
+// honouring ctx. On success it returns a context derived from ctx that is
+// cancelled (with a *NotAcceptingError cause) when the job is cancelled,
+// and a release func that the proxy must call once the upstream attempt has
+// ended (after Observe).
 //
 // Errors: ErrInvalidJobID, ErrTooManyJobs, *NotAcceptingError (cancelling,
 // cleaning or terminal), ErrClosed, or ctx's error while held.
@@ -737,12 +738,18 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 			return nil, nil, err
 		}
 		if slices.Contains(acts, ActHold) {
-			ch, wait := e.changed, e.job.ProbeAt().Sub(now)
+			// e.job is read under m.mu only: a tick may replace it.
+			ch, wait, held := e.changed, e.job.ProbeAt().Sub(now), e.job.State
+			if e.inflight > 0 {
+				// The probe waits for the job's writes in flight, whatever
+				// the slot; the release of each wakes this one (changed).
+				wait = time.Second
+			}
 			if !waitUntil.IsZero() {
 				if !now.Before(waitUntil) {
 					m.mu.Unlock()
 					m.finish(fx)
-					return nil, nil, fmt.Errorf("state: job %q held in %s longer than %v: %w", id, e.job.State, maxWait, context.DeadlineExceeded)
+					return nil, nil, fmt.Errorf("state: job %q held in %s longer than %v: %w", id, held, maxWait, context.DeadlineExceeded)
 				}
 				wait = min(wait, waitUntil.Sub(now))
 			}
@@ -754,11 +761,13 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 			e.waiters--
 			m.mu.Unlock()
 			if err != nil {
-				return nil, nil, fmt.Errorf("state: job %q held in %s: %w", id, e.job.State, err)
+				return nil, nil, fmt.Errorf("state: job %q held in %s: %w", id, held, err)
 			}
 			continue
 		}
 		e.inflight++
+		// The probe's release must say so: only it frees the probe slot.
+		probe := e.job.Probe()
 		actx, cancel := context.WithCancelCause(ctx)
 		abortCtx := e.abortCtx
 		stop := context.AfterFunc(abortCtx, func() { cancel(context.Cause(abortCtx)) })
@@ -772,7 +781,7 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 				var fx effects
 				m.mu.Lock()
 				e.inflight--
-				_, _ = m.stepLocked(e, Event{Type: EvRelease}, m.now(), &fx)
+				_, _ = m.stepLocked(e, Event{Type: EvRelease, Probe: probe}, m.now(), &fx)
 				if e.inflight == 0 && e.drainCancel {
 					e.drainCancel = false
 					m.runLocked(e, ActRunCancel, &fx)
@@ -801,6 +810,11 @@ func holdWait(ctx context.Context, changed <-chan struct{}, wait time.Duration) 
 
 // Observe reports the outcome of one upstream attempt for job id. Unknown
 // jobs and kinds are ignored (a pruned job's late results).
+//
+// Call it before the attempt's write is released (as Admit says). An
+// outcome does not say which write it is for; it is taken as the probe's
+// when the job's probe is in flight, which is right because a held job
+// admits its probe only once no other write of it is in flight.
 func (m *Manager) Observe(id string, o Observation) {
 	var ev Event
 	m.mu.Lock()
@@ -833,6 +847,7 @@ func (m *Manager) Observe(id string, o Observation) {
 		m.errLog.Do(func() { m.log.Warn("unknown observation kind ignored", "job", id, "kind", o.Kind) })
 		return
 	}
+	ev.Probe = e.job.Probe()
 	var fx effects
 	_, _ = m.stepLocked(e, ev, now, &fx)
 	m.mu.Unlock()
