@@ -59,6 +59,36 @@ type Observation struct {
 	RetryAfter time.Duration
 }
 
+// Sluice's own reasons, where no answer of the store's decided the outcome
+// (the store's reasons are classify's). Each is a stable snake_case word:
+// they label sluice_proxy_backpressure_total and
+// sluice_upstream_congestion_signals_total, become the limiter's
+// LastReason, and reach the loader in its error's details.
+const (
+	// A write refused before any attempt (an *admissionError): the loader
+	// gets 429 with a Retry-After, or 503 for reasonClosed.
+	reasonQueueFull    = "queue_full"    // the limiter's queue holds its maximum already
+	reasonQueueTimeout = "queue_timeout" // no send slot within SLUICE_QUEUE_TIMEOUT
+	reasonNoCapacity   = "no_capacity"   // no send slot free now, and writes are rejected rather than queued
+	reasonClosed       = "closed"        // sluice is shutting down
+
+	// An attempt that got no answer to classify (classifyError).
+	reasonCancelled         = "cancelled"          // the loader left or its job was cancelled: nothing learned of the store
+	reasonTimeout           = "timeout"            // no answer within SLUICE_UPSTREAM_TIMEOUT: a congestion signal
+	reasonConnectionRefused = "connection_refused" // nothing listens at the store's address
+	reasonSwitchedProtocols = "switched_protocols" // the store answered 101 to a write that asked for no upgrade
+	reasonTransportError    = "transport_error"    // a reset or a broken response
+	reasonPipelineBroken    = "pipeline_broken"    // pipelined behind a write whose connection broke: not answered, sent again
+
+	// A permit given back without an attempt reaching the store.
+	reasonAuth    = "auth"     // sluice could not put its credentials on the attempt
+	reasonNotSent = "not_sent" // the permit taken at admission, which no attempt used
+)
+
+// admissionReasons are the reasons of an *admissionError, known from the
+// start as metric labels.
+var admissionReasons = [...]string{reasonQueueFull, reasonQueueTimeout, reasonNoCapacity, reasonClosed}
+
 // Proxy forwards a loader's writes to the store: each attempt passes the
 // adaptive limiter, has a deadline, is classified from the store's answer,
 // and is retried (when its body allows it) through go-retryablehttp. It is an
@@ -220,10 +250,6 @@ func (s stagedPermit) Leader() pipeline.Permit {
 	}
 	return nil
 }
-
-// reasonPipelineBroken classifies a *pipeline.BrokenError: a write that was
-// not answered and is sent again.
-const reasonPipelineBroken = "pipeline_broken"
 
 // ErrCAFile is New's error for a Config.CAFile that cannot be read or holds
 // no certificate.
@@ -392,7 +418,7 @@ func signedAcceptEncoding(r *http.Request) bool {
 // admissionError is a write refused by sluice's own limits: the loader gets
 // 429 with a Retry-After, or 503 when sluice is shutting down.
 type admissionError struct {
-	reason string // queue_full, queue_timeout, no_capacity, closed
+	reason string // one of admissionReasons
 	wait   time.Duration
 }
 
@@ -441,13 +467,13 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 	case ctx.Err() != nil:
 		return nil, ctx.Err() // the loader left, or its job was cancelled
 	case errors.Is(err, limiter.ErrQueueFull):
-		reason = "queue_full"
+		reason = reasonQueueFull
 	case errors.Is(err, limiter.ErrNoCapacity):
-		reason = "no_capacity"
+		reason = reasonNoCapacity
 	case errors.Is(err, context.DeadlineExceeded):
-		reason = "queue_timeout"
+		reason = reasonQueueTimeout
 	case errors.Is(err, limiter.ErrClosed):
-		reason = "closed"
+		reason = reasonClosed
 	default:
 		return nil, err
 	}
@@ -491,7 +517,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	ex.permit = permit
 	defer func() {
 		if ex.permit != nil { // no attempt ran
-			ex.permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: "not_sent"})
+			ex.permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonNotSent})
 			ex.permit = nil
 		}
 	}()
@@ -727,8 +753,8 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 			if req.Body != nil {
 				req.Body.Close() // a RoundTripper closes the body, even on errors: it may hold budget
 			}
-			permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: "auth"})
-			ex.last = classify.Result{Kind: classify.ClientError, Reason: "auth"}
+			permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonAuth})
+			ex.last = classify.Result{Kind: classify.ClientError, Reason: reasonAuth}
 			return nil, err
 		}
 	}
@@ -812,7 +838,7 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 		case ab.scanner != nil && !ab.eof:
 			// Closed before its end: the loader went away while its
 			// answer was copied to it. Nothing was learned.
-			final = classify.Result{Kind: classify.ClientError, Reason: "cancelled", Items: -1}
+			final = classify.Result{Kind: classify.ClientError, Reason: reasonCancelled, Items: -1}
 		case ab.scanner != nil:
 			final = ab.scanner.Result()
 		}
@@ -834,21 +860,21 @@ func (p *Proxy) classifyError(parent context.Context, err error) classify.Result
 		// The parent has no deadline of its own: a deadline error is the
 		// attempt's, and the store's (a write of a cancelled job that was
 		// already the store's, see pipeline.roundTrip, and timed out).
-		return classify.Result{Kind: classify.ClientError, Reason: "cancelled", Items: -1}
+		return classify.Result{Kind: classify.ClientError, Reason: reasonCancelled, Items: -1}
 	case errors.As(err, &pb):
 		// Pipelined behind a write whose connection broke: not answered,
 		// sent again, and it says nothing the other write's error has not.
 		return classify.Result{Kind: classify.ServerError, Reason: reasonPipelineBroken, Items: -1}
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		// No answer in time: the store is likely saturated (incident 2).
-		return classify.Result{Kind: classify.Timeout, Reason: "timeout", Share: 1, Items: -1}
+		return classify.Result{Kind: classify.Timeout, Reason: reasonTimeout, Share: 1, Items: -1}
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return classify.Result{Kind: classify.ServerError, Reason: "connection_refused", Items: -1}
+		return classify.Result{Kind: classify.ServerError, Reason: reasonConnectionRefused, Items: -1}
 	case errors.Is(err, errSwitchedProtocols):
-		return classify.Result{Kind: classify.ServerError, Reason: "switched_protocols", Items: -1}
+		return classify.Result{Kind: classify.ServerError, Reason: reasonSwitchedProtocols, Items: -1}
 	default:
 		// Resets and broken responses: retryable, but not a capacity signal.
-		return classify.Result{Kind: classify.ServerError, Reason: "transport_error", Items: -1}
+		return classify.Result{Kind: classify.ServerError, Reason: reasonTransportError, Items: -1}
 	}
 }
 
@@ -877,7 +903,7 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify
 			p.log.Warn("store signalled congestion", "job", ex.job, "reason", res.Reason, "retry_after", res.RetryAfter)
 		})
 	}
-	if res.Reason == "cancelled" || res.Reason == reasonPipelineBroken {
+	if res.Reason == reasonCancelled || res.Reason == reasonPipelineBroken {
 		return // the loader left or the job was cancelled, or the write was not answered: nothing to report
 	}
 	o := Observation{Kind: res.Kind, Items: -1, RetryAfter: res.RetryAfter}
@@ -992,7 +1018,7 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	)
 	details := map[string]any{"job": ex.job, "attempts": ex.attempts}
 	switch {
-	case errors.As(err, &adm) && adm.reason == "closed":
+	case errors.As(err, &adm) && adm.reason == reasonClosed:
 		ex.status = http.StatusServiceUnavailable
 		apierror.Write(w, ex.status, "shutting_down", "sluice is shutting down", details)
 	case errors.As(err, &adm):
