@@ -120,7 +120,6 @@ type Proxy struct {
 
 	transport http.RoundTripper  // the real *http.Transport; tests put an in-memory store here
 	pipe      *pipeline.Pipeline // SLUICE_PIPELINE; nil when off
-	client    *retryablehttp.Client
 	rp        *httputil.ReverseProxy
 
 	avgBodySize atomic.Int64 // bytes; the cost of a body of unknown length
@@ -207,24 +206,11 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 	if p.retryBudget, err = limiter.NewRetryBudget(limiter.RetryBudgetConfig{Ratio: cfg.RetryBudget}); err != nil {
 		return nil, fmt.Errorf("proxy: retry budget: %w", err)
 	}
-	p.client = &retryablehttp.Client{
-		HTTPClient: &http.Client{
-			Transport: attemptTransport{p},
-			// A proxy hands redirects to the loader; it never follows them.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		RetryMax:     cfg.RetryMax,
-		RetryWaitMin: cfg.RetryBackoffMin,
-		RetryWaitMax: cfg.RetryBackoffMax,
-		CheckRetry:   p.checkRetry,
-		Backoff:      p.retryDelay,
-		ErrorHandler: retryablehttp.PassthroughErrorHandler,
-	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      roundTripFunc(p.roundTrip),
 		ModifyResponse: p.modifyResponse,
-		ErrorHandler:   p.errorHandler,
+		ErrorHandler:   p.answerError,
 		ErrorLog:       slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn),
 	}
 	return p, nil
@@ -323,6 +309,10 @@ type exchange struct {
 
 type exchangeKey struct{}
 
+// exchangeFrom is how the ReverseProxy's hooks (roundTrip, modifyResponse,
+// answerError) find their exchange: the ReverseProxy hands them only the
+// request or the response, so ServeHTTP puts the exchange in the request's
+// context. Everything past roundTrip is given it as an argument.
 func exchangeFrom(ctx context.Context) *exchange {
 	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
 	return ex
@@ -352,6 +342,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	// The ReverseProxy passes only the request to its hooks: ex goes with
+	// it (see exchangeFrom).
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
 }
 
@@ -542,15 +534,93 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		// otherwise fails the attempt, which the loader is told.
 		rreq.GetBody = nil
 	}
-	resp, err := p.client.Do(rreq)
+	return p.send(ex, rreq)
+}
+
+// send makes ex's attempts. go-retryablehttp runs the loop: it makes an
+// attempt (p.attempt), asks retryPolicy whether to make another, drains
+// and closes the answer it will not pass on (which ends that attempt),
+// sleeps the wait retryPolicy chose or until the write's context ends, and
+// sends the body again from its start. The policy is all in retryPolicy.
+func (p *Proxy) send(ex *exchange, req *retryablehttp.Request) (*http.Response, error) {
+	var wait time.Duration // retryPolicy's, for the Backoff that retryablehttp asks next
+	c := &retryablehttp.Client{
+		HTTPClient: &http.Client{
+			Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) { return p.attempt(ex, r) }),
+			// A proxy hands redirects to the loader; it never follows them.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		RetryMax: p.retryMax,
+		CheckRetry: func(ctx context.Context, resp *http.Response, err error) (retry bool, stop error) {
+			retry, wait, stop = p.retryPolicy(ctx, ex, resp, err)
+			return retry, stop
+		},
+		Backoff:      func(time.Duration, time.Duration, int, *http.Response) time.Duration { return wait },
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+	}
+	resp, err := c.Do(req)
 	if err != nil && resp != nil {
-		// The loader left as the store's answer came (checkRetry passes
+		// The loader left as the store's answer came (retryPolicy passes
 		// both on). The ReverseProxy drops a response that comes with an
 		// error, so close it here: that ends the attempt and its permit.
 		resp.Body.Close()
 		resp = nil
 	}
 	return resp, err
+}
+
+// retryPolicy is sluice's retry policy, asked after every attempt of ex
+// (ex.last is its classification; resp and err are what it returned). It
+// says whether to send the write again and after what wait; when it stops,
+// stop is the error the exchange ends with, nil when the store's last
+// answer goes to the loader. What the loader then gets: that answer as is
+// (with X-Sluice-Attempts, see modifyResponse), or sluice's own answer
+// for stop, chosen by answerError.
+func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Response, err error) (retry bool, wait time.Duration, stop error) {
+	// Whether the write is still wanted.
+	switch {
+	case ctx.Err() != nil && err == nil && resp != nil && ex.loader.Err() == nil:
+		// The job was cancelled while the store had this write (a
+		// pipelined write cannot be recalled once in the store's socket)
+		// and the store answered: the loader gets that answer, whatever
+		// it is, not a refusal of a write that may be stored.
+		return false, 0, nil
+	case ctx.Err() != nil:
+		return false, 0, ctx.Err() // the loader left, or its job was cancelled
+	}
+	// Whether this write may be sent again.
+	var adm *admissionError
+	switch {
+	case errors.As(err, &adm), err != nil && ex.last.Kind == classify.ClientError:
+		return false, 0, err // refused by sluice itself, or credentials
+	case !ex.retryable, ex.attempts > p.retryMax:
+		// A body that streamed once (over SLUICE_RETRY_BODY_MAX, or the
+		// buffer budget was spent), a method that must not be sent twice
+		// (see methodRetryable), or no retries left. Stopping here rather
+		// than letting retryablehttp run out keeps its give-up path out
+		// of the way.
+		return false, 0, err
+	case !ex.last.Kind.Retryable():
+		return false, 0, err // stored, or the loader's fault: it would fail the same way
+	case ex.last.Kind == classify.Timeout:
+		// A store that did not answer in SLUICE_UPSTREAM_TIMEOUT is not
+		// tried again: the loader gets its 504 within the timeout, never
+		// a multiple of it, and the write may have landed.
+		return false, 0, err
+	case !p.retryBudget.TryRetry(time.Now()):
+		// Retries must not amplify an overload (Envoy's retry budget).
+		p.m.retryBudgetExhausted.Inc()
+		return false, 0, err
+	}
+	p.m.retries.WithLabelValues(ex.last.Kind.String()).Inc()
+	// How long it waits: exponential backoff with full jitter, and never
+	// sooner than the store's Retry-After, which is capped at
+	// SLUICE_MAX_RETRY_AFTER.
+	n := ex.attempts - 1 // retries made so far
+	if ex.last.RetryAfter > 0 {
+		return true, p.honour.Delay(n, ex.last.RetryAfter, nil), nil
+	}
+	return true, p.backoff.Delay(n, 0, nil), nil
 }
 
 func (p *Proxy) methodRetryable(method string) bool {
@@ -685,7 +755,7 @@ func (p *Proxy) noteBodySize(n int64) {
 
 // streamOnce hands go-retryablehttp the loader's stream without letting it
 // buffer or close it: retryablehttp reads any other body type whole into
-// memory. Such a body is never retried (checkRetry).
+// memory. Such a body is never retried (retryPolicy).
 func streamOnce(r io.Reader) retryablehttp.ReaderFunc {
 	return func() (io.Reader, error) { return struct{ io.Reader }{r}, nil }
 }
@@ -729,16 +799,9 @@ func (ex *exchange) requestItems() int {
 	return ex.items
 }
 
-// attemptTransport runs one upstream attempt: limiter permit, credentials,
-// deadline, classification.
-type attemptTransport struct{ p *Proxy }
-
-func (t attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.p.attempt(req)
-}
-
-func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
-	ex := exchangeFrom(req.Context())
+// attempt is one upstream attempt of ex: limiter permit, credentials,
+// deadline, classification. It is the RoundTripper of send's client.
+func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error) {
 	ex.attempts++
 	permit := ex.permit
 	ex.permit = nil
@@ -866,7 +929,7 @@ func (p *Proxy) classifyError(parent context.Context, err error) classify.Result
 		// sent again, and it says nothing the other write's error has not.
 		return classify.Result{Kind: classify.ServerError, Reason: reasonPipelineBroken, Items: -1}
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		// No answer in time: the store is likely saturated (incident 2).
+		// No answer in time: the store is likely saturated.
 		return classify.Result{Kind: classify.Timeout, Reason: reasonTimeout, Share: 1, Items: -1}
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return classify.Result{Kind: classify.ServerError, Reason: reasonConnectionRefused, Items: -1}
@@ -952,55 +1015,6 @@ func isWrite(method string) bool {
 	return true
 }
 
-// checkRetry decides, after each attempt, whether go-retryablehttp tries
-// again.
-func (p *Proxy) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
-	ex := exchangeFrom(ctx)
-	switch {
-	case ctx.Err() != nil && err == nil && resp != nil && ex.loader.Err() == nil:
-		// The job was cancelled while the store had this write (a
-		// pipelined write cannot be recalled once in the store's socket)
-		// and the store answered: the loader gets that answer, whatever
-		// it is, not a refusal of a write that may be stored.
-		return false, nil
-	case ctx.Err() != nil:
-		return false, ctx.Err() // the loader left, or its job was cancelled
-	}
-	var adm *admissionError
-	switch {
-	case errors.As(err, &adm), err != nil && ex.last.Kind == classify.ClientError:
-		return false, err // refused by sluice itself, or credentials
-	case !ex.retryable, ex.attempts > p.retryMax:
-		// Stopping here rather than letting retryablehttp run out keeps its
-		// give-up path (which closes every idle connection) out of the way.
-		return false, err
-	case !ex.last.Kind.Retryable():
-		return false, err
-	case ex.last.Kind == classify.Timeout:
-		// A store that did not answer in SLUICE_UPSTREAM_TIMEOUT is not
-		// tried again: the loader gets its 504 within the timeout, never
-		// a multiple of it (incident 2), and the write may have landed.
-		return false, err
-	case !p.retryBudget.TryRetry(time.Now()):
-		// Retries must not amplify an overload (Envoy's retry budget).
-		p.m.retryBudgetExhausted.Inc()
-		return false, err
-	}
-	p.m.retries.WithLabelValues(ex.last.Kind.String()).Inc()
-	return true, nil
-}
-
-// retryDelay is go-retryablehttp's Backoff: exponential with full jitter, and
-// never sooner than the store's Retry-After, which is capped.
-func (p *Proxy) retryDelay(_, _ time.Duration, attempt int, resp *http.Response) time.Duration {
-	if resp != nil && resp.Request != nil {
-		if ex := exchangeFrom(resp.Request.Context()); ex != nil && ex.last.RetryAfter > 0 {
-			return p.honour.Delay(attempt, ex.last.RetryAfter, nil)
-		}
-	}
-	return p.backoff.Delay(attempt, 0, nil)
-}
-
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	ex := exchangeFrom(resp.Request.Context())
 	ex.status = resp.StatusCode
@@ -1008,7 +1022,10 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	return nil
 }
 
-func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+// answerError is the ReverseProxy's ErrorHandler: sluice's own answer to
+// the loader when its exchange ends in an error, not in an answer of the
+// store's (see retryPolicy).
+func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeFrom(r.Context())
 	var (
 		adm     *admissionError
