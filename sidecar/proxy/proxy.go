@@ -597,8 +597,8 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 		// A body that streamed once (over SLUICE_RETRY_BODY_MAX, or the
 		// buffer budget was spent), a method that must not be sent twice
 		// (see methodRetryable), or no retries left. Stopping here rather
-		// than letting retryablehttp run out keeps its give-up path out
-		// of the way.
+		// than letting retryablehttp run out keeps its give-up path (which
+		// closes every idle connection) out of the way.
 		return false, 0, err
 	case !ex.last.Kind.Retryable():
 		return false, 0, err // stored, or the loader's fault: it would fail the same way
@@ -616,11 +616,71 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 	// How long it waits: exponential backoff with full jitter, and never
 	// sooner than the store's Retry-After, which is capped at
 	// SLUICE_MAX_RETRY_AFTER.
-	n := ex.attempts - 1 // retries made so far
+	retries := ex.attempts - 1 // made so far
 	if ex.last.RetryAfter > 0 {
-		return true, p.honour.Delay(n, ex.last.RetryAfter, nil), nil
+		return true, p.honour.Delay(retries, ex.last.RetryAfter, nil), nil
 	}
-	return true, p.backoff.Delay(n, 0, nil), nil
+	return true, p.backoff.Delay(retries, 0, nil), nil
+}
+
+// modifyResponse is the ReverseProxy's ModifyResponse: the store's last
+// answer goes to the loader as it came, with the number of attempts.
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	ex := exchangeFrom(resp.Request.Context())
+	ex.status = resp.StatusCode
+	resp.Header.Set(HeaderAttempts, strconv.Itoa(ex.attempts))
+	return nil
+}
+
+// answerError is the ReverseProxy's ErrorHandler: sluice's own answer to
+// the loader when its exchange ends in an error, not in an answer of the
+// store's (see retryPolicy).
+func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
+	ex := exchangeFrom(r.Context())
+	var (
+		adm     *admissionError
+		body    *bodyReadError
+		tooBig  *auth.TooLargeError
+		noCreds *auth.UnavailableError
+	)
+	details := map[string]any{"job": ex.job, "attempts": ex.attempts}
+	switch {
+	case errors.As(err, &adm) && adm.reason == reasonClosed:
+		ex.status = http.StatusServiceUnavailable
+		apierror.Write(w, ex.status, "shutting_down", "sluice is shutting down", details)
+	case errors.As(err, &adm):
+		// Backpressure: the loader should slow down and retry after the wait.
+		ex.status = http.StatusTooManyRequests
+		apierror.SetRetryAfter(w.Header(), adm.wait)
+		details["reason"] = adm.reason
+		apierror.Write(w, ex.status, "backpressure", "sluice is at its limit for this store ("+adm.reason+"); retry after the Retry-After delay", details)
+	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
+		// The loader is still there: its job was cancelled under it.
+		ex.status = apierror.WriteJob(w, ex.job, context.Cause(r.Context()))
+	case ex.loader.Err() != nil:
+		ex.status = 499 // the loader went away; nobody reads this
+	case errors.As(err, &body) && errors.Is(err, os.ErrDeadlineExceeded):
+		// The loader did not deliver its body in time (slowloris).
+		ex.status = http.StatusRequestTimeout
+		apierror.Write(w, ex.status, "request_body_timeout", "the request body did not arrive within SLUICE_UPSTREAM_TIMEOUT", details)
+	case errors.As(err, &body):
+		ex.status = http.StatusBadRequest
+		apierror.Write(w, ex.status, "request_body", body.Error(), details)
+	case errors.As(err, &tooBig):
+		ex.status = http.StatusRequestEntityTooLarge
+		apierror.Write(w, ex.status, "body_too_large_to_sign", tooBig.Error(), details)
+	case errors.As(err, &noCreds):
+		ex.status = http.StatusServiceUnavailable
+		apierror.Write(w, ex.status, "upstream_credentials", noCreds.Error(), details)
+	case ex.last.Kind == classify.Timeout:
+		ex.status = http.StatusGatewayTimeout
+		details["timeout"] = p.timeout.String()
+		apierror.Write(w, ex.status, "upstream_timeout", "the store did not answer within SLUICE_UPSTREAM_TIMEOUT", details)
+	default:
+		ex.status = http.StatusBadGateway
+		details["reason"] = ex.last.Reason
+		apierror.Write(w, ex.status, "upstream_unreachable", "the store could not be reached: "+err.Error(), details)
+	}
 }
 
 func (p *Proxy) methodRetryable(method string) bool {
@@ -1013,64 +1073,6 @@ func isWrite(method string) bool {
 		return false
 	}
 	return true
-}
-
-func (p *Proxy) modifyResponse(resp *http.Response) error {
-	ex := exchangeFrom(resp.Request.Context())
-	ex.status = resp.StatusCode
-	resp.Header.Set(HeaderAttempts, strconv.Itoa(ex.attempts))
-	return nil
-}
-
-// answerError is the ReverseProxy's ErrorHandler: sluice's own answer to
-// the loader when its exchange ends in an error, not in an answer of the
-// store's (see retryPolicy).
-func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
-	ex := exchangeFrom(r.Context())
-	var (
-		adm     *admissionError
-		body    *bodyReadError
-		tooBig  *auth.TooLargeError
-		noCreds *auth.UnavailableError
-	)
-	details := map[string]any{"job": ex.job, "attempts": ex.attempts}
-	switch {
-	case errors.As(err, &adm) && adm.reason == reasonClosed:
-		ex.status = http.StatusServiceUnavailable
-		apierror.Write(w, ex.status, "shutting_down", "sluice is shutting down", details)
-	case errors.As(err, &adm):
-		// Backpressure: the loader should slow down and retry after the wait.
-		ex.status = http.StatusTooManyRequests
-		apierror.SetRetryAfter(w.Header(), adm.wait)
-		details["reason"] = adm.reason
-		apierror.Write(w, ex.status, "backpressure", "sluice is at its limit for this store ("+adm.reason+"); retry after the Retry-After delay", details)
-	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
-		// The loader is still there: its job was cancelled under it.
-		ex.status = apierror.WriteJob(w, ex.job, context.Cause(r.Context()))
-	case ex.loader.Err() != nil:
-		ex.status = 499 // the loader went away; nobody reads this
-	case errors.As(err, &body) && errors.Is(err, os.ErrDeadlineExceeded):
-		// The loader did not deliver its body in time (slowloris).
-		ex.status = http.StatusRequestTimeout
-		apierror.Write(w, ex.status, "request_body_timeout", "the request body did not arrive within SLUICE_UPSTREAM_TIMEOUT", details)
-	case errors.As(err, &body):
-		ex.status = http.StatusBadRequest
-		apierror.Write(w, ex.status, "request_body", body.Error(), details)
-	case errors.As(err, &tooBig):
-		ex.status = http.StatusRequestEntityTooLarge
-		apierror.Write(w, ex.status, "body_too_large_to_sign", tooBig.Error(), details)
-	case errors.As(err, &noCreds):
-		ex.status = http.StatusServiceUnavailable
-		apierror.Write(w, ex.status, "upstream_credentials", noCreds.Error(), details)
-	case ex.last.Kind == classify.Timeout:
-		ex.status = http.StatusGatewayTimeout
-		details["timeout"] = p.timeout.String()
-		apierror.Write(w, ex.status, "upstream_timeout", "the store did not answer within SLUICE_UPSTREAM_TIMEOUT", details)
-	default:
-		ex.status = http.StatusBadGateway
-		details["reason"] = ex.last.Reason
-		apierror.Write(w, ex.status, "upstream_unreachable", "the store could not be reached: "+err.Error(), details)
-	}
 }
 
 // readPrefix reads up to n bytes of r.
