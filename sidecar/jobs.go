@@ -62,12 +62,35 @@ func (a jobsAdapter) Admit(ctx context.Context, job string, maxWait time.Duratio
 }
 
 func (a jobsAdapter) Observe(job string, o proxy.Observation) {
-	a.m.Observe(job, state.Observation{Kind: o.Kind.String(), Bytes: o.Bytes, Items: o.Items, RetryAfter: o.RetryAfter})
-	if o.Kind == classify.Throttled && o.Items > 0 {
+	kind := obsKind(o.Kind)
+	a.m.Observe(job, state.Observation{Kind: kind, Bytes: o.Bytes, Items: o.Items, RetryAfter: o.RetryAfter})
+	if kind == state.ObsThrottled && o.Items > 0 {
 		// A partially throttled bulk write also acknowledged items: that is
 		// progress (it keeps the job from stalling, and a running or
 		// throttled job from being held; a held job's hold ends only with
 		// its probe).
 		a.m.Observe(job, state.Observation{Kind: state.ObsOK, Bytes: o.Bytes, Items: o.Items})
 	}
+}
+
+// obsKind is the one place where the proxy's classification of an attempt
+// becomes what the job manager knows of it. The two sets match one to one
+// today; they are separate types so that the job state machine does not
+// depend on the store profiles.
+func obsKind(k classify.Kind) state.ObsKind {
+	switch k {
+	case classify.OK:
+		return state.ObsOK
+	case classify.Throttled:
+		return state.ObsThrottled
+	case classify.Overloaded:
+		return state.ObsOverloaded
+	case classify.Timeout:
+		return state.ObsTimeout
+	case classify.ServerError:
+		return state.ObsServerError
+	case classify.ClientError:
+		return state.ObsClientError
+	}
+	return 0 // no kind: the manager ignores it
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluice-dev/sluice/sidecar/admin"
 	"github.com/sluice-dev/sluice/sidecar/apierror"
+	"github.com/sluice-dev/sluice/sidecar/classify"
 	"github.com/sluice-dev/sluice/sidecar/proxy"
 
 	"github.com/sluice-dev/sluice/state"
@@ -462,4 +463,17 @@ func TestCancelNotRecorded(t *testing.T) {
 			t.Errorf("after the retried cancel: %s, store calls %q", j.State, upstream.adminCalls())
 		}
 	})
+}
+
+// Every classification the proxy reports reaches the job manager as the
+// kind of the same name: none is dropped as unknown on the way.
+func TestObsKindMapsEveryKind(t *testing.T) {
+	for k := classify.OK; k <= classify.Timeout; k++ {
+		if got := obsKind(k); got.String() != k.String() {
+			t.Errorf("obsKind(%v) = %v", k, got)
+		}
+	}
+	if got := obsKind(classify.Timeout + 1); got != 0 {
+		t.Errorf("obsKind(%v) = %v, want no kind", classify.Timeout+1, got)
+	}
 }

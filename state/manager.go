@@ -844,7 +844,7 @@ func (m *Manager) Observe(id string, o Observation) {
 		ev = Event{Type: EvUpstreamError}
 	default:
 		m.mu.Unlock()
-		m.errLog.Do(func() { m.log.Warn("unknown observation kind ignored", "job", id, "kind", o.Kind) })
+		m.errLog.Do(func() { m.log.Warn("unknown observation kind ignored", "job", id, "kind", o.Kind.String()) })
 		return
 	}
 	ev.Probe = e.job.Probe()

@@ -888,3 +888,22 @@ func sameHistory(a, b []Transition) bool {
 		return x.From == y.From && x.To == y.To && x.Reason == y.Reason && x.At.Equal(y.At)
 	})
 }
+
+// An observation without a kind, or with one outside the set, changes
+// nothing: it is a late or foreign report, not progress nor an error.
+func TestObserveIgnoresUnknownKinds(t *testing.T) {
+	m := newTestManager(t, Config{})
+	defer m.Close()
+	if _, err := m.Register("j", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []ObsKind{0, ObsClientError + 1} {
+		m.Observe("j", Observation{Kind: k, Bytes: 10, Items: 1})
+		if want := fmt.Sprintf("obs_kind(%d)", k); k.String() != want {
+			t.Errorf("ObsKind(%d).String() = %q, want %q", uint8(k), k, want)
+		}
+	}
+	if v := mustGet(t, m, "j"); v.Totals != (Totals{}) || v.State != Pending {
+		t.Errorf("%s with totals %+v after unknown kinds, want pending with none", v.State, v.Totals)
+	}
+}

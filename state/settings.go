@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -218,8 +219,7 @@ func ValidJobID(id string) bool {
 
 // Observation is the outcome of one upstream attempt, reported by the proxy.
 type Observation struct {
-	// Kind is one of the Obs* constants.
-	Kind string
+	Kind ObsKind
 	// Bytes and Items acknowledged by the store (Items -1: unknown).
 	Bytes int64
 	Items int64
@@ -227,15 +227,43 @@ type Observation struct {
 	RetryAfter time.Duration
 }
 
+// ObsKind is what one upstream attempt means for its job: progress, a
+// throttle, or an error that may stall it. The proxy's adapter maps its
+// classification to an ObsKind in one place; the Manager's Observe turns it
+// into the job's totals and a machine event. The zero value is no kind:
+// Observe ignores it, as it ignores any value outside the set.
+type ObsKind uint8
+
 // Observation kinds.
 const (
-	ObsOK          = "ok"           // acknowledged: progress
-	ObsThrottled   = "throttled"    // 429 or per-item bulk rejections
-	ObsOverloaded  = "overloaded"   // 503-style overload: a throttle
-	ObsTimeout     = "timeout"      // attempt deadline: a congestion signal
-	ObsServerError = "server_error" // 5xx: not progress, a stall cause
-	ObsClientError = "client_error" // 4xx: not progress, a stall cause
+	_              ObsKind = iota
+	ObsOK                  // acknowledged: progress
+	ObsThrottled           // 429 or per-item bulk rejections
+	ObsOverloaded          // 503-style overload: a throttle
+	ObsTimeout             // attempt deadline: a congestion signal
+	ObsServerError         // 5xx: not progress, a stall cause
+	ObsClientError         // 4xx: not progress, a stall cause
 )
+
+var obsKindNames = [...]string{
+	ObsOK:          "ok",
+	ObsThrottled:   "throttled",
+	ObsOverloaded:  "overloaded",
+	ObsTimeout:     "timeout",
+	ObsServerError: "server_error",
+	ObsClientError: "client_error",
+}
+
+// String returns the kind's snake_case name, the same word as the proxy's
+// classification of the attempt ("ok", "throttled", "overloaded",
+// "timeout", "server_error", "client_error"), or "obs_kind(N)" for the zero
+// value and any value outside the set.
+func (k ObsKind) String() string {
+	if int(k) < len(obsKindNames) && obsKindNames[k] != "" {
+		return obsKindNames[k]
+	}
+	return "obs_kind(" + strconv.Itoa(int(k)) + ")"
+}
 
 // Progress is what a loader reports: cumulative Records and Bytes, and an
 // optional opaque JSON Checkpoint (at most MaxCheckpointBytes). A report

@@ -105,7 +105,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.retries.WithLabelValues(k.String())
 		}
 	}
-	for _, r := range []string{"queue_full", "queue_timeout", "no_capacity", "closed"} {
+	for _, r := range admissionReasons {
 		m.rejected.WithLabelValues(r)
 	}
 	reg.MustRegister(m.requests, m.rejected, m.attempts, m.throttles, m.retries, m.retryBudgetExhausted,

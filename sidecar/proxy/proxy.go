@@ -59,6 +59,36 @@ type Observation struct {
 	RetryAfter time.Duration
 }
 
+// Sluice's own reasons, where no answer of the store's decided the outcome
+// (the store's reasons are classify's). Each is a stable snake_case word:
+// they label sluice_proxy_backpressure_total and
+// sluice_upstream_congestion_signals_total, become the limiter's
+// LastReason, and reach the loader in its error's details.
+const (
+	// A write refused before any attempt (an *admissionError): the loader
+	// gets 429 with a Retry-After, or 503 for reasonClosed.
+	reasonQueueFull    = "queue_full"    // the limiter's queue holds its maximum already
+	reasonQueueTimeout = "queue_timeout" // no send slot within SLUICE_QUEUE_TIMEOUT
+	reasonNoCapacity   = "no_capacity"   // no send slot free now, and writes are rejected rather than queued
+	reasonClosed       = "closed"        // sluice is shutting down
+
+	// An attempt that got no answer to classify (classifyError).
+	reasonCancelled         = "cancelled"          // the loader left or its job was cancelled: nothing learned of the store
+	reasonTimeout           = "timeout"            // no answer within SLUICE_UPSTREAM_TIMEOUT: a congestion signal
+	reasonConnectionRefused = "connection_refused" // nothing listens at the store's address
+	reasonSwitchedProtocols = "switched_protocols" // the store answered 101 to a write that asked for no upgrade
+	reasonTransportError    = "transport_error"    // a reset or a broken response
+	reasonPipelineBroken    = "pipeline_broken"    // pipelined behind a write whose connection broke: not answered, sent again
+
+	// A permit given back without an attempt reaching the store.
+	reasonAuth    = "auth"     // sluice could not put its credentials on the attempt
+	reasonNotSent = "not_sent" // the permit taken at admission, which no attempt used
+)
+
+// admissionReasons are the reasons of an *admissionError, known from the
+// start as metric labels.
+var admissionReasons = [...]string{reasonQueueFull, reasonQueueTimeout, reasonNoCapacity, reasonClosed}
+
 // Proxy forwards a loader's writes to the store: each attempt passes the
 // adaptive limiter, has a deadline, is classified from the store's answer,
 // and is retried (when its body allows it) through go-retryablehttp. It is an
@@ -90,7 +120,6 @@ type Proxy struct {
 
 	transport http.RoundTripper  // the real *http.Transport; tests put an in-memory store here
 	pipe      *pipeline.Pipeline // SLUICE_PIPELINE; nil when off
-	client    *retryablehttp.Client
 	rp        *httputil.ReverseProxy
 
 	avgBodySize atomic.Int64 // bytes; the cost of a body of unknown length
@@ -177,24 +206,11 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 	if p.retryBudget, err = limiter.NewRetryBudget(limiter.RetryBudgetConfig{Ratio: cfg.RetryBudget}); err != nil {
 		return nil, fmt.Errorf("proxy: retry budget: %w", err)
 	}
-	p.client = &retryablehttp.Client{
-		HTTPClient: &http.Client{
-			Transport: attemptTransport{p},
-			// A proxy hands redirects to the loader; it never follows them.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		RetryMax:     cfg.RetryMax,
-		RetryWaitMin: cfg.RetryBackoffMin,
-		RetryWaitMax: cfg.RetryBackoffMax,
-		CheckRetry:   p.checkRetry,
-		Backoff:      p.retryDelay,
-		ErrorHandler: retryablehttp.PassthroughErrorHandler,
-	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        p.rewrite,
 		Transport:      roundTripFunc(p.roundTrip),
 		ModifyResponse: p.modifyResponse,
-		ErrorHandler:   p.errorHandler,
+		ErrorHandler:   p.answerError,
 		ErrorLog:       slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn),
 	}
 	return p, nil
@@ -220,10 +236,6 @@ func (s stagedPermit) Leader() pipeline.Permit {
 	}
 	return nil
 }
-
-// reasonPipelineBroken classifies a *pipeline.BrokenError: a write that was
-// not answered and is sent again.
-const reasonPipelineBroken = "pipeline_broken"
 
 // ErrCAFile is New's error for a Config.CAFile that cannot be read or holds
 // no certificate.
@@ -297,6 +309,10 @@ type exchange struct {
 
 type exchangeKey struct{}
 
+// exchangeFrom is how the ReverseProxy's hooks (roundTrip, modifyResponse,
+// answerError) find their exchange: the ReverseProxy hands them only the
+// request or the response, so ServeHTTP puts the exchange in the request's
+// context. Everything past roundTrip is given it as an argument.
 func exchangeFrom(ctx context.Context) *exchange {
 	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
 	return ex
@@ -326,6 +342,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	// The ReverseProxy passes only the request to its hooks: ex goes with
+	// it (see exchangeFrom).
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
 }
 
@@ -392,7 +410,7 @@ func signedAcceptEncoding(r *http.Request) bool {
 // admissionError is a write refused by sluice's own limits: the loader gets
 // 429 with a Retry-After, or 503 when sluice is shutting down.
 type admissionError struct {
-	reason string // queue_full, queue_timeout, no_capacity, closed
+	reason string // one of admissionReasons
 	wait   time.Duration
 }
 
@@ -441,13 +459,13 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 	case ctx.Err() != nil:
 		return nil, ctx.Err() // the loader left, or its job was cancelled
 	case errors.Is(err, limiter.ErrQueueFull):
-		reason = "queue_full"
+		reason = reasonQueueFull
 	case errors.Is(err, limiter.ErrNoCapacity):
-		reason = "no_capacity"
+		reason = reasonNoCapacity
 	case errors.Is(err, context.DeadlineExceeded):
-		reason = "queue_timeout"
+		reason = reasonQueueTimeout
 	case errors.Is(err, limiter.ErrClosed):
-		reason = "closed"
+		reason = reasonClosed
 	default:
 		return nil, err
 	}
@@ -491,7 +509,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	ex.permit = permit
 	defer func() {
 		if ex.permit != nil { // no attempt ran
-			ex.permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: "not_sent"})
+			ex.permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonNotSent})
 			ex.permit = nil
 		}
 	}()
@@ -516,15 +534,153 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		// otherwise fails the attempt, which the loader is told.
 		rreq.GetBody = nil
 	}
-	resp, err := p.client.Do(rreq)
+	return p.send(ex, rreq)
+}
+
+// send makes ex's attempts. go-retryablehttp runs the loop: it makes an
+// attempt (p.attempt), asks retryPolicy whether to make another, drains
+// and closes the answer it will not pass on (which ends that attempt),
+// sleeps the wait retryPolicy chose or until the write's context ends, and
+// sends the body again from its start. The policy is all in retryPolicy.
+func (p *Proxy) send(ex *exchange, req *retryablehttp.Request) (*http.Response, error) {
+	var wait time.Duration // retryPolicy's, for the Backoff that retryablehttp asks next
+	c := &retryablehttp.Client{
+		HTTPClient: &http.Client{
+			Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) { return p.attempt(ex, r) }),
+			// A proxy hands redirects to the loader; it never follows them.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		RetryMax: p.retryMax,
+		CheckRetry: func(ctx context.Context, resp *http.Response, err error) (retry bool, stop error) {
+			retry, wait, stop = p.retryPolicy(ctx, ex, resp, err)
+			return retry, stop
+		},
+		Backoff:      func(time.Duration, time.Duration, int, *http.Response) time.Duration { return wait },
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+	}
+	resp, err := c.Do(req)
 	if err != nil && resp != nil {
-		// The loader left as the store's answer came (checkRetry passes
+		// The loader left as the store's answer came (retryPolicy passes
 		// both on). The ReverseProxy drops a response that comes with an
 		// error, so close it here: that ends the attempt and its permit.
 		resp.Body.Close()
 		resp = nil
 	}
 	return resp, err
+}
+
+// retryPolicy is sluice's retry policy, asked after every attempt of ex
+// (ex.last is its classification; resp and err are what it returned). It
+// says whether to send the write again and after what wait; when it stops,
+// stop is the error the exchange ends with, nil when the store's last
+// answer goes to the loader. What the loader then gets: that answer as is
+// (with X-Sluice-Attempts, see modifyResponse), or sluice's own answer
+// for stop, chosen by answerError.
+func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Response, err error) (retry bool, wait time.Duration, stop error) {
+	// Whether the write is still wanted.
+	switch {
+	case ctx.Err() != nil && err == nil && resp != nil && ex.loader.Err() == nil:
+		// The job was cancelled while the store had this write (a
+		// pipelined write cannot be recalled once in the store's socket)
+		// and the store answered: the loader gets that answer, whatever
+		// it is, not a refusal of a write that may be stored.
+		return false, 0, nil
+	case ctx.Err() != nil:
+		return false, 0, ctx.Err() // the loader left, or its job was cancelled
+	}
+	// Whether this write may be sent again.
+	var adm *admissionError
+	switch {
+	case errors.As(err, &adm), err != nil && ex.last.Kind == classify.ClientError:
+		return false, 0, err // refused by sluice itself, or credentials
+	case !ex.retryable, ex.attempts > p.retryMax:
+		// A body that streamed once (over SLUICE_RETRY_BODY_MAX, or the
+		// buffer budget was spent), a method that must not be sent twice
+		// (see methodRetryable), or no retries left. Stopping here rather
+		// than letting retryablehttp run out keeps its give-up path (which
+		// closes every idle connection) out of the way.
+		return false, 0, err
+	case !ex.last.Kind.Retryable():
+		return false, 0, err // stored, or the loader's fault: it would fail the same way
+	case ex.last.Kind == classify.Timeout:
+		// A store that did not answer in SLUICE_UPSTREAM_TIMEOUT is not
+		// tried again: the loader gets its 504 within the timeout, never
+		// a multiple of it, and the write may have landed.
+		return false, 0, err
+	case !p.retryBudget.TryRetry(time.Now()):
+		// Retries must not amplify an overload (Envoy's retry budget).
+		p.m.retryBudgetExhausted.Inc()
+		return false, 0, err
+	}
+	p.m.retries.WithLabelValues(ex.last.Kind.String()).Inc()
+	// How long it waits: exponential backoff with full jitter, and never
+	// sooner than the store's Retry-After, which is capped at
+	// SLUICE_MAX_RETRY_AFTER.
+	retries := ex.attempts - 1 // made so far
+	if ex.last.RetryAfter > 0 {
+		return true, p.honour.Delay(retries, ex.last.RetryAfter, nil), nil
+	}
+	return true, p.backoff.Delay(retries, 0, nil), nil
+}
+
+// modifyResponse is the ReverseProxy's ModifyResponse: the store's last
+// answer goes to the loader as it came, with the number of attempts.
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	ex := exchangeFrom(resp.Request.Context())
+	ex.status = resp.StatusCode
+	resp.Header.Set(HeaderAttempts, strconv.Itoa(ex.attempts))
+	return nil
+}
+
+// answerError is the ReverseProxy's ErrorHandler: sluice's own answer to
+// the loader when its exchange ends in an error, not in an answer of the
+// store's (see retryPolicy).
+func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
+	ex := exchangeFrom(r.Context())
+	var (
+		adm     *admissionError
+		body    *bodyReadError
+		tooBig  *auth.TooLargeError
+		noCreds *auth.UnavailableError
+	)
+	details := map[string]any{"job": ex.job, "attempts": ex.attempts}
+	switch {
+	case errors.As(err, &adm) && adm.reason == reasonClosed:
+		ex.status = http.StatusServiceUnavailable
+		apierror.Write(w, ex.status, "shutting_down", "sluice is shutting down", details)
+	case errors.As(err, &adm):
+		// Backpressure: the loader should slow down and retry after the wait.
+		ex.status = http.StatusTooManyRequests
+		apierror.SetRetryAfter(w.Header(), adm.wait)
+		details["reason"] = adm.reason
+		apierror.Write(w, ex.status, "backpressure", "sluice is at its limit for this store ("+adm.reason+"); retry after the Retry-After delay", details)
+	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
+		// The loader is still there: its job was cancelled under it.
+		ex.status = apierror.WriteJob(w, ex.job, context.Cause(r.Context()))
+	case ex.loader.Err() != nil:
+		ex.status = 499 // the loader went away; nobody reads this
+	case errors.As(err, &body) && errors.Is(err, os.ErrDeadlineExceeded):
+		// The loader did not deliver its body in time (slowloris).
+		ex.status = http.StatusRequestTimeout
+		apierror.Write(w, ex.status, "request_body_timeout", "the request body did not arrive within SLUICE_UPSTREAM_TIMEOUT", details)
+	case errors.As(err, &body):
+		ex.status = http.StatusBadRequest
+		apierror.Write(w, ex.status, "request_body", body.Error(), details)
+	case errors.As(err, &tooBig):
+		ex.status = http.StatusRequestEntityTooLarge
+		apierror.Write(w, ex.status, "body_too_large_to_sign", tooBig.Error(), details)
+	case errors.As(err, &noCreds):
+		ex.status = http.StatusServiceUnavailable
+		apierror.Write(w, ex.status, "upstream_credentials", noCreds.Error(), details)
+	case ex.last.Kind == classify.Timeout:
+		ex.status = http.StatusGatewayTimeout
+		details["timeout"] = p.timeout.String()
+		apierror.Write(w, ex.status, "upstream_timeout", "the store did not answer within SLUICE_UPSTREAM_TIMEOUT", details)
+	default:
+		ex.status = http.StatusBadGateway
+		details["reason"] = ex.last.Reason
+		apierror.Write(w, ex.status, "upstream_unreachable", "the store could not be reached: "+err.Error(), details)
+	}
 }
 
 func (p *Proxy) methodRetryable(method string) bool {
@@ -659,7 +815,7 @@ func (p *Proxy) noteBodySize(n int64) {
 
 // streamOnce hands go-retryablehttp the loader's stream without letting it
 // buffer or close it: retryablehttp reads any other body type whole into
-// memory. Such a body is never retried (checkRetry).
+// memory. Such a body is never retried (retryPolicy).
 func streamOnce(r io.Reader) retryablehttp.ReaderFunc {
 	return func() (io.Reader, error) { return struct{ io.Reader }{r}, nil }
 }
@@ -703,16 +859,9 @@ func (ex *exchange) requestItems() int {
 	return ex.items
 }
 
-// attemptTransport runs one upstream attempt: limiter permit, credentials,
-// deadline, classification.
-type attemptTransport struct{ p *Proxy }
-
-func (t attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.p.attempt(req)
-}
-
-func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
-	ex := exchangeFrom(req.Context())
+// attempt is one upstream attempt of ex: limiter permit, credentials,
+// deadline, classification. It is the RoundTripper of send's client.
+func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error) {
 	ex.attempts++
 	permit := ex.permit
 	ex.permit = nil
@@ -727,8 +876,8 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 			if req.Body != nil {
 				req.Body.Close() // a RoundTripper closes the body, even on errors: it may hold budget
 			}
-			permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: "auth"})
-			ex.last = classify.Result{Kind: classify.ClientError, Reason: "auth"}
+			permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonAuth})
+			ex.last = classify.Result{Kind: classify.ClientError, Reason: reasonAuth}
 			return nil, err
 		}
 	}
@@ -812,7 +961,7 @@ func (p *Proxy) attempt(req *http.Request) (*http.Response, error) {
 		case ab.scanner != nil && !ab.eof:
 			// Closed before its end: the loader went away while its
 			// answer was copied to it. Nothing was learned.
-			final = classify.Result{Kind: classify.ClientError, Reason: "cancelled", Items: -1}
+			final = classify.Result{Kind: classify.ClientError, Reason: reasonCancelled, Items: -1}
 		case ab.scanner != nil:
 			final = ab.scanner.Result()
 		}
@@ -834,21 +983,21 @@ func (p *Proxy) classifyError(parent context.Context, err error) classify.Result
 		// The parent has no deadline of its own: a deadline error is the
 		// attempt's, and the store's (a write of a cancelled job that was
 		// already the store's, see pipeline.roundTrip, and timed out).
-		return classify.Result{Kind: classify.ClientError, Reason: "cancelled", Items: -1}
+		return classify.Result{Kind: classify.ClientError, Reason: reasonCancelled, Items: -1}
 	case errors.As(err, &pb):
 		// Pipelined behind a write whose connection broke: not answered,
 		// sent again, and it says nothing the other write's error has not.
 		return classify.Result{Kind: classify.ServerError, Reason: reasonPipelineBroken, Items: -1}
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		// No answer in time: the store is likely saturated (incident 2).
-		return classify.Result{Kind: classify.Timeout, Reason: "timeout", Share: 1, Items: -1}
+		// No answer in time: the store is likely saturated.
+		return classify.Result{Kind: classify.Timeout, Reason: reasonTimeout, Share: 1, Items: -1}
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return classify.Result{Kind: classify.ServerError, Reason: "connection_refused", Items: -1}
+		return classify.Result{Kind: classify.ServerError, Reason: reasonConnectionRefused, Items: -1}
 	case errors.Is(err, errSwitchedProtocols):
-		return classify.Result{Kind: classify.ServerError, Reason: "switched_protocols", Items: -1}
+		return classify.Result{Kind: classify.ServerError, Reason: reasonSwitchedProtocols, Items: -1}
 	default:
 		// Resets and broken responses: retryable, but not a capacity signal.
-		return classify.Result{Kind: classify.ServerError, Reason: "transport_error", Items: -1}
+		return classify.Result{Kind: classify.ServerError, Reason: reasonTransportError, Items: -1}
 	}
 }
 
@@ -877,7 +1026,7 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify
 			p.log.Warn("store signalled congestion", "job", ex.job, "reason", res.Reason, "retry_after", res.RetryAfter)
 		})
 	}
-	if res.Reason == "cancelled" || res.Reason == reasonPipelineBroken {
+	if res.Reason == reasonCancelled || res.Reason == reasonPipelineBroken {
 		return // the loader left or the job was cancelled, or the write was not answered: nothing to report
 	}
 	o := Observation{Kind: res.Kind, Items: -1, RetryAfter: res.RetryAfter}
@@ -924,110 +1073,6 @@ func isWrite(method string) bool {
 		return false
 	}
 	return true
-}
-
-// checkRetry decides, after each attempt, whether go-retryablehttp tries
-// again.
-func (p *Proxy) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
-	ex := exchangeFrom(ctx)
-	switch {
-	case ctx.Err() != nil && err == nil && resp != nil && ex.loader.Err() == nil:
-		// The job was cancelled while the store had this write (a
-		// pipelined write cannot be recalled once in the store's socket)
-		// and the store answered: the loader gets that answer, whatever
-		// it is, not a refusal of a write that may be stored.
-		return false, nil
-	case ctx.Err() != nil:
-		return false, ctx.Err() // the loader left, or its job was cancelled
-	}
-	var adm *admissionError
-	switch {
-	case errors.As(err, &adm), err != nil && ex.last.Kind == classify.ClientError:
-		return false, err // refused by sluice itself, or credentials
-	case !ex.retryable, ex.attempts > p.retryMax:
-		// Stopping here rather than letting retryablehttp run out keeps its
-		// give-up path (which closes every idle connection) out of the way.
-		return false, err
-	case !ex.last.Kind.Retryable():
-		return false, err
-	case ex.last.Kind == classify.Timeout:
-		// A store that did not answer in SLUICE_UPSTREAM_TIMEOUT is not
-		// tried again: the loader gets its 504 within the timeout, never
-		// a multiple of it (incident 2), and the write may have landed.
-		return false, err
-	case !p.retryBudget.TryRetry(time.Now()):
-		// Retries must not amplify an overload (Envoy's retry budget).
-		p.m.retryBudgetExhausted.Inc()
-		return false, err
-	}
-	p.m.retries.WithLabelValues(ex.last.Kind.String()).Inc()
-	return true, nil
-}
-
-// retryDelay is go-retryablehttp's Backoff: exponential with full jitter, and
-// never sooner than the store's Retry-After, which is capped.
-func (p *Proxy) retryDelay(_, _ time.Duration, attempt int, resp *http.Response) time.Duration {
-	if resp != nil && resp.Request != nil {
-		if ex := exchangeFrom(resp.Request.Context()); ex != nil && ex.last.RetryAfter > 0 {
-			return p.honour.Delay(attempt, ex.last.RetryAfter, nil)
-		}
-	}
-	return p.backoff.Delay(attempt, 0, nil)
-}
-
-func (p *Proxy) modifyResponse(resp *http.Response) error {
-	ex := exchangeFrom(resp.Request.Context())
-	ex.status = resp.StatusCode
-	resp.Header.Set(HeaderAttempts, strconv.Itoa(ex.attempts))
-	return nil
-}
-
-func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	ex := exchangeFrom(r.Context())
-	var (
-		adm     *admissionError
-		body    *bodyReadError
-		tooBig  *auth.TooLargeError
-		noCreds *auth.UnavailableError
-	)
-	details := map[string]any{"job": ex.job, "attempts": ex.attempts}
-	switch {
-	case errors.As(err, &adm) && adm.reason == "closed":
-		ex.status = http.StatusServiceUnavailable
-		apierror.Write(w, ex.status, "shutting_down", "sluice is shutting down", details)
-	case errors.As(err, &adm):
-		// Backpressure: the loader should slow down and retry after the wait.
-		ex.status = http.StatusTooManyRequests
-		apierror.SetRetryAfter(w.Header(), adm.wait)
-		details["reason"] = adm.reason
-		apierror.Write(w, ex.status, "backpressure", "sluice is at its limit for this store ("+adm.reason+"); retry after the Retry-After delay", details)
-	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
-		// The loader is still there: its job was cancelled under it.
-		ex.status = apierror.WriteJob(w, ex.job, context.Cause(r.Context()))
-	case ex.loader.Err() != nil:
-		ex.status = 499 // the loader went away; nobody reads this
-	case errors.As(err, &body) && errors.Is(err, os.ErrDeadlineExceeded):
-		// The loader did not deliver its body in time (slowloris).
-		ex.status = http.StatusRequestTimeout
-		apierror.Write(w, ex.status, "request_body_timeout", "the request body did not arrive within SLUICE_UPSTREAM_TIMEOUT", details)
-	case errors.As(err, &body):
-		ex.status = http.StatusBadRequest
-		apierror.Write(w, ex.status, "request_body", body.Error(), details)
-	case errors.As(err, &tooBig):
-		ex.status = http.StatusRequestEntityTooLarge
-		apierror.Write(w, ex.status, "body_too_large_to_sign", tooBig.Error(), details)
-	case errors.As(err, &noCreds):
-		ex.status = http.StatusServiceUnavailable
-		apierror.Write(w, ex.status, "upstream_credentials", noCreds.Error(), details)
-	case ex.last.Kind == classify.Timeout:
-		ex.status = http.StatusGatewayTimeout
-		details["timeout"] = p.timeout.String()
-		apierror.Write(w, ex.status, "upstream_timeout", "the store did not answer within SLUICE_UPSTREAM_TIMEOUT", details)
-	default:
-		ex.status = http.StatusBadGateway
-		details["reason"] = ex.last.Reason
-		apierror.Write(w, ex.status, "upstream_unreachable", "the store could not be reached: "+err.Error(), details)
-	}
 }
 
 // readPrefix reads up to n bytes of r.
