@@ -124,8 +124,8 @@ func (t tagTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // ---------------------------------------------------------------------------
 // sluice: the real limiter.Controller and classify.Profile, wired as the
-// sidecar's proxy wires them (sidecar/proxy.go: acquire, attempt, classify,
-// finishAttempt, checkRetry, retryDelay) with the sidecar's defaults.
+// sidecar's proxy wires them (sidecar/proxy: acquire, attempt, classify,
+// finishAttempt, retryPolicy) with the sidecar's defaults.
 
 // Sidecar defaults (sidecar/config.go) for a requests-unit store.
 const (
