@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/redact"
 )
 
 // Retry schedule between failed attempts of an action.
@@ -122,19 +124,19 @@ func (m *Manager) readProbe(id, rawURL, ptr string) (float64, error) {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return 0, fmt.Errorf("state: probe %q: %w", u, err)
+		return 0, fmt.Errorf("state: probe %s: %w", redact.URL(u), redact.URLError(err))
 	}
 	resp, err := m.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("state: probe: %w", err)
+		return 0, fmt.Errorf("state: probe %s: %w", redact.URL(u), redact.URLError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("state: probe %s: status %d", req.URL.Redacted(), resp.StatusCode)
+		return 0, fmt.Errorf("state: probe %s: status %d", redact.URL(u), resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return 0, fmt.Errorf("state: probe %s: %w", req.URL.Redacted(), err)
+		return 0, fmt.Errorf("state: probe %s: %w", redact.URL(u), err)
 	}
 	return jsonPointerNumber(body, ptr)
 }
