@@ -35,6 +35,8 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+
+	"github.com/sluice-dev/sluice/internal/redact"
 )
 
 const (
@@ -468,7 +470,7 @@ func (a *Authenticator) scrub(s string) string {
 	secrets = append(secrets, a.src.secrets()...)
 	for _, sec := range secrets {
 		if len(sec) >= 4 {
-			s = strings.ReplaceAll(s, sec, redacted)
+			s = strings.ReplaceAll(s, sec, redact.Placeholder)
 		}
 	}
 	return s
