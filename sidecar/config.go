@@ -17,6 +17,7 @@ import (
 
 	"github.com/caarlos0/env/v10"
 
+	"github.com/sluice-dev/sluice/internal/redact"
 	"github.com/sluice-dev/sluice/sidecar/auth"
 	"github.com/sluice-dev/sluice/sidecar/classify"
 	"github.com/sluice-dev/sluice/state"
@@ -184,7 +185,7 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 				key := byField[pe.Name]
 				val := strconv.Quote(envMap[key])
 				if secret[key] {
-					val = "<redacted>"
+					val = redact.Placeholder
 				}
 				problems = append(problems, fmt.Sprintf("%s: invalid value %s: %v", key, val, unwrapParse(pe.Err)))
 				continue
@@ -242,7 +243,7 @@ func (c *Config) validate(set map[string]string) []string {
 	default:
 		u, err := url.Parse(c.UpstreamURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("UPSTREAM_URL", "must be an absolute http or https URL, got %q", redactURL(c.UpstreamURL))
+			bad("UPSTREAM_URL", "must be an absolute http or https URL, got %q", redact.URL(c.UpstreamURL))
 		}
 	}
 	checkAddr := func(key, addr string) {
@@ -260,7 +261,7 @@ func (c *Config) validate(set map[string]string) []string {
 		}
 	}
 	if u, err := url.Parse(c.AdminURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		bad("ADMIN_URL", "must be an http(s) URL, got %q", redactURL(c.AdminURL))
+		bad("ADMIN_URL", "must be an http(s) URL, got %q", redact.URL(c.AdminURL))
 	}
 	if c.UpstreamCAFile != "" {
 		if _, err := os.Stat(c.UpstreamCAFile); err != nil {
@@ -384,7 +385,7 @@ func (c *Config) validate(set map[string]string) []string {
 	}
 	if c.ProgressProbeURL != "" {
 		if u, err := url.Parse(c.ProgressProbeURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("PROGRESS_PROBE_URL", "must be an http(s) URL, got %q", redactURL(c.ProgressProbeURL))
+			bad("PROGRESS_PROBE_URL", "must be an http(s) URL, got %q", redact.URL(c.ProgressProbeURL))
 		}
 		if c.ProgressProbePtr != "" && !strings.HasPrefix(c.ProgressProbePtr, "/") {
 			bad("PROGRESS_PROBE_POINTER", "must be a JSON pointer starting with /, got %q", c.ProgressProbePtr)
@@ -500,9 +501,9 @@ func (c Config) Effective() [][2]string {
 		s := fmt.Sprint(fv.Interface())
 		switch {
 		case f.secret && s != "":
-			s = "<redacted>"
+			s = redact.Placeholder
 		case strings.HasSuffix(f.key, "_URL") && s != "":
-			s = redactURL(s) // user:password in a URL is a secret too
+			s = redact.URL(s) // user:password in a URL is a secret too
 		case fv.Kind() == reflect.Slice && fv.Len() == 0, fv.Kind() == reflect.Map && fv.Len() == 0:
 			s = ""
 		}
