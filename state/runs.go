@@ -12,10 +12,11 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/internal/redact"
+	"github.com/sluice-dev/sluice/limiter"
 )
 
 // Retry schedule between failed attempts of an action.
-var actionBackoff = ExpBackoff{Min: time.Second, Max: 30 * time.Second, Factor: 2, Jitter: 0.5}
+var actionBackoff = limiter.Backoff{Min: time.Second, Max: 30 * time.Second}
 
 // runAction runs r's action with retries and feeds the outcome back to the
 // job as events. When the Manager closes it abandons the action without an
@@ -28,7 +29,6 @@ func (m *Manager) runAction(r runReq) {
 			Attempt: &Attempt{Action: name, At: m.now(), Result: ResultSkipped, Error: "skipped: no action configured"}}, true)
 		return
 	}
-	bo := actionBackoff
 	for n := 1; ; n++ {
 		a, ok := m.run.attempt(m.ctx, r.spec, r.id, name, n)
 		if m.ctx.Err() != nil {
@@ -46,7 +46,7 @@ func (m *Manager) runAction(r runReq) {
 		if final {
 			return
 		}
-		t := time.NewTimer(bo.Next(m.rnd()))
+		t := time.NewTimer(actionBackoff.Delay(n-1, 0, m.rnd))
 		select {
 		case <-m.ctx.Done():
 			t.Stop()
