@@ -38,8 +38,8 @@ const (
 // that is, never earlier than half-way through the lifetime the credential
 // actually had when it was fetched, however large RefreshBefore is. Fetches
 // are at least MinInterval apart, bounded by FetchTimeout, and back off
-// exponentially (from max(MinInterval, 1s) to BackoffMax, with jitter) while
-// they fail. The cached credential is used until it truly expires.
+// while they fail as limiter.Backoff does (exponential, full jitter, from
+// max(MinInterval, 1s) to BackoffMax). The cached credential is used until it truly expires.
 type Config struct {
 	// Source is the credential source: none, bearer-file, token-url or
 	// aws-sigv4. The empty string means none.
