@@ -195,7 +195,8 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	} else if perr != nil {
 		problems = append(problems, perr.Error())
 	}
-	problems = append(problems, cfg.validate(envMap)...)
+	cfg.fillDefaults(envMap)
+	problems = append(problems, cfg.validate()...)
 	for _, e := range cfg.Auth.Validate() {
 		problems = append(problems, e.Error())
 	}
@@ -214,12 +215,20 @@ func unwrapParse(err error) error {
 	return err
 }
 
-// applyUnitDefaults fills the rate limits the user left unset with defaults
-// that suit the rate unit: 50 req/s or 1 MiB/s to start.
-func (c *Config) applyUnitDefaults(set map[string]string) {
-	initial, minR, maxR := 50.0, 1.0, 100000.0
-	if c.RateUnit == "bytes" {
+// fillDefaults sets the defaults an envDefault tag cannot hold: the rate
+// limits left unset (set is the environment, so that an unset variable is
+// told from one set to 0), whose defaults depend on SLUICE_RATE_UNIT: 50
+// req/s or 1 MiB/s to start. An unknown unit fills nothing; validate
+// reports it, and the rates then too.
+func (c *Config) fillDefaults(set map[string]string) {
+	var initial, minR, maxR float64
+	switch c.RateUnit {
+	case "requests":
+		initial, minR, maxR = 50, 1, 100000
+	case "bytes":
 		initial, minR, maxR = 1<<20, 16<<10, 10<<30
+	default:
+		return
 	}
 	if _, ok := set[EnvPrefix+"INITIAL_RATE"]; !ok {
 		c.InitialRate = initial
@@ -232,7 +241,9 @@ func (c *Config) applyUnitDefaults(set map[string]string) {
 	}
 }
 
-func (c *Config) validate(set map[string]string) []string {
+// validate returns one problem per invalid variable, each starting with
+// the variable's name. It only reads c: defaults are fillDefaults' job.
+func (c Config) validate() []string {
 	var p []string
 	bad := func(key, format string, args ...any) {
 		p = append(p, EnvPrefix+key+": "+fmt.Sprintf(format, args...))
@@ -295,7 +306,6 @@ func (c *Config) validate(set map[string]string) []string {
 	}
 	switch c.RateUnit {
 	case "requests", "bytes":
-		c.applyUnitDefaults(set)
 	default:
 		bad("RATE_UNIT", "must be requests or bytes, got %q", c.RateUnit)
 	}

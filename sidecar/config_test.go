@@ -225,3 +225,24 @@ func FuzzLoadConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestFillDefaults: the rates left unset take their unit's defaults, kept
+// within what is set; a rate set (to 0 too) or an unknown unit is left for
+// validate to judge.
+func TestFillDefaults(t *testing.T) {
+	f := func(name, unit string, set map[string]string, in, want [3]float64) {
+		t.Helper()
+		c := Config{RateUnit: unit, InitialRate: in[0], MinRate: in[1], MaxRate: in[2]}
+		c.fillDefaults(set)
+		if got := [3]float64{c.InitialRate, c.MinRate, c.MaxRate}; got != want {
+			t.Errorf("%s: initial, min, max = %v, want %v", name, got, want)
+		}
+	}
+	none := map[string]string{}
+	f("requests", "requests", none, [3]float64{}, [3]float64{50, 1, 100000})
+	f("bytes", "bytes", none, [3]float64{}, [3]float64{1 << 20, 16 << 10, 10 << 30})
+	f("initial above the max", "requests", map[string]string{"SLUICE_INITIAL_RATE": "1e9"}, [3]float64{1e9}, [3]float64{1e9, 1, 1e9})
+	f("initial below the min", "bytes", map[string]string{"SLUICE_INITIAL_RATE": "100"}, [3]float64{100}, [3]float64{100, 100, 10 << 30})
+	f("set to 0", "requests", map[string]string{"SLUICE_INITIAL_RATE": "0", "SLUICE_MIN_RATE": "0", "SLUICE_MAX_RATE": "0"}, [3]float64{}, [3]float64{})
+	f("unknown unit", "items", none, [3]float64{}, [3]float64{})
+}
