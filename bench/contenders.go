@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 	"golang.org/x/time/rate"
 
+	"github.com/sluice-dev/sluice/internal/ctxtime"
 	"github.com/sluice-dev/sluice/internal/storesim"
 	"github.com/sluice-dev/sluice/limiter"
 	"github.com/sluice-dev/sluice/sidecar/classify"
@@ -95,19 +96,7 @@ func send(ctx context.Context, e *env, w *writeReq) attempt {
 }
 
 // sleepCtx waits d or until ctx ends; it reports whether d elapsed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+func sleepCtx(ctx context.Context, d time.Duration) bool { return ctxtime.Sleep(ctx, d) }
 
 // tagTransport sets the client header on every request (for clients that
 // build their own requests).

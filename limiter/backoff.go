@@ -5,24 +5,38 @@ import (
 	"time"
 )
 
-// Default bounds of a zero Backoff.
+// Default bounds of a zero Backoff: those of sluice's own retries, as
+// SLUICE_RETRY_BACKOFF_MIN and SLUICE_RETRY_BACKOFF_MAX default them.
 const (
 	DefaultBackoffMin = 100 * time.Millisecond
-	DefaultBackoffMax = 30 * time.Second
+	DefaultBackoffMax = 10 * time.Second
 )
 
-// Backoff computes retry delays: exponential with full jitter above a floor,
-// and the store's Retry-After honoured but clamped to [Min, Max] (never the
-// "retrying in 484289h" of an uncapped Retry-After).
+// Backoff is sluice's one retry schedule: the proxy's retries of a write,
+// the job state machine's probes of a held job and its cancel and cleanup
+// retries, and the credential refresher's fetches after a failure all wait
+// what Delay returns, each with its own Min and Max.
 //
-// Attempt n (0 for the first retry) waits a uniformly random time in
-// [Min, min(Max, Min·2^(n+1))). A Retry-After > 0 replaces that with
-// itself, clamped, plus up to 10% jitter (still at most Max) so clients told
-// the same instant do not return together.
+// The policy is exponential with full jitter above a floor: attempt n (0
+// for the first retry) waits a uniformly random time in
+// [Min, min(Max, Min·2^(n+1))). Full jitter rather than equal jitter
+// (a draw in [d/2, d]) because every caller is one of many backing off
+// from one shared service (writers and jobs from a store, sidecars from a
+// token endpoint), and spreading their returns over the whole window is
+// what keeps them from coming back together; the floor keeps a retry from
+// following at once, and the window still doubles per attempt up to Max.
 //
-// The zero Backoff uses DefaultBackoffMin and DefaultBackoffMax; a Max below
-// Min is taken as Min. Backoff is a small value type, safe to copy and to use
-// from many goroutines.
+// A Retry-After > 0 replaces the window: it is clamped to [Min, Max]
+// (never the "retrying in 484289h" of an uncapped header, never sooner
+// than Min), then lengthened by up to 10% (still at most Max), so that
+// clients told the same instant do not return together and none returns
+// before it was told to.
+//
+// The caller counts attempts and passes the randomness, so that Backoff
+// holds no state and tests fix every draw. The zero Backoff uses
+// DefaultBackoffMin and DefaultBackoffMax; a Max below Min is taken as
+// Min. Backoff is a small value type, safe to copy and to use from many
+// goroutines.
 type Backoff struct {
 	Min, Max time.Duration
 }
@@ -36,7 +50,7 @@ func (b Backoff) Delay(attempt int, retryAfter time.Duration, rnd func() float64
 		rnd = rand.Float64
 	}
 	if retryAfter > 0 {
-		d := max(lo, min(hi, retryAfter))
+		d := b.Clamp(retryAfter)
 		return min(hi, addDurations(d, durationFromNanos(0.1*rnd()*float64(d))))
 	}
 	ceil := hi
@@ -44,6 +58,13 @@ func (b Backoff) Delay(attempt int, retryAfter time.Duration, rnd func() float64
 		ceil = lo << n
 	}
 	return lo + time.Duration(rnd()*float64(ceil-lo))
+}
+
+// Clamp returns d limited to [Min, Max]: how long a Retry-After of d is
+// honoured, before the jitter Delay adds.
+func (b Backoff) Clamp(d time.Duration) time.Duration {
+	lo, hi := b.bounds()
+	return max(lo, min(hi, d))
 }
 
 func (b Backoff) bounds() (lo, hi time.Duration) {

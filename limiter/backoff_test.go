@@ -38,6 +38,22 @@ func TestBackoffDelay(t *testing.T) {
 	f("Max below Min", Backoff{Min: time.Second, Max: time.Millisecond}, 4, 0, 0.7, time.Second)
 }
 
+func TestBackoffClamp(t *testing.T) {
+	f := func(name string, b Backoff, d, want time.Duration) {
+		t.Helper()
+		if got := b.Clamp(d); got != want {
+			t.Errorf("%s: Clamp(%v) = %v, want %v", name, d, got, want)
+		}
+	}
+	b := Backoff{Min: time.Second, Max: time.Minute}
+	f("inside", b, 10*time.Second, 10*time.Second)
+	f("below Min", b, time.Millisecond, time.Second)
+	f("zero", b, 0, time.Second)
+	f("above Max", b, 484289*time.Hour, time.Minute)
+	f("zero Backoff", Backoff{}, time.Hour, DefaultBackoffMax)
+	f("Max below Min", Backoff{Min: time.Second, Max: time.Millisecond}, time.Hour, time.Second)
+}
+
 func TestBackoffDefaultRandom(t *testing.T) {
 	b := Backoff{Min: 10 * time.Millisecond, Max: time.Second}
 	seen := map[time.Duration]bool{}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/caarlos0/env/v10"
 
+	"github.com/sluice-dev/sluice/internal/redact"
 	"github.com/sluice-dev/sluice/sidecar/auth"
 	"github.com/sluice-dev/sluice/sidecar/classify"
 	"github.com/sluice-dev/sluice/state"
@@ -184,7 +185,7 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 				key := byField[pe.Name]
 				val := strconv.Quote(envMap[key])
 				if secret[key] {
-					val = "<redacted>"
+					val = redact.Placeholder
 				}
 				problems = append(problems, fmt.Sprintf("%s: invalid value %s: %v", key, val, unwrapParse(pe.Err)))
 				continue
@@ -194,7 +195,8 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	} else if perr != nil {
 		problems = append(problems, perr.Error())
 	}
-	problems = append(problems, cfg.validate(envMap)...)
+	cfg.fillDefaults(envMap)
+	problems = append(problems, cfg.validate()...)
 	for _, e := range cfg.Auth.Validate() {
 		problems = append(problems, e.Error())
 	}
@@ -213,12 +215,20 @@ func unwrapParse(err error) error {
 	return err
 }
 
-// applyUnitDefaults fills the rate limits the user left unset with defaults
-// that suit the rate unit: 50 req/s or 1 MiB/s to start.
-func (c *Config) applyUnitDefaults(set map[string]string) {
-	initial, minR, maxR := 50.0, 1.0, 100000.0
-	if c.RateUnit == "bytes" {
+// fillDefaults sets the defaults an envDefault tag cannot hold: the rate
+// limits left unset (set is the environment, so that an unset variable is
+// told from one set to 0), whose defaults depend on SLUICE_RATE_UNIT: 50
+// req/s or 1 MiB/s to start. An unknown unit fills nothing; validate
+// reports it, and the rates then too.
+func (c *Config) fillDefaults(set map[string]string) {
+	var initial, minR, maxR float64
+	switch c.RateUnit {
+	case "requests":
+		initial, minR, maxR = 50, 1, 100000
+	case "bytes":
 		initial, minR, maxR = 1<<20, 16<<10, 10<<30
+	default:
+		return
 	}
 	if _, ok := set[EnvPrefix+"INITIAL_RATE"]; !ok {
 		c.InitialRate = initial
@@ -231,7 +241,9 @@ func (c *Config) applyUnitDefaults(set map[string]string) {
 	}
 }
 
-func (c *Config) validate(set map[string]string) []string {
+// validate returns one problem per invalid variable, each starting with
+// the variable's name. It only reads c: defaults are fillDefaults' job.
+func (c Config) validate() []string {
 	var p []string
 	bad := func(key, format string, args ...any) {
 		p = append(p, EnvPrefix+key+": "+fmt.Sprintf(format, args...))
@@ -242,7 +254,7 @@ func (c *Config) validate(set map[string]string) []string {
 	default:
 		u, err := url.Parse(c.UpstreamURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("UPSTREAM_URL", "must be an absolute http or https URL, got %q", redactURL(c.UpstreamURL))
+			bad("UPSTREAM_URL", "must be an absolute http or https URL, got %q", redact.URL(c.UpstreamURL))
 		}
 	}
 	checkAddr := func(key, addr string) {
@@ -260,7 +272,7 @@ func (c *Config) validate(set map[string]string) []string {
 		}
 	}
 	if u, err := url.Parse(c.AdminURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		bad("ADMIN_URL", "must be an http(s) URL, got %q", redactURL(c.AdminURL))
+		bad("ADMIN_URL", "must be an http(s) URL, got %q", redact.URL(c.AdminURL))
 	}
 	if c.UpstreamCAFile != "" {
 		if _, err := os.Stat(c.UpstreamCAFile); err != nil {
@@ -294,7 +306,6 @@ func (c *Config) validate(set map[string]string) []string {
 	}
 	switch c.RateUnit {
 	case "requests", "bytes":
-		c.applyUnitDefaults(set)
 	default:
 		bad("RATE_UNIT", "must be requests or bytes, got %q", c.RateUnit)
 	}
@@ -384,7 +395,7 @@ func (c *Config) validate(set map[string]string) []string {
 	}
 	if c.ProgressProbeURL != "" {
 		if u, err := url.Parse(c.ProgressProbeURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("PROGRESS_PROBE_URL", "must be an http(s) URL, got %q", redactURL(c.ProgressProbeURL))
+			bad("PROGRESS_PROBE_URL", "must be an http(s) URL, got %q", redact.URL(c.ProgressProbeURL))
 		}
 		if c.ProgressProbePtr != "" && !strings.HasPrefix(c.ProgressProbePtr, "/") {
 			bad("PROGRESS_PROBE_POINTER", "must be a JSON pointer starting with /, got %q", c.ProgressProbePtr)
@@ -500,9 +511,9 @@ func (c Config) Effective() [][2]string {
 		s := fmt.Sprint(fv.Interface())
 		switch {
 		case f.secret && s != "":
-			s = "<redacted>"
+			s = redact.Placeholder
 		case strings.HasSuffix(f.key, "_URL") && s != "":
-			s = redactURL(s) // user:password in a URL is a secret too
+			s = redact.URL(s) // user:password in a URL is a secret too
 		case fv.Kind() == reflect.Slice && fv.Len() == 0, fv.Kind() == reflect.Map && fv.Len() == 0:
 			s = ""
 		}

@@ -2,9 +2,14 @@ package sidecar
 
 import (
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/limiter"
+	"github.com/sluice-dev/sluice/state"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -224,4 +229,121 @@ func FuzzLoadConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// readmeDefaults returns the Default column of the README's configuration
+// table, by variable.
+func readmeDefaults(t *testing.T) map[string]string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `(SLUICE_[A-Z0-9_]+)` \\|([^|]*)\\|")
+	out := map[string]string{}
+	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
+		out[m[1]] = strings.TrimSpace(m[2])
+	}
+	return out
+}
+
+// TestReadmeDefaultsMatchConfig keeps the defaults in one place: what the
+// README's table documents is what the envDefault tags (and, for the rates,
+// fillDefaults) give, and the library defaults behind those variables
+// agree with both, so that a library user and a sidecar user get the same.
+// A literal default is the first `quoted` word of its cell; a cell without
+// one (required, unset, computed) must have no envDefault.
+func TestReadmeDefaultsMatchConfig(t *testing.T) {
+	documented := readmeDefaults(t)
+	literal := regexp.MustCompile("`([^`]*)`")
+	for _, f := range configFields() {
+		cell, ok := documented[f.key]
+		if !ok {
+			continue // TestReadmeListsEveryVariable reports it
+		}
+		want := ""
+		if m := literal.FindStringSubmatch(cell); m != nil {
+			want = m[1]
+		}
+		if f.def != want {
+			t.Errorf("%s: README documents %q, envDefault is %q", f.key, cell, f.def)
+		}
+	}
+
+	// The rates' defaults depend on SLUICE_RATE_UNIT: "50 req/s or 1 MiB/s".
+	unitDefaults := func(unit string) Config {
+		t.Helper()
+		cfg, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_RATE_UNIT=" + unit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	requests, bytes := unitDefaults("requests"), unitDefaults("bytes")
+	for _, r := range []struct {
+		key                 string
+		requests, bytesUnit float64
+	}{
+		{"SLUICE_INITIAL_RATE", requests.InitialRate, bytes.InitialRate},
+		{"SLUICE_MIN_RATE", requests.MinRate, bytes.MinRate},
+		{"SLUICE_MAX_RATE", requests.MaxRate, bytes.MaxRate},
+	} {
+		cell := documented[r.key]
+		reqs, byts, ok := strings.Cut(cell, " or ")
+		n, err := strconv.ParseFloat(strings.TrimSuffix(reqs, " req/s"), 64)
+		var b ByteSize
+		if !ok || err != nil || b.UnmarshalText([]byte(strings.TrimSuffix(byts, "/s"))) != nil {
+			t.Errorf("%s: README cell %q is not \"N req/s or SIZE/s\"", r.key, cell)
+			continue
+		}
+		if n != r.requests || float64(b) != r.bytesUnit {
+			t.Errorf("%s: README documents %q, the defaults are %v req/s and %v B/s", r.key, cell, r.requests, r.bytesUnit)
+		}
+	}
+
+	// Library defaults behind a variable.
+	def := requests
+	for _, l := range []struct {
+		key       string
+		cfg, want any
+	}{
+		{"SLUICE_INITIAL_CONCURRENCY", def.InitialConcurrency, limiter.DefaultInitialConcurrency},
+		{"SLUICE_CONTROL_INTERVAL", def.ControlInterval, limiter.DefaultWindow},
+		{"SLUICE_QUEUE_MAX", def.QueueMax, limiter.DefaultQueueMax},
+		{"SLUICE_RETRY_BACKOFF_MIN", def.RetryBackoffMin, limiter.DefaultBackoffMin},
+		{"SLUICE_RETRY_BACKOFF_MAX", def.RetryBackoffMax, limiter.DefaultBackoffMax},
+		{"SLUICE_RETRY_BUDGET", def.RetryBudget, limiter.DefaultRetryRatio},
+		{"SLUICE_MAX_JOBS", def.MaxJobs, state.DefaultMaxJobs},
+		{"SLUICE_STALL_AFTER", def.StallAfter, state.DefaultStallAfter},
+		{"SLUICE_CANCEL_GRACE", def.CancelGrace, state.DefaultCancelGrace},
+		{"SLUICE_ACTION_TIMEOUT", def.ActionTimeout, state.DefaultActionTimeout},
+		{"SLUICE_ACTION_RETRIES", def.ActionRetries, state.DefaultActionRetries},
+		{"SLUICE_CHECKPOINTS_RETAINED", def.CheckpointsRetained, state.DefaultCheckpointsRetained},
+		{"SLUICE_JOB_RETENTION", def.JobRetention, state.DefaultRetention},
+	} {
+		if l.cfg != l.want {
+			t.Errorf("%s defaults to %v, the library's default is %v", l.key, l.cfg, l.want)
+		}
+	}
+}
+
+// TestFillDefaults: the rates left unset take their unit's defaults, kept
+// within what is set; a rate set (to 0 too) or an unknown unit is left for
+// validate to judge.
+func TestFillDefaults(t *testing.T) {
+	f := func(name, unit string, set map[string]string, in, want [3]float64) {
+		t.Helper()
+		c := Config{RateUnit: unit, InitialRate: in[0], MinRate: in[1], MaxRate: in[2]}
+		c.fillDefaults(set)
+		if got := [3]float64{c.InitialRate, c.MinRate, c.MaxRate}; got != want {
+			t.Errorf("%s: initial, min, max = %v, want %v", name, got, want)
+		}
+	}
+	none := map[string]string{}
+	f("requests", "requests", none, [3]float64{}, [3]float64{50, 1, 100000})
+	f("bytes", "bytes", none, [3]float64{}, [3]float64{1 << 20, 16 << 10, 10 << 30})
+	f("initial above the max", "requests", map[string]string{"SLUICE_INITIAL_RATE": "1e9"}, [3]float64{1e9}, [3]float64{1e9, 1, 1e9})
+	f("initial below the min", "bytes", map[string]string{"SLUICE_INITIAL_RATE": "100"}, [3]float64{100}, [3]float64{100, 100, 10 << 30})
+	f("set to 0", "requests", map[string]string{"SLUICE_INITIAL_RATE": "0", "SLUICE_MIN_RATE": "0", "SLUICE_MAX_RATE": "0"}, [3]float64{}, [3]float64{})
+	f("unknown unit", "items", none, [3]float64{}, [3]float64{})
 }

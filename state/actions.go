@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/redact"
 )
 
 // JobPlaceholder is replaced by the job id in an ActionSpec.
@@ -116,7 +118,7 @@ func (s *ActionSpec) ExpandURL(id string) (string, error) {
 		}
 	}
 	if strings.Contains(raw[:authEnd], JobPlaceholder) {
-		return "", fmt.Errorf("state: action URL %q: %s is not allowed in the scheme or host", RedactUserinfo(raw), JobPlaceholder)
+		return "", fmt.Errorf("state: action URL %q: %s is not allowed in the scheme or host", redact.URL(raw), JobPlaceholder)
 	}
 	query := strings.IndexAny(raw, "?#")
 	if query < 0 {
@@ -129,10 +131,10 @@ func (s *ActionSpec) ExpandURL(id string) (string, error) {
 		// The parser's own message can quote a piece of a malformed
 		// password (as a "port"), so it is not passed on.
 		_ = err
-		return "", fmt.Errorf("state: action URL %q is not a valid URL", RedactUserinfo(raw))
+		return "", fmt.Errorf("state: action URL %q is not a valid URL", redact.URL(raw))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return "", fmt.Errorf("state: action URL %q must be http(s)://host/…", RedactUserinfo(raw))
+		return "", fmt.Errorf("state: action URL %q must be http(s)://host/…", redact.URL(raw))
 	}
 	return out, nil
 }
@@ -149,7 +151,7 @@ func (s *ActionSpec) request(id string) (*http.Request, error) {
 	body := strings.ReplaceAll(s.Body, JobPlaceholder, id)
 	req, err := http.NewRequest(method, u, strings.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("state: action request %s %q: %w", method, RedactUserinfo(u), redactURLError(err))
+		return nil, fmt.Errorf("state: action request %s %q: %w", method, redact.URL(u), redact.URLError(err))
 	}
 	for k, v := range s.Headers {
 		v = strings.ReplaceAll(v, JobPlaceholder, id)
@@ -199,10 +201,10 @@ func (r *runner) attempt(ctx context.Context, spec *ActionSpec, id, action strin
 		return a, a.Result == ResultOK || a.Result == ResultAlreadyGone
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		a.Result = ResultTimeout
-		a.Error = truncate(fmt.Sprintf("timed out after %s: %v", r.timeout, err))
+		a.Error = redact.Truncate(fmt.Sprintf("timed out after %s: %v", r.timeout, err), maxErrorText)
 	default:
 		a.Result = ResultError
-		a.Error = truncate(err.Error())
+		a.Error = redact.Truncate(err.Error(), maxErrorText)
 	}
 	return a, false
 }
@@ -214,7 +216,9 @@ func (r *runner) http(ctx context.Context, spec *ActionSpec, id string, a *Attem
 	}
 	resp, err := r.client.Do(req.WithContext(ctx))
 	if err != nil {
-		return err
+		// The client's error quotes the URL with its query and a password
+		// of its own placeholder: name the URL as everything else does.
+		return fmt.Errorf("%s %s: %w", req.Method, redact.URL(req.URL.String()), redact.URLError(err))
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorText))
@@ -229,7 +233,7 @@ func (r *runner) http(ctx context.Context, spec *ActionSpec, id string, a *Attem
 		a.Result = ResultAlreadyGone
 	default:
 		a.Result = ResultError
-		a.Error = truncate(fmt.Sprintf("%s %s: status %d: %s", req.Method, req.URL.Redacted(), resp.StatusCode, bytes.TrimSpace(snippet)))
+		a.Error = redact.Truncate(fmt.Sprintf("%s %s: status %d: %s", req.Method, redact.URL(req.URL.String()), resp.StatusCode, bytes.TrimSpace(snippet)), maxErrorText)
 	}
 	return nil
 }
@@ -259,7 +263,7 @@ func (r *runner) command(ctx context.Context, spec *ActionSpec, id string, a *At
 			return nil
 		}
 		a.Result = ResultError
-		a.Error = truncate(fmt.Sprintf("%s: exit status %d: %s", argv[0], code, bytes.TrimSpace(out.b)))
+		a.Error = redact.Truncate(fmt.Sprintf("%s: exit status %d: %s", argv[0], code, bytes.TrimSpace(out.b)), maxErrorText)
 		return nil
 	}
 	return fmt.Errorf("%s: %w", argv[0], err)
@@ -273,23 +277,6 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 		l.b = append(l.b, p[:min(room, len(p))]...)
 	}
 	return len(p), nil
-}
-
-func truncate(s string) string {
-	if len(s) <= maxErrorText {
-		return s
-	}
-	return s[:maxErrorText] + "…"
-}
-
-// redactURLError drops the URL a *url.Error repeats (with its password);
-// the caller names the redacted URL itself.
-func redactURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
 
 // actionEnv is the environment of a command action: sluice's own, less its

@@ -227,3 +227,36 @@ func TestActionEnvDropsAdminToken(t *testing.T) {
 		t.Errorf("actionEnv = %q", got)
 	}
 }
+
+// TestActionErrorsRedactURL: what an action's URL holds besides its
+// endpoint (a password, query values) never reaches an attempt's error,
+// which job views show.
+func TestActionErrorsRedactURL(t *testing.T) {
+	const secret = "S3CR3T-hunter2"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusInternalServerError)
+	}))
+	defer srv.Close()
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	for _, base := range []string{srv.URL, dead.URL} {
+		u := strings.Replace(base, "://", "://ops:"+secret+"@", 1) + "/_tasks/${JOB}?token=" + secret
+		spec := &ActionSpec{Kind: KindHTTP, URL: u}
+		a, ok := (&runner{client: srv.Client(), timeout: time.Second, now: time.Now}).attempt(context.Background(), spec, "j", "cancel", 1)
+		if ok || a.Error == "" {
+			t.Fatalf("%s: %+v ok=%v, want a failure", base, a, ok)
+		}
+		if strings.Contains(a.Error, secret) || !strings.Contains(a.Error, "ops:<redacted>@") {
+			t.Errorf("%s: error %q", base, a.Error)
+		}
+	}
+	for _, bad := range []string{"http://ops:" + secret + "@h/%zz", "ftp://ops:" + secret + "@h/"} {
+		if _, err := (&ActionSpec{Kind: KindHTTP, URL: bad}).ExpandURL("j"); err == nil || strings.Contains(err.Error(), secret) {
+			t.Errorf("ExpandURL(%q): %v", bad, err)
+		}
+	}
+	v := redactSpec(&ActionSpec{Kind: KindHTTP, URL: "http://ops:" + secret + "@h/", Headers: map[string]string{"Authorization": secret}, Body: secret})
+	if b, _ := json.Marshal(v); strings.Contains(string(b), secret) {
+		t.Errorf("redactSpec shows the secret: %s", b)
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/limiter"
 )
 
 // fuzzPolicy is a policy with short timers so that a few fuzzed ticks
@@ -24,7 +26,7 @@ func fuzzPolicy(deadline time.Duration, auto bool) Policy {
 		QuietAfter:   2 * time.Second,
 		BackoffAfter: 2,
 		BackoffQuiet: time.Second,
-		Backoff:      ExpBackoff{Min: time.Second, Max: 8 * time.Second, Factor: 2, Jitter: 0.2},
+		Backoff:      limiter.Backoff{Min: time.Second, Max: 8 * time.Second},
 	}
 }
 

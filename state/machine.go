@@ -12,6 +12,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"github.com/sluice-dev/sluice/limiter"
 )
 
 // State is the lifecycle state of one job. The zero value is Pending.
@@ -286,10 +288,10 @@ type Policy struct {
 	CancelGrace  time.Duration // stalled this long → cancelling (if AutoCancel)
 	Deadline     time.Duration // since creation → cancelling; 0 = none
 	AutoCancel   bool
-	QuietAfter   time.Duration // throttled → running after progress and no throttle this long
-	BackoffAfter int           // consecutive throttles (no progress between) → backoff…
-	BackoffQuiet time.Duration // …once there has also been no progress for this long
-	Backoff      ExpBackoff    // probe schedule in backoff
+	QuietAfter   time.Duration   // throttled → running after progress and no throttle this long
+	BackoffAfter int             // consecutive throttles (no progress between) → backoff…
+	BackoffQuiet time.Duration   // …once there has also been no progress for this long
+	Backoff      limiter.Backoff // probe schedule while held
 }
 
 // TransitionError is returned by Step for a request that is not legal in the
@@ -360,7 +362,7 @@ type Job struct {
 	probes       uint64    // probe ids handed out; the last one's id
 	probeFailed  bool      // the probe in flight has moved the schedule
 	probeAt      time.Time // next probe slot while Hold
-	bo           ExpBackoff
+	probeAttempt int       // probe slots scheduled since the last reset: the Backoff attempt
 
 	emitted []Transition // since the last TakeTransitions
 }
@@ -408,9 +410,6 @@ func (j *Job) SetPolicy(p Policy) {
 		p.BackoffAfter = 1
 	}
 	j.p = p
-	attempt := j.bo.attempt
-	j.bo = p.Backoff
-	j.bo.attempt = attempt
 }
 
 // clone returns a copy of j that can be stepped without changing j: the
@@ -579,7 +578,7 @@ func (j *Job) become(to State, reason string, now time.Time) {
 		j.StallCause = ""
 		j.Hold, j.probe = false, 0
 		if to == Running {
-			j.bo.Reset()
+			j.probeAttempt = 0
 		}
 	case Backoff:
 		j.StallCause = ""
@@ -627,13 +626,8 @@ func (j *Job) enterBackoff(retryAfter time.Duration, reason string, now time.Tim
 }
 
 func (j *Job) scheduleProbe(retryAfter time.Duration, now time.Time) {
-	var d time.Duration
-	if retryAfter > 0 {
-		d = j.bo.RetryAfter(retryAfter, j.rnd())
-	} else {
-		d = j.bo.Next(j.rnd())
-	}
-	j.probeAt = now.Add(d)
+	j.probeAt = now.Add(j.p.Backoff.Delay(j.probeAttempt, retryAfter, j.rnd))
+	j.probeAttempt++
 }
 
 // admitHeld lets one probe write through per slot while the job is held.
@@ -676,8 +670,7 @@ func (j *Job) failedProbe(ev Event, now time.Time) {
 		return
 	}
 	if ev.RetryAfter > 0 {
-		lo, hi, _ := j.bo.limits()
-		if at := now.Add(min(max(ev.RetryAfter, lo), hi)); at.After(j.probeAt) {
+		if at := now.Add(j.p.Backoff.Clamp(ev.RetryAfter)); at.After(j.probeAt) {
 			j.probeAt = at
 		}
 	}
@@ -766,7 +759,7 @@ func stepBackoff(j *Job, ev Event, now time.Time) ([]Action, error) {
 			return nil, nil
 		}
 		j.become(Throttled, "probe_succeeded", now)
-		j.bo.Reset()
+		j.probeAttempt = 0
 		return []Action{ActPersist}, nil
 	case EvThrottle, EvUpstreamError:
 		j.failedProbe(ev, now)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/limiter"
 )
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -19,7 +21,7 @@ func testPolicy() Policy {
 		QuietAfter:   30 * time.Second,
 		BackoffAfter: 3,
 		BackoffQuiet: 2 * time.Second,
-		Backoff:      ExpBackoff{Min: time.Second, Max: time.Minute, Factor: 2, Jitter: 0.2},
+		Backoff:      limiter.Backoff{Min: time.Second, Max: time.Minute},
 	}
 }
 
@@ -253,12 +255,12 @@ func TestIncident1Transcript(t *testing.T) {
 		{2 * time.Second, release, Backoff, nil},
 		{3 * time.Second, admit, Backoff, nil}, // the probe
 		{3 * time.Second, admit, Backoff, []Action{ActHold}},
-		{4 * time.Second, probed(1, throttle), Backoff, nil}, // probe throttled: next slot 2s later
+		{4 * time.Second, probed(1, throttle), Backoff, nil}, // probe throttled: a zero draw waits BackoffMin again
 		{4 * time.Second, probed(1, release), Backoff, nil},
-		{5 * time.Second, admit, Backoff, []Action{ActHold}},
-		{6 * time.Second, admit, Backoff, nil},
-		{7 * time.Second, probed(2, throttle), Backoff, nil},
-		{7 * time.Second, probed(2, release), Backoff, nil},
+		{4500 * time.Millisecond, admit, Backoff, []Action{ActHold}},
+		{5 * time.Second, admit, Backoff, nil},
+		{6 * time.Second, probed(2, throttle), Backoff, nil},
+		{6 * time.Second, probed(2, release), Backoff, nil},
 		{5 * m, tick, Stalled, []Action{ActPersist}},
 		{5*m + time.Second, tick, Stalled, nil},
 		{10*m - time.Second, tick, Stalled, nil},
@@ -439,7 +441,7 @@ func TestRestoreNeverCancels(t *testing.T) {
 }
 
 func TestBackoffProbes(t *testing.T) {
-	j := NewJob("b", testPolicy(), t0, zeroRand)
+	j := NewJob("b", testPolicy(), t0, func() float64 { return 0.5 })
 	// Throttles amid progress never hold the job; throttles in a row with
 	// no progress for BackoffQuiet do.
 	transcript(t, j, []step{
@@ -461,7 +463,8 @@ func TestBackoffProbes(t *testing.T) {
 	if got := j.ProbeAt().Sub(t0); got != held+time.Minute {
 		t.Fatalf("probe at +%s after an old write's answer", got)
 	}
-	// Probe delays double up to Max.
+	// Probe windows double up to Max; a draw of one half waits Min plus
+	// half the rest of the window. The clamped Retry-After was attempt 0.
 	at := held + time.Minute
 	var delays []time.Duration
 	for n := range uint64(8) {
@@ -470,52 +473,16 @@ func TestBackoffProbes(t *testing.T) {
 		delays = append(delays, d)
 		at += d
 	}
-	want := []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, time.Minute, time.Minute, time.Minute}
+	ms := time.Millisecond
+	want := []time.Duration{2500 * ms, 4500 * ms, 8500 * ms, 16500 * ms, 30500 * ms, 30500 * ms, 30500 * ms, 30500 * ms}
 	if !slices.Equal(delays, want) {
 		t.Fatalf("probe delays %v, want %v", delays, want)
 	}
 	// A probe whose attempt ended without a result frees the slot.
+	at += 2 * time.Minute // past StallAfter without progress
 	transcript(t, j, []step{{at, tick, Stalled, nil}, {at, admit, Stalled, nil}, {at, admit, Stalled, []Action{ActHold}}, {at, probed(9, release), Stalled, nil}, {at, admit, Stalled, nil}})
 	// A successful probe releases the hold.
 	transcript(t, j, []step{{at, probed(10, progress), Running, nil}, {at, admit, Running, nil}, {at, admit, Running, nil}})
-}
-
-func TestExpBackoff(t *testing.T) {
-	f := func(name string, b ExpBackoff, rnd float64, want ...time.Duration) {
-		t.Helper()
-		var got []time.Duration
-		for range want {
-			got = append(got, b.Next(rnd))
-		}
-		if !slices.Equal(got, want) {
-			t.Errorf("%s: %v, want %v", name, got, want)
-		}
-	}
-	s := time.Second
-	f("doubling, capped", ExpBackoff{Min: s, Max: 10 * s}, 0, s, 2*s, 4*s, 8*s, 10*s, 10*s)
-	f("zero value", ExpBackoff{}, 0, s, 2*s, 4*s)
-	f("factor 3", ExpBackoff{Min: s, Max: time.Hour, Factor: 3}, 0, s, 3*s, 9*s)
-	f("full jitter draw", ExpBackoff{Min: s, Max: 10 * s, Jitter: 0.5}, 0.999999, 500000500*time.Nanosecond, 1000001000*time.Nanosecond)
-	f("max below min", ExpBackoff{Min: 2 * s, Max: s}, 0, 2*s, 2*s)
-
-	ra := func(d time.Duration, rnd float64, want time.Duration) {
-		t.Helper()
-		b := ExpBackoff{Min: s, Max: time.Minute, Jitter: 0.2}
-		if got := b.RetryAfter(d, rnd); got != want {
-			t.Errorf("RetryAfter(%s, %v) = %s, want %s", d, rnd, got, want)
-		}
-	}
-	ra(0, 0, s)
-	ra(10*s, 0, 10*s)
-	ra(10*s, 0.5, 10500*time.Millisecond)
-	ra(time.Hour, 0.5, time.Minute)
-	var b ExpBackoff
-	b.Next(0)
-	b.Next(0)
-	b.Reset()
-	if b.Attempt() != 0 || b.Next(0) != s {
-		t.Error("Reset did not restart from Min")
-	}
 }
 
 func TestStateNames(t *testing.T) {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+
+	"github.com/sluice-dev/sluice/limiter"
 )
 
 // Config configures a Manager. Zero fields take the Default* values.
@@ -290,7 +292,7 @@ func (m *Manager) policy(s Settings) Policy {
 		QuietAfter:   m.cfg.QuietAfter,
 		BackoffAfter: m.cfg.BackoffAfter,
 		BackoffQuiet: m.cfg.BackoffQuiet,
-		Backoff:      ExpBackoff{Min: m.cfg.BackoffMin, Max: m.cfg.BackoffMax, Factor: 2, Jitter: 0.2},
+		Backoff:      limiter.Backoff{Min: m.cfg.BackoffMin, Max: m.cfg.BackoffMax},
 	}
 	return p
 }

@@ -113,12 +113,12 @@ func TestProbeOwnFailureExtendsBackoff(t *testing.T) {
 	j := NewJob("j", testPolicy(), t0, zeroRand)
 	transcript(t, j, append(intoBackoff(0), []step{
 		{slot, admit, Backoff, nil}, // probe 1
-		// Throttled: the next slot is twice BackoffMin later.
+		// Throttled: the next slot is a new draw (zero: BackoffMin) later.
 		{slot + time.Second, probed(1, throttle), Backoff, nil},
 		// Its retry is throttled too: still the one probe, one step.
 		{slot + 1500*time.Millisecond, probed(1, throttle), Backoff, nil},
 	}...))
-	checkProbeAt(t, j, 6*time.Second)
+	checkProbeAt(t, j, 5*time.Second)
 	transcript(t, j, []step{
 		// The slot has come, but probe 1 is still out: no second probe.
 		{6 * time.Second, admit, Backoff, []Action{ActHold}},
@@ -129,10 +129,13 @@ func TestProbeOwnFailureExtendsBackoff(t *testing.T) {
 		{7 * time.Second, probed(2, release), Backoff, nil},
 		{16 * time.Second, admit, Backoff, []Action{ActHold}},
 		{17 * time.Second, admit, Backoff, nil}, // probe 3
-		// Timed out: the schedule goes on doubling (1s, 2s, Retry-After, 8s).
-		{18 * time.Second, probed(3, timeout), Backoff, nil},
 	})
-	checkProbeAt(t, j, 26*time.Second)
+	// Timed out: the schedule goes on from where it was, the Retry-After
+	// counting as a step: attempt 3, a window of [1s, 16s), of which a
+	// draw of one half waits 8.5s.
+	j.rnd = func() float64 { return 0.5 }
+	transcript(t, j, []step{{18 * time.Second, probed(3, timeout), Backoff, nil}})
+	checkProbeAt(t, j, 26500*time.Millisecond)
 }
 
 // TestManagerProbeIsTheProbesWrite: through Admit, Observe and release, a
@@ -179,7 +182,7 @@ func TestManagerProbeIsTheProbesWrite(t *testing.T) {
 		if s := mustGet(t, m, "j").State; s != Backoff {
 			t.Fatalf("%s, want backoff", s)
 		}
-		time.Sleep(DefaultBackoffMin) // past the first probe slot
+		time.Sleep(2 * DefaultBackoffMin) // past the first probe slot, whatever the draw
 		probe := admitted()
 		synctest.Wait()
 		// w's last attempt is throttled, and w ends.

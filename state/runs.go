@@ -10,10 +10,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/redact"
+	"github.com/sluice-dev/sluice/limiter"
 )
 
 // Retry schedule between failed attempts of an action.
-var actionBackoff = ExpBackoff{Min: time.Second, Max: 30 * time.Second, Factor: 2, Jitter: 0.5}
+var actionBackoff = limiter.Backoff{Min: time.Second, Max: 30 * time.Second}
 
 // runAction runs r's action with retries and feeds the outcome back to the
 // job as events. When the Manager closes it abandons the action without an
@@ -26,7 +29,6 @@ func (m *Manager) runAction(r runReq) {
 			Attempt: &Attempt{Action: name, At: m.now(), Result: ResultSkipped, Error: "skipped: no action configured"}}, true)
 		return
 	}
-	bo := actionBackoff
 	for n := 1; ; n++ {
 		a, ok := m.run.attempt(m.ctx, r.spec, r.id, name, n)
 		if m.ctx.Err() != nil {
@@ -44,7 +46,7 @@ func (m *Manager) runAction(r runReq) {
 		if final {
 			return
 		}
-		t := time.NewTimer(bo.Next(m.rnd()))
+		t := time.NewTimer(actionBackoff.Delay(n-1, 0, m.rnd))
 		select {
 		case <-m.ctx.Done():
 			t.Stop()
@@ -122,19 +124,19 @@ func (m *Manager) readProbe(id, rawURL, ptr string) (float64, error) {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return 0, fmt.Errorf("state: probe %q: %w", u, err)
+		return 0, fmt.Errorf("state: probe %s: %w", redact.URL(u), redact.URLError(err))
 	}
 	resp, err := m.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("state: probe: %w", err)
+		return 0, fmt.Errorf("state: probe %s: %w", redact.URL(u), redact.URLError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("state: probe %s: status %d", req.URL.Redacted(), resp.StatusCode)
+		return 0, fmt.Errorf("state: probe %s: status %d", redact.URL(u), resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return 0, fmt.Errorf("state: probe %s: %w", req.URL.Redacted(), err)
+		return 0, fmt.Errorf("state: probe %s: %w", redact.URL(u), err)
 	}
 	return jsonPointerNumber(body, ptr)
 }

@@ -4,8 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/redact"
 )
 
 // JobSummary is one line of the job list (GET /v1/jobs).
@@ -78,7 +79,7 @@ func (m *Manager) viewLocked(e *entry, now time.Time) JobView {
 		Settings: EffectiveSettings{
 			StallAfter: p.StallAfter.String(), CancelGrace: p.CancelGrace.String(), Deadline: durString(p.Deadline),
 			AutoCancel: p.AutoCancel, Cancel: redactSpec(eff.Cancel), Cleanup: redactSpec(eff.Cleanup),
-			ProbeURL: RedactUserinfo(eff.ProbeURL), ProbePointer: eff.ProbePointer,
+			ProbeURL: redact.URL(eff.ProbeURL), ProbePointer: eff.ProbePointer,
 		},
 	}
 	if j.Hold {
@@ -107,41 +108,21 @@ func redactSpec(a *ActionSpec) *ActionSpec {
 		return nil
 	}
 	c := *a
-	c.URL = RedactUserinfo(a.URL)
+	c.URL = redact.URL(a.URL)
 	if len(a.Headers) > 0 {
 		c.Headers = make(map[string]string, len(a.Headers))
 		for k := range a.Headers {
-			c.Headers[k] = "<redacted>"
+			c.Headers[k] = redact.Placeholder
 		}
 	}
 	if a.Body != "" {
-		c.Body = fmt.Sprintf("<redacted: %d bytes>", len(a.Body))
+		c.Body = fmt.Sprintf("%s (%d bytes)", redact.Placeholder, len(a.Body))
 	}
 	return &c
 }
 
-// RedactUserinfo replaces the password of a URL (or URL template) in its
-// userinfo. It works on the text, so a ${JOB} placeholder is shown as
-// written and a malformed URL is redacted all the same: everything between
-// the first ':' after "://" and the last '@' is hidden, whatever it holds
-// ('/', '#' and '?' included). A non-secret URL with an '@' in its path may
-// be over-redacted; this is for display only.
-func RedactUserinfo(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
-	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return u
-	}
-	user, _, hasPassword := strings.Cut(rest[:at], ":")
-	if !hasPassword {
-		return u
-	}
-	return scheme + "://" + user + ":" + redactedPassword + rest[at:]
-}
-
-// redactedPassword stands for a password in a displayed URL, as
-// net/url's URL.Redacted shows it.
-const redactedPassword = "xxxxx"
+// RedactUserinfo returns a URL (or URL template) fit to show, as
+// redact.URL does.
+//
+// Deprecated: call redact.URL.
+func RedactUserinfo(u string) string { return redact.URL(u) }

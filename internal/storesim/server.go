@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/ctxtime"
 )
 
 // StatsPath serves the store's Stats as JSON (GET).
@@ -164,7 +166,7 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, cfg *Config)
 		req.Cost = float64(items)
 	}
 
-	if !sleep(ctx, s.closed, s.networkDelay()) {
+	if !ctxtime.SleepOr(ctx, s.closed, s.networkDelay()) {
 		return
 	}
 
@@ -209,7 +211,7 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, cfg *Config)
 	}
 	s.emit(ev)
 	resp := cfg.Style.answer(cfg, v, d, items, actions, reqID, seq, bodyBytes)
-	if !sleep(ctx, s.closed, d.Latency) {
+	if !ctxtime.SleepOr(ctx, s.closed, d.Latency) {
 		return
 	}
 	s.write(w, resp)
@@ -247,23 +249,6 @@ func (s *Server) acquireSlot(ctx context.Context, wait time.Duration) bool {
 	case <-t.C:
 		return false
 	case <-ctx.Done():
-		return false
-	}
-}
-
-// sleep waits d; it reports false if ctx ended or closed was closed first.
-func sleep(ctx context.Context, closed <-chan struct{}, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-closed:
 		return false
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sluice-dev/sluice/internal/redact"
 	"github.com/sluice-dev/sluice/state"
 )
 
@@ -107,9 +108,4 @@ func ForJob(err error) (status int, code string) {
 
 // Truncate shortens s to n bytes and marks the cut, so that an error never
 // echoes a huge input back.
-func Truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+func Truncate(s string, n int) string { return redact.Truncate(s, n) }

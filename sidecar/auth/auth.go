@@ -14,7 +14,8 @@
 // with it instead of triggering a fetch per request. Fetches are
 // single-flight (one background loop performs them all), at least
 // SLUICE_TOKEN_MIN_INTERVAL apart, bounded by SLUICE_TOKEN_FETCH_TIMEOUT and
-// backed off exponentially while they fail.
+// backed off while they fail with sluice's one retry schedule,
+// limiter.Backoff.
 package auth
 
 import (
@@ -35,6 +36,9 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+
+	"github.com/sluice-dev/sluice/internal/redact"
+	"github.com/sluice-dev/sluice/limiter"
 )
 
 const (
@@ -429,17 +433,13 @@ func (a *Authenticator) refreshAt(expires, now time.Time) time.Time {
 	return expires.Add(-window)
 }
 
-// backoff returns the delay after the n-th consecutive failure:
-// max(MinInterval, 1s)·2^(n-1), capped at BackoffMax, then scaled by a
-// random factor in [0.5, 1] and never below MinInterval.
+// backoff returns the delay after the n-th consecutive failure (n >= 1):
+// limiter.Backoff from max(MinInterval, 1s) to BackoffMax. The floor is
+// also capped at BackoffMax, which Validate keeps >= MinInterval: a
+// BackoffMax below 1s is still a cap, and no delay falls below MinInterval.
 func (a *Authenticator) backoff(n int) time.Duration {
-	d := max(a.cfg.MinInterval, minBackoff)
-	for i := 1; i < n && d < a.cfg.BackoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, a.cfg.BackoffMax)
-	d = d/2 + time.Duration(float64(d/2)*a.rand())
-	return max(d, a.cfg.MinInterval)
+	b := limiter.Backoff{Min: min(max(a.cfg.MinInterval, minBackoff), a.cfg.BackoffMax), Max: a.cfg.BackoffMax}
+	return b.Delay(n-1, 0, a.rand)
 }
 
 // noteUnavailable logs once when the cached credential has expired (or
@@ -468,7 +468,7 @@ func (a *Authenticator) scrub(s string) string {
 	secrets = append(secrets, a.src.secrets()...)
 	for _, sec := range secrets {
 		if len(sec) >= 4 {
-			s = strings.ReplaceAll(s, sec, redacted)
+			s = strings.ReplaceAll(s, sec, redact.Placeholder)
 		}
 	}
 	return s

@@ -51,10 +51,14 @@ func TestBackoff(t *testing.T) {
 			}
 		}
 	}
-	s := time.Second
-	f("upper jitter", 10*s, time.Minute, 1, []time.Duration{10 * s, 20 * s, 40 * s, 60 * s, 60 * s, 60 * s})
-	f("lower jitter floored at min interval", 10*s, time.Minute, 0, []time.Duration{10 * s, 10 * s, 20 * s, 30 * s, 30 * s})
-	f("no min interval starts at 1s", 0, 8*s, 1, []time.Duration{s, 2 * s, 4 * s, 8 * s, 8 * s})
+	s, ms := time.Second, time.Millisecond
+	// limiter.Backoff: the n-th failure draws from [floor, floor·2^n),
+	// capped; rnd 1 stands for the top of the window.
+	f("top of the window", 10*s, time.Minute, 1, []time.Duration{20 * s, 40 * s, 60 * s, 60 * s})
+	f("middle of the window", 10*s, time.Minute, 0.5, []time.Duration{15 * s, 25 * s, 35 * s, 35 * s})
+	f("zero draw stays at the min interval", 10*s, time.Minute, 0, []time.Duration{10 * s, 10 * s, 10 * s})
+	f("no min interval starts at 1s", 0, 8*s, 1, []time.Duration{2 * s, 4 * s, 8 * s, 8 * s})
+	f("a cap below 1s is still the cap", 100*ms, 500*ms, 0.5, []time.Duration{500 * ms, 500 * ms})
 	a := &Authenticator{cfg: Config{MinInterval: 10 * s, BackoffMax: time.Minute}, rand: func() float64 { return 1 }}
 	if got := a.backoff(10000); got != time.Minute {
 		t.Errorf("backoff(10000) = %v, want the 1m cap", got)
@@ -209,6 +213,9 @@ func TestFailingTokenServer(t *testing.T) {
 				srv := &tokenServer{lifetime: 15 * time.Minute}
 				c := testConfig(SourceTokenURL)
 				h := newHarness(t, c, srv, nil)
+				// Every draw in the middle: the backoff waits the mean of
+				// its window, so the counts below are exact, not likely.
+				h.a.rand = func() float64 { return 0.5 }
 				origin := time.Now()
 				h.start(t)
 				synctest.Wait()
@@ -228,7 +235,8 @@ func TestFailingTokenServer(t *testing.T) {
 				attempts := len(srv.callTimes()) - 1
 				t.Logf("%d fetch attempts while the credential was valid", attempts)
 				// The window opens 4–5 minutes before expiry; with a 10 s
-				// timeout and backoff 10 s → 1 min there is room for at most
+				// timeout and backoffs drawn in the middle of [10 s, 20 s),
+				// [10 s, 40 s), then [10 s, 1 min) there is room for at most
 				// about ten attempts, against 300 requests.
 				if attempts < 2 || attempts > 12 {
 					t.Errorf("%d fetch attempts while the credential was valid, want 2–12", attempts)
@@ -256,13 +264,14 @@ func TestFailingTokenServer(t *testing.T) {
 					t.Error("the loss of the credential was not logged")
 				}
 
-				// Keep failing for 15 more minutes: attempts stay bounded by the backoff cap.
+				// Keep failing for 15 more minutes: attempts stay bounded by
+				// the backoff at its cap, 35 s (the middle of [10 s, 1 min)).
 				before := len(srv.callTimes())
 				time.Sleep(15 * time.Minute)
 				calls := srv.callTimes()
 				t.Logf("%d attempts in 15 minutes of outage", len(calls)-before)
-				if n := len(calls) - before; n > 15*60/30+1 {
-					t.Errorf("%d attempts in 15 minutes of outage, want at most %d", n, 15*60/30+1)
+				if n := len(calls) - before; n > 15*60/35+1 {
+					t.Errorf("%d attempts in 15 minutes of outage, want at most %d", n, 15*60/35+1)
 				}
 				for i := 1; i < len(calls); i++ {
 					if gap := calls[i].Sub(calls[i-1]); gap < c.MinInterval {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v10"
+
+	"github.com/sluice-dev/sluice/internal/redact"
 )
 
 // envPrefix is the prefix the sidecar's configuration applies to every
@@ -36,8 +38,8 @@ const (
 // that is, never earlier than half-way through the lifetime the credential
 // actually had when it was fetched, however large RefreshBefore is. Fetches
 // are at least MinInterval apart, bounded by FetchTimeout, and back off
-// exponentially (from max(MinInterval, 1s) to BackoffMax, with jitter) while
-// they fail. The cached credential is used until it truly expires.
+// while they fail as limiter.Backoff does (exponential, full jitter, from
+// max(MinInterval, 1s) to BackoffMax). The cached credential is used until it truly expires.
 type Config struct {
 	// Source is the credential source: none, bearer-file, token-url or
 	// aws-sigv4. The empty string means none.
@@ -161,7 +163,7 @@ func (c Config) Validate() []error {
 		if c.TokenURL == "" {
 			bad("TOKEN_URL", "required with SLUICE_UPSTREAM_AUTH=token-url")
 		} else if u, err := url.Parse(c.TokenURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("TOKEN_URL", "must be an http(s) URL with a host, got %q", redactURL(c.TokenURL))
+			bad("TOKEN_URL", "must be an http(s) URL with a host, got %q", redact.URL(c.TokenURL))
 		}
 		if _, err := parseHeaders(c.TokenURLHeaders); err != nil {
 			bad("TOKEN_URL_HEADERS", "%v", err)
@@ -211,8 +213,9 @@ func (c Config) Validate() []error {
 
 // Redacted returns every variable of c by its full name with a value safe
 // to print (check-config). No field holds a secret; values of
-// SLUICE_TOKEN_URL_HEADERS whose names suggest a credential and the
-// userinfo and query of SLUICE_TOKEN_URL are replaced by "[redacted]".
+// SLUICE_TOKEN_URL_HEADERS whose names suggest a credential are replaced by
+// redact.Placeholder, and SLUICE_TOKEN_URL is shown as redact.URL shows it
+// (userinfo and query values hidden).
 func (c Config) Redacted() map[string]string {
 	headers := c.TokenURLHeaders
 	if h, err := parseHeaders(c.TokenURLHeaders); err == nil {
@@ -220,20 +223,20 @@ func (c Config) Redacted() map[string]string {
 		for _, kv := range h {
 			v := kv.value
 			if sensitiveHeader(kv.name) {
-				v = redacted
+				v = redact.Placeholder
 			}
 			parts = append(parts, kv.name+"="+v)
 		}
 		headers = strings.Join(parts, ",")
 	} else if headers != "" {
-		headers = redacted
+		headers = redact.Placeholder
 	}
 	return map[string]string{
 		envPrefix + "UPSTREAM_AUTH":            c.source(),
 		envPrefix + "AUTH_OVERRIDE":            fmt.Sprint(c.Override),
 		envPrefix + "TOKEN_FILE":               c.TokenFile,
 		envPrefix + "TOKEN_FILE_POLL":          c.TokenFilePoll.String(),
-		envPrefix + "TOKEN_URL":                redactURL(c.TokenURL),
+		envPrefix + "TOKEN_URL":                redact.URL(c.TokenURL),
 		envPrefix + "TOKEN_URL_HEADERS":        headers,
 		envPrefix + "OAUTH_CLIENT_ID_FILE":     c.OAuthClientIDFile,
 		envPrefix + "OAUTH_CLIENT_SECRET_FILE": c.OAuthClientSecretFile,
@@ -247,8 +250,6 @@ func (c Config) Redacted() map[string]string {
 	}
 }
 
-const redacted = "[redacted]"
-
 func sensitiveHeader(name string) bool {
 	n := strings.ToLower(name)
 	for _, s := range []string{"auth", "cookie", "token", "secret", "key", "password", "signature"} {
@@ -257,23 +258,6 @@ func sensitiveHeader(name string) bool {
 		}
 	}
 	return false
-}
-
-// redactURL drops the userinfo and the query of a URL so that neither
-// reaches a log, an error or check-config.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return redacted
-	}
-	if u.User != nil {
-		u.User = url.User(redacted)
-	}
-	if u.RawQuery != "" {
-		u.RawQuery = redacted
-	}
-	u.Fragment = ""
-	return u.String()
 }
 
 type header struct{ name, value string }

@@ -130,7 +130,7 @@ func TestRedacted(t *testing.T) {
 	c.TokenURL = "https://user:pw@idp.test/token?api_key=k3y"
 	c.TokenURLHeaders = "Metadata-Flavor=Google,Authorization=Bearer s3cr3t,X-Api-Key=k3y"
 	r := c.Redacted()
-	if got := r["SLUICE_TOKEN_URL_HEADERS"]; got != "Metadata-Flavor=Google,Authorization=[redacted],X-Api-Key=[redacted]" {
+	if got := r["SLUICE_TOKEN_URL_HEADERS"]; got != "Metadata-Flavor=Google,Authorization=<redacted>,X-Api-Key=<redacted>" {
 		t.Errorf("headers = %q", got)
 	}
 	for k, v := range r {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -19,6 +18,8 @@ import (
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/sluice-dev/sluice/internal/redact"
 )
 
 const (
@@ -150,7 +151,7 @@ func newURLSource(c Config, client *http.Client) (*urlSource, error) {
 	if err != nil {
 		panic("BUG: auth: Validate accepted SLUICE_TOKEN_URL_HEADERS: " + err.Error())
 	}
-	s := &urlSource{url: c.TokenURL, headers: headers, client: client, redactedURL: redactURL(c.TokenURL)}
+	s := &urlSource{url: c.TokenURL, headers: headers, client: client, redactedURL: redact.URL(c.TokenURL)}
 	if c.OAuthClientIDFile != "" {
 		s.idFile, s.secretFile = c.OAuthClientIDFile, c.OAuthClientSecretFile
 		s.oauth = &clientcredentials.Config{TokenURL: c.TokenURL, Scopes: c.OAuthScopes}
@@ -178,7 +179,7 @@ func (s *urlSource) fetch(ctx context.Context, start time.Time) (credential, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {
-		return credential{}, fmt.Errorf("token-url %s: %w", s.redactedURL, err)
+		return credential{}, fmt.Errorf("token-url %s: %w", s.redactedURL, redact.URLError(err))
 	}
 	for _, h := range s.headers {
 		req.Header.Set(h.name, h.value)
@@ -186,12 +187,12 @@ func (s *urlSource) fetch(ctx context.Context, start time.Time) (credential, err
 	req.Header.Set("Accept", "application/json")
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return credential{}, fmt.Errorf("token-url GET %s: %w", s.redactedURL, stripURLError(err))
+		return credential{}, fmt.Errorf("token-url GET %s: %w", s.redactedURL, redact.URLError(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxTokenResponseBytes+1))
 	if err != nil {
-		return credential{}, fmt.Errorf("token-url GET %s: reading the response: %w", s.redactedURL, stripURLError(err))
+		return credential{}, fmt.Errorf("token-url GET %s: reading the response: %w", s.redactedURL, redact.URLError(err))
 	}
 	if resp.StatusCode != http.StatusOK {
 		return credential{}, fmt.Errorf("token-url GET %s: status %d%s", s.redactedURL, resp.StatusCode, errorField(body))
@@ -239,7 +240,7 @@ func (s *urlSource) fetchOAuth(ctx context.Context, start time.Time) (credential
 			}
 			return credential{}, errors.New(msg)
 		}
-		return credential{}, fmt.Errorf("oauth2 token endpoint %s: %w", s.redactedURL, stripURLError(err))
+		return credential{}, fmt.Errorf("oauth2 token endpoint %s: %w", s.redactedURL, redact.URLError(err))
 	}
 	if err := checkToken(tok.AccessToken); err != nil {
 		return credential{}, fmt.Errorf("oauth2 token endpoint %s: %w", s.redactedURL, err)
@@ -252,16 +253,6 @@ func (s *urlSource) fetchOAuth(ctx context.Context, start time.Time) (credential
 		c.expires = tok.Expiry
 	}
 	return c, nil
-}
-
-// stripURLError drops the *url.Error wrapper, whose message repeats the
-// full URL (query included).
-func stripURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
 
 // errorField returns ` error "x"` when body is a JSON object with a string

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +13,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/redact"
 )
 
 func writeFile(t *testing.T, path, contents string) {
@@ -401,17 +403,25 @@ func TestOverride(t *testing.T) {
 	})
 }
 
-func TestRedactURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"https://idp.test/token":                    "https://idp.test/token",
-		"https://user:pw@idp.test/token?key=s3cr3t": "https://%5Bredacted%5D@idp.test/token?[redacted]",
-		"::": redacted,
-	} {
-		if got := redactURL(in); got != want {
-			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+// TestURLSourceErrorsRedactURL: a token URL's password and query values
+// never reach a fetch error, which is logged and shown in /v1/status.
+func TestURLSourceErrorsRedactURL(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	for _, base := range []string{srv.URL, dead.URL} {
+		c := testConfig(SourceTokenURL)
+		c.TokenURL = strings.Replace(base, "://", "://user:pw-s3cr3t@", 1) + "/token?key=s3cr3t"
+		s, err := newURLSource(c, srv.Client())
+		if err != nil {
+			t.Fatal(err)
 		}
-		if u, err := url.Parse(redactURL(in)); err == nil && strings.Contains(u.String(), "s3cr3t") {
-			t.Errorf("redactURL(%q) leaks", in)
+		_, err = s.fetch(t.Context(), time.Now())
+		if err == nil || strings.Contains(err.Error(), "s3cr3t") || !strings.Contains(err.Error(), "user:"+redact.Placeholder+"@") {
+			t.Errorf("%s: fetch error %v", base, err)
 		}
 	}
 }

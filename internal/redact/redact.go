@@ -1,0 +1,106 @@
+// Package redact makes text safe to show in logs, error messages, job
+// views, check-config and API answers: secrets in URLs are replaced by one
+// placeholder, and long inputs are cut. It works on the text, not on a
+// parsed value, so that URL templates (${JOB}) and malformed URLs, the
+// ones a configuration error quotes, are redacted all the same.
+//
+// What counts as a secret in a given setting (a header, a token, a body)
+// is the caller's to decide; the caller then shows Placeholder in its
+// place.
+package redact
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+)
+
+// Placeholder stands for every hidden value, whatever hid it, so that a
+// reader (or a log query) finds all of them with one string.
+const Placeholder = "<redacted>"
+
+// URL returns raw fit to show: the password of its userinfo, a userinfo
+// without a password (a token sent as the user name) and every query
+// value are hidden, the fragment is dropped. The scheme, the user name before a
+// password, the host, the path and the query's parameter names stay, as
+// they are what a reader needs to tell which endpoint is meant.
+//
+// The userinfo is everything between "://" and the last '@', whatever it
+// holds ('/', '?' and '#' included), because an unescaped password may
+// hold any of them; a URL with an '@' in its path or query is then
+// over-redacted (host and path included), which is the safe side for
+// display. Text with an '@' but no "scheme://" (host:port with
+// credentials, or a password holding "://") is hidden whole.
+func URL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok || !isScheme(scheme) {
+		if strings.Contains(raw, "@") {
+			return Placeholder
+		}
+		return hideQuery(raw)
+	}
+	head := scheme + "://"
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		// A "user name" holding '/', '?', '#' or '@' is a path, a query or
+		// a secret up to an '@': where the user name ends cannot be told,
+		// and all of it may be secret.
+		if user, _, hasPassword := strings.Cut(rest[:at], ":"); hasPassword && !strings.ContainsAny(user, "/?#@") {
+			head += user + ":"
+		}
+		head += Placeholder + "@"
+		rest = rest[at+1:]
+	}
+	return head + hideQuery(rest)
+}
+
+// hideQuery hides the query values of s (the names stay) and drops its
+// fragment, which is never sent and may carry a token.
+func hideQuery(s string) string {
+	s, _, _ = strings.Cut(s, "#")
+	s, query, _ := strings.Cut(s, "?")
+	if query == "" {
+		return s
+	}
+	params := strings.Split(query, "&")
+	for i, p := range params {
+		if name, _, hasValue := strings.Cut(p, "="); hasValue {
+			params[i] = name + "=" + Placeholder
+		}
+	}
+	return s + "?" + strings.Join(params, "&")
+}
+
+// URLError returns the error that the *url.Error in err's chain wraps, or
+// err if there is none. A *url.Error's message repeats the whole URL, its
+// query included and its password shown as net/url's own placeholder: the
+// caller names the URL itself, through URL.
+func URLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// isScheme reports whether s is a URL scheme: a letter, then letters,
+// digits, '+', '-' or '.'.
+func isScheme(s string) bool {
+	for i, c := range s {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return false
+		}
+	}
+	return s != ""
+}
+
+// Truncate shortens s to its first n bytes and marks the cut with "…", so
+// that an error or an answer never echoes a huge input back.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
