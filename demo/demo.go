@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-dev/sluice/internal/ctxtime"
 	"github.com/sluice-dev/sluice/internal/storesim"
 	"github.com/sluice-dev/sluice/sidecar"
 	"github.com/sluice-dev/sluice/sidecar/admin"
@@ -258,14 +259,7 @@ func (d *demo) load(ctx context.Context, c *http.Client, base string, ok, pushed
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
+func sleepCtx(ctx context.Context, d time.Duration) { ctxtime.Sleep(ctx, d) }
 
 func (d *demo) view(el time.Duration, st, last storesim.Stats) string {
 	var status admin.Status

@@ -18,7 +18,7 @@ const (
 	DefaultWindow = 500 * time.Millisecond
 	// DefaultMaxRetryAfter caps honoured Retry-After values when
 	// Config.MaxRetryAfter is 0.
-	DefaultMaxRetryAfter = 30 * time.Second
+	DefaultMaxRetryAfter = 60 * time.Second
 	// DefaultQueueMax is the number of Acquire calls allowed to wait when
 	// Config.QueueMax is 0.
 	DefaultQueueMax = 1024

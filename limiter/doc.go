@@ -48,8 +48,8 @@
 // shorter one only delays its own write.
 //
 // Backoff computes retry delays (exponential, full jitter, Retry-After
-// clamped) and RetryBudget bounds retries to a share of requests; the proxy
-// uses both for its own retries.
+// clamped), for the proxy's retries, a job's hold and credential refresh
+// alike; RetryBudget bounds the proxy's retries to a share of requests.
 //
 // The files follow these concerns. controller.go has the Controller, its
 // spec and state, New, RetryWait and Close; admit.go the path of every

@@ -312,6 +312,7 @@ func TestReadmeDefaultsMatchConfig(t *testing.T) {
 		{"SLUICE_QUEUE_MAX", def.QueueMax, limiter.DefaultQueueMax},
 		{"SLUICE_RETRY_BACKOFF_MIN", def.RetryBackoffMin, limiter.DefaultBackoffMin},
 		{"SLUICE_RETRY_BACKOFF_MAX", def.RetryBackoffMax, limiter.DefaultBackoffMax},
+		{"SLUICE_MAX_RETRY_AFTER", def.MaxRetryAfter, limiter.DefaultMaxRetryAfter},
 		{"SLUICE_RETRY_BUDGET", def.RetryBudget, limiter.DefaultRetryRatio},
 		{"SLUICE_MAX_JOBS", def.MaxJobs, state.DefaultMaxJobs},
 		{"SLUICE_STALL_AFTER", def.StallAfter, state.DefaultStallAfter},

@@ -8,13 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/sluice-dev/sluice/internal/redact"
 	"github.com/sluice-dev/sluice/limiter"
 	"github.com/sluice-dev/sluice/sidecar/admin"
 	"github.com/sluice-dev/sluice/sidecar/auth"
@@ -334,16 +334,8 @@ func (s *Server) controlLoop(ctx context.Context) {
 	}
 }
 
-// redactURL drops the password from a URL before it is shown, by its text
-// (a malformed URL in a config error is redacted too). Something with an @
-// that does not look like a URL at all is not shown.
-func redactURL(raw string) string {
-	r := state.RedactUserinfo(raw)
-	if r == raw && strings.Contains(raw, "@") && !strings.Contains(raw, "://") {
-		return "<redacted>"
-	}
-	return r
-}
+// redactURL is a URL as sluice shows it: without secrets.
+func redactURL(raw string) string { return redact.URL(raw) }
 
 // serveUntil runs srv until ctx ends, then shuts it down gracefully within
 // timeout, with a fresh context; past the timeout it closes what is left

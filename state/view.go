@@ -120,9 +120,3 @@ func redactSpec(a *ActionSpec) *ActionSpec {
 	}
 	return &c
 }
-
-// RedactUserinfo returns a URL (or URL template) fit to show, as
-// redact.URL does.
-//
-// Deprecated: call redact.URL.
-func RedactUserinfo(u string) string { return redact.URL(u) }
