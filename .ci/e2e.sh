@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end tests against real stores (issue 6): installs VictoriaMetrics
+# End-to-end tests against real stores: installs VictoriaMetrics
 # (which ships vmagent) and nginx from Debian's packages when they are
 # missing, then runs the e2e tests, which start each server themselves on
 # 127.0.0.1 with its data in a temporary directory and stop it by PID.

@@ -430,8 +430,7 @@ func between(b []byte, open, close string) string {
 }
 
 // ---------------------------------------------------------------------------
-// vector-arc: Vector's Adaptive Request Concurrency as published (see
-// shared/PEERS.md), inside Vector's retry layer with its documented
+// vector-arc: Vector's Adaptive Request Concurrency as published, inside Vector's retry layer with its documented
 // defaults: Fibonacci backoff from 1s, capped at 30s, full jitter, retries
 // without limit.
 

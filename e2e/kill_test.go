@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// TestSIGKILLMidLoad is issue 6, item 4: sluice is killed with SIGKILL
+// TestSIGKILLMidLoad: sluice is killed with SIGKILL
 // twice in the middle of a load to a throttling VictoriaMetrics and
 // started again on the same ports and state directory. The loader retries
 // what failed (connection refused or reset) and the load ends with every

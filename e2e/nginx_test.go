@@ -146,7 +146,7 @@ func quotaLoad(url, job string, batches int) *Loader {
 	}
 }
 
-// TestNginxQuota is issue 6, item 2: nginx in front of VictoriaMetrics
+// TestNginxQuota: nginx in front of VictoriaMetrics
 // allows quotaRate requests per second and answers the rest 429 with
 // Retry-After: 2. Through sluice every acknowledged sample is stored
 // exactly once, a write answered 429 is never sent again before its

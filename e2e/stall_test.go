@@ -51,8 +51,8 @@ func TestCleanupURLTemplate(t *testing.T) {
 	f("a")
 }
 
-// TestStalledJobIsCleanedUp is issue 6, item 3, incident 1 on a real
-// store: a job whose writes start being refused for good (nginx in front
+// TestStalledJobIsCleanedUp, on a real store: a bulk load stuck under
+// throttling for good is what auto-cancel is for. A job whose writes start being refused for good (nginx in front
 // of VictoriaMetrics switches to 429 for everything) stalls, and sluice
 // cancels it and deletes its series through VictoriaMetrics'
 // /api/v1/admin/tsdb/delete_series; another job's series stay intact.

@@ -86,7 +86,7 @@ func measureLoad(t *testing.T, job string, sluiceEnv []string) loadRun {
 // four in about one of 700.
 const loadPairs = 4
 
-// TestVictoriaMetricsThrottling is issue 6, item 1: the same loader pushes
+// TestVictoriaMetricsThrottling: the same loader pushes
 // the same samples to a throttling VictoriaMetrics directly and through
 // sluice, loadPairs times each, alternately. Through sluice every
 // acknowledged sample is stored exactly once, the store's 503 share is at

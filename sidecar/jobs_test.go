@@ -42,7 +42,7 @@ func adminCall(h http.Handler, method, path, body string, header ...string) *htt
 }
 
 // pegasusStore throttles every write under /a/ once throttleA is set, for
-// ever (incident 1), accepts writes under /b/, and records the cancel and
+// ever (a bulk load stuck under throttling), accepts writes under /b/, and records the cancel and
 // cleanup calls.
 type pegasusStore struct {
 	throttleA atomic.Bool
@@ -73,13 +73,13 @@ func (s *pegasusStore) adminCalls() []string {
 	return append([]string(nil), s.calls...)
 }
 
-// TestIncident1ThrottledForever replays incident 1 through the whole
-// sidecar: a store that starts throttling every write of one job forever.
+// TestThrottledForever runs a bulk load stuck under throttling through
+// the whole sidecar: a store that starts throttling every write of one job forever.
 // The job goes running → throttled → backoff → stalled → cancelling →
 // cleaning → cancelled by itself; the store receives the cancel and the
 // cleanup calls; later writes for the job get 409; another job on the same
 // sidecar keeps working throughout.
-func TestIncident1ThrottledForever(t *testing.T) {
+func TestThrottledForever(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		store := &pegasusStore{}
 		s := newTestServer(t, store,

@@ -92,7 +92,8 @@ func TestCapacityGoodput(t *testing.T) {
 	})
 }
 
-// TestHungStoreGets504 replays incident 2: a store call that never answers.
+// TestHungStoreGets504: a store call that never answers must not hang the
+// loader.
 // The loader gets a 504 with a JSON body within the timeout + 1s, and the
 // timeout is a congestion signal.
 func TestHungStoreGets504(t *testing.T) {

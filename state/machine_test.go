@@ -238,9 +238,9 @@ func transcript(t *testing.T, j *Job, steps []step) {
 	}
 }
 
-// TestIncident1Transcript replays the Pegasus hang in the machine alone: the
+// TestThrottledForeverTranscript replays a bulk load stuck under throttling in the machine alone: the
 // store throttles every write forever.
-func TestIncident1Transcript(t *testing.T) {
+func TestThrottledForeverTranscript(t *testing.T) {
 	j := NewJob("pegasus", testPolicy(), t0, zeroRand)
 	m := time.Minute
 	transcript(t, j, []step{

@@ -106,11 +106,11 @@ func historyTo(v JobView) []State {
 	return to
 }
 
-// TestIncident1Replay: the store throttles every write of one job forever.
+// TestThrottledForeverReplay: the store throttles every write of one job forever.
 // The job goes running → throttled → backoff → stalled → cancelling →
 // cleaning → cancelled on its own, the store receives the cancel and the
 // cleanup, later writes are refused, and a second job keeps working.
-func TestIncident1Replay(t *testing.T) {
+func TestThrottledForeverReplay(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		api := &storeAPI{}
 		reg := prometheus.NewRegistry()

@@ -169,7 +169,7 @@ func methodNotAllowedAsJSON(mux *http.ServeMux) http.Handler {
 }
 
 // handleHealthz is liveness: the control loop's own heartbeat, never a store
-// call, so a hung store never makes the sidecar look dead (incident 2).
+// call, so a hung store never makes the sidecar look dead.
 func (s *API) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	hb := s.d.Limiter.Snapshot().Heartbeat
 	age := time.Since(hb)

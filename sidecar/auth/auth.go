@@ -6,11 +6,12 @@
 //
 // The refresh window is the smaller of SLUICE_TOKEN_REFRESH_BEFORE and half
 // of the credential's actual lifetime, reduced by up to 20% jitter. Clamping
-// to the lifetime is what prevents the two refresh storms in
-// shared/INCIDENTS.md: a 15-minute credential with a 15-minute window
-// (incident 5) is refreshed after 7.5–9 minutes, not on every request, and a
-// server that hands back the same token until shortly before expiry
-// (incident 4) makes the observed lifetime shrink, so the window shrinks
+// to the lifetime is what prevents two refresh storms: a 15-minute
+// credential with a 15-minute window is refreshed after 7.5–9 minutes, not
+// on every request (a window as long as the lifetime would make every
+// credential due at once), and a server that hands back the same token
+// until shortly before expiry makes the observed lifetime shrink, so the
+// window shrinks
 // with it instead of triggering a fetch per request. Fetches are
 // single-flight (one background loop performs them all), at least
 // SLUICE_TOKEN_MIN_INTERVAL apart, bounded by SLUICE_TOKEN_FETCH_TIMEOUT and

@@ -29,13 +29,13 @@ func TestRefreshAt(t *testing.T) {
 	}
 	// Incident 5: a 15-minute credential with a 15-minute window is
 	// refreshed half-way, not immediately.
-	f("incident 5, no jitter", 15*time.Minute, 15*time.Minute, 0, 7*time.Minute+30*time.Second)
-	f("incident 5, full jitter", 15*time.Minute, 15*time.Minute, 1, 6*time.Minute)
+	f("15-minute credential, 15-minute window, no jitter", 15*time.Minute, 15*time.Minute, 0, 7*time.Minute+30*time.Second)
+	f("15-minute credential, 15-minute window, full jitter", 15*time.Minute, 15*time.Minute, 1, 6*time.Minute)
 	f("window below half the lifetime", time.Hour, 5*time.Minute, 0, 5*time.Minute)
 	f("jitter only shrinks the window", time.Hour, 5*time.Minute, 1, 4*time.Minute)
 	// Incident 4: the same token handed back with 5 minutes left makes the
 	// next window 2.5 minutes, not "refresh now".
-	f("incident 4, same token again", 5*time.Minute, 5*time.Minute, 0, 150*time.Second)
+	f("same token handed back again", 5*time.Minute, 5*time.Minute, 0, 150*time.Second)
 	f("tiny lifetime", time.Second, 5*time.Minute, 0, 500*time.Millisecond)
 	f("window far above lifetime", 10*time.Minute, 24*time.Hour, 0, 5*time.Minute)
 	f("no expiry", 0, 5*time.Minute, 0, -noExpiryRefresh)
@@ -190,7 +190,7 @@ func TestIncident4SameTokenUntilFiveMinutesBeforeExpiry(t *testing.T) {
 					}
 				}
 				if tc.rand != nil && metricValue(t, h.reg, "sluice_auth_fetches_total", "result", ResultUnchanged) == 0 {
-					t.Errorf("the replay never received the same token again; it does not exercise incident 4")
+					t.Errorf("the replay never received the same token again; it does not exercise a shrinking lifetime")
 				}
 			})
 		})
