@@ -1,10 +1,9 @@
-package sidecar
+package deploytest
 
-// Tests that keep deploy/ from drifting away from the code: the Kubernetes
-// manifests against the configuration and the admin API, the alerting rules
-// and the Grafana dashboard against the metrics a running sluice exports,
-// the PrometheusRule against the plain rule file, and the runbook against the
-// alerts.
+// The Kubernetes manifests against the configuration and the admin API, the
+// alerting rules and the Grafana dashboard against the metrics a running
+// sluice exports, the PrometheusRule against the plain rule file, and the
+// runbook against the alerts.
 
 import (
 	"bufio"
@@ -17,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +32,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-dev/sluice/sidecar"
 	"github.com/sluice-dev/sluice/sidecar/classify"
 	"github.com/sluice-dev/sluice/state"
 )
@@ -217,24 +218,44 @@ func podTemplateOf(t *testing.T, o k8sObject) (podTemplate, bool) {
 	return podTemplate{}, false
 }
 
+// defaultConfig is the configuration of an environment that sets only what
+// has no default (the upstream URL): every other field is its default.
+func defaultConfig(t *testing.T) sidecar.Config {
+	t.Helper()
+	cfg, _, err := sidecar.LoadConfig([]string{sidecar.EnvPrefix + "UPSTREAM_URL=http://store.test"})
+	if err != nil {
+		t.Fatalf("default configuration: %v", err)
+	}
+	return cfg
+}
+
+// configVariables is the set of every SLUICE_* variable sluice reads:
+// Effective lists each one, whatever its value.
+func configVariables(t *testing.T) map[string]bool {
+	t.Helper()
+	known := map[string]bool{}
+	for _, kv := range defaultConfig(t).Effective() {
+		known[kv[0]] = true
+	}
+	if !known[sidecar.EnvPrefix+"ADMIN_ADDR"] {
+		t.Fatalf("Config.Effective does not list %sADMIN_ADDR: is it still every variable?", sidecar.EnvPrefix)
+	}
+	return known
+}
+
 // defaultAdminPort is the port of SLUICE_ADMIN_ADDR's default.
 func defaultAdminPort(t *testing.T) int {
 	t.Helper()
-	for _, f := range configFields() {
-		if f.key == EnvPrefix+"ADMIN_ADDR" {
-			_, port, err := net.SplitHostPort(f.def)
-			if err != nil {
-				t.Fatalf("SLUICE_ADMIN_ADDR default %q: %v", f.def, err)
-			}
-			n, err := strconv.Atoi(port)
-			if err != nil {
-				t.Fatalf("SLUICE_ADMIN_ADDR default %q: %v", f.def, err)
-			}
-			return n
-		}
+	addr := defaultConfig(t).AdminAddr
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("SLUICE_ADMIN_ADDR default %q: %v", addr, err)
 	}
-	t.Fatal("configFields has no SLUICE_ADMIN_ADDR")
-	return 0
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatalf("SLUICE_ADMIN_ADDR default %q: %v", addr, err)
+	}
+	return n
 }
 
 // TestDeployManifestsMatchConfig parses every manifest and checks the pods
@@ -243,10 +264,7 @@ func defaultAdminPort(t *testing.T) int {
 // one (initContainers, restartPolicy Always), the legacy variant stops sluice
 // with /quitquitquit, and the container is locked down.
 func TestDeployManifestsMatchConfig(t *testing.T) {
-	known := map[string]bool{}
-	for _, f := range configFields() {
-		known[f.key] = true
-	}
+	known := configVariables(t)
 	adminPort := defaultAdminPort(t)
 	objs := loadManifests(t)
 
@@ -286,13 +304,13 @@ func TestDeployManifestsMatchConfig(t *testing.T) {
 		all := slices.Concat(pt.Spec.InitContainers, pt.Spec.Containers)
 		for _, c := range all {
 			for _, e := range c.Env {
-				if strings.HasPrefix(e.Name, EnvPrefix) && !known[e.Name] {
+				if strings.HasPrefix(e.Name, sidecar.EnvPrefix) && !known[e.Name] {
 					t.Errorf("%s: container %s sets %s, which is not a configuration variable", where, c.Name, e.Name)
 				}
 				if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil && !secrets[ref.SecretKeyRef.Name] && !userSecrets[ref.SecretKeyRef.Name] {
 					t.Errorf("%s: container %s reads %s from Secret %q, which no manifest defines and docs/deploy.md does not create", where, c.Name, e.Name, ref.SecretKeyRef.Name)
 				}
-				if e.Name == EnvPrefix+"ADMIN_TOKEN" && (e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || secrets[e.ValueFrom.SecretKeyRef.Name]) {
+				if e.Name == sidecar.EnvPrefix+"ADMIN_TOKEN" && (e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || secrets[e.ValueFrom.SecretKeyRef.Name]) {
 					t.Errorf("%s: container %s takes %s from the repository, where anyone can read it; take it from a Secret the user creates", where, c.Name, e.Name)
 				}
 			}
@@ -342,7 +360,7 @@ func TestDeployManifestsMatchConfig(t *testing.T) {
 
 func checkSluiceContainer(t *testing.T, where string, pt podTemplate, c k8sContainer, adminPort int) {
 	t.Helper()
-	if addr, ok := c.env(EnvPrefix + "ADMIN_ADDR"); ok {
+	if addr, ok := c.env(sidecar.EnvPrefix + "ADMIN_ADDR"); ok {
 		_, port, err := net.SplitHostPort(addr)
 		n, perr := strconv.Atoi(port)
 		if err != nil || perr != nil {
@@ -411,7 +429,7 @@ func checkSluiceContainer(t *testing.T, where string, pt podTemplate, c k8sConta
 	if c.Resources.Limits["memory"] == "" {
 		t.Errorf("%s: sluice has no memory limit", where)
 	}
-	dir, ok := c.env(EnvPrefix + "STATE_DIR")
+	dir, ok := c.env(sidecar.EnvPrefix + "STATE_DIR")
 	if !ok {
 		t.Errorf("%s: SLUICE_STATE_DIR is not set: job state would not survive a restart of the sidecar", where)
 		return
@@ -503,7 +521,8 @@ func loadRules(t *testing.T) ruleFile {
 	return rf
 }
 
-// requiredAlerts are the alerts issue 5 asks for.
+// requiredAlerts are the alerts an operator of sluice cannot do without:
+// dropping one from the rule file fails here, not silently in production.
 var requiredAlerts = []string{
 	"SluiceDown", "SluiceJobStalled", "SluiceJobFailed", "SluiceSustainedThrottling",
 	"SluiceUpstreamTimeouts", "SluiceRetryBudgetExhausted", "SluiceQueueSaturated",
@@ -844,13 +863,19 @@ func TestDeployMetricsExported(t *testing.T) {
 			}
 			w.WriteHeader(http.StatusOK)
 		})
-		cfg := testConfig(t, "INITIAL_CONCURRENCY=1", "MAX_CONCURRENCY=1", "QUEUE_MAX=2",
-			"UPSTREAM_AUTH=bearer-file", "TOKEN_FILE="+tokenFile)
-		s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}})
+		cfg, _, err := sidecar.LoadConfig([]string{
+			"SLUICE_UPSTREAM_URL=http://store.test", "SLUICE_ADMIN_ADDR=127.0.0.1:0", "SLUICE_LISTEN_ADDR=127.0.0.1:0",
+			"SLUICE_INITIAL_CONCURRENCY=1", "SLUICE_MAX_CONCURRENCY=1", "SLUICE_QUEUE_MAX=2",
+			"SLUICE_UPSTREAM_AUTH=bearer-file", "SLUICE_TOKEN_FILE=" + tokenFile,
+		})
+		if err != nil {
+			t.Fatalf("config: %v", err)
+		}
+		s, err := sidecar.NewServer(cfg, sidecar.Options{Logger: slog.New(slog.DiscardHandler),
+			Store: &state.MemStore{}, Transport: memTransport{store}})
 		if err != nil {
 			t.Fatalf("NewServer: %v", err)
 		}
-		s.proxy.transport = memTransport{store}
 		// Serve as in production, on in-memory listeners: readiness, loops
 		// and the admin server are the real ones.
 		proxyLn, adminLn := newPipeListener(), newPipeListener()
@@ -884,7 +909,9 @@ func TestDeployMetricsExported(t *testing.T) {
 		// One write in flight, two queued, the fourth pushed back.
 		codes := make(chan int, 4)
 		for range 4 {
-			go func() { codes <- send(h, context.Background(), http.MethodPut, "/hold", "x", HeaderJob, job).Code }()
+			go func() {
+				codes <- send(h, context.Background(), http.MethodPut, "/hold", "x", sidecar.HeaderJob, job).Code
+			}()
 			synctest.Wait()
 		}
 		if c := <-codes; c != http.StatusTooManyRequests {
@@ -897,7 +924,7 @@ func TestDeployMetricsExported(t *testing.T) {
 			}
 		}
 		// A throttled write, retried by sluice after the store's Retry-After.
-		if rec := send(h, context.Background(), http.MethodPut, "/throttle-once", "x", HeaderJob, job); rec.Code != http.StatusOK {
+		if rec := send(h, context.Background(), http.MethodPut, "/throttle-once", "x", sidecar.HeaderJob, job); rec.Code != http.StatusOK {
 			t.Fatalf("throttled write got %d after a retry, want 200", rec.Code)
 		}
 
@@ -912,6 +939,42 @@ func TestDeployMetricsExported(t *testing.T) {
 		}
 		checkQueries(t, queries, parseExposition(t, bytes.NewReader(body)))
 	})
+}
+
+// memTransport serves upstream attempts from an in-process handler, so that
+// the store runs under testing/synctest (no sockets). Like a real transport
+// it gives up when the attempt's context ends.
+type memTransport struct{ h http.Handler }
+
+func (m memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body == nil { // a server's request always has a body
+		req = req.Clone(req.Context())
+		req.Body = http.NoBody
+	}
+	done := make(chan *http.Response, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		m.h.ServeHTTP(rec, req)
+		done <- rec.Result()
+	}()
+	select {
+	case resp := <-done:
+		resp.Request = req
+		return resp, nil
+	case <-req.Context().Done():
+		return nil, req.Context().Err()
+	}
+}
+
+// send makes one loader request through h and returns the recorded answer.
+func send(h http.Handler, ctx context.Context, method, path, body string, header ...string) *httptest.ResponseRecorder {
+	req := httptest.NewRequestWithContext(ctx, method, path, strings.NewReader(body))
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
 }
 
 // pipeListener is a net.Listener whose connections are in-memory pipes, so
