@@ -393,8 +393,9 @@ func TestCrashDuringCleanup(t *testing.T) {
 	}
 	// Progress counters are committed by the one-second flush, not per
 	// write (by design: a crash loses at most a second of counts, never a
-	// transition); let one flush pass so the totals are durable.
-	time.Sleep(1100 * time.Millisecond)
+	// transition). Let two flushes pass so the totals are durable: with
+	// other tests running, one tick can come late.
+	time.Sleep(2100 * time.Millisecond)
 	before := job(p, "other")
 	if s := job(p, "doomed")["state"]; s != "cleaning" {
 		t.Fatalf("doomed is %v while its cleanup runs, want cleaning", s)
