@@ -7,9 +7,10 @@
 #   docker build --build-arg VERSION="$(git describe --tags --always --dirty)" -t sluice .
 #   docker run --rm sluice version
 #
-# TestDockerfileBuild (deploy_build_test.go) runs the builder's build command,
-# the RUN instruction after "# sluice:build", exactly as written, and checks
-# that the binary is static and reports the stamped version.
+# TestDockerfileBuild (deploytest/dockerfile_test.go) runs the builder's
+# build command, the RUN instruction after "# sluice:build", exactly as
+# written, and checks that the binary is static and reports the stamped
+# version.
 
 ARG GO_VERSION=1.26.11
 

@@ -25,7 +25,7 @@ echo "== promtool test rules"
 (cd deploy/prometheus && promtool test rules sluice-rules.test.yml)
 
 echo "== dashboard queries parsed by promtool"
-DEPLOY_CHECKS_REQUIRE_PROMTOOL=1 go test -count=1 -run '^TestDeployDashboardQueriesParse$' ./sidecar
+DEPLOY_CHECKS_REQUIRE_PROMTOOL=1 go test -count=1 -run '^TestDeployDashboardQueriesParse$' ./deploytest
 
 if command -v kubectl >/dev/null 2>&1; then
   for dir in deploy/kubernetes deploy/kubernetes/legacy; do

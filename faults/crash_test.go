@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -302,4 +303,166 @@ func lastIndexOf(s []string, v string) int {
 		}
 	}
 	return -1
+}
+
+// slowCleanupStore accepts writes and counts the cancel and cleanup calls;
+// the first cleanup call hangs until released, like a slow
+// clear_bulk_load, so that the test can kill sluice while it is under way.
+type slowCleanupStore struct {
+	mu            sync.Mutex
+	cancels       int
+	cleanups      int
+	cleanupCalled chan struct{}
+	release       chan struct{}
+}
+
+func (s *slowCleanupStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/cancel/"):
+		s.mu.Lock()
+		s.cancels++
+		s.mu.Unlock()
+	case strings.HasPrefix(r.URL.Path, "/cleanup/"):
+		s.mu.Lock()
+		s.cleanups++
+		n := s.cleanups
+		s.mu.Unlock()
+		if n == 1 {
+			close(s.cleanupCalled)
+			select {
+			case <-s.release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *slowCleanupStore) counts() (cancels, cleanups int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cancels, s.cleanups
+}
+
+// TestCrashDuringCleanup is the deterministic case of the loop above: sluice
+// is killed with SIGKILL while a slow cleanup is under way and restarted on
+// the same state dir. The job still ends cancelled, the cleanup is called
+// again (actions are idempotent), the cancel is not repeated, and another
+// job keeps its state, totals and history exactly: a restart alone cancels
+// nothing and loses no committed count.
+func TestCrashDuringCleanup(t *testing.T) {
+	t.Parallel()
+	store := &slowCleanupStore{cleanupCalled: make(chan struct{}), release: make(chan struct{})}
+	srv := httptest.NewServer(store)
+	defer srv.Close()
+	defer close(store.release)
+	env := []string{
+		"SLUICE_UPSTREAM_URL=" + srv.URL,
+		"SLUICE_STATE_DIR=" + t.TempDir(),
+		"SLUICE_CANCEL_URL=" + srv.URL + "/cancel/${JOB}",
+		"SLUICE_CLEANUP_URL=" + srv.URL + "/cleanup/${JOB}",
+		"SLUICE_ACTION_TIMEOUT=30s",
+		"SLUICE_STALL_AFTER=1m",
+		"SLUICE_CANCEL_GRACE=1m",
+	}
+	job := func(p *proc, id string) map[string]any {
+		t.Helper()
+		var v map[string]any
+		if code := getJSON(t, p.admin+"/v1/jobs/"+id, &v); code != http.StatusOK {
+			t.Fatalf("job %s: %d %v", id, code, v)
+		}
+		return v
+	}
+
+	p := startProc(t, env...)
+	l := newLoader(p.proxy, "crash", 5*time.Second)
+	for _, id := range []string{"doomed", "other"} {
+		if o := l.write(http.MethodPut, "/put", id, []byte("row")); !o.clean2xx() {
+			t.Fatalf("write for %s: %v", id, o)
+		}
+	}
+	l.close()
+	if code, body := call(t, http.MethodPost, p.admin+"/v1/jobs/doomed/cancel", `{}`); code != http.StatusAccepted {
+		t.Fatalf("cancel: %d %s", code, body)
+	}
+	select {
+	case <-store.cleanupCalled:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("cleanup never called; stderr:\n%s", p.stderr)
+	}
+	// Progress counters are committed by the one-second flush, not per
+	// write (by design: a crash loses at most a second of counts, never a
+	// transition). Let two flushes pass so the totals are durable: with
+	// other tests running, one tick can come late.
+	time.Sleep(2100 * time.Millisecond)
+	before := job(p, "other")
+	if s := job(p, "doomed")["state"]; s != "cleaning" {
+		t.Fatalf("doomed is %v while its cleanup runs, want cleaning", s)
+	}
+	p.kill(t)
+
+	p = startProc(t, env...)
+	var doomed map[string]any
+	eventually(10*time.Second, func() bool {
+		doomed = job(p, "doomed")
+		return doomed["state"] == "cancelled"
+	})
+	if doomed["state"] != "cancelled" {
+		t.Fatalf("after the restart doomed is %v, want cancelled", doomed["state"])
+	}
+	if cancels, cleanups := store.counts(); cancels != 1 || cleanups != 2 {
+		t.Errorf("store saw %d cancels and %d cleanups, want 1 and 2 (cleanup resumed, cancel not repeated)", cancels, cleanups)
+	}
+	after := job(p, "other")
+	for _, k := range []string{"state", "totals", "created", "history"} {
+		if before[k] == nil {
+			t.Fatalf("job view has no %q: %v", k, before)
+		}
+		if fmt.Sprint(before[k]) != fmt.Sprint(after[k]) {
+			t.Errorf("other job's %s changed across the crash: %v -> %v", k, before[k], after[k])
+		}
+	}
+}
+
+// TestSIGTERMDrains: on SIGTERM sluice turns NotReady, stops accepting, lets
+// the write in flight finish and exits 0.
+func TestSIGTERMDrains(t *testing.T) {
+	t.Parallel()
+	arrived, finish := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(arrived) })
+		<-finish
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer store.Close()
+	p := startProc(t, "SLUICE_UPSTREAM_URL="+store.URL, "SLUICE_SHUTDOWN_TIMEOUT=10s")
+	l := newLoader(p.proxy, "drain", 15*time.Second)
+	defer l.close()
+	got := make(chan outcome, 1)
+	go func() { got <- l.write(http.MethodPut, "/put", "drain", []byte("row")) }()
+	<-arrived
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Readiness drops while the write is still in flight.
+	ready := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	if !eventually(5*time.Second, func() bool {
+		resp, err := ready.Get(p.admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}) {
+		t.Fatal("readiness did not drop after SIGTERM")
+	}
+	close(finish)
+	if o := <-got; o.err != nil || o.status != http.StatusCreated {
+		t.Errorf("the write in flight got %v, want the store's 201", o)
+	}
+	if code := p.wait(10 * time.Second); code != 0 {
+		t.Errorf("sluice exited with %d, want 0; stderr:\n%s", code, p.stderr)
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package deploytest
 
 import (
 	"bytes"
@@ -25,6 +25,9 @@ import (
 // build context that honours .dockerignore, then checks that the binary is
 // static, carries the stamped version, and that the runtime stage copies and
 // runs that binary as a non-root user.
+
+// moduleRoot is the build context: the module's root, one up from here.
+const moduleRoot = ".."
 
 // dockerInstr is one Dockerfile instruction, continuation lines joined.
 type dockerInstr struct {
@@ -160,7 +163,7 @@ func dockerignored(patterns [][]string, rel string) bool {
 // .dockerignore excludes.
 func copyBuildContext(t *testing.T, dst string) {
 	t.Helper()
-	raw, err := os.ReadFile(".dockerignore")
+	raw, err := os.ReadFile(filepath.Join(moduleRoot, ".dockerignore"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,18 +181,21 @@ func copyBuildContext(t *testing.T, dst string) {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	err = filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == "." {
+	err = filepath.WalkDir(moduleRoot, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == moduleRoot {
 			return err
 		}
-		rel := filepath.ToSlash(p)
-		if dockerignored(patterns, rel) {
+		rel, err := filepath.Rel(moduleRoot, p)
+		if err != nil {
+			return err
+		}
+		if dockerignored(patterns, filepath.ToSlash(rel)) {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
 			return nil
 		}
-		target := filepath.Join(dst, p)
+		target := filepath.Join(dst, rel)
 		if d.IsDir() {
 			return os.MkdirAll(target, 0o755)
 		}
@@ -220,7 +226,7 @@ func TestDockerfileBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds sluice with the Dockerfile's command; skipped with -short")
 	}
-	src, err := os.ReadFile("Dockerfile")
+	src, err := os.ReadFile(filepath.Join(moduleRoot, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,11 +397,11 @@ func TestDockerfileBuild(t *testing.T) {
 // ships a standard library that govulncheck (run with the toolchain) never
 // checked.
 func TestDockerfileGoIsTheToolchain(t *testing.T) {
-	src, err := os.ReadFile("Dockerfile")
+	src, err := os.ReadFile(filepath.Join(moduleRoot, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mod, err := os.ReadFile("go.mod")
+	mod, err := os.ReadFile(filepath.Join(moduleRoot, "go.mod"))
 	if err != nil {
 		t.Fatal(err)
 	}
