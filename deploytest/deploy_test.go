@@ -34,6 +34,7 @@ import (
 
 	"github.com/sluice-dev/sluice/sidecar"
 	"github.com/sluice-dev/sluice/sidecar/classify"
+	"github.com/sluice-dev/sluice/sidecar/proxy"
 	"github.com/sluice-dev/sluice/state"
 )
 
@@ -910,7 +911,7 @@ func TestDeployMetricsExported(t *testing.T) {
 		codes := make(chan int, 4)
 		for range 4 {
 			go func() {
-				codes <- send(h, context.Background(), http.MethodPut, "/hold", "x", sidecar.HeaderJob, job).Code
+				codes <- send(h, context.Background(), http.MethodPut, "/hold", "x", proxy.HeaderJob, job).Code
 			}()
 			synctest.Wait()
 		}
@@ -924,7 +925,7 @@ func TestDeployMetricsExported(t *testing.T) {
 			}
 		}
 		// A throttled write, retried by sluice after the store's Retry-After.
-		if rec := send(h, context.Background(), http.MethodPut, "/throttle-once", "x", sidecar.HeaderJob, job); rec.Code != http.StatusOK {
+		if rec := send(h, context.Background(), http.MethodPut, "/throttle-once", "x", proxy.HeaderJob, job); rec.Code != http.StatusOK {
 			t.Fatalf("throttled write got %d after a retry, want 200", rec.Code)
 		}
 

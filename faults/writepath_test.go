@@ -36,6 +36,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -149,10 +150,27 @@ func (s *wpSluice) checkNoLeak(t *testing.T) {
 	}) {
 		t.Errorf("sluice leaks: %d open descriptors (%d when ready), %d goroutines (%d when ready), with no connection left open",
 			fds, s.fds0, gs, s.goroutines0)
+		s.dumpGoroutines(t)
 	} else {
 		t.Logf("sluice's descriptors %d → %d, goroutines %d → %d", s.fds0, fds, s.goroutines0, gs)
 	}
 	s.kill(t)
+}
+
+// dumpGoroutines makes sluice print every goroutine's stack (SIGQUIT, as
+// the Go runtime does) and logs them, so that a leak names itself.
+func (s *wpSluice) dumpGoroutines(t *testing.T) {
+	t.Helper()
+	_ = s.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+	}
+	out := s.stderr.String()
+	if i := strings.Index(out, "goroutine "); i >= 0 {
+		out = out[i:]
+	}
+	t.Logf("sluice's goroutines:\n%s", out)
 }
 
 // upload is one write a write-path test sends through sluice.
