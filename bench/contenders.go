@@ -602,10 +602,3 @@ func (c *arcClient) adjustLocked(now time.Time) {
 }
 
 func (*arcClient) close() {}
-
-// limit reports the current concurrency limit (for tests).
-func (c *arcClient) currentLimit() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.limit
-}

@@ -927,7 +927,7 @@ func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error)
 	}
 	var prefix []byte
 	if p.profile.WantsBody(resp.StatusCode, resp.Header) {
-		prefix, err = readPrefix(resp.Body, classify.BodyPrefixMax)
+		prefix, err = io.ReadAll(io.LimitReader(resp.Body, classify.BodyPrefixMax))
 		if err != nil {
 			resp.Body.Close()
 			cancel()
@@ -1073,15 +1073,6 @@ func isWrite(method string) bool {
 		return false
 	}
 	return true
-}
-
-// readPrefix reads up to n bytes of r.
-func readPrefix(r io.Reader, n int64) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, n))
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
 }
 
 type prefixedBody struct {
