@@ -464,7 +464,7 @@ func TestRestartAloneCancelsNothing(t *testing.T) {
 	})
 }
 
-// flakyStore fails Put while broken is set, like a full disk.
+// flakyStore fails Put and Delete while broken is set, like a full disk.
 type flakyStore struct {
 	MemStore
 	mu     sync.Mutex
@@ -475,6 +475,16 @@ func (s *flakyStore) setBroken(b bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.broken = b
+}
+
+func (s *flakyStore) Delete(ids ...string) error {
+	s.mu.Lock()
+	broken := s.broken
+	s.mu.Unlock()
+	if broken {
+		return errors.New("delete from sluice.db: no space left on device")
+	}
+	return s.MemStore.Delete(ids...)
 }
 
 func (s *flakyStore) Put(recs ...Record) error {
