@@ -602,7 +602,10 @@ func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
 	case EvActionSucceeded, EvActionFailed, EvReopen, EvDelete:
 		return nil, &TransitionError{Job: j.id, From: j.State, Event: ev.Type}
 	case EvTick:
-		if j.p.Deadline > 0 && now.Sub(j.opened()) >= j.p.Deadline {
+		// A deadline stops work that goes on too long; an idle job does
+		// none, and may be a load that finished without saying so, whose
+		// cleanup would delete it. It meets its deadline at its next write.
+		if j.p.Deadline > 0 && j.State != Idle && now.Sub(j.opened()) >= j.p.Deadline {
 			j.become(Cancelling, "deadline_exceeded", now)
 			return []Action{ActPersist, ActAbortInflight, ActRunCancel}, nil
 		}

@@ -88,11 +88,13 @@ func mustStep(t *testing.T, j *Job, ev Event, at time.Time) []Action {
 // TestFinishedLoadNeverCancelled: a backfill writes for ten minutes, every
 // write acknowledged, and its loader exits without declaring the job
 // complete. The job is idle from StallAfter on and stays so for days, with
-// every cause allowed to cancel, across a restart too: nothing is ever
-// cancelled or cleaned up. Its next write (a rerun) makes it running.
+// every cause allowed to cancel and a deadline long past, across a restart
+// too: nothing is ever cancelled or cleaned up. Its next write (a rerun)
+// makes it running, and meets the deadline.
 func TestFinishedLoadNeverCancelled(t *testing.T) {
 	p := testPolicy()
 	p.AutoCancelCauses = StallCauses()
+	p.Deadline = time.Hour
 	j := NewJob("backfill", p, t0, zeroRand)
 	var steps []step
 	for at := time.Duration(0); at < 10*time.Minute; at += 10 * time.Second {
@@ -120,11 +122,14 @@ func TestFinishedLoadNeverCancelled(t *testing.T) {
 			t.Fatalf("restored, +%s: %s %v", at, r.State, acts)
 		}
 	}
+	if r.Stalls != 0 || slices.ContainsFunc(r.History, func(tr Transition) bool { return tr.To == Cancelling || tr.To == Stalled }) {
+		t.Fatalf("history %+v, stalls %d", r.History, r.Stalls)
+	}
 	if acts := mustStep(t, r, admit, restart.Add(72*time.Hour)); r.State != Running || !slices.Equal(acts, []Action{ActPersist}) {
 		t.Fatalf("a rerun's write: %s %v, want running", r.State, acts)
 	}
-	if r.Stalls != 0 || slices.ContainsFunc(r.History, func(tr Transition) bool { return tr.To == Cancelling || tr.To == Stalled }) {
-		t.Fatalf("history %+v, stalls %d", r.History, r.Stalls)
+	if mustStep(t, r, tick, restart.Add(72*time.Hour)); r.State != Cancelling || r.Reason != "deadline_exceeded" {
+		t.Fatalf("a rerun past the deadline: %s (%s), want cancelling (deadline_exceeded)", r.State, r.Reason)
 	}
 }
 
