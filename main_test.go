@@ -20,6 +20,7 @@ func TestBadConfigExits2(t *testing.T) {
 		{map[string]string{"SLUICE_UPSTREAM_URL": "http://s", "SLUICE_MIN_RATE": "100", "SLUICE_MAX_RATE": "10", "SLUICE_INITIAL_RATE": "50"}, "SLUICE_MIN_RATE"},
 		{map[string]string{"SLUICE_UPSTREAM_URL": "http://s", "SLUICE_QUEUE_TIMEOUT": "10 parsecs"}, "SLUICE_QUEUE_TIMEOUT"},
 		{map[string]string{"SLUICE_UPSTREAM_URL": "http://s", "SLUICE_ADMIN_TOKEN": "REPLACE-ME-with-openssl-rand-hex-32"}, "SLUICE_ADMIN_TOKEN"},
+		{map[string]string{"SLUICE_UPSTREAM_URL": "http://s", "SLUICE_AUTO_CANCEL_CAUSES": "store_throttling,loader_hung"}, "SLUICE_AUTO_CANCEL_CAUSES"},
 	} {
 		for k, v := range tc.env {
 			t.Setenv(k, v)

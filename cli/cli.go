@@ -33,7 +33,7 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	sub := ""
 	if cmd == "jobs" {
 		if len(rest) == 0 {
-			fmt.Fprintln(stderr, "usage: sluice jobs list|show ID|cancel ID [--force]|complete ID [--json]")
+			fmt.Fprintln(stderr, "usage: sluice jobs list|show ID|cancel ID [--force]|complete ID|reopen ID|delete ID [--json]")
 			return 2
 		}
 		sub, rest = rest[0], rest[1:]
@@ -96,8 +96,24 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		}
 		out, err = c.do("POST", "/v1/jobs/"+url.PathEscape(id)+"/complete", nil)
 		print = printJob
+	case sub == "reopen":
+		// A cancelled or failed job takes writes again.
+		id, ok := needID()
+		if !ok {
+			return 2
+		}
+		out, err = c.do("POST", "/v1/jobs/"+url.PathEscape(id)+"/reopen", nil)
+		print = printJob
+	case sub == "delete":
+		// A finished job's record goes; the answer is its last view.
+		id, ok := needID()
+		if !ok {
+			return 2
+		}
+		out, err = c.do("DELETE", "/v1/jobs/"+url.PathEscape(id), nil)
+		print = printJob
 	default:
-		fmt.Fprintf(stderr, "sluice jobs: unknown subcommand %q (list, show, cancel, complete)\n", sub)
+		fmt.Fprintf(stderr, "sluice jobs: unknown subcommand %q (list, show, cancel, complete, reopen, delete)\n", sub)
 		return 2
 	}
 	if err != nil {

@@ -67,6 +67,52 @@ func TestCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "cancelling") && !strings.Contains(out, "cleaning") && !strings.Contains(out, "cancelled") {
 		t.Errorf("jobs cancel: %d %s", code, out)
 	}
+	// The cancel's (skipped) actions run on their own; then the job is
+	// reopened, refused a second reopen and a delete while it runs, and
+	// cancelled and deleted.
+	jobState := func(id string) string {
+		out, _, _ := cli("jobs", "show", id, "--json")
+		var v struct{ State string }
+		_ = json.Unmarshal([]byte(out), &v)
+		return v.State
+	}
+	awaitState := func(id, want string) {
+		t.Helper()
+		for range 10000 {
+			if jobState(id) == want {
+				return
+			}
+		}
+		t.Fatalf("job %s is %s, want %s", id, jobState(id), want)
+	}
+	awaitState("load-7", "cancelled")
+	if out, errs, code := cli("jobs", "reopen", "load-7"); code != 0 || !strings.Contains(out, "running") {
+		t.Errorf("jobs reopen: %d %s %s", code, out, errs)
+	}
+	if _, errs, code := cli("jobs", "reopen", "load-7"); code != 1 || !strings.Contains(errs, "409 illegal_transition") {
+		t.Errorf("jobs reopen a running job: %d %s", code, errs)
+	}
+	if _, errs, code := cli("jobs", "delete", "load-7"); code != 1 || !strings.Contains(errs, "409 illegal_transition") {
+		t.Errorf("jobs delete a running job: %d %s", code, errs)
+	}
+	if _, _, code := cli("jobs", "cancel", "load-7"); code != 0 {
+		t.Errorf("jobs cancel after the reopen: %d", code)
+	}
+	awaitState("load-7", "cancelled")
+	if out, errs, code := cli("jobs", "delete", "load-7"); code != 0 || !strings.Contains(out, "cancelled") {
+		t.Errorf("jobs delete: %d %s %s", code, out, errs)
+	}
+	if _, errs, code := cli("jobs", "show", "load-7"); code != 1 || !strings.Contains(errs, "404") {
+		t.Errorf("jobs show a deleted job: %d %s", code, errs)
+	}
+	for _, sub := range []string{"reopen", "delete"} {
+		if _, _, code := cli("jobs", sub); code != 2 {
+			t.Errorf("jobs %s without id: %d, want 2", sub, code)
+		}
+		if _, errs, code := cli("jobs", sub, "nope"); code != 1 || !strings.Contains(errs, "404") {
+			t.Errorf("jobs %s nope: %d %s", sub, code, errs)
+		}
+	}
 	if _, errs, code = cli("jobs", "show", "nope"); code != 1 || !strings.Contains(errs, "404") {
 		t.Errorf("jobs show nope: %d %s", code, errs)
 	}
@@ -79,6 +125,11 @@ func TestCLI(t *testing.T) {
 	env["SLUICE_ADMIN_TOKEN"] = "wrong"
 	if _, errs, code = cli("jobs", "complete", "load-7"); code != 1 || !strings.Contains(errs, "401") {
 		t.Errorf("wrong token: %d %s", code, errs)
+	}
+	for _, sub := range []string{"reopen", "delete"} {
+		if _, errs, code = cli("jobs", sub, "load-7"); code != 1 || !strings.Contains(errs, "401") {
+			t.Errorf("jobs %s, wrong token: %d %s", sub, code, errs)
+		}
 	}
 	env["SLUICE_ADMIN_URL"] = "http://127.0.0.1:1"
 	if _, errs, code = cli("status"); code != 1 || !strings.Contains(errs, "SLUICE_ADMIN_URL") {

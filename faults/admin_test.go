@@ -174,10 +174,12 @@ func TestJobIDInjection(t *testing.T) {
 
 	ids := []string{"ok-1", ".", "..", "...", "-rf", "--all", "-", ":x", "_x", "a..b", "a:b"}
 	for _, id := range ids {
-		// Stalled and cancelled by sluice itself at once: the API cannot
-		// always address such a job by id (see TestAdminBadInput).
+		// Stalled and cancelled by sluice itself at once, as a hung loader
+		// (a heartbeat promised and never sent): the API cannot always
+		// address such a job by id (see TestAdminBadInput).
 		spec := map[string]any{
 			"id": id, "stall_after": "1ms", "cancel_grace": "1ms",
+			"heartbeat_interval": "1ms", "auto_cancel_causes": []string{"loader_idle"},
 			"cancel": map[string]any{"url": actions.URL + "/jobs/${JOB}/_cancel?job=${JOB}", "headers": map[string]string{"X-Job": "${JOB}"}},
 			"cleanup": map[string]any{"command": []string{os.Args[0], helperArgv, argvFile,
 				"/var/lib/loads/${JOB}", "${JOB}", "--job=${JOB}"}},

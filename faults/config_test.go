@@ -36,6 +36,8 @@ func TestConfigBadValues(t *testing.T) {
 		{"SLUICE_CANCEL_URL", "A://ops:" + password + "#@store/_tasks/${JOB}/_cancel"},
 		{"SLUICE_CANCEL_URL", "http://ops:" + password + "#@store/_tasks/${JOB}/_cancel"},
 		{"SLUICE_UPSTREAM_URL", "http://ops:" + password + "#@store:9200"},
+		{"SLUICE_AUTO_CANCEL_CAUSES", "store_throttling,,loader_hung"},
+		{"SLUICE_DEFAULT_JOB_AUTO_CANCEL_CAUSES", "none,upstream_errors"},
 	} {
 		env := []string{"SLUICE_UPSTREAM_URL=http://store:9200", tc.key + "=" + tc.value}
 		cfg, _, err := sidecar.LoadConfig(env)

@@ -213,7 +213,7 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 				t.Errorf("before-b not cancelled after the disk recovered")
 			}
 			// Dirty records are written again at the manager's next tick.
-			// Two sentinel jobs that stall at their first tick show that a
+			// Two sentinel jobs that go idle at their first tick show that a
 			// whole tick (with its commit) has passed since the recovery.
 			awaitTick(t, p.admin, "sentinel-1")
 			before := metricValue(metricsText(t, p.admin), "sluice_state_write_errors_total")
@@ -256,8 +256,9 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 	}
 }
 
-// awaitTick registers a job that stalls at the job manager's first tick
-// and waits for it to stall: one tick has run since the call.
+// awaitTick registers a job that goes idle at the job manager's first
+// tick (nothing is written for it) and waits for that: one tick has run
+// since the call.
 func awaitTick(t *testing.T, admin, id string) {
 	t.Helper()
 	code, body := call(t, "POST", admin+"/v1/jobs", `{"id":"`+id+`","stall_after":"1ms","auto_cancel":false}`)
@@ -267,8 +268,8 @@ func awaitTick(t *testing.T, admin, id string) {
 	if !eventually(5*time.Second, func() bool {
 		var v jobView
 		getJSON(t, admin+"/v1/jobs/"+id, &v)
-		return v.State == "stalled"
+		return v.State == "idle"
 	}) {
-		t.Fatalf("%s did not stall: the job manager does not tick", id)
+		t.Fatalf("%s did not go idle: the job manager does not tick", id)
 	}
 }

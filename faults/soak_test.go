@@ -48,8 +48,8 @@ func readSample(t *testing.T, admin string) (soakSample, bool) {
 // TestSoak runs sluice (the binary) for 10 minutes (SLUICE_SOAK_DURATION to
 // change it) between 48 greedy loaders and a simulated store whose capacity
 // changes every 40 s, with job churn: writes spread over rotating jobs,
-// some completed and some cancelled as they go, so records are created,
-// finished and pruned all along. Everything is on loopback. What must hold:
+// some completed, some cancelled and the rest left idle as they go, so
+// records are created, finished, pruned and forgotten all along. Everything is on loopback. What must hold:
 // sluice's goroutines, heap and open files stay flat (the end is compared
 // with the state after a one-minute warm-up), every loader request gets an
 // answer, and the store never sees more than it can take for long.
@@ -156,8 +156,8 @@ func TestSoak(t *testing.T) {
 	}
 
 	// Every 15 s a new generation of jobs starts; of the old one, half the
-	// jobs are completed, one is cancelled, the rest stall and are
-	// cancelled by sluice.
+	// jobs are completed, one is cancelled, the rest go idle (never
+	// cancelled; forgotten once SLUICE_MAX_JOBS is reached).
 	var samples []soakSample
 	start := time.Now()
 	sampleTick := time.NewTicker(10 * time.Second)

@@ -94,6 +94,13 @@ type Config struct {
 	ProgressProbeURL    string        `env:"PROGRESS_PROBE_URL"`
 	ProgressProbePtr    string        `env:"PROGRESS_PROBE_POINTER" envDefault:"/progress"`
 
+	// Stall remedies: which stall causes cancel a job, and which cancel the
+	// default job (SLUICE_JOB, a stream that reopens once cleaned up).
+	// Comma-separated cause names, or "none"; checked by
+	// validateStallRemedies.
+	AutoCancelCauses           string `env:"AUTO_CANCEL_CAUSES" envDefault:"store_throttling,upstream_timeouts"`
+	DefaultJobAutoCancelCauses string `env:"DEFAULT_JOB_AUTO_CANCEL_CAUSES" envDefault:"none"`
+
 	// Upstream credentials.
 	Auth auth.Config
 }
@@ -197,6 +204,7 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	}
 	cfg.fillDefaults(envMap)
 	problems = append(problems, cfg.validate()...)
+	problems = append(problems, cfg.validateStallRemedies()...)
 	for _, e := range cfg.Auth.Validate() {
 		problems = append(problems, e.Error())
 	}
@@ -403,6 +411,26 @@ func (c Config) validate() []string {
 	}
 	return p
 }
+
+// ---- Stall remedies ----------------------------------------------------
+
+// validateStallRemedies checks the variables that say which stalls cancel
+// a job. A misspelt cause name would silently leave a job that should be
+// cancelled running (or the reverse), so every name must be known.
+func (c *Config) validateStallRemedies() []string {
+	var p []string
+	for _, v := range []struct{ key, list string }{
+		{"AUTO_CANCEL_CAUSES", c.AutoCancelCauses},
+		{"DEFAULT_JOB_AUTO_CANCEL_CAUSES", c.DefaultJobAutoCancelCauses},
+	} {
+		if _, err := state.ParseStallCauses(v.list); err != nil {
+			p = append(p, EnvPrefix+v.key+": "+strings.TrimPrefix(err.Error(), "state: ")+`, or "none"`)
+		}
+	}
+	return p
+}
+
+// ---- End of stall remedies ---------------------------------------------
 
 // minAdminTokenBytes is the shortest admin token accepted: 16 bytes, 128
 // bits if each byte were random. `openssl rand -hex 32` gives 64.

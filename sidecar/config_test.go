@@ -24,6 +24,14 @@ func TestLoadConfigDefaults(t *testing.T) {
 		cfg.BufferBudget != 256<<20 || cfg.InitialRate != 50 || cfg.MaxRetryAfter != time.Minute || cfg.Job != "default" {
 		t.Errorf("unexpected defaults: %+v", cfg)
 	}
+	if cfg.AutoCancelCauses != "store_throttling,upstream_timeouts" || cfg.DefaultJobAutoCancelCauses != "none" {
+		t.Errorf("auto-cancel causes: %q, default job's %q", cfg.AutoCancelCauses, cfg.DefaultJobAutoCancelCauses)
+	}
+	for _, ok := range []string{"none", "upstream_errors, upstream_unreachable", "loader_idle,probe_no_progress,store_throttling"} {
+		if _, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_AUTO_CANCEL_CAUSES=" + ok, "SLUICE_DEFAULT_JOB_AUTO_CANCEL_CAUSES=" + ok}); err != nil {
+			t.Errorf("causes %q: %v", ok, err)
+		}
+	}
 	cfg, _, err = LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_RATE_UNIT=bytes"})
 	if err != nil || cfg.InitialRate != 1<<20 || cfg.MinRate != 16<<10 {
 		t.Errorf("bytes defaults: %v %v %v", err, cfg.InitialRate, cfg.MinRate)
@@ -62,6 +70,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	f("bad url", []string{"SLUICE_UPSTREAM_URL=ftp://x"}, "SLUICE_UPSTREAM_URL")
 	f("relative url", []string{"SLUICE_UPSTREAM_URL=/just/a/path"}, "SLUICE_UPSTREAM_URL")
 	f("negative rate", []string{up, "SLUICE_MIN_RATE=-1"}, "SLUICE_MIN_RATE")
+	f("unknown stall cause", []string{up, "SLUICE_AUTO_CANCEL_CAUSES=store_throttling,loader_hung"}, "SLUICE_AUTO_CANCEL_CAUSES")
+	f("stall cause of the default job", []string{up, "SLUICE_DEFAULT_JOB_AUTO_CANCEL_CAUSES=throttling"}, "SLUICE_DEFAULT_JOB_AUTO_CANCEL_CAUSES")
 	f("min > max", []string{up, "SLUICE_MIN_RATE=100", "SLUICE_MAX_RATE=10", "SLUICE_INITIAL_RATE=50"}, "SLUICE_MIN_RATE")
 	f("bad duration", []string{up, "SLUICE_UPSTREAM_TIMEOUT=soon"}, "SLUICE_UPSTREAM_TIMEOUT")
 	f("negative duration", []string{up, "SLUICE_STALL_AFTER=-5m"}, "SLUICE_STALL_AFTER")

@@ -15,26 +15,32 @@ import (
 func (s *Server) jobsConfig(store state.Store, reg prometheus.Registerer) state.Config {
 	c := s.cfg
 	auto := c.AutoCancel
+	// Validated with the configuration (validateStallRemedies).
+	causes, _ := state.ParseStallCauses(c.AutoCancelCauses)
+	streamCauses, _ := state.ParseStallCauses(c.DefaultJobAutoCancelCauses)
 	defaults := state.Settings{
-		StallAfter:  c.StallAfter,
-		CancelGrace: c.CancelGrace,
-		Deadline:    c.JobDeadline,
-		AutoCancel:  &auto,
-		Cancel:      actionFromEnv(c.CancelURL, c.CancelMethod, c.CancelCommand),
-		Cleanup:     actionFromEnv(c.CleanupURL, c.CleanupMethod, c.CleanupCommand),
+		StallAfter:       c.StallAfter,
+		CancelGrace:      c.CancelGrace,
+		Deadline:         c.JobDeadline,
+		AutoCancel:       &auto,
+		AutoCancelCauses: causes,
+		Cancel:           actionFromEnv(c.CancelURL, c.CancelMethod, c.CancelCommand),
+		Cleanup:          actionFromEnv(c.CleanupURL, c.CleanupMethod, c.CleanupCommand),
 	}
 	return state.Config{
-		Store:               store,
-		Defaults:            defaults,
-		MaxJobs:             c.MaxJobs,
-		ActionTimeout:       c.ActionTimeout,
-		ActionRetries:       c.ActionRetries,
-		Retention:           c.JobRetention,
-		CheckpointsRetained: c.CheckpointsRetained,
-		ProbeURL:            c.ProgressProbeURL,
-		ProbePointer:        c.ProgressProbePtr,
-		Logger:              s.log, // the manager scopes it
-		Registerer:          reg,
+		Store:                      store,
+		Defaults:                   defaults,
+		DefaultJob:                 c.Job,
+		DefaultJobAutoCancelCauses: streamCauses,
+		MaxJobs:                    c.MaxJobs,
+		ActionTimeout:              c.ActionTimeout,
+		ActionRetries:              c.ActionRetries,
+		Retention:                  c.JobRetention,
+		CheckpointsRetained:        c.CheckpointsRetained,
+		ProbeURL:                   c.ProgressProbeURL,
+		ProbePointer:               c.ProgressProbePtr,
+		Logger:                     s.log, // the manager scopes it
+		Registerer:                 reg,
 	}
 }
 

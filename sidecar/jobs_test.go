@@ -416,6 +416,13 @@ type brokenStore struct {
 	broken atomic.Bool
 }
 
+func (s *brokenStore) Delete(ids ...string) error {
+	if s.broken.Load() {
+		return errors.New("delete from sluice.db: read-only file system")
+	}
+	return s.MemStore.Delete(ids...)
+}
+
 func (s *brokenStore) Put(recs ...state.Record) error {
 	if s.broken.Load() {
 		return errors.New("write sluice.db: no space left on device")

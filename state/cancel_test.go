@@ -167,9 +167,9 @@ func TestCancelNotRecorded(t *testing.T) {
 }
 
 // TestStallCancelRetriedUntilRecorded: the stall detector's cancel waits
-// for the store like a requested one: while the store fails, the stalled
-// job stays stalled and each tick tries again; the first tick after the
-// store is back cancels it.
+// for the store like a requested one: while the store fails, the job
+// stalled by throttling stays stalled and each tick tries again; the first
+// tick after the store is back cancels it.
 func TestStallCancelRetriedUntilRecorded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := &flakyStore{}
@@ -180,6 +180,7 @@ func TestStallCancelRetriedUntilRecorded(t *testing.T) {
 		if _, err := m.Register("j", Settings{}); err != nil {
 			t.Fatal(err)
 		}
+		m.Observe("j", Observation{Kind: ObsThrottled})
 		st.setBroken(true)
 		at := func(d time.Duration) State {
 			t.Helper()

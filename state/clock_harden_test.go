@@ -56,6 +56,18 @@ func clockWrite(t *testing.T, m *Manager, id string) {
 	release()
 }
 
+// clockThrottled is one write for job id that the store throttles: a job
+// whose last write failed so stalls rather than goes idle.
+func clockThrottled(t *testing.T, m *Manager, id string) {
+	t.Helper()
+	_, release, err := m.Admit(context.Background(), id)
+	if err != nil {
+		t.Fatalf("admit %s: %v", id, err)
+	}
+	m.Observe(id, Observation{Kind: ObsThrottled})
+	release()
+}
+
 func clockState(t *testing.T, m *Manager, id string) State {
 	t.Helper()
 	v, err := m.Get(id)
@@ -85,6 +97,7 @@ func TestClockStepsBackward(t *testing.T) {
 			for _, id := range []string{"busy", "quiet", "stalled", "deadline"} {
 				clockWrite(t, m, id)
 			}
+			clockThrottled(t, m, "stalled")
 			// "stalled" stalls after 60 s; the others keep busy for 90 s.
 			var stalledAt time.Duration
 			for i := range 90 {
@@ -100,9 +113,11 @@ func TestClockStepsBackward(t *testing.T) {
 			if stalledAt == 0 {
 				t.Fatalf("stalled is %s before the step", clockState(t, m, "stalled"))
 			}
-			// The step; "quiet" writes once more, then goes silent.
+			// The step; "quiet" writes once more, is throttled once, then
+			// goes silent.
 			m.Tick(clk.advance(step))
 			clockWrite(t, m, "quiet")
+			clockThrottled(t, m, "quiet")
 			elapsed := 90 * time.Second
 			quietStalled := time.Duration(0)
 			for range 120 {
@@ -137,8 +152,8 @@ func TestClockStepsBackward(t *testing.T) {
 
 // TestRestartWithClockBehind: sluice restarts with the wall clock an hour
 // (or a day) behind the times in its records. The restart fires nothing:
-// no stall, no cancel of a stalled job, no deadline; stall detection
-// works from the restart on.
+// no stall, no idleness, no cancel of a stalled job, no deadline;
+// detection works from the restart on.
 func TestRestartWithClockBehind(t *testing.T) {
 	for _, step := range []time.Duration{-time.Hour, -24 * time.Hour} {
 		t.Run(step.String(), func(t *testing.T) {
@@ -151,6 +166,7 @@ func TestRestartWithClockBehind(t *testing.T) {
 			for _, id := range []string{"live", "stalled", "deadline"} {
 				clockWrite(t, m, id)
 			}
+			clockThrottled(t, m, "stalled")
 			for range 90 {
 				now := clk.advance(time.Second)
 				clockWrite(t, m, "live")
@@ -173,8 +189,8 @@ func TestRestartWithClockBehind(t *testing.T) {
 				}
 			}
 			m.Tick(clk.advance(2 * time.Second))
-			if s := clockState(t, m, "live"); s != Stalled {
-				t.Errorf("live is %s a minute after the restart without progress, want stalled", s)
+			if s := clockState(t, m, "live"); s != Idle {
+				t.Errorf("live is %s a minute after the restart without a write, want idle", s)
 			}
 		})
 	}

@@ -19,22 +19,24 @@ import (
 // reach every state.
 func fuzzPolicy(deadline time.Duration, auto bool) Policy {
 	return Policy{
-		StallAfter:   5 * time.Second,
-		CancelGrace:  3 * time.Second,
-		Deadline:     deadline,
-		AutoCancel:   auto,
-		QuietAfter:   2 * time.Second,
-		BackoffAfter: 2,
-		BackoffQuiet: time.Second,
-		Backoff:      limiter.Backoff{Min: time.Second, Max: 8 * time.Second},
+		StallAfter:       5 * time.Second,
+		CancelGrace:      3 * time.Second,
+		Deadline:         deadline,
+		AutoCancel:       auto,
+		AutoCancelCauses: StallCauses(),
+		QuietAfter:       2 * time.Second,
+		BackoffAfter:     2,
+		BackoffQuiet:     time.Second,
+		Backoff:          limiter.Backoff{Min: time.Second, Max: 8 * time.Second},
 	}
 }
 
 // FuzzJobMachine feeds a job any sequence of events at any pace (three
 // bytes an event: type, parameter, seconds to advance). Step never panics
 // (a panic is an illegal transition: a BUG), every transition is in the
-// table and chains from the previous one, a terminal state is never left,
-// and the persisted part survives a JSON round trip and a restore.
+// table and chains from the previous one, a terminal state is left only
+// by a reopen, and the persisted part survives a JSON round trip and a
+// restore. The job is sometimes a stream, sometimes watched by heartbeat.
 func FuzzJobMachine(f *testing.F) {
 	f.Add([]byte{1, 0, 0, 3, 0, 1, 4, 0, 1, 4, 0, 1, 6, 0, 9, 6, 0, 9, 6, 0, 9, 8, 0, 0, 8, 1, 0})
 	f.Add([]byte{1, 0, 0, 7, 1, 0, 9, 0, 0, 9, 1, 0, 8, 1, 0})
@@ -49,6 +51,10 @@ func FuzzJobMachine(f *testing.F) {
 		if len(script) > 0 && script[0]%3 == 0 {
 			p = fuzzPolicy(20*time.Second, script[0]%2 == 0)
 		}
+		if len(script) > 1 {
+			p.Stream = script[1]%3 == 1
+			p.HeartbeatInterval = time.Duration(script[1]%4) * time.Second
+		}
 		j := NewJob("fz", p, now, func() float64 { return 0.5 })
 		prev := j.State
 		for i := 0; i+2 < len(script); i += 3 {
@@ -60,6 +66,9 @@ func FuzzJobMachine(f *testing.F) {
 				ev.RetryAfter = time.Duration(param%16) * time.Second
 			case EvUpstreamError:
 				ev.Timeout = param%2 == 0
+				if param%3 == 0 {
+					ev.Cause = CauseUpstreamUnreachable
+				}
 			case EvCancel:
 				ev.Force = param%2 == 0
 				ev.Reason = strings.Repeat("r", int(param%3))
@@ -92,7 +101,8 @@ func FuzzJobMachine(f *testing.F) {
 			t.Fatalf("%s: %v", b, err)
 		}
 		r := RestoreJob("fz", ms, p, now, nil)
-		if r.State != j.State || r.Force != j.Force || len(r.History) != len(j.History) {
+		if r.State != j.State && !(j.State == Stalled && j.StallCause == CauseLoaderIdle && r.State == Idle) ||
+			r.Force != j.Force || r.Reopen != j.Reopen || len(r.History) < len(j.History) {
 			t.Fatalf("restore: %s force %v, want %s force %v", r.State, r.Force, j.State, j.Force)
 		}
 		// A restored job resumes only the action of its state.
@@ -100,14 +110,22 @@ func FuzzJobMachine(f *testing.F) {
 		if got := r.Resume(); !slices.Equal(got, want) {
 			t.Fatalf("restored %s resumes %v, want %v", r.State, got, want)
 		}
-		// A terminal job stays terminal whatever comes.
+		// A terminal job stays terminal whatever comes but a reopen, which
+		// a cancelled or failed one takes.
 		if j.State.Terminal() {
 			final := j.State
 			for typ := EventType(1); typ < numEventTypes; typ++ {
+				if typ == EvReopen {
+					continue
+				}
 				_, _ = j.Step(Event{Type: typ, Action: ActRunCancel}, now.Add(time.Hour))
 				if j.State != final {
 					t.Fatalf("terminal %s left for %s on %v", final, j.State, typ)
 				}
+			}
+			_, err := j.Step(Event{Type: EvReopen}, now.Add(time.Hour))
+			if (final == Completed) != (err != nil) || err == nil && (j.State != Running || j.Force || j.Reopen) {
+				t.Fatalf("reopen of %s: %v, then %s (force %v, reopen %v)", final, err, j.State, j.Force, j.Reopen)
 			}
 		}
 	})
@@ -123,6 +141,10 @@ func FuzzRecordRestore(f *testing.F) {
 		`{"id":"c","state":"backoff","hold":true,"history":[{"from":"running","to":"throttled"},{"from":"throttled","to":"backoff"}]}`,
 		`{"id":"d","state":"stalled","checkpoints":[{"seq":3,"data":{"o":1}},{"seq":1,"data":null}],"totals":{"requests":-5}}`,
 		`{"id":"e","state":"cancelled","since":"0001-01-01T00:00:00Z"}`,
+		`{"id":"h","state":"stalled","stall_cause":"loader_idle","settings":{"auto_cancel":true}}`,
+		`{"id":"i","state":"idle","settings":{"heartbeat_interval":"1s","auto_cancel_causes":["loader_idle"]}}`,
+		`{"id":"default","state":"cleaning","reopen":true}`,
+		`{"id":"k","state":"failed","opened":"2025-03-01T12:00:00Z","settings":{"auto_cancel_causes":["nope"]}}`,
 		`{"id":"../x","state":"running"}`, `{"id":"f","state":"nope"}`, `{"id":"g","state":99}`, `{}`,
 	} {
 		f.Add([]byte(s))
@@ -145,7 +167,7 @@ func FuzzRecordRestore(f *testing.F) {
 		}
 		clk := &wallClock{t: t0}
 		m, err := NewManager(Config{Store: store, Now: clk.now, HTTPClient: &http.Client{Transport: refuseRT{}},
-			ActionTimeout: time.Millisecond, ActionRetries: -1})
+			ActionTimeout: time.Millisecond, ActionRetries: -1, DefaultJob: "default"})
 		if err != nil {
 			return // refused at load: fine
 		}
@@ -165,6 +187,10 @@ func FuzzRecordRestore(f *testing.F) {
 		if v, err := m.Get(id); err == nil && v.State >= numStates {
 			t.Fatalf("job %q in invalid state %d", id, v.State)
 		}
+		_, _ = m.Reopen(id, "fuzz")
+		_, _ = m.Complete(id)
+		_, _ = m.Delete(id)
+		m.Tick(clk.advance(time.Hour))
 	})
 }
 

@@ -8,6 +8,7 @@
 package state
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -25,6 +26,13 @@ const (
 	Pending State = iota
 	// Running: writes are admitted and the store acknowledges them.
 	Running
+	// Idle: the loader sent nothing for StallAfter and the job does not ask
+	// to be watched for that (no heartbeat interval, no progress probe): a
+	// continuous shipper's quiet spell, or a load that finished without
+	// saying so. Nothing is wrong, so nothing is done: an idle job is
+	// never cancelled for being idle, and its next write or progress makes
+	// it running again.
+	Idle
 	// Throttled: the store recently throttled (or timed out) some of the
 	// job's writes; writes still go through at the limiter's pace.
 	Throttled
@@ -32,27 +40,32 @@ const (
 	// writes are held and a single probe write is let through at
 	// exponentially growing, jittered intervals.
 	Backoff
-	// Stalled: nothing was acknowledged for StallAfter; the job is cancelled
-	// after CancelGrace unless it makes progress again.
+	// Stalled: the job tried and got nothing acknowledged for StallAfter
+	// (StallCause says what it got instead), or it promised heartbeats and
+	// sent none, or its progress probe showed no progress. It alerts; it is
+	// cancelled after CancelGrace only if its cause is among the job's
+	// auto-cancel causes.
 	Stalled
-	// Cancelling: new writes are refused, in-flight ones aborted, and the
-	// cancel action is running.
+	// Cancelling: new writes are refused (held, for a stream that reopens),
+	// in-flight ones aborted, and the cancel action is running.
 	Cancelling
 	// Cleaning: the cancel action succeeded (or was skipped); the cleanup
 	// action is running.
 	Cleaning
 	// Completed (terminal): the loader declared the job done.
 	Completed
-	// Cancelled (terminal): cancel and cleanup both succeeded or were skipped.
+	// Cancelled (terminal): cancel and cleanup both succeeded or were
+	// skipped. An operator may reopen it.
 	Cancelled
 	// Failed (terminal): the cancel or cleanup action ran out of retries.
+	// An operator may reopen it once the store is put right.
 	Failed
 
 	numStates
 )
 
 var stateNames = [numStates]string{
-	"pending", "running", "throttled", "backoff", "stalled",
+	"pending", "running", "idle", "throttled", "backoff", "stalled",
 	"cancelling", "cleaning", "completed", "cancelled", "failed",
 }
 
@@ -73,7 +86,9 @@ func (s State) String() string {
 	return fmt.Sprintf("state(%d)", uint8(s))
 }
 
-// Terminal reports whether no transition leaves s.
+// Terminal reports whether the job is over: it takes no writes, nothing
+// moves it by itself, and only an operator's reopen (of a cancelled or
+// failed job) leaves it.
 func (s State) Terminal() bool { return s == Completed || s == Cancelled || s == Failed }
 
 // Accepting reports whether writes for a job in state s may be forwarded.
@@ -110,13 +125,16 @@ func (s *State) UnmarshalText(b []byte) error {
 // transitions is the table of legal transitions, consulted by become.
 // README.md draws it.
 var transitions = map[State][]State{
-	Pending:    {Running, Throttled, Stalled, Cancelling, Completed},
-	Running:    {Throttled, Stalled, Cancelling, Completed},
-	Throttled:  {Running, Backoff, Stalled, Cancelling, Completed},
-	Backoff:    {Throttled, Stalled, Cancelling, Completed},
-	Stalled:    {Running, Cancelling, Completed},
+	Pending:    {Running, Idle, Throttled, Stalled, Cancelling, Completed},
+	Running:    {Idle, Throttled, Stalled, Cancelling, Completed},
+	Idle:       {Running, Stalled, Cancelling, Completed},
+	Throttled:  {Running, Idle, Backoff, Stalled, Cancelling, Completed},
+	Backoff:    {Idle, Throttled, Stalled, Cancelling, Completed},
+	Stalled:    {Running, Idle, Cancelling, Completed},
 	Cancelling: {Cleaning, Failed},
 	Cleaning:   {Cancelled, Failed},
+	Cancelled:  {Running},
+	Failed:     {Running},
 }
 
 // Legal reports whether the table allows from → to.
@@ -128,19 +146,6 @@ func Legal(from, to State) bool {
 	}
 	return false
 }
-
-// StallCause says what was seen while a job made no progress.
-type StallCause string
-
-// Stall causes, derived from what the job saw since its last progress: the
-// most frequent of throttles, timeouts and errors (ties in that order), or
-// LoaderIdle when no write was even attempted.
-const (
-	CauseStoreThrottling  StallCause = "store_throttling"
-	CauseUpstreamTimeouts StallCause = "upstream_timeouts"
-	CauseUpstreamErrors   StallCause = "upstream_errors"
-	CauseLoaderIdle       StallCause = "loader_idle"
-)
 
 // EventType names what happened to a job.
 type EventType uint8
@@ -158,7 +163,9 @@ const (
 	// bulk rejections); RetryAfter is its hint, 0 if none.
 	EvThrottle
 	// EvUpstreamError: an attempt failed; Timeout says it timed out (a
-	// congestion signal, treated like a throttle) rather than erred.
+	// congestion signal, treated like a throttle) rather than erred, and
+	// Cause, if set, what else it says of the store
+	// (CauseUpstreamUnreachable).
 	EvUpstreamError
 	// EvTick: time passed; stall, grace, deadline and quiet periods are
 	// checked only on ticks.
@@ -174,13 +181,22 @@ const (
 	EvActionFailed
 	// EvComplete: the loader declared the job done.
 	EvComplete
+	// EvHeartbeat: the loader said it is alive without reporting progress
+	// (a progress report with the same numbers as the last one).
+	EvHeartbeat
+	// EvReopen: an operator asks a cancelled or failed job to take writes
+	// again (Reason).
+	EvReopen
+	// EvDelete: an operator asks to forget a finished job's record.
+	EvDelete
 
 	numEventTypes
 )
 
 var eventNames = [numEventTypes]string{
 	"", "admit", "release", "progress", "throttle", "upstream_error", "tick",
-	"cancel", "action_succeeded", "action_failed", "complete",
+	"cancel", "action_succeeded", "action_failed", "complete", "heartbeat",
+	"reopen", "delete",
 }
 
 func (t EventType) String() string {
@@ -205,8 +221,9 @@ type Event struct {
 	Probe      uint64        // EvRelease, EvProgress, EvThrottle, EvUpstreamError
 	RetryAfter time.Duration // EvThrottle
 	Timeout    bool          // EvUpstreamError
+	Cause      StallCause    // EvUpstreamError: "" is upstream_errors, or upstream_timeouts with Timeout
 	Force      bool          // EvCancel
-	Reason     string        // EvCancel; "requested" if empty
+	Reason     string        // EvCancel; "requested" if empty. EvReopen; "reopened" if empty
 	Action     Action        // EvActionSucceeded, EvActionFailed
 	Skipped    bool          // EvActionSucceeded
 	Final      bool          // EvActionFailed
@@ -233,12 +250,19 @@ const (
 	ActRunCancel
 	// ActRunCleanup: run the job's cleanup action the same way.
 	ActRunCleanup
-	// ActHold: (EvAdmit only) the write must wait until ProbeAt or until
-	// the job changes, then ask again.
+	// ActHold: (EvAdmit only) the write must wait until the job changes
+	// (or, while Hold, its probe slot ProbeAt), then ask again.
 	ActHold
+	// ActReopen: the job takes writes again; writes admitted from now on
+	// must not be aborted by the cancel that ended its last run. It
+	// follows an ActPersist.
+	ActReopen
+	// ActDelete: (EvDelete only) remove the job's record from the store,
+	// then from memory; the machine itself does not change.
+	ActDelete
 )
 
-var actionNames = [...]string{"", "persist", "abort_inflight", "cancel", "cleanup", "hold"}
+var actionNames = [...]string{"", "persist", "abort_inflight", "cancel", "cleanup", "hold", "reopen", "delete"}
 
 func (a Action) String() string {
 	if int(a) < len(actionNames) && a > 0 {
@@ -284,14 +308,30 @@ const (
 
 // Policy holds a job's resolved settings as the machine uses them.
 type Policy struct {
-	StallAfter   time.Duration // no progress this long → stalled; >0
-	CancelGrace  time.Duration // stalled this long → cancelling (if AutoCancel)
-	Deadline     time.Duration // since creation → cancelling; 0 = none
-	AutoCancel   bool
+	StallAfter  time.Duration // no progress this long → stalled or idle; >0
+	CancelGrace time.Duration // stalled this long → cancelling (if the cause auto-cancels)
+	Deadline    time.Duration // since creation or the last reopen → cancelling; 0 = none
+	// AutoCancel is the master switch: false, no stall cancels the job.
+	AutoCancel bool
+	// AutoCancelCauses are the stall causes that cancel the job after
+	// CancelGrace (with AutoCancel).
+	AutoCancelCauses []StallCause
+	// HeartbeatInterval > 0: the loader writes or reports at least this
+	// often, so a job without progress whose loader fell silent this long
+	// is stalled (loader_idle) rather than idle.
+	HeartbeatInterval time.Duration
+	// Probed: a progress probe watches the job (a load the store runs
+	// itself), so no progress is a stall (probe_no_progress) even though
+	// no write goes through sluice.
+	Probed bool
+	// Stream: the default job, the writes of a continuous shipper. It never
+	// ends by itself: no deadline, no completion, and after a cancel of
+	// sluice's own (a stall) it reopens once cleaned up.
+	Stream       bool
 	QuietAfter   time.Duration   // throttled → running after progress and no throttle this long
 	BackoffAfter int             // consecutive throttles (no progress between) → backoff…
 	BackoffQuiet time.Duration   // …once there has also been no progress for this long
-	Backoff      limiter.Backoff // probe schedule while held
+	Backoff      limiter.Backoff // probe schedule in backoff
 }
 
 // TransitionError is returned by Step for a request that is not legal in the
@@ -301,10 +341,15 @@ type TransitionError struct {
 	Job   string
 	From  State
 	Event EventType
+	Why   string // optional, when the state alone does not say
 }
 
 func (e *TransitionError) Error() string {
-	return fmt.Sprintf("state: job %q: %s not allowed in state %s", e.Job, e.Event, e.From)
+	msg := fmt.Sprintf("state: job %q: %s not allowed in state %s", e.Job, e.Event, e.From)
+	if e.Why != "" {
+		msg += ": " + e.Why
+	}
+	return msg
 }
 
 // NotAcceptingError is returned for a write to a job that is cancelling,
@@ -319,26 +364,42 @@ func (e *NotAcceptingError) Error() string {
 	return fmt.Sprintf("state: job %q is %s (%s) and accepts no writes", e.Job, e.State, e.Reason)
 }
 
-// MachineState is the persisted part of a Job.
-type MachineState struct {
-	State      State        `json:"state"`
-	Since      time.Time    `json:"since"`
-	Reason     string       `json:"reason,omitempty"`
-	StallCause StallCause   `json:"stall_cause,omitempty"`
-	Created    time.Time    `json:"created"`
-	Force      bool         `json:"force,omitempty"`
-	Hold       bool         `json:"hold,omitempty"`
-	Stalls     uint64       `json:"stalls,omitempty"`
-	History    []Transition `json:"history,omitempty"`
-	Attempts   []Attempt    `json:"attempts,omitempty"`
+// ReopeningError is the cause with which the in-flight writes of a stream
+// are aborted when sluice cancels it on its own: the stream reopens once
+// cleaned up, so the loader should send them again later. It wraps
+// context.Canceled, which the proxy answers with a 429 and a Retry-After,
+// not the 409 that tells a loader to drop its data.
+type ReopeningError struct {
+	Job   string
+	State State
 }
 
-const (
-	seenThrottles = iota
-	seenTimeouts
-	seenErrors
-	numSeen
-)
+func (e *ReopeningError) Error() string {
+	return fmt.Sprintf("state: job %q is %s and takes writes again once cleaned up; retry", e.Job, e.State)
+}
+
+func (e *ReopeningError) Unwrap() error { return context.Canceled }
+
+// MachineState is the persisted part of a Job. Fields added since the
+// first release are optional, so that older records load as they were.
+type MachineState struct {
+	State      State      `json:"state"`
+	Since      time.Time  `json:"since"`
+	Reason     string     `json:"reason,omitempty"`
+	StallCause StallCause `json:"stall_cause,omitempty"`
+	Created    time.Time  `json:"created"`
+	// Opened is when an operator (or a stream's own cancel) last reopened
+	// the job; its deadline counts from then.
+	Opened time.Time `json:"opened,omitzero"`
+	Force  bool      `json:"force,omitempty"`
+	// Reopen: sluice cancelled a stream on its own; it takes writes again
+	// once cleaned up, and holds them until then.
+	Reopen   bool         `json:"reopen,omitempty"`
+	Hold     bool         `json:"hold,omitempty"`
+	Stalls   uint64       `json:"stalls,omitempty"`
+	History  []Transition `json:"history,omitempty"`
+	Attempts []Attempt    `json:"attempts,omitempty"`
+}
 
 type stepFunc func(j *Job, ev Event, now time.Time) ([]Action, error)
 
@@ -353,16 +414,17 @@ type Job struct {
 	MachineState
 	step stepFunc
 
-	stallClock   time.Time // last progress, or creation, or restart
-	lastThrottle time.Time
-	consecutive  int // throttles since the last progress
-	seen         [numSeen]int
-	writes       int       // admitted writes not yet released
-	probe        uint64    // the probe write in flight while Hold, 0 if none
-	probes       uint64    // probe ids handed out; the last one's id
-	probeFailed  bool      // the probe in flight has moved the schedule
-	probeAt      time.Time // next probe slot while Hold
-	probeAttempt int       // probe slots scheduled since the last reset: the Backoff attempt
+	stallClock    time.Time // last progress, or creation, or restart, or reopen
+	lastHeartbeat time.Time // last write asked, progress or heartbeat, or creation, restart, reopen
+	lastThrottle  time.Time
+	consecutive   int                     // throttles since the last progress
+	seen          [len(countedCauses)]int // failed attempts by cause since the last progress
+	writes        int                     // admitted writes not yet released
+	probe         uint64                  // the probe write in flight while Hold, 0 if none
+	probes        uint64                  // probe ids handed out; the last one's id
+	probeFailed   bool                    // the probe in flight has moved the schedule
+	probeAt       time.Time               // next probe slot while Hold
+	probeAttempt  int                     // probe slots scheduled since the last reset: the Backoff attempt
 
 	emitted []Transition // since the last TakeTransitions
 }
@@ -373,25 +435,38 @@ func NewJob(id string, p Policy, now time.Time, rnd func() float64) *Job {
 	j := &Job{id: id}
 	j.init(p, rnd)
 	j.State, j.Since, j.Created, j.Reason = Pending, now, now, "created"
-	j.stallClock = now
+	j.stallClock, j.lastHeartbeat = now, now
 	j.step = stepFor(Pending)
 	return j
 }
 
 // RestoreJob rebuilds a job from its persisted state after a restart at now.
-// Stall, grace and quiet timers restart from now, so a restart never by
-// itself makes a job stall or be cancelled; a held job probes at once.
-// Call Resume for the actions to restart.
+// Stall, grace, heartbeat and quiet timers restart from now, so a restart
+// never by itself makes a job stall or be cancelled; a held job probes at
+// once. Call Resume for the actions to restart.
+//
+// A record written before idleness was told apart from a stall may say
+// stalled with cause loader_idle: such a job is idle now (a transition,
+// for TakeTransitions), unless its policy watches its loader's heartbeat
+// (it stays stalled) or a progress probe (the cause becomes
+// probe_no_progress).
 func RestoreJob(id string, ms MachineState, p Policy, now time.Time, rnd func() float64) *Job {
 	j := &Job{id: id, MachineState: ms}
 	j.init(p, rnd)
-	j.stallClock = now
+	j.stallClock, j.lastHeartbeat = now, now
 	j.lastThrottle = now // a throttled job stays so for a quiet period
 	j.probeAt = now
 	if ms.State == Backoff {
 		j.Hold = true
 	}
 	j.step = stepFor(ms.State)
+	if j.State == Stalled && j.StallCause == CauseLoaderIdle && p.HeartbeatInterval <= 0 {
+		if p.Probed {
+			j.StallCause = CauseProbeNoProgress
+		} else {
+			j.become(Idle, "restored: a quiet loader is idle, not stalled", now)
+		}
+	}
 	return j
 }
 
@@ -406,6 +481,7 @@ func (j *Job) init(p Policy, rnd func() float64) {
 // SetPolicy replaces the job's policy (a re-registration). Timers keep
 // running.
 func (j *Job) SetPolicy(p Policy) {
+	p.AutoCancelCauses = slices.Clone(p.AutoCancelCauses)
 	if p.BackoffAfter < 1 {
 		p.BackoffAfter = 1
 	}
@@ -487,31 +563,28 @@ func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
 		j.writes--
 	}
 	if j.State.Terminal() {
-		return j.stepTerminal(ev)
+		return j.stepTerminal(ev, now)
 	}
 	if !j.State.Accepting() {
 		return j.step(j, ev, now)
 	}
 	// Checks common to every live state.
 	switch ev.Type {
+	case EvAdmit, EvHeartbeat:
+		j.lastHeartbeat = now
 	case EvProgress:
-		j.stallClock = now
-		j.seen = [numSeen]int{}
+		j.stallClock, j.lastHeartbeat = now, now
+		j.seen = [len(countedCauses)]int{}
 		j.consecutive = 0
-	case EvThrottle:
-		j.seen[seenThrottles]++
-		j.lastThrottle = now
-		j.consecutive++
-	case EvUpstreamError:
-		if ev.Timeout {
-			j.seen[seenTimeouts]++
+	case EvThrottle, EvUpstreamError:
+		c := failureCause(ev)
+		j.seen[countedIndex(c)]++
+		if c == CauseStoreThrottling || c == CauseUpstreamTimeouts {
 			j.lastThrottle = now
 			j.consecutive++
-		} else {
-			j.seen[seenErrors]++
 		}
 	case EvCancel:
-		j.Force = ev.Force
+		j.Force, j.Reopen = ev.Force, false
 		reason := ev.Reason
 		if reason == "" {
 			reason = "requested"
@@ -519,22 +592,36 @@ func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
 		j.become(Cancelling, reason, now)
 		return []Action{ActPersist, ActAbortInflight, ActRunCancel}, nil
 	case EvComplete:
+		if j.p.Stream {
+			return nil, &TransitionError{Job: j.id, From: j.State, Event: ev.Type,
+				Why: "the default job is a stream and never completes (cancel it, or send writes under a job of their own)"}
+		}
 		j.become(Completed, "completed", now)
 		return []Action{ActPersist}, nil
-	case EvActionSucceeded, EvActionFailed:
+	case EvActionSucceeded, EvActionFailed, EvReopen, EvDelete:
 		return nil, &TransitionError{Job: j.id, From: j.State, Event: ev.Type}
 	case EvTick:
-		if j.p.Deadline > 0 && now.Sub(j.Created) >= j.p.Deadline {
+		// A deadline stops work that goes on too long; an idle job does
+		// none, and may be a load that finished without saying so, whose
+		// cleanup would delete it. It meets its deadline at its next write.
+		if j.p.Deadline > 0 && j.State != Idle && now.Sub(j.opened()) >= j.p.Deadline {
 			j.become(Cancelling, "deadline_exceeded", now)
 			return []Action{ActPersist, ActAbortInflight, ActRunCancel}, nil
 		}
-		if j.State != Stalled && now.Sub(j.stallClock) >= j.p.StallAfter {
+		if j.State == Stalled || now.Sub(j.stallClock) < j.p.StallAfter {
+			break
+		}
+		switch to, _ := j.quiet(now); {
+		case to == Stalled:
 			j.become(Stalled, "no_progress", now)
 			acts := []Action{ActPersist}
 			if more, _ := j.step(j, ev, now); len(more) > 0 {
 				acts = more // grace 0: cancel in the same tick
 			}
 			return acts, nil
+		case to == Idle && j.State != Idle:
+			j.become(Idle, "no_writes", now)
+			return []Action{ActPersist}, nil
 		}
 	}
 	acts, err := j.step(j, ev, now)
@@ -544,12 +631,72 @@ func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
 	return acts, err
 }
 
+// opened is when the job's current run began: its creation, or its last
+// reopen.
+func (j *Job) opened() time.Time {
+	if !j.Opened.IsZero() {
+		return j.Opened
+	}
+	return j.Created
+}
+
+// failureCause is the stall cause an EvThrottle or EvUpstreamError counts
+// towards.
+func failureCause(ev Event) StallCause {
+	switch {
+	case ev.Type == EvThrottle:
+		return CauseStoreThrottling
+	case ev.Cause != "":
+		return ev.Cause
+	case ev.Timeout:
+		return CauseUpstreamTimeouts
+	}
+	return CauseUpstreamErrors
+}
+
+// quiet says what a live job without progress for StallAfter is, and why:
+//
+//   - Stalled, with the cause its failed writes counted most, if any
+//     failed since its last progress: it tried and did not get through;
+//   - its own state while one of its writes is still out: that write's
+//     answer will say;
+//   - Stalled (loader_idle) if it promised heartbeats and its loader fell
+//     silent for longer than promised: the loader hung;
+//   - Stalled (probe_no_progress) if a progress probe watches it;
+//   - otherwise Idle: the loader simply sent nothing.
+func (j *Job) quiet(now time.Time) (State, StallCause) {
+	best, cause := 0, StallCause("")
+	for i, n := range j.seen {
+		if n > best {
+			best, cause = n, countedCauses[i]
+		}
+	}
+	switch {
+	case cause != "":
+		return Stalled, cause
+	case j.writes > 0:
+		return j.State, ""
+	case j.p.HeartbeatInterval > 0 && now.Sub(j.lastHeartbeat) >= j.p.HeartbeatInterval:
+		return Stalled, CauseLoaderIdle
+	case j.p.Probed:
+		return Stalled, CauseProbeNoProgress
+	}
+	return Idle, ""
+}
+
+// autoCancels reports whether a stall with cause c cancels the job.
+func (p *Policy) autoCancels(c StallCause) bool {
+	return p.AutoCancel && slices.Contains(p.AutoCancelCauses, c)
+}
+
 func stepFor(s State) stepFunc {
 	switch s {
 	case Pending:
 		return stepPending
 	case Running:
 		return stepRunning
+	case Idle:
+		return stepIdle
 	case Throttled:
 		return stepThrottled
 	case Backoff:
@@ -570,40 +717,41 @@ func (j *Job) become(to State, reason string, now time.Time) {
 	if !Legal(j.State, to) {
 		panic(fmt.Sprintf("BUG: state: job %q: illegal transition %s → %s (%s)", j.id, j.State, to, reason))
 	}
-	t := Transition{From: j.State, To: to, Reason: reason, At: now}
+	from := j.State
+	t := Transition{From: from, To: to, Reason: reason, At: now}
 	j.State, j.Since, j.Reason = to, now, reason
 	j.step = stepFor(to)
 	switch to {
-	case Running, Throttled:
+	case Running, Throttled, Idle:
 		j.StallCause = ""
 		j.Hold, j.probe = false, 0
 		if to == Running {
 			j.probeAttempt = 0
 		}
+		if from.Terminal() {
+			// Reopened: a new run, with nothing of the last one's stall,
+			// cancel or deadline.
+			j.Force, j.Reopen, j.Opened = false, false, now
+			j.stallClock, j.lastHeartbeat, j.lastThrottle = now, now, now
+			j.seen, j.consecutive = [len(countedCauses)]int{}, 0
+		}
 	case Backoff:
 		j.StallCause = ""
 	case Stalled:
-		j.StallCause = j.stallCause()
+		_, j.StallCause = j.quiet(now)
 		j.Stalls++
-	case Cancelling, Cleaning, Completed, Cancelled, Failed:
+	case Cancelling, Cleaning, Completed, Cancelled:
 		j.Hold, j.probe = false, 0
+	case Failed:
+		// A stream whose cancel or cleanup failed does not reopen by
+		// itself: what the store holds is unknown until a human looks.
+		j.Hold, j.probe, j.Reopen = false, 0, false
 	}
 	j.History = append(j.History, t)
 	if n := len(j.History) - HistoryLen; n > 0 {
 		j.History = append(j.History[:0], j.History[n:]...)
 	}
 	j.emitted = append(j.emitted, t)
-}
-
-func (j *Job) stallCause() StallCause {
-	causes := [numSeen]StallCause{CauseStoreThrottling, CauseUpstreamTimeouts, CauseUpstreamErrors}
-	best, cause := 0, CauseLoaderIdle
-	for i, n := range j.seen {
-		if n > best {
-			best, cause = n, causes[i]
-		}
-	}
-	return cause
 }
 
 func (j *Job) record(a *Attempt) {
@@ -688,6 +836,22 @@ func stepPending(j *Job, ev Event, now time.Time) ([]Action, error) {
 	return stepRunning(j, ev, now)
 }
 
+// stepIdle: the loader is back as soon as it writes or reports progress.
+// What else comes is counted by Step's common checks, and a tick that
+// finds the job should be watched after all (a heartbeat interval set by
+// a re-registration, say) stalls it there.
+func stepIdle(j *Job, ev Event, now time.Time) ([]Action, error) {
+	switch ev.Type {
+	case EvAdmit:
+		j.become(Running, "write_resumed", now)
+		return []Action{ActPersist}, nil
+	case EvProgress:
+		j.become(Running, "progress", now)
+		return []Action{ActPersist}, nil
+	}
+	return nil, nil
+}
+
 // stepRunning: any throttle makes the job throttled first, so its history
 // always shows the way it went (running → throttled → backoff); a
 // Retry-After or repeated throttling then holds it in the same step.
@@ -770,7 +934,18 @@ func stepBackoff(j *Job, ev Event, now time.Time) ([]Action, error) {
 func stepStalled(j *Job, ev Event, now time.Time) ([]Action, error) {
 	switch ev.Type {
 	case EvAdmit:
+		if j.StallCause == CauseLoaderIdle {
+			// The loader that had fallen silent writes again.
+			j.become(Running, "write_resumed", now)
+			return []Action{ActPersist}, nil
+		}
 		return j.admitHeld(now), nil
+	case EvHeartbeat:
+		if j.StallCause == CauseLoaderIdle {
+			// Alive after all, with nothing to write: idle.
+			j.become(Idle, "loader_heartbeat", now)
+			return []Action{ActPersist}, nil
+		}
 	case EvRelease:
 		if j.isProbe(ev) {
 			j.probe = 0
@@ -783,8 +958,10 @@ func stepStalled(j *Job, ev Event, now time.Time) ([]Action, error) {
 	case EvTick:
 		// Both clocks: the grace since the stall, and a full stall window
 		// plus grace since the last progress or restart.
-		if j.p.AutoCancel && now.Sub(j.Since) >= j.p.CancelGrace &&
+		if j.p.autoCancels(j.StallCause) && now.Sub(j.Since) >= j.p.CancelGrace &&
 			now.Sub(j.stallClock) >= j.p.StallAfter+j.p.CancelGrace {
+			// A stream is cancelled to run its cleanup, not to end it.
+			j.Reopen = j.p.Stream
 			j.become(Cancelling, "stalled", now)
 			return []Action{ActPersist, ActAbortInflight, ActRunCancel}, nil
 		}
@@ -804,15 +981,24 @@ func stepCleaning(j *Job, ev Event, now time.Time) ([]Action, error) {
 func (j *Job) stepAction(ev Event, now time.Time, running Action) ([]Action, error) {
 	switch ev.Type {
 	case EvAdmit:
+		if j.Reopen {
+			// The stream takes writes again once cleaned up: its loader
+			// waits (at most its queue timeout, then 429) rather than
+			// being told with a 409 to drop its data.
+			return []Action{ActHold}, nil
+		}
 		return nil, &NotAcceptingError{Job: j.id, State: j.State, Reason: j.Reason}
 	case EvCancel:
-		// Already cancelling: a forced request upgrades the running one.
-		if ev.Force && !j.Force {
-			j.Force = true
+		// Already cancelling: a forced request upgrades the running one,
+		// and any request keeps a stream that sluice cancelled from
+		// reopening: an operator wants it stopped.
+		if ev.Force && !j.Force || j.Reopen {
+			j.Force = j.Force || ev.Force
+			j.Reopen = false
 			return []Action{ActPersist}, nil
 		}
 		return nil, nil
-	case EvComplete:
+	case EvComplete, EvReopen, EvDelete:
 		return nil, &TransitionError{Job: j.id, From: j.State, Event: ev.Type}
 	case EvActionSucceeded, EvActionFailed:
 		if ev.Action != running {
@@ -841,13 +1027,18 @@ func (j *Job) stepAction(ev Event, now time.Time, running Action) ([]Action, err
 		j.become(Cleaning, reason, now)
 		return []Action{ActPersist, ActRunCleanup}, nil
 	}
+	reopen := j.Reopen
 	j.become(Cancelled, reason, now)
+	if reopen {
+		j.become(Running, "stream_reopened", now)
+		return []Action{ActPersist, ActReopen}, nil
+	}
 	return []Action{ActPersist}, nil
 }
 
-func (j *Job) stepTerminal(ev Event) ([]Action, error) {
+func (j *Job) stepTerminal(ev Event, now time.Time) ([]Action, error) {
 	switch ev.Type {
-	case EvRelease, EvProgress, EvThrottle, EvUpstreamError, EvTick:
+	case EvRelease, EvProgress, EvThrottle, EvUpstreamError, EvTick, EvHeartbeat:
 		return nil, nil // late results of writes admitted before the end
 	case EvAdmit:
 		return nil, &NotAcceptingError{Job: j.id, State: j.State, Reason: j.Reason}
@@ -859,6 +1050,19 @@ func (j *Job) stepTerminal(ev Event) ([]Action, error) {
 		if j.State == Cancelled {
 			return nil, nil
 		}
+	case EvReopen:
+		// A completed job is done by its loader's word; reopening it would
+		// make that word false. A cancelled or failed one was stopped.
+		if j.State == Cancelled || j.State == Failed {
+			reason := ev.Reason
+			if reason == "" {
+				reason = "reopened"
+			}
+			j.become(Running, reason, now)
+			return []Action{ActPersist, ActReopen}, nil
+		}
+	case EvDelete:
+		return []Action{ActDelete}, nil
 	}
 	return nil, &TransitionError{Job: j.id, From: j.State, Event: ev.Type}
 }

@@ -15,13 +15,14 @@ var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func testPolicy() Policy {
 	return Policy{
-		StallAfter:   5 * time.Minute,
-		CancelGrace:  5 * time.Minute,
-		AutoCancel:   true,
-		QuietAfter:   30 * time.Second,
-		BackoffAfter: 3,
-		BackoffQuiet: 2 * time.Second,
-		Backoff:      limiter.Backoff{Min: time.Second, Max: time.Minute},
+		StallAfter:       5 * time.Minute,
+		CancelGrace:      5 * time.Minute,
+		AutoCancel:       true,
+		AutoCancelCauses: DefaultAutoCancelCauses(),
+		QuietAfter:       30 * time.Second,
+		BackoffAfter:     3,
+		BackoffQuiet:     2 * time.Second,
+		Backoff:          limiter.Backoff{Min: time.Second, Max: time.Minute},
 	}
 }
 
@@ -32,6 +33,19 @@ func restored(s State) *Job {
 	return RestoreJob("j", MachineState{State: s, Since: t0, Created: t0, Reason: "test"}, testPolicy(), t0, zeroRand)
 }
 
+// restoredWith is restored with a stall cause and a policy of its own.
+func restoredWith(s State, c StallCause, p Policy) *Job {
+	return RestoreJob("j", MachineState{State: s, Since: t0, Created: t0, Reason: "test", StallCause: c}, p, t0, zeroRand)
+}
+
+// watched is testPolicy for a loader that promised a heartbeat every
+// minute.
+func watched() Policy {
+	p := testPolicy()
+	p.HeartbeatInterval = time.Minute
+	return p
+}
+
 // tev is an event at an offset from t0.
 type tev struct {
 	at time.Duration
@@ -39,15 +53,18 @@ type tev struct {
 }
 
 var (
-	admit    = Event{Type: EvAdmit}
-	release  = Event{Type: EvRelease}
-	progress = Event{Type: EvProgress}
-	throttle = Event{Type: EvThrottle}
-	timeout  = Event{Type: EvUpstreamError, Timeout: true}
-	srvErr   = Event{Type: EvUpstreamError}
-	tick     = Event{Type: EvTick}
-	cancel   = Event{Type: EvCancel}
-	complete = Event{Type: EvComplete}
+	admit     = Event{Type: EvAdmit}
+	release   = Event{Type: EvRelease}
+	progress  = Event{Type: EvProgress}
+	throttle  = Event{Type: EvThrottle}
+	timeout   = Event{Type: EvUpstreamError, Timeout: true}
+	srvErr    = Event{Type: EvUpstreamError}
+	tick      = Event{Type: EvTick}
+	cancel    = Event{Type: EvCancel}
+	complete  = Event{Type: EvComplete}
+	heartbeat = Event{Type: EvHeartbeat}
+	reopen    = Event{Type: EvReopen}
+	unreach   = Event{Type: EvUpstreamError, Cause: CauseUpstreamUnreachable}
 )
 
 func retryAfter(d time.Duration) Event { return Event{Type: EvThrottle, RetryAfter: d} }
@@ -69,38 +86,51 @@ func TestEveryLegalTransition(t *testing.T) {
 	)
 	edges := []struct {
 		from, to State
+		cause    StallCause // of a restored stalled job
+		p        Policy
 		evs      []tev
 	}{
-		{Pending, Running, []tev{{0, admit}}},
-		{Pending, Throttled, []tev{{0, throttle}}},
-		{Pending, Stalled, []tev{{stall, tick}}},
-		{Pending, Cancelling, []tev{{0, cancel}}},
-		{Pending, Completed, []tev{{0, complete}}},
-		{Running, Throttled, []tev{{0, throttle}}},
-		{Running, Stalled, []tev{{stall - time.Second, tick}, {stall, tick}}},
-		{Running, Cancelling, []tev{{0, cancel}}},
-		{Running, Completed, []tev{{0, complete}}},
-		{Throttled, Running, []tev{{time.Second, progress}, {31 * time.Second, progress}}},
-		{Throttled, Backoff, []tev{{0, throttle}, {time.Second, timeout}, {2 * time.Second, throttle}}},
-		{Throttled, Stalled, []tev{{stall, tick}}},
-		{Throttled, Cancelling, []tev{{0, cancel}}},
-		{Throttled, Completed, []tev{{0, complete}}},
-		{Backoff, Throttled, []tev{{time.Minute, admit}, {time.Minute + time.Second, probed(1, progress)}}},
-		{Backoff, Stalled, []tev{{stall, tick}}},
-		{Backoff, Cancelling, []tev{{0, cancel}}},
-		{Backoff, Completed, []tev{{0, complete}}},
-		{Stalled, Running, []tev{{0, progress}}},
-		{Stalled, Cancelling, []tev{{stall + grace, tick}}},
-		{Stalled, Completed, []tev{{0, complete}}},
-		{Cancelling, Cleaning, []tev{{0, succeeded(ActRunCancel)}}},
-		{Cancelling, Failed, []tev{{0, failed(ActRunCancel, false)}, {0, failed(ActRunCancel, true)}}},
-		{Cleaning, Cancelled, []tev{{0, succeeded(ActRunCleanup)}}},
-		{Cleaning, Failed, []tev{{0, failed(ActRunCleanup, true)}}},
+		{Pending, Running, "", testPolicy(), []tev{{0, admit}}},
+		{Pending, Idle, "", testPolicy(), []tev{{stall, tick}}},
+		{Pending, Throttled, "", testPolicy(), []tev{{0, throttle}}},
+		{Pending, Stalled, "", testPolicy(), []tev{{0, srvErr}, {stall, tick}}},
+		{Pending, Cancelling, "", testPolicy(), []tev{{0, cancel}}},
+		{Pending, Completed, "", testPolicy(), []tev{{0, complete}}},
+		{Running, Idle, "", testPolicy(), []tev{{stall - time.Second, tick}, {stall, tick}}},
+		{Running, Throttled, "", testPolicy(), []tev{{0, throttle}}},
+		{Running, Stalled, "", testPolicy(), []tev{{0, srvErr}, {stall - time.Second, tick}, {stall, tick}}},
+		{Running, Cancelling, "", testPolicy(), []tev{{0, cancel}}},
+		{Running, Completed, "", testPolicy(), []tev{{0, complete}}},
+		{Idle, Running, "", testPolicy(), []tev{{0, admit}}},
+		{Idle, Stalled, "", watched(), []tev{{stall, tick}}},
+		{Idle, Cancelling, "", testPolicy(), []tev{{0, cancel}}},
+		{Idle, Completed, "", testPolicy(), []tev{{0, complete}}},
+		{Throttled, Running, "", testPolicy(), []tev{{time.Second, progress}, {31 * time.Second, progress}}},
+		{Throttled, Idle, "", testPolicy(), []tev{{stall, tick}}},
+		{Throttled, Backoff, "", testPolicy(), []tev{{0, throttle}, {time.Second, timeout}, {2 * time.Second, throttle}}},
+		{Throttled, Stalled, "", testPolicy(), []tev{{0, throttle}, {stall, tick}}},
+		{Throttled, Cancelling, "", testPolicy(), []tev{{0, cancel}}},
+		{Throttled, Completed, "", testPolicy(), []tev{{0, complete}}},
+		{Backoff, Idle, "", testPolicy(), []tev{{stall, tick}}},
+		{Backoff, Throttled, "", testPolicy(), []tev{{time.Minute, admit}, {time.Minute + time.Second, probed(1, progress)}}},
+		{Backoff, Stalled, "", testPolicy(), []tev{{0, throttle}, {stall, tick}}},
+		{Backoff, Cancelling, "", testPolicy(), []tev{{0, cancel}}},
+		{Backoff, Completed, "", testPolicy(), []tev{{0, complete}}},
+		{Stalled, Running, CauseStoreThrottling, testPolicy(), []tev{{0, progress}}},
+		{Stalled, Idle, CauseLoaderIdle, watched(), []tev{{0, heartbeat}}},
+		{Stalled, Cancelling, CauseStoreThrottling, testPolicy(), []tev{{stall + grace, tick}}},
+		{Stalled, Completed, CauseStoreThrottling, testPolicy(), []tev{{0, complete}}},
+		{Cancelling, Cleaning, "", testPolicy(), []tev{{0, succeeded(ActRunCancel)}}},
+		{Cancelling, Failed, "", testPolicy(), []tev{{0, failed(ActRunCancel, false)}, {0, failed(ActRunCancel, true)}}},
+		{Cleaning, Cancelled, "", testPolicy(), []tev{{0, succeeded(ActRunCleanup)}}},
+		{Cleaning, Failed, "", testPolicy(), []tev{{0, failed(ActRunCleanup, true)}}},
+		{Cancelled, Running, "", testPolicy(), []tev{{0, reopen}}},
+		{Failed, Running, "", testPolicy(), []tev{{0, reopen}}},
 	}
 	covered := map[[2]State]bool{}
 	for _, e := range edges {
 		t.Run(e.from.String()+"→"+e.to.String(), func(t *testing.T) {
-			j := restored(e.from)
+			j := restoredWith(e.from, e.cause, e.p)
 			for _, x := range e.evs {
 				if _, err := j.Step(x.ev, t0.Add(x.at)); err != nil {
 					t.Fatalf("%s: %v", x.ev.Type, err)
@@ -134,16 +164,17 @@ func TestStepMatrix(t *testing.T) {
 	)
 	// want[state][event] is the state after the event, or na/te.
 	want := map[State]map[EventType]string{
-		Pending:    {EvAdmit: "running", EvRelease: "pending", EvProgress: "running", EvThrottle: "throttled", EvUpstreamError: "throttled", EvTick: "pending", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed"},
-		Running:    {EvAdmit: "running", EvRelease: "running", EvProgress: "running", EvThrottle: "throttled", EvUpstreamError: "throttled", EvTick: "running", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed"},
-		Throttled:  {EvAdmit: "throttled", EvRelease: "throttled", EvProgress: "throttled", EvThrottle: "throttled", EvUpstreamError: "throttled", EvTick: "throttled", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed"},
-		Backoff:    {EvAdmit: "backoff", EvRelease: "backoff", EvProgress: "backoff", EvThrottle: "backoff", EvUpstreamError: "backoff", EvTick: "backoff", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed"},
-		Stalled:    {EvAdmit: "stalled", EvRelease: "stalled", EvProgress: "running", EvThrottle: "stalled", EvUpstreamError: "stalled", EvTick: "stalled", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed"},
-		Cancelling: {EvAdmit: na, EvRelease: "cancelling", EvProgress: "cancelling", EvThrottle: "cancelling", EvUpstreamError: "cancelling", EvTick: "cancelling", EvCancel: "cancelling", EvActionSucceeded: "cleaning", EvActionFailed: "failed", EvComplete: te},
-		Cleaning:   {EvAdmit: na, EvRelease: "cleaning", EvProgress: "cleaning", EvThrottle: "cleaning", EvUpstreamError: "cleaning", EvTick: "cleaning", EvCancel: "cleaning", EvActionSucceeded: "cancelled", EvActionFailed: "failed", EvComplete: te},
-		Completed:  {EvAdmit: na, EvRelease: "completed", EvProgress: "completed", EvThrottle: "completed", EvUpstreamError: "completed", EvTick: "completed", EvCancel: te, EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed"},
-		Cancelled:  {EvAdmit: na, EvRelease: "cancelled", EvProgress: "cancelled", EvThrottle: "cancelled", EvUpstreamError: "cancelled", EvTick: "cancelled", EvCancel: "cancelled", EvActionSucceeded: te, EvActionFailed: te, EvComplete: te},
-		Failed:     {EvAdmit: na, EvRelease: "failed", EvProgress: "failed", EvThrottle: "failed", EvUpstreamError: "failed", EvTick: "failed", EvCancel: te, EvActionSucceeded: te, EvActionFailed: te, EvComplete: te},
+		Pending:    {EvAdmit: "running", EvRelease: "pending", EvProgress: "running", EvThrottle: "throttled", EvUpstreamError: "throttled", EvTick: "pending", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed", EvHeartbeat: "pending", EvReopen: te, EvDelete: te},
+		Running:    {EvAdmit: "running", EvRelease: "running", EvProgress: "running", EvThrottle: "throttled", EvUpstreamError: "throttled", EvTick: "running", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed", EvHeartbeat: "running", EvReopen: te, EvDelete: te},
+		Idle:       {EvAdmit: "running", EvRelease: "idle", EvProgress: "running", EvThrottle: "idle", EvUpstreamError: "idle", EvTick: "idle", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed", EvHeartbeat: "idle", EvReopen: te, EvDelete: te},
+		Throttled:  {EvAdmit: "throttled", EvRelease: "throttled", EvProgress: "throttled", EvThrottle: "throttled", EvUpstreamError: "throttled", EvTick: "throttled", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed", EvHeartbeat: "throttled", EvReopen: te, EvDelete: te},
+		Backoff:    {EvAdmit: "backoff", EvRelease: "backoff", EvProgress: "backoff", EvThrottle: "backoff", EvUpstreamError: "backoff", EvTick: "backoff", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed", EvHeartbeat: "backoff", EvReopen: te, EvDelete: te},
+		Stalled:    {EvAdmit: "stalled", EvRelease: "stalled", EvProgress: "running", EvThrottle: "stalled", EvUpstreamError: "stalled", EvTick: "stalled", EvCancel: "cancelling", EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed", EvHeartbeat: "stalled", EvReopen: te, EvDelete: te},
+		Cancelling: {EvAdmit: na, EvRelease: "cancelling", EvProgress: "cancelling", EvThrottle: "cancelling", EvUpstreamError: "cancelling", EvTick: "cancelling", EvCancel: "cancelling", EvActionSucceeded: "cleaning", EvActionFailed: "failed", EvComplete: te, EvHeartbeat: "cancelling", EvReopen: te, EvDelete: te},
+		Cleaning:   {EvAdmit: na, EvRelease: "cleaning", EvProgress: "cleaning", EvThrottle: "cleaning", EvUpstreamError: "cleaning", EvTick: "cleaning", EvCancel: "cleaning", EvActionSucceeded: "cancelled", EvActionFailed: "failed", EvComplete: te, EvHeartbeat: "cleaning", EvReopen: te, EvDelete: te},
+		Completed:  {EvAdmit: na, EvRelease: "completed", EvProgress: "completed", EvThrottle: "completed", EvUpstreamError: "completed", EvTick: "completed", EvCancel: te, EvActionSucceeded: te, EvActionFailed: te, EvComplete: "completed", EvHeartbeat: "completed", EvReopen: te, EvDelete: "completed"},
+		Cancelled:  {EvAdmit: na, EvRelease: "cancelled", EvProgress: "cancelled", EvThrottle: "cancelled", EvUpstreamError: "cancelled", EvTick: "cancelled", EvCancel: "cancelled", EvActionSucceeded: te, EvActionFailed: te, EvComplete: te, EvHeartbeat: "cancelled", EvReopen: "running", EvDelete: "cancelled"},
+		Failed:     {EvAdmit: na, EvRelease: "failed", EvProgress: "failed", EvThrottle: "failed", EvUpstreamError: "failed", EvTick: "failed", EvCancel: te, EvActionSucceeded: te, EvActionFailed: te, EvComplete: te, EvHeartbeat: "failed", EvReopen: "running", EvDelete: "failed"},
 	}
 	for _, s := range States() {
 		for et := EvAdmit; et < numEventTypes; et++ {
@@ -310,14 +341,13 @@ func TestSlowJobNeverStalls(t *testing.T) {
 	f("one ack just inside StallAfter", testPolicy().StallAfter-time.Second)
 }
 
+// TestStallCause: what a job saw since its last progress names its stall;
+// a job that saw nothing is idle unless something watches it.
 func TestStallCause(t *testing.T) {
-	f := func(want StallCause, evs ...Event) {
+	f := func(p Policy, wantState State, want StallCause, evs ...Event) {
 		t.Helper()
-		j := NewJob("c", testPolicy(), t0, zeroRand)
-		if _, err := j.Step(admit, t0); err != nil {
-			t.Fatal(err)
-		}
-		for _, ev := range evs {
+		j := NewJob("c", p, t0, zeroRand)
+		for _, ev := range append([]Event{admit, release}, evs...) {
 			if _, err := j.Step(ev, t0); err != nil {
 				t.Fatal(err)
 			}
@@ -325,17 +355,38 @@ func TestStallCause(t *testing.T) {
 		if _, err := j.Step(tick, t0.Add(j.p.StallAfter)); err != nil {
 			t.Fatal(err)
 		}
-		if j.State != Stalled || j.StallCause != want {
-			t.Fatalf("%s cause %q, want stalled %q", j.State, j.StallCause, want)
+		if j.State != wantState || j.StallCause != want {
+			t.Fatalf("%s cause %q, want %s %q", j.State, j.StallCause, wantState, want)
 		}
 	}
-	f(CauseLoaderIdle)
-	f(CauseStoreThrottling, throttle)
-	f(CauseUpstreamTimeouts, timeout, timeout, throttle)
-	f(CauseUpstreamErrors, srvErr, srvErr, timeout)
-	f(CauseStoreThrottling, srvErr, throttle, timeout) // tie: throttling first
+	probed := testPolicy()
+	probed.Probed = true
+	f(testPolicy(), Idle, "")
+	f(watched(), Stalled, CauseLoaderIdle)
+	f(probed, Stalled, CauseProbeNoProgress)
+	f(testPolicy(), Stalled, CauseStoreThrottling, throttle)
+	f(testPolicy(), Stalled, CauseUpstreamTimeouts, timeout, timeout, throttle)
+	f(testPolicy(), Stalled, CauseUpstreamErrors, srvErr, srvErr, timeout)
+	f(testPolicy(), Stalled, CauseUpstreamUnreachable, unreach, unreach, srvErr)
+	f(testPolicy(), Stalled, CauseStoreThrottling, srvErr, throttle, timeout, unreach) // tie: throttling first
+	// What failed counts over a watched loader's silence or the probe.
+	f(watched(), Stalled, CauseUpstreamErrors, srvErr)
+	f(probed, Stalled, CauseStoreThrottling, throttle)
 	// Progress resets what was seen: only what came after counts.
-	f(CauseUpstreamErrors, throttle, throttle, progress, srvErr)
+	f(testPolicy(), Stalled, CauseUpstreamErrors, throttle, throttle, progress, srvErr)
+	f(testPolicy(), Idle, "", throttle, progress)
+	// A write still out has yet to say how it went: no verdict.
+	j := NewJob("c", testPolicy(), t0, zeroRand)
+	transcript(t, j, []step{
+		{0, admit, Running, nil},
+		{j.p.StallAfter, tick, Running, nil},
+		{j.p.StallAfter + time.Second, timeout, Throttled, nil},
+		{j.p.StallAfter + time.Second, release, Throttled, nil},
+		{j.p.StallAfter + 2*time.Second, tick, Stalled, []Action{ActPersist}},
+	})
+	if j.StallCause != CauseUpstreamTimeouts {
+		t.Fatalf("cause %q, want the timeout's", j.StallCause)
+	}
 }
 
 func TestStalledRecovery(t *testing.T) {
@@ -343,6 +394,8 @@ func TestStalledRecovery(t *testing.T) {
 	j := NewJob("r", p, t0, zeroRand)
 	transcript(t, j, []step{
 		{0, admit, Running, nil},
+		{0, throttle, Throttled, nil},
+		{0, release, Throttled, nil},
 		{p.StallAfter, tick, Stalled, nil},
 		{p.StallAfter + time.Minute, progress, Running, []Action{ActPersist}},
 		{p.StallAfter + p.CancelGrace, tick, Running, nil},
@@ -358,6 +411,8 @@ func TestNoAutoCancel(t *testing.T) {
 	j := NewJob("n", p, t0, zeroRand)
 	transcript(t, j, []step{
 		{0, admit, Running, nil},
+		{0, throttle, Throttled, nil},
+		{0, release, Throttled, nil},
 		{p.StallAfter, tick, Stalled, nil},
 		{100 * p.CancelGrace, tick, Stalled, nil},
 	})
@@ -407,31 +462,48 @@ func TestCancelForceAndSkip(t *testing.T) {
 }
 
 // TestRestoreNeverCancels: a job stalled long before the restart gets a full
-// stall window plus grace after it.
+// stall window plus grace after it; one that was merely quiet is idle and
+// is never cancelled at all.
 func TestRestoreNeverCancels(t *testing.T) {
 	p := testPolicy()
 	restart := t0.Add(10 * time.Hour)
-	for _, s := range []State{Pending, Running, Throttled, Backoff, Stalled} {
-		t.Run(s.String(), func(t *testing.T) {
-			j := RestoreJob("r", MachineState{State: s, Since: t0, Created: t0}, p, restart, zeroRand)
-			if acts := j.Resume(); acts != nil {
-				t.Fatalf("Resume() = %v", acts)
-			}
-			for at := time.Duration(0); at < p.StallAfter+p.CancelGrace; at += time.Second {
-				if _, err := j.Step(tick, restart.Add(at)); err != nil {
+	for _, s := range []State{Pending, Running, Idle, Throttled, Backoff, Stalled} {
+		for _, seen := range []Event{{}, throttle} {
+			t.Run(s.String()+"/"+seen.Type.String(), func(t *testing.T) {
+				ms := MachineState{State: s, Since: t0, Created: t0}
+				if s == Stalled {
+					ms.StallCause = CauseStoreThrottling
+				}
+				j := RestoreJob("r", ms, p, restart, zeroRand)
+				if acts := j.Resume(); acts != nil {
+					t.Fatalf("Resume() = %v", acts)
+				}
+				if seen.Type != 0 {
+					if _, err := j.Step(seen, restart); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for at := time.Duration(0); at < p.StallAfter+p.CancelGrace; at += time.Second {
+					if _, err := j.Step(tick, restart.Add(at)); err != nil {
+						t.Fatal(err)
+					}
+					if !j.State.Accepting() {
+						t.Fatalf("%s at restart+%s", j.State, at)
+					}
+				}
+				if _, err := j.Step(tick, restart.Add(p.StallAfter+p.CancelGrace)); err != nil {
 					t.Fatal(err)
 				}
-				if !j.State.Accepting() {
-					t.Fatalf("%s at restart+%s", j.State, at)
+				switch {
+				case s == Stalled || seen.Type != 0:
+					if j.State != Cancelling || j.Reason != "stalled" {
+						t.Fatalf("%s (%s) after a full stall window and grace, want cancelling", j.State, j.Reason)
+					}
+				case j.State != Idle:
+					t.Fatalf("%s (%s) after a full stall window and grace without a write, want idle", j.State, j.Reason)
 				}
-			}
-			if _, err := j.Step(tick, restart.Add(p.StallAfter+p.CancelGrace)); err != nil {
-				t.Fatal(err)
-			}
-			if j.State != Cancelling || j.Reason != "stalled" {
-				t.Fatalf("%s (%s) after a full stall window and grace, want cancelling", j.State, j.Reason)
-			}
-		})
+			})
+		}
 	}
 	for s, want := range map[State][]Action{Cancelling: {ActAbortInflight, ActRunCancel}, Cleaning: {ActRunCleanup}} {
 		if got := RestoreJob("r", MachineState{State: s}, p, restart, nil).Resume(); !slices.Equal(got, want) {
@@ -507,11 +579,14 @@ func TestStateNames(t *testing.T) {
 		if s.Terminal() {
 			terminal = append(terminal, s)
 		}
-		if s.Terminal() && len(transitions[s]) > 0 {
-			t.Errorf("terminal %s has transitions", s)
-		}
 	}
 	if !slices.Equal(terminal, []State{Completed, Cancelled, Failed}) {
 		t.Errorf("terminal states %v", terminal)
+	}
+	// Only an operator's reopen leaves a terminal state.
+	for _, s := range terminal {
+		if tos := transitions[s]; len(tos) > 1 || len(tos) == 1 && tos[0] != Running {
+			t.Errorf("terminal %s has transitions %v", s, tos)
+		}
 	}
 }

@@ -24,9 +24,21 @@ type Config struct {
 	// Store keeps the job records; nil means an in-memory store. The
 	// Manager owns it and closes it in Close.
 	Store Store
-	// Defaults are inherited by every job's Settings.
+	// Defaults are inherited by every job's Settings. Defaults with nil
+	// AutoCancelCauses take DefaultAutoCancelCauses.
 	Defaults Settings
-	// MaxJobs bounds the non-terminal jobs.
+	// DefaultJob is the job of writes that name none: a stream (see
+	// Policy.Stream); "" means no job is one.
+	DefaultJob string
+	// DefaultJobAutoCancelCauses are the stall causes that cancel the
+	// default job (which then cleans up and reopens) unless its own
+	// settings say otherwise; nil or empty: none, a stall of the stream
+	// only alerts.
+	DefaultJobAutoCancelCauses []StallCause
+	// MaxJobs bounds the non-terminal jobs. At the bound, a new job takes
+	// the place of the job idle the longest (whose record is forgotten:
+	// it is neither cancelled nor cleaned up), and is refused only if no
+	// job is idle.
 	MaxJobs int
 	// ActionTimeout bounds each attempt of a cancel or cleanup action and
 	// each progress probe.
@@ -74,6 +86,9 @@ type Manager struct {
 	jobs   map[string]*entry
 	live   int // non-terminal jobs
 	closed bool
+	// forgotten are idle jobs dropped to make room (makeRoomLocked) whose
+	// records are still to be deleted from the store.
+	forgotten []string
 
 	cfg      Config
 	defaults Settings
@@ -132,18 +147,19 @@ type effects struct {
 	runs []runReq
 }
 
-// proposal is a step that cancels a job (or forces a cancel under way),
-// tried on a copy of the job's machine. It is applied to the job only once
-// rec is committed, so that nothing is aborted and no action runs on the
-// strength of a cancel that a restart would forget.
+// proposal is a step that cancels a job (or forces a cancel under way, or
+// keeps a stream from reopening), or reopens one, tried on a copy of the
+// job's machine. It is applied to the job only once rec is committed, so
+// that nothing is aborted, no action runs and no write is admitted on the
+// strength of a request that a restart would forget.
 type proposal struct {
 	e    *entry
 	ev   Event
 	now  time.Time
 	base uint64 // e.version when tried
 	rec  Record // the job's record after ev
-	// again is the cancel as recorded, for a job that moved (observations,
-	// ticks) while rec was being written.
+	// again is the request as recorded, for a job that moved
+	// (observations, ticks) while rec was being written.
 	again Event
 }
 
@@ -226,6 +242,17 @@ func NewManager(cfg Config) (*Manager, error) {
 		t := true
 		d.AutoCancel = &t
 	}
+	if d.AutoCancelCauses == nil {
+		d.AutoCancelCauses = DefaultAutoCancelCauses()
+	}
+	if cfg.DefaultJob != "" && !ValidJobID(cfg.DefaultJob) {
+		return nil, fmt.Errorf("state: default job: %w: %q", ErrInvalidJobID, cfg.DefaultJob)
+	}
+	for _, c := range cfg.DefaultJobAutoCancelCauses {
+		if _, err := ParseStallCause(string(c)); err != nil {
+			return nil, fmt.Errorf("state: default job's auto-cancel causes: %w", err)
+		}
+	}
 
 	m := &Manager{
 		jobs:     make(map[string]*entry),
@@ -254,13 +281,23 @@ func NewManager(cfg Config) (*Manager, error) {
 		if !ValidJobID(r.ID) || r.State >= numStates {
 			return nil, fmt.Errorf("state: stored record %q has an invalid id or state %d", r.ID, r.State)
 		}
-		e := m.newEntry(RestoreJob(r.ID, r.MachineState, m.policy(r.Settings), now, m.rnd), r.Settings)
+		e := m.newEntry(RestoreJob(r.ID, r.MachineState, m.policy(r.ID, r.Settings), now, m.rnd), r.Settings)
 		e.totals, e.loader, e.lastProgress, e.checkpoints = r.Totals, r.Loader, r.LastProgress, r.Checkpoints
 		for _, c := range r.Checkpoints {
 			e.cpSeq = max(e.cpSeq, c.Seq)
 		}
 		e.durableSeq = e.cpSeq
 		e.version, e.flushed = 1, 1
+		// An older record read in today's terms (RestoreJob): say so once
+		// and write it back as it now is.
+		for _, t := range e.job.TakeTransitions() {
+			m.log.Info("job transition", "job", r.ID, "from", t.From.String(), "to", t.To.String(), "reason", t.Reason)
+			m.met.transitions.WithLabelValues(t.From.String(), t.To.String()).Inc()
+		}
+		if e.job.State != r.State || e.job.StallCause != r.StallCause {
+			e.version++
+			fx.ids = append(fx.ids, r.ID)
+		}
 		m.jobs[r.ID] = e
 		if !r.State.Terminal() {
 			m.live++
@@ -281,18 +318,37 @@ func (m *Manager) newEntry(j *Job, s Settings) *entry {
 	return e
 }
 
-// policy resolves settings s against the defaults.
-func (m *Manager) policy(s Settings) Policy {
-	eff := s.merge(m.defaults)
+// defaultsFor returns the defaults that job id's settings inherit: the
+// default job, a stream, has its own auto-cancel causes and no deadline.
+func (m *Manager) defaultsFor(id string) Settings {
+	d := m.defaults
+	if id == m.cfg.DefaultJob {
+		d.AutoCancelCauses = append([]StallCause{}, m.cfg.DefaultJobAutoCancelCauses...)
+	}
+	return d
+}
+
+// policy resolves job id's settings s against the defaults.
+func (m *Manager) policy(id string, s Settings) Policy {
+	eff := s.merge(m.defaultsFor(id))
+	stream := id == m.cfg.DefaultJob
+	deadline := max(eff.Deadline, 0)
+	if stream {
+		deadline = 0 // a stream never ends by itself
+	}
 	p := Policy{
-		StallAfter:   eff.StallAfter,
-		CancelGrace:  eff.CancelGrace,
-		Deadline:     max(eff.Deadline, 0),
-		AutoCancel:   *eff.AutoCancel,
-		QuietAfter:   m.cfg.QuietAfter,
-		BackoffAfter: m.cfg.BackoffAfter,
-		BackoffQuiet: m.cfg.BackoffQuiet,
-		Backoff:      limiter.Backoff{Min: m.cfg.BackoffMin, Max: m.cfg.BackoffMax},
+		StallAfter:        eff.StallAfter,
+		CancelGrace:       eff.CancelGrace,
+		Deadline:          deadline,
+		AutoCancel:        *eff.AutoCancel,
+		AutoCancelCauses:  slices.Clone(eff.AutoCancelCauses),
+		HeartbeatInterval: max(eff.HeartbeatInterval, 0),
+		Probed:            eff.ProbeURL != "",
+		Stream:            stream,
+		QuietAfter:        m.cfg.QuietAfter,
+		BackoffAfter:      m.cfg.BackoffAfter,
+		BackoffQuiet:      m.cfg.BackoffQuiet,
+		Backoff:           limiter.Backoff{Min: m.cfg.BackoffMin, Max: m.cfg.BackoffMax},
 	}
 	return p
 }
@@ -350,11 +406,12 @@ func (m *Manager) Tick(now time.Time) {
 		}
 	}
 	m.mu.Unlock()
-	_ = m.commitCancelsLocked(cancels, &fx)
+	_ = m.commitProposalsLocked(cancels, &fx)
 	m.mu.Lock()
 	dirty := m.dirtyLocked()
 	m.mu.Unlock()
 	_ = m.commitLocked(dirty) // fx.ids are among them
+	m.deleteForgottenLocked()
 	m.storeMu.Unlock()
 	m.start(fx.runs)
 	for _, p := range probes {
@@ -381,6 +438,31 @@ func (m *Manager) flush() {
 	dirty := m.dirtyLocked()
 	m.mu.Unlock()
 	_ = m.commit(dirty)
+}
+
+// deleteForgottenLocked deletes the records of the idle jobs forgotten to
+// make room, except those created again since (their new record must
+// stay); on a store error they are tried again at the next tick. It
+// requires that m.storeMu is held and m.mu is not: no record is committed
+// between the check and the delete.
+func (m *Manager) deleteForgottenLocked() {
+	m.mu.Lock()
+	var ids []string
+	for _, id := range m.forgotten {
+		if m.jobs[id] == nil {
+			ids = append(ids, id)
+		}
+	}
+	m.mu.Unlock()
+	if len(ids) > 0 {
+		if err := m.store.Delete(ids...); err != nil {
+			m.writeError(err)
+			return
+		}
+	}
+	m.mu.Lock()
+	m.forgotten = slices.DeleteFunc(m.forgotten, func(id string) bool { return slices.Contains(ids, id) || m.jobs[id] != nil })
+	m.mu.Unlock()
 }
 
 func (m *Manager) prune(ids []string) {
@@ -443,8 +525,11 @@ func (m *Manager) steppedLocked(e *entry, before State, ev Event, acts []Action,
 		m.log.Info("job transition", "job", e.job.ID(), "from", t.From.String(), "to", t.To.String(), "reason", t.Reason)
 		m.met.transitions.WithLabelValues(t.From.String(), t.To.String()).Inc()
 	}
-	if before.Terminal() != e.job.State.Terminal() {
+	switch {
+	case !before.Terminal() && e.job.State.Terminal():
 		m.live--
+	case before.Terminal() && !e.job.State.Terminal(): // reopened
+		m.live++
 	}
 	switch ev.Type {
 	case EvAdmit, EvRelease, EvTick:
@@ -463,33 +548,41 @@ func (m *Manager) steppedLocked(e *entry, before State, ev Event, acts []Action,
 	m.actLocked(e, acts, fx)
 }
 
-// tryLocked steps e's machine with ev (EvCancel or EvTick) on a copy. A step
-// that cancels the job, or forces a cancel under way, changes nothing yet:
-// it is returned as a proposal for commitCancelsLocked. Any other step
-// becomes the job's at once, with its effects added to fx. It requires that
-// m.mu and m.storeMu are held: storeMu keeps every other cancel, and every
+// tryLocked steps e's machine with ev (EvCancel, EvReopen or EvTick) on a
+// copy. A step that cancels the job, forces a cancel under way, keeps a
+// stream from reopening, or reopens the job, changes nothing yet: it is
+// returned as a proposal for commitProposalsLocked. Any other step becomes
+// the job's at once, with its effects added to fx. It requires that m.mu
+// and m.storeMu are held: storeMu keeps every other request, and every
 // commit, from coming between the try and the apply.
 func (m *Manager) tryLocked(e *entry, ev Event, now time.Time, fx *effects) (*proposal, error) {
 	next := e.job.clone()
 	before := e.job.State
 	acts, err := next.Step(ev, now)
-	if err == nil && (before.Accepting() && next.State == Cancelling || next.Force && !e.job.Force) {
+	cancels := before.Accepting() && next.State == Cancelling ||
+		next.Force && !e.job.Force || e.job.Reopen && !next.Reopen && !next.State.Accepting()
+	reopens := before.Terminal() && !next.State.Terminal()
+	if err == nil && (cancels || reopens) {
 		rec := m.recordLocked(e)
 		rec.MachineState = next.Snapshot()
-		return &proposal{e: e, ev: ev, now: now, base: e.version, rec: rec,
-			again: Event{Type: EvCancel, Force: next.Force, Reason: next.Reason}}, nil
+		again := Event{Type: EvCancel, Force: next.Force, Reason: next.Reason}
+		if reopens {
+			again = Event{Type: EvReopen, Reason: next.Reason}
+		}
+		return &proposal{e: e, ev: ev, now: now, base: e.version, rec: rec, again: again}, nil
 	}
 	e.job = next
 	m.steppedLocked(e, before, ev, acts, err, fx)
 	return nil, err
 }
 
-// commitCancelsLocked commits the records of proposed cancels in one
-// transaction and only then applies them to their jobs, adding the effects
-// (abort the in-flight writes, run the cancel action) to fx. If the commit
-// fails, no job changes, nothing is aborted, and the error wraps
-// ErrNotDurable. It requires that m.storeMu is held and m.mu is not.
-func (m *Manager) commitCancelsLocked(ps []*proposal, fx *effects) error {
+// commitProposalsLocked commits the records of proposed cancels and
+// reopens in one transaction and only then applies them to their jobs,
+// adding the effects (abort the in-flight writes, run the cancel action,
+// take writes again) to fx. If the commit fails, no job changes, nothing
+// is aborted or admitted, and the error wraps ErrNotDurable. It requires
+// that m.storeMu is held and m.mu is not.
+func (m *Manager) commitProposalsLocked(ps []*proposal, fx *effects) error {
 	if len(ps) == 0 {
 		return nil
 	}
@@ -510,16 +603,17 @@ func (m *Manager) commitCancelsLocked(ps []*proposal, fx *effects) error {
 			// machine is deterministic: the same step gives the state
 			// committed.
 			_, _ = m.stepLocked(e, p.ev, p.now, fx)
-			if e.job.State != p.rec.State || e.job.Force != p.rec.Force {
-				panic(fmt.Sprintf("BUG: state: job %q: a committed cancel applied gives %s, the record says %s", e.job.ID(), e.job.State, p.rec.State))
+			if e.job.State != p.rec.State || e.job.Force != p.rec.Force || e.job.Reopen != p.rec.Reopen {
+				panic(fmt.Sprintf("BUG: state: job %q: a committed %s applied gives %s, the record says %s", e.job.ID(), p.ev.Type, e.job.State, p.rec.State))
 			}
 			e.flushed = e.version
 			continue
 		}
 		// The job moved meanwhile (its writes went on, say). The record
-		// says it is cancelled, so it is; its newer record is written next.
+		// says it is cancelled (or reopened), so it is; its newer record is
+		// written next.
 		if _, err := m.stepLocked(e, p.again, m.now(), fx); err != nil {
-			m.log.Warn("committed cancel not applicable", "job", e.job.ID(), "err", err)
+			m.log.Warn("committed request not applicable", "job", e.job.ID(), "event", p.again.Type.String(), "err", err)
 		}
 		fx.ids = append(fx.ids, e.job.ID())
 	}
@@ -533,9 +627,19 @@ func (m *Manager) actLocked(e *entry, acts []Action, fx *effects) {
 		case ActPersist:
 			fx.ids = append(fx.ids, e.job.ID())
 		case ActAbortInflight:
-			// Only a committed cancel gets here (commitCancelsLocked, or a
-			// cancelling record loaded at start).
-			e.abort(&NotAcceptingError{Job: e.job.ID(), State: e.job.State, Reason: e.job.Reason})
+			// Only a committed cancel gets here (commitProposalsLocked, or
+			// a cancelling record loaded at start). A stream that reopens
+			// tells its loader to send again, not to drop.
+			var cause error = &NotAcceptingError{Job: e.job.ID(), State: e.job.State, Reason: e.job.Reason}
+			if e.job.Reopen {
+				cause = &ReopeningError{Job: e.job.ID(), State: e.job.State}
+			}
+			e.abort(cause)
+		case ActReopen:
+			// The last run's writes were aborted for good; the new run's
+			// must not be.
+			e.abortCtx, e.abort = context.WithCancelCause(context.Background())
+			e.drainCancel = false
 		case ActRunCancel:
 			if e.inflight > 0 {
 				// Aborted writes not yet sent end at once; one already
@@ -681,16 +785,44 @@ func (m *Manager) getOrCreateLocked(id string, s Settings, now time.Time, fx *ef
 	if e := m.jobs[id]; e != nil {
 		return e, nil
 	}
-	if m.live >= m.cfg.MaxJobs {
-		return nil, fmt.Errorf("%w: %d live jobs, limit %d; job %q not created", ErrTooManyJobs, m.live, m.cfg.MaxJobs, id)
+	if m.live >= m.cfg.MaxJobs && !m.makeRoomLocked(id) {
+		return nil, fmt.Errorf("%w: %d live jobs, limit %d, none idle; job %q not created", ErrTooManyJobs, m.live, m.cfg.MaxJobs, id)
 	}
-	e := m.newEntry(NewJob(id, m.policy(s), now, m.rnd), s)
+	e := m.newEntry(NewJob(id, m.policy(id, s), now, m.rnd), s)
 	m.jobs[id] = e
 	m.live++
 	e.version++
 	fx.ids = append(fx.ids, id)
 	m.log.Info("job created", "job", id)
 	return e, nil
+}
+
+// makeRoomLocked forgets the job idle the longest (not the default job,
+// and none with a write in flight or waiting) so that job newID may be
+// created or reopened under MaxJobs, and reports whether it found one.
+// An idle job is one whose loader went away, often without completing it;
+// forgetting it cancels nothing and cleans nothing up, and a later write
+// for it starts it again. Its record is deleted at the next tick. It
+// requires that m.mu is held.
+func (m *Manager) makeRoomLocked(newID string) bool {
+	var oldest *entry
+	for id, e := range m.jobs {
+		if e.job.State != Idle || id == m.cfg.DefaultJob || e.inflight > 0 || e.waiters > 0 {
+			continue
+		}
+		if oldest == nil || e.job.Since.Before(oldest.job.Since) {
+			oldest = e
+		}
+	}
+	if oldest == nil {
+		return false
+	}
+	id := oldest.job.ID()
+	delete(m.jobs, id)
+	m.live--
+	m.forgotten = append(m.forgotten, id)
+	m.log.Info("idle job forgotten to make room", "job", id, "idle_since", oldest.job.Since, "for", newID)
+	return true
 }
 
 // Admit is called by the proxy before forwarding a write for job id. It
@@ -740,8 +872,13 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 			return nil, nil, err
 		}
 		if slices.Contains(acts, ActHold) {
-			// e.job is read under m.mu only: a tick may replace it.
-			ch, wait, held := e.changed, e.job.ProbeAt().Sub(now), e.job.State
+			// e.job is read under m.mu only: a tick may replace it. A job
+			// held without a probe slot (a stream being cleaned up before
+			// it reopens) waits for its change, asking again every second.
+			ch, wait, held := e.changed, time.Second, e.job.State
+			if e.job.Hold {
+				wait = e.job.ProbeAt().Sub(now)
+			}
 			if e.inflight > 0 {
 				// The probe waits for the job's writes in flight, whatever
 				// the slot; the release of each wakes this one (changed).
@@ -844,6 +981,9 @@ func (m *Manager) Observe(id string, o Observation) {
 	case ObsServerError, ObsClientError:
 		e.totals.Errors++
 		ev = Event{Type: EvUpstreamError}
+	case ObsUnreachable:
+		e.totals.Errors++
+		ev = Event{Type: EvUpstreamError, Cause: CauseUpstreamUnreachable}
 	default:
 		m.mu.Unlock()
 		m.errLog.Do(func() { m.log.Warn("unknown observation kind ignored", "job", id, "kind", o.Kind.String()) })
@@ -887,7 +1027,7 @@ func (m *Manager) Register(id string, s Settings) (JobView, error) {
 		return JobView{}, &NotAcceptingError{Job: id, State: e.job.State, Reason: e.job.Reason}
 	default:
 		e.settings = s
-		e.job.SetPolicy(m.policy(s))
+		e.job.SetPolicy(m.policy(id, s))
 		e.version++
 		fx.ids = append(fx.ids, id)
 	}
@@ -897,9 +1037,11 @@ func (m *Manager) Register(id string, s Settings) (JobView, error) {
 }
 
 // ReportProgress records progress reported by the loader for job id (see
-// Progress). A checkpoint is committed before ReportProgress returns; if the
-// commit fails the error says so and the view still shows the previous
-// durable checkpoint. Errors: ErrNotFound, *NotAcceptingError, ErrInvalid.
+// Progress). A report that changes nothing is a heartbeat: the loader is
+// alive (see Settings.HeartbeatInterval). A checkpoint is committed before
+// ReportProgress returns; if the commit fails the error says so and the
+// view still shows the previous durable checkpoint. Errors: ErrNotFound,
+// *NotAcceptingError, ErrInvalid.
 func (m *Manager) ReportProgress(id string, p Progress) (JobView, error) {
 	if p.Records < 0 || p.Bytes < 0 {
 		return JobView{}, fmt.Errorf("%w: records %d and bytes %d must not be negative", ErrInvalid, p.Records, p.Bytes)
@@ -939,6 +1081,8 @@ func (m *Manager) ReportProgress(id string, p Progress) (JobView, error) {
 		e.loader.Records, e.loader.Bytes = p.Records, p.Bytes
 		e.lastProgress = now
 		_, _ = m.stepLocked(e, Event{Type: EvProgress}, now, &fx)
+	} else {
+		_, _ = m.stepLocked(e, Event{Type: EvHeartbeat}, now, &fx)
 	}
 	if seq > 0 {
 		e.version++
@@ -989,9 +1133,75 @@ func (m *Manager) Cancel(id string, force bool, reason string) (JobView, error) 
 
 // Complete declares job id done: it becomes completed, with no cleanup.
 // A job that is cancelling, cleaning, cancelled or failed gives a
-// *TransitionError; completing a completed job changes nothing.
+// *TransitionError, and so does the default job, a stream, which never
+// completes; completing a completed job changes nothing.
 func (m *Manager) Complete(id string) (JobView, error) {
 	return m.request(id, Event{Type: EvComplete})
+}
+
+// Reopen makes a cancelled or failed job take writes again: it becomes
+// running, with a new run's timers and deadline (counted from now), and
+// nothing of the last run's stall or cancel. Any other state gives a
+// *TransitionError; with MaxJobs live jobs and none idle to forget,
+// ErrTooManyJobs. reason (at most 256 bytes) defaults to "reopened".
+//
+// Like a cancel, a reopen takes effect only once its record is committed:
+// if the store write fails, the job stays as it was, and the error wraps
+// ErrNotDurable.
+func (m *Manager) Reopen(id, reason string) (JobView, error) {
+	if len(reason) > maxReason {
+		return JobView{}, fmt.Errorf("%w: reason is %d bytes, at most %d", ErrInvalid, len(reason), maxReason)
+	}
+	return m.request(id, Event{Type: EvReopen, Reason: reason})
+}
+
+// Delete forgets a completed, cancelled or failed job: its record is
+// removed from the store, then from memory and the metrics, and a later
+// write for the id starts a new job. It returns the job's last view. A
+// live job gives a *TransitionError (cancel it first). If the store cannot
+// delete the record, nothing changes and the error wraps ErrNotDurable:
+// a record forgotten in memory only would come back at the next start.
+func (m *Manager) Delete(id string) (JobView, error) {
+	m.storeMu.Lock()
+	defer m.storeMu.Unlock()
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return JobView{}, ErrClosed
+	}
+	e, err := m.getLocked(id)
+	if err != nil {
+		m.mu.Unlock()
+		return JobView{}, err
+	}
+	// Stepped on a copy: deleting changes no state, and a refusal must
+	// change nothing either.
+	acts, err := e.job.clone().Step(Event{Type: EvDelete}, m.now())
+	if err == nil && !slices.Equal(acts, []Action{ActDelete}) {
+		panic(fmt.Sprintf("BUG: state: job %q: delete in %s gives %v", id, e.job.State, acts))
+	}
+	v := m.viewLocked(e, m.now())
+	m.mu.Unlock()
+	if err != nil {
+		return v, err
+	}
+	// Only requests, which hold storeMu, move a finished job: it is still
+	// finished now.
+	if err := m.store.Delete(id); err != nil {
+		m.writeError(err)
+		return v, fmt.Errorf("state: job %q: delete not done, the record stays; retry: %w: %w", id, ErrNotDurable, err)
+	}
+	m.mu.Lock()
+	if m.jobs[id] == e {
+		delete(m.jobs, id)
+		if e.waiters > 0 {
+			close(e.changed)
+			e.changed = make(chan struct{})
+		}
+	}
+	m.mu.Unlock()
+	m.log.Info("job deleted", "job", id, "state", v.State.String())
+	return v, nil
 }
 
 // request steps job id with a request from outside. Requests hold storeMu
@@ -1013,23 +1223,29 @@ func (m *Manager) request(id string, ev Event) (JobView, error) {
 		return JobView{}, err
 	}
 	now := m.now()
+	if ev.Type == EvReopen && e.job.State.Terminal() && m.live >= m.cfg.MaxJobs && !m.makeRoomLocked(id) {
+		m.mu.Unlock()
+		m.storeMu.Unlock()
+		return JobView{}, fmt.Errorf("%w: %d live jobs, limit %d, none idle; job %q not reopened", ErrTooManyJobs, m.live, m.cfg.MaxJobs, id)
+	}
 	var p *proposal
-	if ev.Type == EvCancel {
+	if ev.Type == EvCancel || ev.Type == EvReopen {
 		p, err = m.tryLocked(e, ev, now, &fx)
 	} else {
 		_, err = m.stepLocked(e, ev, now, &fx)
 	}
+	was := e.job.State
 	m.mu.Unlock()
 	if p != nil {
-		err = m.commitCancelsLocked([]*proposal{p}, &fx)
+		err = m.commitProposalsLocked([]*proposal{p}, &fx)
 		if err != nil {
-			err = fmt.Errorf("state: job %q: cancel not done, the job goes on; retry: %w", id, err)
+			err = fmt.Errorf("state: job %q: %s not done, the job stays %s; retry: %w", id, ev.Type, was, err)
 		}
 	}
 	if err == nil {
 		err = m.commitLocked(fx.ids)
 		if p != nil {
-			err = nil // the cancel is recorded; what moved meanwhile is written at the next tick
+			err = nil // the request is recorded; what moved meanwhile is written at the next tick
 		}
 	}
 	m.mu.Lock()

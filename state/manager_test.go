@@ -413,9 +413,10 @@ func TestCleaningResumesAfterRestart(t *testing.T) {
 	})
 }
 
-// TestRestartAloneCancelsNothing: jobs idle for hours before a restart, one
-// of them already stalled, are not cancelled until StallAfter+CancelGrace
-// after the restart.
+// TestRestartAloneCancelsNothing: jobs quiet for hours before a restart,
+// one of them stalled by throttling, one idle, are not cancelled because
+// of the restart: the stalled one only StallAfter+CancelGrace after it,
+// the idle one never.
 func TestRestartAloneCancelsNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := &MemStore{}
@@ -424,6 +425,7 @@ func TestRestartAloneCancelsNothing(t *testing.T) {
 		if _, err := m.Register("stalled-before", Settings{}); err != nil {
 			t.Fatal(err)
 		}
+		m.Observe("stalled-before", Observation{Kind: ObsThrottled})
 		time.Sleep(4 * time.Minute)
 		if _, err := m.Register("idle", Settings{}); err != nil {
 			t.Fatal(err)
@@ -447,20 +449,22 @@ func TestRestartAloneCancelsNothing(t *testing.T) {
 		}
 		time.Sleep(3 * time.Second)
 		synctest.Wait()
-		for _, id := range []string{"idle", "stalled-before"} {
-			v := mustGet(t, m, id)
-			i := slices.Index(historyTo(v), Cancelling)
-			if v.State != Cancelled || i < 0 || v.History[i].Reason != "stalled" {
-				t.Fatalf("%s: %s, history %+v", id, v.State, v.History)
-			}
-			if d := v.History[i].At.Sub(restart); d < DefaultStallAfter+DefaultCancelGrace-time.Second {
-				t.Fatalf("%s cancelled %s after the restart", id, d)
-			}
+		v := mustGet(t, m, "stalled-before")
+		i := slices.Index(historyTo(v), Cancelling)
+		if v.State != Cancelled || i < 0 || v.History[i].Reason != "stalled" {
+			t.Fatalf("stalled-before: %s, history %+v", v.State, v.History)
+		}
+		if d := v.History[i].At.Sub(restart); d < DefaultStallAfter+DefaultCancelGrace-time.Second {
+			t.Fatalf("stalled-before cancelled %s after the restart", d)
+		}
+		time.Sleep(time.Hour)
+		if v := mustGet(t, m, "idle"); v.State != Idle || slices.Contains(historyTo(v), Cancelling) {
+			t.Fatalf("idle: %s, history %+v", v.State, v.History)
 		}
 	})
 }
 
-// flakyStore fails Put while broken is set, like a full disk.
+// flakyStore fails Put and Delete while broken is set, like a full disk.
 type flakyStore struct {
 	MemStore
 	mu     sync.Mutex
@@ -471,6 +475,16 @@ func (s *flakyStore) setBroken(b bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.broken = b
+}
+
+func (s *flakyStore) Delete(ids ...string) error {
+	s.mu.Lock()
+	broken := s.broken
+	s.mu.Unlock()
+	if broken {
+		return errors.New("delete from sluice.db: no space left on device")
+	}
+	return s.MemStore.Delete(ids...)
 }
 
 func (s *flakyStore) Put(recs ...Record) error {
@@ -575,7 +589,8 @@ func TestCheckpointsRetained(t *testing.T) {
 }
 
 // TestLoaderProgressHoldsOffStall: reports that change are progress,
-// repeated identical reports are heartbeats.
+// repeated identical reports are heartbeats: the loader is alive and
+// writes nothing, so its job is idle, not stalled.
 func TestLoaderProgressHoldsOffStall(t *testing.T) {
 	now := t0
 	m := newTestManager(t, Config{Now: func() time.Time { return now }})
@@ -599,8 +614,8 @@ func TestLoaderProgressHoldsOffStall(t *testing.T) {
 	if v := mustGet(t, m, "moving"); v.State != Running || v.Rate.Records <= 0 {
 		t.Errorf("moving: %s rate %+v", v.State, v.Rate)
 	}
-	if v := mustGet(t, m, "heartbeat"); v.State != Stalled || v.Stalls != 1 || v.StallCause != CauseLoaderIdle {
-		t.Errorf("heartbeat: %s stalls %d cause %q", v.State, v.Stalls, v.StallCause)
+	if v := mustGet(t, m, "heartbeat"); v.State != Idle || v.Stalls != 0 || v.StallCause != "" {
+		t.Errorf("heartbeat: %s stalls %d cause %q, want idle", v.State, v.Stalls, v.StallCause)
 	}
 }
 
@@ -747,7 +762,7 @@ func TestPruneAndMetrics(t *testing.T) {
 	series = gather(t, reg)
 	for _, s := range States() {
 		want := 0.0
-		if s == Stalled { // an hour without progress
+		if s == Idle { // an hour without a write
 			want = 1
 		}
 		if got, ok := series[`sluice_jobs{state="`+s.String()+`"}`]; !ok || got != want {
@@ -796,8 +811,8 @@ func TestProgressProbe(t *testing.T) {
 			t.Fatalf("rising probe: %s value %v", v.State, v.Loader.ProbeValue)
 		}
 		time.Sleep(DefaultStallAfter + time.Minute)
-		if v := mustGet(t, m, "j"); v.State != Stalled {
-			t.Fatalf("flat probe: %s", v.State)
+		if v := mustGet(t, m, "j"); v.State != Stalled || v.StallCause != CauseProbeNoProgress {
+			t.Fatalf("flat probe: %s (%s), want stalled (probe_no_progress)", v.State, v.StallCause)
 		}
 	})
 }
@@ -897,7 +912,7 @@ func TestObserveIgnoresUnknownKinds(t *testing.T) {
 	if _, err := m.Register("j", Settings{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []ObsKind{0, ObsClientError + 1} {
+	for _, k := range []ObsKind{0, ObsUnreachable + 1} {
 		m.Observe("j", Observation{Kind: k, Bytes: 10, Items: 1})
 		if want := fmt.Sprintf("obs_kind(%d)", k); k.String() != want {
 			t.Errorf("ObsKind(%d).String() = %q, want %q", uint8(k), k, want)

@@ -40,27 +40,39 @@ const (
 // Deadline means "no deadline" even if the defaults set one. In JSON,
 // durations are Go duration strings ("5m", "1h30m").
 type Settings struct {
-	StallAfter   time.Duration
-	CancelGrace  time.Duration
-	Deadline     time.Duration
-	AutoCancel   *bool
-	Cancel       *ActionSpec
-	Cleanup      *ActionSpec
-	ProbeURL     string // GET; ${JOB} substituted as in ActionSpec
-	ProbePointer string // RFC 6901 pointer to a number that must increase
-	Labels       map[string]string
+	StallAfter  time.Duration
+	CancelGrace time.Duration
+	Deadline    time.Duration
+	AutoCancel  *bool
+	// AutoCancelCauses are the stall causes that cancel the job; nil
+	// inherits, empty means none.
+	AutoCancelCauses []StallCause
+	// HeartbeatInterval > 0 asks for the job's loader to be watched: it
+	// writes or reports progress (changed or not) at least this often, and
+	// a job without progress whose loader fell silent longer is stalled
+	// (loader_idle) instead of idle.
+	HeartbeatInterval time.Duration
+	Cancel            *ActionSpec
+	Cleanup           *ActionSpec
+	ProbeURL          string // GET; ${JOB} substituted as in ActionSpec
+	ProbePointer      string // RFC 6901 pointer to a number that must increase
+	Labels            map[string]string
 }
 
 type settingsJSON struct {
-	StallAfter   string            `json:"stall_after,omitempty"`
-	CancelGrace  string            `json:"cancel_grace,omitempty"`
-	Deadline     string            `json:"deadline,omitempty"`
-	AutoCancel   *bool             `json:"auto_cancel,omitempty"`
-	Cancel       *ActionSpec       `json:"cancel,omitempty"`
-	Cleanup      *ActionSpec       `json:"cleanup,omitempty"`
-	ProbeURL     string            `json:"probe_url,omitempty"`
-	ProbePointer string            `json:"probe_pointer,omitempty"`
-	Labels       map[string]string `json:"labels,omitempty"`
+	StallAfter  string `json:"stall_after,omitempty"`
+	CancelGrace string `json:"cancel_grace,omitempty"`
+	Deadline    string `json:"deadline,omitempty"`
+	AutoCancel  *bool  `json:"auto_cancel,omitempty"`
+	// A pointer, so that an empty list (no cause cancels) survives a round
+	// trip apart from none (inherit).
+	AutoCancelCauses  *[]StallCause     `json:"auto_cancel_causes,omitempty"`
+	HeartbeatInterval string            `json:"heartbeat_interval,omitempty"`
+	Cancel            *ActionSpec       `json:"cancel,omitempty"`
+	Cleanup           *ActionSpec       `json:"cleanup,omitempty"`
+	ProbeURL          string            `json:"probe_url,omitempty"`
+	ProbePointer      string            `json:"probe_pointer,omitempty"`
+	Labels            map[string]string `json:"labels,omitempty"`
 }
 
 func durString(d time.Duration) string {
@@ -72,11 +84,15 @@ func durString(d time.Duration) string {
 
 // MarshalJSON implements json.Marshaler.
 func (s Settings) MarshalJSON() ([]byte, error) {
-	return json.Marshal(settingsJSON{
+	j := settingsJSON{
 		StallAfter: durString(s.StallAfter), CancelGrace: durString(s.CancelGrace), Deadline: durString(s.Deadline),
-		AutoCancel: s.AutoCancel, Cancel: s.Cancel, Cleanup: s.Cleanup,
+		AutoCancel: s.AutoCancel, HeartbeatInterval: durString(s.HeartbeatInterval), Cancel: s.Cancel, Cleanup: s.Cleanup,
 		ProbeURL: s.ProbeURL, ProbePointer: s.ProbePointer, Labels: s.Labels,
-	})
+	}
+	if s.AutoCancelCauses != nil {
+		j.AutoCancelCauses = &s.AutoCancelCauses
+	}
+	return json.Marshal(j)
 }
 
 // UnmarshalJSON implements json.Unmarshaler.
@@ -87,11 +103,17 @@ func (s *Settings) UnmarshalJSON(b []byte) error {
 	}
 	out := Settings{AutoCancel: j.AutoCancel, Cancel: j.Cancel, Cleanup: j.Cleanup,
 		ProbeURL: j.ProbeURL, ProbePointer: j.ProbePointer, Labels: j.Labels}
+	if j.AutoCancelCauses != nil {
+		out.AutoCancelCauses = append([]StallCause{}, *j.AutoCancelCauses...)
+	}
 	for _, f := range []struct {
 		name string
 		in   string
 		out  *time.Duration
-	}{{"stall_after", j.StallAfter, &out.StallAfter}, {"cancel_grace", j.CancelGrace, &out.CancelGrace}, {"deadline", j.Deadline, &out.Deadline}} {
+	}{
+		{"stall_after", j.StallAfter, &out.StallAfter}, {"cancel_grace", j.CancelGrace, &out.CancelGrace},
+		{"deadline", j.Deadline, &out.Deadline}, {"heartbeat_interval", j.HeartbeatInterval, &out.HeartbeatInterval},
+	} {
 		if f.in == "" {
 			continue
 		}
@@ -112,6 +134,14 @@ func (s *Settings) Validate() error {
 	}
 	if s.CancelGrace < 0 {
 		return fmt.Errorf("%w: cancel_grace %s is negative", ErrInvalid, s.CancelGrace)
+	}
+	if s.HeartbeatInterval < 0 {
+		return fmt.Errorf("%w: heartbeat_interval %s is negative", ErrInvalid, s.HeartbeatInterval)
+	}
+	for _, c := range s.AutoCancelCauses {
+		if _, err := ParseStallCause(string(c)); err != nil {
+			return fmt.Errorf("%w: auto_cancel_causes: %w", ErrInvalid, err)
+		}
 	}
 	for name, a := range map[string]*ActionSpec{"cancel": s.Cancel, "cleanup": s.Cleanup} {
 		if a == nil {
@@ -171,6 +201,12 @@ func (s Settings) merge(d Settings) Settings {
 	if s.AutoCancel == nil {
 		s.AutoCancel = d.AutoCancel
 	}
+	if s.AutoCancelCauses == nil {
+		s.AutoCancelCauses = d.AutoCancelCauses
+	}
+	if s.HeartbeatInterval == 0 {
+		s.HeartbeatInterval = d.HeartbeatInterval
+	}
 	if s.Cancel == nil {
 		s.Cancel = d.Cancel
 	}
@@ -193,7 +229,7 @@ var (
 	ErrTooManyJobs  = errors.New("state: too many live jobs")                                                                  // 429
 	ErrNotFound     = errors.New("state: no such job")                                                                         // 404
 	ErrClosed       = errors.New("state: manager closed")                                                                      // 503
-	ErrNotDurable   = errors.New("state: not recorded in the store")                                                           // 503: the request did not take effect; retry
+	ErrNotDurable   = errors.New("state: not recorded in the store")                                                           // 503: the request (cancel, reopen, delete) did not take effect; retry
 )
 
 // ValidJobID reports whether id is 1–128 characters of A-Za-z0-9._:-
@@ -243,6 +279,7 @@ const (
 	ObsTimeout             // attempt deadline: a congestion signal
 	ObsServerError         // 5xx: not progress, a stall cause
 	ObsClientError         // 4xx: not progress, a stall cause
+	ObsUnreachable         // no connection to the store: not progress, a stall cause of its own
 )
 
 var obsKindNames = [...]string{
@@ -252,12 +289,13 @@ var obsKindNames = [...]string{
 	ObsTimeout:     "timeout",
 	ObsServerError: "server_error",
 	ObsClientError: "client_error",
+	ObsUnreachable: "unreachable",
 }
 
 // String returns the kind's snake_case name, the same word as the proxy's
 // classification of the attempt ("ok", "throttled", "overloaded",
-// "timeout", "server_error", "client_error"), or "obs_kind(N)" for the zero
-// value and any value outside the set.
+// "timeout", "server_error", "client_error", "unreachable"), or
+// "obs_kind(N)" for the zero value and any value outside the set.
 func (k ObsKind) String() string {
 	if int(k) < len(obsKindNames) && obsKindNames[k] != "" {
 		return obsKindNames[k]

@@ -43,10 +43,17 @@ type JobView struct {
 
 // EffectiveSettings are a job's settings after inheriting the defaults.
 type EffectiveSettings struct {
-	StallAfter   string      `json:"stall_after"`
-	CancelGrace  string      `json:"cancel_grace"`
-	Deadline     string      `json:"deadline,omitempty"`
-	AutoCancel   bool        `json:"auto_cancel"`
+	StallAfter  string `json:"stall_after"`
+	CancelGrace string `json:"cancel_grace"`
+	Deadline    string `json:"deadline,omitempty"`
+	AutoCancel  bool   `json:"auto_cancel"`
+	// AutoCancelCauses are the stall causes that cancel the job (with
+	// AutoCancel); always a list, empty for none.
+	AutoCancelCauses  []StallCause `json:"auto_cancel_causes"`
+	HeartbeatInterval string       `json:"heartbeat_interval,omitempty"`
+	// Stream: the default job, which never completes and reopens after a
+	// cancel of sluice's own.
+	Stream       bool        `json:"stream,omitempty"`
 	Cancel       *ActionSpec `json:"cancel,omitempty"`
 	Cleanup      *ActionSpec `json:"cleanup,omitempty"`
 	ProbeURL     string      `json:"probe_url,omitempty"`
@@ -78,7 +85,9 @@ func (m *Manager) viewLocked(e *entry, now time.Time) JobView {
 		Attempts:   slices.Clone(j.Attempts),
 		Settings: EffectiveSettings{
 			StallAfter: p.StallAfter.String(), CancelGrace: p.CancelGrace.String(), Deadline: durString(p.Deadline),
-			AutoCancel: p.AutoCancel, Cancel: redactSpec(eff.Cancel), Cleanup: redactSpec(eff.Cleanup),
+			AutoCancel: p.AutoCancel, AutoCancelCauses: append([]StallCause{}, p.AutoCancelCauses...),
+			HeartbeatInterval: durString(p.HeartbeatInterval), Stream: p.Stream,
+			Cancel: redactSpec(eff.Cancel), Cleanup: redactSpec(eff.Cleanup),
 			ProbeURL: redact.URL(eff.ProbeURL), ProbePointer: eff.ProbePointer,
 		},
 	}

@@ -148,10 +148,10 @@ func methodNotAllowedAsJSON(mux *http.ServeMux) http.Handler {
 			return
 		}
 		if _, pattern := mux.Handler(r); pattern == "/" {
-			// No pattern matches this method: probe with GET and POST to
-			// tell 405 from 404.
+			// No pattern matches this method: probe with the methods the
+			// API serves to tell 405 from 404.
 			var allow []string
-			for _, m := range []string{http.MethodGet, http.MethodPost} {
+			for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
 				probe := r.Clone(r.Context())
 				probe.Method = m
 				if _, p := mux.Handler(probe); p != "" && p != "/" {
@@ -353,9 +353,10 @@ func (s *API) jobCounts() map[string]int {
 	return out
 }
 
-// cancelRetryAfter is the Retry-After of a cancel that could not be
-// recorded: a few seconds, since the job manager writes its records again
-// every second and so finds a usable state dir again at once.
+// cancelRetryAfter is the Retry-After of a cancel (reopen, delete) that
+// could not be recorded: a few seconds, since the job manager writes its
+// records again every second and so finds a usable state dir again at
+// once.
 const cancelRetryAfter = 5 * time.Second
 
 // jobsAPI registers the /v1/jobs endpoints.
@@ -373,11 +374,16 @@ func (s *API) jobsAPI(mux *http.ServeMux) {
 			apierror.Write(w, http.StatusBadRequest, "invalid_request", err.Error(), nil)
 			return
 		}
-		s.jobResult(w, http.StatusCreated)(s.d.Jobs.Register(req.ID, settings))
+		s.jobResult(w, http.StatusCreated, "")(s.d.Jobs.Register(req.ID, settings))
 	}))
 	mux.HandleFunc("GET /v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
-		s.jobResult(w, http.StatusOK)(s.d.Jobs.Get(r.PathValue("id")))
+		s.jobResult(w, http.StatusOK, "")(s.d.Jobs.Get(r.PathValue("id")))
 	})
+	// Forgets a finished job's record (and its metric series); a later
+	// write for the id starts a new job. Answers the job's last view.
+	mux.HandleFunc("DELETE /v1/jobs/{id}", s.mutating(func(w http.ResponseWriter, r *http.Request) {
+		s.jobResult(w, http.StatusOK, "delete_not_recorded")(s.d.Jobs.Delete(r.PathValue("id")))
+	}))
 	mux.HandleFunc("POST /v1/jobs/{id}/progress", s.mutating(func(w http.ResponseWriter, r *http.Request) {
 		var req progressRequest
 		if !decodeBody(w, r, &req, false) {
@@ -387,7 +393,7 @@ func (s *API) jobsAPI(mux *http.ServeMux) {
 			apierror.Write(w, http.StatusBadRequest, "invalid_request", "records and bytes must not be negative", nil)
 			return
 		}
-		s.jobResult(w, http.StatusOK)(s.d.Jobs.ReportProgress(r.PathValue("id"), state.Progress{
+		s.jobResult(w, http.StatusOK, "")(s.d.Jobs.ReportProgress(r.PathValue("id"), state.Progress{
 			Records: req.Records, Bytes: req.Bytes, Checkpoint: req.Checkpoint,
 		}))
 	}))
@@ -401,10 +407,18 @@ func (s *API) jobsAPI(mux *http.ServeMux) {
 		if reason == "" {
 			reason = "requested"
 		}
-		s.jobResult(w, http.StatusAccepted)(s.d.Jobs.Cancel(r.PathValue("id"), force, reason))
+		s.jobResult(w, http.StatusAccepted, "")(s.d.Jobs.Cancel(r.PathValue("id"), force, reason))
 	}))
 	mux.HandleFunc("POST /v1/jobs/{id}/complete", s.mutating(func(w http.ResponseWriter, r *http.Request) {
-		s.jobResult(w, http.StatusOK)(s.d.Jobs.Complete(r.PathValue("id")))
+		s.jobResult(w, http.StatusOK, "")(s.d.Jobs.Complete(r.PathValue("id")))
+	}))
+	// A cancelled or failed job takes writes again, as a new run.
+	mux.HandleFunc("POST /v1/jobs/{id}/reopen", s.mutating(func(w http.ResponseWriter, r *http.Request) {
+		var req reopenRequest
+		if !decodeBody(w, r, &req, true) {
+			return
+		}
+		s.jobResult(w, http.StatusOK, "reopen_not_recorded")(s.d.Jobs.Reopen(r.PathValue("id"), req.Reason))
 	}))
 }
 
@@ -417,12 +431,19 @@ func (s *API) mutating(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-func (s *API) jobResult(w http.ResponseWriter, okStatus int) func(state.JobView, error) {
+// jobResult answers a job manager call: the view with okStatus, or the
+// error. notRecorded, if set, is the code of a request that could not be
+// recorded (ErrNotDurable), when it is not a cancel.
+func (s *API) jobResult(w http.ResponseWriter, okStatus int, notRecorded string) func(state.JobView, error) {
 	return func(v state.JobView, err error) {
 		if err != nil {
 			status, code := apierror.ForJob(err)
 			if errors.Is(err, state.ErrNotDurable) {
+				// Not done at all: retry soon.
 				apierror.SetRetryAfter(w.Header(), cancelRetryAfter)
+				if notRecorded != "" {
+					code = notRecorded
+				}
 			}
 			apierror.Write(w, status, code, err.Error(), nil)
 			return
@@ -514,14 +535,20 @@ func (a *actionRequest) spec(which string) (*state.ActionSpec, error) {
 }
 
 type registerRequest struct {
-	ID          string            `json:"id"`
-	StallAfter  duration          `json:"stall_after"`
-	CancelGrace duration          `json:"cancel_grace"`
-	Deadline    duration          `json:"deadline"`
-	AutoCancel  *bool             `json:"auto_cancel"`
-	Cancel      *actionRequest    `json:"cancel"`
-	Cleanup     *actionRequest    `json:"cleanup"`
-	Labels      map[string]string `json:"labels"`
+	ID          string   `json:"id"`
+	StallAfter  duration `json:"stall_after"`
+	CancelGrace duration `json:"cancel_grace"`
+	Deadline    duration `json:"deadline"`
+	AutoCancel  *bool    `json:"auto_cancel"`
+	// AutoCancelCauses: the stall causes that cancel this job; absent,
+	// SLUICE_AUTO_CANCEL_CAUSES; [] none.
+	AutoCancelCauses *[]state.StallCause `json:"auto_cancel_causes"`
+	// HeartbeatInterval: the loader writes or reports progress at least
+	// this often; silent longer, it is hung (stall cause loader_idle).
+	HeartbeatInterval duration          `json:"heartbeat_interval"`
+	Cancel            *actionRequest    `json:"cancel"`
+	Cleanup           *actionRequest    `json:"cleanup"`
+	Labels            map[string]string `json:"labels"`
 }
 
 func (r *registerRequest) settings() (state.Settings, error) {
@@ -536,14 +563,20 @@ func (r *registerRequest) settings() (state.Settings, error) {
 	if len(r.Labels) > 32 {
 		return state.Settings{}, errors.New("labels: at most 32")
 	}
+	var causes []state.StallCause
+	if r.AutoCancelCauses != nil {
+		causes = append([]state.StallCause{}, *r.AutoCancelCauses...) // [] stays "none", not "inherit"
+	}
 	return state.Settings{
-		StallAfter:  time.Duration(r.StallAfter),
-		CancelGrace: time.Duration(r.CancelGrace),
-		Deadline:    time.Duration(r.Deadline),
-		AutoCancel:  r.AutoCancel,
-		Cancel:      cancel,
-		Cleanup:     cleanup,
-		Labels:      r.Labels,
+		StallAfter:        time.Duration(r.StallAfter),
+		CancelGrace:       time.Duration(r.CancelGrace),
+		Deadline:          time.Duration(r.Deadline),
+		AutoCancel:        r.AutoCancel,
+		AutoCancelCauses:  causes,
+		HeartbeatInterval: time.Duration(r.HeartbeatInterval),
+		Cancel:            cancel,
+		Cleanup:           cleanup,
+		Labels:            r.Labels,
 	}, nil
 }
 
@@ -555,5 +588,9 @@ type progressRequest struct {
 
 type cancelRequest struct {
 	Force  bool   `json:"force"`
+	Reason string `json:"reason"`
+}
+
+type reopenRequest struct {
 	Reason string `json:"reason"`
 }
