@@ -87,7 +87,7 @@ func obsKind(k classify.Kind) state.ObsKind {
 		return state.ObsOverloaded
 	case classify.Timeout:
 		return state.ObsTimeout
-	case classify.ServerError:
+	case classify.ServerError, classify.Unreachable:
 		return state.ObsServerError
 	case classify.ClientError:
 		return state.ObsClientError

@@ -465,15 +465,20 @@ func TestCancelNotRecorded(t *testing.T) {
 	})
 }
 
-// Every classification the proxy reports reaches the job manager as the
-// kind of the same name: none is dropped as unknown on the way.
+// Every classification the proxy reports reaches the job manager, none is
+// dropped as unknown on the way: as the kind of the same name, except an
+// unreachable store, which the job manager knows as a server error (its
+// stall cause is upstream_errors).
 func TestObsKindMapsEveryKind(t *testing.T) {
 	for k := classify.OK; k <= classify.Timeout; k++ {
 		if got := obsKind(k); got.String() != k.String() {
 			t.Errorf("obsKind(%v) = %v", k, got)
 		}
 	}
-	if got := obsKind(classify.Timeout + 1); got != 0 {
-		t.Errorf("obsKind(%v) = %v, want no kind", classify.Timeout+1, got)
+	if got := obsKind(classify.Unreachable); got != state.ObsServerError {
+		t.Errorf("obsKind(%v) = %v, want %v", classify.Unreachable, got, state.ObsServerError)
+	}
+	if got := obsKind(classify.Unreachable + 1); got != 0 {
+		t.Errorf("obsKind(%v) = %v, want no kind", classify.Unreachable+1, got)
 	}
 }

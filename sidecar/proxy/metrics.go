@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_upstream_attempts_total",
-			Help: "Upstream attempts by classified outcome: ok, throttled, overloaded, client_error, server_error, timeout.",
+			Help: "Upstream attempts by classified outcome: ok, throttled, overloaded, client_error, server_error, timeout, unreachable.",
 		}, []string{"kind"}),
 		throttles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_upstream_congestion_signals_total",
@@ -99,7 +99,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	// Known label values exist from the start, so that rate() and the
 	// alerts' ratios see the first increment.
-	for k := classify.OK; k <= classify.Timeout; k++ {
+	for k := classify.OK; k <= classify.Unreachable; k++ { // Unreachable is the last kind
 		m.attempts.WithLabelValues(k.String())
 		if k.Retryable() {
 			m.retries.WithLabelValues(k.String())
