@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"code"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_proxy_backpressure_total",
-			Help: "Loader requests pushed back by sluice with 429 (or 503 while shutting down), by reason: queue_full, queue_timeout, no_capacity, closed.",
+			Help: "Loader requests pushed back by sluice with SLUICE_PUSHBACK_STATUS (or 503 while shutting down), by reason: queue_full, queue_timeout, no_capacity, unreachable, closed.",
 		}, []string{"reason"}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_upstream_attempts_total",
@@ -105,7 +105,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.retries.WithLabelValues(k.String())
 		}
 	}
-	for _, r := range admissionReasons {
+	for _, r := range pushbackReasons {
 		m.rejected.WithLabelValues(r)
 	}
 	reg.MustRegister(m.requests, m.rejected, m.attempts, m.throttles, m.retries, m.retryBudgetExhausted,

@@ -65,19 +65,23 @@ type Observation struct {
 // sluice_upstream_congestion_signals_total, become the limiter's
 // LastReason, and reach the loader in its error's details.
 const (
-	// A write refused before any attempt (an *admissionError): the loader
-	// gets 429 with a Retry-After, or 503 for reasonClosed.
+	// sluice's own pushback (a *pushbackError): the loader gets
+	// SLUICE_PUSHBACK_STATUS (429 or 503) with a Retry-After, or 503 for
+	// reasonClosed. The first three refuse a write before any attempt.
 	reasonQueueFull    = "queue_full"    // the limiter's queue holds its maximum already
 	reasonQueueTimeout = "queue_timeout" // no send slot within SLUICE_QUEUE_TIMEOUT
 	reasonNoCapacity   = "no_capacity"   // no send slot free now, and writes are rejected rather than queued
 	reasonClosed       = "closed"        // sluice is shutting down
+	reasonUnreachable  = "unreachable"   // the store answers nothing: the write's attempt found it so, or it waited in vain for the limiter's probe
 
 	// An attempt that got no answer to classify (classifyError).
 	reasonCancelled         = "cancelled"          // the loader left or its job was cancelled: nothing learned of the store
 	reasonTimeout           = "timeout"            // no answer within SLUICE_UPSTREAM_TIMEOUT: a congestion signal
-	reasonConnectionRefused = "connection_refused" // nothing listens at the store's address
+	reasonConnectionRefused = "connection_refused" // unreachable: nothing listens at the store's address
+	reasonConnectionReset   = "connection_reset"   // unreachable: the connection broke before the store answered anything
+	reasonDNS               = "dns"                // unreachable: the store's name did not resolve
 	reasonSwitchedProtocols = "switched_protocols" // the store answered 101 to a write that asked for no upgrade
-	reasonTransportError    = "transport_error"    // a reset or a broken response
+	reasonTransportError    = "transport_error"    // an answer that broke off, or a response that could not be read
 	reasonPipelineBroken    = "pipeline_broken"    // pipelined behind a write whose connection broke: not answered, sent again
 
 	// A permit given back without an attempt reaching the store.
@@ -85,9 +89,9 @@ const (
 	reasonNotSent = "not_sent" // the permit taken at admission, which no attempt used
 )
 
-// admissionReasons are the reasons of an *admissionError, known from the
+// pushbackReasons are the reasons of a *pushbackError, known from the
 // start as metric labels.
-var admissionReasons = [...]string{reasonQueueFull, reasonQueueTimeout, reasonNoCapacity, reasonClosed}
+var pushbackReasons = [...]string{reasonQueueFull, reasonQueueTimeout, reasonNoCapacity, reasonClosed, reasonUnreachable}
 
 // Proxy forwards a loader's writes to the store: each attempt passes the
 // adaptive limiter, has a deadline, is classified from the store's answer,
@@ -116,7 +120,9 @@ type Proxy struct {
 	m           *metrics
 	idle        *idleCap
 	log         *slog.Logger
-	warn        rate.Sometimes
+	warn        rate.Sometimes // congestion
+	warnDown    rate.Sometimes // an unreachable store
+	shownURL    string         // the upstream for logs, its password redacted
 
 	transport http.RoundTripper  // the real *http.Transport; tests put an in-memory store here
 	pipe      *pipeline.Pipeline // SLUICE_PIPELINE; nil when off
@@ -194,6 +200,8 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		idle:         newIdleCap(cfg.MaxIdleConns, m.notKeptAlive),
 		log:          d.Logger.With("component", "proxy"),
 		warn:         rate.Sometimes{Interval: 10 * time.Second},
+		warnDown:     rate.Sometimes{Interval: 10 * time.Second},
+		shownURL:     cfg.Upstream.Redacted(),
 		transport:    tr,
 	}
 	switch {
@@ -407,14 +415,28 @@ func signedAcceptEncoding(r *http.Request) bool {
 	return false
 }
 
-// admissionError is a write refused by sluice's own limits: the loader gets
-// 429 with a Retry-After, or 503 when sluice is shutting down.
-type admissionError struct {
-	reason string // one of admissionReasons
+// pushbackError is sluice's own answer that the loader should come back
+// later: a write refused by sluice's limits before any attempt, or one that
+// found the store unreachable. The loader gets SLUICE_PUSHBACK_STATUS with a
+// Retry-After (answerError), or 503 when sluice is shutting down.
+type pushbackError struct {
+	reason string // one of pushbackReasons
+	cause  string // what the store's last attempt was classified as, if any (connection_refused, ...)
 	wait   time.Duration
 }
 
-func (e *admissionError) Error() string { return "sluice: write refused: " + e.reason }
+func (e *pushbackError) Error() string { return "sluice: write pushed back: " + e.reason }
+
+// pushback counts and returns sluice's pushback of ex for reason, with the
+// wait the limiter expects before the loader's write could be admitted.
+func (p *Proxy) pushback(ex *exchange, reason string) *pushbackError {
+	p.m.rejected.WithLabelValues(reason).Inc()
+	e := &pushbackError{reason: reason, wait: p.lim.RetryWait(ex.cost)}
+	if reason == reasonUnreachable && ex.last.Kind == classify.Unreachable {
+		e.cause = ex.last.Reason
+	}
+	return e
+}
 
 // errSwitchedProtocols is an attempt the store answered with 101 Switching
 // Protocols, which sluice never asks for.
@@ -460,17 +482,20 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 		return nil, ctx.Err() // the loader left, or its job was cancelled
 	case errors.Is(err, limiter.ErrQueueFull):
 		reason = reasonQueueFull
+	case errors.Is(err, limiter.ErrClosed):
+		reason = reasonClosed
+	case (errors.Is(err, limiter.ErrNoCapacity) || errors.Is(err, context.DeadlineExceeded)) && p.lim.Unreachable():
+		// Not sluice's limits: the store answers nothing, and the
+		// limiter lets only its probe through.
+		reason = reasonUnreachable
 	case errors.Is(err, limiter.ErrNoCapacity):
 		reason = reasonNoCapacity
 	case errors.Is(err, context.DeadlineExceeded):
 		reason = reasonQueueTimeout
-	case errors.Is(err, limiter.ErrClosed):
-		reason = reasonClosed
 	default:
 		return nil, err
 	}
-	p.m.rejected.WithLabelValues(reason).Inc()
-	return nil, &admissionError{reason: reason, wait: p.lim.RetryWait(cost)}
+	return nil, p.pushback(ex, reason)
 }
 
 // cost is what a write takes from the rate limit: 1, or its body size.
@@ -589,9 +614,9 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 		return false, 0, ctx.Err() // the loader left, or its job was cancelled
 	}
 	// Whether this write may be sent again.
-	var adm *admissionError
+	var pb *pushbackError
 	switch {
-	case errors.As(err, &adm), err != nil && ex.last.Kind == classify.ClientError:
+	case errors.As(err, &pb), err != nil && ex.last.Kind == classify.ClientError:
 		return false, 0, err // refused by sluice itself, or credentials
 	case !ex.retryable, ex.attempts > p.retryMax:
 		// A body that streamed once (over SLUICE_RETRY_BODY_MAX, or the
@@ -599,7 +624,7 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 		// (see methodRetryable), or no retries left. Stopping here rather
 		// than letting retryablehttp run out keeps its give-up path (which
 		// closes every idle connection) out of the way.
-		return false, 0, err
+		return false, 0, p.giveUp(ex, err)
 	case !ex.last.Kind.Retryable():
 		return false, 0, err // stored, or the loader's fault: it would fail the same way
 	case ex.last.Kind == classify.Timeout:
@@ -610,7 +635,7 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 	case !p.retryBudget.TryRetry(time.Now()):
 		// Retries must not amplify an overload (Envoy's retry budget).
 		p.m.retryBudgetExhausted.Inc()
-		return false, 0, err
+		return false, 0, p.giveUp(ex, err)
 	}
 	p.m.retries.WithLabelValues(ex.last.Kind.String()).Inc()
 	// How long it waits: exponential backoff with full jitter, and never
@@ -621,6 +646,19 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 		return true, p.honour.Delay(retries, ex.last.RetryAfter, nil), nil
 	}
 	return true, p.backoff.Delay(retries, 0, nil), nil
+}
+
+// giveUp is what an exchange that is not tried again after an attempt
+// that returned err ends with: err (nil: the store's answer goes to the
+// loader), except that a write whose attempt reached no store gets
+// sluice's pushback, which loaders retry after its Retry-After, rather than
+// a 502, which many drop or retry at once. The limiter meanwhile probes the
+// store (see limiter.Unreachable).
+func (p *Proxy) giveUp(ex *exchange, err error) error {
+	if err != nil && ex.last.Kind == classify.Unreachable {
+		return p.pushback(ex, reasonUnreachable)
+	}
+	return err
 }
 
 // modifyResponse is the ReverseProxy's ModifyResponse: the store's last
@@ -638,22 +676,29 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeFrom(r.Context())
 	var (
-		adm     *admissionError
+		pb      *pushbackError
 		body    *bodyReadError
 		tooBig  *auth.TooLargeError
 		noCreds *auth.UnavailableError
 	)
 	details := map[string]any{"job": ex.job, "attempts": ex.attempts}
 	switch {
-	case errors.As(err, &adm) && adm.reason == reasonClosed:
+	case errors.As(err, &pb) && pb.reason == reasonClosed:
 		ex.status = http.StatusServiceUnavailable
 		apierror.Write(w, ex.status, "shutting_down", "sluice is shutting down", details)
-	case errors.As(err, &adm):
+	case errors.As(err, &pb):
 		// Backpressure: the loader should slow down and retry after the wait.
 		ex.status = http.StatusTooManyRequests
-		apierror.SetRetryAfter(w.Header(), adm.wait)
-		details["reason"] = adm.reason
-		apierror.Write(w, ex.status, "backpressure", "sluice is at its limit for this store ("+adm.reason+"); retry after the Retry-After delay", details)
+		apierror.SetRetryAfter(w.Header(), pb.wait)
+		details["reason"] = pb.reason
+		msg := "sluice is at its limit for this store (" + pb.reason + "); retry after the Retry-After delay"
+		if pb.reason == reasonUnreachable {
+			msg = "the store is unreachable: sluice probes it and sends writes again once it answers; retry after the Retry-After delay"
+			if pb.cause != "" {
+				details["cause"] = pb.cause
+			}
+		}
+		apierror.Write(w, ex.status, "backpressure", msg, details)
 	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
 		// The loader is still there: its job was cancelled under it.
 		ex.status = apierror.WriteJob(w, ex.job, context.Cause(r.Context()))
@@ -920,8 +965,14 @@ func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error)
 	}
 	if err != nil {
 		cancel()
-		res := p.classifyError(req.Context(), err)
+		res := p.classifyError(req.Context(), err, false)
 		ex.last = res
+		if res.Kind == classify.Unreachable {
+			p.warnDown.Do(func() {
+				p.log.Warn("store unreachable: probing it, other writes wait or are pushed back",
+					"upstream", p.shownURL, "reason", res.Reason, "err", err, "job", ex.job)
+			})
+		}
 		p.finishAttempt(ex, permit, res, latency, nil)
 		return nil, err
 	}
@@ -931,7 +982,7 @@ func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error)
 		if err != nil {
 			resp.Body.Close()
 			cancel()
-			res := p.classifyError(req.Context(), err)
+			res := p.classifyError(req.Context(), err, true)
 			ex.last = res
 			p.finishAttempt(ex, permit, res, latency, nil)
 			return nil, err
@@ -957,7 +1008,7 @@ func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error)
 			// The body decides this answer, and it broke off (the
 			// attempt's deadline, the loader leaving, a reset): the
 			// store's verdict never arrived.
-			final = p.classifyError(req.Context(), ab.err)
+			final = p.classifyError(req.Context(), ab.err, true)
 		case ab.scanner != nil && !ab.eof:
 			// Closed before its end: the loader went away while its
 			// answer was copied to it. Nothing was learned.
@@ -971,12 +1022,14 @@ func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error)
 	return resp, nil
 }
 
-// classifyError turns a failed attempt into a signal. The loader leaving or
-// its job being cancelled says nothing about the store.
-func (p *Proxy) classifyError(parent context.Context, err error) classify.Result {
+// classifyError turns a failed attempt into a signal; answered says the
+// store had begun to answer (its status line came) before err. The loader
+// leaving or its job being cancelled says nothing about the store.
+func (p *Proxy) classifyError(parent context.Context, err error, answered bool) classify.Result {
 	var (
-		ne net.Error
-		pb *pipeline.BrokenError
+		ne  net.Error
+		pb  *pipeline.BrokenError
+		dns *net.DNSError
 	)
 	switch {
 	case parent.Err() != nil && !errors.Is(err, context.DeadlineExceeded):
@@ -988,17 +1041,40 @@ func (p *Proxy) classifyError(parent context.Context, err error) classify.Result
 		// Pipelined behind a write whose connection broke: not answered,
 		// sent again, and it says nothing the other write's error has not.
 		return classify.Result{Kind: classify.ServerError, Reason: reasonPipelineBroken, Items: -1}
+	case errors.As(err, &dns):
+		// Before the timeout: a resolver that does not answer in time
+		// says nothing of the store's load.
+		return classify.Result{Kind: classify.Unreachable, Reason: reasonDNS, Items: -1}
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		// No answer in time: the store is likely saturated.
 		return classify.Result{Kind: classify.Timeout, Reason: reasonTimeout, Share: 1, Items: -1}
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return classify.Result{Kind: classify.ServerError, Reason: reasonConnectionRefused, Items: -1}
+		return classify.Result{Kind: classify.Unreachable, Reason: reasonConnectionRefused, Items: -1}
+	case !answered && brokenConn(err):
+		// The store went away under the write (killed, restarting, its
+		// pod gone) before it said anything. A reset after its status
+		// line is a broken answer (below).
+		return classify.Result{Kind: classify.Unreachable, Reason: reasonConnectionReset, Items: -1}
 	case errors.Is(err, errSwitchedProtocols):
 		return classify.Result{Kind: classify.ServerError, Reason: reasonSwitchedProtocols, Items: -1}
 	default:
-		// Resets and broken responses: retryable, but not a capacity signal.
+		// Broken answers and responses that cannot be read: retryable,
+		// but not a capacity signal.
 		return classify.Result{Kind: classify.ServerError, Reason: reasonTransportError, Items: -1}
 	}
+}
+
+// brokenConn reports whether err is a connection that broke: reset or
+// aborted by the peer, closed while sluice was still writing to it (a
+// broken pipe, or the read side's reset closing it under the write), or
+// closed before a response arrived (EOF).
+func brokenConn(err error) bool {
+	for _, e := range []error{syscall.ECONNRESET, syscall.ECONNABORTED, syscall.EPIPE, net.ErrClosed, io.EOF, io.ErrUnexpectedEOF} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // finishAttempt feeds one attempt's outcome to the limiter, the job and the
@@ -1012,6 +1088,8 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify
 		s.Outcome, s.Share, s.Concurrency = limiter.Congested, res.Share, res.Concurrency
 	case res.Reason == reasonPipelineBroken:
 		s.Outcome = limiter.Neutral
+	case res.Kind == classify.Unreachable:
+		s.Outcome = limiter.Unreachable
 	case res.Kind == classify.ServerError:
 		s.Outcome = limiter.Failed
 	default:
