@@ -29,15 +29,18 @@ const headerWriteID = "X-Write-Id"
 
 // outageStore is a store double for the outage and hold tests, as a
 // RoundTripper (no sockets: synctest runs it). Until downUntil every
-// attempt's connection is refused; until throttleUntil it answers 429 (with
-// retryAfter, if set); otherwise it stores each write under its
-// X-Write-Id and answers 200.
+// attempt's connection is refused; until hangUntil it answers nothing
+// (the attempt runs into its deadline) but stores the write all the same;
+// until throttleUntil it answers 429 (with retryAfter, if set); otherwise
+// it stores each write under its X-Write-Id and answers 200.
 type outageStore struct {
 	mu            sync.Mutex
 	downUntil     time.Time
+	hangUntil     time.Time
 	throttleUntil time.Time
 	retryAfter    string
 	refusedAt     []time.Time // attempts whose connection was refused
+	attempts      int         // attempts that reached it
 	throttled     int
 	stored        map[string]int // write id → times stored
 }
@@ -47,6 +50,13 @@ func newOutageStore() *outageStore { return &outageStore{stored: map[string]int{
 func (s *outageStore) RoundTrip(r *http.Request) (*http.Response, error) {
 	now := time.Now()
 	s.mu.Lock()
+	if now.Before(s.hangUntil) {
+		s.attempts++
+		s.stored[r.Header.Get(headerWriteID)]++ // it may land: the answer is what is lost
+		s.mu.Unlock()
+		<-r.Context().Done()
+		return nil, r.Context().Err()
+	}
 	defer s.mu.Unlock()
 	if now.Before(s.downUntil) {
 		if r.Body != nil {
@@ -60,6 +70,7 @@ func (s *outageStore) RoundTrip(r *http.Request) (*http.Response, error) {
 		body, _ = io.ReadAll(r.Body)
 		r.Body.Close()
 	}
+	s.attempts++
 	rec := httptest.NewRecorder()
 	if now.Before(s.throttleUntil) {
 		s.throttled++
@@ -88,6 +99,13 @@ func (s *outageStore) refusedBetween(from, to time.Time) int {
 		}
 	}
 	return n
+}
+
+// counts returns the attempts that reached the store and the 429s it answered.
+func (s *outageStore) counts() (attempts, throttled int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.attempts, s.throttled
 }
 
 func (s *outageStore) timesStored(id string) int {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -73,6 +74,7 @@ const (
 	reasonNoCapacity   = "no_capacity"   // no send slot free now, and writes are rejected rather than queued
 	reasonClosed       = "closed"        // sluice is shutting down
 	reasonUnreachable  = "unreachable"   // the store answers nothing: the write's attempt found it so, or it waited in vain for the limiter's probe
+	reasonHoldExpired  = "hold_expired"  // held for SLUICE_HOLD_MAX, and the store has not taken it
 
 	// An attempt that got no answer to classify (classifyError).
 	reasonCancelled         = "cancelled"          // the loader left or its job was cancelled: nothing learned of the store
@@ -91,7 +93,7 @@ const (
 
 // pushbackReasons are the reasons of a *pushbackError, known from the
 // start as metric labels.
-var pushbackReasons = [...]string{reasonQueueFull, reasonQueueTimeout, reasonNoCapacity, reasonClosed, reasonUnreachable}
+var pushbackReasons = [...]string{reasonQueueFull, reasonQueueTimeout, reasonNoCapacity, reasonClosed, reasonUnreachable, reasonHoldExpired}
 
 // Proxy forwards a loader's writes to the store: each attempt passes the
 // adaptive limiter, has a deadline, is classified from the store's answer,
@@ -109,6 +111,8 @@ type Proxy struct {
 	retryPost    bool
 	retryBodyMax int64
 	defaultJob   string
+	hold         time.Duration // SLUICE_HOLD_MAX; 0: off
+	pushStatus   int           // SLUICE_PUSHBACK_STATUS
 
 	lim         *limiter.Controller
 	retryBudget *limiter.RetryBudget
@@ -151,6 +155,15 @@ type Config struct {
 	MaxRetryAfter   time.Duration // caps the store's Retry-After before a retry
 	RetryBudget     float64       // retries as a share of writes (limiter.RetryBudget)
 
+	// HoldMax turns on hold mode (see retryPolicy): a write sluice may
+	// retry is kept and sent again until the store takes it or HoldMax
+	// after it arrived. 0 is off.
+	HoldMax time.Duration
+	// PushbackStatus is the status of sluice's own pushback (queue full
+	// or timed out, no capacity, store unreachable, hold expired):
+	// 429 or 503, always with a Retry-After. 0 means 429.
+	PushbackStatus int
+
 	Pipeline       bool   // pipeline writes that may be retried on HTTP/1.1 connections
 	CAFile         string // PEM roots for the store's certificate, besides the system's
 	MaxConcurrency int    // the limiter's ceiling, which sizes the idle connection pool
@@ -173,6 +186,16 @@ type Deps struct {
 
 // New returns a Proxy for cfg. Its errors name the setting at fault.
 func New(cfg Config, d Deps) (*Proxy, error) {
+	switch cfg.PushbackStatus {
+	case 0:
+		cfg.PushbackStatus = http.StatusTooManyRequests
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+	default:
+		return nil, fmt.Errorf("proxy: Config.PushbackStatus=%d must be 429 or 503", cfg.PushbackStatus)
+	}
+	if cfg.HoldMax < 0 {
+		return nil, fmt.Errorf("proxy: Config.HoldMax=%v must be 0 (off) or positive", cfg.HoldMax)
+	}
 	tr, err := newTransport(cfg)
 	if err != nil {
 		return nil, err
@@ -190,6 +213,8 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		retryPost:    cfg.RetryPost,
 		retryBodyMax: cfg.RetryBodyMax,
 		defaultJob:   cfg.DefaultJob,
+		hold:         cfg.HoldMax,
+		pushStatus:   cfg.PushbackStatus,
 		lim:          d.Limiter,
 		backoff:      limiter.Backoff{Min: cfg.RetryBackoffMin, Max: cfg.RetryBackoffMax},
 		honour:       limiter.Backoff{Min: cfg.RetryBackoffMin, Max: max(cfg.RetryBackoffMin, cfg.MaxRetryAfter)},
@@ -313,7 +338,13 @@ type exchange struct {
 	status    int             // what the loader was answered
 	loader    context.Context // the loader's own request context
 	rc        *http.ResponseController
+	arrived   time.Time // when sluice took the write up
+	holdUntil time.Time // hold mode: the write is sent again until then (see retryPolicy); zero: not held
 }
+
+// held reports whether ex is held (hold mode, and a write sluice may send
+// again).
+func (ex *exchange) held() bool { return !ex.holdUntil.IsZero() }
 
 type exchangeKey struct{}
 
@@ -332,7 +363,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if job == "" {
 		job = p.defaultJob
 	}
-	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), rc: http.NewResponseController(w)}
+	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), rc: http.NewResponseController(w), arrived: time.Now()}
 	defer func() { p.m.requests.WithLabelValues(strconv.Itoa(ex.status)).Inc() }()
 	if !state.ValidJobID(job) {
 		ex.status = http.StatusBadRequest
@@ -428,12 +459,13 @@ type pushbackError struct {
 func (e *pushbackError) Error() string { return "sluice: write pushed back: " + e.reason }
 
 // pushback counts and returns sluice's pushback of ex for reason, with the
-// wait the limiter expects before the loader's write could be admitted.
-func (p *Proxy) pushback(ex *exchange, reason string) *pushbackError {
+// wait the limiter expects before the loader's write could be admitted, at
+// least atLeast (the store's own Retry-After, say).
+func (p *Proxy) pushback(ex *exchange, reason string, atLeast time.Duration) *pushbackError {
 	p.m.rejected.WithLabelValues(reason).Inc()
-	e := &pushbackError{reason: reason, wait: p.lim.RetryWait(ex.cost)}
-	if reason == reasonUnreachable && ex.last.Kind == classify.Unreachable {
-		e.cause = ex.last.Reason
+	e := &pushbackError{reason: reason, wait: max(atLeast, p.lim.RetryWait(ex.cost))}
+	if reason == reasonUnreachable || reason == reasonHoldExpired {
+		e.cause = ex.last.Reason // "" before any attempt
 	}
 	return e
 }
@@ -449,22 +481,30 @@ type bodyReadError struct{ err error }
 func (e *bodyReadError) Error() string { return "sluice: reading request body: " + e.err.Error() }
 func (e *bodyReadError) Unwrap() error { return e.err }
 
-// acquire takes a limiter permit for cost, queueing up to the queue timeout
-// (backpressure "wait") or not at all ("reject").
+// acquire takes a limiter permit for ex's attempt, queueing up to the queue
+// timeout (backpressure "wait") or not at all ("reject"). A held write
+// queues until its hold ends instead, so that SLUICE_HOLD_MAX bounds all
+// the time sluice keeps it; its re-sends queue even in reject mode, since
+// a hold is the promise to wait for the store.
 func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, error) {
 	var (
 		permit *limiter.Permit
 		err    error
 		cost   = ex.cost
+		resend = ex.attempts > 1
 	)
 	switch {
-	case p.reject && ex.pipelined:
+	case p.reject && !(ex.held() && resend) && ex.pipelined:
 		permit, err = p.lim.TryAcquirePipelined(cost)
-	case p.reject:
+	case p.reject && !(ex.held() && resend):
 		permit, err = p.lim.TryAcquire(cost)
 	default:
-		qctx, cancel := context.WithTimeout(ctx, p.queueTimeout)
 		start := time.Now()
+		deadline := start.Add(p.queueTimeout)
+		if ex.held() {
+			deadline = ex.holdUntil
+		}
+		qctx, cancel := context.WithDeadline(ctx, deadline)
 		if ex.pipelined {
 			permit, err = p.lim.AcquirePipelined(qctx, cost)
 		} else {
@@ -484,6 +524,8 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 		reason = reasonQueueFull
 	case errors.Is(err, limiter.ErrClosed):
 		reason = reasonClosed
+	case errors.Is(err, context.DeadlineExceeded) && ex.held() && !time.Now().Before(ex.holdUntil):
+		reason = reasonHoldExpired
 	case (errors.Is(err, limiter.ErrNoCapacity) || errors.Is(err, context.DeadlineExceeded)) && p.lim.Unreachable():
 		// Not sluice's limits: the store answers nothing, and the
 		// limiter lets only its probe through.
@@ -495,7 +537,7 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 	default:
 		return nil, err
 	}
-	return nil, p.pushback(ex, reason)
+	return nil, p.pushback(ex, reason, 0)
 }
 
 // cost is what a write takes from the rate limit: 1, or its body size.
@@ -524,6 +566,9 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	}
 	defer release()
 	ex.cost = p.cost(out, ex)
+	if p.hold > 0 && ex.retryable {
+		ex.holdUntil = ex.arrived.Add(p.hold)
+	}
 	// Pipelined only if it can be sent again: a write behind one that
 	// breaks its connection was not answered (RFC 9112 §9.3.2).
 	ex.pipelined = p.pipe != nil && ex.retryable && isWrite(out.Method) && out.Header.Get("Expect") == ""
@@ -569,13 +614,17 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 // sends the body again from its start. The policy is all in retryPolicy.
 func (p *Proxy) send(ex *exchange, req *retryablehttp.Request) (*http.Response, error) {
 	var wait time.Duration // retryPolicy's, for the Backoff that retryablehttp asks next
+	retryMax := p.retryMax
+	if ex.held() {
+		retryMax = math.MaxInt // retryPolicy ends a held write by its hold, not by a count
+	}
 	c := &retryablehttp.Client{
 		HTTPClient: &http.Client{
 			Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) { return p.attempt(ex, r) }),
 			// A proxy hands redirects to the loader; it never follows them.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		RetryMax: p.retryMax,
+		RetryMax: retryMax,
 		CheckRetry: func(ctx context.Context, resp *http.Response, err error) (retry bool, stop error) {
 			retry, wait, stop = p.retryPolicy(ctx, ex, resp, err)
 			return retry, stop
@@ -601,6 +650,42 @@ func (p *Proxy) send(ex *exchange, req *retryablehttp.Request) (*http.Response, 
 // answer goes to the loader. What the loader then gets: that answer as is
 // (with X-Sluice-Attempts, see modifyResponse), or sluice's own answer
 // for stop, chosen by answerError.
+//
+// Hold mode (SLUICE_HOLD_MAX) changes what happens to a write whose body
+// is buffered and whose method may be sent twice (ex.retryable) when the
+// store throttles it, is overloaded, does not answer in time, or is
+// unreachable: the write is held, sent again until the store takes it or
+// until SLUICE_HOLD_MAX after it arrived, so that a throttle window or an
+// outage shorter than the hold costs the loader latency, not an error.
+// What holds it back is the limiter, not a count:
+//   - SLUICE_RETRY_MAX does not apply, nor the retry budget. The budget is
+//     there so that retries cannot multiply the load on a store that is
+//     already failing; a held re-send cannot, because it waits for a
+//     limiter permit like any new write (even in reject mode: see
+//     acquire), and the limiter admits only what it finds the store takes:
+//     it cut its limits on the throttle, it pauses on a long Retry-After,
+//     and an unreachable store gets one probe at a time. Held re-sends are
+//     part of that admitted load, not load on top of it. The budget would
+//     only turn a throttle window back into errors, which the loader would
+//     retry at a pace of its own.
+//   - A re-send waits the store's Retry-After (capped by
+//     SLUICE_MAX_RETRY_AFTER), otherwise the first backoff step, which does
+//     not grow with the count: pacing is the limiter's.
+//   - A timed-out write is sent again, where outside hold mode it never is
+//     (below): a held write is one sluice may repeat (an idempotent method,
+//     or POST and PATCH with SLUICE_RETRY_POST, which says the store
+//     deduplicates), so a copy that may have landed does no harm, and the
+//     operator chose latency over errors.
+//   - The hold ends the wait, never an attempt under way: a held write is
+//     answered within SLUICE_HOLD_MAX + SLUICE_UPSTREAM_TIMEOUT. When it
+//     ends (or a re-send's wait would end past it), the loader gets
+//     sluice's pushback, hold_expired, with a Retry-After.
+//   - A server error (500, a broken answer) is not held: the store
+//     answered, and the usual retries apply (SLUICE_RETRY_MAX, the
+//     budget). A loader that leaves, or a job cancelled, ends the hold at
+//     once (the first case below).
+//
+// A streamed body, or a method sluice may not repeat, is never held.
 func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Response, err error) (retry bool, wait time.Duration, stop error) {
 	// Whether the write is still wanted.
 	switch {
@@ -618,15 +703,29 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 	switch {
 	case errors.As(err, &pb), err != nil && ex.last.Kind == classify.ClientError:
 		return false, 0, err // refused by sluice itself, or credentials
-	case !ex.retryable, ex.attempts > p.retryMax:
-		// A body that streamed once (over SLUICE_RETRY_BODY_MAX, or the
-		// buffer budget was spent), a method that must not be sent twice
-		// (see methodRetryable), or no retries left. Stopping here rather
-		// than letting retryablehttp run out keeps its give-up path (which
-		// closes every idle connection) out of the way.
-		return false, 0, p.giveUp(ex, err)
 	case !ex.last.Kind.Retryable():
 		return false, 0, err // stored, or the loader's fault: it would fail the same way
+	case !ex.retryable:
+		// A body that streamed once (over SLUICE_RETRY_BODY_MAX, or the
+		// buffer budget was spent), or a method that must not be sent
+		// twice (see methodRetryable).
+		return false, 0, p.giveUp(ex, err)
+	case ex.held() && (ex.last.Kind.Congestion() || ex.last.Kind == classify.Unreachable):
+		// Held (see above): sent again until the hold ends.
+		wait = p.backoff.Delay(0, 0, nil)
+		if ex.last.RetryAfter > 0 {
+			wait = p.honour.Delay(0, ex.last.RetryAfter, nil)
+		}
+		if !time.Now().Add(wait).Before(ex.holdUntil) {
+			return false, 0, p.pushback(ex, reasonHoldExpired, wait)
+		}
+		p.m.retries.WithLabelValues(ex.last.Kind.String()).Inc()
+		return true, wait, nil
+	case ex.attempts > p.retryMax:
+		// No retries left. Stopping here rather than letting
+		// retryablehttp run out keeps its give-up path (which closes
+		// every idle connection) out of the way.
+		return false, 0, p.giveUp(ex, err)
 	case ex.last.Kind == classify.Timeout:
 		// A store that did not answer in SLUICE_UPSTREAM_TIMEOUT is not
 		// tried again: the loader gets its 504 within the timeout, never
@@ -656,7 +755,7 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 // store (see limiter.Unreachable).
 func (p *Proxy) giveUp(ex *exchange, err error) error {
 	if err != nil && ex.last.Kind == classify.Unreachable {
-		return p.pushback(ex, reasonUnreachable)
+		return p.pushback(ex, reasonUnreachable, 0)
 	}
 	return err
 }
@@ -687,16 +786,22 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 		ex.status = http.StatusServiceUnavailable
 		apierror.Write(w, ex.status, "shutting_down", "sluice is shutting down", details)
 	case errors.As(err, &pb):
-		// Backpressure: the loader should slow down and retry after the wait.
-		ex.status = http.StatusTooManyRequests
+		// Backpressure: the loader should slow down and retry after the
+		// wait. Its status is the operator's (SLUICE_PUSHBACK_STATUS):
+		// loaders differ in which of 429 and 503 they retry.
+		ex.status = p.pushStatus
 		apierror.SetRetryAfter(w.Header(), pb.wait)
 		details["reason"] = pb.reason
+		if pb.cause != "" {
+			details["cause"] = pb.cause
+		}
 		msg := "sluice is at its limit for this store (" + pb.reason + "); retry after the Retry-After delay"
-		if pb.reason == reasonUnreachable {
+		switch pb.reason {
+		case reasonUnreachable:
 			msg = "the store is unreachable: sluice probes it and sends writes again once it answers; retry after the Retry-After delay"
-			if pb.cause != "" {
-				details["cause"] = pb.cause
-			}
+		case reasonHoldExpired:
+			details["hold"] = p.hold.String()
+			msg = "sluice held the write for SLUICE_HOLD_MAX and the store did not take it; retry after the Retry-After delay"
 		}
 		apierror.Write(w, ex.status, "backpressure", msg, details)
 	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
