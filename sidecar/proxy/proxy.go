@@ -447,9 +447,10 @@ func signedAcceptEncoding(r *http.Request) bool {
 }
 
 // pushbackError is sluice's own answer that the loader should come back
-// later: a write refused by sluice's limits before any attempt, or one that
-// found the store unreachable. The loader gets SLUICE_PUSHBACK_STATUS with a
-// Retry-After (answerError), or 503 when sluice is shutting down.
+// later: a write refused by sluice's limits before any attempt, one that
+// found the store unreachable, or one held to the end of its hold. The
+// loader gets SLUICE_PUSHBACK_STATUS with a Retry-After (answerError), or
+// 503 when sluice is shutting down.
 type pushbackError struct {
 	reason string // one of pushbackReasons
 	cause  string // what the store's last attempt was classified as, if any (connection_refused, ...)
