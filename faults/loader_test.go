@@ -14,12 +14,14 @@ import (
 
 // outcome is what one loader request got.
 type outcome struct {
-	id       string
-	status   int    // 0: no response at all
-	code     string // sluice's JSON error code, if it answered itself
-	body     []byte
-	err      error // Do or body read error: a broken response
-	duration time.Duration
+	id         string
+	status     int    // 0: no response at all
+	code       string // sluice's JSON error code, if it answered itself
+	reason     string // its details.reason, if any
+	retryAfter string // the Retry-After header, if any
+	body       []byte
+	err        error // Do or body read error: a broken response
+	duration   time.Duration
 }
 
 func (o outcome) clean2xx() bool { return o.err == nil && o.status >= 200 && o.status < 300 }
@@ -48,7 +50,12 @@ func (l *loader) close() { l.client.CloseIdleConnections() }
 
 // write sends one write with a fresh request id.
 func (l *loader) write(method, path, job string, body []byte) outcome {
-	id := l.prefix + "-" + strconv.FormatInt(l.seq.Add(1), 10)
+	return l.writeID(l.prefix+"-"+strconv.FormatInt(l.seq.Add(1), 10), method, path, job, body)
+}
+
+// writeID sends one write with request id id: a loader that sends a write
+// again uses its id again.
+func (l *loader) writeID(id, method, path, job string, body []byte) outcome {
 	req, err := http.NewRequest(method, l.url+path, bytes.NewReader(body))
 	if err != nil {
 		return outcome{id: id, err: err}
@@ -65,14 +72,17 @@ func (l *loader) write(method, path, job string, body []byte) outcome {
 		o.err, o.duration = err, time.Since(start)
 		return o
 	}
-	o.status = resp.StatusCode
+	o.status, o.retryAfter = resp.StatusCode, resp.Header.Get("Retry-After")
 	o.body, o.err = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	o.duration = time.Since(start)
 	if resp.Header.Get("Content-Type") == "application/json" && o.status >= 400 {
-		var e struct{ Error string }
+		var e struct {
+			Error   string
+			Details struct{ Reason string }
+		}
 		if json.Unmarshal(o.body, &e) == nil {
-			o.code = e.Error
+			o.code, o.reason = e.Error, e.Details.Reason
 		}
 	}
 	return o

@@ -110,8 +110,12 @@ type Store struct {
 }
 
 // NewStore starts a Store on 127.0.0.1 with fault f.
-func NewStore(f Fault) (*Store, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func NewStore(f Fault) (*Store, error) { return NewStoreAt("127.0.0.1:0", f) }
+
+// NewStoreAt starts a Store listening on addr with fault f: a store that
+// comes up at an address (from ClosedPort) where connections were refused.
+func NewStoreAt(addr string, f Fault) (*Store, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("faults: listen: %w", err)
 	}

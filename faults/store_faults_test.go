@@ -118,8 +118,8 @@ func TestStoreFaults(t *testing.T) {
 	}
 	for _, tc := range []storeFault{
 		{name: "healthy", fault: Healthy, wantBody: healthyBody, react: counted("ok")},
-		{name: "refused", allowed: []int{502, 429}, react: noGrowth("server_error"), warm: true},
-		{name: "reset mid-request", fault: ResetMidRequest, allowed: []int{502, 429}, react: noGrowth("server_error"), warm: true},
+		{name: "refused", allowed: []int{429}, react: noGrowth("unreachable"), warm: true},
+		{name: "reset mid-request", fault: ResetMidRequest, allowed: []int{429}, react: noGrowth("unreachable"), warm: true},
 		{name: "reset mid-response", fault: ResetMidResponse, allowed: []int{429}, brokenOK: true, react: counted("ok")},
 		{name: "response stops half way", fault: StopMidResponse, allowed: []int{429}, brokenOK: true, react: counted("ok")},
 		{name: "slow within the deadline", fault: Slow, delay: faultTimeout / 2, allowed: []int{429}, wantBody: healthyBody, react: counted("ok")},

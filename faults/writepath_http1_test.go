@@ -15,15 +15,16 @@ import (
 // connection before answering a write that carries Idempotency-Key, which
 // makes net/http consider it replayable and send it again by itself through
 // Request.GetBody. A streamed body cannot be sent again: the loader must
-// get 502, never a 2xx for a store that took an empty or truncated replay.
-// A buffered body may go again, whole.
+// get sluice's pushback (no store answered: connection_reset, a 429 with
+// Retry-After that it sends again), never a 2xx for a store that took an
+// empty or truncated replay. A buffered body may go again, whole.
 func TestWritePathReplayAfterDrop(t *testing.T) {
 	t.Parallel()
 	store := newH1Store(t, h1Options{})
 	sl := startWritePath(t, store.URL())
 	c := newWritePathClient()
 	defer c.CloseIdleConnections()
-	streamed := writeRule{streamed: true, also: []int{502}}
+	streamed := writeRule{streamed: true, also: []int{429}}
 	for i, tc := range []struct {
 		name    string
 		mode    string
@@ -32,7 +33,7 @@ func TestWritePathReplayAfterDrop(t *testing.T) {
 		chunked bool
 		rule    writeRule
 	}{
-		{"buffered PUT, dropped after the body", "drop-after-body", http.MethodPut, smallBody, false, writeRule{retryable: true, also: []int{502}}},
+		{"buffered PUT, dropped after the body", "drop-after-body", http.MethodPut, smallBody, false, writeRule{retryable: true, also: []int{429}}},
 		{"streamed PUT, dropped after the body", "drop-after-body", http.MethodPut, largeBody, false, streamed},
 		{"streamed PUT chunked, dropped after the body", "drop-after-body", http.MethodPut, largeBody, true, streamed},
 		{"streamed POST chunked, dropped after the body", "drop-after-body", http.MethodPost, largeBody, true, streamed},

@@ -18,6 +18,7 @@ type Permit struct {
 	inFlight int       // in-flight count at grant, this one included
 	limit    int       // concurrency limit at grant
 	done     bool      // Done was called; guarded by c.mu
+	probe    bool      // granted as an outage's probe; guarded by c.mu
 	// stage is the pipelining state of a permit from AcquirePipelined, nil
 	// for any other. The pointer is set before the permit is handed out
 	// and never changes.
@@ -185,7 +186,8 @@ const (
 	blockPause
 	blockConc
 	blockRate
-	blockCold // see coldMax
+	blockCold  // see coldMax
+	blockProbe // an outage: the probe interval, or the probe in flight (see outage)
 )
 
 // admitLocked reports whether cost can be admitted at now and, if the rate
@@ -193,6 +195,9 @@ const (
 func (c *Controller) admitLocked(cost float64, now time.Time) (time.Time, blocker) {
 	if now.Before(c.pausedUntil) {
 		return c.bucket.readyAt(cost), blockPause // the bucket refills from pausedUntil
+	}
+	if at, why := c.admitOutageLocked(now); why != blockNone {
+		return at, why
 	}
 	if c.inFlight >= c.concLimit() {
 		return time.Time{}, blockConc
@@ -221,6 +226,7 @@ func (c *Controller) tryGrantLocked(cost float64, pipelined bool, now time.Time)
 		return nil, at, why
 	}
 	p := c.grantLocked(cost, now)
+	c.grantProbeLocked(p)
 	if pipelined {
 		p.stage = &stageState{slot: true, head: true}
 		c.addLeaderLocked(p)
@@ -241,8 +247,8 @@ func (c *Controller) grantLocked(cost float64, now time.Time) *Permit {
 }
 
 // markBlockedLocked records which limit made a caller wait in this window
-// (a pause or the cold start is no bottleneck: it does not call for
-// growth). Requires that c.mu is held.
+// (a pause, an outage or the cold start is no bottleneck: it does not call
+// for growth). Requires that c.mu is held.
 func (c *Controller) markBlockedLocked(why blocker) {
 	switch why {
 	case blockRate:

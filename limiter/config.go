@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"math"
@@ -30,6 +31,13 @@ const (
 	DefaultBurstWindow = 50 * time.Millisecond
 	// DefaultLatencyTolerance is Config.LatencyTolerance when 0.
 	DefaultLatencyTolerance = 1.5
+	// DefaultProbeMin and DefaultProbeMax bound the interval between
+	// probes of an unreachable store when Config.ProbeMin and ProbeMax are
+	// 0: a store that restarts in a second is found again within a
+	// second, one that stays down costs a refused connection every few
+	// seconds.
+	DefaultProbeMin = 250 * time.Millisecond
+	DefaultProbeMax = 5 * time.Second
 )
 
 // Config configures a Controller. Rates are in units per second, where a unit
@@ -72,6 +80,13 @@ type Config struct {
 	// congestion signal that stops growth; 0 means DefaultLatencyTolerance,
 	// otherwise it must be > 1.
 	LatencyTolerance float64
+	// ProbeMin and ProbeMax bound the interval between two probes of an
+	// unreachable store (see Controller): the interval after the nth probe
+	// that found it still unreachable is a Backoff{ProbeMin, ProbeMax}
+	// delay of attempt n, so at most one probe goes out per ProbeMin. 0
+	// means DefaultProbeMin and DefaultProbeMax; otherwise each must be
+	// >= 1ms, and ProbeMax >= ProbeMin.
+	ProbeMin, ProbeMax time.Duration
 	// Logger receives one record per limit change (keys: limit, from, to,
 	// reason), repeats of the same change throttled. nil discards.
 	Logger *slog.Logger
@@ -105,6 +120,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("limiter: Config.Burst=%v must be finite and >= 0", c.Burst)
 	case !finite(c.LatencyTolerance) || (c.LatencyTolerance != 0 && c.LatencyTolerance <= 1):
 		return fmt.Errorf("limiter: Config.LatencyTolerance=%v must be 0 (default) or > 1", c.LatencyTolerance)
+	case c.ProbeMin != 0 && c.ProbeMin < time.Millisecond:
+		return fmt.Errorf("limiter: Config.ProbeMin=%v must be 0 (default) or >= 1ms", c.ProbeMin)
+	case c.ProbeMax != 0 && c.ProbeMax < time.Millisecond:
+		return fmt.Errorf("limiter: Config.ProbeMax=%v must be 0 (default) or >= 1ms", c.ProbeMax)
+	case cmp.Or(c.ProbeMax, DefaultProbeMax) < cmp.Or(c.ProbeMin, DefaultProbeMin):
+		return fmt.Errorf("limiter: Config.ProbeMax=%v must be >= ProbeMin=%v (0 is the default, %v and %v)",
+			c.ProbeMax, c.ProbeMin, DefaultProbeMax, DefaultProbeMin)
 	}
 	return nil
 }
@@ -125,6 +147,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LatencyTolerance == 0 {
 		c.LatencyTolerance = DefaultLatencyTolerance
+	}
+	if c.ProbeMin == 0 {
+		c.ProbeMin = DefaultProbeMin
+	}
+	if c.ProbeMax == 0 {
+		c.ProbeMax = DefaultProbeMax
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

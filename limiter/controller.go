@@ -24,11 +24,17 @@ const (
 	// Neutral tells nothing about capacity (a 4xx client error, the loader
 	// went away): Done only releases the slot.
 	Neutral
+	// Unreachable: no store answered at all (connection refused, reset
+	// before any answer, name not resolved). It tells nothing about
+	// capacity either, and leaves the limits alone, but starts an outage:
+	// until the store answers again, one attempt at a time probes it (see
+	// Controller).
+	Unreachable
 
-	numOutcomes = 4
+	numOutcomes = 5
 )
 
-var outcomeNames = [numOutcomes]string{"success", "congested", "failed", "neutral"}
+var outcomeNames = [numOutcomes]string{"success", "congested", "failed", "neutral", "unreachable"}
 
 // String returns the lower-case name of o, for logs and metric labels.
 func (o Outcome) String() string {
@@ -126,6 +132,13 @@ var (
 //   - With the default Burst, until the store has answered once, at most
 //     two requests go out (coldMax): a store that is still cold does not
 //     get a burst it would queue and refuse.
+//   - An Unreachable sample (nothing answered) starts an outage: the
+//     limits stay as they were, and until the store answers again one
+//     attempt at a time is admitted, the probe, at most one per probe
+//     interval (a Backoff from Config.ProbeMin to ProbeMax, 250ms to 5s by
+//     default, growing with each probe that finds the store still
+//     unreachable). Everyone else waits as in a pause. The first answer of
+//     the store's, whichever attempt brings it, ends the outage.
 //
 // Limit changes apply at once to queued callers: only the head of the FIFO
 // is evaluated, by its own goroutine on its own timer, and every change
@@ -138,7 +151,7 @@ type Controller struct {
 
 	cfg    Config
 	log    *slog.Logger
-	jitter func() float64 // in [0, 1), for TickInterval; safe for concurrent use
+	jitter func() float64 // in [0, 1), for TickInterval and the probe interval; safe for concurrent use
 
 	rate     probe // units/s
 	conc     probe // slots; used as floor(conc.v)
@@ -172,6 +185,7 @@ type Controller struct {
 	lastThrottle time.Time
 	lastReason   string
 	probeAfter   time.Time // no rate growth past the last throttle point before (see quotaHold)
+	out          outage    // the store answers nothing (see outage.go)
 
 	// Startup rounds (see startupRound): a round starts at every change of
 	// the rate limit.
@@ -208,7 +222,8 @@ type Controller struct {
 	pauses    uint64
 	heartbeat time.Time
 
-	logs [numLimits][numReasons]logState
+	logs    [numLimits][numReasons]logState
+	outLogs [2]logState // an outage's beginning and its end
 }
 
 // New returns a Controller for cfg, or the error of cfg.Validate.
@@ -260,7 +275,8 @@ func (c *Controller) TickInterval() time.Duration {
 
 // RetryWait estimates how long a loader whose request of cost units is
 // rejected now should wait before retrying (for a 429's Retry-After): the
-// rest of any pause, plus the time the rate needs to admit everything queued
+// rest of any pause (in an outage, at least until the next probe and
+// ProbeMin), plus the time the rate needs to admit everything queued
 // and this request, or the time the concurrency limit needs to drain the
 // queue at the recent latency, whichever is longer; capped by MaxRetryAfter.
 // The result is always in [0, MaxRetryAfter]: at a rate low enough, the
@@ -272,6 +288,9 @@ func (c *Controller) RetryWait(cost float64) time.Duration {
 	start := now
 	if now.Before(c.pausedUntil) {
 		start = c.pausedUntil
+	}
+	if at := c.out.retryAt(now, c.cfg.ProbeMin); start.Before(at) {
+		start = at
 	}
 	wait := start.Sub(now)
 	var drain time.Duration

@@ -160,6 +160,7 @@ func TestOutcomeString(t *testing.T) {
 	f(Congested, "congested")
 	f(Failed, "failed")
 	f(Neutral, "neutral")
+	f(Unreachable, "unreachable")
 	f(Outcome(9), "Outcome(9)")
 }
 
@@ -194,6 +195,10 @@ func TestConfigValidate(t *testing.T) {
 	f("negative QueueMax", func(c *Config) { c.QueueMax = -1 }, "QueueMax")
 	f("negative Burst", func(c *Config) { c.Burst = -1 }, "Burst")
 	f("LatencyTolerance 1", func(c *Config) { c.LatencyTolerance = 1 }, "LatencyTolerance")
+	f("negative ProbeMin", func(c *Config) { c.ProbeMin = -1 }, "ProbeMin")
+	f("tiny ProbeMax", func(c *Config) { c.ProbeMax = time.Microsecond }, "ProbeMax")
+	f("ProbeMax below ProbeMin", func(c *Config) { c.ProbeMin, c.ProbeMax = time.Second, ms(500) }, "ProbeMax")
+	f("ProbeMin above the default ProbeMax", func(c *Config) { c.ProbeMin = time.Minute }, "ProbeMax")
 
 	c, err := New(Config{InitialRate: 10, MinRate: 1, MaxRate: 100, MaxConcurrency: 2})
 	if err != nil {

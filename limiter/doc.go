@@ -45,7 +45,10 @@
 // proportion, which shows the latency to be the store's response to its
 // load: then slots follow the latency (Little's law). A Retry-After of 10s
 // or more, or short ones that a cut did not help, pause all sends; a
-// shorter one only delays its own write.
+// shorter one only delays its own write. A store that answers nothing at
+// all (Unreachable: connection refused or reset, name not resolved) leaves
+// the limits alone; until it answers again, one write at a time probes it,
+// at most one per probe interval (250ms, growing to 5s).
 //
 // Backoff computes retry delays (exponential, full jitter, Retry-After
 // clamped), for the proxy's retries, a job's hold and credential refresh
@@ -57,7 +60,8 @@
 // and Done; pipeline.go pipelined permits. law.go has the tuning constants
 // and the law's two entry points, one sample (observeLocked) and one
 // window (Tick); cut.go decides and applies decreases, growth.go
-// increases, latency.go reads the latency signal, window.go measures, and
-// probe.go and bucket.go are the curve of one limit and the token bucket.
+// increases, latency.go reads the latency signal, window.go measures,
+// probe.go and bucket.go are the curve of one limit and the token bucket,
+// and outage.go paces the probes of a store that answers nothing.
 // snapshot.go and log.go are what the Controller shows of itself.
 package limiter

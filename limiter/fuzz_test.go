@@ -8,7 +8,7 @@ import (
 
 // FuzzControllerInvariants drives a controller on a fake clock with an
 // arbitrary sequence of operations and checks after each one that the clamps
-// hold, that no Congested or Failed sample raised a limit, that a Success
+// hold, that no Congested, Failed or Unreachable sample raised a limit, that a Success
 // raised at most the rate and only in startup (a startup round), and that no
 // Tick closing a window with such a sample raised one.
 func FuzzControllerInvariants(f *testing.F) {
@@ -68,17 +68,14 @@ func FuzzControllerInvariants(f *testing.F) {
 					bad = true
 				}
 				check("Done(congested)", before, false)
-			case 7: // a server error, or a client error
+			case 7: // a server error, a client error, or no store at all
 				if len(held) > 0 {
-					o := Failed
-					if i%2 == 0 {
-						o = Neutral
-					}
+					o := [...]Outcome{Failed, Neutral, Unreachable}[i%3]
 					held[0].Done(Sample{Outcome: o})
 					held = held[1:]
-					bad = bad || o == Failed
+					bad = bad || o != Neutral
 				}
-				check("Done(failed/neutral)", before, false)
+				check("Done(failed/neutral/unreachable)", before, false)
 			case 8: // time passes
 				clk.advance(time.Duration(op) * time.Millisecond)
 				check("advance", before, false)

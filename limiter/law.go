@@ -221,9 +221,16 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		o = Neutral
 	}
 	c.samples[o]++
-	if o != Neutral && !c.answered {
-		c.answered = true
-		c.applyRateLocked(now) // the full burst from now on
+	if p.probe {
+		c.out.probing = false
+	}
+	if o != Neutral && o != Unreachable {
+		// The store answered.
+		c.endOutageLocked(now)
+		if !c.answered {
+			c.answered = true
+			c.applyRateLocked(now) // the full burst from now on
+		}
 	}
 	fresh := p.epoch == c.cutSeq // sent after the last cut
 	// sent a round trip after it: the store's answer reflects the cut
@@ -241,6 +248,8 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		}
 	case Congested:
 		c.observeCongestedLocked(p, s, fresh, late, now)
+	case Unreachable:
+		c.observeUnreachableLocked(p, s, now)
 	}
 }
 

@@ -78,3 +78,18 @@ func (c *Controller) logPauseLocked(until time.Time, retryAfter time.Duration, c
 		l.suppressed++
 	}
 }
+
+// logEventLocked logs msg with attrs unless st logged less than logEvery
+// ago, in which case it counts the record as suppressed; the next one
+// logged says how many were. Requires that c.mu is held.
+func (c *Controller) logEventLocked(st *logState, now time.Time, msg string, attrs ...any) {
+	if !st.last.IsZero() && now.Sub(st.last) < logEvery {
+		st.suppressed++
+		return
+	}
+	if st.suppressed > 0 {
+		attrs = append(attrs, "suppressed", st.suppressed)
+	}
+	c.log.Info(msg, attrs...)
+	st.last, st.suppressed = now, 0
+}

@@ -58,6 +58,12 @@ type Snapshot struct {
 	// made. It matters while the rate is in startup (see Sample).
 	CapsConcurrency bool
 	Heartbeat       time.Time // now of the last Tick
+	// UnreachableSince is when the current outage began (an attempt found
+	// the store unreachable and it has answered nothing since), zero
+	// without one; NextProbe is then the earliest time the next probe may
+	// go out.
+	UnreachableSince time.Time
+	NextProbe        time.Time
 }
 
 // Snapshot returns the current state. Safe for concurrent use.
@@ -89,6 +95,9 @@ func (c *Controller) Snapshot() Snapshot {
 	}
 	if now.Before(c.pausedUntil) {
 		s.PausedUntil = c.pausedUntil
+	}
+	if c.out.active() {
+		s.UnreachableSince, s.NextProbe = c.out.since, c.out.next
 	}
 	for o, n := range c.samples {
 		s.Samples[Outcome(o)] = n

@@ -101,6 +101,10 @@ type Config struct {
 	AutoCancelCauses           string `env:"AUTO_CANCEL_CAUSES" envDefault:"store_throttling,upstream_timeouts"`
 	DefaultJobAutoCancelCauses string `env:"DEFAULT_JOB_AUTO_CANCEL_CAUSES" envDefault:"none"`
 
+	// Hold mode and sluice's pushback (checked by validateHold).
+	HoldMax        time.Duration `env:"HOLD_MAX" envDefault:"0s"`
+	PushbackStatus int           `env:"PUSHBACK_STATUS" envDefault:"429"`
+
 	// Upstream credentials.
 	Auth auth.Config
 }
@@ -205,6 +209,7 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	cfg.fillDefaults(envMap)
 	problems = append(problems, cfg.validate()...)
 	problems = append(problems, cfg.validateStallRemedies()...)
+	problems = append(problems, cfg.validateHold()...)
 	for _, e := range cfg.Auth.Validate() {
 		problems = append(problems, e.Error())
 	}
@@ -558,3 +563,30 @@ func (c Config) Effective() [][2]string {
 func MemoryLimit(cfg Config) int64 {
 	return int64(cfg.BufferBudget) + 128<<20
 }
+
+// --- Hold mode and sluice's pushback: SLUICE_HOLD_MAX, SLUICE_PUSHBACK_STATUS ---
+
+// validateHold checks the variables of hold mode and of sluice's own
+// pushback answers; each problem names its variable.
+func (c *Config) validateHold() []string {
+	var p []string
+	bad := func(key, format string, args ...any) {
+		p = append(p, EnvPrefix+key+": "+fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.HoldMax < 0:
+		bad("HOLD_MAX", "must be 0 (off) or a positive duration, got %v", c.HoldMax)
+	case c.HoldMax > 0 && c.RetryMax == 0:
+		// A held write is one sluice sends again; SLUICE_RETRY_MAX=0
+		// says it never does.
+		bad("HOLD_MAX", "holds writes by sending them again, which SLUICE_RETRY_MAX=0 turns off: set SLUICE_RETRY_MAX above 0, or SLUICE_HOLD_MAX to 0")
+	}
+	switch c.PushbackStatus {
+	case 429, 503:
+	default:
+		bad("PUSHBACK_STATUS", "must be 429 or 503, got %d", c.PushbackStatus)
+	}
+	return p
+}
+
+// --- end of hold mode ---

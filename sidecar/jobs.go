@@ -80,8 +80,8 @@ func (a jobsAdapter) Observe(job string, o proxy.Observation) {
 }
 
 // obsKind is the one place where the proxy's classification of an attempt
-// becomes what the job manager knows of it. The two sets match one to one
-// today; they are separate types so that the job state machine does not
+// becomes what the job manager knows of it. The two sets match one to one;
+// they are separate types so that the job state machine does not
 // depend on the store profiles.
 func obsKind(k classify.Kind) state.ObsKind {
 	switch k {
@@ -95,6 +95,8 @@ func obsKind(k classify.Kind) state.ObsKind {
 		return state.ObsTimeout
 	case classify.ServerError:
 		return state.ObsServerError
+	case classify.Unreachable:
+		return state.ObsUnreachable
 	case classify.ClientError:
 		return state.ObsClientError
 	}

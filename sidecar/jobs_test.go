@@ -472,15 +472,16 @@ func TestCancelNotRecorded(t *testing.T) {
 	})
 }
 
-// Every classification the proxy reports reaches the job manager as the
-// kind of the same name: none is dropped as unknown on the way.
+// Every classification the proxy reports reaches the job manager, none is
+// dropped as unknown on the way: as the kind of the same name (an
+// unreachable store's stall cause is upstream_unreachable).
 func TestObsKindMapsEveryKind(t *testing.T) {
-	for k := classify.OK; k <= classify.Timeout; k++ {
+	for k := classify.OK; k <= classify.Unreachable; k++ {
 		if got := obsKind(k); got.String() != k.String() {
 			t.Errorf("obsKind(%v) = %v", k, got)
 		}
 	}
-	if got := obsKind(classify.Timeout + 1); got != 0 {
-		t.Errorf("obsKind(%v) = %v, want no kind", classify.Timeout+1, got)
+	if got := obsKind(classify.Unreachable + 1); got != 0 {
+		t.Errorf("obsKind(%v) = %v, want no kind", classify.Unreachable+1, got)
 	}
 }

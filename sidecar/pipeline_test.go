@@ -116,8 +116,8 @@ func TestPipelineBrokenConnection(t *testing.T) {
 		t.Errorf("store answered %v, want each of %v once", got, want)
 	}
 	snap := s.lim.Snapshot()
-	if snap.Samples[limiter.Failed] != 1 || snap.Samples[limiter.Neutral] != 1 {
-		t.Errorf("samples %v: want one failure (the write the connection broke on) and one neutral (the one behind it)", snap.Samples)
+	if snap.Samples[limiter.Unreachable] != 1 || snap.Samples[limiter.Neutral] != 1 {
+		t.Errorf("samples %v: want one unreachable (the write the connection broke on before any answer) and one neutral (the one behind it)", snap.Samples)
 	}
 	wantNoneInFlight(t, s)
 }

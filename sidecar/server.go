@@ -389,5 +389,7 @@ func proxyConfig(c *Config) (proxy.Config, error) {
 		CAFile:          c.UpstreamCAFile,
 		MaxConcurrency:  c.MaxConcurrency,
 		MaxIdleConns:    c.MaxIdleConns,
+		HoldMax:         c.HoldMax,
+		PushbackStatus:  c.PushbackStatus,
 	}, nil
 }

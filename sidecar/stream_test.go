@@ -18,15 +18,15 @@ import (
 	"github.com/sluice-dev/sluice/state"
 )
 
-// outageStore answers writes with status (200 when 0) and records the
+// statusStore answers writes with status (200 when 0) and records the
 // admin calls.
-type outageStore struct {
+type statusStore struct {
 	status atomic.Int32
 	mu     sync.Mutex
 	calls  []string
 }
 
-func (s *outageStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (s *statusStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/admin/") {
 		s.mu.Lock()
 		s.calls = append(s.calls, r.Method+" "+r.URL.Path)
@@ -44,7 +44,7 @@ func (s *outageStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-func (s *outageStore) adminCalls() []string {
+func (s *statusStore) adminCalls() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.calls)
@@ -102,7 +102,7 @@ func jobState(t *testing.T, s *Server, id string) state.JobView {
 // moment the shipper or the store is back.
 func TestShipperQuietSpellAndOutage(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := &outageStore{}
+		store := &statusStore{}
 		s := newTestServer(t, store, "STALL_AFTER=10s", "CANCEL_GRACE=10s", "RETRY_MAX=0",
 			"CANCEL_URL=http://store.test/admin/cancel/${JOB}", "CLEANUP_URL=http://store.test/admin/clear/${JOB}")
 		sh := startShipper(s.ProxyHandler())
@@ -151,7 +151,7 @@ func TestShipperQuietSpellAndOutage(t *testing.T) {
 // meanwhile get 429 (come back), never 409 (drop), and flow again after.
 func TestDefaultJobCancelledCleanedReopened(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := &outageStore{}
+		store := &statusStore{}
 		s := newTestServer(t, store, "STALL_AFTER=10s", "CANCEL_GRACE=10s", "RETRY_MAX=0", "QUEUE_TIMEOUT=2s",
 			"DEFAULT_JOB_AUTO_CANCEL_CAUSES=store_throttling",
 			"CANCEL_URL=http://store.test/admin/cancel/${JOB}", "CLEANUP_URL=http://store.test/admin/clear/${JOB}")

@@ -60,13 +60,21 @@ const (
 	// permanent 501 and 505). The loader's fault, not a capacity signal,
 	// never retried by sluice.
 	ClientError
-	// ServerError: another 5xx (500, 507, …). Retryable, but not a capacity
-	// signal.
+	// ServerError: another 5xx (500, 507, …), or an answer that broke off.
+	// Retryable, but not a capacity signal.
 	ServerError
-	// Timeout: no response within the attempt's deadline, or a transport
-	// error (reset, refused). Never returned by Classify: the proxy sets it
-	// itself when there is no response to classify.
+	// Timeout: no response within the attempt's deadline (a connection
+	// that could not be set up in time included). Never returned by
+	// Classify: the proxy sets it itself when there is no response to
+	// classify.
 	Timeout
+	// Unreachable: no store answered at all: the connection was refused,
+	// or reset before any answer, or the store's name did not resolve.
+	// Not a capacity signal (nothing was learned of the store's load), but
+	// no use sending more writes into either: the controller probes the
+	// store with one write at a time until it answers. Retryable. Never
+	// returned by Classify, like Timeout.
+	Unreachable
 )
 
 var kindNames = [...]string{
@@ -76,11 +84,12 @@ var kindNames = [...]string{
 	ClientError: "client_error",
 	ServerError: "server_error",
 	Timeout:     "timeout",
+	Unreachable: "unreachable",
 }
 
 // String returns the kind's stable snake_case name ("ok", "throttled",
-// "overloaded", "client_error", "server_error", "timeout"), or "kind(N)"
-// for a value outside the enum.
+// "overloaded", "client_error", "server_error", "timeout",
+// "unreachable"), or "kind(N)" for a value outside the enum.
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
 		return kindNames[k]
@@ -95,10 +104,10 @@ func (k Kind) Congestion() bool {
 }
 
 // Retryable reports whether an attempt of this kind may be sent again:
-// Throttled, Overloaded, ServerError and Timeout. OK needs no retry and a
-// ClientError would fail the same way again.
+// Throttled, Overloaded, ServerError, Timeout and Unreachable. OK needs no
+// retry and a ClientError would fail the same way again.
 func (k Kind) Retryable() bool {
-	return k == Throttled || k == Overloaded || k == ServerError || k == Timeout
+	return k == Throttled || k == Overloaded || k == ServerError || k == Timeout || k == Unreachable
 }
 
 // Result is the classification of one attempt.

@@ -28,6 +28,7 @@ func TestKind(t *testing.T) {
 	f(ClientError, "client_error", false, false)
 	f(ServerError, "server_error", false, true)
 	f(Timeout, "timeout", true, true)
+	f(Unreachable, "unreachable", false, true)
 	f(Kind(42), "kind(42)", false, false)
 }
 

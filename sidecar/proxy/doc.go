@@ -6,9 +6,10 @@
 // within the buffer budget, so it can be retried, or streamed once),
 // admission through the job manager and the limiter, each attempt with its
 // deadline, the classification of the store's answer (through the store
-// profile) and its report to the limiter and the job, the retries, and the
-// answer the loader gets, including sluice's own refusals. It also caps the
-// loaders' idle connections.
+// profile) and its report to the limiter and the job, the retries (and in
+// hold mode the hold, see retryPolicy), and the answer the loader gets,
+// including sluice's own pushback. It also caps the loaders' idle
+// connections.
 //
 // It does not own the control law (package limiter), the store profiles
 // (package classify), credentials (package auth), the job state machine

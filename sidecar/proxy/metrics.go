@@ -36,11 +36,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"code"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_proxy_backpressure_total",
-			Help: "Loader requests pushed back by sluice with 429 (or 503 while shutting down), by reason: queue_full, queue_timeout, no_capacity, closed.",
+			Help: "Loader requests pushed back by sluice with SLUICE_PUSHBACK_STATUS (or 503 while shutting down), by reason: queue_full, queue_timeout, no_capacity, unreachable, hold_expired, closed.",
 		}, []string{"reason"}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_upstream_attempts_total",
-			Help: "Upstream attempts by classified outcome: ok, throttled, overloaded, client_error, server_error, timeout.",
+			Help: "Upstream attempts by classified outcome: ok, throttled, overloaded, client_error, server_error, timeout, unreachable.",
 		}, []string{"kind"}),
 		throttles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_upstream_congestion_signals_total",
@@ -99,13 +99,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	// Known label values exist from the start, so that rate() and the
 	// alerts' ratios see the first increment.
-	for k := classify.OK; k <= classify.Timeout; k++ {
+	for k := classify.OK; k <= classify.Unreachable; k++ { // Unreachable is the last kind
 		m.attempts.WithLabelValues(k.String())
 		if k.Retryable() {
 			m.retries.WithLabelValues(k.String())
 		}
 	}
-	for _, r := range admissionReasons {
+	for _, r := range pushbackReasons {
 		m.rejected.WithLabelValues(r)
 	}
 	reg.MustRegister(m.requests, m.rejected, m.attempts, m.throttles, m.retries, m.retryBudgetExhausted,

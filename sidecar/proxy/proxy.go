@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -65,19 +66,24 @@ type Observation struct {
 // sluice_upstream_congestion_signals_total, become the limiter's
 // LastReason, and reach the loader in its error's details.
 const (
-	// A write refused before any attempt (an *admissionError): the loader
-	// gets 429 with a Retry-After, or 503 for reasonClosed.
+	// sluice's own pushback (a *pushbackError): the loader gets
+	// SLUICE_PUSHBACK_STATUS (429 or 503) with a Retry-After, or 503 for
+	// reasonClosed. The first three refuse a write before any attempt.
 	reasonQueueFull    = "queue_full"    // the limiter's queue holds its maximum already
 	reasonQueueTimeout = "queue_timeout" // no send slot within SLUICE_QUEUE_TIMEOUT
 	reasonNoCapacity   = "no_capacity"   // no send slot free now, and writes are rejected rather than queued
 	reasonClosed       = "closed"        // sluice is shutting down
+	reasonUnreachable  = "unreachable"   // the store answers nothing: the write's attempt found it so, or it waited in vain for the limiter's probe
+	reasonHoldExpired  = "hold_expired"  // held for SLUICE_HOLD_MAX, and the store has not taken it
 
 	// An attempt that got no answer to classify (classifyError).
 	reasonCancelled         = "cancelled"          // the loader left or its job was cancelled: nothing learned of the store
 	reasonTimeout           = "timeout"            // no answer within SLUICE_UPSTREAM_TIMEOUT: a congestion signal
-	reasonConnectionRefused = "connection_refused" // nothing listens at the store's address
+	reasonConnectionRefused = "connection_refused" // unreachable: nothing listens at the store's address
+	reasonConnectionReset   = "connection_reset"   // unreachable: the connection broke before the store answered anything
+	reasonDNS               = "dns"                // unreachable: the store's name did not resolve
 	reasonSwitchedProtocols = "switched_protocols" // the store answered 101 to a write that asked for no upgrade
-	reasonTransportError    = "transport_error"    // a reset or a broken response
+	reasonTransportError    = "transport_error"    // an answer that broke off, or a response that could not be read
 	reasonPipelineBroken    = "pipeline_broken"    // pipelined behind a write whose connection broke: not answered, sent again
 
 	// A permit given back without an attempt reaching the store.
@@ -85,9 +91,9 @@ const (
 	reasonNotSent = "not_sent" // the permit taken at admission, which no attempt used
 )
 
-// admissionReasons are the reasons of an *admissionError, known from the
+// pushbackReasons are the reasons of a *pushbackError, known from the
 // start as metric labels.
-var admissionReasons = [...]string{reasonQueueFull, reasonQueueTimeout, reasonNoCapacity, reasonClosed}
+var pushbackReasons = [...]string{reasonQueueFull, reasonQueueTimeout, reasonNoCapacity, reasonClosed, reasonUnreachable, reasonHoldExpired}
 
 // Proxy forwards a loader's writes to the store: each attempt passes the
 // adaptive limiter, has a deadline, is classified from the store's answer,
@@ -105,6 +111,8 @@ type Proxy struct {
 	retryPost    bool
 	retryBodyMax int64
 	defaultJob   string
+	hold         time.Duration // SLUICE_HOLD_MAX; 0: off
+	pushStatus   int           // SLUICE_PUSHBACK_STATUS
 
 	lim         *limiter.Controller
 	retryBudget *limiter.RetryBudget
@@ -116,7 +124,9 @@ type Proxy struct {
 	m           *metrics
 	idle        *idleCap
 	log         *slog.Logger
-	warn        rate.Sometimes
+	warn        rate.Sometimes // congestion
+	warnDown    rate.Sometimes // an unreachable store
+	shownURL    string         // the upstream for logs, its password redacted
 
 	transport http.RoundTripper  // the real *http.Transport; tests put an in-memory store here
 	pipe      *pipeline.Pipeline // SLUICE_PIPELINE; nil when off
@@ -145,6 +155,15 @@ type Config struct {
 	MaxRetryAfter   time.Duration // caps the store's Retry-After before a retry
 	RetryBudget     float64       // retries as a share of writes (limiter.RetryBudget)
 
+	// HoldMax turns on hold mode (see retryPolicy): a write sluice may
+	// retry is kept and sent again until the store takes it or HoldMax
+	// after it arrived. 0 is off.
+	HoldMax time.Duration
+	// PushbackStatus is the status of sluice's own pushback (queue full
+	// or timed out, no capacity, store unreachable, hold expired):
+	// 429 or 503, always with a Retry-After. 0 means 429.
+	PushbackStatus int
+
 	Pipeline       bool   // pipeline writes that may be retried on HTTP/1.1 connections
 	CAFile         string // PEM roots for the store's certificate, besides the system's
 	MaxConcurrency int    // the limiter's ceiling, which sizes the idle connection pool
@@ -167,6 +186,16 @@ type Deps struct {
 
 // New returns a Proxy for cfg. Its errors name the setting at fault.
 func New(cfg Config, d Deps) (*Proxy, error) {
+	switch cfg.PushbackStatus {
+	case 0:
+		cfg.PushbackStatus = http.StatusTooManyRequests
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+	default:
+		return nil, fmt.Errorf("proxy: Config.PushbackStatus=%d must be 429 or 503", cfg.PushbackStatus)
+	}
+	if cfg.HoldMax < 0 {
+		return nil, fmt.Errorf("proxy: Config.HoldMax=%v must be 0 (off) or positive", cfg.HoldMax)
+	}
 	tr, err := newTransport(cfg)
 	if err != nil {
 		return nil, err
@@ -184,6 +213,8 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		retryPost:    cfg.RetryPost,
 		retryBodyMax: cfg.RetryBodyMax,
 		defaultJob:   cfg.DefaultJob,
+		hold:         cfg.HoldMax,
+		pushStatus:   cfg.PushbackStatus,
 		lim:          d.Limiter,
 		backoff:      limiter.Backoff{Min: cfg.RetryBackoffMin, Max: cfg.RetryBackoffMax},
 		honour:       limiter.Backoff{Min: cfg.RetryBackoffMin, Max: max(cfg.RetryBackoffMin, cfg.MaxRetryAfter)},
@@ -194,6 +225,8 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		idle:         newIdleCap(cfg.MaxIdleConns, m.notKeptAlive),
 		log:          d.Logger.With("component", "proxy"),
 		warn:         rate.Sometimes{Interval: 10 * time.Second},
+		warnDown:     rate.Sometimes{Interval: 10 * time.Second},
+		shownURL:     cfg.Upstream.Redacted(),
 		transport:    tr,
 	}
 	switch {
@@ -305,7 +338,13 @@ type exchange struct {
 	status    int             // what the loader was answered
 	loader    context.Context // the loader's own request context
 	rc        *http.ResponseController
+	arrived   time.Time // when sluice took the write up
+	holdUntil time.Time // hold mode: the write is sent again until then (see retryPolicy); zero: not held
 }
+
+// held reports whether ex is held (hold mode, and a write sluice may send
+// again).
+func (ex *exchange) held() bool { return !ex.holdUntil.IsZero() }
 
 type exchangeKey struct{}
 
@@ -324,7 +363,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if job == "" {
 		job = p.defaultJob
 	}
-	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), rc: http.NewResponseController(w)}
+	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), rc: http.NewResponseController(w), arrived: time.Now()}
 	defer func() { p.m.requests.WithLabelValues(strconv.Itoa(ex.status)).Inc() }()
 	if !state.ValidJobID(job) {
 		ex.status = http.StatusBadRequest
@@ -407,14 +446,30 @@ func signedAcceptEncoding(r *http.Request) bool {
 	return false
 }
 
-// admissionError is a write refused by sluice's own limits: the loader gets
-// 429 with a Retry-After, or 503 when sluice is shutting down.
-type admissionError struct {
-	reason string // one of admissionReasons
+// pushbackError is sluice's own answer that the loader should come back
+// later: a write refused by sluice's limits before any attempt, one that
+// found the store unreachable, or one held to the end of its hold. The
+// loader gets SLUICE_PUSHBACK_STATUS with a Retry-After (answerError), or
+// 503 when sluice is shutting down.
+type pushbackError struct {
+	reason string // one of pushbackReasons
+	cause  string // what the store's last attempt was classified as, if any (connection_refused, ...)
 	wait   time.Duration
 }
 
-func (e *admissionError) Error() string { return "sluice: write refused: " + e.reason }
+func (e *pushbackError) Error() string { return "sluice: write pushed back: " + e.reason }
+
+// pushback counts and returns sluice's pushback of ex for reason, with the
+// wait the limiter expects before the loader's write could be admitted, at
+// least atLeast (the store's own Retry-After, say).
+func (p *Proxy) pushback(ex *exchange, reason string, atLeast time.Duration) *pushbackError {
+	p.m.rejected.WithLabelValues(reason).Inc()
+	e := &pushbackError{reason: reason, wait: max(atLeast, p.lim.RetryWait(ex.cost))}
+	if reason == reasonUnreachable || reason == reasonHoldExpired {
+		e.cause = ex.last.Reason // "" before any attempt
+	}
+	return e
+}
 
 // errSwitchedProtocols is an attempt the store answered with 101 Switching
 // Protocols, which sluice never asks for.
@@ -427,22 +482,30 @@ type bodyReadError struct{ err error }
 func (e *bodyReadError) Error() string { return "sluice: reading request body: " + e.err.Error() }
 func (e *bodyReadError) Unwrap() error { return e.err }
 
-// acquire takes a limiter permit for cost, queueing up to the queue timeout
-// (backpressure "wait") or not at all ("reject").
+// acquire takes a limiter permit for ex's attempt, queueing up to the queue
+// timeout (backpressure "wait") or not at all ("reject"). A held write
+// queues until its hold ends instead, so that SLUICE_HOLD_MAX bounds all
+// the time sluice keeps it; its re-sends queue even in reject mode, since
+// a hold is the promise to wait for the store.
 func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, error) {
 	var (
 		permit *limiter.Permit
 		err    error
 		cost   = ex.cost
+		resend = ex.attempts > 1
 	)
 	switch {
-	case p.reject && ex.pipelined:
+	case p.reject && !(ex.held() && resend) && ex.pipelined:
 		permit, err = p.lim.TryAcquirePipelined(cost)
-	case p.reject:
+	case p.reject && !(ex.held() && resend):
 		permit, err = p.lim.TryAcquire(cost)
 	default:
-		qctx, cancel := context.WithTimeout(ctx, p.queueTimeout)
 		start := time.Now()
+		deadline := start.Add(p.queueTimeout)
+		if ex.held() {
+			deadline = ex.holdUntil
+		}
+		qctx, cancel := context.WithDeadline(ctx, deadline)
 		if ex.pipelined {
 			permit, err = p.lim.AcquirePipelined(qctx, cost)
 		} else {
@@ -460,17 +523,22 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 		return nil, ctx.Err() // the loader left, or its job was cancelled
 	case errors.Is(err, limiter.ErrQueueFull):
 		reason = reasonQueueFull
+	case errors.Is(err, limiter.ErrClosed):
+		reason = reasonClosed
+	case errors.Is(err, context.DeadlineExceeded) && ex.held() && !time.Now().Before(ex.holdUntil):
+		reason = reasonHoldExpired
+	case (errors.Is(err, limiter.ErrNoCapacity) || errors.Is(err, context.DeadlineExceeded)) && p.lim.Unreachable():
+		// Not sluice's limits: the store answers nothing, and the
+		// limiter lets only its probe through.
+		reason = reasonUnreachable
 	case errors.Is(err, limiter.ErrNoCapacity):
 		reason = reasonNoCapacity
 	case errors.Is(err, context.DeadlineExceeded):
 		reason = reasonQueueTimeout
-	case errors.Is(err, limiter.ErrClosed):
-		reason = reasonClosed
 	default:
 		return nil, err
 	}
-	p.m.rejected.WithLabelValues(reason).Inc()
-	return nil, &admissionError{reason: reason, wait: p.lim.RetryWait(cost)}
+	return nil, p.pushback(ex, reason, 0)
 }
 
 // cost is what a write takes from the rate limit: 1, or its body size.
@@ -499,6 +567,9 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	}
 	defer release()
 	ex.cost = p.cost(out, ex)
+	if p.hold > 0 && ex.retryable {
+		ex.holdUntil = ex.arrived.Add(p.hold)
+	}
 	// Pipelined only if it can be sent again: a write behind one that
 	// breaks its connection was not answered (RFC 9112 §9.3.2).
 	ex.pipelined = p.pipe != nil && ex.retryable && isWrite(out.Method) && out.Header.Get("Expect") == ""
@@ -544,13 +615,17 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 // sends the body again from its start. The policy is all in retryPolicy.
 func (p *Proxy) send(ex *exchange, req *retryablehttp.Request) (*http.Response, error) {
 	var wait time.Duration // retryPolicy's, for the Backoff that retryablehttp asks next
+	retryMax := p.retryMax
+	if ex.held() {
+		retryMax = math.MaxInt // retryPolicy ends a held write by its hold, not by a count
+	}
 	c := &retryablehttp.Client{
 		HTTPClient: &http.Client{
 			Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) { return p.attempt(ex, r) }),
 			// A proxy hands redirects to the loader; it never follows them.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		RetryMax: p.retryMax,
+		RetryMax: retryMax,
 		CheckRetry: func(ctx context.Context, resp *http.Response, err error) (retry bool, stop error) {
 			retry, wait, stop = p.retryPolicy(ctx, ex, resp, err)
 			return retry, stop
@@ -576,6 +651,42 @@ func (p *Proxy) send(ex *exchange, req *retryablehttp.Request) (*http.Response, 
 // answer goes to the loader. What the loader then gets: that answer as is
 // (with X-Sluice-Attempts, see modifyResponse), or sluice's own answer
 // for stop, chosen by answerError.
+//
+// Hold mode (SLUICE_HOLD_MAX) changes what happens to a write whose body
+// is buffered and whose method may be sent twice (ex.retryable) when the
+// store throttles it, is overloaded, does not answer in time, or is
+// unreachable: the write is held, sent again until the store takes it or
+// until SLUICE_HOLD_MAX after it arrived, so that a throttle window or an
+// outage shorter than the hold costs the loader latency, not an error.
+// What holds it back is the limiter, not a count:
+//   - SLUICE_RETRY_MAX does not apply, nor the retry budget. The budget is
+//     there so that retries cannot multiply the load on a store that is
+//     already failing; a held re-send cannot, because it waits for a
+//     limiter permit like any new write (even in reject mode: see
+//     acquire), and the limiter admits only what it finds the store takes:
+//     it cut its limits on the throttle, it pauses on a long Retry-After,
+//     and an unreachable store gets one probe at a time. Held re-sends are
+//     part of that admitted load, not load on top of it. The budget would
+//     only turn a throttle window back into errors, which the loader would
+//     retry at a pace of its own.
+//   - A re-send waits the store's Retry-After (capped by
+//     SLUICE_MAX_RETRY_AFTER), otherwise the first backoff step, which does
+//     not grow with the count: pacing is the limiter's.
+//   - A timed-out write is sent again, where outside hold mode it never is
+//     (below): a held write is one sluice may repeat (an idempotent method,
+//     or POST and PATCH with SLUICE_RETRY_POST, which says the store
+//     deduplicates), so a copy that may have landed does no harm, and the
+//     operator chose latency over errors.
+//   - The hold ends the wait, never an attempt under way: a held write is
+//     answered within SLUICE_HOLD_MAX + SLUICE_UPSTREAM_TIMEOUT. When it
+//     ends (or a re-send's wait would end past it), the loader gets
+//     sluice's pushback, hold_expired, with a Retry-After.
+//   - A server error (500, a broken answer) is not held: the store
+//     answered, and the usual retries apply (SLUICE_RETRY_MAX, the
+//     budget). A loader that leaves, or a job cancelled, ends the hold at
+//     once (the first case below).
+//
+// A streamed body, or a method sluice may not repeat, is never held.
 func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Response, err error) (retry bool, wait time.Duration, stop error) {
 	// Whether the write is still wanted.
 	switch {
@@ -589,19 +700,33 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 		return false, 0, ctx.Err() // the loader left, or its job was cancelled
 	}
 	// Whether this write may be sent again.
-	var adm *admissionError
+	var pb *pushbackError
 	switch {
-	case errors.As(err, &adm), err != nil && ex.last.Kind == classify.ClientError:
+	case errors.As(err, &pb), err != nil && ex.last.Kind == classify.ClientError:
 		return false, 0, err // refused by sluice itself, or credentials
-	case !ex.retryable, ex.attempts > p.retryMax:
-		// A body that streamed once (over SLUICE_RETRY_BODY_MAX, or the
-		// buffer budget was spent), a method that must not be sent twice
-		// (see methodRetryable), or no retries left. Stopping here rather
-		// than letting retryablehttp run out keeps its give-up path (which
-		// closes every idle connection) out of the way.
-		return false, 0, err
 	case !ex.last.Kind.Retryable():
 		return false, 0, err // stored, or the loader's fault: it would fail the same way
+	case !ex.retryable:
+		// A body that streamed once (over SLUICE_RETRY_BODY_MAX, or the
+		// buffer budget was spent), or a method that must not be sent
+		// twice (see methodRetryable).
+		return false, 0, p.giveUp(ex, err)
+	case ex.held() && (ex.last.Kind.Congestion() || ex.last.Kind == classify.Unreachable):
+		// Held (see above): sent again until the hold ends.
+		wait = p.backoff.Delay(0, 0, nil)
+		if ex.last.RetryAfter > 0 {
+			wait = p.honour.Delay(0, ex.last.RetryAfter, nil)
+		}
+		if !time.Now().Add(wait).Before(ex.holdUntil) {
+			return false, 0, p.pushback(ex, reasonHoldExpired, wait)
+		}
+		p.m.retries.WithLabelValues(ex.last.Kind.String()).Inc()
+		return true, wait, nil
+	case ex.attempts > p.retryMax:
+		// No retries left. Stopping here rather than letting
+		// retryablehttp run out keeps its give-up path (which closes
+		// every idle connection) out of the way.
+		return false, 0, p.giveUp(ex, err)
 	case ex.last.Kind == classify.Timeout:
 		// A store that did not answer in SLUICE_UPSTREAM_TIMEOUT is not
 		// tried again: the loader gets its 504 within the timeout, never
@@ -610,7 +735,7 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 	case !p.retryBudget.TryRetry(time.Now()):
 		// Retries must not amplify an overload (Envoy's retry budget).
 		p.m.retryBudgetExhausted.Inc()
-		return false, 0, err
+		return false, 0, p.giveUp(ex, err)
 	}
 	p.m.retries.WithLabelValues(ex.last.Kind.String()).Inc()
 	// How long it waits: exponential backoff with full jitter, and never
@@ -621,6 +746,19 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 		return true, p.honour.Delay(retries, ex.last.RetryAfter, nil), nil
 	}
 	return true, p.backoff.Delay(retries, 0, nil), nil
+}
+
+// giveUp is what an exchange that is not tried again after an attempt
+// that returned err ends with: err (nil: the store's answer goes to the
+// loader), except that a write whose attempt reached no store gets
+// sluice's pushback, which loaders retry after its Retry-After, rather than
+// a 502, which many drop or retry at once. The limiter meanwhile probes the
+// store (see limiter.Unreachable).
+func (p *Proxy) giveUp(ex *exchange, err error) error {
+	if err != nil && ex.last.Kind == classify.Unreachable {
+		return p.pushback(ex, reasonUnreachable, 0)
+	}
+	return err
 }
 
 // modifyResponse is the ReverseProxy's ModifyResponse: the store's last
@@ -638,22 +776,35 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeFrom(r.Context())
 	var (
-		adm     *admissionError
+		pb      *pushbackError
 		body    *bodyReadError
 		tooBig  *auth.TooLargeError
 		noCreds *auth.UnavailableError
 	)
 	details := map[string]any{"job": ex.job, "attempts": ex.attempts}
 	switch {
-	case errors.As(err, &adm) && adm.reason == reasonClosed:
+	case errors.As(err, &pb) && pb.reason == reasonClosed:
 		ex.status = http.StatusServiceUnavailable
 		apierror.Write(w, ex.status, "shutting_down", "sluice is shutting down", details)
-	case errors.As(err, &adm):
-		// Backpressure: the loader should slow down and retry after the wait.
-		ex.status = http.StatusTooManyRequests
-		apierror.SetRetryAfter(w.Header(), adm.wait)
-		details["reason"] = adm.reason
-		apierror.Write(w, ex.status, "backpressure", "sluice is at its limit for this store ("+adm.reason+"); retry after the Retry-After delay", details)
+	case errors.As(err, &pb):
+		// Backpressure: the loader should slow down and retry after the
+		// wait. Its status is the operator's (SLUICE_PUSHBACK_STATUS):
+		// loaders differ in which of 429 and 503 they retry.
+		ex.status = p.pushStatus
+		apierror.SetRetryAfter(w.Header(), pb.wait)
+		details["reason"] = pb.reason
+		if pb.cause != "" {
+			details["cause"] = pb.cause
+		}
+		msg := "sluice is at its limit for this store (" + pb.reason + "); retry after the Retry-After delay"
+		switch pb.reason {
+		case reasonUnreachable:
+			msg = "the store is unreachable: sluice probes it and sends writes again once it answers; retry after the Retry-After delay"
+		case reasonHoldExpired:
+			details["hold"] = p.hold.String()
+			msg = "sluice held the write for SLUICE_HOLD_MAX and the store did not take it; retry after the Retry-After delay"
+		}
+		apierror.Write(w, ex.status, "backpressure", msg, details)
 	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
 		// The loader is still there: its job was cancelled under it.
 		ex.status = apierror.WriteJob(w, ex.job, context.Cause(r.Context()))
@@ -920,8 +1071,14 @@ func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error)
 	}
 	if err != nil {
 		cancel()
-		res := p.classifyError(req.Context(), err)
+		res := p.classifyError(req.Context(), err, false)
 		ex.last = res
+		if res.Kind == classify.Unreachable {
+			p.warnDown.Do(func() {
+				p.log.Warn("store unreachable: probing it, other writes wait or are pushed back",
+					"upstream", p.shownURL, "reason", res.Reason, "err", err, "job", ex.job)
+			})
+		}
 		p.finishAttempt(ex, permit, res, latency, nil)
 		return nil, err
 	}
@@ -931,7 +1088,7 @@ func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error)
 		if err != nil {
 			resp.Body.Close()
 			cancel()
-			res := p.classifyError(req.Context(), err)
+			res := p.classifyError(req.Context(), err, true)
 			ex.last = res
 			p.finishAttempt(ex, permit, res, latency, nil)
 			return nil, err
@@ -957,7 +1114,7 @@ func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error)
 			// The body decides this answer, and it broke off (the
 			// attempt's deadline, the loader leaving, a reset): the
 			// store's verdict never arrived.
-			final = p.classifyError(req.Context(), ab.err)
+			final = p.classifyError(req.Context(), ab.err, true)
 		case ab.scanner != nil && !ab.eof:
 			// Closed before its end: the loader went away while its
 			// answer was copied to it. Nothing was learned.
@@ -971,12 +1128,14 @@ func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error)
 	return resp, nil
 }
 
-// classifyError turns a failed attempt into a signal. The loader leaving or
-// its job being cancelled says nothing about the store.
-func (p *Proxy) classifyError(parent context.Context, err error) classify.Result {
+// classifyError turns a failed attempt into a signal; answered says the
+// store had begun to answer (its status line came) before err. The loader
+// leaving or its job being cancelled says nothing about the store.
+func (p *Proxy) classifyError(parent context.Context, err error, answered bool) classify.Result {
 	var (
-		ne net.Error
-		pb *pipeline.BrokenError
+		ne  net.Error
+		pb  *pipeline.BrokenError
+		dns *net.DNSError
 	)
 	switch {
 	case parent.Err() != nil && !errors.Is(err, context.DeadlineExceeded):
@@ -988,17 +1147,40 @@ func (p *Proxy) classifyError(parent context.Context, err error) classify.Result
 		// Pipelined behind a write whose connection broke: not answered,
 		// sent again, and it says nothing the other write's error has not.
 		return classify.Result{Kind: classify.ServerError, Reason: reasonPipelineBroken, Items: -1}
+	case errors.As(err, &dns):
+		// Before the timeout: a resolver that does not answer in time
+		// says nothing of the store's load.
+		return classify.Result{Kind: classify.Unreachable, Reason: reasonDNS, Items: -1}
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		// No answer in time: the store is likely saturated.
 		return classify.Result{Kind: classify.Timeout, Reason: reasonTimeout, Share: 1, Items: -1}
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return classify.Result{Kind: classify.ServerError, Reason: reasonConnectionRefused, Items: -1}
+		return classify.Result{Kind: classify.Unreachable, Reason: reasonConnectionRefused, Items: -1}
+	case !answered && brokenConn(err):
+		// The store went away under the write (killed, restarting, its
+		// pod gone) before it said anything. A reset after its status
+		// line is a broken answer (below).
+		return classify.Result{Kind: classify.Unreachable, Reason: reasonConnectionReset, Items: -1}
 	case errors.Is(err, errSwitchedProtocols):
 		return classify.Result{Kind: classify.ServerError, Reason: reasonSwitchedProtocols, Items: -1}
 	default:
-		// Resets and broken responses: retryable, but not a capacity signal.
+		// Broken answers and responses that cannot be read: retryable,
+		// but not a capacity signal.
 		return classify.Result{Kind: classify.ServerError, Reason: reasonTransportError, Items: -1}
 	}
+}
+
+// brokenConn reports whether err is a connection that broke: reset or
+// aborted by the peer, closed while sluice was still writing to it (a
+// broken pipe, or the read side's reset closing it under the write), or
+// closed before a response arrived (EOF).
+func brokenConn(err error) bool {
+	for _, e := range []error{syscall.ECONNRESET, syscall.ECONNABORTED, syscall.EPIPE, net.ErrClosed, io.EOF, io.ErrUnexpectedEOF} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // finishAttempt feeds one attempt's outcome to the limiter, the job and the
@@ -1012,6 +1194,8 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify
 		s.Outcome, s.Share, s.Concurrency = limiter.Congested, res.Share, res.Concurrency
 	case res.Reason == reasonPipelineBroken:
 		s.Outcome = limiter.Neutral
+	case res.Kind == classify.Unreachable:
+		s.Outcome = limiter.Unreachable
 	case res.Kind == classify.ServerError:
 		s.Outcome = limiter.Failed
 	default:

@@ -62,7 +62,7 @@ func TestRetryPolicy(t *testing.T) {
 
 	f("job cancelled as the store answered", gone, exchange{retryable: true, attempts: 1, last: server}, answer, nil, want{})
 	f("loader left", gone, exchange{retryable: true, attempts: 1, last: server, loader: gone}, answer, nil, want{stop: context.Canceled})
-	full := &admissionError{reason: reasonQueueFull}
+	full := &pushbackError{reason: reasonQueueFull}
 	f("refused by sluice", bg, retryable(1, classify.Result{}), nil, full, want{stop: full})
 	f("no credentials", bg, retryable(1, classify.Result{Kind: classify.ClientError, Reason: reasonAuth}), nil, transport, want{stop: transport})
 	f("body streamed once", bg, exchange{attempts: 1, last: server}, answer, nil, want{})

@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sluice-dev/sluice/limiter"
+	"github.com/sluice-dev/sluice/sidecar/classify"
+)
+
+// retryPolicy in hold mode, case by case: what is held, how long a re-send
+// waits, and what ends the hold.
+func TestRetryPolicyHold(t *testing.T) {
+	const minWait, maxRetryAfter = 100 * time.Millisecond, 5 * time.Second
+	lim, err := limiter.New(limiter.Config{InitialRate: 10, MinRate: 1, MaxRate: 100, MaxConcurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A budget that allows one retry in its window: held re-sends do not
+	// spend it, and are not refused by it.
+	budget, err := limiter.NewRetryBudget(limiter.RetryBudgetConfig{Ratio: 0.01, MinRetries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{
+		retryMax:    2,
+		hold:        time.Minute,
+		lim:         lim,
+		retryBudget: budget,
+		m:           newMetrics(prometheus.NewRegistry()),
+		backoff:     limiter.Backoff{Min: minWait, Max: time.Second},
+		honour:      limiter.Backoff{Min: minWait, Max: maxRetryAfter},
+	}
+	answer := &http.Response{StatusCode: http.StatusTooManyRequests}
+	timedOut := context.DeadlineExceeded
+	type want struct {
+		retry            bool
+		waitMin, waitMax time.Duration // [waitMin, waitMax) when retry
+		reason           string        // the pushback's, when it stops with one
+	}
+	f := func(name string, ex exchange, resp *http.Response, err error, w want) {
+		t.Helper()
+		ex.loader, ex.cost = context.Background(), 1
+		retry, wait, stop := p.retryPolicy(context.Background(), &ex, resp, err)
+		var pb *pushbackError
+		switch {
+		case retry != w.retry:
+			t.Errorf("%s: retry %v (stop %v), want %v", name, retry, stop, w.retry)
+		case retry && (wait < w.waitMin || wait >= w.waitMax):
+			t.Errorf("%s: wait %v, want [%v, %v)", name, wait, w.waitMin, w.waitMax)
+		case w.reason != "" && (!errors.As(stop, &pb) || pb.reason != w.reason):
+			t.Errorf("%s: stop %v, want a pushback %s", name, stop, w.reason)
+		}
+	}
+	now := time.Now()
+	held := func(attempts int, last classify.Result) exchange {
+		return exchange{retryable: true, attempts: attempts, last: last, arrived: now, holdUntil: now.Add(time.Minute)}
+	}
+	throttled := classify.Result{Kind: classify.Throttled, Reason: "status_429"}
+	withRA := classify.Result{Kind: classify.Throttled, Reason: "status_429", RetryAfter: 2 * time.Second}
+	refused := classify.Result{Kind: classify.Unreachable, Reason: reasonConnectionRefused}
+	timeout := classify.Result{Kind: classify.Timeout, Reason: reasonTimeout}
+	server := classify.Result{Kind: classify.ServerError, Reason: "status_500"}
+
+	// Throttled, overloaded, timed out or unreachable: held however many
+	// attempts it took, after the store's Retry-After or the first
+	// backoff step, which does not grow.
+	for _, n := range []int{1, 3, 50} {
+		f("throttled", held(n, throttled), answer, nil, want{retry: true, waitMin: minWait, waitMax: 2 * minWait})
+	}
+	f("Retry-After", held(7, withRA), answer, nil, want{retry: true, waitMin: 2 * time.Second, waitMax: 2200*time.Millisecond + 1})
+	f("overloaded", held(4, classify.Result{Kind: classify.Overloaded, Reason: "status_503"}), answer, nil,
+		want{retry: true, waitMin: minWait, waitMax: 2 * minWait})
+	f("unreachable", held(9, refused), nil, errors.New("connection refused"), want{retry: true, waitMin: minWait, waitMax: 2 * minWait})
+	f("timed out, and may be repeated", held(2, timeout), nil, timedOut, want{retry: true, waitMin: minWait, waitMax: 2 * minWait})
+	if got := testutil.ToFloat64(p.m.retryBudgetExhausted); got != 0 {
+		t.Errorf("held re-sends refused by the retry budget %v times, want none: they wait for permits", got)
+	}
+
+	// A server error is not held: the usual retries, within the budget
+	// (one in this window) and SLUICE_RETRY_MAX.
+	f("server error, first retry", held(1, server), answer, nil, want{retry: true, waitMin: minWait, waitMax: 2 * minWait})
+	f("server error, budget spent", held(1, server), answer, nil, want{})
+	f("server error, retries spent", held(3, server), answer, nil, want{})
+
+	// The hold ends the wait: a re-send whose wait would end past it is
+	// not made, and the loader is pushed back.
+	late := held(5, withRA)
+	late.holdUntil = time.Now().Add(time.Second)
+	f("Retry-After past the hold", late, answer, nil, want{reason: reasonHoldExpired})
+	late = held(5, throttled)
+	late.holdUntil = time.Now()
+	f("hold over", late, answer, nil, want{reason: reasonHoldExpired})
+	if got := testutil.ToFloat64(p.m.rejected.WithLabelValues(reasonHoldExpired)); got != 2 {
+		t.Errorf("sluice_proxy_backpressure_total{reason=hold_expired} = %v, want 2", got)
+	}
+
+	// Not held: a body that streamed once, and outside hold mode a
+	// timeout (the write may have landed) or the last of the retries.
+	streamed := held(1, throttled)
+	streamed.retryable, streamed.holdUntil = false, time.Time{}
+	f("streamed", streamed, answer, nil, want{})
+	free := held(1, timeout)
+	free.holdUntil = time.Time{}
+	f("timed out, not held", free, nil, timedOut, want{})
+	free = held(3, throttled)
+	free.holdUntil = time.Time{}
+	f("throttled, not held, retries spent", free, answer, nil, want{})
+}
+
+// The pushback's status is the operator's, always with a Retry-After; an
+// invalid one is refused when the proxy is made.
+func TestPushbackStatusIsChecked(t *testing.T) {
+	for _, status := range []int{200, 404, 502} {
+		if _, err := New(Config{PushbackStatus: status}, Deps{}); err == nil {
+			t.Errorf("PushbackStatus %d accepted", status)
+		}
+	}
+	if _, err := New(Config{HoldMax: -time.Second}, Deps{}); err == nil {
+		t.Error("a negative HoldMax accepted")
+	}
+}
