@@ -54,17 +54,22 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// WriteJob answers a request that the job manager refused (a write, or an
-// admin call on a job) and returns the status written.
-func WriteJob(w http.ResponseWriter, job string, err error) int {
+// WriteJob answers a write that the job manager refused and returns the
+// status written. A refusal that asks the loader to come back later (too
+// many jobs, a job held in backoff) carries pushback, sluice's pushback
+// status (429 or 503, whichever the loader retries), with a Retry-After.
+func WriteJob(w http.ResponseWriter, job string, err error, pushback int) int {
 	status, code := ForJob(err)
+	if status == http.StatusTooManyRequests && pushback != 0 {
+		status = pushback
+	}
 	details := map[string]any{"job": Truncate(job, 140)}
 	var na *state.NotAcceptingError
 	if errors.As(err, &na) {
 		details["state"] = na.State.String()
 		details["reason"] = na.Reason
 	}
-	if status == http.StatusTooManyRequests {
+	if code == "too_many_jobs" || code == "job_backoff" {
 		SetRetryAfter(w.Header(), 30*time.Second)
 	}
 	Write(w, status, code, err.Error(), details)

@@ -377,7 +377,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ex.status = 499 // the loader left while its job was held
 			return
 		}
-		ex.status = apierror.WriteJob(w, job, err)
+		ex.status = apierror.WriteJob(w, job, err, p.pushStatus)
 		return
 	}
 	defer release()
@@ -807,7 +807,7 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 		apierror.Write(w, ex.status, "backpressure", msg, details)
 	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
 		// The loader is still there: its job was cancelled under it.
-		ex.status = apierror.WriteJob(w, ex.job, context.Cause(r.Context()))
+		ex.status = apierror.WriteJob(w, ex.job, context.Cause(r.Context()), p.pushStatus)
 	case ex.loader.Err() != nil:
 		ex.status = 499 // the loader went away; nobody reads this
 	case errors.As(err, &body) && errors.Is(err, os.ErrDeadlineExceeded):
