@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/sluice-dev/sluice/cli"
@@ -23,13 +25,52 @@ commands:
   run            run the sidecar (the default)
   check-config   print the effective configuration, or every invalid variable (exit 2)
   status         show the running sidecar's status (SLUICE_ADMIN_URL)
-  jobs list|show ID|cancel ID [--force]|complete ID
-                 list, inspect, cancel or complete jobs
+  jobs list|show ID|cancel ID [--force]|complete ID|reopen ID|delete ID
+                 list, inspect, cancel, complete, reopen or delete jobs
   demo           run the built-in demo: a simulated store, a loader, and sluice between them
   version        print the version
 
+sluice COMMAND --help (or sluice help COMMAND) says more about each.
 status and jobs take --json. Configuration is SLUICE_* environment variables (README.md).
 `
+
+// usages are the usage texts of the commands this file runs; status and
+// jobs have theirs in package cli, demo its flags in package demo.
+var usages = map[string]string{
+	"run": `usage: sluice run
+
+Runs the sidecar: the proxy on SLUICE_LISTEN_ADDR in front of the store at
+SLUICE_UPSTREAM_URL, and the admin API on SLUICE_ADMIN_ADDR, until SIGTERM,
+SIGINT or POST /quitquitquit on the admin API. It is what sluice does with
+no command.
+
+It takes no arguments: every setting is a SLUICE_* environment variable
+(README.md). A bad configuration exits 2 naming the variable;
+sluice check-config checks one without starting anything.
+`,
+	"check-config": `usage: sluice check-config
+
+Reads the SLUICE_* environment variables as sluice run would, and prints
+the effective configuration, one VARIABLE=value a line, secrets redacted;
+or every invalid variable, once each, and exits 2. Unknown SLUICE_*
+variables are warned about, with the closest known name. Nothing is
+started.
+`,
+	"version": `usage: sluice version
+
+Prints the version: the release it was built as, or else the module
+version or the commit (and whether it had uncommitted changes) that
+the Go toolchain recorded in the binary.
+`,
+	"demo": `usage: sluice demo [flags]
+
+Runs the built-in demo: a simulated store whose capacity changes, a loader
+that writes as fast as it may, and sluice between them, with a live view of
+the rate limit following the capacity. Needs no configuration.
+
+flags:
+`,
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -41,25 +82,107 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
+	case "help", "-h", "-help", "--help":
+		// sluice help COMMAND is sluice COMMAND --help.
+		if len(args) > 0 && args[0] != "help" && !isHelpFlag(args[0]) {
+			return run([]string{args[0], "--help"}, stdout, stderr)
+		}
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "status", "jobs":
+		return cli.Run(append([]string{cmd}, args...), os.Getenv, stdout, stderr)
+	case "demo":
+		if wantsHelp(args) {
+			return demoHelp(stdout)
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return demo.Run(ctx, args, stdout, stderr)
+	case "--version":
+		cmd = "version"
+	}
+	u, ok := usages[cmd]
+	if !ok {
+		fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if wantsHelp(args) {
+		fmt.Fprint(stdout, u)
+		return 0
+	}
+	if len(args) > 0 {
+		// An argument would be ignored, and a setting given as a flag
+		// (--upstream=…) silently lost: say so before starting anything.
+		fmt.Fprintf(stderr, "sluice %s: unexpected argument %q\n\n%s", cmd, args[0], u)
+		return 2
+	}
+	switch cmd {
 	case "run":
 		return runSidecar(stderr)
 	case "check-config":
 		return checkConfig(stdout, stderr)
-	case "status", "jobs":
-		return cli.Run(append([]string{cmd}, args...), os.Getenv, stdout, stderr)
-	case "demo":
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		return demo.Run(ctx, args, stdout, stderr)
-	case "version", "--version":
-		fmt.Fprintln(stdout, "sluice", sidecar.Version)
-		return 0
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+	case "version":
+		bi, _ := debug.ReadBuildInfo()
+		fmt.Fprintln(stdout, "sluice", version(sidecar.Version, bi))
 		return 0
 	}
-	fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", cmd, usage)
-	return 2
+	panic("BUG: sluice " + cmd + " has a usage and no command")
+}
+
+// isHelpFlag reports whether arg asks for help, as the flag package
+// would take it.
+func isHelpFlag(arg string) bool {
+	switch arg {
+	case "-h", "--h", "-help", "--help":
+		return true
+	}
+	return false
+}
+
+func wantsHelp(args []string) bool { return slices.ContainsFunc(args, isHelpFlag) }
+
+// demoHelp prints the demo's usage and its flags. The flags are the demo's
+// own: asked for -h, its flag set prints them and returns before anything
+// starts, and the exit status of that is not this command's.
+func demoHelp(stdout io.Writer) int {
+	var flags strings.Builder
+	demo.Run(context.Background(), []string{"-h"}, io.Discard, &flags)
+	_, defaults, _ := strings.Cut(flags.String(), "\n") // "Usage of sluice demo:"
+	fmt.Fprint(stdout, usages["demo"]+defaults)
+	return 0
+}
+
+// version is the stamped release (-X …sidecar.Version=v1.2.3), or, in a
+// build without one (go install, go build), what the toolchain recorded:
+// the main module's version, or else the commit, marked when the tree had
+// uncommitted changes.
+func version(stamped string, bi *debug.BuildInfo) string {
+	if stamped != "dev" || bi == nil {
+		return stamped
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev string
+	modified := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return stamped
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if modified {
+		return "dev (commit " + rev + ", modified)"
+	}
+	return "dev (commit " + rev + ")"
 }
 
 func runSidecar(stderr io.Writer) int {

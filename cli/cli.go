@@ -9,13 +9,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/sluice-dev/sluice/sidecar"
 	"github.com/sluice-dev/sluice/sidecar/admin"
 	"github.com/sluice-dev/sluice/sidecar/apierror"
 	"github.com/sluice-dev/sluice/state"
@@ -23,21 +27,39 @@ import (
 
 // Run runs `sluice status` and `sluice jobs …` against a running
 // sidecar's admin API (SLUICE_ADMIN_URL, with SLUICE_ADMIN_TOKEN if set) and
-// returns the exit status: 0, 1 when the call failed, 2 for bad usage.
+// returns the exit status: 0, 1 when the call failed, 2 for bad usage. -h or
+// --help anywhere prints the command's usage to stdout and calls nothing.
 func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sluice "+args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	force := fs.Bool("force", false, "cancel: force (like cancel_bulk_load -f)")
 	cmd, rest := args[0], args[1:]
+	name := cmd
+	if cmd == "jobs" && len(rest) > 0 && !isHelpFlag(rest[0]) {
+		name = "jobs " + rest[0]
+		if rest[0] == "help" {
+			name = "jobs"
+		}
+	}
+	usage, known := usages[name]
+	if known && (wantsHelp(rest) || name == "jobs" && len(rest) > 0 && rest[0] == "help") {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	if cmd == "jobs" && len(rest) == 0 {
+		fmt.Fprint(stderr, usages["jobs"])
+		return 2
+	}
+	if !known {
+		fmt.Fprintf(stderr, "sluice jobs: unknown subcommand %q (list, show, cancel, complete, reopen, delete)\n", rest[0])
+		return 2
+	}
 	sub := ""
 	if cmd == "jobs" {
-		if len(rest) == 0 {
-			fmt.Fprintln(stderr, "usage: sluice jobs list|show ID|cancel ID [--force]|complete ID|reopen ID|delete ID [--json]")
-			return 2
-		}
 		sub, rest = rest[0], rest[1:]
 	}
+	fs := flag.NewFlagSet("sluice "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	force := fs.Bool("force", false, "cancel: force (like cancel_bulk_load -f)")
 	// Flags may come before or after the job id.
 	var pos []string
 	for len(rest) > 0 {
@@ -49,7 +71,7 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			pos, rest = append(pos, rest[0]), rest[1:]
 		}
 	}
-	base := getenv("SLUICE_ADMIN_URL")
+	base := sidecar.AdminBaseURL(getenv("SLUICE_ADMIN_URL"))
 	if base == "" {
 		base = "http://127.0.0.1:9090"
 	}
@@ -58,7 +80,7 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	needID := func() (string, bool) {
 		if len(pos) != 1 {
-			fmt.Fprintf(stderr, "usage: sluice jobs %s ID\n", sub)
+			fmt.Fprint(stderr, usage)
 			return "", false
 		}
 		return pos[0], true
@@ -113,8 +135,7 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		out, err = c.do("DELETE", "/v1/jobs/"+url.PathEscape(id), nil)
 		print = printJob
 	default:
-		fmt.Fprintf(stderr, "sluice jobs: unknown subcommand %q (list, show, cancel, complete, reopen, delete)\n", sub)
-		return 2
+		panic("BUG: sluice " + name + " has a usage and no call")
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "sluice:", err)
@@ -133,6 +154,94 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	return 0
+}
+
+// isHelpFlag reports whether arg asks for help. The flag package takes
+// -h and -help with one dash or two; a job id never starts with a dash.
+func isHelpFlag(arg string) bool {
+	switch arg {
+	case "-h", "--h", "-help", "--help":
+		return true
+	}
+	return false
+}
+
+func wantsHelp(args []string) bool {
+	return slices.ContainsFunc(args, isHelpFlag)
+}
+
+const adminEnv = `
+environment:
+  SLUICE_ADMIN_URL    the sidecar's admin API (default http://127.0.0.1:9090;
+                      a bare host:port means http://host:port)
+  SLUICE_ADMIN_TOKEN  bearer token; the sidecar asks for it on cancel, complete,
+                      reopen and delete when it has one
+`
+
+const jsonFlag = `
+flags:
+  --json  print the admin API's answer as JSON instead of a table
+`
+
+// usages are the usage texts of `sluice status` and of `sluice jobs` and
+// its subcommands, by command; a command is known if it has one.
+var usages = map[string]string{
+	"status": `usage: sluice status [--json]
+
+Shows the running sidecar's readiness, upstream, store profile, limiter
+phase, rate and concurrency limits, queue, latency, attempts and jobs.
+` + jsonFlag + adminEnv,
+	"jobs": `usage: sluice jobs COMMAND [ID] [--json]
+
+commands:
+  list                 every job: state, since, totals, last progress, reason
+  show ID              one job: state, stall cause, totals, recent rate,
+                       settings, history, action attempts and checkpoints
+  cancel ID [--force]  cancel the job, then run its cleanup
+  complete ID          the job is done: completed, no cleanup
+  reopen ID            a cancelled or failed job takes writes again
+  delete ID            forget a finished job
+
+sluice jobs COMMAND --help says more about each.
+` + jsonFlag + adminEnv,
+	"jobs list": `usage: sluice jobs list [--json]
+
+Lists every job the sidecar knows: its state and since when, requests,
+bytes and items the store acknowledged, its last progress, and why it is in
+its state.
+` + jsonFlag + adminEnv,
+	"jobs show": `usage: sluice jobs show ID [--json]
+
+Shows one job: its state, the stall cause in words and what it leads to,
+what the store acknowledged and refused, the recent rate, the effective
+settings, the full history of transitions, every run of the cancel and
+cleanup actions, and the retained checkpoints.
+` + jsonFlag + adminEnv,
+	"jobs cancel": `usage: sluice jobs cancel ID [--force] [--json]
+
+Cancels the job: new writes are refused, writes in flight are aborted, the
+cancel action runs, then the cleanup action. Prints the job as it is then.
+
+flags:
+  --force  run the cleanup even if the cancel action fails (like
+           cancel_bulk_load -f)
+  --json   print the admin API's answer as JSON instead of a table
+` + adminEnv,
+	"jobs complete": `usage: sluice jobs complete ID [--json]
+
+Declares the job done: it is completed, refuses further writes, and no
+cleanup runs.
+` + jsonFlag + adminEnv,
+	"jobs reopen": `usage: sluice jobs reopen ID [--json]
+
+Lets a cancelled or failed job take writes again, once what stopped it is
+put right.
+` + jsonFlag + adminEnv,
+	"jobs delete": `usage: sluice jobs delete ID [--json]
+
+Forgets a finished (completed, cancelled or failed) job, so that its id may
+be used again; prints its last view.
+` + jsonFlag + adminEnv,
 }
 
 type adminClient struct {
@@ -259,27 +368,342 @@ func printJobList(w io.Writer, raw json.RawMessage) error {
 }
 
 func printJob(w io.Writer, raw json.RawMessage) error {
-	var j map[string]any
-	if err := json.Unmarshal(raw, &j); err != nil {
+	var v state.JobView
+	if err := json.Unmarshal(raw, &v); err != nil {
 		return err
 	}
-	keys := make([]string, 0, len(j))
-	for k := range j {
+	return writeJob(w, v, time.Now())
+}
+
+// writeJob prints a job as aligned tables: what it is now, its settings,
+// then its history, action attempts and checkpoints in full, oldest
+// first. Nothing is printed as JSON: the checkpoints a loader stored are
+// shown as key=value pairs.
+func writeJob(w io.Writer, v state.JobView, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, val string) { fmt.Fprintf(tw, "%s\t%s\n", k, val) }
+	row("job", v.ID)
+	row("state", fmt.Sprintf("%s since %s", v.State, when(v.Since, now)))
+	if v.Reason != "" {
+		row("reason", v.Reason)
+	}
+	if v.StallCause != "" {
+		row("stall cause", string(v.StallCause)+": "+causeWords(v.StallCause))
+	}
+	if v.State == state.Stalled {
+		row("remedy", remedy(v, now))
+	}
+	if v.ProbeAt != nil {
+		row("next probe", when(*v.ProbeAt, now))
+	}
+	if v.Force {
+		row("forced", "yes: the cleanup runs even if the cancel action fails")
+	}
+	if len(v.Labels) > 0 {
+		row("labels", joinLabels(v.Labels))
+	}
+	row("created", when(v.Created, now))
+	if v.LastProgress != nil {
+		row("last progress", when(*v.LastProgress, now))
+	} else {
+		row("last progress", "never")
+	}
+	t := v.Totals
+	row("acknowledged", fmt.Sprintf("%d requests, %s, %d items", t.Requests, sizeString(t.Bytes), t.Items))
+	row("refused", fmt.Sprintf("%d throttled, %d timed out, %d errors", t.Throttled, t.Timeouts, t.Errors))
+	if l := v.Loader; l.Records != 0 || l.Bytes != 0 || l.ProbeValue != 0 {
+		reported := fmt.Sprintf("%d records, %s", l.Records, sizeString(l.Bytes))
+		if l.ProbeValue != 0 {
+			reported += fmt.Sprintf(", probe value %g", l.ProbeValue)
+		}
+		row("loader reported", reported)
+	}
+	r := v.Rate
+	row("recent rate", fmt.Sprintf("%.1f requests/s, %s/s, %.1f items/s, %.1f records/s",
+		r.Requests, sizeString(int64(math.Round(r.Bytes))), r.Items, r.Records))
+	row("in flight", strconv.Itoa(v.InFlight))
+	row("stalls", strconv.FormatUint(v.Stalls, 10))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	s := v.Settings
+	fmt.Fprintln(w, "\nsettings")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row("  stall after", s.StallAfter)
+	row("  cancel grace", s.CancelGrace)
+	row("  deadline", orNone(s.Deadline))
+	row("  auto-cancel", autoCancel(s))
+	row("  heartbeat interval", orNone(s.HeartbeatInterval))
+	if s.Stream {
+		row("  stream", "yes: never completes, reopens after a cancel of sluice's own")
+	}
+	row("  cancel action", actionString(s.Cancel))
+	row("  cleanup action", actionString(s.Cleanup))
+	if s.ProbeURL != "" {
+		row("  progress probe", s.ProbeURL+" at "+orDash(s.ProbePointer))
+	} else {
+		row("  progress probe", "none")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	table := func(title, header string, n int, line func(i int) string) error {
+		if n == 0 {
+			fmt.Fprintf(w, "\n%s: none\n", title)
+			return nil
+		}
+		fmt.Fprintf(w, "\n%s\n", title)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  "+header)
+		for i := range n {
+			fmt.Fprintln(tw, "  "+line(i))
+		}
+		return tw.Flush()
+	}
+	if err := table("history", "TIME\tFROM → TO\tREASON", len(v.History), func(i int) string {
+		h := v.History[i]
+		return fmt.Sprintf("%s\t%s → %s\t%s", stamp(h.At), h.From, h.To, orDash(h.Reason))
+	}); err != nil {
+		return err
+	}
+	if err := table("action attempts", "ACTION\tATTEMPT\tRESULT\tTIME\tTOOK\tDETAIL", len(v.Attempts), func(i int) string {
+		a := v.Attempts[i]
+		return fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%s", a.Action, a.N, a.Result, stamp(a.At),
+			a.Duration.Round(time.Millisecond), attemptDetail(a))
+	}); err != nil {
+		return err
+	}
+	return table("checkpoints", "SEQ\tTIME\tRECORDS\tBYTES\tDATA", len(v.Checkpoints), func(i int) string {
+		c := v.Checkpoints[i]
+		return fmt.Sprintf("%d\t%s\t%d\t%s\t%s", c.Seq, stamp(c.At), c.Records, sizeString(c.Bytes), checkpointData(c.Data))
+	})
+}
+
+// causeWords says what a stall cause means, in the terms of what the job's
+// writes got.
+func causeWords(c state.StallCause) string {
+	switch c {
+	case state.CauseStoreThrottling:
+		return "the store throttled the job's writes (429, 503 overloaded or refused items) and acknowledged none"
+	case state.CauseUpstreamTimeouts:
+		return "the job's writes timed out and the store acknowledged none"
+	case state.CauseUpstreamErrors:
+		return "the store answered the job's writes with errors (5xx, or a 4xx such as an expired credential)"
+	case state.CauseUpstreamUnreachable:
+		return "the store could not be reached"
+	case state.CauseLoaderIdle:
+		return "the loader neither wrote nor reported progress within its heartbeat interval: it hung"
+	case state.CauseProbeNoProgress:
+		return "the progress probe showed no progress, and no write through sluice failed"
+	}
+	return "a cause this client does not know; the sidecar is newer"
+}
+
+// remedy says what happens to a stalled job: a cancel after the cancel
+// grace when its cause is among its auto-cancel causes, else only the alert.
+func remedy(v state.JobView, now time.Time) string {
+	s := v.Settings
+	if !s.AutoCancel || !slices.Contains(s.AutoCancelCauses, v.StallCause) {
+		return "alert only: " + string(v.StallCause) + " does not cancel this job"
+	}
+	grace, err := time.ParseDuration(s.CancelGrace)
+	if err != nil {
+		return "cancelled after the cancel grace (" + s.CancelGrace + ") unless it recovers"
+	}
+	return "cancelled " + when(v.Since.Add(grace), now) + " unless it recovers"
+}
+
+func autoCancel(s state.EffectiveSettings) string {
+	switch {
+	case !s.AutoCancel:
+		return "off: a stall only alerts"
+	case len(s.AutoCancelCauses) == 0:
+		return "on, for no stall cause: a stall only alerts"
+	}
+	names := make([]string, len(s.AutoCancelCauses))
+	for i, c := range s.AutoCancelCauses {
+		names[i] = string(c)
+	}
+	return "when stalled by " + strings.Join(names, ", ")
+}
+
+// actionString shows an action as it would run, its credentials already
+// redacted by the sidecar.
+func actionString(a *state.ActionSpec) string {
+	if a == nil {
+		return "none (skipped)"
+	}
+	if a.Kind == state.KindCommand {
+		argv := make([]string, len(a.Argv))
+		for i, arg := range a.Argv {
+			argv[i] = arg
+			if arg == "" || strings.ContainsAny(arg, " \t\n'\"\\") {
+				argv[i] = strconv.Quote(arg)
+			}
+		}
+		return "run " + strings.Join(argv, " ")
+	}
+	method := a.Method
+	if method == "" {
+		method = http.MethodPost
+	}
+	out := method + " " + a.URL
+	if len(a.Headers) > 0 {
+		names := make([]string, 0, len(a.Headers))
+		for k := range a.Headers {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		out += ", headers " + strings.Join(names, ", ")
+	}
+	if a.Body != "" {
+		out += ", body " + a.Body
+	}
+	return out
+}
+
+func attemptDetail(a state.Attempt) string {
+	var parts []string
+	if a.Status != 0 {
+		parts = append(parts, fmt.Sprintf("HTTP %d", a.Status))
+	}
+	if a.ExitCode != nil {
+		parts = append(parts, fmt.Sprintf("exit %d", *a.ExitCode))
+	}
+	if a.Error != "" {
+		parts = append(parts, apierror.Truncate(oneLine(a.Error), 200))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ": ")
+}
+
+// checkpointData shows a loader's checkpoint: an object as its leaves,
+// key=value with dotted paths, in key order; anything else as its value.
+func checkpointData(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return "-"
+	}
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return "-"
+	}
+	var parts []string
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			keys := make([]string, 0, len(x))
+			for k := range x {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				walk(joinPath(prefix, k), x[k])
+			}
+		case []any:
+			for i, e := range x {
+				walk(joinPath(prefix, strconv.Itoa(i)), e)
+			}
+		default:
+			val := scalarString(x)
+			if prefix != "" {
+				val = prefix + "=" + val
+			}
+			parts = append(parts, val)
+		}
+	}
+	walk("", v)
+	if len(parts) == 0 {
+		return "-"
+	}
+	return apierror.Truncate(oneLine(strings.Join(parts, " ")), 200)
+}
+
+func joinPath(prefix, k string) string {
+	if prefix == "" {
+		return k
+	}
+	return prefix + "." + k
+}
+
+func scalarString(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "null"
+	case string:
+		if x == "" || strings.ContainsAny(x, " \t\n\"=") {
+			return strconv.Quote(x)
+		}
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	}
+	return fmt.Sprint(v)
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func joinLabels(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, k := range keys {
-		v := j[k]
-		switch v.(type) {
-		case map[string]any, []any:
-			b, _ := json.Marshal(v)
-			fmt.Fprintf(tw, "%s\t%s\n", k, apierror.Truncate(string(b), 400))
-		default:
-			fmt.Fprintf(tw, "%s\t%v\n", k, v)
-		}
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
 	}
-	return tw.Flush()
+	return strings.Join(parts, ", ")
+}
+
+// sizeString shows a byte count in the units the configuration takes.
+func sizeString(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, i := float64(n), -1
+	for f >= unit && i < 4 {
+		f /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", f, "KMGTP"[i])
+}
+
+// stamp is a time in a table: to the second, as the sidecar sent it.
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Format(time.RFC3339)
+}
+
+// when is a time and how far it is from now.
+func when(t time.Time, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t).Round(time.Second)
+	switch {
+	case d > 0:
+		return fmt.Sprintf("%s (%s ago)", stamp(t), d)
+	case d < 0:
+		return fmt.Sprintf("%s (in %s)", stamp(t), -d)
+	}
+	return stamp(t) + " (now)"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 func ago(t time.Time) string {

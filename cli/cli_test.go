@@ -58,6 +58,28 @@ func TestCLI(t *testing.T) {
 	if i := strings.Index(lines[0], "STATE"); i < 0 || !strings.HasPrefix(lines[1][i:], "running") {
 		t.Errorf("jobs list is not aligned:\n%s", out)
 	}
+	// show prints tables, never Go's or the API's notation for a value.
+	out, errs, code = cli("jobs", "show", "load-7")
+	if code != 0 {
+		t.Errorf("jobs show: %d %s", code, errs)
+	}
+	for _, want := range []string{"job ", " load-7\n", "\nstate ", " running since ", "\nrecent rate ", " 1 requests, 3 B, 0 items\n",
+		"\nsettings\n", "  auto-cancel ", "\nhistory\n", " pending → running ", "\naction attempts: none\n", "\ncheckpoints: none\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("jobs show lacks %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"<nil>", "map[", `{"`, "[{"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("jobs show prints %q:\n%s", bad, out)
+		}
+	}
+	// SLUICE_ADMIN_URL as host:port, without a scheme.
+	env["SLUICE_ADMIN_URL"] = strings.TrimPrefix(admin.URL, "http://")
+	if out, errs, code := cli("jobs", "list"); code != 0 || !strings.Contains(out, "load-7") {
+		t.Errorf("SLUICE_ADMIN_URL=%s: %d %s %s", env["SLUICE_ADMIN_URL"], code, out, errs)
+	}
+	env["SLUICE_ADMIN_URL"] = admin.URL
 	out, _, code = cli("jobs", "show", "load-7", "--json")
 	var v map[string]any
 	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v["id"] != "load-7" {
@@ -134,5 +156,55 @@ func TestCLI(t *testing.T) {
 	env["SLUICE_ADMIN_URL"] = "http://127.0.0.1:1"
 	if _, errs, code = cli("status"); code != 1 || !strings.Contains(errs, "SLUICE_ADMIN_URL") {
 		t.Errorf("unreachable admin: %d %s", code, errs)
+	}
+}
+
+// TestHelp: every command answers -h and --help with its usage on stdout,
+// exit 0, and calls nothing.
+func TestHelp(t *testing.T) {
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("help called the admin API: %s %s", r.Method, r.URL)
+	}))
+	defer admin.Close()
+	getenv := func(k string) string {
+		if k == "SLUICE_ADMIN_URL" {
+			return admin.URL
+		}
+		return ""
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "--help"}, "usage: sluice status [--json]\n"},
+		{[]string{"status", "-h"}, "usage: sluice status [--json]\n"},
+		{[]string{"status", "--json", "-help"}, "usage: sluice status [--json]\n"},
+		{[]string{"jobs", "--help"}, "usage: sluice jobs COMMAND [ID] [--json]\n"},
+		{[]string{"jobs", "-h"}, "usage: sluice jobs COMMAND [ID] [--json]\n"},
+		{[]string{"jobs", "help"}, "usage: sluice jobs COMMAND [ID] [--json]\n"},
+		{[]string{"jobs", "list", "--help"}, "usage: sluice jobs list [--json]\n"},
+		{[]string{"jobs", "show", "--help"}, "usage: sluice jobs show ID [--json]\n"},
+		{[]string{"jobs", "show", "load-7", "-h"}, "usage: sluice jobs show ID [--json]\n"},
+		{[]string{"jobs", "cancel", "-h"}, "usage: sluice jobs cancel ID [--force] [--json]\n"},
+		{[]string{"jobs", "cancel", "load-7", "--force", "--help"}, "usage: sluice jobs cancel ID [--force] [--json]\n"},
+		{[]string{"jobs", "complete", "--help"}, "usage: sluice jobs complete ID [--json]\n"},
+		{[]string{"jobs", "reopen", "--help"}, "usage: sluice jobs reopen ID [--json]\n"},
+		{[]string{"jobs", "delete", "--help"}, "usage: sluice jobs delete ID [--json]\n"},
+	} {
+		var out, errs bytes.Buffer
+		code := Run(tc.args, getenv, &out, &errs)
+		if code != 0 || !strings.HasPrefix(out.String(), tc.want) || errs.Len() != 0 {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 0 and %q", tc.args, code, out.String(), errs.String(), tc.want)
+		}
+		if !strings.Contains(out.String(), "SLUICE_ADMIN_URL") {
+			t.Errorf("%v: the usage does not say where the admin API is", tc.args)
+		}
+	}
+	// Mistakes print the usage to stderr and exit 2.
+	for _, args := range [][]string{{"jobs"}, {"jobs", "show"}, {"jobs", "cancel", "a", "b"}, {"status", "--frob"}} {
+		var out, errs bytes.Buffer
+		if code := Run(args, getenv, &out, &errs); code != 2 || out.Len() != 0 || !strings.Contains(errs.String(), "usage: sluice ") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2 and the usage on stderr", args, code, out.String(), errs.String())
+		}
 	}
 }

@@ -109,14 +109,18 @@ type Config struct {
 	Auth auth.Config
 }
 
-// ByteSize is a size in bytes that parses "8MiB", "512KiB", "1GB" or a plain number.
+// ByteSize is a size in bytes that parses "8MiB", "512KiB", "1GB", "512Mi"
+// (as Kubernetes writes it) or a plain number.
 type ByteSize int64
 
+// byteUnits are tried in order: the longer suffix of a pair ("KiB", "Ki")
+// before the shorter one, which would match too.
 var byteUnits = []struct {
 	suffix string
 	mult   int64
 }{
 	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
 	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
 	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
 }
@@ -133,7 +137,7 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 	}
 	n, err := strconv.ParseFloat(s, 64)
 	if err != nil || !(n >= 0) || n*float64(mult) > 1<<62 { // !(n >= 0) also refuses NaN
-		return fmt.Errorf("invalid size %q (want e.g. 8MiB, 512KiB or a number of bytes)", string(text))
+		return errors.New("not a size (want e.g. 8MiB, 512Mi, 1GB or a number of bytes)")
 	}
 	*b = ByteSize(n * float64(mult))
 	return nil
@@ -159,7 +163,8 @@ func (e *ConfigError) Error() string { return strings.Join(e.Problems, "; ") }
 
 // LoadConfig reads the configuration from environ (os.Environ() form) and
 // validates it. The error, if any, is a *ConfigError naming every bad
-// variable. warnings lists unknown SLUICE_* variables (likely typos).
+// variable once. warnings lists unknown SLUICE_* variables (likely typos),
+// each with the known variable closest to it when one is close.
 func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	envMap := make(map[string]string, len(environ))
 	for _, kv := range environ {
@@ -177,7 +182,7 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	}
 	for k := range envMap {
 		if strings.HasPrefix(k, EnvPrefix) && !known[k] {
-			warnings = append(warnings, fmt.Sprintf("unknown variable %s ignored (typo?)", k))
+			warnings = append(warnings, unknownVariable(k, fields))
 			if k == EnvPrefix {
 				// The bare prefix would name the nested auth struct itself.
 				delete(envMap, k)
@@ -186,8 +191,15 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	}
 	sort.Strings(warnings)
 
+	// A value that does not parse is reported once, here; its variable
+	// then takes its default, so that validate does not also report the
+	// zero it was left with, nor compare other variables with that zero.
 	var problems []string
-	perr := env.ParseWithOptions(&cfg, env.Options{Prefix: EnvPrefix, Environment: envMap})
+	failed := map[string]bool{}
+	opts := env.Options{Prefix: EnvPrefix, Environment: envMap, FuncMap: map[reflect.Type]env.ParserFunc{
+		reflect.TypeOf(false): parseBool,
+	}}
+	perr := env.ParseWithOptions(&cfg, opts)
 	var agg env.AggregateError
 	if errors.As(perr, &agg) {
 		for _, e := range agg.Errors {
@@ -198,7 +210,8 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 				if secret[key] {
 					val = redact.Placeholder
 				}
-				problems = append(problems, fmt.Sprintf("%s: invalid value %s: %v", key, val, unwrapParse(pe.Err)))
+				problems = append(problems, fmt.Sprintf("%s: invalid value %s: %s", key, val, parseReason(pe.Err, pe.Type)))
+				failed[key] = true
 				continue
 			}
 			problems = append(problems, e.Error())
@@ -206,42 +219,180 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	} else if perr != nil {
 		problems = append(problems, perr.Error())
 	}
-	cfg.fillDefaults(envMap)
-	problems = append(problems, cfg.validate()...)
-	problems = append(problems, cfg.validateStallRemedies()...)
-	problems = append(problems, cfg.validateHold()...)
-	for _, e := range cfg.Auth.Validate() {
-		problems = append(problems, e.Error())
+	if len(failed) > 0 {
+		parsed := make(map[string]string, len(envMap))
+		for k, v := range envMap {
+			if !failed[k] {
+				parsed[k] = v
+			}
+		}
+		envMap, opts.Environment, cfg = parsed, parsed, Config{}
+		if err := env.ParseWithOptions(&cfg, opts); err != nil {
+			problems = append(problems, err.Error()) // a default that does not parse: a bug, but say so
+		}
 	}
+	cfg.AdminURL = AdminBaseURL(cfg.AdminURL)
+	cfg.fillDefaults(envMap)
+	var checks []string
+	checks = append(checks, cfg.validate()...)
+	checks = append(checks, cfg.validateStallRemedies()...)
+	checks = append(checks, cfg.validateHold()...)
+	for _, e := range cfg.Auth.Validate() {
+		checks = append(checks, e.Error())
+	}
+	problems = onePerVariable(problems, checks, failed)
 	if len(problems) > 0 {
 		return cfg, warnings, &ConfigError{Problems: problems}
 	}
 	return cfg, warnings, nil
 }
 
-func unwrapParse(err error) error {
-	// strconv errors repeat the value; keep just the reason.
-	var ne *strconv.NumError
-	if errors.As(err, &ne) {
-		return ne.Err
+// onePerVariable appends to parsed (the values that did not parse) the
+// problems checks found, keeping the first problem of each variable and
+// dropping those that quote a variable whose value did not parse: one
+// mistake, one line. Every problem starts with its variable's name.
+func onePerVariable(parsed, checks []string, failed map[string]bool) []string {
+	seen := map[string]bool{}
+	for _, p := range parsed {
+		key, _, _ := strings.Cut(p, ":")
+		seen[key] = true
 	}
-	return err
+	out := parsed
+	for _, p := range checks {
+		key, _, _ := strings.Cut(p, ":")
+		if seen[key] || mentionsAny(p, failed) {
+			continue
+		}
+		seen[key] = true
+		out = append(out, p)
+	}
+	return out
+}
+
+// mentionsAny reports whether the text names one of the variables as a
+// whole word (SLUICE_MAX_RATE, not SLUICE_MAX_RATES).
+func mentionsAny(text string, vars map[string]bool) bool {
+	for v := range vars {
+		for off := 0; ; {
+			i := strings.Index(text[off:], v)
+			if i < 0 {
+				break
+			}
+			i += off
+			end := i + len(v)
+			if (i == 0 || !isVarByte(text[i-1])) && (end == len(text) || !isVarByte(text[end])) {
+				return true
+			}
+			off = end
+		}
+	}
+	return false
+}
+
+func isVarByte(c byte) bool {
+	return c == '_' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// parseBool accepts what strconv.ParseBool does (true/false, 1/0, t/f in
+// the three cases it knows) in any case, and yes/no, which manifests and
+// Helm values often hold; its error lists what is accepted, since
+// "invalid syntax" alone leaves the reader guessing.
+func parseBool(s string) (any, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "true", "t", "1", "yes":
+		return true, nil
+	case "false", "f", "0", "no":
+		return false, nil
+	}
+	return nil, errors.New("not a boolean: want true/false, 1/0 or yes/no")
+}
+
+// unknownVariable is the warning for an unknown SLUICE_* variable. The
+// suggestion is the known variable at the smallest edit distance, if that
+// is at most maxSuggestDistance: a letter swapped, dropped or doubled, or
+// a plural, not a different word.
+func unknownVariable(name string, fields []configField) string {
+	best, bestDist := "", maxSuggestDistance+1
+	for _, f := range fields {
+		if d := levenshtein(name, f.key); d < bestDist || d == bestDist && f.key < best {
+			best, bestDist = f.key, d
+		}
+	}
+	if best == "" {
+		return fmt.Sprintf("unknown variable %s ignored (typo?)", name)
+	}
+	return fmt.Sprintf("unknown variable %s ignored; did you mean %s?", name, best)
+}
+
+const maxSuggestDistance = 3
+
+// levenshtein is the number of single-byte insertions, deletions and
+// substitutions that turn a into b. Variable names are ASCII.
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// AdminBaseURL is the admin API's base URL from SLUICE_ADMIN_URL as an
+// operator writes it: a bare host:port (127.0.0.1:9090) means http, and a
+// bare :port (what SLUICE_ADMIN_ADDR holds) the loopback. Anything with a
+// scheme is returned as given, for validate to judge.
+func AdminBaseURL(s string) string {
+	s = strings.TrimSpace(s)
+	if s == "" || strings.Contains(s, "://") {
+		return s
+	}
+	if strings.HasPrefix(s, ":") {
+		s = "127.0.0.1" + s
+	}
+	return "http://" + s
+}
+
+// parseReason says why a value of type t did not parse, in the terms of
+// the type and without repeating the value, which the problem quotes once.
+func parseReason(err error, t reflect.Type) string {
+	var ne *strconv.NumError
+	switch {
+	case t == reflect.TypeOf(time.Duration(0)):
+		return "not a duration (want e.g. 500ms, 30s, 5m)"
+	case errors.As(err, &ne) && ne.Err == strconv.ErrRange:
+		return "out of range"
+	case errors.As(err, &ne) && ne.Func != "ParseFloat":
+		return "not a whole number"
+	case errors.As(err, &ne):
+		return "not a number"
+	}
+	return err.Error()
 }
 
 // fillDefaults sets the defaults an envDefault tag cannot hold: the rate
 // limits left unset (set is the environment, so that an unset variable is
 // told from one set to 0), whose defaults depend on SLUICE_RATE_UNIT: 50
-// req/s or 1 MiB/s to start. An unknown unit fills nothing; validate
-// reports it, and the rates then too.
+// req/s or 1 MiB/s to start. An unknown unit is validate's to report; the
+// rates then take the defaults of requests, so that the one mistake is
+// reported once and not again for each rate left unset.
 func (c *Config) fillDefaults(set map[string]string) {
 	var initial, minR, maxR float64
 	switch c.RateUnit {
-	case "requests":
-		initial, minR, maxR = 50, 1, 100000
 	case "bytes":
 		initial, minR, maxR = 1<<20, 16<<10, 10<<30
 	default:
-		return
+		initial, minR, maxR = 50, 1, 100000
 	}
 	if _, ok := set[EnvPrefix+"INITIAL_RATE"]; !ok {
 		c.InitialRate = initial

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -143,13 +144,138 @@ func TestAdminTokenRules(t *testing.T) {
 	}
 }
 
+// TestUnknownVariablesWarned: an unknown SLUICE_* variable is a warning,
+// with the closest known variable when one is within three edits.
 func TestUnknownVariablesWarned(t *testing.T) {
-	_, warnings, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_UPSTREAM_TIMEOUTS=3s", "OTHER=1"})
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name, variable, want string
+	}{
+		{"plural", "SLUICE_UPSTREAM_TIMEOUTS", "unknown variable SLUICE_UPSTREAM_TIMEOUTS ignored; did you mean SLUICE_UPSTREAM_TIMEOUT?"},
+		{"swapped letters", "SLUICE_UPSTREAM_ULR", "unknown variable SLUICE_UPSTREAM_ULR ignored; did you mean SLUICE_UPSTREAM_URL?"},
+		{"three edits", "SLUICE_STAL_AFTR", "unknown variable SLUICE_STAL_AFTR ignored; did you mean SLUICE_STALL_AFTER?"},
+		{"lower case", "SLUICE_profile", "unknown variable SLUICE_profile ignored (typo?)"},
+		{"nothing close", "SLUICE_COLOUR_SCHEME", "unknown variable SLUICE_COLOUR_SCHEME ignored (typo?)"},
+	} {
+		_, warnings, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", tc.variable + "=3s", "OTHER=1"})
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if len(warnings) != 1 || warnings[0] != tc.want {
+			t.Errorf("%s: warnings = %q, want [%q]", tc.name, warnings, tc.want)
+		}
 	}
-	if len(warnings) != 1 || !strings.Contains(warnings[0], "SLUICE_UPSTREAM_TIMEOUTS") {
-		t.Errorf("warnings = %v, want one naming the typo", warnings)
+}
+
+func TestLevenshtein(t *testing.T) {
+	f := func(a, b string, want int) {
+		t.Helper()
+		if got := levenshtein(a, b); got != want {
+			t.Errorf("levenshtein(%q, %q) = %d, want %d", a, b, got, want)
+		}
+		if got := levenshtein(b, a); got != want {
+			t.Errorf("levenshtein(%q, %q) = %d, want %d", b, a, got, want)
+		}
+	}
+	f("", "", 0)
+	f("", "abc", 3)
+	f("URL", "URL", 0)
+	f("ULR", "URL", 2)
+	f("kitten", "sitting", 3)
+	f("TIMEOUTS", "TIMEOUT", 1)
+}
+
+// TestConfigErrorsOncePerVariable: one mistake is one problem. A value
+// that does not parse is not reported again as the zero it left behind,
+// nor as a conflict of that zero with another variable.
+func TestConfigErrorsOncePerVariable(t *testing.T) {
+	up := "SLUICE_UPSTREAM_URL=http://s"
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want []string
+	}{
+		{"float", []string{up, "SLUICE_INITIAL_RATE=abc"},
+			[]string{`SLUICE_INITIAL_RATE: invalid value "abc": not a number`}},
+		{"float with the others set", []string{up, "SLUICE_MIN_RATE=fast", "SLUICE_MAX_RATE=0.5"},
+			[]string{`SLUICE_MIN_RATE: invalid value "fast": not a number`}},
+		{"int", []string{up, "SLUICE_MAX_CONCURRENCY=lots"},
+			[]string{`SLUICE_MAX_CONCURRENCY: invalid value "lots": not a whole number`}},
+		{"int out of range", []string{up, "SLUICE_QUEUE_MAX=99999999999999999999"},
+			[]string{`SLUICE_QUEUE_MAX: invalid value "99999999999999999999": out of range`}},
+		{"duration", []string{up, "SLUICE_QUEUE_TIMEOUT=10 parsecs"},
+			[]string{`SLUICE_QUEUE_TIMEOUT: invalid value "10 parsecs": not a duration (want e.g. 500ms, 30s, 5m)`}},
+		{"duration compared with another", []string{up, "SLUICE_RETRY_BACKOFF_MAX=soon", "SLUICE_RETRY_BACKOFF_MIN=1m"},
+			[]string{`SLUICE_RETRY_BACKOFF_MAX: invalid value "soon": not a duration (want e.g. 500ms, 30s, 5m)`}},
+		{"size compared with another", []string{up, "SLUICE_BUFFER_BUDGET=big", "SLUICE_RETRY_BODY_MAX=512MiB"},
+			[]string{`SLUICE_BUFFER_BUDGET: invalid value "big": not a size (want e.g. 8MiB, 512Mi, 1GB or a number of bytes)`}},
+		{"bool", []string{up, "SLUICE_PIPELINE=maybe"},
+			[]string{`SLUICE_PIPELINE: invalid value "maybe": not a boolean: want true/false, 1/0 or yes/no`}},
+		{"unknown unit leaves the rates to their defaults", []string{up, "SLUICE_RATE_UNIT=rows"},
+			[]string{`SLUICE_RATE_UNIT: must be requests or bytes, got "rows"`}},
+		{"two checks of one variable", []string{up, "SLUICE_CANCEL_URL=ftp://x", "SLUICE_CANCEL_COMMAND=true"},
+			[]string{"SLUICE_CANCEL_URL: set either SLUICE_CANCEL_URL or SLUICE_CANCEL_COMMAND, not both"}},
+		{"two mistakes, two problems", []string{"SLUICE_UPSTREAM_TIMEOUT=x", "SLUICE_MAX_CONCURRENCY=0"},
+			[]string{`SLUICE_UPSTREAM_TIMEOUT: invalid value "x": not a duration (want e.g. 500ms, 30s, 5m)`,
+				"SLUICE_UPSTREAM_URL: required: the store's base URL, e.g. http://127.0.0.1:8428",
+				"SLUICE_MAX_CONCURRENCY: must be at least 1, got 0"}},
+	} {
+		_, _, err := LoadConfig(tc.env)
+		ce, ok := err.(*ConfigError)
+		if !ok {
+			t.Errorf("%s: error %v, want a *ConfigError", tc.name, err)
+			continue
+		}
+		if !slices.Equal(ce.Problems, tc.want) {
+			t.Errorf("%s: problems\n  %s\nwant\n  %s", tc.name, strings.Join(ce.Problems, "\n  "), strings.Join(tc.want, "\n  "))
+		}
+	}
+}
+
+// TestConfigBooleans: every boolean variable takes what strconv.ParseBool
+// takes, in any case, and yes/no.
+func TestConfigBooleans(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"true", true}, {"TRUE", true}, {"True", true}, {"t", true}, {"1", true}, {"yes", true}, {"Yes", true}, {" yes ", true},
+		{"false", false}, {"FALSE", false}, {"f", false}, {"0", false}, {"no", false}, {"NO", false},
+	} {
+		cfg, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_PIPELINE=" + tc.in, "SLUICE_AUTO_CANCEL=" + tc.in})
+		if err != nil || cfg.Pipeline != tc.want || cfg.AutoCancel != tc.want {
+			t.Errorf("%q: pipeline %v, auto-cancel %v, %v; want %v", tc.in, cfg.Pipeline, cfg.AutoCancel, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"maybe", "on", "2", "y"} {
+		_, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_PIPELINE=" + bad})
+		if err == nil || !strings.Contains(err.Error(), "want true/false, 1/0 or yes/no") {
+			t.Errorf("%q: %v, want the accepted values listed", bad, err)
+		}
+	}
+}
+
+// TestAdminURLWithoutScheme: SLUICE_ADMIN_URL as an operator writes it.
+func TestAdminURLWithoutScheme(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"127.0.0.1:9090", "http://127.0.0.1:9090"},
+		{"localhost:9090", "http://localhost:9090"},
+		{"sluice.ns.svc:9090/", "http://sluice.ns.svc:9090/"},
+		{":9090", "http://127.0.0.1:9090"},
+		{"https://sluice:9443", "https://sluice:9443"},
+		{" http://127.0.0.1:9090 ", "http://127.0.0.1:9090"},
+		{"", ""},
+	} {
+		if got := AdminBaseURL(tc.in); got != tc.want {
+			t.Errorf("AdminBaseURL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	cfg, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_ADMIN_URL=127.0.0.1:9091"})
+	if err != nil || cfg.AdminURL != "http://127.0.0.1:9091" {
+		t.Errorf("SLUICE_ADMIN_URL=127.0.0.1:9091: %q, %v", cfg.AdminURL, err)
+	}
+	if _, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_ADMIN_URL=ftp://x"}); err == nil {
+		t.Errorf("SLUICE_ADMIN_URL=ftp://x accepted")
 	}
 }
 
@@ -200,7 +326,12 @@ func TestByteSize(t *testing.T) {
 	f("1GB", 1e9)
 	f("1024", 1024)
 	f(" 2 MiB ", 2<<20)
-	for _, bad := range []string{"", "MiB", "-1", "1XB", "1e30GiB"} {
+	f("512Mi", 512<<20) // as Kubernetes writes a quantity
+	f("64Ki", 64<<10)
+	f("2Gi", 2<<30)
+	f("1Ti", 1<<40)
+	f("1.5Gi", 3<<29)
+	for _, bad := range []string{"", "MiB", "Mi", "-1", "1XB", "1e30GiB", "1Xi"} {
 		var b ByteSize
 		if err := b.UnmarshalText([]byte(bad)); err == nil {
 			t.Errorf("%q: no error", bad)
@@ -339,8 +470,8 @@ func TestReadmeDefaultsMatchConfig(t *testing.T) {
 }
 
 // TestFillDefaults: the rates left unset take their unit's defaults, kept
-// within what is set; a rate set (to 0 too) or an unknown unit is left for
-// validate to judge.
+// within what is set; a rate set (to 0 too) is left for validate to judge,
+// and an unknown unit (validate's to report) fills those of requests.
 func TestFillDefaults(t *testing.T) {
 	f := func(name, unit string, set map[string]string, in, want [3]float64) {
 		t.Helper()
@@ -356,5 +487,5 @@ func TestFillDefaults(t *testing.T) {
 	f("initial above the max", "requests", map[string]string{"SLUICE_INITIAL_RATE": "1e9"}, [3]float64{1e9}, [3]float64{1e9, 1, 1e9})
 	f("initial below the min", "bytes", map[string]string{"SLUICE_INITIAL_RATE": "100"}, [3]float64{100}, [3]float64{100, 100, 10 << 30})
 	f("set to 0", "requests", map[string]string{"SLUICE_INITIAL_RATE": "0", "SLUICE_MIN_RATE": "0", "SLUICE_MAX_RATE": "0"}, [3]float64{}, [3]float64{})
-	f("unknown unit", "items", none, [3]float64{}, [3]float64{})
+	f("unknown unit", "items", none, [3]float64{}, [3]float64{50, 1, 100000})
 }

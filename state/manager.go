@@ -122,6 +122,7 @@ type entry struct {
 	cpSeq        uint64 // last checkpoint sequence number handed out
 	durableSeq   uint64 // last checkpoint sequence number committed
 	win          rateWindow
+	winSince     time.Time // when win began counting: the job's creation, or its restore
 
 	abortCtx context.Context // cancelled when in-flight writes must stop
 	abort    context.CancelCauseFunc
@@ -283,6 +284,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		}
 		e := m.newEntry(RestoreJob(r.ID, r.MachineState, m.policy(r.ID, r.Settings), now, m.rnd), r.Settings)
 		e.totals, e.loader, e.lastProgress, e.checkpoints = r.Totals, r.Loader, r.LastProgress, r.Checkpoints
+		e.winSince = now // the rate window is not stored: it counts from here
 		for _, c := range r.Checkpoints {
 			e.cpSeq = max(e.cpSeq, c.Seq)
 		}
@@ -313,7 +315,7 @@ func NewManager(cfg Config) (*Manager, error) {
 }
 
 func (m *Manager) newEntry(j *Job, s Settings) *entry {
-	e := &entry{job: j, settings: s, changed: make(chan struct{})}
+	e := &entry{job: j, settings: s, winSince: j.Created, changed: make(chan struct{})}
 	e.abortCtx, e.abort = context.WithCancelCause(context.Background())
 	return e
 }

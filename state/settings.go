@@ -340,7 +340,8 @@ type LoaderProgress struct {
 	ProbeValue float64 `json:"probe_value,omitempty"`
 }
 
-// Rates are per-second averages over the last minute.
+// Rates are per-second averages over the last minute, or over the job's
+// life when it is younger.
 type Rates struct {
 	Requests float64 `json:"requests_per_second"`
 	Bytes    float64 `json:"bytes_per_second"`
@@ -366,7 +367,14 @@ func (w *rateWindow) add(now time.Time, req, bytes, items, records int64) {
 	b.records += records
 }
 
-func (w *rateWindow) rates(now time.Time) Rates {
+// rates returns the per-second averages over the last minute, or over
+// the time since since when that is shorter. since is when the window
+// began counting (the job's creation, or its restore in this process):
+// a job ten seconds old that wrote 100 requests writes 10 a second, and
+// dividing by the whole minute would show a sixth of that. The divisor is
+// at least a second, the width of a bucket, so that a job's first write
+// is not a rate without bound.
+func (w *rateWindow) rates(now, since time.Time) Rates {
 	s := now.Unix()
 	var r Rates
 	for _, b := range w {
@@ -377,9 +385,13 @@ func (w *rateWindow) rates(now time.Time) Rates {
 			r.Records += float64(b.records)
 		}
 	}
-	r.Requests /= 60
-	r.Bytes /= 60
-	r.Items /= 60
-	r.Records /= 60
+	span := 60.0
+	if age := now.Sub(since).Seconds(); age < span {
+		span = max(age, 1)
+	}
+	r.Requests /= span
+	r.Bytes /= span
+	r.Items /= span
+	r.Records /= span
 	return r
 }

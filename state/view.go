@@ -65,7 +65,7 @@ func (m *Manager) summaryLocked(e *entry, now time.Time) JobSummary {
 	s := JobSummary{
 		ID: j.ID(), State: j.State, Since: j.Since, Reason: j.Reason, StallCause: j.StallCause,
 		Labels: e.settings.merge(m.defaults).Labels, Created: j.Created,
-		Totals: e.totals, Loader: e.loader, Rate: e.win.rates(now), InFlight: e.inflight, Stalls: j.Stalls,
+		Totals: e.totals, Loader: e.loader, Rate: e.win.rates(now, e.winSince), InFlight: e.inflight, Stalls: j.Stalls,
 	}
 	if !e.lastProgress.IsZero() {
 		t := e.lastProgress
