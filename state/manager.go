@@ -122,6 +122,14 @@ type entry struct {
 	cpSeq        uint64 // last checkpoint sequence number handed out
 	durableSeq   uint64 // last checkpoint sequence number committed
 	win          rateWindow
+	// watched is when this process began counting win: the job's
+	// creation, or the load of its record at start.
+	watched time.Time
+	total   Total // declared by the loader or an operator; zero: none
+	// recordsFell: the loader's last report counted fewer records than
+	// the one before; the next one that counts more clears it. Not kept
+	// in the record: after a restart the next rise is taken as it comes.
+	recordsFell bool
 
 	abortCtx context.Context // cancelled when in-flight writes must stop
 	abort    context.CancelCauseFunc
@@ -283,6 +291,10 @@ func NewManager(cfg Config) (*Manager, error) {
 		}
 		e := m.newEntry(RestoreJob(r.ID, r.MachineState, m.policy(r.ID, r.Settings), now, m.rnd), r.Settings)
 		e.totals, e.loader, e.lastProgress, e.checkpoints = r.Totals, r.Loader, r.LastProgress, r.Checkpoints
+		e.watched = now
+		if r.Total != nil {
+			e.total = *r.Total
+		}
 		for _, c := range r.Checkpoints {
 			e.cpSeq = max(e.cpSeq, c.Seq)
 		}
@@ -768,7 +780,7 @@ func (m *Manager) writeError(err error) {
 
 // recordLocked snapshots e. It requires that m.mu is held.
 func (m *Manager) recordLocked(e *entry) Record {
-	return Record{
+	r := Record{
 		ID:           e.job.ID(),
 		MachineState: e.job.Snapshot(),
 		Settings:     e.settings,
@@ -777,6 +789,11 @@ func (m *Manager) recordLocked(e *entry) Record {
 		LastProgress: e.lastProgress,
 		Checkpoints:  slices.Clone(e.checkpoints),
 	}
+	if e.total.Unit != "" {
+		t := e.total
+		r.Total = &t
+	}
+	return r
 }
 
 // getOrCreateLocked returns the job, creating it in state Pending with
@@ -789,6 +806,7 @@ func (m *Manager) getOrCreateLocked(id string, s Settings, now time.Time, fx *ef
 		return nil, fmt.Errorf("%w: %d live jobs, limit %d, none idle; job %q not created", ErrTooManyJobs, m.live, m.cfg.MaxJobs, id)
 	}
 	e := m.newEntry(NewJob(id, m.policy(id, s), now, m.rnd), s)
+	e.watched = now
 	m.jobs[id] = e
 	m.live++
 	e.version++
@@ -1075,6 +1093,12 @@ func (m *Manager) ReportProgress(id string, p Progress) (JobView, error) {
 		e.checkpoints = append(e.checkpoints, Checkpoint{Seq: seq, At: now, Records: p.Records, Bytes: p.Bytes,
 			Data: slices.Clone(p.Checkpoint)})
 		e.trimCheckpoints(m.cfg.CheckpointsRetained)
+	}
+	switch {
+	case p.Records < e.loader.Records:
+		e.recordsFell = true
+	case p.Records > e.loader.Records:
+		e.recordsFell = false
 	}
 	if changed {
 		e.win.add(now, 0, 0, 0, max(p.Records-e.loader.Records, 0))
