@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestEstimate(t *testing.T) {
@@ -310,5 +312,54 @@ func TestSetTotalErrors(t *testing.T) {
 	}
 	if _, err := m.SetTotal("j", Total{UnitItems, 1}); !errors.Is(err, ErrClosed) {
 		t.Errorf("closed: %v", err)
+	}
+}
+
+// TestProgressMetrics: live jobs with a total have a progress ratio, and an
+// ETA while it is known; jobs without a total and finished jobs have
+// neither.
+func TestProgressMetrics(t *testing.T) {
+	now := t0
+	reg := prometheus.NewRegistry()
+	m := newTestManager(t, Config{Registerer: reg, Now: func() time.Time { return now }})
+	defer m.Close()
+	for _, id := range []string{"moving", "waiting", "plain", "done"} {
+		if _, err := m.Register(id, Settings{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"moving", "waiting", "done"} {
+		if _, err := m.SetTotal(id, Total{UnitRecords, 100}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now = now.Add(5 * time.Second)
+	for _, id := range []string{"moving", "done"} {
+		if _, err := m.ReportProgress(id, Progress{Records: 25}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.Complete("done"); err != nil {
+		t.Fatal(err)
+	}
+	lint(t, reg)
+	series := gather(t, reg)
+	for k, want := range map[string]float64{
+		`sluice_job_progress_ratio{job_id="moving"}`:  0.25,
+		`sluice_job_eta_seconds{job_id="moving"}`:     15, // 75 left at 5/s
+		`sluice_job_progress_ratio{job_id="waiting"}`: 0,
+	} {
+		if got, ok := series[k]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
+		}
+	}
+	for _, k := range []string{
+		`sluice_job_eta_seconds{job_id="waiting"}`, // rate zero
+		`sluice_job_progress_ratio{job_id="plain"}`, `sluice_job_eta_seconds{job_id="plain"}`,
+		`sluice_job_progress_ratio{job_id="done"}`, `sluice_job_eta_seconds{job_id="done"}`,
+	} {
+		if _, ok := series[k]; ok {
+			t.Errorf("%s exported", k)
+		}
 	}
 }
