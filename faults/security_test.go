@@ -63,6 +63,7 @@ func TestAdminAuthorization(t *testing.T) {
 	mutations := []struct{ method, path, body string }{
 		{"POST", "/v1/jobs", `{"id":"j-%d"}`},
 		{"POST", "/v1/jobs/seed/progress", `{"records":%d}`},
+		{"POST", "/v1/jobs/seed/total", `{"items":%d}`},
 		{"POST", "/v1/jobs/seed/complete", ``},
 		{"POST", "/v1/jobs/seed/cancel", `{"reason":"r%d"}`},
 	}

@@ -98,6 +98,7 @@ func FuzzAdminRequest(f *testing.F) {
 	for _, s := range []struct{ method, path, body string }{
 		{"GET", "/v1/status", ""}, {"GET", "/v1/jobs", ""}, {"GET", "/v1/jobs/a", ""}, {"GET", "/metrics", ""},
 		{"POST", "/v1/jobs/a/progress", `{"records":1,"checkpoint":{"x":1}}`},
+		{"POST", "/v1/jobs/a/total", `{"records":1000}`},
 		{"POST", "/v1/jobs/a/cancel", `{"force":true,"reason":"x"}`}, {"POST", "/v1/jobs/a/complete", ""},
 		{"DELETE", "/v1/jobs", ""}, {"GET", "/nope", ""}, {"GET", "/v1/jobs/%00", ""}, {"PUT", "/v1/status", "x"},
 	} {

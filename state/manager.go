@@ -123,6 +123,11 @@ type entry struct {
 	durableSeq   uint64 // last checkpoint sequence number committed
 	win          rateWindow
 	winSince     time.Time // when win began counting: the job's creation, or its restore
+	total        Total     // declared by the loader or an operator; zero: none
+	// recordsFell: the loader's last report counted fewer records than
+	// the one before; the next one that counts more clears it. Not kept
+	// in the record: after a restart the next rise is taken as it comes.
+	recordsFell bool
 
 	abortCtx context.Context // cancelled when in-flight writes must stop
 	abort    context.CancelCauseFunc
@@ -285,6 +290,9 @@ func NewManager(cfg Config) (*Manager, error) {
 		e := m.newEntry(RestoreJob(r.ID, r.MachineState, m.policy(r.ID, r.Settings), now, m.rnd), r.Settings)
 		e.totals, e.loader, e.lastProgress, e.checkpoints = r.Totals, r.Loader, r.LastProgress, r.Checkpoints
 		e.winSince = now // the rate window is not stored: it counts from here
+		if r.Total != nil {
+			e.total = *r.Total
+		}
 		for _, c := range r.Checkpoints {
 			e.cpSeq = max(e.cpSeq, c.Seq)
 		}
@@ -770,7 +778,7 @@ func (m *Manager) writeError(err error) {
 
 // recordLocked snapshots e. It requires that m.mu is held.
 func (m *Manager) recordLocked(e *entry) Record {
-	return Record{
+	r := Record{
 		ID:           e.job.ID(),
 		MachineState: e.job.Snapshot(),
 		Settings:     e.settings,
@@ -779,6 +787,11 @@ func (m *Manager) recordLocked(e *entry) Record {
 		LastProgress: e.lastProgress,
 		Checkpoints:  slices.Clone(e.checkpoints),
 	}
+	if e.total.Unit != "" {
+		t := e.total
+		r.Total = &t
+	}
+	return r
 }
 
 // getOrCreateLocked returns the job, creating it in state Pending with
@@ -1077,6 +1090,12 @@ func (m *Manager) ReportProgress(id string, p Progress) (JobView, error) {
 		e.checkpoints = append(e.checkpoints, Checkpoint{Seq: seq, At: now, Records: p.Records, Bytes: p.Bytes,
 			Data: slices.Clone(p.Checkpoint)})
 		e.trimCheckpoints(m.cfg.CheckpointsRetained)
+	}
+	switch {
+	case p.Records < e.loader.Records:
+		e.recordsFell = true
+	case p.Records > e.loader.Records:
+		e.recordsFell = false
 	}
 	if changed {
 		e.win.add(now, 0, 0, 0, max(p.Records-e.loader.Records, 0))

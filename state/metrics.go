@@ -58,6 +58,7 @@ func newMetrics(reg prometheus.Registerer, m *Manager) (*metrics, error) {
 type jobCollector struct {
 	m                                          *Manager
 	jobs, state, bytes, items, progress, stall *prometheus.Desc
+	ratio, eta                                 *prometheus.Desc
 }
 
 func newJobCollector(m *Manager) *jobCollector {
@@ -75,12 +76,16 @@ func newJobCollector(m *Manager) *jobCollector {
 			"Unix time of the job's last progress (0: none yet).", []string{"job_id"}, nil),
 		stall: prometheus.NewDesc("sluice_job_stalls_total",
 			"Times the job became stalled.", []string{"job_id"}, nil),
+		ratio: prometheus.NewDesc("sluice_job_progress_ratio",
+			"Fraction of the job's declared total done (0 to 1); only for live jobs with a total.", []string{"job_id"}, nil),
+		eta: prometheus.NewDesc("sluice_job_eta_seconds",
+			"Seconds until the job reaches its declared total at its recent rate; only for live jobs whose ETA is known.", []string{"job_id"}, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *jobCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.jobs, c.state, c.bytes, c.items, c.progress, c.stall} {
+	for _, d := range []*prometheus.Desc{c.jobs, c.state, c.bytes, c.items, c.progress, c.stall, c.ratio, c.eta} {
 		ch <- d
 	}
 }
@@ -89,7 +94,8 @@ func (c *jobCollector) Describe(ch chan<- *prometheus.Desc) {
 // live jobs and for failed ones (a human must act on those), the failed
 // ones capped at MaxJobs, newest first: cardinality is bounded by twice the
 // job cap whatever the churn. The jobs are copied under the lock and sent
-// after it, so a scrape never holds up the proxy.
+// after it, so a scrape never holds up the proxy. Progress and ETA are
+// for live jobs only: a finished job's fraction no longer moves.
 func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 	type row struct {
 		id           string
@@ -98,15 +104,18 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 		bytes, items int64
 		last         time.Time
 		stalls       uint64
+		progress     *JobProgress
 	}
 	c.m.mu.Lock()
+	now := c.m.now()
 	counts := c.m.countsLocked()
 	rows := make([]row, 0, len(c.m.jobs))
 	var failed []row
 	for id, e := range c.m.jobs {
-		r := row{id, e.job.State, e.job.Since, e.totals.Bytes, e.totals.Items, e.lastProgress, e.job.Stalls}
+		r := row{id, e.job.State, e.job.Since, e.totals.Bytes, e.totals.Items, e.lastProgress, e.job.Stalls, nil}
 		switch {
 		case !r.state.Terminal():
+			r.progress = e.progressLocked(now)
 			rows = append(rows, r)
 		case r.state == Failed:
 			failed = append(failed, r)
@@ -139,5 +148,11 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.progress, prometheus.GaugeValue, last, r.id)
 		ch <- prometheus.MustNewConstMetric(c.stall, prometheus.CounterValue, float64(r.stalls), r.id)
+		if p := r.progress; p != nil {
+			ch <- prometheus.MustNewConstMetric(c.ratio, prometheus.GaugeValue, p.Fraction, r.id)
+			if p.ETASeconds != nil {
+				ch <- prometheus.MustNewConstMetric(c.eta, prometheus.GaugeValue, float64(*p.ETASeconds), r.id)
+			}
+		}
 	}
 }

@@ -24,6 +24,9 @@ type Record struct {
 	Loader       LoaderProgress `json:"loader"`
 	LastProgress time.Time      `json:"last_progress"`
 	Checkpoints  []Checkpoint   `json:"checkpoints,omitempty"`
+	// Total is the job's declared total; nil in records written before
+	// totals existed, and for jobs without one.
+	Total *Total `json:"total,omitempty"`
 }
 
 // Store keeps job records durably. Put and Delete are atomic over all their

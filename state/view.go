@@ -24,6 +24,8 @@ type JobSummary struct {
 	Rate         Rates             `json:"rate"`
 	InFlight     int               `json:"in_flight"`
 	Stalls       uint64            `json:"stalls"`
+	// Progress is set once the job has a declared total (SetTotal).
+	Progress *JobProgress `json:"progress,omitempty"`
 }
 
 // JobView is the full view of a job (GET /v1/jobs/{id}).
@@ -66,6 +68,7 @@ func (m *Manager) summaryLocked(e *entry, now time.Time) JobSummary {
 		ID: j.ID(), State: j.State, Since: j.Since, Reason: j.Reason, StallCause: j.StallCause,
 		Labels: e.settings.merge(m.defaults).Labels, Created: j.Created,
 		Totals: e.totals, Loader: e.loader, Rate: e.win.rates(now, e.winSince), InFlight: e.inflight, Stalls: j.Stalls,
+		Progress: e.progressLocked(now),
 	}
 	if !e.lastProgress.IsZero() {
 		t := e.lastProgress

@@ -374,7 +374,11 @@ func (s *API) jobsAPI(mux *http.ServeMux) {
 			apierror.Write(w, http.StatusBadRequest, "invalid_request", err.Error(), nil)
 			return
 		}
-		s.jobResult(w, http.StatusCreated, "")(s.d.Jobs.Register(req.ID, settings))
+		v, err := s.d.Jobs.Register(req.ID, settings)
+		if err == nil && req.Total != nil {
+			v, err = s.d.Jobs.SetTotal(req.ID, *req.Total)
+		}
+		s.jobResult(w, http.StatusCreated, "")(v, err)
 	}))
 	mux.HandleFunc("GET /v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		s.jobResult(w, http.StatusOK, "")(s.d.Jobs.Get(r.PathValue("id")))
@@ -396,6 +400,15 @@ func (s *API) jobsAPI(mux *http.ServeMux) {
 		s.jobResult(w, http.StatusOK, "")(s.d.Jobs.ReportProgress(r.PathValue("id"), state.Progress{
 			Records: req.Records, Bytes: req.Bytes, Checkpoint: req.Checkpoint,
 		}))
+	}))
+	// Declares or replaces the job's total, {"records"|"bytes"|"items": N},
+	// for a loader that learns it after registering, or an operator.
+	mux.HandleFunc("POST /v1/jobs/{id}/total", s.mutating(func(w http.ResponseWriter, r *http.Request) {
+		var t state.Total
+		if !decodeBody(w, r, &t, false) {
+			return
+		}
+		s.jobResult(w, http.StatusOK, "")(s.d.Jobs.SetTotal(r.PathValue("id"), t))
 	}))
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", s.mutating(func(w http.ResponseWriter, r *http.Request) {
 		var req cancelRequest
@@ -549,6 +562,9 @@ type registerRequest struct {
 	Cancel            *actionRequest    `json:"cancel"`
 	Cleanup           *actionRequest    `json:"cleanup"`
 	Labels            map[string]string `json:"labels"`
+	// Total: the job's size, {"records"|"bytes"|"items": N}; absent keeps
+	// the total it has.
+	Total *state.Total `json:"total"`
 }
 
 func (r *registerRequest) settings() (state.Settings, error) {
