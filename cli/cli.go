@@ -351,7 +351,7 @@ func printJobList(w io.Writer, raw json.RawMessage) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tSTATE\tSINCE\tREQUESTS\tBYTES\tITEMS\tLAST PROGRESS\tREASON")
+	fmt.Fprintln(tw, "JOB\tSTATE\tSINCE\tREQUESTS\tBYTES\tITEMS\tPROGRESS\tETA\tLAST PROGRESS\tREASON")
 	for _, j := range l.Jobs {
 		reason := j.Reason
 		if j.StallCause != "" {
@@ -361,8 +361,9 @@ func printJobList(w io.Writer, raw json.RawMessage) error {
 		if j.LastProgress != nil {
 			last = *j.LastProgress
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", j.ID, j.State, ago(j.Since), j.Totals.Requests,
-			j.Totals.Bytes, j.Totals.Items, ago(last), orDash(reason))
+		pct, eta := progressCells(j.Progress)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", j.ID, j.State, ago(j.Since), j.Totals.Requests,
+			j.Totals.Bytes, j.Totals.Items, pct, eta, ago(last), orDash(reason))
 	}
 	return tw.Flush()
 }
@@ -417,6 +418,14 @@ func writeJob(w io.Writer, v state.JobView, now time.Time) error {
 			reported += fmt.Sprintf(", probe value %g", l.ProbeValue)
 		}
 		row("loader reported", reported)
+	}
+	if p := v.Progress; p != nil {
+		pct, eta := progressCells(p)
+		row("progress", fmt.Sprintf("%s: %d of %d %s, at %.1f %s/s", pct, p.Done, p.Total, p.Unit, p.RatePerSecond, p.Unit))
+		if p.ETAAt != nil {
+			eta += " (" + p.ETAAt.UTC().Format(time.RFC3339) + ")"
+		}
+		row("eta", eta)
 	}
 	r := v.Rate
 	row("recent rate", fmt.Sprintf("%.1f requests/s, %s/s, %.1f items/s, %.1f records/s",
@@ -718,4 +727,23 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// progressCells are a job's fraction done and its ETA as the tables show
+// them: "-" without a declared total, and the reason when the ETA is
+// unknown.
+func progressCells(p *state.JobProgress) (pct, eta string) {
+	if p == nil {
+		return "-", "-"
+	}
+	pct = fmt.Sprintf("%.1f%%", 100*p.Fraction)
+	switch {
+	case p.ETASeconds != nil:
+		eta = (time.Duration(*p.ETASeconds) * time.Second).String()
+	case p.ETAUnknown != "":
+		eta = "unknown (" + string(p.ETAUnknown) + ")"
+	default:
+		eta = "unknown"
+	}
+	return pct, eta
 }
