@@ -62,6 +62,7 @@ type Deps struct {
 	Lifecycle *Lifecycle
 	Stop      func(reason string) // starts a graceful shutdown
 	Started   time.Time
+	History   *History // what the status page charts; nil keeps none
 }
 
 // API serves the admin endpoints. It is safe for concurrent use.
@@ -131,6 +132,7 @@ func (s *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("POST /quitquitquit", s.handleQuit)
 	s.jobsAPI(mux)
+	s.pageRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, http.StatusNotFound, "not_found", "no such endpoint: "+apierror.Truncate(r.URL.Path, 200), nil)
 	})
