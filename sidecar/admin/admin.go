@@ -1,7 +1,8 @@
 // Package admin is sluice's admin HTTP surface: liveness and readiness,
 // /metrics, GET /v1/status, the jobs API (/v1/jobs), /quitquitquit, the
 // authorization of the endpoints that change something, and their JSON
-// errors. It reads the limiter, the job manager and the credential source;
+// errors; and the status page (GET /) with the recent history it charts
+// (GET /v1/history). It reads the limiter, the job manager and the credential source;
 // it owns none of them, nor the listener it is served on (package sidecar
 // wires and serves it).
 package admin
