@@ -25,6 +25,7 @@ commands:
   status         show the running sidecar's status (SLUICE_ADMIN_URL)
   jobs list|show ID|cancel ID [--force]|complete ID
                  list, inspect, cancel or complete jobs
+  top            a live view of the running sidecar, refreshed every second (--once, --plain)
   demo           run the built-in demo: a simulated store, a loader, and sluice between them
   version        print the version
 
@@ -47,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return checkConfig(stdout, stderr)
 	case "status", "jobs":
 		return cli.Run(append([]string{cmd}, args...), os.Getenv, stdout, stderr)
+	case "top":
+		return cli.Top(args, os.Getenv, stdout, stderr)
 	case "demo":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
