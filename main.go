@@ -27,6 +27,7 @@ commands:
   status         show the running sidecar's status (SLUICE_ADMIN_URL)
   jobs list|show ID|cancel ID [--force]|complete ID|reopen ID|delete ID
                  list, inspect, cancel, complete, reopen or delete jobs
+  top            a live view of the running sidecar, refreshed every second (--once, --plain)
   demo           run the built-in demo: a simulated store, a loader, and sluice between them
   version        print the version
 
@@ -91,6 +92,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "status", "jobs":
 		return cli.Run(append([]string{cmd}, args...), os.Getenv, stdout, stderr)
+	case "top":
+		return cli.Top(args, os.Getenv, stdout, stderr)
 	case "demo":
 		if wantsHelp(args) {
 			return demoHelp(stdout)

@@ -115,7 +115,7 @@ func TestAdminAuthorization(t *testing.T) {
 	f("no token, loopback v6", noToken, local6, "", 201)
 
 	// Reads stay open (the status carries no secret; see TestNoSecretsEmitted).
-	for _, p := range []string{"/v1/status", "/v1/jobs", "/metrics", "/healthz", "/readyz"} {
+	for _, p := range []string{"/", "/v1/status", "/v1/jobs", "/v1/history", "/metrics", "/healthz", "/readyz"} {
 		if rec := adminAt(withToken.srv.AdminHandler(), "GET", p, remote, "", ""); rec.Code != 200 {
 			t.Errorf("GET %s from a remote caller: %d", p, rec.Code)
 		}

@@ -93,7 +93,8 @@ func FuzzAdminJobsBody(f *testing.F) {
 // every answer is 2xx, or 3xx only from … nothing: the admin API has no
 // redirects, so a path is served or refused with a 4xx JSON error (405
 // with Allow). Only /readyz and /healthz may say 503 (a server that is not
-// serving is not ready), and only /metrics answers in text.
+// serving is not ready), and only /metrics and the status page (/ and its
+// files under /ui/) answer in anything but JSON.
 func FuzzAdminRequest(f *testing.F) {
 	for _, s := range []struct{ method, path, body string }{
 		{"GET", "/v1/status", ""}, {"GET", "/v1/jobs", ""}, {"GET", "/v1/jobs/a", ""}, {"GET", "/metrics", ""},
@@ -101,6 +102,7 @@ func FuzzAdminRequest(f *testing.F) {
 		{"POST", "/v1/jobs/a/total", `{"records":1000}`},
 		{"POST", "/v1/jobs/a/cancel", `{"force":true,"reason":"x"}`}, {"POST", "/v1/jobs/a/complete", ""},
 		{"DELETE", "/v1/jobs", ""}, {"GET", "/nope", ""}, {"GET", "/v1/jobs/%00", ""}, {"PUT", "/v1/status", "x"},
+		{"GET", "/", ""}, {"GET", "/ui/app.js", ""}, {"GET", "/v1/history?after=1", ""},
 	} {
 		f.Add(s.method, s.path, s.body)
 	}
@@ -124,7 +126,8 @@ func FuzzAdminRequest(f *testing.F) {
 		what := method + " " + path
 		switch p := req.URL.Path; {
 		case rec.Code >= 200 && rec.Code < 300:
-			if ct := rec.Header().Get("Content-Type"); p != "/metrics" && ct != "application/json" {
+			page := p == "/" || strings.HasPrefix(p, "/ui/")
+			if ct := rec.Header().Get("Content-Type"); p != "/metrics" && !page && ct != "application/json" {
 				t.Fatalf("%s: %d with Content-Type %q", what, rec.Code, ct)
 			}
 		case rec.Code == http.StatusServiceUnavailable && (p == "/readyz" || p == "/healthz"):

@@ -176,6 +176,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		Lifecycle: &s.life,
 		Stop:      s.requestStop,
 		Started:   s.started,
+		History:   admin.NewHistory(admin.HistoryPoints),
 	})
 	return s, nil
 }
@@ -301,6 +302,7 @@ func (s *Server) StartLoops() (stop func()) {
 	var loops sync.WaitGroup
 	loops.Go(func() { s.controlLoop(ctx) })
 	loops.Go(func() { s.jobs.Run(ctx) })
+	loops.Go(func() { s.admin.RunHistory(ctx) })
 	if s.auth != nil {
 		loops.Go(func() { s.auth.Start(ctx) })
 	}

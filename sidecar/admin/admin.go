@@ -1,7 +1,8 @@
 // Package admin is sluice's admin HTTP surface: liveness and readiness,
 // /metrics, GET /v1/status, the jobs API (/v1/jobs), /quitquitquit, the
 // authorization of the endpoints that change something, and their JSON
-// errors. It reads the limiter, the job manager and the credential source;
+// errors; and the status page (GET /) with the recent history it charts
+// (GET /v1/history). It reads the limiter, the job manager and the credential source;
 // it owns none of them, nor the listener it is served on (package sidecar
 // wires and serves it).
 package admin
@@ -62,6 +63,7 @@ type Deps struct {
 	Lifecycle *Lifecycle
 	Stop      func(reason string) // starts a graceful shutdown
 	Started   time.Time
+	History   *History // what the status page charts; nil keeps none
 }
 
 // API serves the admin endpoints. It is safe for concurrent use.
@@ -131,6 +133,7 @@ func (s *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("POST /quitquitquit", s.handleQuit)
 	s.jobsAPI(mux)
+	s.pageRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, http.StatusNotFound, "not_found", "no such endpoint: "+apierror.Truncate(r.URL.Path, 200), nil)
 	})

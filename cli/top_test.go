@@ -1,0 +1,171 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/sidecar"
+	"github.com/sluice-dev/sluice/sidecar/admin"
+	"github.com/sluice-dev/sluice/sidecar/proxy"
+	"github.com/sluice-dev/sluice/state"
+)
+
+// storeFunc is an in-memory store: sluice's attempts never leave the process.
+type storeFunc func(*http.Request) *http.Response
+
+func (f storeFunc) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	return f(r), nil
+}
+
+// topSidecar is a real sidecar over an in-memory store that throttles
+// while throttle is set, with its admin API on a loopback httptest
+// server. A few writes have gone through it, and its history holds at
+// least one point.
+func topSidecar(t *testing.T, throttle *atomic.Bool) (adminURL string, write func(job string) int) {
+	t.Helper()
+	store := storeFunc(func(r *http.Request) *http.Response {
+		code := http.StatusOK
+		h := http.Header{}
+		if throttle.Load() {
+			code = http.StatusTooManyRequests
+			h.Set("Retry-After", "1")
+		}
+		return &http.Response{StatusCode: code, Header: h, Body: io.NopCloser(strings.NewReader("{}")), Request: r}
+	})
+	cfg, _, err := sidecar.LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://store.test", "SLUICE_RETRY_MAX=0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sidecar.NewServer(cfg, sidecar.Options{Store: &state.MemStore{}, Transport: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.StartLoops())
+	srv := httptest.NewServer(s.AdminHandler())
+	t.Cleanup(srv.Close)
+	write = func(job string) int {
+		req := httptest.NewRequestWithContext(t.Context(), "PUT", "/w", strings.NewReader("row"))
+		req.Header.Set(proxy.HeaderJob, job)
+		rec := httptest.NewRecorder()
+		s.ProxyHandler().ServeHTTP(rec, req)
+		return rec.Code
+	}
+	return srv.URL, write
+}
+
+// waitForHistory waits until the sidecar's history has a point newer
+// than after (it samples once a second) and returns the newest.
+func waitForHistory(t *testing.T, adminURL string, after int64) int64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(adminURL + "/v1/history")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var feed admin.HistoryFeed
+		err = json.NewDecoder(resp.Body).Decode(&feed)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(feed.Points); n > 0 && feed.Points[n-1].T > after {
+			return feed.Points[n-1].T
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("no history point within 10s")
+	return 0
+}
+
+func TestTopOnce(t *testing.T) {
+	var throttle atomic.Bool
+	adminURL, write := topSidecar(t, &throttle)
+	for range 5 {
+		if code := write("load-7"); code != http.StatusOK {
+			t.Fatalf("write: %d", code)
+		}
+	}
+	waitForHistory(t, adminURL, 0)
+	env := map[string]string{"SLUICE_ADMIN_URL": adminURL}
+	var out, errs bytes.Buffer
+	// stdout is not a terminal here: one plain line.
+	if code := Top([]string{"--once"}, func(k string) string { return env[k] }, &out, &errs); code != 0 {
+		t.Fatalf("top --once: %d %s", code, errs.String())
+	}
+	line := out.String()
+	if strings.Count(line, "\n") != 1 || strings.Contains(line, "\x1b") {
+		t.Errorf("not a terminal: want one plain line, got %q", line)
+	}
+	for _, want := range []string{"phase=startup", "limit=", "conc=0/", "acked=", "throttled=0.0/s", "queue=0", "jobs=load-7=running"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("plain line lacks %q: %q", want, line)
+		}
+	}
+
+	// The terminal view: one screen, cleared first, laid out like the demo's.
+	throttle.Store(true)
+	if code := write("load-7"); code != http.StatusTooManyRequests {
+		t.Fatalf("throttled write: %d", code)
+	}
+	waitForHistory(t, adminURL, waitForHistory(t, adminURL, 0))
+	out.Reset()
+	v := &topView{client: newAdminClient(func(k string) string { return env[k] }), terminal: true, interval: time.Second}
+	if code := v.run(context.Background(), true, &out, &errs); code != 0 {
+		t.Fatalf("terminal view: %d %s", code, errs.String())
+	}
+	screen := out.String()
+	if !strings.HasPrefix(screen, clearScreen+"sluice top  "+adminURL) {
+		t.Errorf("the screen does not start by clearing the terminal: %q", screen)
+	}
+	for _, want := range []string{"controller", "last throttle", "status_429", "sluice limit", "acknowledged", "throttled", "concurrency", "queue", "JOB", "load-7"} {
+		if !strings.Contains(screen, want) {
+			t.Errorf("screen lacks %q:\n%s", want, screen)
+		}
+	}
+	if n := strings.Count(screen, "\n"); n > 24 {
+		t.Errorf("the screen has %d lines; it must fit one terminal", n)
+	}
+}
+
+func TestTopUsage(t *testing.T) {
+	// An admin URL nothing listens on: --help and bad usage must not call it.
+	env := func(k string) string {
+		if k == "SLUICE_ADMIN_URL" {
+			return "http://127.0.0.1:1"
+		}
+		return ""
+	}
+	f := func(args []string, wantCode int, wantOut, wantErr string) {
+		t.Helper()
+		var out, errs bytes.Buffer
+		done := make(chan int, 1)
+		go func() { done <- Top(args, env, &out, &errs) }()
+		select {
+		case code := <-done:
+			if code != wantCode || !strings.Contains(out.String(), wantOut) || !strings.Contains(errs.String(), wantErr) {
+				t.Errorf("top %v: %d, stdout %q, stderr %q; want %d, %q, %q", args, code, out.String(), errs.String(), wantCode, wantOut, wantErr)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("top %v did not return", args)
+		}
+	}
+	f([]string{"--help"}, 0, "usage: sluice top", "")
+	f([]string{"-h"}, 0, "usage: sluice top", "")
+	f([]string{"--frob"}, 2, "", "usage: sluice top")
+	f([]string{"extra"}, 2, "", "unexpected argument")
+	f([]string{"--interval", "1ms"}, 2, "", "--interval")
+	f([]string{"--once"}, 1, "", "SLUICE_ADMIN_URL")
+}
