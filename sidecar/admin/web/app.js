@@ -277,7 +277,22 @@
 
   // ---- jobs -------------------------------------------------------------
 
+  function dur(secs) {
+    if (secs < 90) return `${Math.round(secs)}s`;
+    if (secs < 5400) return `${Math.round(secs / 60)}m`;
+    return `${(secs / 3600).toFixed(1)}h`;
+  }
+
+  // With a declared total: how far along, and when it ends (or why that is
+  // unknown). Without one, the totals only.
   function progressText(j) {
+    const p = j.progress;
+    if (p) {
+      let s = `${(100 * p.fraction).toFixed(1)}% of ${num(p.total)} ${p.unit}`;
+      if (p.eta_seconds != null) s += ` · ETA ${dur(p.eta_seconds)}`;
+      else if (p.eta_unknown) s += ` · ETA unknown (${p.eta_unknown.replace(/_/g, " ")})`;
+      return s;
+    }
     const t = j.totals || {}, parts = [`${num(t.requests)} writes`, bytes(t.bytes)];
     if (t.items) parts.push(`${num(t.items)} items`);
     if (j.loader && j.loader.records) parts.push(`${num(j.loader.records)} records (loader)`);
