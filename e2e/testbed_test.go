@@ -484,16 +484,16 @@ func (g *gateway) write(t *testing.T, conf nginxConf) {
 // with 429, and waits until it does.
 func (g *gateway) rejectAll(t *testing.T) {
 	t.Helper()
-	conf := g.conf
-	conf.RejectAll = true
-	g.reconfigure(t, conf)
+	g.reconfigure(t, func(c *nginxConf) { c.RejectAll = true })
 }
 
-// reconfigure reloads nginx (SIGHUP to the master) with conf, and waits
-// until every request is answered by it: /health answers 429 when conf
-// refuses everything, 200 otherwise.
-func (g *gateway) reconfigure(t *testing.T, conf nginxConf) {
+// reconfigure applies change to nginx's configuration, reloads it (SIGHUP
+// to the master), and waits until every request is answered by the new
+// one: /health answers 429 when it refuses everything, 200 otherwise.
+func (g *gateway) reconfigure(t *testing.T, change func(*nginxConf)) {
 	t.Helper()
+	conf := g.conf
+	change(&conf)
 	g.write(t, conf)
 	_ = syscall.Kill(g.p.pid(), syscall.SIGHUP)
 	want := http.StatusOK
