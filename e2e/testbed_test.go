@@ -503,16 +503,41 @@ func (g *gateway) reconfigure(t *testing.T, change func(*nginxConf)) {
 	waitFor(t, g.p, 15*time.Second, fmt.Sprintf("nginx reloaded (/health answering %d)", want), wantStatus(g.url+"/health", want))
 	// A reload is graceful: old workers finish the requests they hold, on
 	// connections sluice opened before, with the old configuration. Wait
-	// for them to exit so that from here on only conf answers.
+	// for them to exit so that from here on only conf answers. Only this
+	// gateway's workers count (its process group): other nginx instances,
+	// of tests running in parallel, reload on their own.
 	waitFor(t, g.p, 15*time.Second, "nginx's old workers gone", func() error {
 		cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 		for _, f := range cmdlines {
-			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "worker process is shutting down") {
+			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "worker process is shutting down") && processGroup(filepath.Dir(f)) == g.p.pid() {
 				return fmt.Errorf("%s: %s", f, b)
 			}
 		}
 		return nil
 	})
+}
+
+// processGroup is the process group of the process whose /proc directory
+// is dir, or -1 if it cannot be read (the process is gone).
+func processGroup(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if err != nil {
+		return -1
+	}
+	// pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 3 {
+		return -1
+	}
+	pgrp, err := strconv.Atoi(f[2])
+	if err != nil {
+		return -1
+	}
+	return pgrp
 }
 
 // agent is vmagent.
