@@ -6,7 +6,9 @@
 // read back from the store that sluice turns a throttling store into a
 // completed load with nothing lost, that it honours a gateway's
 // Retry-After, that it cancels a stalled job and deletes its series on the
-// real store, and that a SIGKILL in the middle of a load loses nothing.
+// real store, that a SIGKILL in the middle of a load loses nothing, that a
+// quiet stream is idle and never cancelled, and that hold mode carries
+// every write over a store outage and a gateway's quota window.
 //
 // The package's non-test code is the measuring equipment, usable on its
 // own: [Loader], a bulk loader with many writers that pushes numbered

@@ -34,6 +34,13 @@ const MetricName = "e2e_sample"
 // than the answer's Retry-After (capped at MaxRetryAfter), as a well-behaved
 // client does. Any other answer (a 4xx other than 429) drops the batch, as
 // vmagent drops data on a 400, and the writer goes on with its next batch.
+// With FinalOn429 a 429 drops the batch too, as Prometheus' remote write
+// does without queue_config.retry_on_http_429.
+//
+// A writer sends its batches back to back, as a bulk load does, or with
+// Interval set at most one every Interval, as a shipper streaming what it
+// collects does: a batch held up by the store delays the writer's next
+// ones, it never sends two at once.
 //
 // A Loader is configured once and then Run; Run may be called again. Its
 // fields must not change during Run.
@@ -53,6 +60,12 @@ type Loader struct {
 	BackoffMin    time.Duration // default 100ms
 	BackoffMax    time.Duration // default 5s
 	MaxRetryAfter time.Duration // default 60s
+
+	// FinalOn429 makes a 429 final: the batch is dropped, not retried.
+	FinalOn429 bool
+	// Interval is the least time between the starts of a writer's
+	// batches; zero sends them back to back.
+	Interval time.Duration
 }
 
 // Result is what a Loader saw. Counts are of samples unless named
@@ -72,6 +85,9 @@ type Result struct {
 	// RetryAfterWaits counts the waits that a Retry-After made longer than
 	// the backoff alone.
 	RetryAfterWaits int64
+	// WithRetryAfter counts, by HTTP status, the answers whose Retry-After
+	// asked for a wait (a positive number of seconds, or a future date).
+	WithRetryAfter map[int]int64
 	// Elapsed runs from the first request to the last answer.
 	Elapsed time.Duration
 	// LastError is the text of the last transport error, if any.
@@ -162,15 +178,19 @@ type tally struct {
 	attempts, retryAfterWaits atomic.Int64
 	acked, dropped            atomic.Int64
 
-	mu      sync.Mutex
-	status  map[int]int64
-	lastErr string
+	mu             sync.Mutex
+	status         map[int]int64
+	withRetryAfter map[int]int64
+	lastErr        string
 }
 
-func (t *tally) answer(code int, err error) {
+func (t *tally) answer(code int, retryAfter time.Duration, err error) {
 	t.attempts.Add(1)
 	t.mu.Lock()
 	t.status[code]++
+	if retryAfter > 0 {
+		t.withRetryAfter[code]++
+	}
 	if err != nil {
 		t.lastErr = err.Error()
 	}
@@ -188,7 +208,7 @@ func (l *Loader) Run(ctx context.Context) (Result, error) {
 	for w := range res.Acked {
 		res.Acked[w] = make([]bool, l.Batches)
 	}
-	tl := &tally{status: map[int]int64{}}
+	tl := &tally{status: map[int]int64{}, withRetryAfter: map[int]int64{}}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range l.Writers {
@@ -199,6 +219,7 @@ func (l *Loader) Run(ctx context.Context) (Result, error) {
 	res.Attempts = tl.attempts.Load()
 	res.RetryAfterWaits = tl.retryAfterWaits.Load()
 	res.Status = tl.status
+	res.WithRetryAfter = tl.withRetryAfter
 	res.LastError = tl.lastErr
 	res.AckedSamples = tl.acked.Load() * int64(l.BatchSize)
 	res.DroppedSamples = tl.dropped.Load() * int64(l.BatchSize)
@@ -207,7 +228,14 @@ func (l *Loader) Run(ctx context.Context) (Result, error) {
 }
 
 func (l *Loader) writer(ctx context.Context, w int, acked []bool, tl *tally) {
+	var next time.Time
 	for b := range l.Batches {
+		if l.Interval > 0 {
+			if err := l.wait(ctx, time.Until(next)); err != nil {
+				return
+			}
+			next = time.Now().Add(l.Interval)
+		}
 		switch l.send(ctx, w, b, tl) {
 		case outcomeAcked:
 			acked[b] = true
@@ -236,10 +264,13 @@ func (l *Loader) send(ctx context.Context, w, b int, tl *tally) outcome {
 		if ctx.Err() != nil {
 			return outcomeStopped
 		}
-		tl.answer(code, err)
+		tl.answer(code, retryAfter, err)
 		switch {
 		case code >= 200 && code < 300:
 			return outcomeAcked
+		case code == http.StatusTooManyRequests && l.FinalOn429:
+			// Prometheus without retry_on_http_429: the batch is lost.
+			return outcomeDropped
 		case code == 0, code == http.StatusTooManyRequests, code >= 500:
 			// Throttled, overloaded, or unreachable: the batch is not
 			// stored (VictoriaMetrics rejects before reading the body), so

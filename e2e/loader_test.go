@@ -279,3 +279,74 @@ func TestLoaderBody(t *testing.T) {
 		t.Errorf("parsed %v, want %v under %s", s.Series, want, key)
 	}
 }
+
+func TestLoaderFinalOn429(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Batch 2 of every writer is throttled, once with a Retry-After and
+		// the other times without: the loader drops it either way.
+		store := &fakeStore{answer: func(body []byte, _ int) (int, http.Header) {
+			if bytes.Contains(body, []byte(`"values":[20,`)) {
+				if bytes.Contains(body, []byte(`"writer":"0"`)) {
+					return http.StatusTooManyRequests, http.Header{"Retry-After": {"2"}}
+				}
+				return http.StatusTooManyRequests, nil
+			}
+			return http.StatusNoContent, nil
+		}}
+		l := testLoader(store)
+		l.FinalOn429 = true
+		res, err := l.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantDropped := int64(l.Writers * l.BatchSize)
+		if res.DroppedSamples != wantDropped || res.AckedSamples != l.Samples()-wantDropped {
+			t.Errorf("dropped %d acked %d, want %d and %d", res.DroppedSamples, res.AckedSamples, wantDropped, l.Samples()-wantDropped)
+		}
+		if res.Status[http.StatusTooManyRequests] != int64(l.Writers) || res.Attempts != int64(l.Writers*l.Batches) {
+			t.Errorf("answers %v in %d attempts, want one 429 per writer and no retry", res.Status, res.Attempts)
+		}
+		if got := res.WithRetryAfter[http.StatusTooManyRequests]; got != 1 {
+			t.Errorf("429s with a Retry-After: %d, want 1 (all: %v)", got, res.WithRetryAfter)
+		}
+		if c := l.Check(res, store.export(t)); !c.Exact() {
+			t.Errorf("store check: %v", c)
+		}
+	})
+}
+
+func TestLoaderInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// The first batch of each writer is answered after 3s: its next
+		// batch starts at once, the ones after it an Interval apart.
+		store := &fakeStore{}
+		l := testLoader(store)
+		l.Interval = time.Second
+		l.Client = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			b, err := io.ReadAll(r.Body)
+			if err != nil {
+				return nil, err
+			}
+			if bytes.Contains(b, []byte(`"values":[0,`)) {
+				time.Sleep(3 * time.Second)
+			}
+			r.Body = io.NopCloser(bytes.NewReader(b))
+			return store.RoundTrip(r)
+		})}
+		res, err := l.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.AckedSamples != l.Samples() {
+			t.Fatalf("acked %d of %d", res.AckedSamples, l.Samples())
+		}
+		// 3s for batch 0, then batches 1 to 4 at 3s, 4s, 5s, 6s.
+		if res.Elapsed != 6*time.Second {
+			t.Errorf("Elapsed = %v, want 6s", res.Elapsed)
+		}
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -305,8 +305,9 @@ next:
 
 // victoria is a VictoriaMetrics single node.
 type victoria struct {
-	url string
-	p   *process
+	url  string
+	p    *process
+	argv []string // to start it again on the same port and data
 }
 
 // startVictoria starts VictoriaMetrics with extra flags and waits until it
@@ -321,9 +322,33 @@ func startVictoria(t *testing.T, flags ...string) *victoria {
 		"-storageDataPath=" + filepath.Join(dir, "data"),
 		"-loggerLevel=ERROR",
 	}, flags...)
-	v := &victoria{url: "http://" + addr, p: startProcess(t, "victoria-metrics", dir, baseEnv(), argv...)}
+	v := &victoria{url: "http://" + addr, argv: argv, p: startProcess(t, "victoria-metrics", dir, baseEnv(), argv...)}
 	waitFor(t, v.p, 30*time.Second, "VictoriaMetrics healthy", wantStatus(v.url+"/health", http.StatusOK))
 	return v
+}
+
+// stop ends VictoriaMetrics with SIGTERM, on which it finishes the writes
+// it has taken and flushes them to disk before it exits, and waits until
+// nothing listens on its port.
+func (v *victoria) stop(t *testing.T) {
+	t.Helper()
+	v.p.stop()
+	waitFor(t, nil, 10*time.Second, "VictoriaMetrics' port closed", func() error {
+		c, err := net.DialTimeout("tcp", v.url[len("http://"):], time.Second)
+		if err != nil {
+			return nil
+		}
+		c.Close()
+		return errors.New("still accepting connections")
+	})
+}
+
+// start starts VictoriaMetrics again after stop, on the same port and
+// data directory, and waits until it is healthy.
+func (v *victoria) start(t *testing.T) {
+	t.Helper()
+	v.p.start(baseEnv(), v.argv)
+	waitFor(t, v.p, 30*time.Second, "VictoriaMetrics healthy again", wantStatus(v.url+"/health", http.StatusOK))
 }
 
 // imports is what VictoriaMetrics counted on its write paths.
@@ -397,7 +422,7 @@ type nginxConf struct {
 	Quota      bool   // limit_req on
 	Rate       int    // requests per second
 	Burst      int
-	RetryAfter int // seconds, on 429 answers
+	RetryAfter int // seconds, on 429 answers; 0: no Retry-After
 	RejectAll  bool
 	Root       bool
 }
@@ -459,23 +484,60 @@ func (g *gateway) write(t *testing.T, conf nginxConf) {
 // with 429, and waits until it does.
 func (g *gateway) rejectAll(t *testing.T) {
 	t.Helper()
+	g.reconfigure(t, func(c *nginxConf) { c.RejectAll = true })
+}
+
+// reconfigure applies change to nginx's configuration, reloads it (SIGHUP
+// to the master), and waits until every request is answered by the new
+// one: /health answers 429 when it refuses everything, 200 otherwise.
+func (g *gateway) reconfigure(t *testing.T, change func(*nginxConf)) {
+	t.Helper()
 	conf := g.conf
-	conf.RejectAll = true
+	change(&conf)
 	g.write(t, conf)
 	_ = syscall.Kill(g.p.pid(), syscall.SIGHUP)
-	waitFor(t, g.p, 15*time.Second, "nginx refusing everything", wantStatus(g.url+"/health", http.StatusTooManyRequests))
+	want := http.StatusOK
+	if conf.RejectAll {
+		want = http.StatusTooManyRequests
+	}
+	waitFor(t, g.p, 15*time.Second, fmt.Sprintf("nginx reloaded (/health answering %d)", want), wantStatus(g.url+"/health", want))
 	// A reload is graceful: old workers finish the requests they hold, on
 	// connections sluice opened before, with the old configuration. Wait
-	// for them to exit so that from here on nothing is accepted.
+	// for them to exit so that from here on only conf answers. Only this
+	// gateway's workers count (its process group): other nginx instances,
+	// of tests running in parallel, reload on their own.
 	waitFor(t, g.p, 15*time.Second, "nginx's old workers gone", func() error {
 		cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 		for _, f := range cmdlines {
-			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "worker process is shutting down") {
+			if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "worker process is shutting down") && processGroup(filepath.Dir(f)) == g.p.pid() {
 				return fmt.Errorf("%s: %s", f, b)
 			}
 		}
 		return nil
 	})
+}
+
+// processGroup is the process group of the process whose /proc directory
+// is dir, or -1 if it cannot be read (the process is gone).
+func processGroup(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if err != nil {
+		return -1
+	}
+	// pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 3 {
+		return -1
+	}
+	pgrp, err := strconv.Atoi(f[2])
+	if err != nil {
+		return -1
+	}
+	return pgrp
 }
 
 // agent is vmagent.
@@ -485,7 +547,8 @@ type agent struct {
 }
 
 // startVMAgent starts vmagent remote-writing to remoteWrite with
-// X-Sluice-Job: job on every request, its persistent queue in a temporary
+// X-Sluice-Job: job on every request (none when job is empty: its writes
+// go to sluice's default job), its persistent queue in a temporary
 // directory.
 func startVMAgent(t *testing.T, remoteWrite, job string) *agent {
 	t.Helper()
@@ -493,15 +556,18 @@ func startVMAgent(t *testing.T, remoteWrite, job string) *agent {
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	a := &agent{url: "http://" + addr}
-	a.p = startProcess(t, "vmagent", dir, baseEnv(), bin,
-		"-httpListenAddr="+addr,
-		"-remoteWrite.url="+remoteWrite,
-		"-remoteWrite.tmpDataPath="+filepath.Join(dir, "queue"),
-		"-remoteWrite.headers=X-Sluice-Job:"+job,
+	argv := []string{bin,
+		"-httpListenAddr=" + addr,
+		"-remoteWrite.url=" + remoteWrite,
+		"-remoteWrite.tmpDataPath=" + filepath.Join(dir, "queue"),
 		"-remoteWrite.flushInterval=100ms",
 		"-remoteWrite.queues=16", // as many concurrent senders as the Go loader has writers
 		"-loggerLevel=WARN",
-	)
+	}
+	if job != "" {
+		argv = append(argv, "-remoteWrite.headers=X-Sluice-Job:"+job)
+	}
+	a.p = startProcess(t, "vmagent", dir, baseEnv(), argv...)
 	waitFor(t, a.p, 30*time.Second, "vmagent healthy", wantStatus(a.url+"/health", http.StatusOK))
 	return a
 }
