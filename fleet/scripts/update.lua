@@ -173,8 +173,10 @@ for _, m in ipairs(members) do
 end
 
 -- Growth, once per period, when nothing was throttled in it and the
--- members wanted more than the budget.
-if capacity <= 0 and now - grow_at >= period then
+-- members wanted more than the budget. The members' calls are jittered:
+-- a step is due a little before the period is over, lest one in two be
+-- missed; the curve follows the time that passed all the same.
+if capacity <= 0 and now - grow_at >= 0.8 * period then
 	local dt = math.min(now - grow_at, 2 * period)
 	grow_at = now
 	if now - dirty_at >= period and want > budget then
