@@ -252,8 +252,10 @@ func TestClientRefused(t *testing.T) {
 		if a.c.Mode() != ModeLocal || a.local.ceilCalls != 0 {
 			t.Fatalf("Redis refusing from the start: mode %v, %d ceilings; want local, none", a.c.Mode(), a.local.ceilCalls)
 		}
+		// go-redis fails fast after failed dials until a probe of its own
+		// (every second) connects again.
 		n.refused.Store(false)
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(2500 * time.Millisecond)
 		if a.c.Mode() != ModeLeased || a.local.ceiling(time.Now()) != 900 {
 			t.Fatalf("Redis up: mode %v, ceiling %v", a.c.Mode(), a.local.ceiling(time.Now()))
 		}
@@ -281,7 +283,7 @@ func TestClientRelearnsAfterFlush(t *testing.T) {
 		time.Sleep(1200 * time.Millisecond)
 		before = a.c.Status(time.Now()).Budget
 		n.m.FlushAll()
-		time.Sleep(1200 * time.Millisecond)
+		time.Sleep(2300 * time.Millisecond) // two refreshes: both back, and a saw b back
 		after := a.c.Status(time.Now())
 		if after.Budget != before || after.Members != 2 {
 			t.Fatalf("after FLUSHALL: budget %v, %d members; want %v and 2", after.Budget, after.Members, before)
