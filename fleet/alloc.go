@@ -21,9 +21,12 @@ type Claim struct {
 // A claim that wants less than its weighted share of what is left gets its
 // demand; what it leaves is shared by the others in proportion to their
 // weights, and so on until the budget or the demands run out. So the leases
-// never sum to more than budget, no claim gets more than it asked for, and
-// claims that want more than they get all get the same lease per unit of
-// weight. A demand of +Inf wants whatever it can get.
+// never sum to more than budget, and claims that want more than they get
+// all get the same lease per unit of weight. A demand of +Inf wants
+// whatever it can get. When every claim gets its demand and budget is left
+// over, the rest is spread over all claims by weight, so that a member
+// whose load rises finds room at once instead of a refresh later: no claim
+// is short, so nobody loses by it.
 //
 // Claims with a weight that is not a positive finite number get nothing,
 // and a demand that is negative or NaN counts as 0. The result depends only
@@ -63,6 +66,16 @@ func Allocate(budget float64, claims []Claim) []float64 {
 		leases[i] = l
 		remaining -= l
 		wsum -= c.Weight
+	}
+	// Left over only if no claim was short: spread it.
+	if remaining > 0 {
+		total := 0.0
+		for _, i := range idx {
+			total += claims[i].Weight
+		}
+		for _, i := range idx {
+			leases[i] += remaining * claims[i].Weight / total
+		}
 	}
 	return leases
 }

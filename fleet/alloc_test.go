@@ -26,14 +26,15 @@ func TestAllocate(t *testing.T) {
 	f("weights", 400, []Claim{{"a", inf, 1}, {"b", inf, 3}}, []float64{100, 300})
 	f("weighted, the heavy one wants less", 400,
 		[]Claim{{"a", inf, 1}, {"b", 200, 3}}, []float64{200, 200})
-	f("everyone wants less: demands, the rest unallocated", 1000,
-		[]Claim{{"a", 10, 1}, {"b", 20, 1}}, []float64{10, 20})
+	f("everyone wants less: demands, and the rest spread by weight", 1000,
+		[]Claim{{"a", 10, 1}, {"b", 20, 3}}, []float64{10 + 242.5, 20 + 727.5})
 	f("cascade", 100, []Claim{{"a", 10, 1}, {"b", 25, 1}, {"c", 50, 1}, {"d", 50, 1}},
 		[]float64{10, 25, 32.5, 32.5})
 	f("no budget", 0, []Claim{{"a", 10, 1}}, []float64{0})
 	f("bad weights get nothing", 100, []Claim{{"a", inf, 0}, {"b", inf, -1}, {"c", inf, math.NaN()}, {"d", inf, 1}},
 		[]float64{0, 0, 0, 100})
 	f("bad demands count as 0", 100, []Claim{{"a", -5, 1}, {"b", math.NaN(), 1}, {"c", inf, 1}}, []float64{0, 0, 100})
+	f("an idle member gets the spare", 100, []Claim{{"a", 0, 1}}, []float64{100})
 	if got := Allocate(100, nil); len(got) != 0 {
 		t.Errorf("no claims: %v", got)
 	}
@@ -61,11 +62,13 @@ func randomClaims(r *rand.Rand, n int) []Claim {
 }
 
 // TestAllocateProperties checks, on random fleets, what weighted max-min
-// fairness means: the leases fit the budget; nobody gets more than it
-// asked for; if anybody is short of its demand, the budget is spent; a
-// member short of its demand gets at least as much per unit of weight as
-// any other member (nobody could gain without taking from someone who has
-// less per weight); and the result does not depend on the claims' order.
+// fairness means: the leases fit the budget, and all of it is given out;
+// if anybody is short of its demand, nobody gets more than its demand,
+// and a member short of its demand gets at least as much per unit of
+// weight as any other member (nobody could gain without taking from
+// someone who has less per weight); if nobody is short, everybody gets
+// its demand and the rest by weight; and the result does not depend on
+// the claims' order.
 func TestAllocateProperties(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for iter := range 2000 {
@@ -74,12 +77,14 @@ func TestAllocateProperties(t *testing.T) {
 		budget := r.Float64() * 3000
 		leases := Allocate(budget, cs)
 		const eps = 1e-9
-		sum := 0.0
+		sum, wsum, dsum := 0.0, 0.0, 0.0
 		short := false
 		for i, l := range leases {
 			sum += l
-			if l < -eps || l > cs[i].Demand+eps {
-				t.Fatalf("iter %d: lease %v of %+v outside [0, demand]", iter, l, cs[i])
+			wsum += cs[i].Weight
+			dsum += cs[i].Demand
+			if l < -eps {
+				t.Fatalf("iter %d: lease %v of %+v negative", iter, l, cs[i])
 			}
 			if l < cs[i].Demand-eps {
 				short = true
@@ -88,11 +93,19 @@ func TestAllocateProperties(t *testing.T) {
 		if sum > budget*(1+eps)+eps {
 			t.Fatalf("iter %d: leases sum to %v > budget %v", iter, sum, budget)
 		}
-		if short && sum < budget*(1-1e-9)-eps {
-			t.Fatalf("iter %d: a member is short of its demand but %v of %v is unspent", iter, budget-sum, budget)
+		if sum < budget*(1-1e-9)-eps {
+			t.Fatalf("iter %d: %v of %v is not given out", iter, budget-sum, budget)
+		}
+		for i, l := range leases {
+			switch {
+			case short && l > cs[i].Demand+eps:
+				t.Fatalf("iter %d: %s gets %v > its demand %v while another is short", iter, cs[i].ID, l, cs[i].Demand)
+			case !short && math.Abs(l-cs[i].Demand-(budget-dsum)*cs[i].Weight/wsum) > 1e-6*max(1, l):
+				t.Fatalf("iter %d: nobody short, %s gets %v, want its demand %v and its part of the rest", iter, cs[i].ID, l, cs[i].Demand)
+			}
 		}
 		for i, li := range leases {
-			if li >= cs[i].Demand-eps {
+			if !short || li >= cs[i].Demand-eps {
 				continue
 			}
 			for j, lj := range leases {

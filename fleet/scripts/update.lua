@@ -216,9 +216,16 @@ local remaining = budget
 for _, c in ipairs(claims) do
 	local share = remaining * c.w / wsum
 	local l = math.max(math.min(c.d, share, remaining), 0)
-	if c.m ~= nil then c.m.lease = l end
+	c.l = l
 	remaining = remaining - l
 	wsum = wsum - c.w
+end
+-- Left over only if no claim was short: spread it by weight.
+local total = 0
+for _, c in ipairs(claims) do total = total + c.w end
+for _, c in ipairs(claims) do
+	if remaining > 0 then c.l = c.l + remaining * c.w / total end
+	if c.m ~= nil then c.m.lease = c.l end
 end
 
 redis.call('HSET', mkey, id, format(me))
