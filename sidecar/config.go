@@ -96,6 +96,16 @@ type Config struct {
 
 	// Upstream credentials.
 	Auth auth.Config
+
+	// Fleet mode (package fleet): sidecars that write to one store share
+	// its capacity through Redis. Off unless FLEET_REDIS_URL is set;
+	// checked by validateFleet (fleet.go).
+	FleetRedisURL          string        `env:"FLEET_REDIS_URL"`
+	FleetRedisPasswordFile string        `env:"FLEET_REDIS_PASSWORD_FILE"`
+	FleetResource          string        `env:"FLEET_RESOURCE"`
+	FleetCapacity          float64       `env:"FLEET_CAPACITY"`
+	FleetWeight            float64       `env:"FLEET_WEIGHT" envDefault:"1"`
+	FleetRefresh           time.Duration `env:"FLEET_REFRESH" envDefault:"1s"`
 }
 
 // ByteSize is a size in bytes that parses "8MiB", "512KiB", "1GB" or a plain number.
@@ -197,6 +207,7 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	}
 	cfg.fillDefaults(envMap)
 	problems = append(problems, cfg.validate()...)
+	problems = append(problems, cfg.validateFleet()...)
 	for _, e := range cfg.Auth.Validate() {
 		problems = append(problems, e.Error())
 	}

@@ -62,6 +62,10 @@ type Deps struct {
 	Lifecycle *Lifecycle
 	Stop      func(reason string) // starts a graceful shutdown
 	Started   time.Time
+
+	// Fleet, if set, is fleet mode's part of /v1/status (fleet.go); it
+	// returns nil when fleet mode is off.
+	Fleet func() *FleetStatus
 }
 
 // API serves the admin endpoints. It is safe for concurrent use.
@@ -250,6 +254,8 @@ type Status struct {
 	Jobs         map[string]int `json:"jobs"`
 	Auth         any            `json:"auth,omitempty"`
 	Uptime       string         `json:"uptime"`
+
+	Fleet *FleetStatus `json:"fleet,omitempty"`
 }
 
 // LimiterStatus is the controller's state in /v1/status.
@@ -310,6 +316,9 @@ func (s *API) Status() Status {
 	}
 	if s.d.Auth != nil {
 		st.Auth = s.d.Auth.Status()
+	}
+	if s.d.Fleet != nil {
+		st.Fleet = s.d.Fleet()
 	}
 	return st
 }
