@@ -98,7 +98,7 @@ func (c hangConn) Write(p []byte) (int, error) {
 }
 
 func (n *simNet) client(t *testing.T, timeout time.Duration) *redis.Client {
-	opts, err := redisOptions("redis://127.0.0.1:6379", "", timeout)
+	opts, err := RedisOptions("redis://127.0.0.1:6379", "", timeout)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -227,8 +227,8 @@ func parseGrant(res []string) (Grant, error) {
 // leave removes member from resource's fleet: its share goes back to the
 // others at their next refresh.
 func leave(ctx context.Context, rdb redis.Scripter, resource, member string) error {
-	members, _ := Keys(resource)
-	return leaveScript.Run(ctx, rdb, []string{members}, member).Err()
+	members, state := Keys(resource)
+	return leaveScript.Run(ctx, rdb, []string{members, state}, member).Err()
 }
 
 // Protocol defaults.

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"sync"
 	"time"
 
@@ -21,15 +22,16 @@ import (
 // redacted. It does no I/O: it connects at the first call, and again
 // after a connection breaks.
 func NewRedis(rawURL, password string, timeout time.Duration) (*redis.Client, error) {
-	opts, err := redisOptions(rawURL, password, timeout)
+	opts, err := RedisOptions(rawURL, password, timeout)
 	if err != nil {
 		return nil, err
 	}
 	return redis.NewClient(opts), nil
 }
 
-// redisOptions are NewRedis's options, for tests to add a Dialer.
-func redisOptions(rawURL, password string, timeout time.Duration) (*redis.Options, error) {
+// RedisOptions are NewRedis's options, for a caller that adds to them (a
+// Dialer in tests).
+func RedisOptions(rawURL, password string, timeout time.Duration) (*redis.Options, error) {
 	quietOnce.Do(func() { redis.SetLogger(quiet{}) })
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
@@ -56,3 +58,17 @@ type quiet struct{}
 func (quiet) Printf(context.Context, string, ...any) {}
 
 var quietOnce sync.Once
+
+// ValidRedisURL reports why rawURL cannot be a fleet's Redis, or nil: it
+// must be a redis:// or rediss:// URL with a host that go-redis reads.
+// The error shows the URL redacted.
+func ValidRedisURL(rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return fmt.Errorf("must be a redis:// or rediss:// URL with a host, got %q", redact.URL(rawURL))
+	}
+	if _, err := redis.ParseURL(rawURL); err != nil {
+		return fmt.Errorf("%q: %v", redact.URL(rawURL), redact.URLError(err))
+	}
+	return nil
+}
