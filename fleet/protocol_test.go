@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -403,4 +404,23 @@ func TestValidResource(t *testing.T) {
 			t.Errorf("%q: no error", bad)
 		}
 	}
+}
+
+// FuzzParseGrant: whatever a server answers, parseGrant returns a grant or
+// an error, never panics, and a grant's numbers are finite.
+func FuzzParseGrant(f *testing.F) {
+	f.Add("100.000000\n200.000000\n2\n2.000000\ng1.2:0\n1700000000000\n5.000000\n1\n0")
+	f.Add("1\n2\n3\n4\ne\n5\n6\n1\n7\nm\n1\n2\n3\n4\n5")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, reply string) {
+		g, err := parseGrant(strings.Split(reply, "\n"))
+		if err != nil {
+			return
+		}
+		for _, v := range []float64{g.Lease, g.Budget, g.Weight, g.Demand} {
+			if !finite(v) {
+				t.Errorf("grant %+v has a non-finite number", g)
+			}
+		}
+	})
 }
