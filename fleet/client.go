@@ -89,6 +89,9 @@ const (
 	listWanted = time.Minute
 	// errorLogEvery throttles the log line of a failing refresh.
 	errorLogEvery = 30 * time.Second
+	// budgetAvgWeight: the safe share's budget is an EWMA over about four
+	// refreshes.
+	budgetAvgWeight = 0.25
 )
 
 // Config configures a Client. Zero fields take the documented defaults.
@@ -227,6 +230,7 @@ type Client struct {
 	seq          uint64
 	lease        float64
 	budget       float64 // last seen; 0 before the first answer
+	budgetAvg    float64 // EWMA of the budgets seen (budgetAvgWeight), for the safe share
 	members      int
 	weightSum    float64
 	demand       float64
@@ -376,6 +380,11 @@ func (c *Client) grantedLocked(g Grant, listed bool, sent, now time.Time) {
 		c.thrBase = c.local.Load(now).Throttles
 	}
 	c.lease, c.budget, c.members, c.weightSum = g.Lease, g.Budget, g.Members, g.Weight
+	if c.budgetAvg == 0 {
+		c.budgetAvg = g.Budget
+	} else {
+		c.budgetAvg += (g.Budget - c.budgetAvg) * budgetAvgWeight
+	}
 	// From when the call was sent: the lease cannot outlive what the
 	// fleet meant, however long the answer took.
 	c.leaseUntil = sent.Add(c.cfg.LeaseTTL)
@@ -439,12 +448,15 @@ func (c *Client) stepDownLocked(now time.Time) {
 
 // safeShareLocked is this member's weighted share of the last budget:
 // the last budget divided by the last member count, when weights are
-// equal. Requires that c.mu is held.
+// equal. The budget is the average of the last few seen: a learned budget
+// moves by a tenth around the store's capacity, and members that lost
+// Redis just before and just after a cut would otherwise hold shares a
+// cut apart for as long as it is away. Requires that c.mu is held.
 func (c *Client) safeShareLocked() float64 {
 	if c.weightSum <= 0 {
-		return c.budget
+		return c.budgetAvg
 	}
-	return c.budget * min(1, c.cfg.Weight/c.weightSum)
+	return c.budgetAvg * min(1, c.cfg.Weight/c.weightSum)
 }
 
 // becomeLocked moves to mode to at now, logging and counting the change

@@ -239,6 +239,9 @@ const (
 	// capacity, not empty its queue.
 	defaultBeta = 0.95
 	// defaultRecover: the budget's curve climbs back to the level of the
-	// last cut in 2s, then probes past it, slowly for about as long.
-	defaultRecover = 2 * time.Second
+	// last cut in 4s, then probes past it, slowly for about as long. A
+	// store's burst allowance hides a budget past its capacity for a
+	// while, so a steeper probe is past it by far when the first throttle
+	// comes, and makes the members' own limiters cut more often.
+	defaultRecover = 4 * time.Second
 )

@@ -353,21 +353,23 @@ func TestScriptLearnsBudget(t *testing.T) {
 	if g := c.send(); g.Budget != cut {
 		t.Fatalf("within the cooldown: budget %v, want %v", g.Budget, cut)
 	}
-	// Clean periods: the curve climbs back toward 500, slowly near it.
+	// Clean periods: the curve climbs back toward 800, the budget of the
+	// first cut (the goodput lagged its doubling), slowly near it, then
+	// past it.
 	prev := cut
-	for i := range 8 {
+	for i := range 14 {
 		b.advance(time.Second)
 		g := a.send()
 		if g.Budget < prev {
 			t.Fatalf("period %d: budget fell from %v to %v", i, prev, g.Budget)
 		}
-		if i == 0 && !(g.Budget > cut && g.Budget < 500) {
-			t.Errorf("period %d: budget %v, want between the cut %v and the last level 500", i, g.Budget, cut)
+		if i == 0 && !(g.Budget > cut && g.Budget < 800) {
+			t.Errorf("period %d: budget %v, want between the cut %v and the last level 800", i, g.Budget, cut)
 		}
 		prev = g.Budget
 	}
-	if prev <= 500 {
-		t.Errorf("after 8 clean periods: budget %v, want past the last level 500", prev)
+	if prev <= 800 {
+		t.Errorf("after 14 clean periods: budget %v, want past the last level 800", prev)
 	}
 	// A fleet that wants less than its budget does not grow it.
 	a.r.Demand, c.r.Demand = 10, 10

@@ -5,7 +5,7 @@
 --
 -- KEYS[1]  members hash: member id -> "seq demand weight expiry goodput
 --          thr_epoch thr_count joined updated" (times in ms)
--- KEYS[2]  state hash: the budget (budget, max, t, grow_at, cut_at,
+-- KEYS[2]  state hash: the budget (budget, max, t, k, grow_at, cut_at,
 --          dirty_at, gen, cuts, throttles), the server's last call
 --          (last_call), the members known before a loss of state
 --          (ghost_w, ghost_until), and the allocation (alloc_at, level,
@@ -101,6 +101,10 @@ else
 end
 local epoch = gen .. ':' .. cuts
 local budget0 = budget
+-- The budget's curve after a cut: lastmax (1 + cubic (t - k)^3), at t = 0
+-- the cut, at t = k back to lastmax; a cut by beta takes recover.
+local cubic = (1 - beta) / ((recover / 1000) ^ 3)
+local k = tonumber(st.k or recover)
 
 -- Nobody reached the server for a whole member TTL: it was stopped or cut
 -- off, not every member dead. Members are not blamed for its absence.
@@ -157,11 +161,27 @@ if applied then
 		dirty_at = now
 		if capacity <= 0 and thr_epoch == epoch and now - cut_at >= 2 * period then
 			-- A throttle seen under the current budget: cut it, from what
-			-- the fleet actually took if that is less.
+			-- the fleet actually took if that is less, but no deeper than
+			-- half.
 			local base = budget
 			if took > 0 and took < base then base = math.max(took, budget / 2) end
-			lastmax = base
+			if lastmax == 0 then
+				-- The first cut, of a budget that doubled each period: the
+				-- store's capacity lies between its half and itself, and
+				-- the fleet's goodput, measured over the last second or
+				-- two, still lags the last doubling. The curve climbs back
+				-- to the budget that was cut.
+				lastmax = budget
+			else
+				-- Later cuts: the budget may have grown past the store's
+				-- capacity for as long as the throttle took to be
+				-- reported; what the fleet took is the level.
+				lastmax = base
+			end
 			budget = base * beta
+			-- The curve's time back to the last level, longer the deeper the
+			-- cut (as the limiter's probe.cutTo).
+			k = ((1 - budget / lastmax) / cubic) ^ (1 / 3) * 1000
 			grown, cut_at, grow_at = 0, now, now
 			cuts = cuts + 1
 			epoch = gen .. ':' .. cuts
@@ -182,9 +202,8 @@ if capacity <= 0 and now - grow_at >= 0.8 * period then
 			budget = budget * 2
 		else
 			grown = grown + dt
-			local x = (grown - recover) / 1000
-			local c = (1 - beta) / ((recover / 1000) ^ 3)
-			local target = lastmax * (1 + c * x * x * x)
+			local x = (grown - k) / 1000
+			local target = lastmax * (1 + cubic * x * x * x)
 			if budget >= 2 * lastmax then target = budget * 2 end
 			budget = math.min(math.max(budget, target), budget * 2)
 		end
@@ -281,7 +300,7 @@ end
 redis.call('HSET', skey, 'budget', num(budget), 'max', num(lastmax), 't', num(grown),
 	'grow_at', int(grow_at), 'cut_at', int(cut_at), 'dirty_at', int(dirty_at), 'gen', gen,
 	'cuts', int(cuts), 'last_call', int(now), 'ghost_w', num(ghost_w), 'ghost_until', int(ghost_until),
-	'throttles', int(throttles), 'alloc_at', int(alloc_at), 'level', num(level), 'spare', num(spare),
+	'throttles', int(throttles), 'k', num(k), 'alloc_at', int(alloc_at), 'level', num(level), 'spare', num(spare),
 	'n', int(n), 'live_w', num(live_w), 'want', num(want), 'took', num(took))
 redis.call('PEXPIRE', mkey, key_ttl)
 redis.call('PEXPIRE', skey, key_ttl)
