@@ -23,3 +23,15 @@ dpkg-query -W redis-server 2>/dev/null | sed 's/^/== using /' || true
 export SLUICE_REQUIRE_REDIS=1
 echo "== go test -race ./fleet/..."
 go test -race -count=1 -timeout 10m ./fleet/...
+
+# Eight real sidecars and a real Redis in front of one throttling store,
+# Redis stopped, then killed and restarted empty, mid-load (about 70s).
+# The shares and goodput compared are printed on the RESULT lines.
+echo "== go test -tags e2e ./fleet/e2e/"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+go test -tags e2e -count=1 -v -timeout 10m ./fleet/e2e/ 2>&1 | tee "$log" ||
+  status=${PIPESTATUS[0]}
+grep 'RESULT' "$log" | sed 's/^ */== /' || true
+exit "$status"
