@@ -96,10 +96,10 @@ func (c *Controller) lapseCeilingLocked(now time.Time) {
 // Load is what a Controller tells a fleet coordinator of its load.
 type Load struct {
 	// Demand is what the sidecar would send if it were unlimited, units/s:
-	// MaxRate when callers waited on the send rate lately and used what it
-	// let through (the limit, the ceiling or the store held them back:
-	// they want more than they get), otherwise demandHeadroom times what
-	// it sent lately.
+	// MaxRate when callers wait on the send rate now, or waited lately and
+	// used what it let through (the limit, the ceiling or the store held
+	// them back: they want more than they get), otherwise demandHeadroom
+	// times what it sent lately.
 	Demand float64
 	// Goodput is what the store accepted lately, units/s (0 until enough
 	// samples tell).
@@ -124,7 +124,12 @@ func (c *Controller) Load(now time.Time) Load {
 		sent = max(sent, c.win.granted/d.Seconds())
 	}
 	rate := c.sendRateLocked(now)
-	if (m.blockRate || c.win.blockRate) && sent >= sentShare*rate {
+	// Callers wait on the rate now, or waited lately and used what it let
+	// through: a loader held back, not one sending in bursts. (At a rate
+	// of a few units a second, what was sent in a Window or two says
+	// nothing; the queue does.)
+	held := c.q.n > 0 && !c.q.head.deadline.IsZero() && !now.Before(c.pausedUntil)
+	if held || (m.blockRate || c.win.blockRate) && sent >= sentShare*rate {
 		l.Demand = c.cfg.MaxRate
 		return l
 	}

@@ -179,3 +179,39 @@ func TestLoadDemand(t *testing.T) {
 		t.Errorf("throttles %d, want 1", l.Throttles)
 	}
 }
+
+// TestLoadDemandHeld: at a ceiling of a write a second, what was sent in a
+// Window tells nothing, but a caller waiting on the rate does: the demand
+// is MaxRate.
+func TestLoadDemandHeld(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, err := New(Config{InitialRate: 50, MinRate: 1, MaxRate: 1000, MaxConcurrency: 10, Burst: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.SetCeiling(1, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for ctx.Err() == nil {
+				p, err := c.Acquire(ctx, 1)
+				if err != nil {
+					return
+				}
+				p.Done(success(time.Millisecond))
+			}
+		}()
+		time.Sleep(2500 * time.Millisecond)
+		synctest.Wait()
+		if l := c.Load(time.Now()); l.Demand != 1000 {
+			t.Errorf("a caller waiting at a ceiling of 1/s: demand %v, want MaxRate 1000", l.Demand)
+		}
+		cancel()
+		<-done
+	})
+}
