@@ -64,6 +64,8 @@ type Local interface {
 const (
 	DefaultRefresh = time.Second
 	DefaultWeight  = 1
+	// DefaultMaxRate is the sidecar's default SLUICE_MAX_RATE in requests.
+	DefaultMaxRate = 100000
 	// DefaultSafeFor: a safe share holds for 30s after the lease expired:
 	// long enough to ride out a Redis restart or failover, short enough
 	// that a fleet that changed meanwhile (members gone, capacity moved)
@@ -106,10 +108,12 @@ type Config struct {
 	// Capacity is the store's known budget in units/s; 0 lets the fleet
 	// learn it from throttles.
 	Capacity float64
-	// InitialRate and MinRate are the sidecar's (limiter.Config): a new
-	// fleet starts from its members' initial rates, and never gives a
-	// member less than MinRate. MinRate must be > 0.
-	InitialRate, MinRate float64
+	// InitialRate, MinRate and MaxRate are the sidecar's (limiter.Config):
+	// a new fleet starts from its members' initial rates, never gives a
+	// member less than MinRate, and a member's first report, before it
+	// knows its load, claims MaxRate. MinRate must be > 0; MaxRate 0 means
+	// DefaultMaxRate.
+	InitialRate, MinRate, MaxRate float64
 	// Refresh is the period of the calls to Redis (jittered ±10%); 0 means
 	// DefaultRefresh.
 	Refresh time.Duration
@@ -131,6 +135,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.Member == "" {
 		c.Member = MemberID()
+	}
+	if c.MaxRate == 0 {
+		c.MaxRate = DefaultMaxRate
 	}
 	if c.Weight == 0 {
 		c.Weight = DefaultWeight
@@ -169,6 +176,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("fleet: Config.MinRate=%v must be finite and > 0", c.MinRate)
 	case !pos(c.InitialRate):
 		return fmt.Errorf("fleet: Config.InitialRate=%v must be finite and > 0", c.InitialRate)
+	case c.MaxRate != 0 && !pos(c.MaxRate):
+		return fmt.Errorf("fleet: Config.MaxRate=%v must be 0 (default) or finite and > 0", c.MaxRate)
 	case c.Refresh < 0 || c.Refresh != 0 && c.Refresh < 10*time.Millisecond:
 		return fmt.Errorf("fleet: Config.Refresh=%v must be 0 (default) or >= 10ms", c.Refresh)
 	case c.Timeout < 0, c.LeaseTTL < 0, c.SafeFor < 0:
@@ -355,6 +364,13 @@ func (c *Client) report(now time.Time) (Report, bool) {
 		HintBudget:    c.cfg.InitialRate,
 		MinRate:       c.cfg.MinRate,
 		WantMembers:   now.Sub(c.statusAt) < listWanted && now.Sub(c.listAt) >= listEvery,
+	}
+	if c.seq == 1 {
+		// A member's first report: what it will want is not known yet,
+		// its loader may not even have started. It claims a full share,
+		// which its next report corrects if it wants less: a joiner gets
+		// its share at once, not a refresh after its first writes.
+		r.Demand = max(r.Demand, c.cfg.MaxRate)
 	}
 	if load.Throttles > c.thrBase {
 		r.Throttles = load.Throttles - c.thrBase

@@ -119,6 +119,7 @@ func (s *Server) newFleet(cfg *Config, reg prometheus.Registerer, log *slog.Logg
 		Capacity:    cfg.FleetCapacity,
 		InitialRate: cfg.InitialRate,
 		MinRate:     cfg.MinRate,
+		MaxRate:     cfg.MaxRate,
 		Refresh:     cfg.FleetRefresh,
 		Logger:      log,
 		Metrics:     m,
