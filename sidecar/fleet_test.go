@@ -118,7 +118,9 @@ func TestFleetWiring(t *testing.T) {
 		b, stopB := newFleetServer(t, mr, store, env...)
 		defer stopA()
 		defer stopB()
-		time.Sleep(1500 * time.Millisecond)
+		// Two refreshes each: a first report claims a full share, the
+		// next says what the sidecar wants.
+		time.Sleep(2500 * time.Millisecond)
 		// Both idle: each asks for its least rate and gets it, and the
 		// rest of the capacity by weight.
 		if r, _ := a.lim.Ceiling(); math.Abs(r-200) > 1 {
