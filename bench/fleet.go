@@ -183,6 +183,7 @@ type fleetResultRow struct {
 	afterKill  float64 // aggregate goodput ÷ capacity over [killAt+5s, end)
 	cmdsPerSec float64 // Redis commands per sidecar per second; NaN without Redis
 	failed     int64
+	runs       int // folded by medianFleetRow
 }
 
 // runFleetBench runs one contender through fb and measures it.
@@ -319,6 +320,9 @@ func fleetMarkdown(sizes []int, rows map[int][]fleetResultRow) string {
 	fmt.Fprintf(&b, "Store: S3 style, capacity %.0f requests/s per sidecar, base latency %v (×1/(1−ρ), at most ×%.0f), burst %v; %d greedy writers per sidecar; %v. The last sidecar joins at %v, the first is killed (no goodbye) at %v. Aggregate figures over [%v, %v); fairness (slowest ÷ fair share, Jain's index) over [%v, %v), all sidecars in; the late joiner has its share when a 1 s window of its goodput stays ≥ %.0f%% of the fair share for %v.\n\n",
 		fb.perMember, fb.store.BaseLatency, fb.store.MaxLatencyFactor, fb.store.Burst, fb.writers, fb.duration, fb.joinAt, fb.killAt,
 		fb.settle, fb.duration, fb.fairFrom, fb.killAt, 100*lateJoinTarget, convHold)
+	if rs := rows[sizes[0]]; len(rs) > 0 && rs[0].runs > 1 {
+		fmt.Fprintf(&b, "Every figure is the median of %d runs.\n\n", rs[0].runs)
+	}
 	for _, n := range sizes {
 		fmt.Fprintf(&b, "**N = %d** (capacity %.0f requests/s)\n\n", n, float64(n)*fb.perMember)
 		b.WriteString("| contender | capacity | aggregate goodput | throttle ratio | slowest ÷ fair | Jain | late joiner at 90% after | goodput after the kill | Redis commands per sidecar per s | failed writes |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -355,4 +359,30 @@ func fleetMarkdown(sizes []int, rows map[int][]fleetResultRow) string {
 		}
 	}
 	return b.String()
+}
+
+// medianFleetRow folds repeated runs into per-metric medians.
+func medianFleetRow(rs []fleetResultRow) fleetResultRow {
+	pick := func(f func(r fleetResultRow) float64) float64 {
+		xs := make([]float64, len(rs))
+		for i, r := range rs {
+			xs[i] = f(r)
+		}
+		return medianOf(xs)
+	}
+	m := rs[0]
+	m.share = pick(func(r fleetResultRow) float64 { return r.share })
+	m.throttle = pick(func(r fleetResultRow) float64 { return r.throttle })
+	m.slowest = pick(func(r fleetResultRow) float64 { return r.slowest })
+	m.jain = pick(func(r fleetResultRow) float64 { return r.jain })
+	m.afterKill = pick(func(r fleetResultRow) float64 { return r.afterKill })
+	m.cmdsPerSec = pick(func(r fleetResultRow) float64 { return r.cmdsPerSec })
+	m.failed = int64(pick(func(r fleetResultRow) float64 { return float64(r.failed) }))
+	cs := make([]convergence, len(rs))
+	for i, r := range rs {
+		cs[i] = r.lateJoin
+	}
+	m.lateJoin = medianConv(cs)
+	m.runs = len(rs)
+	return m
 }

@@ -10,7 +10,10 @@ import (
 	"time"
 )
 
-var fleetFull = flag.Bool("fleet", false, "TestFleetSideBySide: run N = 8, 64 and 256 (default: N = 8 only)")
+var (
+	fleetFull = flag.Bool("fleet", false, "TestFleetSideBySide: run N = 8, 64 and 256 (default: N = 8 only)")
+	fleetReps = flag.Int("fleet-reps", 0, "TestFleetSideBySide: runs per contender and size, reported as medians (0: 1, or 3 with -fleet)")
+)
 
 // TestFleetSideBySide runs the fleet benchmark: sluice in fleet mode
 // (unknown and configured capacity), sluice's sidecars alone and the
@@ -26,6 +29,13 @@ func TestFleetSideBySide(t *testing.T) {
 	if *fleetFull {
 		sizes = fleetBenchSizes
 	}
+	reps := *fleetReps
+	if reps <= 0 {
+		reps = 1
+		if *fleetFull {
+			reps = 3
+		}
+	}
 	var mu sync.Mutex
 	rows := map[int][]fleetResultRow{}
 	wall := time.Now()
@@ -37,20 +47,27 @@ func TestFleetSideBySide(t *testing.T) {
 				modes = []bool{false, true}
 			}
 			for _, configured := range modes {
-				t.Run(fmt.Sprintf("N=%d/%s/configured=%v", n, fc.name, configured), func(t *testing.T) {
-					synctest.Test(t, func(t *testing.T) {
-						row, err := runFleetBench(t.Context(), newFleetBench(n, configured), fc)
-						if err != nil {
-							t.Fatal(err)
-						}
-						if row.share <= 0 {
-							t.Fatalf("%s acknowledged nothing", fc.name)
-						}
-						mu.Lock()
-						rows[n] = append(rows[n], row)
-						mu.Unlock()
+				runs := make([]fleetResultRow, reps)
+				for k := range reps {
+					t.Run(fmt.Sprintf("N=%d/%s/configured=%v/%d", n, fc.name, configured, k), func(t *testing.T) {
+						synctest.Test(t, func(t *testing.T) {
+							row, err := runFleetBench(t.Context(), newFleetBench(n, configured), fc)
+							if err != nil {
+								t.Fatal(err)
+							}
+							if row.share <= 0 {
+								t.Fatalf("%s acknowledged nothing", fc.name)
+							}
+							runs[k] = row
+						})
 					})
-				})
+				}
+				if t.Failed() {
+					return
+				}
+				mu.Lock()
+				rows[n] = append(rows[n], medianFleetRow(runs))
+				mu.Unlock()
 			}
 		}
 	}
