@@ -224,6 +224,8 @@ type Controller struct {
 
 	logs    [numLimits][numReasons]logState
 	outLogs [2]logState // an outage's beginning and its end
+
+	ceil ceiling // a cap set from outside, see SetCeiling (ceiling.go)
 }
 
 // New returns a Controller for cfg, or the error of cfg.Validate.
@@ -248,9 +250,11 @@ func New(cfg Config) (*Controller, error) {
 	return c, nil
 }
 
-// applyRateLocked pushes rate.v into the bucket. Requires that c.mu is held.
+// applyRateLocked pushes rate.v, or a lower ceiling (see SetCeiling),
+// into the bucket. Requires that c.mu is held.
 func (c *Controller) applyRateLocked(now time.Time) {
-	c.bucket.set(now, c.rate.v, c.burstFor(c.rate.v))
+	r := c.sendRateLocked(now)
+	c.bucket.set(now, r, c.burstFor(r))
 }
 
 func (c *Controller) burstFor(rate float64) float64 {

@@ -179,6 +179,7 @@ func (c *Controller) Tick(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.heartbeat = now
+	c.lapseCeilingLocked(now)
 	elapsed := now.Sub(c.win.start)
 	if c.closed || elapsed <= 0 {
 		return

@@ -107,6 +107,16 @@ type Config struct {
 
 	// Upstream credentials.
 	Auth auth.Config
+
+	// Fleet mode (package fleet): sidecars that write to one store share
+	// its capacity through Redis. Off unless FLEET_REDIS_URL is set;
+	// checked by validateFleet (fleet.go).
+	FleetRedisURL          string        `env:"FLEET_REDIS_URL"`
+	FleetRedisPasswordFile string        `env:"FLEET_REDIS_PASSWORD_FILE"`
+	FleetResource          string        `env:"FLEET_RESOURCE"`
+	FleetCapacity          float64       `env:"FLEET_CAPACITY"`
+	FleetWeight            float64       `env:"FLEET_WEIGHT" envDefault:"1"`
+	FleetRefresh           time.Duration `env:"FLEET_REFRESH" envDefault:"1s"`
 }
 
 // ByteSize is a size in bytes that parses "8MiB", "512KiB", "1GB", "512Mi"
@@ -237,6 +247,7 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	checks = append(checks, cfg.validate()...)
 	checks = append(checks, cfg.validateStallRemedies()...)
 	checks = append(checks, cfg.validateHold()...)
+	checks = append(checks, cfg.validateFleet()...)
 	for _, e := range cfg.Auth.Validate() {
 		checks = append(checks, e.Error())
 	}

@@ -38,6 +38,10 @@ type Options struct {
 	// own *http.Transport (an in-process store for simulations and tests;
 	// the upstream timeouts then rest on the attempt's deadline alone).
 	Transport http.RoundTripper
+
+	// FleetDialer, if set, makes fleet mode's connections to Redis
+	// instead of TCP (an in-process Redis for tests).
+	FleetDialer func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Server is a running sluice: the proxy, the admin server, the control loop
@@ -57,6 +61,8 @@ type Server struct {
 
 	stopOnce sync.Once
 	stopCh   chan struct{}
+
+	fleet *fleetPart // nil unless fleet mode is on (fleet.go)
 }
 
 // StartupError is a problem found while starting that the operator must fix
@@ -157,6 +163,10 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		}
 		return nil, err
 	}
+	if err := s.newFleet(&cfg, reg, log, opts.FleetDialer); err != nil {
+		jobs.Close()
+		return nil, err
+	}
 	s.admin = admin.New(admin.Config{
 		Token:           cfg.AdminToken,
 		HeartbeatMaxAge: max(10*cfg.ControlInterval, 5*time.Second),
@@ -177,6 +187,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		Stop:      s.requestStop,
 		Started:   s.started,
 		History:   admin.NewHistory(admin.HistoryPoints),
+		Fleet:     s.fleetStatus,
 	})
 	return s, nil
 }
@@ -306,6 +317,7 @@ func (s *Server) StartLoops() (stop func()) {
 	if s.auth != nil {
 		loops.Go(func() { s.auth.Start(ctx) })
 	}
+	loops.Go(func() { s.runFleet(ctx) })
 	return func() {
 		s.lim.Close()
 		s.proxy.Close()

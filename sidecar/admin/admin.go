@@ -64,6 +64,10 @@ type Deps struct {
 	Stop      func(reason string) // starts a graceful shutdown
 	Started   time.Time
 	History   *History // what the status page charts; nil keeps none
+
+	// Fleet, if set, is fleet mode's part of /v1/status (fleet.go); it
+	// returns nil when fleet mode is off.
+	Fleet func() *FleetStatus
 }
 
 // API serves the admin endpoints. It is safe for concurrent use.
@@ -253,6 +257,8 @@ type Status struct {
 	Jobs         map[string]int `json:"jobs"`
 	Auth         any            `json:"auth,omitempty"`
 	Uptime       string         `json:"uptime"`
+
+	Fleet *FleetStatus `json:"fleet,omitempty"`
 }
 
 // LimiterStatus is the controller's state in /v1/status.
@@ -313,6 +319,9 @@ func (s *API) Status() Status {
 	}
 	if s.d.Auth != nil {
 		st.Auth = s.d.Auth.Status()
+	}
+	if s.d.Fleet != nil {
+		st.Fleet = s.d.Fleet()
 	}
 	return st
 }

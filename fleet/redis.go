@@ -1,0 +1,74 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dev/sluice/internal/redact"
+)
+
+// NewRedis returns a client of the Redis at rawURL (redis:// or rediss://
+// for TLS, with an optional user, password and database number:
+// redis://user:password@host:6379/0), set up for fleet mode: password, if
+// not "", replaces the URL's; every call is bounded by timeout, dialling
+// included, and never retried within a refresh (the next refresh is the
+// retry); two connections at most; RESP2, which every server that speaks
+// Redis's protocol understands; no CLIENT SETINFO. Errors name the URL
+// redacted. It does no I/O: it connects at the first call, and again
+// after a connection breaks.
+func NewRedis(rawURL, password string, timeout time.Duration) (*redis.Client, error) {
+	opts, err := RedisOptions(rawURL, password, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewClient(opts), nil
+}
+
+// RedisOptions are NewRedis's options, for a caller that adds to them (a
+// Dialer in tests).
+func RedisOptions(rawURL, password string, timeout time.Duration) (*redis.Options, error) {
+	quietOnce.Do(func() { redis.SetLogger(quiet{}) })
+	opts, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: Redis URL %s: %w", redact.URL(rawURL), redact.URLError(err))
+	}
+	if password != "" {
+		opts.Password = password
+	}
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = timeout, timeout, timeout, timeout
+	opts.ContextTimeoutEnabled = true
+	opts.MaxRetries = -1
+	opts.DialerRetries = 1
+	opts.PoolSize, opts.MinIdleConns = 2, 0
+	opts.Protocol = 2
+	opts.DisableIdentity = true
+	return opts, nil
+}
+
+// quiet silences go-redis's own log lines (plain text on stderr, one per
+// failed dial): the Client logs failures itself, as JSON through the
+// sidecar's logger, and throttled.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
+
+var quietOnce sync.Once
+
+// ValidRedisURL reports why rawURL cannot be a fleet's Redis, or nil: it
+// must be a redis:// or rediss:// URL with a host that go-redis reads.
+// The error shows the URL redacted.
+func ValidRedisURL(rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return fmt.Errorf("must be a redis:// or rediss:// URL with a host, got %q", redact.URL(rawURL))
+	}
+	if _, err := redis.ParseURL(rawURL); err != nil {
+		return fmt.Errorf("%q: %v", redact.URL(rawURL), redact.URLError(err))
+	}
+	return nil
+}
