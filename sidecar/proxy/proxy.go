@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -21,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-retryablehttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
@@ -97,7 +95,7 @@ var pushbackReasons = [...]string{reasonQueueFull, reasonQueueTimeout, reasonNoC
 
 // Proxy forwards a loader's writes to the store: each attempt passes the
 // adaptive limiter, has a deadline, is classified from the store's answer,
-// and is retried (when its body allows it) through go-retryablehttp. It is an
+// and is retried when its body allows it (send, retryPolicy). It is an
 // http.Handler, safe for concurrent use.
 type Proxy struct {
 	upstream     *url.URL
@@ -555,9 +553,9 @@ func (p *Proxy) cost(r *http.Request, ex *exchange) float64 {
 }
 
 // roundTrip is the ReverseProxy's transport: body buffering, admission,
-// then the attempts through go-retryablehttp. A buffered body is read
-// before the write queues for a send slot, so a loader that trickles its
-// body holds no slot of the store's.
+// then the attempts (send). A buffered body is read before the write
+// queues for a send slot, so a loader that trickles its body holds no slot
+// of the store's.
 func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	ex := exchangeFrom(out.Context())
 	p.retryBudget.Request(time.Now())
@@ -584,64 +582,113 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 			ex.permit = nil
 		}
 	}()
-	rreq, err := retryablehttp.NewRequestWithContext(out.Context(), out.Method, out.URL.String(), body)
-	if err != nil {
-		return nil, err
+	if p.auth != nil {
+		// SigV4 signing rewrites the query of the URL it signs (its
+		// canonical form): the attempts share a copy, not the loader's.
+		u := *out.URL
+		out = out.WithContext(out.Context())
+		out.URL = &u
 	}
-	rreq.Header = out.Header
-	rreq.Host = out.Host
-	rreq.Trailer = out.Trailer
-	if !ex.buffered {
-		if out.ContentLength > 0 {
-			rreq.ContentLength = out.ContentLength
-		}
-		// go-retryablehttp's GetBody would hand back the same stream,
-		// already read. net/http calls GetBody on its own to send a body
-		// again (HTTP/2 after REFUSED_STREAM or GOAWAY; HTTP/1.1 for a
-		// request it deems replayable when a reused connection drops), and
-		// SigV4 reads it to hash the payload: either would send an empty or
-		// cut body, and the store would acknowledge it. Without GetBody,
-		// net/http resends only a body it has not started to read, and
-		// otherwise fails the attempt, which the loader is told.
-		rreq.GetBody = nil
-	}
-	return p.send(ex, rreq)
+	return p.send(ex, out, body)
 }
 
-// send makes ex's attempts. go-retryablehttp runs the loop: it makes an
-// attempt (p.attempt), asks retryPolicy whether to make another, drains
-// and closes the answer it will not pass on (which ends that attempt),
-// sleeps the wait retryPolicy chose or until the write's context ends, and
-// sends the body again from its start. The policy is all in retryPolicy.
-func (p *Proxy) send(ex *exchange, req *retryablehttp.Request) (*http.Response, error) {
-	var wait time.Duration // retryPolicy's, for the Backoff that retryablehttp asks next
-	retryMax := p.retryMax
-	if ex.held() {
-		retryMax = math.MaxInt // retryPolicy ends a held write by its hold, not by a count
+// requestBody is a write's body as its attempts send it.
+type requestBody struct {
+	// buf is a body in memory (buffered): each attempt sends it from its
+	// start. nil, with stream nil too: the write has no body.
+	buf []byte
+	// stream is the loader's body, read during the first attempt and sent
+	// once (see retryPolicy).
+	stream io.Reader
+	// length is a streamed body's Content-Length, 0 when unknown.
+	length int64
+}
+
+// set puts b on req, one attempt's copy of the outbound request.
+func (b *requestBody) set(req *http.Request) {
+	// The length is known (buffered) or the loader's (streamed): never
+	// the loader's framing.
+	req.TransferEncoding = nil
+	switch {
+	case b.stream != nil:
+		// No GetBody: it could only hand back the same stream, already
+		// read. net/http calls GetBody on its own to send a body again
+		// (HTTP/2 after REFUSED_STREAM or GOAWAY; HTTP/1.1 for a request
+		// it deems replayable when a reused connection drops), and SigV4
+		// reads it to hash the payload: either would send an empty or cut
+		// body, and the store would acknowledge it. Without GetBody,
+		// net/http resends only a body it has not started to read, and
+		// otherwise fails the attempt, which the loader is told. The
+		// stream is the loader's: the ReverseProxy closes it, never an
+		// attempt.
+		req.Body, req.GetBody, req.ContentLength = io.NopCloser(b.stream), nil, b.length
+	case b.buf != nil:
+		req.Body, req.GetBody, req.ContentLength = newReplay(b.buf), b.replay, int64(len(b.buf))
+	default:
+		req.Body, req.GetBody, req.ContentLength = nil, nil, 0
 	}
-	c := &retryablehttp.Client{
-		HTTPClient: &http.Client{
-			Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) { return p.attempt(ex, r) }),
-			// A proxy hands redirects to the loader; it never follows them.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		RetryMax: retryMax,
-		CheckRetry: func(ctx context.Context, resp *http.Response, err error) (retry bool, stop error) {
-			retry, wait, stop = p.retryPolicy(ctx, ex, resp, err)
-			return retry, stop
-		},
-		Backoff:      func(time.Duration, time.Duration, int, *http.Response) time.Duration { return wait },
-		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+}
+
+// replay is GetBody for a buffered body: net/http sends it again from its
+// start when a reused connection drops before the store read it, and SigV4
+// hashes it.
+func (b *requestBody) replay() (io.ReadCloser, error) { return newReplay(b.buf), nil }
+
+// replayReader is a buffered body as one attempt sends it.
+type replayReader struct{ bytes.Reader }
+
+func newReplay(buf []byte) *replayReader {
+	r := &replayReader{}
+	r.Reset(buf)
+	return r
+}
+
+func (*replayReader) Close() error { return nil }
+
+// send makes ex's attempts, one after the other, and returns the answer
+// the loader gets: each attempt (p.attempt), then retryPolicy's verdict on
+// it. Before a write is sent again, the answer it will not pass on is
+// drained and closed (which ends that attempt: its permit, its report),
+// and it waits the wait retryPolicy chose, or until the write's context
+// ends. The policy is all in retryPolicy.
+func (p *Proxy) send(ex *exchange, out *http.Request, body requestBody) (*http.Response, error) {
+	ctx := out.Context()
+	for {
+		resp, err := p.attempt(ex, out, &body)
+		retry, wait, stop := p.retryPolicy(ctx, ex, resp, err)
+		if !retry {
+			if stop == nil {
+				stop = err
+			}
+			if stop != nil && resp != nil {
+				// The loader left as the store's answer came
+				// (retryPolicy passes both on). The ReverseProxy drops a
+				// response that comes with an error, so close it here:
+				// that ends the attempt and its permit.
+				resp.Body.Close()
+				resp = nil
+			}
+			return resp, stop
+		}
+		if err == nil {
+			drainAnswer(resp.Body)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
 	}
-	resp, err := c.Do(req)
-	if err != nil && resp != nil {
-		// The loader left as the store's answer came (retryPolicy passes
-		// both on). The ReverseProxy drops a response that comes with an
-		// error, so close it here: that ends the attempt and its permit.
-		resp.Body.Close()
-		resp = nil
-	}
-	return resp, err
+}
+
+// drainAnswer reads a little of an answer that is not passed on before
+// closing it, so that its connection may carry the next attempt; a longer
+// answer is cut, and its connection closed.
+func drainAnswer(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 4<<10))
+	body.Close()
 }
 
 // retryPolicy is sluice's retry policy, asked after every attempt of ex
@@ -723,9 +770,7 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 		p.m.retries.WithLabelValues(ex.last.Kind.String()).Inc()
 		return true, wait, nil
 	case ex.attempts > p.retryMax:
-		// No retries left. Stopping here rather than letting
-		// retryablehttp run out keeps its give-up path (which closes
-		// every idle connection) out of the way.
+		// No retries left.
 		return false, 0, p.giveUp(ex, err)
 	case ex.last.Kind == classify.Timeout:
 		// A store that did not answer in SLUICE_UPSTREAM_TIMEOUT is not
@@ -847,15 +892,15 @@ func (p *Proxy) methodRetryable(method string) bool {
 
 // prepareBody reads the body into memory when it fits in
 // SLUICE_RETRY_BODY_MAX and the global buffer budget, and returns the body
-// to send: the buffered []byte, or the loader's stream, sent once. A
+// to send: in memory, or the loader's stream, sent once. A
 // buffered body can be retried if its method allows; either way it was
 // read at the loader's pace before the write needed a send slot, so a slow
 // loader holds none of the store's.
-func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release func(), err error) {
+func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body requestBody, release func(), err error) {
 	canRetry := p.retryMax > 0 && p.methodRetryable(out.Method)
 	if out.Body == nil || out.Body == http.NoBody || out.ContentLength == 0 {
 		ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, 0
-		return nil, func() {}, nil
+		return requestBody{}, func() {}, nil
 	}
 	// The loader must deliver a buffered body within the upstream timeout,
 	// as it would have to on a direct attempt (slowloris). On an error the
@@ -869,20 +914,20 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 		buf := make([]byte, n)
 		if _, err := io.ReadFull(out.Body, buf); err != nil {
 			p.budget.release(n)
-			return nil, nil, &bodyReadError{err}
+			return requestBody{}, nil, &bodyReadError{err}
 		}
 		p.setReadDeadline(ex, time.Time{})
 		p.m.buffered.Inc()
 		ex.buffered, ex.retryable = true, canRetry
 		ex.items = p.profile.RequestItems(out.Header, buf)
-		return buf, func() { p.budget.release(n) }, nil
+		return requestBody{buf: buf}, func() { p.budget.release(n) }, nil
 	case n < 0 && p.budget.reserve(p.retryBodyMax):
 		// Unknown length: read up to the limit; a longer body streams on.
 		p.setReadDeadline(ex, time.Now().Add(p.timeout))
 		buf, more, err := readUpTo(out.Body, p.retryBodyMax)
 		if err != nil {
 			p.budget.release(p.retryBodyMax)
-			return nil, nil, &bodyReadError{err}
+			return requestBody{}, nil, &bodyReadError{err}
 		}
 		// The reservation shrinks to the memory the buffer holds (its
 		// capacity, which may be more than the bytes read), never below.
@@ -895,11 +940,11 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 			p.m.buffered.Inc()
 			ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, read
 			ex.items = p.profile.RequestItems(out.Header, buf)
-			return buf, func() { p.budget.release(held) }, nil
+			return requestBody{buf: buf}, func() { p.budget.release(held) }, nil
 		}
 		p.m.streamed.Inc()
 		cr := p.newCountingReader(io.MultiReader(bytes.NewReader(buf), bytes.NewReader(more), out.Body), out.Header, ex)
-		return streamOnce(cr), func() {
+		return requestBody{stream: cr}, func() {
 			p.budget.release(held)
 			ex.bodyBytes = cr.n.Load()
 			p.noteBodySize(ex.bodyBytes)
@@ -907,7 +952,7 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 	}
 	p.m.streamed.Inc()
 	cr := p.newCountingReader(out.Body, out.Header, ex)
-	return streamOnce(cr), func() {
+	return requestBody{stream: cr, length: max(n, 0)}, func() {
 		if ex.bodyBytes < 0 {
 			ex.bodyBytes = cr.n.Load()
 			p.noteBodySize(ex.bodyBytes)
@@ -964,13 +1009,6 @@ func (p *Proxy) noteBodySize(n int64) {
 	p.avgBodySize.Store(max(1, (old*7+n)/8))
 }
 
-// streamOnce hands go-retryablehttp the loader's stream without letting it
-// buffer or close it: retryablehttp reads any other body type whole into
-// memory. Such a body is never retried (retryPolicy).
-func streamOnce(r io.Reader) retryablehttp.ReaderFunc {
-	return func() (io.Reader, error) { return struct{ io.Reader }{r}, nil }
-}
-
 // countingReader counts what the transport read of a streamed body. The
 // transport may still be reading when the response has arrived (a store
 // that answers early), so the count is atomic.
@@ -1011,17 +1049,22 @@ func (ex *exchange) requestItems() int {
 }
 
 // attempt is one upstream attempt of ex: limiter permit, credentials,
-// deadline, classification. It is the RoundTripper of send's client.
-func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error) {
+// deadline, classification. out is the outbound request (rewrite's), and
+// body what the attempt sends.
+func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*http.Response, error) {
 	ex.attempts++
 	permit := ex.permit
 	ex.permit = nil
 	if permit == nil {
 		var err error
-		if permit, err = p.acquire(req.Context(), ex); err != nil {
+		if permit, err = p.acquire(out.Context(), ex); err != nil {
 			return nil, err
 		}
 	}
+	// This attempt's own copy: the transport may still be reading the
+	// previous attempt's body when the store has answered it.
+	req := out.WithContext(out.Context())
+	body.set(req)
 	if p.auth != nil {
 		if err := p.auth.Apply(req); err != nil {
 			if req.Body != nil {
