@@ -243,6 +243,7 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.answerError,
 		ErrorLog:       slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn),
+		BufferPool:     &copyBuffers{},
 	}
 	return p, nil
 }
