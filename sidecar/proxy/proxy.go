@@ -504,13 +504,27 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 		if ex.held() {
 			deadline = ex.holdUntil
 		}
-		qctx, cancel := context.WithDeadline(ctx, deadline)
-		if ex.pipelined {
-			permit, err = p.lim.AcquirePipelined(qctx, cost)
-		} else {
-			permit, err = p.lim.Acquire(qctx, cost)
+		err = limiter.ErrNoCapacity
+		if ctx.Err() == nil && start.Before(deadline) {
+			// Most writes find a slot free: they take it here, without
+			// the queue's deadline, a context and a timer per write. A
+			// write that would wait, or would pass others waiting
+			// already, queues below.
+			if ex.pipelined {
+				permit, err = p.lim.TryAcquirePipelined(cost)
+			} else {
+				permit, err = p.lim.TryAcquire(cost)
+			}
 		}
-		cancel()
+		if errors.Is(err, limiter.ErrNoCapacity) {
+			qctx, cancel := context.WithDeadline(ctx, deadline)
+			if ex.pipelined {
+				permit, err = p.lim.AcquirePipelined(qctx, cost)
+			} else {
+				permit, err = p.lim.Acquire(qctx, cost)
+			}
+			cancel()
+		}
 		p.m.queueWait.Observe(time.Since(start).Seconds())
 	}
 	if err == nil {
