@@ -273,8 +273,12 @@ func (s stagedPermit) Leader() pipeline.Permit {
 // no certificate.
 var ErrCAFile = errors.New("upstream CA file")
 
-// newTransport bounds every phase of an upstream connection: dial, TLS
-// handshake and response headers; the whole attempt is bounded by its context.
+// newTransport bounds the phases of an upstream connection that outlast no
+// attempt of their own: dial and TLS handshake. Each attempt is bounded by
+// its context's deadline (SLUICE_UPSTREAM_TIMEOUT from its start), which
+// covers the wait for the response headers too: a ResponseHeaderTimeout of
+// the same length, started once the request is written, could never fire
+// first, and would cost a timer per attempt.
 func newTransport(cfg Config) (*http.Transport, error) {
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CAFile != "" {
@@ -296,7 +300,6 @@ func newTransport(cfg Config) (*http.Transport, error) {
 		DialContext:           (&net.Dialer{Timeout: min(5*time.Second, t), KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsCfg,
 		TLSHandshakeTimeout:   min(10*time.Second, t),
-		ResponseHeaderTimeout: t,
 		ExpectContinueTimeout: time.Second,
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConns:          4 * cfg.MaxConcurrency,
