@@ -333,15 +333,16 @@ type exchange struct {
 	retryable bool            // buffered, and its method may be retried
 	pipelined bool            // retryable, and sent on p.pipe
 	attempts  int
-	last      classify.Result // the last attempt's classification
-	bodyBytes int64           // request body size, -1 unknown
-	items     int             // writes in a buffered batch body (classify.Profile.RequestItems), -1 unknown
-	streamed  *countingReader // the body as it streams, when it is not buffered
-	status    int             // what the loader was answered
-	loader    context.Context // the loader's own request context
-	rc        *http.ResponseController
-	arrived   time.Time // when sluice took the write up
-	holdUntil time.Time // hold mode: the write is sent again until then (see retryPolicy); zero: not held
+	last      classify.Result     // the last attempt's classification
+	bodyBytes int64               // request body size, -1 unknown
+	items     int                 // writes in a buffered batch body (classify.Profile.RequestItems), -1 unknown
+	body      requestBody         // what each attempt sends (prepareBody)
+	streamed  *countingReader     // the body as it streams, when it is not buffered
+	status    int                 // what the loader was answered
+	loader    context.Context     // the loader's own request context
+	w         http.ResponseWriter // the loader's; see setReadDeadline
+	arrived   time.Time           // when sluice took the write up
+	holdUntil time.Time           // hold mode: the write is sent again until then (see retryPolicy); zero: not held
 }
 
 // held reports whether ex is held (hold mode, and a write sluice may send
@@ -365,7 +366,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if job == "" {
 		job = p.defaultJob
 	}
-	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), rc: http.NewResponseController(w), arrived: time.Now()}
+	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), w: w, arrived: time.Now()}
 	defer func() { p.m.requests.WithLabelValues(strconv.Itoa(ex.status)).Inc() }()
 	if !state.ValidJobID(job) {
 		ex.status = http.StatusBadRequest
@@ -577,11 +578,10 @@ func (p *Proxy) cost(r *http.Request, ex *exchange) float64 {
 func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	ex := exchangeFrom(out.Context())
 	p.retryBudget.Request(time.Now())
-	body, release, err := p.prepareBody(out, ex)
-	if err != nil {
+	if err := p.prepareBody(out, ex); err != nil {
 		return nil, err
 	}
-	defer release()
+	defer p.bodyDone(ex)
 	ex.cost = p.cost(out, ex)
 	if p.hold > 0 && ex.retryable {
 		ex.holdUntil = ex.arrived.Add(p.hold)
@@ -607,7 +607,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		out = out.WithContext(out.Context())
 		out.URL = &u
 	}
-	return p.send(ex, out, body)
+	return p.send(ex, out)
 }
 
 // requestBody is a write's body as its attempts send it.
@@ -620,6 +620,9 @@ type requestBody struct {
 	stream io.Reader
 	// length is a streamed body's Content-Length, 0 when unknown.
 	length int64
+	// reserved is what the body holds of the buffer budget, given back
+	// when the exchange ends (bodyDone).
+	reserved int64
 }
 
 // set puts b on req, one attempt's copy of the outbound request.
@@ -669,10 +672,10 @@ func (*replayReader) Close() error { return nil }
 // drained and closed (which ends that attempt: its permit, its report),
 // and it waits the wait retryPolicy chose, or until the write's context
 // ends. The policy is all in retryPolicy.
-func (p *Proxy) send(ex *exchange, out *http.Request, body requestBody) (*http.Response, error) {
+func (p *Proxy) send(ex *exchange, out *http.Request) (*http.Response, error) {
 	ctx := out.Context()
 	for {
-		resp, err := p.attempt(ex, out, &body)
+		resp, err := p.attempt(ex, out, &ex.body)
 		retry, wait, stop := p.retryPolicy(ctx, ex, resp, err)
 		if !retry {
 			if stop == nil {
@@ -909,16 +912,17 @@ func (p *Proxy) methodRetryable(method string) bool {
 }
 
 // prepareBody reads the body into memory when it fits in
-// SLUICE_RETRY_BODY_MAX and the global buffer budget, and returns the body
-// to send: in memory, or the loader's stream, sent once. A
-// buffered body can be retried if its method allows; either way it was
-// read at the loader's pace before the write needed a send slot, so a slow
-// loader holds none of the store's.
-func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body requestBody, release func(), err error) {
+// SLUICE_RETRY_BODY_MAX and the global buffer budget, and sets ex.body, the
+// body to send: in memory, or the loader's stream, sent once. A buffered
+// body can be retried if its method allows; either way it was read at the
+// loader's pace before the write needed a send slot, so a slow loader
+// holds none of the store's. On an error it holds nothing of the budget;
+// otherwise bodyDone gives back what it holds.
+func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 	canRetry := p.retryMax > 0 && p.methodRetryable(out.Method)
 	if out.Body == nil || out.Body == http.NoBody || out.ContentLength == 0 {
 		ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, 0
-		return requestBody{}, func() {}, nil
+		return nil
 	}
 	// The loader must deliver a buffered body within the upstream timeout,
 	// as it would have to on a direct attempt (slowloris). On an error the
@@ -932,20 +936,21 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body requestBody, 
 		buf := make([]byte, n)
 		if _, err := io.ReadFull(out.Body, buf); err != nil {
 			p.budget.release(n)
-			return requestBody{}, nil, &bodyReadError{err}
+			return &bodyReadError{err}
 		}
 		p.setReadDeadline(ex, time.Time{})
 		p.m.buffered.Inc()
 		ex.buffered, ex.retryable = true, canRetry
 		ex.items = p.profile.RequestItems(out.Header, buf)
-		return requestBody{buf: buf}, func() { p.budget.release(n) }, nil
+		ex.body = requestBody{buf: buf, reserved: n}
+		return nil
 	case n < 0 && p.budget.reserve(p.retryBodyMax):
 		// Unknown length: read up to the limit; a longer body streams on.
 		p.setReadDeadline(ex, time.Now().Add(p.timeout))
 		buf, more, err := readUpTo(out.Body, p.retryBodyMax)
 		if err != nil {
 			p.budget.release(p.retryBodyMax)
-			return requestBody{}, nil, &bodyReadError{err}
+			return &bodyReadError{err}
 		}
 		// The reservation shrinks to the memory the buffer holds (its
 		// capacity, which may be more than the bytes read), never below.
@@ -958,24 +963,28 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body requestBody, 
 			p.m.buffered.Inc()
 			ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, read
 			ex.items = p.profile.RequestItems(out.Header, buf)
-			return requestBody{buf: buf}, func() { p.budget.release(held) }, nil
+			ex.body = requestBody{buf: buf, reserved: held}
+			return nil
 		}
 		p.m.streamed.Inc()
 		cr := p.newCountingReader(io.MultiReader(bytes.NewReader(buf), bytes.NewReader(more), out.Body), out.Header, ex)
-		return requestBody{stream: cr}, func() {
-			p.budget.release(held)
-			ex.bodyBytes = cr.n.Load()
-			p.noteBodySize(ex.bodyBytes)
-		}, nil
+		ex.body = requestBody{stream: cr, reserved: held}
+		return nil
 	}
 	p.m.streamed.Inc()
 	cr := p.newCountingReader(out.Body, out.Header, ex)
-	return requestBody{stream: cr, length: max(n, 0)}, func() {
-		if ex.bodyBytes < 0 {
-			ex.bodyBytes = cr.n.Load()
-			p.noteBodySize(ex.bodyBytes)
-		}
-	}, nil
+	ex.body = requestBody{stream: cr, length: max(n, 0)}
+	return nil
+}
+
+// bodyDone ends ex's body, once the exchange is over: what it held of the
+// budget is given back, and a streamed body of unknown length now has one.
+func (p *Proxy) bodyDone(ex *exchange) {
+	p.budget.release(ex.body.reserved)
+	if ex.body.stream != nil && ex.bodyBytes < 0 {
+		ex.bodyBytes = ex.streamed.n.Load()
+		p.noteBodySize(ex.bodyBytes)
+	}
 }
 
 // readUpTo reads r until its end or until limit bytes, into a buffer whose
@@ -1018,7 +1027,9 @@ func readUpTo(r io.Reader, limit int64) (buf, more []byte, err error) {
 // setReadDeadline bounds the reading of the loader's request body; a zero
 // time clears it. Writers that cannot (test recorders) are left unbounded.
 func (p *Proxy) setReadDeadline(ex *exchange, t time.Time) {
-	_ = ex.rc.SetReadDeadline(t)
+	// A controller made here stays on the stack; one kept in ex would be
+	// an allocation per write.
+	_ = http.NewResponseController(ex.w).SetReadDeadline(t)
 }
 
 func (p *Proxy) noteBodySize(n int64) {
@@ -1158,7 +1169,7 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	}
 	res := p.profile.Classify(resp.StatusCode, resp.Header, prefix, time.Now())
 	ex.last = res
-	ab := &attemptBody{rc: resp.Body, cancel: cancel}
+	ab := &attemptBody{rc: resp.Body, cancel: cancel, p: p, ex: ex, permit: permit, res: res, latency: latency, parent: req.Context()}
 	if res.Kind == classify.OK {
 		creq := classify.Request{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery, Header: req.Header, Items: ex.requestItems()}
 		ab.scanner = p.profile.NewScanner(creq, resp.StatusCode, resp.Header)
@@ -1167,23 +1178,6 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 			// (see rewrite): the throttling in it is not seen.
 			p.m.unscanned.Inc()
 		}
-	}
-	ab.done = func() {
-		final := res
-		switch {
-		case ab.scanner != nil && ab.err != nil:
-			// The body decides this answer, and it broke off (the
-			// attempt's deadline, the loader leaving, a reset): the
-			// store's verdict never arrived.
-			final = p.classifyError(req.Context(), ab.err, true)
-		case ab.scanner != nil && !ab.eof:
-			// Closed before its end: the loader went away while its
-			// answer was copied to it. Nothing was learned.
-			final = classify.Result{Kind: classify.ClientError, Reason: reasonCancelled, Items: -1}
-		case ab.scanner != nil:
-			final = ab.scanner.Result()
-		}
-		p.finishAttempt(ex, permit, final, latency, ab)
 	}
 	resp.Body = ab
 	return resp, nil
@@ -1338,8 +1332,15 @@ type attemptBody struct {
 	err     error // the first read error other than io.EOF
 	eof     bool  // the body was read to its end
 	cancel  context.CancelFunc
-	done    func()
 	closed  bool
+
+	// The attempt that Close ends (see done).
+	p       *Proxy
+	ex      *exchange
+	permit  *limiter.Permit
+	res     classify.Result // the answer's classification, before its body
+	latency time.Duration
+	parent  context.Context // the write's
 }
 
 func (b *attemptBody) Read(p []byte) (int, error) {
@@ -1364,4 +1365,23 @@ func (b *attemptBody) Close() error {
 		b.done()
 	}
 	return err
+}
+
+// done reports the attempt's outcome, once its answer was read or closed.
+func (b *attemptBody) done() {
+	final := b.res
+	switch {
+	case b.scanner != nil && b.err != nil:
+		// The body decides this answer, and it broke off (the attempt's
+		// deadline, the loader leaving, a reset): the store's verdict
+		// never arrived.
+		final = b.p.classifyError(b.parent, b.err, true)
+	case b.scanner != nil && !b.eof:
+		// Closed before its end: the loader went away while its answer
+		// was copied to it. Nothing was learned.
+		final = classify.Result{Kind: classify.ClientError, Reason: reasonCancelled, Items: -1}
+	case b.scanner != nil:
+		final = b.scanner.Result()
+	}
+	b.p.finishAttempt(b.ex, b.permit, final, b.latency, b)
 }
