@@ -367,7 +367,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		job = p.defaultJob
 	}
 	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), w: w, arrived: time.Now()}
-	defer func() { p.m.requests.WithLabelValues(strconv.Itoa(ex.status)).Inc() }()
+	defer func() { p.m.request(ex.status) }()
 	if !state.ValidJobID(job) {
 		ex.status = http.StatusBadRequest
 		apierror.Write(w, ex.status, "invalid_job_id",
@@ -1257,7 +1257,7 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify
 		s.Outcome = limiter.Neutral
 	}
 	permit.Done(s)
-	p.m.attempts.WithLabelValues(res.Kind.String()).Inc()
+	p.m.attempt(res.Kind)
 	p.m.attemptDuration.Observe(latency.Seconds())
 	if res.Kind.Congestion() {
 		p.m.throttles.WithLabelValues(res.Reason).Inc()
