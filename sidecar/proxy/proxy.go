@@ -117,6 +117,7 @@ type Proxy struct {
 	backoff     limiter.Backoff // retries without a Retry-After
 	honour      limiter.Backoff // retries after a Retry-After, capped by SLUICE_MAX_RETRY_AFTER
 	budget      *Budget
+	bodies      *bodyBuffers // memory for buffered bodies
 	jobs        Jobs
 	auth        *auth.Authenticator
 	m           *metrics
@@ -234,6 +235,11 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		p.pipe = pipeline.New(tr, cfg.Upstream, p.m.pipelined.Inc)
 	}
 	p.avgBodySize.Store(64 << 10)
+	if d.Budget != nil {
+		// Idle buffers are memory the budget does not count: a small
+		// share of it.
+		p.bodies = &bodyBuffers{idleMax: d.Budget.Max() / 32}
+	}
 	if p.retryBudget, err = limiter.NewRetryBudget(limiter.RetryBudgetConfig{Ratio: cfg.RetryBudget}); err != nil {
 		return nil, fmt.Errorf("proxy: retry budget: %w", err)
 	}
@@ -623,6 +629,9 @@ type requestBody struct {
 	// reserved is what the body holds of the buffer budget, given back
 	// when the exchange ends (bodyDone).
 	reserved int64
+	// pooled is buf's memory when it came from the pool (see bodyBuf),
+	// held by the exchange until it ends; nil otherwise.
+	pooled *bodyBuf
 }
 
 // set puts b on req, one attempt's copy of the outbound request.
@@ -644,7 +653,11 @@ func (b *requestBody) set(req *http.Request) {
 		// attempt.
 		req.Body, req.GetBody, req.ContentLength = io.NopCloser(b.stream), nil, b.length
 	case b.buf != nil:
-		req.Body, req.GetBody, req.ContentLength = newReplay(b.buf), b.replay, int64(len(b.buf))
+		r, err := b.reader()
+		if err != nil {
+			panic("BUG: an attempt of a write whose exchange has ended")
+		}
+		req.Body, req.GetBody, req.ContentLength = r, b.replay, int64(len(b.buf))
 	default:
 		req.Body, req.GetBody, req.ContentLength = nil, nil, 0
 	}
@@ -653,18 +666,24 @@ func (b *requestBody) set(req *http.Request) {
 // replay is GetBody for a buffered body: net/http sends it again from its
 // start when a reused connection drops before the store read it, and SigV4
 // hashes it.
-func (b *requestBody) replay() (io.ReadCloser, error) { return newReplay(b.buf), nil }
-
-// replayReader is a buffered body as one attempt sends it.
-type replayReader struct{ bytes.Reader }
-
-func newReplay(buf []byte) *replayReader {
-	r := &replayReader{}
-	r.Reset(buf)
-	return r
+func (b *requestBody) replay() (io.ReadCloser, error) {
+	r, err := b.reader()
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
-func (*replayReader) Close() error { return nil }
+// reader returns a reader of the buffered body from its start, or
+// errBodyGone once its exchange has ended and its buffer may be another's.
+func (b *requestBody) reader() (*replayReader, error) {
+	if b.pooled != nil && !b.pooled.hold() {
+		return nil, errBodyGone
+	}
+	r := &replayReader{held: b.pooled}
+	r.r.Reset(b.buf)
+	return r, nil
+}
 
 // send makes ex's attempts, one after the other, and returns the answer
 // the loader gets: each attempt (p.attempt), then retryPolicy's verdict on
@@ -930,19 +949,33 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 	// waiting on the rest. A streamed body is read during its attempt,
 	// under the same bound (see attempt).
 	n := out.ContentLength
+	var reserved int64
+	var pooled bool
+	if n > 0 && n <= p.retryBodyMax {
+		reserved, pooled = p.reserveBuffer(n)
+	}
 	switch {
-	case n > 0 && n <= p.retryBodyMax && p.budget.reserve(n):
+	case reserved > 0:
 		p.setReadDeadline(ex, time.Now().Add(p.timeout))
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(out.Body, buf); err != nil {
-			p.budget.release(n)
+		body := requestBody{reserved: reserved}
+		if pooled {
+			body.pooled = p.bodies.get(n)
+			body.buf = body.pooled.b[:n]
+		} else {
+			body.buf = make([]byte, n)
+		}
+		if _, err := io.ReadFull(out.Body, body.buf); err != nil {
+			p.budget.release(reserved)
+			if body.pooled != nil {
+				body.pooled.release()
+			}
 			return &bodyReadError{err}
 		}
 		p.setReadDeadline(ex, time.Time{})
 		p.m.buffered.Inc()
 		ex.buffered, ex.retryable = true, canRetry
-		ex.items = p.profile.RequestItems(out.Header, buf)
-		ex.body = requestBody{buf: buf, reserved: n}
+		ex.items = p.profile.RequestItems(out.Header, body.buf)
+		ex.body = body
 		return nil
 	case n < 0 && p.budget.reserve(p.retryBodyMax):
 		// Unknown length: read up to the limit; a longer body streams on.
@@ -981,10 +1014,31 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 // budget is given back, and a streamed body of unknown length now has one.
 func (p *Proxy) bodyDone(ex *exchange) {
 	p.budget.release(ex.body.reserved)
+	if ex.body.pooled != nil {
+		ex.body.pooled.release()
+	}
 	if ex.body.stream != nil && ex.bodyBytes < 0 {
 		ex.bodyBytes = ex.streamed.n.Load()
 		p.noteBodySize(ex.bodyBytes)
 	}
+}
+
+// reserveBuffer reserves from the budget the memory a buffered body of n
+// bytes will hold: a pooled buffer's (see bodyBuf) when its size is pooled
+// and it fits, else the n bytes of a buffer of its own, so that pooling
+// never makes a body stream that would have been buffered. It returns the
+// bytes reserved, 0 if they did not fit, and whether to take the buffer
+// from the pool.
+func (p *Proxy) reserveBuffer(n int64) (reserved int64, pooled bool) {
+	if p.bodies != nil && n > pooledMin && n <= pooledMax {
+		if _, size := bodyClass(n); p.budget.reserve(size) {
+			return size, true
+		}
+	}
+	if p.budget.reserve(n) {
+		return n, false
+	}
+	return 0, false
 }
 
 // readUpTo reads r until its end or until limit bytes, into a buffer whose
