@@ -6,6 +6,10 @@
 // concurrent 4 MiB uploads through the bare proxy and through sluice (each in
 // a fresh subprocess, so the high-water marks do not mix).
 //
+// Everything here shares one process, one garbage collector and one
+// scheduler, which hides most of what the proxy costs per write: the
+// reference is bench/outofprocess, where each part is a process of its own.
+//
 //	go run ./bench/proxycost [-writers 32] [-round 3s] [-rounds 3]
 package main
 

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"strconv"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/sidecar/classify"
@@ -26,6 +29,36 @@ type metrics struct {
 	notKeptAlive         prometheus.Counter
 	unscanned            prometheus.Counter
 	pipelined            prometheus.Counter
+
+	// The series every write counts, resolved once: WithLabelValues
+	// hashes its values and looks them up under a lock on each call.
+	byKind [classify.Unreachable + 1]prometheus.Counter // attempts, by kind
+	byCode [600]atomic.Pointer[prometheus.Counter]      // requests, by status, resolved at first use
+}
+
+// request counts a loader request answered with status code.
+func (m *metrics) request(code int) {
+	if code < 0 || code >= len(m.byCode) {
+		m.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+		return
+	}
+	c := m.byCode[code].Load()
+	if c == nil {
+		// Two writes may both get here: they resolve the same series.
+		v := m.requests.WithLabelValues(strconv.Itoa(code))
+		c = &v
+		m.byCode[code].Store(c)
+	}
+	(*c).Inc()
+}
+
+// attempt counts an upstream attempt classified as k.
+func (m *metrics) attempt(k classify.Kind) {
+	if int(k) < len(m.byKind) {
+		m.byKind[k].Inc()
+		return
+	}
+	m.attempts.WithLabelValues(k.String()).Inc()
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -100,7 +133,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	// Known label values exist from the start, so that rate() and the
 	// alerts' ratios see the first increment.
 	for k := classify.OK; k <= classify.Unreachable; k++ { // Unreachable is the last kind
-		m.attempts.WithLabelValues(k.String())
+		m.byKind[k] = m.attempts.WithLabelValues(k.String())
 		if k.Retryable() {
 			m.retries.WithLabelValues(k.String())
 		}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -21,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-retryablehttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
@@ -97,7 +95,7 @@ var pushbackReasons = [...]string{reasonQueueFull, reasonQueueTimeout, reasonNoC
 
 // Proxy forwards a loader's writes to the store: each attempt passes the
 // adaptive limiter, has a deadline, is classified from the store's answer,
-// and is retried (when its body allows it) through go-retryablehttp. It is an
+// and is retried when its body allows it (send, retryPolicy). It is an
 // http.Handler, safe for concurrent use.
 type Proxy struct {
 	upstream     *url.URL
@@ -119,6 +117,7 @@ type Proxy struct {
 	backoff     limiter.Backoff // retries without a Retry-After
 	honour      limiter.Backoff // retries after a Retry-After, capped by SLUICE_MAX_RETRY_AFTER
 	budget      *Budget
+	bodies      *bodyBuffers // memory for buffered bodies
 	jobs        Jobs
 	auth        *auth.Authenticator
 	m           *metrics
@@ -236,6 +235,11 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		p.pipe = pipeline.New(tr, cfg.Upstream, p.m.pipelined.Inc)
 	}
 	p.avgBodySize.Store(64 << 10)
+	if d.Budget != nil {
+		// Idle buffers are memory the budget does not count: a small
+		// share of it.
+		p.bodies = &bodyBuffers{idleMax: d.Budget.Max() / 32}
+	}
 	if p.retryBudget, err = limiter.NewRetryBudget(limiter.RetryBudgetConfig{Ratio: cfg.RetryBudget}); err != nil {
 		return nil, fmt.Errorf("proxy: retry budget: %w", err)
 	}
@@ -245,6 +249,7 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.answerError,
 		ErrorLog:       slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn),
+		BufferPool:     &copyBuffers{},
 	}
 	return p, nil
 }
@@ -274,8 +279,12 @@ func (s stagedPermit) Leader() pipeline.Permit {
 // no certificate.
 var ErrCAFile = errors.New("upstream CA file")
 
-// newTransport bounds every phase of an upstream connection: dial, TLS
-// handshake and response headers; the whole attempt is bounded by its context.
+// newTransport bounds the phases of an upstream connection that outlast no
+// attempt of their own: dial and TLS handshake. Each attempt is bounded by
+// its context's deadline (SLUICE_UPSTREAM_TIMEOUT from its start), which
+// covers the wait for the response headers too: a ResponseHeaderTimeout of
+// the same length, started once the request is written, could never fire
+// first, and would cost a timer per attempt.
 func newTransport(cfg Config) (*http.Transport, error) {
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CAFile != "" {
@@ -297,7 +306,6 @@ func newTransport(cfg Config) (*http.Transport, error) {
 		DialContext:           (&net.Dialer{Timeout: min(5*time.Second, t), KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsCfg,
 		TLSHandshakeTimeout:   min(10*time.Second, t),
-		ResponseHeaderTimeout: t,
 		ExpectContinueTimeout: time.Second,
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConns:          4 * cfg.MaxConcurrency,
@@ -331,15 +339,16 @@ type exchange struct {
 	retryable bool            // buffered, and its method may be retried
 	pipelined bool            // retryable, and sent on p.pipe
 	attempts  int
-	last      classify.Result // the last attempt's classification
-	bodyBytes int64           // request body size, -1 unknown
-	items     int             // writes in a buffered batch body (classify.Profile.RequestItems), -1 unknown
-	streamed  *countingReader // the body as it streams, when it is not buffered
-	status    int             // what the loader was answered
-	loader    context.Context // the loader's own request context
-	rc        *http.ResponseController
-	arrived   time.Time // when sluice took the write up
-	holdUntil time.Time // hold mode: the write is sent again until then (see retryPolicy); zero: not held
+	last      classify.Result     // the last attempt's classification
+	bodyBytes int64               // request body size, -1 unknown
+	items     int                 // writes in a buffered batch body (classify.Profile.RequestItems), -1 unknown
+	body      requestBody         // what each attempt sends (prepareBody)
+	streamed  *countingReader     // the body as it streams, when it is not buffered
+	status    int                 // what the loader was answered
+	loader    context.Context     // the loader's own request context
+	w         http.ResponseWriter // the loader's; see setReadDeadline
+	arrived   time.Time           // when sluice took the write up
+	holdUntil time.Time           // hold mode: the write is sent again until then (see retryPolicy); zero: not held
 }
 
 // held reports whether ex is held (hold mode, and a write sluice may send
@@ -363,8 +372,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if job == "" {
 		job = p.defaultJob
 	}
-	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), rc: http.NewResponseController(w), arrived: time.Now()}
-	defer func() { p.m.requests.WithLabelValues(strconv.Itoa(ex.status)).Inc() }()
+	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), w: w, arrived: time.Now()}
+	defer func() { p.m.request(ex.status) }()
 	if !state.ValidJobID(job) {
 		ex.status = http.StatusBadRequest
 		apierror.Write(w, ex.status, "invalid_job_id",
@@ -505,13 +514,27 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 		if ex.held() {
 			deadline = ex.holdUntil
 		}
-		qctx, cancel := context.WithDeadline(ctx, deadline)
-		if ex.pipelined {
-			permit, err = p.lim.AcquirePipelined(qctx, cost)
-		} else {
-			permit, err = p.lim.Acquire(qctx, cost)
+		err = limiter.ErrNoCapacity
+		if ctx.Err() == nil && start.Before(deadline) {
+			// Most writes find a slot free: they take it here, without
+			// the queue's deadline, a context and a timer per write. A
+			// write that would wait, or would pass others waiting
+			// already, queues below.
+			if ex.pipelined {
+				permit, err = p.lim.TryAcquirePipelined(cost)
+			} else {
+				permit, err = p.lim.TryAcquire(cost)
+			}
 		}
-		cancel()
+		if errors.Is(err, limiter.ErrNoCapacity) {
+			qctx, cancel := context.WithDeadline(ctx, deadline)
+			if ex.pipelined {
+				permit, err = p.lim.AcquirePipelined(qctx, cost)
+			} else {
+				permit, err = p.lim.Acquire(qctx, cost)
+			}
+			cancel()
+		}
 		p.m.queueWait.Observe(time.Since(start).Seconds())
 	}
 	if err == nil {
@@ -555,17 +578,16 @@ func (p *Proxy) cost(r *http.Request, ex *exchange) float64 {
 }
 
 // roundTrip is the ReverseProxy's transport: body buffering, admission,
-// then the attempts through go-retryablehttp. A buffered body is read
-// before the write queues for a send slot, so a loader that trickles its
-// body holds no slot of the store's.
+// then the attempts (send). A buffered body is read before the write
+// queues for a send slot, so a loader that trickles its body holds no slot
+// of the store's.
 func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	ex := exchangeFrom(out.Context())
 	p.retryBudget.Request(time.Now())
-	body, release, err := p.prepareBody(out, ex)
-	if err != nil {
+	if err := p.prepareBody(out, ex); err != nil {
 		return nil, err
 	}
-	defer release()
+	defer p.bodyDone(ex)
 	ex.cost = p.cost(out, ex)
 	if p.hold > 0 && ex.retryable {
 		ex.holdUntil = ex.arrived.Add(p.hold)
@@ -584,64 +606,129 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 			ex.permit = nil
 		}
 	}()
-	rreq, err := retryablehttp.NewRequestWithContext(out.Context(), out.Method, out.URL.String(), body)
+	if p.auth != nil {
+		// SigV4 signing rewrites the query of the URL it signs (its
+		// canonical form): the attempts share a copy, not the loader's.
+		u := *out.URL
+		out = out.WithContext(out.Context())
+		out.URL = &u
+	}
+	return p.send(ex, out)
+}
+
+// requestBody is a write's body as its attempts send it.
+type requestBody struct {
+	// buf is a body in memory (buffered): each attempt sends it from its
+	// start. nil, with stream nil too: the write has no body.
+	buf []byte
+	// stream is the loader's body, read during the first attempt and sent
+	// once (see retryPolicy).
+	stream io.Reader
+	// length is a streamed body's Content-Length, 0 when unknown.
+	length int64
+	// reserved is what the body holds of the buffer budget, given back
+	// when the exchange ends (bodyDone).
+	reserved int64
+	// pooled is buf's memory when it came from the pool (see bodyBuf),
+	// held by the exchange until it ends; nil otherwise.
+	pooled *bodyBuf
+}
+
+// set puts b on req, one attempt's copy of the outbound request.
+func (b *requestBody) set(req *http.Request) {
+	// The length is known (buffered) or the loader's (streamed): never
+	// the loader's framing.
+	req.TransferEncoding = nil
+	switch {
+	case b.stream != nil:
+		// No GetBody: it could only hand back the same stream, already
+		// read. net/http calls GetBody on its own to send a body again
+		// (HTTP/2 after REFUSED_STREAM or GOAWAY; HTTP/1.1 for a request
+		// it deems replayable when a reused connection drops), and SigV4
+		// reads it to hash the payload: either would send an empty or cut
+		// body, and the store would acknowledge it. Without GetBody,
+		// net/http resends only a body it has not started to read, and
+		// otherwise fails the attempt, which the loader is told. The
+		// stream is the loader's: the ReverseProxy closes it, never an
+		// attempt.
+		req.Body, req.GetBody, req.ContentLength = io.NopCloser(b.stream), nil, b.length
+	case b.buf != nil:
+		r, err := b.reader()
+		if err != nil {
+			panic("BUG: an attempt of a write whose exchange has ended")
+		}
+		req.Body, req.GetBody, req.ContentLength = r, b.replay, int64(len(b.buf))
+	default:
+		req.Body, req.GetBody, req.ContentLength = nil, nil, 0
+	}
+}
+
+// replay is GetBody for a buffered body: net/http sends it again from its
+// start when a reused connection drops before the store read it, and SigV4
+// hashes it.
+func (b *requestBody) replay() (io.ReadCloser, error) {
+	r, err := b.reader()
 	if err != nil {
 		return nil, err
 	}
-	rreq.Header = out.Header
-	rreq.Host = out.Host
-	rreq.Trailer = out.Trailer
-	if !ex.buffered {
-		if out.ContentLength > 0 {
-			rreq.ContentLength = out.ContentLength
-		}
-		// go-retryablehttp's GetBody would hand back the same stream,
-		// already read. net/http calls GetBody on its own to send a body
-		// again (HTTP/2 after REFUSED_STREAM or GOAWAY; HTTP/1.1 for a
-		// request it deems replayable when a reused connection drops), and
-		// SigV4 reads it to hash the payload: either would send an empty or
-		// cut body, and the store would acknowledge it. Without GetBody,
-		// net/http resends only a body it has not started to read, and
-		// otherwise fails the attempt, which the loader is told.
-		rreq.GetBody = nil
-	}
-	return p.send(ex, rreq)
+	return r, nil
 }
 
-// send makes ex's attempts. go-retryablehttp runs the loop: it makes an
-// attempt (p.attempt), asks retryPolicy whether to make another, drains
-// and closes the answer it will not pass on (which ends that attempt),
-// sleeps the wait retryPolicy chose or until the write's context ends, and
-// sends the body again from its start. The policy is all in retryPolicy.
-func (p *Proxy) send(ex *exchange, req *retryablehttp.Request) (*http.Response, error) {
-	var wait time.Duration // retryPolicy's, for the Backoff that retryablehttp asks next
-	retryMax := p.retryMax
-	if ex.held() {
-		retryMax = math.MaxInt // retryPolicy ends a held write by its hold, not by a count
+// reader returns a reader of the buffered body from its start, or
+// errBodyGone once its exchange has ended and its buffer may be another's.
+func (b *requestBody) reader() (*replayReader, error) {
+	if b.pooled != nil && !b.pooled.hold() {
+		return nil, errBodyGone
 	}
-	c := &retryablehttp.Client{
-		HTTPClient: &http.Client{
-			Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) { return p.attempt(ex, r) }),
-			// A proxy hands redirects to the loader; it never follows them.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		RetryMax: retryMax,
-		CheckRetry: func(ctx context.Context, resp *http.Response, err error) (retry bool, stop error) {
-			retry, wait, stop = p.retryPolicy(ctx, ex, resp, err)
-			return retry, stop
-		},
-		Backoff:      func(time.Duration, time.Duration, int, *http.Response) time.Duration { return wait },
-		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+	r := &replayReader{held: b.pooled}
+	r.r.Reset(b.buf)
+	return r, nil
+}
+
+// send makes ex's attempts, one after the other, and returns the answer
+// the loader gets: each attempt (p.attempt), then retryPolicy's verdict on
+// it. Before a write is sent again, the answer it will not pass on is
+// drained and closed (which ends that attempt: its permit, its report),
+// and it waits the wait retryPolicy chose, or until the write's context
+// ends. The policy is all in retryPolicy.
+func (p *Proxy) send(ex *exchange, out *http.Request) (*http.Response, error) {
+	ctx := out.Context()
+	for {
+		resp, err := p.attempt(ex, out, &ex.body)
+		retry, wait, stop := p.retryPolicy(ctx, ex, resp, err)
+		if !retry {
+			if stop == nil {
+				stop = err
+			}
+			if stop != nil && resp != nil {
+				// The loader left as the store's answer came
+				// (retryPolicy passes both on). The ReverseProxy drops a
+				// response that comes with an error, so close it here:
+				// that ends the attempt and its permit.
+				resp.Body.Close()
+				resp = nil
+			}
+			return resp, stop
+		}
+		if err == nil {
+			drainAnswer(resp.Body)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
 	}
-	resp, err := c.Do(req)
-	if err != nil && resp != nil {
-		// The loader left as the store's answer came (retryPolicy passes
-		// both on). The ReverseProxy drops a response that comes with an
-		// error, so close it here: that ends the attempt and its permit.
-		resp.Body.Close()
-		resp = nil
-	}
-	return resp, err
+}
+
+// drainAnswer reads a little of an answer that is not passed on before
+// closing it, so that its connection may carry the next attempt; a longer
+// answer is cut, and its connection closed.
+func drainAnswer(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 4<<10))
+	body.Close()
 }
 
 // retryPolicy is sluice's retry policy, asked after every attempt of ex
@@ -723,9 +810,7 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 		p.m.retries.WithLabelValues(ex.last.Kind.String()).Inc()
 		return true, wait, nil
 	case ex.attempts > p.retryMax:
-		// No retries left. Stopping here rather than letting
-		// retryablehttp run out keeps its give-up path (which closes
-		// every idle connection) out of the way.
+		// No retries left.
 		return false, 0, p.giveUp(ex, err)
 	case ex.last.Kind == classify.Timeout:
 		// A store that did not answer in SLUICE_UPSTREAM_TIMEOUT is not
@@ -846,16 +931,17 @@ func (p *Proxy) methodRetryable(method string) bool {
 }
 
 // prepareBody reads the body into memory when it fits in
-// SLUICE_RETRY_BODY_MAX and the global buffer budget, and returns the body
-// to send: the buffered []byte, or the loader's stream, sent once. A
-// buffered body can be retried if its method allows; either way it was
-// read at the loader's pace before the write needed a send slot, so a slow
-// loader holds none of the store's.
-func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release func(), err error) {
+// SLUICE_RETRY_BODY_MAX and the global buffer budget, and sets ex.body, the
+// body to send: in memory, or the loader's stream, sent once. A buffered
+// body can be retried if its method allows; either way it was read at the
+// loader's pace before the write needed a send slot, so a slow loader
+// holds none of the store's. On an error it holds nothing of the budget;
+// otherwise bodyDone gives back what it holds.
+func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 	canRetry := p.retryMax > 0 && p.methodRetryable(out.Method)
 	if out.Body == nil || out.Body == http.NoBody || out.ContentLength == 0 {
 		ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, 0
-		return nil, func() {}, nil
+		return nil
 	}
 	// The loader must deliver a buffered body within the upstream timeout,
 	// as it would have to on a direct attempt (slowloris). On an error the
@@ -863,26 +949,41 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 	// waiting on the rest. A streamed body is read during its attempt,
 	// under the same bound (see attempt).
 	n := out.ContentLength
+	var reserved int64
+	var pooled bool
+	if n > 0 && n <= p.retryBodyMax {
+		reserved, pooled = p.reserveBuffer(n)
+	}
 	switch {
-	case n > 0 && n <= p.retryBodyMax && p.budget.reserve(n):
+	case reserved > 0:
 		p.setReadDeadline(ex, time.Now().Add(p.timeout))
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(out.Body, buf); err != nil {
-			p.budget.release(n)
-			return nil, nil, &bodyReadError{err}
+		body := requestBody{reserved: reserved}
+		if pooled {
+			body.pooled = p.bodies.get(n)
+			body.buf = body.pooled.b[:n]
+		} else {
+			body.buf = make([]byte, n)
+		}
+		if _, err := io.ReadFull(out.Body, body.buf); err != nil {
+			p.budget.release(reserved)
+			if body.pooled != nil {
+				body.pooled.release()
+			}
+			return &bodyReadError{err}
 		}
 		p.setReadDeadline(ex, time.Time{})
 		p.m.buffered.Inc()
 		ex.buffered, ex.retryable = true, canRetry
-		ex.items = p.profile.RequestItems(out.Header, buf)
-		return buf, func() { p.budget.release(n) }, nil
+		ex.items = p.profile.RequestItems(out.Header, body.buf)
+		ex.body = body
+		return nil
 	case n < 0 && p.budget.reserve(p.retryBodyMax):
 		// Unknown length: read up to the limit; a longer body streams on.
 		p.setReadDeadline(ex, time.Now().Add(p.timeout))
 		buf, more, err := readUpTo(out.Body, p.retryBodyMax)
 		if err != nil {
 			p.budget.release(p.retryBodyMax)
-			return nil, nil, &bodyReadError{err}
+			return &bodyReadError{err}
 		}
 		// The reservation shrinks to the memory the buffer holds (its
 		// capacity, which may be more than the bytes read), never below.
@@ -895,24 +996,49 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) (body any, release 
 			p.m.buffered.Inc()
 			ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, read
 			ex.items = p.profile.RequestItems(out.Header, buf)
-			return buf, func() { p.budget.release(held) }, nil
+			ex.body = requestBody{buf: buf, reserved: held}
+			return nil
 		}
 		p.m.streamed.Inc()
 		cr := p.newCountingReader(io.MultiReader(bytes.NewReader(buf), bytes.NewReader(more), out.Body), out.Header, ex)
-		return streamOnce(cr), func() {
-			p.budget.release(held)
-			ex.bodyBytes = cr.n.Load()
-			p.noteBodySize(ex.bodyBytes)
-		}, nil
+		ex.body = requestBody{stream: cr, reserved: held}
+		return nil
 	}
 	p.m.streamed.Inc()
 	cr := p.newCountingReader(out.Body, out.Header, ex)
-	return streamOnce(cr), func() {
-		if ex.bodyBytes < 0 {
-			ex.bodyBytes = cr.n.Load()
-			p.noteBodySize(ex.bodyBytes)
+	ex.body = requestBody{stream: cr, length: max(n, 0)}
+	return nil
+}
+
+// bodyDone ends ex's body, once the exchange is over: what it held of the
+// budget is given back, and a streamed body of unknown length now has one.
+func (p *Proxy) bodyDone(ex *exchange) {
+	p.budget.release(ex.body.reserved)
+	if ex.body.pooled != nil {
+		ex.body.pooled.release()
+	}
+	if ex.body.stream != nil && ex.bodyBytes < 0 {
+		ex.bodyBytes = ex.streamed.n.Load()
+		p.noteBodySize(ex.bodyBytes)
+	}
+}
+
+// reserveBuffer reserves from the budget the memory a buffered body of n
+// bytes will hold: a pooled buffer's (see bodyBuf) when its size is pooled
+// and it fits, else the n bytes of a buffer of its own, so that pooling
+// never makes a body stream that would have been buffered. It returns the
+// bytes reserved, 0 if they did not fit, and whether to take the buffer
+// from the pool.
+func (p *Proxy) reserveBuffer(n int64) (reserved int64, pooled bool) {
+	if p.bodies != nil && n > pooledMin && n <= pooledMax {
+		if _, size := bodyClass(n); p.budget.reserve(size) {
+			return size, true
 		}
-	}, nil
+	}
+	if p.budget.reserve(n) {
+		return n, false
+	}
+	return 0, false
 }
 
 // readUpTo reads r until its end or until limit bytes, into a buffer whose
@@ -955,20 +1081,15 @@ func readUpTo(r io.Reader, limit int64) (buf, more []byte, err error) {
 // setReadDeadline bounds the reading of the loader's request body; a zero
 // time clears it. Writers that cannot (test recorders) are left unbounded.
 func (p *Proxy) setReadDeadline(ex *exchange, t time.Time) {
-	_ = ex.rc.SetReadDeadline(t)
+	// A controller made here stays on the stack; one kept in ex would be
+	// an allocation per write.
+	_ = http.NewResponseController(ex.w).SetReadDeadline(t)
 }
 
 func (p *Proxy) noteBodySize(n int64) {
 	// A slow moving average is enough to price bodies of unknown length.
 	old := p.avgBodySize.Load()
 	p.avgBodySize.Store(max(1, (old*7+n)/8))
-}
-
-// streamOnce hands go-retryablehttp the loader's stream without letting it
-// buffer or close it: retryablehttp reads any other body type whole into
-// memory. Such a body is never retried (retryPolicy).
-func streamOnce(r io.Reader) retryablehttp.ReaderFunc {
-	return func() (io.Reader, error) { return struct{ io.Reader }{r}, nil }
 }
 
 // countingReader counts what the transport read of a streamed body. The
@@ -1011,17 +1132,22 @@ func (ex *exchange) requestItems() int {
 }
 
 // attempt is one upstream attempt of ex: limiter permit, credentials,
-// deadline, classification. It is the RoundTripper of send's client.
-func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error) {
+// deadline, classification. out is the outbound request (rewrite's), and
+// body what the attempt sends.
+func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*http.Response, error) {
 	ex.attempts++
 	permit := ex.permit
 	ex.permit = nil
 	if permit == nil {
 		var err error
-		if permit, err = p.acquire(req.Context(), ex); err != nil {
+		if permit, err = p.acquire(out.Context(), ex); err != nil {
 			return nil, err
 		}
 	}
+	// This attempt's own copy: the transport may still be reading the
+	// previous attempt's body when the store has answered it.
+	req := out.WithContext(out.Context())
+	body.set(req)
 	if p.auth != nil {
 		if err := p.auth.Apply(req); err != nil {
 			if req.Body != nil {
@@ -1097,7 +1223,7 @@ func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error)
 	}
 	res := p.profile.Classify(resp.StatusCode, resp.Header, prefix, time.Now())
 	ex.last = res
-	ab := &attemptBody{rc: resp.Body, cancel: cancel}
+	ab := &attemptBody{rc: resp.Body, cancel: cancel, p: p, ex: ex, permit: permit, res: res, latency: latency, parent: req.Context()}
 	if res.Kind == classify.OK {
 		creq := classify.Request{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery, Header: req.Header, Items: ex.requestItems()}
 		ab.scanner = p.profile.NewScanner(creq, resp.StatusCode, resp.Header)
@@ -1106,23 +1232,6 @@ func (p *Proxy) attempt(ex *exchange, req *http.Request) (*http.Response, error)
 			// (see rewrite): the throttling in it is not seen.
 			p.m.unscanned.Inc()
 		}
-	}
-	ab.done = func() {
-		final := res
-		switch {
-		case ab.scanner != nil && ab.err != nil:
-			// The body decides this answer, and it broke off (the
-			// attempt's deadline, the loader leaving, a reset): the
-			// store's verdict never arrived.
-			final = p.classifyError(req.Context(), ab.err, true)
-		case ab.scanner != nil && !ab.eof:
-			// Closed before its end: the loader went away while its
-			// answer was copied to it. Nothing was learned.
-			final = classify.Result{Kind: classify.ClientError, Reason: reasonCancelled, Items: -1}
-		case ab.scanner != nil:
-			final = ab.scanner.Result()
-		}
-		p.finishAttempt(ex, permit, final, latency, ab)
 	}
 	resp.Body = ab
 	return resp, nil
@@ -1202,7 +1311,7 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify
 		s.Outcome = limiter.Neutral
 	}
 	permit.Done(s)
-	p.m.attempts.WithLabelValues(res.Kind.String()).Inc()
+	p.m.attempt(res.Kind)
 	p.m.attemptDuration.Observe(latency.Seconds())
 	if res.Kind.Congestion() {
 		p.m.throttles.WithLabelValues(res.Reason).Inc()
@@ -1277,8 +1386,15 @@ type attemptBody struct {
 	err     error // the first read error other than io.EOF
 	eof     bool  // the body was read to its end
 	cancel  context.CancelFunc
-	done    func()
 	closed  bool
+
+	// The attempt that Close ends (see done).
+	p       *Proxy
+	ex      *exchange
+	permit  *limiter.Permit
+	res     classify.Result // the answer's classification, before its body
+	latency time.Duration
+	parent  context.Context // the write's
 }
 
 func (b *attemptBody) Read(p []byte) (int, error) {
@@ -1303,4 +1419,23 @@ func (b *attemptBody) Close() error {
 		b.done()
 	}
 	return err
+}
+
+// done reports the attempt's outcome, once its answer was read or closed.
+func (b *attemptBody) done() {
+	final := b.res
+	switch {
+	case b.scanner != nil && b.err != nil:
+		// The body decides this answer, and it broke off (the attempt's
+		// deadline, the loader leaving, a reset): the store's verdict
+		// never arrived.
+		final = b.p.classifyError(b.parent, b.err, true)
+	case b.scanner != nil && !b.eof:
+		// Closed before its end: the loader went away while its answer
+		// was copied to it. Nothing was learned.
+		final = classify.Result{Kind: classify.ClientError, Reason: reasonCancelled, Items: -1}
+	case b.scanner != nil:
+		final = b.scanner.Result()
+	}
+	b.p.finishAttempt(b.ex, b.permit, final, b.latency, b)
 }
