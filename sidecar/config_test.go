@@ -489,3 +489,81 @@ func TestFillDefaults(t *testing.T) {
 	f("set to 0", "requests", map[string]string{"SLUICE_INITIAL_RATE": "0", "SLUICE_MIN_RATE": "0", "SLUICE_MAX_RATE": "0"}, [3]float64{}, [3]float64{})
 	f("unknown unit", "items", none, [3]float64{}, [3]float64{50, 1, 100000})
 }
+
+// TestReadmeConfigurationGrouped keeps the README's configuration readable
+// as it grows: the variables sit in groups (proxy, limiter, retries, jobs,
+// credentials, fleet, in that order, others may come between), each
+// introduced by a sentence, every variable in exactly one row, and the
+// variables of one feature in that feature's group.
+func TestReadmeConfigurationGrouped(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
+	if !ok {
+		t.Fatal("README.md has no Configuration section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+
+	row := regexp.MustCompile("^\\| `(SLUICE_[A-Z0-9_]+)` \\|")
+	groupOf := map[string]string{}
+	var groups []string
+	group, intro := "", false
+	for _, line := range strings.Split(section, "\n") {
+		switch {
+		case strings.HasPrefix(line, "### "):
+			group, intro = strings.ToLower(strings.TrimPrefix(line, "### ")), false
+			groups = append(groups, group)
+		case strings.HasPrefix(line, "| Variable |"):
+			if group == "" {
+				t.Errorf("a configuration table before any group heading")
+			} else if !intro {
+				t.Errorf("group %q has no sentence introducing it", group)
+			}
+		case row.MatchString(line):
+			key := row.FindStringSubmatch(line)[1]
+			if prev, dup := groupOf[key]; dup {
+				t.Errorf("%s is listed in %q and in %q", key, prev, group)
+			}
+			groupOf[key] = group
+		case strings.TrimSpace(line) != "" && !strings.HasPrefix(line, "|"):
+			intro = true
+		}
+	}
+
+	want := []string{"proxy", "limiter", "retries", "jobs", "credentials", "fleet"}
+	i := 0
+	for _, g := range groups {
+		if i < len(want) && strings.HasPrefix(g, want[i]) {
+			i++
+		}
+	}
+	if i < len(want) {
+		t.Errorf("configuration groups %q: want, in order, groups starting with %q", groups, want)
+	}
+
+	feature := map[string]string{
+		"SLUICE_FLEET_":   "fleet",
+		"SLUICE_TOKEN_":   "credentials",
+		"SLUICE_OAUTH_":   "credentials",
+		"SLUICE_AWS_":     "credentials",
+		"SLUICE_RETRY_":   "retries",
+		"SLUICE_CANCEL_":  "jobs",
+		"SLUICE_CLEANUP_": "jobs",
+		"SLUICE_ACTION_":  "jobs",
+		"SLUICE_QUEUE_":   "limiter",
+	}
+	for _, f := range configFields() {
+		g, ok := groupOf[f.key]
+		if !ok {
+			t.Errorf("%s has no row in the README's configuration groups", f.key)
+			continue
+		}
+		for prefix, wantGroup := range feature {
+			if strings.HasPrefix(f.key, prefix) && !strings.HasPrefix(g, wantGroup) {
+				t.Errorf("%s is in group %q, want the %s group", f.key, g, wantGroup)
+			}
+		}
+	}
+}
