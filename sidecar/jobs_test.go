@@ -289,6 +289,42 @@ func TestAdminToken(t *testing.T) {
 	})
 }
 
+// TestAdminRefusesCrossSite: without a token a loopback caller may change
+// things, and a browser on the operator's machine is one; a request another
+// site's page makes it send (a form posted to 127.0.0.1:9090) is refused,
+// while the status page's own same-origin requests and plain clients pass.
+func TestAdminRefusesCrossSite(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newTestServer(t, &pegasusStore{})
+		h := s.AdminHandler()
+		f := func(name, path string, want int, header ...string) {
+			t.Helper()
+			rec := adminCall(h, "POST", path, `{"id":"`+name+`"}`, header...)
+			if rec.Code != want {
+				t.Errorf("%s: %d %s, want %d", name, rec.Code, rec.Body, want)
+			}
+			if want == http.StatusForbidden && !strings.Contains(rec.Body.String(), `"cross_origin"`) {
+				t.Errorf("%s: body %s, want code cross_origin", name, rec.Body)
+			}
+		}
+		// httptest's requests are for Host example.com.
+		f("evil-origin", "/v1/jobs", http.StatusForbidden, "Origin", "http://evil.example")
+		f("evil-port", "/v1/jobs", http.StatusForbidden, "Origin", "http://example.com:8081")
+		f("fetch-cross", "/v1/jobs", http.StatusForbidden, "Sec-Fetch-Site", "cross-site")
+		f("fetch-same-site", "/v1/jobs", http.StatusForbidden, "Sec-Fetch-Site", "same-site", "Origin", "http://example.com")
+		f("null-origin", "/v1/jobs", http.StatusForbidden, "Origin", "null")
+		f("page", "/v1/jobs", http.StatusCreated, "Origin", "http://example.com", "Sec-Fetch-Site", "same-origin")
+		f("curl", "/v1/jobs", http.StatusCreated)
+		f("quit", "/quitquitquit", http.StatusForbidden, "Origin", "http://evil.example")
+		if s.life.Get() == admin.Stopping {
+			t.Error("a cross-site /quitquitquit stopped the sidecar")
+		}
+		if rec := adminCall(h, "GET", "/v1/jobs/evil-origin", ""); rec.Code != http.StatusNotFound {
+			t.Errorf("refused registration exists: %d %s", rec.Code, rec.Body)
+		}
+	})
+}
+
 // TestStatusAndHealth: /v1/status reports the limiter and the signals;
 // /healthz follows the control loop's heartbeat, never the store.
 func TestStatusAndHealth(t *testing.T) {

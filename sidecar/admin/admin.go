@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"sync/atomic"
@@ -203,6 +204,9 @@ func (s *API) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 // handleQuit starts the same shutdown as SIGTERM. Loopback callers only: it
 // is for the loader in the same pod (Istio's convention), never the network.
 func (s *API) handleQuit(w http.ResponseWriter, r *http.Request) {
+	if refuseCrossSite(w, r) {
+		return
+	}
 	if !isLoopback(r.RemoteAddr) {
 		apierror.Write(w, http.StatusForbidden, "forbidden", "/quitquitquit is accepted from loopback only", nil)
 		return
@@ -214,6 +218,9 @@ func (s *API) handleQuit(w http.ResponseWriter, r *http.Request) {
 // authorize guards mutating admin endpoints: with SLUICE_ADMIN_TOKEN set a
 // matching bearer token (constant-time compare), otherwise a loopback caller.
 func (s *API) authorize(w http.ResponseWriter, r *http.Request) bool {
+	if refuseCrossSite(w, r) {
+		return false
+	}
 	if s.cfg.Token == "" {
 		if isLoopback(r.RemoteAddr) {
 			return true
@@ -231,6 +238,27 @@ func (s *API) authorize(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// refuseCrossSite answers 403 to a request a browser sent on behalf of
+// another site. Without a token, mutating endpoints trust any loopback
+// caller, and an operator's browser behind `kubectl port-forward` is one:
+// a page from anywhere could otherwise post a form to 127.0.0.1:9090 and
+// cancel a job or stop the sidecar. Browsers say where a request comes
+// from (Sec-Fetch-Site, Origin); the status page's own requests are
+// same-origin, and clients that are not browsers (curl, sluice jobs) send
+// neither header.
+func refuseCrossSite(w http.ResponseWriter, r *http.Request) bool {
+	site := r.Header.Get("Sec-Fetch-Site")
+	cross := site != "" && site != "same-origin" && site != "none"
+	if origin := r.Header.Get("Origin"); origin != "" && !cross {
+		u, err := url.Parse(origin)
+		cross = err != nil || u.Host != r.Host
+	}
+	if cross {
+		apierror.Write(w, http.StatusForbidden, "cross_origin", "requests from another site's page are refused; use the status page served here, the CLI or curl", nil)
+	}
+	return cross
 }
 
 func isLoopback(remoteAddr string) bool {
