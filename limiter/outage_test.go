@@ -41,6 +41,9 @@ func TestOutageProbesOneAtATime(t *testing.T) {
 	if !c.Unreachable() || !c.Snapshot().UnreachableSince.Equal(start) {
 		t.Fatalf("after a refused connection: unreachable %v, snapshot %+v", c.Unreachable(), c.Snapshot())
 	}
+	if ph := c.Snapshot().Phase; ph != PhaseUnreachable {
+		t.Errorf("phase in an outage = %q, want %q", ph, PhaseUnreachable)
+	}
 	nextProbe("outage begun", start.Add(ms(375)))
 	refused("before the first probe")
 	if w := c.RetryWait(1); w < ms(375) {
@@ -115,6 +118,9 @@ func TestOutageEndsOnAnyAnswer(t *testing.T) {
 		ps[1].Done(s)
 		if over := !c.Unreachable(); over != wantOver {
 			t.Errorf("%s: outage over %v, want %v", name, over, wantOver)
+		}
+		if ph := c.Snapshot().Phase; (ph == PhaseUnreachable) == wantOver {
+			t.Errorf("%s: phase %q with the outage over %v", name, ph, wantOver)
 		}
 	}
 	f("success", success(ms(5)), true)

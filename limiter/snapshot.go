@@ -19,6 +19,10 @@ const (
 	// PhasePaused: the store asked for a pause with Retry-After; nothing is
 	// admitted until PausedUntil.
 	PhasePaused = "paused"
+	// PhaseUnreachable: the store answers nothing (an attempt was
+	// Unreachable and none has been answered since): one probe at a time
+	// goes out, see UnreachableSince and NextProbe.
+	PhaseUnreachable = "unreachable"
 	// PhaseClosed: Close was called.
 	PhaseClosed = "closed"
 )
@@ -111,6 +115,8 @@ func (c *Controller) phaseLocked(now time.Time) string {
 	switch {
 	case c.closed:
 		return PhaseClosed
+	case c.out.active():
+		return PhaseUnreachable
 	case now.Before(c.pausedUntil):
 		return PhasePaused
 	case c.rate.startup():

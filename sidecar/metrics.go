@@ -68,7 +68,7 @@ func (c *limiterCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.latency, s.LatencyRecent.Seconds(), "recent")
 	ch <- prometheus.MustNewConstMetric(c.decreases, prometheus.CounterValue, float64(s.Decreases))
 	ch <- prometheus.MustNewConstMetric(c.increases, prometheus.CounterValue, float64(s.Increases))
-	for _, ph := range []string{limiter.PhaseStartup, limiter.PhaseRecovering, limiter.PhaseSteady, limiter.PhasePaused, limiter.PhaseClosed} {
+	for _, ph := range []string{limiter.PhaseStartup, limiter.PhaseRecovering, limiter.PhaseSteady, limiter.PhasePaused, limiter.PhaseUnreachable, limiter.PhaseClosed} {
 		v := 0.0
 		if ph == s.Phase {
 			v = 1

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/limiter"
+	"github.com/sluice-dev/sluice/sidecar/admin"
 	"github.com/sluice-dev/sluice/sidecar/apierror"
 	"github.com/sluice-dev/sluice/state"
 )
@@ -225,7 +226,17 @@ func TestUnreachableStoreIsProbedNotFlooded(t *testing.T) {
 				answers[i] = retryingLoader(h, "w"+strconv.Itoa(i), i%2 == 0, start.Add(outage+time.Minute))
 			})
 		}
+		var phaseInOutage string
+		wg.Go(func() {
+			time.Sleep(outage / 2)
+			var st admin.Status
+			_ = json.Unmarshal(adminCall(s.AdminHandler(), "GET", "/v1/status", "").Body.Bytes(), &st)
+			phaseInOutage = st.Limiter.Phase
+		})
 		wg.Wait()
+		if phaseInOutage != limiter.PhaseUnreachable {
+			t.Errorf("/v1/status phase during the outage = %q, want %q", phaseInOutage, limiter.PhaseUnreachable)
+		}
 
 		var pushedBack int
 		lastAck := start
