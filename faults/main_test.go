@@ -10,9 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sluice-dev/sluice/internal/testbin"
 	"github.com/sluice-dev/sluice/sidecar"
 	"github.com/sluice-dev/sluice/sidecar/admin"
 )
@@ -45,7 +43,7 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	code := 0
 	func() {
-		defer binDir.cleanup()
+		defer testbin.Cleanup()
 		goleak.VerifyTestMain(exitCatcher{m, &code})
 	}()
 	os.Exit(code)
@@ -60,47 +58,8 @@ type exitCatcher struct {
 
 func (e exitCatcher) Run() int { *e.code = e.m.Run(); return *e.code }
 
-// builtBinary is the sluice binary built once for the subprocess tests.
-type builtBinary struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
-var binDir builtBinary
-
-func (b *builtBinary) cleanup() {
-	if b.dir != "" {
-		os.RemoveAll(b.dir)
-	}
-}
-
-// sluiceBinary builds the sluice command (the module's root package) once
-// and returns its path.
-func sluiceBinary(t *testing.T) string {
-	t.Helper()
-	binDir.once.Do(func() {
-		binDir.dir, binDir.err = os.MkdirTemp("", "sluice-faults-")
-		if binDir.err != nil {
-			return
-		}
-		binDir.path = filepath.Join(binDir.dir, "sluice")
-		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goTool); err != nil {
-			goTool = "go"
-		}
-		cmd := exec.Command(goTool, "build", "-o", binDir.path, "github.com/sluice-dev/sluice")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			binDir.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binDir.err != nil {
-		t.Fatalf("building sluice: %v", binDir.err)
-	}
-	return binDir.path
-}
+// sluiceBinary is the sluice command built from this module, once.
+func sluiceBinary(t *testing.T) string { return testbin.Sluice(t) }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writes (logs).
 type syncBuffer struct {
