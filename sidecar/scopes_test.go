@@ -1,0 +1,145 @@
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// scopedStore is a store with a quota per path prefix, like S3's per
+// prefix or DynamoDB's per table: /a/… and /b/… each have their own.
+type scopedStore struct{ a, b *quotaStore }
+
+func (s scopedStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/a/") {
+		s.a.ServeHTTP(w, r)
+		return
+	}
+	s.b.ServeHTTP(w, r)
+}
+
+// twoJobsRun is one run of scenario (a): job B writes to scope b at 500
+// writes/s, which the store takes in full; with withA, job A writes to
+// scope a at 500 writes/s too, of which the store takes 50 (10% of its
+// demand). It returns B's and A's goodput, in writes/s, over the last
+// 8 s of a 12 s run (after the limiters found their level).
+func twoJobsRun(t *testing.T, withA bool, env ...string) (goodB, goodA float64) {
+	store := scopedStore{a: newQuotaStore(50), b: newQuotaStore(2000)}
+	s := newTestServer(t, store, append([]string{"QUEUE_TIMEOUT=1s"}, env...)...)
+	h := s.ProxyHandler()
+	start := time.Now()
+	const run, measureFrom = 12 * time.Second, 4 * time.Second
+	var wg sync.WaitGroup
+	loader := func(job, path string) {
+		// Open loop, 500 writes/s: a loader that keeps its pace whatever
+		// the answers, each write in its own goroutine.
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for time.Since(start) < run {
+			<-tick.C
+			wg.Go(func() {
+				send(h, context.Background(), http.MethodPost, path, `{"v":1}`, "X-Sluice-Job", job)
+			})
+		}
+	}
+	wg.Go(func() { loader("job-b", "/b/write") })
+	if withA {
+		wg.Go(func() { loader("job-a", "/a/write") })
+	}
+	wg.Wait()
+	_, _, b := store.b.counts(start.Add(measureFrom))
+	_, _, a := store.a.counts(start.Add(measureFrom))
+	secs := (run - measureFrom).Seconds()
+	return float64(b) / secs, float64(a) / secs
+}
+
+// TestTwoJobsTwoScopes is scenario (a) of scopes: two jobs on two scopes,
+// one scope throttled to 10% of its demand; the other keeps at least 95%
+// of the goodput it has alone. With scopes off (one limiter, the old
+// behaviour), it does not.
+func TestTwoJobsTwoScopes(t *testing.T) {
+	var alone, together, off, aTogether float64
+	synctest.Test(t, func(t *testing.T) { alone, _ = twoJobsRun(t, false) })
+	synctest.Test(t, func(t *testing.T) { together, aTogether = twoJobsRun(t, true) })
+	synctest.Test(t, func(t *testing.T) { off, _ = twoJobsRun(t, true, "SCOPES_MAX=0") })
+	t.Logf("job B goodput: alone %.1f/s, beside throttled job A %.1f/s (%.0f%%; A %.1f/s of its 50), scopes off %.1f/s (%.0f%%)",
+		alone, together, 100*together/alone, aTogether, off, 100*off/alone)
+	if alone < 450 {
+		t.Fatalf("job B alone: %.1f writes/s of its 500", alone)
+	}
+	if together < 0.95*alone {
+		t.Errorf("job B beside a throttled scope: %.1f writes/s, below 95%% of its %.1f alone", together, alone)
+	}
+	if aTogether < 0.5*50 || aTogether > 50*1.1 {
+		t.Errorf("job A: %.1f writes/s, want most of its scope's 50", aTogether)
+	}
+	if off >= 0.95*alone {
+		t.Errorf("with scopes off, job B kept %.1f of %.1f writes/s: the scenario does not show what scopes fix", off, alone)
+	}
+}
+
+// TestScopesInStatus checks that a throttled scope shows in /v1/status
+// with its limits and last throttle, and in the scope metrics.
+func TestScopesInStatus(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := scopedStore{a: newQuotaStore(5), b: newQuotaStore(2000)}
+		s := newTestServer(t, store, "QUEUE_TIMEOUT=100ms")
+		h := s.ProxyHandler()
+		for range 200 {
+			send(h, context.Background(), http.MethodPost, "/a/write", `{}`, "X-Sluice-Job", "job-a")
+			send(h, context.Background(), http.MethodPost, "/b/write", `{}`, "X-Sluice-Job", "job-b")
+		}
+		rec := send(s.AdminHandler(), context.Background(), http.MethodGet, "/v1/status", "")
+		var st struct {
+			Scopes struct {
+				Max       int    `json:"max"`
+				Evictions uint64 `json:"evictions"`
+				Active    []struct {
+					Scope        string    `json:"scope"`
+					Rate         float64   `json:"rate_limit"`
+					Concurrency  int       `json:"concurrency_limit"`
+					LastThrottle time.Time `json:"last_throttle"`
+					LastReason   string    `json:"last_reason"`
+				} `json:"active"`
+			} `json:"scopes"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+			t.Fatalf("status: %v\n%s", err, rec.Body)
+		}
+		if st.Scopes.Max != 64 || len(st.Scopes.Active) != 1 {
+			t.Fatalf("scopes in status: %+v\n%s", st.Scopes, rec.Body)
+		}
+		a := st.Scopes.Active[0]
+		if a.Scope != "a" || a.Rate <= 0 || a.Concurrency < 1 || a.LastThrottle.IsZero() || a.LastReason != "status_429" {
+			t.Errorf("scope a in status: %+v", a)
+		}
+		if v := metricValue(t, s, "sluice_scope_rate_limit"); v != a.Rate {
+			t.Errorf("sluice_scope_rate_limit %v, status %v", v, a.Rate)
+		}
+		if v := metricValue(t, s, "sluice_scope_active"); v != 1 {
+			t.Errorf("sluice_scope_active %v, want 1", v)
+		}
+	})
+}
+
+// lastSignal is the reason of the latest throttle any of s's limiters
+// took: the store's, or a scope's (a scoped throttle goes to the scope's
+// only).
+func lastSignal(s *Server) string {
+	snap := s.lim.Snapshot()
+	at, reason := snap.LastThrottle, snap.LastReason
+	if s.scopes != nil {
+		scopes, _ := s.scopes.Status()
+		for _, sc := range scopes {
+			if sc.LastThrottle.After(at) {
+				at, reason = sc.LastThrottle, sc.LastReason
+			}
+		}
+	}
+	return reason
+}
