@@ -34,13 +34,13 @@ type ScopesConfig struct {
 // A scope costs nothing until it is throttled: it has no limiter, Get
 // returns nil and Active is 0, which a caller reads without a lock to
 // skip scopes altogether. Throttle creates the scope's limiter at its
-// first throttle, starting from the rate the caller says the scope saw
-// (the store's rate limit, say: an upper bound), and feeds it the
-// throttle, which cuts it; its own windows then measure what the scope's
-// part of the store takes, and later throttles cut it to that. Tick steps
-// every scope's limiter and retires those that have been clean for
-// RetireAfter, are back at or past their last throttle point and have
-// nobody waiting: they no longer constrain anything.
+// first throttle, starting from the limits the caller says the scope saw
+// (the store's, say: an upper bound), cut by that throttle; its own
+// windows then measure what the scope's part of the store takes, and
+// later throttles cut it to that. Tick steps every scope's limiter and
+// retires those with nobody waiting that have been clean for RetireAfter
+// and are back at or past their last throttle point (they no longer
+// constrain anything), or that nobody used for RetireAfter.
 //
 // At most Max scopes have a limiter: a new scope evicts the least
 // recently used one (used: returned by Get, or throttled), and Evictions
@@ -66,6 +66,7 @@ type scopeEntry struct {
 	since       time.Time
 	prev, next  *scopeEntry
 	throttledAt time.Time // latest Throttle
+	usedAt      time.Time // latest Get or Throttle
 	reason      string    // its reason
 }
 
@@ -109,27 +110,48 @@ func (s *Scopes) Get(scope string) *Controller {
 	return e.c
 }
 
-// Throttle reports a throttle of scope by an attempt that held no permit
-// of its limiter (the scope had none when the attempt was admitted), for
-// reason. A scope without a limiter gets one, starting at decreaseFactor
-// of rate (units/s) and at conc slots, both clamped to the configured
-// bounds: the store's limits when it was throttled, say, which the scope's
-// writes had. The throttle is not fed to the new limiter as a sample: it
-// has measured nothing yet, and a cut from its empty windows would take
-// its slots to one. Its later throttles, reported through its permits,
-// cut it from what it measured. An attempt that holds a permit of the
-// scope's limiter reports through the permit instead. It returns the
+// Throttle reports a throttle smp of scope by an attempt that held no
+// permit of its limiter (the scope had none when the attempt was
+// admitted). A scope without a limiter gets one at rate (units/s) and
+// conc slots, both clamped to the configured bounds (the store's limits
+// when it was throttled, say, which the scope's writes had), and starts
+// as if smp had cut it (seedThrottle): the rate at decreaseFactor of rate,
+// rate its throttle point, startup over, a Retry-After counted toward a
+// pause (or pausing it, if long); its slots are left as they are, since
+// its empty windows say nothing of them. Its later throttles, reported
+// through its permits, cut it from what it measured. A scope that has a
+// limiter already is only marked used. An attempt that holds a permit of
+// the scope's limiter reports through the permit instead. It returns the
 // scope's limiter.
-func (s *Scopes) Throttle(scope string, rate float64, conc int, reason string) *Controller {
+func (s *Scopes) Throttle(scope string, rate float64, conc int, smp Sample) *Controller {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.m[scope]
 	if e == nil {
-		e = s.addLocked(scope, rate*decreaseFactor, conc)
+		e = s.addLocked(scope, rate, conc)
+		e.c.seedThrottle(smp)
 	}
 	s.touchLocked(e)
-	e.throttledAt, e.reason = s.cfg.Limiter.Now(), reason
+	e.throttledAt, e.reason = s.cfg.Limiter.Now(), smp.Reason
 	return e.c
+}
+
+// seedThrottle applies smp to a new limiter as the cut that ended its
+// startup, from its current rate, and leaves concurrency alone (see
+// Scopes.Throttle).
+func (c *Controller) seedThrottle(smp Sample) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Now()
+	c.samples[Congested]++
+	c.lastThrottle, c.lastReason = now, smp.Reason
+	c.applyCutLocked(cutDecision{share: 1, rate: rateEndStartup, rateBase: c.rate.v}, smp.Reason, smp.RetryAfter, now)
+	if smp.RetryAfter > 0 {
+		c.raStreak++
+	}
+	if smp.RetryAfter >= longRetryAfter {
+		c.pauseLocked(smp.RetryAfter, smp.Reason, now)
+	}
 }
 
 // addLocked makes scope's limiter, evicting the least recently used one
@@ -161,6 +183,7 @@ func (s *Scopes) addLocked(scope string, rate float64, conc int) *scopeEntry {
 
 // touchLocked makes e the most recently used. Requires that s.mu is held.
 func (s *Scopes) touchLocked(e *scopeEntry) {
+	e.usedAt = s.cfg.Limiter.Now()
 	if s.lru.next == e {
 		return
 	}
@@ -198,9 +221,9 @@ func (s *Scopes) Tick(now time.Time) {
 			continue
 		}
 		snap := e.c.Snapshot()
-		// LastMaxRate is 0 until a throttle through a permit cut it.
 		recovered := snap.Rate >= snap.LastMaxRate && now.Sub(snap.LastThrottle) >= s.cfg.RetireAfter
-		if recovered && snap.Queued == 0 && !now.Before(snap.PausedUntil) {
+		unused := now.Sub(e.usedAt) >= s.cfg.RetireAfter && snap.InFlight == 0
+		if (recovered || unused) && snap.Queued == 0 && !now.Before(snap.PausedUntil) {
 			s.removeLocked(e)
 			s.retired++
 		}

@@ -19,7 +19,7 @@ func newTestScopes(t *testing.T, max int) (*Scopes, *fakeClock) {
 	return s, clk
 }
 
-const scopeThrottle = "s3_slowdown"
+var scopeThrottle = Sample{Outcome: Congested, Reason: "s3_slowdown"}
 
 func TestScopesCostNothingUntilThrottled(t *testing.T) {
 	s, _ := newTestScopes(t, 4)
@@ -32,7 +32,7 @@ func TestScopesCostNothingUntilThrottled(t *testing.T) {
 }
 
 func TestScopesThrottleCreatesAndCuts(t *testing.T) {
-	s, _ := newTestScopes(t, 4)
+	s, clk := newTestScopes(t, 4)
 	c := s.Throttle("orders", 800, 16, scopeThrottle)
 	if s.Active() != 1 || s.Get("orders") != c {
 		t.Fatalf("after a throttle: active %d, Get %p, want %p", s.Active(), s.Get("orders"), c)
@@ -44,11 +44,15 @@ func TestScopesThrottleCreatesAndCuts(t *testing.T) {
 	if snap.Concurrency != 16 {
 		t.Errorf("concurrency %d, want the store's 16", snap.Concurrency)
 	}
+	if snap.LastMaxRate != 800 || snap.Phase == PhaseStartup || snap.Decreases != 1 {
+		t.Errorf("after the first throttle: throttle point %.1f, phase %s, %d decreases; want 800, out of startup, 1", snap.LastMaxRate, snap.Phase, snap.Decreases)
+	}
 	st, _ := s.Status()
 	if len(st) != 1 || st[0].LastReason != "s3_slowdown" || st[0].LastThrottle.IsZero() {
 		t.Errorf("status %+v, want the throttle", st)
 	}
 	// Its next throttle, through a permit, cuts it.
+	clk.advance(time.Second)
 	p, err := c.TryAcquire(1)
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +95,9 @@ func TestScopesEvictLeastRecentlyUsed(t *testing.T) {
 }
 
 func TestScopesEvictedLimiterStillWorks(t *testing.T) {
-	s, _ := newTestScopes(t, 1)
+	s, clk := newTestScopes(t, 1)
 	a := s.Throttle("a", 100, 4, scopeThrottle)
+	clk.advance(time.Second)
 	p, err := a.TryAcquire(1)
 	if err != nil {
 		t.Fatal(err)
@@ -128,10 +133,14 @@ func TestScopesRetireWhenCleanAndRecovered(t *testing.T) {
 	if s.Active() != 2 {
 		t.Fatal("retired right after a throttle")
 	}
-	// Clean for RetireAfter: "once", never throttled since it was made, goes;
-	// "orders", below its throttle point, still constrains and stays.
-	clk.advance(DefaultScopeRetireAfter)
-	s.Tick(clk.now)
+	// Clean for RetireAfter: "once", unused since it was made, goes;
+	// "orders", used and below its throttle point, still constrains and
+	// stays.
+	for range 30 {
+		clk.advance(DefaultScopeRetireAfter / 30)
+		s.Get("orders")
+		s.Tick(clk.now)
+	}
 	if got := s.Names(); !slices.Equal(got, []string{"orders"}) {
 		t.Fatalf("after %v clean: %q, want [orders]", DefaultScopeRetireAfter, got)
 	}

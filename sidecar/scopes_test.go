@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -142,4 +143,116 @@ func lastSignal(s *Server) string {
 		}
 	}
 	return reason
+}
+
+// TestScopedThrottleSparesTheStore: under the DynamoDB profile a
+// ProvisionedThroughputExceeded of a BatchWriteItem over two tables gives
+// each table a limiter, the store's limiter does not count it, and a
+// write to another table is not held by either; a store-wide throttle
+// (RequestLimitExceeded, the account's) goes to the store's limiter and
+// makes no scope.
+func TestScopedThrottleSparesTheStore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		answer := map[string]string{} // table → error type
+		var mu sync.Mutex
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			defer mu.Unlock()
+			for table, typ := range answer {
+				if strings.Contains(string(body), `"`+table+`"`) {
+					w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+					w.WriteHeader(http.StatusBadRequest)
+					_, _ = io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#`+typ+`","message":"slow down"}`)
+					return
+				}
+			}
+			_, _ = io.WriteString(w, `{}`)
+		})
+		s := newTestServer(t, store, "PROFILE=dynamodb", "RETRY_MAX=0")
+		write := func(target, body string) int {
+			return send(s.ProxyHandler(), context.Background(), http.MethodPost, "/", body,
+				"X-Amz-Target", "DynamoDB_20120810."+target, "X-Sluice-Job", "ddb").Code
+		}
+		const batch = `{"RequestItems":{"orders":[{"PutRequest":{"Item":{"id":{"S":"1"}}}}],"customers":[{"PutRequest":{"Item":{"id":{"S":"2"}}}}]}}`
+		mu.Lock()
+		answer["orders"] = "ProvisionedThroughputExceededException"
+		mu.Unlock()
+		if code := write("BatchWriteItem", batch); code != http.StatusBadRequest {
+			t.Fatalf("throttled batch: loader got %d, want the store's 400", code)
+		}
+		if got := s.scopes.Names(); len(got) != 2 || got[0] != "customers" || got[1] != "orders" {
+			t.Fatalf("scopes after a batch over two tables: %q, want [customers orders]", got)
+		}
+		if snap := s.lim.Snapshot(); !snap.LastThrottle.IsZero() || snap.Decreases != 0 {
+			t.Errorf("the store's limiter took a scoped throttle: %+v", snap)
+		}
+		// Another table is held by neither scope's limiter.
+		if code := write("PutItem", `{"TableName":"events","Item":{}}`); code != http.StatusOK {
+			t.Errorf("write to another table: %d", code)
+		}
+		// A store-wide throttle cuts the store's limiter and makes no scope.
+		mu.Lock()
+		answer = map[string]string{"events": "RequestLimitExceeded"}
+		mu.Unlock()
+		write("PutItem", `{"TableName":"events","Item":{}}`)
+		if snap := s.lim.Snapshot(); snap.LastReason != "dynamodb_request_limit_exceeded" {
+			t.Errorf("store's limiter last reason %q, want dynamodb_request_limit_exceeded", snap.LastReason)
+		}
+		if got := s.scopes.Names(); len(got) != 2 {
+			t.Errorf("a store-wide throttle made a scope: %q", got)
+		}
+	})
+}
+
+// TestScopesOff: with SLUICE_SCOPES_MAX=0 there is no scope, a scoped
+// throttle is the store's, and /v1/status has no "scopes".
+func TestScopesOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := scopedStore{a: newQuotaStore(1), b: newQuotaStore(2000)}
+		s := newTestServer(t, store, "SCOPES_MAX=0")
+		for range 20 {
+			send(s.ProxyHandler(), context.Background(), http.MethodPost, "/a/write", `{}`)
+		}
+		if s.scopes != nil {
+			t.Fatal("scopes made with SLUICE_SCOPES_MAX=0")
+		}
+		if snap := s.lim.Snapshot(); snap.LastReason != "status_429" {
+			t.Errorf("store's limiter last reason %q, want status_429", snap.LastReason)
+		}
+		rec := send(s.AdminHandler(), context.Background(), http.MethodGet, "/v1/status", "")
+		if strings.Contains(rec.Body.String(), `"scopes"`) {
+			t.Errorf("status shows scopes when off: %s", rec.Body)
+		}
+	})
+}
+
+// TestScopeConfigErrorsNameTheVariable: each bad SLUICE_SCOPE* value is
+// an error naming its variable; the defaults give generic writes a scope
+// by their path's first segment.
+func TestScopeConfigErrorsNameTheVariable(t *testing.T) {
+	f := func(kv, name string) {
+		t.Helper()
+		_, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", kv})
+		if err == nil || !strings.Contains(err.Error(), name+": ") {
+			t.Errorf("%s: error %v, want one naming %s", kv, err, name)
+		}
+	}
+	f("SLUICE_SCOPES_MAX=-1", "SLUICE_SCOPES_MAX")
+	f("SLUICE_SCOPES_MAX=100000", "SLUICE_SCOPES_MAX")
+	f("SLUICE_SCOPE_KEY_DEPTH=-1", "SLUICE_SCOPE_KEY_DEPTH")
+	f("SLUICE_SCOPE_KEY_DEPTH=33", "SLUICE_SCOPE_KEY_DEPTH")
+	f("SLUICE_SCOPE_PATH_DEPTH=0", "SLUICE_SCOPE_PATH_DEPTH")
+	f("SLUICE_SCOPE_GENERIC=table", "SLUICE_SCOPE_GENERIC")
+	cfg, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.scopeRules(); cfg.ScopesMax != 64 || r.PathDepth != 1 || r.KeyDepth != 1 || r.ByJob {
+		t.Errorf("defaults: max %d, rules %+v", cfg.ScopesMax, r)
+	}
+	cfg, _, _ = LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_SCOPE_GENERIC=job"})
+	if r := cfg.scopeRules(); !r.ByJob || r.PathDepth != 0 {
+		t.Errorf("SLUICE_SCOPE_GENERIC=job: rules %+v", r)
+	}
 }

@@ -396,10 +396,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"X-Sluice-Job must be 1-128 characters of A-Za-z0-9._:-, starting with a letter or digit", map[string]any{"job": apierror.Truncate(job, 140)})
 		return
 	}
-	ctx, release, err := p.jobs.Admit(r.Context(), job, p.queueTimeout)
+	// A write hold mode may hold waits for its job's backoff (state) at
+	// most SLUICE_HOLD_MAX too, which bounds all the time sluice keeps it
+	// (see retryPolicy); past it, the loader gets hold_expired as for a
+	// hold that ran out in the limiter's queue.
+	maxWait := p.queueTimeout
+	holdable := p.hold > 0 && p.retryMax > 0 && p.methodRetryable(r.Method) && r.ContentLength >= 0 && r.ContentLength <= p.retryBodyMax
+	if holdable {
+		maxWait = p.hold
+	}
+	ctx, release, err := p.jobs.Admit(r.Context(), job, maxWait)
 	if err != nil {
 		if r.Context().Err() != nil {
 			ex.status = 499 // the loader left while its job was held
+			return
+		}
+		if holdable && errors.Is(err, context.DeadlineExceeded) {
+			ex.holdUntil = ex.arrived.Add(p.hold)
+			p.answerError(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)), p.pushback(ex, reasonHoldExpired, 0))
 			return
 		}
 		ex.status = apierror.WriteJob(w, job, err, p.pushStatus)

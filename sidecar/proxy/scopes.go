@@ -94,7 +94,7 @@ func (p *Proxy) finishScopes(ex *exchange, sp *scopePermits, res classify.Result
 				snap := p.lim.Snapshot()
 				rate, conc = snap.Rate, snap.Concurrency
 			}
-			p.scopes.Throttle(ex.scopes.At(i), rate, conc, res.Reason)
+			p.scopes.Throttle(ex.scopes.At(i), rate, conc, s)
 		}
 		sp.n = 0
 		return
