@@ -10,6 +10,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // scopedStore is a store with a quota per path prefix, like S3's per
@@ -124,6 +126,16 @@ func TestScopesInStatus(t *testing.T) {
 		}
 		if v := metricValue(t, s, "sluice_scope_active"); v != 1 {
 			t.Errorf("sluice_scope_active %v, want 1", v)
+		}
+		// The per-scope series pass Prometheus' linter too.
+		problems, err := testutil.GatherAndLint(s.reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range problems {
+			if strings.HasPrefix(p.Metric, "sluice_scope") {
+				t.Errorf("%s: %s", p.Metric, p.Text)
+			}
 		}
 	})
 }

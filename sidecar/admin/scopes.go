@@ -28,7 +28,7 @@ type ScopeStatus struct {
 	PausedUntil  time.Time `json:"paused_until,omitzero"`
 	LastThrottle time.Time `json:"last_throttle,omitzero"`
 	LastReason   string    `json:"last_reason,omitempty"`
-	Throttles    uint64    `json:"throttles"` // through its limiter, since it was made
+	Throttles    uint64    `json:"throttles"` // since its limiter was made, the throttle that made it included
 	Since        time.Time `json:"since"`     // when its limiter was made
 }
 

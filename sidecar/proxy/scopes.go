@@ -130,7 +130,7 @@ func newScopeCollector(s *limiter.Scopes) *scopeCollector {
 		inFlight:     d("sluice_scope_in_flight", "Upstream attempts in flight under a throttled scope's limiter.", "scope"),
 		queued:       d("sluice_scope_queue_length", "Writes waiting in a throttled scope's queue.", "scope"),
 		lastThrottle: d("sluice_scope_last_throttle_timestamp_seconds", "When the store last throttled the scope.", "scope"),
-		throttles:    d("sluice_scope_throttles_total", "Throttles a scope's limiter took since it was made (the one that made it not counted).", "scope"),
+		throttles:    d("sluice_scope_throttles_total", "Throttles a scope's limiter took since it was made, the one that made it included.", "scope"),
 		active:       d("sluice_scope_active", "Scopes with a limiter of their own (throttled lately)."),
 		max:          d("sluice_scope_max", "The most scopes with a limiter at once (SLUICE_SCOPES_MAX)."),
 		evictions:    d("sluice_scope_evictions_total", "Scope limiters dropped, least recently used first, to make room for a newly throttled scope."),
