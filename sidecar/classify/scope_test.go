@@ -224,3 +224,41 @@ func FuzzScopes(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkScopes is the per-write cost of reading a write's scopes, which
+// the proxy pays on every write while scopes are on.
+func BenchmarkScopes(b *testing.B) {
+	var batch strings.Builder
+	batch.WriteString(`{"RequestItems":{"orders":[`)
+	for i := range 25 {
+		if i > 0 {
+			batch.WriteByte(',')
+		}
+		batch.WriteString(`{"PutRequest":{"Item":{"id":{"S":"order-000` + string(rune('a'+i)) + `"},"note":{"S":"a short note of some forty bytes..."}}}}`)
+	}
+	batch.WriteString(`],"customers":[{"DeleteRequest":{"Key":{"id":{"S":"7"}}}}]}}`)
+	for _, bc := range []struct {
+		name  string
+		p     Profile
+		rules ScopeRules
+		req   Request
+		body  []byte
+	}{
+		{"generic", Generic, ScopeRules{PathDepth: 1}, Request{Method: "POST", Path: "/a/write"}, nil},
+		{"s3", S3, ScopeRules{KeyDepth: 1}, Request{Method: "PUT", Path: "/logs/2024/05/01/part-0001.parquet"}, nil},
+		{"elasticsearch", Elasticsearch, ScopeRules{}, Request{Method: "POST", Path: "/logs-2024.05/_bulk"}, nil},
+		{"dynamodb_batch_26_writes", DynamoDB, ScopeRules{}, Request{Method: "POST", Path: "/"}, []byte(batch.String())},
+		{"clickhouse_query", ClickHouse, ScopeRules{}, Request{Method: "POST", Path: "/", RawQuery: "query=INSERT%20INTO%20db.t%20FORMAT%20CSV"}, nil},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var ws WriteScopes
+			for b.Loop() {
+				bc.p.Scopes(bc.rules, bc.req, "job", bc.body, &ws)
+			}
+			if ws.Len() == 0 {
+				b.Fatal("no scope")
+			}
+		})
+	}
+}
