@@ -268,3 +268,57 @@ func TestScopeConfigErrorsNameTheVariable(t *testing.T) {
 		t.Errorf("SLUICE_SCOPE_GENERIC=job: rules %+v", r)
 	}
 }
+
+// TestMultiScopeWritesDoNotDeadlock: writes that each take from two
+// throttled tables, named in either order, all get through one slot per
+// table: the scopes are taken in one order (sorted), so no write holds
+// one table's slot while waiting for the other's that another write
+// holds. Under synctest a deadlock would fail the test (every goroutine
+// blocked).
+func TestMultiScopeWritesDoNotDeadlock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		throttled := map[string]bool{}
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			time.Sleep(5 * time.Millisecond)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, table := range []string{"table_a", "table_b"} {
+				if strings.Contains(string(body), table) && !throttled[table] {
+					throttled[table] = true
+					w.WriteHeader(http.StatusBadRequest)
+					_, _ = io.WriteString(w, `{"__type":"#ProvisionedThroughputExceededException"}`)
+					return
+				}
+			}
+			_, _ = io.WriteString(w, `{}`)
+		})
+		s := newTestServer(t, store, "PROFILE=dynamodb", "RETRY_MAX=0", "INITIAL_CONCURRENCY=1", "MAX_CONCURRENCY=1")
+		put := func(table string) string {
+			return `{"RequestItems":{"` + table + `":[{"PutRequest":{"Item":{}}}]}}`
+		}
+		send(s.ProxyHandler(), context.Background(), http.MethodPost, "/", put("table_a"), "X-Amz-Target", "DynamoDB_20120810.BatchWriteItem")
+		send(s.ProxyHandler(), context.Background(), http.MethodPost, "/", put("table_b"), "X-Amz-Target", "DynamoDB_20120810.BatchWriteItem")
+		if got := s.scopes.Names(); len(got) != 2 {
+			t.Fatalf("scopes %q, want both tables", got)
+		}
+		orders := []string{
+			`{"RequestItems":{"table_a":[{"PutRequest":{"Item":{}}}],"table_b":[{"PutRequest":{"Item":{}}}]}}`,
+			`{"RequestItems":{"table_b":[{"PutRequest":{"Item":{}}}],"table_a":[{"PutRequest":{"Item":{}}}]}}`,
+		}
+		var wg sync.WaitGroup
+		codes := make([]int, 40)
+		for i := range codes {
+			wg.Go(func() {
+				codes[i] = send(s.ProxyHandler(), context.Background(), http.MethodPost, "/", orders[i%2], "X-Amz-Target", "DynamoDB_20120810.BatchWriteItem").Code
+			})
+		}
+		wg.Wait()
+		for i, c := range codes {
+			if c != http.StatusOK {
+				t.Errorf("write %d: %d", i, c)
+			}
+		}
+	})
+}
