@@ -64,4 +64,8 @@
 // probe.go and bucket.go are the curve of one limit and the token bucket,
 // and outage.go paces the probes of a store that answers nothing.
 // snapshot.go and log.go are what the Controller shows of itself.
+// scopes.go has Scopes, a bounded set of Controllers, one per throttled
+// scope of a store (a table, a bucket prefix), created at the scope's
+// first throttle and dropped when it is clean again or least recently
+// used.
 package limiter

@@ -39,6 +39,13 @@ type Config struct {
 	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"30s"`
 	Profile         string        `env:"PROFILE" envDefault:"generic"`
 
+	// Scopes: a limiter per throttled table, bucket prefix or index
+	// (package proxy, scopes.go); checked by validateScopes.
+	ScopesMax      int    `env:"SCOPES_MAX" envDefault:"64"`
+	ScopeKeyDepth  int    `env:"SCOPE_KEY_DEPTH" envDefault:"1"`
+	ScopePathDepth int    `env:"SCOPE_PATH_DEPTH" envDefault:"1"`
+	ScopeGeneric   string `env:"SCOPE_GENERIC" envDefault:"path"`
+
 	// Adaptive limits.
 	RateUnit           string        `env:"RATE_UNIT" envDefault:"requests"`
 	InitialRate        float64       `env:"INITIAL_RATE"`
@@ -479,6 +486,7 @@ func (c Config) validate() []string {
 	if _, err := classify.ParseProfile(c.Profile); err != nil {
 		bad("PROFILE", "%v", err)
 	}
+	c.validateScopes(bad)
 	switch c.RateUnit {
 	case "requests", "bytes":
 	default:
@@ -752,3 +760,37 @@ func (c *Config) validateHold() []string {
 }
 
 // --- end of hold mode ---
+
+// maxScopeDepth bounds SLUICE_SCOPE_KEY_DEPTH and SLUICE_SCOPE_PATH_DEPTH:
+// deeper, every object is its own scope.
+const maxScopeDepth = 32
+
+// validateScopes checks the SLUICE_SCOPE* variables.
+func (c *Config) validateScopes(bad func(key, format string, args ...any)) {
+	if c.ScopesMax < 0 || c.ScopesMax > 10000 {
+		bad("SCOPES_MAX", "must be in [0 (scopes off), 10000], got %d", c.ScopesMax)
+	}
+	if c.ScopeKeyDepth < 0 || c.ScopeKeyDepth > maxScopeDepth {
+		bad("SCOPE_KEY_DEPTH", "must be in [0, %d], got %d", maxScopeDepth, c.ScopeKeyDepth)
+	}
+	if c.ScopePathDepth < 1 || c.ScopePathDepth > maxScopeDepth {
+		bad("SCOPE_PATH_DEPTH", "must be in [1, %d], got %d", maxScopeDepth, c.ScopePathDepth)
+	}
+	switch c.ScopeGeneric {
+	case "path", "job", "none":
+	default:
+		bad("SCOPE_GENERIC", "must be path, job or none, got %q", c.ScopeGeneric)
+	}
+}
+
+// scopeRules are the proxy's rules from the SLUICE_SCOPE_* variables.
+func (c *Config) scopeRules() classify.ScopeRules {
+	r := classify.ScopeRules{KeyDepth: c.ScopeKeyDepth}
+	switch c.ScopeGeneric {
+	case "path":
+		r.PathDepth = c.ScopePathDepth
+	case "job":
+		r.ByJob = true
+	}
+	return r
+}

@@ -238,8 +238,8 @@ func TestDynamoDBPartialBatch(t *testing.T) {
 				if rec := batch(); rec.Code != http.StatusOK || rec.Body.String() != partial {
 					t.Fatalf("loader got %d %q, want the store's answer unchanged", rec.Code, rec.Body)
 				}
-				if snap := s.lim.Snapshot(); snap.LastReason != "dynamodb_unprocessed_items" {
-					t.Errorf("limiter's last signal %q, want dynamodb_unprocessed_items", snap.LastReason)
+				if got := lastSignal(s); got != "dynamodb_unprocessed_items" {
+					t.Errorf("limiter's last signal %q, want dynamodb_unprocessed_items", got)
 				}
 				answer = `{"UnprocessedItems":{}}`
 				if rec := batch(); rec.Code != http.StatusOK {
@@ -335,8 +335,8 @@ func TestS3PutObjectErrorIn200(t *testing.T) {
 		if j.Totals.Requests != 1 || j.Totals.Bytes != 4 || j.Totals.Throttled != 1 {
 			t.Errorf("job totals %+v, want one acknowledged write of 4 bytes and one throttle", j.Totals)
 		}
-		if snap := s.lim.Snapshot(); snap.LastReason != "s3_slowdown" {
-			t.Errorf("limiter's last signal %q, want s3_slowdown", snap.LastReason)
+		if got := lastSignal(s); got != "s3_slowdown" {
+			t.Errorf("limiter's last signal %q, want s3_slowdown", got)
 		}
 	})
 }

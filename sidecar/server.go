@@ -51,6 +51,7 @@ type Server struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	lim     *limiter.Controller
+	scopes  *limiter.Scopes // per-scope limiters; nil with SLUICE_SCOPES_MAX=0
 	budget  *proxy.Budget
 	jobs    *state.Manager
 	auth    *auth.Authenticator
@@ -97,7 +98,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		started: time.Now(),
 		stopCh:  make(chan struct{}),
 	}
-	lim, err := limiter.New(limiter.Config{
+	lcfg := limiter.Config{
 		InitialRate:        cfg.InitialRate,
 		MinRate:            cfg.MinRate,
 		MaxRate:            cfg.MaxRate,
@@ -107,11 +108,19 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		Window:             cfg.ControlInterval,
 		QueueMax:           cfg.QueueMax,
 		Logger:             log, // each package scopes its own logger
-	})
+	}
+	lim, err := limiter.New(lcfg)
 	if err != nil {
 		return nil, err
 	}
 	s.lim = lim
+	if cfg.ScopesMax > 0 {
+		// A scope's limiter has the store's bounds; it starts from the
+		// store's limits when its scope is first throttled.
+		if s.scopes, err = limiter.NewScopes(limiter.ScopesConfig{Limiter: lcfg, Max: cfg.ScopesMax}); err != nil {
+			return nil, err
+		}
+	}
 	reg.MustRegister(newLimiterCollector(lim, s.budget))
 
 	a, err := auth.New(cfg.Auth, auth.Options{
@@ -149,6 +158,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	}
 	s.proxy, err = proxy.New(pcfg, proxy.Deps{
 		Limiter:    lim,
+		Scopes:     s.scopes,
 		Budget:     s.budget,
 		Jobs:       jobsAdapter{jobs},
 		Auth:       a,
@@ -188,6 +198,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		Started:   s.started,
 		History:   admin.NewHistory(admin.HistoryPoints),
 		Fleet:     s.fleetStatus,
+		Scopes:    s.scopes,
 	})
 	return s, nil
 }
@@ -343,6 +354,9 @@ func (s *Server) controlLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			s.lim.Tick(now)
+			if s.scopes != nil {
+				s.scopes.Tick(now)
+			}
 			t.Reset(s.lim.TickInterval())
 		}
 	}
@@ -387,6 +401,7 @@ func proxyConfig(c *Config) (proxy.Config, error) {
 		Upstream:        up,
 		PreserveHost:    c.PreserveHost,
 		Profile:         profile,
+		ScopeRules:      c.scopeRules(),
 		BytesCost:       c.RateUnit == "bytes",
 		Reject:          c.Backpressure == "reject",
 		Timeout:         c.UpstreamTimeout,

@@ -69,6 +69,10 @@ type Deps struct {
 	// Fleet, if set, is fleet mode's part of /v1/status (fleet.go); it
 	// returns nil when fleet mode is off.
 	Fleet func() *FleetStatus
+
+	// Scopes are the per-scope limiters (scopes.go); nil when scopes are
+	// off.
+	Scopes *limiter.Scopes
 }
 
 // API serves the admin endpoints. It is safe for concurrent use.
@@ -286,7 +290,8 @@ type Status struct {
 	Auth         any            `json:"auth,omitempty"`
 	Uptime       string         `json:"uptime"`
 
-	Fleet *FleetStatus `json:"fleet,omitempty"`
+	Fleet  *FleetStatus  `json:"fleet,omitempty"`
+	Scopes *ScopesStatus `json:"scopes,omitempty"`
 }
 
 // LimiterStatus is the controller's state in /v1/status.
@@ -351,6 +356,7 @@ func (s *API) Status() Status {
 	if s.d.Fleet != nil {
 		st.Fleet = s.d.Fleet()
 	}
+	st.Scopes = scopesStatus(s.d.Scopes)
 	return st
 }
 

@@ -78,18 +78,18 @@ func TestDynamoDBUnprocessed(t *testing.T) {
 		{"item collection metrics are not writes", `{"UnprocessedItems":{},"ItemCollectionMetrics":{"T":[{"ItemCollectionKey":{}}]}}`, 3,
 			Result{Kind: OK, Reason: "status_200", Items: 3}},
 		{"two of eight", dynamoPartial, 8,
-			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.25, Items: 6, Rejected: 2}},
+			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.25, Items: 6, Rejected: 2, Scoped: true}},
 		{"all handed back", dynamoPartial, 2,
-			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 1, Items: 0, Rejected: 2}},
+			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 1, Items: 0, Rejected: 2, Scoped: true}},
 		{"count unknown: at least n of 25", dynamoPartial, 0,
-			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.08, Items: -1, Rejected: 2}},
+			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.08, Items: -1, Rejected: 2, Scoped: true}},
 		{"more handed back than sent: count is wrong", dynamoPartial, 1,
-			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.08, Items: -1, Rejected: 2}},
+			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.08, Items: -1, Rejected: 2, Scoped: true}},
 		{"ok, count unknown", `{"UnprocessedItems":{}}`, 0, Result{Kind: OK, Reason: "status_200", Items: -1}},
 		{"escaped key", `{"Unprocessed\u0049tems":{"T":[{"PutRequest":{}}]}}`, 4,
-			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.25, Items: 3, Rejected: 1}},
+			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.25, Items: 3, Rejected: 1, Scoped: true}},
 		{"the last key counts", `{"UnprocessedItems":{"T":[{},{}]},"UnprocessedItems":{"T":[{}]}}`, 4,
-			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.25, Items: 3, Rejected: 1}},
+			Result{Kind: Throttled, Reason: "dynamodb_unprocessed_items", Share: 0.25, Items: 3, Rejected: 1, Scoped: true}},
 		{"a table that is no list", `{"UnprocessedItems":{"T":{"U":{}}}}`, 4, Result{Kind: OK, Reason: "status_200", Items: 4}},
 		{"nested key is not the answer's", `{"Other":{"UnprocessedItems":{"T":[{}]}}}`, 4, Result{Kind: OK, Reason: "status_200", Items: 4}},
 		{"other case", `{"unprocessedItems":{"T":[{}]}}`, 4, Result{Kind: OK, Reason: "status_200", Items: 4}},
@@ -238,6 +238,7 @@ func wantDynamo(unprocessed, requested int) Result {
 	}
 	if unprocessed > 0 {
 		r.Kind, r.Reason, r.Rejected = Throttled, "dynamodb_unprocessed_items", unprocessed
+		r.Scoped = true
 		r.Share = float64(unprocessed) / 25
 		if known {
 			r.Share = float64(unprocessed) / float64(requested)

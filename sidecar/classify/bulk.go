@@ -506,6 +506,7 @@ func (s *bulkScanner) dynamoResult() Result {
 		return r
 	}
 	r.Kind, r.Reason, r.Rejected = Throttled, "dynamodb_unprocessed_items", unprocessed
+	r.Scoped = true // the tables' capacity (see scopedReasons)
 	if r.Items >= 0 {
 		r.Share = float64(unprocessed) / float64(s.requested)
 	} else {

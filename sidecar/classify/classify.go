@@ -150,6 +150,14 @@ type Result struct {
 	// in flight help; a lower send rate does not.
 	Concurrency bool
 
+	// Scoped reports, for a Throttled result, that the throttle concerns
+	// the write's scopes only (its table, bucket prefix, index: see
+	// [Profile.Scopes] and [Profile.ScopedThrottle]), not the whole store:
+	// it should slow the writes to those scopes, not every write. False
+	// for every other kind, and for store-wide throttles (a node's full
+	// queue, a cap on concurrency, an account's limit).
+	Scoped bool
+
 	// Items is the number of items the store acknowledged (bulk: items with
 	// a 2xx status), or -1 when the response cannot be counted in items,
 	// including a bulk body that is not one complete JSON object (garbage,
@@ -310,6 +318,7 @@ func (p Profile) Classify(status int, h http.Header, bodyPrefix []byte, now time
 	}
 
 	r := Result{Kind: k, Reason: reason, Items: -1, Concurrency: capsConcurrency(reason)}
+	r.Scoped = k == Throttled && p.ScopedThrottle(reason)
 	if k != OK {
 		r.Share = 1
 	}

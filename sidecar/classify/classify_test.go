@@ -102,6 +102,9 @@ func checkClassify(t *testing.T, p Profile, r resp, want Result) {
 	if want.Items == 0 {
 		want.Items = -1
 	}
+	// Which throttles are scoped is TestScopedThrottle's; here it follows
+	// the table.
+	want.Scoped = want.Kind == Throttled && p.ScopedThrottle(want.Reason)
 	if got != want {
 		t.Errorf("%v.Classify(%d, %v, %.60q)\n got %+v\nwant %+v", p, r.status, r.header, r.body, got, want)
 	}
@@ -421,6 +424,9 @@ func TestProfilesFallBackToGeneric(t *testing.T) {
 			for _, h := range []http.Header{nil, ra} {
 				for _, body := range [][]byte{nil, []byte(nginx429), []byte(`{"error":"boom"}`)} {
 					want := Generic.Classify(status, h, nil, testNow)
+					// Whether a 429 is scoped is the profile's own
+					// (TestScopedThrottle).
+					want.Scoped = want.Kind == Throttled && p.ScopedThrottle(want.Reason)
 					if got := p.Classify(status, h, body, testNow); got != want {
 						t.Fatalf("%v.Classify(%d, %v, %q) = %+v, want the generic %+v", p, status, h, body, got, want)
 					}

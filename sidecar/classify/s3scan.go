@@ -110,7 +110,7 @@ func (s *s3Scanner) Result() Result {
 		return ok // <ErrorDocument>, say
 	}
 	if code, found := xmlElement(s.kept, "<Code>", "</Code>"); found && bytes.HasPrefix(code, []byte("SlowDown")) {
-		return Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: -1}
+		return Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: -1, Scoped: true}
 	}
 	return broken
 }

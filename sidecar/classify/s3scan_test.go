@@ -67,7 +67,7 @@ func TestNewScannerS3(t *testing.T) {
 func TestS3ErrorIn200(t *testing.T) {
 	ok := Result{Kind: OK, Reason: "status_200", Items: -1}
 	broken := Result{Kind: ServerError, Reason: "s3_error_in_200", Share: 1, Items: -1}
-	slow := Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: -1}
+	slow := Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: -1, Scoped: true}
 	keepAlive := strings.Repeat(" ", 100_000) + "\n"
 	for _, tc := range []struct {
 		name, body string
@@ -132,7 +132,7 @@ func TestS3ErrorIn200OtherWrites(t *testing.T) {
 	// is their success. An <Error> document is still an error.
 	ok := Result{Kind: OK, Reason: "status_200", Items: -1}
 	broken := Result{Kind: ServerError, Reason: "s3_error_in_200", Share: 1, Items: -1}
-	slow := Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: -1}
+	slow := Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: -1, Scoped: true}
 	for _, tc := range []struct {
 		name, body string
 		want       Result

@@ -113,6 +113,8 @@ type Proxy struct {
 	pushStatus   int           // SLUICE_PUSHBACK_STATUS
 
 	lim         *limiter.Controller
+	scopes      *limiter.Scopes     // per-scope limiters; nil: scopes off (see scopes.go)
+	scopeRules  classify.ScopeRules // how writes map to scopes
 	retryBudget *limiter.RetryBudget
 	backoff     limiter.Backoff // retries without a Retry-After
 	honour      limiter.Backoff // retries after a Retry-After, capped by SLUICE_MAX_RETRY_AFTER
@@ -163,6 +165,10 @@ type Config struct {
 	// 429 or 503, always with a Retry-After. 0 means 429.
 	PushbackStatus int
 
+	// ScopeRules map writes to scopes (see classify.Profile.Scopes); they
+	// matter only with Deps.Scopes.
+	ScopeRules classify.ScopeRules
+
 	Pipeline       bool   // pipeline writes that may be retried on HTTP/1.1 connections
 	CAFile         string // PEM roots for the store's certificate, besides the system's
 	MaxConcurrency int    // the limiter's ceiling, which sizes the idle connection pool
@@ -171,7 +177,10 @@ type Config struct {
 
 // Deps are the parts of a Proxy built elsewhere.
 type Deps struct {
-	Limiter    *limiter.Controller
+	Limiter *limiter.Controller
+	// Scopes, if set, are the per-scope limiters each write passes before
+	// Limiter (see scopes.go); nil: one limiter for the whole store.
+	Scopes     *limiter.Scopes
 	Budget     *Budget
 	Jobs       Jobs
 	Auth       *auth.Authenticator // nil: the loader's credentials go through
@@ -200,6 +209,9 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		return nil, err
 	}
 	m := newMetrics(d.Registerer)
+	if d.Scopes != nil {
+		d.Registerer.MustRegister(newScopeCollector(d.Scopes))
+	}
 	p := &Proxy{
 		upstream:     cfg.Upstream,
 		preserveHost: cfg.PreserveHost,
@@ -215,6 +227,8 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		hold:         cfg.HoldMax,
 		pushStatus:   cfg.PushbackStatus,
 		lim:          d.Limiter,
+		scopes:       d.Scopes,
+		scopeRules:   cfg.ScopeRules,
 		backoff:      limiter.Backoff{Min: cfg.RetryBackoffMin, Max: cfg.RetryBackoffMax},
 		honour:       limiter.Backoff{Min: cfg.RetryBackoffMin, Max: max(cfg.RetryBackoffMin, cfg.MaxRetryAfter)},
 		budget:       d.Budget,
@@ -334,10 +348,12 @@ type exchange struct {
 	job       string
 	method    string
 	cost      float64
-	permit    *limiter.Permit // the first attempt's, taken at admission
-	buffered  bool            // the body is in memory (or there is none)
-	retryable bool            // buffered, and its method may be retried
-	pipelined bool            // retryable, and sent on p.pipe
+	permit    *limiter.Permit      // the first attempt's, taken at admission
+	scopes    classify.WriteScopes // the scopes the write takes from (see scopes.go)
+	scopeHeld scopePermits         // the scope permits taken with permit, not yet used by an attempt
+	buffered  bool                 // the body is in memory (or there is none)
+	retryable bool                 // buffered, and its method may be retried
+	pipelined bool                 // retryable, and sent on p.pipe
 	attempts  int
 	last      classify.Result     // the last attempt's classification
 	bodyBytes int64               // request body size, -1 unknown
@@ -380,10 +396,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"X-Sluice-Job must be 1-128 characters of A-Za-z0-9._:-, starting with a letter or digit", map[string]any{"job": apierror.Truncate(job, 140)})
 		return
 	}
-	ctx, release, err := p.jobs.Admit(r.Context(), job, p.queueTimeout)
+	// A write hold mode may hold waits for its job's backoff (state) at
+	// most SLUICE_HOLD_MAX too, which bounds all the time sluice keeps it
+	// (see retryPolicy); past it, the loader gets hold_expired as for a
+	// hold that ran out in the limiter's queue.
+	maxWait := p.queueTimeout
+	holdable := p.hold > 0 && p.retryMax > 0 && p.methodRetryable(r.Method) && r.ContentLength >= 0 && r.ContentLength <= p.retryBodyMax
+	if holdable {
+		maxWait = p.hold
+	}
+	ctx, release, err := p.jobs.Admit(r.Context(), job, maxWait)
 	if err != nil {
 		if r.Context().Err() != nil {
 			ex.status = 499 // the loader left while its job was held
+			return
+		}
+		if holdable && errors.Is(err, context.DeadlineExceeded) {
+			ex.holdUntil = ex.arrived.Add(p.hold)
+			p.answerError(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)), p.pushback(ex, reasonHoldExpired, 0))
 			return
 		}
 		ex.status = apierror.WriteJob(w, job, err, p.pushStatus)
@@ -472,8 +502,14 @@ func (e *pushbackError) Error() string { return "sluice: write pushed back: " + 
 // wait the limiter expects before the loader's write could be admitted, at
 // least atLeast (the store's own Retry-After, say).
 func (p *Proxy) pushback(ex *exchange, reason string, atLeast time.Duration) *pushbackError {
+	return p.pushbackBy(ex, p.lim, reason, atLeast)
+}
+
+// pushbackBy is pushback by lim, the store's limiter or a scope's, whose
+// wait the loader is told.
+func (p *Proxy) pushbackBy(ex *exchange, lim *limiter.Controller, reason string, atLeast time.Duration) *pushbackError {
 	p.m.rejected.WithLabelValues(reason).Inc()
-	e := &pushbackError{reason: reason, wait: max(atLeast, p.lim.RetryWait(ex.cost))}
+	e := &pushbackError{reason: reason, wait: max(atLeast, lim.RetryWait(ex.cost))}
 	if reason == reasonUnreachable || reason == reasonHoldExpired {
 		e.cause = ex.last.Reason // "" before any attempt
 	}
@@ -491,12 +527,38 @@ type bodyReadError struct{ err error }
 func (e *bodyReadError) Error() string { return "sluice: reading request body: " + e.err.Error() }
 func (e *bodyReadError) Unwrap() error { return e.err }
 
-// acquire takes a limiter permit for ex's attempt, queueing up to the queue
-// timeout (backpressure "wait") or not at all ("reject"). A held write
-// queues until its hold ends instead, so that SLUICE_HOLD_MAX bounds all
-// the time sluice keeps it; its re-sends queue even in reject mode, since
-// a hold is the promise to wait for the store.
+// acquire takes the permits of ex's attempt: one of each of its scopes'
+// limiters (see acquireScopes), into ex.scopeHeld, then the store's
+// limiter's, which it returns. It queues up to the queue timeout
+// (backpressure "wait") or not at all ("reject"). A held write queues
+// until its hold ends instead, so that SLUICE_HOLD_MAX bounds all the time
+// sluice keeps it; its re-sends queue even in reject mode, since a hold is
+// the promise to wait for the store.
 func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, error) {
+	start := time.Now()
+	deadline := start.Add(p.queueTimeout)
+	if ex.held() {
+		deadline = ex.holdUntil
+	}
+	if p.scopes != nil && ex.scopes.Len() > 0 && p.scopes.Active() > 0 {
+		if err := p.acquireScopes(ctx, ex, deadline); err != nil {
+			return nil, err
+		}
+	}
+	permit, err := p.take(ctx, ex, p.lim, ex.pipelined, deadline)
+	if !p.reject || (ex.held() && ex.attempts > 1) {
+		p.m.queueWait.Observe(time.Since(start).Seconds())
+	}
+	if err != nil {
+		ex.scopeHeld.release(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonNotSent})
+		return nil, p.admitError(ctx, ex, p.lim, err)
+	}
+	return permit, nil
+}
+
+// take takes one permit of lim for ex: at once in reject mode, else
+// queueing until deadline.
+func (p *Proxy) take(ctx context.Context, ex *exchange, lim *limiter.Controller, pipelined bool, deadline time.Time) (*limiter.Permit, error) {
 	var (
 		permit *limiter.Permit
 		err    error
@@ -504,53 +566,51 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 		resend = ex.attempts > 1
 	)
 	switch {
-	case p.reject && !(ex.held() && resend) && ex.pipelined:
-		permit, err = p.lim.TryAcquirePipelined(cost)
+	case p.reject && !(ex.held() && resend) && pipelined:
+		permit, err = lim.TryAcquirePipelined(cost)
 	case p.reject && !(ex.held() && resend):
-		permit, err = p.lim.TryAcquire(cost)
+		permit, err = lim.TryAcquire(cost)
 	default:
-		start := time.Now()
-		deadline := start.Add(p.queueTimeout)
-		if ex.held() {
-			deadline = ex.holdUntil
-		}
 		err = limiter.ErrNoCapacity
-		if ctx.Err() == nil && start.Before(deadline) {
+		if ctx.Err() == nil && time.Now().Before(deadline) {
 			// Most writes find a slot free: they take it here, without
 			// the queue's deadline, a context and a timer per write. A
 			// write that would wait, or would pass others waiting
 			// already, queues below.
-			if ex.pipelined {
-				permit, err = p.lim.TryAcquirePipelined(cost)
+			if pipelined {
+				permit, err = lim.TryAcquirePipelined(cost)
 			} else {
-				permit, err = p.lim.TryAcquire(cost)
+				permit, err = lim.TryAcquire(cost)
 			}
 		}
 		if errors.Is(err, limiter.ErrNoCapacity) {
 			qctx, cancel := context.WithDeadline(ctx, deadline)
-			if ex.pipelined {
-				permit, err = p.lim.AcquirePipelined(qctx, cost)
+			if pipelined {
+				permit, err = lim.AcquirePipelined(qctx, cost)
 			} else {
-				permit, err = p.lim.Acquire(qctx, cost)
+				permit, err = lim.Acquire(qctx, cost)
 			}
 			cancel()
 		}
-		p.m.queueWait.Observe(time.Since(start).Seconds())
 	}
-	if err == nil {
-		return permit, nil
-	}
+	return permit, err
+}
+
+// admitError is what a write refused a permit of lim (the store's
+// limiter or a scope's) with err ends with: sluice's pushback, with lim's
+// wait, or the context's error.
+func (p *Proxy) admitError(ctx context.Context, ex *exchange, lim *limiter.Controller, err error) error {
 	reason := ""
 	switch {
 	case ctx.Err() != nil:
-		return nil, ctx.Err() // the loader left, or its job was cancelled
+		return ctx.Err() // the loader left, or its job was cancelled
 	case errors.Is(err, limiter.ErrQueueFull):
 		reason = reasonQueueFull
 	case errors.Is(err, limiter.ErrClosed):
 		reason = reasonClosed
 	case errors.Is(err, context.DeadlineExceeded) && ex.held() && !time.Now().Before(ex.holdUntil):
 		reason = reasonHoldExpired
-	case (errors.Is(err, limiter.ErrNoCapacity) || errors.Is(err, context.DeadlineExceeded)) && p.lim.Unreachable():
+	case (errors.Is(err, limiter.ErrNoCapacity) || errors.Is(err, context.DeadlineExceeded)) && lim.Unreachable():
 		// Not sluice's limits: the store answers nothing, and the
 		// limiter lets only its probe through.
 		reason = reasonUnreachable
@@ -559,9 +619,9 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 	case errors.Is(err, context.DeadlineExceeded):
 		reason = reasonQueueTimeout
 	default:
-		return nil, err
+		return err
 	}
-	return nil, p.pushback(ex, reason, 0)
+	return p.pushbackBy(ex, lim, reason, 0)
 }
 
 // cost is what a write takes from the rate limit: 1, or its body size.
@@ -589,6 +649,10 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	}
 	defer p.bodyDone(ex)
 	ex.cost = p.cost(out, ex)
+	if p.scopes != nil {
+		p.profile.Scopes(p.scopeRules, classify.Request{Method: out.Method, Path: out.URL.Path, RawQuery: out.URL.RawQuery, Header: out.Header},
+			ex.job, ex.body.buf, &ex.scopes)
+	}
 	if p.hold > 0 && ex.retryable {
 		ex.holdUntil = ex.arrived.Add(p.hold)
 	}
@@ -604,6 +668,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		if ex.permit != nil { // no attempt ran
 			ex.permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonNotSent})
 			ex.permit = nil
+			ex.scopeHeld.release(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonNotSent})
 		}
 	}()
 	if p.auth != nil {
@@ -1144,6 +1209,8 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 			return nil, err
 		}
 	}
+	scoped := ex.scopeHeld // this attempt's scope permits
+	ex.scopeHeld = scopePermits{}
 	// This attempt's own copy: the transport may still be reading the
 	// previous attempt's body when the store has answered it.
 	req := out.WithContext(out.Context())
@@ -1154,6 +1221,7 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 				req.Body.Close() // a RoundTripper closes the body, even on errors: it may hold budget
 			}
 			permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonAuth})
+			scoped.release(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonAuth})
 			ex.last = classify.Result{Kind: classify.ClientError, Reason: reasonAuth}
 			return nil, err
 		}
@@ -1205,7 +1273,7 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 					"upstream", p.shownURL, "reason", res.Reason, "err", err, "job", ex.job)
 			})
 		}
-		p.finishAttempt(ex, permit, res, latency, nil)
+		p.finishAttempt(ex, permit, scoped, res, latency, nil)
 		return nil, err
 	}
 	var prefix []byte
@@ -1216,14 +1284,14 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 			cancel()
 			res := p.classifyError(req.Context(), err, true)
 			ex.last = res
-			p.finishAttempt(ex, permit, res, latency, nil)
+			p.finishAttempt(ex, permit, scoped, res, latency, nil)
 			return nil, err
 		}
 		resp.Body = &prefixedBody{r: io.MultiReader(bytes.NewReader(prefix), resp.Body), c: resp.Body}
 	}
 	res := p.profile.Classify(resp.StatusCode, resp.Header, prefix, time.Now())
 	ex.last = res
-	ab := &attemptBody{rc: resp.Body, cancel: cancel, p: p, ex: ex, permit: permit, res: res, latency: latency, parent: req.Context()}
+	ab := &attemptBody{rc: resp.Body, cancel: cancel, p: p, ex: ex, permit: permit, scoped: scoped, res: res, latency: latency, parent: req.Context()}
 	if res.Kind == classify.OK {
 		creq := classify.Request{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery, Header: req.Header, Items: ex.requestItems()}
 		ab.scanner = p.profile.NewScanner(creq, resp.StatusCode, resp.Header)
@@ -1294,7 +1362,7 @@ func brokenConn(err error) bool {
 
 // finishAttempt feeds one attempt's outcome to the limiter, the job and the
 // metrics, exactly once.
-func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify.Result, latency time.Duration, ab *attemptBody) {
+func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, scoped scopePermits, res classify.Result, latency time.Duration, ab *attemptBody) {
 	s := limiter.Sample{Latency: latency, RetryAfter: res.RetryAfter, Reason: res.Reason}
 	switch {
 	case res.Kind == classify.OK:
@@ -1310,7 +1378,16 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, res classify
 	default:
 		s.Outcome = limiter.Neutral
 	}
-	permit.Done(s)
+	if p.scopes != nil && res.Kind == classify.Throttled && res.Scoped && ex.scopes.Len() > 0 {
+		// The store throttled the write's scopes, not itself: their
+		// limiters take the throttle (finishScopes), the store's learns
+		// nothing from this attempt.
+		permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: res.Reason})
+		p.finishScopes(ex, &scoped, res, s, true)
+	} else {
+		permit.Done(s)
+		p.finishScopes(ex, &scoped, res, s, false)
+	}
 	p.m.attempt(res.Kind)
 	p.m.attemptDuration.Observe(latency.Seconds())
 	if res.Kind.Congestion() {
@@ -1392,6 +1469,7 @@ type attemptBody struct {
 	p       *Proxy
 	ex      *exchange
 	permit  *limiter.Permit
+	scoped  scopePermits    // the attempt's scope permits
 	res     classify.Result // the answer's classification, before its body
 	latency time.Duration
 	parent  context.Context // the write's
@@ -1437,5 +1515,5 @@ func (b *attemptBody) done() {
 	case b.scanner != nil:
 		final = b.scanner.Result()
 	}
-	b.p.finishAttempt(b.ex, b.permit, final, b.latency, b)
+	b.p.finishAttempt(b.ex, b.permit, b.scoped, final, b.latency, b)
 }

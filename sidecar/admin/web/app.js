@@ -157,6 +157,28 @@
     $("legend-rate").hidden = bytesUnit;
   }
 
+  // ---- scopes -----------------------------------------------------------
+
+  // renderScopes lists the scopes with a limiter of their own
+  // (/v1/status "scopes"); the section is hidden when scopes are off.
+  function renderScopes(s) {
+    const sc = s.scopes;
+    $("scopes").hidden = !sc;
+    if (!sc) return;
+    const body = document.querySelector("#scopes-table tbody");
+    body.replaceChildren();
+    for (const x of sc.active || []) {
+      const last = x.last_throttle ? `${ago(x.last_throttle)} (${x.last_reason || "?"})` : "never";
+      body.appendChild(row([x.scope, x.phase, perSecond(x.rate_limit, s.rate_unit), num(x.concurrency_limit),
+        num(x.in_flight), num(x.queue_length), last]));
+    }
+    const n = (sc.active || []).length;
+    $("scopes-empty").hidden = n > 0;
+    $("scopes-empty").textContent = sc.evictions
+      ? `No scope is throttled. ${sc.evictions} scope limiters were evicted at the bound of ${sc.max}.`
+      : "No scope is throttled: every write passes the store's limiter only.";
+  }
+
   // ---- charts -----------------------------------------------------------
 
   function svg(name, attrs, parent) {
@@ -471,6 +493,7 @@
       const [status, jobs] = await Promise.all([getJSON("v1/status"), getJSON("v1/jobs"), pollHistory()]);
       page.status = status;
       renderStatus(status);
+      renderScopes(status);
       renderCharts();
       renderJobs(jobs.jobs || []);
       if (page.selected) {

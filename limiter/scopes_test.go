@@ -1,0 +1,183 @@
+package limiter
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+func newTestScopes(t *testing.T, max int) (*Scopes, *fakeClock) {
+	t.Helper()
+	clk := &fakeClock{now: time.Unix(1_700_000_000, 0)}
+	s, err := NewScopes(ScopesConfig{
+		Limiter: Config{InitialRate: 100, MinRate: 1, MaxRate: 10_000, MaxConcurrency: 64, Now: clk.Now},
+		Max:     max,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, clk
+}
+
+var scopeThrottle = Sample{Outcome: Congested, Reason: "s3_slowdown"}
+
+func TestScopesCostNothingUntilThrottled(t *testing.T) {
+	s, _ := newTestScopes(t, 4)
+	if s.Active() != 0 || s.Get("orders") != nil {
+		t.Fatalf("a new set has limiters: active %d", s.Active())
+	}
+	if got := testing.AllocsPerRun(100, func() { _ = s.Get("orders") }); got != 0 {
+		t.Errorf("Get of an empty set allocates %v times", got)
+	}
+}
+
+func TestScopesThrottleCreatesAndCuts(t *testing.T) {
+	s, clk := newTestScopes(t, 4)
+	c := s.Throttle("orders", 800, 16, scopeThrottle)
+	if s.Active() != 1 || s.Get("orders") != c {
+		t.Fatalf("after a throttle: active %d, Get %p, want %p", s.Active(), s.Get("orders"), c)
+	}
+	snap := c.Snapshot()
+	if snap.Rate != 800*decreaseFactor {
+		t.Errorf("rate after the first throttle %.1f, want a cut from 800", snap.Rate)
+	}
+	if snap.Concurrency != 16 {
+		t.Errorf("concurrency %d, want the store's 16", snap.Concurrency)
+	}
+	if snap.LastMaxRate != 800 || snap.Phase == PhaseStartup || snap.Decreases != 1 {
+		t.Errorf("after the first throttle: throttle point %.1f, phase %s, %d decreases; want 800, out of startup, 1", snap.LastMaxRate, snap.Phase, snap.Decreases)
+	}
+	st, _ := s.Status()
+	if len(st) != 1 || st[0].LastReason != "s3_slowdown" || st[0].LastThrottle.IsZero() {
+		t.Errorf("status %+v, want the throttle", st)
+	}
+	// Its next throttle, through a permit, cuts it.
+	clk.advance(time.Second)
+	p, err := c.TryAcquire(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Done(Sample{Outcome: Congested, Reason: "s3_slowdown", Latency: time.Millisecond})
+	if r := c.Snapshot().Rate; r >= snap.Rate {
+		t.Errorf("rate %.1f after a throttle through a permit, was %.1f", r, snap.Rate)
+	}
+	// A second throttle goes to the same limiter.
+	if c2 := s.Throttle("orders", 800, 16, scopeThrottle); c2 != c {
+		t.Error("a second throttle made a new limiter")
+	}
+	// Rates outside the bounds are clamped.
+	if r := s.Throttle("huge", 1e12, 1e6, scopeThrottle).Snapshot().Rate; r > 10_000 {
+		t.Errorf("rate %v past MaxRate", r)
+	}
+}
+
+func TestScopesEvictLeastRecentlyUsed(t *testing.T) {
+	s, _ := newTestScopes(t, 2)
+	s.Throttle("a", 100, 4, scopeThrottle)
+	s.Throttle("b", 100, 4, scopeThrottle)
+	s.Get("a") // b is now the least recently used
+	s.Throttle("c", 100, 4, scopeThrottle)
+	if got := s.Names(); !slices.Equal(got, []string{"a", "c"}) {
+		t.Fatalf("scopes %q, want [a c]", got)
+	}
+	st, stats := s.Status()
+	if stats.Evictions != 1 || stats.Active != 2 || stats.Max != 2 {
+		t.Errorf("stats %+v, want 1 eviction, 2 active", stats)
+	}
+	if len(st) != 2 || st[0].Scope != "c" || st[1].Scope != "a" {
+		t.Errorf("status order %v, want most recent first", st)
+	}
+	// An evicted limiter still serves the permits it gave.
+	s.Throttle("d", 100, 4, scopeThrottle) // evicts a
+	if s.Get("a") != nil {
+		t.Fatal("a was not evicted")
+	}
+}
+
+func TestScopesEvictedLimiterStillWorks(t *testing.T) {
+	s, clk := newTestScopes(t, 1)
+	a := s.Throttle("a", 100, 4, scopeThrottle)
+	clk.advance(time.Second)
+	p, err := a.TryAcquire(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Throttle("b", 100, 4, scopeThrottle) // evicts a
+	p.Done(Sample{Outcome: Success, Latency: time.Millisecond})
+	if a.Snapshot().InFlight != 0 {
+		t.Error("a permit of an evicted limiter did not release its slot")
+	}
+}
+
+func TestScopesRetireWhenCleanAndRecovered(t *testing.T) {
+	s, clk := newTestScopes(t, 4)
+	s.Throttle("once", 100, 4, scopeThrottle)
+	c := s.Throttle("orders", 100, 4, scopeThrottle)
+	// Writes at 50/s through it, then a throttle it measured: a cut with a
+	// throttle point.
+	send := func(n int, smp Sample) {
+		for range n {
+			clk.advance(20 * time.Millisecond)
+			if p, err := c.TryAcquire(1); err == nil {
+				p.Done(smp)
+			}
+		}
+	}
+	ok := Sample{Outcome: Success, Latency: time.Millisecond}
+	send(30, ok)
+	send(1, Sample{Outcome: Congested, Reason: "s3_slowdown", Latency: time.Millisecond})
+	if snap := c.Snapshot(); snap.LastMaxRate == 0 || snap.Rate >= snap.LastMaxRate {
+		t.Fatalf("no measured cut: %+v", snap)
+	}
+	s.Tick(clk.now)
+	if s.Active() != 2 {
+		t.Fatal("retired right after a throttle")
+	}
+	// Clean for RetireAfter: "once", unused since it was made, goes;
+	// "orders", used and below its throttle point, still constrains and
+	// stays.
+	for range 30 {
+		clk.advance(DefaultScopeRetireAfter / 30)
+		s.Get("orders")
+		s.Tick(clk.now)
+	}
+	if got := s.Names(); !slices.Equal(got, []string{"orders"}) {
+		t.Fatalf("after %v clean: %q, want [orders]", DefaultScopeRetireAfter, got)
+	}
+	// Grown back past its throttle point (successes while the rate is the
+	// bottleneck), it goes too.
+	for i := 0; i < 5000 && c.Snapshot().Rate < c.Snapshot().LastMaxRate; i++ {
+		clk.advance(5 * time.Millisecond)
+		for {
+			p, err := c.TryAcquire(1)
+			if err != nil {
+				break
+			}
+			p.Done(ok)
+		}
+		if i%20 == 0 {
+			s.Tick(clk.now)
+		}
+	}
+	s.Tick(clk.now)
+	if s.Active() != 0 {
+		snap := c.Snapshot()
+		t.Fatalf("not retired: rate %.1f, last max %.1f, phase %s", snap.Rate, snap.LastMaxRate, snap.Phase)
+	}
+	if _, stats := s.Status(); stats.Retired != 2 || stats.Evictions != 0 {
+		t.Errorf("stats %+v, want 2 retired", stats)
+	}
+}
+
+func TestNewScopesRejectsBadConfig(t *testing.T) {
+	good := Config{InitialRate: 1, MinRate: 1, MaxRate: 10, MaxConcurrency: 1}
+	for _, cfg := range []ScopesConfig{
+		{Limiter: good, Max: 0},
+		{Limiter: good, Max: 1, RetireAfter: -1},
+		{Limiter: Config{}, Max: 1},
+	} {
+		if _, err := NewScopes(cfg); err == nil {
+			t.Errorf("NewScopes(%+v) accepted", cfg)
+		}
+	}
+}

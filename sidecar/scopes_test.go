@@ -1,0 +1,324 @@
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// scopedStore is a store with a quota per path prefix, like S3's per
+// prefix or DynamoDB's per table: /a/… and /b/… each have their own.
+type scopedStore struct{ a, b *quotaStore }
+
+func (s scopedStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/a/") {
+		s.a.ServeHTTP(w, r)
+		return
+	}
+	s.b.ServeHTTP(w, r)
+}
+
+// twoJobsRun is one run of scenario (a): job B writes to scope b at 500
+// writes/s, which the store takes in full; with withA, job A writes to
+// scope a at 500 writes/s too, of which the store takes 50 (10% of its
+// demand). It returns B's and A's goodput, in writes/s, over the last
+// 8 s of a 12 s run (after the limiters found their level).
+func twoJobsRun(t *testing.T, withA bool, env ...string) (goodB, goodA float64) {
+	store := scopedStore{a: newQuotaStore(50), b: newQuotaStore(2000)}
+	s := newTestServer(t, store, append([]string{"QUEUE_TIMEOUT=1s"}, env...)...)
+	h := s.ProxyHandler()
+	start := time.Now()
+	const run, measureFrom = 12 * time.Second, 4 * time.Second
+	var wg sync.WaitGroup
+	loader := func(job, path string) {
+		// Open loop, 500 writes/s: a loader that keeps its pace whatever
+		// the answers, each write in its own goroutine.
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for time.Since(start) < run {
+			<-tick.C
+			wg.Go(func() {
+				send(h, context.Background(), http.MethodPost, path, `{"v":1}`, "X-Sluice-Job", job)
+			})
+		}
+	}
+	wg.Go(func() { loader("job-b", "/b/write") })
+	if withA {
+		wg.Go(func() { loader("job-a", "/a/write") })
+	}
+	wg.Wait()
+	_, _, b := store.b.counts(start.Add(measureFrom))
+	_, _, a := store.a.counts(start.Add(measureFrom))
+	secs := (run - measureFrom).Seconds()
+	return float64(b) / secs, float64(a) / secs
+}
+
+// TestTwoJobsTwoScopes is scenario (a) of scopes: two jobs on two scopes,
+// one scope throttled to 10% of its demand; the other keeps at least 95%
+// of the goodput it has alone. With scopes off (one limiter, the old
+// behaviour), it does not.
+func TestTwoJobsTwoScopes(t *testing.T) {
+	var alone, together, off, aTogether float64
+	synctest.Test(t, func(t *testing.T) { alone, _ = twoJobsRun(t, false) })
+	synctest.Test(t, func(t *testing.T) { together, aTogether = twoJobsRun(t, true) })
+	synctest.Test(t, func(t *testing.T) { off, _ = twoJobsRun(t, true, "SCOPES_MAX=0") })
+	t.Logf("job B goodput: alone %.1f/s, beside throttled job A %.1f/s (%.0f%%; A %.1f/s of its 50), scopes off %.1f/s (%.0f%%)",
+		alone, together, 100*together/alone, aTogether, off, 100*off/alone)
+	if alone < 450 {
+		t.Fatalf("job B alone: %.1f writes/s of its 500", alone)
+	}
+	if together < 0.95*alone {
+		t.Errorf("job B beside a throttled scope: %.1f writes/s, below 95%% of its %.1f alone", together, alone)
+	}
+	if aTogether < 0.5*50 || aTogether > 50*1.1 {
+		t.Errorf("job A: %.1f writes/s, want most of its scope's 50", aTogether)
+	}
+	if off >= 0.95*alone {
+		t.Errorf("with scopes off, job B kept %.1f of %.1f writes/s: the scenario does not show what scopes fix", off, alone)
+	}
+}
+
+// TestScopesInStatus checks that a throttled scope shows in /v1/status
+// with its limits and last throttle, and in the scope metrics.
+func TestScopesInStatus(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := scopedStore{a: newQuotaStore(5), b: newQuotaStore(2000)}
+		s := newTestServer(t, store, "QUEUE_TIMEOUT=100ms")
+		h := s.ProxyHandler()
+		for range 200 {
+			send(h, context.Background(), http.MethodPost, "/a/write", `{}`, "X-Sluice-Job", "job-a")
+			send(h, context.Background(), http.MethodPost, "/b/write", `{}`, "X-Sluice-Job", "job-b")
+		}
+		rec := send(s.AdminHandler(), context.Background(), http.MethodGet, "/v1/status", "")
+		var st struct {
+			Scopes struct {
+				Max       int    `json:"max"`
+				Evictions uint64 `json:"evictions"`
+				Active    []struct {
+					Scope        string    `json:"scope"`
+					Rate         float64   `json:"rate_limit"`
+					Concurrency  int       `json:"concurrency_limit"`
+					LastThrottle time.Time `json:"last_throttle"`
+					LastReason   string    `json:"last_reason"`
+				} `json:"active"`
+			} `json:"scopes"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+			t.Fatalf("status: %v\n%s", err, rec.Body)
+		}
+		if st.Scopes.Max != 64 || len(st.Scopes.Active) != 1 {
+			t.Fatalf("scopes in status: %+v\n%s", st.Scopes, rec.Body)
+		}
+		a := st.Scopes.Active[0]
+		if a.Scope != "a" || a.Rate <= 0 || a.Concurrency < 1 || a.LastThrottle.IsZero() || a.LastReason != "status_429" {
+			t.Errorf("scope a in status: %+v", a)
+		}
+		if v := metricValue(t, s, "sluice_scope_rate_limit"); v != a.Rate {
+			t.Errorf("sluice_scope_rate_limit %v, status %v", v, a.Rate)
+		}
+		if v := metricValue(t, s, "sluice_scope_active"); v != 1 {
+			t.Errorf("sluice_scope_active %v, want 1", v)
+		}
+		// The per-scope series pass Prometheus' linter too.
+		problems, err := testutil.GatherAndLint(s.reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range problems {
+			if strings.HasPrefix(p.Metric, "sluice_scope") {
+				t.Errorf("%s: %s", p.Metric, p.Text)
+			}
+		}
+	})
+}
+
+// lastSignal is the reason of the latest throttle any of s's limiters
+// took: the store's, or a scope's (a scoped throttle goes to the scope's
+// only).
+func lastSignal(s *Server) string {
+	snap := s.lim.Snapshot()
+	at, reason := snap.LastThrottle, snap.LastReason
+	if s.scopes != nil {
+		scopes, _ := s.scopes.Status()
+		for _, sc := range scopes {
+			if sc.LastThrottle.After(at) {
+				at, reason = sc.LastThrottle, sc.LastReason
+			}
+		}
+	}
+	return reason
+}
+
+// TestScopedThrottleSparesTheStore: under the DynamoDB profile a
+// ProvisionedThroughputExceeded of a BatchWriteItem over two tables gives
+// each table a limiter, the store's limiter does not count it, and a
+// write to another table is not held by either; a store-wide throttle
+// (RequestLimitExceeded, the account's) goes to the store's limiter and
+// makes no scope.
+func TestScopedThrottleSparesTheStore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		answer := map[string]string{} // table → error type
+		var mu sync.Mutex
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			defer mu.Unlock()
+			for table, typ := range answer {
+				if strings.Contains(string(body), `"`+table+`"`) {
+					w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+					w.WriteHeader(http.StatusBadRequest)
+					_, _ = io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#`+typ+`","message":"slow down"}`)
+					return
+				}
+			}
+			_, _ = io.WriteString(w, `{}`)
+		})
+		s := newTestServer(t, store, "PROFILE=dynamodb", "RETRY_MAX=0")
+		write := func(target, body string) int {
+			return send(s.ProxyHandler(), context.Background(), http.MethodPost, "/", body,
+				"X-Amz-Target", "DynamoDB_20120810."+target, "X-Sluice-Job", "ddb").Code
+		}
+		const batch = `{"RequestItems":{"orders":[{"PutRequest":{"Item":{"id":{"S":"1"}}}}],"customers":[{"PutRequest":{"Item":{"id":{"S":"2"}}}}]}}`
+		mu.Lock()
+		answer["orders"] = "ProvisionedThroughputExceededException"
+		mu.Unlock()
+		if code := write("BatchWriteItem", batch); code != http.StatusBadRequest {
+			t.Fatalf("throttled batch: loader got %d, want the store's 400", code)
+		}
+		if got := s.scopes.Names(); len(got) != 2 || got[0] != "customers" || got[1] != "orders" {
+			t.Fatalf("scopes after a batch over two tables: %q, want [customers orders]", got)
+		}
+		if snap := s.lim.Snapshot(); !snap.LastThrottle.IsZero() || snap.Decreases != 0 {
+			t.Errorf("the store's limiter took a scoped throttle: %+v", snap)
+		}
+		// Another table is held by neither scope's limiter.
+		if code := write("PutItem", `{"TableName":"events","Item":{}}`); code != http.StatusOK {
+			t.Errorf("write to another table: %d", code)
+		}
+		// A store-wide throttle cuts the store's limiter and makes no scope.
+		mu.Lock()
+		answer = map[string]string{"events": "RequestLimitExceeded"}
+		mu.Unlock()
+		write("PutItem", `{"TableName":"events","Item":{}}`)
+		if snap := s.lim.Snapshot(); snap.LastReason != "dynamodb_request_limit_exceeded" {
+			t.Errorf("store's limiter last reason %q, want dynamodb_request_limit_exceeded", snap.LastReason)
+		}
+		if got := s.scopes.Names(); len(got) != 2 {
+			t.Errorf("a store-wide throttle made a scope: %q", got)
+		}
+	})
+}
+
+// TestScopesOff: with SLUICE_SCOPES_MAX=0 there is no scope, a scoped
+// throttle is the store's, and /v1/status has no "scopes".
+func TestScopesOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := scopedStore{a: newQuotaStore(1), b: newQuotaStore(2000)}
+		s := newTestServer(t, store, "SCOPES_MAX=0")
+		for range 20 {
+			send(s.ProxyHandler(), context.Background(), http.MethodPost, "/a/write", `{}`)
+		}
+		if s.scopes != nil {
+			t.Fatal("scopes made with SLUICE_SCOPES_MAX=0")
+		}
+		if snap := s.lim.Snapshot(); snap.LastReason != "status_429" {
+			t.Errorf("store's limiter last reason %q, want status_429", snap.LastReason)
+		}
+		rec := send(s.AdminHandler(), context.Background(), http.MethodGet, "/v1/status", "")
+		if strings.Contains(rec.Body.String(), `"scopes"`) {
+			t.Errorf("status shows scopes when off: %s", rec.Body)
+		}
+	})
+}
+
+// TestScopeConfigErrorsNameTheVariable: each bad SLUICE_SCOPE* value is
+// an error naming its variable; the defaults give generic writes a scope
+// by their path's first segment.
+func TestScopeConfigErrorsNameTheVariable(t *testing.T) {
+	f := func(kv, name string) {
+		t.Helper()
+		_, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", kv})
+		if err == nil || !strings.Contains(err.Error(), name+": ") {
+			t.Errorf("%s: error %v, want one naming %s", kv, err, name)
+		}
+	}
+	f("SLUICE_SCOPES_MAX=-1", "SLUICE_SCOPES_MAX")
+	f("SLUICE_SCOPES_MAX=100000", "SLUICE_SCOPES_MAX")
+	f("SLUICE_SCOPE_KEY_DEPTH=-1", "SLUICE_SCOPE_KEY_DEPTH")
+	f("SLUICE_SCOPE_KEY_DEPTH=33", "SLUICE_SCOPE_KEY_DEPTH")
+	f("SLUICE_SCOPE_PATH_DEPTH=0", "SLUICE_SCOPE_PATH_DEPTH")
+	f("SLUICE_SCOPE_GENERIC=table", "SLUICE_SCOPE_GENERIC")
+	cfg, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.scopeRules(); cfg.ScopesMax != 64 || r.PathDepth != 1 || r.KeyDepth != 1 || r.ByJob {
+		t.Errorf("defaults: max %d, rules %+v", cfg.ScopesMax, r)
+	}
+	cfg, _, _ = LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_SCOPE_GENERIC=job"})
+	if r := cfg.scopeRules(); !r.ByJob || r.PathDepth != 0 {
+		t.Errorf("SLUICE_SCOPE_GENERIC=job: rules %+v", r)
+	}
+}
+
+// TestMultiScopeWritesDoNotDeadlock: writes that each take from two
+// throttled tables, named in either order, all get through one slot per
+// table: the scopes are taken in one order (sorted), so no write holds
+// one table's slot while waiting for the other's that another write
+// holds. Under synctest a deadlock would fail the test (every goroutine
+// blocked).
+func TestMultiScopeWritesDoNotDeadlock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		throttled := map[string]bool{}
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			time.Sleep(5 * time.Millisecond)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, table := range []string{"table_a", "table_b"} {
+				if strings.Contains(string(body), table) && !throttled[table] {
+					throttled[table] = true
+					w.WriteHeader(http.StatusBadRequest)
+					_, _ = io.WriteString(w, `{"__type":"#ProvisionedThroughputExceededException"}`)
+					return
+				}
+			}
+			_, _ = io.WriteString(w, `{}`)
+		})
+		s := newTestServer(t, store, "PROFILE=dynamodb", "RETRY_MAX=0", "INITIAL_CONCURRENCY=1", "MAX_CONCURRENCY=1")
+		put := func(table string) string {
+			return `{"RequestItems":{"` + table + `":[{"PutRequest":{"Item":{}}}]}}`
+		}
+		send(s.ProxyHandler(), context.Background(), http.MethodPost, "/", put("table_a"), "X-Amz-Target", "DynamoDB_20120810.BatchWriteItem")
+		send(s.ProxyHandler(), context.Background(), http.MethodPost, "/", put("table_b"), "X-Amz-Target", "DynamoDB_20120810.BatchWriteItem")
+		if got := s.scopes.Names(); len(got) != 2 {
+			t.Fatalf("scopes %q, want both tables", got)
+		}
+		orders := []string{
+			`{"RequestItems":{"table_a":[{"PutRequest":{"Item":{}}}],"table_b":[{"PutRequest":{"Item":{}}}]}}`,
+			`{"RequestItems":{"table_b":[{"PutRequest":{"Item":{}}}],"table_a":[{"PutRequest":{"Item":{}}}]}}`,
+		}
+		var wg sync.WaitGroup
+		codes := make([]int, 40)
+		for i := range codes {
+			wg.Go(func() {
+				codes[i] = send(s.ProxyHandler(), context.Background(), http.MethodPost, "/", orders[i%2], "X-Amz-Target", "DynamoDB_20120810.BatchWriteItem").Code
+			})
+		}
+		wg.Wait()
+		for i, c := range codes {
+			if c != http.StatusOK {
+				t.Errorf("write %d: %d", i, c)
+			}
+		}
+	})
+}
