@@ -23,10 +23,11 @@ func stalledJob() state.JobView {
 			ID: "load-7", State: state.Stalled, Since: showAt(7, 0), Reason: "no_progress",
 			StallCause: state.CauseStoreThrottling, Labels: map[string]string{"team": "search", "table": "events"},
 			Created: showAt(0, 0), LastProgress: &last,
-			Totals: state.Totals{Requests: 1200, Bytes: 5 << 20, Items: 48000, Throttled: 310, Timeouts: 2},
-			Loader: state.LoaderProgress{Records: 47000, Bytes: 5 << 20},
-			Rate:   state.Rates{Requests: 0.5, Bytes: 2048, Items: 20},
-			Stalls: 1,
+			Totals:   state.Totals{Requests: 1200, Bytes: 5 << 20, Items: 48000, Throttled: 310, Timeouts: 2},
+			Loader:   state.LoaderProgress{Records: 47000, Bytes: 5 << 20},
+			Rate:     state.Rates{Requests: 0.5, Bytes: 2048, Items: 20},
+			Stalls:   1,
+			Priority: "bulk", Weight: 2, Share: 0.25, QueueWaitSeconds: 0.0125, QueueWaitMaxSeconds: 0.05, Queued: 3,
 		},
 		History: []state.Transition{
 			{From: state.Pending, To: state.Running, Reason: "first_write", At: showAt(0, 1)},
@@ -61,6 +62,7 @@ refused          310 throttled, 2 timed out, 0 errors
 loader reported  47000 records, 5.0 MiB
 recent rate      0.5 requests/s, 2.0 KiB/s, 20.0 items/s, 0.0 records/s
 in flight        0
+fair queue       bulk, weight 2: 25.0% of recent grants, mean wait 12.5ms (longest 50ms), 3 queued
 stalls           1
 
 settings

@@ -24,8 +24,9 @@ var classWaitBounds = [...]float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 func ClassWaitBounds() []float64 { b := classWaitBounds; return b[:] }
 
 // FlowStats is one flow's recent accounting (Snapshot.Flows): over the
-// last complete shareWindow (5s), the share of the granted units it got
-// and how long its writes waited in the queue.
+// last complete shareWindow (5s) and the current one (5s to 10s in all),
+// the share of the granted units it got and how long its writes waited in
+// the queue.
 type FlowStats struct {
 	Key    string
 	Class  Class   // of its latest grant
@@ -178,13 +179,19 @@ func (a *accounting) roll(now time.Time) {
 func (c *Controller) flowStatsLocked(now time.Time) []FlowStats {
 	a := &c.acct
 	a.roll(now)
+	total := a.last + a.cur
 	stat := func(key string, fa *flowAcct) FlowStats {
-		s := FlowStats{Key: key, Class: fa.class, Weight: fa.weight, Grants: fa.last.grants, Units: fa.last.units, MaxWait: fa.last.waitMax}
-		if a.last > 0 {
-			s.Share = fa.last.units / a.last
+		w := fa.last
+		w.grants += fa.cur.grants
+		w.units += fa.cur.units
+		w.waitSum += fa.cur.waitSum
+		w.waitMax = max(w.waitMax, fa.cur.waitMax)
+		s := FlowStats{Key: key, Class: fa.class, Weight: fa.weight, Grants: w.grants, Units: w.units, MaxWait: w.waitMax}
+		if total > 0 {
+			s.Share = w.units / total
 		}
-		if fa.last.grants > 0 {
-			s.MeanWait = fa.last.waitSum / time.Duration(fa.last.grants)
+		if w.grants > 0 {
+			s.MeanWait = w.waitSum / time.Duration(w.grants)
 		}
 		return s
 	}

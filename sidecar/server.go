@@ -106,13 +106,14 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		MaxRetryAfter:      cfg.MaxRetryAfter,
 		Window:             cfg.ControlInterval,
 		QueueMax:           cfg.QueueMax,
+		BulkFloor:          cfg.BulkFloor,
 		Logger:             log, // each package scopes its own logger
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.lim = lim
-	reg.MustRegister(newLimiterCollector(lim, s.budget))
+	reg.MustRegister(newLimiterCollector(lim, s.budget), newClassCollector(lim))
 
 	a, err := auth.New(cfg.Auth, auth.Options{
 		Logger:       log,

@@ -32,8 +32,8 @@ type JobSummary struct {
 	// else bulk (the default job: SLUICE_DEFAULT_JOB_PRIORITY) and 1.
 	Priority string  `json:"priority"`
 	Weight   float64 `json:"weight"`
-	// Share is the fraction of the units the limiter granted over its last
-	// 5s window that went to this job; QueueWaitSeconds the mean time its
+	// Share is the fraction of the units the limiter granted over the last
+	// 5 to 10 seconds that went to this job; QueueWaitSeconds the mean time its
 	// writes waited for them there, QueueWaitMaxSeconds the longest;
 	// Queued its writes waiting now. The admin API fills them from the
 	// limiter (FlowStats); the job manager does not know them.

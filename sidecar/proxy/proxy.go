@@ -338,6 +338,7 @@ type exchange struct {
 	buffered  bool            // the body is in memory (or there is none)
 	retryable bool            // buffered, and its method may be retried
 	pipelined bool            // retryable, and sent on p.pipe
+	flow      limiter.Flow    // its place in the limiter's fair queue (flowOf)
 	attempts  int
 	last      classify.Result     // the last attempt's classification
 	bodyBytes int64               // request body size, -1 unknown
@@ -378,6 +379,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.status = http.StatusBadRequest
 		apierror.Write(w, ex.status, "invalid_job_id",
 			"X-Sluice-Job must be 1-128 characters of A-Za-z0-9._:-, starting with a letter or digit", map[string]any{"job": apierror.Truncate(job, 140)})
+		return
+	}
+	var ferr *flowError
+	if ex.flow, ferr = p.flowOf(r, job); ferr != nil {
+		ex.status = http.StatusBadRequest
+		ferr.write(w)
 		return
 	}
 	ctx, release, err := p.jobs.Admit(r.Context(), job, p.queueTimeout)
@@ -505,9 +512,9 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 	)
 	switch {
 	case p.reject && !(ex.held() && resend) && ex.pipelined:
-		permit, err = p.lim.TryAcquirePipelined(cost)
+		permit, err = p.lim.TryAcquirePipelinedFlow(ex.flow, cost)
 	case p.reject && !(ex.held() && resend):
-		permit, err = p.lim.TryAcquire(cost)
+		permit, err = p.lim.TryAcquireFlow(ex.flow, cost)
 	default:
 		start := time.Now()
 		deadline := start.Add(p.queueTimeout)
@@ -521,17 +528,17 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 			// write that would wait, or would pass others waiting
 			// already, queues below.
 			if ex.pipelined {
-				permit, err = p.lim.TryAcquirePipelined(cost)
+				permit, err = p.lim.TryAcquirePipelinedFlow(ex.flow, cost)
 			} else {
-				permit, err = p.lim.TryAcquire(cost)
+				permit, err = p.lim.TryAcquireFlow(ex.flow, cost)
 			}
 		}
 		if errors.Is(err, limiter.ErrNoCapacity) {
 			qctx, cancel := context.WithDeadline(ctx, deadline)
 			if ex.pipelined {
-				permit, err = p.lim.AcquirePipelined(qctx, cost)
+				permit, err = p.lim.AcquirePipelinedFlow(qctx, ex.flow, cost)
 			} else {
-				permit, err = p.lim.Acquire(qctx, cost)
+				permit, err = p.lim.AcquireFlow(qctx, ex.flow, cost)
 			}
 			cancel()
 		}
