@@ -128,3 +128,37 @@ func TestFairSharesThroughProxy(t *testing.T) {
 		}
 	})
 }
+
+// One job's waiting writes never hold back another job's: behind 64
+// writers of a backfill on a sidecar with 2 send slots, each write of a
+// job that writes one at a time waits for the next slot only (a store
+// latency at most), not for the backfill's queue (about 32 of them).
+func TestFairNoHeadOfLineBetweenJobs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newTestServer(t, slowStore{50 * time.Millisecond}, "INITIAL_CONCURRENCY=2", "MAX_CONCURRENCY=2", "INITIAL_RATE=100000", "MAX_RATE=100000")
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					send(s.ProxyHandler(), ctx, http.MethodPut, "/w", "x", proxy.HeaderJob, "backfill")
+				}
+			})
+		}
+		time.Sleep(5 * time.Second)
+		var worst time.Duration
+		for range 20 {
+			t0 := time.Now()
+			if rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/w", "x", proxy.HeaderJob, "small"); rec.Code != http.StatusOK {
+				t.Fatalf("small's write: %d %s", rec.Code, rec.Body)
+			}
+			worst = max(worst, time.Since(t0))
+		}
+		cancel()
+		wg.Wait()
+		time.Sleep(time.Second) // the store's answers to writes whose loaders left
+		if worst > 110*time.Millisecond {
+			t.Errorf("small's slowest write took %v, want at most a slot's wait and its own 50ms", worst)
+		}
+	})
+}
