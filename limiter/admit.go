@@ -28,13 +28,15 @@ type Permit struct {
 // Cost returns the units charged for p.
 func (p *Permit) Cost() float64 { return p.cost }
 
-// Acquire waits in the bounded queue, in the default flow (see AcquireFlow), until a concurrency slot and cost rate
-// units are available, and takes them. cost is 1 per request or the body
+// Acquire waits in the bounded queue, in the default flow (see
+// AcquireFlow), until a concurrency slot and cost rate units are
+// available, and takes them. cost is 1 per request or the body
 // size in bytes; a cost above the burst is admitted once the bucket is full
 // and leaves it in debt.
 //
 // It returns ErrQueueFull at once when Config.QueueMax callers already
-// wait, ctx.Err() when ctx has ended or ends first (the caller sets the
+// wait and none of them is to be pushed out for it, or later when a write
+// of another flow takes its place (see fairQueue), ctx.Err() when ctx has ended or ends first (the caller sets the
 // queue timeout on ctx), and ErrClosed after Close. A limit change takes
 // effect at once for waiting callers, and a pause (Retry-After) keeps them
 // queued.
@@ -284,8 +286,7 @@ func (c *Controller) markBlockedLocked(why blocker) {
 }
 
 // dispatchLocked admits waiters from the head of the queue (fairQueue's
-// choice) while it can and
-// tells the new head when to look again. It must run after anything that
+// choice) while it can and tells the new head when to look again. It must run after anything that
 // may let the head in sooner or later: a limit change, a released slot, a
 // pause, a removed head. Requires that c.mu is held.
 func (c *Controller) dispatchLocked(now time.Time) {

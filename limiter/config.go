@@ -72,7 +72,9 @@ type Config struct {
 	// otherwise it must be >= 1ms.
 	Window time.Duration
 	// QueueMax bounds the number of Acquire calls waiting at once; past it
-	// Acquire fails at once with ErrQueueFull. 0 means DefaultQueueMax.
+	// Acquire fails with ErrQueueFull, the newcomer's or that of a waiter
+	// of the flow that queues the most (see fairQueue). 0 means
+	// DefaultQueueMax.
 	QueueMax int
 	// Burst is the token bucket's size in units. 0 means the units of
 	// DefaultBurstWindow at the current rate, at least 1, following the rate

@@ -85,7 +85,8 @@ var (
 //
 // The send rate is a token bucket (units/s) and the concurrency a count of
 // slots; a request needs both. Callers Acquire a Permit (waiting in a bounded
-// queue, fair between flows: AcquireFlow, fairQueue), send one attempt, and report what the store said with Permit.Done.
+// queue, fair between flows: AcquireFlow, fairQueue), send one attempt, and
+// report what the store said with Permit.Done.
 // Tick closes a measurement window and is the control loop's heartbeat.
 //
 // Both limits adapt together, from the same samples:
