@@ -46,7 +46,8 @@ func TestCLI(t *testing.T) {
 		return out.String(), errs.String(), code
 	}
 	out, errs, code := cli("status")
-	if code != 0 || !strings.Contains(out, "readiness") || !strings.Contains(out, "rate limit") || !strings.Contains(out, "running=1") {
+	if code != 0 || !strings.Contains(out, "readiness") || !strings.Contains(out, "rate limit") || !strings.Contains(out, "running=1") ||
+		!strings.Contains(out, "class bulk") || !strings.Contains(out, "job load-7") {
 		t.Errorf("status: %d %q %q", code, out, errs)
 	}
 	out, _, code = cli("jobs", "list")
