@@ -298,6 +298,13 @@ func printStatus(w io.Writer, raw json.RawMessage) error {
 	row("rate limit", fmt.Sprintf("%.1f %s/s", s.Limiter.RateLimit, s.RateUnit))
 	row("concurrency", fmt.Sprintf("%d in flight / %d limit", s.Limiter.InFlight, s.Limiter.Concurrency))
 	row("queue", s.Limiter.Queued)
+	for _, c := range s.Limiter.Classes {
+		row("class "+c.Priority, fmt.Sprintf("%d queued, %d granted", c.Queued, c.Grants))
+	}
+	for _, f := range s.Limiter.Flows {
+		row("job "+orDash(f.Job), fmt.Sprintf("%s, weight %g: %s of recent grants, mean wait %s, %d queued",
+			f.Priority, f.Weight, shareCell(f.Share), waitCell(f.QueueWaitSeconds), f.Queued))
+	}
 	if !s.Limiter.PausedUntil.IsZero() && s.Limiter.PausedUntil.After(time.Now()) {
 		row("paused until", s.Limiter.PausedUntil.Format(time.RFC3339))
 	}
@@ -305,6 +312,18 @@ func printStatus(w io.Writer, raw json.RawMessage) error {
 		row("last throttle", fmt.Sprintf("%s (%s)", s.Limiter.LastThrottle.Format(time.RFC3339), s.Limiter.LastReason))
 	}
 	row("latency", fmt.Sprintf("baseline %s, recent %s", s.Limiter.LatencyBaseline, s.Limiter.LatencyRecent))
+	if s.Scopes != nil {
+		row("scopes", fmt.Sprintf("%d with a limiter of their own (at most %d), %d evicted, %d retired",
+			len(s.Scopes.Active), s.Scopes.Max, s.Scopes.Evictions, s.Scopes.Retired))
+		for _, sc := range s.Scopes.Active {
+			v := fmt.Sprintf("%s, %.1f %s/s, %d in flight / %d limit, %d queued, %d throttles",
+				sc.Phase, sc.RateLimit, s.RateUnit, sc.InFlight, sc.Concurrency, sc.Queued, sc.Throttles)
+			if !sc.LastThrottle.IsZero() {
+				v += fmt.Sprintf(", last %s (%s)", sc.LastThrottle.Format(time.RFC3339), sc.LastReason)
+			}
+			row("scope "+sc.Scope, v)
+		}
+	}
 	if m, ok := s.Signals["attempts_by_kind"].(map[string]any); ok {
 		row("attempts", joinCounts(m))
 	}
@@ -351,7 +370,7 @@ func printJobList(w io.Writer, raw json.RawMessage) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "JOB\tSTATE\tSINCE\tREQUESTS\tBYTES\tITEMS\tPROGRESS\tETA\tLAST PROGRESS\tREASON")
+	fmt.Fprintln(tw, "JOB\tSTATE\tSINCE\tCLASS\tWEIGHT\tSHARE\tWAIT\tREQUESTS\tBYTES\tITEMS\tPROGRESS\tETA\tLAST PROGRESS\tREASON")
 	for _, j := range l.Jobs {
 		reason := j.Reason
 		if j.StallCause != "" {
@@ -362,10 +381,19 @@ func printJobList(w io.Writer, raw json.RawMessage) error {
 			last = *j.LastProgress
 		}
 		pct, eta := progressCells(j.Progress)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", j.ID, j.State, ago(j.Since), j.Totals.Requests,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", j.ID, j.State, ago(j.Since),
+			orDash(j.Priority), j.Weight, shareCell(j.Share), waitCell(j.QueueWaitSeconds), j.Totals.Requests,
 			j.Totals.Bytes, j.Totals.Items, pct, eta, ago(last), orDash(reason))
 	}
 	return tw.Flush()
+}
+
+// shareCell is a job's share of the limiter's recent grants, as a
+// percentage; waitCell its writes' mean queue wait there.
+func shareCell(share float64) string { return fmt.Sprintf("%.1f%%", 100*share) }
+
+func waitCell(seconds float64) string {
+	return time.Duration(seconds * float64(time.Second)).Round(10 * time.Microsecond).String()
 }
 
 func printJob(w io.Writer, raw json.RawMessage) error {
@@ -431,6 +459,8 @@ func writeJob(w io.Writer, v state.JobView, now time.Time) error {
 	row("recent rate", fmt.Sprintf("%.1f requests/s, %s/s, %.1f items/s, %.1f records/s",
 		r.Requests, sizeString(int64(math.Round(r.Bytes))), r.Items, r.Records))
 	row("in flight", strconv.Itoa(v.InFlight))
+	row("fair queue", fmt.Sprintf("%s, weight %g: %s of recent grants, mean wait %s (longest %s), %d queued",
+		orDash(v.Priority), v.Weight, shareCell(v.Share), waitCell(v.QueueWaitSeconds), waitCell(v.QueueWaitMaxSeconds), v.Queued))
 	row("stalls", strconv.FormatUint(v.Stalls, 10))
 	if err := tw.Flush(); err != nil {
 		return err

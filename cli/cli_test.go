@@ -46,7 +46,8 @@ func TestCLI(t *testing.T) {
 		return out.String(), errs.String(), code
 	}
 	out, errs, code := cli("status")
-	if code != 0 || !strings.Contains(out, "readiness") || !strings.Contains(out, "rate limit") || !strings.Contains(out, "running=1") {
+	if code != 0 || !strings.Contains(out, "readiness") || !strings.Contains(out, "rate limit") || !strings.Contains(out, "running=1") ||
+		!strings.Contains(out, "class bulk") || !strings.Contains(out, "job load-7") {
 		t.Errorf("status: %d %q %q", code, out, errs)
 	}
 	out, _, code = cli("jobs", "list")
@@ -57,6 +58,13 @@ func TestCLI(t *testing.T) {
 	// Columns are aligned: the STATE header starts where the state does.
 	if i := strings.Index(lines[0], "STATE"); i < 0 || !strings.HasPrefix(lines[1][i:], "running") {
 		t.Errorf("jobs list is not aligned:\n%s", out)
+	}
+	// Its place in the fair queue: class, weight, share of recent grants
+	// (all of them: it is alone), and wait.
+	for _, col := range []struct{ head, cell string }{{"CLASS", "bulk"}, {"WEIGHT", "1"}, {"SHARE", "100.0%"}, {"WAIT", "0s"}} {
+		if i := strings.Index(lines[0], col.head); i < 0 || len(lines) < 2 || !strings.HasPrefix(lines[1][i:], col.cell) {
+			t.Errorf("jobs list: column %s is not %s:\n%s", col.head, col.cell, out)
+		}
 	}
 	// show prints tables, never Go's or the API's notation for a value.
 	out, errs, code = cli("jobs", "show", "load-7")

@@ -23,10 +23,11 @@ func stalledJob() state.JobView {
 			ID: "load-7", State: state.Stalled, Since: showAt(7, 0), Reason: "no_progress",
 			StallCause: state.CauseStoreThrottling, Labels: map[string]string{"team": "search", "table": "events"},
 			Created: showAt(0, 0), LastProgress: &last,
-			Totals: state.Totals{Requests: 1200, Bytes: 5 << 20, Items: 48000, Throttled: 310, Timeouts: 2},
-			Loader: state.LoaderProgress{Records: 47000, Bytes: 5 << 20},
-			Rate:   state.Rates{Requests: 0.5, Bytes: 2048, Items: 20},
-			Stalls: 1,
+			Totals:   state.Totals{Requests: 1200, Bytes: 5 << 20, Items: 48000, Throttled: 310, Timeouts: 2},
+			Loader:   state.LoaderProgress{Records: 47000, Bytes: 5 << 20},
+			Rate:     state.Rates{Requests: 0.5, Bytes: 2048, Items: 20},
+			Stalls:   1,
+			Priority: "bulk", Weight: 2, Share: 0.25, QueueWaitSeconds: 0.0125, QueueWaitMaxSeconds: 0.05, Queued: 3,
 		},
 		History: []state.Transition{
 			{From: state.Pending, To: state.Running, Reason: "first_write", At: showAt(0, 1)},
@@ -61,6 +62,7 @@ refused          310 throttled, 2 timed out, 0 errors
 loader reported  47000 records, 5.0 MiB
 recent rate      0.5 requests/s, 2.0 KiB/s, 20.0 items/s, 0.0 records/s
 in flight        0
+fair queue       bulk, weight 2: 25.0% of recent grants, mean wait 12.5ms (longest 50ms), 3 queued
 stalls           1
 
 settings
@@ -221,4 +223,30 @@ func TestSizeString(t *testing.T) {
 	f(5<<20, "5.0 MiB")
 	f(3<<40, "3.0 TiB")
 	f(1<<62, "4096.0 PiB")
+}
+
+// TestPrintStatusScopes: a scoped throttle cuts its scope's limiter, not
+// the store's, so `sluice status` lists the scopes that have one.
+func TestPrintStatusScopes(t *testing.T) {
+	raw := `{"readiness":"ready","rate_unit":"requests","limiter":{"phase":"steady","rate_limit":800},
+		"scopes":{"max":64,"evictions":2,"retired":1,"active":[{"scope":"orders","phase":"recovering","rate_limit":45.5,
+		"concurrency_limit":4,"in_flight":3,"queue_length":7,"last_throttle":"2026-12-05T02:00:00Z",
+		"last_reason":"ProvisionedThroughputExceeded","throttles":12}]}}`
+	var b bytes.Buffer
+	if err := printStatus(&b, json.RawMessage(raw)); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"1 with a limiter of their own (at most 64), 2 evicted, 1 retired",
+		"scope orders", "recovering, 45.5 requests/s, 3 in flight / 4 limit, 7 queued, 12 throttles",
+		"last 2026-12-05T02:00:00Z (ProvisionedThroughputExceeded)",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	if err := printStatus(&b, json.RawMessage(`{"limiter":{}}`)); err != nil || strings.Contains(b.String(), "scope") {
+		t.Errorf("scopes off: %v\n%s", err, b.String())
+	}
 }

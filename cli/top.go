@@ -216,6 +216,22 @@ func (t *topView) screen(d topData, now time.Time) string {
 		row(fmt.Sprintf("last %ds", len(t.points)), t.spark()+"  acknowledged/s")
 		row("", t.throttleMarks()+"  ! = throttled")
 	}
+	if s.Scopes != nil && len(s.Scopes.Active) > 0 {
+		// A scoped throttle cuts its scope's limiter, not the store's:
+		// without these rows a throttled table would not show here.
+		const maxScopes = 5
+		for i, sc := range s.Scopes.Active {
+			if i == maxScopes {
+				row("", fmt.Sprintf("… and %d more scopes (sluice status)", len(s.Scopes.Active)-maxScopes))
+				break
+			}
+			v := fmt.Sprintf("%-16s %s", perSecond(sc.RateLimit, s.RateUnit), sc.Phase)
+			if !sc.LastThrottle.IsZero() {
+				v += fmt.Sprintf(", last throttle %s ago (%s)", now.Sub(sc.LastThrottle).Round(time.Second), sc.LastReason)
+			}
+			row("scope "+clip(sc.Scope, 12), v)
+		}
+	}
 	b.WriteString("\n")
 	if len(d.jobs) == 0 {
 		b.WriteString("  no jobs\n")

@@ -28,13 +28,15 @@ type Permit struct {
 // Cost returns the units charged for p.
 func (p *Permit) Cost() float64 { return p.cost }
 
-// Acquire waits in a bounded FIFO until a concurrency slot and cost rate
-// units are available, and takes them. cost is 1 per request or the body
+// Acquire waits in the bounded queue, in the default flow (see
+// AcquireFlow), until a concurrency slot and cost rate units are
+// available, and takes them. cost is 1 per request or the body
 // size in bytes; a cost above the burst is admitted once the bucket is full
 // and leaves it in debt.
 //
 // It returns ErrQueueFull at once when Config.QueueMax callers already
-// wait, ctx.Err() when ctx has ended or ends first (the caller sets the
+// wait and none of them is to be pushed out for it, or later when a write
+// of another flow takes its place (see fairQueue), ctx.Err() when ctx has ended or ends first (the caller sets the
 // queue timeout on ctx), and ErrClosed after Close. A limit change takes
 // effect at once for waiting callers, and a pause (Retry-After) keeps them
 // queued.
@@ -43,7 +45,14 @@ func (c *Controller) Acquire(ctx context.Context, cost float64) (*Permit, error)
 }
 
 func (c *Controller) acquire(ctx context.Context, op string, cost float64, pipelined bool) (*Permit, error) {
+	return c.acquireFlow(ctx, op, Flow{}, cost, pipelined)
+}
+
+func (c *Controller) acquireFlow(ctx context.Context, op string, f Flow, cost float64, pipelined bool) (*Permit, error) {
 	if err := checkCost(op, cost); err != nil {
+		return nil, err
+	}
+	if err := checkFlow(op, f); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -58,16 +67,25 @@ func (c *Controller) acquire(ctx context.Context, op string, cost float64, pipel
 	c.coldCostLocked(cost, now)
 	if c.q.n == 0 {
 		if p, _, _ := c.tryGrantLocked(cost, pipelined, now); p != nil {
+			c.accountLocked(f, cost, 0, now)
 			c.mu.Unlock()
 			return p, nil
 		}
 	}
 	if c.q.n >= c.cfg.QueueMax {
-		c.mu.Unlock()
-		return nil, ErrQueueFull
+		// Full: the flow that queues the most is pushed back, not
+		// necessarily this write (see fairQueue).
+		v := c.q.victim(f)
+		if v == nil {
+			c.mu.Unlock()
+			return nil, ErrQueueFull
+		}
+		c.q.remove(v)
+		v.err = ErrQueueFull
+		v.signal()
 	}
-	w := &waiter{cost: cost, pipelined: pipelined, ready: make(chan struct{}, 1)}
-	c.q.push(w)
+	w := &waiter{cost: cost, pipelined: pipelined, since: now, ready: make(chan struct{}, 1)}
+	c.q.push(w, f)
 	c.dispatchLocked(now)
 	return c.waitLocked(ctx, w)
 }
@@ -115,9 +133,9 @@ func (c *Controller) waitLocked(ctx context.Context, w *waiter) (*Permit, error)
 		case <-ctx.Done():
 			c.mu.Lock()
 			if w.permit == nil && w.err == nil {
-				wasHead := c.q.head == w
+				head := c.q.head
 				c.q.remove(w)
-				if wasHead {
+				if c.q.head != head {
 					c.dispatchLocked(c.cfg.Now())
 				}
 				c.mu.Unlock()
@@ -135,7 +153,14 @@ func (c *Controller) TryAcquire(cost float64) (*Permit, error) {
 }
 
 func (c *Controller) tryAcquire(op string, cost float64, pipelined bool) (*Permit, error) {
+	return c.tryAcquireFlow(op, Flow{}, cost, pipelined)
+}
+
+func (c *Controller) tryAcquireFlow(op string, f Flow, cost float64, pipelined bool) (*Permit, error) {
 	if err := checkCost(op, cost); err != nil {
+		return nil, err
+	}
+	if err := checkFlow(op, f); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -153,6 +178,7 @@ func (c *Controller) tryAcquire(op string, cost float64, pipelined bool) (*Permi
 		c.markBlockedLocked(why)
 		return nil, ErrNoCapacity
 	}
+	c.accountLocked(f, cost, 0, now)
 	return p, nil
 }
 
@@ -259,8 +285,8 @@ func (c *Controller) markBlockedLocked(why blocker) {
 	}
 }
 
-// dispatchLocked admits waiters from the head of the queue while it can and
-// tells the new head when to look again. It must run after anything that
+// dispatchLocked admits waiters from the head of the queue (fairQueue's
+// choice) while it can and tells the new head when to look again. It must run after anything that
 // may let the head in sooner or later: a limit change, a released slot, a
 // pause, a removed head. Requires that c.mu is held.
 func (c *Controller) dispatchLocked(now time.Time) {
@@ -274,7 +300,8 @@ func (c *Controller) dispatchLocked(now time.Time) {
 			}
 			return
 		}
-		c.q.remove(w)
+		c.accountLocked(Flow{Key: w.flow.key, Class: w.flow.class, Weight: w.flow.weight}, w.cost, now.Sub(w.since), now)
+		c.q.pop(w)
 		w.permit = p
 		w.signal()
 	}

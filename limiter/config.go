@@ -38,6 +38,12 @@ const (
 	// seconds.
 	DefaultProbeMin = 250 * time.Millisecond
 	DefaultProbeMax = 5 * time.Second
+	// DefaultBulkFloor is Config.BulkFloor when 0: while Bulk writes wait,
+	// they get at least a tenth of what is granted, however much Live asks.
+	DefaultBulkFloor = 0.1
+	// MaxBulkFloor bounds Config.BulkFloor: past it, Live would hardly be
+	// a priority.
+	MaxBulkFloor = 0.9
 )
 
 // Config configures a Controller. Rates are in units per second, where a unit
@@ -66,7 +72,9 @@ type Config struct {
 	// otherwise it must be >= 1ms.
 	Window time.Duration
 	// QueueMax bounds the number of Acquire calls waiting at once; past it
-	// Acquire fails at once with ErrQueueFull. 0 means DefaultQueueMax.
+	// Acquire fails with ErrQueueFull, the newcomer's or that of a waiter
+	// of the flow that queues the most (see fairQueue). 0 means
+	// DefaultQueueMax.
 	QueueMax int
 	// Burst is the token bucket's size in units. 0 means the units of
 	// DefaultBurstWindow at the current rate, at least 1, following the rate
@@ -87,6 +95,11 @@ type Config struct {
 	// means DefaultProbeMin and DefaultProbeMax; otherwise each must be
 	// >= 1ms, and ProbeMax >= ProbeMin.
 	ProbeMin, ProbeMax time.Duration
+	// BulkFloor is the least fraction of the units granted that Bulk
+	// flows get while they wait, however much Live flows ask (see
+	// fairQueue); 0 means DefaultBulkFloor, otherwise it must lie in
+	// (0, MaxBulkFloor].
+	BulkFloor float64
 	// Logger receives one record per limit change (keys: limit, from, to,
 	// reason), repeats of the same change throttled. nil discards.
 	Logger *slog.Logger
@@ -124,6 +137,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("limiter: Config.ProbeMin=%v must be 0 (default) or >= 1ms", c.ProbeMin)
 	case c.ProbeMax != 0 && c.ProbeMax < time.Millisecond:
 		return fmt.Errorf("limiter: Config.ProbeMax=%v must be 0 (default) or >= 1ms", c.ProbeMax)
+	case !finite(c.BulkFloor) || c.BulkFloor < 0 || c.BulkFloor > MaxBulkFloor:
+		return fmt.Errorf("limiter: Config.BulkFloor=%v must be 0 (default) or lie in (0, %v]", c.BulkFloor, MaxBulkFloor)
 	case cmp.Or(c.ProbeMax, DefaultProbeMax) < cmp.Or(c.ProbeMin, DefaultProbeMin):
 		return fmt.Errorf("limiter: Config.ProbeMax=%v must be >= ProbeMin=%v (0 is the default, %v and %v)",
 			c.ProbeMax, c.ProbeMin, DefaultProbeMax, DefaultProbeMin)
@@ -153,6 +168,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ProbeMax == 0 {
 		c.ProbeMax = DefaultProbeMax
+	}
+	if c.BulkFloor == 0 {
+		c.BulkFloor = DefaultBulkFloor
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -85,7 +85,8 @@ var (
 //
 // The send rate is a token bucket (units/s) and the concurrency a count of
 // slots; a request needs both. Callers Acquire a Permit (waiting in a bounded
-// FIFO), send one attempt, and report what the store said with Permit.Done.
+// queue, fair between flows: AcquireFlow, fairQueue), send one attempt, and
+// report what the store said with Permit.Done.
 // Tick closes a measurement window and is the control loop's heartbeat.
 //
 // Both limits adapt together, from the same samples:
@@ -140,7 +141,7 @@ var (
 //     unreachable). Everyone else waits as in a pause. The first answer of
 //     the store's, whichever attempt brings it, ends the outage.
 //
-// Limit changes apply at once to queued callers: only the head of the FIFO
+// Limit changes apply at once to queued callers: only the head of the queue
 // is evaluated, by its own goroutine on its own timer, and every change
 // re-evaluates it. No goroutine is started per caller.
 //
@@ -159,7 +160,8 @@ type Controller struct {
 	inFlight int       // permits holding a slot
 	leaders  []*Permit // pipelined permits holding a slot, not answered, with no follower yet (AcquirePipelined)
 	staged   int       // staged permits: sent behind a leader, no slot yet
-	q        fifo
+	q        fairQueue
+	acct     accounting // grants per flow and class (flowstats.go)
 	closed   bool
 
 	win      window
@@ -247,6 +249,7 @@ func New(cfg Config) (*Controller, error) {
 	}
 	burst := c.burstFor(cfg.InitialRate)
 	c.bucket = bucket{rate: cfg.InitialRate, burst: burst, tokens: burst, last: now}
+	c.q.floor = cfg.BulkFloor
 	return c, nil
 }
 

@@ -2,7 +2,8 @@
 // how many writes at once may go to the store, from what the store answers.
 //
 // It owns the Controller (a send-rate limit and a concurrency limit,
-// adapted together), the bounded FIFO in which callers wait for both, the
+// adapted together), the bounded queue in which callers wait for both
+// (weighted fair between flows, such as jobs, in two priority classes), the
 // RetryBudget that bounds retries to a share of requests, and Backoff, the
 // delays between retries. It leaves to others HTTP and the store's
 // protocol (the sidecar sends every attempt), what an answer means
@@ -56,8 +57,9 @@
 //
 // The files follow these concerns. controller.go has the Controller, its
 // spec and state, New, RetryWait and Close; admit.go the path of every
-// write: Acquire, the wait in the FIFO (queue.go), the grant of a Permit
-// and Done; pipeline.go pipelined permits. law.go has the tuning constants
+// write: Acquire, the wait in the queue (queue.go; fair.go has flows,
+// classes and the fair queue, flowstats.go their accounting), the grant of
+// a Permit and Done; pipeline.go pipelined permits. law.go has the tuning constants
 // and the law's two entry points, one sample (observeLocked) and one
 // window (Tick); cut.go decides and applies decreases, growth.go
 // increases, latency.go reads the latency signal, window.go measures,

@@ -2,18 +2,25 @@ package limiter
 
 import "time"
 
-// waiter is one Acquire call waiting in the FIFO. Its fields are guarded by
+// waiter is one Acquire call waiting in the queue. Its fields are guarded by
 // Controller.mu except ready, which is only ever sent to without blocking.
 type waiter struct {
 	cost       float64
 	pipelined  bool // AcquirePipelined: may be granted a staged permit
 	prev, next *waiter
+	// flow is the flow w waits in; start its virtual start tag there (see
+	// fairQueue), seq its arrival order, which breaks ties between equal
+	// tags, and since when it began to wait.
+	flow  *flowQ
+	start float64
+	seq   uint64
+	since time.Time
 	// deadline is set while w is at the head and blocked by the rate or a
-	// pause: the time at which it can be admitted. Zero otherwise (behind
-	// the head, or blocked by concurrency: a Done wakes it).
+	// pause: the time at which it can be admitted. Zero otherwise (not the
+	// head, or blocked by concurrency: a Done wakes it).
 	deadline time.Time
 	permit   *Permit // set when granted
-	err      error   // set when the controller closed under it
+	err      error   // set when the controller closed under it, or pushed it out (ErrQueueFull)
 	ready    chan struct{}
 }
 
@@ -27,7 +34,8 @@ func (w *waiter) signal() {
 }
 
 // fifo is an intrusive doubly linked list of waiters: O(1) push, pop and
-// removal of a cancelled waiter from the middle.
+// removal of a cancelled waiter from the middle. Each flow's waiters are
+// one (see fairQueue).
 type fifo struct {
 	head, tail *waiter
 	n          int

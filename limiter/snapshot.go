@@ -68,6 +68,10 @@ type Snapshot struct {
 	// go out.
 	UnreachableSince time.Time
 	NextProbe        time.Time
+	// Flows are the flows granted or waiting in the last few seconds, by
+	// key; Classes each class's counters, Bulk first.
+	Flows   []FlowStats
+	Classes []ClassStats
 }
 
 // Snapshot returns the current state. Safe for concurrent use.
@@ -103,6 +107,8 @@ func (c *Controller) Snapshot() Snapshot {
 	if c.out.active() {
 		s.UnreachableSince, s.NextProbe = c.out.since, c.out.next
 	}
+	s.Flows = c.flowStatsLocked(now)
+	s.Classes = c.classStatsLocked()
 	for o, n := range c.samples {
 		s.Samples[Outcome(o)] = n
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/caarlos0/env/v10"
 
 	"github.com/sluice-dev/sluice/internal/redact"
+	"github.com/sluice-dev/sluice/limiter"
 	"github.com/sluice-dev/sluice/sidecar/auth"
 	"github.com/sluice-dev/sluice/sidecar/classify"
 	"github.com/sluice-dev/sluice/state"
@@ -61,6 +62,11 @@ type Config struct {
 	QueueMax     int           `env:"QUEUE_MAX" envDefault:"1024"`
 	QueueTimeout time.Duration `env:"QUEUE_TIMEOUT" envDefault:"30s"`
 	MaxIdleConns int           `env:"MAX_IDLE_CONNS" envDefault:"1024"`
+
+	// Fair shares between jobs (limiter.fairQueue): the default job's
+	// priority class, and the least share bulk keeps while live waits.
+	DefaultJobPriority string  `env:"DEFAULT_JOB_PRIORITY" envDefault:"bulk"`
+	BulkFloor          float64 `env:"BULK_FLOOR" envDefault:"0.1"`
 
 	// Retries.
 	RetryMax        int           `env:"RETRY_MAX" envDefault:"3"`
@@ -519,6 +525,12 @@ func (c Config) validate() []string {
 	}
 	if c.QueueMax < 0 {
 		bad("QUEUE_MAX", "must be 0 or more, got %d", c.QueueMax)
+	}
+	if !state.ValidPriority(c.DefaultJobPriority) {
+		bad("DEFAULT_JOB_PRIORITY", "must be %s or %s, got %q", state.PriorityLive, state.PriorityBulk, c.DefaultJobPriority)
+	}
+	if !(c.BulkFloor > 0 && c.BulkFloor <= limiter.MaxBulkFloor) { // NaN fails too
+		bad("BULK_FLOOR", "must be in (0, %v], got %v", limiter.MaxBulkFloor, c.BulkFloor)
 	}
 	if c.MaxIdleConns < 1 {
 		bad("MAX_IDLE_CONNS", "must be at least 1, got %d", c.MaxIdleConns)

@@ -80,6 +80,10 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	f("bad bool", []string{up, "SLUICE_AUTO_CANCEL=maybe"}, "SLUICE_AUTO_CANCEL")
 	f("bad int", []string{up, "SLUICE_QUEUE_MAX=many"}, "SLUICE_QUEUE_MAX")
 	f("no idle connections", []string{up, "SLUICE_MAX_IDLE_CONNS=0"}, "SLUICE_MAX_IDLE_CONNS")
+	f("unknown default job class", []string{up, "SLUICE_DEFAULT_JOB_PRIORITY=urgent"}, "SLUICE_DEFAULT_JOB_PRIORITY")
+	f("bulk floor of 0", []string{up, "SLUICE_BULK_FLOOR=0"}, "SLUICE_BULK_FLOOR")
+	f("bulk floor over 0.9", []string{up, "SLUICE_BULK_FLOOR=0.95"}, "SLUICE_BULK_FLOOR")
+	f("bulk floor NaN", []string{up, "SLUICE_BULK_FLOOR=NaN"}, "SLUICE_BULK_FLOOR")
 	f("bad profile", []string{up, "SLUICE_PROFILE=mongodb"}, "SLUICE_PROFILE")
 	f("bad unit", []string{up, "SLUICE_RATE_UNIT=items"}, "SLUICE_RATE_UNIT")
 	f("bad backpressure", []string{up, "SLUICE_BACKPRESSURE=drop"}, "SLUICE_BACKPRESSURE")
@@ -451,6 +455,7 @@ func TestReadmeDefaultsMatchConfig(t *testing.T) {
 		{"SLUICE_INITIAL_CONCURRENCY", def.InitialConcurrency, limiter.DefaultInitialConcurrency},
 		{"SLUICE_CONTROL_INTERVAL", def.ControlInterval, limiter.DefaultWindow},
 		{"SLUICE_QUEUE_MAX", def.QueueMax, limiter.DefaultQueueMax},
+		{"SLUICE_BULK_FLOOR", def.BulkFloor, limiter.DefaultBulkFloor},
 		{"SLUICE_RETRY_BACKOFF_MIN", def.RetryBackoffMin, limiter.DefaultBackoffMin},
 		{"SLUICE_RETRY_BACKOFF_MAX", def.RetryBackoffMax, limiter.DefaultBackoffMax},
 		{"SLUICE_MAX_RETRY_AFTER", def.MaxRetryAfter, limiter.DefaultMaxRetryAfter},

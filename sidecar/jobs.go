@@ -32,6 +32,7 @@ func (s *Server) jobsConfig(store state.Store, reg prometheus.Registerer) state.
 		Defaults:                   defaults,
 		DefaultJob:                 c.Job,
 		DefaultJobAutoCancelCauses: streamCauses,
+		DefaultJobPriority:         c.DefaultJobPriority,
 		MaxJobs:                    c.MaxJobs,
 		ActionTimeout:              c.ActionTimeout,
 		ActionRetries:              c.ActionRetries,
@@ -66,6 +67,10 @@ type jobsAdapter struct{ m *state.Manager }
 func (a jobsAdapter) Admit(ctx context.Context, job string, maxWait time.Duration) (context.Context, func(), error) {
 	return a.m.AdmitWithin(ctx, job, maxWait)
 }
+
+// FlowSettings lets the proxy place a registered job's writes in the
+// limiter's fair queue (proxy.FlowSettings).
+func (a jobsAdapter) FlowSettings(job string) (float64, string) { return a.m.FlowSettings(job) }
 
 func (a jobsAdapter) Observe(job string, o proxy.Observation) {
 	kind := obsKind(o.Kind)

@@ -107,6 +107,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		MaxRetryAfter:      cfg.MaxRetryAfter,
 		Window:             cfg.ControlInterval,
 		QueueMax:           cfg.QueueMax,
+		BulkFloor:          cfg.BulkFloor,
 		Logger:             log, // each package scopes its own logger
 	}
 	lim, err := limiter.New(lcfg)
@@ -121,7 +122,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	reg.MustRegister(newLimiterCollector(lim, s.budget))
+	reg.MustRegister(newLimiterCollector(lim, s.budget), newClassCollector(lim))
 
 	a, err := auth.New(cfg.Auth, auth.Options{
 		Logger:       log,

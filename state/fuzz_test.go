@@ -58,6 +58,8 @@ func FuzzValidJobID(f *testing.F) {
 func FuzzSettingsJSON(f *testing.F) {
 	f.Add(`{"stall_after":"90s","cancel":{"kind":"http","url":"http://h/${JOB}"},"labels":{"a":"b"}}`)
 	f.Add(`{"deadline":"-1h","auto_cancel":false,"cleanup":{"kind":"command","argv":["x","${JOB}"]}}`)
+	f.Add(`{"weight":2.5,"priority":"live"}`)
+	f.Add(`{"weight":1e308,"priority":"bulk"}`)
 	f.Fuzz(func(t *testing.T, in string) {
 		var s Settings
 		if json.Unmarshal([]byte(in), &s) != nil || s.Validate() != nil {

@@ -35,6 +35,9 @@ type Config struct {
 	// settings say otherwise; nil or empty: none, a stall of the stream
 	// only alerts.
 	DefaultJobAutoCancelCauses []StallCause
+	// DefaultJobPriority is the default job's priority class unless its
+	// own settings say otherwise: PriorityLive or PriorityBulk; "" is bulk.
+	DefaultJobPriority string
 	// MaxJobs bounds the non-terminal jobs. At the bound, a new job takes
 	// the place of the job idle the longest (whose record is forgotten:
 	// it is neither cancelled nor cleaned up), and is refused only if no
@@ -253,6 +256,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if cfg.DefaultJob != "" && !ValidJobID(cfg.DefaultJob) {
 		return nil, fmt.Errorf("state: default job: %w: %q", ErrInvalidJobID, cfg.DefaultJob)
+	}
+	if cfg.DefaultJobPriority != "" && !ValidPriority(cfg.DefaultJobPriority) {
+		return nil, fmt.Errorf("state: default job priority %q is not %q or %q", cfg.DefaultJobPriority, PriorityLive, PriorityBulk)
 	}
 	for _, c := range cfg.DefaultJobAutoCancelCauses {
 		if _, err := ParseStallCause(string(c)); err != nil {

@@ -35,6 +35,26 @@ const (
 	maxReason          = 256
 )
 
+// A job's share of the limiter's queue (see Settings.Weight and Priority).
+const (
+	// MinWeight and MaxWeight bound a job's weight, registered or given
+	// by a write's X-Sluice-Weight: a thousandfold between the least and
+	// the most is as fine a split as anyone asks for, and keeps a typo
+	// (1e9) from starving every other job.
+	MinWeight = 0.1
+	MaxWeight = 100
+	// PriorityLive is served before PriorityBulk while both wait, except
+	// for bulk's floor (SLUICE_BULK_FLOOR); bulk is the default.
+	PriorityLive = "live"
+	PriorityBulk = "bulk"
+)
+
+// ValidWeight reports whether w is a weight a job may have.
+func ValidWeight(w float64) bool { return w >= MinWeight && w <= MaxWeight }
+
+// ValidPriority reports whether p names a priority class.
+func ValidPriority(p string) bool { return p == PriorityLive || p == PriorityBulk }
+
 // Settings are a job's own settings; zero fields inherit the Manager's
 // defaults (Config.Defaults, then the Default* constants). A negative
 // Deadline means "no deadline" even if the defaults set one. In JSON,
@@ -57,6 +77,14 @@ type Settings struct {
 	ProbeURL          string // GET; ${JOB} substituted as in ActionSpec
 	ProbePointer      string // RFC 6901 pointer to a number that must increase
 	Labels            map[string]string
+	// Weight is the job's share of the limiter against the other jobs of
+	// its priority class waiting at the same time, in [MinWeight,
+	// MaxWeight]; 0 leaves it to its writes' X-Sluice-Weight, else 1.
+	Weight float64
+	// Priority is PriorityLive or PriorityBulk; "" leaves it to its
+	// writes' X-Sluice-Priority, else bulk (the default job: the
+	// operator's SLUICE_DEFAULT_JOB_PRIORITY).
+	Priority string
 }
 
 type settingsJSON struct {
@@ -73,6 +101,8 @@ type settingsJSON struct {
 	ProbeURL          string            `json:"probe_url,omitempty"`
 	ProbePointer      string            `json:"probe_pointer,omitempty"`
 	Labels            map[string]string `json:"labels,omitempty"`
+	Weight            float64           `json:"weight,omitempty"`
+	Priority          string            `json:"priority,omitempty"`
 }
 
 func durString(d time.Duration) string {
@@ -87,7 +117,7 @@ func (s Settings) MarshalJSON() ([]byte, error) {
 	j := settingsJSON{
 		StallAfter: durString(s.StallAfter), CancelGrace: durString(s.CancelGrace), Deadline: durString(s.Deadline),
 		AutoCancel: s.AutoCancel, HeartbeatInterval: durString(s.HeartbeatInterval), Cancel: s.Cancel, Cleanup: s.Cleanup,
-		ProbeURL: s.ProbeURL, ProbePointer: s.ProbePointer, Labels: s.Labels,
+		ProbeURL: s.ProbeURL, ProbePointer: s.ProbePointer, Labels: s.Labels, Weight: s.Weight, Priority: s.Priority,
 	}
 	if s.AutoCancelCauses != nil {
 		j.AutoCancelCauses = &s.AutoCancelCauses
@@ -102,7 +132,7 @@ func (s *Settings) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	out := Settings{AutoCancel: j.AutoCancel, Cancel: j.Cancel, Cleanup: j.Cleanup,
-		ProbeURL: j.ProbeURL, ProbePointer: j.ProbePointer, Labels: j.Labels}
+		ProbeURL: j.ProbeURL, ProbePointer: j.ProbePointer, Labels: j.Labels, Weight: j.Weight, Priority: j.Priority}
 	if j.AutoCancelCauses != nil {
 		out.AutoCancelCauses = append([]StallCause{}, *j.AutoCancelCauses...)
 	}
@@ -137,6 +167,12 @@ func (s *Settings) Validate() error {
 	}
 	if s.HeartbeatInterval < 0 {
 		return fmt.Errorf("%w: heartbeat_interval %s is negative", ErrInvalid, s.HeartbeatInterval)
+	}
+	if s.Weight != 0 && !ValidWeight(s.Weight) { // NaN fails the comparisons too
+		return fmt.Errorf("%w: weight %v must lie in [%v, %v]", ErrInvalid, s.Weight, MinWeight, MaxWeight)
+	}
+	if s.Priority != "" && !ValidPriority(s.Priority) {
+		return fmt.Errorf("%w: priority %q must be %q or %q", ErrInvalid, s.Priority, PriorityLive, PriorityBulk)
 	}
 	for _, c := range s.AutoCancelCauses {
 		if _, err := ParseStallCause(string(c)); err != nil {

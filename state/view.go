@@ -26,6 +26,21 @@ type JobSummary struct {
 	Stalls       uint64            `json:"stalls"`
 	// Progress is set once the job has a declared total (SetTotal).
 	Progress *JobProgress `json:"progress,omitempty"`
+	// Priority and Weight are the job's class and weight in the limiter's
+	// fair queue: as registered; else as its writes said
+	// (X-Sluice-Priority, X-Sluice-Weight) once it has written recently;
+	// else bulk (the default job: SLUICE_DEFAULT_JOB_PRIORITY) and 1.
+	Priority string  `json:"priority"`
+	Weight   float64 `json:"weight"`
+	// Share is the fraction of the units the limiter granted over the last
+	// 5 to 10 seconds that went to this job; QueueWaitSeconds the mean time its
+	// writes waited for them there, QueueWaitMaxSeconds the longest;
+	// Queued its writes waiting now. The admin API fills them from the
+	// limiter (FlowStats); the job manager does not know them.
+	Share               float64 `json:"share"`
+	QueueWaitSeconds    float64 `json:"queue_wait_seconds"`
+	QueueWaitMaxSeconds float64 `json:"queue_wait_max_seconds"`
+	Queued              int     `json:"queued"`
 }
 
 // JobView is the full view of a job (GET /v1/jobs/{id}).
@@ -70,6 +85,13 @@ func (m *Manager) summaryLocked(e *entry, now time.Time) JobSummary {
 		Totals: e.totals, Loader: e.loader, Rate: e.win.rates(now, e.winSince), InFlight: e.inflight, Stalls: j.Stalls,
 		Progress: e.progressLocked(now),
 	}
+	s.Weight, s.Priority = e.settings.Weight, m.priorityLocked(j.ID(), e.settings)
+	if s.Weight == 0 {
+		s.Weight = 1
+	}
+	if s.Priority == "" {
+		s.Priority = PriorityBulk
+	}
 	if !e.lastProgress.IsZero() {
 		t := e.lastProgress
 		s.LastProgress = &t
@@ -108,6 +130,29 @@ func (m *Manager) viewLocked(e *entry, now time.Time) JobView {
 		v.Checkpoint = &c
 	}
 	return v
+}
+
+// priorityLocked is job id's priority as set, by its settings or for the
+// default job by the operator; "" when neither says. Requires that m.mu is
+// held.
+func (m *Manager) priorityLocked(id string, s Settings) string {
+	if s.Priority == "" && id == m.cfg.DefaultJob {
+		return m.cfg.DefaultJobPriority
+	}
+	return s.Priority
+}
+
+// FlowSettings returns job id's weight and priority as set (by its
+// registration, or for the default job's priority by the operator): 0
+// and "" where nothing is set, and for a job not known yet. The proxy
+// falls back on a write's headers, then on 1 and bulk.
+func (m *Manager) FlowSettings(id string) (weight float64, priority string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.jobs[id]; ok {
+		return e.settings.Weight, m.priorityLocked(id, e.settings)
+	}
+	return 0, m.priorityLocked(id, Settings{})
 }
 
 func jsonValid(b []byte) bool { return json.Valid(b) }

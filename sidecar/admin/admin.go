@@ -315,6 +315,9 @@ type LimiterStatus struct {
 	// startup.
 	CapsConcurrency bool      `json:"store_caps_concurrency"`
 	Heartbeat       time.Time `json:"heartbeat"`
+	// Classes and Flows are the fair queue between jobs (flows.go).
+	Classes []ClassStatus `json:"classes"`
+	Flows   []FlowStatus  `json:"flows"`
 }
 
 // Status is what GET /v1/status answers now.
@@ -343,6 +346,8 @@ func (s *API) Status() Status {
 			Increases:       snap.Increases,
 			CapsConcurrency: snap.CapsConcurrency,
 			Heartbeat:       snap.Heartbeat,
+			Classes:         classStatuses(snap),
+			Flows:           flowStatuses(snap),
 		},
 		Signals:      s.signalCounts(),
 		BufferBytes:  s.d.Budget.InUse(),
@@ -408,7 +413,7 @@ const cancelRetryAfter = 5 * time.Second
 // jobsAPI registers the /v1/jobs endpoints.
 func (s *API) jobsAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/jobs", func(w http.ResponseWriter, r *http.Request) {
-		apierror.WriteJSON(w, http.StatusOK, map[string]any{"jobs": s.d.Jobs.List()})
+		apierror.WriteJSON(w, http.StatusOK, map[string]any{"jobs": s.jobsWithFlows()})
 	})
 	mux.HandleFunc("POST /v1/jobs", s.mutating(func(w http.ResponseWriter, r *http.Request) {
 		var req registerRequest
@@ -507,6 +512,7 @@ func (s *API) jobResult(w http.ResponseWriter, okStatus int, notRecorded string)
 			apierror.Write(w, status, code, err.Error(), nil)
 			return
 		}
+		withFlow(&v.JobSummary, s.d.Limiter.Snapshot().Flows)
 		apierror.WriteJSON(w, okStatus, v)
 	}
 }
@@ -608,6 +614,10 @@ type registerRequest struct {
 	Cancel            *actionRequest    `json:"cancel"`
 	Cleanup           *actionRequest    `json:"cleanup"`
 	Labels            map[string]string `json:"labels"`
+	// Weight and Priority: the job's share against other jobs of its
+	// class, and its class, live or bulk (see state.Settings).
+	Weight   *float64 `json:"weight"`
+	Priority string   `json:"priority"`
 	// Total: the job's size, {"records"|"bytes"|"items": N}; absent keeps
 	// the total it has.
 	Total *state.Total `json:"total"`
@@ -625,6 +635,15 @@ func (r *registerRequest) settings() (state.Settings, error) {
 	if len(r.Labels) > 32 {
 		return state.Settings{}, errors.New("labels: at most 32")
 	}
+	var weight float64
+	if r.Weight != nil {
+		if weight = *r.Weight; !state.ValidWeight(weight) {
+			return state.Settings{}, fmt.Errorf("weight: must be a number in [%v, %v], got %v", state.MinWeight, state.MaxWeight, weight)
+		}
+	}
+	if r.Priority != "" && !state.ValidPriority(r.Priority) {
+		return state.Settings{}, fmt.Errorf("priority: must be %q or %q, got %q", state.PriorityLive, state.PriorityBulk, apierror.Truncate(r.Priority, 32))
+	}
 	var causes []state.StallCause
 	if r.AutoCancelCauses != nil {
 		causes = append([]state.StallCause{}, *r.AutoCancelCauses...) // [] stays "none", not "inherit"
@@ -639,6 +658,8 @@ func (r *registerRequest) settings() (state.Settings, error) {
 		Cancel:            cancel,
 		Cleanup:           cleanup,
 		Labels:            r.Labels,
+		Weight:            weight,
+		Priority:          r.Priority,
 	}, nil
 }
 

@@ -4,7 +4,8 @@
 //
 // It owns the exchange of one loader request: reading its body (in memory
 // within the buffer budget, so it can be retried, or streamed once),
-// admission through the job manager and the limiter, each attempt with its
+// admission through the job manager and the limiter (in the write's flow:
+// its job, weight and priority class, see flowOf), each attempt with its
 // deadline, the classification of the store's answer (through the store
 // profile) and its report to the limiter and the job, the retries (and in
 // hold mode the hold, see retryPolicy), and the answer the loader gets,

@@ -354,6 +354,7 @@ type exchange struct {
 	buffered  bool                 // the body is in memory (or there is none)
 	retryable bool                 // buffered, and its method may be retried
 	pipelined bool                 // retryable, and sent on p.pipe
+	flow      limiter.Flow         // its place in the limiters' fair queues (flowOf)
 	attempts  int
 	last      classify.Result     // the last attempt's classification
 	bodyBytes int64               // request body size, -1 unknown
@@ -394,6 +395,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.status = http.StatusBadRequest
 		apierror.Write(w, ex.status, "invalid_job_id",
 			"X-Sluice-Job must be 1-128 characters of A-Za-z0-9._:-, starting with a letter or digit", map[string]any{"job": apierror.Truncate(job, 140)})
+		return
+	}
+	var ferr *flowError
+	if ex.flow, ferr = p.flowOf(r, job); ferr != nil {
+		ex.status = http.StatusBadRequest
+		ferr.write(w)
 		return
 	}
 	// A write hold mode may hold waits for its job's backoff (state) at
@@ -567,9 +574,9 @@ func (p *Proxy) take(ctx context.Context, ex *exchange, lim *limiter.Controller,
 	)
 	switch {
 	case p.reject && !(ex.held() && resend) && pipelined:
-		permit, err = lim.TryAcquirePipelined(cost)
+		permit, err = lim.TryAcquirePipelinedFlow(ex.flow, cost)
 	case p.reject && !(ex.held() && resend):
-		permit, err = lim.TryAcquire(cost)
+		permit, err = lim.TryAcquireFlow(ex.flow, cost)
 	default:
 		err = limiter.ErrNoCapacity
 		if ctx.Err() == nil && time.Now().Before(deadline) {
@@ -578,17 +585,17 @@ func (p *Proxy) take(ctx context.Context, ex *exchange, lim *limiter.Controller,
 			// write that would wait, or would pass others waiting
 			// already, queues below.
 			if pipelined {
-				permit, err = lim.TryAcquirePipelined(cost)
+				permit, err = lim.TryAcquirePipelinedFlow(ex.flow, cost)
 			} else {
-				permit, err = lim.TryAcquire(cost)
+				permit, err = lim.TryAcquireFlow(ex.flow, cost)
 			}
 		}
 		if errors.Is(err, limiter.ErrNoCapacity) {
 			qctx, cancel := context.WithDeadline(ctx, deadline)
 			if pipelined {
-				permit, err = lim.AcquirePipelined(qctx, cost)
+				permit, err = lim.AcquirePipelinedFlow(qctx, ex.flow, cost)
 			} else {
-				permit, err = lim.Acquire(qctx, cost)
+				permit, err = lim.AcquireFlow(qctx, ex.flow, cost)
 			}
 			cancel()
 		}

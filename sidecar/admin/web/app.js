@@ -327,13 +327,20 @@
     return s;
   }
 
+  // A job's share of the limiter's recent grants, and its writes' mean
+  // wait in the queue for them (the fair queue between jobs).
+  function shareText(j) {
+    return `${(100 * (j.share || 0)).toFixed(1)}% · ${(1000 * (j.queue_wait_seconds || 0)).toFixed(1)} ms wait`;
+  }
+
   function renderJobs(jobs) {
     const body = document.querySelector("#jobs-table tbody");
     body.replaceChildren();
     for (const j of jobs) {
       const link = node("a", j.id);
       link.href = "#job/" + encodeURIComponent(j.id);
-      const tr = row([link, stateBadge(j.state, cause(j)), ago(j.since), progressText(j), rateText(j), ago(j.last_progress)]);
+      const tr = row([link, stateBadge(j.state, cause(j)), ago(j.since), j.priority || "–", num(j.weight), shareText(j),
+        progressText(j), rateText(j), ago(j.last_progress)]);
       tr.dataset.job = j.id;
       if (j.id === page.selected) tr.className = "selected";
       body.appendChild(tr);
@@ -382,6 +389,9 @@
     add("rate", rateText(j));
     add("last progress", j.last_progress ? `${clock(j.last_progress)} (${ago(j.last_progress)})` : "none yet");
     add("in flight", j.in_flight);
+    add("class", j.priority);
+    add("weight", j.weight);
+    add("share of recent grants", `${shareText(j)} (longest ${(1000 * (j.queue_wait_max_seconds || 0)).toFixed(1)} ms) · ${num(j.queued)} queued`);
     add("refused by the store", `${num(t.throttled)} throttled · ${num(t.timeouts)} timed out · ${num(t.errors)} errors`);
     add("stalls", j.stalls);
     add("next probe", j.probe_at ? clock(j.probe_at) : "");
