@@ -210,8 +210,9 @@ func TestClientKilledMember(t *testing.T) {
 		aUntil := a.local.until
 		a.local.mu.Unlock()
 		// The others' next refresh after the lapse, jittered, gives them
-		// a's share.
-		handedBy := aUntil.Add(DefaultRefresh * 11 / 10)
+		// a's share (the membership ends 1% of a lease and a millisecond
+		// or two after the lease).
+		handedBy := aUntil.Add(DefaultRefresh*11/10 + 50*time.Millisecond)
 		for end := handedBy.Add(time.Second); time.Now().Before(end); {
 			time.Sleep(10 * time.Millisecond)
 			now := time.Now()
