@@ -74,8 +74,9 @@ func RedisClusterOptions(rawURL, password string, timeout time.Duration) (*redis
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = timeout, timeout, timeout, timeout
 	opts.ContextTimeoutEnabled = true
 	// A redirection is not a failure: follow a few, within the deadline.
-	// Connection errors are not retried in the call (MaxRetries): the
-	// next refresh is the retry.
+	// The cluster client may also try a broken connection again in those
+	// attempts, within the same deadline; a report sent twice counts once
+	// (Report.Seq).
 	opts.MaxRedirects = 3
 	opts.MaxRetries = -1
 	opts.DialerRetries = 1
