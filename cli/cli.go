@@ -329,7 +329,10 @@ func printStatus(w io.Writer, raw json.RawMessage) error {
 	}
 	row("jobs", joinCounts(toAnyMap(s.Jobs)))
 	row("uptime", s.Uptime)
-	return tw.Flush()
+	if err := tw.Flush(); err != nil || s.Fleet == nil {
+		return err
+	}
+	return printFleet(w, s.Fleet, s.RateUnit, time.Now())
 }
 
 func toAnyMap(m map[string]int) map[string]any {

@@ -30,8 +30,10 @@ import (
 	"testing"
 	"testing/synctest"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-dev/sluice/fleet"
 	"github.com/sluice-dev/sluice/sidecar"
 	"github.com/sluice-dev/sluice/sidecar/classify"
 	"github.com/sluice-dev/sluice/sidecar/proxy"
@@ -528,6 +530,8 @@ var requiredAlerts = []string{
 	"SluiceDown", "SluiceJobStalled", "SluiceJobFailed", "SluiceSustainedThrottling",
 	"SluiceUpstreamTimeouts", "SluiceRetryBudgetExhausted", "SluiceQueueSaturated",
 	"SluiceStateWriteErrors", "SluiceCredentialRefreshStorm",
+	// Fleet mode: the fleet's Redis unreachable, or refusing the scripts.
+	"SluiceFleetDegraded",
 }
 
 // TestDeployRulesInSync: the PrometheusRule carries exactly the groups of the
@@ -1077,4 +1081,55 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestDeployDashboardFleetRow: the dashboard has a "Fleet" row, and its
+// panels chart every series fleet mode exports (lease, budget, members,
+// demand, mode and degraded, refresh latency and errors): a metric added
+// to package fleet without a panel fails here.
+func TestDeployDashboardFleetRow(t *testing.T) {
+	b, err := os.ReadFile(deployDashboard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Type    string `json:"type"`
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("%s: %v", deployDashboard, err)
+	}
+	var exprs []string
+	inRow := false
+	for _, p := range dash.Panels {
+		if p.Type == "row" {
+			inRow = p.Title == "Fleet"
+			continue
+		}
+		if inRow {
+			for _, tg := range p.Targets {
+				exprs = append(exprs, tg.Expr)
+			}
+		}
+	}
+	if len(exprs) == 0 {
+		t.Fatalf("%s: no row \"Fleet\" with panels", deployDashboard)
+	}
+	reg := prometheus.NewRegistry()
+	fleet.NewMetrics(reg)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		if !slices.ContainsFunc(exprs, func(e string) bool { return strings.Contains(e, name) }) {
+			t.Errorf("%s: the Fleet row charts no query of %s", deployDashboard, name)
+		}
+	}
 }

@@ -72,12 +72,16 @@ const (
 	// is not held to a stale share for long; each sidecar's own limit then
 	// takes over alone.
 	DefaultSafeFor = 30 * time.Second
-	// leaseRefreshes: a lease lasts this many refreshes, so that a few lost
-	// ones change nothing.
-	leaseRefreshes = 5
-	// memberRefreshes: a member that missed this many refreshes is taken
-	// for dead and its share goes to the others.
-	memberRefreshes = 3
+	// leaseRefreshes: a lease lasts this many refreshes, and a member that
+	// has not reported for as long is taken for dead (Params.MemberTTL is
+	// the LeaseTTL): its share goes to the others only once its lease has
+	// surely lapsed, so a member that is slow, not dead, cannot hold a
+	// lease the others were given too; and the share of one that died is
+	// idle for no longer. Two: a refresh is due every Refresh ±10%, so a
+	// lease outlives the next one by most of a refresh; a refresh that
+	// fails steps the member down to its safe share until the next one,
+	// which for a member short of its demand is the same rate.
+	leaseRefreshes = 2
 	// maxTimeout bounds each call's deadline: Redis answers in a
 	// millisecond; one that takes longer is slow, not busy.
 	maxTimeout = 500 * time.Millisecond
@@ -119,8 +123,9 @@ type Config struct {
 	Refresh time.Duration
 	// Timeout is each call's deadline; 0 means Refresh/2, at most 500ms.
 	Timeout time.Duration
-	// LeaseTTL is how long a lease holds without renewal; 0 means five
-	// refreshes.
+	// LeaseTTL is how long a lease holds without renewal, and how long
+	// the fleet keeps the share of a member that stopped reporting; 0
+	// means two refreshes.
 	LeaseTTL time.Duration
 	// SafeFor is how long a safe share holds after the lease expired; 0
 	// means DefaultSafeFor.
@@ -256,6 +261,7 @@ type Client struct {
 	listNow      time.Time // the server's clock then
 	statusAt     time.Time // when Status was last read
 	transitions  uint64
+	kick         chan struct{} // a mode change, for watchLapses; never blocks
 }
 
 // New returns a Client of the fleet cfg.Resource on the Redis rdb (a
@@ -268,7 +274,10 @@ func New(cfg Config, rdb redis.Scripter, local Local) (*Client, error) {
 	c := &Client{
 		cfg: cfg,
 		params: Params{
-			MemberTTL: memberRefreshes * cfg.Refresh,
+			// A lease runs from when its call was sent, a membership from
+			// when the server ran it: with the same TTL, a member's lease
+			// has lapsed by the time the others get its share.
+			MemberTTL: cfg.LeaseTTL,
 			Period:    cfg.Refresh,
 			KeyTTL:    max(keyTTL, 10*cfg.LeaseTTL),
 			Beta:      defaultBeta,
@@ -279,6 +288,7 @@ func New(cfg Config, rdb redis.Scripter, local Local) (*Client, error) {
 		log:    cfg.Logger.With("component", "fleet", "resource", cfg.Resource),
 		m:      cfg.Metrics,
 		errLog: rate.Sometimes{Interval: errorLogEvery},
+		kick:   make(chan struct{}, 1),
 	}
 	c.setModeMetricLocked()
 	return c, nil
@@ -289,8 +299,17 @@ func (c *Client) Member() string { return c.cfg.Member }
 
 // Run refreshes at once and then about every Refresh until ctx ends, then
 // leaves the fleet (one call with its own deadline), so that the others
-// get this sidecar's share at their next refresh.
+// get this sidecar's share at their next refresh. Beside the refreshes, a
+// watcher steps down the ladder when the lease (or the safe share) runs
+// out unrenewed, at that moment rather than at the next refresh, which
+// may be waiting on a Redis that does not answer: the limiter is never
+// left without the rung it should be on.
 func (c *Client) Run(ctx context.Context) {
+	wctx, stopWatch := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { c.watchLapses(wctx) })
+	defer wg.Wait()
+	defer stopWatch()
 	c.Refresh(ctx)
 	t := time.NewTimer(c.interval())
 	defer t.Stop()
@@ -304,6 +323,55 @@ func (c *Client) Run(ctx context.Context) {
 			t.Reset(c.interval())
 		}
 	}
+}
+
+// watchLapses calls Lapse when the rung the Client is on runs out, until
+// ctx ends. A change of rung (becomeLocked) wakes it to look again; a
+// renewed lease only makes it wake early, to find nothing to do.
+func (c *Client) watchLapses(ctx context.Context) {
+	t := time.NewTimer(c.untilLapse(time.Now()))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		case <-t.C:
+			c.Lapse(time.Now())
+		}
+		t.Reset(c.untilLapse(time.Now()))
+	}
+}
+
+// noLapse stands for "no rung runs out": the lapse timer of a Client that
+// is joining, on its own limit or gone waits this long, to no effect.
+const noLapse = time.Hour
+
+// untilLapse is how long after now the rung the Client is on runs out
+// without an answer from the fleet.
+func (c *Client) untilLapse(now time.Time) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.mode {
+	case ModeLeased:
+		return max(c.leaseUntil.Sub(now), 0)
+	case ModeSafeShare:
+		return max(c.leaseUntil.Add(c.cfg.SafeFor).Sub(now), 0)
+	}
+	return noLapse
+}
+
+// Lapse steps down the ladder if, at now, the lease or the safe share ran
+// out without an answer from the fleet. Run calls it when one is due;
+// tests may call it directly.
+func (c *Client) Lapse(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mode != ModeLeased && c.mode != ModeSafeShare {
+		return
+	}
+	c.stepDownLocked(now)
+	c.setMetricsLocked()
 }
 
 // interval is Refresh jittered by ±10%, so that a fleet started at once
@@ -402,8 +470,12 @@ func (c *Client) grantedLocked(g Grant, listed bool, sent, now time.Time) {
 		c.budgetAvg += (g.Budget - c.budgetAvg) * budgetAvgWeight
 	}
 	// From when the call was sent: the lease cannot outlive what the
-	// fleet meant, however long the answer took.
-	c.leaseUntil = sent.Add(c.cfg.LeaseTTL)
+	// fleet meant, however long the answer took, nor this member's
+	// membership, which the server dates from when it ran the script,
+	// later, in whole milliseconds (rounded down) and on its own clock
+	// (which a slewing NTP may run 0.05% apart from this one): hence the
+	// margin.
+	c.leaseUntil = sent.Add(c.cfg.LeaseTTL - c.cfg.LeaseTTL/100 - time.Millisecond)
 	c.lastOK = now
 	if listed {
 		c.list, c.listAt, c.listNow = g.List, now, g.Now
@@ -494,6 +566,10 @@ func (c *Client) becomeLocked(to Mode, reason string, now time.Time) {
 	c.log.Log(context.Background(), lvl, "fleet mode changed", "from", from.String(), "to", to.String(), "reason", reason,
 		"lease", c.lease, "budget", c.budget, "members", c.members)
 	c.setModeMetricLocked()
+	select {
+	case c.kick <- struct{}{}:
+	default: // a wake-up is pending already
+	}
 }
 
 func (c *Client) setModeMetricLocked() {

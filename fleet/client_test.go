@@ -122,6 +122,7 @@ func (n *simNet) client(t *testing.T, timeout time.Duration) *redis.Client {
 type member struct {
 	c     *Client
 	local *fakeLocal
+	rdb   *redis.Client
 }
 
 func newMember(t *testing.T, n *simNet, id string, mod func(*Config)) member {
@@ -131,11 +132,12 @@ func newMember(t *testing.T, n *simNet, id string, mod func(*Config)) member {
 		mod(&cfg)
 	}
 	local := &fakeLocal{load: limiter.Load{Demand: 1e6}}
-	c, err := New(cfg, n.client(t, cfg.withDefaults().Timeout), local)
+	rdb := n.client(t, cfg.withDefaults().Timeout)
+	c, err := New(cfg, rdb, local)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return member{c, local}
+	return member{c, local, rdb}
 }
 
 // runAll runs the members' loops until the returned stop is called.
@@ -185,9 +187,51 @@ func TestClientShares(t *testing.T) {
 	})
 }
 
+// TestClientKilledMember: a member killed without leaving (SIGKILL) keeps
+// its share until its lease has surely lapsed, and no longer than that and
+// a refresh: at no moment do the leases in force sum to more than the
+// capacity, and a refresh after the lapse the others have it all.
+func TestClientKilledMember(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newSimNet(t)
+		a, b, c := newMember(t, n, "a", nil), newMember(t, n, "b", nil), newMember(t, n, "c", nil)
+		stopBC := runAll(b, c)
+		defer stopBC()
+		stopA := runAll(a)
+		time.Sleep(2500 * time.Millisecond)
+		for _, m := range []member{a, b, c} {
+			if got := m.local.ceiling(time.Now()); got != 300 {
+				t.Fatalf("%s: ceiling %v, want 300", m.c.Member(), got)
+			}
+		}
+		a.rdb.Close() // its goodbye fails: as if killed
+		stopA()
+		a.local.mu.Lock()
+		aUntil := a.local.until
+		a.local.mu.Unlock()
+		// The others' next refresh after the lapse, jittered, gives them
+		// a's share (the membership ends 1% of a lease and a millisecond
+		// or two after the lease).
+		handedBy := aUntil.Add(DefaultRefresh*11/10 + 50*time.Millisecond)
+		for end := handedBy.Add(time.Second); time.Now().Before(end); {
+			time.Sleep(10 * time.Millisecond)
+			now := time.Now()
+			sum := a.local.ceiling(now) + b.local.ceiling(now) + c.local.ceiling(now)
+			if sum > 900 {
+				t.Fatalf("%v after a's lease ends: leases in force sum to %v > 900", now.Sub(aUntil), sum)
+			}
+			if now.After(handedBy) && (b.local.ceiling(now) != 450 || c.local.ceiling(now) != 450) {
+				t.Fatalf("%v after a's lease ends: ceilings %v and %v, want 450 each", now.Sub(aUntil), b.local.ceiling(now), c.local.ceiling(now))
+			}
+		}
+	})
+}
+
 // TestClientLadder: Redis hangs (SIGSTOP): the lease holds until it
 // expires, then the safe share, then the limiter alone; never unlimited
-// before that, never a stop. When Redis answers again, a lease at once.
+// before that, never a stop, and no moment between two rungs without a
+// ceiling: each rung starts when the one before runs out, not at the next
+// failed refresh. When Redis answers again, a lease at once.
 func TestClientLadder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n := newSimNet(t)
@@ -202,22 +246,25 @@ func TestClientLadder(t *testing.T) {
 			t.Fatalf("leased: ceiling %v, want 450", got)
 		}
 		n.hung.Store(true)
-		hungAt := time.Now()
-		// The lease was renewed at most a refresh (plus jitter) before.
-		for time.Since(hungAt) < 3*time.Second {
+		leaseUntil := a.c.Status(time.Now()).LeaseUntil
+		safeUntil := leaseUntil.Add(DefaultSafeFor)
+		for time.Now().Before(safeUntil.Add(-100 * time.Millisecond)) {
 			time.Sleep(100 * time.Millisecond)
-			if got := a.local.ceiling(time.Now()); got != 450 || a.c.Mode() != ModeLeased {
-				t.Fatalf("%v into the hang: ceiling %v, mode %v; want the lease 450 kept", time.Since(hungAt), got, a.c.Mode())
+			now := time.Now()
+			want := ModeLeased
+			if !now.Before(leaseUntil) {
+				want = ModeSafeShare
+			}
+			if got := a.local.ceiling(now); got != 450 || a.c.Mode() != want {
+				t.Fatalf("%v past the lease's end: ceiling %v, mode %v; want %v at 450", now.Sub(leaseUntil), got, a.c.Mode(), want)
 			}
 		}
 		if testutil.ToFloat64(metrics.degraded) != 1 {
 			t.Error("degraded metric not set while Redis hangs")
 		}
-		time.Sleep(5 * time.Second) // past the 5s lease
-		if a.c.Mode() != ModeSafeShare || a.local.ceiling(time.Now()) != 450 {
-			t.Fatalf("lease expired: mode %v, ceiling %v; want the safe share 900/2", a.c.Mode(), a.local.ceiling(time.Now()))
-		}
-		time.Sleep(DefaultSafeFor)
+		time.Sleep(time.Until(safeUntil))
+		synctest.Wait() // the lapse due at this instant
+
 		if a.c.Mode() != ModeLocal || !a.local.cleared {
 			t.Fatalf("safe share expired: mode %v, cleared %v; want the limiter alone", a.c.Mode(), a.local.cleared)
 		}

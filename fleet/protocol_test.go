@@ -250,6 +250,28 @@ func TestScriptExpiresDeadMembers(t *testing.T) {
 	}
 }
 
+// TestScriptHandsOutAtExpiry: a dead member's share goes to the first
+// member that calls after its membership ended, even when the allocation
+// is a moment old and would otherwise be reused: its lease has lapsed,
+// and its share idles no longer than that.
+func TestScriptHandsOutAtExpiry(t *testing.T) {
+	b := newMini(t)
+	a, c, d := newReporter(t, b, "a", 1e9, 1, 900), newReporter(t, b, "c", 1e9, 1, 900), newReporter(t, b, "d", 1e9, 1, 900)
+	a.send()
+	c.send()
+	d.send()
+	b.advance(testParams.MemberTTL - 100*time.Millisecond)
+	for _, p := range []*reporter{c, d} {
+		if g := p.send(); g.Members != 3 || g.Lease != 300 {
+			t.Fatalf("before a's expiry: %+v, want 3 members at 300", g)
+		}
+	}
+	b.advance(200 * time.Millisecond) // past a's expiry, within a quarter period of the last allocation
+	if g := c.send(); g.Members != 2 || g.Lease != 450 {
+		t.Fatalf("at once after a's expiry: %+v, want 2 members at 450", g)
+	}
+}
+
 // TestScriptServerPause: a server that was stopped (no call from anyone
 // for longer than a member TTL) does not drop the members, which could not
 // reach it: the first to come back does not take the whole budget.

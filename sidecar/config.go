@@ -125,6 +125,7 @@ type Config struct {
 	// its capacity through Redis. Off unless FLEET_REDIS_URL is set;
 	// checked by validateFleet (fleet.go).
 	FleetRedisURL          string        `env:"FLEET_REDIS_URL"`
+	FleetRedisCluster      bool          `env:"FLEET_REDIS_CLUSTER" envDefault:"false"`
 	FleetRedisPasswordFile string        `env:"FLEET_REDIS_PASSWORD_FILE"`
 	FleetResource          string        `env:"FLEET_RESOURCE"`
 	FleetCapacity          float64       `env:"FLEET_CAPACITY"`

@@ -41,7 +41,7 @@ func (c Config) validateFleet() []string {
 		p = append(p, EnvPrefix+key+": "+fmt.Sprintf(format, args...))
 	}
 	if c.FleetRedisURL != "" {
-		if err := fleet.ValidRedisURL(c.FleetRedisURL); err != nil {
+		if err := fleet.ValidRedisURL(c.FleetRedisURL, c.FleetRedisCluster); err != nil {
 			bad("FLEET_REDIS_URL", "%v", err)
 		}
 	}
@@ -124,23 +124,51 @@ func (s *Server) newFleet(cfg *Config, reg prometheus.Registerer, log *slog.Logg
 		Logger:      log,
 		Metrics:     m,
 	}
-	ropts, err := fleet.RedisOptions(cfg.FleetRedisURL, password, min(cfg.FleetRefresh/2, 500*time.Millisecond))
+	rdb, err := fleetRedis(cfg, password, dial)
 	if err != nil {
 		return &StartupError{fmt.Errorf("SLUICE_FLEET_REDIS_URL: %w", err)}
 	}
-	if dial != nil {
-		ropts.Dialer = dial
-	}
-	rdb := redis.NewClient(ropts)
 	client, err := fleet.New(fcfg, rdb, s.lim)
 	if err != nil {
 		rdb.Close()
 		return &StartupError{fmt.Errorf("fleet mode: %w", err)}
 	}
 	s.fleet = &fleetPart{client: client, redis: rdb, url: redact.URL(cfg.FleetRedisURL)}
-	log.Info("fleet mode on", "component", "fleet", "redis", s.fleet.url, "resource", fcfg.Resource,
+	log.Info("fleet mode on", "component", "fleet", "redis", s.fleet.url, "cluster", cfg.FleetRedisCluster, "resource", fcfg.Resource,
 		"member", client.Member(), "weight", fcfg.Weight, "capacity", fcfg.Capacity, "refresh", fcfg.Refresh)
 	return nil
+}
+
+// fleetRedis is the fleet's Redis client: of one server, or of a Redis
+// Cluster with SLUICE_FLEET_REDIS_CLUSTER. dial, if set, replaces the
+// network (tests).
+func fleetRedis(cfg *Config, password string, dial func(context.Context, string, string) (net.Conn, error)) (fleetRedisClient, error) {
+	timeout := min(cfg.FleetRefresh/2, 500*time.Millisecond)
+	if cfg.FleetRedisCluster {
+		opts, err := fleet.RedisClusterOptions(cfg.FleetRedisURL, password, timeout)
+		if err != nil {
+			return nil, err
+		}
+		if dial != nil {
+			opts.Dialer = dial
+		}
+		return redis.NewClusterClient(opts), nil
+	}
+	opts, err := fleet.RedisOptions(cfg.FleetRedisURL, password, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if dial != nil {
+		opts.Dialer = dial
+	}
+	return redis.NewClient(opts), nil
+}
+
+// fleetRedisClient is what fleet mode needs of either client: the
+// scripts, and closing.
+type fleetRedisClient interface {
+	redis.Scripter
+	io.Closer
 }
 
 // runFleet runs the fleet loop until ctx ends or a shutdown is requested:

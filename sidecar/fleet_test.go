@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,8 +18,10 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-dev/sluice/fleet"
+	"github.com/sluice-dev/sluice/internal/redistest"
 	"github.com/sluice-dev/sluice/sidecar/admin"
 	"github.com/sluice-dev/sluice/state"
 )
@@ -212,5 +215,65 @@ func TestFleetOff(t *testing.T) {
 	}
 	if r, _ := s.lim.Ceiling(); r != 0 {
 		t.Errorf("ceiling %v with fleet mode off", r)
+	}
+}
+
+// TestFleetClusterConfig: SLUICE_FLEET_REDIS_CLUSTER reads the URL as a
+// Redis Cluster's (seed nodes as addr=, database 0 only); a URL that
+// cannot be one is a config error naming SLUICE_FLEET_REDIS_URL.
+func TestFleetClusterConfig(t *testing.T) {
+	f := func(url string, cluster bool, ok bool) {
+		t.Helper()
+		_, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_FLEET_REDIS_URL=" + url,
+			"SLUICE_FLEET_REDIS_CLUSTER=" + strconv.FormatBool(cluster)})
+		if ok {
+			if err != nil {
+				t.Errorf("%s (cluster %v): %v", url, cluster, err)
+			}
+			return
+		}
+		ce, isCE := err.(*ConfigError)
+		if !isCE || len(ce.Problems) != 1 || !strings.HasPrefix(ce.Problems[0], "SLUICE_FLEET_REDIS_URL:") {
+			t.Errorf("%s (cluster %v): %v, want one problem naming SLUICE_FLEET_REDIS_URL", url, cluster, err)
+		}
+	}
+	f("redis://cfg.cache.test:6379?addr=n2.cache.test:6379", true, true)
+	f("redis://cfg.cache.test:6379?addr=n2.cache.test:6379", false, false)
+	f("redis://cfg.cache.test:6379/3", true, false)
+	f("redis://cfg.cache.test:6379/3", false, true)
+}
+
+// TestFleetOnCluster: a sidecar with SLUICE_FLEET_REDIS_CLUSTER, given
+// one node of a real Redis Cluster, gets its lease through the node that
+// owns the fleet's slot. Real processes, so real time: it waits, bounded,
+// for the first refresh.
+func TestFleetOnCluster(t *testing.T) {
+	c := redistest.StartCluster(t)
+	cfg := testConfig(t, "FLEET_REDIS_URL="+c.URL(), "FLEET_REDIS_CLUSTER=true", "FLEET_RESOURCE=test:cluster", "FLEET_CAPACITY=300")
+	s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{},
+		Transport: memTransport{newQuotaStore(1000)}})
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	defer s.StartLoops()()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := fleetStatus(t, s)
+		if st.Mode == "leased" {
+			if st.Lease != 300 || st.Budget != 300 || st.MemberCount != 1 {
+				t.Errorf("status: %+v, want a lease of the whole 300", st)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no lease within 10s: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	members, _ := fleet.Keys("test:cluster")
+	owner := redis.NewClient(&redis.Options{Addr: c.SlotOwner(t, members).Addr(), Protocol: 2})
+	defer owner.Close()
+	if n, err := owner.HLen(context.Background(), members).Result(); err != nil || n != 1 {
+		t.Errorf("members on the slot's owner: %d %v, want 1", n, err)
 	}
 }

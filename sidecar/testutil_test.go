@@ -134,6 +134,19 @@ func (s *quotaStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, `{"ok":true}`)
 }
 
+// acceptedBetween returns the attempts accepted in [from, to).
+func (s *quotaStore) acceptedBetween(from, to time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, t := range s.acceptedAt {
+		if !t.Before(from) && t.Before(to) {
+			n++
+		}
+	}
+	return n
+}
+
 // counts returns accepted and throttled attempts, and the accepted ones at or
 // after from.
 func (s *quotaStore) counts(from time.Time) (accepted, throttled, acceptedSince int) {

@@ -9,7 +9,8 @@
 --          dirty_at, gen, cuts, throttles), the server's last call
 --          (last_call), the members known before a loss of state
 --          (ghost_w, ghost_until), and the allocation (alloc_at, level,
---          spare, n, live_w, want, took)
+--          spare, n, live_w, want, took, next_exp: when its first member
+--          expires)
 -- ARGV     member, seq, demand, weight, goodput, thr_epoch, thr_count,
 --          capacity, hint_budget, hint_known, hint_weight, min_rate,
 --          member_ttl_ms, period_ms, beta, recover_ms, key_ttl_ms,
@@ -76,7 +77,7 @@ local raw = redis.call('HGETALL', skey)
 for i = 1, #raw, 2 do st[raw[i]] = raw[i + 1] end
 local gen = st.gen
 local budget, lastmax, grown, grow_at, cut_at, dirty_at, cuts, last_call, ghost_w, ghost_until, throttles
-local alloc_at, level, spare, n, live_w, want, took
+local alloc_at, level, spare, n, live_w, want, took, next_exp
 if gen == nil then
 	-- A new fleet, or one whose Redis lost its state: start from what this
 	-- member knows. A budget learned before is kept, on the plateau of its
@@ -90,7 +91,7 @@ if gen == nil then
 		ghost_w, ghost_until = hint_weight, now + member_ttl
 	end
 	grow_at, cut_at, dirty_at, cuts, last_call, throttles = now, 0, 0, 0, now, 0
-	alloc_at, level, spare, n, live_w, want, took = 0, -1, 0, 0, 0, 0, 0
+	alloc_at, level, spare, n, live_w, want, took, next_exp = 0, -1, 0, 0, 0, 0, 0, 0
 else
 	budget, lastmax, grown = tonumber(st.budget), tonumber(st.max), tonumber(st.t)
 	grow_at, cut_at, dirty_at = tonumber(st.grow_at), tonumber(st.cut_at), tonumber(st.dirty_at)
@@ -98,6 +99,7 @@ else
 	ghost_w, ghost_until = tonumber(st.ghost_w), tonumber(st.ghost_until)
 	alloc_at, level, spare = tonumber(st.alloc_at), tonumber(st.level), tonumber(st.spare)
 	n, live_w, want, took = tonumber(st.n), tonumber(st.live_w), tonumber(st.want), tonumber(st.took)
+	next_exp = tonumber(st.next_exp or 0)
 end
 local epoch = gen .. ':' .. cuts
 local budget0 = budget
@@ -136,7 +138,10 @@ if raw_me then
 end
 local joined = me == nil
 local applied = joined or seq > me.seq
-local recompute = joined or renew or now - alloc_at >= period / 4
+-- A member that expired since the last allocation gives its share back
+-- at the first call after, not up to a quarter period later: its lease
+-- has lapsed (the members' leases end before their membership does).
+local recompute = joined or renew or now - alloc_at >= period / 4 or now > next_exp
 if applied then
 	local prev = 0
 	if joined then
@@ -246,7 +251,9 @@ end
 if recompute or budget ~= budget0 then
 	members = read_members()
 	n, live_w, want, took = #members, 0, 0, 0
+	next_exp = math.huge
 	for _, m in ipairs(members) do
+		next_exp = math.min(next_exp, m.expiry)
 		live_w = live_w + m.weight
 		want = want + m.demand
 		took = took + m.goodput
@@ -300,7 +307,8 @@ end
 redis.call('HSET', skey, 'budget', num(budget), 'max', num(lastmax), 't', num(grown),
 	'grow_at', int(grow_at), 'cut_at', int(cut_at), 'dirty_at', int(dirty_at), 'gen', gen,
 	'cuts', int(cuts), 'last_call', int(now), 'ghost_w', num(ghost_w), 'ghost_until', int(ghost_until),
-	'throttles', int(throttles), 'k', num(k), 'alloc_at', int(alloc_at), 'level', num(level), 'spare', num(spare),
+	'throttles', int(throttles), 'k', num(k), 'alloc_at', int(alloc_at), 'next_exp', int(next_exp),
+	'level', num(level), 'spare', num(spare),
 	'n', int(n), 'live_w', num(live_w), 'want', num(want), 'took', num(took))
 redis.call('PEXPIRE', mkey, key_ttl)
 redis.call('PEXPIRE', skey, key_ttl)

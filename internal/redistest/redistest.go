@@ -28,6 +28,7 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
+	args []string // more flags (a cluster node's)
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -47,6 +48,11 @@ func Binary() string {
 // server is killed when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return startWith(t)
+}
+
+func startWith(t testing.TB, args ...string) *Server {
+	t.Helper()
 	bin := Binary()
 	if bin == "" {
 		if os.Getenv(RequireEnv) != "" {
@@ -54,7 +60,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip("redis-server is not installed (apt-get install redis-server; .ci/fleet.sh installs it)")
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: freePort(t)}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: freePort(t), args: args}
 	s.start()
 	t.Cleanup(s.Kill)
 	return s
@@ -68,8 +74,9 @@ func (s *Server) URL() string { return "redis://" + s.Addr() }
 
 func (s *Server) start() {
 	s.t.Helper()
-	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--protected-mode", "yes")
+	args := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--protected-mode", "yes"}, s.args...)
+	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout, cmd.Stderr = nil, nil
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("starting redis-server: %v", err)

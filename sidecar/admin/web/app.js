@@ -179,6 +179,39 @@
       : "No scope is throttled: every write passes the store's limiter only.";
   }
 
+  // ---- fleet mode -------------------------------------------------------
+
+  // renderFleet shows the fleet object of v1/status while fleet mode is
+  // on, and hides the section otherwise. The sidecar fetches the member
+  // list at a refresh after its status is read: it may be empty at first.
+  function renderFleet(s) {
+    const fl = s.fleet;
+    $("fleet").hidden = !fl;
+    if (!fl) return;
+    const unit = s.rate_unit;
+    const mode = $("fleet-mode");
+    mode.textContent = fl.mode + (fl.degraded ? " · degraded: the last refresh failed" : "");
+    mode.className = "mode " + fl.mode;
+    setText("fleet-resource", `${fl.resource}, as ${fl.member}`);
+    setText("fleet-redis", fl.redis);
+    const until = fl.mode === "leased" && fl.lease_until ? " until " + clock(fl.lease_until) : " (last)";
+    setText("fleet-lease", perSecond(fl.lease, unit) + until);
+    setText("fleet-budget", perSecond(fl.budget, unit) + (fl.capacity ? " (configured)" : " (learned)"));
+    setText("fleet-demand", `${perSecond(fl.demand, unit)}, weight ${fl.weight}`);
+    setText("fleet-refresh", fl.last_refresh ? ago(fl.last_refresh) : "never");
+    setText("fleet-errors", fl.refresh_errors ? `${num(fl.refresh_errors)}, last: ${fl.last_error || "?"}` : "none");
+    setText("fleet-count", num(fl.member_count));
+    const members = (fl.members || []).slice().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const body = document.querySelector("#fleet-table tbody");
+    body.replaceChildren();
+    for (const m of members) {
+      const id = m.id === fl.member ? m.id + " (this sidecar)" : m.id;
+      body.appendChild(row([id, String(m.weight), perSecond(m.demand, unit), perSecond(m.lease, unit), m.age]));
+    }
+    $("fleet-table").hidden = members.length === 0;
+    $("fleet-empty").hidden = members.length > 0;
+  }
+
   // ---- charts -----------------------------------------------------------
 
   function svg(name, attrs, parent) {
@@ -504,6 +537,7 @@
       page.status = status;
       renderStatus(status);
       renderScopes(status);
+      renderFleet(status);
       renderCharts();
       renderJobs(jobs.jobs || []);
       if (page.selected) {
