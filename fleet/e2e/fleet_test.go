@@ -13,8 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,46 +24,19 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sluice-dev/sluice/internal/redistest"
+	"github.com/sluice-dev/sluice/internal/testbin"
 	"github.com/sluice-dev/sluice/sidecar/admin"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		if built.dir != "" {
-			os.RemoveAll(built.dir)
-		}
+		testbin.Cleanup()
 		os.Exit(code)
 	}))
 }
 
-// built is the sluice binary, built once per run of the test binary.
-var built struct {
-	once      sync.Once
-	dir, path string
-	err       error
-}
-
-func sluiceBinary(t *testing.T) string {
-	t.Helper()
-	built.once.Do(func() {
-		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goTool); err != nil {
-			goTool = "go"
-		}
-		if built.dir, built.err = os.MkdirTemp("", "sluice-fleet-e2e-"); built.err != nil {
-			return
-		}
-		built.path = filepath.Join(built.dir, "sluice")
-		out, err := exec.Command(goTool, "build", "-o", built.path, "github.com/sluice-dev/sluice").CombinedOutput()
-		if err != nil {
-			built.err = fmt.Errorf("go build sluice: %v\n%s", err, out)
-		}
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
-	}
-	return built.path
-}
+// sluiceBinary is the sluice command built from this module, once.
+func sluiceBinary(t *testing.T) string { return testbin.Sluice(t) }
 
 func freePort(t *testing.T) int {
 	t.Helper()
