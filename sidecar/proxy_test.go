@@ -365,6 +365,49 @@ func TestQueueBounds(t *testing.T) {
 	})
 }
 
+// TestQueueTimeoutIsTheWrites: SLUICE_QUEUE_TIMEOUT bounds the time a
+// write waits in sluice's queue over all its attempts, not per attempt: a
+// write that queued most of it before a failed attempt waits only the rest
+// for its retry, and is pushed back then, instead of queueing the whole
+// timeout again behind the write that took its slot.
+func TestQueueTimeoutIsTheWrites(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var failedB atomic.Bool
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			if r.URL.Path == "/b" && !failedB.Swap(true) {
+				w.WriteHeader(http.StatusInternalServerError) // retried: a PUT
+				return
+			}
+			time.Sleep(4 * time.Second)
+		})
+		s := newTestServer(t, store, "INITIAL_CONCURRENCY=1", "MAX_CONCURRENCY=1", "QUEUE_TIMEOUT=5s", "RETRY_MAX=3",
+			"RETRY_BACKOFF_MIN=100ms", "RETRY_BACKOFF_MAX=100ms")
+		start := time.Now()
+		type answer struct {
+			code int
+			at   time.Duration
+		}
+		answers := map[string]chan answer{"/a": make(chan answer, 1), "/b": make(chan answer, 1), "/c": make(chan answer, 1)}
+		for _, path := range []string{"/a", "/b", "/c"} {
+			go func() {
+				code := send(s.ProxyHandler(), context.Background(), http.MethodPut, path, "x").Code
+				answers[path] <- answer{code, time.Since(start)}
+			}()
+			synctest.Wait()
+		}
+		// a holds the one slot for 4s; b queues 4s, fails at once, and
+		// its retry finds c in the slot until 8s: 1s of its 5s is left.
+		b := <-answers["/b"]
+		if b.code != http.StatusTooManyRequests || b.at > 5500*time.Millisecond {
+			t.Errorf("write b: %d after %v, want 429 within its 5s queue timeout (and the 100ms backoff)", b.code, b.at)
+		}
+		if a, c := <-answers["/a"], <-answers["/c"]; a.code != http.StatusOK || c.code != http.StatusOK {
+			t.Errorf("writes a, c: %d, %d, want 200", a.code, c.code)
+		}
+	})
+}
+
 func TestInvalidJobHeader(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var calls atomic.Int32

@@ -366,6 +366,7 @@ type exchange struct {
 	w         http.ResponseWriter // the loader's; see setReadDeadline
 	arrived   time.Time           // when sluice took the write up
 	holdUntil time.Time           // hold mode: the write is sent again until then (see retryPolicy); zero: not held
+	queued    time.Duration       // waited for permits so far, over all attempts: SLUICE_QUEUE_TIMEOUT bounds the sum
 }
 
 // held reports whether ex is held (hold mode, and a write sluice may send
@@ -543,10 +544,14 @@ func (e *bodyReadError) Unwrap() error { return e.err }
 // the promise to wait for the store.
 func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, error) {
 	start := time.Now()
-	deadline := start.Add(p.queueTimeout)
+	// The queue timeout is the write's, not each attempt's: a retry waits
+	// only what the earlier attempts left of it, so that a loader's
+	// timeout set above SLUICE_QUEUE_TIMEOUT (plus the attempts) holds.
+	deadline := start.Add(p.queueTimeout - ex.queued)
 	if ex.held() {
 		deadline = ex.holdUntil
 	}
+	defer func() { ex.queued += time.Since(start) }()
 	if p.scopes != nil && ex.scopes.Len() > 0 && p.scopes.Active() > 0 {
 		if err := p.acquireScopes(ctx, ex, deadline); err != nil {
 			return nil, err
@@ -579,7 +584,10 @@ func (p *Proxy) take(ctx context.Context, ex *exchange, lim *limiter.Controller,
 		permit, err = lim.TryAcquireFlow(ex.flow, cost)
 	default:
 		err = limiter.ErrNoCapacity
-		if ctx.Err() == nil && time.Now().Before(deadline) {
+		// A free slot is taken even when the write has no wait left (a
+		// retry whose earlier attempts queued the whole timeout): only
+		// waiting is bounded. A held write past its hold is not sent.
+		if ctx.Err() == nil && (!ex.held() || time.Now().Before(deadline)) {
 			// Most writes find a slot free: they take it here, without
 			// the queue's deadline, a context and a timer per write. A
 			// write that would wait, or would pass others waiting
