@@ -58,6 +58,7 @@ type Scopes struct {
 
 	evictions uint64
 	retired   uint64
+	closed    bool // Close was called: every limiter, old or new, is closed
 }
 
 type scopeEntry struct {
@@ -172,6 +173,9 @@ func (s *Scopes) addLocked(scope string, rate float64, conc int) *scopeEntry {
 		// cfg was validated in NewScopes and the rate clamped into it.
 		panic("BUG: a scope's limiter config: " + err.Error())
 	}
+	if s.closed {
+		c.Close() // a scope throttled during shutdown: its writes get ErrClosed too
+	}
 	e := &scopeEntry{name: scope, c: c, since: cfg.Now()}
 	s.m[scope] = e
 	e.prev, e.next = &s.lru, s.lru.next
@@ -252,10 +256,17 @@ type ScopesStats struct {
 // Status returns every scope's limiter, the most recently used first, and
 // the set's counts.
 func (s *Scopes) Status() ([]ScopeStatus, ScopesStats) {
+	// The entries' fields are copied under s.mu (Throttle writes them);
+	// the limiters' snapshots are taken after, each under its own lock.
+	type entryCopy struct {
+		name, reason       string
+		since, throttledAt time.Time
+		c                  *Controller
+	}
 	s.mu.Lock()
-	entries := make([]*scopeEntry, 0, len(s.m))
+	entries := make([]entryCopy, 0, len(s.m))
 	for e := s.lru.next; e != &s.lru; e = e.next {
-		entries = append(entries, e)
+		entries = append(entries, entryCopy{e.name, e.reason, e.since, e.throttledAt, e.c})
 	}
 	st := ScopesStats{Active: len(s.m), Max: s.cfg.Max, Evictions: s.evictions, Retired: s.retired}
 	s.mu.Unlock()
@@ -267,6 +278,22 @@ func (s *Scopes) Status() ([]ScopeStatus, ScopesStats) {
 		}
 	}
 	return out, st
+}
+
+// Close closes every scope's limiter (Controller.Close: its waiters get
+// ErrClosed, as the store's do at shutdown), and every limiter a later
+// Throttle makes.
+func (s *Scopes) Close() {
+	s.mu.Lock()
+	s.closed = true
+	cs := make([]*Controller, 0, len(s.m))
+	for _, e := range s.m {
+		cs = append(cs, e.c)
+	}
+	s.mu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
 }
 
 // Names returns the scopes with a limiter, sorted.

@@ -181,3 +181,38 @@ func TestNewScopesRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestScopesClose: at shutdown the scopes' limiters close like the
+// store's, so writes waiting on a throttled scope are refused at once, and
+// a scope throttled after Close gets a closed limiter too.
+func TestScopesClose(t *testing.T) {
+	s, _ := newTestScopes(t, 4)
+	c := s.Throttle("orders", 800, 16, scopeThrottle)
+	s.Close()
+	if _, err := c.TryAcquire(1); err != ErrClosed {
+		t.Errorf("TryAcquire on a closed scope: %v, want ErrClosed", err)
+	}
+	if _, err := s.Throttle("users", 800, 16, scopeThrottle).TryAcquire(1); err != ErrClosed {
+		t.Errorf("TryAcquire on a scope made after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestScopesStatusWhileThrottled: Status reads what Throttle writes; run
+// with -race.
+func TestScopesStatusWhileThrottled(t *testing.T) {
+	s, _ := newTestScopes(t, 4)
+	s.Throttle("orders", 800, 16, scopeThrottle)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			s.Throttle("orders", 800, 16, Sample{Outcome: Congested, Reason: "r" + string(rune('a'+i%26))})
+		}
+	}()
+	for range 200 {
+		if st, _ := s.Status(); len(st) != 1 || st[0].LastReason == "" {
+			t.Fatalf("status %+v", st)
+		}
+	}
+	<-done
+}

@@ -299,6 +299,9 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 	// admin port stays up so status can be read meanwhile); then the loops
 	// stop and job state is flushed.
 	s.lim.Close()
+	if s.scopes != nil {
+		s.scopes.Close() // writes waiting on a throttled scope too
+	}
 	stopProxy()
 	if !proxyDone {
 		keep(<-proxyErr)
@@ -332,6 +335,9 @@ func (s *Server) StartLoops() (stop func()) {
 	loops.Go(func() { s.runFleet(ctx) })
 	return func() {
 		s.lim.Close()
+		if s.scopes != nil {
+			s.scopes.Close()
+		}
 		s.proxy.Close()
 		cancel()
 		loops.Wait()

@@ -347,7 +347,7 @@ func (s *API) Status() Status {
 			CapsConcurrency: snap.CapsConcurrency,
 			Heartbeat:       snap.Heartbeat,
 			Classes:         classStatuses(snap),
-			Flows:           flowStatuses(snap),
+			Flows:           flowStatuses(s.flows(snap)),
 		},
 		Signals:      s.signalCounts(),
 		BufferBytes:  s.d.Budget.InUse(),
@@ -512,7 +512,7 @@ func (s *API) jobResult(w http.ResponseWriter, okStatus int, notRecorded string)
 			apierror.Write(w, status, code, err.Error(), nil)
 			return
 		}
-		withFlow(&v.JobSummary, s.d.Limiter.Snapshot().Flows)
+		withFlow(&v.JobSummary, s.flows(s.d.Limiter.Snapshot()))
 		apierror.WriteJSON(w, okStatus, v)
 	}
 }

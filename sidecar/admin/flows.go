@@ -30,9 +30,9 @@ type ClassStatus struct {
 	QueueWaitSeconds float64 `json:"queue_wait_seconds_total"`
 }
 
-func flowStatuses(snap limiter.Snapshot) []FlowStatus {
-	out := make([]FlowStatus, 0, len(snap.Flows))
-	for _, f := range snap.Flows {
+func flowStatuses(flows []limiter.FlowStats) []FlowStatus {
+	out := make([]FlowStatus, 0, len(flows))
+	for _, f := range flows {
 		out = append(out, FlowStatus{
 			Job: f.Key, Priority: f.Class.String(), Weight: f.Weight, Share: f.Share,
 			QueueWaitSeconds: f.MeanWait.Seconds(), QueueWaitMaxSeconds: f.MaxWait.Seconds(), Queued: f.Queued,
@@ -66,9 +66,44 @@ func withFlow(js *state.JobSummary, flows []limiter.FlowStats) {
 // jobsWithFlows is the job list with each job's share of the limiter.
 func (s *API) jobsWithFlows() []state.JobSummary {
 	jobs := s.d.Jobs.List()
-	flows := s.d.Limiter.Snapshot().Flows
+	flows := s.flows(s.d.Limiter.Snapshot())
 	for i := range jobs {
 		withFlow(&jobs[i], flows)
 	}
 	return jobs
+}
+
+// flows is snap's flows (the store's limiter) with their writes' waits in
+// the scopes' limiters added: a write to a throttled table waits in its
+// scope's queue and then, most often, finds the store's limiter free, so
+// the store's figures alone would show the job that is held back as not
+// waiting at all. Share stays the store's.
+func (s *API) flows(snap limiter.Snapshot) []limiter.FlowStats {
+	if s.d.Scopes == nil || s.d.Scopes.Active() == 0 {
+		return snap.Flows
+	}
+	scopes, _ := s.d.Scopes.Status()
+	return addScopeWaits(snap.Flows, scopes)
+}
+
+// addScopeWaits returns flows (sorted by Key) with each scope's flows
+// added: their queued writes, and their mean and longest waits on top of
+// the store's (a write waits in its scopes' queues, then in the store's).
+// A job that waits only in a scope gets a row of its own, with no share.
+func addScopeWaits(flows []limiter.FlowStats, scopes []limiter.ScopeStatus) []limiter.FlowStats {
+	out := slices.Clone(flows)
+	for _, sc := range scopes {
+		for _, f := range sc.Flows {
+			i, ok := slices.BinarySearchFunc(out, f.Key, func(g limiter.FlowStats, k string) int { return strings.Compare(g.Key, k) })
+			if !ok {
+				out = slices.Insert(out, i, limiter.FlowStats{Key: f.Key, Class: f.Class, Weight: f.Weight})
+			}
+			g := &out[i]
+			g.Queued += f.Queued
+			g.QueuedCost += f.QueuedCost
+			g.MeanWait += f.MeanWait
+			g.MaxWait += f.MaxWait
+		}
+	}
+	return out
 }
