@@ -144,6 +144,11 @@ func (c *Controller) seedThrottle(smp Sample) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.cfg.Now()
+	// The throttle was the store's answer: the scope's limiter does not
+	// start cold (at most coldMax in flight, a burst of as many), which
+	// would hold a scope that had the store's slots to two writes until
+	// one of its own came back.
+	c.answered = true
 	c.samples[Congested]++
 	c.lastThrottle, c.lastReason = now, smp.Reason
 	c.applyCutLocked(cutDecision{share: 1, rate: rateEndStartup, rateBase: c.rate.v}, smp.Reason, smp.RetryAfter, now)

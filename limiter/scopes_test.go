@@ -216,3 +216,17 @@ func TestScopesStatusWhileThrottled(t *testing.T) {
 	}
 	<-done
 }
+
+// TestScopeStartsWarm: the throttle that makes a scope's limiter was the
+// store's answer, so the limiter does not start cold (two writes in
+// flight until one of its own comes back): the scope keeps its slots.
+func TestScopeStartsWarm(t *testing.T) {
+	s, clk := newTestScopes(t, 4)
+	c := s.Throttle("orders", 800, 16, scopeThrottle)
+	clk.advance(time.Second) // the bucket fills
+	for i := range 8 {
+		if _, err := c.TryAcquire(1); err != nil {
+			t.Fatalf("write %d into a new scope's limiter (16 slots, 720/s): %v", i+1, err)
+		}
+	}
+}

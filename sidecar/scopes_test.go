@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sluice-dev/sluice/limiter"
 )
 
 // scopedStore is a store with a quota per path prefix, like S3's per
@@ -321,6 +323,86 @@ func TestMultiScopeWritesDoNotDeadlock(t *testing.T) {
 			if c != http.StatusOK {
 				t.Errorf("write %d: %d", i, c)
 			}
+		}
+	})
+}
+
+// TestMultiScopeWriteHoldsNothingWhileWaiting: a batch over two tables,
+// one of them paused by the store, waits for it without keeping a slot of
+// the other: writes to the other table alone still use all of its slots.
+func TestMultiScopeWriteHoldsNothingWhileWaiting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		throttle := map[string]bool{"orders": true, "returns": true}
+		release := make(chan struct{})
+		inOrders := 0
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			for table, on := range throttle {
+				if on && strings.Contains(string(body), `"`+table+`"`) {
+					mu.Unlock()
+					w.Header().Set("Retry-After", "60") // long: the scope's limiter pauses
+					w.WriteHeader(http.StatusBadRequest)
+					_, _ = io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"}`)
+					return
+				}
+			}
+			if strings.Contains(string(body), `"TableName":"orders"`) {
+				inOrders++
+				mu.Unlock()
+				<-release
+			} else {
+				mu.Unlock()
+			}
+			_, _ = io.WriteString(w, `{}`)
+		})
+		s := newTestServer(t, store, "PROFILE=dynamodb", "RETRY_MAX=0", "INITIAL_RATE=1000", "INITIAL_CONCURRENCY=4",
+			"MAX_CONCURRENCY=4", "QUEUE_TIMEOUT=20s")
+		// Each its own job: a throttled job's own writes wait out its
+		// backoff (state), which is not what this test is about.
+		write := func(job, target, body string) int {
+			return send(s.ProxyHandler(), context.Background(), http.MethodPost, "/", body,
+				"X-Amz-Target", "DynamoDB_20120810."+target, "X-Sluice-Job", job).Code
+		}
+		const batch = `{"RequestItems":{"orders":[{"PutRequest":{"Item":{"id":{"S":"1"}}}}],"returns":[{"PutRequest":{"Item":{"id":{"S":"2"}}}}]}}`
+		// The store has answered (its limiter is past its cold start);
+		// both tables get a limiter: orders' is cut by a short throttle,
+		// returns' paused for a minute.
+		write("seed", "PutItem", `{"TableName":"events","Item":{}}`)
+		write("seed", "PutItem", `{"TableName":"returns","Item":{}}`)
+		mu.Lock()
+		throttle["orders"], throttle["returns"] = false, false
+		mu.Unlock()
+		// "orders" sorts first: the batch takes it before it finds
+		// "returns" paused.
+		if got := s.scopes.Names(); len(got) != 1 || got[0] != "returns" {
+			t.Fatalf("scopes %q, want [returns]", got)
+		}
+		s.scopes.Throttle("orders", 1000, 4, limiter.Sample{Outcome: limiter.Congested, Reason: "test"})
+		codes := make(chan int, 5)
+		go func() { codes <- write("batch", "BatchWriteItem", batch) }()
+		synctest.Wait()
+		for range 4 {
+			go func() { codes <- write("orders", "PutItem", `{"TableName":"orders","Item":{}}`) }()
+		}
+		time.Sleep(100 * time.Millisecond) // the orders limiter's rate lets 4 through in a few ms
+		synctest.Wait()
+		mu.Lock()
+		got := inOrders
+		mu.Unlock()
+		if got != 4 {
+			t.Errorf("%d of 4 writes to orders reached the store while a batch waited on returns, want all: the batch holds an orders slot", got)
+		}
+		close(release)
+		for range 4 {
+			if c := <-codes; c != http.StatusOK {
+				t.Errorf("write to orders: %d", c)
+			}
+		}
+		time.Sleep(time.Minute)
+		if c := <-codes; c != http.StatusOK && c != http.StatusTooManyRequests {
+			t.Errorf("the batch: %d, want 200 after the pause, or sluice's pushback", c)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,24 +57,53 @@ func (sp *scopePermits) release(s limiter.Sample) {
 }
 
 // acquireScopes takes a permit of each of ex's scopes' limiters into
-// ex.scopeHeld, in the scopes' order, until deadline; on an error it holds
-// none and returns the pushback of the scope that refused.
+// ex.scopeHeld, until deadline; on an error it holds none and returns the
+// pushback of the scope that refused.
+//
+// It never waits while holding a permit: it takes what is free at once,
+// in the scopes' order, and when a scope has nothing free it gives back
+// what it took, waits in that scope's queue (holding only that scope's
+// permit) and tries the rest again. Otherwise a write over two tables
+// would keep one table's slots while waiting for the other, throttled,
+// one, and writes to the first table alone would queue behind it.
 func (p *Proxy) acquireScopes(ctx context.Context, ex *exchange, deadline time.Time) error {
 	sp := &ex.scopeHeld
-	for i := range ex.scopes.Len() {
-		lim := p.scopes.Get(ex.scopes.At(i))
-		sp.n = i + 1
-		if lim == nil {
-			continue
-		}
-		permit, err := p.take(ctx, ex, lim, false, deadline)
-		if err != nil {
-			sp.release(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonNotSent})
-			return p.admitError(ctx, ex, lim, err)
-		}
-		sp.p[i] = permit
+	n := ex.scopes.Len()
+	var lims [classify.MaxWriteScopes]*limiter.Controller
+	for i := range n {
+		lims[i] = p.scopes.Get(ex.scopes.At(i))
 	}
-	return nil
+	notSent := limiter.Sample{Outcome: limiter.Neutral, Reason: reasonNotSent}
+	sp.n = n
+	for {
+		busy := -1
+		for i := range n {
+			if lims[i] == nil || sp.p[i] != nil {
+				continue
+			}
+			permit, err := lims[i].TryAcquireFlow(ex.flow, ex.cost)
+			if errors.Is(err, limiter.ErrNoCapacity) {
+				busy = i
+				break
+			}
+			if err != nil {
+				sp.release(notSent)
+				return p.admitError(ctx, ex, lims[i], err)
+			}
+			sp.p[i] = permit
+		}
+		if busy < 0 {
+			return nil
+		}
+		sp.release(notSent)
+		sp.n = n
+		permit, err := p.take(ctx, ex, lims[busy], false, deadline)
+		if err != nil {
+			sp.release(notSent)
+			return p.admitError(ctx, ex, lims[busy], err)
+		}
+		sp.p[busy] = permit
+	}
 }
 
 // finishScopes reports one attempt to its scopes' limiters: s (the
