@@ -72,7 +72,7 @@ func twojobsContenders() []twojobsContender {
 // sidecarWrites runs sluice's sidecar with env on top of the defaults.
 func sidecarWrites(env ...string) func(rt http.RoundTripper) (func(context.Context, string) bool, func(context.Context, string) bool, func(), error) {
 	return func(rt http.RoundTripper) (func(context.Context, string) bool, func(context.Context, string) bool, func(), error) {
-		environ := append([]string{"SLUICE_UPSTREAM_URL=http://store.test", "SLUICE_PROFILE=generic"}, env...)
+		environ := append([]string{"SLUICE_UPSTREAM_URL=http://store.test", "SLUICE_PROFILE=generic", "SLUICE_SCOPE_GENERIC=path"}, env...)
 		cfg, _, err := sidecar.LoadConfig(environ)
 		if err != nil {
 			return nil, nil, nil, err

@@ -45,7 +45,7 @@ type Config struct {
 	ScopesMax      int    `env:"SCOPES_MAX" envDefault:"64"`
 	ScopeKeyDepth  int    `env:"SCOPE_KEY_DEPTH" envDefault:"1"`
 	ScopePathDepth int    `env:"SCOPE_PATH_DEPTH" envDefault:"1"`
-	ScopeGeneric   string `env:"SCOPE_GENERIC" envDefault:"path"`
+	ScopeGeneric   string `env:"SCOPE_GENERIC" envDefault:"none"`
 
 	// Adaptive limits.
 	RateUnit           string        `env:"RATE_UNIT" envDefault:"requests"`

@@ -35,7 +35,7 @@ func (s scopedStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // 8 s of a 12 s run (after the limiters found their level).
 func twoJobsRun(t *testing.T, withA bool, env ...string) (goodB, goodA float64) {
 	store := scopedStore{a: newQuotaStore(50), b: newQuotaStore(2000)}
-	s := newTestServer(t, store, append([]string{"QUEUE_TIMEOUT=1s"}, env...)...)
+	s := newTestServer(t, store, append([]string{"QUEUE_TIMEOUT=1s", "SCOPE_GENERIC=path"}, env...)...)
 	h := s.ProxyHandler()
 	start := time.Now()
 	const run, measureFrom = 12 * time.Second, 4 * time.Second
@@ -95,7 +95,7 @@ func TestTwoJobsTwoScopes(t *testing.T) {
 func TestScopesInStatus(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		store := scopedStore{a: newQuotaStore(5), b: newQuotaStore(2000)}
-		s := newTestServer(t, store, "QUEUE_TIMEOUT=100ms")
+		s := newTestServer(t, store, "QUEUE_TIMEOUT=100ms", "SCOPE_GENERIC=path")
 		h := s.ProxyHandler()
 		for range 200 {
 			send(h, context.Background(), http.MethodPost, "/a/write", `{}`, "X-Sluice-Job", "job-a")
@@ -264,7 +264,7 @@ func TestScopeConfigErrorsNameTheVariable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := cfg.scopeRules(); cfg.ScopesMax != 64 || r.PathDepth != 1 || r.KeyDepth != 1 || r.ByJob {
+	if r := cfg.scopeRules(); cfg.ScopesMax != 64 || r.PathDepth != 0 || r.KeyDepth != 1 || r.ByJob {
 		t.Errorf("defaults: max %d, rules %+v", cfg.ScopesMax, r)
 	}
 	cfg, _, _ = LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_SCOPE_GENERIC=job"})
