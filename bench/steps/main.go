@@ -52,6 +52,7 @@ func main() {
 	settle := flag.Duration("settle", 3*time.Second, "steps: the first seconds, left out of the goodput and throttle figures")
 	n := flag.Int("n", 8, "independent: sidecars")
 	sluiceBin := flag.String("sluice", "", "the sluice binary; empty: build it from this module")
+	flag.BoolVar(&verbose, "v", false, "also print each second: capacity, goodput, attempts, throttled")
 	flag.Parse()
 	if err := run(*mode, *capacity, *writers, *phase, *settle, *n, *sluiceBin); err != nil {
 		fmt.Fprintln(os.Stderr, "steps:", err)
@@ -60,6 +61,8 @@ func main() {
 }
 
 const bucket = 100 * time.Millisecond
+
+var verbose bool
 
 // series is what the store saw of one client (or all), per bucket.
 type series struct {
@@ -240,6 +243,15 @@ func run(mode string, capacity float64, writers int, phase, settle time.Duration
 	defer rec.mu.Unlock()
 	capAt := func(i int) float64 { return sched.Capacity(time.Duration(i)*bucket + bucket/2) }
 	end := rec.n
+	if verbose {
+		for sec := 0; sec*10 < end; sec++ {
+			var att, thr int64
+			for i := sec * 10; i < min(end, sec*10+10); i++ {
+				att, thr = att+rec.total.attempts[i], thr+rec.total.throttled[i]
+			}
+			fmt.Printf("t=%2ds capacity %4.0f goodput %6.1f attempts %4d throttled %3d\n", sec, capAt(sec*10), rec.total.goodput(sec*10, sec*10+10), att, thr)
+		}
+	}
 	if mode == "steps" {
 		report := func(name string, from, to int) {
 			var capa float64
