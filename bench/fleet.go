@@ -194,6 +194,24 @@ func runFleetBench(ctx context.Context, fb fleetBench, fc fleetContender) (fleet
 		shared.redis.ClockTTL(true)
 		defer shared.redis.Close()
 	}
+	r, err := recordFleet(ctx, fb, fc, shared)
+	if err != nil {
+		return fleetResultRow{}, err
+	}
+	row := analyseFleetBench(fb, fc, r)
+	row.cmdsPerSec = math.NaN()
+	if shared.redis != nil {
+		// Sidecar-seconds: the joiner and the killed one were there for
+		// part of the run.
+		secs := float64(fb.n)*fb.duration.Seconds() - fb.joinAt.Seconds() - (fb.duration - fb.killAt).Seconds()
+		row.cmdsPerSec = float64(shared.commands.Load()) / secs
+	}
+	return row, nil
+}
+
+// recordFleet runs one contender through fb, its instances sharing
+// shared, and returns the recording.
+func recordFleet(ctx context.Context, fb fleetBench, fc fleetContender, shared *fleetShared) (*run, error) {
 	newClient := fc.new(fb, shared)
 	start := time.Now()
 	rec := newRecorder(start, fb.duration)
@@ -202,7 +220,7 @@ func runFleetBench(ctx context.Context, fb fleetBench, fc fleetContender) (fleet
 	cfg.Style, cfg.Unit, cfg.Schedule, cfg.Observe = storesim.StyleS3, storesim.Requests, sched, rec.observe
 	store, err := storesim.NewServer(cfg)
 	if err != nil {
-		return fleetResultRow{}, err
+		return nil, err
 	}
 	defer store.Close()
 	ctx, cancel := context.WithDeadline(ctx, start.Add(fb.duration))
@@ -260,18 +278,9 @@ func runFleetBench(ctx context.Context, fb fleetBench, fc fleetContender) (fleet
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return fleetResultRow{}, firstErr
+		return nil, firstErr
 	}
-	r := rec.finish(sched)
-	row := analyseFleetBench(fb, fc, r)
-	row.cmdsPerSec = math.NaN()
-	if shared.redis != nil {
-		// Sidecar-seconds: the joiner and the killed one were there for
-		// part of the run.
-		secs := float64(fb.n)*fb.duration.Seconds() - fb.joinAt.Seconds() - (fb.duration - fb.killAt).Seconds()
-		row.cmdsPerSec = float64(shared.commands.Load()) / secs
-	}
-	return row, nil
+	return rec.finish(sched), nil
 }
 
 func analyseFleetBench(fb fleetBench, fc fleetContender, r *run) fleetResultRow {

@@ -1100,11 +1100,11 @@ func TestProbeCurve(t *testing.T) {
 	}
 	f(k/2, 100*(1-0.1/8)) // concave: cautious near the last max
 	f(k/2, 100)           // back at the last max after recoverTime
-	f(k, 110)             // then convex
-	f(k, 180)
-	f(k, 360)            // past 2× the last max: slow start's ×2 per window
-	f(time.Second, 720)  // and on
-	f(time.Second, 1440) // the curve would give 100·(1+0.1·(t/k-1)³) = 3260 by now, capped at ×2
+	f(k, 180)             // then convex, convexSpeedup times as steep: 100·(1+8·0.1·(t/k-1)³)
+	f(k, 360)             // the curve would give 740, capped at ×2 per window
+	f(k, 720)             // past 2× the last max: slow start's ×2 per window
+	f(time.Second, 1440)  // and on
+	f(time.Second, 2880)
 
 	p.cut(100, 0.1, 0)
 	if p.v != 99 || math.Abs(p.k.Seconds()-k.Seconds()*math.Cbrt(0.1)) > 1e-6 {

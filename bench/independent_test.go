@@ -1,0 +1,93 @@
+package bench
+
+import (
+	"flag"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+var (
+	indepFull = flag.Bool("indep", false, "TestIndependentSideBySide: run N = 4, 8, 32 and 64 (default: N = 8 only)")
+	indepReps = flag.Int("indep-reps", 0, "TestIndependentSideBySide: runs per contender and size, reported as medians (0: 1, or 3 with -indep)")
+	indepOnly = flag.String("indep-contenders", "", "TestIndependentSideBySide: comma-separated contenders to run (default: all)")
+	indepN    = flag.String("indep-n", "", "TestIndependentSideBySide: comma-separated sizes N to run, of 4, 8, 32, 64 (default: see -indep)")
+)
+
+// TestIndependentSideBySide runs the independent-sidecars benchmark: N
+// sidecars of each contender adapting alone on one store, on virtual
+// time. Like TestSideBySide it asserts only that each run produced data;
+// the targets are reported.
+//
+//	go test ./bench -run TestIndependentSideBySide -v -timeout 60m -args -indep -update
+func TestIndependentSideBySide(t *testing.T) {
+	if testing.Short() {
+		t.Skip("independent-sidecars benchmark skipped in -short mode")
+	}
+	sizes := []independentBench{independentSizes[1]}
+	if *indepFull {
+		sizes = independentSizes
+	}
+	if *indepN != "" {
+		sizes = nil
+		for _, f := range strings.Split(*indepN, ",") {
+			n, _ := strconv.Atoi(f)
+			for _, ib := range independentSizes {
+				if ib.n == n {
+					sizes = append(sizes, ib)
+				}
+			}
+		}
+	}
+	reps := *indepReps
+	if reps <= 0 {
+		reps = 1
+		if *indepFull {
+			reps = 3
+		}
+	}
+	cs := contenders
+	if *indepOnly != "" {
+		cs = nil
+		for _, name := range strings.Split(*indepOnly, ",") {
+			cs = append(cs, contenderNamed(t, name))
+		}
+	}
+	rows := map[int][]independentRow{}
+	wall := time.Now()
+	for _, ib := range sizes {
+		for _, c := range cs {
+			runs := make([]independentRow, reps)
+			for k := range reps {
+				t.Run(fmt.Sprintf("N=%d/%s/%d", ib.n, c.name, k), func(t *testing.T) {
+					synctest.Test(t, func(t *testing.T) {
+						row, err := runIndependent(t.Context(), ib, c)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if row.share <= 0 {
+							t.Fatalf("%s acknowledged nothing", c.name)
+						}
+						runs[k] = row
+					})
+				})
+			}
+			if t.Failed() {
+				return
+			}
+			rows[ib.n] = append(rows[ib.n], medianIndependent(runs))
+		}
+	}
+	md := revision() + independentMarkdown(sizes, rows)
+	fmt.Printf("\n%s\nwall time %v on %d CPUs\n", md, time.Since(wall).Round(time.Second), runtime.NumCPU())
+	if !*updateDoc || !*indepFull || *indepOnly != "" || *indepN != "" {
+		return
+	}
+	if err := updateSection("../BENCHMARKS.md", "independent", md); err != nil {
+		t.Fatal(err)
+	}
+}
