@@ -797,6 +797,23 @@ func (c *Config) validateScopes(bad func(key, format string, args ...any)) {
 }
 
 // scopeRules are the proxy's rules from the SLUICE_SCOPE_* variables.
+// scopesPossible reports whether the profile can name a write's scope
+// with this configuration: a generic store only with SLUICE_SCOPE_GENERIC
+// path or job, VictoriaMetrics never (its cap is the whole store's).
+// Without, no Scopes is made, and /v1/status and the page show none.
+func (c *Config) scopesPossible() bool {
+	if c.ScopesMax <= 0 {
+		return false
+	}
+	switch p, _ := classify.ParseProfile(c.Profile); p {
+	case classify.Generic:
+		return c.ScopeGeneric != "none"
+	case classify.VictoriaMetrics:
+		return false
+	}
+	return true
+}
+
 func (c *Config) scopeRules() classify.ScopeRules {
 	r := classify.ScopeRules{KeyDepth: c.ScopeKeyDepth}
 	switch c.ScopeGeneric {

@@ -406,3 +406,26 @@ func TestMultiScopeWriteHoldsNothingWhileWaiting(t *testing.T) {
 		}
 	})
 }
+
+// TestNoScopesWhereNoneCanBeNamed: a generic store without
+// SLUICE_SCOPE_GENERIC, or VictoriaMetrics, names no scope, so sluice
+// makes no set of scope limiters and /v1/status and the page show none.
+func TestNoScopesWhereNoneCanBeNamed(t *testing.T) {
+	f := func(want bool, env ...string) {
+		t.Helper()
+		s := newTestServer(t, &pegasusStore{}, env...)
+		if got := s.scopes != nil; got != want {
+			t.Errorf("%q: scopes made %v, want %v", env, got, want)
+		}
+		rec := send(s.AdminHandler(), context.Background(), http.MethodGet, "/v1/status", "")
+		if got := strings.Contains(rec.Body.String(), `"scopes"`); got != want {
+			t.Errorf("%q: /v1/status has scopes %v, want %v", env, got, want)
+		}
+	}
+	f(false)
+	f(false, "PROFILE=victoriametrics")
+	f(true, "SCOPE_GENERIC=path")
+	f(true, "SCOPE_GENERIC=job")
+	f(true, "PROFILE=s3")
+	f(false, "PROFILE=s3", "SCOPES_MAX=0")
+}

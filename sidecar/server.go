@@ -115,7 +115,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.lim = lim
-	if cfg.ScopesMax > 0 {
+	if cfg.scopesPossible() {
 		// A scope's limiter has the store's bounds; it starts from the
 		// store's limits when its scope is first throttled.
 		if s.scopes, err = limiter.NewScopes(limiter.ScopesConfig{Limiter: lcfg, Max: cfg.ScopesMax}); err != nil {
