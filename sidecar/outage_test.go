@@ -84,7 +84,7 @@ func (s *outageStore) RoundTrip(r *http.Request) (*http.Response, error) {
 		rec.WriteHeader(http.StatusOK)
 		_, _ = rec.Write(body)
 	}
-	resp := rec.Result()
+	resp := wholeResult(rec)
 	resp.Request = r
 	return resp, nil
 }

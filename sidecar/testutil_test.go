@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +29,7 @@ func (m memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	go func() {
 		rec := httptest.NewRecorder()
 		m.h.ServeHTTP(rec, req)
-		done <- rec.Result()
+		done <- wholeResult(rec)
 	}()
 	select {
 	case resp := <-done:
@@ -37,6 +38,21 @@ func (m memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case <-req.Context().Done():
 		return nil, req.Context().Err()
 	}
+}
+
+// wholeResult is rec's response with its length set when the handler did
+// not flush, as net/http's server sets it for a small answer it holds
+// whole. It also keeps ReverseProxy from flushing each answer through a
+// timer of -1 (its way of saying "at once"), which inside a synctest
+// bubble runs on the runtime's own stack and has crashed the race-enabled
+// test binary (a fault in runtime.(*timer).modify).
+func wholeResult(rec *httptest.ResponseRecorder) *http.Response {
+	resp := rec.Result()
+	if !rec.Flushed && resp.ContentLength < 0 && len(resp.TransferEncoding) == 0 {
+		resp.ContentLength = int64(rec.Body.Len())
+		resp.Header.Set("Content-Length", strconv.Itoa(rec.Body.Len()))
+	}
+	return resp
 }
 
 // testConfig is a valid configuration from env pairs ("KEY=value", SLUICE_
