@@ -67,6 +67,11 @@ type Sample struct {
 	// Reason is a short machine-readable cause such as "status_429",
 	// "s3_slowdown" or "timeout"; it is logged and kept as LastReason.
 	Reason string
+	// Answered, with Neutral, says that the store did answer the attempt
+	// (a client error, a throttle of a part of the store that another
+	// limiter takes): it tells nothing about capacity, but the store is
+	// up, so it ends an outage and the cold start like any answer.
+	Answered bool
 }
 
 // Errors returned by Acquire and TryAcquire. They are returned as is, so ==

@@ -225,7 +225,7 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 	if p.probe {
 		c.out.probing = false
 	}
-	if o != Neutral && o != Unreachable {
+	if (o != Neutral && o != Unreachable) || (o == Neutral && s.Answered) {
 		// The store answered.
 		c.endOutageLocked(now)
 		if !c.answered {

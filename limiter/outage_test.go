@@ -128,6 +128,7 @@ func TestOutageEndsOnAnyAnswer(t *testing.T) {
 	f("server error", Sample{Outcome: Failed, Reason: "status_500"}, true)
 	f("another refusal", unreachable("connection_refused"), false)
 	f("the loader left", Sample{Outcome: Neutral, Reason: "cancelled"}, false)
+	f("a client error", Sample{Outcome: Neutral, Reason: "status_404", Answered: true}, true)
 }
 
 // However many writers wait, an unreachable store sees at most one attempt

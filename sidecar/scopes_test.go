@@ -429,3 +429,29 @@ func TestNoScopesWhereNoneCanBeNamed(t *testing.T) {
 	f(true, "PROFILE=s3")
 	f(false, "PROFILE=s3", "SCOPES_MAX=0")
 }
+
+// TestScopedThrottleEndsTheStoresColdStart: a scoped throttle is an
+// answer of the store, so the store's limiter leaves its cold start (two
+// writes in flight, a burst of two) though it learns nothing else from it.
+func TestScopedThrottleEndsTheStoresColdStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"}`)
+		})
+		s := newTestServer(t, store, "PROFILE=dynamodb", "RETRY_MAX=0", "INITIAL_RATE=1000")
+		if b := s.lim.Snapshot().Burst; b > 2 {
+			t.Fatalf("burst %v before any answer, want the cold start's 2", b)
+		}
+		send(s.ProxyHandler(), context.Background(), http.MethodPost, "/", `{"TableName":"orders","Item":{}}`,
+			"X-Amz-Target", "DynamoDB_20120810.PutItem")
+		snap := s.lim.Snapshot()
+		if snap.Burst <= 2 {
+			t.Errorf("burst %v after the store answered (a scoped throttle), want past the cold start", snap.Burst)
+		}
+		if snap.Decreases != 0 || !snap.LastThrottle.IsZero() {
+			t.Errorf("the store's limiter took the scoped throttle: %+v", snap)
+		}
+	})
+}

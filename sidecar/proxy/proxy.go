@@ -1391,13 +1391,17 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, scoped scope
 	case res.Kind == classify.ServerError:
 		s.Outcome = limiter.Failed
 	default:
+		// A client error the store answered: it is up, its capacity
+		// unknown. The loader leaving and sluice's own credential failure
+		// are client errors the store never answered.
 		s.Outcome = limiter.Neutral
+		s.Answered = res.Kind == classify.ClientError && res.Reason != reasonCancelled && res.Reason != reasonAuth
 	}
 	if p.scopes != nil && res.Kind == classify.Throttled && res.Scoped && ex.scopes.Len() > 0 {
 		// The store throttled the write's scopes, not itself: their
 		// limiters take the throttle (finishScopes), the store's learns
-		// nothing from this attempt.
-		permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: res.Reason})
+		// nothing from this attempt but that the store answered.
+		permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: res.Reason, Answered: true})
 		p.finishScopes(ex, &scoped, res, s, true)
 	} else {
 		permit.Done(s)
