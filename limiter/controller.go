@@ -22,7 +22,8 @@ const (
 	// window that saw one does not grow.
 	Failed
 	// Neutral tells nothing about capacity (a 4xx client error, the loader
-	// went away): Done only releases the slot.
+	// went away): Done only releases the slot, and, with Sample.Answered,
+	// counts as the store's answer (it ends an outage and the cold start).
 	Neutral
 	// Unreachable: no store answered at all (connection refused, reset
 	// before any answer, name not resolved). It tells nothing about
