@@ -1,9 +1,6 @@
 package browsertest
 
 import (
-	"context"
-	"log/slog"
-	"net"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -13,8 +10,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/sluice-dev/sluice/internal/redistest"
-	"github.com/sluice-dev/sluice/sidecar"
-	"github.com/sluice-dev/sluice/state"
 )
 
 // TestStatusPageFleet: a sluice in fleet mode on a real redis-server shows
@@ -30,42 +25,18 @@ func TestStatusPageFleet(t *testing.T) {
 	rs := redistest.Start(t)
 	storeSrv := httptest.NewServer(&store{})
 	t.Cleanup(storeSrv.Close)
-	cfg, _, err := sidecar.LoadConfig([]string{
-		"SLUICE_UPSTREAM_URL=" + storeSrv.URL,
-		"SLUICE_FLEET_REDIS_URL=" + rs.URL(),
+	_, adminAddr := serveSluice(t,
+		"SLUICE_UPSTREAM_URL="+storeSrv.URL,
+		"SLUICE_FLEET_REDIS_URL="+rs.URL(),
 		"SLUICE_FLEET_RESOURCE=s3:bucket/prefix",
 		"SLUICE_FLEET_CAPACITY=900",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := sidecar.NewServer(cfg, sidecar.Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxyLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, stop := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(sctx, proxyLn, adminLn) }()
-	t.Cleanup(func() {
-		rs.Resume()
-		stop()
-		if err := <-served; err != nil {
-			t.Errorf("sluice: %v", err)
-		}
-	})
+	)
+	t.Cleanup(rs.Resume) // before sluice stops: a stopped Redis must not hold up its leave
 
 	ctx := browser(t, path)
 	var cons console
 	cons.listen(ctx)
-	do(t, ctx, "loading the page", chromedp.Navigate("http://"+adminLn.Addr().String()+"/"))
+	do(t, ctx, "loading the page", chromedp.Navigate("http://"+adminAddr+"/"))
 	const (
 		mode    = `document.getElementById('fleet-mode').textContent`
 		members = `document.querySelectorAll('#fleet-table tbody tr')`

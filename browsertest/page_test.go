@@ -51,12 +51,50 @@ func sluiceUnderTest(t *testing.T, st *store) (adminURL string) {
 	t.Helper()
 	storeSrv := httptest.NewServer(st)
 	t.Cleanup(storeSrv.Close)
-	cfg, _, err := sidecar.LoadConfig([]string{
-		"SLUICE_UPSTREAM_URL=" + storeSrv.URL,
-		"SLUICE_ADMIN_TOKEN=" + token,
+	proxyAddr, adminAddr := serveSluice(t,
+		"SLUICE_UPSTREAM_URL="+storeSrv.URL,
+		"SLUICE_ADMIN_TOKEN="+token,
 		"SLUICE_INITIAL_RATE=100",
 		"SLUICE_RETRY_MAX=0",
+	)
+
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	var loaders sync.WaitGroup
+	client := &http.Client{Timeout: 10 * time.Second}
+	for range 4 {
+		loaders.Go(func() {
+			for loadCtx.Err() == nil {
+				req, _ := http.NewRequestWithContext(loadCtx, http.MethodPut, "http://"+proxyAddr+"/rows", strings.NewReader(`{"v":1}`))
+				req.Header.Set(proxy.HeaderJob, job)
+				resp, err := client.Do(req)
+				if err != nil {
+					pause(loadCtx, 100*time.Millisecond)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				switch {
+				case resp.StatusCode == http.StatusConflict:
+					return // cancelled: the loader gives up
+				case resp.StatusCode >= 300:
+					pause(loadCtx, 250*time.Millisecond)
+				}
+			}
+		})
+	}
+	t.Cleanup(func() { // before sluice stops: cleanups run last first
+		stopLoad()
+		loaders.Wait()
 	})
+	return "http://" + adminAddr
+}
+
+// serveSluice runs a real sluice (env: its SLUICE_ variables) on loopback
+// listeners until the test and its later cleanups end, and returns the
+// proxy's and the admin listener's addresses.
+func serveSluice(t *testing.T, env ...string) (proxyAddr, adminAddr string) {
+	t.Helper()
+	cfg, _, err := sidecar.LoadConfig(env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,40 +113,13 @@ func sluiceUnderTest(t *testing.T, st *store) (adminURL string) {
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, proxyLn, adminLn) }()
-
-	loadCtx, stopLoad := context.WithCancel(context.Background())
-	var loaders sync.WaitGroup
-	client := &http.Client{Timeout: 10 * time.Second}
-	for range 4 {
-		loaders.Go(func() {
-			for loadCtx.Err() == nil {
-				req, _ := http.NewRequestWithContext(loadCtx, http.MethodPut, "http://"+proxyLn.Addr().String()+"/rows", strings.NewReader(`{"v":1}`))
-				req.Header.Set(proxy.HeaderJob, job)
-				resp, err := client.Do(req)
-				if err != nil {
-					pause(loadCtx, 100*time.Millisecond)
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				switch {
-				case resp.StatusCode == http.StatusConflict:
-					return // cancelled: the loader gives up
-				case resp.StatusCode >= 300:
-					pause(loadCtx, 250*time.Millisecond)
-				}
-			}
-		})
-	}
 	t.Cleanup(func() {
-		stopLoad()
-		loaders.Wait()
 		stop()
 		if err := <-served; err != nil {
 			t.Errorf("sluice: %v", err)
 		}
 	})
-	return "http://" + adminLn.Addr().String()
+	return proxyLn.Addr().String(), adminLn.Addr().String()
 }
 
 func pause(ctx context.Context, d time.Duration) {
