@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/internal/redact"
 	"github.com/sluice-dev/sluice/sidecar/admin"
 )
 
@@ -17,7 +18,8 @@ import (
 func TestStatusFleet(t *testing.T) {
 	now := time.Now()
 	leased := &admin.FleetStatus{
-		Redis: "redis://:xxxxx@redis.test:6379", Resource: "dynamodb:orders", Member: "pod-b-7-1a2b",
+		// The Redis URL as the sidecar shows it.
+		Redis: redact.URL("redis://:pw@redis.test:6379"), Resource: "dynamodb:orders", Member: "pod-b-7-1a2b",
 		Mode: "leased", Lease: 225, LeaseUntil: now.Add(2 * time.Second), Budget: 900, Capacity: 900,
 		Demand: 100000, Weight: 1, MemberCount: 3, LastRefresh: now.Add(-time.Second),
 		Members: []admin.FleetMember{
@@ -54,7 +56,7 @@ func TestStatusFleet(t *testing.T) {
 	}
 	f("off", nil, []string{"readiness", "uptime"}, []string{"fleet", "lease", "members"})
 	f("leased", leased, []string{
-		"fleet ", "dynamodb:orders on redis://:xxxxx@redis.test:6379, as pod-b-7-1a2b\n",
+		"fleet ", "dynamodb:orders on redis://:" + redact.Placeholder + "@redis.test:6379, as pod-b-7-1a2b\n",
 		"leased: no faster than its lease and its own limit\n",
 		"225.0 requests/s until ", "(in 2s), of a budget of 900.0 requests/s (configured)\n",
 		"demand ", "100000.0 requests/s, weight 1\n",

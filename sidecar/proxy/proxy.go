@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/sluice-dev/sluice/internal/redact"
 	"github.com/sluice-dev/sluice/limiter"
 	"github.com/sluice-dev/sluice/sidecar/apierror"
 	"github.com/sluice-dev/sluice/sidecar/auth"
@@ -127,7 +128,7 @@ type Proxy struct {
 	log         *slog.Logger
 	warn        rate.Sometimes // congestion
 	warnDown    rate.Sometimes // an unreachable store
-	shownURL    string         // the upstream for logs, its password redacted
+	shownURL    string         // the upstream for logs, as /v1/status shows it: password and query values redacted
 
 	transport http.RoundTripper  // the real *http.Transport; tests put an in-memory store here
 	pipe      *pipeline.Pipeline // SLUICE_PIPELINE; nil when off
@@ -239,7 +240,7 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		log:          d.Logger.With("component", "proxy"),
 		warn:         rate.Sometimes{Interval: 10 * time.Second},
 		warnDown:     rate.Sometimes{Interval: 10 * time.Second},
-		shownURL:     cfg.Upstream.Redacted(),
+		shownURL:     redact.URL(cfg.Upstream.String()),
 		transport:    tr,
 	}
 	switch {
