@@ -26,17 +26,7 @@ func TestSIGKILLMidLoad(t *testing.T) {
 	l := bulkLoad(sl.proxyURL, "e2e-sigkill")
 	l.Batches = 30 // 4.8M samples
 
-	type result struct {
-		res Result
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		ctx, cancel := contextWithTimeout(3 * time.Minute)
-		defer cancel()
-		res, err := l.Run(ctx)
-		done <- result{res, err}
-	}()
+	done := runLoadInBackground(l, 3*time.Minute)
 	total := float64(l.Samples())
 	var kills []string
 	for _, share := range []float64{1.0 / 3, 2.0 / 3} {

@@ -46,17 +46,7 @@ func runOutage(t *testing.T, job string, extra ...string) outageRun {
 	l.Interval = 100 * time.Millisecond
 	l.Client = loaderClient(l.Writers)
 
-	type result struct {
-		res Result
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		ctx, cancel := contextWithTimeout(3 * time.Minute)
-		defer cancel()
-		res, err := l.Run(ctx)
-		done <- result{res, err}
-	}()
+	done := runLoadInBackground(l, 3*time.Minute)
 	var r outageRun
 	waitFor(t, sl.p, time.Minute, "a third of the samples inserted", func() error {
 		if got := vm.imports(t).Rows; got < float64(l.Samples())/3 {

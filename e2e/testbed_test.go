@@ -693,3 +693,22 @@ func runLoader(t *testing.T, l *Loader, timeout time.Duration) Result {
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
+
+// loadResult is how a load run in the background ended.
+type loadResult struct {
+	res Result
+	err error
+}
+
+// runLoadInBackground runs l, giving up after timeout; how it ended
+// arrives on the channel it returns.
+func runLoadInBackground(l *Loader, timeout time.Duration) <-chan loadResult {
+	done := make(chan loadResult, 1)
+	go func() {
+		ctx, cancel := contextWithTimeout(timeout)
+		defer cancel()
+		res, err := l.Run(ctx)
+		done <- loadResult{res, err}
+	}()
+	return done
+}

@@ -46,17 +46,7 @@ func runWindow(t *testing.T, job string, retryAfter int, extra ...string) window
 	l.Writers, l.Interval, l.FinalOn429 = 4, 100*time.Millisecond, true
 	l.Client = loaderClient(l.Writers)
 
-	type result struct {
-		res Result
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		ctx, cancel := contextWithTimeout(2 * time.Minute)
-		defer cancel()
-		res, err := l.Run(ctx)
-		done <- result{res, err}
-	}()
+	done := runLoadInBackground(l, 2*time.Minute)
 	waitFor(t, sl.p, time.Minute, "a fifth of the samples inserted", func() error {
 		if got := vm.imports(t).Rows; got < float64(l.Samples())/5 {
 			return fmt.Errorf("%.0f of %d rows inserted", got, l.Samples())
