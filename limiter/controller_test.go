@@ -1784,3 +1784,110 @@ func TestConcurrencyCapRoundsFollowTheSlots(t *testing.T) {
 		doneAll(held, success(ms(100)))
 	}
 }
+
+func TestCutAgainWhenCapacityFell(t *testing.T) {
+	// A store at 200/s halves its capacity. The first throttle cuts the
+	// rate to 0.9 of what it took over the last Window (180/s, still
+	// twice the new capacity); of what is sent after that, the store
+	// takes 100/s and refuses the rest. Within the Window the rate is cut
+	// again, to just below what the store took since the first cut, not
+	// half a second later from a goodput that still holds the old
+	// capacity.
+	c, clk := pastStartup(t)
+	before := c.Snapshot()
+	clk.advance(ms(5))
+	take(t, c, 1)[0].Done(congested("s3_slowdown"))
+	first := c.Snapshot()
+	if first.Decreases != before.Decreases+1 {
+		t.Fatalf("first throttle after the fall: %+v, want a cut", first)
+	}
+	// Sent at 167/s after the cut, every other attempt is refused: the
+	// store takes 83/s, and half of what the first cut left.
+	var s Snapshot
+	for i := 0; ; i++ {
+		clk.advance(ms(6))
+		p := take(t, c, 1)[0]
+		if i%2 == 0 {
+			p.Done(success(ms(1)))
+		} else {
+			p.Done(congested("s3_slowdown"))
+		}
+		if s = c.Snapshot(); s.Decreases > first.Decreases || i == 40 {
+			break
+		}
+	}
+	if s.Decreases != first.Decreases+1 || !clk.now.Before(first.LastThrottle.Add(DefaultWindow)) {
+		t.Fatalf("half of what was sent after the cut refused: %+v, want a second cut within the Window", s)
+	}
+	if s.LastMaxRate < 70 || s.LastMaxRate > 95 || !approx(s.Rate, s.LastMaxRate*(1+decreaseFactor)/2) {
+		t.Errorf("second cut: rate %v, throttle point %v; want the point at what the store took since the first cut (83/s, or a little more: the first answers came from before the fall) and the rate 0.95 of it", s.Rate, s.LastMaxRate)
+	}
+
+	// On a shared store, a few throttles among many accepted after a cut
+	// are whoever was unlucky, not a fall: no second cut.
+	c, clk = pastStartup(t)
+	clk.advance(ms(5))
+	take(t, c, 1)[0].Done(congested("s3_slowdown"))
+	first = c.Snapshot()
+	for i := range 40 {
+		clk.advance(ms(10))
+		p := take(t, c, 1)[0]
+		if i%8 == 7 { // 5 of 40 refused
+			p.Done(congested("s3_slowdown"))
+		} else {
+			p.Done(success(ms(1)))
+		}
+	}
+	if s := c.Snapshot(); s.Decreases != first.Decreases {
+		t.Fatalf("5 of 40 sent after the cut refused: %+v, want no second cut", s)
+	}
+}
+
+// pastStartup returns a controller at 200/s whose startup a throttle
+// ended, and whose rate has since climbed back along its curve.
+func pastStartup(t *testing.T) (*Controller, *fakeClock) {
+	t.Helper()
+	c, clk := newFake(t, 200, func(cfg *Config) { cfg.Burst = 1 })
+	blockedWindow(t, c, clk, ms(1))
+	clk.advance(ms(5))
+	take(t, c, 1)[0].Done(congested("s3_slowdown"))
+	if s := c.Snapshot(); s.Phase == PhaseStartup {
+		t.Fatalf("a throttle after a full window: %+v, want startup ended", s)
+	}
+	for range 4 {
+		blockedWindow(t, c, clk, ms(1))
+	}
+	return c, clk
+}
+
+func TestGrowthFloorHoldsForOneCut(t *testing.T) {
+	// A cut soon after a growth of the rate does not go below what the
+	// store took before the growth. Once such a cut did not stop the
+	// throttles, the store no longer takes that (its capacity fell): the
+	// next cut goes from the goodput.
+	c, clk := pastStartup(t)
+	pre := c.Snapshot()
+	blockedWindow(t, c, clk, ms(1)) // the rate grows at the Tick
+	grown := c.Snapshot()
+	if grown.Rate <= pre.Rate {
+		t.Fatalf("a blocked clean window: rate %v, want growth from %v", grown.Rate, pre.Rate)
+	}
+	clk.advance(ms(5))
+	take(t, c, 1)[0].Done(congested("s3_slowdown"))
+	first := c.Snapshot()
+	if first.Decreases != grown.Decreases+1 || first.LastMaxRate < 0.95*pre.Rate {
+		t.Fatalf("throttle right after a growth from %v: %+v, want a cut from what the store took before it", pre.Rate, first)
+	}
+	// The store now takes 50/s, and refuses the next write a Window
+	// after the cut, within two Windows of the growth.
+	for range 26 {
+		clk.advance(ms(20))
+		take(t, c, 1)[0].Done(success(ms(1)))
+	}
+	clk.advance(ms(20))
+	take(t, c, 1)[0].Done(congested("s3_slowdown"))
+	s := c.Snapshot()
+	if s.Decreases != first.Decreases+1 || s.LastMaxRate > 60 {
+		t.Fatalf("second throttle, the store taking 50/s: %+v, want a cut from that goodput (first cut to %v)", s, first.Rate)
+	}
+}

@@ -34,6 +34,7 @@ type cutDecision struct {
 	rateCap    float64 // rateCap: the rate is kept at most at this
 	quotaBelow bool    // rateDecrease: a quota refused below the last throttle point (see quotaHold)
 	recutOK    bool    // rateDecrease: the rate may be cut once more within a Window (see recutShare)
+	fell       bool    // rateDecrease: a re-cut because the store's capacity fell (see fellShare)
 
 	conc     concAction
 	concBase float64 // the concurrency's new throttle point
@@ -83,7 +84,9 @@ const (
 // cut at most once per Window (a burst of throttles counts once), except
 // that the rate is cut once more when throttles keep coming after the cut
 // that ended startup or one by a throttle with a Retry-After (see
-// recutShare). It cuts the limit the throttle points at:
+// recutShare), or when the store refuses much of what is sent after any
+// cut (its capacity fell, see fellShare). It cuts the limit the throttle
+// points at:
 //
 //   - A spike (see spikeRatio): p was sent with more attempts in flight
 //     than usual (with Sample.Concurrency, counting those sent after it
@@ -133,8 +136,10 @@ func (c *Controller) decideCutLocked(p *Permit, s Sample, share float64, now tim
 		return d
 	}
 	inWindow := !c.lastRateCut.IsZero() && now.Before(c.lastRateCut.Add(c.cfg.Window))
-	recut := inWindow && c.recutOK
-	rateDue := !inWindow || (recut && c.freshBad >= 2 && float64(c.freshBad) >= recutShare*float64(c.freshOK+c.freshBad))
+	fresh := float64(c.freshOK + c.freshBad)
+	fell := inWindow && !c.rate.startup() && c.freshBad >= fellMin && float64(c.freshBad) >= fellShare*fresh
+	recut := fell || inWindow && c.recutOK && c.freshBad >= 2 && float64(c.freshBad) >= recutShare*fresh
+	rateDue := !inWindow || recut
 	if !rateDue && !concDue {
 		return d
 	}
@@ -157,6 +162,15 @@ func (c *Controller) decideCutLocked(p *Permit, s Sample, share float64, now tim
 		return d
 	case cutRate:
 		c.decideRateCutLocked(&d, m, recut, s.RetryAfter, now)
+		if span := now.Sub(c.cutAt).Seconds(); fell && d.rate == rateDecrease && span > 0 {
+			// Every answer since the cut came from a store refusing a
+			// good part of what it was sent, so what it took over that
+			// time is its capacity. (The share of the attempts it took
+			// would understate it: a refusal comes back at once, an
+			// acceptance a latency later.)
+			d.fell = true
+			d.rateBase = min(c.rate.v, c.cutTook/span)
+		}
 	case m.trusted:
 		d.rate, d.rateCap = rateCap, growthCap*m.goodput
 	}
@@ -212,10 +226,13 @@ func (c *Controller) decideRateCutLocked(d *cutDecision, m measure, recut bool, 
 		base *= max(0.5, float64(c.freshOK)/float64(c.freshOK+c.freshBad))
 	case m.trusted:
 		base = min(base, m.goodput)
-		if c.rateGrewLatelyLocked(now) {
+		if c.rateGrewLatelyLocked(now) && c.lastRateCut.Before(c.grewAt) {
 			// The rate grew only after the store had taken the one
 			// before in full: it takes at least that, whatever a
-			// goodput measured over the ramp says.
+			// goodput measured over the ramp says. Not once a cut
+			// since the growth was not enough: then the store refuses
+			// what it took before (its capacity fell), and the floor
+			// would hold the rate above it for another Window.
 			base = max(base, min(c.rate.v, c.grewFrom))
 		}
 	}
@@ -275,6 +292,14 @@ func (c *Controller) cutRateLocked(d cutDecision, retryAfter time.Duration, now 
 		c.recutOK = true
 	case rateDecrease:
 		c.rate.cut(d.rateBase, d.share, 0)
+		if d.fell {
+			// rateBase is the store's new capacity, measured on what it
+			// took of a rate it refused in good part, and the cut before
+			// this one has already let it drain: a full decrease below
+			// that would leave a tenth of it unused for the second the
+			// curve takes to climb back.
+			c.rate.cutTo(d.rateBase, d.rateBase*(1+decreaseFactor)/2)
+		}
 		if d.quotaBelow {
 			// A quota refused us while we only climbed back to its
 			// last throttle point: measured while its burst allowance
@@ -333,6 +358,7 @@ func (c *Controller) holdFailedGrowthLocked(from int, now time.Time) {
 func (c *Controller) cutDoneLocked(now time.Time) {
 	c.cutSeq++
 	c.cutAt = now
+	c.cutTook = 0
 	c.freshOK, c.freshBad = 0, 0
 	c.decreases++
 }

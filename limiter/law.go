@@ -73,11 +73,26 @@ const (
 	// was too small. The new cut is from the share of those attempts the
 	// store took (at least half). Attempts sent sooner meet a store still
 	// full of what everyone sent before the cut. All other cuts, the re-cut's
-	// successor included, are once per Window: on a store shared by many
+	// successor included, are once per Window (unless the store's capacity
+	// fell, see fellShare): on a store shared by many
 	// sidecars, a burst of throttles says little about one sidecar's own
 	// rate, and cutting whoever was unlucky twice would make the shares
 	// unfair.
 	recutShare = 0.1
+	// fellShare and fellMin: within a Window of any cut after startup, the
+	// rate is cut again when at least fellMin of the attempts sent a round
+	// trip or more after the cut were throttled and they are at least
+	// fellShare of those attempts' samples: the store's capacity fell
+	// below the cut (a halving refuses half of what is sent), and waiting
+	// out the Window would let it refuse that much for half a second more.
+	// The new throttle point is what the store took in the answers since
+	// the cut, which is its capacity while it refuses that much, and the
+	// rate goes to (1+decreaseFactor)/2 of it: the cut before has let the
+	// store drain. The bar is far above a shared store's steady state (a
+	// few throttles in a hundred, whoever was unlucky), so it does not cut
+	// twice on luck; a cut by it may itself be followed by another.
+	fellShare = 0.25
+	fellMin   = 4
 	// okPeakWindows: completed windows over which the highest in-flight
 	// count the store accepted is remembered (about 2s): long enough to span
 	// the windows with throttles, short enough to forget a capacity drop.
@@ -260,6 +275,7 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 func (c *Controller) observeSuccessLocked(p *Permit, s Sample, late bool, now time.Time) {
 	c.win.samples++
 	c.win.accepted += p.cost
+	c.cutTook += p.cost
 	if c.win.congested == 0 {
 		c.win.okPeak = max(c.win.okPeak, p.inFlight)
 	}
@@ -292,6 +308,7 @@ func (c *Controller) observeCongestedLocked(p *Permit, s Sample, fresh, late boo
 	c.win.samples++
 	c.win.congested++
 	c.win.accepted += p.cost * (1 - share)
+	c.cutTook += p.cost * (1 - share)
 	c.lastGood = false
 	c.lastThrottle = now
 	c.lastReason = s.Reason
