@@ -125,25 +125,58 @@ func (s *Scopes) Get(scope string) *Controller {
 // the scope's limiter reports through the permit instead. It returns the
 // scope's limiter.
 func (s *Scopes) Throttle(scope string, rate float64, conc int, smp Sample) *Controller {
+	return s.throttle(scope, rate, conc, latencySeed{}, smp)
+}
+
+// ThrottleFrom is Throttle with the limits of store, the limiter of the
+// store the scope is part of (which the attempt passed): its rate and
+// slots, and what it has learned of the store's latency, which holds for
+// each of its parts. A scope's limiter that had to learn again that the
+// store's latency grows with its load would cut its slots on that
+// latency, and lose a fifth of the goodput for a window or two, as the
+// store's did before it.
+func (s *Scopes) ThrottleFrom(scope string, store *Controller, smp Sample) *Controller {
+	store.mu.Lock()
+	rate, conc, lat := store.rate.v, store.concLimit(), store.latencySeedLocked()
+	store.mu.Unlock()
+	return s.throttle(scope, rate, conc, lat, smp)
+}
+
+func (s *Scopes) throttle(scope string, rate float64, conc int, lat latencySeed, smp Sample) *Controller {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.m[scope]
 	if e == nil {
 		e = s.addLocked(scope, rate, conc)
-		e.c.seedThrottle(smp)
+		e.c.seedThrottle(smp, lat)
 	}
 	s.touchLocked(e)
 	e.throttledAt, e.reason = s.cfg.Limiter.Now(), smp.Reason
 	return e.c
 }
 
+// latencySeed is what a limiter has learned of its store's latency (see
+// updateLatencyLocked and adoptLatencyLocked); the zero value is nothing.
+type latencySeed struct {
+	base, recent, mean time.Duration
+	load               bool
+}
+
+// latencySeedLocked returns what c has learned of its store's latency.
+// Requires that c.mu is held.
+func (c *Controller) latencySeedLocked() latencySeed {
+	return latencySeed{base: c.latBase, recent: c.latRecent, mean: c.latMean, load: c.latLoad}
+}
+
 // seedThrottle applies smp to a new limiter as the cut that ended its
 // startup, from its current rate, and leaves concurrency alone (see
-// Scopes.Throttle).
-func (c *Controller) seedThrottle(smp Sample) {
+// Scopes.Throttle); the limiter starts from lat's knowledge of the
+// store's latency.
+func (c *Controller) seedThrottle(smp Sample, lat latencySeed) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.cfg.Now()
+	c.latBase, c.latRecent, c.latMean, c.latLoad = lat.base, lat.recent, lat.mean, lat.load
 	// The throttle was the store's answer: the scope's limiter does not
 	// start cold (at most coldMax in flight, a burst of as many), which
 	// would hold a scope that had the store's slots to two writes until

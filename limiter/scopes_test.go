@@ -230,3 +230,44 @@ func TestScopeStartsWarm(t *testing.T) {
 		}
 	}
 }
+
+func TestScopeLearnsTheStoresLatency(t *testing.T) {
+	// The store's limiter has learned that the store's latency grows with
+	// its load. A scope's limiter made from it knows that too: a rise of
+	// latency with the scope's load does not cut its slots. One made
+	// without it takes the rise for a queue of its own, and cuts.
+	for _, seeded := range []bool{true, false} {
+		s, clk := newTestScopes(t, 4)
+		store, err := New(Config{InitialRate: 1e4, MinRate: 1, MaxRate: 1e4, InitialConcurrency: 8, MaxConcurrency: 64, Now: clk.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		store.mu.Lock()
+		store.latBase, store.latRecent, store.latMean, store.latLoad = ms(40), ms(40), ms(40), true
+		store.mu.Unlock()
+		var c *Controller
+		if seeded {
+			c = s.ThrottleFrom("orders", store, scopeThrottle)
+		} else {
+			c = s.Throttle("orders", 1e4, 8, scopeThrottle)
+		}
+		if got := c.Snapshot().LatencyBaseline; seeded && got != ms(40) {
+			t.Fatalf("seeded scope: latency baseline %v, want the store's 40ms", got)
+		}
+		clk.advance(ms(100)) // the cut emptied the bucket
+		lat := ms(40)
+		storeLat := func(int) time.Duration { return lat }
+		for range 2 {
+			littleWindow(t, c, clk, storeLat)
+		}
+		before := c.Snapshot().Decreases
+		lat = ms(120)
+		for range 3 {
+			littleWindow(t, c, clk, storeLat)
+		}
+		cut := c.Snapshot().Decreases > before
+		if cut == seeded {
+			t.Errorf("seeded %v: latency 40ms → 120ms cut the slots: %v, want %v (%+v)", seeded, cut, !seeded, c.Snapshot())
+		}
+	}
+}

@@ -112,19 +112,13 @@ func (p *Proxy) acquireScopes(ctx context.Context, ex *exchange, deadline time.T
 // none; Neutral otherwise (see the comment at the top of this file).
 func (p *Proxy) finishScopes(ex *exchange, sp *scopePermits, res classify.Result, s limiter.Sample, scopedThrottle bool) {
 	if scopedThrottle {
-		var rate float64
-		var conc int
 		for i := range ex.scopes.Len() {
 			if i < sp.n && sp.p[i] != nil {
 				sp.p[i].Done(s)
 				sp.p[i] = nil
 				continue
 			}
-			if rate == 0 {
-				snap := p.lim.Snapshot()
-				rate, conc = snap.Rate, snap.Concurrency
-			}
-			p.scopes.Throttle(ex.scopes.At(i), rate, conc, s)
+			p.scopes.ThrottleFrom(ex.scopes.At(i), p.lim, s)
 		}
 		sp.n = 0
 		return
