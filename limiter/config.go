@@ -100,6 +100,11 @@ type Config struct {
 	// fairQueue); 0 means DefaultBulkFloor, otherwise it must lie in
 	// (0, MaxBulkFloor].
 	BulkFloor float64
+	// Latency, if set, is shared by the limiters of one store (the
+	// store's own and its scopes', see Scopes): what one of them finds of
+	// the store's latency, the others take as found. nil: each finds out
+	// alone.
+	Latency *LatencyFinding
 	// Logger receives one record per limit change (keys: limit, from, to,
 	// reason), repeats of the same change throttled. nil discards.
 	Logger *slog.Logger

@@ -1891,3 +1891,45 @@ func TestGrowthFloorHoldsForOneCut(t *testing.T) {
 		t.Fatalf("second throttle, the store taking 50/s: %+v, want a cut from that goodput (first cut to %v)", s, first.Rate)
 	}
 }
+
+func TestLatencyFindingShared(t *testing.T) {
+	// Two limiters of one store. b sees latency rise tenfold and cuts its
+	// slots on it, a test of whether it is a queue of its own; a finds
+	// first that the store's latency is its response to load. At its
+	// next Tick b takes that as found: its cut is undone, and latency no
+	// longer counts as congestion for it.
+	shared := new(LatencyFinding)
+	b, clk := newFake(t, 1e5, func(cfg *Config) { cfg.InitialConcurrency = 8; cfg.Latency = shared })
+	lat := ms(10)
+	store := func(int) time.Duration { return lat }
+	for range 3 {
+		littleWindow(t, b, clk, store)
+	}
+	lat = ms(100)
+	var before Snapshot
+	for i := 0; ; i++ {
+		before = b.Snapshot()
+		littleWindow(t, b, clk, store)
+		if b.Snapshot().Decreases > before.Decreases {
+			break
+		}
+		if i == 5 {
+			t.Fatalf("no latency cut after 6 slow windows: %+v", b.Snapshot())
+		}
+	}
+	cut := b.Snapshot()
+	if !cut.LatencyElevated || cut.Concurrency >= before.Concurrency {
+		t.Fatalf("latency cut: %+v, want elevated and fewer slots than %d", cut, before.Concurrency)
+	}
+
+	a, _ := newFake(t, 1e5, func(cfg *Config) { cfg.Latency = shared; cfg.Now = clk.Now })
+	a.mu.Lock()
+	a.adoptLatencyLocked("test", 1, 0.5, 8, 4, clk.now)
+	a.mu.Unlock()
+	clk.advance(ms(10))
+	clk.tick(b)
+	s := b.Snapshot()
+	if s.LatencyElevated || s.Concurrency < before.Concurrency {
+		t.Fatalf("after a found the latency to be load: %+v, want b's cut undone (%d slots) and latency not elevated", s, before.Concurrency)
+	}
+}

@@ -2,8 +2,39 @@ package limiter
 
 import (
 	"math"
+	"sync/atomic"
 	"time"
 )
+
+// LatencyFinding is what the limiters of one store share of its latency
+// (Config.Latency): whether one of them found it to be the store's
+// response to its load rather than a queue of theirs (see
+// adoptLatencyLocked). Each limiter behind the same store would otherwise
+// test it with a concurrency cut of its own, and with two in series (the
+// store's and a scope's) the cut of one leaves the other's test nothing
+// to judge by: the slots stay cut for seconds. The zero value has found
+// nothing; it is safe for concurrent use.
+type LatencyFinding struct {
+	load atomic.Bool
+}
+
+// adoptSharedLatencyLocked takes over a finding of another limiter of the
+// store: latency is its response to load. A latency cut of ours under
+// test is undone as a failed test would be. Requires that c.mu is held.
+func (c *Controller) adoptSharedLatencyLocked(now time.Time) {
+	if c.latLoad || c.cfg.Latency == nil || !c.cfg.Latency.load.Load() {
+		return
+	}
+	from := c.concLimit()
+	if t := c.test; t.active {
+		c.test = concTest{}
+		c.conc, c.throttled = t.prev, t.throttled
+	}
+	c.adoptLatencyLocked("another limiter of the store found it", 0, 0, from, c.concLimit(), now)
+	if c.concLimit() != from {
+		c.logChangeLocked(limitConc, float64(from), float64(c.concLimit()), reasonLatencyUndo, "", now)
+	}
+}
 
 // updateLatencyLocked folds the latency of w's Success samples into the
 // recent EWMAs and returns w's geometric-mean latency (0 if w has no
@@ -127,6 +158,9 @@ func (c *Controller) checkLatencyCutLocked(bound bool, goodput float64, now time
 // instead of 3. Requires that c.mu is held.
 func (c *Controller) adoptLatencyLocked(why string, before, after float64, from, to int, now time.Time) {
 	c.latLoad = true
+	if c.cfg.Latency != nil {
+		c.cfg.Latency.load.Store(true)
+	}
 	c.latBase = max(c.latBase, c.latRecent)
 	c.latHigh = 0
 	c.log.Info("latency is the store's response to load", "why", why, "goodput_before", before, "goodput_after", after,

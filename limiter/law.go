@@ -200,6 +200,7 @@ func (c *Controller) Tick(now time.Time) {
 		return
 	}
 	c.forgetFailedGrowthLocked(now)
+	c.adoptSharedLatencyLocked(now)
 	w := c.closeWindowLocked(elapsed, now)
 	paused := now.Before(c.pausedUntil) || w.start.Before(c.pausedUntil)
 	// Nothing went wrong in a clean window: growth may follow it.

@@ -109,6 +109,9 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		QueueMax:           cfg.QueueMax,
 		BulkFloor:          cfg.BulkFloor,
 		Logger:             log, // each package scopes its own logger
+		// The store's limiter and its scopes' share what they find of
+		// the store's latency.
+		Latency: new(limiter.LatencyFinding),
 	}
 	lim, err := limiter.New(lcfg)
 	if err != nil {
