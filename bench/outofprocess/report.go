@@ -76,12 +76,12 @@ const (
 	bootstrapSeed  = 20
 )
 
-// pairedAdded is, cycle by cycle, what target t's block adds to the bare
-// proxy's (target 0) block of the same cycle at quantile q.
-func pairedAdded(blocks []pacedBlock, t int, q float64) []time.Duration {
+// pairedAdded is, cycle by cycle, what target t's block adds to target
+// ref's block of the same cycle at quantile q (ref 0: the bare proxy).
+func pairedAdded(blocks []pacedBlock, t, ref int, q float64) []time.Duration {
 	bare := make(map[int]time.Duration)
 	for _, b := range blocks {
-		if b.Target == 0 {
+		if b.Target == ref && len(b.LatNS) > 0 {
 			bare[b.Cycle] = quantile(b.LatNS, q)
 		}
 	}
@@ -164,7 +164,7 @@ func printLatency(ts []target, spec pacedSpec, blocks []pacedBlock) {
 		}
 		a50, a99 := "", ""
 		if !t.bare {
-			d50, d99 := pairedAdded(blocks, i, 0.5), pairedAdded(blocks, i, 0.99)
+			d50, d99 := pairedAdded(blocks, i, 0, 0.5), pairedAdded(blocks, i, 0, 0.99)
 			m50, lo50, hi50 := medianInterval(d50)
 			m99, lo99, hi99 := medianInterval(d99)
 			slices.Sort(d99)
@@ -178,6 +178,14 @@ func printLatency(ts []target, spec pacedSpec, blocks []pacedBlock) {
 		if errs > 0 {
 			notes = append(notes, fmt.Sprintf("%s: %d errors, the first: %s", t.name, errs, firstErr))
 		}
+	}
+	// A base build against this one directly, pair by pair: the change's
+	// own effect, without the bare proxy's blocks in between.
+	for i := 2; i < len(ts); i++ {
+		m50, lo50, hi50 := medianInterval(pairedAdded(blocks, 1, i, 0.5))
+		m99, lo99, hi99 := medianInterval(pairedAdded(blocks, 1, i, 0.99))
+		notes = append(notes, fmt.Sprintf("%s against %s, pair by pair: p50 %s [%s, %s], p99 %s [%s, %s]",
+			ts[1].name, ts[i].name, signedUS(m50), signedUS(lo50), signedUS(hi50), signedUS(m99), signedUS(lo99), signedUS(hi99)))
 	}
 	fmt.Println("\n- " + strings.Join(notes, "\n- "))
 }

@@ -20,7 +20,7 @@ func TestPairedAdded(t *testing.T) {
 		{Target: 0, Cycle: 1, LatNS: ms(5, 5, 5)},
 		{Target: 1, Cycle: 2, LatNS: ms(1)}, // no bare block of its cycle: no pair
 	}
-	got := pairedAdded(blocks, 1, 0.5)
+	got := pairedAdded(blocks, 1, 0, 0.5)
 	want := []time.Duration{time.Millisecond, 4 * time.Millisecond}
 	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("pairedAdded = %v, want %v", got, want)
