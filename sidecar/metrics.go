@@ -9,6 +9,33 @@ import (
 	"github.com/sluice-dev/sluice/sidecar/proxy"
 )
 
+// bothRegisterer registers each collector in two registries.
+type bothRegisterer struct{ a, b prometheus.Registerer }
+
+func (r bothRegisterer) Register(c prometheus.Collector) error {
+	if err := r.a.Register(c); err != nil {
+		return err
+	}
+	if err := r.b.Register(c); err != nil {
+		r.a.Unregister(c)
+		return err
+	}
+	return nil
+}
+
+func (r bothRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (r bothRegisterer) Unregister(c prometheus.Collector) bool {
+	a, b := r.a.Unregister(c), r.b.Unregister(c)
+	return a && b
+}
+
 // limiterCollector exports the controller's state at scrape time.
 type limiterCollector struct {
 	lim    *limiter.Controller

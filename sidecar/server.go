@@ -160,13 +160,16 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		jobs.Close()
 		return nil, err
 	}
+	// The proxy's metrics are also in a registry of their own, which the
+	// admin API reads back every second (see admin.Deps.Counters).
+	counters := prometheus.NewRegistry()
 	s.proxy, err = proxy.New(pcfg, proxy.Deps{
 		Limiter:    lim,
 		Scopes:     s.scopes,
 		Budget:     s.budget,
 		Jobs:       jobsAdapter{jobs},
 		Auth:       a,
-		Registerer: reg,
+		Registerer: bothRegisterer{reg, counters},
 		Logger:     log,
 		Transport:  opts.Transport,
 	})
@@ -193,6 +196,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		},
 	}, admin.Deps{
 		Gatherer:  reg,
+		Counters:  counters,
 		Limiter:   lim,
 		Jobs:      jobs,
 		Auth:      a,

@@ -32,6 +32,11 @@ type config struct {
 	rounds        int
 	sizes         []int
 	adaptive      bool
+	// The latency phase (see pacedSpec): pairs cycles of blocks of at
+	// least block and minSamples writes each.
+	pairs      int
+	block      time.Duration
+	minSamples int
 }
 
 // clockTick is the unit of utime and stime in /proc/<pid>/stat (USER_HZ,
@@ -206,6 +211,7 @@ func harness(cfg config) (err error) {
 		fmt.Printf("limits: wide open and held (rate 1e9/s, concurrency 64, SLUICE_CONTROL_INTERVAL=1h: no window ends during the run)\n")
 	}
 	fmt.Printf("+job: writes carry X-Sluice-Job; +dir: SLUICE_STATE_DIR set (jobs recorded in bbolt)\n")
+	fmt.Printf("processes: no CPU affinity, GOMAXPROCS left at its default (%d) in every one, the same for every target\n", runtime.NumCPU())
 
 	// Peak phases first, every size, then the paced ones: with -adaptive,
 	// a limiter that trimmed its concurrency to a paced load would start
@@ -223,7 +229,7 @@ func harness(cfg config) (err error) {
 			}
 			ts = append(ts, target{name: s.dir.name + " +job", p: s.dir, job: jobName})
 		}
-		res, err := h.measure(ts, size, 0)
+		res, err := h.measure(ts, size)
 		if err != nil {
 			return err
 		}
@@ -235,20 +241,26 @@ func harness(cfg config) (err error) {
 		for _, s := range all {
 			ts = append(ts, target{name: s.plain.name, p: s.plain})
 		}
-		rate := peaks[size]["bare"].rate() * latencyRateFrac
-		res, err := h.measure(ts, size, rate)
-		if err != nil {
-			return err
+		spec := pacedSpec{Writers: cfg.writers, Size: size, Rate: peaks[size]["bare"].rate() * latencyRateFrac,
+			Cycles: cfg.pairs, Warmup: cfg.warmup}
+		// Long enough that a block's p99 is not its largest sample.
+		spec.Block = max(cfg.block, time.Duration(float64(cfg.minSamples)/spec.Rate*float64(time.Second)))
+		for _, t := range ts {
+			spec.Targets = append(spec.Targets, t.p.url)
 		}
-		printLatency(ts, size, rate, res)
+		blocks, err := h.measurePaced(spec)
+		if err != nil {
+			return fmt.Errorf("%s, paced: %w", sizeName(size), err)
+		}
+		printLatency(ts, spec, blocks)
 	}
 	return nil
 }
 
 // measure runs cfg.rounds rounds over ts, each target once per round, the
 // order rotating from round to round so that none is always first after
-// another's load. rate 0 is the closed loop (peak).
-func (h *harnessRun) measure(ts []target, size int, rate float64) (map[string]*tally, error) {
+// another's load: the closed loop of the peak phase.
+func (h *harnessRun) measure(ts []target, size int) (map[string]*tally, error) {
 	res := make(map[string]*tally, len(ts))
 	for _, t := range ts {
 		res[t.name] = &tally{}
@@ -256,7 +268,7 @@ func (h *harnessRun) measure(ts []target, size int, rate float64) (map[string]*t
 	for r := range h.cfg.rounds {
 		for i := range ts {
 			t := ts[(i+r)%len(ts)]
-			if err := h.measureOnce(t, size, rate, res[t.name]); err != nil {
+			if err := h.measureOnce(t, size, res[t.name]); err != nil {
 				return nil, fmt.Errorf("%s, %s: %w", t.name, sizeName(size), err)
 			}
 		}
@@ -264,11 +276,37 @@ func (h *harnessRun) measure(ts []target, size int, rate float64) (map[string]*t
 	return res, nil
 }
 
+// measurePaced runs one paced load generator over spec and returns its
+// blocks.
+func (h *harnessRun) measurePaced(spec pacedSpec) ([]pacedBlock, error) {
+	cmd := exec.Command(h.self, "-role=paced", "-targets="+strings.Join(spec.Targets, ","), "-writers="+strconv.Itoa(spec.Writers),
+		"-size="+strconv.Itoa(spec.Size), "-rate="+strconv.FormatFloat(spec.Rate, 'f', 1, 64),
+		"-warmup="+spec.Warmup.String(), "-block="+spec.Block.String(), "-pairs="+strconv.Itoa(spec.Cycles))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 256<<20)
+	blocks, rerr := readPaced(sc)
+	if err := errors.Join(rerr, cmd.Wait()); err != nil {
+		return nil, err
+	}
+	if want := spec.Cycles * len(spec.Targets); len(blocks) != want {
+		return nil, fmt.Errorf("paced load generator printed %d blocks, want %d", len(blocks), want)
+	}
+	return blocks, nil
+}
+
 // measureOnce starts a load generator against t and reads t's process CPU
 // when the generator says the measured interval starts and ends.
-func (h *harnessRun) measureOnce(t target, size int, rate float64, into *tally) error {
+func (h *harnessRun) measureOnce(t target, size int, into *tally) error {
 	cmd := exec.Command(h.self, "-role=load", "-target="+t.p.url, "-writers="+strconv.Itoa(h.cfg.writers),
-		"-size="+strconv.Itoa(size), "-job="+t.job, "-rate="+strconv.FormatFloat(rate, 'f', 1, 64),
+		"-size="+strconv.Itoa(size), "-job="+t.job,
 		"-warmup="+h.cfg.warmup.String(), "-round="+h.cfg.round.String())
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()

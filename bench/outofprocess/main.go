@@ -19,23 +19,29 @@
 //
 // The store, the bare proxy and the load generator are this program run
 // again with -role, so there is nothing else to build. Each body size is
-// measured in two phases, targets alternating within each round (the
-// machine is shared; only ratios taken side by side mean anything):
+// measured in two phases (the machine is shared; only measurements taken
+// side by side mean anything):
 //
-//	peak:    closed loop, every target at full speed: writes/s, bytes/s,
-//	         the proxy process's CPU per write, and p50/p99;
-//	latency: paced at half the bare proxy's peak rate of the same size:
-//	         p50/p99, and what sluice adds to the bare proxy's.
+//	peak:    closed loop, every target at full speed, targets alternating
+//	         within each round: writes/s, bytes/s, the proxy process's CPU
+//	         per write, and p50/p99;
+//	latency: open loop at half the bare proxy's peak rate of the same
+//	         size, one generator alternating short blocks between the
+//	         targets (see pacedSpec): what sluice adds to the bare proxy's
+//	         p50/p99, pair of blocks by pair, as a median with its
+//	         bootstrap interval, and a verdict against ≤ 200 µs that says
+//	         "undecided" when the interval straddles it.
 //
 // A ratio to the bare proxy is the median of the rounds' ratios, each
 // taken against the bare proxy's measurement of the same round. Variants:
 // "+job", the writes carry X-Sluice-Job; "+dir", sluice runs with
-// SLUICE_STATE_DIR (job records in bbolt).
+// SLUICE_STATE_DIR (job records in bbolt). No process is pinned to a CPU
+// and each keeps its default GOMAXPROCS: the same for every target.
 //
 // Bodies above 1 MiB stream (SLUICE_RETRY_BODY_MAX=1MiB), so the 4 MiB row
 // is sluice's streamed path and the others its buffered one.
 //
-//	go run ./bench/outofprocess [-quick] [-base REV] [-adaptive] [-sizes 256,64KiB,4MiB] [-writers 32] [-round 1s] [-rounds 5]
+//	go run ./bench/outofprocess [-quick] [-base REV] [-adaptive] [-sizes 256,64KiB,4MiB] [-writers 32] [-round 1s] [-rounds 5] [-pairs 24] [-block 500ms] [-min-samples 300]
 package main
 
 import (
@@ -48,12 +54,13 @@ import (
 )
 
 func main() {
-	role := flag.String("role", "", "internal: store, bare or load (the harness runs itself again with it)")
+	role := flag.String("role", "", "internal: store, bare, load or paced (the harness runs itself again with it)")
 	addr := flag.String("upstream", "", "role bare: the store's URL")
 	target := flag.String("target", "", "role load: the URL to write to")
 	size := flag.Int("size", 256, "role load: body bytes")
 	job := flag.String("job", "", "role load: X-Sluice-Job header, none if empty")
-	rate := flag.Float64("rate", 0, "role load: writes/s in all, paced; 0: every writer as fast as it can")
+	rate := flag.Float64("rate", 0, "role paced: writes/s offered to each target")
+	targets := flag.String("targets", "", "role paced: the URLs to write to, comma-separated, the bare proxy first")
 	warmup := flag.Duration("warmup", 300*time.Millisecond, "warm-up before each measurement")
 
 	quick := flag.Bool("quick", false, "a ~30 s run: shorter and fewer rounds, fewer variants")
@@ -62,7 +69,10 @@ func main() {
 	sluiceBin := flag.String("sluice", "", "the sluice binary to measure; empty: build it from this module")
 	writers := flag.Int("writers", 32, "concurrent writers (one connection each)")
 	round := flag.Duration("round", time.Second, "one measurement (per target, per round)")
-	rounds := flag.Int("rounds", 5, "rounds; targets alternate within each")
+	rounds := flag.Int("rounds", 5, "rounds of the peak phase; targets alternate within each")
+	pairs := flag.Int("pairs", 24, "latency phase: cycles of blocks, each target one block per cycle (one pair with the bare proxy's)")
+	block := flag.Duration("block", 500*time.Millisecond, "latency phase: one target's block, at least (see -min-samples)")
+	minSamples := flag.Int("min-samples", 300, "latency phase: writes per block, at least (the block grows to fit them)")
 	adaptive := flag.Bool("adaptive", false, "let sluice's control law adapt its limits (default: held wide open)")
 	sizes := flag.String("sizes", "256,64KiB,4MiB", "body sizes, comma-separated")
 	flag.Parse()
@@ -74,10 +84,25 @@ func main() {
 	case "bare":
 		err = runBare(*addr)
 	case "load":
-		err = runLoad(loadSpec{Target: *target, Writers: *writers, Size: *size, Job: *job, Rate: *rate, Warmup: *warmup, Duration: *round})
+		err = runLoad(loadSpec{Target: *target, Writers: *writers, Size: *size, Job: *job, Warmup: *warmup, Duration: *round})
+	case "paced":
+		err = runPaced(pacedSpec{Targets: strings.Split(*targets, ","), Writers: *writers, Size: *size, Rate: *rate,
+			Block: *block, Cycles: *pairs, Warmup: *warmup})
 	case "":
+		if *pairs < 2 || *block <= 0 || *minSamples < 1 {
+			fmt.Fprintln(os.Stderr, "outofprocess: -pairs must be at least 2, -block positive, -min-samples at least 1")
+			os.Exit(2)
+		}
 		if *quick {
-			*round, *rounds, *warmup = 500*time.Millisecond, 3, 250*time.Millisecond
+			// Shorter defaults; a flag given on the command line stays.
+			set := make(map[string]bool)
+			flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+			for name, v := range map[string]string{"round": "500ms", "rounds": "3", "warmup": "250ms",
+				"pairs": "8", "block": "250ms", "min-samples": "100"} {
+				if !set[name] {
+					_ = flag.Set(name, v)
+				}
+			}
 		}
 		var bodySizes []int
 		for s := range strings.SplitSeq(*sizes, ",") {
@@ -91,6 +116,7 @@ func main() {
 		err = harness(config{
 			base: *base, baseBin: *baseBin, sluiceBin: *sluiceBin, quick: *quick, writers: *writers,
 			round: *round, rounds: *rounds, warmup: *warmup, sizes: bodySizes, adaptive: *adaptive,
+			pairs: *pairs, block: *block, minSamples: *minSamples,
 		})
 	default:
 		err = fmt.Errorf("unknown -role %q", *role)

@@ -65,7 +65,6 @@ type loadSpec struct {
 	Writers  int
 	Size     int
 	Job      string        // X-Sluice-Job; none if empty
-	Rate     float64       // writes/s in all, paced; 0: closed loop
 	Warmup   time.Duration // writes not counted, to open connections and let the limiter settle
 	Duration time.Duration // the measured interval
 }
@@ -87,7 +86,8 @@ const (
 	stopped
 )
 
-// runLoad drives spec.Target and speaks to the harness on stdout: "start"
+// runLoad drives spec.Target, every writer as fast as it can (the peak
+// phase; the latency phase is runPaced's), and speaks to the harness on stdout: "start"
 // when the measured interval begins, "stop" when it ends (the harness reads
 // the proxy's CPU at each), then the loadResult.
 func runLoad(spec loadSpec) error {
@@ -102,31 +102,13 @@ func runLoad(spec loadSpec) error {
 		wg       sync.WaitGroup
 		firstErr atomic.Pointer[string]
 	)
-	start := time.Now()
-	for w := range spec.Writers {
+	for range spec.Writers {
 		wg.Go(func() {
 			var (
 				writes, errs int64
 				lat          = make([]int64, 0, 1024)
-				next         time.Time
-				every        time.Duration
 			)
-			if spec.Rate > 0 {
-				// Writer w sends at start + (w + k*writers)/rate: together
-				// they send at spec.Rate, evenly spread.
-				every = time.Duration(float64(spec.Writers) / spec.Rate * float64(time.Second))
-				next = start.Add(time.Duration(float64(w) / spec.Rate * float64(time.Second)))
-			}
 			for phase.Load() != stopped {
-				if every > 0 {
-					if d := time.Until(next); d > 0 {
-						time.Sleep(d)
-					}
-					// A writer that fell behind does not catch up in a burst.
-					if next = next.Add(every); next.Before(time.Now()) {
-						next = time.Now()
-					}
-				}
 				t0 := time.Now()
 				err := write(client, spec, payload)
 				if phase.Load() != measured {

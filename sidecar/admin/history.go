@@ -150,7 +150,7 @@ func (s *API) RunHistory(ctx context.Context) {
 func (s *API) historyValues() HistoryValues {
 	snap := s.d.Limiter.Snapshot()
 	v := HistoryValues{RateLimit: snap.Rate, Concurrency: snap.Concurrency, InFlight: snap.InFlight}
-	mfs, err := s.d.Gatherer.Gather()
+	mfs, err := s.counters().Gather()
 	if err != nil {
 		return v
 	}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPairedAdded(t *testing.T) {
+	ms := func(v ...int64) []int64 {
+		for i := range v {
+			v[i] *= int64(time.Millisecond)
+		}
+		return v
+	}
+	blocks := []pacedBlock{
+		{Target: 0, Cycle: 0, LatNS: ms(1, 2, 3)},
+		{Target: 1, Cycle: 0, LatNS: ms(2, 3, 4)},
+		{Target: 1, Cycle: 1, LatNS: ms(9, 9, 9)}, // its bare block comes later in the cycle
+		{Target: 0, Cycle: 1, LatNS: ms(5, 5, 5)},
+		{Target: 1, Cycle: 2, LatNS: ms(1)}, // no bare block of its cycle: no pair
+	}
+	got := pairedAdded(blocks, 1, 0, 0.5)
+	want := []time.Duration{time.Millisecond, 4 * time.Millisecond}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("pairedAdded = %v, want %v", got, want)
+	}
+}
+
+func TestMedianInterval(t *testing.T) {
+	f := func(name string, ds []time.Duration, wantMed time.Duration, wantVerdict string) {
+		t.Helper()
+		med, lo, hi := medianInterval(ds)
+		if med != wantMed {
+			t.Errorf("%s: median %v, want %v", name, med, wantMed)
+		}
+		if lo > med || hi < med {
+			t.Errorf("%s: interval [%v, %v] does not hold the median %v", name, lo, hi, med)
+		}
+		if v := latencyVerdict(lo, hi); !strings.HasPrefix(v, wantVerdict) {
+			t.Errorf("%s: verdict %q, want %q…", name, v, wantVerdict)
+		}
+	}
+	us := time.Microsecond
+	same := func(d time.Duration, n int) []time.Duration {
+		ds := make([]time.Duration, n)
+		for i := range ds {
+			ds[i] = d
+		}
+		return ds
+	}
+	f("all below", same(50*us, 20), 50*us, "met")
+	f("all above", same(900*us, 20), 900*us, "MISSED")
+	// One pair spoiled by a stall does not decide it.
+	f("one stall", append(same(20*us, 19), 40000*us), 20*us, "met")
+	// Spread on both sides of the target: no verdict.
+	spread := []time.Duration{-3000 * us, -2000 * us, -1000 * us, 0, 100 * us, 300 * us, 1000 * us, 2000 * us, 3000 * us}
+	f("spread", spread, 100*us, "undecided")
+}
