@@ -1823,6 +1823,24 @@ func TestCutAgainWhenCapacityFell(t *testing.T) {
 		t.Errorf("second cut: rate %v, throttle point %v; want the point at what the store took since the first cut (83/s, or a little more: the first answers came from before the fall) and the rate 0.95 of it", s.Rate, s.LastMaxRate)
 	}
 
+	// Refusals only, nothing taken since the cut: one sidecar of many
+	// that met the store's bucket dry four times has measured its luck.
+	// The re-cut halves the rate at most.
+	c, clk = pastStartup(t)
+	clk.advance(ms(5))
+	take(t, c, 1)[0].Done(congested("s3_slowdown"))
+	first = c.Snapshot()
+	for i := 0; ; i++ {
+		clk.advance(ms(10))
+		take(t, c, 1)[0].Done(congested("s3_slowdown"))
+		if s = c.Snapshot(); s.Decreases > first.Decreases || i == 20 {
+			break
+		}
+	}
+	if s.Decreases != first.Decreases+1 || s.LastMaxRate < first.Rate/2*0.99 {
+		t.Errorf("refusals only after the cut from %v: %+v, want a re-cut to half of it at most", first.Rate, s)
+	}
+
 	// On a shared store, a few throttles among many accepted after a cut
 	// are whoever was unlucky, not a fall: no second cut.
 	c, clk = pastStartup(t)

@@ -167,9 +167,12 @@ func (c *Controller) decideCutLocked(p *Permit, s Sample, share float64, now tim
 			// good part of what it was sent, so what it took over that
 			// time is its capacity. (The share of the attempts it took
 			// would understate it: a refusal comes back at once, an
-			// acceptance a latency later.)
+			// acceptance a latency later.) At most halved, as a re-cut
+			// is: one sidecar of many whose few writes since the cut all
+			// met the store's bucket dry has measured its luck, not the
+			// store, and a deeper fall is cut again.
 			d.fell = true
-			d.rateBase = min(c.rate.v, c.cutTook/span)
+			d.rateBase = min(c.rate.v, max(c.rate.v/2, c.cutTook/span))
 		}
 	case m.trusted:
 		d.rate, d.rateCap = rateCap, growthCap*m.goodput

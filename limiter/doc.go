@@ -36,7 +36,9 @@
 //
 // The control law, in short (Controller has the details): throttles cut at
 // once, at most once per window per limit, to 0.9 of what the store actually
-// took (scaled down for a partial rejection); the limit cut is the one the
+// took (scaled down for a partial rejection), and the rate once more within
+// the window when the store goes on refusing much of what is sent after a
+// cut (its capacity fell); the limit cut is the one the
 // throttle points at: the rate for a quota, concurrency for a store that
 // caps it or that stalled with our requests queued in it. Growth happens
 // only where a limit was the bottleneck and nothing went wrong: in startup
@@ -44,7 +46,8 @@
 // CUBIC-like curve, cautious near the last throttle point. Rising latency
 // holds growth and trims concurrency, unless trimming it costs goodput in
 // proportion, which shows the latency to be the store's response to its
-// load: then slots follow the latency (Little's law). A Retry-After of 10s
+// load: then slots follow the latency (Little's law), and so do those of
+// the store's other limiters that share its Config.Latency. A Retry-After of 10s
 // or more, or short ones that a cut did not help, pause all sends; a
 // shorter one only delays its own write. A store that answers nothing at
 // all (Unreachable: connection refused or reset, name not resolved) leaves
