@@ -177,6 +177,7 @@ type Controller struct {
 	cutSeq       uint64    // incremented by every congestion cut
 	cutAt        time.Time // when cutSeq was last incremented
 	cutTook      float64   // units the store took in answers since cutAt
+	cutOK        int       // Success samples among those answers
 	freshOK      int       // Success samples of attempts sent a round trip after the last cut
 	freshBad     int       // Congested samples of the same
 	lastRateCut  time.Time // zero before the first

@@ -167,12 +167,15 @@ func (c *Controller) decideCutLocked(p *Permit, s Sample, share float64, now tim
 			// good part of what it was sent, so what it took over that
 			// time is its capacity. (The share of the attempts it took
 			// would understate it: a refusal comes back at once, an
-			// acceptance a latency later.) At most halved, as a re-cut
-			// is: one sidecar of many whose few writes since the cut all
-			// met the store's bucket dry has measured its luck, not the
-			// store, and a deeper fall is cut again.
+			// acceptance a latency later.) Not from fewer than
+			// minSamples answers that the store took: one sidecar of many
+			// whose few writes since the cut all met the store's bucket
+			// dry has measured its luck, not the store; the re-cut then
+			// goes from the share it took, halving the rate at most.
 			d.fell = true
-			d.rateBase = min(c.rate.v, max(c.rate.v/2, c.cutTook/span))
+			if c.cutOK >= minSamples {
+				d.rateBase = min(c.rate.v, c.cutTook/span)
+			}
 		}
 	case m.trusted:
 		d.rate, d.rateCap = rateCap, growthCap*m.goodput
@@ -361,7 +364,7 @@ func (c *Controller) holdFailedGrowthLocked(from int, now time.Time) {
 func (c *Controller) cutDoneLocked(now time.Time) {
 	c.cutSeq++
 	c.cutAt = now
-	c.cutTook = 0
+	c.cutTook, c.cutOK = 0, 0
 	c.freshOK, c.freshBad = 0, 0
 	c.decreases++
 }

@@ -277,6 +277,7 @@ func (c *Controller) observeSuccessLocked(p *Permit, s Sample, late bool, now ti
 	c.win.samples++
 	c.win.accepted += p.cost
 	c.cutTook += p.cost
+	c.cutOK++
 	if c.win.congested == 0 {
 		c.win.okPeak = max(c.win.okPeak, p.inFlight)
 	}
