@@ -32,6 +32,9 @@ type config struct {
 	rounds        int
 	sizes         []int
 	adaptive      bool
+	// retryBodyMax is sluice's SLUICE_RETRY_BODY_MAX: bodies up to it are
+	// buffered, larger ones stream.
+	retryBodyMax string
 	// The latency phase (see pacedSpec): pairs cycles of blocks of at
 	// least block and minSamples writes each.
 	pairs      int
@@ -210,6 +213,7 @@ func harness(cfg config) (err error) {
 	} else {
 		fmt.Printf("limits: wide open and held (rate 1e9/s, concurrency 64, SLUICE_CONTROL_INTERVAL=1h: no window ends during the run)\n")
 	}
+	fmt.Printf("bodies: up to %s buffered for retries, larger ones streamed (SLUICE_RETRY_BODY_MAX)\n", cfg.retryBodyMax)
 	fmt.Printf("+job: writes carry X-Sluice-Job; +dir: SLUICE_STATE_DIR set (jobs recorded in bbolt)\n")
 	fmt.Printf("processes: no CPU affinity, GOMAXPROCS left at its default (%d) in every one, the same for every target\n", runtime.NumCPU())
 
@@ -419,8 +423,9 @@ func (h *harnessRun) startSluice(name, bin, store string, stateDir bool) (*proc,
 		"SLUICE_INITIAL_RATE=1000000000", "SLUICE_MAX_RATE=1000000000",
 		"SLUICE_INITIAL_CONCURRENCY=64", "SLUICE_MAX_CONCURRENCY=64",
 		"SLUICE_QUEUE_MAX=100000",
-		// The 4 MiB bodies stream, the others are buffered for retries.
-		"SLUICE_RETRY_BODY_MAX=1MiB",
+		// By default the 4 MiB bodies stream, the others are buffered
+		// for retries.
+		"SLUICE_RETRY_BODY_MAX=" + h.cfg.retryBodyMax,
 	}
 	if !h.cfg.adaptive {
 		// The limits stay where they start: the controller adapts them

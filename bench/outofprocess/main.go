@@ -38,10 +38,11 @@
 // SLUICE_STATE_DIR (job records in bbolt). No process is pinned to a CPU
 // and each keeps its default GOMAXPROCS: the same for every target.
 //
-// Bodies above 1 MiB stream (SLUICE_RETRY_BODY_MAX=1MiB), so the 4 MiB row
-// is sluice's streamed path and the others its buffered one.
+// Bodies above 1 MiB stream (SLUICE_RETRY_BODY_MAX=1MiB, -retry-body-max),
+// so the 4 MiB row is sluice's streamed path and the others its buffered
+// one.
 //
-//	go run ./bench/outofprocess [-quick] [-base REV] [-adaptive] [-sizes 256,64KiB,4MiB] [-writers 32] [-round 1s] [-rounds 5] [-pairs 24] [-block 500ms] [-min-samples 300]
+//	go run ./bench/outofprocess [-quick] [-base REV] [-adaptive] [-retry-body-max 1MiB] [-sizes 256,64KiB,4MiB] [-writers 32] [-round 1s] [-rounds 5] [-pairs 24] [-block 500ms] [-min-samples 300]
 package main
 
 import (
@@ -75,6 +76,7 @@ func main() {
 	minSamples := flag.Int("min-samples", 300, "latency phase: writes per block, at least (the block grows to fit them)")
 	adaptive := flag.Bool("adaptive", false, "let sluice's control law adapt its limits (default: held wide open)")
 	sizes := flag.String("sizes", "256,64KiB,4MiB", "body sizes, comma-separated")
+	retryBodyMax := flag.String("retry-body-max", "1MiB", "sluice's SLUICE_RETRY_BODY_MAX: larger bodies stream, smaller ones are buffered (32KiB makes 64 KiB bodies stream)")
 	flag.Parse()
 
 	var err error
@@ -113,10 +115,14 @@ func main() {
 			}
 			bodySizes = append(bodySizes, n)
 		}
+		if _, perr := parseSize(*retryBodyMax); perr != nil {
+			fmt.Fprintln(os.Stderr, "outofprocess: -retry-body-max:", perr)
+			os.Exit(2)
+		}
 		err = harness(config{
 			base: *base, baseBin: *baseBin, sluiceBin: *sluiceBin, quick: *quick, writers: *writers,
 			round: *round, rounds: *rounds, warmup: *warmup, sizes: bodySizes, adaptive: *adaptive,
-			pairs: *pairs, block: *block, minSamples: *minSamples,
+			pairs: *pairs, block: *block, minSamples: *minSamples, retryBodyMax: *retryBodyMax,
 		})
 	default:
 		err = fmt.Errorf("unknown -role %q", *role)
