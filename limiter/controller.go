@@ -181,7 +181,7 @@ type Controller struct {
 	freshOK      int       // Success samples of attempts sent a round trip after the last cut
 	freshBad     int       // Congested samples of the same
 	lastRateCut  time.Time // zero before the first
-	recutOK      bool      // the last rate cut ended startup: it may be cut again within its Window
+	recutOK      bool      // the last rate cut may be followed by another within its Window (see recutShare)
 	lastConcCut  time.Time // zero before the first
 	throttled    bool      // the rate was cut, sends paused or a latency cut stands: startup rounds are over
 	answered     bool      // the store answered an attempt (Success, Congested or Failed)

@@ -83,10 +83,10 @@ const (
 // cut, calls for, and changes nothing but what it returns. Each limit is
 // cut at most once per Window (a burst of throttles counts once), except
 // that the rate is cut once more when throttles keep coming after the cut
-// that ended startup or one by a throttle with a Retry-After (see
-// recutShare), or when the store refuses much of what is sent after any
-// cut (its capacity fell, see fellShare). It cuts the limit the throttle
-// points at:
+// that ended startup, one by a throttle with a Retry-After or a scaling in
+// startup (see recutShare), or when the store refuses much of what is sent
+// after any cut (its capacity fell, see fellShare). It cuts the limit the
+// throttle points at:
 //
 //   - A spike (see spikeRatio): p was sent with more attempts in flight
 //     than usual (with Sample.Concurrency, counting those sent after it
@@ -292,6 +292,11 @@ func (c *Controller) cutRateLocked(d cutDecision, retryAfter time.Duration, now 
 		return
 	case rateScale:
 		c.rate.v = c.rate.clamp(d.rateBase * (1 - (1-decreaseFactor)*d.share))
+		// A tenth is no cut for a rate that overshot the store by far:
+		// against a quota whose Retry-After pauses sends, a Window of
+		// sending between such cuts is a pause and several seconds of
+		// refusals each time (see recutShare).
+		c.recutOK = true
 	case rateEndStartup:
 		c.rate.cut(d.rateBase, d.share, 0)
 		c.throttled = true

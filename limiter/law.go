@@ -65,16 +65,19 @@ const (
 	// doubles.
 	grewRecent = 2
 	// recutShare: within a Window of the rate cut that ended startup (when
-	// the rate may have overshot the store's by up to twice), or of one by a
+	// the rate may have overshot the store's by up to twice), of one by a
 	// throttle with a Retry-After (a quota whose burst allowance hid a probe
-	// past it), the rate is cut once more when at least two attempts sent a
+	// past it), or of a tenth's scaling in startup (too few samples for a
+	// goodput: one early throttle is no estimate, but more that keep coming
+	// are), the rate is cut once more when at least two attempts sent a
 	// round trip (the recent latency) or more after the cut were throttled
 	// and they are at least this share of those attempts' samples: the cut
 	// was too small. The new cut is from the share of those attempts the
-	// store took (at least half). Attempts sent sooner meet a store still
+	// store took (at least half); in startup it is again a scaling, which
+	// may be followed by another. Attempts sent sooner meet a store still
 	// full of what everyone sent before the cut. All other cuts, the re-cut's
-	// successor included, are once per Window (unless the store's capacity
-	// fell, see fellShare): on a store shared by many
+	// successor after startup included, are once per Window (unless the
+	// store's capacity fell, see fellShare): on a store shared by many
 	// sidecars, a burst of throttles says little about one sidecar's own
 	// rate, and cutting whoever was unlucky twice would make the shares
 	// unfair.

@@ -62,15 +62,22 @@ func (s *queueStore) setCapacity(_ time.Time, c float64) {
 }
 
 // rateStore rejects above capacity req/s: a token bucket holding 50ms of
-// capacity (a strict quota; real ones often allow more burst).
+// capacity (a strict quota; real ones often allow more burst), or burstN
+// requests when set (nginx's limit_req burst=N nodelay).
 type rateStore struct {
 	mu       sync.Mutex
 	capacity float64
+	burstN   float64
 	tokens   float64
 	last     time.Time
 }
 
-func (s *rateStore) burst() float64 { return max(1, s.capacity*0.05) }
+func (s *rateStore) burst() float64 {
+	if s.burstN > 0 {
+		return s.burstN
+	}
+	return max(1, s.capacity*0.05)
+}
 
 func (s *rateStore) refill(now time.Time) {
 	if s.last.IsZero() {
@@ -432,6 +439,42 @@ func TestSimulationQuotaRetryAfterDoesNotIdle(t *testing.T) {
 	})
 	checkPhases(t, r, phases, []string{"start", "halved", "doubled"},
 		[]time.Duration{8 * time.Second, 5 * time.Second, 5 * time.Second})
+}
+
+func TestSimulationQuotaEarlyThrottle(t *testing.T) {
+	// A gateway quota of 40 requests/s with a burst of 10 (nginx's
+	// limit_req), answering Retry-After: 2 s, refuses the sidecar's second
+	// request: a rate of 200/s at start, too soon for a goodput. The rate
+	// is only scaled by a tenth for it, and the refusals that keep coming
+	// must cut it further at once: a Window between tenths is a pause of
+	// 2 s and half a second of refusals each time, and had left the
+	// goodput at 26/s with 120 refusals over 12 s.
+	for _, lat := range []time.Duration{time.Millisecond, 5 * time.Millisecond} {
+		t.Run(lat.String(), func(t *testing.T) {
+			const quota = 40
+			phases := []simPhase{{12 * time.Second, quota, quota}}
+			r := simulate(t, simConfig{
+				seed:        simSeed(),
+				store:       &rateStore{burstN: 10},
+				phases:      phases,
+				workers:     8,
+				latency:     lat,
+				rejectAt:    time.Millisecond,
+				retryAfter:  2 * time.Second,
+				initialRate: 200,
+			})
+			ok, rejected := 0, 0
+			for i := range r.ok {
+				ok += r.ok[i]
+				rejected += r.rejected[i]
+			}
+			got := float64(ok) / phases[0].dur.Seconds()
+			t.Logf("goodput %.1f/s against a quota of %d/s, %d refused", got, quota, rejected)
+			if got < 0.9*quota || rejected > 30 {
+				t.Errorf("goodput %.1f/s with %d refused, want at least 90%% of the quota of %d/s and at most 30 refused", got, rejected, quota)
+			}
+		})
+	}
 }
 
 func TestSimulationFairShare(t *testing.T) {
