@@ -64,6 +64,7 @@ func (c *Controller) acquireFlow(ctx context.Context, op string, f Flow, cost fl
 		return nil, ErrClosed
 	}
 	now := c.cfg.Now()
+	c.askedLocked(now)
 	c.coldCostLocked(cost, now)
 	if c.q.n == 0 {
 		if p, _, _ := c.tryGrantLocked(cost, pipelined, now); p != nil {
@@ -172,6 +173,7 @@ func (c *Controller) tryAcquireFlow(op string, f Flow, cost float64, pipelined b
 		return nil, ErrNoCapacity
 	}
 	now := c.cfg.Now()
+	c.askedLocked(now)
 	c.coldCostLocked(cost, now)
 	p, _, why := c.tryGrantLocked(cost, pipelined, now)
 	if p == nil {
@@ -327,6 +329,7 @@ func (p *Permit) Done(s Sample) {
 	}
 	c.observeLocked(p, s, now)
 	c.dispatchLocked(now)
+	c.releasedLocked(now)
 }
 
 // releaseSlotLocked gives back a slot at now. Requires that c.mu is held.

@@ -192,6 +192,9 @@ type Controller struct {
 	capsConc     bool      // a Congested sample said the store caps concurrency (Sample.Concurrency)
 	pausedFrom   time.Time // start of the latest pause
 	pausedUntil  time.Time
+	raFrom       time.Time // the latest Retry-After's span: from its first throttle...
+	raUntil      time.Time // ...until the latest of them runs out (see quietLocked)
+	quietFrom    time.Time // nothing in flight or queued since; zero when something is
 	lastThrottle time.Time
 	lastReason   string
 	probeAfter   time.Time // no rate growth past the last throttle point before (see quotaHold)

@@ -1910,6 +1910,49 @@ func TestGrowthFloorHoldsForOneCut(t *testing.T) {
 	}
 }
 
+func TestQuietRetryAfterNotMeasured(t *testing.T) {
+	// A quota answers 429 with Retry-After: 2 s, and the loader's writes
+	// all wait it out (a proxy honours it per write): for two seconds
+	// nothing is asked for. The next throttle cuts the rate from what the
+	// store took while it was asked, not from that over the wait, which
+	// had put it at a sixth of the quota (a real nginx quota of 40/s, cut
+	// to 12/s).
+	for _, ra := range []time.Duration{2 * time.Second, 0} {
+		c, clk := pastStartup(t)
+		before := c.Snapshot()
+		clk.advance(ms(5))
+		sample := congested("status_503")
+		if ra > 0 {
+			sample = congestedRA(ra)
+		}
+		take(t, c, 1)[0].Done(sample)
+		for range 20 { // nothing asked for, the loader waits
+			clk.advance(ms(100))
+			clk.tick(c)
+		}
+		// Sent at 100/s once more: 10 taken, then a throttle.
+		for range 10 {
+			clk.advance(ms(10))
+			take(t, c, 1)[0].Done(success(ms(1)))
+		}
+		clk.advance(ms(10))
+		first := c.Snapshot()
+		take(t, c, 1)[0].Done(sample)
+		s := c.Snapshot()
+		if s.Decreases != first.Decreases+1 {
+			t.Fatalf("Retry-After %v: a throttle after the wait: %+v, want a cut", ra, s)
+		}
+		if ra > 0 && s.LastMaxRate < 0.5*first.Rate {
+			t.Errorf("Retry-After %v: cut from %v to a throttle point of %v: want it from what the store took while asked (%v/s before the wait, 100/s after), not over the wait", ra, first.Rate, s.LastMaxRate, before.Rate)
+		}
+		if ra == 0 && s.LastMaxRate > 0.5*first.Rate {
+			// Without a Retry-After the loader chose to ask for little,
+			// and the store throttled that: the cut goes below it.
+			t.Errorf("no Retry-After: cut from %v to a throttle point of %v: want it from the goodput over the last Window, idle time included", first.Rate, s.LastMaxRate)
+		}
+	}
+}
+
 func TestLatencyFindingShared(t *testing.T) {
 	// Two limiters of one store. b sees latency rise tenfold and cuts its
 	// slots on it, a test of whether it is a queue of its own; a finds

@@ -327,6 +327,12 @@ func (c *Controller) observeCongestedLocked(p *Permit, s Sample, fresh, late boo
 		}
 	}
 	spike := false
+	if s.RetryAfter > 0 {
+		if now.After(c.raUntil) {
+			c.raFrom = now
+		}
+		c.raUntil = laterOf(c.raUntil, now.Add(min(s.RetryAfter, c.cfg.MaxRetryAfter)))
+	}
 	if fresh {
 		if s.RetryAfter > 0 {
 			c.raStreak++

@@ -19,11 +19,12 @@ type window struct {
 	// before the window's first Congested sample: our count includes the
 	// attempts the store is rejecting at the time, which would inflate it.
 	okPeak    int
-	area      float64   // in-flight count integrated over time, slot·seconds
-	areaAt    time.Time // when area was last brought up to date
-	blockRate bool      // callers waited on the rate limit
-	blockConc bool      // callers waited on the concurrency limit
-	grew      bool      // a startup round doubled the rate in this window
+	area      float64       // in-flight count integrated over time, slot·seconds
+	areaAt    time.Time     // when area was last brought up to date
+	blockRate bool          // callers waited on the rate limit
+	blockConc bool          // callers waited on the concurrency limit
+	grew      bool          // a startup round doubled the rate in this window
+	quiet     time.Duration // nothing asked for while a Retry-After ran (see quietLocked)
 }
 
 // winStat is what the history keeps of a completed window.
@@ -35,6 +36,7 @@ type winStat struct {
 	okPeak    int
 	blockRate bool
 	blockConc bool
+	quiet     time.Duration
 }
 
 // measure is what the store did over the recent past (see measureLocked).
@@ -52,10 +54,16 @@ type measure struct {
 // their EWMAs. Requires that c.mu is held.
 func (c *Controller) closeWindowLocked(elapsed time.Duration, now time.Time) window {
 	c.flightLocked(now)
+	if !c.quietFrom.IsZero() {
+		// Quiet on: the part so far is this window's.
+		c.win.quiet += c.quietLocked(c.quietFrom, now)
+		c.quietFrom = now
+	}
 	w := c.win
 	c.hist[c.histNext] = winStat{
 		elapsed: elapsed, accepted: w.accepted, samples: w.samples,
 		peak: w.peak, okPeak: w.okPeak, blockRate: w.blockRate, blockConc: w.blockConc,
+		quiet: w.quiet,
 	}
 	c.histNext = (c.histNext + 1) % historyWindows
 	c.win = window{start: now, areaAt: now}
@@ -131,14 +139,18 @@ func (c *Controller) okPeakLocked() int {
 
 // measureLocked sums the current window and as many recent ones as needed
 // to span at least span and minSamples samples. The goodput leaves out time
-// spent paused, and is not trusted over less than half a Window of sending.
-// Requires that c.mu is held.
+// spent paused or quiet (see quietLocked), and is not trusted over less
+// than half a Window of sending. Requires that c.mu is held.
 func (c *Controller) measureLocked(span time.Duration, now time.Time) measure {
 	minSpan := span
 	w := c.win
 	m := measure{peak: w.peak, blockRate: w.blockRate, blockConc: w.blockConc}
+	quiet := w.quiet
+	if !c.quietFrom.IsZero() {
+		quiet += c.quietLocked(c.quietFrom, now)
+	}
 	accepted, samples, span := w.accepted, w.samples, now.Sub(w.start)
-	for i := 1; i <= historyWindows && (span < minSpan || samples < minSamples); i++ {
+	for i := 1; i <= historyWindows && (span-quiet < minSpan || samples < minSamples); i++ {
 		h := c.hist[(c.histNext-i+historyWindows)%historyWindows]
 		if h.elapsed == 0 {
 			break
@@ -146,6 +158,7 @@ func (c *Controller) measureLocked(span time.Duration, now time.Time) measure {
 		accepted += h.accepted
 		samples += h.samples
 		span += h.elapsed
+		quiet += h.quiet
 		m.peak = max(m.peak, h.peak)
 		m.blockRate = m.blockRate || h.blockRate
 		m.blockConc = m.blockConc || h.blockConc
@@ -157,10 +170,48 @@ func (c *Controller) measureLocked(span time.Duration, now time.Time) measure {
 			span -= until.Sub(from)
 		}
 	}
+	span -= quiet // already without the pause
 	if samples >= minSamples && span >= c.cfg.Window/2 {
 		m.goodput, m.trusted = accepted/span.Seconds(), true
 	}
 	return m
+}
+
+// quietLocked returns how much of [from, until], a time in which nothing
+// was in flight or queued, ran while the store's latest Retry-After did,
+// leaving out time paused (measureLocked takes that out itself). Loaders
+// that all wait out a Retry-After, each its own (a proxy honours it per
+// write), leave the store asked for nothing: what it took over that time
+// says nothing of what it takes. Outside a Retry-After, a loader that asks
+// for little is what the store gets, and that counts (a rate cut then
+// goes below what the loader asks). Requires that c.mu is held.
+func (c *Controller) quietLocked(from, until time.Time) time.Duration {
+	from, until = laterOf(from, c.raFrom), earlierOf(until, c.raUntil)
+	if !until.After(from) {
+		return 0
+	}
+	d := until.Sub(from)
+	if pf, pu := laterOf(from, c.pausedFrom), earlierOf(until, c.pausedUntil); !c.pausedFrom.IsZero() && pu.After(pf) {
+		d -= pu.Sub(pf)
+	}
+	return d
+}
+
+// askedLocked notes that a caller asks for a permit at now: any quiet time
+// ends. Requires that c.mu is held.
+func (c *Controller) askedLocked(now time.Time) {
+	if !c.quietFrom.IsZero() {
+		c.win.quiet += c.quietLocked(c.quietFrom, now)
+		c.quietFrom = time.Time{}
+	}
+}
+
+// releasedLocked notes that a permit ended at now: with nothing in flight
+// or queued, quiet time begins. Requires that c.mu is held.
+func (c *Controller) releasedLocked(now time.Time) {
+	if c.inFlight == 0 && c.q.n == 0 && c.quietFrom.IsZero() {
+		c.quietFrom = now
+	}
 }
 
 // laterOf returns the later of a and b.
