@@ -1034,6 +1034,41 @@ func TestSpikeCutsConcurrencyOnly(t *testing.T) {
 	}
 }
 
+func TestQuotaKeepsTheSlots(t *testing.T) {
+	// Two slots, callers waiting on them, the rate far above what is
+	// sent. A store's refusal then cuts the slots (they were the
+	// bottleneck); a quota's, which comes with a Retry-After, cuts the
+	// rate only: one slot would carry 1 ÷ latency, below the quota when
+	// the store is slow.
+	for _, tc := range []struct {
+		sample   Sample
+		wantConc int
+	}{
+		{congested("status_503"), 1},
+		{congestedRA(2 * time.Second), 2},
+	} {
+		c, clk := newFake(t, 1000, func(cfg *Config) { cfg.InitialConcurrency = 2 })
+		for range 60 { // 600ms: two in flight at a time, a third waits
+			ps := take(t, c, 2)
+			if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+				t.Fatalf("third TryAcquire: %v, want ErrNoCapacity", err)
+			}
+			clk.advance(ms(10))
+			doneAll(ps, success(ms(10)))
+		}
+		before := c.Snapshot()
+		if before.Concurrency != 2 {
+			t.Fatalf("after a window blocked on two slots: %+v, want concurrency 2", before)
+		}
+		clk.advance(ms(1))
+		take(t, c, 1)[0].Done(tc.sample)
+		s := c.Snapshot()
+		if s.Rate >= before.Rate || s.Concurrency != tc.wantConc {
+			t.Errorf("throttle %+v at 1 in flight: rate %v, concurrency %d; want the rate cut from %v and concurrency %d", tc.sample, s.Rate, s.Concurrency, before.Rate, tc.wantConc)
+		}
+	}
+}
+
 func TestRecutWhenThrottlesContinue(t *testing.T) {
 	// A quota store whose burst hid its rate: after the first cut, most
 	// requests sent at the new rate are still refused. Within the window

@@ -111,7 +111,12 @@ const (
 //     before (concMode: then only concurrency, to that count), or when
 //     neither limit was (the loader alone drove the store into
 //     congestion): from the peak in flight, keeping the slots the new rate
-//     needs (Little's law).
+//     needs (Little's law). Only the second of these when the throttle
+//     came with a Retry-After: that is a quota's, which names a time to
+//     come back, and the rate's cut relieves it; cutting the slots as well
+//     would only cap what is sent at slots ÷ latency, below the quota
+//     whenever the store is slow (nginx's quota of 40/s with one slot left
+//     at 25 ms a write).
 //
 // "Sent with n in flight" is, for a Sample with Concurrency, the larger of
 // the count at p's grant and the count when it was refused.
@@ -156,7 +161,7 @@ func (c *Controller) decideCutLocked(p *Permit, s Sample, share float64, now tim
 	d.concScore = c.concScore + (evidence-c.concScore)*concEvidenceWeight
 	m := c.measureLocked(c.cutSpanLocked(now), now)
 	cutRate := rateDue && !concOnly
-	cutConc := concDue && (newInFlight || n >= p.limit || m.blockConc || !m.blockRate)
+	cutConc := concDue && (newInFlight || s.RetryAfter <= 0 && (n >= p.limit || m.blockConc || !m.blockRate))
 	switch {
 	case !cutRate && !cutConc:
 		return d
