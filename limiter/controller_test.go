@@ -1950,8 +1950,8 @@ func TestQuietRetryAfterNotMeasured(t *testing.T) {
 	// all wait it out (a proxy honours it per write): for two seconds
 	// nothing is asked for. The next throttle cuts the rate from what the
 	// store took while it was asked, not from that over the wait, which
-	// had put it at a sixth of the quota (a real nginx quota of 40/s, cut
-	// to 12/s).
+	// had put it at a tenth of the rate here, and a real nginx quota of
+	// 40/s at 15/s.
 	for _, ra := range []time.Duration{2 * time.Second, 0} {
 		c, clk := pastStartup(t)
 		before := c.Snapshot()

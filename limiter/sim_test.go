@@ -443,12 +443,12 @@ func TestSimulationQuotaRetryAfterDoesNotIdle(t *testing.T) {
 
 func TestSimulationQuotaEarlyThrottle(t *testing.T) {
 	// A gateway quota of 40 requests/s with a burst of 10 (nginx's
-	// limit_req), answering Retry-After: 2 s, refuses the sidecar's second
-	// request: a rate of 200/s at start, too soon for a goodput. The rate
-	// is only scaled by a tenth for it, and the refusals that keep coming
-	// must cut it further at once: a Window between tenths is a pause of
-	// 2 s and half a second of refusals each time, and had left the
-	// goodput at 26/s with 120 refusals over 12 s.
+	// limit_req), answering Retry-After: 2 s, refuses a sidecar that
+	// starts at 200/s within milliseconds, too soon for a goodput. The
+	// rate is only scaled by a tenth for it, and the refusals that keep
+	// coming must cut it further at once: a Window between tenths is a
+	// pause of 2 s and more refusals each time, and had left the goodput
+	// at 5.8/s over 12 s.
 	for _, lat := range []time.Duration{time.Millisecond, 5 * time.Millisecond} {
 		t.Run(lat.String(), func(t *testing.T) {
 			const quota = 40
