@@ -207,9 +207,13 @@ func (c *Controller) askedLocked(now time.Time) {
 }
 
 // releasedLocked notes that a permit ended at now: with nothing in flight
-// or queued, quiet time begins. Requires that c.mu is held.
+// or queued while a Retry-After runs, quiet time begins. (Only then: no
+// answer, and so no Retry-After, can come while nothing is in flight, so
+// a quiet time that begins outside one never overlaps one, and the
+// common idle moment of a light load costs one comparison.) Requires that
+// c.mu is held.
 func (c *Controller) releasedLocked(now time.Time) {
-	if c.inFlight == 0 && c.q.n == 0 && c.quietFrom.IsZero() {
+	if c.inFlight == 0 && c.q.n == 0 && c.quietFrom.IsZero() && now.Before(c.raUntil) {
 		c.quietFrom = now
 	}
 }
