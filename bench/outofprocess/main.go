@@ -52,6 +52,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-dev/sluice/sidecar"
 )
 
 func main() {
@@ -76,7 +78,7 @@ func main() {
 	minSamples := flag.Int("min-samples", 300, "latency phase: writes per block, at least (the block grows to fit them)")
 	adaptive := flag.Bool("adaptive", false, "let sluice's control law adapt its limits (default: held wide open)")
 	sizes := flag.String("sizes", "256,64KiB,4MiB", "body sizes, comma-separated")
-	retryBodyMax := flag.String("retry-body-max", "1MiB", "sluice's SLUICE_RETRY_BODY_MAX: larger bodies stream, smaller ones are buffered (32KiB makes 64 KiB bodies stream)")
+	retryBodyMax := flag.String("retry-body-max", "1MiB", "sluice's SLUICE_RETRY_BODY_MAX, in its syntax: larger bodies stream, smaller ones are buffered (32KiB makes 64 KiB bodies stream, 0 every body)")
 	flag.Parse()
 
 	var err error
@@ -115,8 +117,11 @@ func main() {
 			}
 			bodySizes = append(bodySizes, n)
 		}
-		if _, perr := parseSize(*retryBodyMax); perr != nil {
-			fmt.Fprintln(os.Stderr, "outofprocess: -retry-body-max:", perr)
+		// Parsed as sluice parses it, so that what the harness accepts
+		// sluice does too (0, "512Ki" and "1MB" included).
+		var rbm sidecar.ByteSize
+		if perr := rbm.UnmarshalText([]byte(*retryBodyMax)); perr != nil {
+			fmt.Fprintf(os.Stderr, "outofprocess: -retry-body-max %q: %v\n", *retryBodyMax, perr)
 			os.Exit(2)
 		}
 		err = harness(config{
