@@ -54,10 +54,34 @@ func main() {
 	sluiceBin := flag.String("sluice", "", "the sluice binary; empty: build it from this module")
 	flag.BoolVar(&verbose, "v", false, "also print each second: capacity, goodput, attempts, throttled")
 	flag.Parse()
+	if err := checkFlags(*mode, *capacity, *writers, *phase, *settle, *n); err != nil {
+		fmt.Fprintln(os.Stderr, "steps:", err)
+		os.Exit(2)
+	}
 	if err := run(*mode, *capacity, *writers, *phase, *settle, *n, *sluiceBin); err != nil {
 		fmt.Fprintln(os.Stderr, "steps:", err)
 		os.Exit(1)
 	}
+}
+
+// checkFlags refuses what run could not measure, naming the flag, before
+// anything is built or started.
+func checkFlags(mode string, capacity float64, writers int, phase, settle time.Duration, n int) error {
+	switch {
+	case mode != "steps" && mode != "independent":
+		return fmt.Errorf("-mode %q: want steps or independent", mode)
+	case !(capacity > 0) || math.IsInf(capacity, 0):
+		return fmt.Errorf("-capacity %v: want a positive number of requests/s", capacity)
+	case writers < 1:
+		return fmt.Errorf("-writers %d: want at least 1", writers)
+	case phase < time.Second:
+		return fmt.Errorf("-phase %v: want at least 1s (convergence is judged over 1 s windows)", phase)
+	case settle < 0 || settle >= 3*phase:
+		return fmt.Errorf("-settle %v: want at least 0 and less than the run (3 × -phase = %v)", settle, 3*phase)
+	case mode == "independent" && n < 2:
+		return fmt.Errorf("-n %d: want at least 2 sidecars (one of them joins late)", n)
+	}
+	return nil
 }
 
 const bucket = 100 * time.Millisecond
