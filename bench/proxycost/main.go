@@ -38,6 +38,24 @@ import (
 	"github.com/sluice-dev/sluice/sidecar"
 )
 
+// checkFlags refuses what the runs could not measure, naming the flag:
+// they index their rounds and divide by writers, uploads and bytes.
+func checkFlags(writers int, round time.Duration, rounds, uploads int, uploadSize int64) error {
+	switch {
+	case writers < 1:
+		return fmt.Errorf("-writers %d: want at least 1", writers)
+	case round <= 0:
+		return fmt.Errorf("-round %v: want a positive duration", round)
+	case rounds < 1:
+		return fmt.Errorf("-rounds %d: want at least 1", rounds)
+	case uploads < 1:
+		return fmt.Errorf("-uploads %d: want at least 1", uploads)
+	case uploadSize < 1:
+		return fmt.Errorf("-upload-size %d: want at least 1 byte", uploadSize)
+	}
+	return nil
+}
+
 func main() {
 	mode := flag.String("mode", "all", "all, latency, or memory-bare / memory-sluice (subprocess modes)")
 	writers := flag.Int("writers", 32, "concurrent loader connections")
@@ -46,6 +64,10 @@ func main() {
 	uploads := flag.Int("uploads", 256, "concurrent uploads in the memory test")
 	uploadSize := flag.Int64("upload-size", 4<<20, "bytes per upload in the memory test")
 	flag.Parse()
+	if err := checkFlags(*writers, *round, *rounds, *uploads, *uploadSize); err != nil {
+		fmt.Fprintln(os.Stderr, "proxycost:", err)
+		os.Exit(2)
+	}
 	switch *mode {
 	case "memory-bare", "memory-sluice":
 		peak, err := memoryRun(strings.TrimPrefix(*mode, "memory-"), *uploads, *uploadSize)
