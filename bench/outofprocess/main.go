@@ -97,6 +97,10 @@ func main() {
 			fmt.Fprintln(os.Stderr, "outofprocess: -pairs must be at least 2, -block positive, -min-samples at least 1")
 			os.Exit(2)
 		}
+		if *writers < 1 || *rounds < 1 || *round <= 0 || *warmup < 0 {
+			fmt.Fprintln(os.Stderr, "outofprocess: -writers and -rounds must be at least 1, -round positive, -warmup at least 0")
+			os.Exit(2)
+		}
 		if *quick {
 			// Shorter defaults; a flag given on the command line stays.
 			set := make(map[string]bool)

@@ -47,6 +47,10 @@ func TestBadFlagsExit2(t *testing.T) {
 		{[]string{"-retry-body-max", "-1MiB"}, "-retry-body-max"},
 		{[]string{"-sizes", "256,big"}, "-sizes"},
 		{[]string{"-pairs", "1"}, "-pairs"},
+		{[]string{"-writers", "0"}, "-writers"},
+		{[]string{"-rounds", "0"}, "-rounds"},
+		{[]string{"-round", "0s"}, "-round"},
+		{[]string{"-warmup", "-1s"}, "-warmup"},
 	} {
 		code, stderr := runMain(t, tc.args...)
 		if code != 2 || !strings.Contains(stderr, tc.flag) {
