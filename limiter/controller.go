@@ -225,6 +225,8 @@ type Controller struct {
 	latMean   time.Duration // fast EWMA of the windows' arithmetic-mean latency (Little's law)
 	latHigh   int           // consecutive windows with elevated latency
 	latLoad   bool          // latency is the store's response to load, not a queue of ours
+	latFloor  time.Duration // the lowest windows' geometric-mean latency (of minSamples or more): the store idle
+	cutLat    time.Duration // latRecent at the latest rate cut (see staleThrottlePointLocked)
 	test      concTest      // the latest latency cut, checked at the next Tick
 	growTest  concTest      // the latest growth of concurrency, checked at the next Tick
 	avgCost   float64       // EWMA of units per granted request

@@ -2029,3 +2029,49 @@ func TestLatencyFindingShared(t *testing.T) {
 		t.Fatalf("after a found the latency to be load: %+v, want b's cut undone (%d slots) and latency not elevated", s, before.Concurrency)
 	}
 }
+
+func TestStaleThrottlePoint(t *testing.T) {
+	// The throttle point is stale only at a store whose latency follows
+	// its load, loaded when it throttled, that now answers a load close
+	// to the old point almost at its idle latency.
+	win := func(lat time.Duration, n int64, accepted float64) window {
+		l := math.Log(lat.Seconds())
+		return window{accepted: accepted, logSum: float64(n) * l, latN: n, lateLogSum: float64(n/2) * l, lateN: n / 2}
+	}
+	for _, tc := range []struct {
+		name   string
+		load   bool
+		cutLat time.Duration
+		w      window
+		want   bool
+	}{
+		{"capacity grew", true, ms(50), win(ms(8), 100, 100), true},
+		{"latency of a queue of ours, maybe", false, ms(50), win(ms(8), 100, 100), false},
+		{"throttled at its idle latency (a quota)", true, ms(12), win(ms(8), 100, 100), false},
+		{"still loaded", true, ms(50), win(ms(25), 100, 100), false},
+		{"far below the old point", true, ms(50), win(ms(8), 100, 60), false},
+		{"too few answers", true, ms(50), win(ms(8), minSamples-1, 100), false},
+	} {
+		c, _ := newFake(t, 1e5, nil)
+		c.mu.Lock()
+		c.latLoad, c.latFloor, c.cutLat = tc.load, ms(5), tc.cutLat
+		c.rate.cutTo(100, 90)
+		got := c.staleThrottlePointLocked(tc.w, time.Second)
+		c.mu.Unlock()
+		if got != tc.want {
+			t.Errorf("%s: stale = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// The second half of a window decides when it has enough answers: the
+	// store's capacity grew within the window.
+	c, _ := newFake(t, 1e5, nil)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.latLoad, c.latFloor, c.cutLat = true, ms(5), ms(50)
+	c.rate.cutTo(100, 90)
+	w := win(ms(50), 100, 100)
+	w.lateLogSum, w.lateN = 40*math.Log(ms(8).Seconds()), 40
+	if !c.staleThrottlePointLocked(w, time.Second) {
+		t.Errorf("slow first half, fast second half: not stale, want stale")
+	}
+}

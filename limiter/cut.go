@@ -329,6 +329,7 @@ func (c *Controller) cutRateLocked(d cutDecision, retryAfter time.Duration, now 
 		c.recutOK = d.recutOK
 	}
 	c.lastRateCut = now
+	c.cutLat = c.latRecent
 	// Clamped before the product, which a huge Retry-After overflows.
 	c.probeAfter = now.Add(quotaHold * min(retryAfter, c.cfg.MaxRetryAfter/quotaHold))
 	c.newRoundLocked(now)

@@ -40,7 +40,12 @@ func (c *Controller) growRateLocked(w window, elapsed time.Duration, now time.Ti
 	}
 	from := c.rate.v
 	reason := c.growthReason(&c.rate)
-	c.rate.grow(elapsed)
+	if c.staleThrottlePointLocked(w, elapsed) && !now.Before(c.probeAfter) {
+		c.rate.leap()
+		reason = reasonHeadroom
+	} else {
+		c.rate.grow(elapsed)
+	}
 	if now.Before(c.probeAfter) {
 		c.rate.v = max(from, min(c.rate.v, c.rate.lastMax)) // see quotaHold
 	}

@@ -47,8 +47,11 @@ func (c *Controller) updateLatencyLocked(w window) time.Duration {
 	if w.latN == 0 {
 		return 0
 	}
-	geo := durationFromNanos(math.Round(math.Exp(w.logSum/float64(w.latN)) * float64(time.Second)))
+	geo := w.geoLatency()
 	mean := w.latSum / time.Duration(w.latN)
+	if w.latN >= minSamples && (c.latFloor == 0 || geo < c.latFloor) {
+		c.latFloor = geo
+	}
 	if c.latRecent == 0 {
 		c.latRecent, c.latMean = geo, mean
 	} else {
@@ -67,6 +70,44 @@ func (c *Controller) updateLatencyLocked(w window) time.Duration {
 		c.latBase += (geo - c.latBase) / 2
 	}
 	return geo
+}
+
+// geoLatency is the geometric mean of w's latency samples; 0 without one.
+func (w *window) geoLatency() time.Duration { return geoMean(w.logSum, w.latN) }
+
+// geoMean is the geometric mean of n latencies whose logarithms (of
+// seconds) sum to logSum; 0 when n is.
+func geoMean(logSum float64, n int64) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	return durationFromNanos(math.Round(math.Exp(logSum/float64(n)) * float64(time.Second)))
+}
+
+// staleThrottlePointLocked reports whether w, a clean window, shows the
+// rate's last throttle point to be stale: the store's latency follows its
+// load (latLoad), it was loaded when it throttled (cutLat at least
+// loadedLatency times the lowest latency seen), and now, taking close to
+// what it took then, it answers almost as fast as when idle (judged by
+// the window's second half when it has minSamples answers, so that a
+// change within the window shows in it). At a store
+// whose latency grows with utilisation (a queue of requests), that is a
+// store with several times the capacity it had: it grew, or others that
+// shared it left. The curve would spend a recoverTime creeping up to the
+// old point and as long again past it, at a fraction of what the store
+// would take. Requires that c.mu is held.
+func (c *Controller) staleThrottlePointLocked(w window, elapsed time.Duration) bool {
+	if !c.latLoad || c.rate.startup() || c.latFloor <= 0 || w.latN < minSamples {
+		return false
+	}
+	now := w.geoLatency()
+	if w.lateN >= minSamples {
+		now = geoMean(w.lateLogSum, w.lateN)
+	}
+	floor := float64(c.latFloor)
+	return float64(c.cutLat) >= loadedLatency*floor &&
+		float64(now) <= idleLatency*floor &&
+		w.accepted/elapsed.Seconds() >= staleShare*c.rate.lastMax
 }
 
 // latencyElevatedLocked reports whether the recent latency is clearly above

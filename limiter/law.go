@@ -136,6 +136,23 @@ const (
 	// limit bound is a test: in one where the loader sent less, or the rate
 	// held it, goodput says nothing about the slots, and the cut stands.
 	latencyKeep = 0.5
+	// loadedLatency, idleLatency and staleShare: the rate's last throttle
+	// point is stale (see staleThrottlePointLocked) when the store
+	// throttled at a latency of at least loadedLatency times the lowest
+	// seen, and a window that carried staleShare of that point's rate or
+	// more came back at no more than idleLatency times it. A queue's
+	// latency grows as 1/(1−utilisation): ×2 is a store at most half busy,
+	// and one that took at least staleShare of the old point's rate has
+	// then gained at least half as much capacity again (a sidecar's own
+	// scheduling on a busy machine adds to the latency too, so the bar
+	// is not lower). The rate doubles
+	// then, as in startup, instead of creeping back to the old point. The
+	// bar for "loaded" keeps stores whose latency hardly moves with load
+	// (a quota, a cap on inserts) out of it: there the latency says
+	// nothing of capacity.
+	loadedLatency = 3.0
+	idleLatency   = 2.0
+	staleShare    = 0.75
 	// growthGain: while latency may be a queue of ours, a growth of the
 	// concurrency limit by ratio r that the limit binds after is kept only
 	// if the next window's goodput is at least 1 + growthGain·(r−1) times
@@ -285,9 +302,14 @@ func (c *Controller) observeSuccessLocked(p *Permit, s Sample, late bool, now ti
 		c.win.okPeak = max(c.win.okPeak, p.inFlight)
 	}
 	if s.Latency > 0 {
+		l := math.Log(s.Latency.Seconds())
 		c.win.latSum += s.Latency
-		c.win.logSum += math.Log(s.Latency.Seconds())
+		c.win.logSum += l
 		c.win.latN++
+		if !now.Before(c.win.start.Add(c.cfg.Window / 2)) {
+			c.win.lateLogSum += l
+			c.win.lateN++
+		}
 	}
 	c.lastGood = true
 	c.raStreak = 0

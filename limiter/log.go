@@ -34,10 +34,11 @@ const (
 	reasonLatencyUndo
 	reasonUnused
 	reasonNoGain
+	reasonHeadroom
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"startup_growth", "probe_growth", "congestion", "latency", "littles_law", "retry_after_pause", "latency_is_load", "unused", "no_gain"}
+var reasonNames = [numReasons]string{"startup_growth", "probe_growth", "congestion", "latency", "littles_law", "retry_after_pause", "latency_is_load", "unused", "no_gain", "store_headroom"}
 
 // logState throttles the log lines of one (limit, reason).
 type logState struct {

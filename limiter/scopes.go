@@ -158,14 +158,14 @@ func (s *Scopes) throttle(scope string, rate float64, conc int, lat latencySeed,
 // latencySeed is what a limiter has learned of its store's latency (see
 // updateLatencyLocked and adoptLatencyLocked); the zero value is nothing.
 type latencySeed struct {
-	base, recent, mean time.Duration
-	load               bool
+	base, recent, mean, floor time.Duration
+	load                      bool
 }
 
 // latencySeedLocked returns what c has learned of its store's latency.
 // Requires that c.mu is held.
 func (c *Controller) latencySeedLocked() latencySeed {
-	return latencySeed{base: c.latBase, recent: c.latRecent, mean: c.latMean, load: c.latLoad}
+	return latencySeed{base: c.latBase, recent: c.latRecent, mean: c.latMean, floor: c.latFloor, load: c.latLoad}
 }
 
 // seedThrottle applies smp to a new limiter as the cut that ended its
@@ -176,7 +176,7 @@ func (c *Controller) seedThrottle(smp Sample, lat latencySeed) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.cfg.Now()
-	c.latBase, c.latRecent, c.latMean, c.latLoad = lat.base, lat.recent, lat.mean, lat.load
+	c.latBase, c.latRecent, c.latMean, c.latFloor, c.latLoad = lat.base, lat.recent, lat.mean, lat.floor, lat.load
 	// The throttle was the store's answer: the scope's limiter does not
 	// start cold (at most coldMax in flight, a burst of as many), which
 	// would hold a scope that had the store's slots to two writes until

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -673,4 +674,82 @@ func TestSimulationColdStoreStartup(t *testing.T) {
 		t.Errorf("first second: %d writes with the hint, %d without: want a fifth more, and 80%% of the store's %.0f/s",
 			firstSecond[1], firstSecond[0], phases[0].goodput)
 	}
+}
+
+// loadStore is a token bucket (rateStore) whose latency grows with its
+// load as a queue's does, base/(1−ρ) up to ten times base, where ρ is what
+// it accepted over the last second against its capacity: the latency
+// model of the side-by-side benchmark's store (internal/storesim).
+type loadStore struct {
+	rateStore
+	base     time.Duration
+	accepted []time.Time // within the last second
+}
+
+func (s *loadStore) attempt(now time.Time) (bool, time.Duration) {
+	if !s.rateStore.admit(now) {
+		return false, time.Millisecond
+	}
+	s.rateStore.mu.Lock()
+	defer s.rateStore.mu.Unlock()
+	i := 0
+	for i < len(s.accepted) && now.Sub(s.accepted[i]) >= time.Second {
+		i++
+	}
+	s.accepted = append(s.accepted[i:], now)
+	rho := min(0.9, float64(len(s.accepted))/s.capacity)
+	return true, durationFromNanos(float64(s.base) / (1 - rho))
+}
+
+func TestSimulationQuadruplingAtALoadedStore(t *testing.T) {
+	// At a store whose latency grows with its load, a capacity that
+	// quadruples shows at once: the rate that saturated it is now a
+	// quarter of its capacity, answered almost at its idle latency. The
+	// throttle point is stale; climbing back to it along the curve before
+	// probing past it left three quarters of the store unused for up to
+	// 2 s. The rate doubles instead, as in startup. Over sixteen seeds
+	// (the step lands anywhere on the curve), the time until a second's
+	// goodput first reaches 80% of the new capacity: 1.6 s at the median
+	// and 2.2 s at most, against 1.8 s and 3.2 s before (a second's
+	// window cannot reach it in less than a second).
+	const c = 200
+	phases := []simPhase{{12 * time.Second, c, c}, {6 * time.Second, 4 * c, 4 * c}}
+	var reach []time.Duration
+	for seed := range uint64(16) {
+		r := simulate(t, simConfig{
+			seed:     simSeed() + seed,
+			store:    &loadStore{base: 5 * time.Millisecond},
+			phases:   phases,
+			workers:  64,
+			rejectAt: time.Millisecond,
+		})
+		reach = append(reach, r.reach(phases, 1, 0.8))
+	}
+	slices.Sort(reach)
+	t.Logf("80%% of the new capacity after %v", reach)
+	if q3, most := reach[len(reach)*3/4], reach[len(reach)-1]; q3 > 1800*time.Millisecond || most > 2500*time.Millisecond {
+		t.Errorf("80%% of the new capacity after %v: want three quarters within 1.8 s and all within 2.5 s", reach)
+	}
+}
+
+// reach returns the time from the start of phase i until the goodput over
+// a second first reaches share of the phase's capacity, or the phase's
+// length if it never does.
+func (r simResult) reach(phases []simPhase, i int, share float64) time.Duration {
+	from := 0
+	for _, p := range phases[:i] {
+		from += int(p.dur / simBin)
+	}
+	to := from + int(phases[i].dur/simBin)
+	win := int(time.Second / simBin)
+	for s := from; s+win <= to; s++ {
+		ok := 0
+		for j := s; j < s+win; j++ {
+			ok += r.ok[j]
+		}
+		if float64(ok) >= share*phases[i].goodput {
+			return time.Duration(s+win-from) * simBin
+		}
+	}
+	return phases[i].dur
 }

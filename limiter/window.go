@@ -14,7 +14,12 @@ type window struct {
 	latSum    time.Duration
 	logSum    float64 // sum of ln(latency in seconds), for the geometric mean
 	latN      int64
-	peak      int // highest in-flight count
+	// lateLogSum and lateN are logSum and latN of the samples that came
+	// back in the second half of the Window: the store as it is now, when
+	// it changed within the window (see staleThrottlePointLocked).
+	lateLogSum float64
+	lateN      int64
+	peak       int // highest in-flight count
 	// okPeak is the highest in-flight count at grant of an attempt accepted
 	// before the window's first Congested sample: our count includes the
 	// attempts the store is rejecting at the time, which would inflate it.
