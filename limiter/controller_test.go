@@ -1876,6 +1876,42 @@ func TestCutAgainWhenCapacityFell(t *testing.T) {
 		t.Errorf("refusals only after the cut from %v: %+v, want a re-cut to half of it at most", first.Rate, s)
 	}
 
+	// What the store took over a short span after a cut is bounded by
+	// our slots too (and by a latency a burst drove up): here 25/s, an
+	// eighth of the rate, then four refusals. A re-cut halves the rate at
+	// most; the next, a round trip after it, goes further.
+	c, clk = pastStartup(t)
+	clk.advance(ms(5))
+	take(t, c, 1)[0].Done(congested("s3_slowdown"))
+	first = c.Snapshot()
+	cuts := []Snapshot{first}
+	for i := 0; i < 200 && len(cuts) < 3; i++ {
+		ok := i < 10 || i%3 == 0
+		gap := time.Duration(float64(time.Second)/c.Snapshot().Rate) + ms(1) // as fast as the rate lets it
+		if ok {
+			gap = max(gap, ms(40))
+		}
+		clk.advance(gap)
+		p := take(t, c, 1)[0]
+		if ok {
+			p.Done(success(ms(1)))
+		} else {
+			p.Done(congested("s3_slowdown"))
+		}
+		if s = c.Snapshot(); s.Decreases > cuts[len(cuts)-1].Decreases {
+			cuts = append(cuts, s)
+		}
+	}
+	if len(cuts) < 3 {
+		t.Fatalf("25/s taken after the cut from %v, then refusals: %d more cuts, want 2", first.Rate, len(cuts)-1)
+	}
+	if got := cuts[1].LastMaxRate; got < first.Rate/2*0.99 || got > first.Rate/2*1.01 {
+		t.Errorf("25/s taken after the cut from %v, then refusals: re-cut to a throttle point of %v, want half the rate", first.Rate, got)
+	}
+	if cuts[2].Rate >= cuts[1].Rate {
+		t.Errorf("the refusals go on after the re-cut to %v: next cut to %v, want lower", cuts[1].Rate, cuts[2].Rate)
+	}
+
 	// On a shared store, a few throttles among many accepted after a cut
 	// are whoever was unlucky, not a fall: no second cut.
 	c, clk = pastStartup(t)

@@ -176,10 +176,17 @@ func (c *Controller) decideCutLocked(p *Permit, s Sample, share float64, now tim
 			// minSamples answers that the store took: one sidecar of many
 			// whose few writes since the cut all met the store's bucket
 			// dry has measured its luck, not the store; the re-cut then
-			// goes from the share it took, halving the rate at most.
+			// goes from the share it took. Either way it halves the rate
+			// at most, as a re-cut from the share does: what the store
+			// took over a short span after a cut is bounded by our own
+			// slots as well (right after startup, a few slots at a
+			// latency the burst drove up measured a quarter of the
+			// store's capacity, on real sockets, and the curve took 2 s
+			// to climb back). A capacity that fell further is cut again,
+			// the next round trip.
 			d.fell = true
 			if c.cutOK >= minSamples {
-				d.rateBase = min(c.rate.v, c.cutTook/span)
+				d.rateBase = min(c.rate.v, max(c.cutTook/span, c.rate.v/2))
 			}
 		}
 	case m.trusted:

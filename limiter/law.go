@@ -89,7 +89,8 @@ const (
 	// below the cut (a halving refuses half of what is sent), and waiting
 	// out the Window would let it refuse that much for half a second more.
 	// The new throttle point is what the store took in the answers since
-	// the cut, which is its capacity while it refuses that much, and the
+	// the cut, which is its capacity while it refuses that much, but at
+	// least half the rate (our slots bound what it took too), and the
 	// rate goes to (1+decreaseFactor)/2 of it: the cut before has let the
 	// store drain. The bar is far above a shared store's steady state (a
 	// few throttles in a hundred, whoever was unlucky), so it does not cut
