@@ -90,12 +90,12 @@ func geoMean(logSum float64, n int64) time.Duration {
 // loadedLatency times the lowest latency seen), and now, taking close to
 // what it took then, it answers almost as fast as when idle (judged by
 // the window's second half when it has minSamples answers, so that a
-// change within the window shows in it). At a store
-// whose latency grows with utilisation (a queue of requests), that is a
-// store with several times the capacity it had: it grew, or others that
-// shared it left. The curve would spend a recoverTime creeping up to the
-// old point and as long again past it, at a fraction of what the store
-// would take. Requires that c.mu is held.
+// change within the window shows in it). At a store whose latency grows
+// with utilisation (a queue of requests), that is a store with much more
+// capacity than it had: it grew, or others that shared it left. The
+// curve would spend a recoverTime creeping up to the old point and as
+// long again past it, at a fraction of what the store would take.
+// Requires that c.mu is held.
 func (c *Controller) staleThrottlePointLocked(w window, elapsed time.Duration) bool {
 	if !c.latLoad || c.rate.startup() || c.latFloor <= 0 || w.latN < minSamples {
 		return false

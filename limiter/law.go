@@ -145,12 +145,11 @@ const (
 	// latency grows as 1/(1−utilisation): ×2 is a store at most half busy,
 	// and one that took at least staleShare of the old point's rate has
 	// then gained at least half as much capacity again (a sidecar's own
-	// scheduling on a busy machine adds to the latency too, so the bar
-	// is not lower). The rate doubles
-	// then, as in startup, instead of creeping back to the old point. The
-	// bar for "loaded" keeps stores whose latency hardly moves with load
-	// (a quota, a cap on inserts) out of it: there the latency says
-	// nothing of capacity.
+	// scheduling on a busy machine adds to the latency too, so the bar is
+	// not lower). The rate doubles then, as in startup, instead of
+	// creeping back to the old point. The bar for "loaded" keeps stores
+	// whose latency hardly moves with load (a quota, a cap on inserts)
+	// out of it: there the latency says nothing of capacity.
 	loadedLatency = 3.0
 	idleLatency   = 2.0
 	staleShare    = 0.75
