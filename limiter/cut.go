@@ -177,16 +177,13 @@ func (c *Controller) decideCutLocked(p *Permit, s Sample, share float64, now tim
 			// whose few writes since the cut all met the store's bucket
 			// dry has measured its luck, not the store; the re-cut then
 			// goes from the share it took. Either way it halves the rate
-			// at most, as a re-cut from the share does: what the store
-			// took over a short span after a cut is bounded by our own
-			// slots as well (right after startup, a few slots at a
-			// latency the burst drove up measured a quarter of the
-			// store's capacity, on real sockets, and the curve took 2 s
-			// to climb back). A capacity that fell further is cut again,
-			// the next round trip.
+			// at most (recutBaseLocked): right after startup on real
+			// sockets, a few slots at a latency the burst drove up
+			// measured a quarter of the store's capacity, and the curve
+			// took 2 s to climb back.
 			d.fell = true
 			if c.cutOK >= minSamples {
-				d.rateBase = min(c.rate.v, max(c.cutTook/span, c.rate.v/2))
+				d.rateBase = c.recutBaseLocked(c.cutTook / span)
 			}
 		}
 	case m.trusted:
@@ -232,6 +229,17 @@ func (c *Controller) rateGrewLatelyLocked(now time.Time) bool {
 	return now.Before(c.grewAt.Add(grewRecent * c.cfg.Window))
 }
 
+// recutBaseLocked is the throttle point of a re-cut within the Window of
+// the last cut (see recutShare and fellShare) from what the store was
+// measured to take since that cut: never above the rate, and never below
+// half of it, whichever way it was measured. Answers over that short span
+// are few, and what they took is bounded by our own slots as much as by
+// the store; a capacity that fell further is cut again a round trip
+// later. Requires that c.mu is held.
+func (c *Controller) recutBaseLocked(took float64) float64 {
+	return min(c.rate.v, max(took, c.rate.v/2))
+}
+
 // decideRateCutLocked fills in d's cut of the rate, from the goodput m or,
 // on a recut, from what the store took of the attempts sent since the last
 // cut. Requires that c.mu is held.
@@ -241,7 +249,7 @@ func (c *Controller) decideRateCutLocked(d *cutDecision, m measure, recut bool, 
 	case recut:
 		// From the share of what was sent at this rate that the store
 		// took: the goodput over the last Window still holds the ramp.
-		base *= max(0.5, float64(c.freshOK)/float64(c.freshOK+c.freshBad))
+		base = c.recutBaseLocked(base * float64(c.freshOK) / float64(c.freshOK+c.freshBad))
 	case m.trusted:
 		base = min(base, m.goodput)
 		if c.rateGrewLatelyLocked(now) && c.lastRateCut.Before(c.grewAt) {

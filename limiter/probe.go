@@ -83,15 +83,15 @@ func (p *probe) cutTo(base, v float64) {
 }
 
 // leap doubles the limit (at most to max) and leaves the curve's time
-// where it is: a throttle point found stale is passed as in slow start, and
-// from growthCap·lastMax on the curve doubles per window anyway.
+// where it is: slow start's step, and how a throttle point found stale is
+// passed (from growthCap·lastMax on, the curve doubles per window anyway).
 func (p *probe) leap() { p.v = p.clamp(p.v * growthCap) }
 
 // grow advances the curve by one growth window of length dt and raises the
 // limit to it, at most ×growthCap. It never lowers the limit.
 func (p *probe) grow(dt time.Duration) {
 	if p.startup() {
-		p.v = p.clamp(p.v * growthCap)
+		p.leap()
 		return
 	}
 	p.t += dt
