@@ -112,17 +112,17 @@ func main() {
 				}
 			}
 		}
+		// Sizes are parsed as sluice parses SLUICE_RETRY_BODY_MAX, so that
+		// the harness and sluice read "512Ki" or "1MB" alike.
 		var bodySizes []int
 		for s := range strings.SplitSeq(*sizes, ",") {
-			n, perr := parseSize(strings.TrimSpace(s))
-			if perr != nil {
-				fmt.Fprintln(os.Stderr, "outofprocess: -sizes:", perr)
+			var n sidecar.ByteSize
+			if perr := n.UnmarshalText([]byte(s)); perr != nil || n < 1 || n > maxBodySize {
+				fmt.Fprintf(os.Stderr, "outofprocess: -sizes %q: want sizes from 1 byte to %s, e.g. 256,64KiB,4MiB\n", s, sizeName(maxBodySize))
 				os.Exit(2)
 			}
-			bodySizes = append(bodySizes, n)
+			bodySizes = append(bodySizes, int(n))
 		}
-		// Parsed as sluice parses it, so that what the harness accepts
-		// sluice does too (0, "512Ki" and "1MB" included).
 		var rbm sidecar.ByteSize
 		if perr := rbm.UnmarshalText([]byte(*retryBodyMax)); perr != nil {
 			fmt.Fprintf(os.Stderr, "outofprocess: -retry-body-max %q: %v\n", *retryBodyMax, perr)
@@ -142,23 +142,11 @@ func main() {
 	}
 }
 
-// parseSize reads 256, 64KiB or 4MiB.
-func parseSize(s string) (int, error) {
-	mult := 1
-	switch {
-	case strings.HasSuffix(s, "KiB"):
-		mult, s = 1<<10, strings.TrimSuffix(s, "KiB")
-	case strings.HasSuffix(s, "MiB"):
-		mult, s = 1<<20, strings.TrimSuffix(s, "MiB")
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("size %q: want a positive byte count, NKiB or NMiB", s)
-	}
-	return n * mult, nil
-}
+// maxBodySize bounds -sizes: each load generator holds its body in
+// memory, and 32 writers send it at once.
+const maxBodySize = 256 << 20
 
-// sizeName is parseSize's inverse, for the table.
+// sizeName names a body size for the table: 256 B, 64 KiB, 4 MiB.
 func sizeName(n int) string {
 	switch {
 	case n >= 1<<20 && n%(1<<20) == 0:

@@ -37,6 +37,14 @@ func runMain(t *testing.T, args ...string) (int, string) {
 	return 0, ""
 }
 
+func TestSizeName(t *testing.T) {
+	for n, want := range map[int]string{256: "256 B", 64 << 10: "64 KiB", 4 << 20: "4 MiB", 1500: "1500 B"} {
+		if got := sizeName(n); got != want {
+			t.Errorf("sizeName(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
 func TestBadFlagsExit2(t *testing.T) {
 	// Each is refused before anything is built or started.
 	for _, tc := range []struct {
@@ -46,6 +54,8 @@ func TestBadFlagsExit2(t *testing.T) {
 		{[]string{"-retry-body-max", "lots"}, "-retry-body-max"},
 		{[]string{"-retry-body-max", "-1MiB"}, "-retry-body-max"},
 		{[]string{"-sizes", "256,big"}, "-sizes"},
+		{[]string{"-sizes", "0"}, "-sizes"},
+		{[]string{"-sizes", "64KiB,1GiB"}, "-sizes"},
 		{[]string{"-pairs", "1"}, "-pairs"},
 		{[]string{"-writers", "0"}, "-writers"},
 		{[]string{"-rounds", "0"}, "-rounds"},
