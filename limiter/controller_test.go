@@ -2111,3 +2111,35 @@ func TestStaleThrottlePoint(t *testing.T) {
 		t.Errorf("slow first half, fast second half: not stale, want stale")
 	}
 }
+
+func TestCutFromGoodputOurSlotsBounded(t *testing.T) {
+	// Past startup at 720/s with 4 slots, at 40ms a write: the slots
+	// carry 100/s and the rate holds nothing back. Where latency is known
+	// to be the store's response to load, the slots are no limit of the
+	// store's and 100/s is only what they carried: a throttle halves the
+	// rate at most. Where it may be a queue of ours, the slots may be the
+	// store's limit too, and the cut goes from what they carried.
+	for _, load := range []bool{true, false} {
+		c, clk := newFake(t, 720, func(cfg *Config) { cfg.InitialConcurrency = 4; cfg.MaxConcurrency = 4 })
+		c.mu.Lock()
+		c.latBase, c.latRecent, c.latMean, c.latFloor, c.latLoad = ms(40), ms(40), ms(40), ms(40), load
+		c.rate.cutTo(800, 720)
+		c.mu.Unlock()
+		for range 3 {
+			littleWindow(t, c, clk, func(int) time.Duration { return ms(40) })
+		}
+		before := c.Snapshot()
+		clk.advance(ms(5))
+		take(t, c, 1)[0].Done(congested("s3_slowdown"))
+		s := c.Snapshot()
+		if s.Decreases != before.Decreases+1 {
+			t.Fatalf("load %v: a throttle after slot-bound windows: %+v, want a cut", load, s)
+		}
+		if load && (s.LastMaxRate < 359 || s.LastMaxRate > 361) {
+			t.Errorf("latency is load: cut from 720/s to a throttle point of %v, want half the rate (360)", s.LastMaxRate)
+		}
+		if !load && (s.LastMaxRate < 90 || s.LastMaxRate > 110) {
+			t.Errorf("latency may be ours: cut from 720/s to a throttle point of %v, want what the slots carried (100)", s.LastMaxRate)
+		}
+	}
+}

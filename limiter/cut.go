@@ -99,9 +99,11 @@ const (
 //   - Otherwise the rate is cut, from the goodput (or, on a re-cut, from
 //     the share of the attempts sent since the last cut that the store
 //     took), but not below what the store took before the rate's last
-//     growth (grewRecent). The rate is cut even when concurrency was
-//     pacing, because at small counts concurrency is a coarse pacer (4, 5,
-//     6 slots at 10ms are 400, 500, 600 req/s) and the rate a fine one.
+//     growth (grewRecent), nor below half the rate when our slots, not
+//     the rate, held the goodput at a store whose latency follows its
+//     load. The rate is cut even when concurrency was pacing, because at
+//     small counts concurrency is a coarse pacer (4, 5, 6 slots at 10ms
+//     are 400, 500, 600 req/s) and the rate a fine one.
 //     With too few samples to trust a goodput, the limit is scaled
 //     instead, and startup goes on: one early throttle is no estimate of
 //     the store's rate.
@@ -252,6 +254,20 @@ func (c *Controller) decideRateCutLocked(d *cutDecision, m measure, recut bool, 
 		base = c.recutBaseLocked(base * float64(c.freshOK) / float64(c.freshOK+c.freshBad))
 	case m.trusted:
 		base = min(base, m.goodput)
+		if c.latLoad && m.blockConc && !m.blockRate {
+			// Our slots, not the rate, held the goodput, and they are
+			// no limit of the store's (its latency grows with its
+			// load): what they carried is a floor of what it takes,
+			// not its capacity. On real sockets a scope's limiter,
+			// made at the first throttle after startup with the few
+			// slots the store's limiter had then, measured half the
+			// store's capacity on them, and the curve took 2 s to
+			// climb back from a cut to that. The rate is halved at
+			// most, as on a re-cut; a store that takes less refuses
+			// much of it and is cut again a round trip later
+			// (fellShare).
+			base = c.recutBaseLocked(m.goodput)
+		}
 		if c.rateGrewLatelyLocked(now) && c.lastRateCut.Before(c.grewAt) {
 			// The rate grew only after the store had taken the one
 			// before in full: it takes at least that, whatever a
