@@ -2143,3 +2143,42 @@ func TestCutFromGoodputOurSlotsBounded(t *testing.T) {
 		}
 	}
 }
+
+func TestSlotCutKeepsWhatTheCutRateNeeds(t *testing.T) {
+	// Past startup at 400/s, 100ms a write, with the slots the bottleneck:
+	// they grow, and a throttle comes at an in-flight count the store has
+	// not taken before. Where latency may be a queue of ours, the store
+	// may cap concurrency: the slots go straight back to the count it
+	// took. Where latency is known to be the store's response to load,
+	// the rate's cut relieves it, and the slots keep what the new rate
+	// needs (Little's law): cut to the few the store was seen to take,
+	// they would bind the goodput that the next cut goes from.
+	for _, load := range []bool{true, false} {
+		c, clk := newFake(t, 400, func(cfg *Config) { cfg.InitialConcurrency = 5; cfg.MaxConcurrency = 64 })
+		c.mu.Lock()
+		c.latBase, c.latRecent, c.latMean, c.latFloor, c.latLoad = ms(100), ms(100), ms(100), ms(100), load
+		c.rate.cutTo(400, 400)
+		c.mu.Unlock()
+		lat := func(int) time.Duration { return ms(100) }
+		littleWindow(t, c, clk, lat)
+		before := c.Snapshot()
+		if before.Concurrency <= 5 {
+			t.Fatalf("load %v: slots the bottleneck for a window: %+v, want them grown", load, before)
+		}
+		ps := take(t, c, before.Concurrency)
+		clk.advance(ms(5))
+		ps[len(ps)-1].Done(congested("s3_slowdown"))
+		s := c.Snapshot()
+		doneAll(ps[:len(ps)-1], success(ms(100)))
+		if s.Decreases != before.Decreases+1 || s.Rate >= before.Rate {
+			t.Fatalf("load %v: a throttle at %d in flight: %+v, want the rate cut", load, before.Concurrency, s)
+		}
+		need := int(math.Ceil(s.Rate * 0.1))
+		if load && s.Concurrency < min(need, before.Concurrency) {
+			t.Errorf("latency is load: slots %d → %d after the rate's cut to %.0f/s, want at least the %d it needs", before.Concurrency, s.Concurrency, s.Rate, min(need, before.Concurrency))
+		}
+		if !load && s.Concurrency != 5 {
+			t.Errorf("latency may be ours: slots %d → %d, want the 5 the store took", before.Concurrency, s.Concurrency)
+		}
+	}
+}

@@ -113,12 +113,13 @@ const (
 //     before (concMode: then only concurrency, to that count), or when
 //     neither limit was (the loader alone drove the store into
 //     congestion): from the peak in flight, keeping the slots the new rate
-//     needs (Little's law). Only the second of these when the throttle
-//     came with a Retry-After: that is a quota's, which names a time to
-//     come back, and the rate's cut relieves it; cutting the slots as well
-//     would only cap what is sent at slots ÷ latency, below the quota
-//     whenever the store is slow (nginx's quota of 40/s with one slot left
-//     at 25 ms a write).
+//     needs (Little's law); in the second case too at a store whose
+//     latency follows its load, when the rate is cut as well. Only the
+//     second of these when the throttle came with a Retry-After: that is
+//     a quota's, which names a time to come back, and the rate's cut
+//     relieves it; cutting the slots as well would only cap what is sent
+//     at slots ÷ latency, below the quota whenever the store is slow
+//     (nginx's quota of 40/s with one slot left at 25 ms a write).
 //
 // "Sent with n in flight" is, for a Sample with Concurrency, the larger of
 // the count at p's grant and the count when it was refused.
@@ -377,7 +378,18 @@ func (c *Controller) cutConcLocked(d cutDecision, now time.Time) {
 	case concKeep:
 		return
 	case concSet:
-		c.conc.cutTo(d.concBase, d.concTo)
+		to := d.concTo
+		if c.latLoad && (d.rate == rateEndStartup || d.rate == rateDecrease) {
+			// The rate was cut, and the rate is what relieves a store
+			// whose latency grows with its load: the slots need only
+			// carry the new rate. Cut to the count the store was seen
+			// to take, a scope's limiter made at the first throttle,
+			// which has seen few, held a handful of slots for a second
+			// on real sockets, and its next cut went from the goodput
+			// they carried.
+			to = max(to, c.littleLocked(false))
+		}
+		c.conc.cutTo(d.concBase, to)
 	case concDecrease:
 		c.conc.cut(d.concBase, d.share, c.littleLocked(false))
 	}
