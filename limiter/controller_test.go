@@ -2182,3 +2182,46 @@ func TestSlotCutKeepsWhatTheCutRateNeeds(t *testing.T) {
 		}
 	}
 }
+
+func TestStartupKeepsTheSlotsTheDoubledRateNeeds(t *testing.T) {
+	// A greedy loader behind a rate in startup, 50/s at first, against a
+	// store that answers in 10ms: half a slot in use. When a round doubles
+	// the rate, unused slots are trimmed, but to what the doubled rate
+	// will use, not to what the old one did: one slot would carry 100/s
+	// and hold every later doubling to it until the slots grew again, a
+	// window at a time.
+	c, clk := newFake(t, 50, func(cfg *Config) { cfg.Burst = 1; cfg.InitialConcurrency = 4; cfg.MaxConcurrency = 64 })
+	type flight struct {
+		p   *Permit
+		due time.Time
+	}
+	var inFlight []flight
+	taken := 0
+	for range 450 { // 1ms steps, short of the first window's end
+		for {
+			p, err := c.TryAcquire(1)
+			if err != nil {
+				break
+			}
+			inFlight = append(inFlight, flight{p, clk.now.Add(ms(10))})
+		}
+		clk.advance(ms(1))
+		rest := inFlight[:0]
+		for _, f := range inFlight {
+			if clk.now.Before(f.due) {
+				rest = append(rest, f)
+				continue
+			}
+			f.p.Done(success(ms(10)))
+			taken++
+		}
+		inFlight = rest
+	}
+	// Trimmed to what each old rate used, the slots hold the rate at
+	// 400/s and the writes at 58 (2 slots); the window's growth of the
+	// slots comes later.
+	s := c.Snapshot()
+	if s.Rate < 800 || taken < 70 {
+		t.Errorf("450ms of startup at 10ms a write: rate %v, %d writes taken, concurrency %d; want the rate doubled to 800/s and 70 writes", s.Rate, taken, s.Concurrency)
+	}
+}

@@ -234,8 +234,16 @@ func (c *Controller) startupRoundLocked(now time.Time) {
 		c.logChangeLocked(limitRate, from, c.rate.v, reasonStartup, "", now)
 	}
 	if !c.win.blockConc {
+		// What is in flight now went out at the old rate; the new one
+		// will keep that many times more in flight (Little's law).
+		// Trimmed to what the old rate used, the slots held the new
+		// rate back until they grew again, a window at a time: on
+		// real sockets, trimmed to one at 50 requests/s, they then
+		// grew through two windows and a test of the store's latency,
+		// and a store of 200/s got about half of it for the first
+		// three seconds.
 		_, typical := c.inFlightLocked(now)
-		c.trimToUseLocked(typical, now)
+		c.trimToUseLocked(typical*c.rate.v/from, now)
 	}
 }
 
