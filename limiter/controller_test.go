@@ -2112,6 +2112,20 @@ func TestStaleThrottlePoint(t *testing.T) {
 	}
 }
 
+// learned returns a limiter past startup, its rate at rate below a
+// throttle point at point, with conc slots (at most maxConc), that has
+// learned the store's latency to be lat, and that latency to be its
+// response to load if load.
+func learned(t *testing.T, point, rate float64, conc, maxConc int, lat time.Duration, load bool) (*Controller, *fakeClock) {
+	t.Helper()
+	c, clk := newFake(t, rate, func(cfg *Config) { cfg.InitialConcurrency = conc; cfg.MaxConcurrency = maxConc })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.latBase, c.latRecent, c.latMean, c.latFloor, c.latLoad = lat, lat, lat, lat, load
+	c.rate.cutTo(point, rate)
+	return c, clk
+}
+
 func TestCutFromGoodputOurSlotsBounded(t *testing.T) {
 	// Past startup at 720/s with 4 slots, at 40ms a write: the slots
 	// carry 100/s and the rate holds nothing back. Where latency is known
@@ -2120,11 +2134,7 @@ func TestCutFromGoodputOurSlotsBounded(t *testing.T) {
 	// rate at most. Where it may be a queue of ours, the slots may be the
 	// store's limit too, and the cut goes from what they carried.
 	for _, load := range []bool{true, false} {
-		c, clk := newFake(t, 720, func(cfg *Config) { cfg.InitialConcurrency = 4; cfg.MaxConcurrency = 4 })
-		c.mu.Lock()
-		c.latBase, c.latRecent, c.latMean, c.latFloor, c.latLoad = ms(40), ms(40), ms(40), ms(40), load
-		c.rate.cutTo(800, 720)
-		c.mu.Unlock()
+		c, clk := learned(t, 800, 720, 4, 4, ms(40), load)
 		for range 3 {
 			littleWindow(t, c, clk, func(int) time.Duration { return ms(40) })
 		}
@@ -2154,11 +2164,7 @@ func TestSlotCutKeepsWhatTheCutRateNeeds(t *testing.T) {
 	// needs (Little's law): cut to the few the store was seen to take,
 	// they would bind the goodput that the next cut goes from.
 	for _, load := range []bool{true, false} {
-		c, clk := newFake(t, 400, func(cfg *Config) { cfg.InitialConcurrency = 5; cfg.MaxConcurrency = 64 })
-		c.mu.Lock()
-		c.latBase, c.latRecent, c.latMean, c.latFloor, c.latLoad = ms(100), ms(100), ms(100), ms(100), load
-		c.rate.cutTo(400, 400)
-		c.mu.Unlock()
+		c, clk := learned(t, 400, 400, 5, 64, ms(100), load)
 		lat := func(int) time.Duration { return ms(100) }
 		littleWindow(t, c, clk, lat)
 		before := c.Snapshot()
