@@ -209,6 +209,8 @@ type Controller struct {
 	roundAt      time.Time // when this round started
 	roundUnits   float64   // units accepted in this round
 	roundSent    float64   // units granted in this round
+	roundLogSum  float64   // ln(latency in seconds) of this round's successes
+	roundLatN    int64     // how many of them carried a latency
 	grewFrom     float64   // the rate before its latest growth, which the store had taken in full
 	grewAt       time.Time // when
 	concGrewFrom int       // the concurrency limit before its latest growth

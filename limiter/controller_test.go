@@ -2231,3 +2231,56 @@ func TestStartupKeepsTheSlotsTheDoubledRateNeeds(t *testing.T) {
 		t.Errorf("450ms of startup at 10ms a write: rate %v, %d writes taken, concurrency %d; want the rate doubled to 800/s and 70 writes", s.Rate, taken, s.Concurrency)
 	}
 }
+
+func TestStaleThrottlePointPassedWithinTheWindow(t *testing.T) {
+	// The rate throttled at 100/s while the store answered in 50ms, ten
+	// times its idle latency; it now sends 90/s and the store answers in
+	// 6ms: its capacity grew. The rate doubles once 8 writes sent at it
+	// have come back, not at the end of the window, and once only in
+	// the window. Answered at 25ms, five times the idle latency, the
+	// store is still loaded, and the rate waits for the window.
+	for _, lat := range []time.Duration{ms(6), ms(25)} {
+		c, clk := newFake(t, 90, func(cfg *Config) { cfg.Burst = 1; cfg.InitialConcurrency = 64; cfg.MaxConcurrency = 64 })
+		c.mu.Lock()
+		c.latBase, c.latRecent, c.latMean, c.latFloor, c.latLoad, c.cutLat = lat, lat, lat, ms(5), true, ms(50)
+		c.rate.cutTo(100, 90)
+		c.mu.Unlock()
+		type flight struct {
+			p   *Permit
+			due time.Time
+		}
+		var inFlight []flight
+		var doubledAt time.Duration
+		most := 0.0
+		for step := range 400 { // 1ms steps, short of the window's end
+			for {
+				p, err := c.TryAcquire(1)
+				if err != nil {
+					break
+				}
+				inFlight = append(inFlight, flight{p, clk.now.Add(lat)})
+			}
+			clk.advance(ms(1))
+			rest := inFlight[:0]
+			for _, f := range inFlight {
+				if clk.now.Before(f.due) {
+					rest = append(rest, f)
+					continue
+				}
+				f.p.Done(success(lat))
+			}
+			inFlight = rest
+			r := c.Snapshot().Rate
+			if r > 90 && doubledAt == 0 {
+				doubledAt = time.Duration(step+1) * time.Millisecond
+			}
+			most = max(most, r)
+		}
+		switch {
+		case lat == ms(6) && (doubledAt == 0 || doubledAt > ms(150) || most != 180):
+			t.Errorf("answers at 6ms after a throttle at 50ms: rate doubled after %v, at most %v/s in the window; want 180/s within 150ms, and no more", doubledAt, most)
+		case lat == ms(25) && most != 90:
+			t.Errorf("answers at 25ms (idle 5ms): rate %v/s within the window, want 90/s until its end", most)
+		}
+	}
+}

@@ -319,7 +319,12 @@ func (c *Controller) observeSuccessLocked(p *Permit, s Sample, late bool, now ti
 	if p.round == c.round {
 		c.roundOK++
 		c.roundUnits += p.cost
+		if s.Latency > 0 {
+			c.roundLogSum += math.Log(s.Latency.Seconds())
+			c.roundLatN++
+		}
 		c.startupRoundLocked(now)
+		c.headroomRoundLocked(now)
 	}
 }
 
