@@ -2189,27 +2189,23 @@ func TestSlotCutKeepsWhatTheCutRateNeeds(t *testing.T) {
 	}
 }
 
-func TestStartupKeepsTheSlotsTheDoubledRateNeeds(t *testing.T) {
-	// A greedy loader behind a rate in startup, 50/s at first, against a
-	// store that answers in 10ms: half a slot in use. When a round doubles
-	// the rate, unused slots are trimmed, but to what the doubled rate
-	// will use, not to what the old one did: one slot would carry 100/s
-	// and hold every later doubling to it until the slots grew again, a
-	// window at a time.
-	c, clk := newFake(t, 50, func(cfg *Config) { cfg.Burst = 1; cfg.InitialConcurrency = 4; cfg.MaxConcurrency = 64 })
+// greedy runs a loader that sends as much as c lets it, in 1ms steps for
+// steps milliseconds of clk, against a store that takes every write and
+// answers in lat; after each step it calls each, if set, with the
+// step's index. It returns the writes answered.
+func greedy(c *Controller, clk *fakeClock, steps int, lat time.Duration, each func(step int)) (answered int) {
 	type flight struct {
 		p   *Permit
 		due time.Time
 	}
 	var inFlight []flight
-	taken := 0
-	for range 450 { // 1ms steps, short of the first window's end
+	for step := range steps {
 		for {
 			p, err := c.TryAcquire(1)
 			if err != nil {
 				break
 			}
-			inFlight = append(inFlight, flight{p, clk.now.Add(ms(10))})
+			inFlight = append(inFlight, flight{p, clk.now.Add(lat)})
 		}
 		clk.advance(ms(1))
 		rest := inFlight[:0]
@@ -2218,11 +2214,26 @@ func TestStartupKeepsTheSlotsTheDoubledRateNeeds(t *testing.T) {
 				rest = append(rest, f)
 				continue
 			}
-			f.p.Done(success(ms(10)))
-			taken++
+			f.p.Done(success(lat))
+			answered++
 		}
 		inFlight = rest
+		if each != nil {
+			each(step)
+		}
 	}
+	return answered
+}
+
+func TestStartupKeepsTheSlotsTheDoubledRateNeeds(t *testing.T) {
+	// A greedy loader behind a rate in startup, 50/s at first, against a
+	// store that answers in 10ms: half a slot in use. When a round doubles
+	// the rate, unused slots are trimmed, but to what the doubled rate
+	// will use, not to what the old one did: one slot would carry 100/s
+	// and hold every later doubling to it until the slots grew again, a
+	// window at a time.
+	c, clk := newFake(t, 50, func(cfg *Config) { cfg.Burst = 1; cfg.InitialConcurrency = 4; cfg.MaxConcurrency = 64 })
+	taken := greedy(c, clk, 450, ms(10), nil) // short of the first window's end
 	// Trimmed to what each old rate used, the slots hold the rate at
 	// 400/s and the writes at 58 (2 slots); the window's growth of the
 	// slots comes later.
@@ -2245,37 +2256,15 @@ func TestStaleThrottlePointPassedWithinTheWindow(t *testing.T) {
 		c.latBase, c.latRecent, c.latMean, c.latFloor, c.latLoad, c.cutLat = lat, lat, lat, ms(5), true, ms(50)
 		c.rate.cutTo(100, 90)
 		c.mu.Unlock()
-		type flight struct {
-			p   *Permit
-			due time.Time
-		}
-		var inFlight []flight
 		var doubledAt time.Duration
 		most := 0.0
-		for step := range 400 { // 1ms steps, short of the window's end
-			for {
-				p, err := c.TryAcquire(1)
-				if err != nil {
-					break
-				}
-				inFlight = append(inFlight, flight{p, clk.now.Add(lat)})
-			}
-			clk.advance(ms(1))
-			rest := inFlight[:0]
-			for _, f := range inFlight {
-				if clk.now.Before(f.due) {
-					rest = append(rest, f)
-					continue
-				}
-				f.p.Done(success(lat))
-			}
-			inFlight = rest
+		greedy(c, clk, 400, lat, func(step int) { // short of the window's end
 			r := c.Snapshot().Rate
 			if r > 90 && doubledAt == 0 {
 				doubledAt = time.Duration(step+1) * time.Millisecond
 			}
 			most = max(most, r)
-		}
+		})
 		switch {
 		case lat == ms(6) && (doubledAt == 0 || doubledAt > ms(150) || most != 180):
 			t.Errorf("answers at 6ms after a throttle at 50ms: rate doubled after %v, at most %v/s in the window; want 180/s within 150ms, and no more", doubledAt, most)

@@ -272,18 +272,15 @@ func (c *Controller) newRoundLocked(now time.Time) {
 // 1.2–2.2% of the phase's writes, against 0.2–0.4%. Requires that c.mu
 // is held.
 func (c *Controller) headroomRoundLocked(now time.Time) {
-	if c.rate.startup() || c.win.grew || c.roundOK < minSamples || c.roundLatN < minSamples || !c.roundBlocked || c.roundBad ||
-		now.Before(c.probeAfter) || !c.latLoad || c.latFloor <= 0 {
+	if c.win.grew || c.roundOK < minSamples || c.roundLatN < minSamples || !c.roundBlocked || c.roundBad ||
+		now.Before(c.probeAfter) {
 		return
 	}
 	d := now.Sub(c.roundAt).Seconds()
 	if d <= 0 || c.roundSent/d < sentShare*c.rate.v {
 		return // the loader, not the limit, set the pace (see sentShare)
 	}
-	floor := float64(c.latFloor)
-	if float64(c.cutLat) < loadedLatency*floor ||
-		float64(geoMean(c.roundLogSum, c.roundLatN)) > idleLatency*floor ||
-		c.roundUnits/d < staleShare*c.rate.lastMax {
+	if !c.staleAtLocked(geoMean(c.roundLogSum, c.roundLatN), c.roundUnits/d) {
 		return
 	}
 	from := c.rate.v

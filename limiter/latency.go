@@ -97,17 +97,27 @@ func geoMean(logSum float64, n int64) time.Duration {
 // long again past it, at a fraction of what the store would take.
 // Requires that c.mu is held.
 func (c *Controller) staleThrottlePointLocked(w window, elapsed time.Duration) bool {
-	if !c.latLoad || c.rate.startup() || c.latFloor <= 0 || w.latN < minSamples {
+	if w.latN < minSamples {
 		return false
 	}
 	now := w.geoLatency()
 	if w.lateN >= minSamples {
 		now = geoMean(w.lateLogSum, w.lateN)
 	}
+	return c.staleAtLocked(now, w.accepted/elapsed.Seconds())
+}
+
+// staleAtLocked reports whether a store that answers at latency lat while
+// taking took units/s shows the rate's last throttle point to be stale
+// (see staleThrottlePointLocked). Requires that c.mu is held.
+func (c *Controller) staleAtLocked(lat time.Duration, took float64) bool {
+	if !c.latLoad || c.rate.startup() || c.latFloor <= 0 {
+		return false
+	}
 	floor := float64(c.latFloor)
 	return float64(c.cutLat) >= loadedLatency*floor &&
-		float64(now) <= idleLatency*floor &&
-		w.accepted/elapsed.Seconds() >= staleShare*c.rate.lastMax
+		float64(lat) <= idleLatency*floor &&
+		took >= staleShare*c.rate.lastMax
 }
 
 // latencyElevatedLocked reports whether the recent latency is clearly above
