@@ -197,24 +197,43 @@ func (c *Controller) growthReason(p *probe) reason {
 	return reasonProbe
 }
 
-// startupRoundLocked doubles the rate in startup (no throttle of the rate,
-// no pause, no latency cut yet) once startupRound attempts sent since its
-// last change have succeeded (at a store that caps concurrency, as many as
-// the concurrency limit, if fewer), if callers waited on the rate meanwhile,
-// what was sent in the round reached sentShare of the limit, and nothing
-// but successes (or spikes, which are no concern of the rate's) came back
-// in the round, at a good latency. Requires that c.mu is held.
-func (c *Controller) startupRoundLocked(now time.Time) {
+// roundLocked doubles the rate after a round, without waiting for the
+// window to close, for either of two reasons:
+//
+//   - startup (no throttle of the rate, no pause, no latency cut yet),
+//     once startupRound attempts sent since its last change have
+//     succeeded (at a store that caps concurrency, as many as the
+//     concurrency limit, if fewer), at a good latency;
+//   - a stale throttle point (see staleThrottlePointLocked), once
+//     minSamples of them have succeeded at a latency and a rate taken
+//     that show it, once per window. A round at the old point lasts a
+//     tenth of a second, a window half a second: on real sockets, after
+//     the store's capacity quadrupled, windows took the rate to the new
+//     capacity 0.5–0.9 s after the step, rounds 0.1–0.2 s. Not on every
+//     round: a store's latency follows its load a little late
+//     (storesim's averages the last second), and doubling per round ran
+//     past the new capacity before it rose (the store refused 1.2–2.2%
+//     of the phase's writes, against 0.2–0.4%).
+//
+// Either way callers must have waited on the rate in the round, what was
+// sent in it must reach sentShare of the limit, and nothing but successes
+// (or spikes, which are no concern of the rate's) may have come back in
+// it. Requires that c.mu is held.
+func (c *Controller) roundLocked(now time.Time) {
+	if !c.roundBlocked || c.roundBad || !c.lastGood || now.Before(c.pausedUntil) {
+		return
+	}
+	startup := c.rate.startup() && !c.throttled && !c.latencyElevatedLocked()
 	round := startupRound
-	if c.capsConc {
+	if startup && c.capsConc {
 		// The slots bound what reaches the store: a round of the rate
 		// need be no longer than one of them, and a slow start at 50/s
 		// would idle a store that takes one write at a time for a third
 		// of a second.
 		round = min(round, max(1, c.concLimit()))
 	}
-	if !c.rate.startup() || c.throttled || c.roundOK < round || !c.roundBlocked || c.roundBad || !c.lastGood ||
-		now.Before(c.pausedUntil) || c.latencyElevatedLocked() {
+	stale := !c.rate.startup() && !c.win.grew && c.roundLatN >= minSamples && !now.Before(c.probeAfter)
+	if !startup && !stale || c.roundOK < round {
 		return
 	}
 	from, took := c.rate.v, c.rate.v
@@ -224,16 +243,23 @@ func (c *Controller) startupRoundLocked(now time.Time) {
 		}
 		took = c.roundUnits / d.Seconds()
 	}
-	c.rate.grow(0)
+	reason := reasonStartup
+	if stale {
+		if !c.staleAtLocked(geoMean(c.roundLogSum, c.roundLatN), took) {
+			return
+		}
+		reason = reasonHeadroom
+	}
+	c.rate.leap()
 	c.newRoundLocked(now)
 	if c.rate.v > from {
 		c.grewFrom, c.grewAt = min(from, took), now
 		c.win.grew = true
 		c.increases++
 		c.applyRateLocked(now)
-		c.logChangeLocked(limitRate, from, c.rate.v, reasonStartup, "", now)
+		c.logChangeLocked(limitRate, from, c.rate.v, reason, "", now)
 	}
-	if !c.win.blockConc {
+	if startup && !c.win.blockConc {
 		// What is in flight now went out at the old rate; the new one
 		// will keep that many times more in flight (Little's law).
 		// Trimmed to what the old rate used, the slots held the new
@@ -255,43 +281,4 @@ func (c *Controller) newRoundLocked(now time.Time) {
 	c.roundBlocked, c.roundBad = false, false
 	c.roundAt, c.roundUnits, c.roundSent = now, 0, 0
 	c.roundLogSum, c.roundLatN = 0, 0
-}
-
-// headroomRoundLocked passes a stale throttle point (see
-// staleThrottlePointLocked) early in a window rather than at its end:
-// once minSamples attempts sent since the rate's last change have
-// succeeded, while callers waited on the rate and nothing was refused, at
-// no more than idleLatency times the lowest latency seen, and the store
-// took staleShare of the old point's rate or more, the rate doubles then.
-// A round at the old point lasts a tenth of a second, a window half a
-// second: on real sockets, after the store's capacity quadrupled, windows
-// took the rate to the new capacity 0.5–0.9 s after the step, rounds
-// 0.1–0.2 s. Once per window only: a store's latency follows its load a
-// little late (storesim's averages the last second), and doubling per
-// round ran past the new capacity before it rose: the store refused
-// 1.2–2.2% of the phase's writes, against 0.2–0.4%. Requires that c.mu
-// is held.
-func (c *Controller) headroomRoundLocked(now time.Time) {
-	if c.win.grew || c.roundOK < minSamples || c.roundLatN < minSamples || !c.roundBlocked || c.roundBad ||
-		now.Before(c.probeAfter) {
-		return
-	}
-	d := now.Sub(c.roundAt).Seconds()
-	if d <= 0 || c.roundSent/d < sentShare*c.rate.v {
-		return // the loader, not the limit, set the pace (see sentShare)
-	}
-	if !c.staleAtLocked(geoMean(c.roundLogSum, c.roundLatN), c.roundUnits/d) {
-		return
-	}
-	from := c.rate.v
-	c.rate.leap()
-	if c.rate.v <= from {
-		return
-	}
-	c.grewFrom, c.grewAt = min(from, c.roundUnits/d), now
-	c.win.grew = true
-	c.increases++
-	c.newRoundLocked(now)
-	c.applyRateLocked(now)
-	c.logChangeLocked(limitRate, from, c.rate.v, reasonHeadroom, "", now)
 }

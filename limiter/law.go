@@ -301,8 +301,9 @@ func (c *Controller) observeSuccessLocked(p *Permit, s Sample, late bool, now ti
 	if c.win.congested == 0 {
 		c.win.okPeak = max(c.win.okPeak, p.inFlight)
 	}
+	l := 0.0 // ln(latency in seconds), for the geometric means
 	if s.Latency > 0 {
-		l := math.Log(s.Latency.Seconds())
+		l = math.Log(s.Latency.Seconds())
 		c.win.latSum += s.Latency
 		c.win.logSum += l
 		c.win.latN++
@@ -320,11 +321,10 @@ func (c *Controller) observeSuccessLocked(p *Permit, s Sample, late bool, now ti
 		c.roundOK++
 		c.roundUnits += p.cost
 		if s.Latency > 0 {
-			c.roundLogSum += math.Log(s.Latency.Seconds())
+			c.roundLogSum += l
 			c.roundLatN++
 		}
-		c.startupRoundLocked(now)
-		c.headroomRoundLocked(now)
+		c.roundLocked(now)
 	}
 }
 
