@@ -1294,8 +1294,17 @@ func TestHugeLatencySaturates(t *testing.T) {
 }
 
 func TestLogsEachChangeOnceThrottled(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		t.Run(level.String(), func(t *testing.T) { testLogThrottle(t, level) })
+	}
+}
+
+// testLogThrottle: at info level each kind of limit change is logged once
+// per logEvery, the next line with a count of those left out; at debug
+// level those left out are logged too, at debug level.
+func testLogThrottle(t *testing.T, level slog.Level) {
 	var buf bytes.Buffer
-	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: level}))
 	c, clk := newFake(t, 10, func(cfg *Config) { cfg.Burst = 1; cfg.Logger = logger })
 	for range 4 {
 		blockedWindow(t, c, clk, 0) // 4 startup doublings within 10s
@@ -1311,14 +1320,14 @@ func TestLogsEachChangeOnceThrottled(t *testing.T) {
 			t.Errorf("log line without component/from/to: %s", l)
 		}
 		switch {
-		case strings.Contains(l, "reason=startup_growth"):
+		case strings.Contains(l, "reason=startup_growth") && strings.Contains(l, "level=INFO"):
 			growth++
 		case strings.Contains(l, "reason=congestion") && strings.Contains(l, "cause=status_429"):
 			cuts++
 		}
 	}
 	if growth != 1 || cuts != 1 {
-		t.Errorf("logged %d growth and %d cut lines, want 1 (throttled) and 1 (the rate; concurrency was not involved):\n%s", growth, cuts, buf.String())
+		t.Errorf("logged %d growth and %d cut lines at info level, want 1 (throttled) and 1 (the rate; concurrency was not involved):\n%s", growth, cuts, buf.String())
 	}
 	// After the cut the rate climbs back to the throttle point, then
 	// probes past it: the first probe growth is logged, those within
@@ -1341,15 +1350,26 @@ func TestLogsEachChangeOnceThrottled(t *testing.T) {
 			break
 		}
 	}
-	var probes []string
+	var probes, debug []string
 	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
 		if strings.Contains(l, "limit=rate") && strings.Contains(l, "reason=probe_growth") {
-			probes = append(probes, l)
+			if strings.Contains(l, "level=DEBUG") {
+				debug = append(debug, l)
+			} else {
+				probes = append(probes, l)
+			}
 		}
 	}
 	if suppressed == 0 || len(probes) != 2 || strings.Contains(probes[0], "suppressed=") ||
 		!strings.HasSuffix(probes[1], fmt.Sprintf(" suppressed=%d", suppressed)) {
-		t.Errorf("probe growth lines %q, want two, the second with suppressed=%d:\n%s", probes, suppressed, buf.String())
+		t.Errorf("probe growth lines at info level %q, want two, the second with suppressed=%d:\n%s", probes, suppressed, buf.String())
+	}
+	want := 0
+	if level == slog.LevelDebug {
+		want = suppressed
+	}
+	if len(debug) != want {
+		t.Errorf("%d probe growth lines at debug level, want %d (at level %v, %d left out of info):\n%s", len(debug), want, level, suppressed, buf.String())
 	}
 }
 

@@ -1,6 +1,10 @@
 package limiter
 
-import "time"
+import (
+	"context"
+	"log/slog"
+	"time"
+)
 
 // Limit changes and pauses are logged once each with their reason; repeats
 // of the same (limit, reason) are throttled to one per logEvery, with a
@@ -47,19 +51,26 @@ type logState struct {
 }
 
 // logChangeLocked logs a limit change unless one of the same kind was logged
-// less than logEvery ago. Requires that c.mu is held.
+// less than logEvery ago; those left out are logged at debug level, so
+// that whoever traces the law sees every step. Requires that c.mu is held.
 func (c *Controller) logChangeLocked(l limitKind, from, to float64, r reason, cause string, now time.Time) {
 	if from == to {
 		return
 	}
 	st := &c.logs[l][r]
-	if !st.last.IsZero() && now.Sub(st.last) < logEvery {
+	quiet := !st.last.IsZero() && now.Sub(st.last) < logEvery
+	if quiet && !c.log.Enabled(context.Background(), slog.LevelDebug) {
 		st.suppressed++
 		return
 	}
 	attrs := []any{"limit", limitNames[l], "from", from, "to", to, "reason", reasonNames[r]}
 	if cause != "" {
 		attrs = append(attrs, "cause", cause)
+	}
+	if quiet {
+		st.suppressed++
+		c.log.Debug("limit changed", attrs...)
+		return
 	}
 	if st.suppressed > 0 {
 		attrs = append(attrs, "suppressed", st.suppressed)

@@ -20,7 +20,7 @@
 // and sets the store's client header on every write so that the store
 // counts each sidecar's writes apart.
 //
-//	go run ./bench/steps [-mode steps|independent] [-capacity 200] [-writers 64] [-phase 10s] [-n 8]
+//	go run ./bench/steps [-mode steps|independent] [-capacity 200] [-writers 64] [-phase 10s] [-n 8] [-logs DIR] [-log-level debug]
 package main
 
 import (
@@ -53,8 +53,11 @@ func main() {
 	n := flag.Int("n", 8, "independent: sidecars")
 	sluiceBin := flag.String("sluice", "", "the sluice binary; empty: build it from this module")
 	flag.BoolVar(&verbose, "v", false, "also print each second: capacity, goodput, attempts, throttled")
+	flag.StringVar(&logDir, "logs", "", "keep each sluice's log in this directory, as <sidecar>.log (they are removed otherwise)")
+	flag.StringVar(&logLevel, "log-level", "warn", "SLUICE_LOG_LEVEL of each sluice: debug logs every limit change")
 	flag.Parse()
-	if err := checkFlags(*mode, *capacity, *writers, *phase, *settle, *n); err != nil {
+	err := errors.Join(checkFlags(*mode, *capacity, *writers, *phase, *settle, *n), checkLogFlags(logLevel, logDir))
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "steps:", err)
 		os.Exit(2)
 	}
@@ -86,7 +89,28 @@ func checkFlags(mode string, capacity float64, writers int, phase, settle time.D
 
 const bucket = 100 * time.Millisecond
 
-var verbose bool
+var (
+	verbose  bool
+	logDir   string // where sidecar logs are kept; empty: the run's temporary directory
+	logLevel string // the sidecars' SLUICE_LOG_LEVEL
+)
+
+// checkLogFlags refuses a log level sluice does not know and a -logs that
+// is not a directory.
+func checkLogFlags(level, dir string) error {
+	switch strings.ToLower(level) {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
+	}
+	if dir == "" {
+		return nil
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("-logs %q: want an existing directory", dir)
+	}
+	return nil
+}
 
 // series is what the store saw of one client (or all), per bucket.
 type series struct {
@@ -340,13 +364,17 @@ func sidecar(ctx context.Context, bin, tmp, id, store string, writers int) error
 	}
 	cmd := exec.Command(bin, "run")
 	cmd.Env = []string{"SLUICE_UPSTREAM_URL=" + store, "SLUICE_LISTEN_ADDR=" + listen, "SLUICE_ADMIN_ADDR=" + admin,
-		"SLUICE_PROFILE=s3", "SLUICE_LOG_LEVEL=warn"}
+		"SLUICE_PROFILE=s3", "SLUICE_LOG_LEVEL=" + logLevel}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "SLUICE_") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	logf, err := os.Create(filepath.Join(tmp, id+".log"))
+	dir := tmp
+	if logDir != "" {
+		dir = logDir
+	}
+	logf, err := os.Create(filepath.Join(dir, id+".log"))
 	if err != nil {
 		return err
 	}

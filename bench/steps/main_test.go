@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,10 +30,15 @@ func TestCheckFlags(t *testing.T) {
 		{"-settle", checkFlags("steps", 200, 64, 10*time.Second, -time.Second, 8)},
 		{"-settle", checkFlags("steps", 200, 64, 10*time.Second, 30*time.Second, 8)},
 		{"-n", checkFlags("independent", 200, 64, 10*time.Second, 3*time.Second, 1)},
+		{"-log-level", checkLogFlags("verbose", "")},
+		{"-logs", checkLogFlags("debug", filepath.Join(t.TempDir(), "missing"))},
 	} {
 		if tc.err == nil || !strings.HasPrefix(tc.err.Error(), tc.flag+" ") {
 			t.Errorf("want an error naming %s, got %v", tc.flag, tc.err)
 		}
+	}
+	if err := checkLogFlags("DEBUG", t.TempDir()); err != nil {
+		t.Errorf("-log-level DEBUG -logs <a directory>: %v", err)
 	}
 	// -n only matters in independent mode.
 	if err := checkFlags("steps", 200, 64, 10*time.Second, 3*time.Second, 0); err != nil {
