@@ -235,8 +235,8 @@ func measureAgent(t *testing.T, job string, throughSluice bool) agentRun {
 	// Long enough for the 503 shares to compare the steady states: through
 	// sluice the store's 503s are a learning cost that hardly grows with
 	// the load (the startup's, then a probe of the insert cap at 2 s, 4 s,
-	// 8 s…: 2–5 in all), while vmagent alone meets about five a second.
-	// At 80 batches (5–9 s) that put the ratio at 7–18× from run to run,
+	// 8 s…: 2–6 in all), while vmagent alone meets about five a second.
+	// At 80 batches (5–9 s) that put the ratio at 7–18.5× from run to run,
 	// either side of the 10× this test asks; at 160, 11–18×.
 	l.Batches = 160
 	var r agentRun
