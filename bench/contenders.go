@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -33,6 +34,9 @@ type env struct {
 	// capacity is the store's initial capacity in units/s: the static
 	// contender's hand-tuned setting.
 	capacity float64
+	// logger receives sluice's limit changes (limiter.Config.Logger);
+	// nil discards them.
+	logger *slog.Logger
 }
 
 // writeReq is one write of the greedy loader.
@@ -147,6 +151,7 @@ func newSluice(e env) (client, error) {
 		MaxConcurrency:     sluiceMaxConcurrency,
 		MaxRetryAfter:      sluiceMaxRetryAfter,
 		Window:             sluiceWindow,
+		Logger:             e.logger,
 	})
 	if err != nil {
 		return nil, err

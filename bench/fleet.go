@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"math"
 	"net"
 	"slices"
@@ -38,6 +40,11 @@ type fleetBench struct {
 	settle     time.Duration // excluded from the aggregate figures
 	fairFrom   time.Duration // fairness over [fairFrom, killAt): everyone in
 	store      storesim.Config
+	// trace, if set, receives every limit change of the sidecar whose id
+	// is traceID, at debug level, timed from the run's start: how a
+	// figure of the tables came about (the late joiner is the last id).
+	trace   io.Writer
+	traceID string
 }
 
 // fleetBenchSizes are the fleet sizes of the full benchmark.
@@ -56,6 +63,21 @@ func newFleetBench(n int, configured bool) fleetBench {
 func (fb fleetBench) capacity() float64 { return float64(fb.n) * fb.perMember }
 
 func (fb fleetBench) id(i int) string { return fmt.Sprintf("i%d", i) }
+
+// traceLogger is the logger of the sidecar with the given id: fb.trace's
+// if it is the traced one, timing its records from start; nil otherwise.
+func (fb fleetBench) traceLogger(id string, start time.Time) *slog.Logger {
+	if fb.trace == nil || id != fb.traceID {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(fb.trace, &slog.HandlerOptions{Level: slog.LevelDebug,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Duration("t", a.Value.Time().Sub(start).Round(time.Millisecond))
+			}
+			return a
+		}})).With("sidecar", id)
+}
 
 // fleetContender builds the instances of one contender for one run;
 // shared is what the run's instances share (fleet mode's Redis).
@@ -244,7 +266,7 @@ func recordFleet(ctx context.Context, fb fleetBench, fc fleetContender, shared *
 				return
 			}
 			cl, err := newClient(env{id: fb.id(i), rt: store.Transport(), style: storesim.StyleS3, profile: classify.S3,
-				capacity: fb.capacity() / float64(fb.n)})
+				capacity: fb.capacity() / float64(fb.n), logger: fb.traceLogger(fb.id(i), start)})
 			if err != nil {
 				mu.Lock()
 				firstErr = fmt.Errorf("bench: %s instance %d: %w", fc.name, i, err)

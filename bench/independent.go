@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -20,11 +21,16 @@ import (
 type independentBench struct {
 	n       int
 	writers int // greedy writers per sidecar
+	// trace, if set, receives the limit changes of one sidecar: the one
+	// whose id is traceID, or the late joiner when traceID is "joiner"
+	// (see fleetBench.trace).
+	trace   io.Writer
+	traceID string
 }
 
 // independentSizes are the sizes of the table, each with its writers per
 // sidecar: the issue asks for any N from 4 to 64 with 8 to 64 writers.
-var independentSizes = []independentBench{{4, 64}, {8, 16}, {32, 32}, {64, 16}}
+var independentSizes = []independentBench{{n: 4, writers: 64}, {n: 8, writers: 16}, {n: 32, writers: 32}, {n: 64, writers: 16}}
 
 // fleetBench returns the scenario in the fleet benchmark's terms: no
 // kill, the last sidecar joining at 15 s of 35 s, fairness over the last
@@ -34,6 +40,10 @@ func (ib independentBench) fleetBench() fleetBench {
 	fb.writers = ib.writers
 	fb.duration, fb.joinAt, fb.killAt = 35*time.Second, 15*time.Second, 35*time.Second
 	fb.settle, fb.fairFrom = 5*time.Second, 25*time.Second
+	fb.trace, fb.traceID = ib.trace, ib.traceID
+	if ib.traceID == "joiner" {
+		fb.traceID = fb.id(ib.n - 1)
+	}
 	return fb
 }
 

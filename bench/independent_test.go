@@ -3,6 +3,7 @@ package bench
 import (
 	"flag"
 	"fmt"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ var (
 	indepReps = flag.Int("indep-reps", 0, "TestIndependentSideBySide: runs per contender and size, reported as medians (0: 1, or 3 with -indep)")
 	indepOnly = flag.String("indep-contenders", "", "TestIndependentSideBySide: comma-separated contenders to run (default: all)")
 	indepN    = flag.String("indep-n", "", "TestIndependentSideBySide: comma-separated sizes N to run, of 4, 8, 32, 64 (default: see -indep)")
+	indepTrc  = flag.String("indep-trace", "", "TestIndependentSideBySide: print every limit change of one sluice sidecar in each run: joiner (the late one) or iK (the K-th, from i0)")
 )
 
 // TestIndependentSideBySide runs the independent-sidecars benchmark: N
@@ -60,6 +62,12 @@ func TestIndependentSideBySide(t *testing.T) {
 	rows := map[int][]independentRow{}
 	wall := time.Now()
 	for _, ib := range sizes {
+		if *indepTrc != "" {
+			if err := checkTraceID(*indepTrc, ib.n); err != nil {
+				t.Fatalf("-indep-trace: %v", err)
+			}
+			ib.trace, ib.traceID = os.Stdout, *indepTrc
+		}
 		for _, c := range cs {
 			runs := make([]independentRow, reps)
 			for k := range reps {
@@ -89,5 +97,33 @@ func TestIndependentSideBySide(t *testing.T) {
 	}
 	if err := updateSection("../BENCHMARKS.md", "independent", md); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkTraceID reports whether id names a sidecar of n: joiner, or iK
+// with K below n.
+func checkTraceID(id string, n int) error {
+	if id == "joiner" {
+		return nil
+	}
+	k, err := strconv.Atoi(strings.TrimPrefix(id, "i"))
+	if !strings.HasPrefix(id, "i") || err != nil || k < 0 || k >= n {
+		return fmt.Errorf("%q names no sidecar of %d: want joiner, or i0 to i%d", id, n, n-1)
+	}
+	return nil
+}
+
+func TestCheckTraceID(t *testing.T) {
+	for _, tc := range []struct {
+		id string
+		n  int
+		ok bool
+	}{
+		{"joiner", 4, true}, {"i0", 4, true}, {"i3", 4, true},
+		{"i4", 4, false}, {"i-1", 4, false}, {"3", 4, false}, {"ix", 4, false}, {"", 4, false},
+	} {
+		if err := checkTraceID(tc.id, tc.n); (err == nil) != tc.ok {
+			t.Errorf("checkTraceID(%q, %d) = %v, want ok %v", tc.id, tc.n, err, tc.ok)
+		}
 	}
 }
