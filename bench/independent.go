@@ -75,7 +75,33 @@ func runIndependent(ctx context.Context, ib independentBench, c contender) (inde
 	if err != nil {
 		return independentRow{}, err
 	}
+	if fb.trace != nil {
+		traceSeconds(fb.trace, fb.traceID, r)
+	}
 	return analyseIndependent(fb, c.name, r), nil
+}
+
+// traceSeconds writes, for each second of r, what the store saw of the
+// sidecar id beside what it saw of all of them: whether the sidecar draws
+// more than its share of the throttles, and how its goodput climbs.
+func traceSeconds(w io.Writer, id string, r *run) {
+	s, ok := r.clients[id]
+	if !ok {
+		return
+	}
+	per := bucketOf(time.Second)
+	fmt.Fprintf(w, "%s, per second: goodput, attempts, throttled, throttle ratio; the store's throttle ratio\n", id)
+	for from := 0; from+per <= len(s.attempts); from += per {
+		var att, thr int64
+		for i := from; i < from+per; i++ {
+			att, thr = att+s.attempts[i], thr+s.throttled[i]
+		}
+		if att == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "t=%2ds %s goodput %6.1f attempts %4d throttled %3d (%4.1f%%); store %4.1f%%\n", from/per, id,
+			goodputRate(s, from, from+per), att, thr, 100*float64(thr)/float64(att), 100*throttleRatio(r.total, from, from+per))
+	}
 }
 
 func analyseIndependent(fb fleetBench, name string, r *run) independentRow {
