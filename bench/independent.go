@@ -64,7 +64,13 @@ type independentRow struct {
 	slowest  float64 // slowest sidecar's goodput ÷ fair share over [fairFrom, end)
 	fastest  float64 // fastest sidecar's, over the same
 	join     convergence
-	runs     int
+	// othersLow is the share of the 1 s windows over [fairFrom, end) in
+	// which a sidecar other than the late joiner got less than the share
+	// the joiner must hold (lateJoinFraction): the joiner's criterion met
+	// by sidecars that have long been in. Where it is large, the joiner's
+	// figure measures the spread as much as the joining.
+	othersLow float64
+	runs      int
 }
 
 // runIndependent runs one contender through ib and measures it.
@@ -121,6 +127,19 @@ func analyseIndependent(fb fleetBench, name string, r *run) independentRow {
 		return late.accepted != nil && goodputRate(late, u, u+win) >= lateJoinFraction*fair
 	})
 	row.join = convergence{d, ok}
+	var low, all int
+	for i := range fb.n - 1 {
+		s := r.clients[fb.id(i)]
+		for u := from; u+win <= total; u++ {
+			all++
+			if goodputRate(s, u, u+win) < lateJoinFraction*fair {
+				low++
+			}
+		}
+	}
+	if all > 0 {
+		row.othersLow = float64(low) / float64(all)
+	}
 	return row
 }
 
@@ -138,6 +157,7 @@ func medianIndependent(rs []independentRow) independentRow {
 	m.throttle = pick(func(r independentRow) float64 { return r.throttle })
 	m.slowest = pick(func(r independentRow) float64 { return r.slowest })
 	m.fastest = pick(func(r independentRow) float64 { return r.fastest })
+	m.othersLow = pick(func(r independentRow) float64 { return r.othersLow })
 	cs := make([]convergence, len(rs))
 	for i, r := range rs {
 		cs[i] = r.join
@@ -152,17 +172,17 @@ func medianIndependent(rs []independentRow) independentRow {
 func independentMarkdown(sizes []independentBench, rows map[int][]independentRow) string {
 	var b strings.Builder
 	fb := sizes[0].fleetBench()
-	fmt.Fprintf(&b, "Store: S3 style, capacity %.0f requests/s per sidecar, base latency %v (×1/(1−ρ), at most ×%.0f), burst %v; %v. The last sidecar joins at %v. Aggregate figures over [%v, %v); fairness (each sidecar's goodput ÷ the fair share) over [%v, %v), all sidecars in; the late joiner has its share when a 1 s window of its goodput stays ≥ %.0f%% of the fair share for %v.\n\n",
+	fmt.Fprintf(&b, "Store: S3 style, capacity %.0f requests/s per sidecar, base latency %v (×1/(1−ρ), at most ×%.0f), burst %v; %v. The last sidecar joins at %v. Aggregate figures over [%v, %v); fairness (each sidecar's goodput ÷ the fair share) over [%v, %v), all sidecars in; the late joiner has its share when a 1 s window of its goodput stays ≥ %.0f%% of the fair share for %v; \"others below %.0f%%\" is the share of the 1 s windows over [%v, %v) in which one of the other sidecars, in since the start, got less than that.\n\n",
 		fb.perMember, fb.store.BaseLatency, fb.store.MaxLatencyFactor, fb.store.Burst, fb.duration, fb.joinAt,
-		fb.settle, fb.duration, fb.fairFrom, fb.duration, 100*lateJoinFraction, convHold)
+		fb.settle, fb.duration, fb.fairFrom, fb.duration, 100*lateJoinFraction, convHold, 100*lateJoinFraction, fb.fairFrom, fb.duration)
 	if rs := rows[sizes[0].n]; len(rs) > 0 && rs[0].runs > 1 {
 		fmt.Fprintf(&b, "Every figure is the median of %d runs.\n\n", rs[0].runs)
 	}
-	b.WriteString("| N | writers each | contender | slowest ÷ fair | fastest ÷ fair | throttle ratio | aggregate goodput | late joiner at 80% after |\n|---:|---:|---|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| N | writers each | contender | slowest ÷ fair | fastest ÷ fair | throttle ratio | aggregate goodput | late joiner at 80% after | others below 80% |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, ib := range sizes {
 		for _, r := range rows[ib.n] {
-			fmt.Fprintf(&b, "| %d | %d | %s | %s | %s | %s | %s | %s |\n", ib.n, ib.writers, r.name,
-				pct(r.slowest), pct(r.fastest), pct(r.throttle), pct(r.share), r.join)
+			fmt.Fprintf(&b, "| %d | %d | %s | %s | %s | %s | %s | %s | %s |\n", ib.n, ib.writers, r.name,
+				pct(r.slowest), pct(r.fastest), pct(r.throttle), pct(r.share), r.join, pct(r.othersLow))
 		}
 	}
 	b.WriteString("\nsluice against the targets:\n\n| N | slowest ≥ 85%, fastest ≤ 115% | throttle ≤ 1% | goodput ≥ 97% | late joiner ≤ 5 s |\n|---:|---|---|---|---|\n")

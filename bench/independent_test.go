@@ -3,6 +3,7 @@ package bench
 import (
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"strconv"
@@ -125,5 +126,70 @@ func TestCheckTraceID(t *testing.T) {
 		if err := checkTraceID(tc.id, tc.n); (err == nil) != tc.ok {
 			t.Errorf("checkTraceID(%q, %d) = %v, want ok %v", tc.id, tc.n, err, tc.ok)
 		}
+	}
+}
+
+// TestAnalyseIndependent checks the figures of a recorded run whose
+// sidecars' goodputs are known: four sidecars with a fair share of
+// 100/s, the last joining at 15 s.
+func TestAnalyseIndependent(t *testing.T) {
+	fb := independentBench{n: 4, writers: 16}.fleetBench()
+	buckets := bucketOf(fb.duration)
+	r := &run{capacity: make([]float64, buckets), total: newSeries(buckets), clients: map[string]series{}}
+	// rate returns each sidecar's goodput in requests/s at bucket u.
+	rate := func(i, u int) float64 {
+		at := time.Duration(u) * bucketWidth
+		switch i {
+		case 0:
+			return 100
+		case 1: // below 80% of the fair share for the first 4 s of the fairness window
+			if at >= fb.fairFrom && at < fb.fairFrom+4*time.Second {
+				return 50
+			}
+			return 110
+		case 2:
+			return 120
+		default: // the joiner: 40/s for 2 s, then 90/s
+			switch {
+			case at < fb.joinAt:
+				return 0
+			case at < fb.joinAt+2*time.Second:
+				return 40
+			}
+			return 90
+		}
+	}
+	for i := range fb.n {
+		s := newSeries(buckets)
+		for u := range buckets {
+			if v := rate(i, u); v > 0 {
+				n := int64(v * bucketWidth.Seconds())
+				s.attempts[u], s.accepted[u] = n, float64(n)
+				r.total.attempts[u] += n
+				r.total.accepted[u] += float64(n)
+			}
+		}
+		r.clients[fb.id(i)] = s
+	}
+	for u := range buckets {
+		r.capacity[u] = fb.capacity()
+	}
+	row := analyseIndependent(fb, "x", r)
+	near := func(got, want float64) bool { return math.Abs(got-want) < 1e-9 }
+	// i1 over [25 s, 35 s): 4 s at 50, 6 s at 110.
+	if want := (4*50 + 6*110) / 10.0 / 100; !near(row.slowest, want) || !near(row.fastest, 1.2) {
+		t.Errorf("slowest %v, fastest %v: want %v and 1.2", row.slowest, row.fastest, want)
+	}
+	// The first 1 s window at 80/s or more starts at 16.8 s: 0.2 s at
+	// 40/s, 0.8 s at 90/s.
+	if !row.join.ok || row.join.d != 1800*time.Millisecond {
+		t.Errorf("late joiner at 80%% after %v: want 1.8s", row.join)
+	}
+	// 1 s windows starting from 25 s to 34 s (91) for each of i0, i1, i2:
+	// i1's are below 80/s when more than half of one is at its 50/s,
+	// those starting from 25 s to 28.4 s, 35 of them (at 28.5 s it gets
+	// exactly 80/s).
+	if want := 35.0 / (3 * 91); !near(row.othersLow, want) {
+		t.Errorf("others below 80%%: %v, want %v", row.othersLow, want)
 	}
 }
