@@ -18,7 +18,7 @@ var (
 	indepReps = flag.Int("indep-reps", 0, "TestIndependentSideBySide: runs per contender and size, reported as medians (0: 1, or 3 with -indep)")
 	indepOnly = flag.String("indep-contenders", "", "TestIndependentSideBySide: comma-separated contenders to run (default: all)")
 	indepN    = flag.String("indep-n", "", "TestIndependentSideBySide: comma-separated sizes N to run, of 4, 8, 32, 64 (default: see -indep)")
-	indepTrc  = flag.String("indep-trace", "", "TestIndependentSideBySide: print every limit change of one sluice sidecar in each run: joiner (the late one) or iK (the K-th, from i0)")
+	indepTrc  = flag.String("indep-trace", "", "TestIndependentSideBySide: in each run, print one sidecar's seconds (goodput, attempts, throttles) and, for sluice, its every limit change: joiner (the late one) or iK (the K-th, from i0)")
 )
 
 // TestIndependentSideBySide runs the independent-sidecars benchmark: N
@@ -64,10 +64,11 @@ func TestIndependentSideBySide(t *testing.T) {
 	wall := time.Now()
 	for _, ib := range sizes {
 		if *indepTrc != "" {
-			if err := checkTraceID(*indepTrc, ib.n); err != nil {
+			id, err := traceID(*indepTrc, ib.n)
+			if err != nil {
 				t.Fatalf("-indep-trace: %v", err)
 			}
-			ib.trace, ib.traceID = os.Stdout, *indepTrc
+			ib.trace, ib.traceID = os.Stdout, id
 		}
 		for _, c := range cs {
 			runs := make([]independentRow, reps)
@@ -101,30 +102,31 @@ func TestIndependentSideBySide(t *testing.T) {
 	}
 }
 
-// checkTraceID reports whether id names a sidecar of n: joiner, or iK
-// with K below n.
-func checkTraceID(id string, n int) error {
-	if id == "joiner" {
-		return nil
+// traceID is the sidecar of n that -indep-trace's value names, as the
+// benchmark names it: joiner, or iK with K below n.
+func traceID(flagValue string, n int) (string, error) {
+	if flagValue == "joiner" {
+		return flagValue, nil
 	}
-	k, err := strconv.Atoi(strings.TrimPrefix(id, "i"))
-	if !strings.HasPrefix(id, "i") || err != nil || k < 0 || k >= n {
-		return fmt.Errorf("%q names no sidecar of %d: want joiner, or i0 to i%d", id, n, n-1)
+	k, err := strconv.Atoi(strings.TrimPrefix(flagValue, "i"))
+	if !strings.HasPrefix(flagValue, "i") || err != nil || k < 0 || k >= n {
+		return "", fmt.Errorf("%q names no sidecar of %d: want joiner, or i0 to i%d", flagValue, n, n-1)
 	}
-	return nil
+	return fmt.Sprintf("i%d", k), nil
 }
 
-func TestCheckTraceID(t *testing.T) {
+func TestTraceID(t *testing.T) {
 	for _, tc := range []struct {
-		id string
-		n  int
-		ok bool
+		flag string
+		n    int
+		want string // "" for an error
 	}{
-		{"joiner", 4, true}, {"i0", 4, true}, {"i3", 4, true},
-		{"i4", 4, false}, {"i-1", 4, false}, {"3", 4, false}, {"ix", 4, false}, {"", 4, false},
+		{"joiner", 4, "joiner"}, {"i0", 4, "i0"}, {"i3", 4, "i3"}, {"i03", 4, "i3"},
+		{"i4", 4, ""}, {"i-1", 4, ""}, {"3", 4, ""}, {"ix", 4, ""}, {"i3x", 4, ""}, {"", 4, ""},
 	} {
-		if err := checkTraceID(tc.id, tc.n); (err == nil) != tc.ok {
-			t.Errorf("checkTraceID(%q, %d) = %v, want ok %v", tc.id, tc.n, err, tc.ok)
+		got, err := traceID(tc.flag, tc.n)
+		if got != tc.want || (err == nil) != (tc.want != "") {
+			t.Errorf("traceID(%q, %d) = %q, %v; want %q", tc.flag, tc.n, got, err, tc.want)
 		}
 	}
 }
