@@ -1299,6 +1299,50 @@ func TestLogsEachChangeOnceThrottled(t *testing.T) {
 	}
 }
 
+// TestLogEventThrottle: every throttled record (limit changes, pauses, the
+// outage's) is logged at info level once per logEvery, the next one with a
+// count of those left out, and each left out at debug level.
+func TestLogEventThrottle(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		t.Run(level.String(), func(t *testing.T) {
+			var buf bytes.Buffer
+			c, clk := newFake(t, 10, func(cfg *Config) {
+				cfg.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: level}))
+			})
+			var st logState
+			c.mu.Lock()
+			for i := range 3 {
+				c.logPauseLocked(clk.now.Add(time.Second), time.Second, "status_429", clk.now)
+				c.logEventLocked(&st, clk.now, "event", "n", i)
+				clk.advance(time.Second)
+			}
+			clk.advance(logEvery)
+			c.logPauseLocked(clk.now.Add(time.Second), time.Second, "status_429", clk.now)
+			c.logEventLocked(&st, clk.now, "event", "n", 3)
+			c.mu.Unlock()
+			var info, debug, counted int
+			for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+				switch {
+				case strings.Contains(l, "level=INFO"):
+					info++
+				case strings.Contains(l, "level=DEBUG"):
+					debug++
+				}
+				if strings.HasSuffix(l, " suppressed=2") {
+					counted++
+				}
+			}
+			wantDebug := 0
+			if level == slog.LevelDebug {
+				wantDebug = 4
+			}
+			if info != 4 || debug != wantDebug || counted != 2 {
+				t.Errorf("%d info lines, %d debug, %d with suppressed=2; want 4, %d, 2:\n%s", info, debug, counted, wantDebug, buf.String())
+			}
+		})
+	}
+}
+
 // testLogThrottle: at info level each kind of limit change is logged once
 // per logEvery, the next line with a count of those left out; at debug
 // level those left out are logged too, at debug level.

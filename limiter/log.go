@@ -1,10 +1,6 @@
 package limiter
 
-import (
-	"context"
-	"log/slog"
-	"time"
-)
+import "time"
 
 // Limit changes and pauses are logged once each with their reason; repeats
 // of the same (limit, reason) are throttled to one per logEvery, with a
@@ -50,53 +46,35 @@ type logState struct {
 	suppressed int
 }
 
-// logChangeLocked logs a limit change unless one of the same kind was logged
-// less than logEvery ago; those left out are logged at debug level, so
-// that whoever traces the law sees every step. Requires that c.mu is held.
+// logChangeLocked logs a limit change unless one of the same kind was
+// logged less than logEvery ago (see logEventLocked). Requires that c.mu is
+// held.
 func (c *Controller) logChangeLocked(l limitKind, from, to float64, r reason, cause string, now time.Time) {
 	if from == to {
-		return
-	}
-	st := &c.logs[l][r]
-	quiet := !st.last.IsZero() && now.Sub(st.last) < logEvery
-	if quiet && !c.log.Enabled(context.Background(), slog.LevelDebug) {
-		st.suppressed++
 		return
 	}
 	attrs := []any{"limit", limitNames[l], "from", from, "to", to, "reason", reasonNames[r]}
 	if cause != "" {
 		attrs = append(attrs, "cause", cause)
 	}
-	if quiet {
-		st.suppressed++
-		c.log.Debug("limit changed", attrs...)
-		return
-	}
-	if st.suppressed > 0 {
-		attrs = append(attrs, "suppressed", st.suppressed)
-	}
-	c.log.Info("limit changed", attrs...)
-	st.last, st.suppressed = now, 0
+	c.logEventLocked(&c.logs[l][r], now, "limit changed", attrs...)
 }
 
 // logPauseLocked logs a pause until until, unless one was logged less than
-// logEvery ago. Requires that c.mu is held.
+// logEvery ago (see logEventLocked). Requires that c.mu is held.
 func (c *Controller) logPauseLocked(until time.Time, retryAfter time.Duration, cause string, now time.Time) {
-	l := &c.logs[limitRate][reasonPause]
-	if l.last.IsZero() || now.Sub(l.last) >= logEvery {
-		c.log.Info("pausing sends", "until", until, "retry_after", retryAfter, "cause", cause, "suppressed", l.suppressed)
-		l.last, l.suppressed = now, 0
-	} else {
-		l.suppressed++
-	}
+	c.logEventLocked(&c.logs[limitRate][reasonPause], now, "pausing sends", "until", until, "retry_after", retryAfter, "cause", cause)
 }
 
-// logEventLocked logs msg with attrs unless st logged less than logEvery
-// ago, in which case it counts the record as suppressed; the next one
-// logged says how many were. Requires that c.mu is held.
+// logEventLocked logs msg with attrs at info level unless st logged less
+// than logEvery ago; then it counts the record as suppressed, and the next
+// one logged at info level says how many were. The suppressed ones are
+// still logged at debug level, so that whoever traces the law sees every
+// step. Requires that c.mu is held.
 func (c *Controller) logEventLocked(st *logState, now time.Time, msg string, attrs ...any) {
 	if !st.last.IsZero() && now.Sub(st.last) < logEvery {
 		st.suppressed++
+		c.log.Debug(msg, attrs...)
 		return
 	}
 	if st.suppressed > 0 {
