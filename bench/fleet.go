@@ -40,11 +40,15 @@ type fleetBench struct {
 	settle     time.Duration // excluded from the aggregate figures
 	fairFrom   time.Duration // fairness over [fairFrom, killAt): everyone in
 	store      storesim.Config
-	// trace, if set, receives every limit change of the sidecar whose id
-	// is traceID, at debug level, timed from the run's start: how a
-	// figure of the tables came about (the late joiner is the last id).
-	trace   io.Writer
-	traceID string
+	trace      tracer // one sidecar's limit changes, if asked for
+}
+
+// tracer names one sidecar of a run whose limit changes go to w, at debug
+// level, timed from the run's start: how a figure of the tables came
+// about. The zero value traces nothing.
+type tracer struct {
+	w  io.Writer
+	id string // the sidecar's id (sidecarID)
 }
 
 // fleetBenchSizes are the fleet sizes of the full benchmark.
@@ -62,15 +66,17 @@ func newFleetBench(n int, configured bool) fleetBench {
 
 func (fb fleetBench) capacity() float64 { return float64(fb.n) * fb.perMember }
 
-func (fb fleetBench) id(i int) string { return fmt.Sprintf("i%d", i) }
+// sidecarID is the id of a run's i-th sidecar, from 0.
+func sidecarID(i int) string { return fmt.Sprintf("i%d", i) }
 
-// traceLogger is the logger of the sidecar with the given id: fb.trace's
-// if it is the traced one, timing its records from start; nil otherwise.
-func (fb fleetBench) traceLogger(id string, start time.Time) *slog.Logger {
-	if fb.trace == nil || id != fb.traceID {
+// logger is the logger of the sidecar with the given id: one that writes
+// to tr.w, timing its records from start, if it is the traced one; nil
+// otherwise.
+func (tr tracer) logger(id string, start time.Time) *slog.Logger {
+	if tr.w == nil || id != tr.id {
 		return nil
 	}
-	return slog.New(slog.NewTextHandler(fb.trace, &slog.HandlerOptions{Level: slog.LevelDebug,
+	return slog.New(slog.NewTextHandler(tr.w, &slog.HandlerOptions{Level: slog.LevelDebug,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			if len(groups) == 0 && a.Key == slog.TimeKey {
 				return slog.Duration("t", a.Value.Time().Sub(start).Round(time.Millisecond))
@@ -265,8 +271,8 @@ func recordFleet(ctx context.Context, fb fleetBench, fc fleetContender, shared *
 			if !sleepCtx(ctx, startAt) {
 				return
 			}
-			cl, err := newClient(env{id: fb.id(i), rt: store.Transport(), style: storesim.StyleS3, profile: classify.S3,
-				capacity: fb.capacity() / float64(fb.n), logger: fb.traceLogger(fb.id(i), start)})
+			cl, err := newClient(env{id: sidecarID(i), rt: store.Transport(), style: storesim.StyleS3, profile: classify.S3,
+				capacity: fb.capacity() / float64(fb.n), logger: fb.trace.logger(sidecarID(i), start)})
 			if err != nil {
 				mu.Lock()
 				firstErr = fmt.Errorf("bench: %s instance %d: %w", fc.name, i, err)
@@ -286,7 +292,7 @@ func recordFleet(ctx context.Context, fb fleetBench, fc fleetContender, shared *
 						if ictx.Err() != nil {
 							return
 						}
-						rec.wrote(fb.id(i), time.Since(t0), ok)
+						rec.wrote(sidecarID(i), time.Since(t0), ok)
 					}
 				})
 			}
@@ -319,11 +325,11 @@ func analyseFleetBench(fb fleetBench, fc fleetContender, r *run) fleetResultRow 
 	from, to := bucketOf(fb.fairFrom), bucketOf(fb.killAt)
 	per := make([]float64, fb.n)
 	for i := range fb.n {
-		per[i] = goodputRate(r.clients[fb.id(i)], from, to)
+		per[i] = goodputRate(r.clients[sidecarID(i)], from, to)
 	}
 	row.jain = jain(per)
 	row.slowest = slices.Min(per) / fair
-	late := r.clients[fb.id(fb.n-1)]
+	late := r.clients[sidecarID(fb.n-1)]
 	win := bucketOf(convWindow)
 	d, ok := holdsFrom(bucketOf(fb.joinAt), bucketOf(fb.killAt), func(u int) bool {
 		return late.accepted != nil && goodputRate(late, u, u+win) >= lateJoinTarget*fair

@@ -20,12 +20,8 @@ import (
 // independentBench is one independent-sidecars scenario.
 type independentBench struct {
 	n       int
-	writers int // greedy writers per sidecar
-	// trace, if set, receives the limit changes of one sidecar: the one
-	// whose id is traceID, or the late joiner when traceID is "joiner"
-	// (see fleetBench.trace).
-	trace   io.Writer
-	traceID string
+	writers int    // greedy writers per sidecar
+	trace   tracer // one sidecar's limit changes and seconds, if asked for
 }
 
 // independentSizes are the sizes of the table, each with its writers per
@@ -40,10 +36,7 @@ func (ib independentBench) fleetBench() fleetBench {
 	fb.writers = ib.writers
 	fb.duration, fb.joinAt, fb.killAt = 35*time.Second, 15*time.Second, 35*time.Second
 	fb.settle, fb.fairFrom = 5*time.Second, 25*time.Second
-	fb.trace, fb.traceID = ib.trace, ib.traceID
-	if ib.traceID == "joiner" {
-		fb.traceID = fb.id(ib.n - 1)
-	}
+	fb.trace = ib.trace
 	return fb
 }
 
@@ -81,8 +74,8 @@ func runIndependent(ctx context.Context, ib independentBench, c contender) (inde
 	if err != nil {
 		return independentRow{}, err
 	}
-	if fb.trace != nil {
-		traceSeconds(fb.trace, fb.traceID, r)
+	if fb.trace.w != nil {
+		traceSeconds(fb.trace.w, fb.trace.id, r)
 	}
 	return analyseIndependent(fb, c.name, r), nil
 }
@@ -118,10 +111,10 @@ func analyseIndependent(fb fleetBench, name string, r *run) independentRow {
 	from := bucketOf(fb.fairFrom)
 	per := make([]float64, fb.n)
 	for i := range fb.n {
-		per[i] = goodputRate(r.clients[fb.id(i)], from, total)
+		per[i] = goodputRate(r.clients[sidecarID(i)], from, total)
 	}
 	row.slowest, row.fastest = slices.Min(per)/fair, slices.Max(per)/fair
-	late := r.clients[fb.id(fb.n-1)]
+	late := r.clients[sidecarID(fb.n-1)]
 	win := bucketOf(convWindow)
 	d, ok := holdsFrom(bucketOf(fb.joinAt), total, func(u int) bool {
 		return late.accepted != nil && goodputRate(late, u, u+win) >= lateJoinFraction*fair
@@ -129,7 +122,7 @@ func analyseIndependent(fb fleetBench, name string, r *run) independentRow {
 	row.join = convergence{d, ok}
 	var low, all int
 	for i := range fb.n - 1 {
-		s := r.clients[fb.id(i)]
+		s := r.clients[sidecarID(i)]
 		for u := from; u+win <= total; u++ {
 			all++
 			if goodputRate(s, u, u+win) < lateJoinFraction*fair {

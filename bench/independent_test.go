@@ -68,7 +68,7 @@ func TestIndependentSideBySide(t *testing.T) {
 			if err != nil {
 				t.Fatalf("-indep-trace: %v", err)
 			}
-			ib.trace, ib.traceID = os.Stdout, id
+			ib.trace = tracer{w: os.Stdout, id: id}
 		}
 		for _, c := range cs {
 			runs := make([]independentRow, reps)
@@ -102,17 +102,17 @@ func TestIndependentSideBySide(t *testing.T) {
 	}
 }
 
-// traceID is the sidecar of n that -indep-trace's value names, as the
-// benchmark names it: joiner, or iK with K below n.
+// traceID is the id of the sidecar of n that -indep-trace's value names:
+// joiner (the last one), or iK with K below n.
 func traceID(flagValue string, n int) (string, error) {
 	if flagValue == "joiner" {
-		return flagValue, nil
+		return sidecarID(n - 1), nil
 	}
 	k, err := strconv.Atoi(strings.TrimPrefix(flagValue, "i"))
 	if !strings.HasPrefix(flagValue, "i") || err != nil || k < 0 || k >= n {
 		return "", fmt.Errorf("%q names no sidecar of %d: want joiner, or i0 to i%d", flagValue, n, n-1)
 	}
-	return fmt.Sprintf("i%d", k), nil
+	return sidecarID(k), nil
 }
 
 func TestTraceID(t *testing.T) {
@@ -121,7 +121,7 @@ func TestTraceID(t *testing.T) {
 		n    int
 		want string // "" for an error
 	}{
-		{"joiner", 4, "joiner"}, {"i0", 4, "i0"}, {"i3", 4, "i3"}, {"i03", 4, "i3"},
+		{"joiner", 4, "i3"}, {"i0", 4, "i0"}, {"i3", 4, "i3"}, {"i03", 4, "i3"},
 		{"i4", 4, ""}, {"i-1", 4, ""}, {"3", 4, ""}, {"ix", 4, ""}, {"i3x", 4, ""}, {"", 4, ""},
 	} {
 		got, err := traceID(tc.flag, tc.n)
@@ -171,7 +171,7 @@ func TestAnalyseIndependent(t *testing.T) {
 				r.total.accepted[u] += float64(n)
 			}
 		}
-		r.clients[fb.id(i)] = s
+		r.clients[sidecarID(i)] = s
 	}
 	for u := range buckets {
 		r.capacity[u] = fb.capacity()
