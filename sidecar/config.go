@@ -545,9 +545,7 @@ func (c Config) validate() []string {
 	if c.BufferBudget > 0 && c.RetryBodyMax > c.BufferBudget {
 		bad("RETRY_BODY_MAX", "%v is greater than SLUICE_BUFFER_BUDGET %v", c.RetryBodyMax, c.BufferBudget)
 	}
-	switch strings.ToLower(c.LogLevel) {
-	case "debug", "info", "warn", "error":
-	default:
+	if _, ok := ParseLogLevel(c.LogLevel); !ok {
 		bad("LOG_LEVEL", "must be debug, info, warn or error, got %q", c.LogLevel)
 	}
 	switch c.LogFormat {

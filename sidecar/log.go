@@ -6,19 +6,26 @@ import (
 	"strings"
 )
 
-// NewLogger builds the logger of SLUICE_LOG_LEVEL and SLUICE_LOG_FORMAT.
-func NewLogger(cfg Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	switch strings.ToLower(cfg.LogLevel) {
+// ParseLogLevel reads a SLUICE_LOG_LEVEL: debug, info, warn or error, in
+// any case; ok is false for anything else.
+func ParseLogLevel(s string) (level slog.Level, ok bool) {
+	switch strings.ToLower(s) {
 	case "debug":
-		level = slog.LevelDebug
+		return slog.LevelDebug, true
+	case "info":
+		return slog.LevelInfo, true
 	case "warn":
-		level = slog.LevelWarn
+		return slog.LevelWarn, true
 	case "error":
-		level = slog.LevelError
-	default:
-		level = slog.LevelInfo
+		return slog.LevelError, true
 	}
+	return slog.LevelInfo, false
+}
+
+// NewLogger builds the logger of SLUICE_LOG_LEVEL and SLUICE_LOG_FORMAT
+// (LoadConfig has checked both).
+func NewLogger(cfg Config, w io.Writer) *slog.Logger {
+	level, _ := ParseLogLevel(cfg.LogLevel)
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.LogFormat == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))

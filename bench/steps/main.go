@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/internal/storesim"
+	"github.com/sluice-dev/sluice/sidecar"
 )
 
 func main() {
@@ -98,9 +99,7 @@ var (
 // checkLogFlags refuses a log level sluice does not know and a -logs that
 // is not a directory.
 func checkLogFlags(level, dir string) error {
-	switch strings.ToLower(level) {
-	case "debug", "info", "warn", "error":
-	default:
+	if _, ok := sidecar.ParseLogLevel(level); !ok {
 		return fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
 	}
 	if dir == "" {
@@ -270,7 +269,7 @@ func run(mode string, capacity float64, writers int, phase, settle time.Duration
 			case <-ctx.Done():
 				return
 			}
-			if err := sidecar(ctx, bin, tmp, id, "http://"+ln.Addr().String(), writers); err != nil {
+			if err := runSidecar(ctx, bin, tmp, id, "http://"+ln.Addr().String(), writers); err != nil {
 				errs <- fmt.Errorf("%s: %w", id, err)
 				cancel()
 			}
@@ -354,9 +353,9 @@ func run(mode string, capacity float64, writers int, phase, settle time.Duration
 	return nil
 }
 
-// sidecar runs one sluice process in front of store with writers greedy
+// runSidecar runs one sluice process in front of store with writers greedy
 // writers until ctx ends, then stops it.
-func sidecar(ctx context.Context, bin, tmp, id, store string, writers int) error {
+func runSidecar(ctx context.Context, bin, tmp, id, store string, writers int) error {
 	listen, err1 := freePort()
 	admin, err2 := freePort()
 	if err := errors.Join(err1, err2); err != nil {
