@@ -7,7 +7,9 @@ import (
 )
 
 // ParseLogLevel reads a SLUICE_LOG_LEVEL: debug, info, warn or error, in
-// any case; ok is false for anything else.
+// any case; ok is false for anything else. Not slog.Level's UnmarshalText:
+// it also takes offsets ("INFO+2", "debug-4"), levels the README does not
+// offer and a typo of which would silently change what is logged.
 func ParseLogLevel(s string) (level slog.Level, ok bool) {
 	switch strings.ToLower(s) {
 	case "debug":
