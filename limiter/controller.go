@@ -99,7 +99,9 @@ var (
 //
 //   - Throttles cut at once, each limit at most once per Window and only for
 //     requests sent after the previous cut (a burst of throttles counts
-//     once). The cut is of the limit the throttle points at. An attempt
+//     once; at a store that caps concurrency, the burst's other refusals
+//     only lower the count the slots climb back to). The cut is of the
+//     limit the throttle points at. An attempt
 //     sent with more attempts in flight than usual (spikeRatio) was
 //     throttled because the store stalled with our attempts queued in it:
 //     concurrency is cut to the usual in-flight count and the rate is left
@@ -183,6 +185,7 @@ type Controller struct {
 	lastRateCut  time.Time // zero before the first
 	recutOK      bool      // the last rate cut may be followed by another within its Window (see recutShare)
 	lastConcCut  time.Time // zero before the first
+	capCutSeq    uint64    // cutSeq of the latest cut of concurrency only, at a count the store had not taken (see narrowCapLocked)
 	throttled    bool      // the rate was cut, sends paused or a latency cut stands: startup rounds are over
 	answered     bool      // the store answered an attempt (Success, Congested or Failed)
 	coldCost     float64   // the largest cost asked for before the store answered (see coldMax)

@@ -1884,6 +1884,59 @@ func TestConcurrencyCapRoundsFollowTheSlots(t *testing.T) {
 	}
 }
 
+func TestBurstRefusalsNarrowTheSlotCap(t *testing.T) {
+	// A store of 16 slots has taken 14 at a time. Concurrency grows to 20,
+	// and the burst of six more reaches the store in no particular order:
+	// here the attempt sent with 20 in flight is refused first and cuts to
+	// the 14 the store took, and those sent with 19, 18 and 17 are refused
+	// after it. At a store taken to cap concurrency (concMode) their
+	// refusals say its slots are fewer than 17, so the curve climbs back
+	// toward 17, not 20, and its first step of a Window stays below 17. At
+	// a rate-limited store the counts say nothing of slots and the
+	// throttle point stays at 20.
+	for _, tc := range []struct {
+		name     string
+		capsConc bool
+		wantMax  float64
+	}{
+		{"store caps concurrency", true, 17},
+		{"rate-limited store", false, 20},
+	} {
+		c, clk := newFake(t, 1e5, func(cfg *Config) { cfg.InitialConcurrency = 14 })
+		end := clk.now.Add(DefaultWindow)
+		for clk.now.Before(end) { // 14 in flight, as usual (no spike below 22)
+			ps := take(t, c, 14)
+			clk.advance(ms(20))
+			doneAll(ps, success(ms(20)))
+		}
+		clk.tick(c)
+		c.mu.Lock()
+		if tc.capsConc {
+			c.concScore = 1 // earlier throttles came at counts the store had not taken
+		}
+		c.conc.v = 20 // as a growth step does
+		c.mu.Unlock()
+		ps := take(t, c, 20)
+		clk.advance(ms(1))
+		for i := 19; i >= 16; i-- {
+			ps[i].Done(congested("status_429"))
+		}
+		clk.advance(ms(19))
+		doneAll(ps[:16], success(ms(20)))
+		c.mu.Lock()
+		lastMax, limit := c.conc.lastMax, c.concLimit()
+		c.conc.grow(DefaultWindow)
+		next := c.concLimit()
+		c.mu.Unlock()
+		if lastMax != tc.wantMax || limit != 14 {
+			t.Errorf("%s: after the burst's refusals: concurrency %d, throttle point %v; want 14 and %v", tc.name, limit, lastMax, tc.wantMax)
+		}
+		if tc.capsConc && next >= 17 {
+			t.Errorf("%s: a Window's growth from 14 went to %d, want below 17", tc.name, next)
+		}
+	}
+}
+
 func TestCutAgainWhenCapacityFell(t *testing.T) {
 	// A store at 200/s halves its capacity. The first throttle cuts the
 	// rate to 0.9 of what it took over the last Window (180/s, still

@@ -365,6 +365,8 @@ func (c *Controller) observeCongestedLocked(p *Permit, s Sample, fresh, late boo
 			c.raStreak++
 		}
 		spike = c.cutLocked(p, s, share, now)
+	} else {
+		c.narrowCapLocked(p)
 	}
 	if !spike && p.round == c.round {
 		c.roundBad = true
