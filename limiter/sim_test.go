@@ -416,7 +416,7 @@ func TestSimulationConcurrencyLimitedStore(t *testing.T) {
 // run, and other seeds can be tried by hand. (The order in which workers
 // woken at one virtual instant run does not repeat, so a run's figures
 // still vary: TestSimulationConcurrencyLimitedStore's settling after the
-// rise to 16 slots, over 60 runs, within 3.9–5.9 s.)
+// rise to 16 slots, over 60 runs without the hint, within 3.9–5.9 s.)
 func simSeed() uint64 {
 	if n, err := strconv.ParseUint(os.Getenv("SIM_SEED"), 10, 64); err == nil {
 		return n
