@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluice-dev/sluice/fleet"
 	"github.com/sluice-dev/sluice/internal/storesim"
+	"github.com/sluice-dev/sluice/internal/tracelog"
 	"github.com/sluice-dev/sluice/sidecar/classify"
 )
 
@@ -76,13 +77,7 @@ func (tr tracer) logger(id string, start time.Time) *slog.Logger {
 	if tr.w == nil || id != tr.id {
 		return nil
 	}
-	return slog.New(slog.NewTextHandler(tr.w, &slog.HandlerOptions{Level: slog.LevelDebug,
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if len(groups) == 0 && a.Key == slog.TimeKey {
-				return slog.Duration("t", a.Value.Time().Sub(start).Round(time.Millisecond))
-			}
-			return a
-		}})).With("sidecar", id)
+	return tracelog.New(tr.w, start).With("sidecar", id)
 }
 
 // fleetContender builds the instances of one contender for one run;

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/tracelog"
 )
 
 // simStore is a model of the store: it admits or rejects an attempt when it
@@ -425,19 +427,14 @@ func simSeed() uint64 {
 }
 
 // simLogger returns, with $SIM_LOG set, a logger of every limit change at
-// debug level to stderr, its time in seconds since start: the law's steps
-// that the trace (SIM_TRACE) samples only at each Tick. Otherwise nil, the
+// debug level to stderr, timed from start: the law's steps, which the
+// trace (SIM_TRACE) samples only at each Tick. Otherwise nil, the
 // Controller's default, which discards them.
 func simLogger(start time.Time) *slog.Logger {
 	if os.Getenv("SIM_LOG") == "" {
 		return nil
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug, ReplaceAttr: func(g []string, a slog.Attr) slog.Attr {
-		if a.Key == "time" {
-			return slog.Float64("t", a.Value.Time().Sub(start).Seconds())
-		}
-		return a
-	}}))
+	return tracelog.New(os.Stderr, start)
 }
 
 func TestSimulationQuotaRetryAfterDoesNotIdle(t *testing.T) {
