@@ -1887,27 +1887,20 @@ func TestConcurrencyCapRoundsFollowTheSlots(t *testing.T) {
 func TestBurstRefusalsNarrowTheSlotCap(t *testing.T) {
 	// A store of 16 slots has taken 14 at a time. Concurrency grows to 20,
 	// and the burst of six more reaches the store in no particular order:
-	// the attempts sent with 20, 19, 18 and 17 in flight are refused, the
-	// first refusal back cuts to the 14 the store took, and the others
-	// come back after it. At a store taken to cap concurrency (concMode)
-	// they lower the throttle point to the lowest count refused, so the
-	// curve climbs back toward it, not 20, and its first step of a Window
-	// stays below 17. A store that says it refused for its slots
-	// (Sample.Concurrency) counts each refusal as sent with as many of ours
-	// as were in flight when it came back, as the cut does: refused from
-	// 17 up, the last of them is counted at 19 (the cut's at 20, with all
-	// twenty still in flight). At a rate-limited store the counts say
-	// nothing of slots and the throttle point stays at 20.
+	// here the attempt sent with 20 in flight is refused first and cuts to
+	// the 14 the store took, and those sent with 19, 18 and 17 are refused
+	// after it. At a store taken to cap concurrency (concMode) their
+	// refusals say its slots are fewer than 17, so the curve climbs back
+	// toward 17, not 20, and its first step of a Window stays below 17. At
+	// a rate-limited store the counts say nothing of slots and the
+	// throttle point stays at 20.
 	for _, tc := range []struct {
 		name     string
 		capsConc bool
-		refusal  Sample
-		order    []int // of ps[i] refused
 		wantMax  float64
 	}{
-		{"store caps concurrency", true, congested("status_429"), []int{19, 18, 17, 16}, 17},
-		{"store says it caps concurrency", true, slotRefusal(), []int{16, 17, 18, 19}, 19},
-		{"rate-limited store", false, congested("status_429"), []int{19, 18, 17, 16}, 20},
+		{"store caps concurrency", true, 17},
+		{"rate-limited store", false, 20},
 	} {
 		c, clk := newFake(t, 1e5, func(cfg *Config) { cfg.InitialConcurrency = 14 })
 		end := clk.now.Add(DefaultWindow)
@@ -1925,8 +1918,8 @@ func TestBurstRefusalsNarrowTheSlotCap(t *testing.T) {
 		c.mu.Unlock()
 		ps := take(t, c, 20)
 		clk.advance(ms(1))
-		for _, i := range tc.order {
-			ps[i].Done(tc.refusal)
+		for i := 19; i >= 16; i-- {
+			ps[i].Done(congested("status_429"))
 		}
 		clk.advance(ms(19))
 		doneAll(ps[:16], success(ms(20)))
@@ -1938,7 +1931,7 @@ func TestBurstRefusalsNarrowTheSlotCap(t *testing.T) {
 		if lastMax != tc.wantMax || limit != 14 {
 			t.Errorf("%s: after the burst's refusals: concurrency %d, throttle point %v; want 14 and %v", tc.name, limit, lastMax, tc.wantMax)
 		}
-		if tc.wantMax == 17 && next >= 17 {
+		if tc.capsConc && next >= 17 {
 			t.Errorf("%s: a Window's growth from 14 went to %d, want below 17", tc.name, next)
 		}
 	}

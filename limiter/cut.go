@@ -122,13 +122,19 @@ const (
 //     at slots ÷ latency, below the quota whenever the store is slow
 //     (nginx's quota of 40/s with one slot left at 25 ms a write).
 //
-// "Sent with n in flight": see sentWithLocked.
+// "Sent with n in flight" is, for a Sample with Concurrency, the larger of
+// the count at p's grant and the count when it was refused.
 //
 // Requires that c.mu is held.
 func (c *Controller) decideCutLocked(p *Permit, s Sample, share float64, now time.Time) cutDecision {
 	d := cutDecision{concScore: c.concScore, share: share}
 	concDue := c.lastConcCut.IsZero() || !now.Before(c.lastConcCut.Add(c.cfg.Window))
-	n := c.sentWithLocked(p, s)
+	n := p.inFlight
+	if s.Concurrency {
+		// Refused for the store's slots: what counts is how many of ours
+		// held or wanted one as it refused, those sent after p included.
+		n = max(n, c.inFlight+1)
+	}
 	usual, typical := c.inFlightLocked(now)
 	if c.isSpikeLocked(n, s, usual, typical, now) {
 		d.spike = true
@@ -395,39 +401,26 @@ func (c *Controller) cutConcLocked(d cutDecision, now time.Time) {
 	c.lastConcCut = now
 }
 
-// sentWithLocked returns the in-flight count a throttle of p, answered
-// with s, counts as sent with: p's count at grant, or, for a Sample with
-// Concurrency (refused for the store's slots), the larger of that and how
-// many of ours held or wanted one as it refused, those sent after p
-// included. Requires that c.mu is held, and that p's slot was released.
-func (c *Controller) sentWithLocked(p *Permit, s Sample) int {
-	n := p.inFlight
-	if s.Concurrency {
-		n = max(n, c.inFlight+1)
-	}
-	return n
-}
-
 // narrowCapLocked lowers the concurrency's throttle point to n after a
-// throttle of p, answered with s, sent with n in flight (sentWithLocked)
-// in the epoch that the latest cut ended, when that cut was one of
-// concurrency only at a count the store had not taken (a store taken to
-// cap concurrency, concMode) and n lies between the new limit and the
-// throttle point that cut set. The attempts of one burst are granted
-// together and reach the store in any order: the one whose refusal came
-// back first and cut may have been sent with any count of the burst, and
-// the lowest count the store refused is the closer bound on its slots.
-// Climbing back toward the highest instead, the curve stepped past the
-// store's slots again at each Window's growth: after a store's slots went
-// from 4 to 16, a limit cut to 14 climbed back toward 29, 24, 20, 18 and
-// 17 in turn, and in 60 runs of the simulator it held the 16 slots
-// 2.8–9.3 s after the step, depending on the order the bursts ran in
-// (3.9–5.9 s with this). Requires that c.mu is held.
-func (c *Controller) narrowCapLocked(p *Permit, s Sample) {
+// throttle of an attempt sent with n in flight in the epoch that the
+// latest cut ended, when that cut was one of concurrency only at a count
+// the store had not taken (a store taken to cap concurrency, concMode)
+// and n lies between the new limit and the throttle point that cut set.
+// The attempts of one burst are granted together and reach the store in
+// any order: the one whose refusal came back first and cut may have been
+// sent with any count of the burst, and the lowest count the store
+// refused is the closer bound on its slots. Climbing back toward the
+// highest instead, the curve stepped past the store's slots again at
+// each Window's growth: after a store's slots went from 4 to 16, a limit
+// cut to 14 climbed back toward 29, 24, 20, 18 and 17 in turn, and in 60
+// runs of the simulator it held the 16 slots 2.8–9.3 s after the step,
+// depending on the order the bursts ran in (3.9–5.9 s with this).
+// Requires that c.mu is held.
+func (c *Controller) narrowCapLocked(p *Permit) {
 	if p.epoch+1 != c.cutSeq || c.capCutSeq != c.cutSeq {
 		return
 	}
-	if n := float64(c.sentWithLocked(p, s)); n > c.conc.v && n < c.conc.lastMax {
+	if n := float64(p.inFlight); n > c.conc.v && n < c.conc.lastMax {
 		c.conc.cutTo(n, c.conc.v)
 	}
 }

@@ -366,7 +366,7 @@ func (c *Controller) observeCongestedLocked(p *Permit, s Sample, fresh, late boo
 		}
 		spike = c.cutLocked(p, s, share, now)
 	} else {
-		c.narrowCapLocked(p, s)
+		c.narrowCapLocked(p)
 	}
 	if !spike && p.round == c.round {
 		c.roundBad = true
