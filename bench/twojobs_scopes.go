@@ -40,11 +40,11 @@ const (
 	twojobsCapB      = 2000.0
 	twojobsRun       = 20 * time.Second
 	twojobsMeasureAt = 5 * time.Second // goodput is measured from here to the end
-	// twojobsOutstanding bounds each loader's writes in flight. Only a
-	// write path that keeps writes waiting reaches it (the AWS SDK's
-	// adaptive mode holds each for a token, and all its waiters wake at
-	// every refill: unbounded, thousands of them made this benchmark's
-	// slowest run, under -race, take most of its time).
+	// twojobsOutstanding bounds each loader's writes in flight. Only the
+	// write paths that keep A's writes waiting reach it: naive retries,
+	// and the AWS SDK's adaptive mode, which holds each for a token and
+	// wakes all its waiters at every refill (unbounded, thousands of them
+	// made that run, under -race, most of this benchmark's time).
 	twojobsOutstanding = 512
 )
 
