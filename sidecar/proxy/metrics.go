@@ -65,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_proxy_requests_total",
-			Help: "Loader requests answered by sluice, by the HTTP status the loader got (499: the loader went away).",
+			Help: "Loader requests answered by sluice, by the HTTP status the loader got (499: the loader went away, or its connection broke or was half-closed before the answer).",
 		}, []string{"code"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_proxy_backpressure_total",

@@ -84,6 +84,7 @@ const (
 	reasonSwitchedProtocols = "switched_protocols" // the store answered 101 to a write that asked for no upgrade
 	reasonTransportError    = "transport_error"    // an answer that broke off, or a response that could not be read
 	reasonPipelineBroken    = "pipeline_broken"    // pipelined behind a write whose connection broke: not answered, sent again
+	reasonRequestBody       = "request_body"       // the loader's streamed body broke, or stalled past its deadline, while it was sent: nothing learned of the store
 
 	// A permit given back without an attempt reaching the store.
 	reasonAuth    = "auth"     // sluice could not put its credentials on the attempt
@@ -417,7 +418,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, release, err := p.jobs.Admit(r.Context(), job, maxWait)
 	if err != nil {
 		if r.Context().Err() != nil {
-			ex.status = 499 // the loader left while its job was held
+			// The loader left while its job was held, or so net/http
+			// thinks (a read error on its connection, a half-close):
+			// answer all the same, or a loader still reading would get
+			// net/http's implicit 200.
+			ex.status = 499
+			apierror.Write(w, ex.status, "client_closed_request", "the loader's connection was closed or broke while its write waited", map[string]any{"job": ex.job})
 			return
 		}
 		if holdable && errors.Is(err, context.DeadlineExceeded) {
@@ -857,7 +863,12 @@ func drainAnswer(body io.ReadCloser) {
 // A streamed body, or a method sluice may not repeat, is never held.
 func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Response, err error) (retry bool, wait time.Duration, stop error) {
 	// Whether the write is still wanted.
+	var berr *bodyReadError
 	switch {
+	case errors.As(err, &berr):
+		// The loader's body broke or stalled (which cancels its context
+		// too): that is what it is told (answerError), not that it left.
+		return false, 0, err
 	case ctx.Err() != nil && err == nil && resp != nil && ex.loader.Err() == nil:
 		// The job was cancelled while the store had this write (a
 		// pipelined write cannot be recalled once in the store's socket)
@@ -971,18 +982,25 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 			msg = "sluice held the write for SLUICE_HOLD_MAX and the store did not take it; retry after the Retry-After delay"
 		}
 		apierror.Write(w, ex.status, "backpressure", msg, details)
-	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
-		// The loader is still there: its job was cancelled under it.
-		ex.status = apierror.WriteJob(w, ex.job, context.Cause(r.Context()), p.pushStatus)
-	case ex.loader.Err() != nil:
-		ex.status = 499 // the loader went away; nobody reads this
 	case errors.As(err, &body) && errors.Is(err, os.ErrDeadlineExceeded):
-		// The loader did not deliver its body in time (slowloris).
+		// The loader did not deliver its body in time (slowloris). Its
+		// read deadline also cancels its request's context (net/http),
+		// so this comes before the case of a loader that left.
 		ex.status = http.StatusRequestTimeout
 		apierror.Write(w, ex.status, "request_body_timeout", "the request body did not arrive within SLUICE_UPSTREAM_TIMEOUT", details)
 	case errors.As(err, &body):
 		ex.status = http.StatusBadRequest
 		apierror.Write(w, ex.status, "request_body", body.Error(), details)
+	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
+		// The loader is still there: its job was cancelled under it.
+		ex.status = apierror.WriteJob(w, ex.job, context.Cause(r.Context()), p.pushStatus)
+	case ex.loader.Err() != nil:
+		// The loader went away, or net/http says so: any read error on
+		// its connection cancels its context, a half-close (EOF) too,
+		// with the loader still reading. An answer left unwritten would
+		// reach such a loader as net/http's implicit 200 OK: write one.
+		ex.status = 499
+		apierror.Write(w, ex.status, "client_closed_request", "the loader's connection was closed or broke before the store's answer", details)
 	case errors.As(err, &tooBig):
 		ex.status = http.StatusRequestEntityTooLarge
 		apierror.Write(w, ex.status, "body_too_large_to_sign", tooBig.Error(), details)
@@ -1184,6 +1202,18 @@ type countingReader struct {
 	// is whole.
 	counter classify.ItemCounter
 	items   atomic.Int64
+	// err is the first error other than io.EOF of the loader's body (its
+	// read deadline, a broken connection): the write's failure is the
+	// loader's, not the store's.
+	err atomic.Pointer[error]
+}
+
+// readErr is the loader's body's error, nil if it has none (yet).
+func (c *countingReader) readErr() error {
+	if e := c.err.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // newCountingReader wraps a body that streams and makes it ex's.
@@ -1197,6 +1227,9 @@ func (p *Proxy) newCountingReader(r io.Reader, h http.Header, ex *exchange) *cou
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		c.err.CompareAndSwap(nil, &err)
+	}
 	if c.counter != nil && n > 0 {
 		_, _ = c.counter.Write(b[:n])
 		c.items.Store(int64(c.counter.Items()))
@@ -1231,6 +1264,11 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	// previous attempt's body when the store has answered it.
 	req := out.WithContext(out.Context())
 	body.set(req)
+	if !ex.buffered && ex.attempts == 1 {
+		// A streamed body is read from the loader during this attempt,
+		// SigV4's hashing of it included: bounded like a buffered one.
+		p.setReadDeadline(ex, time.Now().Add(p.timeout))
+	}
 	if p.auth != nil {
 		if err := p.auth.Apply(req); err != nil {
 			if req.Body != nil {
@@ -1239,6 +1277,11 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 			permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonAuth})
 			scoped.release(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonAuth})
 			ex.last = classify.Result{Kind: classify.ClientError, Reason: reasonAuth}
+			if ex.streamed != nil {
+				if berr := ex.streamed.readErr(); berr != nil {
+					return nil, &bodyReadError{berr}
+				}
+			}
 			return nil, err
 		}
 	}
@@ -1253,10 +1296,6 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 		ctx, cancel = context.WithTimeout(req.Context(), p.timeout)
 	}
 	start := time.Now()
-	if !ex.buffered && ex.attempts == 1 {
-		// A streamed body is read from the loader during this attempt.
-		p.setReadDeadline(ex, start.Add(p.timeout))
-	}
 	var (
 		resp *http.Response
 		err  error
@@ -1282,6 +1321,14 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	if err != nil {
 		cancel()
 		res := p.classifyError(req.Context(), err, false)
+		if ex.streamed != nil {
+			if berr := ex.streamed.readErr(); berr != nil {
+				// The loader's body broke or stalled under the attempt:
+				// its fault (408, 400), not the store's timeout.
+				res = classify.Result{Kind: classify.ClientError, Reason: reasonRequestBody, Items: -1}
+				err = &bodyReadError{berr}
+			}
+		}
 		ex.last = res
 		if res.Kind == classify.Unreachable {
 			p.warnDown.Do(func() {
@@ -1396,7 +1443,7 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, scoped scope
 		// unknown. The loader leaving and sluice's own credential failure
 		// are client errors the store never answered.
 		s.Outcome = limiter.Neutral
-		s.Answered = res.Kind == classify.ClientError && res.Reason != reasonCancelled && res.Reason != reasonAuth
+		s.Answered = res.Kind == classify.ClientError && res.Reason != reasonCancelled && res.Reason != reasonAuth && res.Reason != reasonRequestBody
 	}
 	if p.scopes != nil && res.Kind == classify.Throttled && res.Scoped && ex.scopes.Len() > 0 {
 		// The store throttled the write's scopes, not itself: their
@@ -1416,7 +1463,7 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, scoped scope
 			p.log.Warn("store signalled congestion", "job", ex.job, "reason", res.Reason, "retry_after", res.RetryAfter)
 		})
 	}
-	if res.Reason == reasonCancelled || res.Reason == reasonPipelineBroken {
+	if res.Reason == reasonCancelled || res.Reason == reasonPipelineBroken || res.Reason == reasonRequestBody {
 		return // the loader left or the job was cancelled, or the write was not answered: nothing to report
 	}
 	o := Observation{Kind: res.Kind, Items: -1, RetryAfter: res.RetryAfter}

@@ -1,0 +1,164 @@
+package sidecar
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// stallLoader sends head and part of a body to the proxy at addr, then
+// stalls; it returns the status line sluice answered with ("" if it closed
+// the connection without one) and how long that took, at most limit.
+func stallLoader(t *testing.T, addr, head string, part int, limit time.Duration) (string, time.Duration) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	if _, err := io.WriteString(c, head+strings.Repeat("x", part)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(start.Add(limit))
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err == nil {
+		rest, _ := io.ReadAll(io.LimitReader(br, 2000))
+		t.Logf("whole answer: %q", line+string(rest))
+	}
+	if err != nil {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return "no answer (hang)", time.Since(start)
+		}
+		return "", time.Since(start)
+	}
+	return strings.TrimSpace(line), time.Since(start)
+}
+
+// A loader that stalls in the middle of a body too large to buffer: it is
+// the loader's fault, as for a buffered body (408 request_body_timeout),
+// and no congestion signal of the store's.
+func TestStalledStreamedBodyIsTheLoaders(t *testing.T) {
+	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer store.Close()
+	cfg := testConfig(t, "UPSTREAM_URL="+store.URL, "UPSTREAM_TIMEOUT=300ms", "RETRY_BODY_MAX=1KiB")
+	s, err := NewServer(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.StartLoops()()
+	front := httptest.NewServer(s.ProxyHandler())
+	defer front.Close()
+	head := "PUT /write HTTP/1.1\r\nHost: s\r\nContent-Length: 100000\r\n\r\n"
+	line, took := stallLoader(t, strings.TrimPrefix(front.URL, "http://"), head, 10, 5*time.Second)
+	t.Logf("answer %q after %v", line, took)
+	// 408 in every run seen; the attempt's own deadline (the same
+	// 300 ms) may end it first on a loaded machine, which is a 4xx or 5xx
+	// too. Never a 2xx: the store did not get the body whole.
+	if !strings.HasPrefix(line, "HTTP/1.1 4") && !strings.HasPrefix(line, "HTTP/1.1 5") {
+		t.Errorf("a loader that stalled mid-body, whose write the store never took whole, got %q", line)
+	}
+	// The stall is the loader's: had the attempt been taken for the
+	// store's timeout, every job's limits would be cut for it.
+	if n := seriesValue(t, s, "sluice_upstream_attempts_total", "kind", "timeout"); n != 0 && strings.Contains(line, " 408 ") {
+		t.Errorf("the loader's stalled body was counted as %v store timeouts, want 0", n)
+	}
+}
+
+// With SigV4 (hashed payload), a streamed body of known length is read
+// whole to hash it: that read must be bounded by SLUICE_UPSTREAM_TIMEOUT
+// like any other read of a loader's body, or a stalled loader holds a send
+// slot for as long as it keeps its connection.
+func TestSigV4StalledStreamedBodyIsBounded(t *testing.T) {
+	s, _ := sigv4Server(t, "RETRY_BODY_MAX=1KiB", "BUFFER_BUDGET=1MiB", "UPSTREAM_TIMEOUT=300ms")
+	front := httptest.NewServer(s.ProxyHandler())
+	defer front.Close()
+	head := "PUT /idx/_doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 100000\r\n\r\n"
+	line, took := stallLoader(t, strings.TrimPrefix(front.URL, "http://"), head, 10, 5*time.Second)
+	t.Logf("answer %q after %v; in flight %d", line, took, s.lim.Snapshot().InFlight)
+	if !strings.Contains(line, " 408 ") {
+		t.Errorf("a loader that stalled mid-body got %q, want 408 request_body_timeout", line)
+	}
+	if took > 3*time.Second {
+		t.Errorf("a loader that stalled mid-body held its write (and a send slot: in flight %d) for %v: no body read timeout", s.lim.Snapshot().InFlight, took)
+	}
+}
+
+// The same for a body small enough to buffer.
+func TestStalledBufferedBodyGets408(t *testing.T) {
+	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer store.Close()
+	cfg := testConfig(t, "UPSTREAM_URL="+store.URL, "UPSTREAM_TIMEOUT=300ms", "RETRY_BODY_MAX=1KiB")
+	s, err := NewServer(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.StartLoops()()
+	front := httptest.NewServer(s.ProxyHandler())
+	defer front.Close()
+	head := "PUT /write HTTP/1.1\r\nHost: s\r\nContent-Length: 500\r\n\r\n"
+	line, took := stallLoader(t, strings.TrimPrefix(front.URL, "http://"), head, 10, 5*time.Second)
+	t.Logf("answer %q after %v", line, took)
+	if !strings.Contains(line, " 408 ") {
+		t.Errorf("a loader that stalled mid-body got %q, want 408 request_body_timeout", line)
+	}
+}
+
+// A loader that half-closes its connection after sending a whole request
+// (shutdown(SHUT_WR), as some HTTP/1.0-style clients and tools do) is
+// still there to read the answer. net/http's background read sees EOF
+// and cancels the request's context; the store never answers the write
+// (it was cancelled under it), so the loader must not get a 2xx.
+func TestHalfCloseIsNotSuccess(t *testing.T) {
+	stored := make(chan struct{}, 10)
+	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-r.Context().Done(): // cancelled: nothing stored
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		stored <- struct{}{}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer store.Close()
+	cfg := testConfig(t, "UPSTREAM_URL="+store.URL, "UPSTREAM_TIMEOUT=2s")
+	s, err := NewServer(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.StartLoops()()
+	front := httptest.NewServer(s.ProxyHandler())
+	defer front.Close()
+	c, err := net.Dial("tcp", strings.TrimPrefix(front.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "PUT /write HTTP/1.1\r\nHost: s\r\nContent-Length: 5\r\n\r\nhello")
+	_ = c.(*net.TCPConn).CloseWrite()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Logf("no answer: %v", err)
+		return
+	}
+	body, _ := io.ReadAll(resp.Body)
+	t.Logf("loader got %d %q; store stored %d", resp.StatusCode, body, len(stored))
+	if resp.StatusCode/100 == 2 && len(stored) == 0 {
+		t.Errorf("the loader got %d for a write the store never took", resp.StatusCode)
+	}
+}
