@@ -188,12 +188,12 @@ func (a *Authenticator) hashUnknownLength(req *http.Request) (string, error) {
 		}
 		releases = append(releases, release)
 		buf := make([]byte, block)
-		n, err := io.ReadFull(req.Body, buf)
+		n, err := fill(req.Body, buf)
 		buf = buf[:n]
 		total += int64(n)
 		sum.Write(buf)
 		blocks = append(blocks, bytes.NewReader(buf))
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
+		if err == io.EOF {
 			break
 		}
 		if err != nil {
@@ -208,6 +208,23 @@ func (a *Authenticator) hashUnknownLength(req *http.Request) (string, error) {
 		return emptyPayloadHash, nil
 	}
 	return hex.EncodeToString(sum.Sum(nil)), nil
+}
+
+// fill reads r into buf until buf is full or r ends. Unlike io.ReadFull it
+// keeps the body's clean end (io.EOF) apart from a body cut short:
+// net/http's chunked reader reports a connection broken mid-body as
+// io.ErrUnexpectedEOF, which io.ReadFull also returns for a short last
+// block, and a body taken for whole there would be signed and sent short.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // bufferedBody replays a body read into a budgeted buffer; Close closes the

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -386,6 +387,19 @@ func TestPayloadHash(t *testing.T) {
 			r.GetBody, r.ContentLength = nil, -1
 			return r
 		}, 100, "", -1, ""},
+		{"streamed, unknown length, within budget", "es", func() *http.Request {
+			r := newRequest(t, "POST", "http://s/", body)
+			r.GetBody, r.ContentLength = nil, -1
+			return r
+		}, 1 << 20, sha256Hex(body), 0, ""},
+		{"streamed, unknown length, cut short", "es", func() *http.Request {
+			// What net/http's chunked reader gives when the loader's
+			// connection breaks mid-body.
+			r := newRequest(t, "POST", "http://s/", "")
+			r.Body = io.NopCloser(io.MultiReader(strings.NewReader(body[:5]), iotest.ErrReader(io.ErrUnexpectedEOF)))
+			r.GetBody, r.ContentLength = nil, -1
+			return r
+		}, 1 << 20, "", 0, "after 5 bytes: unexpected EOF"},
 		{"GetBody shorter than Content-Length", "es", func() *http.Request {
 			r := newRequest(t, "POST", "http://s/", body)
 			r.ContentLength = 11
