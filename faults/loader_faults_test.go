@@ -82,30 +82,43 @@ func TestLoaderDisconnectsMidBody(t *testing.T) {
 	}
 }
 
+// trickled is how a trickling connection ended: when the server closed it,
+// and the first line of what it answered before that ("" for nothing).
+type trickled struct {
+	at     time.Time
+	answer string
+}
+
 // trickle opens a connection to addr, sends head, then one byte of body
 // every interval until stop is closed or the server closes the connection;
-// it reports on closed when the server closed it.
-func trickle(t *testing.T, addr, head string, interval time.Duration, stop <-chan struct{}) (closedAt <-chan time.Time) {
+// it reports on closed when the server closed it, and what it answered.
+func trickle(t *testing.T, addr, head string, interval time.Duration, stop <-chan struct{}) (closed <-chan trickled) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := make(chan time.Time, 1)
+	ch := make(chan trickled, 1)
 	go func() {
 		defer c.Close()
 		if _, err := io.WriteString(c, head); err != nil {
-			ch <- time.Now()
+			ch <- trickled{at: time.Now()}
 			return
 		}
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		// A reader notices the server closing (EOF or an answer).
+		var answer strings.Builder
 		gone := make(chan struct{})
 		go func() {
+			_, _ = io.Copy(&answer, io.LimitReader(c, 4<<10))
 			_, _ = io.Copy(io.Discard, c)
 			close(gone)
 		}()
+		firstLine := func() string {
+			line, _, _ := strings.Cut(answer.String(), "\r\n")
+			return line
+		}
 		for {
 			select {
 			case <-stop:
@@ -113,13 +126,14 @@ func trickle(t *testing.T, addr, head string, interval time.Duration, stop <-cha
 				<-gone
 				return
 			case <-gone:
-				ch <- time.Now()
+				ch <- trickled{at: time.Now(), answer: firstLine()}
 				return
 			case <-tick.C:
 				if _, err := c.Write([]byte("x")); err != nil {
-					ch <- time.Now()
+					at := time.Now()
 					c.Close()
 					<-gone
+					ch <- trickled{at: at, answer: firstLine()}
 					return
 				}
 			}
@@ -142,7 +156,7 @@ func TestSlowlorisHeaders(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	start := time.Now()
-	var proxyClosed, adminClosed []<-chan time.Time
+	var proxyClosed, adminClosed []<-chan trickled
 	for range 20 {
 		proxyClosed = append(proxyClosed, trickle(t, hostPort(sl.proxyURL), "PUT /put HTTP/1.1\r\nHost: s\r\nX-A: ", 300*time.Millisecond, stop))
 		adminClosed = append(adminClosed, trickle(t, hostPort(sl.adminURL), "GET /metrics HTTP/1.1\r\nHost: s\r\nX-A: ", 300*time.Millisecond, stop))
@@ -152,11 +166,11 @@ func TestSlowlorisHeaders(t *testing.T) {
 	if o := l.write("PUT", "/put", "", []byte("ok")); !o.clean2xx() || o.duration > 2*time.Second {
 		t.Errorf("a normal write beside 40 slowloris connections: %v", o)
 	}
-	check := func(name string, chans []<-chan time.Time, limit time.Duration) {
+	check := func(name string, chans []<-chan trickled, limit time.Duration) {
 		for i, ch := range chans {
 			select {
-			case at := <-ch:
-				if d := at.Sub(start); d > limit {
+			case end := <-ch:
+				if d := end.at.Sub(start); d > limit {
 					t.Errorf("%s connection %d closed after %v, want within %v", name, i, d.Round(time.Millisecond), limit)
 				}
 			case <-time.After(limit + 5*time.Second - time.Since(start)):
@@ -186,7 +200,7 @@ func TestSlowlorisBodies(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	start := time.Now()
-	var closed []<-chan time.Time
+	var closed []<-chan trickled
 	// Retryable (PUT, small: buffered) and streamed (POST) bodies.
 	for _, m := range []string{"PUT", "PUT", "POST", "POST"} {
 		closed = append(closed, trickle(t, hostPort(sl.proxyURL),
@@ -206,8 +220,14 @@ func TestSlowlorisBodies(t *testing.T) {
 	const limit = 15 * time.Second
 	for i, ch := range closed {
 		select {
-		case at := <-ch:
-			t.Logf("trickling connection %d closed after %v", i, at.Sub(start).Round(time.Millisecond))
+		case end := <-ch:
+			t.Logf("trickling connection %d closed after %v, answered %q", i, end.at.Sub(start).Round(time.Millisecond), end.answer)
+			// The store never got these bodies whole: whatever the
+			// loader reads must not say it did (net/http's implicit
+			// 200, when the handler wrote nothing, once did).
+			if strings.HasPrefix(end.answer, "HTTP/1.1 2") {
+				t.Errorf("trickling connection %d, whose body never arrived whole, was answered %q", i, end.answer)
+			}
 		case <-time.After(limit - time.Since(start)):
 			t.Errorf("trickling connection %d (a body at 5 B/s) still open after %v: no body read timeout", i, time.Since(start).Round(time.Second))
 		}
