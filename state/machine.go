@@ -223,6 +223,7 @@ type Event struct {
 	Timeout    bool          // EvUpstreamError
 	Cause      StallCause    // EvUpstreamError: "" is upstream_errors, or upstream_timeouts with Timeout
 	Force      bool          // EvCancel
+	Reopen     bool          // EvCancel: sluice's own cancel of a stream, applied as recorded: it reopens once cleaned up
 	Reason     string        // EvCancel; "requested" if empty. EvReopen; "reopened" if empty
 	Action     Action        // EvActionSucceeded, EvActionFailed
 	Skipped    bool          // EvActionSucceeded
@@ -584,7 +585,10 @@ func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
 			j.consecutive++
 		}
 	case EvCancel:
-		j.Force, j.Reopen = ev.Force, false
+		// Reopen only for the Manager's re-application of a stream's own
+		// stall cancel whose record says so (tryLocked's again); a
+		// request never sets it.
+		j.Force, j.Reopen = ev.Force, ev.Reopen && j.p.Stream
 		reason := ev.Reason
 		if reason == "" {
 			reason = "requested"

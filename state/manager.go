@@ -581,7 +581,7 @@ func (m *Manager) tryLocked(e *entry, ev Event, now time.Time, fx *effects) (*pr
 	if err == nil && (cancels || reopens) {
 		rec := m.recordLocked(e)
 		rec.MachineState = next.Snapshot()
-		again := Event{Type: EvCancel, Force: next.Force, Reason: next.Reason}
+		again := Event{Type: EvCancel, Force: next.Force, Reopen: next.Reopen, Reason: next.Reason}
 		if reopens {
 			again = Event{Type: EvReopen, Reason: next.Reason}
 		}
