@@ -434,7 +434,7 @@ func (m *Manager) Tick(now time.Time) {
 		m.spawn(func() { m.runProbe(p.id, p.url, p.ptr) })
 	}
 	if len(prune) > 0 {
-		m.prune(prune)
+		m.prune(prune, now)
 	}
 }
 
@@ -481,17 +481,37 @@ func (m *Manager) deleteForgottenLocked() {
 	m.mu.Unlock()
 }
 
-func (m *Manager) prune(ids []string) {
+func (m *Manager) prune(ids []string, now time.Time) {
 	m.storeMu.Lock()
 	defer m.storeMu.Unlock()
+	// The list was made under an earlier lock: a job reopened (or deleted
+	// and written again) since is live and must stay. Under storeMu a
+	// terminal job stays as it is (only requests move it).
+	m.mu.Lock()
+	due := make(map[string]*entry, len(ids))
+	for _, id := range ids {
+		if e := m.jobs[id]; e != nil && e.job.State.Terminal() && now.Sub(e.job.Since) >= m.cfg.Retention {
+			due[id] = e
+		}
+	}
+	m.mu.Unlock()
+	if len(due) == 0 {
+		return
+	}
+	ids = ids[:0]
+	for id := range due {
+		ids = append(ids, id)
+	}
 	if err := m.store.Delete(ids...); err != nil {
 		m.writeError(err)
 		return // retried at the next tick
 	}
 	m.mu.Lock()
-	for _, id := range ids {
-		delete(m.jobs, id)
-		m.log.Info("job pruned", "job", id)
+	for id, e := range due {
+		if m.jobs[id] == e {
+			delete(m.jobs, id)
+			m.log.Info("job pruned", "job", id)
+		}
 	}
 	m.mu.Unlock()
 }
