@@ -403,7 +403,7 @@ func (m *Manager) Tick(now time.Time) {
 	m.mu.Lock()
 	for id, e := range m.jobs {
 		if e.job.State.Terminal() {
-			if now.Sub(e.job.Since) >= m.cfg.Retention {
+			if m.expiredLocked(e, now) {
 				prune = append(prune, id)
 			}
 			continue
@@ -481,6 +481,12 @@ func (m *Manager) deleteForgottenLocked() {
 	m.mu.Unlock()
 }
 
+// expiredLocked reports whether e is a finished job kept past Retention.
+// Requires that m.mu is held.
+func (m *Manager) expiredLocked(e *entry, now time.Time) bool {
+	return e.job.State.Terminal() && now.Sub(e.job.Since) >= m.cfg.Retention
+}
+
 func (m *Manager) prune(ids []string, now time.Time) {
 	m.storeMu.Lock()
 	defer m.storeMu.Unlock()
@@ -490,7 +496,7 @@ func (m *Manager) prune(ids []string, now time.Time) {
 	m.mu.Lock()
 	due := make(map[string]*entry, len(ids))
 	for _, id := range ids {
-		if e := m.jobs[id]; e != nil && e.job.State.Terminal() && now.Sub(e.job.Since) >= m.cfg.Retention {
+		if e := m.jobs[id]; e != nil && m.expiredLocked(e, now) {
 			due[id] = e
 		}
 	}

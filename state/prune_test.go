@@ -31,7 +31,7 @@ func TestPruneSkipsJobReopenedSinceTheTick(t *testing.T) {
 		var prune []string
 		m.mu.Lock()
 		for id, e := range m.jobs {
-			if e.job.State.Terminal() && time.Now().Sub(e.job.Since) >= m.cfg.Retention {
+			if m.expiredLocked(e, time.Now()) {
 				prune = append(prune, id)
 			}
 		}
