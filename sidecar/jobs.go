@@ -27,6 +27,12 @@ func (s *Server) jobsConfig(store state.Store, reg prometheus.Registerer) state.
 		Cancel:           actionFromEnv(c.CancelURL, c.CancelMethod, c.CancelCommand),
 		Cleanup:          actionFromEnv(c.CleanupURL, c.CleanupMethod, c.CleanupCommand),
 	}
+	retries := c.ActionRetries
+	if retries == 0 {
+		// SLUICE_ACTION_RETRIES=0 is no retry; state.Config takes 0 as
+		// its default (5) and a negative count as none.
+		retries = -1
+	}
 	return state.Config{
 		Store:                      store,
 		Defaults:                   defaults,
@@ -35,7 +41,7 @@ func (s *Server) jobsConfig(store state.Store, reg prometheus.Registerer) state.
 		DefaultJobPriority:         c.DefaultJobPriority,
 		MaxJobs:                    c.MaxJobs,
 		ActionTimeout:              c.ActionTimeout,
-		ActionRetries:              c.ActionRetries,
+		ActionRetries:              retries,
 		Retention:                  c.JobRetention,
 		CheckpointsRetained:        c.CheckpointsRetained,
 		ProbeURL:                   c.ProgressProbeURL,

@@ -521,3 +521,39 @@ func TestObsKindMapsEveryKind(t *testing.T) {
 		t.Errorf("obsKind(%v) = %v, want no kind", classify.Unreachable+1, got)
 	}
 }
+
+// TestActionRetriesZero: SLUICE_ACTION_RETRIES=0 means one attempt of a
+// cancel action and no retry, as the README says ("Retries of a
+// cancel/cleanup action ... before the job is failed"), not the job
+// manager's default of 5, which it gives a zero field.
+func TestActionRetriesZero(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int64
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/admin/cancel/") {
+				calls.Add(1)
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+		})
+		s := newTestServer(t, store, "ACTION_RETRIES=0", "CANCEL_URL=http://store.test/admin/cancel/${JOB}")
+		if rec := adminCall(s.AdminHandler(), "POST", "/v1/jobs", `{"id":"j"}`); rec.Code != http.StatusCreated {
+			t.Fatalf("register: %d %s", rec.Code, rec.Body)
+		}
+		if rec := adminCall(s.AdminHandler(), "POST", "/v1/jobs/j/cancel", ""); rec.Code != http.StatusAccepted {
+			t.Fatalf("cancel: %d %s", rec.Code, rec.Body)
+		}
+		for range 3600 {
+			if j, err := s.jobs.Get("j"); err == nil && j.State.Terminal() {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		j, err := s.jobs.Get("j")
+		if err != nil || j.State != state.Failed {
+			t.Fatalf("job: %v %v, want failed", j.State, err)
+		}
+		if n := calls.Load(); n != 1 {
+			t.Errorf("the cancel action was called %d times, want 1 (SLUICE_ACTION_RETRIES=0)", n)
+		}
+	})
+}
