@@ -442,8 +442,16 @@ func (c Config) validate() []string {
 		bad("UPSTREAM_URL", "required: the store's base URL, e.g. http://127.0.0.1:8428")
 	default:
 		u, err := url.Parse(c.UpstreamURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "":
 			bad("UPSTREAM_URL", "must be an absolute http or https URL, got %q", redact.URL(c.UpstreamURL))
+		case !validPort(u.Port()):
+			bad("UPSTREAM_URL", "bad port in %q (want 1 to 65535)", redact.URL(c.UpstreamURL))
+		case u.User != nil:
+			// The proxy sends the loader's request to the URL's scheme,
+			// host and path: a user or password here would never reach
+			// the store.
+			bad("UPSTREAM_URL", "credentials in the URL are never sent to the store, got %q: let the loader send them, or set SLUICE_UPSTREAM_AUTH", redact.URL(c.UpstreamURL))
 		}
 	}
 	checkAddr := func(key, addr string) {
@@ -475,7 +483,9 @@ func (c Config) validate() []string {
 	}
 	positive("UPSTREAM_TIMEOUT", c.UpstreamTimeout)
 	positive("MAX_RETRY_AFTER", c.MaxRetryAfter)
-	positive("CONTROL_INTERVAL", c.ControlInterval)
+	if c.ControlInterval < time.Millisecond { // the limiter's least window
+		bad("CONTROL_INTERVAL", "must be at least 1ms, got %v", c.ControlInterval)
+	}
 	positive("QUEUE_TIMEOUT", c.QueueTimeout)
 	positive("RETRY_BACKOFF_MIN", c.RetryBackoffMin)
 	positive("RETRY_BACKOFF_MAX", c.RetryBackoffMax)
@@ -524,8 +534,9 @@ func (c Config) validate() []string {
 	default:
 		bad("BACKPRESSURE", "must be wait or reject, got %q", c.Backpressure)
 	}
-	if c.QueueMax < 0 {
-		bad("QUEUE_MAX", "must be 0 or more, got %d", c.QueueMax)
+	if c.QueueMax < 1 {
+		// The limiter would take 0 as its default, 1024.
+		bad("QUEUE_MAX", "must be at least 1, got %d (SLUICE_BACKPRESSURE=reject never queues for a send slot)", c.QueueMax)
 	}
 	if !state.ValidPriority(c.DefaultJobPriority) {
 		bad("DEFAULT_JOB_PRIORITY", "must be %s or %s, got %q", state.PriorityLive, state.PriorityBulk, c.DefaultJobPriority)
@@ -591,11 +602,22 @@ func (c Config) validate() []string {
 		if u, err := url.Parse(c.ProgressProbeURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("PROGRESS_PROBE_URL", "must be an http(s) URL, got %q", redact.URL(c.ProgressProbeURL))
 		}
-		if c.ProgressProbePtr != "" && !strings.HasPrefix(c.ProgressProbePtr, "/") {
-			bad("PROGRESS_PROBE_POINTER", "must be a JSON pointer starting with /, got %q", c.ProgressProbePtr)
-		}
+	}
+	// Checked with or without a probe URL, as the job manager checks it.
+	if c.ProgressProbePtr != "" && !strings.HasPrefix(c.ProgressProbePtr, "/") {
+		bad("PROGRESS_PROBE_POINTER", "must be a JSON pointer starting with /, got %q", c.ProgressProbePtr)
 	}
 	return p
+}
+
+// validPort reports whether the port of a URL (u.Port(): "" when it has
+// none) is one a connection can be made to.
+func validPort(p string) bool {
+	if p == "" {
+		return true
+	}
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // ---- Stall remedies ----------------------------------------------------

@@ -572,3 +572,69 @@ func TestReadmeConfigurationGrouped(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigRefusesWhatRunWouldRefuse: a value that LoadConfig accepts
+// must start the sidecar; values the parts below refuse (or silently
+// replace) are refused here, naming the variable, so that check-config
+// and run agree and sluice exits 2, not 1, blaming the right variable.
+func TestConfigRefusesWhatRunWouldRefuse(t *testing.T) {
+	up := "SLUICE_UPSTREAM_URL=http://s"
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		// limiter.Config.Validate refuses a window under 1ms: NewServer
+		// failed with "limiter: Config.Window=…", exit 1.
+		{"control interval under 1ms", []string{up, "SLUICE_CONTROL_INTERVAL=500us"}, "SLUICE_CONTROL_INTERVAL"},
+		{"control interval 1ns", []string{up, "SLUICE_CONTROL_INTERVAL=1ns"}, "SLUICE_CONTROL_INTERVAL"},
+		// The limiter takes QueueMax 0 as its default, 1024: a queue of
+		// 0 was silently a queue of 1024.
+		{"queue of 0", []string{up, "SLUICE_QUEUE_MAX=0"}, "SLUICE_QUEUE_MAX"},
+		// The job manager validates the pointer whether a probe URL is
+		// set or not: run failed blaming SLUICE_STATE_DIR.
+		{"probe pointer without /", []string{up, "SLUICE_PROGRESS_PROBE_POINTER=progress"}, "SLUICE_PROGRESS_PROBE_POINTER"},
+		// Credentials in the upstream URL are never sent (the proxy
+		// copies scheme, host and path only): the store answers 401.
+		{"upstream userinfo", []string{"SLUICE_UPSTREAM_URL=http://elastic:s3cret@es:9200"}, "SLUICE_UPSTREAM_URL"},
+		{"upstream user only", []string{"SLUICE_UPSTREAM_URL=http://elastic@es:9200"}, "SLUICE_UPSTREAM_URL"},
+		// Every attempt fails to dial.
+		{"upstream port out of range", []string{"SLUICE_UPSTREAM_URL=http://es:99999"}, "SLUICE_UPSTREAM_URL"},
+		{"upstream without a host name", []string{"SLUICE_UPSTREAM_URL=http://:9200"}, "SLUICE_UPSTREAM_URL"},
+	} {
+		_, _, err := LoadConfig(tc.env)
+		ce, ok := err.(*ConfigError)
+		if !ok {
+			t.Errorf("%s: error %v, want a *ConfigError naming %s", tc.name, err, tc.want)
+			continue
+		}
+		if !slices.ContainsFunc(ce.Problems, func(p string) bool { return strings.HasPrefix(p, tc.want+":") }) {
+			t.Errorf("%s: problems %q do not name %s", tc.name, ce.Problems, tc.want)
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: the problem quotes the password: %v", tc.name, err)
+		}
+	}
+	for _, ok := range []string{"SLUICE_CONTROL_INTERVAL=1ms", "SLUICE_QUEUE_MAX=1", "SLUICE_UPSTREAM_URL=https://es:9200/prefix?x=1", "SLUICE_UPSTREAM_URL=http://[::1]:9200"} {
+		if _, _, err := LoadConfig([]string{up, ok}); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+}
+
+// TestAcceptedConfigStarts: what LoadConfig accepts, NewServer builds
+// (no StartupError, no error of a part that names its own field).
+func TestAcceptedConfigStarts(t *testing.T) {
+	for _, env := range [][]string{
+		{"CONTROL_INTERVAL=1ms"},
+		{"PROGRESS_PROBE_POINTER=/done"},
+	} {
+		cfg := testConfig(t, env...)
+		s, err := NewServer(cfg, Options{Store: &state.MemStore{}})
+		if err != nil {
+			t.Errorf("%v: NewServer: %v", env, err)
+			continue
+		}
+		s.jobs.Close()
+	}
+}
