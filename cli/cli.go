@@ -71,6 +71,12 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			pos, rest = append(pos, rest[0]), rest[1:]
 		}
 	}
+	if (cmd == "status" || sub == "list") && len(pos) > 0 {
+		// An argument would be dropped while the command answers
+		// something else (jobs list ID for jobs show ID): say so.
+		fmt.Fprintf(stderr, "sluice %s: unexpected argument %q\n\n%s", name, pos[0], usage)
+		return 2
+	}
 	base := sidecar.AdminBaseURL(getenv("SLUICE_ADMIN_URL"))
 	if base == "" {
 		base = "http://127.0.0.1:9090"

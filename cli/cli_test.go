@@ -216,3 +216,32 @@ func TestHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestUnexpectedArguments: an argument a command does not take (sluice
+// status foo, sluice jobs list load-7, as if it were show) is bad usage,
+// exit 2 before any call, as sluice run says of its own: never silently
+// dropped while the command answers something else.
+func TestUnexpectedArguments(t *testing.T) {
+	var calls int
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"jobs":[]}`)
+	}))
+	defer admin.Close()
+	for _, args := range [][]string{{"status", "foo"}, {"jobs", "list", "load-7"}, {"status", "--json", "x"}} {
+		var out, errs bytes.Buffer
+		code := Run(args, func(k string) string {
+			if k == "SLUICE_ADMIN_URL" {
+				return admin.URL
+			}
+			return ""
+		}, &out, &errs)
+		if code != 2 || !strings.Contains(errs.String(), "unexpected argument") {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and the argument named", args, code, errs.String())
+		}
+	}
+	if calls != 0 {
+		t.Errorf("%d calls to the admin API, want none", calls)
+	}
+}
