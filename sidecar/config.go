@@ -410,7 +410,8 @@ func parseReason(err error, t reflect.Type) string {
 // told from one set to 0), whose defaults depend on SLUICE_RATE_UNIT: 50
 // req/s or 1 MiB/s to start. An unknown unit is validate's to report; the
 // rates then take the defaults of requests, so that the one mistake is
-// reported once and not again for each rate left unset.
+// reported once and not again for each rate left unset. An initial rate or
+// concurrency left unset is kept within the limits that are set.
 func (c *Config) fillDefaults(set map[string]string) {
 	var initial, minR, maxR float64
 	switch c.RateUnit {
@@ -419,8 +420,23 @@ func (c *Config) fillDefaults(set map[string]string) {
 	default:
 		initial, minR, maxR = 50, 1, 100000
 	}
+	_, minSet := set[EnvPrefix+"MIN_RATE"]
+	_, maxSet := set[EnvPrefix+"MAX_RATE"]
 	if _, ok := set[EnvPrefix+"INITIAL_RATE"]; !ok {
+		// Kept within the bounds that are set (and usable: a bad one is
+		// validate's to report, once), as the bounds left unset are kept
+		// around it: SLUICE_MAX_RATE=10 alone is no mistake.
+		if minSet && c.MinRate > initial && !math.IsInf(c.MinRate, 0) {
+			initial = c.MinRate
+		}
+		if maxSet && c.MaxRate > 0 && c.MaxRate < initial {
+			initial = c.MaxRate
+		}
 		c.InitialRate = initial
+	}
+	if _, ok := set[EnvPrefix+"INITIAL_CONCURRENCY"]; !ok && c.MaxConcurrency >= 1 {
+		// As the limiter's own default: 4, or the ceiling if lower.
+		c.InitialConcurrency = min(c.InitialConcurrency, c.MaxConcurrency)
 	}
 	if _, ok := set[EnvPrefix+"MIN_RATE"]; !ok {
 		c.MinRate = min(minR, c.InitialRate)

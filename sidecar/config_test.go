@@ -638,3 +638,42 @@ func TestAcceptedConfigStarts(t *testing.T) {
 		s.jobs.Close()
 	}
 }
+
+// TestUnsetStartKeptWithinSetLimits: a ceiling (or floor) set alone is no
+// mistake: the start left unset follows it, as the limits left unset
+// follow a start that is set (TestFillDefaults), and as the limiter's own
+// default concurrency is min(4, MaxConcurrency). Before, SLUICE_MAX_RATE=10
+// alone was refused as "SLUICE_INITIAL_RATE: 50 is outside […]", a
+// variable the operator never set.
+func TestUnsetStartKeptWithinSetLimits(t *testing.T) {
+	for _, tc := range []struct {
+		env         []string
+		rate        float64
+		concurrency int
+	}{
+		{[]string{"SLUICE_MAX_RATE=10"}, 10, 4},
+		{[]string{"SLUICE_MIN_RATE=100"}, 100, 4},
+		{[]string{"SLUICE_RATE_UNIT=bytes", "SLUICE_MAX_RATE=65536"}, 65536, 4},
+		{[]string{"SLUICE_MAX_CONCURRENCY=2"}, 50, 2},
+		{[]string{"SLUICE_MAX_CONCURRENCY=1", "SLUICE_MAX_RATE=5", "SLUICE_MIN_RATE=2"}, 5, 1},
+	} {
+		cfg, _, err := LoadConfig(append([]string{"SLUICE_UPSTREAM_URL=http://s"}, tc.env...))
+		if err != nil {
+			t.Errorf("%v: %v", tc.env, err)
+			continue
+		}
+		if cfg.InitialRate != tc.rate || cfg.InitialConcurrency != tc.concurrency {
+			t.Errorf("%v: initial rate %v, concurrency %d; want %v, %d", tc.env, cfg.InitialRate, cfg.InitialConcurrency, tc.rate, tc.concurrency)
+		}
+	}
+	// What is set is still judged as set.
+	for _, env := range [][]string{
+		{"SLUICE_MAX_CONCURRENCY=2", "SLUICE_INITIAL_CONCURRENCY=4"},
+		{"SLUICE_MAX_RATE=10", "SLUICE_INITIAL_RATE=50"},
+		{"SLUICE_MIN_RATE=100", "SLUICE_MAX_RATE=10"},
+	} {
+		if _, _, err := LoadConfig(append([]string{"SLUICE_UPSTREAM_URL=http://s"}, env...)); err == nil {
+			t.Errorf("%v: no error", env)
+		}
+	}
+}
