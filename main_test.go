@@ -45,7 +45,7 @@ func TestBadConfigExits2(t *testing.T) {
 }
 
 func TestCheckConfigPrintsEffective(t *testing.T) {
-	t.Setenv("SLUICE_UPSTREAM_URL", "http://user:pw@127.0.0.1:9200")
+	t.Setenv("SLUICE_UPSTREAM_URL", "http://127.0.0.1:9200/?api_key=k3y-s3cret")
 	t.Setenv("SLUICE_ADMIN_TOKEN", "s3cret-token-0a9f4c")
 	t.Setenv("SLUICE_PROFILE", "elasticsearch")
 	var stdout, stderr bytes.Buffer
@@ -56,7 +56,7 @@ func TestCheckConfigPrintsEffective(t *testing.T) {
 	if !strings.Contains(out, "SLUICE_PROFILE=elasticsearch\n") || !strings.Contains(out, "SLUICE_LISTEN_ADDR=127.0.0.1:8080\n") {
 		t.Errorf("check-config output lacks settings:\n%s", out)
 	}
-	if strings.Contains(out, "s3cret-token-0a9f4c") || strings.Contains(out, ":pw@") {
+	if strings.Contains(out, "s3cret-token-0a9f4c") || strings.Contains(out, "k3y-s3cret") {
 		t.Errorf("check-config printed a secret:\n%s", out)
 	}
 }

@@ -208,7 +208,7 @@ func retryingLoader(h http.Handler, id string, polite bool, until time.Time) []a
 // sluice's pushback with a Retry-After, never a 502, and when the store
 // is back the first probe's success lets every write through, each stored
 // once. The outage is counted as kind unreachable and logged as a WARN
-// naming the upstream (without its password) and the error, a few times.
+// naming the upstream (without its query's key) and the error, a few times.
 func TestUnreachableStoreIsProbedNotFlooded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const outage = 30 * time.Second
@@ -216,7 +216,7 @@ func TestUnreachableStoreIsProbedNotFlooded(t *testing.T) {
 		start := time.Now()
 		store.downUntil = start.Add(outage)
 		logs := &lockedBuffer{}
-		const upstream = "http://sluice:s3cret-pw@store.test/?api_key=k3y-s3cret"
+		const upstream = "http://store.test/?api_key=k3y-s3cret"
 		s := newStoreServer(t, store, logs, "UPSTREAM_URL="+upstream, "QUEUE_TIMEOUT=2s")
 		h := s.ProxyHandler()
 
@@ -294,8 +294,8 @@ func TestUnreachableStoreIsProbedNotFlooded(t *testing.T) {
 			}
 			warns++
 			var line struct{ Upstream, Err string }
-			// As the startup line and /v1/status show it: the password
-			// and the query's values hidden.
+			// As the startup line and /v1/status show it: the query's
+			// values hidden.
 			if err := json.Unmarshal([]byte(l), &line); err != nil || line.Upstream != redact.URL(upstream) || !strings.Contains(line.Err, "connection refused") {
 				t.Errorf("WARN line without the redacted upstream %q or the error: %s", redact.URL(upstream), l)
 			}
@@ -304,7 +304,7 @@ func TestUnreachableStoreIsProbedNotFlooded(t *testing.T) {
 			t.Errorf("%d WARN lines about the unreachable store in %v, want one per 10s at most, and one", warns, outage)
 		}
 		if strings.Contains(logs.String(), "s3cret") {
-			t.Error("the logs show the upstream's password or its query's key")
+			t.Error("the logs show the upstream's query's key")
 		}
 	})
 }
