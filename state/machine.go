@@ -418,6 +418,7 @@ type Job struct {
 	stallClock    time.Time // last progress, or creation, or restart, or reopen
 	lastHeartbeat time.Time // last write asked, progress or heartbeat, or creation, restart, reopen
 	lastThrottle  time.Time
+	lastActive    time.Time               // last write asked, progress or heartbeat in this process; zero after a restore
 	consecutive   int                     // throttles since the last progress
 	seen          [len(countedCauses)]int // failed attempts by cause since the last progress
 	writes        int                     // admitted writes not yet released
@@ -572,9 +573,9 @@ func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
 	// Checks common to every live state.
 	switch ev.Type {
 	case EvAdmit, EvHeartbeat:
-		j.lastHeartbeat = now
+		j.lastHeartbeat, j.lastActive = now, now
 	case EvProgress:
-		j.stallClock, j.lastHeartbeat = now, now
+		j.stallClock, j.lastHeartbeat, j.lastActive = now, now, now
 		j.seen = [len(countedCauses)]int{}
 		j.consecutive = 0
 	case EvThrottle, EvUpstreamError:
@@ -608,7 +609,13 @@ func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
 		// A deadline stops work that goes on too long; an idle job does
 		// none, and may be a load that finished without saying so, whose
 		// cleanup would delete it. It meets its deadline at its next write.
-		if j.p.Deadline > 0 && j.State != Idle && now.Sub(j.opened()) >= j.p.Deadline {
+		//
+		// A job still running but quiet at its deadline may be a load that
+		// finished in the last StallAfter, not yet called idle: it too
+		// meets its deadline only when it is found writing (a write in
+		// flight, or its loader active since the deadline).
+		if j.p.Deadline > 0 && j.State != Idle && now.Sub(j.opened()) >= j.p.Deadline &&
+			(j.writes > 0 || !j.lastActive.IsZero() && j.lastActive.Sub(j.opened()) >= j.p.Deadline) {
 			j.become(Cancelling, "deadline_exceeded", now)
 			return []Action{ActPersist, ActAbortInflight, ActRunCancel}, nil
 		}

@@ -274,6 +274,7 @@ func TestReopen(t *testing.T) {
 			{reopenAt, release, Running, nil},
 			{reopenAt + time.Hour - time.Second, progress, Running, nil},
 			{reopenAt + time.Hour - time.Second, tick, Running, nil},
+			{reopenAt + time.Hour, admit, Running, nil}, // found writing at its deadline
 			{reopenAt + time.Hour, tick, Cancelling, []Action{ActPersist, ActAbortInflight, ActRunCancel}},
 		})
 		if j.Force || !j.Opened.Equal(t0.Add(reopenAt)) || j.History[0].Reason != "fixed the mapping" || j.Reason != "deadline_exceeded" {
