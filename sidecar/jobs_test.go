@@ -276,6 +276,8 @@ func TestAdminToken(t *testing.T) {
 			{[]string{"Authorization", "Bearer wrong"}, http.StatusUnauthorized},
 			{[]string{"Authorization", "tok-123-4f9c2e7a1b8d"}, http.StatusUnauthorized},
 			{[]string{"Authorization", "Bearer tok-123-4f9c2e7a1b8d"}, http.StatusCreated},
+			{[]string{"Authorization", "bearer tok-123-4f9c2e7a1b8d"}, http.StatusCreated}, // the scheme is case-insensitive
+			{[]string{"Authorization", "Basic tok-123-4f9c2e7a1b8d"}, http.StatusUnauthorized},
 			{[]string{"Authorization", "Bearer tok-123-4f9c2e7a1b8d", "RemoteAddr", "10.0.0.8:5000"}, http.StatusCreated},
 		} {
 			rec := adminCall(h, "POST", "/v1/jobs", `{"id":"j`+strconv.Itoa(tc.want)+strconv.Itoa(len(tc.header))+`"}`, tc.header...)
@@ -285,6 +287,42 @@ func TestAdminToken(t *testing.T) {
 		}
 		if rec := adminCall(h, "GET", "/v1/jobs", ""); rec.Code != http.StatusOK {
 			t.Errorf("GET /v1/jobs without token: %d", rec.Code)
+		}
+	})
+}
+
+// TestAdminBadRequestChangesNothing: a request the jobs API refuses with
+// a 400 has no effect: a registration whose total is unusable registers
+// nothing, and a cancel whose ?force is not a boolean cancels nothing (a
+// ?force=1 read as false would skip the cleanup the operator asked for).
+func TestAdminBadRequestChangesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newTestServer(t, &pegasusStore{})
+		h := s.AdminHandler()
+		rec := adminCall(h, "POST", "/v1/jobs", `{"id":"bad-total","total":{"records":-5}}`)
+		if rec.Code != http.StatusBadRequest {
+			t.Errorf("registration with total -5: %d %s, want 400", rec.Code, rec.Body)
+		}
+		if rec := adminCall(h, "GET", "/v1/jobs/bad-total", ""); rec.Code != http.StatusNotFound {
+			t.Errorf("the refused registration left a job: %d %s", rec.Code, rec.Body)
+		}
+		if rec := adminCall(h, "POST", "/v1/jobs", `{"id":"load-1"}`); rec.Code != http.StatusCreated {
+			t.Fatalf("register: %d %s", rec.Code, rec.Body)
+		}
+		for _, q := range []string{"1x", "yes", ""} {
+			rec := adminCall(h, "POST", "/v1/jobs/load-1/cancel?force="+q, "")
+			if rec.Code != http.StatusBadRequest {
+				t.Errorf("cancel ?force=%s: %d %s, want 400", q, rec.Code, rec.Body)
+			}
+		}
+		var v struct{ State string }
+		if rec := adminCall(h, "GET", "/v1/jobs/load-1", ""); json.Unmarshal(rec.Body.Bytes(), &v) != nil || v.State != "pending" {
+			t.Errorf("after refused cancels: %s, want the job untouched (pending)", rec.Body)
+		}
+		rec = adminCall(h, "POST", "/v1/jobs/load-1/cancel?force=1", "")
+		var c struct{ Force bool }
+		if rec.Code != http.StatusAccepted || json.Unmarshal(rec.Body.Bytes(), &c) != nil || !c.Force {
+			t.Errorf("cancel ?force=1: %d %s, want 202, forced", rec.Code, rec.Body)
 		}
 	})
 }

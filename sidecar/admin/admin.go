@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -238,7 +239,10 @@ func (s *API) authorize(w http.ResponseWriter, r *http.Request) bool {
 		apierror.Write(w, http.StatusForbidden, "forbidden", "mutating endpoints accept loopback callers only when SLUICE_ADMIN_TOKEN is unset", nil)
 		return false
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	// The scheme's name is case-insensitive (RFC 9110, 11.1): curl's
+	// --oauth2-bearer and most clients send "Bearer", some "bearer".
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	ok = ok && strings.EqualFold(scheme, "Bearer")
 	// Hashes of equal length, so the compare's time does not reveal the
 	// token's length either.
 	gotSum, wantSum := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(s.cfg.Token))
@@ -480,7 +484,17 @@ func (s *API) jobsAPI(mux *http.ServeMux) {
 		if !decodeBody(w, r, &req, true) {
 			return
 		}
-		force := req.Force || r.URL.Query().Get("force") == "true"
+		force := req.Force
+		if q := r.URL.Query(); q.Has("force") {
+			// ?force=1 taken for false would cancel without the cleanup
+			// the operator asked for: what is not a boolean is refused.
+			f, err := strconv.ParseBool(q.Get("force"))
+			if err != nil {
+				apierror.Write(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("force must be true or false, got %q", q.Get("force")), nil)
+				return
+			}
+			force = force || f
+		}
 		reason := req.Reason
 		if reason == "" {
 			reason = "requested"
