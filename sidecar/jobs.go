@@ -79,6 +79,10 @@ func (a jobsAdapter) Admit(ctx context.Context, job string, maxWait time.Duratio
 func (a jobsAdapter) FlowSettings(job string) (float64, string) { return a.m.FlowSettings(job) }
 
 func (a jobsAdapter) Observe(job string, o proxy.Observation) {
+	if o.Abandoned {
+		a.m.Observe(job, state.Observation{Kind: state.ObsAbandoned, Items: -1})
+		return
+	}
 	kind := obsKind(o.Kind)
 	a.m.Observe(job, state.Observation{Kind: kind, Bytes: o.Bytes, Items: o.Items, RetryAfter: o.RetryAfter})
 	if kind == state.ObsThrottled && o.Items > 0 {

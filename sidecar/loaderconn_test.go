@@ -2,13 +2,17 @@ package sidecar
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -161,4 +165,51 @@ func TestHalfCloseIsNotSuccess(t *testing.T) {
 	if resp.StatusCode/100 == 2 && len(stored) == 0 {
 		t.Errorf("the loader got %d for a write the store never took", resp.StatusCode)
 	}
+}
+
+// hangingStore takes writes and never answers them.
+type hangingStore struct{ writes atomic.Int64 }
+
+func (s *hangingStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.writes.Add(1)
+	<-r.Context().Done()
+}
+
+// TestImpatientLoaderStallsItsJob: in front of a store that answers
+// nothing, a loader whose client gives up after 5s (sluice's
+// SLUICE_UPSTREAM_TIMEOUT is 30s) and sends the write again never sees one
+// of sluice's timeouts: every attempt ends with the loader leaving. Its job
+// must stall all the same (upstream_timeouts, an alert), not go between
+// running and idle for ever.
+func TestImpatientLoaderStallsItsJob(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &hangingStore{}
+		s := newTestServer(t, store, "STALL_AFTER=1m", "AUTO_CANCEL=false")
+		h := s.ProxyHandler()
+		states := map[string]bool{}
+		for end := time.Now().Add(2 * time.Minute); time.Now().Before(end); {
+			// The loader closes its connection: net/http cancels the
+			// request's context (context.Canceled, not a deadline).
+			ctx, cancel := context.WithCancel(t.Context())
+			timer := time.AfterFunc(5*time.Second, cancel)
+			send(h, ctx, "PUT", "/idx/doc", `{"a":1}`, "X-Sluice-Job", "impatient")
+			timer.Stop()
+			cancel()
+			time.Sleep(time.Second)
+			var v struct{ State string }
+			_ = json.Unmarshal(adminCall(s.AdminHandler(), "GET", "/v1/jobs/impatient", "").Body.Bytes(), &v)
+			states[v.State] = true
+		}
+		var v struct {
+			State      string
+			StallCause string `json:"stall_cause"`
+		}
+		rec := adminCall(s.AdminHandler(), "GET", "/v1/jobs/impatient", "")
+		if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil || v.State != "stalled" || v.StallCause != "upstream_timeouts" {
+			t.Errorf("job after 2m of writes the store never answered: %s (states seen %v); want stalled, upstream_timeouts", rec.Body, states)
+		}
+		if store.writes.Load() == 0 {
+			t.Error("no write reached the store")
+		}
+	})
 }

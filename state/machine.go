@@ -221,6 +221,7 @@ type Event struct {
 	Probe      uint64        // EvRelease, EvProgress, EvThrottle, EvUpstreamError
 	RetryAfter time.Duration // EvThrottle
 	Timeout    bool          // EvUpstreamError
+	Abandoned  bool          // EvUpstreamError: the loader gave up before the store answered (see Job.abandoned)
 	Cause      StallCause    // EvUpstreamError: "" is upstream_errors, or upstream_timeouts with Timeout
 	Force      bool          // EvCancel
 	Reopen     bool          // EvCancel: sluice's own cancel of a stream, applied as recorded: it reopens once cleaned up
@@ -428,6 +429,15 @@ type Job struct {
 	probeAt       time.Time               // next probe slot while Hold
 	probeAttempt  int                     // probe slots scheduled since the last reset: the Backoff attempt
 
+	// abandoned counts the writes the loader gave up on before the store
+	// answered, since the last progress or admitted write. Each becomes a
+	// timeout in seen when the loader writes again: a loader whose own
+	// timeout is shorter than sluice's, in front of a store that answers
+	// nothing, is trying and getting nothing through, and would otherwise
+	// look idle for ever. Until then it may be a loader that was stopped
+	// with writes in flight, a finished load that must stay idle.
+	abandoned int
+
 	emitted []Transition // since the last TakeTransitions
 }
 
@@ -574,11 +584,19 @@ func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
 	switch ev.Type {
 	case EvAdmit, EvHeartbeat:
 		j.lastHeartbeat, j.lastActive = now, now
+		if ev.Type == EvAdmit && j.abandoned > 0 {
+			j.seen[countedIndex(CauseUpstreamTimeouts)] += j.abandoned
+			j.abandoned = 0
+		}
 	case EvProgress:
 		j.stallClock, j.lastHeartbeat, j.lastActive = now, now, now
 		j.seen = [len(countedCauses)]int{}
-		j.consecutive = 0
+		j.consecutive, j.abandoned = 0, 0
 	case EvThrottle, EvUpstreamError:
+		if ev.Type == EvUpstreamError && ev.Abandoned {
+			j.abandoned++
+			return nil, nil // nothing else until the loader writes again
+		}
 		c := failureCause(ev)
 		j.seen[countedIndex(c)]++
 		if c == CauseStoreThrottling || c == CauseUpstreamTimeouts {
@@ -744,7 +762,7 @@ func (j *Job) become(to State, reason string, now time.Time) {
 			// cancel or deadline.
 			j.Force, j.Reopen, j.Opened = false, false, now
 			j.stallClock, j.lastHeartbeat, j.lastThrottle = now, now, now
-			j.seen, j.consecutive = [len(countedCauses)]int{}, 0
+			j.seen, j.consecutive, j.abandoned = [len(countedCauses)]int{}, 0, 0
 		}
 	case Backoff:
 		j.StallCause = ""

@@ -1031,6 +1031,10 @@ func (m *Manager) Observe(id string, o Observation) {
 	case ObsUnreachable:
 		e.totals.Errors++
 		ev = Event{Type: EvUpstreamError, Cause: CauseUpstreamUnreachable}
+	case ObsAbandoned:
+		// The store did not answer within the loader's patience.
+		e.totals.Timeouts++
+		ev = Event{Type: EvUpstreamError, Timeout: true, Abandoned: true}
 	default:
 		m.mu.Unlock()
 		m.errLog.Do(func() { m.log.Warn("unknown observation kind ignored", "job", id, "kind", o.Kind.String()) })

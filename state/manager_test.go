@@ -912,7 +912,7 @@ func TestObserveIgnoresUnknownKinds(t *testing.T) {
 	if _, err := m.Register("j", Settings{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []ObsKind{0, ObsUnreachable + 1} {
+	for _, k := range []ObsKind{0, ObsAbandoned + 1} {
 		m.Observe("j", Observation{Kind: k, Bytes: 10, Items: 1})
 		if want := fmt.Sprintf("obs_kind(%d)", k); k.String() != want {
 			t.Errorf("ObsKind(%d).String() = %q, want %q", uint8(k), k, want)

@@ -316,6 +316,11 @@ const (
 	ObsServerError         // 5xx: not progress, a stall cause
 	ObsClientError         // 4xx: not progress, a stall cause
 	ObsUnreachable         // no connection to the store: not progress, a stall cause of its own
+	// ObsAbandoned: the loader gave up on a write before the store
+	// answered it (its own timeout, shorter than SLUICE_UPSTREAM_TIMEOUT,
+	// or it went away). Not progress; a timeout towards a stall once the
+	// loader writes again (see Job.abandoned).
+	ObsAbandoned
 )
 
 var obsKindNames = [...]string{
@@ -326,11 +331,12 @@ var obsKindNames = [...]string{
 	ObsServerError: "server_error",
 	ObsClientError: "client_error",
 	ObsUnreachable: "unreachable",
+	ObsAbandoned:   "abandoned",
 }
 
 // String returns the kind's snake_case name, the same word as the proxy's
 // classification of the attempt ("ok", "throttled", "overloaded",
-// "timeout", "server_error", "client_error", "unreachable"), or
+// "timeout", "server_error", "client_error", "unreachable"), "abandoned", or
 // "obs_kind(N)" for the zero value and any value outside the set.
 func (k ObsKind) String() string {
 	if int(k) < len(obsKindNames) && obsKindNames[k] != "" {

@@ -57,6 +57,9 @@ type Observation struct {
 	Bytes      int64 // acknowledged bytes (Kind OK only)
 	Items      int64 // acknowledged items, -1 when the profile cannot count them
 	RetryAfter time.Duration
+	// Abandoned: the loader gave up on the write before the store
+	// answered it (Kind is then not read).
+	Abandoned bool
 }
 
 // Sluice's own reasons, where no answer of the store's decided the outcome
@@ -1337,6 +1340,14 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 			})
 		}
 		p.finishAttempt(ex, permit, scoped, res, latency, nil)
+		if res.Reason == reasonCancelled && ex.loader.Err() != nil && isWrite(ex.method) {
+			// The loader gave up before the store answered: the limiter
+			// learns nothing (its patience is not the store's), but the
+			// job must, or a loader whose timeout is shorter than
+			// SLUICE_UPSTREAM_TIMEOUT, in front of a store that answers
+			// nothing, would keep its job idle for ever.
+			p.jobs.Observe(ex.job, Observation{Abandoned: true, Items: -1})
+		}
 		return nil, err
 	}
 	var prefix []byte

@@ -1,0 +1,101 @@
+package state
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// abandonedWrites writes for job id for the span d the way a loader whose
+// client times out after wait, in front of a store that answers nothing,
+// does: each write is sent, given up unanswered after wait (the proxy
+// reports ObsAbandoned), and sent again a second later.
+func abandonedWrites(t *testing.T, m *Manager, id string, wait, d time.Duration) map[State]bool {
+	t.Helper()
+	seen := map[State]bool{}
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		_, release, err := m.Admit(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(wait)
+		m.Observe(id, Observation{Kind: ObsAbandoned, Items: -1})
+		release()
+		time.Sleep(time.Second)
+		seen[mustGet(t, m, id).State] = true
+	}
+	return seen
+}
+
+// TestAbandonedWritesStallTheJob: the store takes writes and never
+// answers; the loader's client gives up on each after 10s, before sluice's
+// upstream timeout (30s), and sends it again. The job sees no outcome of
+// sluice's own, only the loader giving up, over and over: it is trying and
+// getting nothing through, so it stalls with upstream_timeouts, as it
+// would had sluice's own timeout ended each write. (Before, it went
+// between running and idle for ever: no alert, no cancel.)
+func TestAbandonedWritesStallTheJob(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		off := false // to see the stall, not the cancel that follows it
+		m := newTestManager(t, Config{Defaults: Settings{AutoCancel: &off}})
+		stop := running(t, m)
+		defer stop()
+		write(t, m, "bulk", ack) // the store was fine
+		seen := abandonedWrites(t, m, "bulk", 10*time.Second, DefaultStallAfter+time.Minute)
+		v := mustGet(t, m, "bulk")
+		if v.State != Stalled || v.StallCause != CauseUpstreamTimeouts {
+			t.Fatalf("a job whose every write was given up unanswered for %v: %s (cause %q), states seen %v; want stalled, upstream_timeouts",
+				DefaultStallAfter+time.Minute, v.State, v.StallCause, seen)
+		}
+		if seen[Idle] {
+			t.Errorf("the job was idle on the way (states seen %v): its loader never stopped writing", seen)
+		}
+		if v.Totals.Timeouts == 0 {
+			t.Error("the abandoned writes are not among the job's timeouts")
+		}
+		// Progress ends it.
+		write(t, m, "bulk", ack)
+		if v := mustGet(t, m, "bulk"); v.State != Running {
+			t.Errorf("after an acknowledged write: %s, want running", v.State)
+		}
+	})
+}
+
+// TestAbandonedLastWritesLeaveTheJobIdle: a loader stopped with writes in
+// flight (its process killed at the end of a load, its client's requests
+// cancelled) gives them up unanswered and writes nothing more. That is a
+// load that finished as far as anyone can tell: the job goes idle, is
+// never stalled, and its cancel and cleanup (which would delete what it
+// loaded) never run, whatever causes are allowed to cancel it.
+func TestAbandonedLastWritesLeaveTheJobIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		api := &storeAPI{}
+		m := newTestManager(t, Config{Defaults: pegasusActions(), HTTPClient: &http.Client{Transport: api}})
+		stop := running(t, m)
+		defer stop()
+		write(t, m, "bulk", ack)
+		var releases []func()
+		for range 8 {
+			_, release, err := m.Admit(context.Background(), "bulk")
+			if err != nil {
+				t.Fatal(err)
+			}
+			releases = append(releases, release)
+		}
+		time.Sleep(200 * time.Millisecond)
+		for _, release := range releases {
+			m.Observe("bulk", Observation{Kind: ObsAbandoned, Items: -1})
+			release()
+		}
+		time.Sleep(DefaultStallAfter + DefaultCancelGrace + time.Hour)
+		v := mustGet(t, m, "bulk")
+		if v.State != Idle || v.Stalls != 0 {
+			t.Fatalf("a load whose loader stopped with writes in flight: %s, %d stalls, history %v; want idle, never stalled", v.State, v.Stalls, historyTo(v))
+		}
+		if calls := api.Calls(); len(calls) != 0 {
+			t.Errorf("cancel or cleanup ran for a finished load: %v", calls)
+		}
+	})
+}
