@@ -16,6 +16,29 @@ import (
 	"time"
 )
 
+// drainStore reads each write whole and takes it.
+var drainStore = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	w.WriteHeader(http.StatusNoContent)
+})
+
+// realFront runs the sidecar with env in front of store, both on real
+// loopback sockets (net/http's handling of the loader's connection is what
+// these tests are about), and returns it and its proxy's address.
+func realFront(t *testing.T, store http.Handler, env ...string) (*Server, string) {
+	t.Helper()
+	upstream := httptest.NewServer(store)
+	t.Cleanup(upstream.Close)
+	s, err := NewServer(testConfig(t, append([]string{"UPSTREAM_URL=" + upstream.URL}, env...)...), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.StartLoops())
+	front := httptest.NewServer(s.ProxyHandler())
+	t.Cleanup(front.Close)
+	return s, strings.TrimPrefix(front.URL, "http://")
+}
+
 // stallLoader sends head and part of a body to the proxy at addr, then
 // stalls; it returns the status line sluice answered with ("" if it closed
 // the connection without one) and how long that took, at most limit.
@@ -50,21 +73,9 @@ func stallLoader(t *testing.T, addr, head string, part int, limit time.Duration)
 // the loader's fault, as for a buffered body (408 request_body_timeout),
 // and no congestion signal of the store's.
 func TestStalledStreamedBodyIsTheLoaders(t *testing.T) {
-	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer store.Close()
-	cfg := testConfig(t, "UPSTREAM_URL="+store.URL, "UPSTREAM_TIMEOUT=300ms", "RETRY_BODY_MAX=1KiB")
-	s, err := NewServer(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.StartLoops()()
-	front := httptest.NewServer(s.ProxyHandler())
-	defer front.Close()
+	s, addr := realFront(t, drainStore, "UPSTREAM_TIMEOUT=300ms", "RETRY_BODY_MAX=1KiB")
 	head := "PUT /write HTTP/1.1\r\nHost: s\r\nContent-Length: 100000\r\n\r\n"
-	line, took := stallLoader(t, strings.TrimPrefix(front.URL, "http://"), head, 10, 5*time.Second)
+	line, took := stallLoader(t, addr, head, 10, 5*time.Second)
 	t.Logf("answer %q after %v", line, took)
 	// 408 in every run seen; the attempt's own deadline (the same
 	// 300 ms) may end it first on a loaded machine, which is a 4xx or 5xx
@@ -100,21 +111,9 @@ func TestSigV4StalledStreamedBodyIsBounded(t *testing.T) {
 
 // The same for a body small enough to buffer.
 func TestStalledBufferedBodyGets408(t *testing.T) {
-	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer store.Close()
-	cfg := testConfig(t, "UPSTREAM_URL="+store.URL, "UPSTREAM_TIMEOUT=300ms", "RETRY_BODY_MAX=1KiB")
-	s, err := NewServer(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.StartLoops()()
-	front := httptest.NewServer(s.ProxyHandler())
-	defer front.Close()
+	_, addr := realFront(t, drainStore, "UPSTREAM_TIMEOUT=300ms", "RETRY_BODY_MAX=1KiB")
 	head := "PUT /write HTTP/1.1\r\nHost: s\r\nContent-Length: 500\r\n\r\n"
-	line, took := stallLoader(t, strings.TrimPrefix(front.URL, "http://"), head, 10, 5*time.Second)
+	line, took := stallLoader(t, addr, head, 10, 5*time.Second)
 	t.Logf("answer %q after %v", line, took)
 	if !strings.Contains(line, " 408 ") {
 		t.Errorf("a loader that stalled mid-body got %q, want 408 request_body_timeout", line)
@@ -128,7 +127,7 @@ func TestStalledBufferedBodyGets408(t *testing.T) {
 // (it was cancelled under it), so the loader must not get a 2xx.
 func TestHalfCloseIsNotSuccess(t *testing.T) {
 	stored := make(chan struct{}, 10)
-	store := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	_, addr := realFront(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		select {
 		case <-r.Context().Done(): // cancelled: nothing stored
@@ -137,17 +136,8 @@ func TestHalfCloseIsNotSuccess(t *testing.T) {
 		}
 		stored <- struct{}{}
 		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer store.Close()
-	cfg := testConfig(t, "UPSTREAM_URL="+store.URL, "UPSTREAM_TIMEOUT=2s")
-	s, err := NewServer(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.StartLoops()()
-	front := httptest.NewServer(s.ProxyHandler())
-	defer front.Close()
-	c, err := net.Dial("tcp", strings.TrimPrefix(front.URL, "http://"))
+	}), "UPSTREAM_TIMEOUT=2s")
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
