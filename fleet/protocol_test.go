@@ -417,6 +417,27 @@ func TestScriptConfiguredCapacity(t *testing.T) {
 	}
 }
 
+// TestScriptRisingDemandKeepsLease: when every member gets its demand the
+// rest of the budget is spread as "spare"; a member whose demand then
+// rises, reporting within a quarter period of the last allocation (no
+// recompute), must not be leased more than the budget, nor more than the
+// others' leases in force leave.
+func TestScriptRisingDemandKeepsLease(t *testing.T) {
+	onBoth(t, func(t *testing.T, b backend) {
+		a, c := newReporter(t, b, "a", 10, 1, 900), newReporter(t, b, "c", 10, 1, 900)
+		a.send()
+		gc := c.send() // c joins: a fresh allocation, nobody short: 10 + 440 each
+		if !near(gc.Lease, 450) {
+			t.Fatalf("c's lease %v, want 450", gc.Lease)
+		}
+		a.r.Demand = 1e6 // a's loader starts
+		ga := a.send()
+		if ga.Lease+gc.Lease > 900*(1+1e-9) {
+			t.Fatalf("a's demand rose: a leased %v while c holds %v: %v > capacity 900", ga.Lease, gc.Lease, ga.Lease+gc.Lease)
+		}
+	})
+}
+
 func TestValidResource(t *testing.T) {
 	for _, ok := range []string{"dynamodb:orders", "s3:bucket/prefix", "generic:127.0.0.1:8080", "a"} {
 		if err := ValidResource(ok); err != nil {

@@ -138,6 +138,10 @@ if raw_me then
 end
 local joined = me == nil
 local applied = joined or seq > me.seq
+-- This member's lease in the allocation in force, before this report: a
+-- report that raises its demand may not raise its lease until the
+-- members are read again, or it would take what the others hold.
+local held = nil
 -- A member that expired since the last allocation gives its share back
 -- at the first call after, not up to a quarter period later: its lease
 -- has lapsed (the members' leases end before their membership does).
@@ -151,6 +155,11 @@ if applied then
 			budget = budget + hint_budget
 		end
 	else
+		if level >= 0 then
+			held = math.min(me.demand, level * me.weight)
+		else
+			held = me.demand + spare * me.weight
+		end
 		if me.thr_epoch == thr_epoch then prev = me.thr_count end
 		-- The allocation's sums follow this member's report at once.
 		want = want + demand - me.demand
@@ -248,7 +257,8 @@ local function floor_budget(count)
 	end
 end
 
-if recompute or budget ~= budget0 then
+local allocated = recompute or budget ~= budget0
+if allocated then
 	members = read_members()
 	n, live_w, want, took = #members, 0, 0, 0
 	next_exp = math.huge
@@ -313,8 +323,10 @@ redis.call('HSET', skey, 'budget', num(budget), 'max', num(lastmax), 't', num(gr
 redis.call('PEXPIRE', mkey, key_ttl)
 redis.call('PEXPIRE', skey, key_ttl)
 
+local my_lease = lease_of(me)
+if held ~= nil and not allocated then my_lease = math.min(my_lease, held) end
 local out = {
-	down(lease_of(me)), num(budget), int(n), num(live_w), epoch,
+	down(my_lease), num(budget), int(n), num(live_w), epoch,
 	int(now), num(want), applied and '1' or '0', int(throttles),
 }
 if want_members then
