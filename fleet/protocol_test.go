@@ -438,6 +438,27 @@ func TestScriptRisingDemandKeepsLease(t *testing.T) {
 	})
 }
 
+// TestScriptKnownBudgetNotAdded: a fleet's state is lost (FLUSHALL)
+// and the first member to call is a new sidecar, which knows no budget;
+// the old members then come back with the budget they knew (HintKnown).
+// The fleet's budget must not become the sum of those: each member's
+// known budget is the whole fleet's, not its own start.
+func TestScriptKnownBudgetNotAdded(t *testing.T) {
+	onBoth(t, func(t *testing.T, b backend) {
+		fresh := newReporter(t, b, "new", 1e9, 1, 0) // HintBudget 100, not known
+		fresh.send()
+		var g Grant
+		for i, id := range []string{"m0", "m1", "m2", "m3"} {
+			p := newReporter(t, b, id, 1e9, 1, 0)
+			p.r.HintKnown, p.r.HintBudget, p.r.HintWeight = true, 800, 4
+			g = p.send()
+			if g.Budget > 800+100 {
+				t.Fatalf("old member %d back: fleet budget %v, more than the 800 the fleet knew and the newcomer's 100", i, g.Budget)
+			}
+		}
+	})
+}
+
 func TestValidResource(t *testing.T) {
 	for _, ok := range []string{"dynamodb:orders", "s3:bucket/prefix", "generic:127.0.0.1:8080", "a"} {
 		if err := ValidResource(ok); err != nil {

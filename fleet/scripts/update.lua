@@ -150,8 +150,10 @@ if applied then
 	local prev = 0
 	if joined then
 		me = { joined = now }
-		if capacity <= 0 and lastmax == 0 then
-			-- Before the first throttle each member brings its own start.
+		if capacity <= 0 and lastmax == 0 and not hint_known then
+			-- Before the first throttle each member brings its own start;
+			-- one that knew the fleet's budget brings nothing: that budget
+			-- was the whole fleet's, not its own.
 			budget = budget + hint_budget
 		end
 	else
