@@ -64,6 +64,12 @@ type Local interface {
 const (
 	DefaultRefresh = time.Second
 	DefaultWeight  = 1
+	// MinWeight and MaxWeight bound a member's weight: the scripts keep
+	// weights in fixed notation with six decimals, so a smaller one would
+	// be kept as 0 (the others' allocation then divides by it), and a far
+	// larger one puts the fleet's water level below what they keep.
+	MinWeight = 0.001
+	MaxWeight = 1000
 	// DefaultMaxRate is the sidecar's default SLUICE_MAX_RATE in requests.
 	DefaultMaxRate = 100000
 	// DefaultSafeFor: a safe share holds for 30s after the lease expired:
@@ -173,8 +179,8 @@ func (c Config) Validate() error {
 		return ValidResource(c.Resource)
 	case c.Member != "" && ValidResource(c.Member) != nil:
 		return fmt.Errorf("fleet: Config.Member %q: A-Za-z0-9 and ._:/@=+- only, 1-%d characters", c.Member, maxResourceLen)
-	case c.Weight != 0 && !pos(c.Weight):
-		return fmt.Errorf("fleet: Config.Weight=%v must be finite and > 0", c.Weight)
+	case c.Weight != 0 && !(c.Weight >= MinWeight && c.Weight <= MaxWeight):
+		return fmt.Errorf("fleet: Config.Weight=%v must be between %v and %v", c.Weight, MinWeight, MaxWeight)
 	case c.Capacity != 0 && !pos(c.Capacity):
 		return fmt.Errorf("fleet: Config.Capacity=%v must be 0 (learned) or finite and > 0", c.Capacity)
 	case !pos(c.MinRate):

@@ -401,12 +401,14 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, mod := range map[string]func(*Config){
-		"resource": func(c *Config) { c.Resource = "" },
-		"member":   func(c *Config) { c.Member = "a b" },
-		"weight":   func(c *Config) { c.Weight = -1 },
-		"capacity": func(c *Config) { c.Capacity = -5 },
-		"min rate": func(c *Config) { c.MinRate = 0 },
-		"refresh":  func(c *Config) { c.Refresh = time.Millisecond },
+		"resource":    func(c *Config) { c.Resource = "" },
+		"member":      func(c *Config) { c.Member = "a b" },
+		"weight":      func(c *Config) { c.Weight = -1 },
+		"tiny weight": func(c *Config) { c.Weight = 1e-7 },
+		"huge weight": func(c *Config) { c.Weight = 1e300 },
+		"capacity":    func(c *Config) { c.Capacity = -5 },
+		"min rate":    func(c *Config) { c.MinRate = 0 },
+		"refresh":     func(c *Config) { c.Refresh = time.Millisecond },
 	} {
 		c := ok
 		mod(&c)

@@ -58,8 +58,8 @@ func (c Config) validateFleet() []string {
 	if math.IsNaN(c.FleetCapacity) || math.IsInf(c.FleetCapacity, 0) || c.FleetCapacity < 0 {
 		bad("FLEET_CAPACITY", "must be 0 (learned by the fleet) or a positive number in SLUICE_RATE_UNIT per second, got %v", c.FleetCapacity)
 	}
-	if !(c.FleetWeight > 0) || math.IsInf(c.FleetWeight, 0) {
-		bad("FLEET_WEIGHT", "must be a positive number, got %v", c.FleetWeight)
+	if !(c.FleetWeight >= fleet.MinWeight && c.FleetWeight <= fleet.MaxWeight) {
+		bad("FLEET_WEIGHT", "must be a number between %v and %v, got %v", fleet.MinWeight, fleet.MaxWeight, c.FleetWeight)
 	}
 	if c.FleetRefresh < minFleetRefresh || c.FleetRefresh > maxFleetRefresh {
 		bad("FLEET_REFRESH", "must be between %v and %v, got %v", minFleetRefresh, maxFleetRefresh, c.FleetRefresh)
