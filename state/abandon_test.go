@@ -99,3 +99,37 @@ func TestAbandonedLastWritesLeaveTheJobIdle(t *testing.T) {
 		}
 	})
 }
+
+// TestAbandonedWritesOfAStoppedRunDoNotStallTheNext: a loader stopped
+// with writes in flight (they are given up unanswered), its job idle for
+// hours, is started again. Its first write must not stall the job on the
+// old run's abandoned writes: the stall clock is as old as the last
+// progress, so the next tick would call the job stalled (upstream_timeouts)
+// at once, and, with no grace, cancel it and run its cleanup before the
+// store has even answered the new write. The same for a loader that
+// promised heartbeats and fell silent (stalled, loader_idle).
+func TestAbandonedWritesOfAStoppedRunDoNotStallTheNext(t *testing.T) {
+	abandoned := Event{Type: EvUpstreamError, Timeout: true, Abandoned: true}
+	for name, p := range map[string]Policy{"idle": testPolicy(), "loader_idle": watched()} {
+		t.Run(name, func(t *testing.T) {
+			p.CancelGrace = 0
+			quiet := Idle
+			if p.HeartbeatInterval > 0 {
+				quiet = Stalled
+			}
+			j := NewJob("bulk", p, t0, zeroRand)
+			transcript(t, j, []step{
+				{0, admit, Running, nil},
+				{0, progress, Running, nil},
+				{0, release, Running, nil},
+				{time.Second, admit, Running, nil},
+				{2 * time.Second, abandoned, Running, nil},
+				{2 * time.Second, release, Running, nil},
+				{p.StallAfter + time.Second, tick, quiet, nil},
+				{3 * time.Hour, admit, Running, nil},
+				// The new run's first write, not answered yet.
+				{3*time.Hour + time.Second, tick, Running, nil},
+			})
+		})
+	}
+}

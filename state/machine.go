@@ -776,6 +776,12 @@ func (j *Job) become(to State, reason string, now time.Time) {
 		// itself: what the store holds is unknown until a human looks.
 		j.Hold, j.probe, j.Reopen = false, 0, false
 	}
+	if to == Idle || to == Stalled && j.StallCause == CauseLoaderIdle {
+		// Found quiet, its loader stopped: the writes it gave up on are
+		// the stopped run's, not timeouts of the run its next write
+		// begins (whose stall clock is as old as the last progress).
+		j.abandoned = 0
+	}
 	j.History = append(j.History, t)
 	if n := len(j.History) - HistoryLen; n > 0 {
 		j.History = append(j.History[:0], j.History[n:]...)
