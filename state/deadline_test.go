@@ -63,3 +63,35 @@ func TestDeadlineStillStopsAnActiveLoader(t *testing.T) {
 	)
 	transcript(t, j, steps)
 }
+
+// TestDeadlineStopsAStalledJob: a job with a one-hour deadline whose
+// writes all fail with server errors (a stall cause that only alerts by
+// default), whose loader then gives up: stalled, stuck, and not idle. Its
+// deadline stops it; sparing quiet jobs is for a load that may have
+// finished, which a stalled job is not. The same for a loader that
+// promised heartbeats and fell silent.
+func TestDeadlineStopsAStalledJob(t *testing.T) {
+	p := testPolicy()
+	p.Deadline = time.Hour
+	j := NewJob("bulk", p, t0, zeroRand)
+	var steps []step
+	for at := time.Duration(0); at < 50*time.Minute; at += 10 * time.Second {
+		steps = append(steps, step{at, admit, Running, nil}, step{at, srvErr, Running, nil}, step{at, release, Running, nil})
+	}
+	steps = append(steps,
+		step{50 * time.Minute, tick, Stalled, nil},
+		step{time.Hour, tick, Cancelling, []Action{ActPersist, ActAbortInflight, ActRunCancel}},
+	)
+	transcript(t, j, steps)
+
+	p = watched()
+	p.Deadline = time.Hour
+	j = NewJob("hb", p, t0, zeroRand)
+	transcript(t, j, []step{
+		{0, admit, Running, nil},
+		{0, progress, Running, nil},
+		{0, release, Running, nil},
+		{p.StallAfter, tick, Stalled, nil}, // loader_idle: alerts only by default
+		{time.Hour, tick, Cancelling, []Action{ActPersist, ActAbortInflight, ActRunCancel}},
+	})
+}

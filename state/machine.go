@@ -631,9 +631,14 @@ func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
 		// A job still running but quiet at its deadline may be a load that
 		// finished in the last StallAfter, not yet called idle: it too
 		// meets its deadline only when it is found writing (a write in
-		// flight, or its loader active since the deadline).
+		// flight, or its loader active since the deadline). A stalled job
+		// has had its verdict, and it is not idle: it tried and got
+		// nothing through, or its loader fell silent against its promise;
+		// the deadline stops it whatever the stall's cause, as before.
+		// Only a progress probe's stall may be a finished load.
 		if j.p.Deadline > 0 && j.State != Idle && now.Sub(j.opened()) >= j.p.Deadline &&
-			(j.writes > 0 || !j.lastActive.IsZero() && j.lastActive.Sub(j.opened()) >= j.p.Deadline) {
+			(j.State == Stalled && j.StallCause != CauseProbeNoProgress || j.writes > 0 ||
+				!j.lastActive.IsZero() && j.lastActive.Sub(j.opened()) >= j.p.Deadline) {
 			j.become(Cancelling, "deadline_exceeded", now)
 			return []Action{ActPersist, ActAbortInflight, ActRunCancel}, nil
 		}
