@@ -203,3 +203,29 @@ func TestImpatientLoaderStallsItsJob(t *testing.T) {
 		}
 	})
 }
+
+// A loader whose connection breaks mid-body left: it is counted as 499,
+// as sluice_proxy_requests_total's help and the README say, not as a 400
+// (a malformed request), for a buffered body and a streamed one alike.
+func TestLoaderCutMidBodyIs499(t *testing.T) {
+	s, addr := realFront(t, drainStore)
+	for _, size := range []int{4096, 64 << 20} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "PUT /put HTTP/1.1\r\nHost: s\r\nContent-Length: %d\r\n\r\n%s", size, strings.Repeat("x", 1000))
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		_, _ = c.Read(make([]byte, 1)) // let sluice start on the write
+		c.Close()
+	}
+	// Real sockets: the answers are counted once net/http sees the cut.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if seriesValue(t, s, "sluice_proxy_requests_total", "code", "499")+seriesValue(t, s, "sluice_proxy_requests_total", "code", "400") == 2 {
+			break
+		}
+	}
+	if n4, n99 := seriesValue(t, s, "sluice_proxy_requests_total", "code", "400"), seriesValue(t, s, "sluice_proxy_requests_total", "code", "499"); n99 != 2 || n4 != 0 {
+		t.Errorf("two loaders cut mid-body: %v counted 499, %v counted 400; want 2, 0", n99, n4)
+	}
+}

@@ -991,6 +991,12 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 		// so this comes before the case of a loader that left.
 		ex.status = http.StatusRequestTimeout
 		apierror.Write(w, ex.status, "request_body_timeout", "the request body did not arrive within SLUICE_UPSTREAM_TIMEOUT", details)
+	case errors.As(err, &body) && ex.loader.Err() != nil:
+		// The loader's connection broke mid-body (net/http cancels its
+		// context on a read error of its connection, not on a body that
+		// is malformed): it left, as the 499 of the metric says.
+		ex.status = 499
+		apierror.Write(w, ex.status, "client_closed_request", "the loader's connection was closed or broke while its body was read", details)
 	case errors.As(err, &body):
 		ex.status = http.StatusBadRequest
 		apierror.Write(w, ex.status, "request_body", body.Error(), details)
