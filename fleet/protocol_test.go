@@ -456,6 +456,11 @@ func TestScriptKnownBudgetNotAdded(t *testing.T) {
 				t.Fatalf("old member %d back: fleet budget %v, more than the 800 the fleet knew and the newcomer's 100", i, g.Budget)
 			}
 		}
+		// Re-seeded with the budget the members knew, not learned again
+		// from the newcomer's start.
+		if g.Budget < 800 {
+			t.Errorf("old members back: fleet budget %v, want the 800 they knew", g.Budget)
+		}
 	})
 }
 

@@ -150,11 +150,17 @@ if applied then
 	local prev = 0
 	if joined then
 		me = { joined = now }
-		if capacity <= 0 and lastmax == 0 and not hint_known then
-			-- Before the first throttle each member brings its own start;
-			-- one that knew the fleet's budget brings nothing: that budget
-			-- was the whole fleet's, not its own.
-			budget = budget + hint_budget
+		if capacity <= 0 and lastmax == 0 then
+			if hint_known then
+				-- It knew the fleet's budget (it rejoins, or Redis lost
+				-- the state a newcomer then made): that budget was the
+				-- whole fleet's, to be taken back, not added again.
+				budget = math.max(budget, hint_budget)
+			else
+				-- Before the first throttle each member brings its own
+				-- start.
+				budget = budget + hint_budget
+			end
 		end
 	else
 		if level >= 0 then
