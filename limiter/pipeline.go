@@ -46,6 +46,11 @@ func (c *Controller) TryAcquirePipelined(cost float64) (*Permit, error) {
 // all taken: it needs a leader and the rate. Requires that c.mu is held.
 func (c *Controller) admitStagedLocked(cost float64, now time.Time) (time.Time, blocker) {
 	switch {
+	case c.out.active():
+		// An outage admits one probe at a time, with a slot of its own
+		// (see outage): a follower would be no probe, and its refusal
+		// would not move the probe interval. A Done wakes the head.
+		return time.Time{}, blockProbe
 	case !c.answered && c.cfg.Burst == 0:
 		// Nothing is known of the store yet: one write at a time per slot.
 		return time.Time{}, blockConc

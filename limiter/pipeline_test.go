@@ -269,3 +269,37 @@ func TestPipelinedNotBehindAProbe(t *testing.T) {
 	answer(a, b, f)
 	wantFlight(t, c, 0, 0)
 }
+
+// An outage admits one probe at a time, at most one per probe interval
+// (see outage): a pipelined write is no exception. With a slot held by an
+// attempt that hangs from before the outage, and the other by a follower
+// that took its refused leader's slot, a follower staged behind either
+// would go out as no probe, and would not move the probe interval when
+// refused in turn: a write to an unreachable store at the full rate.
+func TestPipelinedNotDuringAnOutage(t *testing.T) {
+	c, clk := newFake(t, 1000, func(c *Config) { c.InitialConcurrency, c.MaxConcurrency = 2, 2 })
+	tryPipelined(t, c).Done(success(ms(1))) // the store answered once
+	_, b := tryPipelined(t, c), tryPipelined(t, c)
+	f := tryPipelined(t, c) // staged behind b
+	if f.Leader() != b {
+		t.Fatal("f not staged behind b")
+	}
+	b.Done(unreachable("connection_reset")) // f takes b's slot; the outage begins
+	if !c.Unreachable() {
+		t.Fatal("no outage")
+	}
+	sent := 0
+	for range 400 { // 2s, ProbeMin 250ms to ProbeMax 5s between probes
+		clk.advance(ms(5))
+		p, err := c.TryAcquirePipelined(1)
+		if err != nil {
+			continue
+		}
+		sent++
+		f.Done(unreachable("connection_refused"))
+		f = p
+	}
+	if sent > 0 {
+		t.Fatalf("%d pipelined writes went out in 2s of an outage with both slots held by attempts from before it, want none", sent)
+	}
+}
