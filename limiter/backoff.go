@@ -54,7 +54,7 @@ func (b Backoff) Delay(attempt int, retryAfter time.Duration, rnd func() float64
 		return min(hi, addDurations(d, durationFromNanos(0.1*rnd()*float64(d))))
 	}
 	ceil := hi
-	if n := max(attempt, 0) + 1; n < 63 && lo <= hi>>n {
+	if n := min(max(attempt, 0), 62) + 1; n < 63 && lo <= hi>>n { // clamped before the +1, which wraps at MaxInt
 		ceil = lo << n
 	}
 	return lo + time.Duration(rnd()*float64(ceil-lo))

@@ -24,6 +24,7 @@ func TestBackoffDelay(t *testing.T) {
 	f("fourth retry", b, 3, 0, 0.5, 100*time.Millisecond+750*time.Millisecond)
 	f("capped by Max", b, 10, 0, 0.5, 100*time.Millisecond+time.Duration(0.5*float64(9900*time.Millisecond)))
 	f("huge attempt does not overflow", b, 1000, 0, 0.999, 100*time.Millisecond+time.Duration(0.999*float64(9900*time.Millisecond)))
+	f("the largest attempt does not wrap into a negative shift", b, math.MaxInt, 0, 0.999, 100*time.Millisecond+time.Duration(0.999*float64(9900*time.Millisecond)))
 	f("negative attempt is the first", b, -3, 0, 0.5, 150*time.Millisecond)
 	// Retry-After honoured, clamped to [Min, Max], up to 10% jitter, never past Max.
 	f("retry-after", b, 0, 2*time.Second, 0, 2*time.Second)
