@@ -136,18 +136,8 @@ func isBulkPath(path string) bool {
 // object directly inside it (depth 4). Numbers elsewhere (in an error, a
 // returned _source) and text inside strings (an _id that reads
 // `"status":429`) are not statuses. The scanner is a byte-level state
-// machine: nesting depth, the kind of container at the five depths that
-// matter, in-string and escape flags, and the last key at depths 1, 4
-// and 5.
-//
-// A _bulk sent with filter_path (the bulk API reference recommends
-// filter_path=items.*.error "to return only information about failed
-// operations") may drop what the scanner counts: an item without a status
-// whose error (the object under key "error" at depth 4) has the "type"
-// es_rejected_execution_exception (OpenSearch: rejected_execution_exception)
-// was rejected with 429 all the same; and a body with no "items" array at
-// all, whose "errors" is not true and that has no top-level "error", had
-// its items filtered out: their count is unknown (Items -1), not zero.
+// machine: nesting depth, the kind of container at the four depths that
+// matter, in-string and escape flags, and the last key at depths 1 and 4.
 //
 // The same machine reads DynamoDB's BatchWriteItem, whose answer looks like
 //
@@ -161,7 +151,7 @@ func isBulkPath(path string) bool {
 // not writes.
 
 const (
-	maxTracked = 5 // deepest level whose container kind is tracked
+	maxTracked = 4 // deepest level whose container kind is tracked
 
 	// container kinds, per tracked depth
 	ctArray = 1 // inside an array
@@ -173,9 +163,6 @@ const (
 	keyItems  = 1 // "items" at depth 1 (Elasticsearch)
 	keyStatus = 2 // "status" at depth 4 (Elasticsearch)
 	keyWrites = 3 // DynamoDB: listKey at depth 1
-	keyErrors = 4 // "errors" at depth 1 (Elasticsearch)
-	keyError  = 5 // "error" at depth 1, or at depth 4 (an item's error)
-	keyType   = 6 // "type" at depth 5 (an item's error's type)
 
 	noStatus  = -1 // item without an integer status yet
 	badStatus = -2 // status is a number but not an integer (429.0, -1, 4e2)
@@ -202,26 +189,18 @@ type bulkScanner struct {
 	inStr bool // inside a string
 	esc   bool // the previous string byte was a backslash
 
-	// The key being read, when it is at depth 1, 4 or 5, or the string
-	// value of an item's error's "type" (valOn). keyLen -1 means it can no
-	// longer be a string that matters (too long, or not ASCII).
+	// The key being read, when it is at depth 1 or 4. keyLen -1 means it
+	// can no longer be a key that matters (too long, or not ASCII).
 	keyOn  bool
-	valOn  bool
 	keyLen int8
-	key    [32]byte
+	key    [16]byte
 	uLeft  int8   // hex digits still due in a \uXXXX escape inside a key
 	uVal   uint16 // the escape's value so far
 	key1   uint8  // last key read at depth 1
 	key4   uint8  // last key read at depth 4
-	key5   uint8  // last key read at depth 5, inside an item's error
 
-	inItems  bool // inside the top-level "items" array (depth 2)
-	inItem   bool // inside an item object (depth 3)
-	inErr    bool // inside an item's error object (depth 5)
-	sawItems bool // the body had a top-level "items" array
-	failed1  bool // the body says something failed: "errors":true, or a top-level "error"
-
-	itemRejectedType bool // the current item's error type is a rejected execution
+	inItems bool // inside the top-level "items" array (depth 2)
+	inItem  bool // inside an item object (depth 3)
 
 	numOn  bool // reading the number after a depth-4 "status" key
 	numBad bool // it is not a plain non-negative integer
@@ -304,12 +283,8 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 		switch c {
 		case '"':
 			s.inStr = true
-			switch d := s.depth; {
-			case (d == 1 || (d == 4 && s.inItem) || (d == 5 && s.inErr)) && s.ct[d] == ctKey:
+			if d := s.depth; (d == 1 || (d == 4 && s.inItem)) && s.ct[d] == ctKey {
 				s.keyOn = true
-				s.keyLen = 0
-			case d == 5 && s.inErr && s.ct[5] == ctValue && s.key5 == keyType:
-				s.keyOn, s.valOn = true, true
 				s.keyLen = 0
 			}
 		case ':':
@@ -330,14 +305,10 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 			}
 			switch {
 			case d == 1 && c == '[' && s.ct[1] == ctValue && s.key1 == keyItems:
-				s.inItems, s.sawItems = true, true
+				s.inItems = true
 			case d == 2 && c == '{' && s.inItems:
 				s.inItem = true
 				s.itemStatus = noStatus
-				s.itemRejectedType = false
-			case d == 4 && c == '{' && s.inItem && s.ct[4] == ctValue && s.key4 == keyError:
-				s.inErr = true
-				s.key5 = keyOther
 			case d == 1 && c == '{' && s.ct[1] == ctValue && s.key1 == keyWrites:
 				s.inList, s.sawList = true, true
 				s.listed = 0
@@ -366,8 +337,6 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 				s.closed = true
 			}
 			switch {
-			case d == 5 && s.inErr:
-				s.inErr = false
 			case d == 3 && s.inItem:
 				s.countItem()
 				s.inItem = false
@@ -378,9 +347,6 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 			}
 			s.depth = d - 1
 		default:
-			if c == 't' && s.depth == 1 && s.ct[1] == ctValue && s.key1 == keyErrors {
-				s.failed1 = true // "errors":true
-			}
 			if (c >= '0' && c <= '9' || c == '-') && s.depth == 4 && s.inItem &&
 				s.ct[4] == ctValue && s.key4 == keyStatus {
 				s.numOn = true
@@ -451,14 +417,6 @@ func (s *bulkScanner) keyByte(c byte) {
 func (s *bulkScanner) endKey() {
 	k := uint8(keyOther)
 	key := s.key[:max(s.keyLen, 0)] // compared as string(key): no allocation
-	if s.valOn {
-		s.valOn = false
-		switch string(key) {
-		case "es_rejected_execution_exception", "rejected_execution_exception":
-			s.itemRejectedType = true
-		}
-		return
-	}
 	switch {
 	case s.dynamo:
 		if string(key) == s.listKey {
@@ -468,23 +426,11 @@ func (s *bulkScanner) endKey() {
 		k = keyItems
 	case string(key) == "status":
 		k = keyStatus
-	case string(key) == "errors":
-		k = keyErrors
-	case string(key) == "error":
-		k = keyError
-	case string(key) == "type":
-		k = keyType
 	}
-	switch s.depth {
-	case 1:
+	if s.depth == 1 {
 		s.key1 = k
-		if k == keyError {
-			s.failed1 = true // a top-level error object
-		}
-	case 4:
+	} else {
 		s.key4 = k
-	default:
-		s.key5 = k
 	}
 }
 
@@ -512,12 +458,7 @@ func (s *bulkScanner) endNumber() {
 }
 
 func (s *bulkScanner) countItem() {
-	st := s.itemStatus
-	if st == noStatus && s.itemRejectedType {
-		// filter_path dropped the status; the error says 429.
-		st = http.StatusTooManyRequests
-	}
-	switch {
+	switch st := s.itemStatus; {
 	case st >= 200 && st <= 299:
 		s.items++
 	case st == http.StatusTooManyRequests:
@@ -535,12 +476,6 @@ func (s *bulkScanner) Result() Result {
 	}
 	if s.dynamo {
 		return s.dynamoResult()
-	}
-	if !s.sawItems && !s.failed1 {
-		// No items array, and nothing failed: filter_path left them out
-		// (`{}` for filter_path=items.*.error). Their count is unknown,
-		// not zero.
-		return Result{Kind: OK, Reason: statusReason(s.status), Items: -1}
 	}
 	r := Result{
 		Kind:     OK,

@@ -279,11 +279,8 @@ func bulkResponse(n int, seed uint64) ([]byte, Result) {
 // referenceBulk counts a valid JSON bulk response with encoding/json, by
 // the rules the scanner implements: an item is an object element of an
 // array under a top-level "items" key; its status is the last integer
-// value of a "status" key in an object directly inside it; an item with no
-// such status whose action's "error" object has a "type" naming a rejected
-// execution counts as a 429; a body with no "items" array, no "errors":
-// true and no top-level "error" has an unknown count. ok is false if body
-// is not a single valid JSON value.
+// value of a "status" key in an object directly inside it. ok is false if
+// body is not a single valid JSON value.
 func referenceBulk(body []byte) (Result, bool) {
 	if !json.Valid(body) {
 		return Result{}, false
@@ -298,31 +295,19 @@ func referenceBulk(body []byte) (Result, bool) {
 	if root.object {
 		for i, k := range root.keys {
 			v := root.vals[i]
-			if k == "errors" && v.isTrue || k == "error" {
-				s.failed1 = true
-			}
 			if k != "items" || !v.array {
 				continue
 			}
-			s.sawItems = true
 			for _, item := range v.vals {
 				if !item.object {
 					continue
 				}
 				s.itemStatus = noStatus
-				s.itemRejectedType = false
 				for _, action := range item.vals {
 					if !action.object {
 						continue
 					}
 					for j, k := range action.keys {
-						if e := action.vals[j]; k == "error" && e.object {
-							for m, ek := range e.keys {
-								if t := e.vals[m].str; ek == "type" && (t == "es_rejected_execution_exception" || t == "rejected_execution_exception") {
-									s.itemRejectedType = true
-								}
-							}
-						}
 						if k != "status" || action.vals[j].num == "" {
 							continue
 						}
@@ -351,8 +336,6 @@ type value struct {
 	keys          []string
 	vals          []*value
 	num           json.Number
-	str           string
-	isTrue        bool
 }
 
 func decodeOrdered(dec *json.Decoder) (*value, error) {
@@ -384,10 +367,6 @@ func decodeOrdered(dec *json.Decoder) (*value, error) {
 		}
 	case json.Number:
 		v.num = tok
-	case string:
-		v.str = tok
-	case bool:
-		v.isTrue = tok
 	}
 	return v, nil
 }
