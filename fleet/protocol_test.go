@@ -495,3 +495,40 @@ func FuzzParseGrant(f *testing.F) {
 		}
 	})
 }
+
+// TestScriptRisingDemandKeepsLeaseAgain: the lease a report that raised a
+// member's demand was held to stands until the members are read again,
+// for that report retried, and for a second report of the member's that
+// reaches the server before the next allocation (a call that timed out
+// in a stalled server, run there just before the next one).
+func TestScriptRisingDemandKeepsLeaseAgain(t *testing.T) {
+	onBoth(t, func(t *testing.T, b backend) {
+		a, c := newReporter(t, b, "a", 10, 1, 900), newReporter(t, b, "c", 10, 1, 900)
+		a.send()
+		gc := c.send() // 10 + 440 each
+		a.r.Demand = 1e6
+		if g := a.send(); g.Lease+gc.Lease > 900*(1+1e-9) {
+			t.Fatalf("a's demand rose: a leased %v while c holds %v", g.Lease, gc.Lease)
+		}
+		if g := a.again(); g.Applied || g.Lease+gc.Lease > 900*(1+1e-9) {
+			t.Fatalf("that report retried: a leased %v (applied %v) while c holds %v", g.Lease, g.Applied, gc.Lease)
+		}
+		a.r.WantMembers = true
+		g := a.send()
+		if g.Lease+gc.Lease > 900*(1+1e-9) {
+			t.Fatalf("a's next report before an allocation: a leased %v while c holds %v", g.Lease, gc.Lease)
+		}
+		for _, m := range g.List {
+			if m.ID == "a" && m.Lease != g.Lease {
+				t.Errorf("a listed with lease %v, granted %v", m.Lease, g.Lease)
+			}
+		}
+		if b.mini != nil {
+			// At the next allocation a gets what the budget leaves c.
+			b.advance(300 * time.Millisecond)
+			if g := a.send(); !near(g.Lease, 890) {
+				t.Errorf("after an allocation: a leased %v, want 890", g.Lease)
+			}
+		}
+	})
+}

@@ -4,7 +4,8 @@
 -- never matter.
 --
 -- KEYS[1]  members hash: member id -> "seq demand weight expiry goodput
---          thr_epoch thr_count joined updated" (times in ms)
+--          thr_epoch thr_count joined updated granted" (times in ms;
+--          granted, the lease last returned to the member, may be absent)
 -- KEYS[2]  state hash: the budget (budget, max, t, k, grow_at, cut_at,
 --          dirty_at, gen, cuts, throttles), the server's last call
 --          (last_call), the members known before a loss of state
@@ -119,12 +120,13 @@ local function parse(s)
 		seq = tonumber(f[1]), demand = tonumber(f[2]), weight = tonumber(f[3]),
 		expiry = tonumber(f[4]), goodput = tonumber(f[5]), thr_epoch = f[6],
 		thr_count = tonumber(f[7]), joined = tonumber(f[8]), updated = tonumber(f[9]),
+		granted = tonumber(f[10] or ''),
 	}
 end
 local function format(m)
 	return table.concat({
 		int(m.seq), num(m.demand), num(m.weight), int(m.expiry), num(m.goodput), m.thr_epoch,
-		int(m.thr_count), int(m.joined), int(m.updated),
+		int(m.thr_count), int(m.joined), int(m.updated), m.granted and down(m.granted) or nil,
 	}, ' ')
 end
 
@@ -142,6 +144,14 @@ local applied = joined or seq > me.seq
 -- report that raises its demand may not raise its lease until the
 -- members are read again, or it would take what the others hold.
 local held = nil
+-- The lease in force for a member that already reported since the last
+-- allocation is the one it was granted then: its stored demand is one the
+-- allocation never saw, and a lease computed from it at the old level
+-- would take what the others hold.
+local function in_force(m)
+	if m.granted ~= nil and m.updated >= alloc_at then return m.granted end
+	return nil
+end
 -- A member that expired since the last allocation gives its share back
 -- at the first call after, not up to a quarter period later: its lease
 -- has lapsed (the members' leases end before their membership does).
@@ -168,6 +178,8 @@ if applied then
 		else
 			held = me.demand + spare * me.weight
 		end
+		local g = in_force(me)
+		if g ~= nil then held = math.min(held, g) end
 		if me.thr_epoch == thr_epoch then prev = me.thr_count end
 		-- The allocation's sums follow this member's report at once.
 		want = want + demand - me.demand
@@ -332,7 +344,15 @@ redis.call('PEXPIRE', mkey, key_ttl)
 redis.call('PEXPIRE', skey, key_ttl)
 
 local my_lease = lease_of(me)
-if held ~= nil and not allocated then my_lease = math.min(my_lease, held) end
+if not allocated then
+	if held == nil and not joined then
+		-- A retried or older report: the lease it was granted stands.
+		held = in_force(me)
+	end
+	if held ~= nil then my_lease = math.min(my_lease, held) end
+end
+me.granted = math.floor(my_lease * 1e6) / 1e6
+redis.call('HSET', mkey, id, format(me))
 local out = {
 	down(my_lease), num(budget), int(n), num(live_w), epoch,
 	int(now), num(want), applied and '1' or '0', int(throttles),
@@ -343,7 +363,7 @@ if want_members then
 		out[#out + 1] = m.id
 		out[#out + 1] = num(m.weight)
 		out[#out + 1] = num(m.demand)
-		out[#out + 1] = down(lease_of(m))
+		out[#out + 1] = down(m == me and my_lease or lease_of(m))
 		out[#out + 1] = int(m.joined)
 		out[#out + 1] = int(m.updated)
 	end
