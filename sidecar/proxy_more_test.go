@@ -635,3 +635,40 @@ func TestAcceptEncodingWhereAnswersAreScanned(t *testing.T) {
 		})
 	}
 }
+
+// TestElasticsearchErrorsOnlyBulk: a _bulk sent with
+// filter_path=items.*.error is answered with its failed items only, without
+// their status. sluice counts the request's actions (buffered or as it
+// streams), so one item rejected of ten is a partial throttle of a tenth,
+// and the other nine are the job's progress.
+func TestElasticsearchErrorsOnlyBulk(t *testing.T) {
+	var req strings.Builder
+	for i := range 10 {
+		req.WriteString(`{"index":{"_index":"logs","_id":"` + strconv.Itoa(i) + "\"}}\n{\"msg\":\"hello\"}\n")
+	}
+	const answer = `{"items":[{"index":{"_index":"logs","_id":"3","error":{"type":"es_rejected_execution_exception","reason":"rejected execution"}}}]}`
+	for _, env := range [][]string{{}, {"RETRY_BODY_MAX=64"}} {
+		synctest.Test(t, func(t *testing.T) {
+			store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, answer)
+			})
+			s := newTestServer(t, store, append([]string{"PROFILE=elasticsearch"}, env...)...)
+			rec := send(s.ProxyHandler(), context.Background(), http.MethodPost, "/logs/_bulk?filter_path=items.*.error", req.String(), proxy.HeaderJob, "es")
+			if rec.Code != http.StatusOK || rec.Body.String() != answer {
+				t.Fatalf("%v: loader got %d %q, want the store's body unchanged", env, rec.Code, rec.Body)
+			}
+			if snap := s.lim.Snapshot(); snap.LastReason != "es_bulk_item_429" {
+				t.Errorf("%v: limiter's last signal %q, want es_bulk_item_429", env, snap.LastReason)
+			}
+			j, err := s.jobs.Get("es")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.Totals.Items != 9 || j.Totals.Throttled != 1 {
+				t.Errorf("%v: job totals %+v, want 9 acknowledged items and one throttle", env, j.Totals)
+			}
+		})
+	}
+}

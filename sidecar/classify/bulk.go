@@ -3,6 +3,7 @@ package classify
 import (
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -91,7 +92,34 @@ func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
 	if p == DynamoDB {
 		return &bulkScanner{status: status, dynamo: true, listKey: "UnprocessedItems", requested: max(req.Items, 0)}
 	}
-	return &bulkScanner{status: status}
+	return &bulkScanner{status: status, errorsOnly: filterListsErrorsOnly(req.RawQuery), requested: max(req.Items, 0)}
+}
+
+// filterListsErrorsOnly reports whether a _bulk request's query asks
+// Elasticsearch for the failed items only, without their status:
+// filter_path=items.*.error (the bulk API reference's advice "to return
+// only information about failed operations"), with other fields of the
+// answer or not. A filter that keeps the items' status, or whose reach is
+// not plain (wildcards over items, exclusions), is not taken for it.
+func filterListsErrorsOnly(rawQuery string) bool {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return false
+	}
+	fp := q.Get("filter_path")
+	if fp == "" {
+		return false
+	}
+	errorsOnly := false
+	for _, f := range strings.Split(fp, ",") {
+		switch f = strings.TrimSpace(f); {
+		case f == "items.*.error":
+			errorsOnly = true
+		case strings.HasPrefix(f, "-"), f == "*", f == "**", strings.HasPrefix(f, "items") && f != "items.*.error":
+			return false
+		}
+	}
+	return errorsOnly
 }
 
 // Compressed reports whether a response with header h has a body in a
@@ -136,8 +164,18 @@ func isBulkPath(path string) bool {
 // object directly inside it (depth 4). Numbers elsewhere (in an error, a
 // returned _source) and text inside strings (an _id that reads
 // `"status":429`) are not statuses. The scanner is a byte-level state
-// machine: nesting depth, the kind of container at the four depths that
-// matter, in-string and escape flags, and the last key at depths 1 and 4.
+// machine: nesting depth, the kind of container at the five depths that
+// matter, in-string and escape flags, and the last key at depths 1, 4
+// and 5.
+//
+// A _bulk sent with filter_path (the bulk API reference recommends
+// filter_path=items.*.error "to return only information about failed
+// operations") may drop what the scanner counts: an item without a status
+// whose error (the object under key "error" at depth 4) has the "type"
+// es_rejected_execution_exception (OpenSearch: rejected_execution_exception)
+// was rejected with 429 all the same; and a body with no "items" array at
+// all, whose "errors" is not true and that has no top-level "error", had
+// its items filtered out: their count is unknown (Items -1), not zero.
 //
 // The same machine reads DynamoDB's BatchWriteItem, whose answer looks like
 //
@@ -151,7 +189,7 @@ func isBulkPath(path string) bool {
 // not writes.
 
 const (
-	maxTracked = 4 // deepest level whose container kind is tracked
+	maxTracked = 5 // deepest level whose container kind is tracked
 
 	// container kinds, per tracked depth
 	ctArray = 1 // inside an array
@@ -163,6 +201,9 @@ const (
 	keyItems  = 1 // "items" at depth 1 (Elasticsearch)
 	keyStatus = 2 // "status" at depth 4 (Elasticsearch)
 	keyWrites = 3 // DynamoDB: listKey at depth 1
+	keyErrors = 4 // "errors" at depth 1 (Elasticsearch)
+	keyError  = 5 // "error" at depth 1, or at depth 4 (an item's error)
+	keyType   = 6 // "type" at depth 5 (an item's error's type)
 
 	noStatus  = -1 // item without an integer status yet
 	badStatus = -2 // status is a number but not an integer (429.0, -1, 4e2)
@@ -189,18 +230,31 @@ type bulkScanner struct {
 	inStr bool // inside a string
 	esc   bool // the previous string byte was a backslash
 
-	// The key being read, when it is at depth 1 or 4. keyLen -1 means it
-	// can no longer be a key that matters (too long, or not ASCII).
+	// The key being read, when it is at depth 1, 4 or 5, or the string
+	// value of an item's error's "type" (valOn). keyLen -1 means it can no
+	// longer be a string that matters (too long, or not ASCII).
 	keyOn  bool
+	valOn  bool
 	keyLen int8
-	key    [16]byte
+	key    [32]byte
 	uLeft  int8   // hex digits still due in a \uXXXX escape inside a key
 	uVal   uint16 // the escape's value so far
 	key1   uint8  // last key read at depth 1
 	key4   uint8  // last key read at depth 4
+	key5   uint8  // last key read at depth 5, inside an item's error
 
-	inItems bool // inside the top-level "items" array (depth 2)
-	inItem  bool // inside an item object (depth 3)
+	inItems  bool // inside the top-level "items" array (depth 2)
+	inItem   bool // inside an item object (depth 3)
+	inErr    bool // inside an item's error object (depth 5)
+	sawItems bool // the body had a top-level "items" array
+	failed1  bool // the body says something failed: "errors":true, or a top-level "error"
+
+	itemRejectedType bool // the current item's error type is a rejected execution
+	bareRejected     int  // items without a status whose error is a rejected execution
+	bareFailed       int  // other items without a status
+	// errorsOnly: the request's filter_path lists only the failed items,
+	// without their status (see filterListsErrorsOnly).
+	errorsOnly bool
 
 	numOn  bool // reading the number after a depth-4 "status" key
 	numBad bool // it is not a plain non-negative integer
@@ -283,8 +337,12 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 		switch c {
 		case '"':
 			s.inStr = true
-			if d := s.depth; (d == 1 || (d == 4 && s.inItem)) && s.ct[d] == ctKey {
+			switch d := s.depth; {
+			case (d == 1 || (d == 4 && s.inItem) || (d == 5 && s.inErr)) && s.ct[d] == ctKey:
 				s.keyOn = true
+				s.keyLen = 0
+			case d == 5 && s.inErr && s.ct[5] == ctValue && s.key5 == keyType:
+				s.keyOn, s.valOn = true, true
 				s.keyLen = 0
 			}
 		case ':':
@@ -305,10 +363,14 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 			}
 			switch {
 			case d == 1 && c == '[' && s.ct[1] == ctValue && s.key1 == keyItems:
-				s.inItems = true
+				s.inItems, s.sawItems = true, true
 			case d == 2 && c == '{' && s.inItems:
 				s.inItem = true
 				s.itemStatus = noStatus
+				s.itemRejectedType = false
+			case d == 4 && c == '{' && s.inItem && s.ct[4] == ctValue && s.key4 == keyError:
+				s.inErr = true
+				s.key5 = keyOther
 			case d == 1 && c == '{' && s.ct[1] == ctValue && s.key1 == keyWrites:
 				s.inList, s.sawList = true, true
 				s.listed = 0
@@ -337,6 +399,8 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 				s.closed = true
 			}
 			switch {
+			case d == 5 && s.inErr:
+				s.inErr = false
 			case d == 3 && s.inItem:
 				s.countItem()
 				s.inItem = false
@@ -347,6 +411,9 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 			}
 			s.depth = d - 1
 		default:
+			if c == 't' && s.depth == 1 && s.ct[1] == ctValue && s.key1 == keyErrors {
+				s.failed1 = true // "errors":true
+			}
 			if (c >= '0' && c <= '9' || c == '-') && s.depth == 4 && s.inItem &&
 				s.ct[4] == ctValue && s.key4 == keyStatus {
 				s.numOn = true
@@ -417,6 +484,14 @@ func (s *bulkScanner) keyByte(c byte) {
 func (s *bulkScanner) endKey() {
 	k := uint8(keyOther)
 	key := s.key[:max(s.keyLen, 0)] // compared as string(key): no allocation
+	if s.valOn {
+		s.valOn = false
+		switch string(key) {
+		case "es_rejected_execution_exception", "rejected_execution_exception":
+			s.itemRejectedType = true
+		}
+		return
+	}
 	switch {
 	case s.dynamo:
 		if string(key) == s.listKey {
@@ -426,11 +501,23 @@ func (s *bulkScanner) endKey() {
 		k = keyItems
 	case string(key) == "status":
 		k = keyStatus
+	case string(key) == "errors":
+		k = keyErrors
+	case string(key) == "error":
+		k = keyError
+	case string(key) == "type":
+		k = keyType
 	}
-	if s.depth == 1 {
+	switch s.depth {
+	case 1:
 		s.key1 = k
-	} else {
+		if k == keyError {
+			s.failed1 = true // a top-level error object
+		}
+	case 4:
 		s.key4 = k
+	default:
+		s.key5 = k
 	}
 }
 
@@ -459,6 +546,10 @@ func (s *bulkScanner) endNumber() {
 
 func (s *bulkScanner) countItem() {
 	switch st := s.itemStatus; {
+	case st == noStatus && s.itemRejectedType:
+		s.bareRejected++
+	case st == noStatus:
+		s.bareFailed++
 	case st >= 200 && st <= 299:
 		s.items++
 	case st == http.StatusTooManyRequests:
@@ -482,12 +573,32 @@ func (s *bulkScanner) Result() Result {
 		Reason:   statusReason(s.status),
 		Items:    s.items,
 		Rejected: s.rejected,
-		Failed:   s.failed,
+		Failed:   s.failed + s.bareRejected + s.bareFailed,
+	}
+	if s.errorsOnly {
+		// Only the failed items are listed, without their status: what
+		// was taken is what the request carried less what is listed,
+		// which needs the request's count. Without it, the listed items
+		// count as failed, as any item without a status.
+		listed := s.bareRejected + s.bareFailed
+		switch {
+		case s.requested > 0 && listed <= s.requested && (s.sawItems || !s.failed1):
+			r.Items = s.requested - listed
+			r.Rejected, r.Failed = s.bareRejected, s.bareFailed
+		case !s.sawItems && !s.failed1:
+			r.Items = -1 // `{}`: nothing failed, of a count not known
+		}
+		if r.Rejected > 0 {
+			r.Kind = Throttled
+			r.Reason = "es_bulk_item_429"
+			r.Share = float64(r.Rejected) / float64(s.requested)
+		}
+		return r
 	}
 	if s.rejected > 0 {
 		r.Kind = Throttled
 		r.Reason = "es_bulk_item_429"
-		r.Share = float64(s.rejected) / float64(s.items+s.rejected+s.failed)
+		r.Share = float64(s.rejected) / float64(s.items+s.rejected+r.Failed)
 	}
 	return r
 }
@@ -538,19 +649,23 @@ type ItemCounter interface {
 // [Profile.NewScanner] reads against its count of writes, or nil: the
 // PutRequest and DeleteRequest objects under "RequestItems" of a DynamoDB
 // BatchWriteItem (profile DynamoDB, request headers h naming the
-// operation).
-func (p Profile) NewItemCounter(h http.Header) ItemCounter {
-	if p != DynamoDB || !isBatchWriteItem(h) {
-		return nil
+// operation), and the actions of an Elasticsearch (or OpenSearch) _bulk
+// (its path).
+func (p Profile) NewItemCounter(path string, h http.Header) ItemCounter {
+	switch {
+	case p == DynamoDB && isBatchWriteItem(h):
+		return &bulkScanner{dynamo: true, listKey: "RequestItems"}
+	case p == Elasticsearch && isBulkPath(path):
+		return &actionCounter{lineStart: true}
 	}
-	return &bulkScanner{dynamo: true, listKey: "RequestItems"}
+	return nil
 }
 
 // RequestItems counts the writes of a whole request body with
 // NewItemCounter: -1 for any other request, and for a body that is not
-// one JSON object.
-func (p Profile) RequestItems(h http.Header, body []byte) int {
-	c := p.NewItemCounter(h)
+// one JSON object (DynamoDB) or whole action lines (a _bulk).
+func (p Profile) RequestItems(path string, h http.Header, body []byte) int {
+	c := p.NewItemCounter(path, h)
 	if c == nil {
 		return -1
 	}
@@ -585,4 +700,97 @@ func hexValue(c byte) int {
 		return int(c-'A') + 10
 	}
 	return -1
+}
+
+// actionCounter counts the actions of a _bulk request body as it streams:
+// newline-delimited JSON, each action a line whose object's first key is
+// index, create, update or delete, the first three followed by a line of
+// source. It reads the first key of each action line and skips the rest,
+// in constant memory.
+type actionCounter struct {
+	lineStart bool // at the start of a line
+	source    bool // the line that starts next is an action's source
+	inSource  bool // reading a source line, skipped
+	inAction  bool // reading an action line
+	keyOn     bool // reading the action line's first key
+	keyDone   bool // the first key is read
+	key       [8]byte
+	keyLen    int
+	seen      byte // in an action line before the key: 0, '{' once its brace came
+	actions   int
+	junk      bool // a line that is no action where one was due
+}
+
+// Write implements ItemCounter.
+func (c *actionCounter) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if c.junk {
+			break
+		}
+		if b == '\n' {
+			c.endLine()
+			continue
+		}
+		if c.lineStart {
+			c.lineStart = false
+			if c.source {
+				c.inSource, c.source = true, false
+			} else {
+				c.inAction, c.seen, c.keyOn, c.keyDone, c.keyLen = true, 0, false, false, 0
+			}
+		}
+		if !c.inAction || c.keyDone {
+			continue
+		}
+		switch {
+		case c.keyOn && b == '"':
+			c.keyOn, c.keyDone = false, true
+		case c.keyOn:
+			if c.keyLen == len(c.key) {
+				c.junk = true
+				break
+			}
+			c.key[c.keyLen] = b
+			c.keyLen++
+		case b == ' ' || b == '\t' || b == '\r':
+		case b == '{' && c.seen == 0:
+			c.seen = '{'
+		case b == '"' && c.seen == '{':
+			c.keyOn = true
+		default:
+			c.junk = true
+		}
+	}
+	return len(p), nil
+}
+
+// endLine ends the line being read. A blank line is skipped.
+func (c *actionCounter) endLine() {
+	switch {
+	case c.inSource:
+		c.inSource = false
+	case c.inAction && c.keyDone:
+		switch string(c.key[:c.keyLen]) {
+		case "index", "create", "update":
+			c.source = true
+		case "delete":
+		default:
+			c.junk = true
+		}
+		c.actions++
+	case c.inAction && c.seen != 0:
+		c.junk = true // an action line cut before its key
+	}
+	c.inAction = false
+	c.lineStart = true
+}
+
+// Items implements ItemCounter: the actions counted, or -1 when the body
+// was not whole action lines (the last line unterminated, a line that is
+// no action, an action without its source).
+func (c *actionCounter) Items() int {
+	if c.junk || !c.lineStart || c.source || c.actions == 0 {
+		return -1
+	}
+	return c.actions
 }

@@ -1082,7 +1082,7 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 		p.setReadDeadline(ex, time.Time{})
 		p.m.buffered.Inc()
 		ex.buffered, ex.retryable = true, canRetry
-		ex.items = p.profile.RequestItems(out.Header, body.buf)
+		ex.items = p.profile.RequestItems(out.URL.Path, out.Header, body.buf)
 		ex.body = body
 		return nil
 	case n < 0 && p.budget.reserve(p.retryBodyMax):
@@ -1103,17 +1103,17 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 			p.noteBodySize(read)
 			p.m.buffered.Inc()
 			ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, read
-			ex.items = p.profile.RequestItems(out.Header, buf)
+			ex.items = p.profile.RequestItems(out.URL.Path, out.Header, buf)
 			ex.body = requestBody{buf: buf, reserved: held}
 			return nil
 		}
 		p.m.streamed.Inc()
-		cr := p.newCountingReader(io.MultiReader(bytes.NewReader(buf), bytes.NewReader(more), out.Body), out.Header, ex)
+		cr := p.newCountingReader(io.MultiReader(bytes.NewReader(buf), bytes.NewReader(more), out.Body), out, ex)
 		ex.body = requestBody{stream: cr, reserved: held}
 		return nil
 	}
 	p.m.streamed.Inc()
-	cr := p.newCountingReader(out.Body, out.Header, ex)
+	cr := p.newCountingReader(out.Body, out, ex)
 	ex.body = requestBody{stream: cr, length: max(n, 0)}
 	return nil
 }
@@ -1226,8 +1226,8 @@ func (c *countingReader) readErr() error {
 }
 
 // newCountingReader wraps a body that streams and makes it ex's.
-func (p *Proxy) newCountingReader(r io.Reader, h http.Header, ex *exchange) *countingReader {
-	cr := &countingReader{r: r, counter: p.profile.NewItemCounter(h)}
+func (p *Proxy) newCountingReader(r io.Reader, out *http.Request, ex *exchange) *countingReader {
+	cr := &countingReader{r: r, counter: p.profile.NewItemCounter(out.URL.Path, out.Header)}
 	cr.items.Store(-1)
 	ex.streamed = cr
 	return cr
