@@ -106,16 +106,21 @@ func filterListsErrorsOnly(rawQuery string) bool {
 	if err != nil {
 		return false
 	}
-	fp := q.Get("filter_path")
-	if fp == "" {
+	// Elasticsearch keeps the last of a repeated parameter (RestUtils
+	// decodeQueryString), url.Values.Get the first: a repeated filter_path
+	// is not read.
+	fps := q["filter_path"]
+	if len(fps) != 1 || fps[0] == "" {
 		return false
 	}
 	errorsOnly := false
-	for _, f := range strings.Split(fp, ",") {
+	for _, f := range strings.Split(fps[0], ",") {
 		switch f = strings.TrimSpace(f); {
 		case f == "items.*.error":
 			errorsOnly = true
-		case strings.HasPrefix(f, "-"), f == "*", f == "**", strings.HasPrefix(f, "items") && f != "items.*.error":
+		case strings.HasPrefix(f, "-"), strings.Contains(f, "*"), strings.HasPrefix(f, "items"):
+			// An exclusion, a wildcard that may reach the items' status
+			// (**.status, *.*.status), or another filter over the items.
 			return false
 		}
 	}
@@ -173,9 +178,11 @@ func isBulkPath(path string) bool {
 // operations") may drop what the scanner counts: an item without a status
 // whose error (the object under key "error" at depth 4) has the "type"
 // es_rejected_execution_exception (OpenSearch: rejected_execution_exception)
-// was rejected with 429 all the same; and a body with no "items" array at
-// all, whose "errors" is not true and that has no top-level "error", had
-// its items filtered out: their count is unknown (Items -1), not zero.
+// was rejected with 429 all the same; and, under that filter, a body with
+// no "items" array at all, whose "errors" is not true and that has no
+// top-level "error", had none fail: all the request's actions were taken
+// (Items -1 when their count is unknown). An answer whose listed items
+// carry a status is read as an unfiltered one.
 //
 // The same machine reads DynamoDB's BatchWriteItem, whose answer looks like
 //
@@ -575,7 +582,7 @@ func (s *bulkScanner) Result() Result {
 		Rejected: s.rejected,
 		Failed:   s.failed + s.bareRejected + s.bareFailed,
 	}
-	if s.errorsOnly {
+	if s.errorsOnly && s.items+s.rejected+s.failed == 0 {
 		// Only the failed items are listed, without their status: what
 		// was taken is what the request carried less what is listed,
 		// which needs the request's count. Without it, the listed items
@@ -595,6 +602,8 @@ func (s *bulkScanner) Result() Result {
 		}
 		return r
 	}
+	// Not under an errors-only filter, or the answer kept the items'
+	// statuses all the same: they are read as they are.
 	if s.rejected > 0 {
 		r.Kind = Throttled
 		r.Reason = "es_bulk_item_429"
@@ -764,11 +773,16 @@ func (c *actionCounter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// endLine ends the line being read. A blank line is skipped.
+// endLine ends the line being read. A blank line is skipped where an
+// action is due.
 func (c *actionCounter) endLine() {
 	switch {
 	case c.inSource:
 		c.inSource = false
+	case c.source:
+		// An empty line where a source was due is that source, as
+		// Elasticsearch reads it (and a "\r" alone, trimmed, already was).
+		c.source = false
 	case c.inAction && c.keyDone:
 		switch string(c.key[:c.keyLen]) {
 		case "index", "create", "update":

@@ -51,6 +51,10 @@ func TestBulkRequestActions(t *testing.T) {
 		{"not an action", "{\"search\":{}}\n{}\n", -1},
 		{"not JSON", "index\n", -1},
 		{"empty", "", -1},
+		// The line after an index, create or update is its source, even
+		// empty (the item fails, but it is one): with \n or \r\n alike.
+		{"empty source", "{\"index\":{}}\n\n{\"delete\":{}}\n{\"delete\":{}}\n", 3},
+		{"empty source, CRLF", "{\"index\":{}}\r\n\r\n{\"delete\":{}}\r\n{\"delete\":{}}\r\n", 3},
 	} {
 		for _, step := range []int{1, 7, 1 << 20} {
 			if got := count(tc.body, step); got != tc.want {
@@ -79,6 +83,11 @@ func TestFilterListsErrorsOnly(t *testing.T) {
 		"filter_path=items.*.error,-took":          false,
 		"filter_path=*,items.*.error":              false,
 		"filter_path=%zz":                          false,
+		// Wildcards that reach the items' status from above "items".
+		"filter_path=items.*.error,**.status":  false,
+		"filter_path=items.*.error,*.*.status": false,
+		// Elasticsearch keeps the last of a repeated parameter.
+		"filter_path=items.*.error&filter_path=items.*.status": false,
 	} {
 		if got := filterListsErrorsOnly(q); got != want {
 			t.Errorf("filterListsErrorsOnly(%q) = %v, want %v", q, got, want)
@@ -117,6 +126,12 @@ func TestScannerErrorsOnly(t *testing.T) {
 		{"more listed than sent", errorsOnly, 1, `{"items":[` + rejected + `,` + rejected + `]}`, Result{Kind: OK, Failed: 2}, 0},
 		{"no filter: an item without a status fails", "", 1000, `{"items":[` + rejected + `]}`, Result{Kind: OK, Failed: 1}, 0},
 		{"filter_path=took says nothing", "filter_path=took", 1000, `{"took":3}`, Result{Kind: OK}, 0},
+		// Statuses in the answer all the same (a filter taken for
+		// errors-only that was not): they are read, not the count.
+		{"statuses kept", errorsOnly, 2, `{"items":[{"index":{"status":201}},{"index":{"status":429,"error":{"type":"es_rejected_execution_exception"}}}]}`,
+			Result{Kind: Throttled, Reason: "es_bulk_item_429", Items: 1, Rejected: 1}, 0.5},
+		{"statuses kept, count unknown", errorsOnly, -1, `{"items":[{"index":{"status":201}},{"index":{"status":429,"error":{"type":"es_rejected_execution_exception"}}}]}`,
+			Result{Kind: Throttled, Reason: "es_bulk_item_429", Items: 1, Rejected: 1}, 0.5},
 	} {
 		if tc.want.Kind == OK {
 			tc.want.Reason = "status_200"
