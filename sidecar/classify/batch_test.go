@@ -121,7 +121,7 @@ func TestRequestItems(t *testing.T) {
  "ReturnConsumedCapacity":"TOTAL"}`
 	f := func(p Profile, h http.Header, body string, want int) {
 		t.Helper()
-		if got := p.RequestItems("/", h, []byte(body)); got != want {
+		if got := p.RequestItems(Request{Path: "/", Header: h}, []byte(body)); got != want {
 			t.Errorf("%v.RequestItems(/, %v, %.40q) = %d, want %d", p, h, body, got, want)
 		}
 	}
@@ -155,7 +155,7 @@ func TestBatchWriteRoundTrip(t *testing.T) {
 		}
 		req, _ := json.Marshal(map[string]any{"RequestItems": tables})
 		h := hdr("X-Amz-Target", batchWriteTarget)
-		if got := DynamoDB.RequestItems("/", h, req); got != n {
+		if got := DynamoDB.RequestItems(Request{Path: "/", Header: h}, req); got != n {
 			t.Fatalf("RequestItems = %d, want %d", got, n)
 		}
 		unprocessed := map[string][]any{}
@@ -207,7 +207,7 @@ func FuzzDynamoDBScanner(f *testing.F) {
 			}
 		}
 		// The same machine counts a request's writes.
-		c := DynamoDB.NewItemCounter("/", hdr("X-Amz-Target", batchWriteTarget))
+		c := DynamoDB.NewItemCounter(Request{Path: "/", Header: hdr("X-Amz-Target", batchWriteTarget)})
 		feedCounter(c, body, chunks)
 		if n, saw, ok := referenceWrites(body, "RequestItems"); ok {
 			want := -1
@@ -296,7 +296,7 @@ func BenchmarkRequestItems(b *testing.B) {
 	b.SetBytes(int64(body.Len()))
 	b.ReportAllocs()
 	for b.Loop() {
-		if DynamoDB.RequestItems("/", h, body.Bytes()) != maxBatchWrites {
+		if DynamoDB.RequestItems(Request{Path: "/", Header: h}, body.Bytes()) != maxBatchWrites {
 			b.Fatal("wrong count")
 		}
 	}

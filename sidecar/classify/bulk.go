@@ -657,14 +657,15 @@ type ItemCounter interface {
 // NewItemCounter returns an ItemCounter for a request whose answer
 // [Profile.NewScanner] reads against its count of writes, or nil: the
 // PutRequest and DeleteRequest objects under "RequestItems" of a DynamoDB
-// BatchWriteItem (profile DynamoDB, request headers h naming the
-// operation), and the actions of an Elasticsearch (or OpenSearch) _bulk
-// (its path).
-func (p Profile) NewItemCounter(path string, h http.Header) ItemCounter {
+// BatchWriteItem (profile DynamoDB, its header naming the operation), and
+// the actions of an Elasticsearch (or OpenSearch) _bulk whose answer lists
+// the failed items only (see filterListsErrorsOnly): any other _bulk's
+// answer counts its items itself, and its body is not walked.
+func (p Profile) NewItemCounter(req Request) ItemCounter {
 	switch {
-	case p == DynamoDB && isBatchWriteItem(h):
+	case p == DynamoDB && isBatchWriteItem(req.Header):
 		return &bulkScanner{dynamo: true, listKey: "RequestItems"}
-	case p == Elasticsearch && isBulkPath(path):
+	case p == Elasticsearch && isBulkPath(req.Path) && filterListsErrorsOnly(req.RawQuery):
 		return &actionCounter{lineStart: true}
 	}
 	return nil
@@ -673,8 +674,8 @@ func (p Profile) NewItemCounter(path string, h http.Header) ItemCounter {
 // RequestItems counts the writes of a whole request body with
 // NewItemCounter: -1 for any other request, and for a body that is not
 // one JSON object (DynamoDB) or whole action lines (a _bulk).
-func (p Profile) RequestItems(path string, h http.Header, body []byte) int {
-	c := p.NewItemCounter(path, h)
+func (p Profile) RequestItems(req Request, body []byte) int {
+	c := p.NewItemCounter(req)
 	if c == nil {
 		return -1
 	}

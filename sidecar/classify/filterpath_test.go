@@ -30,7 +30,7 @@ func esBulkRequest(n int) string {
 // counts as unknown, never as a wrong number.
 func TestBulkRequestActions(t *testing.T) {
 	count := func(body string, step int) int {
-		c := Elasticsearch.NewItemCounter("/logs/_bulk", http.Header{})
+		c := Elasticsearch.NewItemCounter(Request{Path: "/logs/_bulk", RawQuery: "filter_path=items.*.error"})
 		for len(body) > 0 {
 			n := min(step, len(body))
 			_, _ = c.Write([]byte(body[:n]))
@@ -62,10 +62,14 @@ func TestBulkRequestActions(t *testing.T) {
 			}
 		}
 	}
-	if c := Elasticsearch.NewItemCounter("/logs/_doc/1", http.Header{}); c != nil {
+	if c := Elasticsearch.NewItemCounter(Request{Path: "/logs/_doc/1", RawQuery: "filter_path=items.*.error"}); c != nil {
 		t.Error("a counter for a request that is no _bulk")
 	}
-	if got := Elasticsearch.RequestItems("/_bulk", http.Header{}, []byte(esBulkRequest(25))); got != 25 {
+	// A _bulk whose answer counts its items itself: its body is not walked.
+	if c := Elasticsearch.NewItemCounter(Request{Path: "/logs/_bulk"}); c != nil {
+		t.Error("a counter for a _bulk whose answer lists every item")
+	}
+	if got := Elasticsearch.RequestItems(Request{Path: "/_bulk", RawQuery: "filter_path=items.*.error"}, []byte(esBulkRequest(25))); got != 25 {
 		t.Errorf("RequestItems: %d, want 25", got)
 	}
 }

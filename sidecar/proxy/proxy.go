@@ -1082,7 +1082,7 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 		p.setReadDeadline(ex, time.Time{})
 		p.m.buffered.Inc()
 		ex.buffered, ex.retryable = true, canRetry
-		ex.items = p.profile.RequestItems(out.URL.Path, out.Header, body.buf)
+		ex.items = p.profile.RequestItems(itemsRequest(out), body.buf)
 		ex.body = body
 		return nil
 	case n < 0 && p.budget.reserve(p.retryBodyMax):
@@ -1103,7 +1103,7 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 			p.noteBodySize(read)
 			p.m.buffered.Inc()
 			ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, read
-			ex.items = p.profile.RequestItems(out.URL.Path, out.Header, buf)
+			ex.items = p.profile.RequestItems(itemsRequest(out), buf)
 			ex.body = requestBody{buf: buf, reserved: held}
 			return nil
 		}
@@ -1225,9 +1225,14 @@ func (c *countingReader) readErr() error {
 	return nil
 }
 
+// itemsRequest is what the profile reads of out to count its writes.
+func itemsRequest(out *http.Request) classify.Request {
+	return classify.Request{Method: out.Method, Path: out.URL.Path, RawQuery: out.URL.RawQuery, Header: out.Header}
+}
+
 // newCountingReader wraps a body that streams and makes it ex's.
 func (p *Proxy) newCountingReader(r io.Reader, out *http.Request, ex *exchange) *countingReader {
-	cr := &countingReader{r: r, counter: p.profile.NewItemCounter(out.URL.Path, out.Header)}
+	cr := &countingReader{r: r, counter: p.profile.NewItemCounter(itemsRequest(out))}
 	cr.items.Store(-1)
 	ex.streamed = cr
 	return cr
