@@ -1,6 +1,7 @@
 package classify
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"net/url"
@@ -102,6 +103,9 @@ func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
 // answer or not. A filter that keeps the items' status, or whose reach is
 // not plain (wildcards over items, exclusions), is not taken for it.
 func filterListsErrorsOnly(rawQuery string) bool {
+	if !strings.Contains(rawQuery, "filter_path") {
+		return false // the common case, without parsing the query for each _bulk
+	}
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
 		return false
@@ -733,12 +737,20 @@ type actionCounter struct {
 
 // Write implements ItemCounter.
 func (c *actionCounter) Write(p []byte) (int, error) {
-	for _, b := range p {
-		if c.junk {
-			break
-		}
+	for i := 0; i < len(p) && !c.junk; i++ {
+		b := p[i]
 		if b == '\n' {
 			c.endLine()
+			continue
+		}
+		if !c.lineStart && (c.inSource || c.keyDone) {
+			// The rest of a source, or of an action past its key, is
+			// not read: on to the line's end.
+			j := bytes.IndexByte(p[i:], '\n')
+			if j < 0 {
+				break
+			}
+			i += j - 1
 			continue
 		}
 		if c.lineStart {

@@ -156,3 +156,23 @@ func TestScannerErrorsOnly(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkBulkActions counts the actions of a 10 MiB _bulk body as the
+// proxy does for one sent under filter_path=items.*.error (no other _bulk
+// is walked): its cost per byte forwarded.
+func BenchmarkBulkActions(b *testing.B) {
+	var body strings.Builder
+	doc := `{"msg":"` + strings.Repeat("x", 1000) + `"}` + "\n"
+	for body.Len() < 10<<20 {
+		body.WriteString(`{"index":{"_index":"logs"}}` + "\n" + doc)
+	}
+	buf := []byte(body.String())
+	req := Request{Path: "/logs/_bulk", RawQuery: "filter_path=items.*.error"}
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if Elasticsearch.RequestItems(req, buf) <= 0 {
+			b.Fatal("no count")
+		}
+	}
+}
