@@ -1225,7 +1225,8 @@ func (c *countingReader) readErr() error {
 	return nil
 }
 
-// itemsRequest is what the profile reads of out to count its writes.
+// itemsRequest is what the profile reads of out: to count its writes,
+// and to scan its answer (with the count).
 func itemsRequest(out *http.Request) classify.Request {
 	return classify.Request{Method: out.Method, Path: out.URL.Path, RawQuery: out.URL.RawQuery, Header: out.Header}
 }
@@ -1378,7 +1379,8 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	ex.last = res
 	ab := &attemptBody{rc: resp.Body, cancel: cancel, p: p, ex: ex, permit: permit, scoped: scoped, res: res, latency: latency, parent: req.Context()}
 	if res.Kind == classify.OK {
-		creq := classify.Request{Method: req.Method, Path: req.URL.Path, RawQuery: req.URL.RawQuery, Header: req.Header, Items: ex.requestItems()}
+		creq := itemsRequest(req)
+		creq.Items = ex.requestItems()
 		ab.scanner = p.profile.NewScanner(creq, resp.StatusCode, resp.Header)
 		if ab.scanner == nil && classify.Compressed(resp.Header) && p.profile.ScansAnswer(creq) {
 			// Kept compressed because the loader signed Accept-Encoding
