@@ -253,6 +253,10 @@ func TestJobsAPI(t *testing.T) {
 		f("POST", "/v1/jobs", `{"id":"x","cancel":{"url":"http://x/${JOB}","command":["rm"]}}`, http.StatusBadRequest)
 		f("POST", "/v1/jobs", "", http.StatusBadRequest)
 		f("POST", "/v1/jobs", `{"id":"x","labels":{"a":"`+strings.Repeat("b", 2<<20)+`"}}`, http.StatusRequestEntityTooLarge)
+		// A small object followed by more than the limit is too large
+		// too, not malformed: the loader's tool should send less, not fix
+		// its JSON.
+		f("POST", "/v1/jobs", `{"id":"x"} `+strings.Repeat(" ", 2<<20)+`{}`, http.StatusRequestEntityTooLarge)
 		f("POST", "/v1/jobs/load-2/progress", `{"records":-1}`, http.StatusBadRequest)
 		f("GET", "/v1/nothing", "", http.StatusNotFound)
 		f("DELETE", "/v1/jobs", "", http.StatusMethodNotAllowed)

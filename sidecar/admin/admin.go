@@ -553,9 +553,12 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) boo
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil {
+		var mbe *http.MaxBytesError
 		if dec.More() || dec.InputOffset() < 0 {
 			err = errors.New("trailing data after the JSON object")
-		} else if _, terr := dec.Token(); terr != io.EOF {
+		} else if _, terr := dec.Token(); errors.As(terr, &mbe) {
+			err = terr // past the limit: too large, whatever follows
+		} else if terr != io.EOF {
 			err = errors.New("trailing data after the JSON object")
 		}
 	}
