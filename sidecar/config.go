@@ -569,7 +569,12 @@ func (c Config) validate() []string {
 	if !(c.RetryBudget > 0 && c.RetryBudget <= 1) {
 		bad("RETRY_BUDGET", "must be a share in (0, 1], got %v (SLUICE_RETRY_MAX=0 disables retries)", c.RetryBudget)
 	}
-	if c.BufferBudget > 0 && c.RetryBodyMax > c.BufferBudget {
+	switch {
+	case c.BufferBudget == 0 && c.RetryBodyMax > 0:
+		// No room for any body: every write would stream, never retried
+		// or held, while SLUICE_RETRY_BODY_MAX says they should be.
+		bad("BUFFER_BUDGET", "0 leaves no room to buffer a body, so no write is retried or held: set SLUICE_RETRY_BODY_MAX=0 as well to mean that, or a budget of at least SLUICE_RETRY_BODY_MAX (%v)", c.RetryBodyMax)
+	case c.RetryBodyMax > c.BufferBudget:
 		bad("RETRY_BODY_MAX", "%v is greater than SLUICE_BUFFER_BUDGET %v", c.RetryBodyMax, c.BufferBudget)
 	}
 	if _, ok := ParseLogLevel(c.LogLevel); !ok {
