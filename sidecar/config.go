@@ -420,9 +420,12 @@ func (c *Config) fillDefaults(set map[string]string) {
 	default:
 		initial, minR, maxR = 50, 1, 100000
 	}
-	_, minSet := set[EnvPrefix+"MIN_RATE"]
-	_, maxSet := set[EnvPrefix+"MAX_RATE"]
-	if _, ok := set[EnvPrefix+"INITIAL_RATE"]; !ok {
+	// An empty value is unset, as it is for every variable with a default
+	// in its tag (caarlos0/env): SLUICE_MAX_RATE= in a manifest template
+	// is no request for a rate of 0.
+	isSet := func(key string) bool { return set[EnvPrefix+key] != "" }
+	minSet, maxSet := isSet("MIN_RATE"), isSet("MAX_RATE")
+	if !isSet("INITIAL_RATE") {
 		// Kept within the bounds that are set (and usable: a bad one is
 		// validate's to report, once), as the bounds left unset are kept
 		// around it: SLUICE_MAX_RATE=10 alone is no mistake.
@@ -434,14 +437,14 @@ func (c *Config) fillDefaults(set map[string]string) {
 		}
 		c.InitialRate = initial
 	}
-	if _, ok := set[EnvPrefix+"INITIAL_CONCURRENCY"]; !ok && c.MaxConcurrency >= 1 {
+	if !isSet("INITIAL_CONCURRENCY") && c.MaxConcurrency >= 1 {
 		// As the limiter's own default: 4, or the ceiling if lower.
 		c.InitialConcurrency = min(c.InitialConcurrency, c.MaxConcurrency)
 	}
-	if _, ok := set[EnvPrefix+"MIN_RATE"]; !ok {
+	if !minSet {
 		c.MinRate = min(minR, c.InitialRate)
 	}
-	if _, ok := set[EnvPrefix+"MAX_RATE"]; !ok {
+	if !maxSet {
 		c.MaxRate = max(maxR, c.InitialRate)
 	}
 }

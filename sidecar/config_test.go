@@ -657,6 +657,10 @@ func TestUnsetStartKeptWithinSetLimits(t *testing.T) {
 		{[]string{"SLUICE_RATE_UNIT=bytes", "SLUICE_MAX_RATE=65536"}, 65536, 4},
 		{[]string{"SLUICE_MAX_CONCURRENCY=2"}, 50, 2},
 		{[]string{"SLUICE_MAX_CONCURRENCY=1", "SLUICE_MAX_RATE=5", "SLUICE_MIN_RATE=2"}, 5, 1},
+		// Empty is unset, as for the variables with a default in their
+		// tag: a manifest template's SLUICE_MAX_RATE= is not a rate of 0.
+		{[]string{"SLUICE_MAX_RATE=", "SLUICE_MIN_RATE=", "SLUICE_INITIAL_RATE="}, 50, 4},
+		{[]string{"SLUICE_MAX_CONCURRENCY=2", "SLUICE_INITIAL_CONCURRENCY="}, 50, 2},
 	} {
 		cfg, _, err := LoadConfig(append([]string{"SLUICE_UPSTREAM_URL=http://s"}, tc.env...))
 		if err != nil {
