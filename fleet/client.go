@@ -442,8 +442,9 @@ func (c *Client) report(now time.Time) (Report, bool) {
 	if c.seq == 1 {
 		// A member's first report: what it will want is not known yet,
 		// its loader may not even have started. It claims a full share,
-		// which its next report corrects if it wants less: a joiner gets
-		// its share at once, not a refresh after its first writes.
+		// which its next report corrects if it wants less: a joiner takes
+		// up its share as soon as the others give it back, not a refresh
+		// after its first writes.
 		r.Demand = max(r.Demand, c.cfg.MaxRate)
 	}
 	if load.Throttles > c.thrBase {

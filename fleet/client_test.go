@@ -151,7 +151,8 @@ func runAll(ms ...member) (stop func()) {
 }
 
 // TestClientShares: members get their weighted share of a configured
-// capacity as their limiter's ceiling within a refresh of joining; one
+// capacity as their limiter's ceiling within two refreshes of joining
+// (one for the members there to give it back, one to take it up); one
 // that leaves gives its share back at the others' next refresh.
 func TestClientShares(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -161,7 +162,7 @@ func TestClientShares(t *testing.T) {
 		c := newMember(t, n, "c", func(cfg *Config) { cfg.Weight = 2 })
 		stopA := runAll(a)
 		stopBC := runAll(b, c)
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(2500 * time.Millisecond)
 		now := time.Now()
 		for _, x := range []struct {
 			m    member

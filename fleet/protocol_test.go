@@ -92,6 +92,38 @@ func (p *reporter) again() Grant {
 
 func near(a, b float64) bool { return math.Abs(a-b) <= 1e-6*max(1, math.Abs(a), math.Abs(b)) }
 
+// inForce keeps the lease each member was last granted: what it may send
+// until its next report.
+type inForce map[string]float64
+
+// send sends p's report, keeps its lease, and fails the test if the
+// leases in force then sum to more than capacity, but for the MinRate no
+// member is leased less than.
+func (f inForce) send(t *testing.T, p *reporter, capacity float64) Grant {
+	t.Helper()
+	g := p.send()
+	f[p.r.Member] = g.Lease
+	sum, floors := 0.0, 0.0
+	for _, l := range f {
+		sum += l
+		floors += p.r.MinRate
+	}
+	if sum > capacity*(1+1e-9)+floors {
+		t.Fatalf("%s reported: leases in force %v sum to %v > %v", p.r.Member, f, sum, capacity)
+	}
+	return g
+}
+
+// round has each member report once, in order, and returns the last grant:
+// members give back what a new allocation took from them and take up
+// what the others gave back.
+func round(ps ...*reporter) (g Grant) {
+	for _, p := range ps {
+		g = p.send()
+	}
+	return g
+}
+
 // TestScriptAllocatesAsAllocate: the script's leases are Allocate's, for a
 // configured capacity and random demands and weights, as members join one
 // by one.
@@ -101,6 +133,7 @@ func TestScriptAllocatesAsAllocate(t *testing.T) {
 		const capacity = 1000
 		var claims []Claim
 		var reps []*reporter
+		held := inForce{}
 		for i := range 12 {
 			c := Claim{ID: fmt.Sprintf("m%02d", i), Demand: math.Round(r.Float64() * 300), Weight: 1}
 			if i%3 == 0 {
@@ -112,10 +145,20 @@ func TestScriptAllocatesAsAllocate(t *testing.T) {
 			claims = append(claims, c)
 			p := newReporter(t, b, c.ID, c.Demand, c.Weight, capacity)
 			reps = append(reps, p)
-			g := p.send()
+			g := held.send(t, p, capacity)
 			want := Allocate(capacity, claims)
-			if !near(g.Lease, want[i]) || g.Members != i+1 || g.Budget != capacity {
-				t.Fatalf("%s joins: lease %v, %d members, budget %v; want %v, %d, %v", c.ID, g.Lease, g.Members, g.Budget, want[i], i+1, capacity)
+			if g.Lease > want[i]*(1+1e-9) || g.Members != i+1 || g.Budget != capacity {
+				t.Fatalf("%s joins: lease %v, %d members, budget %v; want at most %v, %d, %v", c.ID, g.Lease, g.Members, g.Budget, want[i], i+1, capacity)
+			}
+			// The others report and give back what the joiner's share
+			// takes from them; the joiner's next report takes it up.
+			for _, q := range reps {
+				held.send(t, q, capacity)
+			}
+			for j, q := range reps {
+				if !near(held[q.r.Member], want[j]) {
+					t.Fatalf("%s joined, every member reported since: %s leased %v, want %v", c.ID, q.r.Member, held[q.r.Member], want[j])
+				}
 			}
 		}
 		reps[0].r.WantMembers = true
@@ -179,8 +222,7 @@ func TestScriptIdempotent(t *testing.T) {
 func TestScriptLeave(t *testing.T) {
 	onBoth(t, func(t *testing.T, b backend) {
 		a, c := newReporter(t, b, "a", 1e9, 1, 600), newReporter(t, b, "c", 1e9, 1, 600)
-		a.send()
-		if g := c.send(); g.Lease != 300 || g.Members != 2 {
+		if g := round(a, c, a, c); g.Lease != 300 || g.Members != 2 {
 			t.Fatalf("two greedy members: %+v, want 300 each", g)
 		}
 		if err := leave(context.Background(), b.rdb, a.resource, "a"); err != nil {
@@ -236,8 +278,7 @@ func TestScriptKeys(t *testing.T) {
 func TestScriptExpiresDeadMembers(t *testing.T) {
 	b := newMini(t)
 	a, c := newReporter(t, b, "a", 1e9, 1, 600), newReporter(t, b, "c", 1e9, 1, 600)
-	a.send()
-	c.send()
+	round(a, c, a)
 	for range 2 {
 		b.advance(time.Second)
 		if g := c.send(); g.Members != 2 || g.Lease != 300 {
@@ -257,9 +298,7 @@ func TestScriptExpiresDeadMembers(t *testing.T) {
 func TestScriptHandsOutAtExpiry(t *testing.T) {
 	b := newMini(t)
 	a, c, d := newReporter(t, b, "a", 1e9, 1, 900), newReporter(t, b, "c", 1e9, 1, 900), newReporter(t, b, "d", 1e9, 1, 900)
-	a.send()
-	c.send()
-	d.send()
+	round(a, c, d, a, c, d)
 	b.advance(testParams.MemberTTL - 100*time.Millisecond)
 	for _, p := range []*reporter{c, d} {
 		if g := p.send(); g.Members != 3 || g.Lease != 300 {
@@ -278,8 +317,7 @@ func TestScriptHandsOutAtExpiry(t *testing.T) {
 func TestScriptServerPause(t *testing.T) {
 	b := newMini(t)
 	a, c := newReporter(t, b, "a", 1e9, 1, 600), newReporter(t, b, "c", 1e9, 1, 600)
-	a.send()
-	c.send()
+	round(a, c, a, c)
 	b.advance(20 * time.Second)
 	if g := c.send(); g.Members != 2 || g.Lease != 300 {
 		t.Fatalf("after a 20s pause: %+v, want both members kept", g)
@@ -425,8 +463,7 @@ func TestScriptConfiguredCapacity(t *testing.T) {
 func TestScriptRisingDemandKeepsLease(t *testing.T) {
 	onBoth(t, func(t *testing.T, b backend) {
 		a, c := newReporter(t, b, "a", 10, 1, 900), newReporter(t, b, "c", 10, 1, 900)
-		a.send()
-		gc := c.send() // c joins: a fresh allocation, nobody short: 10 + 440 each
+		gc := round(a, c, a, c) // c joins, a gives back: nobody short, 10 + 440 each
 		if !near(gc.Lease, 450) {
 			t.Fatalf("c's lease %v, want 450", gc.Lease)
 		}
@@ -504,8 +541,7 @@ func FuzzParseGrant(f *testing.F) {
 func TestScriptRisingDemandKeepsLeaseAgain(t *testing.T) {
 	onBoth(t, func(t *testing.T, b backend) {
 		a, c := newReporter(t, b, "a", 10, 1, 900), newReporter(t, b, "c", 10, 1, 900)
-		a.send()
-		gc := c.send() // 10 + 440 each
+		gc := round(a, c, a, c) // 10 + 440 each
 		a.r.Demand = 1e6
 		if g := a.send(); g.Lease+gc.Lease > 900*(1+1e-9) {
 			t.Fatalf("a's demand rose: a leased %v while c holds %v", g.Lease, gc.Lease)
@@ -523,12 +559,13 @@ func TestScriptRisingDemandKeepsLeaseAgain(t *testing.T) {
 				t.Errorf("a listed with lease %v, granted %v", m.Lease, g.Lease)
 			}
 		}
-		if b.mini != nil {
-			// At the next allocation a gets what the budget leaves c.
-			b.advance(300 * time.Millisecond)
-			if g := a.send(); !near(g.Lease, 890) {
-				t.Errorf("after an allocation: a leased %v, want 890", g.Lease)
-			}
+		// c's next report gives back what the allocation took from it,
+		// and a's next takes it up: what the budget leaves c.
+		if g := c.send(); !near(g.Lease, 10) {
+			t.Errorf("c's next report: leased %v, want its demand of 10", g.Lease)
+		}
+		if g := a.send(); !near(g.Lease, 890) {
+			t.Errorf("a's next report: leased %v, want 890", g.Lease)
 		}
 	})
 }

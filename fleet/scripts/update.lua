@@ -39,7 +39,15 @@
 -- O(members); it is done at most four times per period, and at once when
 -- a member joins or leaves or the budget moves, so that a fleet of N
 -- members costs the server O(N) per period, not O(N^2). In between, a
--- member's lease follows its own new demand at the last level.
+-- member's lease follows its own new demand at the last level, never
+-- above what it holds; one held well below its allocation reads them at
+-- once.
+--
+-- A lease rises only into what the other members' leases in force leave
+-- of the budget: a joiner, or a member a new allocation gives more, takes
+-- up its share as the others report and give theirs back, so the leases
+-- in force never sum to more than the budget (but for min_rate, which no
+-- member gets less of).
 
 local mkey, skey = KEYS[1], KEYS[2]
 local id = ARGV[1]
@@ -277,7 +285,18 @@ local function floor_budget(count)
 	end
 end
 
-local allocated = recompute or budget ~= budget0
+local function lease_of(m)
+	if level >= 0 then return math.min(m.demand, level * m.weight) end
+	return m.demand + spare * m.weight
+end
+
+-- A member held well below what the allocation in force gives it (a
+-- joiner's first lease, before the others gave their share back; a
+-- demand that rose) reads the members again at once, so it takes up what
+-- they left as soon as they left it. A margin keeps a demand that moves a
+-- little from reading them at every report.
+local short = applied and held ~= nil and lease_of(me) > held * 1.05 + min_rate
+local allocated = recompute or budget ~= budget0 or short
 if allocated then
 	members = read_members()
 	n, live_w, want, took = #members, 0, 0, 0
@@ -329,9 +348,15 @@ else
 	floor_budget(n)
 end
 
-local function lease_of(m)
-	if level >= 0 then return math.min(m.demand, level * m.weight) end
-	return m.demand + spare * m.weight
+-- What the other members hold: each keeps the lease it was last granted
+-- until its next report (or until its membership ends), whatever the new
+-- allocation will give it then. Known only when the members were read.
+local room = nil
+if members ~= nil then
+	room = budget
+	for _, m in ipairs(members) do
+		if m ~= me then room = room - (m.granted or lease_of(m)) end
+	end
 end
 
 redis.call('HSET', skey, 'budget', num(budget), 'max', num(lastmax), 't', num(grown),
@@ -344,6 +369,11 @@ redis.call('PEXPIRE', mkey, key_ttl)
 redis.call('PEXPIRE', skey, key_ttl)
 
 local my_lease = lease_of(me)
+if room ~= nil then
+	local mine = 0
+	if not joined and me.granted ~= nil then mine = me.granted end
+	my_lease = math.min(my_lease, math.max(mine, room, min_rate))
+end
 if not allocated then
 	if held == nil and not joined then
 		-- A retried or older report: the lease it was granted stands.
