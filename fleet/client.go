@@ -254,8 +254,10 @@ type Client struct {
 	members      int
 	weightSum    float64
 	demand       float64
-	epoch        string // of the lease in force
-	thrBase      uint64 // the limiter's throttle count when that lease came
+	reported     float64 // the demand of the last report sent
+	waiting      bool    // the last lease was held below this member's share: the others have yet to give it back
+	epoch        string  // of the lease in force
+	thrBase      uint64  // the limiter's throttle count when that lease came
 	leaseUntil   time.Time
 	lastOK       time.Time
 	failing      bool
@@ -381,9 +383,18 @@ func (c *Client) Lapse(now time.Time) {
 }
 
 // interval is Refresh jittered by ±10%, so that a fleet started at once
-// does not call in lockstep.
+// does not call in lockstep; a quarter of that while the member waits for
+// the others to give back its share (they do at their own refreshes,
+// spread over the next Refresh), so that it takes up what they give back
+// within a quarter refresh rather than one.
 func (c *Client) interval() time.Duration {
-	return time.Duration(float64(c.cfg.Refresh) * (0.9 + 0.2*mrand.Float64()))
+	d := time.Duration(float64(c.cfg.Refresh) * (0.9 + 0.2*mrand.Float64()))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.waiting {
+		d /= 4
+	}
+	return d
 }
 
 // Refresh makes one call to Redis, within Timeout, and applies its answer
@@ -458,6 +469,7 @@ func (c *Client) report(now time.Time) (Report, bool) {
 	if c.m != nil {
 		c.m.demand.Set(load.Demand)
 	}
+	c.reported = r.Demand
 	return r, true
 }
 
@@ -471,6 +483,11 @@ func (c *Client) grantedLocked(g Grant, listed bool, sent, now time.Time) {
 		c.thrBase = c.local.Load(now).Throttles
 	}
 	c.lease, c.budget, c.members, c.weightSum = g.Lease, g.Budget, g.Members, g.Weight
+	// Its share is at least its weight's part of the budget when it wants
+	// that much (the others' demands below the water level only raise
+	// it): a lease well below both is held back by the leases the others
+	// have yet to give back.
+	c.waiting = g.Weight > 0 && g.Lease < 0.95*min(c.reported, g.Budget*c.cfg.Weight/g.Weight)
 	if c.budgetAvg == 0 {
 		c.budgetAvg = g.Budget
 	} else {

@@ -151,9 +151,10 @@ func runAll(ms ...member) (stop func()) {
 }
 
 // TestClientShares: members get their weighted share of a configured
-// capacity as their limiter's ceiling within two refreshes of joining
-// (one for the members there to give it back, one to take it up); one
-// that leaves gives its share back at the others' next refresh.
+// capacity as their limiter's ceiling within a refresh and a half of
+// joining (the members there give it back at their next refresh; a
+// member waiting for it asks four times as often); one that leaves gives
+// its share back at the others' next refresh.
 func TestClientShares(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n := newSimNet(t)
@@ -162,7 +163,7 @@ func TestClientShares(t *testing.T) {
 		c := newMember(t, n, "c", func(cfg *Config) { cfg.Weight = 2 })
 		stopA := runAll(a)
 		stopBC := runAll(b, c)
-		time.Sleep(2500 * time.Millisecond)
+		time.Sleep(1500 * time.Millisecond)
 		now := time.Now()
 		for _, x := range []struct {
 			m    member
