@@ -92,6 +92,9 @@ type k8sContainer struct {
 				Name string `yaml:"name"`
 				Key  string `yaml:"key"`
 			} `yaml:"secretKeyRef"`
+			FieldRef *struct {
+				FieldPath string `yaml:"fieldPath"`
+			} `yaml:"fieldRef"`
 		} `yaml:"valueFrom"`
 	} `yaml:"env"`
 	Ports []struct {
@@ -134,6 +137,24 @@ func (c *k8sContainer) env(name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// envSource says where the container's variable name gets its value: the
+// value itself, or the pod field it is read from. Two variables with the
+// same source hold the same value in the running pod. "" if not set.
+func (c *k8sContainer) envSource(name string) string {
+	for _, e := range c.Env {
+		switch {
+		case e.Name != name:
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+			return "field " + e.ValueFrom.FieldRef.FieldPath
+		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+			return "secret " + e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+		default:
+			return "value " + e.Value
+		}
+	}
+	return ""
 }
 
 // portNumber resolves a probe port, a number or the name of a container port.
@@ -349,6 +370,7 @@ func TestDeployManifestsMatchConfig(t *testing.T) {
 			}
 		}
 		checkSluiceContainer(t, where, pt, sc, adminPort)
+		checkDefaultJobNotCompleted(t, where, pt, sc)
 		for _, pm := range podMonitors {
 			checkPodMonitor(t, pm, where, pt, sc)
 		}
@@ -450,6 +472,40 @@ func checkSluiceContainer(t *testing.T, where string, pt podTemplate, c k8sConta
 	for _, v := range pt.Spec.Volumes {
 		if v.Name == mounted && v.EmptyDir == nil {
 			t.Errorf("%s: the state volume %s is not an emptyDir", where, mounted)
+		}
+	}
+}
+
+// completeRE is a call that completes a job through the admin API, with
+// the job's id as the container's command writes it: literal, $VAR or
+// ${VAR}.
+var completeRE = regexp.MustCompile(`/v1/jobs/([^/"'\s]+)/complete`)
+
+// checkDefaultJobNotCompleted: no container completes the job that
+// SLUICE_JOB names. That job is the default job, a stream, whatever header
+// the loader's writes carry: complete answers it 409, so a loader that
+// ends with `curl -f .../complete` fails its Job after a load that went
+// well, and the job is never stall-cancelled nor cleaned up either (the
+// default job's causes are SLUICE_DEFAULT_JOB_AUTO_CANCEL_CAUSES, none).
+func checkDefaultJobNotCompleted(t *testing.T, where string, pt podTemplate, sc k8sContainer) {
+	t.Helper()
+	src := sc.envSource(sidecar.EnvPrefix + "JOB")
+	if src == "" {
+		return
+	}
+	for _, c := range slices.Concat(pt.Spec.InitContainers, pt.Spec.Containers) {
+		if c.Name == sc.Name {
+			continue
+		}
+		for _, m := range completeRE.FindAllStringSubmatch(strings.Join(slices.Concat(c.Command, c.Args), " "), -1) {
+			idSrc := "value " + m[1]
+			if v, ok := strings.CutPrefix(m[1], "$"); ok {
+				idSrc = c.envSource(strings.TrimSuffix(strings.TrimPrefix(v, "{"), "}"))
+			}
+			if idSrc == src {
+				t.Errorf("%s: container %s completes job %s, which is sluice's %sJOB (%s): the default job is a stream and answers 409 to complete; name the job in X-Sluice-Job only",
+					where, c.Name, m[1], sidecar.EnvPrefix, src)
+			}
 		}
 	}
 }
