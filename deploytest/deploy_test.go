@@ -801,11 +801,12 @@ func TestDeployDashboardQueriesParse(t *testing.T) {
 	}
 }
 
-// scrapedFamily is a metric family read from /metrics: its type and the
-// label names of its samples.
+// scrapedFamily is a metric family read from /metrics: its type, and the
+// label names of its samples with the values each takes.
 type scrapedFamily struct {
 	typ    string
 	labels map[string]bool
+	values map[string]map[string]bool
 }
 
 var (
@@ -830,7 +831,7 @@ func parseExposition(t *testing.T, r io.Reader) map[string]*scrapedFamily {
 			if len(f) != 2 {
 				t.Fatalf("bad TYPE line %q", line)
 			}
-			cur = &scrapedFamily{typ: f[1], labels: map[string]bool{}}
+			cur = &scrapedFamily{typ: f[1], labels: map[string]bool{}, values: map[string]map[string]bool{}}
 			fams[f[0]] = cur
 			continue
 		}
@@ -844,6 +845,10 @@ func parseExposition(t *testing.T, r io.Reader) map[string]*scrapedFamily {
 		for _, l := range labelRE.FindAllStringSubmatch(m[2], -1) {
 			if l[1] != "le" && l[1] != "quantile" {
 				cur.labels[l[1]] = true
+				if cur.values[l[1]] == nil {
+					cur.values[l[1]] = map[string]bool{}
+				}
+				cur.values[l[1]][l[3]] = true
 			}
 		}
 	}
@@ -868,6 +873,18 @@ func family(fams map[string]*scrapedFamily, name string) (*scrapedFamily, bool) 
 	}
 	return nil, false
 }
+
+// openLabels are labels whose values sluice sets as they come (a job's
+// id, a status code, a scope, a congestion signal's reason), by name or as
+// family{label}: a query may name a value the test's scrape never saw.
+var openLabels = map[string]bool{
+	"job_id": true, "code": true, "scope": true,
+	"sluice_upstream_congestion_signals_total{reason}": true,
+}
+
+// counterFnRE is a function over a counter's range, with the series it
+// reads.
+var counterFnRE = regexp.MustCompile(`\b(rate|irate|increase|resets)\s*\(\s*(sluice_[a-z0-9_]+)`)
 
 // targetLabels are the labels Prometheus adds to every series at scrape
 // time (the PodMonitor's and prometheus.example.yml's relabelling).
@@ -1112,13 +1129,41 @@ func checkQueries(t *testing.T, queries []deployQuery, fams map[string]*scrapedF
 				case !f.labels[label]:
 					t.Errorf("%s: %s has no label %q (it has %v)", q.where, sel[1], label, sortedKeys(f.labels))
 				}
-				if vals, ok := known[label]; ok && (op == "=" || op == "=~") && !strings.Contains(value, "$") {
+				if op != "=" && op != "=~" || strings.Contains(value, "$") {
+					continue
+				}
+				if vals, ok := known[label]; ok {
 					for _, v := range strings.Split(value, "|") {
 						if !vals[v] {
 							t.Errorf("%s: %s{%s%s%q}: %q is not a %s the code knows (%v)", q.where, sel[1], label, op, value, v, label, sortedKeys(vals))
 						}
 					}
+					continue
 				}
+				// The other labels' values are a closed set that sluice
+				// exports from the start (pushback reasons, phases, classes,
+				// fleet modes, results): one it never sets would leave the
+				// selector empty for ever, and an alert on it silent.
+				if targetLabels[label] || openLabels[label] || openLabels[sel[1]+"{"+label+"}"] || !f.labels[label] {
+					continue
+				}
+				for _, v := range strings.Split(value, "|") {
+					if !f.values[label][v] {
+						t.Errorf("%s: %s{%s%s%q}: sluice never exports %s=%q (it exports %v)", q.where, sel[1], label, op, value, label, v, sortedKeys(f.values[label]))
+					}
+				}
+			}
+		}
+	}
+	for _, q := range queries {
+		for _, m := range counterFnRE.FindAllStringSubmatch(q.expr, -1) {
+			fn, name := m[1], m[2]
+			f, ok := family(fams, name)
+			if !ok {
+				continue // reported above
+			}
+			if name == strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count") && f.typ != "counter" {
+				t.Errorf("%s: %s(%s): %s is a %s; %s is meant for counters (a gauge's falls read as resets)", q.where, fn, name, name, f.typ, fn)
 			}
 		}
 	}
