@@ -451,8 +451,34 @@ func checkSluiceContainer(t *testing.T, where string, pt podTemplate, c k8sConta
 			t.Errorf("%s: sluice has no %s request", where, r)
 		}
 	}
-	if c.Resources.Limits["memory"] == "" {
+	// The environment as the pod gives it, with stand-ins for what the
+	// cluster fills in: a value sluice refuses makes the container exit 2
+	// and crash-loop, and the loader beside it never starts.
+	var environ []string
+	for _, e := range c.Env {
+		v := e.Value
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+			v = strings.Repeat("0123456789abcdef", 4) // what openssl rand -hex 32 gives
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+			v = "backfill-example" // a pod field: a name or a label's value
+		}
+		environ = append(environ, e.Name+"="+v)
+	}
+	cfg, _, err := sidecar.LoadConfig(environ)
+	if err != nil {
+		t.Errorf("%s: sluice would exit 2 on this environment: %v", where, err)
+	}
+	var limit sidecar.ByteSize
+	switch mem := c.Resources.Limits["memory"]; {
+	case mem == "":
 		t.Errorf("%s: sluice has no memory limit", where)
+	case limit.UnmarshalText([]byte(mem)) != nil:
+		t.Errorf("%s: memory limit %q is not a size this test reads", where, mem)
+	case err == nil && int64(limit) <= sidecar.MemoryLimit(cfg):
+		// Below Go's soft limit the kernel kills sluice before the
+		// collector ever works hard to stay under it.
+		t.Errorf("%s: memory limit %s is not above sluice's Go memory limit %v (SLUICE_BUFFER_BUDGET + 128MiB)", where, mem, sidecar.ByteSize(sidecar.MemoryLimit(cfg)))
 	}
 	dir, ok := c.env(sidecar.EnvPrefix + "STATE_DIR")
 	if !ok {
