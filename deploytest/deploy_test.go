@@ -502,6 +502,37 @@ func checkSluiceContainer(t *testing.T, where string, pt podTemplate, c k8sConta
 	}
 }
 
+// TestDeployGuideSidecar: the sidecar that docs/deploy.md tells the reader
+// to add to the loader's pod (its first YAML block) passes the checks the
+// manifests pass. It is the block most deployments start from, and nothing
+// else runs it.
+func TestDeployGuideSidecar(t *testing.T) {
+	b, err := os.ReadFile("../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/deploy.md has no YAML block")
+	}
+	var spec podSpec
+	if err := yaml.Unmarshal([]byte(block), &spec); err != nil {
+		t.Fatalf("docs/deploy.md: the sidecar's YAML: %v", err)
+	}
+	idx := slices.IndexFunc(spec.InitContainers, func(c k8sContainer) bool { return c.Name == "sluice" })
+	if idx < 0 {
+		t.Fatal("docs/deploy.md: its first YAML block has no init container named sluice")
+	}
+	sc := spec.InitContainers[idx]
+	if sc.RestartPolicy != "Always" {
+		t.Errorf("docs/deploy.md: init container sluice has restartPolicy %q, want Always (a native sidecar)", sc.RestartPolicy)
+	}
+	var pt podTemplate
+	pt.Spec = spec
+	checkSluiceContainer(t, "docs/deploy.md", pt, sc, defaultAdminPort(t))
+}
+
 // completeRE is a call that completes a job through the admin API, with
 // the job's id as the container's command writes it: literal, $VAR or
 // ${VAR}.
