@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluice-dev/sluice/sidecar"
 	"github.com/sluice-dev/sluice/sidecar/admin"
 	"github.com/sluice-dev/sluice/state"
 )
@@ -73,7 +74,8 @@ func Top(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 }
 
 func newAdminClient(getenv func(string) string) *adminClient {
-	base := getenv("SLUICE_ADMIN_URL")
+	// As status and jobs read it: a bare host:port is http://host:port.
+	base := sidecar.AdminBaseURL(getenv("SLUICE_ADMIN_URL"))
 	if base == "" {
 		base = "http://127.0.0.1:9090"
 	}

@@ -140,6 +140,31 @@ func TestTopOnce(t *testing.T) {
 	}
 }
 
+// TestTopBareAdminURL: top reads SLUICE_ADMIN_URL as status and jobs do,
+// a bare host:port meaning http://host:port, so that one variable serves
+// every command.
+func TestTopBareAdminURL(t *testing.T) {
+	var throttle atomic.Bool
+	adminURL, write := topSidecar(t, &throttle)
+	if code := write("load-8"); code != http.StatusOK {
+		t.Fatalf("write: %d", code)
+	}
+	waitForHistory(t, adminURL, 0)
+	bare := strings.TrimPrefix(adminURL, "http://")
+	var out, errs bytes.Buffer
+	if code := Top([]string{"--once"}, func(k string) string {
+		if k == "SLUICE_ADMIN_URL" {
+			return bare
+		}
+		return ""
+	}, &out, &errs); code != 0 {
+		t.Fatalf("top --once with SLUICE_ADMIN_URL=%s: %d %s", bare, code, errs.String())
+	}
+	if !strings.Contains(out.String(), "jobs=load-8=running") {
+		t.Errorf("top --once with SLUICE_ADMIN_URL=%s: %q", bare, out.String())
+	}
+}
+
 func TestTopUsage(t *testing.T) {
 	// An admin URL nothing listens on: --help and bad usage must not call it.
 	env := func(k string) string {
