@@ -171,6 +171,7 @@ type Controller struct {
 	q        fairQueue
 	acct     accounting // grants per flow and class (flowstats.go)
 	closed   bool
+	done     chan struct{} // closed by Close
 
 	win      window
 	hist     [historyWindows]winStat // completed windows, ring
@@ -264,6 +265,7 @@ func New(cfg Config) (*Controller, error) {
 		win:      window{start: now, areaAt: now},
 		lastGood: true,
 		roundAt:  now,
+		done:     make(chan struct{}),
 	}
 	burst := c.burstFor(cfg.InitialRate)
 	c.bucket = bucket{rate: cfg.InitialRate, burst: burst, tokens: burst, last: now}
@@ -331,6 +333,11 @@ func (c *Controller) RetryWait(cost float64) time.Duration {
 	return min(addDurations(wait, drain), c.cfg.MaxRetryAfter)
 }
 
+// Closed returns a channel that Close closes: a caller that waits for
+// something else before its next Acquire (a retry's backoff) learns that
+// no permit will come without waiting it out.
+func (c *Controller) Closed() <-chan struct{} { return c.done }
+
 // Close makes every waiting and later Acquire return ErrClosed. Permits
 // already granted may still be Done. Idempotent.
 func (c *Controller) Close() {
@@ -340,6 +347,7 @@ func (c *Controller) Close() {
 		return
 	}
 	c.closed = true
+	close(c.done)
 	for w := c.q.head; w != nil; w = c.q.head {
 		c.q.remove(w)
 		w.err = ErrClosed

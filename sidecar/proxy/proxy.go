@@ -780,7 +780,7 @@ func (b *requestBody) reader() (*replayReader, error) {
 // it. Before a write is sent again, the answer it will not pass on is
 // drained and closed (which ends that attempt: its permit, its report),
 // and it waits the wait retryPolicy chose, or until the write's context
-// ends. The policy is all in retryPolicy.
+// ends or sluice shuts down. The policy is all in retryPolicy.
 func (p *Proxy) send(ex *exchange, out *http.Request) (*http.Response, error) {
 	ctx := out.Context()
 	for {
@@ -808,6 +808,13 @@ func (p *Proxy) send(ex *exchange, out *http.Request) (*http.Response, error) {
 		case <-ctx.Done():
 			t.Stop()
 			return nil, ctx.Err()
+		case <-p.lim.Closed():
+			// Shutting down: the next attempt would get no permit. The
+			// loader is told now, not when the wait (a Retry-After of
+			// up to SLUICE_MAX_RETRY_AFTER) ends, which may be past the
+			// drain, when its connection is cut.
+			t.Stop()
+			return nil, p.pushback(ex, reasonClosed, 0)
 		case <-t.C:
 		}
 	}
