@@ -3,7 +3,11 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -254,6 +258,77 @@ func TestHoldEndsAtShutdown(t *testing.T) {
 		}
 		if attempts, _ := store.counts(); attempts != 1 {
 			t.Errorf("%d attempts, want the one before shutdown", attempts)
+		}
+	})
+}
+
+// tokenStore throttles a write's first attempt with a long Retry-After and
+// then takes only the current token, which the test rotates meanwhile.
+type tokenStore struct {
+	mu      sync.Mutex
+	current string
+	seen    []string // each attempt's Authorization
+}
+
+func (s *tokenStore) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	got := r.Header.Get("Authorization")
+	s.seen = append(s.seen, got)
+	rec := httptest.NewRecorder()
+	switch {
+	case len(s.seen) == 1:
+		rec.Header().Set("Retry-After", "50")
+		rec.WriteHeader(http.StatusTooManyRequests)
+	case got != "Bearer "+s.current:
+		rec.WriteHeader(http.StatusUnauthorized)
+	default:
+		rec.WriteHeader(http.StatusOK)
+	}
+	resp := wholeResult(rec)
+	resp.Request = r
+	return resp, nil
+}
+
+func (s *tokenStore) rotate(t *testing.T, file, tok string) {
+	t.Helper()
+	s.mu.Lock()
+	s.current = tok
+	s.mu.Unlock()
+	if err := os.WriteFile(file, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A write sent again carries sluice's credential as it is then, however
+// often it rotated since the write's earlier attempt. With
+// SLUICE_AUTH_OVERRIDE=false the earlier attempt's header, two tokens
+// old, used to be taken for the loader's own and forwarded: the store
+// refused the expired token, and the loader got a 401 it does not retry.
+func TestResentWriteCarriesTheCurrentCredential(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "token")
+		store := &tokenStore{}
+		store.rotate(t, file, "tok-1")
+		s := newStoreServer(t, store, nil, "UPSTREAM_AUTH=bearer-file", "TOKEN_FILE="+file, "AUTH_OVERRIDE=false",
+			"TOKEN_FILE_POLL=1s", "TOKEN_MIN_INTERVAL=1s", "HOLD_MAX=5m")
+		synctest.Wait() // the first token is read
+		done := make(chan answer, 1)
+		go func() { done <- writeOnce(s.ProxyHandler(), context.Background(), http.MethodPut, "w", "x") }()
+		// Two rotations while the write waits out the Retry-After.
+		time.Sleep(10 * time.Second)
+		store.rotate(t, file, "tok-2")
+		time.Sleep(10 * time.Second)
+		store.rotate(t, file, "tok-3")
+		a := <-done
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		if a.status != http.StatusOK {
+			t.Errorf("%d %+v; the store saw %q, want 200 after a re-send with tok-3", a.status, a.body, store.seen)
 		}
 	})
 }

@@ -1285,6 +1285,13 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	// This attempt's own copy: the transport may still be reading the
 	// previous attempt's body when the store has answered it.
 	req := out.WithContext(out.Context())
+	if p.auth != nil {
+		// Credentials go on the loader's headers as they came, never on
+		// an earlier attempt's: Apply would take a credential of ours
+		// that has rotated twice since for the loader's own, and (with
+		// SLUICE_AUTH_OVERRIDE=false) forward it.
+		req.Header = out.Header.Clone()
+	}
 	body.set(req)
 	if !ex.buffered && ex.attempts == 1 {
 		// A streamed body is read from the loader during this attempt,
