@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -106,11 +107,35 @@ func (a *Authenticator) sign(req *http.Request, c *credential) error {
 	h.Del("Authorization")
 	h.Del("X-Amz-Date")
 	h.Del("X-Amz-Security-Token")
+	dropPresigned(req)
 	h.Set("X-Amz-Content-Sha256", hash)
 	if err := a.signer.SignHTTP(req.Context(), c.aws, req, hash, a.service, a.region, a.now(), a.signerOptions); err != nil {
 		return fmt.Errorf("auth: aws-sigv4 signing for service %q: %w", a.service, err)
 	}
 	return nil
+}
+
+// presignedParams are the query parameters of a presigned request's
+// signature (SigV4's query authentication).
+var presignedParams = [...]string{"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+	"X-Amz-SignedHeaders", "X-Amz-Security-Token", "X-Amz-Signature"}
+
+// dropPresigned removes a loader's presigned signature from req's query:
+// sluice's Authorization header replaces it, and AWS refuses a request
+// that carries both. The loader's other parameters stay.
+func dropPresigned(req *http.Request) {
+	if !strings.Contains(req.URL.RawQuery, "X-Amz-") {
+		return // the common case, without parsing the query
+	}
+	q := req.URL.Query()
+	n := len(q)
+	for _, k := range presignedParams {
+		q.Del(k)
+	}
+	if len(q) != n {
+		// The signer writes the query again in its canonical form.
+		req.URL.RawQuery = q.Encode()
+	}
 }
 
 // payloadHash returns the x-amz-content-sha256 value for req. A body is

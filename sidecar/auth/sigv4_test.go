@@ -501,6 +501,43 @@ func TestSigV4KeepsLoaderSignature(t *testing.T) {
 	}
 }
 
+// With SLUICE_AUTH_OVERRIDE (the default) a loader's presigned query is
+// replaced like its Authorization header: a request that carried both a
+// presigned query and sluice's header would name two signatures, which
+// AWS refuses ("only one auth mechanism allowed"). The loader's other
+// parameters stay, and the store verifies what is left.
+func TestSigV4OverrideReplacesPresignedQuery(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIDOURS", SecretAccessKey: "our-secret"}
+	store := &s3Double{keys: map[string]string{creds.AccessKeyID: creds.SecretAccessKey}, objects: map[string][]byte{}}
+	srv := httptest.NewServer(store)
+	defer srv.Close()
+	h := sigv4Auth(t, "s3", creds, time.Time{}, nil)
+	req := newRequest(t, "PUT", srv.URL+"/bucket/key?partNumber=2&uploadId=u1"+
+		"&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=LOADER%2F20250301%2Fus-east-1%2Fs3%2Faws4_request"+
+		"&X-Amz-Date=20250301T000000Z&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Security-Token=loader-token"+
+		"&X-Amz-Signature=abc", "part")
+	if err := h.a.Apply(req); err != nil {
+		t.Fatal(err)
+	}
+	q := req.URL.Query()
+	for _, k := range []string{"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders", "X-Amz-Security-Token", "X-Amz-Signature"} {
+		if q.Has(k) {
+			t.Errorf("the loader's presigned %s was kept beside sluice's Authorization: %s", k, req.URL.RawQuery)
+		}
+	}
+	if q.Get("partNumber") != "2" || q.Get("uploadId") != "u1" {
+		t.Errorf("the loader's own parameters were lost: %s", req.URL.RawQuery)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("the store answered %d: %v", resp.StatusCode, store.denied)
+	}
+}
+
 type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
