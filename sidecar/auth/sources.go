@@ -115,6 +115,16 @@ func (s *fileSource) secrets() []string { return nil }
 // readSmallFile returns the trimmed contents of a file of at most
 // maxTokenFileBytes. Its errors name the path, never the contents.
 func readSmallFile(path string) (string, error) {
+	// Opening or reading a FIFO or a device may block for ever, and
+	// SLUICE_TOKEN_FETCH_TIMEOUT does not reach a file read: the refresh
+	// loop, and shutdown after it, would hang.
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file (mode %s)", path, fi.Mode().Type())
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -193,6 +195,36 @@ func TestBearerFileErrorsKeepCachedToken(t *testing.T) {
 			t.Errorf("token = %q after the file vanished, want the cached good-token", got)
 		}
 	})
+}
+
+// A token file that is not a regular file (a FIFO, a terminal: a path
+// mistyped, or a pipe handed over as a file) is refused with a clear
+// error. Reading it would block the refresh loop beyond
+// SLUICE_TOKEN_FETCH_TIMEOUT, which does not reach a file read, and with
+// it every later refresh and sluice's shutdown.
+func TestBearerFileNotRegularRefused(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "token")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := (&fileSource{path: fifo}).fetch(context.Background(), time.Now())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("fetch = %v, want an error saying the token file is not a regular file", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("fetch of a FIFO token file still blocked after 2s")
+		// Open the FIFO's other end, so that the blocked read ends.
+		if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		<-done
+	}
 }
 
 // OAuth2 client credentials: the client id and secret come from files that
