@@ -122,6 +122,7 @@ type pipeCall struct {
 	// Guarded by pl.mu.
 	pc        *pipeConn
 	withdrawn bool          // its context ended before it was written: never to be
+	sent      bool          // its writer has begun to write it
 	added     chan struct{} // closed when a parked follower was added behind its leader
 	start     time.Time     // when the store took it up
 	deadline  *time.Timer   // from start
@@ -509,6 +510,7 @@ func (pc *pipeConn) writeLoop() {
 		}
 		c := pc.unsent[0]
 		pc.unsent = pc.unsent[1:]
+		c.sent = true
 		pl.mu.Unlock()
 		err := c.req.Write(pc.bw)
 		if err == nil {
@@ -531,7 +533,10 @@ func (pc *pipeConn) readLoop() {
 		var c *pipeCall
 		switch {
 		case pc.err != nil:
-		case err == nil && len(pc.calls) == 0:
+		case err == nil && (len(pc.calls) == 0 || !pc.calls[0].sent):
+			// Nothing is written that the store could answer: taken for
+			// the next write's, its answer would tell a loader the store
+			// took a write it never saw.
 			err = errPipeStranger
 		case err == nil:
 			c = pc.calls[0]

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sluice-dev/sluice/internal/rawstore"
@@ -135,4 +136,123 @@ func testPipeline(t *testing.T, store *rawstore.Store, slots int) (*Pipeline, *l
 		return r
 	}
 	return pl, lim, req
+}
+
+// pipedPipeline is a pipeline as testPipeline's, whose connections are
+// in-memory pipes, so that a test runs it in a synctest bubble: each dial
+// hands the test the store's end of a new one.
+func pipedPipeline(t *testing.T, slots int) (*Pipeline, *limiter.Controller, <-chan net.Conn) {
+	t.Helper()
+	lim, err := limiter.New(limiter.Config{InitialRate: 100, MinRate: 1, MaxRate: 100, InitialConcurrency: slots, MaxConcurrency: slots, Burst: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _ := url.Parse("http://store.test")
+	pl := New(&http.Transport{IdleConnTimeout: time.Minute}, up, func() {})
+	conns := make(chan net.Conn, 10)
+	pl.dial = func(context.Context) (net.Conn, error) {
+		c, s := net.Pipe()
+		conns <- s
+		return c, nil
+	}
+	t.Cleanup(pl.Close)
+	return pl, lim, conns
+}
+
+func pipedRequest(body string) *http.Request {
+	r, _ := http.NewRequest(http.MethodPost, "http://store.test/write", strings.NewReader(body))
+	return r
+}
+
+// stuckWriter puts a write on a new connection of pl's, which the store
+// answers after reading one byte of it: sluice's writer is then still on
+// it, while its connection has nothing unanswered, and takes the next
+// write, which is not written. It returns the store's end.
+func stuckWriter(t *testing.T, pl *Pipeline, lim *limiter.Controller, conns <-chan net.Conn) net.Conn {
+	t.Helper()
+	ctx := context.Background()
+	a, _ := lim.AcquirePipelined(ctx, 1)
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	aDone := make(chan answer, 1)
+	go func() {
+		resp, _, err := pl.RoundTrip(ctx, ctx, pipedRequest("a"), permit{a}, time.Minute)
+		aDone <- answer{resp, err}
+	}()
+	sc := <-conns
+	if _, err := io.ReadFull(sc, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	go io.WriteString(sc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	r := <-aDone
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	io.Copy(io.Discard, r.resp.Body)
+	r.resp.Body.Close()
+	a.Done(limiter.Sample{Outcome: limiter.Success})
+	synctest.Wait()
+	return sc
+}
+
+// An answer that comes before a write was written is no answer to it: a
+// store that sends bytes then is answering nothing of sluice's. Taken for
+// the write's, it would tell its loader the store took a write it never
+// saw; and were the write withdrawn while that answer is read, the answer
+// would be matched to the write behind it, or to none.
+func TestPipelineAnswerBeforeTheWriteAnswersNothing(t *testing.T) {
+	t.Run("told", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			pl, lim, conns := pipedPipeline(t, 1)
+			sc := stuckWriter(t, pl, lim, conns)
+			ctx := context.Background()
+			b, _ := lim.AcquirePipelined(ctx, 1)
+			var (
+				resp *http.Response
+				err  error
+			)
+			done := make(chan struct{})
+			go func() {
+				resp, _, err = pl.RoundTrip(ctx, ctx, pipedRequest("b"), permit{b}, time.Minute)
+				close(done)
+			}()
+			synctest.Wait() // b is on the connection, not written
+			go io.WriteString(sc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			<-done
+			if err == nil {
+				resp.Body.Close()
+				t.Errorf("b, never written, was answered %d", resp.StatusCode)
+			}
+			b.Done(limiter.Sample{Outcome: limiter.Neutral})
+			sc.Close()
+		})
+	})
+	t.Run("withdrawn", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			pl, lim, conns := pipedPipeline(t, 1)
+			sc := stuckWriter(t, pl, lim, conns)
+			ctx, cancel := context.WithCancel(context.Background())
+			b, _ := lim.AcquirePipelined(ctx, 1)
+			var err error
+			done := make(chan struct{})
+			go func() {
+				_, _, err = pl.RoundTrip(ctx, ctx, pipedRequest("b"), permit{b}, time.Minute)
+				close(done)
+			}()
+			synctest.Wait()
+			io.WriteString(sc, "HTTP/1.1 200 OK\r\n")
+			synctest.Wait() // its reader is in the middle of that answer
+			cancel()
+			<-done
+			if err == nil {
+				t.Error("b, never written, was answered")
+			}
+			b.Done(limiter.Sample{Outcome: limiter.Neutral})
+			io.WriteString(sc, "Content-Length: 0\r\n\r\n")
+			synctest.Wait()
+			sc.Close()
+		})
+	})
 }
