@@ -70,8 +70,8 @@ type Pipeline struct {
 
 // BrokenError is what a write gets when the connection it was pipelined
 // on broke before its answer, and the store had not taken it up: it was
-// behind the write the connection broke on, or the server had closed the
-// connection before it. It is sent again.
+// behind the write the connection broke on, the server had closed the
+// connection before it, or it was not written yet. It is sent again.
 type BrokenError struct{ err error }
 
 func (e *BrokenError) Error() string {
@@ -435,9 +435,14 @@ func (pl *Pipeline) expire(c *pipeCall) {
 	if unread {
 		pc.nc.Close()
 		for _, b := range calls {
-			err := errPipeUnread
-			if b == c {
+			var err error
+			switch {
+			case !b.sent:
+				err = &BrokenError{context.DeadlineExceeded}
+			case b == c:
 				err = context.DeadlineExceeded
+			default:
+				err = errPipeUnread
 			}
 			b.deliver(result{err: err})
 			b.stop()
@@ -479,12 +484,14 @@ func (pc *pipeConn) breakLocked(cause error) []*pipeCall {
 }
 
 // closeAndFail closes pc's connection and fails calls: culprit (or without
-// one, the first) with cause, the others with a BrokenError.
+// one, the first) with cause, the others with a BrokenError. A call not
+// yet written gets a BrokenError wherever it is: the store never saw it,
+// even at the front (the writer was still on an earlier write).
 func (pc *pipeConn) closeAndFail(calls []*pipeCall, cause error, culprit *pipeCall) {
 	pc.nc.Close()
 	for i, c := range calls {
 		err := cause
-		if c != culprit && (culprit != nil || i > 0) {
+		if !c.sent || (c != culprit && (culprit != nil || i > 0)) {
 			err = &BrokenError{cause}
 		}
 		c.deliver(result{err: err})

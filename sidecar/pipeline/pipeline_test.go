@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -255,4 +256,43 @@ func TestPipelineAnswerBeforeTheWriteAnswersNothing(t *testing.T) {
 			sc.Close()
 		})
 	})
+}
+
+// A write that was never written when its connection broke cannot have
+// been taken up, even at the front of its connection (its writer was still
+// on an earlier write): it gets a BrokenError, to be sent again, not the
+// connection's error, which would count as the store's failure (or, at its
+// deadline, as a timeout of a write that may have landed).
+func TestPipelineUnwrittenWriteIsBroken(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		brk  func(sc net.Conn)
+	}{
+		{"hang-up", func(sc net.Conn) { sc.Close() }},
+		{"deadline", func(net.Conn) { time.Sleep(2 * time.Second) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				pl, lim, conns := pipedPipeline(t, 1)
+				sc := stuckWriter(t, pl, lim, conns)
+				ctx := context.Background()
+				b, _ := lim.AcquirePipelined(ctx, 1)
+				var err error
+				done := make(chan struct{})
+				go func() {
+					_, _, err = pl.RoundTrip(ctx, ctx, pipedRequest("b"), permit{b}, time.Second)
+					close(done)
+				}()
+				synctest.Wait() // b is at the front of the connection, not written
+				tc.brk(sc)
+				<-done
+				var broken *BrokenError
+				if !errors.As(err, &broken) {
+					t.Errorf("b, never written: %v, want a BrokenError", err)
+				}
+				b.Done(limiter.Sample{Outcome: limiter.Neutral})
+				sc.Close()
+			})
+		})
+	}
 }
