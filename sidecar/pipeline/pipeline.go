@@ -428,8 +428,11 @@ func (pl *Pipeline) expire(c *pipeCall) {
 	pc := c.pc
 	// With c answered and its body still being read, or an earlier body
 	// being read, the store may have answered the writes behind c too
-	// (they may be stored): they are not pipeBrokenErrors.
+	// (they may be stored): they are not pipeBrokenErrors. Unless the
+	// answer being read closes the connection: the store takes up nothing
+	// behind it.
 	unread := pc.draining || !slices.Contains(pc.calls, c)
+	closing := pc.closing
 	calls := pc.breakLocked(context.DeadlineExceeded)
 	pl.mu.Unlock()
 	if unread {
@@ -437,6 +440,8 @@ func (pl *Pipeline) expire(c *pipeCall) {
 		for _, b := range calls {
 			var err error
 			switch {
+			case closing && b != c:
+				err = &BrokenError{errPipeClosed}
 			case !b.sent:
 				err = &BrokenError{context.DeadlineExceeded}
 			case b == c:

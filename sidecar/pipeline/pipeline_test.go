@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -295,4 +296,53 @@ func TestPipelineUnwrittenWriteIsBroken(t *testing.T) {
 			})
 		})
 	}
+}
+
+// An answer that closes its connection tells that the writes behind it
+// were not taken up, even when its body is still being read at its
+// deadline: they are sent again as BrokenErrors, not failed as writes the
+// store may have answered.
+func TestPipelineClosingAnswerUnreadAtItsDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pl, lim, conns := pipedPipeline(t, 1)
+		ctx := context.Background()
+		a, _ := lim.AcquirePipelined(ctx, 1)
+		aDone := make(chan *http.Response, 1)
+		go func() {
+			resp, _, err := pl.RoundTrip(ctx, ctx, pipedRequest("a"), permit{a}, time.Second)
+			if err != nil {
+				t.Error(err)
+			}
+			aDone <- resp
+		}()
+		sc := <-conns
+		br := bufio.NewReader(sc)
+		if _, err := http.ReadRequest(br); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := lim.AcquirePipelined(ctx, 1) // no slot: staged behind a
+		if b.Leader() != a {
+			t.Fatal("b not staged behind a")
+		}
+		var bErr error
+		bDone := make(chan struct{})
+		go func() {
+			_, _, bErr = pl.RoundTrip(ctx, ctx, pipedRequest("b"), permit{b}, time.Second)
+			close(bDone)
+		}()
+		if _, err := http.ReadRequest(br); err != nil { // b, in the store's socket
+			t.Fatal(err)
+		}
+		go io.WriteString(sc, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 10000\r\n\r\nok")
+		respA := <-aDone // its body is not read: the store sends no more of it
+		<-bDone
+		var broken *BrokenError
+		if !errors.As(bErr, &broken) {
+			t.Errorf("b, behind an answer that closes the connection: %v, want a BrokenError", bErr)
+		}
+		respA.Body.Close()
+		a.Done(limiter.Sample{Outcome: limiter.Neutral})
+		b.Done(limiter.Sample{Outcome: limiter.Neutral})
+		sc.Close()
+	})
 }
