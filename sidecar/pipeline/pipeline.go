@@ -458,11 +458,18 @@ func (pl *Pipeline) expire(c *pipeCall) {
 }
 
 // fail breaks pc for cause: the call at its front gets cause, the ones
-// behind a BrokenError.
+// behind a BrokenError. Behind an answer that closes the connection, all
+// get a BrokenError: the store took none of them up, however the
+// connection then broke (a write into it, once the store is gone).
 func (pc *pipeConn) fail(cause error) {
 	pc.pl.mu.Lock()
+	closing := pc.closing
 	calls := pc.breakLocked(cause)
 	pc.pl.mu.Unlock()
+	var be *BrokenError
+	if closing && !errors.As(cause, &be) {
+		cause = &BrokenError{cause}
+	}
 	pc.closeAndFail(calls, cause, nil)
 }
 

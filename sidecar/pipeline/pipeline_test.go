@@ -346,3 +346,55 @@ func TestPipelineClosingAnswerUnreadAtItsDeadline(t *testing.T) {
 		sc.Close()
 	})
 }
+
+// An answer that closes its connection tells that the store takes up
+// nothing behind it: a write behind it that breaks the connection as it
+// is written (the store is gone) is sent again, not counted as the store's
+// failure, and the answer ahead is still read whole.
+func TestPipelineWriteBehindAClosingAnswerBreaks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pl, lim, conns := pipedPipeline(t, 1)
+		ctx := context.Background()
+		a, _ := lim.AcquirePipelined(ctx, 1)
+		aDone := make(chan *http.Response, 1)
+		go func() {
+			resp, _, err := pl.RoundTrip(ctx, ctx, pipedRequest("a"), permit{a}, time.Minute)
+			if err != nil {
+				t.Error(err)
+			}
+			aDone <- resp
+		}()
+		sc := <-conns
+		if _, err := http.ReadRequest(bufio.NewReader(sc)); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := lim.AcquirePipelined(ctx, 1) // no slot: staged behind a
+		if b.Leader() != a {
+			t.Fatal("b not staged behind a")
+		}
+		var bErr error
+		bDone := make(chan struct{})
+		go func() {
+			_, _, bErr = pl.RoundTrip(ctx, ctx, pipedRequest(strings.Repeat("b", 100<<10)), permit{b}, time.Minute)
+			close(bDone)
+		}()
+		if _, err := io.ReadFull(sc, make([]byte, 1)); err != nil { // b is being written
+			t.Fatal(err)
+		}
+		go io.WriteString(sc, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+		respA := <-aDone
+		synctest.Wait()
+		sc.Close() // as the store said, with b's body unread
+		<-bDone
+		var broken *BrokenError
+		if !errors.As(bErr, &broken) {
+			t.Errorf("b, behind an answer that closes the connection: %v, want a BrokenError", bErr)
+		}
+		if body, err := io.ReadAll(respA.Body); err != nil || string(body) != "ok" {
+			t.Errorf("a's body: %q, %v; want all of it", body, err)
+		}
+		respA.Body.Close()
+		a.Done(limiter.Sample{Outcome: limiter.Success})
+		b.Done(limiter.Sample{Outcome: limiter.Neutral})
+	})
+}
