@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -183,8 +184,11 @@ func jsonPointerNumber(doc []byte, ptr string) (float64, error) {
 		return 0, fmt.Errorf("state: JSON pointer %q: value %v is not a number", ptr, v)
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return 0, fmt.Errorf("state: JSON pointer %q: value %q is not a number", ptr, s)
+	// ParseFloat takes "NaN" and "Inf"; kept as the probe value, either
+	// would make the job's record, and every batch it is written in,
+	// impossible to encode.
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("state: JSON pointer %q: value %q is not a finite number", ptr, s)
 	}
 	return f, nil
 }
