@@ -247,6 +247,12 @@ func (r *runner) command(ctx context.Context, spec *ActionSpec, id string, a *At
 	killGroup(cmd)
 	cmd.WaitDelay = time.Second
 	err := cmd.Run()
+	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+		// It exited 0, and a child it left running held its output open
+		// past WaitDelay: the output is given up on, the exit status
+		// stands.
+		err = nil
+	}
 	var exit *exec.ExitError
 	switch {
 	case err == nil:

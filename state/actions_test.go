@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -258,5 +259,27 @@ func TestActionErrorsRedactURL(t *testing.T) {
 	v := redactSpec(&ActionSpec{Kind: KindHTTP, URL: "http://ops:" + secret + "@h/", Headers: map[string]string{"Authorization": secret}, Body: secret})
 	if b, _ := json.Marshal(v); strings.Contains(string(b), secret) {
 		t.Errorf("redactSpec shows the secret: %s", b)
+	}
+}
+
+// TestCommandActionChildKeepsOutputOpen: a command that exits 0 and
+// leaves a child holding its output open (a script that starts something
+// in the background) succeeded. Its exit status is what counts: the
+// attempt ends once the output is given up on, and is not a failure to
+// retry and, at the last retry, fail the job with.
+func TestCommandActionChildKeepsOutputOpen(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh:", err)
+	}
+	for _, c := range []struct {
+		exit   int
+		result string
+	}{{0, ResultOK}, {ExitAlreadyGone, ResultAlreadyGone}} {
+		spec := &ActionSpec{Kind: KindCommand, Argv: []string{sh, "-c", "sleep 2 & exit " + strconv.Itoa(c.exit)}}
+		a, ok := testRunner(time.Minute).attempt(context.Background(), spec, "j", "cleanup", 1)
+		if !ok || a.Result != c.result || a.ExitCode == nil || *a.ExitCode != c.exit {
+			t.Errorf("exit %d: %+v ok=%v, want %s", c.exit, a, ok, c.result)
+		}
 	}
 }
