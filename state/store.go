@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"syscall"
@@ -138,11 +139,22 @@ func OpenBolt(dir string) (*BoltStore, error) {
 	return openBolt(dir, lockTimeout)
 }
 
-func openBolt(dir string, timeout time.Duration) (*BoltStore, error) {
+func openBolt(dir string, timeout time.Duration) (_ *BoltStore, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, openError(dir, err, timeout)
 	}
 	path := filepath.Join(dir, DBFile)
+	// bbolt panics on pages it cannot make sense of (a file cut short
+	// refers to pages past its end), and reading the memory map past the
+	// end of the file can fault: either is a corrupt file, not a crash.
+	// The file stays open, its lock held: a half-read database is not
+	// closed, and the process does not start anyway.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = &OpenError{Path: path, Cause: "corrupt", Err: fmt.Errorf("%v", p)}
+		}
+	}()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
 	if err != nil {
 		return nil, openError(path, err, timeout)

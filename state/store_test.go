@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,3 +128,40 @@ func TestOpenBoltErrors(t *testing.T) {
 }
 
 const lockTestTimeout = 100 * time.Millisecond // the lock wait of the "held" case
+
+// TestOpenBoltTruncated: a database file cut short (a partial copy, a
+// disk that lost its tail) whose first pages are intact refers to pages
+// past its end. bbolt panics on them, or faults reading the memory map:
+// either crashed the process at start instead of reporting a corrupt file.
+func TestOpenBoltTruncated(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenBolt(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if err := s.Put(Record{ID: fmt.Sprintf("job-%d", i), MachineState: MachineState{State: Running, Since: t0, Created: t0}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, DBFile)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	s, err = openBolt(dir, lockTestTimeout)
+	if err == nil {
+		s.Close()
+		t.Fatal("opened")
+	}
+	var oe *OpenError
+	if !errors.As(err, &oe) || oe.Cause != "corrupt" || !strings.Contains(err.Error(), path) {
+		t.Fatalf("%v, want an OpenError naming %s, corrupt", err, path)
+	}
+}
