@@ -444,3 +444,26 @@ func TestManagerHeartbeat(t *testing.T) {
 		t.Fatalf("plain: %s, want idle", v.State)
 	}
 }
+
+// TestForgottenJobStaysForgottenAfterShutdown: an idle job forgotten to
+// make room is gone for good, even when sluice stops before the tick that
+// deletes its record. Close left the record, and the next start brought
+// the job back, one over MaxJobs.
+func TestForgottenJobStaysForgottenAfterShutdown(t *testing.T) {
+	now := t0
+	st := &MemStore{}
+	cfg := Config{Store: st, MaxJobs: 1, Now: func() time.Time { return now }}
+	m := newTestManager(t, cfg)
+	write(t, m, "old", ack)
+	now = now.Add(DefaultStallAfter)
+	m.Tick(now)
+	write(t, m, "new", ack) // old, idle, makes room
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m = newTestManager(t, cfg)
+	defer m.Close()
+	if v, err := m.Get("old"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("old after the restart: %s, %v; want forgotten", v.State, err)
+	}
+}

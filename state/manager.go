@@ -547,6 +547,9 @@ func (m *Manager) Close() error {
 	err := m.commit(dirty)
 	m.storeMu.Lock()
 	defer m.storeMu.Unlock()
+	// Idle jobs forgotten since the last tick: their records would bring
+	// them back at the next start.
+	m.deleteForgottenLocked()
 	return errors.Join(err, m.store.Close())
 }
 
