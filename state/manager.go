@@ -1293,6 +1293,11 @@ func (m *Manager) request(id string, ev Event) (JobView, error) {
 		p, err = m.tryLocked(e, ev, now, &fx)
 	} else {
 		_, err = m.stepLocked(e, ev, now, &fx)
+		if err == nil && ev.Type == EvComplete {
+			// A complete repeated after its record failed to be written
+			// changes nothing in memory; it is done once that record is.
+			fx.ids = append(fx.ids, id)
+		}
 	}
 	was := e.job.State
 	m.mu.Unlock()
