@@ -35,3 +35,31 @@ func TestCompleteRetriedUntilRecorded(t *testing.T) {
 	}
 	m.Close()
 }
+
+// TestSetTotalRetriedUntilRecorded: SetTotal says its total is committed
+// when it returns; a retry of the same total after a failed commit
+// answered success with the total still unwritten.
+func TestSetTotalRetriedUntilRecorded(t *testing.T) {
+	st := &flakyStore{}
+	m := newTestManager(t, Config{Store: st, Now: func() time.Time { return t0 }})
+	defer m.Close()
+	if _, err := m.Register("j", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	total := Total{Unit: UnitRecords, N: 1000}
+	st.setBroken(true)
+	if _, err := m.SetTotal("j", total); err == nil {
+		t.Fatal("total on a broken store: no error")
+	}
+	if _, err := m.SetTotal("j", total); err == nil {
+		t.Error("the same total retried on a still broken store: no error")
+	}
+	st.setBroken(false)
+	if _, err := m.SetTotal("j", total); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := st.Load()
+	if err != nil || len(recs) != 1 || recs[0].Total == nil || *recs[0].Total != total {
+		t.Fatalf("stored %+v, %v", recs, err)
+	}
+}

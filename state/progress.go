@@ -244,8 +244,10 @@ func (m *Manager) SetTotal(id string, t Total) (JobView, error) {
 	if e.total != t {
 		e.total = t
 		e.version++
-		fx.ids = append(fx.ids, id)
 	}
+	// Committed even when unchanged: the same total again may be the
+	// retry of one whose commit failed.
+	fx.ids = append(fx.ids, id)
 	m.mu.Unlock()
 	if err := m.finish(fx); err != nil {
 		v, _ := m.Get(id)
