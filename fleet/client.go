@@ -254,10 +254,11 @@ type Client struct {
 	members      int
 	weightSum    float64
 	demand       float64
-	reported     float64 // the demand of the last report sent
-	waiting      bool    // the last lease was held below this member's share: the others have yet to give it back
-	epoch        string  // of the lease in force
-	thrBase      uint64  // the limiter's throttle count when that lease came
+	reported     float64   // the demand of the last report sent
+	firstAt      time.Time // when the first report was made
+	waiting      bool      // the last lease was held below this member's share: the others have yet to give it back
+	epoch        string    // of the lease in force
+	thrBase      uint64    // the limiter's throttle count when that lease came
 	leaseUntil   time.Time
 	lastOK       time.Time
 	failing      bool
@@ -451,11 +452,16 @@ func (c *Client) report(now time.Time) (Report, bool) {
 		WantMembers:   now.Sub(c.statusAt) < listWanted && now.Sub(c.listAt) >= listEvery,
 	}
 	if c.seq == 1 {
-		// A member's first report: what it will want is not known yet,
-		// its loader may not even have started. It claims a full share,
-		// which its next report corrects if it wants less: a joiner takes
-		// up its share as soon as the others give it back, not a refresh
-		// after its first writes.
+		c.firstAt = now
+	}
+	if now.Sub(c.firstAt) < c.cfg.Refresh {
+		// A member's reports in its first refresh: what it will want is
+		// not known yet (its loader may not even have started, and its
+		// limiter has measured nothing). It claims a full share, which a
+		// later report corrects if it wants less: a joiner takes up its
+		// share as soon as the others give it back, not a refresh after
+		// its first writes, and a report made early, while it waits for
+		// them, does not give it back.
 		r.Demand = max(r.Demand, c.cfg.MaxRate)
 	}
 	if load.Throttles > c.thrBase {

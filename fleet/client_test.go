@@ -437,3 +437,29 @@ func TestNewRedisRedacts(t *testing.T) {
 		t.Errorf("error %v: want one without the password", err)
 	}
 }
+
+// TestClientClaimsFullShareInFirstRefresh: a joiner whose limiter has
+// measured nothing yet (its demand reads as its minimum rate) claims a
+// full share in every report of its first refresh, not only the first:
+// waiting for the others to give its share back, it reports again within
+// a quarter refresh, and a report that said it wanted 1 unit/s then would
+// give its share away before its loader had a chance to want it.
+func TestClientClaimsFullShareInFirstRefresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newSimNet(t)
+		a := newMember(t, n, "a", nil)
+		b := newMember(t, n, "b", nil)
+		b.local.load.Demand = 1 // nothing measured yet
+		ctx := context.Background()
+		a.c.Refresh(ctx) // alone: the whole 900
+		b.c.Refresh(ctx) // a holds it all: b waits
+		time.Sleep(250 * time.Millisecond)
+		b.c.Refresh(ctx) // still waiting, still in its first refresh
+		a.c.Refresh(ctx) // a gives half back
+		time.Sleep(250 * time.Millisecond)
+		b.c.Refresh(ctx) // b takes it up
+		if got := b.local.ceiling(time.Now()); got != 450 {
+			t.Errorf("b's ceiling %v after a gave half back, want 450", got)
+		}
+	})
+}
