@@ -236,30 +236,36 @@ func TestHoldConfig(t *testing.T) {
 
 // Shutdown ends a hold: a held write waiting out the store's Retry-After
 // when sluice begins to shut down (the limiter closes, as Serve does
-// first) is answered 503 shutting_down at once, not when its wait ends,
-// which may be past the drain (SLUICE_MAX_RETRY_AFTER is 60s by default,
-// SLUICE_SHUTDOWN_TIMEOUT 30s), where its connection would be cut.
+// first) is answered at once, not when its wait ends, which may be past
+// the drain (SLUICE_MAX_RETRY_AFTER is 60s by default,
+// SLUICE_SHUTDOWN_TIMEOUT 30s), where its connection would be cut. The
+// answer is the pushback status with a Retry-After, which the loader
+// retries: the write was not taken.
 func TestHoldEndsAtShutdown(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		store := newOutageStore()
-		store.throttleUntil, store.retryAfter = time.Now().Add(time.Hour), "50"
-		s := newStoreServer(t, store, nil, "HOLD_MAX=5m")
-		done := make(chan answer, 1)
-		go func() { done <- writeOnce(s.ProxyHandler(), context.Background(), http.MethodPut, "held", "x") }()
-		time.Sleep(time.Second) // throttled once, waiting out the Retry-After
-		if attempts, _ := store.counts(); attempts != 1 {
-			t.Fatalf("%d attempts before shutdown, want 1", attempts)
-		}
-		closed := time.Now()
-		s.lim.Close()
-		a := <-done
-		if took := a.at.Sub(closed); took > time.Second || a.status != http.StatusServiceUnavailable || a.body.Error != "shutting_down" {
-			t.Errorf("%d %+v %v after shutdown began, want 503 shutting_down at once", a.status, a.body, took)
-		}
-		if attempts, _ := store.counts(); attempts != 1 {
-			t.Errorf("%d attempts, want the one before shutdown", attempts)
-		}
-	})
+	for _, status := range []int{http.StatusTooManyRequests, http.StatusServiceUnavailable} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				store := newOutageStore()
+				store.throttleUntil, store.retryAfter = time.Now().Add(time.Hour), "50"
+				s := newStoreServer(t, store, nil, "HOLD_MAX=5m", "PUSHBACK_STATUS="+strconv.Itoa(status))
+				done := make(chan answer, 1)
+				go func() { done <- writeOnce(s.ProxyHandler(), context.Background(), http.MethodPut, "held", "x") }()
+				time.Sleep(time.Second) // throttled once, waiting out the Retry-After
+				if attempts, _ := store.counts(); attempts != 1 {
+					t.Fatalf("%d attempts before shutdown, want 1", attempts)
+				}
+				closed := time.Now()
+				s.lim.Close()
+				a := <-done
+				if took := a.at.Sub(closed); took > time.Second || a.status != status || a.body.Error != "shutting_down" || a.retryAfter != "1" {
+					t.Errorf("%d %+v Retry-After %q %v after shutdown began, want %d shutting_down with a Retry-After of 1 at once", a.status, a.body, a.retryAfter, took, status)
+				}
+				if attempts, _ := store.counts(); attempts != 1 {
+					t.Errorf("%d attempts, want the one before shutdown", attempts)
+				}
+			})
+		})
+	}
 }
 
 // tokenStore throttles a write's first attempt with a long Retry-After and

@@ -69,8 +69,8 @@ type Observation struct {
 // LastReason, and reach the loader in its error's details.
 const (
 	// sluice's own pushback (a *pushbackError): the loader gets
-	// SLUICE_PUSHBACK_STATUS (429 or 503) with a Retry-After, or 503 for
-	// reasonClosed. The first three refuse a write before any attempt.
+	// SLUICE_PUSHBACK_STATUS (429 or 503) with a Retry-After. The first
+	// three refuse a write before any attempt.
 	reasonQueueFull    = "queue_full"    // the limiter's queue holds its maximum already
 	reasonQueueTimeout = "queue_timeout" // no send slot within SLUICE_QUEUE_TIMEOUT
 	reasonNoCapacity   = "no_capacity"   // no send slot free now, and writes are rejected rather than queued
@@ -93,6 +93,11 @@ const (
 	reasonAuth    = "auth"     // sluice could not put its credentials on the attempt
 	reasonNotSent = "not_sent" // the permit taken at admission, which no attempt used
 )
+
+// shutdownRetryAfter is the Retry-After of a write refused because sluice
+// is shutting down: a restarted sidecar takes writes again within
+// seconds.
+const shutdownRetryAfter = time.Second
 
 // pushbackReasons are the reasons of a *pushbackError, known from the
 // start as metric labels.
@@ -971,8 +976,13 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 	details := map[string]any{"job": ex.job, "attempts": ex.attempts}
 	switch {
 	case errors.As(err, &pb) && pb.reason == reasonClosed:
-		ex.status = http.StatusServiceUnavailable
-		apierror.Write(w, ex.status, "shutting_down", "sluice is shutting down", details)
+		// The write was not sent and the loader should send it again
+		// once sluice is back: its status is the pushback status, the
+		// one the operator chose because this loader retries it (a
+		// loader that retries 429 only would drop a 503).
+		ex.status = p.pushStatus
+		apierror.SetRetryAfter(w.Header(), shutdownRetryAfter)
+		apierror.Write(w, ex.status, "shutting_down", "sluice is shutting down; retry after the Retry-After delay", details)
 	case errors.As(err, &pb):
 		// Backpressure: the loader should slow down and retry after the
 		// wait. Its status is the operator's (SLUICE_PUSHBACK_STATUS):
