@@ -50,7 +50,8 @@ type Config struct {
 	// 0 means DefaultActionRetries, negative means none.
 	ActionRetries int
 	// Retention is how long terminal jobs are kept before being pruned from
-	// the store, memory and metrics.
+	// the store, memory and metrics; of more than MaxJobs, the ones that
+	// ended first are pruned at the next tick.
 	Retention time.Duration
 	// CheckpointsRetained is how many loader checkpoints a job keeps.
 	CheckpointsRetained int
@@ -395,7 +396,7 @@ func (m *Manager) Run(ctx context.Context) {
 // is and every tick tries again.
 func (m *Manager) Tick(now time.Time) {
 	var fx effects
-	var prune []string
+	var finished []*entry
 	var cancels []*proposal
 	type probe struct{ id, url, ptr string }
 	var probes []probe
@@ -403,9 +404,7 @@ func (m *Manager) Tick(now time.Time) {
 	m.mu.Lock()
 	for id, e := range m.jobs {
 		if e.job.State.Terminal() {
-			if m.expiredLocked(e, now) {
-				prune = append(prune, id)
-			}
+			finished = append(finished, e)
 			continue
 		}
 		if p, _ := m.tryLocked(e, Event{Type: EvTick}, now, &fx); p != nil {
@@ -421,6 +420,7 @@ func (m *Manager) Tick(now time.Time) {
 			probes = append(probes, probe{id, eff.ProbeURL, eff.ProbePointer})
 		}
 	}
+	prune := m.dueLocked(finished, now)
 	m.mu.Unlock()
 	_ = m.commitProposalsLocked(cancels, &fx)
 	m.mu.Lock()
@@ -434,7 +434,7 @@ func (m *Manager) Tick(now time.Time) {
 		m.spawn(func() { m.runProbe(p.id, p.url, p.ptr) })
 	}
 	if len(prune) > 0 {
-		m.prune(prune, now)
+		m.prune(prune)
 	}
 }
 
@@ -481,22 +481,36 @@ func (m *Manager) deleteForgottenLocked() {
 	m.mu.Unlock()
 }
 
-// expiredLocked reports whether e is a finished job kept past Retention.
-// Requires that m.mu is held.
-func (m *Manager) expiredLocked(e *entry, now time.Time) bool {
-	return e.job.State.Terminal() && now.Sub(e.job.Since) >= m.cfg.Retention
+// dueLocked returns the finished jobs to prune at now, each with when it
+// finished: those kept for Retention, and, of more than MaxJobs, the ones
+// that finished first (a loader that names a job per batch and completes
+// each would otherwise keep a day of them in memory, in the store and in
+// every listing). Requires that m.mu is held.
+func (m *Manager) dueLocked(finished []*entry, now time.Time) map[string]time.Time {
+	due := map[string]time.Time{}
+	slices.SortFunc(finished, func(a, b *entry) int { return a.job.Since.Compare(b.job.Since) })
+	over := len(finished) - m.cfg.MaxJobs
+	for i, e := range finished {
+		if i < over || now.Sub(e.job.Since) >= m.cfg.Retention {
+			due[e.job.id] = e.job.Since
+		}
+	}
+	return due
 }
 
-func (m *Manager) prune(ids []string, now time.Time) {
+// prune deletes the jobs listed by dueLocked that are still as they were
+// listed.
+func (m *Manager) prune(listed map[string]time.Time) {
 	m.storeMu.Lock()
 	defer m.storeMu.Unlock()
 	// The list was made under an earlier lock: a job reopened (or deleted
-	// and written again) since is live and must stay. Under storeMu a
-	// terminal job stays as it is (only requests move it).
+	// and written again) since is live, or finished again later, and must
+	// stay. Under storeMu a terminal job stays as it is (only requests
+	// move it).
 	m.mu.Lock()
-	due := make(map[string]*entry, len(ids))
-	for _, id := range ids {
-		if e := m.jobs[id]; e != nil && m.expiredLocked(e, now) {
+	due := make(map[string]*entry, len(listed))
+	for id, since := range listed {
+		if e := m.jobs[id]; e != nil && e.job.State.Terminal() && e.job.Since.Equal(since) {
 			due[id] = e
 		}
 	}
@@ -504,7 +518,7 @@ func (m *Manager) prune(ids []string, now time.Time) {
 	if len(due) == 0 {
 		return
 	}
-	ids = ids[:0]
+	ids := make([]string, 0, len(due))
 	for id := range due {
 		ids = append(ids, id)
 	}

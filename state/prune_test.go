@@ -1,6 +1,7 @@
 package state
 
 import (
+	"strconv"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -28,13 +29,12 @@ func TestPruneSkipsJobReopenedSinceTheTick(t *testing.T) {
 		}
 		time.Sleep(time.Hour)
 		// What Tick(now) lists for pruning under the lock...
-		var prune []string
 		m.mu.Lock()
-		for id, e := range m.jobs {
-			if m.expiredLocked(e, time.Now()) {
-				prune = append(prune, id)
-			}
+		var finished []*entry
+		for _, e := range m.jobs {
+			finished = append(finished, e)
 		}
+		prune := m.dueLocked(finished, time.Now())
 		m.mu.Unlock()
 		if len(prune) != 1 {
 			t.Fatalf("prune list %v", prune)
@@ -44,7 +44,7 @@ func TestPruneSkipsJobReopenedSinceTheTick(t *testing.T) {
 			t.Fatal(err)
 		}
 		// ...and Tick prunes its list.
-		m.prune(prune, time.Now())
+		m.prune(prune)
 		if v, err := m.Get("a"); err != nil || v.State != Running {
 			t.Fatalf("reopened job after the prune: %v %v; want it running, not forgotten", v.State, err)
 		}
@@ -56,5 +56,46 @@ func TestPruneSkipsJobReopenedSinceTheTick(t *testing.T) {
 			t.Fatal(err)
 		}
 		write(t, m, "b", ack)
+	})
+}
+
+// TestFinishedJobsBoundedByMaxJobs: a loader that names a job per batch
+// and completes each finishes thousands of jobs a day. Of more than
+// MaxJobs finished jobs, those that ended first are pruned at the next
+// tick, not kept for Retention in memory, in the store and in every
+// listing; the newest are kept, and a live job is never pruned.
+func TestFinishedJobsBoundedByMaxJobs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &MemStore{}
+		m := newTestManager(t, Config{Store: st, Retention: 24 * time.Hour, MaxJobs: 3})
+		defer m.Close()
+		write(t, m, "live", ack)
+		for i := range 6 {
+			id := "batch-" + strconv.Itoa(i)
+			write(t, m, id, ack)
+			if _, err := m.Complete(id); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+		}
+		m.Tick(time.Now())
+		recs, err := st.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored := map[string]bool{}
+		for _, r := range recs {
+			stored[r.ID] = true
+		}
+		for i := range 6 {
+			id := "batch-" + strconv.Itoa(i)
+			_, err := m.Get(id)
+			if kept := err == nil; kept != (i >= 3) || stored[id] != (i >= 3) {
+				t.Errorf("%s kept %v, its record %v; want the 3 that finished last kept", id, kept, stored[id])
+			}
+		}
+		if v, err := m.Get("live"); err != nil || v.State.Terminal() {
+			t.Errorf("live job after the prune: %v %v", v.State, err)
+		}
 	})
 }
