@@ -653,7 +653,10 @@ func readFinalResponse(br *bufio.Reader, req *http.Request) (*http.Response, err
 func (pc *pipeConn) closeIdle() {
 	pl := pc.pl
 	pl.mu.Lock()
-	if len(pc.calls) > 0 {
+	// The same test as idleLocked's: a timer that fired as the connection
+	// was taken up again runs late, and must not cut an answer whose body
+	// is still being read.
+	if len(pc.calls) > 0 || pc.draining {
 		pl.mu.Unlock()
 		return
 	}
