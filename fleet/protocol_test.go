@@ -569,3 +569,31 @@ func TestScriptRisingDemandKeepsLeaseAgain(t *testing.T) {
 		}
 	})
 }
+
+// TestScriptRiseAfterAllocationWaitsForRoom: a joiner held at min_rate
+// while the others hold the budget, whose next report comes after an
+// allocation that another member's report made (within a quarter period
+// of it, so not an allocation of its own), may not take its new share
+// before the members that still hold theirs have reported.
+func TestScriptRiseAfterAllocationWaitsForRoom(t *testing.T) {
+	b := newMini(t)
+	a, c, j := newReporter(t, b, "a", 1e9, 1, 900), newReporter(t, b, "c", 1e9, 1, 900), newReporter(t, b, "j", 1e9, 1, 900)
+	held := inForce{}
+	for _, p := range []*reporter{a, c, a, c} {
+		held.send(t, p, 900)
+	}
+	b.advance(300 * time.Millisecond)
+	held.send(t, j, 900) // a and c hold 450 each: j waits
+	b.advance(300 * time.Millisecond)
+	held.send(t, c, 900) // an allocation: c gives back 150
+	b.advance(100 * time.Millisecond)
+	if g := held.send(t, j, 900); !near(g.Lease, 150) { // a still holds 450
+		t.Fatalf("j after c gave back 150: leased %v, want 150", g.Lease)
+	}
+	b.advance(100 * time.Millisecond)
+	held.send(t, a, 900) // a gives back 150
+	b.advance(100 * time.Millisecond)
+	if g := held.send(t, j, 900); !near(g.Lease, 300) {
+		t.Fatalf("j after a and c gave back theirs: leased %v, want 300", g.Lease)
+	}
+}

@@ -11,7 +11,8 @@
 --          (last_call), the members known before a loss of state
 --          (ghost_w, ghost_until), and the allocation (alloc_at, level,
 --          spare, n, live_w, want, took, next_exp: when its first member
---          expires)
+--          expires, free: what the members' leases in force leave of the
+--          budget)
 -- ARGV     member, seq, demand, weight, goodput, thr_epoch, thr_count,
 --          capacity, hint_budget, hint_known, hint_weight, min_rate,
 --          member_ttl_ms, period_ms, beta, recover_ms, key_ttl_ms,
@@ -86,7 +87,7 @@ local raw = redis.call('HGETALL', skey)
 for i = 1, #raw, 2 do st[raw[i]] = raw[i + 1] end
 local gen = st.gen
 local budget, lastmax, grown, grow_at, cut_at, dirty_at, cuts, last_call, ghost_w, ghost_until, throttles
-local alloc_at, level, spare, n, live_w, want, took, next_exp
+local alloc_at, level, spare, n, live_w, want, took, next_exp, free
 if gen == nil then
 	-- A new fleet, or one whose Redis lost its state: start from what this
 	-- member knows. A budget learned before is kept, on the plateau of its
@@ -100,7 +101,7 @@ if gen == nil then
 		ghost_w, ghost_until = hint_weight, now + member_ttl
 	end
 	grow_at, cut_at, dirty_at, cuts, last_call, throttles = now, 0, 0, 0, now, 0
-	alloc_at, level, spare, n, live_w, want, took, next_exp = 0, -1, 0, 0, 0, 0, 0, 0
+	alloc_at, level, spare, n, live_w, want, took, next_exp, free = 0, -1, 0, 0, 0, 0, 0, 0, 0
 else
 	budget, lastmax, grown = tonumber(st.budget), tonumber(st.max), tonumber(st.t)
 	grow_at, cut_at, dirty_at = tonumber(st.grow_at), tonumber(st.cut_at), tonumber(st.dirty_at)
@@ -109,6 +110,7 @@ else
 	alloc_at, level, spare = tonumber(st.alloc_at), tonumber(st.level), tonumber(st.spare)
 	n, live_w, want, took = tonumber(st.n), tonumber(st.live_w), tonumber(st.want), tonumber(st.took)
 	next_exp = tonumber(st.next_exp or 0)
+	free = tonumber(st.free or 0)
 end
 local epoch = gen .. ':' .. cuts
 local budget0 = budget
@@ -350,30 +352,23 @@ end
 
 -- What the other members hold: each keeps the lease it was last granted
 -- until its next report (or until its membership ends), whatever the new
--- allocation will give it then. Known only when the members were read.
-local room = nil
-if members ~= nil then
+-- allocation will give it then. Summed when the members are read; in
+-- between, what they left then (free) follows each lease granted since,
+-- so that a member whose allocation rose at another's reading (a joiner
+-- held at min_rate, a member given back a share) rises only into what
+-- the others left, not into what they have yet to give back.
+local mine = 0
+if not joined and me.granted ~= nil then mine = me.granted end
+local room = free + mine
+if allocated then
 	room = budget
 	for _, m in ipairs(members) do
 		if m ~= me then room = room - (m.granted or lease_of(m)) end
 	end
 end
 
-redis.call('HSET', skey, 'budget', num(budget), 'max', num(lastmax), 't', num(grown),
-	'grow_at', int(grow_at), 'cut_at', int(cut_at), 'dirty_at', int(dirty_at), 'gen', gen,
-	'cuts', int(cuts), 'last_call', int(now), 'ghost_w', num(ghost_w), 'ghost_until', int(ghost_until),
-	'throttles', int(throttles), 'k', num(k), 'alloc_at', int(alloc_at), 'next_exp', int(next_exp),
-	'level', num(level), 'spare', num(spare),
-	'n', int(n), 'live_w', num(live_w), 'want', num(want), 'took', num(took))
-redis.call('PEXPIRE', mkey, key_ttl)
-redis.call('PEXPIRE', skey, key_ttl)
-
 local my_lease = lease_of(me)
-if room ~= nil then
-	local mine = 0
-	if not joined and me.granted ~= nil then mine = me.granted end
-	my_lease = math.min(my_lease, math.max(mine, room, min_rate))
-end
+my_lease = math.min(my_lease, math.max(mine, room, min_rate))
 if not allocated then
 	if held == nil and not joined then
 		-- A retried or older report: the lease it was granted stands.
@@ -382,6 +377,17 @@ if not allocated then
 	if held ~= nil then my_lease = math.min(my_lease, held) end
 end
 me.granted = math.floor(my_lease * 1e6) / 1e6
+free = room - me.granted
+
+redis.call('HSET', skey, 'budget', num(budget), 'max', num(lastmax), 't', num(grown),
+	'grow_at', int(grow_at), 'cut_at', int(cut_at), 'dirty_at', int(dirty_at), 'gen', gen,
+	'cuts', int(cuts), 'last_call', int(now), 'ghost_w', num(ghost_w), 'ghost_until', int(ghost_until),
+	'throttles', int(throttles), 'k', num(k), 'alloc_at', int(alloc_at), 'next_exp', int(next_exp),
+	'level', num(level), 'spare', num(spare), 'free', down(free),
+	'n', int(n), 'live_w', num(live_w), 'want', num(want), 'took', num(took))
+redis.call('PEXPIRE', mkey, key_ttl)
+redis.call('PEXPIRE', skey, key_ttl)
+
 redis.call('HSET', mkey, id, format(me))
 local out = {
 	down(my_lease), num(budget), int(n), num(live_w), epoch,
