@@ -41,8 +41,8 @@
 -- a member joins or leaves or the budget moves, so that a fleet of N
 -- members costs the server O(N) per period, not O(N^2). In between, a
 -- member's lease follows its own new demand at the last level, never
--- above what it holds; one held well below its allocation reads them at
--- once.
+-- above what it holds; one held well below its allocation takes up what
+-- the others left without reading them.
 --
 -- A lease rises only into what the other members' leases in force leave
 -- of the budget: a joiner, or a member a new allocation gives more, takes
@@ -294,11 +294,14 @@ end
 
 -- A member held well below what the allocation in force gives it (a
 -- joiner's first lease, before the others gave their share back; a
--- demand that rose) reads the members again at once, so it takes up what
--- they left as soon as they left it. A margin keeps a demand that moves a
--- little from reading them at every report.
+-- demand that rose) is not held to its last lease: it takes up what the
+-- others left (free, below) as soon as they left it. It does not read
+-- the members for it: reading them would find that same room, and
+-- members whose demand moves by more than the margin from one report to
+-- the next would each read them at every rise, O(N^2) per period. A
+-- margin keeps a demand that moves a little at the lease it holds.
 local short = applied and held ~= nil and lease_of(me) > held * 1.05 + min_rate
-local allocated = recompute or budget ~= budget0 or short
+local allocated = recompute or budget ~= budget0
 if allocated then
 	members = read_members()
 	n, live_w, want, took = #members, 0, 0, 0
@@ -369,7 +372,7 @@ end
 
 local my_lease = lease_of(me)
 my_lease = math.min(my_lease, math.max(mine, room, min_rate))
-if not allocated then
+if not allocated and not short then
 	if held == nil and not joined then
 		-- A retried or older report: the lease it was granted stands.
 		held = in_force(me)
