@@ -637,3 +637,21 @@ func TestScriptMovingDemandsReadMembersRarely(t *testing.T) {
 		t.Errorf("%d members read %d times in %d periods, want about 4 per period", n, reads, periods)
 	}
 }
+
+// TestScriptDemandDropsBelowTheLevel: the one member short of its demand,
+// which set the water level, comes to want less than it: nobody is short
+// any more, and the rest of the budget is spread as spare at once, to it
+// too, not kept at the old level until the members are next read (its
+// lease would be its bare demand meanwhile, with nothing to grow into).
+func TestScriptDemandDropsBelowTheLevel(t *testing.T) {
+	onBoth(t, func(t *testing.T, b backend) {
+		a, c := newReporter(t, b, "a", 1e9, 1, 900), newReporter(t, b, "c", 10, 1, 900)
+		if g := round(a, c, a, c, a); !near(g.Lease, 890) {
+			t.Fatalf("a greedy beside c wanting 10: leased %v, want 890", g.Lease)
+		}
+		a.r.Demand = 5 // a's loader pauses
+		if g := a.send(); !near(g.Lease, 5+(900-15)/2.0) {
+			t.Errorf("a wants 5 now: leased %v, want its demand and half the spare, %v", g.Lease, 5+(900-15)/2.0)
+		}
+	})
+}

@@ -123,9 +123,10 @@ func TestFleetWiring(t *testing.T) {
 		b, stopB := newFleetServer(t, mr, store, env...)
 		defer stopA()
 		defer stopB()
-		// Two refreshes each: a first report claims a full share, the
-		// next says what the sidecar wants.
-		time.Sleep(2500 * time.Millisecond)
+		// Three refreshes each: the reports of a member's first refresh
+		// claim a full share, the next says what the sidecar wants, and
+		// the other's lease follows at its next.
+		time.Sleep(3500 * time.Millisecond)
 		// Both idle: each asks for its least rate and gets it, and the
 		// rest of the capacity by weight.
 		if r, _ := a.lim.Ceiling(); math.Abs(r-200) > 1 {

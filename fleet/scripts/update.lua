@@ -154,6 +154,11 @@ local applied = joined or seq > me.seq
 -- report that raises its demand may not raise its lease until the
 -- members are read again, or it would take what the others hold.
 local held = nil
+-- released: this member was short of its demand at the water level and
+-- now wants well below it; the level it set is stale, and the leases
+-- (spare among them) are to be computed again. The margin keeps a demand
+-- that wavers about the level from reading the members at every report.
+local released = false
 -- The lease in force for a member that already reported since the last
 -- allocation is the one it was granted then: its stored demand is one the
 -- allocation never saw, and a lease computed from it at the old level
@@ -185,6 +190,7 @@ if applied then
 	else
 		if level >= 0 then
 			held = math.min(me.demand, level * me.weight)
+			released = me.demand >= level * me.weight and demand < 0.9 * level * weight
 		else
 			held = me.demand + spare * me.weight
 		end
@@ -301,7 +307,7 @@ end
 -- the next would each read them at every rise, O(N^2) per period. A
 -- margin keeps a demand that moves a little at the lease it holds.
 local short = applied and held ~= nil and lease_of(me) > held * 1.05 + min_rate
-local allocated = recompute or budget ~= budget0
+local allocated = recompute or budget ~= budget0 or released
 if allocated then
 	members = read_members()
 	n, live_w, want, took = #members, 0, 0, 0
