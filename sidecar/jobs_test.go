@@ -34,6 +34,10 @@ func adminCall(h http.Handler, method, path, body string, header ...string) *htt
 			req.RemoteAddr = header[i+1]
 			continue
 		}
+		if header[i] == "Host" {
+			req.Host = header[i+1]
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	rec := httptest.NewRecorder()
@@ -355,7 +359,8 @@ func TestAdminRefusesCrossSite(t *testing.T) {
 		f("fetch-cross", "/v1/jobs", http.StatusForbidden, "Sec-Fetch-Site", "cross-site")
 		f("fetch-same-site", "/v1/jobs", http.StatusForbidden, "Sec-Fetch-Site", "same-site", "Origin", "http://example.com")
 		f("null-origin", "/v1/jobs", http.StatusForbidden, "Origin", "null")
-		f("page", "/v1/jobs", http.StatusCreated, "Origin", "http://example.com", "Sec-Fetch-Site", "same-origin")
+		f("page", "/v1/jobs", http.StatusCreated, "Host", "127.0.0.1:9090", "Origin", "http://127.0.0.1:9090", "Sec-Fetch-Site", "same-origin")
+		f("page-localhost", "/v1/jobs", http.StatusCreated, "Host", "localhost:9090", "Origin", "http://localhost:9090", "Sec-Fetch-Site", "same-origin")
 		f("curl", "/v1/jobs", http.StatusCreated)
 		f("quit", "/quitquitquit", http.StatusForbidden, "Origin", "http://evil.example")
 		if s.life.Get() == admin.Stopping {
@@ -363,6 +368,42 @@ func TestAdminRefusesCrossSite(t *testing.T) {
 		}
 		if rec := adminCall(h, "GET", "/v1/jobs/evil-origin", ""); rec.Code != http.StatusNotFound {
 			t.Errorf("refused registration exists: %d %s", rec.Code, rec.Body)
+		}
+	})
+}
+
+// TestAdminRefusesRebinding: a page from a name the attacker's DNS points
+// at 127.0.0.1 (DNS rebinding) is same-origin with itself, so neither
+// Origin nor Sec-Fetch-Site tells it from the status page; its requests
+// come from loopback all the same. Without a token, what a browser sends
+// to loopback is trusted only for a name that cannot be rebound: an IP
+// address or localhost.
+func TestAdminRefusesRebinding(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newTestServer(t, &pegasusStore{})
+		h := s.AdminHandler()
+		rebound := []string{"Host", "evil.example:9090", "Origin", "http://evil.example:9090", "Sec-Fetch-Site", "same-origin"}
+		if rec := adminCall(h, "POST", "/v1/jobs", `{"id":"rebound"}`, rebound...); rec.Code != http.StatusForbidden {
+			t.Errorf("register from a rebound name: %d %s, want 403", rec.Code, rec.Body)
+		}
+		if rec := adminCall(h, "GET", "/v1/jobs/rebound", ""); rec.Code != http.StatusNotFound {
+			t.Errorf("the refused registration exists: %d %s", rec.Code, rec.Body)
+		}
+		if rec := adminCall(h, "POST", "/quitquitquit", "", rebound...); rec.Code != http.StatusForbidden {
+			t.Errorf("quitquitquit from a rebound name: %d %s, want 403", rec.Code, rec.Body)
+		}
+		if s.life.Get() == admin.Stopping {
+			t.Error("a rebound page's /quitquitquit stopped the sidecar")
+		}
+		var info admin.PageInfo
+		if rec := adminCall(h, "GET", "/ui/page.json", "", rebound...); json.Unmarshal(rec.Body.Bytes(), &info) != nil || info.Loopback {
+			t.Errorf("page.json for a rebound name: %s, want loopback false (its actions are refused)", rec.Body)
+		}
+		for _, host := range []string{"127.0.0.1:9090", "[::1]:9090", "localhost:9090"} {
+			rec := adminCall(h, "POST", "/v1/jobs", `{"id":"page"}`, "Host", host, "Origin", "http://"+host, "Sec-Fetch-Site", "same-origin")
+			if rec.Code != http.StatusCreated && rec.Code != http.StatusOK {
+				t.Errorf("the page at %s: %d %s, want it accepted", host, rec.Code, rec.Body)
+			}
 		}
 	})
 }

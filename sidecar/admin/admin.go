@@ -222,6 +222,9 @@ func (s *API) handleQuit(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, http.StatusForbidden, "forbidden", "/quitquitquit is accepted from loopback only", nil)
 		return
 	}
+	if refuseRebound(w, r) {
+		return
+	}
 	s.d.Stop("quitquitquit")
 	apierror.WriteJSON(w, http.StatusAccepted, map[string]any{"status": Stopping.String()})
 }
@@ -234,7 +237,7 @@ func (s *API) authorize(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if s.cfg.Token == "" {
 		if isLoopback(r.RemoteAddr) {
-			return true
+			return !refuseRebound(w, r)
 		}
 		apierror.Write(w, http.StatusForbidden, "forbidden", "mutating endpoints accept loopback callers only when SLUICE_ADMIN_TOKEN is unset", nil)
 		return false
@@ -273,6 +276,34 @@ func refuseCrossSite(w http.ResponseWriter, r *http.Request) bool {
 		apierror.Write(w, http.StatusForbidden, "cross_origin", "requests from another site's page are refused; use the status page served here, the CLI or curl", nil)
 	}
 	return cross
+}
+
+// refuseRebound answers 403 to a browser's request to loopback for a host
+// name other than localhost. A page on a name whose DNS its owner points
+// at 127.0.0.1 once the page is loaded (DNS rebinding) is same-origin
+// with itself, so Origin and Sec-Fetch-Site cannot tell it from the status
+// page, and it reaches sluice from loopback. An IP address or localhost
+// cannot be rebound; clients that are not browsers send neither header.
+func refuseRebound(w http.ResponseWriter, r *http.Request) bool {
+	if !rebindable(r) {
+		return false
+	}
+	apierror.Write(w, http.StatusForbidden, "cross_origin", "a browser's request to loopback is accepted for an IP address or localhost only, not "+strconv.Quote(apierror.Truncate(r.Host, 100))+"; or set SLUICE_ADMIN_TOKEN", nil)
+	return true
+}
+
+// rebindable reports whether r is a browser's request for a host name
+// other than localhost (see refuseRebound).
+func rebindable(r *http.Request) bool {
+	if r.Header.Get("Origin") == "" && r.Header.Get("Sec-Fetch-Site") == "" {
+		return false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	return net.ParseIP(host) == nil && host != "localhost" && !strings.HasSuffix(host, ".localhost")
 }
 
 func isLoopback(remoteAddr string) bool {

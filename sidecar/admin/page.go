@@ -100,7 +100,9 @@ type PageInfo struct {
 var pageActions = []string{"cancel", "complete", "reopen"}
 
 func (s *API) pageInfo(mux *http.ServeMux, r *http.Request) PageInfo {
-	info := PageInfo{Actions: map[string]bool{}, TokenRequired: s.cfg.Token != "", Loopback: isLoopback(r.RemoteAddr)}
+	// A page loaded by a host name other than localhost is refused as a
+	// loopback caller (refuseRebound): it must not be told it is one.
+	info := PageInfo{Actions: map[string]bool{}, TokenRequired: s.cfg.Token != "", Loopback: isLoopback(r.RemoteAddr) && !rebindable(r)}
 	for _, a := range pageActions {
 		// Ask the mux rather than keep a list, so that the page offers an
 		// action exactly when its route is registered.
