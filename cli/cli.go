@@ -19,6 +19,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sluice-dev/sluice/internal/redact"
 	"github.com/sluice-dev/sluice/sidecar"
 	"github.com/sluice-dev/sluice/sidecar/admin"
 	"github.com/sluice-dev/sluice/sidecar/apierror"
@@ -255,6 +256,11 @@ type adminClient struct {
 	http        *http.Client
 }
 
+// shown is the admin API's URL as the commands show it: credentials in
+// SLUICE_ADMIN_URL (for a proxy in front of the API) hidden. Errors of
+// net/url and net/http quote the whole URL, so they are shown without it.
+func (c *adminClient) shown() string { return redact.URL(c.base) }
+
 func (c *adminClient) do(method, path string, body any) (json.RawMessage, error) {
 	var rd io.Reader
 	if body != nil {
@@ -263,7 +269,7 @@ func (c *adminClient) do(method, path string, body any) (json.RawMessage, error)
 	}
 	req, err := http.NewRequest(method, c.base+path, rd)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the admin API's URL %s (SLUICE_ADMIN_URL): %w", c.shown(), redact.URLError(err))
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -273,7 +279,7 @@ func (c *adminClient) do(method, path string, body any) (json.RawMessage, error)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the admin API at %s (SLUICE_ADMIN_URL): %w", c.base, err)
+		return nil, fmt.Errorf("cannot reach the admin API at %s (SLUICE_ADMIN_URL): %s %s: %w", c.shown(), method, path, redact.URLError(err))
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluice-dev/sluice/sidecar"
 	"github.com/sluice-dev/sluice/sidecar/proxy"
@@ -243,5 +244,40 @@ func TestUnexpectedArguments(t *testing.T) {
 	}
 	if calls != 0 {
 		t.Errorf("%d calls to the admin API, want none", calls)
+	}
+}
+
+// TestAdminURLCredentialsNotShown: an SLUICE_ADMIN_URL with credentials in
+// it (a proxy in front of the admin API that asks for them) reaches the
+// terminal redacted, whichever command fails to reach it.
+func TestAdminURLCredentialsNotShown(t *testing.T) {
+	ln := httptest.NewServer(http.NotFoundHandler())
+	addr := ln.Listener.Addr().String()
+	ln.Close() // nothing listens there now: every call fails
+	for _, base := range []string{
+		"http://ops:hunter2-pw@" + addr,
+		"http://hunter2-tok@" + addr,
+		"http://ops:hunter2 pw@" + addr, // not a valid URL: the parse error quotes it
+	} {
+		env := func(k string) string {
+			if k == "SLUICE_ADMIN_URL" {
+				return base
+			}
+			return ""
+		}
+		for _, args := range [][]string{{"status"}, {"jobs", "show", "j"}} {
+			var out, errs bytes.Buffer
+			if code := Run(args, env, &out, &errs); code != 1 || strings.Contains(out.String()+errs.String(), "hunter2") {
+				t.Errorf("%s with %s: exit %d, stdout %q stderr %q: want 1 and the credentials hidden", args, base, code, out.String(), errs.String())
+			}
+		}
+		var out, errs bytes.Buffer
+		if code := Top([]string{"--once"}, env, &out, &errs); code != 1 || strings.Contains(out.String()+errs.String(), "hunter2") {
+			t.Errorf("top --once with %s: exit %d, stdout %q stderr %q: want 1 and the credentials hidden", base, code, out.String(), errs.String())
+		}
+		tv := &topView{client: newAdminClient(env), terminal: true}
+		if screen := tv.screen(topData{}, time.Now()); strings.Contains(screen, "hunter2") {
+			t.Errorf("top's screen with %s shows the credentials:\n%s", base, screen)
+		}
 	}
 }

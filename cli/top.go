@@ -120,7 +120,7 @@ func (t *topView) run(ctx context.Context, once bool, stdout, stderr io.Writer) 
 			fmt.Fprintln(stderr, "sluice top:", err)
 			return 1
 		case err != nil && t.terminal:
-			fmt.Fprint(stdout, clearScreen+"sluice top  "+t.client.base+"\n\n  "+err.Error()+"\n  (retrying every "+t.interval.String()+"; Ctrl-C to stop)\n")
+			fmt.Fprint(stdout, clearScreen+"sluice top  "+t.client.shown()+"\n\n  "+err.Error()+"\n  (retrying every "+t.interval.String()+"; Ctrl-C to stop)\n")
 		case err != nil:
 			fmt.Fprintf(stderr, "%s sluice top: %v\n", time.Now().Format("15:04:05"), err)
 		case t.terminal:
@@ -193,7 +193,7 @@ func (t *topView) last() (admin.Point, bool) {
 func (t *topView) screen(d topData, now time.Time) string {
 	s, l := d.status, d.status.Limiter
 	var b strings.Builder
-	fmt.Fprintf(&b, "sluice top  %s  %s  up %s  %s   (Ctrl-C to stop)\n\n", t.client.base, s.Readiness, s.Uptime, now.Format("15:04:05"))
+	fmt.Fprintf(&b, "sluice top  %s  %s  up %s  %s   (Ctrl-C to stop)\n\n", t.client.shown(), s.Readiness, s.Uptime, now.Format("15:04:05"))
 	row := func(k, v string) { fmt.Fprintf(&b, "  %-18s %s\n", k, v) }
 	row("upstream", fmt.Sprintf("%s (%s)", s.Upstream, s.Profile))
 	controller := l.Phase
