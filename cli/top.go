@@ -149,14 +149,18 @@ func (t *topView) read() (topData, error) {
 	if err := json.Unmarshal(raw, &d.status); err != nil {
 		return d, fmt.Errorf("GET /v1/status: unexpected answer: %w", err)
 	}
-	if raw, err = t.client.do("GET", "/v1/jobs", nil); err == nil {
-		var l struct {
-			Jobs []state.JobSummary `json:"jobs"`
-		}
-		if json.Unmarshal(raw, &l) == nil {
-			d.jobs = l.Jobs
-		}
+	// A job list that cannot be read is an error, not an empty list: the
+	// screen would say "no jobs" of a sidecar that has some.
+	if raw, err = t.client.do("GET", "/v1/jobs", nil); err != nil {
+		return d, err
 	}
+	var l struct {
+		Jobs []state.JobSummary `json:"jobs"`
+	}
+	if err := json.Unmarshal(raw, &l); err != nil {
+		return d, fmt.Errorf("GET /v1/jobs: unexpected answer: %w", err)
+	}
+	d.jobs = l.Jobs
 	if !t.noFeed {
 		raw, err := t.client.do("GET", "/v1/history?after="+strconv.FormatInt(t.lastT, 10), nil)
 		var feed admin.HistoryFeed

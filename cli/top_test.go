@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -193,4 +195,37 @@ func TestTopUsage(t *testing.T) {
 	f([]string{"extra"}, 2, "", "unexpected argument")
 	f([]string{"--interval", "1ms"}, 2, "", "--interval")
 	f([]string{"--once"}, 1, "", "SLUICE_ADMIN_URL")
+}
+
+// TestTopJobsUnreadable: when the job list cannot be read, top says so
+// rather than show "no jobs" for a sidecar that has some.
+func TestTopJobsUnreadable(t *testing.T) {
+	var throttle atomic.Bool
+	adminURL, write := topSidecar(t, &throttle)
+	if code := write("load-9"); code != http.StatusOK {
+		t.Fatalf("write: %d", code)
+	}
+	target, _ := url.Parse(adminURL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/jobs" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"error":"overloaded","message":"try later"}`)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(failing.Close)
+	env := func(k string) string {
+		if k == "SLUICE_ADMIN_URL" {
+			return failing.URL
+		}
+		return ""
+	}
+	var out, errs bytes.Buffer
+	code := Top([]string{"--once"}, env, &out, &errs)
+	if code != 1 || strings.Contains(out.String(), "jobs=-") || !strings.Contains(errs.String(), "/v1/jobs") {
+		t.Errorf("top --once with /v1/jobs failing: exit %d, stdout %q, stderr %q; want 1 and the failure named", code, out.String(), errs.String())
+	}
 }
