@@ -18,6 +18,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/sluice-dev/sluice/internal/redact"
 	"github.com/sluice-dev/sluice/sidecar"
@@ -387,7 +388,7 @@ func printJobList(w io.Writer, raw json.RawMessage) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB\tSTATE\tSINCE\tCLASS\tWEIGHT\tSHARE\tWAIT\tREQUESTS\tBYTES\tITEMS\tPROGRESS\tETA\tLAST PROGRESS\tREASON")
 	for _, j := range l.Jobs {
-		reason := j.Reason
+		reason := oneLine(j.Reason)
 		if j.StallCause != "" {
 			reason = strings.TrimSpace(reason + " " + string(j.StallCause))
 		}
@@ -429,7 +430,7 @@ func writeJob(w io.Writer, v state.JobView, now time.Time) error {
 	row("job", v.ID)
 	row("state", fmt.Sprintf("%s since %s", v.State, when(v.Since, now)))
 	if v.Reason != "" {
-		row("reason", v.Reason)
+		row("reason", oneLine(v.Reason))
 	}
 	if v.StallCause != "" {
 		row("stall cause", string(v.StallCause)+": "+causeWords(v.StallCause))
@@ -518,7 +519,7 @@ func writeJob(w io.Writer, v state.JobView, now time.Time) error {
 	}
 	if err := table("history", "TIME\tFROM → TO\tREASON", len(v.History), func(i int) string {
 		h := v.History[i]
-		return fmt.Sprintf("%s\t%s → %s\t%s", stamp(h.At), h.From, h.To, orDash(h.Reason))
+		return fmt.Sprintf("%s\t%s → %s\t%s", stamp(h.At), h.From, h.To, orDash(oneLine(h.Reason)))
 	}); err != nil {
 		return err
 	}
@@ -699,8 +700,17 @@ func scalarString(v any) string {
 	return fmt.Sprint(v)
 }
 
+// oneLine is text a caller sent (a reason, a label, an error) fit for one
+// cell of a table: line breaks and tabs would start rows or columns of
+// their own, and other control characters (escape sequences) would be
+// obeyed by the terminal.
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return strings.Join(strings.Fields(strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)), " ")
 }
 
 func joinLabels(m map[string]string) string {
@@ -711,7 +721,7 @@ func joinLabels(m map[string]string) string {
 	sort.Strings(keys)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = k + "=" + m[k]
+		parts[i] = k + "=" + oneLine(m[k])
 	}
 	return strings.Join(parts, ", ")
 }

@@ -250,3 +250,49 @@ func TestPrintStatusScopes(t *testing.T) {
 		t.Errorf("scopes off: %v\n%s", err, b.String())
 	}
 }
+
+// TestFreeTextStaysInItsCell: a cancel reason or a label value is any text
+// a caller sent. A line break or tab in it must not start a row of its own
+// or shift the columns, nor an escape sequence reach the terminal.
+func TestFreeTextStaysInItsCell(t *testing.T) {
+	const odd = "by ops\nload-8  running\tx \x1b[2J\x1b]0;pwned\x07 \u009b31m done"
+	v := stalledJob()
+	v.State, v.StallCause, v.Reason = state.Cancelled, "", odd
+	v.Labels = map[string]string{"note": odd}
+	v.History = append(v.History, state.Transition{From: state.Stalled, To: state.Cancelled, Reason: odd, At: showAt(8, 0)})
+	clean := func(name, out string, lines int) {
+		t.Helper()
+		if strings.ContainsAny(out, "\t\x1b\x07\u009b") {
+			t.Errorf("%s: a control character reached the output:\n%q", name, out)
+		}
+		if n := strings.Count(out, "\n"); n != lines {
+			t.Errorf("%s: %d lines, want %d:\n%s", name, n, lines, out)
+		}
+	}
+	var b bytes.Buffer
+	if err := writeJob(&b, v, showNow); err != nil {
+		t.Fatal(err)
+	}
+	var plain bytes.Buffer
+	w := stalledJob()
+	w.State, w.StallCause, w.Reason = state.Cancelled, "", "x"
+	w.Labels = map[string]string{"note": "x"}
+	w.History = append(w.History, state.Transition{From: state.Stalled, To: state.Cancelled, Reason: "x", At: showAt(8, 0)})
+	if err := writeJob(&plain, w, showNow); err != nil {
+		t.Fatal(err)
+	}
+	clean("jobs show", b.String(), strings.Count(plain.String(), "\n"))
+
+	raw, _ := json.Marshal(map[string]any{"jobs": []state.JobSummary{v.JobSummary}})
+	b.Reset()
+	if err := printJobList(&b, raw); err != nil {
+		t.Fatal(err)
+	}
+	clean("jobs list", b.String(), 2)
+
+	tv := &topView{client: &adminClient{base: "http://127.0.0.1:9090"}}
+	d := topData{jobs: []state.JobSummary{v.JobSummary}}
+	clean("top line", tv.line(d, showNow)+"\n", 1)
+	screen := tv.screen(d, showNow)
+	clean("top screen", screen, strings.Count(tv.screen(topData{jobs: []state.JobSummary{w.JobSummary}}, showNow), "\n"))
+}

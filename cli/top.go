@@ -329,7 +329,7 @@ func (t *topView) throttleMarks() string {
 func jobState(j state.JobSummary) string {
 	why := string(j.StallCause)
 	if why == "" && j.State != state.Running && j.State != state.Pending {
-		why = j.Reason
+		why = oneLine(j.Reason)
 	}
 	if why == "" {
 		return j.State.String()
