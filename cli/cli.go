@@ -334,7 +334,7 @@ func printStatus(w io.Writer, raw json.RawMessage) error {
 			if !sc.LastThrottle.IsZero() {
 				v += fmt.Sprintf(", last %s (%s)", sc.LastThrottle.Format(time.RFC3339), sc.LastReason)
 			}
-			row("scope "+sc.Scope, v)
+			row("scope "+oneLine(sc.Scope), v)
 		}
 	}
 	if m, ok := s.Signals["attempts_by_kind"].(map[string]any); ok {

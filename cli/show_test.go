@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
+	"github.com/sluice-dev/sluice/sidecar/admin"
 	"github.com/sluice-dev/sluice/state"
 )
 
@@ -295,4 +297,32 @@ func TestFreeTextStaysInItsCell(t *testing.T) {
 	clean("top line", tv.line(d, showNow)+"\n", 1)
 	screen := tv.screen(d, showNow)
 	clean("top screen", screen, strings.Count(tv.screen(topData{jobs: []state.JobSummary{w.JobSummary}}, showNow), "\n"))
+}
+
+// TestScopeNamesFromPaths: a scope is named by the write's decoded path (a
+// key prefix, a table), so it may hold any character: cut to its column it
+// stays valid UTF-8, and a control character in it (%0A, %1B in the path)
+// neither breaks the table nor reaches the terminal.
+func TestScopeNamesFromPaths(t *testing.T) {
+	scopes := []admin.ScopeStatus{{Scope: "logs/日本語のテーブル", Phase: "recovering"}, {Scope: "x\n\x1b[2Jy", Phase: "steady"}}
+	st := admin.Status{RateUnit: "requests", Scopes: &admin.ScopesStatus{Max: 8, Active: scopes}}
+	raw, _ := json.Marshal(st)
+	var b bytes.Buffer
+	if err := printStatus(&b, raw); err != nil {
+		t.Fatal(err)
+	}
+	tv := &topView{client: &adminClient{base: "http://127.0.0.1:9090"}}
+	for name, out := range map[string]string{"status": b.String(), "top": tv.screen(topData{status: st}, showNow)} {
+		if !utf8.ValidString(out) || strings.Contains(out, "\x1b") {
+			t.Errorf("%s: invalid UTF-8 or an escape in the output:\n%q", name, out)
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), "y") {
+				t.Errorf("%s: a scope's line break started a row:\n%s", name, out)
+			}
+		}
+	}
+	if got := clip("日本語のテーブル", 5); got != "日本語の…" {
+		t.Errorf("clip = %q, want 5 characters", got)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sluice-dev/sluice/sidecar"
 	"github.com/sluice-dev/sluice/sidecar/admin"
@@ -235,7 +236,7 @@ func (t *topView) screen(d topData, now time.Time) string {
 			if !sc.LastThrottle.IsZero() {
 				v += fmt.Sprintf(", last throttle %s ago (%s)", now.Sub(sc.LastThrottle).Round(time.Second), sc.LastReason)
 			}
-			row("scope "+clip(sc.Scope, 12), v)
+			row("scope "+clip(oneLine(sc.Scope), 12), v)
 		}
 	}
 	b.WriteString("\n")
@@ -354,9 +355,11 @@ func bar(v, full float64) string {
 	return "[" + strings.Repeat("#", n) + strings.Repeat(" ", width-n) + "]"
 }
 
+// clip cuts s to n characters, not bytes: a cut inside a character would
+// print an invalid one, and fmt pads the columns by characters.
 func clip(s string, n int) string {
-	if len(s) <= n {
+	if utf8.RuneCountInString(s) <= n {
 		return s
 	}
-	return s[:n-1] + "…"
+	return string([]rune(s)[:n-1]) + "…"
 }
