@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/sluice-dev/sluice/state"
 )
 
 // TestPageServed: GET / is the page, its files come with their types and
@@ -123,4 +125,32 @@ func TestPageInfo(t *testing.T) {
 		PageInfo{Actions: map[string]bool{"cancel": true, "complete": true, "reopen": false}, Loopback: true})
 	f("tok", "10.0.0.8:5000", []string{"POST /v1/jobs/{id}/cancel", "POST /v1/jobs/{id}/reopen"},
 		PageInfo{Actions: map[string]bool{"cancel": true, "complete": false, "reopen": true}, TokenRequired: true})
+}
+
+// TestPageKnowsTheStates: the page offers reopen outside the states a job
+// writes in and cancel and complete outside the terminal ones, from two
+// lists of its own; they must name the job manager's states exactly, or a
+// button is offered that the API can only refuse.
+func TestPageKnowsTheStates(t *testing.T) {
+	js := string(pageAssets["app.js"].body)
+	set := func(name string) map[string]bool {
+		m := regexp.MustCompile(`const ` + name + ` = new Set\(\[([^\]]*)\]\)`).FindStringSubmatch(js)
+		if m == nil {
+			t.Fatalf("app.js has no %s set", name)
+		}
+		out := map[string]bool{}
+		for _, q := range regexp.MustCompile(`"([a-z_]+)"`).FindAllStringSubmatch(m[1], -1) {
+			out[q[1]] = true
+		}
+		return out
+	}
+	live, terminal := set("LIVE"), set("TERMINAL")
+	for _, st := range state.States() {
+		if got, want := live[st.String()], st.Accepting() || st == state.Cancelling || st == state.Cleaning; got != want {
+			t.Errorf("app.js LIVE has %s: %v, want %v", st, got, want)
+		}
+		if got, want := terminal[st.String()], st.Terminal(); got != want {
+			t.Errorf("app.js TERMINAL has %s: %v, want %v", st, got, want)
+		}
+	}
 }

@@ -12,7 +12,7 @@
   const SVGNS = "http://www.w3.org/2000/svg";
   // States a job writes in; an action the store cannot reverse (reopen)
   // is offered only outside them, so a state added later stays actionable.
-  const LIVE = new Set(["pending", "running", "throttled", "backoff", "stalled", "cancelling", "cleaning"]);
+  const LIVE = new Set(["pending", "running", "idle", "throttled", "backoff", "stalled", "cancelling", "cleaning"]);
   const TERMINAL = new Set(["completed", "cancelled", "failed"]);
 
   const $ = (id) => document.getElementById(id);
