@@ -376,3 +376,28 @@ func TestStatusPage(t *testing.T) {
 		t.Errorf("console errors:\n%s", strings.Join(errs, "\n"))
 	}
 }
+
+// TestStatusPageBadLink: a link to the page whose job part is not valid
+// percent-encoding (cut short, or typed by hand) opens the page all the
+// same, on no job, rather than stop it before its first refresh.
+func TestStatusPageBadLink(t *testing.T) {
+	path := os.Getenv("SLUICE_BROWSER")
+	if path == "" {
+		t.Skip("SKIPPED: SLUICE_BROWSER is not set; .ci/browser.sh installs Chromium and sets it")
+	}
+	storeSrv := httptest.NewServer(&store{})
+	t.Cleanup(storeSrv.Close)
+	_, adminAddr := serveSluice(t, "SLUICE_UPSTREAM_URL="+storeSrv.URL)
+	ctx := browser(t, path)
+	var cons console
+	cons.listen(ctx)
+	do(t, ctx, "loading the page", chromedp.Navigate("http://"+adminAddr+"/#job/load%E0%A4"))
+	waitFor(t, ctx, "the controller's phase", `document.getElementById('phase').textContent !== '…'`, 10*time.Second)
+	if hidden := eval[bool](t, ctx, `document.getElementById('job').hidden`); !hidden {
+		t.Errorf("the page opened a job for a link that names none")
+	}
+	do(t, ctx, "following another bad link", chromedp.Navigate("http://"+adminAddr+"/#job/%"))
+	if errs := cons.errors(nil); len(errs) > 0 {
+		t.Errorf("console errors:\n%s", strings.Join(errs, "\n"))
+	}
+}

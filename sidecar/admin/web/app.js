@@ -386,9 +386,21 @@
     if (tr && tr.dataset.job && !ev.target.closest("a")) location.hash = "#job/" + encodeURIComponent(tr.dataset.job);
   });
 
-  function selectFromHash() {
+  // jobFromHash is the job a link names, or null. A part that is not
+  // valid percent-encoding (a link cut short) names none: decoding it
+  // throws, which would stop the page before its first refresh.
+  function jobFromHash() {
     const m = location.hash.match(/^#job\/(.+)$/);
-    const id = m ? decodeURIComponent(m[1]) : null;
+    if (!m) return null;
+    try {
+      return decodeURIComponent(m[1]);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function selectFromHash() {
+    const id = jobFromHash();
     if (id !== page.selected) {
       page.selected = id;
       page.job = null;
