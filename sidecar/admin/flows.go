@@ -1,8 +1,10 @@
 package admin
 
 import (
+	"cmp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/sluice-dev/sluice/limiter"
 	"github.com/sluice-dev/sluice/state"
@@ -90,19 +92,44 @@ func (s *API) flows(snap limiter.Snapshot) []limiter.FlowStats {
 // added: their queued writes, and their mean and longest waits on top of
 // the store's (a write waits in its scopes' queues, then in the store's).
 // A job that waits only in a scope gets a row of its own, with no share.
+//
+// The scopes' mean waits are each over that scope's writes only: a job
+// writing to two tables, each write to one, would show twice its wait if
+// they were added. Their total wait is spread over the job's writes (its
+// grants in the store's limiter; in its scopes' while the store has
+// granted it none), which also counts in full the wait of a write that
+// went through several scopes.
 func addScopeWaits(flows []limiter.FlowStats, scopes []limiter.ScopeStatus) []limiter.FlowStats {
 	out := slices.Clone(flows)
+	find := func(key string) (int, bool) {
+		return slices.BinarySearchFunc(out, key, func(g limiter.FlowStats, k string) int { return strings.Compare(g.Key, k) })
+	}
+	type scoped struct {
+		wait   time.Duration // summed over the scopes' grants
+		grants uint64
+	}
+	waits := map[string]scoped{}
 	for _, sc := range scopes {
 		for _, f := range sc.Flows {
-			i, ok := slices.BinarySearchFunc(out, f.Key, func(g limiter.FlowStats, k string) int { return strings.Compare(g.Key, k) })
+			i, ok := find(f.Key)
 			if !ok {
 				out = slices.Insert(out, i, limiter.FlowStats{Key: f.Key, Class: f.Class, Weight: f.Weight})
 			}
 			g := &out[i]
 			g.Queued += f.Queued
 			g.QueuedCost += f.QueuedCost
-			g.MeanWait += f.MeanWait
 			g.MaxWait += f.MaxWait
+			w := waits[f.Key]
+			w.wait += f.MeanWait * time.Duration(f.Grants)
+			w.grants += f.Grants
+			waits[f.Key] = w
+		}
+	}
+	for key, w := range waits {
+		i, _ := find(key)
+		g := &out[i]
+		if writes := cmp.Or(g.Grants, w.grants); writes > 0 {
+			g.MeanWait += w.wait / time.Duration(writes)
 		}
 	}
 	return out

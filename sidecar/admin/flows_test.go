@@ -16,8 +16,8 @@ func TestAddScopeWaits(t *testing.T) {
 	}
 	scopes := []limiter.ScopeStatus{
 		{Scope: "orders", Snapshot: limiter.Snapshot{Flows: []limiter.FlowStats{
-			{Key: "backfill", Queued: 40, MeanWait: 3 * time.Second, MaxWait: 9 * time.Second},
-			{Key: "audit", Queued: 2, MeanWait: time.Second, MaxWait: time.Second},
+			{Key: "backfill", Queued: 40, Grants: 4, MeanWait: 3 * time.Second, MaxWait: 9 * time.Second},
+			{Key: "audit", Queued: 2, Grants: 1, MeanWait: time.Second, MaxWait: time.Second},
 		}}},
 	}
 	got := addScopeWaits(store, scopes)
@@ -35,5 +35,27 @@ func TestAddScopeWaits(t *testing.T) {
 	}
 	if store[0].Queued != 0 {
 		t.Error("addScopeWaits changed its input")
+	}
+}
+
+// TestAddScopeWaitsAcrossScopes: a job whose writes go to two throttled
+// tables, each write to one of them, waits there as long as the writes to
+// either: the scopes' waits are spread over the job's writes, not added
+// up as if each write had waited in both.
+func TestAddScopeWaitsAcrossScopes(t *testing.T) {
+	store := []limiter.FlowStats{{Key: "backfill", Share: 1, Grants: 10, MeanWait: 5 * time.Millisecond}}
+	scope := func(name string, grants uint64, wait time.Duration) limiter.ScopeStatus {
+		return limiter.ScopeStatus{Scope: name, Snapshot: limiter.Snapshot{Flows: []limiter.FlowStats{
+			{Key: "backfill", Grants: grants, MeanWait: wait, MaxWait: wait},
+		}}}
+	}
+	got := addScopeWaits(store, []limiter.ScopeStatus{scope("orders", 5, 100*time.Millisecond), scope("events", 5, 100*time.Millisecond)})
+	if want := 105 * time.Millisecond; len(got) != 1 || got[0].MeanWait != want {
+		t.Errorf("flows %+v: mean wait %v, want %v (5ms in the store's queue, 100ms in either table's)", got, got[0].MeanWait, want)
+	}
+	// A write to both tables (one batch) waits in each: its waits add up.
+	got = addScopeWaits([]limiter.FlowStats{{Key: "backfill", Grants: 5}}, []limiter.ScopeStatus{scope("orders", 5, 100*time.Millisecond), scope("events", 5, 100*time.Millisecond)})
+	if want := 200 * time.Millisecond; got[0].MeanWait != want {
+		t.Errorf("writes to both tables: mean wait %v, want %v", got[0].MeanWait, want)
 	}
 }
