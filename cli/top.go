@@ -209,10 +209,17 @@ func (t *topView) screen(d topData, now time.Time) string {
 		controller += fmt.Sprintf(", last throttle %s ago (%s)", now.Sub(l.LastThrottle).Round(time.Second), l.LastReason)
 	}
 	row("controller", controller)
-	full := t.scale(l.RateLimit)
+	// In bytes the limit and the acknowledged writes have no common
+	// scale: only the limit gets a bar.
+	bytesUnit := s.RateUnit == "bytes"
+	full := t.scale(l.RateLimit, !bytesUnit)
 	row("sluice limit", fmt.Sprintf("%-16s %s", perSecond(l.RateLimit, s.RateUnit), bar(l.RateLimit, full)))
 	if p, ok := t.last(); ok {
-		row("acknowledged", fmt.Sprintf("%-16s %s", perSecond(p.Acknowledged, "requests"), bar(p.Acknowledged, full)))
+		acked := perSecond(p.Acknowledged, "requests")
+		if !bytesUnit {
+			acked = fmt.Sprintf("%-16s %s", acked, bar(p.Acknowledged, full))
+		}
+		row("acknowledged", acked)
 		row("throttled", fmt.Sprintf("%.1f/s", p.Throttled))
 	} else {
 		row("acknowledged", "- (no history yet)")
@@ -276,12 +283,16 @@ func (t *topView) line(d topData, now time.Time) string {
 		acked, throttled, l.Queued, orDash(strings.Join(jobs, ",")))
 }
 
-// scale is the bars' full width: the largest limit or goodput seen in
-// the kept history, rounded up, so the bars compare with each other.
-func (t *topView) scale(rateLimit float64) float64 {
+// scale is the bars' full width: the largest limit, or goodput with
+// withAcked, seen in the kept history, rounded up, so the bars compare
+// with each other.
+func (t *topView) scale(rateLimit float64, withAcked bool) float64 {
 	m := rateLimit
 	for _, p := range t.points {
-		m = max(m, p.RateLimit, p.Acknowledged)
+		m = max(m, p.RateLimit)
+		if withAcked {
+			m = max(m, p.Acknowledged)
+		}
 	}
 	if m <= 0 {
 		return 1

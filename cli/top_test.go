@@ -229,3 +229,31 @@ func TestTopJobsUnreadable(t *testing.T) {
 		t.Errorf("top --once with /v1/jobs failing: exit %d, stdout %q, stderr %q; want 1 and the failure named", code, out.String(), errs.String())
 	}
 }
+
+// TestTopBytesUnit: with SLUICE_RATE_UNIT=bytes the limit is in bytes per
+// second and the acknowledged writes in writes per second: no bar puts
+// one on the other's scale.
+func TestTopBytesUnit(t *testing.T) {
+	st := admin.Status{RateUnit: "bytes", Limiter: admin.LimiterStatus{Phase: "steady", RateLimit: 4e6}}
+	tv := &topView{client: &adminClient{base: "http://127.0.0.1:9090"}}
+	tv.add([]admin.Point{{T: 1, Acknowledged: 900, RateLimit: 4e6}, {T: 2, Acknowledged: 1000, RateLimit: 4e6}})
+	screen := tv.screen(topData{status: st}, time.Unix(2, 0))
+	var limit, acked string
+	for _, l := range strings.Split(screen, "\n") {
+		switch f := strings.Fields(l); {
+		case len(f) > 1 && f[0] == "sluice" && f[1] == "limit":
+			limit = l
+		case len(f) > 0 && f[0] == "acknowledged":
+			acked = l
+		}
+	}
+	if !strings.Contains(limit, "4000000 bytes/s  [") {
+		t.Errorf("the limit: %q, want its bar", limit)
+	}
+	if strings.Contains(acked, "[") {
+		t.Errorf("acknowledged writes drawn on the bytes limit's scale: %q", acked)
+	}
+	if !strings.Contains(acked, "1000.0 writes/s") {
+		t.Errorf("acknowledged: %q, want 1000.0 writes/s", acked)
+	}
+}
