@@ -192,7 +192,13 @@ func methodNotAllowedAsJSON(mux *http.ServeMux) http.Handler {
 func (s *API) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	hb := s.d.Limiter.Snapshot().Heartbeat
 	age := time.Since(hb)
-	if hb.IsZero() || age > s.cfg.HeartbeatMaxAge {
+	if hb.IsZero() {
+		// No heartbeat to count from: the age would be the longest
+		// duration there is.
+		apierror.Write(w, http.StatusServiceUnavailable, "control_loop_stuck", "the control loop has not run yet", nil)
+		return
+	}
+	if age > s.cfg.HeartbeatMaxAge {
 		apierror.Write(w, http.StatusServiceUnavailable, "control_loop_stuck",
 			"the control loop has not run for "+age.Round(time.Millisecond).String(), nil)
 		return
