@@ -14,6 +14,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/sluice-dev/sluice/state"
 )
 
 // writeOnce sends write id through h once, as a loader that does not retry
@@ -262,6 +264,48 @@ func TestHoldEndsAtShutdown(t *testing.T) {
 				}
 				if attempts, _ := store.counts(); attempts != 1 {
 					t.Errorf("%d attempts, want the one before shutdown", attempts)
+				}
+			})
+		})
+	}
+}
+
+// Shutdown ends a wait for a held job too: a write waiting for the probe
+// slot of its job, held in backoff by the store's Retry-After, when
+// sluice begins to shut down is answered at once with the pushback
+// status and a Retry-After, as a write waiting in the limiter's queue is,
+// not when the slot comes (here 50s on), which may be past the drain,
+// where its connection would be cut: admitted then, it would get no
+// permit anyway.
+func TestJobBackoffWaitEndsAtShutdown(t *testing.T) {
+	for _, wait := range []string{"QUEUE_TIMEOUT=5m", "HOLD_MAX=5m"} {
+		t.Run(wait, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				store := newOutageStore()
+				store.throttleUntil, store.retryAfter = time.Now().Add(time.Hour), "50"
+				s := newStoreServer(t, store, nil, wait, "RETRY_MAX=1", "PUSHBACK_STATUS=503")
+				for {
+					if v, err := s.jobs.Get("default"); err == nil && v.State == state.Backoff {
+						break
+					}
+					if attempts, _ := store.counts(); attempts > 20 {
+						t.Fatalf("the job is not held after %d throttled attempts", attempts)
+					}
+					writeOnce(s.ProxyHandler(), context.Background(), http.MethodPut, "w", "x")
+					time.Sleep(time.Second)
+				}
+				before, _ := store.counts()
+				done := make(chan answer, 1)
+				go func() { done <- writeOnce(s.ProxyHandler(), context.Background(), http.MethodPut, "held", "x") }()
+				synctest.Wait() // waiting for the job's probe slot
+				closed := time.Now()
+				s.closeWaits()
+				a := <-done
+				if took := a.at.Sub(closed); took > time.Second || a.status != http.StatusServiceUnavailable || a.body.Error != "shutting_down" || a.retryAfter != "1" {
+					t.Errorf("%d %+v Retry-After %q %v after shutdown began, want 503 shutting_down with a Retry-After of 1 at once", a.status, a.body, a.retryAfter, took)
+				}
+				if attempts, _ := store.counts(); attempts != before {
+					t.Errorf("%d attempts, want the %d before shutdown", attempts, before)
 				}
 			})
 		})

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-dev/sluice/limiter"
 	"github.com/sluice-dev/sluice/sidecar/classify"
 	"github.com/sluice-dev/sluice/sidecar/proxy"
 	"github.com/sluice-dev/sluice/state"
@@ -68,10 +69,26 @@ func actionFromEnv(u, method, command string) *state.ActionSpec {
 }
 
 // jobsAdapter lets the proxy report to the job manager.
-type jobsAdapter struct{ m *state.Manager }
+type jobsAdapter struct {
+	m        *state.Manager
+	draining context.Context // ends when the drain begins (Server.closeWaits)
+}
 
+// Admit admits a write for job. A write still waiting for its held job's
+// probe slot when the drain begins is refused with limiter.ErrClosed, as
+// one waiting in the limiter's queue is: admitted later it would get no
+// permit anyway, and its slot may come after the drain, when its
+// connection is cut. A write admitted before keeps its context.
 func (a jobsAdapter) Admit(ctx context.Context, job string, maxWait time.Duration) (context.Context, func(), error) {
-	return a.m.AdmitWithin(ctx, job, maxWait)
+	wctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(a.draining, func() { cancel(limiter.ErrClosed) })
+	actx, release, err := a.m.AdmitWithin(wctx, job, maxWait)
+	if !stop() && err == nil {
+		// Admitted as the drain began: its context has just ended.
+		release()
+		return nil, nil, limiter.ErrClosed
+	}
+	return actx, release, err
 }
 
 // FlowSettings lets the proxy place a registered job's writes in the

@@ -63,6 +63,11 @@ type Server struct {
 	stopOnce sync.Once
 	stopCh   chan struct{}
 
+	// draining ends when closeWaits begins the drain: writes waiting for
+	// their held job's probe slot are refused then (jobsAdapter).
+	draining    context.Context
+	endAdmWaits context.CancelFunc
+
 	fleet *fleetPart // nil unless fleet mode is on (fleet.go)
 }
 
@@ -98,6 +103,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		started: time.Now(),
 		stopCh:  make(chan struct{}),
 	}
+	s.draining, s.endAdmWaits = context.WithCancel(context.Background())
 	lcfg := limiter.Config{
 		InitialRate:        cfg.InitialRate,
 		MinRate:            cfg.MinRate,
@@ -167,7 +173,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		Limiter:    lim,
 		Scopes:     s.scopes,
 		Budget:     s.budget,
-		Jobs:       jobsAdapter{jobs},
+		Jobs:       jobsAdapter{jobs, s.draining},
 		Auth:       a,
 		Registerer: bothRegisterer{reg, counters},
 		Logger:     log,
@@ -301,14 +307,12 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 			runErr = err
 		}
 	}
-	// Writes still queued get 503 at once rather than holding up the
-	// drain; in-flight ones drain for up to SLUICE_SHUTDOWN_TIMEOUT (the
+	// Writes still waiting (for a send slot, or for their held job's
+	// probe slot) get the pushback status at once rather than holding up
+	// the drain; in-flight ones drain for up to SLUICE_SHUTDOWN_TIMEOUT (the
 	// admin port stays up so status can be read meanwhile); then the loops
 	// stop and job state is flushed.
-	s.lim.Close()
-	if s.scopes != nil {
-		s.scopes.Close() // writes waiting on a throttled scope too
-	}
+	s.closeWaits()
 	stopProxy()
 	if !proxyDone {
 		keep(<-proxyErr)
@@ -341,10 +345,7 @@ func (s *Server) StartLoops() (stop func()) {
 	}
 	loops.Go(func() { s.runFleet(ctx) })
 	return func() {
-		s.lim.Close()
-		if s.scopes != nil {
-			s.scopes.Close()
-		}
+		s.closeWaits()
 		s.proxy.Close()
 		cancel()
 		loops.Wait()
@@ -352,6 +353,17 @@ func (s *Server) StartLoops() (stop func()) {
 			s.log.Error("flushing job state", "err", err)
 		}
 	}
+}
+
+// closeWaits begins a shutdown's drain: the writes waiting for a send
+// slot, the store's or a throttled scope's, or for their held job's probe
+// slot, are refused at once (and any that would wait later).
+func (s *Server) closeWaits() {
+	s.lim.Close()
+	if s.scopes != nil {
+		s.scopes.Close()
+	}
+	s.endAdmWaits()
 }
 
 // controlLoop steps the controller every SLUICE_CONTROL_INTERVAL. It is also

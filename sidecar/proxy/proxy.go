@@ -434,6 +434,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			apierror.Write(w, ex.status, "client_closed_request", "the loader's connection was closed or broke while its write waited", map[string]any{"job": ex.job})
 			return
 		}
+		if errors.Is(err, limiter.ErrClosed) {
+			// Shutting down while it waited: the same answer as a write
+			// refused a send slot then.
+			p.answerError(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)), p.pushback(ex, reasonClosed, 0))
+			return
+		}
 		if holdable && errors.Is(err, context.DeadlineExceeded) {
 			ex.holdUntil = ex.arrived.Add(p.hold)
 			p.answerError(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)), p.pushback(ex, reasonHoldExpired, 0))
