@@ -129,15 +129,16 @@ func (s *Scopes) Throttle(scope string, rate float64, conc int, smp Sample) *Con
 }
 
 // ThrottleFrom is Throttle with the limits of store, the limiter of the
-// store the scope is part of (which the attempt passed): its rate and
-// slots, and what it has learned of the store's latency, which holds for
-// each of its parts. A scope's limiter that had to learn again that the
-// store's latency grows with its load would cut its slots on that
-// latency, and lose a fifth of the goodput for a window or two, as the
-// store's did before it.
+// store the scope is part of (which the attempt passed): the rate it
+// sends at (its ceiling, if that is lower than its limit: what the scope's
+// writes had), its slots, and what it has learned of the store's latency,
+// which holds for each of its parts. A scope's limiter that had to learn
+// again that the store's latency grows with its load would cut its slots
+// on that latency, and lose a fifth of the goodput for a window or two, as
+// the store's did before it.
 func (s *Scopes) ThrottleFrom(scope string, store *Controller, smp Sample) *Controller {
 	store.mu.Lock()
-	rate, conc, lat := store.rate.v, store.concLimit(), store.latencySeedLocked()
+	rate, conc, lat := store.sendRateLocked(store.cfg.Now()), store.concLimit(), store.latencySeedLocked()
 	store.mu.Unlock()
 	return s.throttle(scope, rate, conc, lat, smp)
 }

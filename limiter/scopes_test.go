@@ -271,3 +271,22 @@ func TestScopeLearnsTheStoresLatency(t *testing.T) {
 		}
 	}
 }
+
+// TestScopeStartsAtTheStoresSendRate: under a ceiling (a fleet's lease)
+// the store's writes went out at the ceiling, not at its adapted limit;
+// a scope throttled there starts from the ceiling, or its limiter would
+// hold nothing back until the store throttled it again.
+func TestScopeStartsAtTheStoresSendRate(t *testing.T) {
+	s, clk := newTestScopes(t, 4)
+	store, err := New(Config{InitialRate: 1000, MinRate: 1, MaxRate: 10_000, InitialConcurrency: 8, MaxConcurrency: 64, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetCeiling(100, clk.now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	snap := s.ThrottleFrom("orders", store, scopeThrottle).Snapshot()
+	if snap.Rate > 100*decreaseFactor || snap.LastMaxRate > 100 {
+		t.Errorf("scope throttled at the store's ceiling of 100/s: rate %.1f, throttle point %.1f; want a cut from 100", snap.Rate, snap.LastMaxRate)
+	}
+}
