@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -45,7 +46,8 @@ type ScopesConfig struct {
 // At most Max scopes have a limiter: a new scope evicts the least
 // recently used one (used: returned by Get, or throttled), and Evictions
 // counts it. An evicted or retired limiter is dropped, not closed: writes
-// waiting in it or holding its permits finish as if it were still there.
+// waiting in it or holding its permits finish as if it were still there,
+// Close included.
 //
 // Scopes starts no goroutine and is safe for concurrent use.
 type Scopes struct {
@@ -58,7 +60,8 @@ type Scopes struct {
 
 	evictions uint64
 	retired   uint64
-	closed    bool // Close was called: every limiter, old or new, is closed
+	closed    bool          // Close was called: every limiter, old or new, is closed
+	dropped   []*Controller // evicted with writes waiting in them, until they have none: Close closes them too
 }
 
 type scopeEntry struct {
@@ -156,6 +159,13 @@ func (s *Scopes) throttle(scope string, rate float64, conc int, lat latencySeed,
 	return e.c
 }
 
+// queued returns the number of writes waiting in c's queue.
+func (c *Controller) queued() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.q.n
+}
+
 // latencySeed is what a limiter has learned of its store's latency (see
 // updateLatencyLocked and adoptLatencyLocked); the zero value is nothing.
 type latencySeed struct {
@@ -198,8 +208,12 @@ func (c *Controller) seedThrottle(smp Sample, lat latencySeed) {
 // at Max. Requires that s.mu is held.
 func (s *Scopes) addLocked(scope string, rate float64, conc int) *scopeEntry {
 	if len(s.m) >= s.cfg.Max {
+		old := s.lru.prev.c
 		s.removeLocked(s.lru.prev)
 		s.evictions++
+		if old.queued() > 0 {
+			s.dropped = append(s.dropped, old)
+		}
 	}
 	cfg := s.cfg.Limiter
 	cfg.InitialRate = min(max(rate, cfg.MinRate), cfg.MaxRate)
@@ -259,6 +273,7 @@ func (s *Scopes) Tick(now time.Time) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.dropped = slices.DeleteFunc(s.dropped, func(c *Controller) bool { return c.queued() == 0 })
 	for _, e := range entries {
 		if s.m[e.name] != e || now.Sub(e.throttledAt) < s.cfg.RetireAfter {
 			continue
@@ -320,15 +335,18 @@ func (s *Scopes) Status() ([]ScopeStatus, ScopesStats) {
 }
 
 // Close closes every scope's limiter (Controller.Close: its waiters get
-// ErrClosed, as the store's do at shutdown), and every limiter a later
-// Throttle makes.
+// ErrClosed, as the store's do at shutdown), those evicted with writes
+// still waiting in them included, and every limiter a later Throttle
+// makes.
 func (s *Scopes) Close() {
 	s.mu.Lock()
 	s.closed = true
-	cs := make([]*Controller, 0, len(s.m))
+	cs := make([]*Controller, 0, len(s.m)+len(s.dropped))
 	for _, e := range s.m {
 		cs = append(cs, e.c)
 	}
+	cs = append(cs, s.dropped...)
+	s.dropped = nil
 	s.mu.Unlock()
 	for _, c := range cs {
 		c.Close()

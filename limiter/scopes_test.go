@@ -1,8 +1,10 @@
 package limiter
 
 import (
+	"context"
 	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -289,4 +291,45 @@ func TestScopeStartsAtTheStoresSendRate(t *testing.T) {
 	if snap.Rate > 100*decreaseFactor || snap.LastMaxRate > 100 {
 		t.Errorf("scope throttled at the store's ceiling of 100/s: rate %.1f, throttle point %.1f; want a cut from 100", snap.Rate, snap.LastMaxRate)
 	}
+}
+
+// TestScopesCloseReachesEvictedLimiters: a write waiting in a scope's
+// limiter when a new scope evicts it is refused at Close like every other
+// waiting write, not left waiting out the pause while shutdown drains.
+func TestScopesCloseReachesEvictedLimiters(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, err := NewScopes(ScopesConfig{
+			Limiter: Config{InitialRate: 100, MinRate: 1, MaxRate: 10_000, MaxConcurrency: 64},
+			Max:     1,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Paused for a minute by the store's Retry-After.
+		a := s.Throttle("a", 100, 4, Sample{Outcome: Congested, Reason: "s3_slowdown", RetryAfter: time.Minute})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() {
+			p, err := a.Acquire(ctx, 1)
+			if p != nil {
+				p.Done(Sample{Outcome: Neutral})
+			}
+			errc <- err
+		}()
+		synctest.Wait()
+		s.Throttle("b", 100, 4, scopeThrottle) // evicts a, its write still waiting
+		s.Close()
+		synctest.Wait()
+		select {
+		case err := <-errc:
+			if err != ErrClosed {
+				t.Errorf("the write waiting in an evicted scope: %v, want ErrClosed", err)
+			}
+		default:
+			t.Error("Close left a write waiting in an evicted scope's limiter")
+			cancel()
+			<-errc
+		}
+	})
 }
