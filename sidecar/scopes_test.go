@@ -455,3 +455,26 @@ func TestScopedThrottleEndsTheStoresColdStart(t *testing.T) {
 		}
 	})
 }
+
+// TestScopesReadTheLoadersPath: with a path in SLUICE_UPSTREAM_URL (a
+// gateway's prefix), a write's scope is still read from the path the
+// loader wrote to, not from the prefix every write shares: a 429 of
+// /a/write throttles scope "a", and writes to /b/write pass no limiter
+// of it.
+func TestScopesReadTheLoadersPath(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			if strings.HasPrefix(r.URL.Path, "/ingest/a/") {
+				w.WriteHeader(http.StatusTooManyRequests)
+				return
+			}
+			_, _ = io.WriteString(w, `{}`)
+		})
+		s := newTestServer(t, store, "UPSTREAM_URL=http://store.test/ingest", "SCOPE_GENERIC=path", "RETRY_MAX=0")
+		send(s.ProxyHandler(), context.Background(), http.MethodPost, "/a/write", `{}`)
+		if got := s.scopes.Names(); len(got) != 1 || got[0] != "a" {
+			t.Errorf("scopes after a 429 of /a/write behind /ingest: %q, want [a]", got)
+		}
+	})
+}

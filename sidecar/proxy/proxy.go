@@ -357,6 +357,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 type exchange struct {
 	job       string
 	method    string
+	path      string // the loader's URL path, before the upstream's path is joined to it: what its scopes are read from
 	cost      float64
 	permit    *limiter.Permit      // the first attempt's, taken at admission
 	scopes    classify.WriteScopes // the scopes the write takes from (see scopes.go)
@@ -400,7 +401,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if job == "" {
 		job = p.defaultJob
 	}
-	ex := &exchange{job: job, method: r.Method, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), w: w, arrived: time.Now()}
+	ex := &exchange{job: job, method: r.Method, path: r.URL.Path, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), w: w, arrived: time.Now()}
 	defer func() { p.m.request(ex.status) }()
 	if !state.ValidJobID(job) {
 		ex.status = http.StatusBadRequest
@@ -686,7 +687,9 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 	defer p.bodyDone(ex)
 	ex.cost = p.cost(out, ex)
 	if p.scopes != nil {
-		p.profile.Scopes(p.scopeRules, classify.Request{Method: out.Method, Path: out.URL.Path, RawQuery: out.URL.RawQuery, Header: out.Header},
+		// The loader's path: a path in SLUICE_UPSTREAM_URL (a gateway's
+		// prefix) is every write's, and would be every write's scope.
+		p.profile.Scopes(p.scopeRules, classify.Request{Method: out.Method, Path: ex.path, RawQuery: out.URL.RawQuery, Header: out.Header},
 			ex.job, ex.body.buf, &ex.scopes)
 	}
 	if p.hold > 0 && ex.retryable {
