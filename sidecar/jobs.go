@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,23 +70,16 @@ func actionFromEnv(u, method, command string) *state.ActionSpec {
 }
 
 // jobsAdapter lets the proxy report to the job manager.
-type jobsAdapter struct {
-	m        *state.Manager
-	draining context.Context // ends when the drain begins (Server.closeWaits)
-}
+type jobsAdapter struct{ m *state.Manager }
 
 // Admit admits a write for job. A write still waiting for its held job's
-// probe slot when the drain begins is refused with limiter.ErrClosed, as
-// one waiting in the limiter's queue is: admitted later it would get no
-// permit anyway, and its slot may come after the drain, when its
-// connection is cut. A write admitted before keeps its context.
+// probe slot when the drain begins (Server.closeWaits) is refused with
+// limiter.ErrClosed, as one waiting in the limiter's queue is: admitted
+// later it would get no permit anyway, and its slot may come after the
+// drain, when its connection is cut.
 func (a jobsAdapter) Admit(ctx context.Context, job string, maxWait time.Duration) (context.Context, func(), error) {
-	wctx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(a.draining, func() { cancel(limiter.ErrClosed) })
-	actx, release, err := a.m.AdmitWithin(wctx, job, maxWait)
-	if !stop() && err == nil {
-		// Admitted as the drain began: its context has just ended.
-		release()
+	actx, release, err := a.m.AdmitWithin(ctx, job, maxWait)
+	if errors.Is(err, state.ErrDraining) {
 		return nil, nil, limiter.ErrClosed
 	}
 	return actx, release, err

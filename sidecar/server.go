@@ -63,11 +63,6 @@ type Server struct {
 	stopOnce sync.Once
 	stopCh   chan struct{}
 
-	// draining ends when closeWaits begins the drain: writes waiting for
-	// their held job's probe slot are refused then (jobsAdapter).
-	draining    context.Context
-	endAdmWaits context.CancelFunc
-
 	fleet *fleetPart // nil unless fleet mode is on (fleet.go)
 }
 
@@ -103,7 +98,6 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		started: time.Now(),
 		stopCh:  make(chan struct{}),
 	}
-	s.draining, s.endAdmWaits = context.WithCancel(context.Background())
 	lcfg := limiter.Config{
 		InitialRate:        cfg.InitialRate,
 		MinRate:            cfg.MinRate,
@@ -173,7 +167,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		Limiter:    lim,
 		Scopes:     s.scopes,
 		Budget:     s.budget,
-		Jobs:       jobsAdapter{jobs, s.draining},
+		Jobs:       jobsAdapter{jobs},
 		Auth:       a,
 		Registerer: bothRegisterer{reg, counters},
 		Logger:     log,
@@ -363,7 +357,7 @@ func (s *Server) closeWaits() {
 	if s.scopes != nil {
 		s.scopes.Close()
 	}
-	s.endAdmWaits()
+	s.jobs.Drain()
 }
 
 // controlLoop steps the controller every SLUICE_CONTROL_INTERVAL. It is also

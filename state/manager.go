@@ -90,6 +90,9 @@ type Manager struct {
 	jobs   map[string]*entry
 	live   int // non-terminal jobs
 	closed bool
+	// draining: a shutdown's drain began; a write that would wait for
+	// its held job's probe slot is refused (Drain).
+	draining bool
 	// forgotten are idle jobs dropped to make room (makeRoomLocked) whose
 	// records are still to be deleted from the store.
 	forgotten []string
@@ -536,6 +539,28 @@ func (m *Manager) prune(listed map[string]time.Time) {
 	m.mu.Unlock()
 }
 
+// Drain begins a shutdown's drain: a write that waits, or would wait, for
+// its held job's probe slot gets ErrDraining at once, since the drain may
+// end before its slot comes. Writes admitted already, and writes to jobs
+// that are not held, go on as before.
+func (m *Manager) Drain() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.draining = true
+	m.wakeWaitersLocked()
+}
+
+// wakeWaitersLocked wakes every admission waiting for its job to change,
+// to look again. Requires that m.mu is held.
+func (m *Manager) wakeWaitersLocked() {
+	for _, e := range m.jobs {
+		if e.waiters > 0 {
+			close(e.changed)
+			e.changed = make(chan struct{})
+		}
+	}
+}
+
 // Close stops running actions and probes (an interrupted action resumes at
 // the next start, since the job's record still says cancelling or
 // cleaning), flushes every record and closes the store.
@@ -546,12 +571,7 @@ func (m *Manager) Close() error {
 		return nil
 	}
 	m.closed = true
-	for _, e := range m.jobs {
-		if e.waiters > 0 {
-			close(e.changed)
-			e.changed = make(chan struct{})
-		}
-	}
+	m.wakeWaitersLocked()
 	m.mu.Unlock()
 	m.cancel()
 	m.wg.Wait()
@@ -939,6 +959,11 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 			// e.job is read under m.mu only: a tick may replace it. A job
 			// held without a probe slot (a stream being cleaned up before
 			// it reopens) waits for its change, asking again every second.
+			if m.draining {
+				m.mu.Unlock()
+				m.finish(fx)
+				return nil, nil, fmt.Errorf("state: job %q held in %s: %w", id, e.job.State, ErrDraining)
+			}
 			ch, wait, held := e.changed, time.Second, e.job.State
 			if e.job.Hold {
 				wait = e.job.ProbeAt().Sub(now)

@@ -265,6 +265,7 @@ var (
 	ErrTooManyJobs  = errors.New("state: too many live jobs")                                                                  // 429
 	ErrNotFound     = errors.New("state: no such job")                                                                         // 404
 	ErrClosed       = errors.New("state: manager closed")                                                                      // 503
+	ErrDraining     = errors.New("state: shutting down: a held job's writes are not waited for")                               // the proxy's pushback
 	ErrNotDurable   = errors.New("state: not recorded in the store")                                                           // 503: the request (cancel, reopen, delete) did not take effect; retry
 )
 
