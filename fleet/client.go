@@ -120,11 +120,12 @@ type Config struct {
 	Capacity float64
 	// InitialRate, MinRate and MaxRate are the sidecar's (limiter.Config):
 	// a new fleet starts from its members' initial rates, never gives a
-	// member less than MinRate, and a member's first report, before it
-	// knows its load, claims MaxRate. MinRate must be > 0; MaxRate 0 means
+	// member less than MinRate, and a member's reports in its first
+	// Refresh, before it knows its load, claim MaxRate. MinRate must be > 0; MaxRate 0 means
 	// DefaultMaxRate.
 	InitialRate, MinRate, MaxRate float64
-	// Refresh is the period of the calls to Redis (jittered ±10%); 0 means
+	// Refresh is the period of the calls to Redis (jittered ±10%; a
+	// quarter of it while the member waits for its share); 0 means
 	// DefaultRefresh.
 	Refresh time.Duration
 	// Timeout is each call's deadline; 0 means Refresh/2, at most 500ms.
@@ -220,7 +221,8 @@ func MemberID() string {
 }
 
 // Client is one sidecar's membership of a fleet: a loop that, about once
-// per Refresh, reports the sidecar's demand to Redis in one script call
+// per Refresh (a quarter of that while the others have yet to give back
+// its share), reports the sidecar's demand to Redis in one script call
 // with a short deadline, and sets the lease it gets as a ceiling on the
 // sidecar's limiter. It never runs on the write path: a write never waits
 // for Redis.
@@ -306,9 +308,10 @@ func New(cfg Config, rdb redis.Scripter, local Local) (*Client, error) {
 // Member returns this sidecar's id in the fleet.
 func (c *Client) Member() string { return c.cfg.Member }
 
-// Run refreshes at once and then about every Refresh until ctx ends, then
-// leaves the fleet (one call with its own deadline), so that the others
-// get this sidecar's share at their next refresh. Beside the refreshes, a
+// Run refreshes at once and then about every Refresh (a quarter of that
+// while it waits for its share, see interval) until ctx ends, then leaves
+// the fleet (one call with its own deadline), so that the others get this
+// sidecar's share at their next refresh. Beside the refreshes, a
 // watcher steps down the ladder when the lease (or the safe share) runs
 // out unrenewed, at that moment rather than at the next refresh, which
 // may be waiting on a Redis that does not answer: the limiter is never
