@@ -919,7 +919,8 @@ func (m *Manager) makeRoomLocked(newID string) bool {
 // ended (after Observe).
 //
 // Errors: ErrInvalidJobID, ErrTooManyJobs, *NotAcceptingError (cancelling,
-// cleaning or terminal), ErrClosed, or ctx's error while held.
+// cleaning or terminal), ErrClosed, ErrDraining (held, once Drain was
+// called), or ctx's error while held.
 func (m *Manager) Admit(ctx context.Context, id string) (context.Context, func(), error) {
 	return m.AdmitWithin(ctx, id, 0)
 }

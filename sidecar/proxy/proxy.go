@@ -44,8 +44,11 @@ const HeaderAttempts = "X-Sluice-Attempts"
 type Jobs interface {
 	// Admit is called before a write for job is forwarded. The context it
 	// returns is cancelled when the job is cancelled; release is called when
-	// the write ends. Its errors become the loader's 4xx (see writeAdmitError).
-	// A held job's write waits at most maxWait.
+	// the write ends. Its errors become the loader's answer
+	// (apierror.WriteJob), but for limiter.ErrClosed: a held job's write
+	// refused because sluice is shutting down, answered as a write refused
+	// a send slot then (sluice's pushback, shutting_down). A held job's
+	// write waits at most maxWait.
 	Admit(ctx context.Context, job string, maxWait time.Duration) (context.Context, func(), error)
 	// Observe reports one upstream attempt's outcome.
 	Observe(job string, o Observation)
