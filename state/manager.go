@@ -563,7 +563,8 @@ func (m *Manager) wakeWaitersLocked() {
 
 // Close stops running actions and probes (an interrupted action resumes at
 // the next start, since the job's record still says cancelling or
-// cleaning), flushes every record and closes the store.
+// cleaning), flushes every record, deletes those of idle jobs forgotten
+// since the last tick, and closes the store.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -1234,7 +1235,9 @@ func (m *Manager) Cancel(id string, force bool, reason string) (JobView, error) 
 // Complete declares job id done: it becomes completed, with no cleanup.
 // A job that is cancelling, cleaning, cancelled or failed gives a
 // *TransitionError, and so does the default job, a stream, which never
-// completes; completing a completed job changes nothing.
+// completes; completing a completed job changes nothing but commits its
+// record, so that a complete retried after its commit failed succeeds
+// only once the record is written.
 func (m *Manager) Complete(id string) (JobView, error) {
 	return m.request(id, Event{Type: EvComplete})
 }
