@@ -91,7 +91,9 @@ type PageInfo struct {
 	Actions map[string]bool `json:"actions"`
 	// TokenRequired: SLUICE_ADMIN_TOKEN is set, so actions need it.
 	// Otherwise they are accepted from loopback callers only, and
-	// Loopback says whether this caller is one.
+	// Loopback says whether this caller is one that is trusted as such (a
+	// page loaded by a host name other than localhost is not: see
+	// refuseRebound).
 	TokenRequired bool `json:"token_required"`
 	Loopback      bool `json:"loopback"`
 }
