@@ -1,6 +1,7 @@
-// Package cli is the client side of the sluice command: `sluice status` and
-// `sluice jobs …`, which call a running sidecar's admin API and print what
-// it answers. It is a program that uses the library's types, not part of it.
+// Package cli is the client side of the sluice command: `sluice status`,
+// `sluice jobs …` and `sluice top`, which call a running sidecar's admin
+// API and print what it answers. It is a program that uses the library's
+// types, not part of it.
 package cli
 
 import (
