@@ -44,7 +44,8 @@ type Config struct {
 	// Source is the credential source: none, bearer-file, token-url or
 	// aws-sigv4. The empty string means none.
 	Source string `env:"UPSTREAM_AUTH" envDefault:"none"`
-	// Override replaces an Authorization header sent by the loader; when
+	// Override replaces an Authorization header sent by the loader (with
+	// aws-sigv4, the signature parameters of a presigned query too); when
 	// false, a request that already carries one (or an AWS presigned query)
 	// is forwarded unchanged.
 	Override bool `env:"AUTH_OVERRIDE" envDefault:"true"`
