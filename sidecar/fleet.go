@@ -46,8 +46,11 @@ func (c Config) validateFleet() []string {
 		}
 	}
 	if c.FleetRedisPasswordFile != "" {
-		if _, err := os.Stat(c.FleetRedisPasswordFile); err != nil {
+		// A FIFO or a device would block the read at startup for ever.
+		if fi, err := os.Stat(c.FleetRedisPasswordFile); err != nil {
 			bad("FLEET_REDIS_PASSWORD_FILE", "%v", err)
+		} else if !fi.Mode().IsRegular() {
+			bad("FLEET_REDIS_PASSWORD_FILE", "%s is not a regular file (mode %s)", c.FleetRedisPasswordFile, fi.Mode().Type())
 		}
 	}
 	if c.FleetResource != "" {
