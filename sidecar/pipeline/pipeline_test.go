@@ -298,6 +298,40 @@ func TestPipelineUnwrittenWriteIsBroken(t *testing.T) {
 	}
 }
 
+// frontAndStaged sends write a through pl and reads it at the store's end
+// of the connection (sc, read through br), then stages write b (its body
+// bBody) behind it, running b's round trip until bDone, its error in
+// *bErr. aDone gets a's answer.
+func frontAndStaged(t *testing.T, pl *Pipeline, lim *limiter.Controller, conns <-chan net.Conn, bBody string, timeout time.Duration) (a, b *limiter.Permit, aDone <-chan *http.Response, sc net.Conn, br *bufio.Reader, bDone <-chan struct{}, bErr *error) {
+	t.Helper()
+	ctx := context.Background()
+	a, _ = lim.AcquirePipelined(ctx, 1)
+	aCh := make(chan *http.Response, 1)
+	go func() {
+		resp, _, err := pl.RoundTrip(ctx, ctx, pipedRequest("a"), permit{a}, timeout)
+		if err != nil {
+			t.Error(err)
+		}
+		aCh <- resp
+	}()
+	sc = <-conns
+	br = bufio.NewReader(sc)
+	if _, err := http.ReadRequest(br); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = lim.AcquirePipelined(ctx, 1) // no slot: staged behind a
+	if b.Leader() != a {
+		t.Fatal("b not staged behind a")
+	}
+	var err error
+	done := make(chan struct{})
+	go func() {
+		_, _, err = pl.RoundTrip(ctx, ctx, pipedRequest(bBody), permit{b}, timeout)
+		close(done)
+	}()
+	return a, b, aCh, sc, br, done, &err
+}
+
 // An answer that closes its connection tells that the writes behind it
 // were not taken up, even when its body is still being read at its
 // deadline: they are sent again as BrokenErrors, not failed as writes the
@@ -305,31 +339,7 @@ func TestPipelineUnwrittenWriteIsBroken(t *testing.T) {
 func TestPipelineClosingAnswerUnreadAtItsDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		pl, lim, conns := pipedPipeline(t, 1)
-		ctx := context.Background()
-		a, _ := lim.AcquirePipelined(ctx, 1)
-		aDone := make(chan *http.Response, 1)
-		go func() {
-			resp, _, err := pl.RoundTrip(ctx, ctx, pipedRequest("a"), permit{a}, time.Second)
-			if err != nil {
-				t.Error(err)
-			}
-			aDone <- resp
-		}()
-		sc := <-conns
-		br := bufio.NewReader(sc)
-		if _, err := http.ReadRequest(br); err != nil {
-			t.Fatal(err)
-		}
-		b, _ := lim.AcquirePipelined(ctx, 1) // no slot: staged behind a
-		if b.Leader() != a {
-			t.Fatal("b not staged behind a")
-		}
-		var bErr error
-		bDone := make(chan struct{})
-		go func() {
-			_, _, bErr = pl.RoundTrip(ctx, ctx, pipedRequest("b"), permit{b}, time.Second)
-			close(bDone)
-		}()
+		a, b, aDone, sc, br, bDone, bErrp := frontAndStaged(t, pl, lim, conns, "b", time.Second)
 		if _, err := http.ReadRequest(br); err != nil { // b, in the store's socket
 			t.Fatal(err)
 		}
@@ -337,7 +347,7 @@ func TestPipelineClosingAnswerUnreadAtItsDeadline(t *testing.T) {
 		respA := <-aDone // its body is not read: the store sends no more of it
 		<-bDone
 		var broken *BrokenError
-		if !errors.As(bErr, &broken) {
+		if bErr := *bErrp; !errors.As(bErr, &broken) {
 			t.Errorf("b, behind an answer that closes the connection: %v, want a BrokenError", bErr)
 		}
 		respA.Body.Close()
@@ -354,30 +364,7 @@ func TestPipelineClosingAnswerUnreadAtItsDeadline(t *testing.T) {
 func TestPipelineWriteBehindAClosingAnswerBreaks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		pl, lim, conns := pipedPipeline(t, 1)
-		ctx := context.Background()
-		a, _ := lim.AcquirePipelined(ctx, 1)
-		aDone := make(chan *http.Response, 1)
-		go func() {
-			resp, _, err := pl.RoundTrip(ctx, ctx, pipedRequest("a"), permit{a}, time.Minute)
-			if err != nil {
-				t.Error(err)
-			}
-			aDone <- resp
-		}()
-		sc := <-conns
-		if _, err := http.ReadRequest(bufio.NewReader(sc)); err != nil {
-			t.Fatal(err)
-		}
-		b, _ := lim.AcquirePipelined(ctx, 1) // no slot: staged behind a
-		if b.Leader() != a {
-			t.Fatal("b not staged behind a")
-		}
-		var bErr error
-		bDone := make(chan struct{})
-		go func() {
-			_, _, bErr = pl.RoundTrip(ctx, ctx, pipedRequest(strings.Repeat("b", 100<<10)), permit{b}, time.Minute)
-			close(bDone)
-		}()
+		a, b, aDone, sc, _, bDone, bErrp := frontAndStaged(t, pl, lim, conns, strings.Repeat("b", 100<<10), time.Minute)
 		if _, err := io.ReadFull(sc, make([]byte, 1)); err != nil { // b is being written
 			t.Fatal(err)
 		}
@@ -387,7 +374,7 @@ func TestPipelineWriteBehindAClosingAnswerBreaks(t *testing.T) {
 		sc.Close() // as the store said, with b's body unread
 		<-bDone
 		var broken *BrokenError
-		if !errors.As(bErr, &broken) {
+		if bErr := *bErrp; !errors.As(bErr, &broken) {
 			t.Errorf("b, behind an answer that closes the connection: %v, want a BrokenError", bErr)
 		}
 		if body, err := io.ReadAll(respA.Body); err != nil || string(body) != "ok" {
