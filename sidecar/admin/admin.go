@@ -228,7 +228,7 @@ func (s *API) handleQuit(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, http.StatusForbidden, "forbidden", "/quitquitquit is accepted from loopback only", nil)
 		return
 	}
-	if refuseRebound(w, r) {
+	if refuseRebound(w, r, "") { // a token does not open /quitquitquit to a browser either
 		return
 	}
 	s.d.Stop("quitquitquit")
@@ -243,7 +243,7 @@ func (s *API) authorize(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if s.cfg.Token == "" {
 		if isLoopback(r.RemoteAddr) {
-			return !refuseRebound(w, r)
+			return !refuseRebound(w, r, "; or set SLUICE_ADMIN_TOKEN")
 		}
 		apierror.Write(w, http.StatusForbidden, "forbidden", "mutating endpoints accept loopback callers only when SLUICE_ADMIN_TOKEN is unset", nil)
 		return false
@@ -290,11 +290,11 @@ func refuseCrossSite(w http.ResponseWriter, r *http.Request) bool {
 // with itself, so Origin and Sec-Fetch-Site cannot tell it from the status
 // page, and it reaches sluice from loopback. An IP address or localhost
 // cannot be rebound; clients that are not browsers send neither header.
-func refuseRebound(w http.ResponseWriter, r *http.Request) bool {
+func refuseRebound(w http.ResponseWriter, r *http.Request, hint string) bool {
 	if !rebindable(r) {
 		return false
 	}
-	apierror.Write(w, http.StatusForbidden, "cross_origin", "a browser's request to loopback is accepted for an IP address or localhost only, not "+strconv.Quote(apierror.Truncate(r.Host, 100))+"; or set SLUICE_ADMIN_TOKEN", nil)
+	apierror.Write(w, http.StatusForbidden, "cross_origin", "a browser's request to loopback is accepted for an IP address or localhost only, not "+strconv.Quote(apierror.Truncate(r.Host, 100))+hint, nil)
 	return true
 }
 
