@@ -526,6 +526,9 @@ func (c *Client) grantedLocked(g Grant, listed bool, sent, now time.Time) {
 // failedLocked steps down the ladder after a refresh failed with err at
 // now. Requires that c.mu is held.
 func (c *Client) failedLocked(err error, now time.Time) {
+	// A member that was waiting for its share does not call a Redis that
+	// fails four times as often.
+	c.waiting = false
 	c.errors++
 	c.lastErr = err.Error()
 	if c.m != nil {

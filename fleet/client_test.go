@@ -463,3 +463,27 @@ func TestClientClaimsFullShareInFirstRefresh(t *testing.T) {
 		}
 	})
 }
+
+// TestClientWaitingStopsWhenRedisFails: a member waiting for the others
+// to give back its share refreshes four times as often, but not while its
+// refreshes fail: a Redis that is down gets no more calls from it than
+// from the others.
+func TestClientWaitingStopsWhenRedisFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newSimNet(t)
+		a := newMember(t, n, "a", nil)
+		b := newMember(t, n, "b", nil)
+		ctx := context.Background()
+		a.c.Refresh(ctx) // alone: the whole 900
+		b.c.Refresh(ctx) // a holds it all: b waits
+		n.hung.Store(true)
+		stop := runAll(b)
+		time.Sleep(10 * time.Second)
+		stop()
+		// A refresh a second (±10%), each failing at its deadline of
+		// 500ms: about 7 in 10s; waiting on, every quarter second: 13.
+		if errs := b.c.Status(time.Now()).Errors; errs > 8 {
+			t.Errorf("%d failed refreshes in 10s while Redis hung, want a refresh a second at most", errs)
+		}
+	})
+}
