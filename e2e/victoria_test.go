@@ -237,7 +237,8 @@ func measureAgent(t *testing.T, job string, throughSluice bool) agentRun {
 	// the load (the startup's, then a probe of the insert cap at 2 s, 4 s,
 	// 8 s…: 2–6 in all), while vmagent alone meets about five a second.
 	// At 80 batches (5–9 s) that put the ratio at 7–18.5× from run to run,
-	// either side of the 10× this test asks; at 160, 11–18×.
+	// either side of the 10× this test asked then; at 160, 11–20×, and
+	// once 9.5× (hence the 5× it asks now).
 	l.Batches = 160
 	var r agentRun
 	r.samples = l.Samples()
@@ -269,8 +270,9 @@ func measureAgent(t *testing.T, job string, throughSluice bool) agentRun {
 // pushes, queues them and remote-writes them, backing off on 429 and 503
 // (2s to 1m, ignoring Retry-After) and dropping a block on a 400. Through
 // sluice every sample arrives exactly once, vmagent never sees a 4xx and
-// drops nothing, and the store's 503 share is at least 10× lower than with
-// vmagent writing directly, at a goodput at least as high.
+// drops nothing, and the store's 503 share is at least 5× lower than with
+// vmagent writing directly (11–20× as a rule), at a goodput at least 0.9
+// times as high (higher as a rule).
 func TestVMAgentThrottling(t *testing.T) {
 	requireTestbed(t, false, true)
 	var direct, through agentRun
@@ -294,8 +296,13 @@ func TestVMAgentThrottling(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	if ds, ss := direct.store.Share503(), through.store.Share503(); ss*10 > ds {
-		t.Errorf("store's 503 share with vmagent: direct %.4f, through sluice %.4f: want at least 10× lower", ds, ss)
+	// One run each: through sluice the refusals are its start's probing
+	// of the store's insert cap, 3 to 6 of some 2,560 writes in the CI
+	// logs kept here (0.12–0.23%), against 1.7–3.4% direct; a ratio of
+	// two small counts, which fell to 9.5 once. A regression shows as far
+	// less (1.4 when one did).
+	if ds, ss := direct.store.Share503(), through.store.Share503(); ss*5 > ds {
+		t.Errorf("store's 503 share with vmagent: direct %.4f, through sluice %.4f: want at least 5× lower", ds, ss)
 	}
 	// One run each on a shared machine: the direct run's goodput has
 	// ranged from 0.8 to 2.9 M samples/s in CI, and sluice's from 0.95 to
