@@ -490,11 +490,19 @@ func (m *Manager) deleteForgottenLocked() {
 // each would otherwise keep a day of them in memory, in the store and in
 // every listing). Requires that m.mu is held.
 func (m *Manager) dueLocked(finished []*entry, now time.Time) map[string]time.Time {
-	due := map[string]time.Time{}
-	slices.SortFunc(finished, func(a, b *entry) int { return a.job.Since.Compare(b.job.Since) })
+	var due map[string]time.Time
 	over := len(finished) - m.cfg.MaxJobs
+	if over > 0 {
+		// Sorted only when some must go for their number: every tick
+		// walks the finished jobs, and a sort each second is not needed
+		// to find those past Retention.
+		slices.SortFunc(finished, func(a, b *entry) int { return a.job.Since.Compare(b.job.Since) })
+	}
 	for i, e := range finished {
 		if i < over || now.Sub(e.job.Since) >= m.cfg.Retention {
+			if due == nil {
+				due = map[string]time.Time{}
+			}
 			due[e.job.id] = e.job.Since
 		}
 	}
