@@ -438,6 +438,21 @@ func TestNewRedisRedacts(t *testing.T) {
 	}
 }
 
+// waitingJoiner returns member a, which reported alone and holds the whole
+// capacity, and member b, whose loader wants bDemand, which reported next
+// and waits for a to give back its share.
+func waitingJoiner(t *testing.T, bDemand float64) (*simNet, member, member) {
+	t.Helper()
+	n := newSimNet(t)
+	a := newMember(t, n, "a", nil)
+	b := newMember(t, n, "b", nil)
+	b.local.load.Demand = bDemand
+	ctx := context.Background()
+	a.c.Refresh(ctx) // alone: the whole 900
+	b.c.Refresh(ctx) // a holds it all: b waits
+	return n, a, b
+}
+
 // TestClientClaimsFullShareInFirstRefresh: a joiner whose limiter has
 // measured nothing yet (its demand reads as its minimum rate) claims a
 // full share in every report of its first refresh, not only the first:
@@ -446,13 +461,8 @@ func TestNewRedisRedacts(t *testing.T) {
 // give its share away before its loader had a chance to want it.
 func TestClientClaimsFullShareInFirstRefresh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newSimNet(t)
-		a := newMember(t, n, "a", nil)
-		b := newMember(t, n, "b", nil)
-		b.local.load.Demand = 1 // nothing measured yet
+		_, a, b := waitingJoiner(t, 1) // nothing measured yet
 		ctx := context.Background()
-		a.c.Refresh(ctx) // alone: the whole 900
-		b.c.Refresh(ctx) // a holds it all: b waits
 		time.Sleep(250 * time.Millisecond)
 		b.c.Refresh(ctx) // still waiting, still in its first refresh
 		a.c.Refresh(ctx) // a gives half back
@@ -470,12 +480,7 @@ func TestClientClaimsFullShareInFirstRefresh(t *testing.T) {
 // from the others.
 func TestClientWaitingStopsWhenRedisFails(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newSimNet(t)
-		a := newMember(t, n, "a", nil)
-		b := newMember(t, n, "b", nil)
-		ctx := context.Background()
-		a.c.Refresh(ctx) // alone: the whole 900
-		b.c.Refresh(ctx) // a holds it all: b waits
+		n, _, b := waitingJoiner(t, 1e6)
 		n.hung.Store(true)
 		stop := runAll(b)
 		time.Sleep(10 * time.Second)
