@@ -120,12 +120,11 @@ type Config struct {
 	Capacity float64
 	// InitialRate, MinRate and MaxRate are the sidecar's (limiter.Config):
 	// a new fleet starts from its members' initial rates, never gives a
-	// member less than MinRate, and a member's reports in its first
-	// Refresh, before it knows its load, claim MaxRate. MinRate must be > 0; MaxRate 0 means
+	// member less than MinRate, and a member's first report, before it
+	// knows its load, claims MaxRate. MinRate must be > 0; MaxRate 0 means
 	// DefaultMaxRate.
 	InitialRate, MinRate, MaxRate float64
-	// Refresh is the period of the calls to Redis (jittered ±10%; a
-	// quarter of it while the member waits for its share); 0 means
+	// Refresh is the period of the calls to Redis (jittered ±10%); 0 means
 	// DefaultRefresh.
 	Refresh time.Duration
 	// Timeout is each call's deadline; 0 means Refresh/2, at most 500ms.
@@ -221,8 +220,7 @@ func MemberID() string {
 }
 
 // Client is one sidecar's membership of a fleet: a loop that, about once
-// per Refresh (a quarter of that while the others have yet to give back
-// its share), reports the sidecar's demand to Redis in one script call
+// per Refresh, reports the sidecar's demand to Redis in one script call
 // with a short deadline, and sets the lease it gets as a ceiling on the
 // sidecar's limiter. It never runs on the write path: a write never waits
 // for Redis.
@@ -256,11 +254,8 @@ type Client struct {
 	members      int
 	weightSum    float64
 	demand       float64
-	reported     float64   // the demand of the last report sent
-	firstAt      time.Time // when the first report was made
-	waiting      bool      // the last lease was held below this member's share: the others have yet to give it back
-	epoch        string    // of the lease in force
-	thrBase      uint64    // the limiter's throttle count when that lease came
+	epoch        string // of the lease in force
+	thrBase      uint64 // the limiter's throttle count when that lease came
 	leaseUntil   time.Time
 	lastOK       time.Time
 	failing      bool
@@ -308,10 +303,9 @@ func New(cfg Config, rdb redis.Scripter, local Local) (*Client, error) {
 // Member returns this sidecar's id in the fleet.
 func (c *Client) Member() string { return c.cfg.Member }
 
-// Run refreshes at once and then about every Refresh (a quarter of that
-// while it waits for its share, see interval) until ctx ends, then leaves
-// the fleet (one call with its own deadline), so that the others get this
-// sidecar's share at their next refresh. Beside the refreshes, a
+// Run refreshes at once and then about every Refresh until ctx ends, then
+// leaves the fleet (one call with its own deadline), so that the others
+// get this sidecar's share at their next refresh. Beside the refreshes, a
 // watcher steps down the ladder when the lease (or the safe share) runs
 // out unrenewed, at that moment rather than at the next refresh, which
 // may be waiting on a Redis that does not answer: the limiter is never
@@ -387,18 +381,9 @@ func (c *Client) Lapse(now time.Time) {
 }
 
 // interval is Refresh jittered by ±10%, so that a fleet started at once
-// does not call in lockstep; a quarter of that while the member waits for
-// the others to give back its share (they do at their own refreshes,
-// spread over the next Refresh), so that it takes up what they give back
-// within a quarter refresh rather than one.
+// does not call in lockstep.
 func (c *Client) interval() time.Duration {
-	d := time.Duration(float64(c.cfg.Refresh) * (0.9 + 0.2*mrand.Float64()))
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.waiting {
-		d /= 4
-	}
-	return d
+	return time.Duration(float64(c.cfg.Refresh) * (0.9 + 0.2*mrand.Float64()))
 }
 
 // Refresh makes one call to Redis, within Timeout, and applies its answer
@@ -455,16 +440,10 @@ func (c *Client) report(now time.Time) (Report, bool) {
 		WantMembers:   now.Sub(c.statusAt) < listWanted && now.Sub(c.listAt) >= listEvery,
 	}
 	if c.seq == 1 {
-		c.firstAt = now
-	}
-	if now.Sub(c.firstAt) < c.cfg.Refresh {
-		// A member's reports in its first refresh: what it will want is
-		// not known yet (its loader may not even have started, and its
-		// limiter has measured nothing). It claims a full share, which a
-		// later report corrects if it wants less: a joiner takes up its
-		// share as soon as the others give it back, not a refresh after
-		// its first writes, and a report made early, while it waits for
-		// them, does not give it back.
+		// A member's first report: what it will want is not known yet,
+		// its loader may not even have started. It claims a full share,
+		// which its next report corrects if it wants less: a joiner gets
+		// its share at once, not a refresh after its first writes.
 		r.Demand = max(r.Demand, c.cfg.MaxRate)
 	}
 	if load.Throttles > c.thrBase {
@@ -478,7 +457,6 @@ func (c *Client) report(now time.Time) (Report, bool) {
 	if c.m != nil {
 		c.m.demand.Set(load.Demand)
 	}
-	c.reported = r.Demand
 	return r, true
 }
 
@@ -492,11 +470,6 @@ func (c *Client) grantedLocked(g Grant, listed bool, sent, now time.Time) {
 		c.thrBase = c.local.Load(now).Throttles
 	}
 	c.lease, c.budget, c.members, c.weightSum = g.Lease, g.Budget, g.Members, g.Weight
-	// Its share is at least its weight's part of the budget when it wants
-	// that much (the others' demands below the water level only raise
-	// it): a lease well below both is held back by the leases the others
-	// have yet to give back.
-	c.waiting = g.Weight > 0 && g.Lease < 0.95*min(c.reported, g.Budget*c.cfg.Weight/g.Weight)
 	if c.budgetAvg == 0 {
 		c.budgetAvg = g.Budget
 	} else {
@@ -526,9 +499,6 @@ func (c *Client) grantedLocked(g Grant, listed bool, sent, now time.Time) {
 // failedLocked steps down the ladder after a refresh failed with err at
 // now. Requires that c.mu is held.
 func (c *Client) failedLocked(err error, now time.Time) {
-	// A member that was waiting for its share does not call a Redis that
-	// fails four times as often.
-	c.waiting = false
 	c.errors++
 	c.lastErr = err.Error()
 	if c.m != nil {

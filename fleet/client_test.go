@@ -151,10 +151,8 @@ func runAll(ms ...member) (stop func()) {
 }
 
 // TestClientShares: members get their weighted share of a configured
-// capacity as their limiter's ceiling within a refresh and a half of
-// joining (the members there give it back at their next refresh; a
-// member waiting for it asks four times as often); one that leaves gives
-// its share back at the others' next refresh.
+// capacity as their limiter's ceiling within a refresh of joining; one
+// that leaves gives its share back at the others' next refresh.
 func TestClientShares(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n := newSimNet(t)
@@ -436,59 +434,4 @@ func TestNewRedisRedacts(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("error %v: want one without the password", err)
 	}
-}
-
-// waitingJoiner returns member a, which reported alone and holds the whole
-// capacity, and member b, whose loader wants bDemand, which reported next
-// and waits for a to give back its share.
-func waitingJoiner(t *testing.T, bDemand float64) (*simNet, member, member) {
-	t.Helper()
-	n := newSimNet(t)
-	a := newMember(t, n, "a", nil)
-	b := newMember(t, n, "b", nil)
-	b.local.load.Demand = bDemand
-	ctx := context.Background()
-	a.c.Refresh(ctx) // alone: the whole 900
-	b.c.Refresh(ctx) // a holds it all: b waits
-	return n, a, b
-}
-
-// TestClientClaimsFullShareInFirstRefresh: a joiner whose limiter has
-// measured nothing yet (its demand reads as its minimum rate) claims a
-// full share in every report of its first refresh, not only the first:
-// waiting for the others to give its share back, it reports again within
-// a quarter refresh, and a report that said it wanted 1 unit/s then would
-// give its share away before its loader had a chance to want it.
-func TestClientClaimsFullShareInFirstRefresh(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		_, a, b := waitingJoiner(t, 1) // nothing measured yet
-		ctx := context.Background()
-		time.Sleep(250 * time.Millisecond)
-		b.c.Refresh(ctx) // still waiting, still in its first refresh
-		a.c.Refresh(ctx) // a gives half back
-		time.Sleep(250 * time.Millisecond)
-		b.c.Refresh(ctx) // b takes it up
-		if got := b.local.ceiling(time.Now()); got != 450 {
-			t.Errorf("b's ceiling %v after a gave half back, want 450", got)
-		}
-	})
-}
-
-// TestClientWaitingStopsWhenRedisFails: a member waiting for the others
-// to give back its share refreshes four times as often, but not while its
-// refreshes fail: a Redis that is down gets no more calls from it than
-// from the others.
-func TestClientWaitingStopsWhenRedisFails(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		n, _, b := waitingJoiner(t, 1e6)
-		n.hung.Store(true)
-		stop := runAll(b)
-		time.Sleep(10 * time.Second)
-		stop()
-		// A refresh a second (±10%), each failing at its deadline of
-		// 500ms: about 7 in 10s; waiting on, every quarter second: 13.
-		if errs := b.c.Status(time.Now()).Errors; errs > 8 {
-			t.Errorf("%d failed refreshes in 10s while Redis hung, want a refresh a second at most", errs)
-		}
-	})
 }

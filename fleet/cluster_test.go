@@ -47,11 +47,9 @@ func TestClusterClient(t *testing.T) {
 	a, la := newClient("a")
 	b, lb := newClient("b")
 	ctx := context.Background()
-	// b joins while a holds it all; a gives half back, b takes it up.
 	a.Refresh(ctx)
 	b.Refresh(ctx)
 	a.Refresh(ctx)
-	b.Refresh(ctx)
 	now := time.Now()
 	if a.Mode() != ModeLeased || b.Mode() != ModeLeased || la.ceiling(now) != 450 || lb.ceiling(now) != 450 {
 		t.Fatalf("modes %v %v, ceilings %v %v; want both leased at 450 (errors: %q %q)", a.Mode(), b.Mode(),

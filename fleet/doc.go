@@ -7,9 +7,8 @@
 // each one's demand, weight and expiry on the server's own clock; the
 // budget, configured or learned by the fleet once; each member's lease by
 // weighted max-min allocation, Allocate), and Client, the loop of one
-// sidecar that reports its demand about once a second (four times as often
-// while it waits for its share) and sets the lease as a ceiling on its
-// limiter.Controller. It leaves to others the control
+// sidecar that reports its demand about once a second and sets the lease
+// as a ceiling on its limiter.Controller. It leaves to others the control
 // law (package limiter: each sidecar still reacts to a throttle within a
 // round trip), the write path (a write never waits for Redis: nothing
 // here runs on it) and the configuration (package sidecar).

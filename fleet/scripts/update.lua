@@ -11,8 +11,7 @@
 --          (last_call), the members known before a loss of state
 --          (ghost_w, ghost_until), and the allocation (alloc_at, level,
 --          spare, n, live_w, want, took, next_exp: when its first member
---          expires, free: what the members' leases in force leave of the
---          budget)
+--          expires)
 -- ARGV     member, seq, demand, weight, goodput, thr_epoch, thr_count,
 --          capacity, hint_budget, hint_known, hint_weight, min_rate,
 --          member_ttl_ms, period_ms, beta, recover_ms, key_ttl_ms,
@@ -40,15 +39,7 @@
 -- O(members); it is done at most four times per period, and at once when
 -- a member joins or leaves or the budget moves, so that a fleet of N
 -- members costs the server O(N) per period, not O(N^2). In between, a
--- member's lease follows its own new demand at the last level, never
--- above what it holds; one held well below its allocation takes up what
--- the others left without reading them.
---
--- A lease rises only into what the other members' leases in force leave
--- of the budget: a joiner, or a member a new allocation gives more, takes
--- up its share as the others report and give theirs back, so the leases
--- in force never sum to more than the budget (but for min_rate, which no
--- member gets less of).
+-- member's lease follows its own new demand at the last level.
 
 local mkey, skey = KEYS[1], KEYS[2]
 local id = ARGV[1]
@@ -87,7 +78,7 @@ local raw = redis.call('HGETALL', skey)
 for i = 1, #raw, 2 do st[raw[i]] = raw[i + 1] end
 local gen = st.gen
 local budget, lastmax, grown, grow_at, cut_at, dirty_at, cuts, last_call, ghost_w, ghost_until, throttles
-local alloc_at, level, spare, n, live_w, want, took, next_exp, free
+local alloc_at, level, spare, n, live_w, want, took, next_exp
 if gen == nil then
 	-- A new fleet, or one whose Redis lost its state: start from what this
 	-- member knows. A budget learned before is kept, on the plateau of its
@@ -101,7 +92,7 @@ if gen == nil then
 		ghost_w, ghost_until = hint_weight, now + member_ttl
 	end
 	grow_at, cut_at, dirty_at, cuts, last_call, throttles = now, 0, 0, 0, now, 0
-	alloc_at, level, spare, n, live_w, want, took, next_exp, free = 0, -1, 0, 0, 0, 0, 0, 0, 0
+	alloc_at, level, spare, n, live_w, want, took, next_exp = 0, -1, 0, 0, 0, 0, 0, 0
 else
 	budget, lastmax, grown = tonumber(st.budget), tonumber(st.max), tonumber(st.t)
 	grow_at, cut_at, dirty_at = tonumber(st.grow_at), tonumber(st.cut_at), tonumber(st.dirty_at)
@@ -110,7 +101,6 @@ else
 	alloc_at, level, spare = tonumber(st.alloc_at), tonumber(st.level), tonumber(st.spare)
 	n, live_w, want, took = tonumber(st.n), tonumber(st.live_w), tonumber(st.want), tonumber(st.took)
 	next_exp = tonumber(st.next_exp or 0)
-	free = tonumber(st.free or 0)
 end
 local epoch = gen .. ':' .. cuts
 local budget0 = budget
@@ -154,11 +144,6 @@ local applied = joined or seq > me.seq
 -- report that raises its demand may not raise its lease until the
 -- members are read again, or it would take what the others hold.
 local held = nil
--- released: this member was short of its demand at the water level and
--- now wants well below it; the level it set is stale, and the leases
--- (spare among them) are to be computed again. The margin keeps a demand
--- that wavers about the level from reading the members at every report.
-local released = false
 -- The lease in force for a member that already reported since the last
 -- allocation is the one it was granted then: its stored demand is one the
 -- allocation never saw, and a lease computed from it at the old level
@@ -190,7 +175,6 @@ if applied then
 	else
 		if level >= 0 then
 			held = math.min(me.demand, level * me.weight)
-			released = me.demand >= level * me.weight and demand < 0.9 * level * weight
 		else
 			held = me.demand + spare * me.weight
 		end
@@ -293,21 +277,7 @@ local function floor_budget(count)
 	end
 end
 
-local function lease_of(m)
-	if level >= 0 then return math.min(m.demand, level * m.weight) end
-	return m.demand + spare * m.weight
-end
-
--- A member held well below what the allocation in force gives it (a
--- joiner's first lease, before the others gave their share back; a
--- demand that rose) is not held to its last lease: it takes up what the
--- others left (free, below) as soon as they left it. It does not read
--- the members for it: reading them would find that same room, and
--- members whose demand moves by more than the margin from one report to
--- the next would each read them at every rise, O(N^2) per period. A
--- margin keeps a demand that moves a little at the lease it holds.
-local short = applied and held ~= nil and lease_of(me) > held * 1.05 + min_rate
-local allocated = recompute or budget ~= budget0 or released
+local allocated = recompute or budget ~= budget0
 if allocated then
 	members = read_members()
 	n, live_w, want, took = #members, 0, 0, 0
@@ -359,26 +329,22 @@ else
 	floor_budget(n)
 end
 
--- What the other members hold: each keeps the lease it was last granted
--- until its next report (or until its membership ends), whatever the new
--- allocation will give it then. Summed when the members are read; in
--- between, what they left then (free) follows each lease granted since,
--- so that a member whose allocation rose at another's reading (a joiner
--- held at min_rate, a member given back a share) rises only into what
--- the others left, not into what they have yet to give back.
-local mine = 0
-if not joined and me.granted ~= nil then mine = me.granted end
-local room = free + mine
-if allocated then
-	room = budget
-	for _, m in ipairs(members) do
-		if m ~= me then room = room - (m.granted or lease_of(m)) end
-	end
+local function lease_of(m)
+	if level >= 0 then return math.min(m.demand, level * m.weight) end
+	return m.demand + spare * m.weight
 end
 
+redis.call('HSET', skey, 'budget', num(budget), 'max', num(lastmax), 't', num(grown),
+	'grow_at', int(grow_at), 'cut_at', int(cut_at), 'dirty_at', int(dirty_at), 'gen', gen,
+	'cuts', int(cuts), 'last_call', int(now), 'ghost_w', num(ghost_w), 'ghost_until', int(ghost_until),
+	'throttles', int(throttles), 'k', num(k), 'alloc_at', int(alloc_at), 'next_exp', int(next_exp),
+	'level', num(level), 'spare', num(spare),
+	'n', int(n), 'live_w', num(live_w), 'want', num(want), 'took', num(took))
+redis.call('PEXPIRE', mkey, key_ttl)
+redis.call('PEXPIRE', skey, key_ttl)
+
 local my_lease = lease_of(me)
-my_lease = math.min(my_lease, math.max(mine, room, min_rate))
-if not allocated and not short then
+if not allocated then
 	if held == nil and not joined then
 		-- A retried or older report: the lease it was granted stands.
 		held = in_force(me)
@@ -386,17 +352,6 @@ if not allocated and not short then
 	if held ~= nil then my_lease = math.min(my_lease, held) end
 end
 me.granted = math.floor(my_lease * 1e6) / 1e6
-free = room - me.granted
-
-redis.call('HSET', skey, 'budget', num(budget), 'max', num(lastmax), 't', num(grown),
-	'grow_at', int(grow_at), 'cut_at', int(cut_at), 'dirty_at', int(dirty_at), 'gen', gen,
-	'cuts', int(cuts), 'last_call', int(now), 'ghost_w', num(ghost_w), 'ghost_until', int(ghost_until),
-	'throttles', int(throttles), 'k', num(k), 'alloc_at', int(alloc_at), 'next_exp', int(next_exp),
-	'level', num(level), 'spare', num(spare), 'free', down(free),
-	'n', int(n), 'live_w', num(live_w), 'want', num(want), 'took', num(took))
-redis.call('PEXPIRE', mkey, key_ttl)
-redis.call('PEXPIRE', skey, key_ttl)
-
 redis.call('HSET', mkey, id, format(me))
 local out = {
 	down(my_lease), num(budget), int(n), num(live_w), epoch,
