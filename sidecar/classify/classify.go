@@ -271,8 +271,14 @@ func (p Profile) WantsBody(status int, h http.Header) bool {
 			status == http.StatusServiceUnavailable
 	case DynamoDB:
 		// Throttling is a 400 like any validation error; the header, when
-		// sent, names the type without the body.
-		return status == http.StatusBadRequest && h.Get(hdrAmznErrorType) == ""
+		// sent, names the type without the body, except for a cancelled
+		// transaction, whose throttling is in the body's cancellation
+		// reasons.
+		if status != http.StatusBadRequest {
+			return false
+		}
+		t := h.Get(hdrAmznErrorType)
+		return t == "" || awsErrorCode(t) == "TransactionCanceledException"
 	case VictoriaMetrics:
 		return status == http.StatusServiceUnavailable
 	case ClickHouse:

@@ -280,6 +280,11 @@ func TestClassifyDynamoDB(t *testing.T) {
 	}
 	f(resp{status: 400, header: hdr("X-Amzn-ErrorType", "ProvisionedThroughputExceededException:")}, Throttled, "dynamodb_provisioned_throughput_exceeded")
 	f(resp{status: 400, header: hdr("X-Amzn-ErrorType", "ValidationException:http://internal.amazon.com/coral/com.amazon.coral.validate/")}, ClientError, "status_400")
+	// A cancelled transaction's throttling is in the body even when the
+	// header names the type.
+	txHdr := hdr("X-Amzn-ErrorType", "TransactionCanceledException:http://internal.amazon.com/coral/com.amazonaws.dynamodb.v20120810/")
+	f(resp{status: 400, header: txHdr, body: ddbTxThrottled}, Throttled, "dynamodb_transaction_throttled")
+	f(resp{status: 400, header: txHdr, body: ddbTxCondition}, ClientError, "status_400")
 
 	// The header wins over the body, as in the AWS SDKs.
 	got := DynamoDB.Classify(400, hdr("X-Amzn-ErrorType", "ValidationException"), []byte(ddbProvisioned), testNow)
@@ -406,6 +411,7 @@ func TestWantsBody(t *testing.T) {
 	f(GCS, 400, nil, false)
 	f(DynamoDB, 400, nil, true)
 	f(DynamoDB, 400, hdr("X-Amzn-ErrorType", "ThrottlingException"), false)
+	f(DynamoDB, 400, hdr("X-Amzn-ErrorType", "com.amazonaws.dynamodb.v20120810#TransactionCanceledException"), true)
 	f(DynamoDB, 500, nil, false)
 	f(VictoriaMetrics, 503, nil, true)
 	f(VictoriaMetrics, 500, nil, false)
