@@ -672,3 +672,35 @@ func TestElasticsearchErrorsOnlyBulk(t *testing.T) {
 		})
 	}
 }
+
+// TestRedirectedWriteIsNotAcknowledged: a store that redirects a write
+// (S3's 301 PermanentRedirect from a bucket in another region, a 307)
+// took nothing. The loader gets the redirect as it came, and the write is
+// neither progress for its job nor acknowledged goodput: a job whose
+// writes all go to the wrong endpoint must not look as if it progressed.
+func TestRedirectedWriteIsNotAcknowledged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusMovedPermanently)
+			_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n"+`<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message><Endpoint>ingest.s3.eu-west-1.amazonaws.com</Endpoint></Error>`)
+		})
+		s := newTestServer(t, store, "PROFILE=s3")
+		for range 3 {
+			if rec := send(s.ProxyHandler(), context.Background(), http.MethodPut, "/ingest/k", "data", proxy.HeaderJob, "moved"); rec.Code != http.StatusMovedPermanently {
+				t.Fatalf("loader got %d, want the store's 301", rec.Code)
+			}
+		}
+		j, err := s.jobs.Get("moved")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Totals.Requests != 0 || j.Totals.Bytes != 0 || j.Totals.Errors != 3 {
+			t.Errorf("job totals %+v, want no progress and 3 errors", j.Totals)
+		}
+		if got := metricValue(t, s, "sluice_upstream_acknowledged_requests_total"); got != 0 {
+			t.Errorf("sluice_upstream_acknowledged_requests_total = %v, want 0", got)
+		}
+	})
+}

@@ -1413,7 +1413,7 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	}
 	res := p.profile.Classify(resp.StatusCode, resp.Header, prefix, time.Now())
 	ex.last = res
-	ab := &attemptBody{rc: resp.Body, cancel: cancel, p: p, ex: ex, permit: permit, scoped: scoped, res: res, latency: latency, parent: req.Context()}
+	ab := &attemptBody{rc: resp.Body, status: resp.StatusCode, cancel: cancel, p: p, ex: ex, permit: permit, scoped: scoped, res: res, latency: latency, parent: req.Context()}
 	if res.Kind == classify.OK {
 		creq := itemsRequest(req)
 		creq.Items = ex.requestItems()
@@ -1533,6 +1533,12 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, scoped scope
 		// A read (a health check, a GET) stores nothing: a loader that
 		// polls through sluice must not keep a stuck job from stalling.
 		return
+	case res.Kind == classify.OK && ab != nil && ab.status >= 300:
+		// A redirect to a write (S3's PermanentRedirect to a bucket's
+		// region, a 307 to another node): the store took nothing, the
+		// loader is to follow it. Not progress, nor acknowledged; for the
+		// limiter it is an answer like any (classify.OK).
+		o.Kind = classify.ClientError
 	case res.Kind == classify.OK && bulk && res.Items == 0:
 		if res.Failed == 0 {
 			return // an empty bulk
@@ -1586,6 +1592,7 @@ func (b *prefixedBody) Close() error               { return b.c.Close() }
 // deadline is released and its outcome reported.
 type attemptBody struct {
 	rc      io.ReadCloser
+	status  int // the answer's status
 	scanner classify.Scanner
 	err     error // the first read error other than io.EOF
 	eof     bool  // the body was read to its end
