@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -90,8 +91,25 @@ type Result struct {
 	WithRetryAfter map[int]int64
 	// Elapsed runs from the first request to the last answer.
 	Elapsed time.Duration
+	// AllBusy runs from the first request until the first writer was done
+	// (its batches settled, or the context ended): the span in which every
+	// writer had batches left to send, so the loader offered all it could.
+	// After it the pace is the remaining writers' own round trips: a batch
+	// held up late (a Retry-After of seconds) leaves its writer to send its
+	// last batches alone. AckedAllBusy is the samples acknowledged in it.
+	AllBusy      time.Duration
+	AckedAllBusy int64
 	// LastError is the text of the last transport error, if any.
 	LastError string
+}
+
+// BusyGoodput is acknowledged samples per second of AllBusy: what the
+// store took while the loader offered all it could.
+func (r *Result) BusyGoodput() float64 {
+	if r.AllBusy <= 0 {
+		return 0
+	}
+	return float64(r.AckedAllBusy) / r.AllBusy.Seconds()
 }
 
 // Goodput is acknowledged samples per second of Elapsed.
@@ -210,12 +228,25 @@ func (l *Loader) Run(ctx context.Context) (Result, error) {
 	}
 	tl := &tally{status: map[int]int64{}, withRetryAfter: map[int]int64{}}
 	start := time.Now()
+	ackedAt := make([][]time.Duration, l.Writers) // per writer, since start
+	done := make([]time.Duration, l.Writers)
 	var wg sync.WaitGroup
 	for w := range l.Writers {
-		wg.Go(func() { l.writer(ctx, w, res.Acked[w], tl) })
+		wg.Go(func() {
+			ackedAt[w] = l.writer(ctx, w, start, res.Acked[w], tl)
+			done[w] = time.Since(start)
+		})
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
+	res.AllBusy = slices.Min(done)
+	for _, at := range ackedAt {
+		for _, d := range at {
+			if d <= res.AllBusy {
+				res.AckedAllBusy += int64(l.BatchSize)
+			}
+		}
+	}
 	res.Attempts = tl.attempts.Load()
 	res.RetryAfterWaits = tl.retryAfterWaits.Load()
 	res.Status = tl.status
@@ -227,12 +258,14 @@ func (l *Loader) Run(ctx context.Context) (Result, error) {
 	return res, ctx.Err()
 }
 
-func (l *Loader) writer(ctx context.Context, w int, acked []bool, tl *tally) {
+// writer sends writer w's batches and returns when each acknowledged one
+// was, as time since start.
+func (l *Loader) writer(ctx context.Context, w int, start time.Time, acked []bool, tl *tally) (ackedAt []time.Duration) {
 	var next time.Time
 	for b := range l.Batches {
 		if l.Interval > 0 {
 			if err := l.wait(ctx, time.Until(next)); err != nil {
-				return
+				return ackedAt
 			}
 			next = time.Now().Add(l.Interval)
 		}
@@ -240,12 +273,14 @@ func (l *Loader) writer(ctx context.Context, w int, acked []bool, tl *tally) {
 		case outcomeAcked:
 			acked[b] = true
 			tl.acked.Add(1)
+			ackedAt = append(ackedAt, time.Since(start))
 		case outcomeDropped:
 			tl.dropped.Add(1)
 		case outcomeStopped:
-			return
+			return ackedAt
 		}
 	}
+	return ackedAt
 }
 
 type outcome int

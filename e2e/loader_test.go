@@ -22,7 +22,8 @@ type fakeStore struct {
 	// answer decides the attempt's status and headers; n counts the
 	// attempts of this body so far, from 1.
 	answer func(body []byte, n int) (int, http.Header)
-	err    error // returned for every attempt when set
+	err    error         // returned for every attempt when set
+	delay  time.Duration // before each answer (synctest's clock)
 
 	mu       sync.Mutex
 	attempts map[string][]time.Time // body → attempt times
@@ -41,6 +42,7 @@ func (f *fakeStore) RoundTrip(r *http.Request) (*http.Response, error) {
 	f.attempts[string(body)] = append(f.attempts[string(body)], time.Now())
 	n := len(f.attempts[string(body)])
 	f.mu.Unlock()
+	time.Sleep(f.delay)
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -150,6 +152,41 @@ func TestLoaderHonoursRetryAfter(t *testing.T) {
 		// Each writer's 5 batches wait 3s each, one after the other.
 		if res.Elapsed < 15*time.Second || res.Elapsed > 16*time.Second {
 			t.Errorf("Elapsed = %v, want 15s", res.Elapsed)
+		}
+	})
+}
+
+func TestLoaderAllBusy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Every answer takes 100ms; writer 0's fourth batch is refused
+		// once with Retry-After: 3, so writer 0 is still sending alone
+		// long after the others are done.
+		store := &fakeStore{delay: 100 * time.Millisecond, answer: func(body []byte, n int) (int, http.Header) {
+			if n == 1 && bytes.Contains(body, []byte(`"writer":"0"},"values":[30,`)) {
+				return http.StatusTooManyRequests, http.Header{"Retry-After": {"3"}}
+			}
+			return http.StatusNoContent, nil
+		}}
+		l := testLoader(store)
+		res, err := l.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.AckedSamples != l.Samples() {
+			t.Fatalf("acked %d of %d samples", res.AckedSamples, l.Samples())
+		}
+		// Writers 1-3 end at 500ms; writer 0 had 3 batches stored by then.
+		if res.AllBusy != 500*time.Millisecond {
+			t.Errorf("AllBusy = %v, want 500ms", res.AllBusy)
+		}
+		if want := int64(3*5+3) * int64(l.BatchSize); res.AckedAllBusy != want {
+			t.Errorf("AckedAllBusy = %d, want %d", res.AckedAllBusy, want)
+		}
+		if res.Elapsed < 3500*time.Millisecond {
+			t.Errorf("Elapsed = %v, want writer 0's 3s wait in it", res.Elapsed)
+		}
+		if got, want := res.BusyGoodput(), 18*10/0.5; got != want {
+			t.Errorf("BusyGoodput = %v, want %v", got, want)
 		}
 	})
 }
