@@ -250,3 +250,45 @@ func TestCancelWaitsForInflight(t *testing.T) {
 		step("the last write ended", releases[1], 2, Cancelled)
 	})
 }
+
+// TestTickCancelWhileAWriteEnds: a tick cancels a job at its deadline
+// because a write is in flight, and that write is released while the
+// cancelling record is being written (its loader gave up: nothing is
+// observed, the record does not change). The cancel stands, as recorded;
+// the tick used to step the job again on the commit, find no write in
+// flight, and panic because the machine no longer gave the state
+// committed.
+func TestTickCancelWhileAWriteEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &gateStore{open: make(chan struct{})}
+		m := newTestManager(t, Config{Store: st})
+		defer m.Close()
+		openGate := sync.OnceFunc(func() { close(st.open) })
+		defer openGate()
+		if _, err := m.Register("j", Settings{Deadline: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		_, release, err := m.Admit(context.Background(), "j")
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Minute) // past the deadline, the write still out
+		ticked := make(chan struct{})
+		go func() {
+			defer close(ticked)
+			m.Tick(time.Now())
+		}()
+		synctest.Wait() // the cancelling record's Put is blocked
+		release()
+		openGate()
+		<-ticked
+		synctest.Wait() // the cancel action, none configured, ends it
+		v := mustGet(t, m, "j")
+		cancelled := slices.ContainsFunc(v.History, func(tr Transition) bool {
+			return tr.To == Cancelling && tr.Reason == "deadline_exceeded"
+		})
+		if v.State != Cancelled || !cancelled {
+			t.Errorf("job %s (%s), history %v; want cancelled at its deadline, as recorded", v.State, v.Reason, historyTo(v))
+		}
+	})
+}
