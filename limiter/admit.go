@@ -332,6 +332,47 @@ func (p *Permit) Done(s Sample) {
 	c.releasedLocked(now)
 }
 
+// Unused gives p back without an attempt made under it: its slot as Done
+// does, and the rate units it took, which go back to the bucket and out
+// of what the window and the round count as sent. A caller that needs
+// permits of several limiters at once and lets go of those it took when
+// another has none free (the scopes of a write) would otherwise spend
+// each limiter's rate on writes it never sent, and the growth of the
+// rate, which reads what was sent, would take that for demand the limit
+// held back. It feeds no sample. Of Done and Unused, only the first call
+// does anything. A pipelined permit is given back as Done gives it back,
+// its units spent: they were counted when it was staged, and its round
+// and time are those of its slot.
+func (p *Permit) Unused() {
+	c := p.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p.done {
+		return
+	}
+	p.done = true
+	now := c.cfg.Now()
+	if p.stage != nil {
+		c.donePipelinedLocked(p, now)
+	} else {
+		c.releaseSlotLocked(now)
+		c.bucket.advance(now)
+		c.bucket.tokens = min(c.bucket.tokens+p.cost, c.bucket.burst)
+		if p.round == c.round {
+			c.roundSent -= p.cost
+		}
+		if !p.at.Before(c.win.start) {
+			c.win.granted -= p.cost
+			c.win.grants--
+		}
+	}
+	if p.probe {
+		c.out.probing = false // a probe that found nothing: the next caller probes
+	}
+	c.dispatchLocked(now)
+	c.releasedLocked(now)
+}
+
 // releaseSlotLocked gives back a slot at now. Requires that c.mu is held.
 func (c *Controller) releaseSlotLocked(now time.Time) {
 	c.flightLocked(now)

@@ -2390,3 +2390,29 @@ func TestStaleThrottlePointPassedWithinTheWindow(t *testing.T) {
 		}
 	}
 }
+
+// A permit given back unused (one of a write's scopes, let go while the
+// write waits for another) gives back its rate units too, and does not
+// count as sent: Done would spend them, and a write that takes and lets
+// go of a scope's permit again and again would use up the scope's rate
+// on nothing, and make its growth take that for demand held back.
+func TestPermitUnusedGivesBackItsRate(t *testing.T) {
+	c, _ := newFake(t, 1, func(cfg *Config) { cfg.Burst = 1 })
+	used := take(t, c, 1)[0]
+	used.Unused()
+	again := take(t, c, 1)[0] // the unit came back
+	if c.win.granted != 1 || c.win.grants != 1 || c.roundSent != 1 {
+		t.Errorf("window granted %v in %d grants, round sent %v; want the one permit still out", c.win.granted, c.win.grants, c.roundSent)
+	}
+	again.Done(Sample{Outcome: Neutral})
+	if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+		t.Errorf("after Done: %v, want ErrNoCapacity (Done spends the unit)", err)
+	}
+	if s := c.Snapshot(); s.InFlight != 0 || s.Samples[Neutral] != 1 {
+		t.Errorf("in flight %d, %d neutral samples; want 0, and only Done's", s.InFlight, s.Samples[Neutral])
+	}
+	again.Unused() // after Done: nothing
+	if s := c.Snapshot(); s.InFlight != 0 {
+		t.Errorf("in flight %d after Unused of a permit done, want 0", s.InFlight)
+	}
+}

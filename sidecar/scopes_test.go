@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -477,4 +478,71 @@ func TestScopesReadTheLoadersPath(t *testing.T) {
 			t.Errorf("scopes after a 429 of /a/write behind /ingest: %q, want [a]", got)
 		}
 	})
+}
+
+// scopeRatesAfterBurst throttles tables tabA and tabB once each (which
+// gives each a limiter), then sends 100 BatchWriteItem writes at once,
+// over both tables or over tabA alone, and returns the scopes' rates
+// after them.
+func scopeRatesAfterBurst(t *testing.T, both bool) map[string]float64 {
+	var throttledA, throttledB atomic.Bool
+	store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		time.Sleep(20 * time.Millisecond)
+		w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+		if strings.Contains(string(b), "tabA") && throttledA.CompareAndSwap(false, true) ||
+			strings.Contains(string(b), "tabB") && throttledB.CompareAndSwap(false, true) {
+			w.Header().Set("X-Amzn-ErrorType", "ProvisionedThroughputExceededException")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"UnprocessedItems":{}}`)
+	})
+	s := newTestServer(t, store, "PROFILE=dynamodb", "QUEUE_TIMEOUT=10s", "RETRY_MAX=0", "INITIAL_RATE=20", "QUEUE_MAX=1000")
+	h := s.ProxyHandler()
+	hdr := []string{"X-Amz-Target", "DynamoDB_20120810.BatchWriteItem", "Content-Type", "application/x-amz-json-1.0"}
+	item := `[{"PutRequest":{"Item":{"k":{"S":"x"}}}}]`
+	for _, table := range []string{"tabA", "tabB"} {
+		send(h, context.Background(), http.MethodPost, "/", `{"RequestItems":{"`+table+`":`+item+`}}`, hdr...)
+	}
+	body := `{"RequestItems":{"tabA":` + item + `}}`
+	if both {
+		body = `{"RequestItems":{"tabA":` + item + `,"tabB":` + item + `}}`
+	}
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() {
+			if code := send(h, context.Background(), http.MethodPost, "/", body, hdr...).Code; code != http.StatusOK {
+				t.Errorf("write: %d", code)
+			}
+		})
+	}
+	wg.Wait()
+	rates := map[string]float64{}
+	scopes, _ := s.scopes.Status()
+	for _, sc := range scopes {
+		rates[sc.Scope] = sc.Rate
+	}
+	return rates
+}
+
+// TestTwoThrottledTablesKeepTheirRates: writes over two throttled tables
+// take a permit of each table's limiter, and give back the one they hold
+// when the other has none free. Given back, a permit's rate units must
+// come back too: they used to be spent, each such write spent them over
+// and over while it waited its turn, and the tables' limiters, which read
+// those grants as writes sent and held back by the rate, raised their
+// rates to about 15 times what the same writes over one table raise it to.
+func TestTwoThrottledTablesKeepTheirRates(t *testing.T) {
+	var one, two map[string]float64
+	synctest.Test(t, func(t *testing.T) { one = scopeRatesAfterBurst(t, false) })
+	synctest.Test(t, func(t *testing.T) { two = scopeRatesAfterBurst(t, true) })
+	t.Logf("rates after writes to tabA alone %v, to both tables %v", one, two)
+	for _, table := range []string{"tabA", "tabB"} {
+		if two[table] > 2*one["tabA"] {
+			t.Errorf("%s's rate %.0f/s after the writes over both tables, over twice tabA's %.0f/s after the same writes to it alone",
+				table, two[table], one["tabA"])
+		}
+	}
 }

@@ -587,7 +587,7 @@ func (p *Proxy) acquire(ctx context.Context, ex *exchange) (*limiter.Permit, err
 		p.m.queueWait.Observe(time.Since(start).Seconds())
 	}
 	if err != nil {
-		ex.scopeHeld.release(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonNotSent})
+		ex.scopeHeld.unused()
 		return nil, p.admitError(ctx, ex, p.lim, err)
 	}
 	return permit, nil
@@ -710,7 +710,7 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		if ex.permit != nil { // no attempt ran
 			ex.permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonNotSent})
 			ex.permit = nil
-			ex.scopeHeld.release(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonNotSent})
+			ex.scopeHeld.unused()
 		}
 	}()
 	if p.auth != nil {

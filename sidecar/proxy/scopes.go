@@ -56,6 +56,18 @@ func (sp *scopePermits) release(s limiter.Sample) {
 	sp.n = 0
 }
 
+// unused gives every permit back unused (limiter.Permit.Unused): no
+// attempt was made under them.
+func (sp *scopePermits) unused() {
+	for i := range sp.n {
+		if sp.p[i] != nil {
+			sp.p[i].Unused()
+			sp.p[i] = nil
+		}
+	}
+	sp.n = 0
+}
+
 // acquireScopes takes a permit of each of ex's scopes' limiters into
 // ex.scopeHeld, until deadline; on an error it holds none and returns the
 // pushback of the scope that refused.
@@ -73,7 +85,6 @@ func (p *Proxy) acquireScopes(ctx context.Context, ex *exchange, deadline time.T
 	for i := range n {
 		lims[i] = p.scopes.Get(ex.scopes.At(i))
 	}
-	notSent := limiter.Sample{Outcome: limiter.Neutral, Reason: reasonNotSent}
 	sp.n = n
 	for {
 		busy := -1
@@ -87,7 +98,7 @@ func (p *Proxy) acquireScopes(ctx context.Context, ex *exchange, deadline time.T
 				break
 			}
 			if err != nil {
-				sp.release(notSent)
+				sp.unused()
 				return p.admitError(ctx, ex, lims[i], err)
 			}
 			sp.p[i] = permit
@@ -95,11 +106,11 @@ func (p *Proxy) acquireScopes(ctx context.Context, ex *exchange, deadline time.T
 		if busy < 0 {
 			return nil
 		}
-		sp.release(notSent)
+		sp.unused()
 		sp.n = n
 		permit, err := p.take(ctx, ex, lims[busy], false, deadline)
 		if err != nil {
-			sp.release(notSent)
+			sp.unused()
 			return p.admitError(ctx, ex, lims[busy], err)
 		}
 		sp.p[busy] = permit
