@@ -1325,8 +1325,12 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 			if req.Body != nil {
 				req.Body.Close() // a RoundTripper closes the body, even on errors: it may hold budget
 			}
-			permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonAuth})
-			scoped.release(limiter.Sample{Outcome: limiter.Neutral, Reason: reasonAuth})
+			// Nothing was sent: the permits go back unused, rate units
+			// included. Spent, a credential source that is down would use
+			// up the rate on writes that never left, and the limiter would
+			// raise it for them while the store got nothing.
+			permit.Unused()
+			scoped.unused()
 			ex.last = classify.Result{Kind: classify.ClientError, Reason: reasonAuth}
 			if ex.streamed != nil {
 				if berr := ex.streamed.readErr(); berr != nil {
