@@ -82,14 +82,19 @@ func (p *Proxy) acquireScopes(ctx context.Context, ex *exchange, deadline time.T
 	sp := &ex.scopeHeld
 	n := ex.scopes.Len()
 	var lims [classify.MaxWriteScopes]*limiter.Controller
-	for i := range n {
-		lims[i] = p.scopes.Get(ex.scopes.At(i))
-	}
 	sp.n = n
 	for {
 		busy := -1
 		for i := range n {
-			if lims[i] == nil || sp.p[i] != nil {
+			if sp.p[i] != nil {
+				continue
+			}
+			// Each pass asks for the scope's limiter as it is now: while
+			// the write waited for another scope, this one's may have been
+			// evicted or retired (and another made), and a write queued in
+			// a dropped limiter is not refused at shutdown (Scopes.Close),
+			// nor its throttle seen by the scope's limiter.
+			if lims[i] = p.scopes.Get(ex.scopes.At(i)); lims[i] == nil {
 				continue
 			}
 			permit, err := lims[i].TryAcquireFlow(ex.flow, ex.cost)
