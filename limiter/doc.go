@@ -34,6 +34,11 @@
 //		}
 //	}
 //
+// A permit under which nothing was sent (another limiter the write also
+// needs had no room, credentials could not be had) goes back with
+// p.Unused(): its slot and its rate units, so that writes never sent do
+// not spend the rate nor count as demand the limit held back.
+//
 // The control law, in short (Controller has the details): throttles cut at
 // once, at most once per window per limit, to 0.9 of what the store actually
 // took (scaled down for a partial rejection), and the rate once more within
