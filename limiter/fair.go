@@ -222,13 +222,35 @@ func (q *fairQueue) pop(w *waiter) {
 }
 
 // remove takes w out of the queue without granting it (its caller gave
-// up, was pushed out, or the Controller closed). If it was its flow's
-// latest waiter, the flow is not charged for it.
+// up, was pushed out, or the Controller closed). The flow is not charged
+// for it: if it was the flow's latest waiter, the finish tag goes back to
+// w's start; otherwise the waiters behind it move up by its span. Leaving
+// their tags would charge the flow for every write that timed out in
+// its queue: a job whose oldest writes time out and are sent again would
+// fall further behind the others with each, and never be served.
+// O(the flow's waiters behind w).
 func (q *fairQueue) remove(w *waiter) {
-	if fq := w.flow; fq.tail == w {
+	fq := w.flow
+	if fq.tail == w {
 		fq.finish = w.start
+	} else {
+		// d is w's span, and any gap the virtual time left after it:
+		// the next waiter takes w's tag, the others keep their spacing
+		// and their order. (NaN, from tags that overflowed to Inf, fails
+		// every test here.)
+		prev, d := w.start, w.next.start-w.start
+		for x := w.next; x != nil; x = x.next {
+			old := x.start
+			if s := old - d; s > prev {
+				prev = s
+			}
+			x.start = prev
+			if sh := old - x.start; x == fq.tail && sh > 0 {
+				fq.finish = max(x.start, fq.finish-sh) // not before it, whatever the rounding
+			}
+		}
 	}
-	q.unlink(w)
+	q.unlink(w) // fixes the heap if w was its flow's first
 }
 
 func (q *fairQueue) unlink(w *waiter) {

@@ -463,3 +463,28 @@ func TestFlowStats(t *testing.T) {
 		}
 	})
 }
+
+// A write whose caller gave up is not charged to its flow, wherever it
+// waited in the flow's queue: a job whose oldest writes time out and are
+// sent again is not pushed, write after write, behind the other jobs'
+// backlogs.
+func TestFairQueueGivenUpWaiterLeavesNoTrace(t *testing.T) {
+	q := &fairQueue{}
+	fill(q, Flow{Key: "b"}, 400, 1)
+	fill(q, Flow{Key: "a"}, 2, 1)
+	for range 100 {
+		// a's oldest write times out; its loader sends it again.
+		var first *waiter
+		for _, fq := range q.class[Bulk].heap {
+			if fq.key == "a" {
+				first = fq.head
+			}
+		}
+		q.remove(first)
+		fill(q, Flow{Key: "a"}, 1, 1)
+	}
+	got := serve(q, 20)
+	if got["a"] < 2 {
+		t.Errorf("after a's writes timed out and were sent again, 20 grants went a:%v b:%v, want a's 2 among them", got["a"], got["b"])
+	}
+}
