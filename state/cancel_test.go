@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -289,6 +290,77 @@ func TestTickCancelWhileAWriteEnds(t *testing.T) {
 		})
 		if v.State != Cancelled || !cancelled {
 			t.Errorf("job %s (%s), history %v; want cancelled at its deadline, as recorded", v.State, v.Reason, historyTo(v))
+		}
+	})
+}
+
+// TestIdleJobBeingCancelledIsNotForgotten: an operator cancels an idle
+// job (so that its cleanup runs) at MaxJobs, and while the cancelling
+// record is being written a new job's first write looks for an idle job
+// to forget. The job being cancelled is not one: its cancel is recorded
+// and must run to its cleanup. It used to be forgotten, so the cancel
+// action ran, its cleanup never did, and the record saying cancelling was
+// deleted at the next tick.
+func TestIdleJobBeingCancelledIsNotForgotten(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &gateStore{open: make(chan struct{})}
+		m := newTestManager(t, Config{Store: st, MaxJobs: 1})
+		defer m.Close()
+		openGate := sync.OnceFunc(func() { close(st.open) })
+		defer openGate()
+		write(t, m, "old", ack)
+		time.Sleep(DefaultStallAfter)
+		m.Tick(time.Now())
+		if v := mustGet(t, m, "old"); v.State != Idle {
+			t.Fatalf("old: %s, want idle", v.State)
+		}
+		cancelled := make(chan error, 1)
+		go func() {
+			_, err := m.Cancel("old", false, "operator")
+			cancelled <- err
+		}()
+		synctest.Wait() // the cancelling record's Put is blocked
+		admitted := make(chan error, 1)
+		go func() {
+			_, release, err := m.Admit(context.Background(), "new")
+			if err == nil {
+				release()
+			}
+			admitted <- err
+		}()
+		// Refused at once, or (the bug) admitted in old's place and
+		// waiting for the store to write its record.
+		var aerr error
+		for done := false; !done; {
+			select {
+			case aerr = <-admitted:
+				done = true
+			default:
+				if _, err := m.Get("old"); errors.Is(err, ErrNotFound) {
+					t.Errorf("old forgotten to make room while its cancel was being recorded")
+					done = true
+				}
+				runtime.Gosched()
+			}
+		}
+		openGate()
+		if aerr == nil {
+			aerr = <-admitted
+		}
+		if !errors.Is(aerr, ErrTooManyJobs) {
+			t.Errorf("a new job while the only idle one is being cancelled: %v, want ErrTooManyJobs", aerr)
+		}
+		if err := <-cancelled; err != nil {
+			t.Fatalf("cancel: %v", err)
+		}
+		synctest.Wait() // cancel and cleanup, none configured, end it
+		m.Tick(time.Now())
+		v, err := m.Get("old")
+		if err != nil || v.State != Cancelled {
+			t.Fatalf("old after its cancel: %v %s (history %v); want cancelled", err, v.State, historyTo(v))
+		}
+		if s := storedState(t, st, "old"); s != Cancelled {
+			t.Errorf("old stored %s, want cancelled", s)
 		}
 	})
 }

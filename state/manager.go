@@ -147,6 +147,12 @@ type entry struct {
 	drainCancel bool
 
 	version, flushed uint64 // record versions: latest in memory, latest committed
+	// proposed: a cancel or reopen of the job is being committed
+	// (commitProposalsLocked), with m.mu released. Such a job is not
+	// idle for makeRoomLocked even if its state still says so: its
+	// record is about to say cancelling, and forgetting it would lose
+	// the cancel and its cleanup.
+	proposed bool
 
 	probeInflight bool
 	probeNext     time.Time
@@ -657,6 +663,7 @@ func (m *Manager) tryLocked(e *entry, ev Event, now time.Time, fx *effects) (*pr
 		if reopens {
 			again = Event{Type: EvReopen, Reason: next.Reason}
 		}
+		e.proposed = true
 		return &proposal{e: e, ev: ev, now: now, base: e.version, rec: rec, again: again}, nil
 	}
 	e.job = next
@@ -680,12 +687,18 @@ func (m *Manager) commitProposalsLocked(ps []*proposal, fx *effects) error {
 	}
 	if err := m.store.Put(recs...); err != nil {
 		m.writeError(err)
+		m.mu.Lock()
+		for _, p := range ps {
+			p.e.proposed = false
+		}
+		m.mu.Unlock()
 		return fmt.Errorf("%w: %w", ErrNotDurable, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, p := range ps {
 		e := p.e
+		e.proposed = false
 		if e.version == p.base {
 			// Nothing changed the job's record while it was written, and the
 			// machine is deterministic: the same step gives the state
@@ -898,7 +911,8 @@ func (m *Manager) getOrCreateLocked(id string, s Settings, now time.Time, fx *ef
 }
 
 // makeRoomLocked forgets the job idle the longest (not the default job,
-// and none with a write in flight or waiting) so that job newID may be
+// none with a write in flight or waiting, and none whose cancel is being
+// committed) so that job newID may be
 // created or reopened under MaxJobs, and reports whether it found one.
 // An idle job is one whose loader went away, often without completing it;
 // forgetting it cancels nothing and cleans nothing up, and a later write
@@ -907,7 +921,7 @@ func (m *Manager) getOrCreateLocked(id string, s Settings, now time.Time, fx *ef
 func (m *Manager) makeRoomLocked(newID string) bool {
 	var oldest *entry
 	for id, e := range m.jobs {
-		if e.job.State != Idle || id == m.cfg.DefaultJob || e.inflight > 0 || e.waiters > 0 {
+		if e.job.State != Idle || id == m.cfg.DefaultJob || e.inflight > 0 || e.waiters > 0 || e.proposed {
 			continue
 		}
 		if oldest == nil || e.job.Since.Before(oldest.job.Since) {
