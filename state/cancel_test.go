@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"runtime"
@@ -363,4 +364,35 @@ func TestIdleJobBeingCancelledIsNotForgotten(t *testing.T) {
 			t.Errorf("old stored %s, want cancelled", s)
 		}
 	})
+}
+
+// TestCancelRecordMakesItsCheckpointDurable: a checkpoint whose commit
+// failed is in the cancelling record once that is committed, so the view
+// shows it as durable from then on. It used to show the checkpoint before
+// it until the job's next record was written (after the cancel action,
+// which may retry for long), while the store held the newer one.
+func TestCancelRecordMakesItsCheckpointDurable(t *testing.T) {
+	st := &flakyStore{}
+	m := newTestManager(t, Config{Store: st})
+	defer m.Close()
+	write(t, m, "j", ack)
+	if _, err := m.ReportProgress("j", Progress{Records: 1, Checkpoint: json.RawMessage(`"c1"`)}); err != nil {
+		t.Fatal(err)
+	}
+	st.setBroken(true)
+	if _, err := m.ReportProgress("j", Progress{Records: 2, Checkpoint: json.RawMessage(`"c2"`)}); err == nil {
+		t.Fatal("checkpoint c2 committed on a broken store")
+	}
+	st.setBroken(false)
+	v, err := m.Cancel("j", false, "operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.Load()
+	if len(recs) != 1 || len(recs[0].Checkpoints) != 2 {
+		t.Fatalf("stored %+v, want the cancelling record with both checkpoints", recs)
+	}
+	if v.Checkpoint == nil || string(v.Checkpoint.Data) != `"c2"` {
+		t.Errorf("view after the cancel was recorded: checkpoint %+v, want c2, which the record holds", v.Checkpoint)
+	}
 }

@@ -699,6 +699,12 @@ func (m *Manager) commitProposalsLocked(ps []*proposal, fx *effects) error {
 	for _, p := range ps {
 		e := p.e
 		e.proposed = false
+		// The committed record holds the checkpoints the job had when
+		// tried: they are durable now. A job applied as tried is not
+		// committed again, so nothing else would say so.
+		for _, c := range p.rec.Checkpoints {
+			e.durableSeq = max(e.durableSeq, c.Seq)
+		}
 		if e.version == p.base {
 			// Nothing changed the job's record while it was written, and the
 			// machine is deterministic: the same step gives the state
