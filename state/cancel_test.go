@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -395,4 +396,83 @@ func TestCancelRecordMakesItsCheckpointDurable(t *testing.T) {
 	if v.Checkpoint == nil || string(v.Checkpoint.Data) != `"c2"` {
 		t.Errorf("view after the cancel was recorded: checkpoint %+v, want c2, which the record holds", v.Checkpoint)
 	}
+}
+
+// reopenGateStore holds every Put of a record of job id that says it
+// takes writes again, once armed, until open is closed.
+type reopenGateStore struct {
+	MemStore
+	id    string
+	armed atomic.Bool
+	open  chan struct{}
+}
+
+func (s *reopenGateStore) Put(recs ...Record) error {
+	for _, r := range recs {
+		if s.armed.Load() && r.ID == s.id && r.State.Accepting() {
+			<-s.open
+		}
+	}
+	return s.MemStore.Put(recs...)
+}
+
+// TestReopenCommitKeepsMaxJobs: a cancelled job is reopened at one live
+// job under MaxJobs, and while its record is being written a new job's
+// first write comes. One of them takes the last place; both may not. The
+// reopen was checked against MaxJobs when tried and applied once
+// committed, so the new job, created meanwhile, took the place as well
+// and the manager held more live jobs than MaxJobs.
+func TestReopenCommitKeepsMaxJobs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &reopenGateStore{id: "a", open: make(chan struct{})}
+		m := newTestManager(t, Config{Store: st, MaxJobs: 1})
+		defer m.Close()
+		openGate := sync.OnceFunc(func() { close(st.open) })
+		defer openGate()
+		write(t, m, "a", ack)
+		if _, err := m.Cancel("a", false, ""); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if v := mustGet(t, m, "a"); v.State != Cancelled {
+			t.Fatalf("a: %s, want cancelled", v.State)
+		}
+		st.armed.Store(true)
+		reopened := make(chan error, 1)
+		go func() {
+			_, err := m.Reopen("a", "")
+			reopened <- err
+		}()
+		synctest.Wait() // the reopening record's Put is blocked
+		admitted := make(chan error, 1)
+		go func() {
+			_, release, err := m.Admit(context.Background(), "b")
+			if err == nil {
+				release()
+			}
+			admitted <- err
+		}()
+		// Refused at once, or created and waiting for the store to
+		// write its record.
+		for {
+			if _, err := m.Get("b"); err == nil || len(admitted) > 0 {
+				break
+			}
+			runtime.Gosched()
+		}
+		openGate()
+		rerr, err := <-reopened, <-admitted
+		live := 0
+		for s, n := range m.Counts() {
+			if !s.Terminal() {
+				live += n
+			}
+		}
+		if live > 1 {
+			t.Errorf("%d live jobs (reopen: %v, new job: %v), MaxJobs 1", live, rerr, err)
+		}
+		if rerr != nil && err != nil {
+			t.Errorf("neither the reopen (%v) nor the new job (%v) took the free place", rerr, err)
+		}
+	})
 }

@@ -88,7 +88,7 @@ type Config struct {
 type Manager struct {
 	mu     sync.Mutex
 	jobs   map[string]*entry
-	live   int // non-terminal jobs
+	live   int // non-terminal jobs, and reopens being committed (proposal.reopens)
 	closed bool
 	// draining: a shutdown's drain began; a write that would wait for
 	// its held job's probe slot is refused (Drain).
@@ -180,6 +180,9 @@ type proposal struct {
 	// again is the request as recorded, for a job that moved
 	// (observations, ticks) while rec was being written.
 	again Event
+	// reopens: the job is counted in Manager.live from the try, so that
+	// no new job takes its place under MaxJobs while rec is written.
+	reopens bool
 }
 
 type runReq struct {
@@ -664,7 +667,10 @@ func (m *Manager) tryLocked(e *entry, ev Event, now time.Time, fx *effects) (*pr
 			again = Event{Type: EvReopen, Reason: next.Reason}
 		}
 		e.proposed = true
-		return &proposal{e: e, ev: ev, now: now, base: e.version, rec: rec, again: again}, nil
+		if reopens {
+			m.live++ // its place, held until applied or given up
+		}
+		return &proposal{e: e, ev: ev, now: now, base: e.version, rec: rec, again: again, reopens: reopens}, nil
 	}
 	e.job = next
 	m.steppedLocked(e, before, ev, acts, err, fx)
@@ -690,6 +696,9 @@ func (m *Manager) commitProposalsLocked(ps []*proposal, fx *effects) error {
 		m.mu.Lock()
 		for _, p := range ps {
 			p.e.proposed = false
+			if p.reopens {
+				m.live--
+			}
 		}
 		m.mu.Unlock()
 		return fmt.Errorf("%w: %w", ErrNotDurable, err)
@@ -699,6 +708,9 @@ func (m *Manager) commitProposalsLocked(ps []*proposal, fx *effects) error {
 	for _, p := range ps {
 		e := p.e
 		e.proposed = false
+		if p.reopens {
+			m.live-- // counted again as the job leaves its terminal state
+		}
 		// The committed record holds the checkpoints the job had when
 		// tried: they are durable now. A job applied as tried is not
 		// committed again, so nothing else would say so.
