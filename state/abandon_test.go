@@ -133,3 +133,45 @@ func TestAbandonedWritesOfAStoppedRunDoNotStallTheNext(t *testing.T) {
 		})
 	}
 }
+
+// TestResumedRunIsJudgedFromItsResumption: a loader idle for hours (or
+// one that promised heartbeats and fell silent) writes again, and its
+// first write is throttled once, the proxy retrying it. The job has not
+// gone without progress for StallAfter since it began trying: it is
+// throttled, not stalled, and not cancelled CancelGrace later. Its stall
+// clock used to be as old as the last run's progress, so the next tick
+// called it stalled at once (an alert for one 429) and the grace alone
+// stood between the job and its cancel and cleanup.
+func TestResumedRunIsJudgedFromItsResumption(t *testing.T) {
+	for name, p := range map[string]Policy{"idle": testPolicy(), "loader_idle": watched()} {
+		t.Run(name, func(t *testing.T) {
+			quiet := Idle
+			if p.HeartbeatInterval > 0 {
+				quiet = Stalled
+			}
+			j := NewJob("bulk", p, t0, zeroRand)
+			transcript(t, j, []step{
+				{0, admit, Running, nil},
+				{0, progress, Running, nil},
+				{0, release, Running, nil},
+				{p.StallAfter + time.Second, tick, quiet, nil},
+				{3 * time.Hour, admit, Running, nil},
+				{3*time.Hour + time.Second, throttle, Throttled, nil},
+				{3*time.Hour + 2*time.Second, tick, Throttled, nil},
+			})
+			// Throttled on every attempt since: not stalled before a full
+			// window from the resumption.
+			for at := 3*time.Hour + 3*time.Second; at < 3*time.Hour+p.StallAfter; at += time.Second {
+				if _, err := j.Step(throttle, t0.Add(at)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := j.Step(tick, t0.Add(at)); err != nil {
+					t.Fatal(err)
+				}
+				if j.State == Stalled || !j.State.Accepting() {
+					t.Fatalf("%s (%s) at %s, %s after the resumption", j.State, j.StallCause, at, at-3*time.Hour)
+				}
+			}
+		})
+	}
+}

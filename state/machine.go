@@ -416,7 +416,7 @@ type Job struct {
 	MachineState
 	step stepFunc
 
-	stallClock    time.Time // last progress, or creation, or restart, or reopen
+	stallClock    time.Time // last progress, or creation, restart, reopen, or a stopped loader's next write (resume)
 	lastHeartbeat time.Time // last write asked, progress or heartbeat, or creation, restart, reopen
 	lastThrottle  time.Time
 	lastActive    time.Time               // last write asked, progress or heartbeat in this process; zero after a restore
@@ -883,13 +883,25 @@ func stepPending(j *Job, ev Event, now time.Time) ([]Action, error) {
 func stepIdle(j *Job, ev Event, now time.Time) ([]Action, error) {
 	switch ev.Type {
 	case EvAdmit:
-		j.become(Running, "write_resumed", now)
+		j.resume(now)
 		return []Action{ActPersist}, nil
 	case EvProgress:
 		j.become(Running, "progress", now)
 		return []Action{ActPersist}, nil
 	}
 	return nil, nil
+}
+
+// resume makes a job whose loader had stopped (idle, or stalled with
+// loader_idle) running at its new first write. The new run is judged from
+// now: its stall clock was the last run's progress, hours old perhaps, and
+// the first throttle of the new run would make the next tick call the job
+// stalled at once, with only CancelGrace before its cancel and cleanup. A
+// job is idle only with no failed write since its progress, so nothing
+// the clock was counting is lost.
+func (j *Job) resume(now time.Time) {
+	j.stallClock = now
+	j.become(Running, "write_resumed", now)
 }
 
 // stepRunning: any throttle makes the job throttled first, so its history
@@ -976,7 +988,7 @@ func stepStalled(j *Job, ev Event, now time.Time) ([]Action, error) {
 	case EvAdmit:
 		if j.StallCause == CauseLoaderIdle {
 			// The loader that had fallen silent writes again.
-			j.become(Running, "write_resumed", now)
+			j.resume(now)
 			return []Action{ActPersist}, nil
 		}
 		return j.admitHeld(now), nil
