@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -473,6 +474,66 @@ func TestReopenCommitKeepsMaxJobs(t *testing.T) {
 		}
 		if rerr != nil && err != nil {
 			t.Errorf("neither the reopen (%v) nor the new job (%v) took the free place", rerr, err)
+		}
+	})
+}
+
+// forceGateStore holds every Put of a record of a forced cancel until
+// open is closed.
+type forceGateStore struct {
+	MemStore
+	open chan struct{}
+}
+
+func (s *forceGateStore) Put(recs ...Record) error {
+	for _, r := range recs {
+		if r.State == Cancelling && r.Force {
+			<-s.open
+		}
+	}
+	return s.MemStore.Put(recs...)
+}
+
+// TestForcedCancelOfAJobThatFailedMeanwhile: an operator forces a cancel
+// under way, and its cancel action runs out of retries while the forced
+// record is being written: the job is failed, not cleaned up. The forced
+// request must say it was not applied, as it does when it comes after
+// the failure; it used to answer success with the job failed and its
+// cleanup never run.
+func TestForcedCancelOfAJobThatFailedMeanwhile(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &forceGateStore{open: make(chan struct{})}
+		api := &storeAPI{block: func(call string) bool { return strings.HasSuffix(call, "/cancel?force=true") }}
+		m := newTestManager(t, Config{Store: st, Defaults: pegasusActions(), ActionRetries: -1,
+			HTTPClient: &http.Client{Transport: api}})
+		defer m.Close()
+		openGate := sync.OnceFunc(func() { close(st.open) })
+		defer openGate()
+		write(t, m, "j", ack)
+		if _, err := m.Cancel("j", false, ""); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // the cancel action hangs until its timeout
+		forced := make(chan error, 1)
+		go func() {
+			_, err := m.Cancel("j", true, "")
+			forced <- err
+		}()
+		synctest.Wait() // the forced record's Put is blocked
+		time.Sleep(DefaultActionTimeout)
+		for mustGet(t, m, "j").State != Failed { // the action's last attempt timed out
+			runtime.Gosched()
+		}
+		openGate()
+		err := <-forced
+		synctest.Wait()
+		v := mustGet(t, m, "j")
+		var te *TransitionError
+		if !errors.As(err, &te) || v.State != Failed {
+			t.Errorf("forced cancel of a job that failed meanwhile: %v, job %s (history %v); want a transition error, failed", err, v.State, historyTo(v))
+		}
+		if s := storedState(t, st, "j"); s != Failed {
+			t.Errorf("stored %s, want failed", s)
 		}
 	})
 }

@@ -183,6 +183,9 @@ type proposal struct {
 	// reopens: the job is counted in Manager.live from the try, so that
 	// no new job takes its place under MaxJobs while rec is written.
 	reopens bool
+	// err: the job moved to a state that refuses again (a forced cancel
+	// of a job whose cancel failed meanwhile); the request is not done.
+	err error
 }
 
 type runReq struct {
@@ -740,6 +743,7 @@ func (m *Manager) commitProposalsLocked(ps []*proposal, fx *effects) error {
 		// written next.
 		if _, err := m.stepLocked(e, p.again, m.now(), fx); err != nil {
 			m.log.Warn("committed request not applicable", "job", e.job.ID(), "event", p.again.Type.String(), "err", err)
+			p.err = err
 		}
 		fx.ids = append(fx.ids, e.job.ID())
 	}
@@ -1400,7 +1404,11 @@ func (m *Manager) request(id string, ev Event) (JobView, error) {
 	if err == nil {
 		err = m.commitLocked(fx.ids)
 		if p != nil {
-			err = nil // the request is recorded; what moved meanwhile is written at the next tick
+			// The request is recorded; what moved meanwhile is written at
+			// the next tick. A job that moved to a state that refuses the
+			// request (its cancel failed for good) answers as it would
+			// had the request come after: the request did nothing.
+			err = p.err
 		}
 	}
 	m.mu.Lock()
