@@ -16,6 +16,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/smithy-go/encoding/httpbinding"
 )
 
 // unsignedPayloadServices accept "UNSIGNED-PAYLOAD" as the payload hash,
@@ -96,6 +97,21 @@ func (a *Authenticator) signerOptions(o *v4.SignerOptions) {
 	o.DisableURIPathEscaping = a.service == "s3"
 }
 
+// canonicalS3Path makes the path req sends its SigV4 encoding. Signing s3
+// without escaping takes the path as it goes on the wire, but S3 signs the
+// key it decoded, encoded again with every byte outside A-Za-z0-9-._~
+// escaped: a key a loader sent as "dt=2025-03-01/x", "12:00:00Z.json" or
+// "caf%c3%a9" would be signed as sent and refused as SignatureDoesNotMatch.
+// Sent in that encoding, it names the same key.
+func canonicalS3Path(req *http.Request) {
+	if req.URL.Opaque != "" {
+		return // sent as it is, and signed as it is
+	}
+	if p := httpbinding.EscapePath(req.URL.Path, false); p != req.URL.EscapedPath() {
+		req.URL.RawPath = p
+	}
+}
+
 // sign signs req with SigV4 using c at the current time.
 func (a *Authenticator) sign(req *http.Request, c *credential) error {
 	hash, err := a.payloadHash(req)
@@ -109,6 +125,9 @@ func (a *Authenticator) sign(req *http.Request, c *credential) error {
 	h.Del("X-Amz-Security-Token")
 	dropPresigned(req)
 	h.Set("X-Amz-Content-Sha256", hash)
+	if a.service == "s3" {
+		canonicalS3Path(req)
+	}
 	if err := a.signer.SignHTTP(req.Context(), c.aws, req, hash, a.service, a.region, a.now(), a.signerOptions); err != nil {
 		return fmt.Errorf("auth: aws-sigv4 signing for service %q: %w", a.service, err)
 	}

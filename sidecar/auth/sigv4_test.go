@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -214,8 +215,13 @@ func verifySigV4(r *http.Request, body []byte, keys map[string]string, now time.
 		}
 	}
 	// The path is URI-encoded once for S3 and twice for other services.
+	// S3 encodes the key it decoded from the request line, not the bytes
+	// that came on the wire: "a=b" and "a%3Db" name one object and both
+	// canonicalize to "a%3Db".
 	uri := r.URL.EscapedPath()
-	if parts[2] != "s3" {
+	if parts[2] == "s3" {
+		uri = uriEncode(r.URL.Path, false)
+	} else {
 		segs := strings.Split(uri, "/")
 		for i := range segs {
 			segs[i] = url.PathEscape(segs[i])
@@ -237,6 +243,23 @@ func verifySigV4(r *http.Request, body []byte, keys map[string]string, now time.
 		return fmt.Errorf("signature mismatch: canonical request\n%s", canonical)
 	}
 	return nil
+}
+
+// uriEncode is SigV4's UriEncode: every byte but the unreserved A-Z a-z
+// 0-9 - . _ ~ as %XX with upper-case hex; '/' too if encodeSlash.
+func uriEncode(s string, encodeSlash bool) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', strings.IndexByte("-._~", c) >= 0,
+			c == '/' && !encodeSlash:
+			b.WriteByte(c)
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
 }
 
 // s3Double is an S3-compatible store that accepts only correctly signed
@@ -331,6 +354,54 @@ func TestSigV4AgainstStoreDouble(t *testing.T) {
 		r.ContentLength = 7
 	}); code != http.StatusForbidden {
 		t.Errorf("a body altered after hashing got %d, want 403", code)
+	}
+}
+
+// S3 keys as a loader that does not sign writes them on the request line:
+// with the characters RFC 3986 allows in a path left as they are (Hive
+// partitions "dt=...", timestamps with ':', '+', ','), with lower-case
+// escapes, or escaped where they need not be. S3 signs the key it decodes,
+// encoded its own way, so each must reach the store double signed for
+// that key, and stored under it.
+func TestSigV4S3KeyEncoding(t *testing.T) {
+	creds := aws.Credentials{AccessKeyID: "AKIDKEYS", SecretAccessKey: "keys-secret"}
+	store := &s3Double{keys: map[string]string{creds.AccessKeyID: creds.SecretAccessKey}, objects: map[string][]byte{}}
+	srv := httptest.NewServer(store)
+	defer srv.Close()
+	h := sigv4Auth(t, "s3", creds, time.Time{}, nil)
+	for _, tc := range []struct{ path, key string }{
+		{"/bucket/plain/key.json", "/bucket/plain/key.json"},
+		{"/bucket/dt=2025-03-01/part-0.json", "/bucket/dt=2025-03-01/part-0.json"},
+		{"/bucket/2025-03-01T12:34:56Z.json", "/bucket/2025-03-01T12:34:56Z.json"},
+		{"/bucket/a+b,c;d@e$f&g", "/bucket/a+b,c;d@e$f&g"},
+		{"/bucket/a%20b%2bc", "/bucket/a b+c"},
+		{"/bucket/caf%c3%a9", "/bucket/café"},
+		{"/bucket/%61%62c", "/bucket/abc"},
+		{"/bucket/a%3Db/", "/bucket/a=b/"},
+		{"/bucket/x//y", "/bucket/x//y"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			store.mu.Lock()
+			store.denied = nil
+			store.mu.Unlock()
+			req := newRequest(t, "PUT", srv.URL+tc.path+"?x-id=PutObject", "data")
+			if err := h.a.Apply(req); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			store.mu.Lock()
+			defer store.mu.Unlock()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("the store answered %d: %v", resp.StatusCode, store.denied)
+			}
+			if _, ok := store.objects[tc.key]; !ok {
+				t.Errorf("stored %v, want key %q", slices.Collect(maps.Keys(store.objects)), tc.key)
+			}
+		})
 	}
 }
 
