@@ -1,13 +1,16 @@
 package auth
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +29,9 @@ var unsignedPayloadServices = map[string]bool{"s3": true}
 const (
 	emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" // SHA-256 of ""
 	unsignedPayload  = "UNSIGNED-PAYLOAD"
+	// unsignedChunked is the payload hash of an aws-chunked body whose
+	// chunks are not signed, with a trailing checksum.
+	unsignedChunked = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 )
 
 // awsSource fetches AWS credentials from a provider, by default the SDK's
@@ -114,6 +120,9 @@ func canonicalS3Path(req *http.Request) {
 
 // sign signs req with SigV4 using c at the current time.
 func (a *Authenticator) sign(req *http.Request, c *credential) error {
+	if err := unchunkSigned(req); err != nil {
+		return err
+	}
 	hash, err := a.payloadHash(req)
 	if err != nil {
 		return err
@@ -163,6 +172,13 @@ func dropPresigned(req *http.Request) {
 func (a *Authenticator) payloadHash(req *http.Request) (string, error) {
 	if req.Body == nil || req.Body == http.NoBody {
 		return emptyPayloadHash, nil
+	}
+	if req.Header.Get("X-Amz-Content-Sha256") == unsignedChunked {
+		// The loader framed its body in aws-chunked with a trailing
+		// checksum, which S3 reads only under this hash: it refuses
+		// aws-chunked declared as UNSIGNED-PAYLOAD. Nothing in it is
+		// signed, so it goes as it came.
+		return unsignedChunked, nil
 	}
 	if a.unsignedPayload {
 		return unsignedPayload, nil
@@ -253,6 +269,141 @@ func (a *Authenticator) hashUnknownLength(req *http.Request) (string, error) {
 	}
 	return hex.EncodeToString(sum.Sum(nil)), nil
 }
+
+// unchunkSigned turns a loader's aws-chunked body with chunk signatures
+// (x-amz-content-sha256 STREAMING-AWS4-*, as the Java SDK uploads to S3
+// over plain http) into the plain body it carries. Each chunk's signature
+// chains from the request's, which sluice replaces, so the store would
+// refuse the chunks; and S3 refuses aws-chunked under any other payload
+// hash. The body goes as X-Amz-Decoded-Content-Length bytes without the
+// framing, and without its trailing checksum, which no header can carry
+// once the body is under way.
+func unchunkSigned(req *http.Request) error {
+	h := req.Header
+	v := h.Get("X-Amz-Content-Sha256")
+	if !strings.HasPrefix(v, "STREAMING-AWS4-") || req.Body == nil || req.Body == http.NoBody {
+		return nil
+	}
+	size, err := strconv.ParseInt(h.Get("X-Amz-Decoded-Content-Length"), 10, 64)
+	if err != nil || size < 0 {
+		return fmt.Errorf("auth: aws-sigv4: an aws-chunked body (x-amz-content-sha256 %s) needs its length in X-Amz-Decoded-Content-Length, got %q", v, h.Get("X-Amz-Decoded-Content-Length"))
+	}
+	var codings []string
+	for _, c := range strings.Split(h.Get("Content-Encoding"), ",") {
+		if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "aws-chunked") {
+			codings = append(codings, c)
+		}
+	}
+	if len(codings) > 0 {
+		h.Set("Content-Encoding", strings.Join(codings, ", "))
+	} else {
+		h.Del("Content-Encoding")
+	}
+	h.Del("X-Amz-Decoded-Content-Length")
+	h.Del("X-Amz-Trailer")
+	h.Del("X-Amz-Content-Sha256") // payloadHash must not take it for the loader's
+	req.Body = &unchunker{r: bufio.NewReader(req.Body), c: req.Body, left: size}
+	if getBody := req.GetBody; getBody != nil {
+		req.GetBody = func() (io.ReadCloser, error) {
+			b, err := getBody()
+			if err != nil {
+				return nil, err
+			}
+			return &unchunker{r: bufio.NewReader(b), c: b, left: size}, nil
+		}
+	}
+	req.ContentLength = size
+	return nil
+}
+
+// unchunker reads the data of an aws-chunked body: chunks of
+// "<hex size>[;extensions]\r\n<data>\r\n", a last one of size 0, then
+// trailing headers up to an empty line. Framing that does not parse, and
+// data longer or shorter than left, are read errors, so that a body sent
+// in part is never taken for whole.
+type unchunker struct {
+	r     *bufio.Reader
+	c     io.Closer
+	left  int64 // bytes still to come, as declared
+	chunk int64 // bytes left in the current chunk
+	begun bool  // a chunk was read: its data ends in CRLF
+	done  bool
+}
+
+func (u *unchunker) Read(p []byte) (int, error) {
+	if u.done {
+		return 0, io.EOF
+	}
+	if u.chunk == 0 {
+		if err := u.next(); err != nil {
+			return 0, err
+		}
+		if u.done {
+			return 0, io.EOF
+		}
+	}
+	n, err := u.r.Read(p[:min(int64(len(p)), u.chunk)])
+	u.chunk -= int64(n)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// next reads up to the data of the next chunk, or to the body's end.
+func (u *unchunker) next() error {
+	if u.begun {
+		if crlf, err := u.line(); err != nil || crlf != "" {
+			return errBadChunk
+		}
+	}
+	line, err := u.line()
+	if err != nil {
+		return err
+	}
+	sizeHex, _, _ := strings.Cut(line, ";")
+	size, err := strconv.ParseInt(sizeHex, 16, 64)
+	if err != nil || size < 0 || size > u.left {
+		return errBadChunk
+	}
+	u.begun, u.chunk, u.left = true, size, u.left-size
+	if size > 0 {
+		return nil
+	}
+	if u.left != 0 {
+		return errBadChunk // shorter than X-Amz-Decoded-Content-Length
+	}
+	for { // the trailer, read so that the body ends where the loader ended it
+		l, err := u.line()
+		if err == io.EOF || (err == nil && l == "") {
+			u.done = true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// line reads one CRLF-terminated line without its end; a line longer than
+// the reader's buffer is not framing.
+func (u *unchunker) line() (string, error) {
+	b, err := u.r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		return "", errBadChunk
+	}
+	if err != nil {
+		if err == io.EOF && len(b) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return "", err
+	}
+	return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), nil
+}
+
+func (u *unchunker) Close() error { return u.c.Close() }
+
+var errBadChunk = errors.New("auth: aws-sigv4: the aws-chunked request body is malformed or does not match X-Amz-Decoded-Content-Length")
 
 // fill reads r into buf until buf is full or r ends. Unlike io.ReadFull it
 // keeps the body's clean end (io.EOF) apart from a body cut short:
