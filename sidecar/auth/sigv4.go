@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,6 +119,28 @@ func canonicalS3Path(req *http.Request) {
 	}
 }
 
+// normalizedPath returns p without empty and "." segments, and with each
+// ".." segment taking the one before it away; a trailing "/" stays.
+func normalizedPath(p string) string {
+	var segs []string
+	for seg := range strings.SplitSeq(p, "/") {
+		switch seg {
+		case "", ".":
+		case "..":
+			if len(segs) > 0 {
+				segs = segs[:len(segs)-1]
+			}
+		default:
+			segs = append(segs, seg)
+		}
+	}
+	n := "/" + strings.Join(segs, "/")
+	if len(segs) > 0 && strings.HasSuffix(p, "/") {
+		n += "/"
+	}
+	return n
+}
+
 // sign signs req with SigV4 using c at the current time.
 func (a *Authenticator) sign(req *http.Request, c *credential) error {
 	if err := unchunkSigned(req); err != nil {
@@ -136,6 +159,16 @@ func (a *Authenticator) sign(req *http.Request, c *credential) error {
 	h.Set("X-Amz-Content-Sha256", hash)
 	if a.service == "s3" {
 		canonicalS3Path(req)
+	} else if p := req.URL.EscapedPath(); req.URL.Opaque == "" && p != normalizedPath(p) {
+		// Every service but S3 signs the path with its empty, "." and
+		// ".." segments resolved: a loader's "//_bulk" (a base URL
+		// ending in "/") signed as sent is refused as
+		// SignatureDoesNotMatch. The signer takes the path from the
+		// URL; the request goes with the path the loader sent.
+		path, rawPath := req.URL.Path, req.URL.RawPath
+		req.URL.RawPath = normalizedPath(p)
+		req.URL.Path, _ = url.PathUnescape(req.URL.RawPath) // p is EscapedPath's: it unescapes
+		defer func() { req.URL.Path, req.URL.RawPath = path, rawPath }()
 	}
 	if err := a.signer.SignHTTP(req.Context(), c.aws, req, hash, a.service, a.region, a.now(), a.signerOptions); err != nil {
 		return fmt.Errorf("auth: aws-sigv4 signing for service %q: %w", a.service, err)

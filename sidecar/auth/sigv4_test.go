@@ -219,14 +219,28 @@ func verifySigV4(r *http.Request, body []byte, keys map[string]string, now time.
 	// that came on the wire: "a=b" and "a%3Db" name one object and both
 	// canonicalize to "a%3Db".
 	uri := r.URL.EscapedPath()
+	// Other services resolve the path's empty, "." and ".." segments
+	// first.
 	if parts[2] == "s3" {
 		uri = uriEncode(r.URL.Path, false)
 	} else {
-		segs := strings.Split(uri, "/")
-		for i := range segs {
-			segs[i] = url.PathEscape(segs[i])
+		var segs []string
+		for _, seg := range strings.Split(uri, "/") {
+			switch {
+			case seg == "" || seg == ".":
+			case seg == "..":
+				if len(segs) > 0 {
+					segs = segs[:len(segs)-1]
+				}
+			default:
+				segs = append(segs, uriEncode(seg, true))
+			}
 		}
-		uri = strings.Join(segs, "/")
+		trailing := ""
+		if len(segs) > 0 && strings.HasSuffix(uri, "/") {
+			trailing = "/"
+		}
+		uri = "/" + strings.Join(segs, "/") + trailing
 	}
 	canonical := strings.Join([]string{r.Method, uri, strings.Join(qs, "&"), ch.String(), fields["SignedHeaders"], payload}, "\n")
 	toSign := strings.Join([]string{"AWS4-HMAC-SHA256", amzDate, scope[1], sha256Hex(canonical)}, "\n")
@@ -374,6 +388,17 @@ func TestSigV4AgainstStoreDouble(t *testing.T) {
 	}
 	if code, _ := do(es, "PUT", "/idx/_doc/a%20b", "{}", nil); code != 200 {
 		t.Fatalf("PUT with an escaped path to a non-S3 service: %d %v", code, store.denied)
+	}
+	// A path with empty, "." or ".." segments is signed as the service
+	// resolves it, and sent as the loader wrote it.
+	for _, path := range []string{"//_bulk", "/idx//_doc/a%20b/", "/idx/./_doc/x", "/other/../idx/_bulk", "/idx/_doc/x/./"} {
+		if code, _ := do(es, "POST", path, "{}", func(r *http.Request) {
+			if got := r.URL.EscapedPath(); got != path {
+				t.Errorf("sent path %q, want %q as the loader sent it", got, path)
+			}
+		}); code != 200 {
+			t.Errorf("POST %s to a non-S3 service: %d %v", path, code, store.denied)
+		}
 	}
 	if code, _ := do(s3, "PUT", "/bucket/x", "data", func(r *http.Request) { r.Header.Set("Content-Type", "text/plain") }); code != http.StatusForbidden {
 		t.Errorf("a request altered after signing got %d, want 403", code)
