@@ -441,11 +441,21 @@ func (c *Config) fillDefaults(set map[string]string) {
 		// As the limiter's own default: 4, or the ceiling if lower.
 		c.InitialConcurrency = min(c.InitialConcurrency, c.MaxConcurrency)
 	}
+	// The bounds left unset follow only a usable start: one that is 0,
+	// negative, NaN or infinite is validate's to report, under its own
+	// name, not again under a bound the operator never set.
+	usable := c.InitialRate > 0 && !math.IsInf(c.InitialRate, 0)
 	if !minSet {
-		c.MinRate = min(minR, c.InitialRate)
+		c.MinRate = minR
+		if usable {
+			c.MinRate = min(minR, c.InitialRate)
+		}
 	}
 	if !maxSet {
-		c.MaxRate = max(maxR, c.InitialRate)
+		c.MaxRate = maxR
+		if usable {
+			c.MaxRate = max(maxR, c.InitialRate)
+		}
 	}
 }
 
