@@ -32,5 +32,14 @@ func NewLogger(cfg Config, w io.Writer) *slog.Logger {
 	if cfg.LogFormat == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
+	// slog's JSON handler writes a duration as integer nanoseconds
+	// ("retry_after":1000000000), which an operator reads as a billion
+	// seconds; write it as the text handler and the variables do ("1s").
+	opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			a.Value = slog.StringValue(a.Value.Duration().String())
+		}
+		return a
+	}
 	return slog.New(slog.NewJSONHandler(w, opts))
 }

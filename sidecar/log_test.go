@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLogLevel: SLUICE_LOG_LEVEL is read one way by the config check, the
@@ -39,5 +40,15 @@ func TestLogLevel(t *testing.T) {
 		if !log.Enabled(context.Background(), tc.want) || log.Enabled(context.Background(), tc.want-1) {
 			t.Errorf("SLUICE_LOG_LEVEL=%q: the logger is not at %v", tc.in, tc.want)
 		}
+	}
+}
+
+// TestJSONLogDurations: a duration in a JSON log line reads as one ("1s"),
+// as in text logs and the variables, not as slog's integer nanoseconds.
+func TestJSONLogDurations(t *testing.T) {
+	var buf bytes.Buffer
+	NewLogger(Config{LogLevel: "info", LogFormat: "json"}, &buf).Info("m", "retry_after", time.Second, "group", slog.GroupValue(slog.Duration("for", 1500*time.Millisecond)))
+	if got := buf.String(); !strings.Contains(got, `"retry_after":"1s"`) || !strings.Contains(got, `"for":"1.5s"`) {
+		t.Errorf("JSON log line %s: want durations as \"1s\" and \"1.5s\"", got)
 	}
 }
