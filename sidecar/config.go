@@ -729,6 +729,12 @@ func ParseArgv(s string) ([]string, error) {
 		}
 		return argv, nil
 	}
+	// No shell means no quoting: sh -c "exit 1" would run sh with the
+	// words `"exit` and `1"`, and fail only when a job is cancelled,
+	// hours later. A quote in the words form is that mistake.
+	if strings.ContainsAny(s, `"'`) {
+		return nil, errors.New(`quotes are not parsed in the words form (no shell runs it): give the command as a JSON array, e.g. ["sh","-c","exit 1"]`)
+	}
 	argv := strings.Fields(s)
 	if len(argv) == 0 {
 		return nil, errors.New("empty command")

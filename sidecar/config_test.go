@@ -362,7 +362,8 @@ func TestParseArgv(t *testing.T) {
 	if err != nil || len(argv) != 4 {
 		t.Errorf("words form: %v %v", argv, err)
 	}
-	for _, bad := range []string{"", "  ", "[]", `[""]`, "[1]", "[\"a\""} {
+	// Quotes in the words form would be passed on literally (no shell).
+	for _, bad := range []string{"", "  ", "[]", `[""]`, "[1]", "[\"a\"", `sh -c "exit 1"`, `curl -d '{}' http://x/${JOB}`} {
 		if _, err := ParseArgv(bad); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
