@@ -781,11 +781,18 @@ func configFields() []configField {
 // redacted, in name order: what `sluice check-config` prints.
 func (c Config) Effective() [][2]string {
 	v := reflect.ValueOf(c)
+	// The credential variables are shown as package auth shows them: the
+	// values of SLUICE_TOKEN_URL_HEADERS whose names suggest a credential
+	// (Authorization=Bearer …) are no less secret than the admin token.
+	authShown := c.Auth.Redacted()
 	var out [][2]string
 	for _, f := range configFields() {
 		fv := v.FieldByIndex(f.index)
 		s := fmt.Sprint(fv.Interface())
+		shown, isAuth := authShown[f.key]
 		switch {
+		case isAuth:
+			s = shown
 		case f.secret && s != "":
 			s = redact.Placeholder
 		case strings.HasSuffix(f.key, "_URL") && s != "":

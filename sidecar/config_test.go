@@ -305,6 +305,21 @@ func TestEffectiveRedactsSecrets(t *testing.T) {
 	if strings.Contains(all.String(), "hunter2-hunter2-hunter2") || !strings.Contains(all.String(), "SLUICE_ADMIN_TOKEN=<redacted>") {
 		t.Errorf("effective configuration leaks or hides the token:\n%s", all.String())
 	}
+
+	// A credential in the token URL's headers is as secret; a header that
+	// carries none stays readable.
+	cfg, _, err = LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_UPSTREAM_AUTH=token-url", "SLUICE_TOKEN_URL=http://t/",
+		"SLUICE_TOKEN_URL_HEADERS=Authorization=Bearer hunter2-hunter2,Metadata-Flavor=Google"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all.Reset()
+	for _, kv := range cfg.Effective() {
+		all.WriteString(kv[0] + "=" + kv[1] + "\n")
+	}
+	if strings.Contains(all.String(), "hunter2-hunter2") || !strings.Contains(all.String(), "SLUICE_TOKEN_URL_HEADERS=Authorization=<redacted>,Metadata-Flavor=Google\n") {
+		t.Errorf("effective configuration leaks or hides the token URL's headers:\n%s", all.String())
+	}
 }
 
 // TestReadmeListsEveryVariable keeps the README's table and the
