@@ -74,6 +74,12 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			pos, rest = append(pos, rest[0]), rest[1:]
 		}
 	}
+	if *force && sub != "cancel" {
+		// The flag set is shared, but only cancel has a force: sluice jobs
+		// delete ID --force would otherwise look like a forced delete.
+		fmt.Fprintf(stderr, "sluice %s: --force applies to sluice jobs cancel only\n\n%s", name, usage)
+		return 2
+	}
 	if (cmd == "status" || sub == "list") && len(pos) > 0 {
 		// An argument would be dropped while the command answers
 		// something else (jobs list ID for jobs show ID): say so.

@@ -247,6 +247,34 @@ func TestUnexpectedArguments(t *testing.T) {
 	}
 }
 
+// TestForceOnlyForCancel: --force is cancel's; given to another command
+// (sluice jobs delete ID --force, read as a forced delete) it is bad usage,
+// exit 2 before any call, not silently ignored.
+func TestForceOnlyForCancel(t *testing.T) {
+	var calls int
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"jobs":[]}`)
+	}))
+	defer admin.Close()
+	getenv := func(k string) string {
+		if k == "SLUICE_ADMIN_URL" {
+			return admin.URL
+		}
+		return ""
+	}
+	for _, args := range [][]string{{"jobs", "delete", "j", "--force"}, {"jobs", "complete", "--force", "j"}, {"jobs", "list", "--force"}, {"status", "--force"}} {
+		var out, errs bytes.Buffer
+		if code := Run(args, getenv, &out, &errs); code != 2 || !strings.Contains(errs.String(), "--force applies to sluice jobs cancel only") {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and --force refused", args, code, errs.String())
+		}
+	}
+	if calls != 0 {
+		t.Errorf("%d calls to the admin API, want none", calls)
+	}
+}
+
 // TestAdminURLCredentialsNotShown: an SLUICE_ADMIN_URL with credentials in
 // it (a proxy in front of the admin API that asks for them) reaches the
 // terminal redacted, whichever command fails to reach it.
