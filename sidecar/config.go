@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -501,8 +502,21 @@ func (c Config) validate() []string {
 		bad("ADMIN_URL", "must be an http(s) URL, got %q", redact.URL(c.AdminURL))
 	}
 	if c.UpstreamCAFile != "" {
-		if _, err := os.Stat(c.UpstreamCAFile); err != nil {
+		// Checked as the proxy will read it, so that check-config does
+		// not pass a directory or a file with no certificate that sluice
+		// run then refuses (a FIFO would block the read: not read).
+		fi, err := os.Stat(c.UpstreamCAFile)
+		switch {
+		case err != nil:
 			bad("UPSTREAM_CA_FILE", "%v", err)
+		case !fi.Mode().IsRegular():
+			bad("UPSTREAM_CA_FILE", "%s is not a regular file (mode %s)", c.UpstreamCAFile, fi.Mode().Type())
+		default:
+			if pem, err := os.ReadFile(c.UpstreamCAFile); err != nil {
+				bad("UPSTREAM_CA_FILE", "%v", err)
+			} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+				bad("UPSTREAM_CA_FILE", "no PEM certificate in %s", c.UpstreamCAFile)
+			}
 		}
 	}
 	positive := func(key string, d time.Duration) {

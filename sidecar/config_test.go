@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -605,6 +606,10 @@ func TestReadmeConfigurationGrouped(t *testing.T) {
 // and run agree and sluice exits 2, not 1, blaming the right variable.
 func TestConfigRefusesWhatRunWouldRefuse(t *testing.T) {
 	up := "SLUICE_UPSTREAM_URL=http://s"
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		env  []string
@@ -627,6 +632,11 @@ func TestConfigRefusesWhatRunWouldRefuse(t *testing.T) {
 		// Every attempt fails to dial.
 		{"upstream port out of range", []string{"SLUICE_UPSTREAM_URL=http://es:99999"}, "SLUICE_UPSTREAM_URL"},
 		{"upstream without a host name", []string{"SLUICE_UPSTREAM_URL=http://:9200"}, "SLUICE_UPSTREAM_URL"},
+		// The proxy reads the CA file and refuses one it cannot read
+		// or that holds no certificate: exit 2 from run, after
+		// check-config had passed it.
+		{"CA file that is a directory", []string{up, "SLUICE_UPSTREAM_CA_FILE=" + t.TempDir()}, "SLUICE_UPSTREAM_CA_FILE"},
+		{"CA file without a certificate", []string{up, "SLUICE_UPSTREAM_CA_FILE=" + notPEM}, "SLUICE_UPSTREAM_CA_FILE"},
 	} {
 		_, _, err := LoadConfig(tc.env)
 		ce, ok := err.(*ConfigError)
