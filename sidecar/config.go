@@ -493,6 +493,11 @@ func (c Config) validate() []string {
 	}
 	checkAddr("LISTEN_ADDR", c.ListenAddr)
 	checkAddr("ADMIN_ADDR", c.AdminAddr)
+	if sameListener(c.ListenAddr, c.AdminAddr) {
+		// The second listener would fail to bind with "address already
+		// in use", as if another process held the port.
+		bad("ADMIN_ADDR", "%q is the port SLUICE_LISTEN_ADDR %q listens on: give the admin API a port of its own", c.AdminAddr, c.ListenAddr)
+	}
 	if c.AdminToken != "" {
 		if why := weakAdminToken(c.AdminToken); why != "" {
 			bad("ADMIN_TOKEN", "%s; generate one with: openssl rand -hex 32", why)
@@ -656,6 +661,19 @@ func (c Config) validate() []string {
 		bad("PROGRESS_PROBE_POINTER", "must be a JSON pointer starting with /, got %q", c.ProgressProbePtr)
 	}
 	return p
+}
+
+// sameListener reports whether two listen addresses would take the same
+// port: the same port (0, any free port, never clashes) on the same host,
+// or on all interfaces for either.
+func sameListener(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wildcard(ha) || wildcard(hb)
 }
 
 // validPort reports whether the port of a URL (u.Port(): "" when it has

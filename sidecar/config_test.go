@@ -635,6 +635,9 @@ func TestConfigRefusesWhatRunWouldRefuse(t *testing.T) {
 		// The proxy reads the CA file and refuses one it cannot read
 		// or that holds no certificate: exit 2 from run, after
 		// check-config had passed it.
+		// The admin listener failed to bind: "address already in use".
+		{"admin on the proxy's address", []string{up, "SLUICE_LISTEN_ADDR=127.0.0.1:9090", "SLUICE_ADMIN_ADDR=127.0.0.1:9090"}, "SLUICE_ADMIN_ADDR"},
+		{"admin on every interface at the proxy's port", []string{up, "SLUICE_LISTEN_ADDR=127.0.0.1:8080", "SLUICE_ADMIN_ADDR=:8080"}, "SLUICE_ADMIN_ADDR"},
 		{"CA file that is a directory", []string{up, "SLUICE_UPSTREAM_CA_FILE=" + t.TempDir()}, "SLUICE_UPSTREAM_CA_FILE"},
 		{"CA file without a certificate", []string{up, "SLUICE_UPSTREAM_CA_FILE=" + notPEM}, "SLUICE_UPSTREAM_CA_FILE"},
 	} {
@@ -651,7 +654,7 @@ func TestConfigRefusesWhatRunWouldRefuse(t *testing.T) {
 			t.Errorf("%s: the problem quotes the password: %v", tc.name, err)
 		}
 	}
-	for _, ok := range []string{"SLUICE_CONTROL_INTERVAL=1ms", "SLUICE_QUEUE_MAX=1", "SLUICE_UPSTREAM_URL=https://es:9200/prefix?x=1", "SLUICE_UPSTREAM_URL=http://[::1]:9200"} {
+	for _, ok := range []string{"SLUICE_ADMIN_ADDR=127.0.0.2:8080", "SLUICE_ADMIN_ADDR=127.0.0.1:0", "SLUICE_CONTROL_INTERVAL=1ms", "SLUICE_QUEUE_MAX=1", "SLUICE_UPSTREAM_URL=https://es:9200/prefix?x=1", "SLUICE_UPSTREAM_URL=http://[::1]:9200"} {
 		if _, _, err := LoadConfig([]string{up, ok}); err != nil {
 			t.Errorf("%s: %v", ok, err)
 		}
