@@ -126,3 +126,45 @@ func TestPushbackStatusIsChecked(t *testing.T) {
 		t.Error("a negative HoldMax accepted")
 	}
 }
+
+// A held write pipelined behind a write whose connection broke (or whose
+// leader was not written in time) was not answered: the store did not take
+// it up. It stays held, like a write that found the store unreachable,
+// however many attempts its hold took and whatever the retry budget says.
+// Otherwise a held write that a throttle window had sent RETRY_MAX times,
+// then queued behind a 429 that closed its connection, would get a 502.
+func TestRetryPolicyHoldsAPipelinedWriteNotAnswered(t *testing.T) {
+	const minWait = 100 * time.Millisecond
+	lim, err := limiter.New(limiter.Config{InitialRate: 10, MinRate: 1, MaxRate: 100, MaxConcurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	budget, err := limiter.NewRetryBudget(limiter.RetryBudgetConfig{Ratio: 0.01, MinRetries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !budget.TryRetry(time.Now()) {
+		t.Fatal("the budget allows no retry at all")
+	}
+	p := &Proxy{
+		retryMax:    2,
+		hold:        time.Minute,
+		lim:         lim,
+		retryBudget: budget, // spent
+		m:           newMetrics(prometheus.NewRegistry()),
+		backoff:     limiter.Backoff{Min: minWait, Max: time.Second},
+		honour:      limiter.Backoff{Min: minWait, Max: 5 * time.Second},
+	}
+	broken := errors.New("sluice: pipelined connection broke before the answer") // a pipeline.BrokenError
+	now := time.Now()
+	for _, n := range []int{1, 3, 9} {
+		ex := exchange{retryable: true, pipelined: true, attempts: n, loader: context.Background(), cost: 1,
+			last:    classify.Result{Kind: classify.ServerError, Reason: reasonPipelineBroken, Items: -1},
+			arrived: now, holdUntil: now.Add(time.Minute)}
+		retry, wait, stop := p.retryPolicy(context.Background(), &ex, nil, broken)
+		if !retry || stop != nil || wait < minWait || wait >= 2*minWait {
+			t.Errorf("attempt %d, not answered behind a broken connection: retry %v after %v, stop %v; want held, sent again after [%v, %v)",
+				n, retry, wait, stop, minWait, 2*minWait)
+		}
+	}
+}

@@ -884,8 +884,10 @@ func drainAnswer(body io.ReadCloser) {
 //     sluice's pushback, hold_expired, with a Retry-After.
 //   - A server error (500, a broken answer) is not held: the store
 //     answered, and the usual retries apply (SLUICE_RETRY_MAX, the
-//     budget). A loader that leaves, or a job cancelled, ends the hold at
-//     once (the first case below).
+//     budget). A write pipelined behind a connection that broke before
+//     its answer (reasonPipelineBroken) was not answered, and is held.
+//     A loader that leaves, or a job cancelled, ends the hold at once
+//     (the first case below).
 //
 // A streamed body, or a method sluice may not repeat, is never held.
 func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Response, err error) (retry bool, wait time.Duration, stop error) {
@@ -917,8 +919,12 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 		// buffer budget was spent), or a method that must not be sent
 		// twice (see methodRetryable).
 		return false, 0, p.giveUp(ex, err)
-	case ex.held() && (ex.last.Kind.Congestion() || ex.last.Kind == classify.Unreachable):
-		// Held (see above): sent again until the hold ends.
+	case ex.held() && (ex.last.Kind.Congestion() || ex.last.Kind == classify.Unreachable || ex.last.Reason == reasonPipelineBroken):
+		// Held (see above): sent again until the hold ends. A write
+		// pipelined behind a connection that broke was not taken up by
+		// the store (no server error of its own): held too, or a held
+		// write behind a 429 that closes its connection would count it
+		// against SLUICE_RETRY_MAX and the budget, and get a 502.
 		wait = p.backoff.Delay(0, 0, nil)
 		if ex.last.RetryAfter > 0 {
 			wait = p.honour.Delay(0, ex.last.RetryAfter, nil)
