@@ -168,3 +168,51 @@ func TestRetryPolicyHoldsAPipelinedWriteNotAnswered(t *testing.T) {
 		}
 	}
 }
+
+// A held write's re-sends are not retries of SLUICE_RETRY_MAX: a write
+// held through a throttle window that then gets a server error (which is
+// not held) still has the usual retries for it, as a write that was never
+// held has, with the usual backoff.
+func TestHeldResendsAreNotRetries(t *testing.T) {
+	const minWait = 100 * time.Millisecond
+	lim, err := limiter.New(limiter.Config{InitialRate: 10, MinRate: 1, MaxRate: 100, MaxConcurrency: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	budget, err := limiter.NewRetryBudget(limiter.RetryBudgetConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{
+		retryMax:    2,
+		hold:        time.Minute,
+		lim:         lim,
+		retryBudget: budget,
+		m:           newMetrics(prometheus.NewRegistry()),
+		backoff:     limiter.Backoff{Min: minWait, Max: time.Second},
+		honour:      limiter.Backoff{Min: minWait, Max: 5 * time.Second},
+	}
+	now := time.Now()
+	ex := exchange{retryable: true, loader: context.Background(), cost: 1, arrived: now, holdUntil: now.Add(time.Minute)}
+	answer := &http.Response{StatusCode: http.StatusTooManyRequests}
+	for range 5 { // held through a throttle window
+		ex.attempts++
+		ex.last = classify.Result{Kind: classify.Throttled, Reason: "status_429"}
+		if retry, _, stop := p.retryPolicy(context.Background(), &ex, answer, nil); !retry {
+			t.Fatalf("attempt %d throttled: not held (stop %v)", ex.attempts, stop)
+		}
+	}
+	answer = &http.Response{StatusCode: http.StatusInternalServerError}
+	for i := range p.retryMax + 1 {
+		ex.attempts++
+		ex.last = classify.Result{Kind: classify.ServerError, Reason: "status_500"}
+		retry, wait, stop := p.retryPolicy(context.Background(), &ex, answer, nil)
+		switch {
+		case i < p.retryMax && (!retry || wait < minWait || wait >= minWait<<(i+1)):
+			t.Errorf("server error %d after the hold's re-sends: retry %v after %v (stop %v); want retry %d of %d after [%v, %v)",
+				i+1, retry, wait, stop, i+1, p.retryMax, minWait, minWait<<(i+1))
+		case i == p.retryMax && retry:
+			t.Errorf("server error %d: sent again, want the retries spent", i+1)
+		}
+	}
+}

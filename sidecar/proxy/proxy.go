@@ -370,6 +370,7 @@ type exchange struct {
 	pipelined bool                 // retryable, and sent on p.pipe
 	flow      limiter.Flow         // its place in the limiters' fair queues (flowOf)
 	attempts  int
+	heldSends int                 // re-sends of a held write (see retryPolicy): not retries of SLUICE_RETRY_MAX
 	last      classify.Result     // the last attempt's classification
 	bodyBytes int64               // request body size, -1 unknown
 	items     int                 // writes in a buffered batch body (classify.Profile.RequestItems), -1 unknown
@@ -933,9 +934,12 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 			return false, 0, p.pushback(ex, reasonHoldExpired, wait)
 		}
 		p.m.retries.WithLabelValues(ex.last.Kind.String()).Inc()
+		ex.heldSends++
 		return true, wait, nil
-	case ex.attempts > p.retryMax:
-		// No retries left.
+	case ex.attempts-ex.heldSends > p.retryMax:
+		// No retries left. The hold's re-sends are not counted: a write
+		// held through a throttle window that then gets a 500 has the
+		// usual retries for it, as one never held has.
 		return false, 0, p.giveUp(ex, err)
 	case ex.last.Kind == classify.Timeout:
 		// A store that did not answer in SLUICE_UPSTREAM_TIMEOUT is not
@@ -951,7 +955,7 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 	// How long it waits: exponential backoff with full jitter, and never
 	// sooner than the store's Retry-After, which is capped at
 	// SLUICE_MAX_RETRY_AFTER.
-	retries := ex.attempts - 1 // made so far
+	retries := ex.attempts - 1 - ex.heldSends // made so far
 	if ex.last.RetryAfter > 0 {
 		return true, p.honour.Delay(retries, ex.last.RetryAfter, nil), nil
 	}
