@@ -14,29 +14,40 @@ import (
 	"github.com/sluice-dev/sluice/sidecar/classify"
 )
 
-// retryPolicy in hold mode, case by case: what is held, how long a re-send
-// waits, and what ends the hold.
-func TestRetryPolicyHold(t *testing.T) {
-	const minWait, maxRetryAfter = 100 * time.Millisecond, 5 * time.Second
+// Backoffs of heldProxy: a re-send waits at least holdMinWait, a
+// Retry-After at most holdMaxRetryAfter.
+const holdMinWait, holdMaxRetryAfter = 100 * time.Millisecond, 5 * time.Second
+
+// heldProxy is a Proxy in hold mode for retryPolicy's tests: a minute's
+// hold, two retries, and the retry budget bc.
+func heldProxy(t *testing.T, bc limiter.RetryBudgetConfig) *Proxy {
+	t.Helper()
 	lim, err := limiter.New(limiter.Config{InitialRate: 10, MinRate: 1, MaxRate: 100, MaxConcurrency: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A budget that allows one retry in its window: held re-sends do not
-	// spend it, and are not refused by it.
-	budget, err := limiter.NewRetryBudget(limiter.RetryBudgetConfig{Ratio: 0.01, MinRetries: 1})
+	budget, err := limiter.NewRetryBudget(bc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{
+	return &Proxy{
 		retryMax:    2,
 		hold:        time.Minute,
 		lim:         lim,
 		retryBudget: budget,
 		m:           newMetrics(prometheus.NewRegistry()),
-		backoff:     limiter.Backoff{Min: minWait, Max: time.Second},
-		honour:      limiter.Backoff{Min: minWait, Max: maxRetryAfter},
+		backoff:     limiter.Backoff{Min: holdMinWait, Max: time.Second},
+		honour:      limiter.Backoff{Min: holdMinWait, Max: holdMaxRetryAfter},
 	}
+}
+
+// retryPolicy in hold mode, case by case: what is held, how long a re-send
+// waits, and what ends the hold.
+func TestRetryPolicyHold(t *testing.T) {
+	const minWait, maxRetryAfter = holdMinWait, holdMaxRetryAfter
+	// A budget that allows one retry in its window: held re-sends do not
+	// spend it, and are not refused by it.
+	p := heldProxy(t, limiter.RetryBudgetConfig{Ratio: 0.01, MinRetries: 1})
 	answer := &http.Response{StatusCode: http.StatusTooManyRequests}
 	timedOut := context.DeadlineExceeded
 	type want struct {
@@ -134,26 +145,10 @@ func TestPushbackStatusIsChecked(t *testing.T) {
 // Otherwise a held write that a throttle window had sent RETRY_MAX times,
 // then queued behind a 429 that closed its connection, would get a 502.
 func TestRetryPolicyHoldsAPipelinedWriteNotAnswered(t *testing.T) {
-	const minWait = 100 * time.Millisecond
-	lim, err := limiter.New(limiter.Config{InitialRate: 10, MinRate: 1, MaxRate: 100, MaxConcurrency: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	budget, err := limiter.NewRetryBudget(limiter.RetryBudgetConfig{Ratio: 0.01, MinRetries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !budget.TryRetry(time.Now()) {
+	const minWait = holdMinWait
+	p := heldProxy(t, limiter.RetryBudgetConfig{Ratio: 0.01, MinRetries: 1})
+	if !p.retryBudget.TryRetry(time.Now()) { // spent
 		t.Fatal("the budget allows no retry at all")
-	}
-	p := &Proxy{
-		retryMax:    2,
-		hold:        time.Minute,
-		lim:         lim,
-		retryBudget: budget, // spent
-		m:           newMetrics(prometheus.NewRegistry()),
-		backoff:     limiter.Backoff{Min: minWait, Max: time.Second},
-		honour:      limiter.Backoff{Min: minWait, Max: 5 * time.Second},
 	}
 	broken := errors.New("sluice: pipelined connection broke before the answer") // a pipeline.BrokenError
 	now := time.Now()
@@ -174,24 +169,8 @@ func TestRetryPolicyHoldsAPipelinedWriteNotAnswered(t *testing.T) {
 // not held) still has the usual retries for it, as a write that was never
 // held has, with the usual backoff.
 func TestHeldResendsAreNotRetries(t *testing.T) {
-	const minWait = 100 * time.Millisecond
-	lim, err := limiter.New(limiter.Config{InitialRate: 10, MinRate: 1, MaxRate: 100, MaxConcurrency: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	budget, err := limiter.NewRetryBudget(limiter.RetryBudgetConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Proxy{
-		retryMax:    2,
-		hold:        time.Minute,
-		lim:         lim,
-		retryBudget: budget,
-		m:           newMetrics(prometheus.NewRegistry()),
-		backoff:     limiter.Backoff{Min: minWait, Max: time.Second},
-		honour:      limiter.Backoff{Min: minWait, Max: 5 * time.Second},
-	}
+	const minWait = holdMinWait
+	p := heldProxy(t, limiter.RetryBudgetConfig{})
 	now := time.Now()
 	ex := exchange{retryable: true, loader: context.Background(), cost: 1, arrived: now, holdUntil: now.Add(time.Minute)}
 	answer := &http.Response{StatusCode: http.StatusTooManyRequests}
