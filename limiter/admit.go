@@ -313,24 +313,7 @@ func (c *Controller) dispatchLocked(now time.Time) {
 // may cut a limit at once and pause sends, a Success may end a startup
 // round (see Controller). Done is idempotent: calls after the first do
 // nothing. It never blocks on I/O.
-func (p *Permit) Done(s Sample) {
-	c := p.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if p.done {
-		return
-	}
-	p.done = true
-	now := c.cfg.Now()
-	if p.stage != nil {
-		c.donePipelinedLocked(p, now)
-	} else {
-		c.releaseSlotLocked(now)
-	}
-	c.observeLocked(p, s, now)
-	c.dispatchLocked(now)
-	c.releasedLocked(now)
-}
+func (p *Permit) Done(s Sample) { p.end(&s) }
 
 // Unused gives p back without an attempt made under it: its slot as Done
 // does, and the rate units it took, which go back to the bucket and out
@@ -343,7 +326,10 @@ func (p *Permit) Done(s Sample) {
 // does anything. A pipelined permit is given back as Done gives it back,
 // its units spent: they were counted when it was staged, and its round
 // and time are those of its slot.
-func (p *Permit) Unused() {
+func (p *Permit) Unused() { p.end(nil) }
+
+// end is Done with the sample s, or Unused with s nil.
+func (p *Permit) end(s *Sample) {
 	c := p.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -352,9 +338,12 @@ func (p *Permit) Unused() {
 	}
 	p.done = true
 	now := c.cfg.Now()
-	if p.stage != nil {
+	switch {
+	case p.stage != nil:
 		c.donePipelinedLocked(p, now)
-	} else {
+	case s != nil:
+		c.releaseSlotLocked(now)
+	default:
 		c.releaseSlotLocked(now)
 		c.bucket.advance(now)
 		c.bucket.tokens = min(c.bucket.tokens+p.cost, c.bucket.burst)
@@ -366,7 +355,9 @@ func (p *Permit) Unused() {
 			c.win.grants--
 		}
 	}
-	if p.probe {
+	if s != nil {
+		c.observeLocked(p, *s, now)
+	} else if p.probe {
 		c.out.probing = false // a probe that found nothing: the next caller probes
 	}
 	c.dispatchLocked(now)
