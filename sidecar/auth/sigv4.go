@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -120,22 +122,11 @@ func canonicalS3Path(req *http.Request) {
 }
 
 // normalizedPath returns p without empty and "." segments, and with each
-// ".." segment taking the one before it away; a trailing "/" stays.
+// ".." segment taking the one before it away (path.Clean, rooted); a
+// trailing "/" stays.
 func normalizedPath(p string) string {
-	var segs []string
-	for seg := range strings.SplitSeq(p, "/") {
-		switch seg {
-		case "", ".":
-		case "..":
-			if len(segs) > 0 {
-				segs = segs[:len(segs)-1]
-			}
-		default:
-			segs = append(segs, seg)
-		}
-	}
-	n := "/" + strings.Join(segs, "/")
-	if len(segs) > 0 && strings.HasSuffix(p, "/") {
+	n := path.Clean("/" + p)
+	if n != "/" && strings.HasSuffix(p, "/") {
 		n += "/"
 	}
 	return n
@@ -335,103 +326,68 @@ func unchunkSigned(req *http.Request) error {
 	h.Del("X-Amz-Decoded-Content-Length")
 	h.Del("X-Amz-Trailer")
 	h.Del("X-Amz-Content-Sha256") // payloadHash must not take it for the loader's
-	req.Body = &unchunker{r: bufio.NewReader(req.Body), c: req.Body, left: size}
+	req.Body = newUnchunker(req.Body, size)
 	if getBody := req.GetBody; getBody != nil {
 		req.GetBody = func() (io.ReadCloser, error) {
 			b, err := getBody()
 			if err != nil {
 				return nil, err
 			}
-			return &unchunker{r: bufio.NewReader(b), c: b, left: size}, nil
+			return newUnchunker(b, size), nil
 		}
 	}
 	req.ContentLength = size
 	return nil
 }
 
-// unchunker reads the data of an aws-chunked body: chunks of
-// "<hex size>[;extensions]\r\n<data>\r\n", a last one of size 0, then
-// trailing headers up to an empty line. Framing that does not parse, and
-// data longer or shorter than left, are read errors, so that a body sent
-// in part is never taken for whole.
+// unchunker reads the data of an aws-chunked body, which is HTTP's chunked
+// framing (net/http/httputil's reader, which drops the chunk-signature
+// extensions) followed by trailing headers up to an empty line, read so
+// that the body ends where the loader ended it. Data longer or shorter
+// than left is a read error, as is framing that does not parse, so that a
+// body sent in part is never taken for whole.
 type unchunker struct {
-	r     *bufio.Reader
-	c     io.Closer
-	left  int64 // bytes still to come, as declared
-	chunk int64 // bytes left in the current chunk
-	begun bool  // a chunk was read: its data ends in CRLF
-	done  bool
+	br   *bufio.Reader // under r, and read for the trailer after it
+	r    io.Reader     // httputil.NewChunkedReader(br)
+	c    io.Closer
+	left int64 // bytes still to come, as declared
+	done bool
+}
+
+func newUnchunker(rc io.ReadCloser, size int64) *unchunker {
+	br := bufio.NewReader(rc)
+	return &unchunker{br: br, r: httputil.NewChunkedReader(br), c: rc, left: size}
 }
 
 func (u *unchunker) Read(p []byte) (int, error) {
 	if u.done {
 		return 0, io.EOF
 	}
-	if u.chunk == 0 {
-		if err := u.next(); err != nil {
-			return 0, err
-		}
-		if u.done {
-			return 0, io.EOF
-		}
+	n, err := u.r.Read(p)
+	if int64(n) > u.left {
+		return int(u.left), errBadChunk // longer than X-Amz-Decoded-Content-Length
 	}
-	n, err := u.r.Read(p[:min(int64(len(p)), u.chunk)])
-	u.chunk -= int64(n)
-	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return n, err
-}
-
-// next reads up to the data of the next chunk, or to the body's end.
-func (u *unchunker) next() error {
-	if u.begun {
-		if crlf, err := u.line(); err != nil || crlf != "" {
-			return errBadChunk
-		}
-	}
-	line, err := u.line()
-	if err != nil {
-		return err
-	}
-	sizeHex, _, _ := strings.Cut(line, ";")
-	size, err := strconv.ParseInt(sizeHex, 16, 64)
-	if err != nil || size < 0 || size > u.left {
-		return errBadChunk
-	}
-	u.begun, u.chunk, u.left = true, size, u.left-size
-	if size > 0 {
-		return nil
+	u.left -= int64(n)
+	if err != io.EOF {
+		return n, err
 	}
 	if u.left != 0 {
-		return errBadChunk // shorter than X-Amz-Decoded-Content-Length
+		return n, errBadChunk // shorter than X-Amz-Decoded-Content-Length
 	}
-	for { // the trailer, read so that the body ends where the loader ended it
-		l, err := u.line()
-		if err == io.EOF || (err == nil && l == "") {
+	for { // the trailer
+		line, err := u.br.ReadSlice('\n')
+		switch {
+		case err == bufio.ErrBufferFull:
+			return n, errBadChunk
+		case err == io.EOF && len(line) == 0, err == nil && strings.TrimRight(string(line), "\r\n") == "":
 			u.done = true
-			return nil
-		}
-		if err != nil {
-			return err
+			return n, io.EOF
+		case err == io.EOF:
+			return n, io.ErrUnexpectedEOF
+		case err != nil:
+			return n, err
 		}
 	}
-}
-
-// line reads one CRLF-terminated line without its end; a line longer than
-// the reader's buffer is not framing.
-func (u *unchunker) line() (string, error) {
-	b, err := u.r.ReadSlice('\n')
-	if err == bufio.ErrBufferFull {
-		return "", errBadChunk
-	}
-	if err != nil {
-		if err == io.EOF && len(b) > 0 {
-			err = io.ErrUnexpectedEOF
-		}
-		return "", err
-	}
-	return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), nil
 }
 
 func (u *unchunker) Close() error { return u.c.Close() }
