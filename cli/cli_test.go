@@ -218,11 +218,13 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-// TestUnexpectedArguments: an argument a command does not take (sluice
+// TestBadUsageCallsNothing: an argument a command does not take (sluice
 // status foo, sluice jobs list load-7, as if it were show) is bad usage,
 // exit 2 before any call, as sluice run says of its own: never silently
-// dropped while the command answers something else.
-func TestUnexpectedArguments(t *testing.T) {
+// dropped while the command answers something else. So is --force given
+// to a command other than jobs cancel (sluice jobs delete ID --force, read
+// as a forced delete).
+func TestBadUsageCallsNothing(t *testing.T) {
 	var calls int
 	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls++
@@ -230,44 +232,28 @@ func TestUnexpectedArguments(t *testing.T) {
 		_, _ = io.WriteString(w, `{"jobs":[]}`)
 	}))
 	defer admin.Close()
-	for _, args := range [][]string{{"status", "foo"}, {"jobs", "list", "load-7"}, {"status", "--json", "x"}} {
+	const unexpected, force = "unexpected argument", "--force applies to sluice jobs cancel only"
+	for _, tc := range []struct {
+		args []string
+		want string // in stderr
+	}{
+		{[]string{"status", "foo"}, unexpected},
+		{[]string{"jobs", "list", "load-7"}, unexpected},
+		{[]string{"status", "--json", "x"}, unexpected},
+		{[]string{"jobs", "delete", "j", "--force"}, force},
+		{[]string{"jobs", "complete", "--force", "j"}, force},
+		{[]string{"jobs", "list", "--force"}, force},
+		{[]string{"status", "--force"}, force},
+	} {
 		var out, errs bytes.Buffer
-		code := Run(args, func(k string) string {
+		code := Run(tc.args, func(k string) string {
 			if k == "SLUICE_ADMIN_URL" {
 				return admin.URL
 			}
 			return ""
 		}, &out, &errs)
-		if code != 2 || !strings.Contains(errs.String(), "unexpected argument") {
-			t.Errorf("%q: exit %d, stderr %q; want 2 and the argument named", args, code, errs.String())
-		}
-	}
-	if calls != 0 {
-		t.Errorf("%d calls to the admin API, want none", calls)
-	}
-}
-
-// TestForceOnlyForCancel: --force is cancel's; given to another command
-// (sluice jobs delete ID --force, read as a forced delete) it is bad usage,
-// exit 2 before any call, not silently ignored.
-func TestForceOnlyForCancel(t *testing.T) {
-	var calls int
-	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls++
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"jobs":[]}`)
-	}))
-	defer admin.Close()
-	getenv := func(k string) string {
-		if k == "SLUICE_ADMIN_URL" {
-			return admin.URL
-		}
-		return ""
-	}
-	for _, args := range [][]string{{"jobs", "delete", "j", "--force"}, {"jobs", "complete", "--force", "j"}, {"jobs", "list", "--force"}, {"status", "--force"}} {
-		var out, errs bytes.Buffer
-		if code := Run(args, getenv, &out, &errs); code != 2 || !strings.Contains(errs.String(), "--force applies to sluice jobs cancel only") {
-			t.Errorf("%q: exit %d, stderr %q; want 2 and --force refused", args, code, errs.String())
+		if code != 2 || !strings.Contains(errs.String(), tc.want) {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and %q", tc.args, code, errs.String(), tc.want)
 		}
 	}
 	if calls != 0 {
