@@ -258,6 +258,7 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	}
 	cfg.AdminURL = AdminBaseURL(cfg.AdminURL)
 	cfg.fillDefaults(envMap)
+	warnings = append(warnings, cfg.unusedVariables(envMap, fields)...)
 	var checks []string
 	checks = append(checks, cfg.validate()...)
 	checks = append(checks, cfg.validateStallRemedies()...)
@@ -351,6 +352,36 @@ func unknownVariable(name string, fields []configField) string {
 }
 
 const maxSuggestDistance = 3
+
+// unusedVariables warns of variables that are set but do nothing with the
+// rest of the configuration, so that a sidecar started without the setting
+// that turns them on says so instead of running as if they were not there.
+// Warnings, not errors: unsetting SLUICE_FLEET_REDIS_URL alone is how an
+// operator turns fleet mode off in a hurry.
+func (c *Config) unusedVariables(set map[string]string, fields []configField) []string {
+	isSet := func(key string) bool { return set[key] != "" }
+	var w []string
+	if c.FleetRedisURL == "" {
+		for _, f := range fields {
+			if strings.HasPrefix(f.key, EnvPrefix+"FLEET_") && isSet(f.key) {
+				w = append(w, f.key+" ignored: fleet mode is off without SLUICE_FLEET_REDIS_URL")
+			}
+		}
+	}
+	profile, err := classify.ParseProfile(c.Profile)
+	switch {
+	case err != nil: // validate reports it
+	case profile != classify.Generic:
+		for _, key := range []string{EnvPrefix + "SCOPE_GENERIC", EnvPrefix + "SCOPE_PATH_DEPTH"} {
+			if isSet(key) {
+				w = append(w, fmt.Sprintf("%s ignored: it applies to SLUICE_PROFILE=generic, not %s", key, c.Profile))
+			}
+		}
+	case c.ScopeGeneric != "path" && isSet(EnvPrefix+"SCOPE_PATH_DEPTH"):
+		w = append(w, fmt.Sprintf("%sSCOPE_PATH_DEPTH ignored: it applies to SLUICE_SCOPE_GENERIC=path, not %s", EnvPrefix, c.ScopeGeneric))
+	}
+	return w
+}
 
 // levenshtein is the number of single-byte insertions, deletions and
 // substitutions that turn a into b. Variable names are ASCII.

@@ -173,6 +173,41 @@ func TestUnknownVariablesWarned(t *testing.T) {
 	}
 }
 
+// TestUnusedVariablesWarned: a variable that the rest of the
+// configuration turns off is a warning naming what would turn it on, and
+// the sidecar still starts (unsetting the Redis URL alone is how fleet
+// mode is switched off).
+func TestUnusedVariablesWarned(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want []string
+	}{
+		{"fleet without Redis", []string{"SLUICE_FLEET_CAPACITY=4000", "SLUICE_FLEET_RESOURCE=dynamodb:orders"}, []string{
+			"SLUICE_FLEET_RESOURCE ignored: fleet mode is off without SLUICE_FLEET_REDIS_URL",
+			"SLUICE_FLEET_CAPACITY ignored: fleet mode is off without SLUICE_FLEET_REDIS_URL",
+		}},
+		{"fleet with Redis", []string{"SLUICE_FLEET_REDIS_URL=redis://127.0.0.1:6379", "SLUICE_FLEET_CAPACITY=4000"}, nil},
+		{"generic scope with another profile", []string{"SLUICE_PROFILE=dynamodb", "SLUICE_SCOPE_GENERIC=path"}, []string{
+			"SLUICE_SCOPE_GENERIC ignored: it applies to SLUICE_PROFILE=generic, not dynamodb",
+		}},
+		{"path depth without path scopes", []string{"SLUICE_SCOPE_GENERIC=job", "SLUICE_SCOPE_PATH_DEPTH=2"}, []string{
+			"SLUICE_SCOPE_PATH_DEPTH ignored: it applies to SLUICE_SCOPE_GENERIC=path, not job",
+		}},
+		{"path depth with path scopes", []string{"SLUICE_SCOPE_GENERIC=path", "SLUICE_SCOPE_PATH_DEPTH=2"}, nil},
+		{"a default spelled out", []string{"SLUICE_SCOPE_GENERIC=none"}, nil},
+	} {
+		_, warnings, err := LoadConfig(append([]string{"SLUICE_UPSTREAM_URL=http://s"}, tc.env...))
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if !slices.Equal(warnings, tc.want) {
+			t.Errorf("%s: warnings = %q, want %q", tc.name, warnings, tc.want)
+		}
+	}
+}
+
 func TestLevenshtein(t *testing.T) {
 	f := func(a, b string, want int) {
 		t.Helper()
