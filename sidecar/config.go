@@ -258,7 +258,7 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	}
 	cfg.AdminURL = AdminBaseURL(cfg.AdminURL)
 	cfg.fillDefaults(envMap)
-	warnings = append(warnings, cfg.unusedVariables(envMap, fields)...)
+	warnings = append(warnings, cfg.doubtful(envMap, fields)...)
 	var checks []string
 	checks = append(checks, cfg.validate()...)
 	checks = append(checks, cfg.validateStallRemedies()...)
@@ -353,14 +353,22 @@ func unknownVariable(name string, fields []configField) string {
 
 const maxSuggestDistance = 3
 
-// unusedVariables warns of variables that are set but do nothing with the
-// rest of the configuration, so that a sidecar started without the setting
-// that turns them on says so instead of running as if they were not there.
-// Warnings, not errors: unsetting SLUICE_FLEET_REDIS_URL alone is how an
-// operator turns fleet mode off in a hurry.
-func (c *Config) unusedVariables(set map[string]string, fields []configField) []string {
+const maxControlInterval = 10 * time.Second
+
+// doubtful warns of settings that are valid but likely a mistake:
+// variables that are set but do nothing with the rest of the
+// configuration, so that a sidecar started without the setting that turns
+// them on says so instead of running as if they were not there, and a
+// control interval that outlasts the shipped alert's patience. Warnings,
+// not errors: unsetting SLUICE_FLEET_REDIS_URL alone is how an operator
+// turns fleet mode off in a hurry, and a benchmark holds the limits still
+// with an interval longer than its run.
+func (c *Config) doubtful(set map[string]string, fields []configField) []string {
 	isSet := func(key string) bool { return set[key] != "" }
 	var w []string
+	if c.ControlInterval > maxControlInterval {
+		w = append(w, fmt.Sprintf("%sCONTROL_INTERVAL=%v: the limiter adapts once per interval, and the shipped alert takes a heartbeat over a minute old for a stopped control loop; at most %v is advised", EnvPrefix, c.ControlInterval, maxControlInterval))
+	}
 	if c.FleetRedisURL == "" {
 		for _, f := range fields {
 			if strings.HasPrefix(f.key, EnvPrefix+"FLEET_") && isSet(f.key) {

@@ -173,11 +173,12 @@ func TestUnknownVariablesWarned(t *testing.T) {
 	}
 }
 
-// TestUnusedVariablesWarned: a variable that the rest of the
+// TestDoubtfulSettingsWarned: a variable that the rest of the
 // configuration turns off is a warning naming what would turn it on, and
-// the sidecar still starts (unsetting the Redis URL alone is how fleet
-// mode is switched off).
-func TestUnusedVariablesWarned(t *testing.T) {
+// so is a control interval the shipped alert would take for a stopped
+// loop; the sidecar still starts (unsetting the Redis URL alone is how
+// fleet mode is switched off).
+func TestDoubtfulSettingsWarned(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		env  []string
@@ -196,6 +197,10 @@ func TestUnusedVariablesWarned(t *testing.T) {
 		}},
 		{"path depth with path scopes", []string{"SLUICE_SCOPE_GENERIC=path", "SLUICE_SCOPE_PATH_DEPTH=2"}, nil},
 		{"a default spelled out", []string{"SLUICE_SCOPE_GENERIC=none"}, nil},
+		{"control interval of 10s", []string{"SLUICE_CONTROL_INTERVAL=10s"}, nil},
+		{"control interval of a minute", []string{"SLUICE_CONTROL_INTERVAL=1m"}, []string{
+			"SLUICE_CONTROL_INTERVAL=1m0s: the limiter adapts once per interval, and the shipped alert takes a heartbeat over a minute old for a stopped control loop; at most 10s is advised",
+		}},
 	} {
 		_, warnings, err := LoadConfig(append([]string{"SLUICE_UPSTREAM_URL=http://s"}, tc.env...))
 		if err != nil {
