@@ -595,7 +595,17 @@ func (c *Client) setMetricsLocked() {
 	if c.m == nil {
 		return
 	}
-	c.m.lease.Set(c.lease)
+	// The ceiling in force, not the last lease granted: a sidecar on its
+	// own limit with the lease of an hour ago on its dashboard looks held
+	// to a rate it no longer keeps.
+	lease := 0.0
+	switch c.mode {
+	case ModeLeased:
+		lease = c.lease
+	case ModeSafeShare:
+		lease = c.safeShareLocked()
+	}
+	c.m.lease.Set(lease)
 	c.m.budget.Set(c.budget)
 	c.m.members.Set(float64(c.members))
 	deg := 0.0

@@ -262,11 +262,17 @@ func TestClientLadder(t *testing.T) {
 		if testutil.ToFloat64(metrics.degraded) != 1 {
 			t.Error("degraded metric not set while Redis hangs")
 		}
+		if got := testutil.ToFloat64(metrics.lease); got != 450 {
+			t.Errorf("safe share: lease metric %v, want the share in force, 450", got)
+		}
 		time.Sleep(time.Until(safeUntil))
 		synctest.Wait() // the lapse due at this instant
 
 		if a.c.Mode() != ModeLocal || !a.local.cleared {
 			t.Fatalf("safe share expired: mode %v, cleared %v; want the limiter alone", a.c.Mode(), a.local.cleared)
+		}
+		if got := testutil.ToFloat64(metrics.lease); got != 0 {
+			t.Errorf("on its own limit: lease metric %v, want 0", got)
 		}
 		st := a.c.Status(time.Now())
 		if !st.Degraded || st.Errors == 0 || st.LastError == "" {

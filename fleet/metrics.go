@@ -21,7 +21,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		lease: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_fleet_lease_rate",
-			Help: "This sidecar's lease from the fleet, in SLUICE_RATE_UNIT per second (the rate it may send; it sends no faster than its own limit either).",
+			Help: "This sidecar's lease from the fleet, in SLUICE_RATE_UNIT per second (the rate it may send; it sends no faster than its own limit either); its safe share while Redis is away, 0 while it holds neither.",
 		}),
 		budget: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sluice_fleet_budget_rate",
