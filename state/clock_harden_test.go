@@ -195,3 +195,50 @@ func TestRestartWithClockBehind(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartWithClockBehindStillCancels: a job the store throttled for
+// good is stalled when sluice stops, and sluice restarts with the wall
+// clock behind the time the record says it stalled (a clock that ran ahead
+// and was corrected, a node that booted before NTP synced). Its cancel
+// grace counts from the restart like its stall window: the job is
+// cancelled StallAfter+CancelGrace after the restart, as when the clock
+// is right, not once the clock has caught up with the record hours later.
+func TestRestartWithClockBehindStillCancels(t *testing.T) {
+	for _, step := range []time.Duration{0, -time.Hour, -24 * time.Hour} {
+		t.Run(step.String(), func(t *testing.T) {
+			store := &MemStore{}
+			clk := &wallClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+			m := clockManager(t, clk, store)
+			clockWrite(t, m, "stalled")
+			clockThrottled(t, m, "stalled")
+			for range 61 {
+				m.Tick(clk.advance(time.Second))
+			}
+			if s := clockState(t, m, "stalled"); s != Stalled {
+				t.Fatalf("before the restart: %s, want stalled", s)
+			}
+			if err := m.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			clk.advance(step)
+			m = clockManager(t, clk, store)
+			defer m.Close()
+			// StallAfter and CancelGrace are a minute each.
+			cancelledAt := time.Duration(0)
+			for i := range 10 * 60 {
+				m.Tick(clk.advance(time.Second))
+				if clockState(t, m, "stalled") >= Cancelling {
+					cancelledAt = time.Duration(i+1) * time.Second
+					break
+				}
+			}
+			switch {
+			case cancelledAt == 0:
+				t.Errorf("restarted with the clock %v behind: the stalled job is %s 10m after the restart, want cancelled after 2m", -step, clockState(t, m, "stalled"))
+			case cancelledAt != 2*time.Minute:
+				t.Errorf("restarted with the clock %v behind: the stalled job was cancelled %v after the restart, want 2m", -step, cancelledAt)
+			}
+		})
+	}
+}

@@ -417,6 +417,7 @@ type Job struct {
 	step stepFunc
 
 	stallClock    time.Time // last progress, or creation, restart, reopen, or a stopped loader's next write (resume)
+	graceClock    time.Time // when the job stalled, or its restart: the cancel grace counts from it
 	lastHeartbeat time.Time // last write asked, progress or heartbeat, or creation, restart, reopen
 	lastThrottle  time.Time
 	lastActive    time.Time               // last write asked, progress or heartbeat in this process; zero after a restore
@@ -465,7 +466,7 @@ func NewJob(id string, p Policy, now time.Time, rnd func() float64) *Job {
 func RestoreJob(id string, ms MachineState, p Policy, now time.Time, rnd func() float64) *Job {
 	j := &Job{id: id, MachineState: ms}
 	j.init(p, rnd)
-	j.stallClock, j.lastHeartbeat = now, now
+	j.stallClock, j.lastHeartbeat, j.graceClock = now, now, now
 	j.lastThrottle = now // a throttled job stays so for a quiet period
 	j.probeAt = now
 	if ms.State == Backoff {
@@ -774,6 +775,7 @@ func (j *Job) become(to State, reason string, now time.Time) {
 	case Stalled:
 		_, j.StallCause = j.quiet(now)
 		j.Stalls++
+		j.graceClock = now
 	case Cancelling, Cleaning, Completed, Cancelled:
 		j.Hold, j.probe = false, 0
 	case Failed:
@@ -1009,8 +1011,11 @@ func stepStalled(j *Job, ev Event, now time.Time) ([]Action, error) {
 		j.failedProbe(ev, now)
 	case EvTick:
 		// Both clocks: the grace since the stall, and a full stall window
-		// plus grace since the last progress or restart.
-		if j.p.autoCancels(j.StallCause) && now.Sub(j.Since) >= j.p.CancelGrace &&
+		// plus grace since the last progress or restart. The grace is not
+		// counted from Since: read back from the record after a restart,
+		// Since is a wall-clock time, and a wall clock set back behind it
+		// would put the cancel off until it caught up, hours perhaps.
+		if j.p.autoCancels(j.StallCause) && now.Sub(j.graceClock) >= j.p.CancelGrace &&
 			now.Sub(j.stallClock) >= j.p.StallAfter+j.p.CancelGrace {
 			// A stream is cancelled to run its cleanup, not to end it.
 			j.Reopen = j.p.Stream
