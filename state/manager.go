@@ -51,7 +51,7 @@ type Config struct {
 	ActionRetries int
 	// Retention is how long terminal jobs are kept before being pruned from
 	// the store, memory and metrics; of more than MaxJobs, the ones that
-	// ended first are pruned at the next tick.
+	// ended first are pruned at the next tick, failed ones last.
 	Retention time.Duration
 	// CheckpointsRetained is how many loader checkpoints a job keeps.
 	CheckpointsRetained int
@@ -500,7 +500,9 @@ func (m *Manager) deleteForgottenLocked() {
 // finished: those kept for Retention, and, of more than MaxJobs, the ones
 // that finished first (a loader that names a job per batch and completes
 // each would otherwise keep a day of them in memory, in the store and in
-// every listing). Requires that m.mu is held.
+// every listing), completed and cancelled ones before failed ones. A
+// failed job waits for a human (its alert, its attempts): newer batches
+// finishing must not make it vanish. Requires that m.mu is held.
 func (m *Manager) dueLocked(finished []*entry, now time.Time) map[string]time.Time {
 	var due map[string]time.Time
 	over := len(finished) - m.cfg.MaxJobs
@@ -508,7 +510,15 @@ func (m *Manager) dueLocked(finished []*entry, now time.Time) map[string]time.Ti
 		// Sorted only when some must go for their number: every tick
 		// walks the finished jobs, and a sort each second is not needed
 		// to find those past Retention.
-		slices.SortFunc(finished, func(a, b *entry) int { return a.job.Since.Compare(b.job.Since) })
+		slices.SortFunc(finished, func(a, b *entry) int {
+			if af, bf := a.job.State == Failed, b.job.State == Failed; af != bf {
+				if af {
+					return 1
+				}
+				return -1
+			}
+			return a.job.Since.Compare(b.job.Since)
+		})
 	}
 	for i, e := range finished {
 		if i < over || now.Sub(e.job.Since) >= m.cfg.Retention {

@@ -1,7 +1,9 @@
 package state
 
 import (
+	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -96,6 +98,64 @@ func TestFinishedJobsBoundedByMaxJobs(t *testing.T) {
 		}
 		if v, err := m.Get("live"); err != nil || v.State.Terminal() {
 			t.Errorf("live job after the prune: %v %v", v.State, err)
+		}
+	})
+}
+
+// TestFailedJobOutlivesNewerFinishedJobs: a job whose cleanup failed is
+// failed: the store may still hold its partial data, it alerts
+// (SluiceJobFailed) and waits for a human, who reads its attempts. Jobs
+// named per batch that complete after it must not push it out at the
+// next tick: of more than MaxJobs finished jobs, the completed and
+// cancelled ones that ended first go, and the failed one stays until
+// Retention (or until failed jobs alone are more than MaxJobs).
+func TestFailedJobOutlivesNewerFinishedJobs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &MemStore{}
+		api := &storeAPI{status: func(call string) int {
+			if strings.HasSuffix(call, "/clear") {
+				return http.StatusInternalServerError
+			}
+			return http.StatusOK
+		}}
+		m := newTestManager(t, Config{Store: st, Retention: 24 * time.Hour, MaxJobs: 3, ActionRetries: -1,
+			HTTPClient: &http.Client{Transport: api}})
+		defer m.Close()
+		if _, err := m.Register("broken", pegasusActions()); err != nil {
+			t.Fatal(err)
+		}
+		write(t, m, "broken", ack)
+		if _, err := m.Cancel("broken", false, "operator"); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if v := mustGet(t, m, "broken"); v.State != Failed {
+			t.Fatalf("broken: %s (%s), want failed", v.State, v.Reason)
+		}
+		time.Sleep(time.Second)
+		for i := range 6 {
+			id := "batch-" + strconv.Itoa(i)
+			write(t, m, id, ack)
+			if _, err := m.Complete(id); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+		}
+		m.Tick(time.Now())
+		if v, err := m.Get("broken"); err != nil || v.State != Failed {
+			t.Fatalf("the failed job after newer jobs completed: %v %v; want it kept, failed", v.State, err)
+		}
+		if s := storedState(t, st, "broken"); s != Failed {
+			t.Fatalf("the failed job's record: %s", s)
+		}
+		kept := 0
+		for i := range 6 {
+			if _, err := m.Get("batch-" + strconv.Itoa(i)); err == nil {
+				kept++
+			}
+		}
+		if kept != 2 {
+			t.Errorf("%d completed jobs kept, want 2: MaxJobs (3) finished jobs in all", kept)
 		}
 	})
 }
