@@ -14,6 +14,7 @@ type Permit struct {
 	cost     float64
 	epoch    uint64    // c.cutSeq when granted
 	round    uint64    // c.round when granted
+	win      uint64    // c.win.seq when granted: the window its units counted in
 	at       time.Time // when granted
 	inFlight int       // in-flight count at grant, this one included
 	limit    int       // concurrency limit at grant
@@ -271,7 +272,7 @@ func (c *Controller) grantLocked(cost float64, now time.Time) *Permit {
 	c.win.granted += cost
 	c.win.grants++
 	c.win.peak = max(c.win.peak, c.inFlight)
-	return &Permit{c: c, cost: cost, epoch: c.cutSeq, round: c.round, at: now, inFlight: c.inFlight, limit: c.concLimit()}
+	return &Permit{c: c, cost: cost, epoch: c.cutSeq, round: c.round, win: c.win.seq, at: now, inFlight: c.inFlight, limit: c.concLimit()}
 }
 
 // markBlockedLocked records which limit made a caller wait in this window
@@ -350,7 +351,11 @@ func (p *Permit) end(s *Sample) {
 		if p.round == c.round {
 			c.roundSent -= p.cost
 		}
-		if !p.at.Before(c.win.start) {
+		// By the window it was counted in, not by its time: Tick's now
+		// (a timer's firing) may be earlier than a grant made before the
+		// Tick ran, and the new window would give back what it never
+		// counted, its grants wrapping around below zero.
+		if p.win == c.win.seq {
 			c.win.granted -= p.cost
 			c.win.grants--
 		}

@@ -2416,3 +2416,27 @@ func TestPermitUnusedGivesBackItsRate(t *testing.T) {
 		t.Errorf("in flight %d after Unused of a permit done, want 0", s.InFlight)
 	}
 }
+
+// A permit granted after the timer of Tick fired but before Tick ran is
+// counted in the window that Tick closes: given back after it, it must
+// not be taken out of the next window as well. (The sidecar's loop ticks
+// with the timer's time.) Taken out twice, the next window's grant count
+// wrapped around below zero, and an idle window, which must say nothing
+// of what the loader needs, trimmed the slots to one.
+func TestUnusedAcrossALateTick(t *testing.T) {
+	c, clk := newFake(t, 100, func(cfg *Config) { cfg.InitialConcurrency = 8; cfg.MaxConcurrency = 64 })
+	fired := clk.now.Add(DefaultWindow - ms(10))
+	held := take(t, c, 4) // the loader keeps 4 in flight: 8 slots are not too many
+	clk.advance(DefaultWindow)
+	late := take(t, c, 1)[0]
+	c.Tick(fired)
+	late.Unused()
+	doneAll(held, success(0))
+	if c.win.grants != 0 || c.win.granted != 0 {
+		t.Errorf("window after the Tick: %v units in %d grants, want none (the permit was the last window's)", c.win.granted, c.win.grants)
+	}
+	c.Tick(fired.Add(DefaultWindow)) // nothing granted in it
+	if s := c.Snapshot(); s.Concurrency != 8 {
+		t.Errorf("concurrency %d after a window with no grant, want 8 as it was", s.Concurrency)
+	}
+}

@@ -4,6 +4,9 @@ import "time"
 
 // window accumulates one measurement window.
 type window struct {
+	// seq numbers the windows: a permit's grant counted in the window
+	// whose seq it carries (Permit.win).
+	seq       uint64
 	start     time.Time
 	accepted  float64 // units the store accepted (Success, unrejected Share)
 	granted   float64 // units admitted
@@ -71,7 +74,7 @@ func (c *Controller) closeWindowLocked(elapsed time.Duration, now time.Time) win
 		quiet: w.quiet,
 	}
 	c.histNext = (c.histNext + 1) % historyWindows
-	c.win = window{start: now, areaAt: now}
+	c.win = window{seq: w.seq + 1, start: now, areaAt: now}
 
 	if w.grants > 0 {
 		cost := w.granted / float64(w.grants)
