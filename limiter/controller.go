@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -291,7 +292,15 @@ func (c *Controller) burstFor(rate float64) float64 {
 	return b
 }
 
-func (c *Controller) concLimit() int { return int(c.conc.v) }
+// concLimit returns the concurrency limit in slots. math.MaxInt slots (no
+// limit) is 2^63 as a float64, one past every int, whose conversion wraps
+// to a negative limit that admits nothing: it saturates instead.
+func (c *Controller) concLimit() int {
+	if c.conc.v >= math.MaxInt {
+		return math.MaxInt
+	}
+	return int(c.conc.v)
+}
 
 // TickInterval returns Window jittered by ±10%, for the loop that calls
 // Tick, so that sidecars sharing a store do not adapt in lockstep. Safe for

@@ -424,6 +424,16 @@ func TestClamps(t *testing.T) {
 			t.Errorf("concurrency %d, want MaxConcurrency 5", s.Concurrency)
 		}
 	})
+	t.Run("no concurrency limit", func(t *testing.T) {
+		// math.MaxInt slots is a valid Config: no limit on concurrency.
+		c, _ := newFake(t, 10, func(cfg *Config) { cfg.InitialConcurrency = math.MaxInt; cfg.MaxConcurrency = math.MaxInt })
+		if _, err := c.TryAcquire(1); err != nil {
+			t.Errorf("TryAcquire with math.MaxInt slots: %v", err)
+		}
+		if s := c.Snapshot(); s.Concurrency != math.MaxInt {
+			t.Errorf("concurrency %d, want math.MaxInt", s.Concurrency)
+		}
+	})
 }
 
 func TestLatencyEarlySignal(t *testing.T) {
