@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 )
 
 // DefaultScopeRetireAfter is ScopesConfig.RetireAfter when 0: a scope's
@@ -60,8 +61,13 @@ type Scopes struct {
 
 	evictions uint64
 	retired   uint64
-	closed    bool          // Close was called: every limiter, old or new, is closed
-	dropped   []*Controller // evicted with writes waiting in them, until they have none: Close closes them too
+	closed    bool // Close was called: every limiter, old or new, is closed
+	// dropped are the limiters evicted or retired, for Close to close
+	// too: a write may queue in one after it went, having had it from Get
+	// just before, so whether one has writes waiting when it goes does
+	// not tell. Weak: one that nobody holds any more is collected, and
+	// Tick forgets it.
+	dropped []weak.Pointer[Controller]
 }
 
 type scopeEntry struct {
@@ -159,13 +165,6 @@ func (s *Scopes) throttle(scope string, rate float64, conc int, lat latencySeed,
 	return e.c
 }
 
-// queued returns the number of writes waiting in c's queue.
-func (c *Controller) queued() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.q.n
-}
-
 // latencySeed is what a limiter has learned of its store's latency (see
 // updateLatencyLocked and adoptLatencyLocked); the zero value is nothing.
 type latencySeed struct {
@@ -208,12 +207,9 @@ func (c *Controller) seedThrottle(smp Sample, lat latencySeed) {
 // at Max. Requires that s.mu is held.
 func (s *Scopes) addLocked(scope string, rate float64, conc int) *scopeEntry {
 	if len(s.m) >= s.cfg.Max {
-		old := s.lru.prev.c
+		s.dropped = append(s.dropped, weak.Make(s.lru.prev.c))
 		s.removeLocked(s.lru.prev)
 		s.evictions++
-		if old.queued() > 0 {
-			s.dropped = append(s.dropped, old)
-		}
 	}
 	cfg := s.cfg.Limiter
 	cfg.InitialRate = min(max(rate, cfg.MinRate), cfg.MaxRate)
@@ -273,7 +269,7 @@ func (s *Scopes) Tick(now time.Time) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.dropped = slices.DeleteFunc(s.dropped, func(c *Controller) bool { return c.queued() == 0 })
+	s.dropped = slices.DeleteFunc(s.dropped, func(c weak.Pointer[Controller]) bool { return c.Value() == nil })
 	for _, e := range entries {
 		if s.m[e.name] != e || now.Sub(e.throttledAt) < s.cfg.RetireAfter {
 			continue
@@ -282,6 +278,7 @@ func (s *Scopes) Tick(now time.Time) {
 		recovered := snap.Rate >= snap.LastMaxRate && now.Sub(snap.LastThrottle) >= s.cfg.RetireAfter
 		unused := now.Sub(e.usedAt) >= s.cfg.RetireAfter && snap.InFlight == 0
 		if (recovered || unused) && snap.Queued == 0 && !now.Before(snap.PausedUntil) {
+			s.dropped = append(s.dropped, weak.Make(e.c))
 			s.removeLocked(e)
 			s.retired++
 		}
@@ -335,9 +332,9 @@ func (s *Scopes) Status() ([]ScopeStatus, ScopesStats) {
 }
 
 // Close closes every scope's limiter (Controller.Close: its waiters get
-// ErrClosed, as the store's do at shutdown), those evicted with writes
-// still waiting in them included, and every limiter a later Throttle
-// makes.
+// ErrClosed, as the store's do at shutdown), those evicted or retired
+// that a write may still wait in included, and every limiter a later
+// Throttle makes.
 func (s *Scopes) Close() {
 	s.mu.Lock()
 	s.closed = true
@@ -345,7 +342,11 @@ func (s *Scopes) Close() {
 	for _, e := range s.m {
 		cs = append(cs, e.c)
 	}
-	cs = append(cs, s.dropped...)
+	for _, d := range s.dropped {
+		if c := d.Value(); c != nil {
+			cs = append(cs, c)
+		}
+	}
 	s.dropped = nil
 	s.mu.Unlock()
 	for _, c := range cs {

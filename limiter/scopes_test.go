@@ -333,3 +333,66 @@ func TestScopesCloseReachesEvictedLimiters(t *testing.T) {
 		}
 	})
 }
+
+// TestScopesCloseReachesWritesQueuedAfterTheDrop: a write that got a
+// scope's limiter from Get just before it was evicted or retired, and
+// queues in it after, is refused at Close like the others, not left to
+// wait out its queue timeout while shutdown drains. (The proxy asks Get
+// again at each pass, but a drop can still fall between its Get and its
+// Acquire.)
+func TestScopesCloseReachesWritesQueuedAfterTheDrop(t *testing.T) {
+	drops := map[string]func(s *Scopes){
+		"evicted": func(s *Scopes) { s.Throttle("b", 100, 4, scopeThrottle) },
+		"retired": func(s *Scopes) {
+			time.Sleep(2 * DefaultScopeRetireAfter)
+			s.Tick(time.Now())
+		},
+	}
+	for name, drop := range drops {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s, err := NewScopes(ScopesConfig{
+					Limiter: Config{InitialRate: 100, MinRate: 1, MaxRate: 10_000, MaxConcurrency: 64},
+					Max:     1,
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.Throttle("a", 100, 4, scopeThrottle)
+				a := s.Get("a")
+				drop(s)
+				if s.Get("a") == a {
+					t.Fatal("a was not dropped")
+				}
+				// a's slots are all taken (its bucket refilled since the
+				// throttle drained it): the write waits in a's queue.
+				time.Sleep(time.Second)
+				var held []*Permit
+				for range a.Snapshot().Concurrency {
+					p, err := a.TryAcquire(1)
+					if err != nil {
+						t.Fatal(err)
+					}
+					held = append(held, p)
+				}
+				defer doneAll(held, Sample{Outcome: Neutral})
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				errc := make(chan error, 1)
+				go func() {
+					p, err := a.Acquire(ctx, 1)
+					if p != nil {
+						p.Done(Sample{Outcome: Neutral})
+					}
+					errc <- err
+				}()
+				synctest.Wait()
+				start := time.Now()
+				s.Close()
+				if err := <-errc; err != ErrClosed || time.Since(start) > 0 {
+					t.Errorf("the write queued in a dropped scope's limiter: %v after %v, want ErrClosed at once", err, time.Since(start))
+				}
+			})
+		})
+	}
+}
