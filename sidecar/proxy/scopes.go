@@ -91,9 +91,9 @@ func (p *Proxy) acquireScopes(ctx context.Context, ex *exchange, deadline time.T
 			}
 			// Each pass asks for the scope's limiter as it is now: while
 			// the write waited for another scope, this one's may have been
-			// evicted or retired (and another made), and a write queued in
-			// a dropped limiter is not refused at shutdown (Scopes.Close),
-			// nor its throttle seen by the scope's limiter.
+			// evicted or retired (and another made), and a permit of a
+			// dropped limiter would pace the write by a rate no longer the
+			// scope's, its throttle unseen by the scope's limiter.
 			if lims[i] = p.scopes.Get(ex.scopes.At(i)); lims[i] == nil {
 				continue
 			}
