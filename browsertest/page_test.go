@@ -401,3 +401,43 @@ func TestStatusPageBadLink(t *testing.T) {
 		t.Errorf("console errors:\n%s", strings.Join(errs, "\n"))
 	}
 }
+
+// TestStatusPageUnknownJob: a link to a job this sluice does not know (a
+// deleted job, or one on another sidecar) says so, and shows nothing of
+// the job that was open before: its labels, settings and history are not
+// the unknown job's.
+func TestStatusPageUnknownJob(t *testing.T) {
+	path := os.Getenv("SLUICE_BROWSER")
+	if path == "" {
+		t.Skip("SKIPPED: SLUICE_BROWSER is not set; .ci/browser.sh installs Chromium and sets it")
+	}
+	storeSrv := httptest.NewServer(&store{})
+	t.Cleanup(storeSrv.Close)
+	_, adminAddr := serveSluice(t, "SLUICE_UPSTREAM_URL="+storeSrv.URL)
+	adminURL := "http://" + adminAddr
+	register(t, adminURL, `{"id":"alpha","labels":{"team":"ingest"}}`)
+	ctx := browser(t, path)
+
+	do(t, ctx, "opening a job", chromedp.Navigate(adminURL+"/#job/alpha"))
+	waitFor(t, ctx, "the job's detail", `document.getElementById('job-fields').textContent.includes('team=ingest')`, 10*time.Second)
+	do(t, ctx, "following a link to an unknown job", chromedp.Navigate(adminURL+"/#job/ghost"))
+	waitFor(t, ctx, "the unknown job", `document.getElementById('job-state').textContent === 'not found'`, 10*time.Second)
+	if shown := eval[string](t, ctx, `document.getElementById('job').textContent`); strings.Contains(shown, "team=ingest") {
+		t.Errorf("the unknown job ghost is shown with alpha's detail: %q", shown)
+	}
+}
+
+// register registers a job through the admin API (from loopback, no
+// token).
+func register(t *testing.T, adminURL, body string) {
+	t.Helper()
+	resp, err := http.Post(adminURL+"/v1/jobs", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("register %s: %d %s", body, resp.StatusCode, b)
+	}
+}

@@ -399,6 +399,16 @@
     }
   }
 
+  // clearJob empties the job's detail, so that a job not found (or not
+  // read yet) is never shown with the fields of the one open before it.
+  function clearJob() {
+    $("job-state").textContent = "";
+    $("job-state").className = "state";
+    $("job-fields").replaceChildren();
+    document.querySelector("#job-history tbody").replaceChildren();
+    document.querySelector("#job-attempts tbody").replaceChildren();
+  }
+
   function selectFromHash() {
     const id = jobFromHash();
     if (id !== page.selected) {
@@ -407,6 +417,7 @@
       page.confirming = null;
       $("confirm").hidden = true;
       message("", "");
+      clearJob();
     }
     $("job").hidden = !id;
     if (id) setText("job-id", id);
@@ -559,9 +570,12 @@
           if (id === page.selected) { page.job = j; renderJob(j); }
         } catch (e) {
           if (e.status !== 404) throw e;
-          setText("job-state", "not found");
-          $("job-state").className = "state";
-          renderActions(null);
+          if (id === page.selected) {
+            page.job = null;
+            clearJob();
+            setText("job-state", "not found");
+            renderActions(null);
+          }
         }
       }
       $("banner").hidden = true;
