@@ -441,3 +441,52 @@ func register(t *testing.T, adminURL, body string) {
 		t.Fatalf("register %s: %d %s", body, resp.StatusCode, b)
 	}
 }
+
+// TestStatusPageRefreshKeepsWhatIsUnchanged: the page refreshes once a
+// second, and a refresh must leave alone what did not change. Otherwise
+// the job id an operator selects to copy (for sluice jobs cancel) is
+// unselected within a second, and a click on a job whose button goes
+// down before a refresh and up after it opens nothing.
+func TestStatusPageRefreshKeepsWhatIsUnchanged(t *testing.T) {
+	path := os.Getenv("SLUICE_BROWSER")
+	if path == "" {
+		t.Skip("SKIPPED: SLUICE_BROWSER is not set; .ci/browser.sh installs Chromium and sets it")
+	}
+	storeSrv := httptest.NewServer(&store{})
+	t.Cleanup(storeSrv.Close)
+	_, adminAddr := serveSluice(t, "SLUICE_UPSTREAM_URL="+storeSrv.URL)
+	adminURL := "http://" + adminAddr
+	register(t, adminURL, `{"id":"alpha","labels":{"team":"ingest"}}`)
+	ctx := browser(t, path)
+	const link = `document.querySelector('#jobs-table tr[data-job="alpha"] a')`
+	// refreshed waits for the page's next refresh: uptime, in whole
+	// seconds, is drawn in the same step as the tables.
+	refreshed := func() {
+		t.Helper()
+		before := eval[string](t, ctx, `document.getElementById('uptime').textContent`)
+		waitFor(t, ctx, "a refresh", `document.getElementById('uptime').textContent !== `+jsString(before), 10*time.Second)
+	}
+
+	do(t, ctx, "loading the page", chromedp.Navigate(adminURL+"/"))
+	waitFor(t, ctx, "the job", link+` !== null`, 10*time.Second)
+	eval[bool](t, ctx, `(() => { const r = document.createRange(); r.selectNodeContents(`+link+`);
+		getSelection().removeAllRanges(); getSelection().addRange(r); return true })()`)
+	refreshed()
+	refreshed()
+	if sel := eval[string](t, ctx, `getSelection().toString()`); sel != "alpha" {
+		t.Errorf("the job id selected before two refreshes reads %q after them, want alpha", sel)
+	}
+
+	x := eval[float64](t, ctx, `(() => { const r = `+link+`.getBoundingClientRect(); return r.x + r.width / 2 })()`)
+	y := eval[float64](t, ctx, `(() => { const r = `+link+`.getBoundingClientRect(); return r.y + r.height / 2 })()`)
+	do(t, ctx, "pressing the job's link", chromedp.MouseEvent("mousePressed", x, y, chromedp.ButtonType("left"), chromedp.ClickCount(1)))
+	refreshed()
+	do(t, ctx, "releasing it", chromedp.MouseEvent("mouseReleased", x, y, chromedp.ButtonType("left"), chromedp.ClickCount(1)))
+	waitFor(t, ctx, "the job opened by the click", `location.hash === '#job/alpha' && !document.getElementById('job').hidden`, 5*time.Second)
+	waitFor(t, ctx, "the job's detail", `document.getElementById('job-fields').textContent.includes('team=ingest')`, 10*time.Second)
+	if n := eval[int](t, ctx, `document.querySelectorAll('#jobs-table tbody tr.selected').length`); n != 1 {
+		t.Errorf("%d rows marked selected after the click, want 1", n)
+	}
+}
+
+func jsString(s string) string { b, _ := json.Marshal(s); return string(b) }

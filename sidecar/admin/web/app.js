@@ -78,6 +78,36 @@
     td.appendChild(child);
     return td;
   }
+  // fill makes el's children the given nodes, keeping every node that is
+  // already as it should be. The page refreshes once a second: were its
+  // tables rebuilt each time, a job id being selected to copy would be
+  // unselected, and a click whose button went down before a refresh and
+  // up after it would land on nothing.
+  function fill(el, nodes) {
+    const fresh = el.cloneNode(false);
+    for (const n of nodes) fresh.appendChild(n);
+    update(el, fresh);
+  }
+  function update(el, fresh) {
+    const kids = [...fresh.childNodes];
+    kids.forEach((n, i) => {
+      const old = el.childNodes[i];
+      if (!old) {
+        el.appendChild(n);
+      } else if (old.isEqualNode(n)) {
+        // unchanged: kept, with any selection in it
+      } else if (old.nodeType === Node.TEXT_NODE && n.nodeType === Node.TEXT_NODE) {
+        old.data = n.data;
+      } else if (old.nodeType === Node.ELEMENT_NODE && old.tagName === n.tagName) {
+        for (const a of [...old.attributes]) if (!n.hasAttribute(a.name)) old.removeAttribute(a.name);
+        for (const a of [...n.attributes]) if (old.getAttribute(a.name) !== a.value) old.setAttribute(a.name, a.value);
+        update(old, n);
+      } else {
+        el.replaceChild(n, old);
+      }
+    });
+    while (el.childNodes.length > kids.length) el.removeChild(el.lastChild);
+  }
   function stateBadge(state, why) {
     const span = node("span", state, "state " + state);
     if (!why) return span;
@@ -165,13 +195,11 @@
     const sc = s.scopes;
     $("scopes").hidden = !sc;
     if (!sc) return;
-    const body = document.querySelector("#scopes-table tbody");
-    body.replaceChildren();
-    for (const x of sc.active || []) {
+    fill(document.querySelector("#scopes-table tbody"), (sc.active || []).map((x) => {
       const last = x.last_throttle ? `${ago(x.last_throttle)} (${x.last_reason || "?"})` : "never";
-      body.appendChild(row([x.scope, x.phase, perSecond(x.rate_limit, s.rate_unit), num(x.concurrency_limit),
-        num(x.in_flight), num(x.queue_length), last]));
-    }
+      return row([x.scope, x.phase, perSecond(x.rate_limit, s.rate_unit), num(x.concurrency_limit),
+        num(x.in_flight), num(x.queue_length), last]);
+    }));
     const n = (sc.active || []).length;
     $("scopes-empty").hidden = n > 0;
     $("scopes-empty").textContent = sc.evictions
@@ -202,12 +230,10 @@
     setText("fleet-errors", fl.refresh_errors ? `${num(fl.refresh_errors)}, last: ${fl.last_error || "?"}` : "none");
     setText("fleet-count", num(fl.member_count));
     const members = (fl.members || []).slice().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const body = document.querySelector("#fleet-table tbody");
-    body.replaceChildren();
-    for (const m of members) {
+    fill(document.querySelector("#fleet-table tbody"), members.map((m) => {
       const id = m.id === fl.member ? m.id + " (this sidecar)" : m.id;
-      body.appendChild(row([id, String(m.weight), perSecond(m.demand, unit), perSecond(m.lease, unit), m.age]));
-    }
+      return row([id, String(m.weight), perSecond(m.demand, unit), perSecond(m.lease, unit), m.age]);
+    }));
     $("fleet-table").hidden = members.length === 0;
     $("fleet-empty").hidden = members.length > 0;
   }
@@ -367,17 +393,15 @@
   }
 
   function renderJobs(jobs) {
-    const body = document.querySelector("#jobs-table tbody");
-    body.replaceChildren();
-    for (const j of jobs) {
+    fill(document.querySelector("#jobs-table tbody"), jobs.map((j) => {
       const link = node("a", j.id);
       link.href = "#job/" + encodeURIComponent(j.id);
       const tr = row([link, stateBadge(j.state, cause(j)), ago(j.since), j.priority || "–", num(j.weight), shareText(j),
         progressText(j), rateText(j), ago(j.last_progress)]);
       tr.dataset.job = j.id;
       if (j.id === page.selected) tr.className = "selected";
-      body.appendChild(tr);
-    }
+      return tr;
+    }));
     $("jobs-empty").hidden = jobs.length > 0;
   }
 
@@ -429,12 +453,10 @@
     const st = $("job-state");
     st.textContent = j.state;
     st.className = "state " + j.state;
-    const fields = $("job-fields");
-    fields.replaceChildren();
+    const fields = [];
     const add = (k, v) => {
       if (v === undefined || v === null || v === "") return;
-      fields.appendChild(node("dt", k));
-      fields.appendChild(node("dd", String(v)));
+      fields.push(node("dt", k), node("dd", String(v)));
     };
     const t = j.totals || {};
     add("reason", j.reason);
@@ -461,17 +483,16 @@
     if (j.labels) add("labels", Object.entries(j.labels).map(([k, v]) => `${k}=${v}`).join(" "));
     const c = j.checkpoint;
     if (c) add("checkpoint", `#${c.seq} at ${clock(c.at)}: ${JSON.stringify(c.data ?? null)}`.slice(0, 300));
+    fill($("job-fields"), fields);
 
-    const hist = document.querySelector("#job-history tbody");
-    hist.replaceChildren();
-    for (const tr of [...(j.history || [])].reverse()) hist.appendChild(row([clock(tr.at), tr.from, stateBadge(tr.to), tr.reason]));
-    const att = document.querySelector("#job-attempts tbody");
-    att.replaceChildren();
-    for (const a of [...(j.attempts || [])].reverse()) {
+    fill(document.querySelector("#job-history tbody"),
+      [...(j.history || [])].reverse().map((tr) => row([clock(tr.at), tr.from, stateBadge(tr.to), tr.reason])));
+    const attempts = [...(j.attempts || [])].reverse().map((a) => {
       const detail = [a.status ? "HTTP " + a.status : "", a.exit_code !== undefined ? "exit " + a.exit_code : "", a.error || ""].filter(Boolean).join(" · ");
-      att.appendChild(row([clock(a.at), a.action, String(a.n), a.result, detail]));
-    }
-    if (!att.children.length) att.appendChild(row(["–", "none run", "", "", ""]));
+      return row([clock(a.at), a.action, String(a.n), a.result, detail]);
+    });
+    if (!attempts.length) attempts.push(row(["–", "none run", "", "", ""]));
+    fill(document.querySelector("#job-attempts tbody"), attempts);
     renderActions(j);
   }
 
