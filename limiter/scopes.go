@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -212,6 +213,9 @@ func (s *Scopes) addLocked(scope string, rate float64, conc int) *scopeEntry {
 		s.evictions++
 	}
 	cfg := s.cfg.Limiter
+	if math.IsNaN(rate) {
+		rate = cfg.MinRate // min and max pass NaN through: no rate known, the least
+	}
 	cfg.InitialRate = min(max(rate, cfg.MinRate), cfg.MaxRate)
 	// The store's slots, not the default few: a scope that is throttled
 	// now and then must not lose the concurrency its writes had.

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"math"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -70,6 +71,23 @@ func TestScopesThrottleCreatesAndCuts(t *testing.T) {
 	// Rates outside the bounds are clamped.
 	if r := s.Throttle("huge", 1e12, 1e6, scopeThrottle).Snapshot().Rate; r > 10_000 {
 		t.Errorf("rate %v past MaxRate", r)
+	}
+}
+
+// TestScopesThrottleClampsTheRate: a rate out of the configured bounds,
+// or none (NaN, from a caller's division by zero), starts the scope's
+// limiter within them, as Throttle says, rather than panicking.
+func TestScopesThrottleClampsTheRate(t *testing.T) {
+	for _, tc := range []struct {
+		rate, want float64
+	}{
+		{0.01, 1}, {1e9, 10_000}, {math.Inf(1), 10_000}, {math.Inf(-1), 1}, {math.NaN(), 1},
+	} {
+		s, _ := newTestScopes(t, 4)
+		snap := s.Throttle("orders", tc.rate, 4, Sample{Outcome: Neutral}).Snapshot()
+		if snap.LastMaxRate != tc.want {
+			t.Errorf("Throttle at rate %v: the scope's limiter starts from %v, want %v", tc.rate, snap.LastMaxRate, tc.want)
+		}
 	}
 }
 
