@@ -387,7 +387,18 @@ func TestStatusPageBadLink(t *testing.T) {
 	}
 	storeSrv := httptest.NewServer(&store{})
 	t.Cleanup(storeSrv.Close)
-	_, adminAddr := serveSluice(t, "SLUICE_UPSTREAM_URL="+storeSrv.URL)
+	proxyAddr, adminAddr := serveSluice(t, "SLUICE_UPSTREAM_URL="+storeSrv.URL)
+	// A job the good link below can show.
+	req, _ := http.NewRequest(http.MethodPut, "http://"+proxyAddr+"/rows", strings.NewReader(`{"v":1}`))
+	req.Header.Set(proxy.HeaderJob, "load-2")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a write of job load-2: %s", resp.Status)
+	}
 	ctx := browser(t, path)
 	var cons console
 	cons.listen(ctx)
@@ -396,7 +407,14 @@ func TestStatusPageBadLink(t *testing.T) {
 	if hidden := eval[bool](t, ctx, `document.getElementById('job').hidden`); !hidden {
 		t.Errorf("the page opened a job for a link that names none")
 	}
+	// A bad link followed from a page showing a job (a hash change, not a
+	// load) closes the job: the page must have taken it in, not stopped
+	// in its handler, which only the job panel shows; the console's
+	// exception would arrive too late to be checked.
+	do(t, ctx, "following a good link", chromedp.Navigate("http://"+adminAddr+"/#job/load-2"))
+	waitFor(t, ctx, "the job named by the link", `!document.getElementById('job').hidden && document.getElementById('job-id').textContent === 'load-2' && document.getElementById('job-state').textContent === 'running'`, 10*time.Second)
 	do(t, ctx, "following another bad link", chromedp.Navigate("http://"+adminAddr+"/#job/%"))
+	waitFor(t, ctx, "no job for the bad link", `document.getElementById('job').hidden`, 10*time.Second)
 	if errs := cons.errors(nil); len(errs) > 0 {
 		t.Errorf("console errors:\n%s", strings.Join(errs, "\n"))
 	}
