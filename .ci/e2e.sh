@@ -34,6 +34,11 @@ dpkg-query -W victoria-metrics nginx 2>/dev/null | sed 's/^/== using /' || true
 # SIGKILL mid-load, the default job idle (never cancelled) while vmagent's
 # loader is quiet, a 30s store outage and a 20s quota window without loss
 # under hold mode. The numbers compared are printed on the RESULT lines.
+# A test that finds a server missing fails instead of skipping: the
+# packages above are installed, and CI must not pass without the tests
+# that need them (a package that stopped shipping vmagent would otherwise
+# skip the vmagent tests in silence).
+export SLUICE_REQUIRE_E2E=1
 # -parallel 4: the store-outage and quota-window runs (the only parallel
 # tests) spend their time waiting for an outage or a window to end, and
 # would otherwise go two at a time on two cores.

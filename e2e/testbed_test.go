@@ -43,8 +43,13 @@ func loaderClient(writers int) *http.Client {
 	}
 }
 
+// requireEnv, when set, makes a missing server fail the test instead of
+// skipping it: .ci/e2e.sh sets it after installing them, so that CI cannot
+// pass without having run the tests against them.
+const requireEnv = "SLUICE_REQUIRE_E2E"
+
 // binary returns the path of program, or skips the test naming it and the
-// Debian package that ships it.
+// Debian package that ships it (fails it with requireEnv set).
 func binary(t *testing.T, program, pkg string) string {
 	t.Helper()
 	if p, err := exec.LookPath(program); err == nil {
@@ -57,11 +62,15 @@ func binary(t *testing.T, program, pkg string) string {
 			return p
 		}
 	}
+	if os.Getenv(requireEnv) != "" {
+		t.Fatalf("e2e: %s not found in PATH or /usr/sbin and %s is set: install the Debian package %s", program, requireEnv, pkg)
+	}
 	t.Skipf("e2e: %s not found in PATH or /usr/sbin: install the Debian package %s (.ci/e2e.sh does it; see docs/e2e.md)", program, pkg)
 	return ""
 }
 
-// requireTestbed skips the test unless every server it needs is installed.
+// requireTestbed skips the test unless every server it needs is installed
+// (fails it with requireEnv set).
 func requireTestbed(t *testing.T, nginx, vmagent bool) {
 	t.Helper()
 	binary(t, "victoria-metrics", "victoria-metrics")
