@@ -282,12 +282,23 @@ func TestVMAgentThrottling(t *testing.T) {
 		if !direct.check.Exact() {
 			t.Errorf("vmagent direct: store holds %v", direct.check)
 		}
+		// Both shares 0 would pass the comparison below whatever sluice
+		// does: a store that no longer throttles vmagent, or a metric
+		// renamed, must fail here.
+		if direct.store.Rejected == 0 {
+			t.Fatalf("VictoriaMetrics did not throttle vmagent's direct writes: the comparison means nothing")
+		}
 	})
 	t.Run("sluice", func(t *testing.T) {
 		through = measureAgent(t, "e2e-vmagent-sluice", true)
 		through.log(t, "vmagent through sluice")
 		if !through.check.Exact() {
 			t.Errorf("vmagent through sluice: store holds %v, want every sample exactly once", through.check)
+		}
+		// Answers read from a metric vmagent no longer exports would be
+		// none at all, and no 4xx among them.
+		if through.answers["2XX"] == 0 {
+			t.Errorf("vmagent through sluice counted no 2xx answers (%v): its remote-write answers were not read", through.answers)
 		}
 		if through.answers["400"] > 0 || through.answers["409"] > 0 || through.dropped > 0 {
 			t.Errorf("vmagent through sluice got %v and dropped %.0f blocks: sluice must never turn throttling into a 4xx other than 429", through.answers, through.dropped)
