@@ -2,7 +2,9 @@ package state
 
 import (
 	"encoding/json"
+	"math"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -79,10 +81,26 @@ func FuzzSettingsJSON(f *testing.F) {
 	})
 }
 
+// FuzzJSONPointer: whatever the probe answers, a value read is a finite
+// number (NaN or Inf would make the job's record impossible to encode),
+// and it reads back as itself.
 func FuzzJSONPointer(f *testing.F) {
 	f.Add(`{"a":[1,{"b":"2"}]}`, "/a/1/b")
 	f.Add(`3`, "")
+	f.Add(`{"n":"NaN"}`, "/n")
+	f.Add(`["-Infinity"]`, "/0")
+	f.Add(`{"a/b":{"~":"1e308"}}`, "/a~1b/~0")
 	f.Fuzz(func(t *testing.T, doc, ptr string) {
-		_, _ = jsonPointerNumber([]byte(doc), ptr)
+		v, err := jsonPointerNumber([]byte(doc), ptr)
+		if err != nil {
+			return
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			t.Fatalf("jsonPointerNumber(%q, %q) = %v", doc, ptr, v)
+		}
+		lit := strconv.FormatFloat(v, 'g', -1, 64)
+		if back, err := jsonPointerNumber([]byte(lit), ""); err != nil || back != v {
+			t.Fatalf("jsonPointerNumber(%q, %q) = %v, but %s reads as %v, %v", doc, ptr, v, lit, back, err)
+		}
 	})
 }
