@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The status page in a real browser: installs Chromium from Debian's
-# packages when it is missing, then drives the page against a real sluice
-# (browsertest/). The test writes screenshots of the page and prints
+# The status page in a real browser: installs Chromium (and redis-server,
+# for the page's fleet section) from Debian's packages when missing, then
+# drives the page against a real sluice (browsertest/). The test writes screenshots of the page and prints
 # where (SLUICE_SCREENSHOT_DIR, by default a folder under the temporary
 # directory), so a person can look at what an operator sees.
 # Runs on a clean Debian machine as root without a TTY. Only where no
@@ -31,6 +31,19 @@ fi
 # Debian's launcher prints a harmless shell warning on some machines; the
 # version line is the last one.
 echo "== using $("$browser" --version 2>/dev/null | tail -1)"
+
+# The fleet section is driven against a real redis-server: installed here
+# when missing, and required, so that a missing one fails the test rather
+# than skip it (.ci/fleet.sh, which installs it too, may not have run).
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "== installing redis-server (Debian package)"
+  export DEBIAN_FRONTEND=noninteractive
+  sudo=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+fi
+export SLUICE_REQUIRE_REDIS=1
 
 export SLUICE_BROWSER="$browser"
 export SLUICE_SCREENSHOT_DIR="${SLUICE_SCREENSHOT_DIR:-${TMPDIR:-/tmp}/sluice-screenshots}"

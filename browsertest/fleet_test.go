@@ -16,7 +16,8 @@ import (
 // its Fleet section (hidden without fleet mode): leased, the configured
 // budget, and itself in the member list; when Redis stops answering the
 // section says the sidecar is degraded and off its lease; when it answers
-// again, leased again. Skipped without a browser or redis-server.
+// again, leased again. Skipped without a browser or redis-server (failed
+// without redis-server under .ci/browser.sh, which sets SLUICE_REQUIRE_REDIS).
 func TestStatusPageFleet(t *testing.T) {
 	path := os.Getenv("SLUICE_BROWSER")
 	if path == "" {
