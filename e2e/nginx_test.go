@@ -209,6 +209,12 @@ func TestNginxQuota(t *testing.T) {
 		if n := res.Unexpected4xx(); n > 0 {
 			t.Errorf("through sluice the loader got %d answers with a 4xx other than 429: %v", n, res.Status)
 		}
+		// No 429 with a Retry-After at all would leave nothing for the
+		// check below to look at (sluice starts at 50 writes/s, above the
+		// quota, and probes past it after).
+		if throttled == 0 {
+			t.Errorf("nginx answered sluice no 429 with a Retry-After (%v): the Retry-After was never put to the test", tp.statuses())
+		}
 		if len(violations) > 0 {
 			t.Errorf("%d of %d writes answered 429 + Retry-After: %d were sent again sooner (after %v)", len(violations), throttled, quotaRetryAfter, violations)
 		}
