@@ -157,7 +157,7 @@ type Config struct {
 	Profile      classify.Profile // how the store signals throttling
 	BytesCost    bool             // a write costs its body size in the rate limit, not 1
 	Reject       bool             // answer 429 at once when no slot is free, instead of queueing
-	Timeout      time.Duration    // bounds each attempt, and the reading of a loader's body
+	Timeout      time.Duration    // bounds each attempt, each part of its answer's writing to the loader, and the reading of a loader's body
 	QueueTimeout time.Duration    // how long a write waits for a send slot
 	DefaultJob   string           // the job of a write without X-Sluice-Job
 
@@ -368,6 +368,7 @@ type exchange struct {
 	buffered  bool                 // the body is in memory (or there is none)
 	retryable bool                 // buffered, and its method may be retried
 	pipelined bool                 // retryable, and sent on p.pipe
+	answering bool                 // the store's answer is being copied to the loader (modifyResponse ran)
 	flow      limiter.Flow         // its place in the limiters' fair queues (flowOf)
 	attempts  int
 	heldSends int                 // re-sends of a held write (see retryPolicy): not retries of SLUICE_RETRY_MAX
@@ -981,6 +982,17 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	ex := exchangeFrom(resp.Request.Context())
 	ex.status = resp.StatusCode
 	resp.Header.Set(HeaderAttempts, strconv.Itoa(ex.attempts))
+	// The loader takes each part of its answer within the timeout (reset
+	// as each part is read from the store: attemptBody.Read). A loader
+	// that stops reading while it keeps its connection open would
+	// otherwise block the copy once its socket is full, and with it the
+	// end of the attempt: its send slot would be held for as long as the
+	// loader keeps the connection. Not the attempt's deadline, which
+	// already bounds the reading of the store's side: what sluice has read
+	// of the answer by then (all of a small one, which it counted as the
+	// store's verdict) must still reach a loader a little behind.
+	ex.answering = true
+	p.setWriteDeadline(ex, time.Now().Add(p.timeout))
 	return nil
 }
 
@@ -1231,6 +1243,13 @@ func (p *Proxy) setReadDeadline(ex *exchange, t time.Time) {
 	// A controller made here stays on the stack; one kept in ex would be
 	// an allocation per write.
 	_ = http.NewResponseController(ex.w).SetReadDeadline(t)
+}
+
+// setWriteDeadline bounds the writing of the answer to the loader (net/http
+// clears it once the answer is written). Writers that cannot (test
+// recorders) are left unbounded.
+func (p *Proxy) setWriteDeadline(ex *exchange, t time.Time) {
+	_ = http.NewResponseController(ex.w).SetWriteDeadline(t)
 }
 
 func (p *Proxy) noteBodySize(n int64) {
@@ -1625,6 +1644,13 @@ type attemptBody struct {
 
 func (b *attemptBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
+	if n > 0 && b.ex.answering {
+		// The copy to the loader reads the next part once it wrote the
+		// last: the loader has taken it, and has the timeout again for
+		// this one (see modifyResponse). An answer sluice reads for
+		// itself (one it retries) sets nothing.
+		b.p.setWriteDeadline(b.ex, time.Now().Add(b.p.timeout))
+	}
 	if n > 0 && b.scanner != nil {
 		_, _ = b.scanner.Write(p[:n])
 	}
