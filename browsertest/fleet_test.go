@@ -2,7 +2,6 @@ package browsertest
 
 import (
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,10 +18,7 @@ import (
 // again, leased again. Skipped without a browser or redis-server (failed
 // without redis-server under .ci/browser.sh, which sets SLUICE_REQUIRE_REDIS).
 func TestStatusPageFleet(t *testing.T) {
-	path := os.Getenv("SLUICE_BROWSER")
-	if path == "" {
-		t.Skip("SKIPPED: SLUICE_BROWSER is not set; .ci/browser.sh installs Chromium and sets it")
-	}
+	path := chromium(t)
 	rs := redistest.Start(t)
 	storeSrv := httptest.NewServer(&store{})
 	t.Cleanup(storeSrv.Close)

@@ -129,6 +129,27 @@ func pause(ctx context.Context, d time.Duration) {
 	}
 }
 
+// chromium returns the browser to drive (SLUICE_BROWSER), or skips the
+// test where none was given.
+func chromium(t *testing.T) string {
+	t.Helper()
+	path := os.Getenv("SLUICE_BROWSER")
+	if path == "" {
+		t.Skip("SKIPPED: SLUICE_BROWSER is not set; .ci/browser.sh installs Chromium and sets it")
+	}
+	return path
+}
+
+// sluiceOverStore runs sluice in front of a store that takes every write,
+// and returns its proxy's address and its admin API's URL.
+func sluiceOverStore(t *testing.T) (proxyAddr, adminURL string) {
+	t.Helper()
+	storeSrv := httptest.NewServer(&store{})
+	t.Cleanup(storeSrv.Close)
+	proxyAddr, adminAddr := serveSluice(t, "SLUICE_UPSTREAM_URL="+storeSrv.URL)
+	return proxyAddr, "http://" + adminAddr
+}
+
 // browser starts Chromium (SLUICE_BROWSER) headless with a fresh profile
 // and returns a tab's context.
 func browser(t *testing.T, path string) context.Context {
@@ -285,10 +306,7 @@ const (
 // the throttle as it happens, follows the job's state, and refuses a
 // cancel without the admin token but performs it with one.
 func TestStatusPage(t *testing.T) {
-	path := os.Getenv("SLUICE_BROWSER")
-	if path == "" {
-		t.Skip("SKIPPED: SLUICE_BROWSER is not set; .ci/browser.sh installs Chromium and sets it")
-	}
+	path := chromium(t)
 	st := &store{}
 	adminURL := sluiceUnderTest(t, st)
 	ctx := browser(t, path)
@@ -381,13 +399,8 @@ func TestStatusPage(t *testing.T) {
 // percent-encoding (cut short, or typed by hand) opens the page all the
 // same, on no job, rather than stop it before its first refresh.
 func TestStatusPageBadLink(t *testing.T) {
-	path := os.Getenv("SLUICE_BROWSER")
-	if path == "" {
-		t.Skip("SKIPPED: SLUICE_BROWSER is not set; .ci/browser.sh installs Chromium and sets it")
-	}
-	storeSrv := httptest.NewServer(&store{})
-	t.Cleanup(storeSrv.Close)
-	proxyAddr, adminAddr := serveSluice(t, "SLUICE_UPSTREAM_URL="+storeSrv.URL)
+	path := chromium(t)
+	proxyAddr, adminURL := sluiceOverStore(t)
 	// A job the good link below can show.
 	req, _ := http.NewRequest(http.MethodPut, "http://"+proxyAddr+"/rows", strings.NewReader(`{"v":1}`))
 	req.Header.Set(proxy.HeaderJob, "load-2")
@@ -402,7 +415,7 @@ func TestStatusPageBadLink(t *testing.T) {
 	ctx := browser(t, path)
 	var cons console
 	cons.listen(ctx)
-	do(t, ctx, "loading the page", chromedp.Navigate("http://"+adminAddr+"/#job/load%E0%A4"))
+	do(t, ctx, "loading the page", chromedp.Navigate(adminURL+"/#job/load%E0%A4"))
 	waitFor(t, ctx, "the controller's phase", `document.getElementById('phase').textContent !== '…'`, 10*time.Second)
 	if hidden := eval[bool](t, ctx, `document.getElementById('job').hidden`); !hidden {
 		t.Errorf("the page opened a job for a link that names none")
@@ -411,9 +424,9 @@ func TestStatusPageBadLink(t *testing.T) {
 	// load) closes the job: the page must have taken it in, not stopped
 	// in its handler, which only the job panel shows; the console's
 	// exception would arrive too late to be checked.
-	do(t, ctx, "following a good link", chromedp.Navigate("http://"+adminAddr+"/#job/load-2"))
+	do(t, ctx, "following a good link", chromedp.Navigate(adminURL+"/#job/load-2"))
 	waitFor(t, ctx, "the job named by the link", `!document.getElementById('job').hidden && document.getElementById('job-id').textContent === 'load-2' && document.getElementById('job-state').textContent === 'running'`, 10*time.Second)
-	do(t, ctx, "following another bad link", chromedp.Navigate("http://"+adminAddr+"/#job/%"))
+	do(t, ctx, "following another bad link", chromedp.Navigate(adminURL+"/#job/%"))
 	waitFor(t, ctx, "no job for the bad link", `document.getElementById('job').hidden`, 10*time.Second)
 	if errs := cons.errors(nil); len(errs) > 0 {
 		t.Errorf("console errors:\n%s", strings.Join(errs, "\n"))
@@ -425,14 +438,8 @@ func TestStatusPageBadLink(t *testing.T) {
 // the job that was open before: its labels, settings and history are not
 // the unknown job's.
 func TestStatusPageUnknownJob(t *testing.T) {
-	path := os.Getenv("SLUICE_BROWSER")
-	if path == "" {
-		t.Skip("SKIPPED: SLUICE_BROWSER is not set; .ci/browser.sh installs Chromium and sets it")
-	}
-	storeSrv := httptest.NewServer(&store{})
-	t.Cleanup(storeSrv.Close)
-	_, adminAddr := serveSluice(t, "SLUICE_UPSTREAM_URL="+storeSrv.URL)
-	adminURL := "http://" + adminAddr
+	path := chromium(t)
+	_, adminURL := sluiceOverStore(t)
 	register(t, adminURL, `{"id":"alpha","labels":{"team":"ingest"}}`)
 	ctx := browser(t, path)
 
@@ -466,14 +473,8 @@ func register(t *testing.T, adminURL, body string) {
 // unselected within a second, and a click on a job whose button goes
 // down before a refresh and up after it opens nothing.
 func TestStatusPageRefreshKeepsWhatIsUnchanged(t *testing.T) {
-	path := os.Getenv("SLUICE_BROWSER")
-	if path == "" {
-		t.Skip("SKIPPED: SLUICE_BROWSER is not set; .ci/browser.sh installs Chromium and sets it")
-	}
-	storeSrv := httptest.NewServer(&store{})
-	t.Cleanup(storeSrv.Close)
-	_, adminAddr := serveSluice(t, "SLUICE_UPSTREAM_URL="+storeSrv.URL)
-	adminURL := "http://" + adminAddr
+	path := chromium(t)
+	_, adminURL := sluiceOverStore(t)
 	register(t, adminURL, `{"id":"alpha","labels":{"team":"ingest"}}`)
 	ctx := browser(t, path)
 	const link = `document.querySelector('#jobs-table tr[data-job="alpha"] a')`
