@@ -327,27 +327,19 @@ func TestScopesCloseReachesEvictedLimiters(t *testing.T) {
 		a := s.Throttle("a", 100, 4, Sample{Outcome: Congested, Reason: "s3_slowdown", RetryAfter: time.Minute})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		errc := make(chan error, 1)
-		go func() {
-			p, err := a.Acquire(ctx, 1)
-			if p != nil {
-				p.Done(Sample{Outcome: Neutral})
-			}
-			errc <- err
-		}()
-		synctest.Wait()
+		res := acquireAsync(ctx, a, 1, time.Now())
 		s.Throttle("b", 100, 4, scopeThrottle) // evicts a, its write still waiting
 		s.Close()
 		synctest.Wait()
 		select {
-		case err := <-errc:
-			if err != ErrClosed {
-				t.Errorf("the write waiting in an evicted scope: %v, want ErrClosed", err)
+		case r := <-res:
+			if r.err != ErrClosed {
+				t.Errorf("the write waiting in an evicted scope: %v, want ErrClosed", r.err)
 			}
 		default:
 			t.Error("Close left a write waiting in an evicted scope's limiter")
 			cancel()
-			<-errc
+			<-res
 		}
 	})
 }
@@ -396,19 +388,11 @@ func TestScopesCloseReachesWritesQueuedAfterTheDrop(t *testing.T) {
 				defer doneAll(held, Sample{Outcome: Neutral})
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
-				errc := make(chan error, 1)
-				go func() {
-					p, err := a.Acquire(ctx, 1)
-					if p != nil {
-						p.Done(Sample{Outcome: Neutral})
-					}
-					errc <- err
-				}()
-				synctest.Wait()
+				res := acquireAsync(ctx, a, 1, time.Now())
 				start := time.Now()
 				s.Close()
-				if err := <-errc; err != ErrClosed || time.Since(start) > 0 {
-					t.Errorf("the write queued in a dropped scope's limiter: %v after %v, want ErrClosed at once", err, time.Since(start))
+				if r := <-res; r.err != ErrClosed || time.Since(start) > 0 {
+					t.Errorf("the write queued in a dropped scope's limiter: %v after %v, want ErrClosed at once", r.err, time.Since(start))
 				}
 			})
 		})

@@ -72,14 +72,7 @@ func TestFinishedJobsBoundedByMaxJobs(t *testing.T) {
 		m := newTestManager(t, Config{Store: st, Retention: 24 * time.Hour, MaxJobs: 3})
 		defer m.Close()
 		write(t, m, "live", ack)
-		for i := range 6 {
-			id := "batch-" + strconv.Itoa(i)
-			write(t, m, id, ack)
-			if _, err := m.Complete(id); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(time.Second)
-		}
+		completeBatches(t, m, 6)
 		m.Tick(time.Now())
 		recs, err := st.Load()
 		if err != nil {
@@ -133,14 +126,7 @@ func TestFailedJobOutlivesNewerFinishedJobs(t *testing.T) {
 			t.Fatalf("broken: %s (%s), want failed", v.State, v.Reason)
 		}
 		time.Sleep(time.Second)
-		for i := range 6 {
-			id := "batch-" + strconv.Itoa(i)
-			write(t, m, id, ack)
-			if _, err := m.Complete(id); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(time.Second)
-		}
+		completeBatches(t, m, 6)
 		m.Tick(time.Now())
 		if v, err := m.Get("broken"); err != nil || v.State != Failed {
 			t.Fatalf("the failed job after newer jobs completed: %v %v; want it kept, failed", v.State, err)
@@ -158,4 +144,18 @@ func TestFailedJobOutlivesNewerFinishedJobs(t *testing.T) {
 			t.Errorf("%d completed jobs kept, want 2: MaxJobs (3) finished jobs in all", kept)
 		}
 	})
+}
+
+// completeBatches runs n jobs named per batch, batch-0 to batch-<n-1>,
+// each a write and a completion a second after the one before.
+func completeBatches(t *testing.T, m *Manager, n int) {
+	t.Helper()
+	for i := range n {
+		id := "batch-" + strconv.Itoa(i)
+		write(t, m, id, ack)
+		if _, err := m.Complete(id); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+	}
 }
