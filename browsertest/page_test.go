@@ -428,6 +428,14 @@ func TestStatusPageBadLink(t *testing.T) {
 	waitFor(t, ctx, "the job named by the link", `!document.getElementById('job').hidden && document.getElementById('job-id').textContent === 'load-2' && document.getElementById('job-state').textContent === 'running'`, 10*time.Second)
 	do(t, ctx, "following another bad link", chromedp.Navigate(adminURL+"/#job/%"))
 	waitFor(t, ctx, "no job for the bad link", `document.getElementById('job').hidden`, 10*time.Second)
+	// A link whose id is no job id (a path segment the API would resolve)
+	// names no job either.
+	for _, bad := range []string{"..", "a%2Fb", "-rf"} {
+		do(t, ctx, "following a good link", chromedp.Navigate(adminURL+"/#job/load-2"))
+		waitFor(t, ctx, "the job named by the link", `!document.getElementById('job').hidden && document.getElementById('job-id').textContent === 'load-2'`, 10*time.Second)
+		do(t, ctx, "following a link to "+bad, chromedp.Navigate(adminURL+"/#job/"+bad))
+		waitFor(t, ctx, "no job for "+bad, `document.getElementById('job').hidden`, 10*time.Second)
+	}
 	if errs := cons.errors(nil); len(errs) > 0 {
 		t.Errorf("console errors:\n%s", strings.Join(errs, "\n"))
 	}

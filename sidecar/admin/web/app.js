@@ -413,14 +413,20 @@
   // jobFromHash is the job a link names, or null. A part that is not
   // valid percent-encoding (a link cut short) names none: decoding it
   // throws, which would stop the page before its first refresh.
+  // A job id as sluice takes one (state.ValidJobID): anything else in a
+  // link names no job. ".." would otherwise reach the API as a path
+  // segment (a cancel of "v1/jobs/.." is a POST to v1/cancel).
+  const JOB_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
   function jobFromHash() {
     const m = location.hash.match(/^#job\/(.+)$/);
     if (!m) return null;
+    let id;
     try {
-      return decodeURIComponent(m[1]);
+      id = decodeURIComponent(m[1]);
     } catch (e) {
       return null;
     }
+    return JOB_ID.test(id) ? id : null;
   }
 
   // clearJob empties the job's detail, so that a job not found (or not
