@@ -372,9 +372,9 @@ func TestMaxJobsForgetsIdle(t *testing.T) {
 	if _, err := m.Cancel("new", false, ""); err != nil {
 		t.Fatal(err)
 	}
-	for range 1000 {
-		if mustGet(t, m, "new").State == Cancelled {
-			break
+	for i := 0; mustGet(t, m, "new").State != Cancelled; i++ {
+		if i == 5000 {
+			t.Fatalf("new: %s 5s after its cancel, want cancelled (no action configured)", mustGet(t, m, "new").State)
 		}
 		time.Sleep(time.Millisecond)
 	}
