@@ -57,6 +57,7 @@ type History struct {
 	n      int // points held, at most len(ring)
 	prev   HistoryValues
 	prevAt time.Time // zero until the first sample
+	lastT  int64     // the newest point's T
 }
 
 // NewHistory returns a History that keeps the latest n points.
@@ -68,7 +69,11 @@ func NewHistory(n int) *History {
 // the baseline the next one's rates are counted from. A sample not after
 // the previous one (a clock stepped back) is dropped and becomes the new
 // baseline, so no rate is ever computed over a negative or zero interval;
-// a counter that went down (a restarted source) counts from zero.
+// a counter that went down (a restarted source) counts from zero. Points
+// only move forward: one the wall clock would stamp at or before the
+// newest (it was stepped back) goes on from the newest by the time since
+// the last sample, since the page asks for the points after the newest
+// it has, and would chart nothing until the clock caught up.
 func (h *History) Sample(now time.Time, v HistoryValues) {
 	if h == nil {
 		return
@@ -84,8 +89,13 @@ func (h *History) Sample(now time.Time, v HistoryValues) {
 	if elapsed <= 0 {
 		return
 	}
+	t := now.UnixMilli()
+	if t <= h.lastT {
+		t = h.lastT + max(1, int64(elapsed*1000))
+	}
+	h.lastT = t
 	h.ring[h.next] = Point{
-		T:            now.UnixMilli(),
+		T:            t,
 		Acknowledged: perSecond(prev.Acknowledged, v.Acknowledged, elapsed),
 		Throttled:    perSecond(prev.Throttled, v.Throttled, elapsed),
 		RateLimit:    v.RateLimit,

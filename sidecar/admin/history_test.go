@@ -61,6 +61,26 @@ func TestHistorySample(t *testing.T) {
 			want: []Point{{T: at(6).UnixMilli(), Acknowledged: 10}},
 		},
 		{
+			// The chart asks for the points after the newest it has: one
+			// stamped before it, after the clock stepped back, would
+			// never reach it, and the chart would stop for as long as the
+			// step. The points go on from the newest by the time between
+			// samples.
+			name: "points after a step back go on from the newest point",
+			samples: []sample{
+				{100, HistoryValues{Acknowledged: 0}},
+				{101, HistoryValues{Acknowledged: 10}},
+				{50, HistoryValues{Acknowledged: 20}},
+				{52, HistoryValues{Acknowledged: 40}},
+				{53, HistoryValues{Acknowledged: 45}},
+			},
+			want: []Point{
+				{T: at(101).UnixMilli(), Acknowledged: 10},
+				{T: at(103).UnixMilli(), Acknowledged: 10},
+				{T: at(104).UnixMilli(), Acknowledged: 5},
+			},
+		},
+		{
 			name: "a counter that went down counts from zero",
 			samples: []sample{
 				{0, HistoryValues{Acknowledged: 500}},
