@@ -175,6 +175,9 @@ func methodNotAllowedAsJSON(mux *http.ServeMux) http.Handler {
 				probe.Method = m
 				if _, p := mux.Handler(probe); p != "" && p != "/" {
 					allow = append(allow, m)
+					if m == http.MethodGet {
+						allow = append(allow, http.MethodHead) // the mux serves HEAD wherever GET
+					}
 				}
 			}
 			if len(allow) > 0 {
