@@ -178,7 +178,7 @@ func TestJobIDInjection(t *testing.T) {
 		// (a heartbeat promised and never sent): the API cannot always
 		// address such a job by id (see TestAdminBadInput).
 		spec := map[string]any{
-			"id": id, "stall_after": "1ms", "cancel_grace": "1ms",
+			"id": id, "stall_after": "1s", "cancel_grace": "1ms",
 			"heartbeat_interval": "1ms", "auto_cancel_causes": []string{"loader_idle"},
 			"cancel": map[string]any{"url": actions.URL + "/jobs/${JOB}/_cancel?job=${JOB}", "headers": map[string]string{"X-Job": "${JOB}"}},
 			"cleanup": map[string]any{"command": []string{os.Args[0], helperArgv, argvFile,

@@ -261,7 +261,7 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 // since the call.
 func awaitTick(t *testing.T, admin, id string) {
 	t.Helper()
-	code, body := call(t, "POST", admin+"/v1/jobs", `{"id":"`+id+`","stall_after":"1ms","auto_cancel":false}`)
+	code, body := call(t, "POST", admin+"/v1/jobs", `{"id":"`+id+`","stall_after":"1s","auto_cancel":false}`)
 	if code != http.StatusCreated {
 		t.Fatalf("register %s: %d %s", id, code, body)
 	}

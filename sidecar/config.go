@@ -577,7 +577,9 @@ func (c Config) validate() []string {
 	positive("RETRY_BACKOFF_MIN", c.RetryBackoffMin)
 	positive("RETRY_BACKOFF_MAX", c.RetryBackoffMax)
 	positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
-	positive("STALL_AFTER", c.StallAfter)
+	if c.StallAfter < state.MinStallAfter {
+		bad("STALL_AFTER", "must be at least %v (a job would be stalled, then cancelled, by a throttle that holds its writes a moment), got %v", state.MinStallAfter, c.StallAfter)
+	}
 	positive("CANCEL_GRACE", c.CancelGrace)
 	positive("ACTION_TIMEOUT", c.ActionTimeout)
 	positive("JOB_RETENTION", c.JobRetention)

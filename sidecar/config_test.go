@@ -77,6 +77,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	f("min > max", []string{up, "SLUICE_MIN_RATE=100", "SLUICE_MAX_RATE=10", "SLUICE_INITIAL_RATE=50"}, "SLUICE_MIN_RATE")
 	f("bad duration", []string{up, "SLUICE_UPSTREAM_TIMEOUT=soon"}, "SLUICE_UPSTREAM_TIMEOUT")
 	f("negative duration", []string{up, "SLUICE_STALL_AFTER=-5m"}, "SLUICE_STALL_AFTER")
+	f("stall window of 5ms (for 5m)", []string{up, "SLUICE_STALL_AFTER=5ms"}, "SLUICE_STALL_AFTER")
 	f("bad size", []string{up, "SLUICE_RETRY_BODY_MAX=lots"}, "SLUICE_RETRY_BODY_MAX")
 	f("bad bool", []string{up, "SLUICE_AUTO_CANCEL=maybe"}, "SLUICE_AUTO_CANCEL")
 	f("bad int", []string{up, "SLUICE_QUEUE_MAX=many"}, "SLUICE_QUEUE_MAX")

@@ -661,6 +661,7 @@ func TestRegister(t *testing.T) {
 		}
 	}
 	bad("negative stall", Settings{StallAfter: -1})
+	bad("stall of 5ms (for 5m)", Settings{StallAfter: 5 * time.Millisecond})
 	bad("bad action kind", Settings{Cancel: &ActionSpec{Kind: "shell"}})
 	bad("job in host", Settings{Cancel: &ActionSpec{Kind: KindHTTP, URL: "http://${JOB}.example/"}})
 	bad("header CRLF", Settings{Cleanup: &ActionSpec{Kind: KindHTTP, URL: "http://h/", Headers: map[string]string{"X": "a\r\nY: b"}}})

@@ -11,7 +11,12 @@ import (
 
 // Default settings, used where neither the job nor Config.Defaults says.
 const (
-	DefaultStallAfter          = 5 * time.Minute
+	DefaultStallAfter = 5 * time.Minute
+	// MinStallAfter bounds a stall window from below: shorter, a job is
+	// stalled, and then cancelled and cleaned up, by a throttle that
+	// holds its writes for a moment, which is most often a unit typed
+	// wrong (5ms for 5m).
+	MinStallAfter              = time.Second
 	DefaultCancelGrace         = 5 * time.Minute
 	DefaultMaxJobs             = 1000
 	DefaultActionTimeout       = 30 * time.Second
@@ -161,6 +166,9 @@ func (s *Settings) UnmarshalJSON(b []byte) error {
 func (s *Settings) Validate() error {
 	if s.StallAfter < 0 {
 		return fmt.Errorf("%w: stall_after %s is negative", ErrInvalid, s.StallAfter)
+	}
+	if s.StallAfter > 0 && s.StallAfter < MinStallAfter {
+		return fmt.Errorf("%w: stall_after %s is under %s (a unit typed wrong? 5ms for 5m would cancel a job at its first throttle)", ErrInvalid, s.StallAfter, MinStallAfter)
 	}
 	if s.CancelGrace < 0 {
 		return fmt.Errorf("%w: cancel_grace %s is negative", ErrInvalid, s.CancelGrace)
