@@ -40,10 +40,14 @@ func (c Config) validateFleet() []string {
 	bad := func(key, format string, args ...any) {
 		p = append(p, EnvPrefix+key+": "+fmt.Sprintf(format, args...))
 	}
-	if c.FleetRedisURL != "" {
-		if err := fleet.ValidRedisURL(c.FleetRedisURL, c.FleetRedisCluster); err != nil {
-			bad("FLEET_REDIS_URL", "%v", err)
-		}
+	if c.FleetRedisURL == "" {
+		// Fleet mode is off, and the other fleet variables are ignored
+		// (with a warning, see doubtful): unsetting the URL alone turns it
+		// off in a hurry, even if the password's Secret went with it.
+		return nil
+	}
+	if err := fleet.ValidRedisURL(c.FleetRedisURL, c.FleetRedisCluster); err != nil {
+		bad("FLEET_REDIS_URL", "%v", err)
 	}
 	if c.FleetRedisPasswordFile != "" {
 		// A FIFO or a device would block the read at startup for ever.

@@ -55,7 +55,11 @@ func TestFleetConfig(t *testing.T) {
 
 	f := func(kv, wantVar string) {
 		t.Helper()
-		_, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", kv})
+		env := []string{"SLUICE_UPSTREAM_URL=http://s", kv}
+		if !strings.HasPrefix(kv, "SLUICE_FLEET_REDIS_URL=") {
+			env = append(env, "SLUICE_FLEET_REDIS_URL=redis://127.0.0.1:6379")
+		}
+		_, _, err := LoadConfig(env)
 		ce, ok := err.(*ConfigError)
 		if !ok || len(ce.Problems) != 1 || !strings.HasPrefix(ce.Problems[0], wantVar+":") {
 			t.Errorf("%s: %v, want one problem naming %s", kv, err, wantVar)
@@ -79,6 +83,14 @@ func TestFleetConfig(t *testing.T) {
 	f("SLUICE_FLEET_WEIGHT=1e300", "SLUICE_FLEET_WEIGHT")
 	f("SLUICE_FLEET_REFRESH=10ms", "SLUICE_FLEET_REFRESH")
 	f("SLUICE_FLEET_REFRESH=2m", "SLUICE_FLEET_REFRESH")
+
+	// Without the URL, fleet mode is off and the rest is ignored, with a
+	// warning: not checked, so that unsetting the URL alone turns it off
+	// even where the password's Secret was removed with it.
+	_, warnings, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_FLEET_REDIS_PASSWORD_FILE=/nonexistent/pw", "SLUICE_FLEET_WEIGHT=0"})
+	if err != nil || len(warnings) != 2 {
+		t.Errorf("fleet variables without SLUICE_FLEET_REDIS_URL: %v, warnings %q; want no error and a warning for each", err, warnings)
+	}
 }
 
 // newFleetServer builds a sidecar in fleet mode whose Redis is the
