@@ -377,6 +377,17 @@ func (c *Config) doubtful(set map[string]string, fields []configField) []string 
 		}
 	}
 	profile, err := classify.ParseProfile(c.Profile)
+	if err == nil && c.ScopesMax == 0 {
+		for _, key := range []string{"SCOPE_KEY_DEPTH", "SCOPE_GENERIC", "SCOPE_PATH_DEPTH"} {
+			if isSet(EnvPrefix + key) {
+				w = append(w, EnvPrefix+key+" ignored: scopes are off with SLUICE_SCOPES_MAX=0")
+			}
+		}
+		return w
+	}
+	if err == nil && profile != classify.S3 && profile != classify.GCS && isSet(EnvPrefix+"SCOPE_KEY_DEPTH") {
+		w = append(w, fmt.Sprintf("%sSCOPE_KEY_DEPTH ignored: it applies to SLUICE_PROFILE=s3 or gcs, not %s", EnvPrefix, c.Profile))
+	}
 	switch {
 	case err != nil: // validate reports it
 	case profile != classify.Generic:

@@ -198,6 +198,13 @@ func TestDoubtfulSettingsWarned(t *testing.T) {
 		}},
 		{"path depth with path scopes", []string{"SLUICE_SCOPE_GENERIC=path", "SLUICE_SCOPE_PATH_DEPTH=2"}, nil},
 		{"a default spelled out", []string{"SLUICE_SCOPE_GENERIC=none"}, nil},
+		{"scope settings with scopes off", []string{"SLUICE_SCOPES_MAX=0", "SLUICE_SCOPE_GENERIC=path"}, []string{
+			"SLUICE_SCOPE_GENERIC ignored: scopes are off with SLUICE_SCOPES_MAX=0",
+		}},
+		{"key depth with another profile", []string{"SLUICE_PROFILE=elasticsearch", "SLUICE_SCOPE_KEY_DEPTH=2"}, []string{
+			"SLUICE_SCOPE_KEY_DEPTH ignored: it applies to SLUICE_PROFILE=s3 or gcs, not elasticsearch",
+		}},
+		{"key depth for S3", []string{"SLUICE_PROFILE=s3", "SLUICE_SCOPE_KEY_DEPTH=2"}, nil},
 		{"control interval of 10s", []string{"SLUICE_CONTROL_INTERVAL=10s"}, nil},
 		{"control interval of a minute", []string{"SLUICE_CONTROL_INTERVAL=1m"}, []string{
 			"SLUICE_CONTROL_INTERVAL=1m0s: the limiter adapts once per interval, and the shipped alert takes a heartbeat over a minute old for a stopped control loop; at most 10s is advised",
