@@ -34,6 +34,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-dev/sluice/fleet"
+	"github.com/sluice-dev/sluice/internal/pipenet"
 	"github.com/sluice-dev/sluice/sidecar"
 	"github.com/sluice-dev/sluice/sidecar/classify"
 	"github.com/sluice-dev/sluice/sidecar/proxy"
@@ -1013,7 +1014,7 @@ func TestDeployMetricsExported(t *testing.T) {
 		}
 		// Serve as in production, on in-memory listeners: readiness, loops
 		// and the admin server are the real ones.
-		proxyLn, adminLn := newPipeListener(), newPipeListener()
+		proxyLn, adminLn := pipenet.Listen(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}), pipenet.Listen(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9090})
 		ctx, cancel := context.WithCancel(context.Background())
 		served := make(chan error, 1)
 		go func() { served <- s.Serve(ctx, proxyLn, adminLn) }()
@@ -1024,7 +1025,7 @@ func TestDeployMetricsExported(t *testing.T) {
 			}
 		}()
 		synctest.Wait() // listening, first credential fetch done
-		admin := &http.Client{Transport: &http.Transport{DialContext: adminLn.dial, DisableKeepAlives: true}}
+		admin := &http.Client{Transport: &http.Transport{DialContext: adminLn.Dial, DisableKeepAlives: true}}
 		get := func(path string) (int, []byte) {
 			t.Helper()
 			resp, err := admin.Get("http://sluice-admin" + path)
@@ -1110,47 +1111,6 @@ func send(h http.Handler, ctx context.Context, method, path, body string, header
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec
-}
-
-// pipeListener is a net.Listener whose connections are in-memory pipes, so
-// that a real http.Server can run under testing/synctest.
-type pipeListener struct {
-	conns  chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func newPipeListener() *pipeListener {
-	return &pipeListener{conns: make(chan net.Conn), closed: make(chan struct{})}
-}
-
-func (l *pipeListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *pipeListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9090} }
-
-// dial connects to the listener; it is an http.Transport's DialContext.
-func (l *pipeListener) dial(ctx context.Context, _, _ string) (net.Conn, error) {
-	client, server := net.Pipe()
-	select {
-	case l.conns <- server:
-		return client, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }
 
 func checkQueries(t *testing.T, queries []deployQuery, fams map[string]*scrapedFamily) {

@@ -2,51 +2,34 @@ package sidecar
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/pipenet"
 )
 
-// pipeListener hands the proxy's server in-memory connections (net.Pipe),
-// so that a test of how net/http treats a loader's connection runs under
-// testing/synctest.
-type pipeListener struct {
-	conns     chan net.Conn
-	closeOnce sync.Once
-	done      chan struct{}
-}
-
-func newPipeListener() *pipeListener {
-	return &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// dial returns the loader's end of a new connection to the server.
-func (l *pipeListener) dial() net.Conn {
-	loader, server := net.Pipe()
-	l.conns <- server
-	return loader
-}
-
-func (l *pipeListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
+// dial connects a loader to ln, failing the test if it cannot.
+func dial(t *testing.T, ln *pipenet.Listener) net.Conn {
+	t.Helper()
+	c, err := ln.Dial(context.Background(), "tcp", "")
+	if err != nil {
+		t.Fatal(err)
 	}
+	return c
 }
 
-func (l *pipeListener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
-	return nil
+// newPipeListener is a listener for the proxy's server whose connections
+// are in-memory, so that a test of how net/http treats a loader's
+// connection runs under testing/synctest.
+func newPipeListener() *pipenet.Listener {
+	return pipenet.Listen(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080})
 }
-
-func (l *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080} }
 
 // A loader that reads the head of its answer and then stops reading (stuck
 // in its own pipeline, or a client that never drains bodies) while its
@@ -71,7 +54,7 @@ func TestLoaderThatStopsReadingFreesItsSlot(t *testing.T) {
 			_ = srv.Serve(ln)
 		}()
 
-		c := ln.dial()
+		c := dial(t, ln)
 		if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +76,7 @@ func TestLoaderThatStopsReadingFreesItsSlot(t *testing.T) {
 
 		// The deadline of an answer is its own: a loader's next write on
 		// the same connection, answered past it, gets its answer.
-		c = ln.dial()
+		c = dial(t, ln)
 		defer c.Close()
 		br := bufio.NewReader(c)
 		for i := range 2 {
@@ -146,7 +129,7 @@ func TestWriteDeadlineKeepsAnAnswerRead(t *testing.T) {
 			<-served
 		}()
 
-		c := ln.dial()
+		c := dial(t, ln)
 		defer c.Close()
 		if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
 			t.Fatal(err)
