@@ -18,7 +18,8 @@ import (
 )
 
 // RequireEnv, when set, makes a missing redis-server fail the test
-// instead of skipping it: .ci/fleet.sh sets it after installing one.
+// instead of skipping it: .ci/fleet.sh and .ci/browser.sh set it once
+// one is installed.
 const RequireEnv = "SLUICE_REQUIRE_REDIS"
 
 // Server is one redis-server process. Its methods are safe for concurrent
