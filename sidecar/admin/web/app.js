@@ -437,6 +437,7 @@
     $("job-fields").replaceChildren();
     document.querySelector("#job-history tbody").replaceChildren();
     document.querySelector("#job-attempts tbody").replaceChildren();
+    renderActions(null); // nothing to act on until the job is read
   }
 
   function selectFromHash() {
