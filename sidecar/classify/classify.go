@@ -13,7 +13,8 @@
 // the store behind the sidecar and adds what only that store says: S3's
 // SlowDown code in a 503, DynamoDB's ProvisionedThroughputExceededException in
 // a 400, VictoriaMetrics' insert limit in a 503, ClickHouse's TOO_MANY_PARTS
-// in a 500. For those the caller reads at most [BodyPrefixMax] bytes of the
+// in a 500 (or in a 200 whose status line went out before the exception).
+// For those the caller reads at most [BodyPrefixMax] bytes of the
 // error body when [Profile.WantsBody] asks for it. Elasticsearch and
 // OpenSearch `_bulk` answer 200 even when some items were rejected with 429,
 // DynamoDB's BatchWriteItem answers 200 handing back the writes it did not
@@ -127,7 +128,7 @@ type Result struct {
 	// "es_bulk_item_429", "gcs_rate_limit_exceeded",
 	// "gcs_user_rate_limit_exceeded", "victoriametrics_insert_limit",
 	// "clickhouse_too_many_parts", "clickhouse_too_many_simultaneous_queries",
-	// "clickhouse_too_many_partitions".
+	// "clickhouse_too_many_partitions", "clickhouse_exception_in_200".
 	Reason string
 
 	// RetryAfter is the store's Retry-After hint relative to the classify
@@ -204,7 +205,8 @@ const (
 	// -insert.maxQueueDuration.
 	VictoriaMetrics
 	// ClickHouse reads the X-ClickHouse-Exception-Code header and the
-	// exception text of a 5xx.
+	// exception text of a 5xx, and of a 2xx that carries that header: an
+	// exception raised after the status line went out.
 	ClickHouse
 
 	numProfiles
@@ -284,8 +286,9 @@ func (p Profile) WantsBody(status int, h http.Header) bool {
 	case ClickHouse:
 		// Even with X-ClickHouse-Exception-Code the body is needed: code 252
 		// is both the retryable "Too many parts" and the permanent "Too many
-		// partitions for single INSERT block".
-		return status >= 500 && status <= 599
+		// partitions for single INSERT block". So for a 200 carrying that
+		// header (see clickHouseExceptionIn2xx).
+		return status >= 500 && status <= 599 || clickHouseExceptionIn2xx(status, h)
 	}
 	return false
 }
@@ -303,7 +306,7 @@ func (p Profile) Classify(status int, h http.Header, bodyPrefix []byte, now time
 	var k Kind
 	var reason string
 	matched := false
-	if status >= 400 {
+	if status >= 400 || p == ClickHouse && clickHouseExceptionIn2xx(status, h) {
 		switch p {
 		case Elasticsearch:
 			k, reason, matched = classifyElasticsearch(status, bodyPrefix)
@@ -316,7 +319,7 @@ func (p Profile) Classify(status int, h http.Header, bodyPrefix []byte, now time
 		case VictoriaMetrics:
 			k, reason, matched = classifyVictoriaMetrics(bodyPrefix)
 		case ClickHouse:
-			k, reason, matched = classifyClickHouse(h, bodyPrefix)
+			k, reason, matched = classifyClickHouse(status, h, bodyPrefix)
 		}
 	}
 	if !matched {

@@ -385,6 +385,37 @@ func TestClassifyClickHouse(t *testing.T) {
 	f(resp{status: 404, header: code("60")}, ClientError, "status_404")
 }
 
+// TestClassifyClickHouseExceptionIn200: once ClickHouse has sent its
+// status line (send_progress_in_http_headers sends it with the first
+// X-ClickHouse-Progress header, long before an INSERT ends), an exception
+// can no longer change the status: it comes as a 200 whose last header is
+// X-ClickHouse-Exception-Code, with the exception's text as the body. That
+// answer is the exception, never an acknowledged write.
+func TestClassifyClickHouseExceptionIn200(t *testing.T) {
+	code := func(c string) http.Header {
+		return hdr("X-ClickHouse-Progress", `{"written_rows":"65505"}`, "X-ClickHouse-Exception-Code", c)
+	}
+	f := func(r resp, k Kind, reason string) {
+		t.Helper()
+		conc := reason == "clickhouse_too_many_simultaneous_queries"
+		checkClassify(t, ClickHouse, r, Result{Kind: k, Reason: reason, Share: 1, Concurrency: conc})
+	}
+	f(resp{status: 200, header: code("252"), body: chTooManyParts}, Throttled, "clickhouse_too_many_parts")
+	f(resp{status: 200, header: code("202"), body: chTooManyQueries}, Throttled, "clickhouse_too_many_simultaneous_queries")
+	f(resp{status: 200, header: code("252"), body: chTooManyPartitons}, ClientError, "clickhouse_too_many_partitions")
+	f(resp{status: 200, header: code("241"), body: chMemoryLimit}, ServerError, "clickhouse_exception_in_200")
+	// Without the header a 200 is a success, whatever its body says: the
+	// answer to a SELECT may well hold the text of an exception.
+	checkClassify(t, ClickHouse, resp{status: 200, header: hdr("X-ClickHouse-Summary", "{}")}, Result{Kind: OK, Reason: "status_200"})
+	if ClickHouse.WantsBody(200, hdr("X-ClickHouse-Summary", "{}")) {
+		t.Error("ClickHouse wants the body of a plain 200")
+	}
+	// Only ClickHouse sends the header.
+	if got := Generic.Classify(200, code("252"), nil, testNow); got.Kind != OK {
+		t.Errorf("generic 200 with X-ClickHouse-Exception-Code: %+v, want OK", got)
+	}
+}
+
 func TestWantsBody(t *testing.T) {
 	f := func(p Profile, status int, h http.Header, want bool) {
 		t.Helper()

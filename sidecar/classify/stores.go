@@ -195,11 +195,12 @@ const (
 //	Code: 252. DB::Exception: Too many parts (300). Merges are processing significantly slower than inserts. (TOO_MANY_PARTS) (version 23.8.1.1)
 //
 // or, before 21.x, "Code: 252, e.displayText() = DB::Exception: …".
-// ClickHouse answers both with 500. Code 252 is also raised for "Too many
+// ClickHouse answers both with 500, or with the 200 it had already sent
+// (see clickHouseExceptionIn2xx). Code 252 is also raised for "Too many
 // partitions for single INSERT block", which no amount of waiting fixes:
 // that one is the loader's to fix.
-func classifyClickHouse(h http.Header, body []byte) (Kind, string, bool) {
-	code := strings.TrimSpace(h.Get("X-Clickhouse-Exception-Code")) // canonical form: no allocation
+func classifyClickHouse(status int, h http.Header, body []byte) (Kind, string, bool) {
+	code := strings.TrimSpace(h.Get(hdrClickHouseExceptionCode))
 	parts := code == chCodeTooManyParts || bytes.Contains(body, []byte("TOO_MANY_PARTS")) ||
 		hasClickHouseCode(body, chCodeTooManyParts)
 	if parts {
@@ -216,7 +217,27 @@ func classifyClickHouse(h http.Header, body []byte) (Kind, string, bool) {
 		// concurrency.
 		return Throttled, "clickhouse_too_many_simultaneous_queries", true
 	}
+	if clickHouseExceptionIn2xx(status, h) {
+		// Another exception after the status line: the query failed, and
+		// which status it would have had is not said. Retryable, like a
+		// 500, but not a capacity signal; never an acknowledged write.
+		return ServerError, "clickhouse_exception_in_200", true
+	}
 	return 0, "", false
+}
+
+// hdrClickHouseExceptionCode is X-ClickHouse-Exception-Code in canonical
+// form, so that http.Header.Get does not allocate to canonicalise it.
+const hdrClickHouseExceptionCode = "X-Clickhouse-Exception-Code"
+
+// clickHouseExceptionIn2xx reports whether a 2xx from ClickHouse carries
+// X-ClickHouse-Exception-Code. Once ClickHouse has sent its status line
+// (with send_progress_in_http_headers, at the first X-ClickHouse-Progress
+// header, long before an INSERT ends), an exception can no longer change
+// it: ClickHouse adds the code as the last header of that 200 and writes
+// the exception's text as the body.
+func clickHouseExceptionIn2xx(status int, h http.Header) bool {
+	return status >= 200 && status <= 299 && h.Get(hdrClickHouseExceptionCode) != ""
 }
 
 // hasClickHouseCode reports whether body contains "Code: <code>" followed
