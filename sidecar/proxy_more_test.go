@@ -673,6 +673,44 @@ func TestElasticsearchErrorsOnlyBulk(t *testing.T) {
 	}
 }
 
+// TestElasticsearchBulkWithoutItems: a _bulk whose filter_path drops the
+// items (filter_path=took,errors, or took alone) is answered without an
+// "items" array. A 200 that says no item failed (or says nothing) is the
+// write taken, its items uncounted: progress for the job and acknowledged
+// goodput, not the empty bulk a `"items":[]` would be. Counted as
+// nothing, a load sent that way would stall, and with one throttle in the
+// window be cancelled and cleaned up while the store took every write.
+func TestElasticsearchBulkWithoutItems(t *testing.T) {
+	const req = `{"index":{"_index":"logs","_id":"1"}}` + "\n" + `{"msg":"hello"}` + "\n"
+	for _, tc := range []struct{ query, answer string }{
+		{"filter_path=took,errors", `{"took":3,"errors":false}`},
+		{"filter_path=took", `{"took":3}`},
+	} {
+		synctest.Test(t, func(t *testing.T) {
+			store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, tc.answer)
+			})
+			s := newTestServer(t, store, "PROFILE=elasticsearch")
+			rec := send(s.ProxyHandler(), context.Background(), http.MethodPost, "/logs/_bulk?"+tc.query, req, proxy.HeaderJob, "es")
+			if rec.Code != http.StatusOK || rec.Body.String() != tc.answer {
+				t.Fatalf("%s: loader got %d %q, want the store's answer", tc.query, rec.Code, rec.Body)
+			}
+			j, err := s.jobs.Get("es")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.Totals.Requests != 1 || j.Totals.Bytes != int64(len(req)) {
+				t.Errorf("%s: job totals %+v, want the write acknowledged (1 request, %d bytes)", tc.query, j.Totals, len(req))
+			}
+			if got := metricValue(t, s, "sluice_upstream_acknowledged_requests_total"); got != 1 {
+				t.Errorf("%s: sluice_upstream_acknowledged_requests_total = %v, want 1", tc.query, got)
+			}
+		})
+	}
+}
+
 // TestRedirectedWriteIsNotAcknowledged: a store that redirects a write
 // (S3's 301 PermanentRedirect from a bucket in another region, a 307)
 // took nothing. The loader gets the redirect as it came, and the write is

@@ -182,11 +182,11 @@ func isBulkPath(path string) bool {
 // operations") may drop what the scanner counts: an item without a status
 // whose error (the object under key "error" at depth 4) has the "type"
 // es_rejected_execution_exception (OpenSearch: rejected_execution_exception)
-// was rejected with 429 all the same; and, under that filter, a body with
-// no "items" array at all, whose "errors" is not true and that has no
-// top-level "error", had none fail: all the request's actions were taken
-// (Items -1 when their count is unknown). An answer whose listed items
-// carry a status is read as an unfiltered one.
+// was rejected with 429 all the same; and a body with no "items" array at
+// all, whose "errors" is not true and that has no top-level "error", had
+// none fail: all the request's actions were taken (Items -1 when their
+// count is unknown, as it is under any filter but that one). An answer
+// whose listed items carry a status is read as an unfiltered one.
 //
 // The same machine reads DynamoDB's BatchWriteItem, whose answer looks like
 //
@@ -604,6 +604,14 @@ func (s *bulkScanner) Result() Result {
 			r.Reason = "es_bulk_item_429"
 			r.Share = float64(r.Rejected) / float64(s.requested)
 		}
+		return r
+	}
+	if !s.sawItems && !s.failed1 {
+		// A filter_path that drops the items (took, errors): a 200 that
+		// says none failed, or nothing, took the bulk, of a count not
+		// known. Items 0 would be an empty bulk, which is no progress:
+		// a load sent that way would stall while the store took it all.
+		r.Items = -1
 		return r
 	}
 	// Not under an errors-only filter, or the answer kept the items'

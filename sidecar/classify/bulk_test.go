@@ -295,9 +295,13 @@ func referenceBulk(body []byte) (Result, bool) {
 	if root.object {
 		for i, k := range root.keys {
 			v := root.vals[i]
+			if k == "errors" && v.isTrue || k == "error" {
+				s.failed1 = true
+			}
 			if k != "items" || !v.array {
 				continue
 			}
+			s.sawItems = true
 			for _, item := range v.vals {
 				if !item.object {
 					continue
@@ -336,6 +340,7 @@ type value struct {
 	keys          []string
 	vals          []*value
 	num           json.Number
+	isTrue        bool
 }
 
 func decodeOrdered(dec *json.Decoder) (*value, error) {
@@ -367,6 +372,8 @@ func decodeOrdered(dec *json.Decoder) (*value, error) {
 		}
 	case json.Number:
 		v.num = tok
+	case bool:
+		v.isTrue = tok
 	}
 	return v, nil
 }

@@ -129,7 +129,15 @@ func TestScannerErrorsOnly(t *testing.T) {
 		{"count unknown: listed items are failures", errorsOnly, -1, `{"items":[` + rejected + `]}`, Result{Kind: OK, Failed: 1}, 0},
 		{"more listed than sent", errorsOnly, 1, `{"items":[` + rejected + `,` + rejected + `]}`, Result{Kind: OK, Failed: 2}, 0},
 		{"no filter: an item without a status fails", "", 1000, `{"items":[` + rejected + `]}`, Result{Kind: OK, Failed: 1}, 0},
-		{"filter_path=took says nothing", "filter_path=took", 1000, `{"took":3}`, Result{Kind: OK}, 0},
+		// A filter that drops the items: a 200 that says none failed (or
+		// says nothing) took the bulk, of a count not known. Items 0
+		// would be an empty bulk, which is no progress.
+		{"filter_path=took: taken, count unknown", "filter_path=took", 1000, `{"took":3}`, Result{Kind: OK, Items: -1}, 0},
+		{"filter_path=errors, none failed", "filter_path=took,errors", 1000, `{"took":3,"errors":false}`, Result{Kind: OK, Items: -1}, 0},
+		{"no filter, no items", "", -1, `{"took":3,"errors":false}`, Result{Kind: OK, Items: -1}, 0},
+		// One that says some failed, without saying which: nothing is
+		// proven taken.
+		{"filter_path=errors, some failed", "filter_path=took,errors", 1000, `{"took":3,"errors":true}`, Result{Kind: OK}, 0},
 		// Statuses in the answer all the same (a filter taken for
 		// errors-only that was not): they are read, not the count.
 		{"statuses kept", errorsOnly, 2, `{"items":[{"index":{"status":201}},{"index":{"status":429,"error":{"type":"es_rejected_execution_exception"}}}]}`,
