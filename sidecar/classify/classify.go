@@ -31,7 +31,12 @@
 package classify
 
 import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -295,7 +300,8 @@ func (p Profile) WantsBody(status int, h http.Header) bool {
 
 // Classify classifies one response under profile p from its status code,
 // headers and body prefix (nil when WantsBody was false or the body was
-// empty). now is the time the response arrived; it anchors an HTTP-date
+// empty), in the answer's Content-Encoding: gzip and deflate are decoded
+// to be read. now is the time the response arrived; it anchors an HTTP-date
 // Retry-After. Classify tolerates a body cut anywhere (a prefix that ends
 // mid-token simply does not match), never panics, and never returns
 // Timeout. The Result's Items is -1: whole responses are not counted in
@@ -307,6 +313,7 @@ func (p Profile) Classify(status int, h http.Header, bodyPrefix []byte, now time
 	var reason string
 	matched := false
 	if status >= 400 || p == ClickHouse && clickHouseExceptionIn2xx(status, h) {
+		bodyPrefix = decodedPrefix(h, bodyPrefix)
 		switch p {
 		case Elasticsearch:
 			k, reason, matched = classifyElasticsearch(status, bodyPrefix)
@@ -335,6 +342,41 @@ func (p Profile) Classify(status int, h http.Header, bodyPrefix []byte, now time
 		r.RetryAfter = retryAfter
 	}
 	return r
+}
+
+// decodedPrefix returns body, a prefix of an answer with header h, as
+// text: decoded when its Content-Encoding is gzip or deflate, as far as the
+// prefix goes and at most BodyPrefixMax bytes, nil for another encoding or
+// bytes that are not what it says. The proxy forwards the loader's
+// Accept-Encoding (the answer goes back as it came), and a store answers its
+// errors in it too (Elasticsearch compresses by default): read compressed,
+// their codes would never match.
+func decodedPrefix(h http.Header, body []byte) []byte {
+	if len(body) == 0 || !Compressed(h) {
+		return body
+	}
+	var r io.Reader
+	switch ce := strings.TrimSpace(h.Get("Content-Encoding")); {
+	case strings.EqualFold(ce, "gzip"), strings.EqualFold(ce, "x-gzip"):
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil
+		}
+		r = zr
+	case strings.EqualFold(ce, "deflate"):
+		// The zlib format (RFC 9110 §8.4.1.2); some servers send raw
+		// deflate under that name.
+		if zr, err := zlib.NewReader(bytes.NewReader(body)); err == nil {
+			r = zr
+		} else {
+			r = flate.NewReader(bytes.NewReader(body))
+		}
+	default:
+		return nil // br, zstd, a list of codings: not read
+	}
+	// A prefix ends mid-stream: what came before the cut is kept.
+	text, _ := io.ReadAll(io.LimitReader(r, BodyPrefixMax))
+	return text
 }
 
 // capsConcurrency reports whether reason names a store's limit on

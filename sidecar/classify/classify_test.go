@@ -1,6 +1,9 @@
 package classify
 
 import (
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"net/http"
 	"strings"
 	"testing"
@@ -506,4 +509,48 @@ func BenchmarkClassify(b *testing.B) {
 	for b.Loop() {
 		DynamoDB.Classify(400, nil, body, testNow)
 	}
+}
+
+// TestClassifyCompressedBody: a store answers an error in the encoding the
+// loader accepted (Elasticsearch's http.compression is on by default, and a
+// Go loader sends Accept-Encoding: gzip on every request), and sluice
+// forwards the answer as it came. The code in it is read all the same:
+// unread, a node's full write queue would count as the index's block, a
+// DynamoDB throttle as the loader's own 400, never cut nor retried.
+func TestClassifyCompressedBody(t *testing.T) {
+	gz := func(s string) []byte {
+		var b bytes.Buffer
+		w := gzip.NewWriter(&b)
+		_, _ = w.Write([]byte(s))
+		_ = w.Close()
+		return b.Bytes()
+	}
+	zl := func(s string) []byte {
+		var b bytes.Buffer
+		w := zlib.NewWriter(&b)
+		_, _ = w.Write([]byte(s))
+		_ = w.Close()
+		return b.Bytes()
+	}
+	f := func(p Profile, status int, encoding string, body []byte, k Kind, reason string) {
+		t.Helper()
+		h := hdr("Content-Encoding", encoding)
+		if !p.WantsBody(status, h) {
+			t.Fatalf("%v.WantsBody(%d) is false", p, status)
+		}
+		got := p.Classify(status, h, body, testNow)
+		if got.Kind != k || got.Reason != reason {
+			t.Errorf("%v.Classify(%d, Content-Encoding: %s) = %v %q, want %v %q", p, status, encoding, got.Kind, got.Reason, k, reason)
+		}
+	}
+	f(Elasticsearch, 429, "gzip", gz(esRejected), Throttled, "es_rejected_execution")
+	f(DynamoDB, 400, "gzip", gz(ddbProvisioned), Throttled, "dynamodb_provisioned_throughput_exceeded")
+	f(GCS, 403, "gzip", gz(gcsUserRateLimit), Throttled, "gcs_user_rate_limit_exceeded")
+	f(VictoriaMetrics, 503, "deflate", zl(vmInsertLimit), Throttled, "victoriametrics_insert_limit")
+	f(S3, 503, "x-gzip", gz(s3SlowDown), Throttled, "s3_slowdown")
+	// Cut at the prefix's bound, it is read as far as it goes.
+	cut := gz(esRejected)
+	f(Elasticsearch, 429, "gzip", cut[:len(cut)-8], Throttled, "es_rejected_execution")
+	// Bytes that are not what their encoding says: the generic rules.
+	f(DynamoDB, 400, "gzip", gz(ddbProvisioned)[4:], ClientError, "status_400")
 }
