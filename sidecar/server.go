@@ -282,6 +282,7 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 
 	var runErr error
 	proxyDone, adminDone := false, false
+	var stopAt time.Time // the shutdown's start
 	select {
 	case <-ctx.Done():
 		s.requestStop("signal")
@@ -293,6 +294,7 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 		adminDone = true
 		s.requestStop("admin listener failed")
 	}
+	stopAt = time.Now()
 	keep := func(err error) {
 		switch {
 		case errors.Is(err, context.DeadlineExceeded):
@@ -312,6 +314,16 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 		keep(<-proxyErr)
 	}
 	s.proxy.Close()
+	// Cancels and cleanups under way finish within what the drain left of
+	// SLUICE_SHUTDOWN_TIMEOUT, the job manager's loop and the admin port
+	// still up (a loader that exits at its job's 409 stops the pod while
+	// they run).
+	settle, stopSettle := context.WithDeadline(context.Background(), stopAt.Add(s.cfg.ShutdownTimeout))
+	if n := s.jobs.Settle(settle); n > 0 {
+		s.log.Warn("shutdown: cancels or cleanups still under way were stopped; they run again at the next start with a durable SLUICE_STATE_DIR",
+			"jobs", n, "timeout", s.cfg.ShutdownTimeout)
+	}
+	stopSettle()
 	stopLoops()
 	stopAdmin()
 	if !adminDone {

@@ -591,6 +591,47 @@ func (m *Manager) wakeWaitersLocked() {
 	}
 }
 
+// Settle waits until no job is cancelling or cleaning, or until ctx ends,
+// and returns how many still are. A sidecar stops when its loader exits,
+// and a loader told by the cancel's 409 that its job is over exits at
+// once: closing then would cut off the cancel and cleanup it had set off,
+// and without a durable SLUICE_STATE_DIR (an emptyDir goes with the pod)
+// nothing would run them again. Run must go on meanwhile: an action's next
+// step is started as the last one ends.
+func (m *Manager) Settle(ctx context.Context) int {
+	t := time.NewTicker(settlePoll)
+	defer t.Stop()
+	for {
+		n := m.unsettled()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return n
+		case <-t.C:
+		}
+	}
+}
+
+// settlePoll is how often Settle looks again: an action's end is not
+// signalled, and a shutdown waiting a twentieth of a second more for it is
+// of no account.
+const settlePoll = 50 * time.Millisecond
+
+// unsettled returns the number of jobs cancelling or cleaning.
+func (m *Manager) unsettled() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, e := range m.jobs {
+		if e.job.State == Cancelling || e.job.State == Cleaning {
+			n++
+		}
+	}
+	return n
+}
+
 // Close stops running actions and probes (an interrupted action resumes at
 // the next start, since the job's record still says cancelling or
 // cleaning), flushes every record, deletes those of idle jobs forgotten

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -922,4 +923,37 @@ func TestObserveIgnoresUnknownKinds(t *testing.T) {
 	if v := mustGet(t, m, "j"); v.Totals != (Totals{}) || v.State != Pending {
 		t.Errorf("%s with totals %+v after unknown kinds, want pending with none", v.State, v.Totals)
 	}
+}
+
+// TestSettle: Settle returns once no job is cancelling or cleaning, and
+// no later than its context, with the number that still are: a shutdown
+// waits for a cancel under way, not for ever for one the store never
+// answers.
+func TestSettle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var hung atomic.Bool
+		hung.Store(true)
+		api := &storeAPI{block: func(call string) bool { return hung.Load() && strings.Contains(call, "/cancel") }}
+		m := newTestManager(t, Config{Store: &MemStore{}, HTTPClient: &http.Client{Transport: api}})
+		defer m.Close()
+		if _, err := m.Register("load", Settings{Cancel: &ActionSpec{Kind: KindHTTP, URL: "http://store/load/cancel"}}); err != nil {
+			t.Fatal(err)
+		}
+		if n := m.Settle(context.Background()); n != 0 {
+			t.Fatalf("Settle with no job cancelling: %d", n)
+		}
+		if _, err := m.Cancel("load", false, "operator"); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		start := time.Now()
+		if n := m.Settle(ctx); n != 1 || time.Since(start) != 10*time.Second {
+			t.Errorf("Settle with a cancel the store holds: %d jobs after %v, want 1 after 10s", n, time.Since(start))
+		}
+		hung.Store(false) // the store answers the next attempt
+		if n := m.Settle(context.Background()); n != 0 || mustGet(t, m, "load").State != Cancelled {
+			t.Errorf("Settle once the store answers: %d jobs, %s, want none, cancelled", n, mustGet(t, m, "load").State)
+		}
+	})
 }
