@@ -53,9 +53,24 @@ type s3Scanner struct {
 	inDecl   bool   // inside <? … ?>
 	q        bool   // inside it, the last byte was '?'
 	kept     []byte // from the root element's '<' on, at most s3KeepMax bytes
+
+	// A DeleteObjects answer (<DeleteResult>) lists a <Deleted> or an
+	// <Error> for each key, the errors possibly SlowDown: a 200 that is a
+	// partial throttle. Up to 1,000 keys, past what is kept: the tags are
+	// counted as the answer streams (tail holds the end of the last write,
+	// for a tag cut between two).
+	tags [len(s3DeleteTags)]int
+	tail []byte
 }
 
+// s3DeleteTags are what a DeleteResult's entries are counted by: each key
+// deleted, each key not, and each of those that S3 throttled.
+var s3DeleteTags = [...][]byte{[]byte("<Deleted>"), []byte("<Error>"), []byte("<Code>SlowDown")}
+
+const s3TagMax = len("<Code>SlowDown")
+
 func (s *s3Scanner) Write(p []byte) (int, error) {
+	s.countTags(p)
 	n := len(p)
 	for len(s.kept) == 0 && len(p) > 0 {
 		c := p[0]
@@ -84,6 +99,51 @@ func (s *s3Scanner) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// countTags counts s3DeleteTags in p and in the tags cut between the last
+// write and p.
+func (s *s3Scanner) countTags(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	var j [2 * s3TagMax]byte
+	for i, tag := range s3DeleteTags {
+		s.tags[i] += bytes.Count(p, tag)
+		if len(s.tail) > 0 {
+			// Only a tag that starts in the tail ends in p's first bytes.
+			l := len(tag) - 1
+			junction := append(append(j[:0], s.tail[max(0, len(s.tail)-l):]...), p[:min(l, len(p))]...)
+			s.tags[i] += bytes.Count(junction, tag)
+		}
+	}
+	if len(p) >= s3TagMax-1 {
+		s.tail = append(s.tail[:0], p[len(p)-(s3TagMax-1):]...)
+	} else {
+		s.tail = append(s.tail, p...)
+		s.tail = s.tail[max(0, len(s.tail)-(s3TagMax-1)):]
+	}
+}
+
+// deleteResult is Result for a <DeleteResult> root: a throttle of the
+// share of keys S3 answered SlowDown, the keys deleted counted as taken.
+// An answer that lists no key (Quiet mode lists only the failures) took
+// them all, of a count not known; one in Quiet mode with failures proves
+// none taken.
+func (s *s3Scanner) deleteResult() Result {
+	// A SlowDown code counts only as one of the errors: a document with
+	// more codes than errors is not S3's, and must not make a share
+	// over 1 or a negative count.
+	deleted, failed, slow := s.tags[0], s.tags[1], min(s.tags[2], s.tags[1])
+	r := Result{Kind: OK, Reason: statusReason(s.status), Items: deleted, Failed: failed - slow}
+	if deleted+failed == 0 {
+		r.Items = -1
+	}
+	if slow > 0 {
+		r.Kind, r.Reason, r.Scoped = Throttled, "s3_slowdown", true
+		r.Rejected, r.Share = slow, float64(slow)/float64(deleted+failed)
+	}
+	return r
+}
+
 // Result is ServerError "s3_error_in_200" for an <Error> root, or for a
 // deferred operation's answer with no root element (empty, or only
 // whitespace and an XML declaration), Throttled "s3_slowdown" for an
@@ -93,7 +153,6 @@ func (s *s3Scanner) Write(p []byte) (int, error) {
 func (s *s3Scanner) Result() Result {
 	ok := Result{Kind: OK, Reason: statusReason(s.status), Items: -1}
 	broken := Result{Kind: ServerError, Reason: "s3_error_in_200", Share: 1, Items: -1}
-	const root = "<Error"
 	switch {
 	case len(s.kept) == 0 && (s.lt || s.inDecl):
 		return ok // cut inside the prolog
@@ -101,16 +160,26 @@ func (s *s3Scanner) Result() Result {
 		return ok
 	case len(s.kept) == 0:
 		return broken
-	case len(s.kept) <= len(root) || !bytes.HasPrefix(s.kept, []byte(root)):
-		return ok
-	}
-	switch s.kept[len(root)] {
-	case '>', '/', ' ', '\t', '\r', '\n':
-	default:
-		return ok // <ErrorDocument>, say
+	case isRoot(s.kept, "<DeleteResult"):
+		return s.deleteResult()
+	case !isRoot(s.kept, "<Error"):
+		return ok // another document (<ErrorDocument>, say), or one cut in its root's name
 	}
 	if code, found := xmlElement(s.kept, "<Code>", "</Code>"); found && bytes.HasPrefix(code, []byte("SlowDown")) {
 		return Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: -1, Scoped: true}
 	}
 	return broken
+}
+
+// isRoot reports whether kept starts with the element name (its '<'
+// included), whole: followed by '>', '/' or a space, not a longer name.
+func isRoot(kept []byte, name string) bool {
+	if len(kept) <= len(name) || !bytes.HasPrefix(kept, []byte(name)) {
+		return false
+	}
+	switch kept[len(name)] {
+	case '>', '/', ' ', '\t', '\r', '\n':
+		return true
+	}
+	return false
 }

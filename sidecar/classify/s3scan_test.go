@@ -1,6 +1,7 @@
 package classify
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -153,5 +154,57 @@ func TestS3ErrorIn200OtherWrites(t *testing.T) {
 				t.Errorf("%s, chunks of %d: %+v, want %+v", tc.name, chunk, got, tc.want)
 			}
 		}
+	}
+}
+
+// TestS3DeleteObjects: a DeleteObjects answer is a 200 that lists, key by
+// key, what was deleted and what was not, SlowDown among the latter: the
+// keys S3 throttled are a throttle of their share, the keys deleted are
+// taken, whatever the chunks the answer streams in.
+func TestS3DeleteObjects(t *testing.T) {
+	entries := func(deleted, slow, denied int) string {
+		var b strings.Builder
+		b.WriteString(xmlDecl + `<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">`)
+		for i := range deleted {
+			fmt.Fprintf(&b, "<Deleted><Key>logs/%d.json</Key></Deleted>", i)
+		}
+		for i := range slow {
+			fmt.Fprintf(&b, "<Error><Key>logs/s%d.json</Key><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>", i)
+		}
+		for i := range denied {
+			fmt.Fprintf(&b, "<Error><Key>logs/d%d.json</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error>", i)
+		}
+		b.WriteString("</DeleteResult>")
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name, body string
+		want       Result
+	}{
+		{"all deleted", entries(1000, 0, 0), Result{Kind: OK, Reason: "status_200", Items: 1000}},
+		{"some throttled", entries(700, 200, 100), Result{Kind: Throttled, Reason: "s3_slowdown", Share: 0.2, Items: 700, Rejected: 200, Failed: 100, Scoped: true}},
+		{"all throttled", entries(0, 3, 0), Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: 0, Rejected: 3, Scoped: true}},
+		{"some denied", entries(2, 0, 1), Result{Kind: OK, Reason: "status_200", Items: 2, Failed: 1}},
+		// Quiet mode lists only the keys that were not deleted.
+		{"quiet, all deleted", xmlDecl + `<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"></DeleteResult>`, Result{Kind: OK, Reason: "status_200", Items: -1}},
+		{"quiet, empty element", "<DeleteResult/>", Result{Kind: OK, Reason: "status_200", Items: -1}},
+		{"codes without errors", `<DeleteResult><Deleted><Key>a</Key></Deleted><Code>SlowDown</Code></DeleteResult>`, Result{Kind: OK, Reason: "status_200", Items: 1}},
+		{"quiet, some throttled", entries(0, 5, 0), Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: 0, Rejected: 5, Scoped: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := []byte(tc.body)
+			for _, chunk := range []int{len(body) + 1, 1, 5, 13, 14, 4096} {
+				s := S3.NewScanner(Request{Method: http.MethodPost, Path: "/logs", RawQuery: "delete"}, 200, hdr("Content-Type", "application/xml")).(*s3Scanner)
+				for rest := body; len(rest) > 0; {
+					n := min(chunk, len(rest))
+					_, _ = s.Write(rest[:n])
+					rest = rest[n:]
+				}
+				if got := s.Result(); got != tc.want {
+					t.Errorf("chunks of %d: %+v, want %+v", chunk, got, tc.want)
+				}
+				checkResultInvariants(t, s.Result())
+			}
+		})
 	}
 }
