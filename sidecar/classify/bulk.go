@@ -85,7 +85,7 @@ func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
 		if status != http.StatusOK {
 			return nil
 		}
-		return &s3Scanner{status: status, deferred: isS3Deferred(req)}
+		return &s3Scanner{status: status, deferred: isS3Deferred(req), requested: max(req.Items, 0)}
 	}
 	if ct := h.Get("Content-Type"); ct != "" && !strings.Contains(strings.ToLower(ct), "json") {
 		return nil // CBOR, SMILE or YAML on request
@@ -671,14 +671,18 @@ type ItemCounter interface {
 // PutRequest and DeleteRequest objects under "RequestItems" of a DynamoDB
 // BatchWriteItem (profile DynamoDB, its header naming the operation), and
 // the actions of an Elasticsearch (or OpenSearch) _bulk whose answer lists
-// the failed items only (see filterListsErrorsOnly): any other _bulk's
-// answer counts its items itself, and its body is not walked.
+// the failed items only (see filterListsErrorsOnly), and the keys of an S3
+// DeleteObjects, whose answer in Quiet mode lists the failed keys only:
+// any other _bulk's answer counts its items itself, and its body is not
+// walked.
 func (p Profile) NewItemCounter(req Request) ItemCounter {
 	switch {
 	case p == DynamoDB && isBatchWriteItem(req.Header):
 		return &bulkScanner{dynamo: true, listKey: "RequestItems"}
 	case p == Elasticsearch && isBulkPath(req.Path) && filterListsErrorsOnly(req.RawQuery):
 		return &actionCounter{lineStart: true}
+	case p == S3 && isS3DeleteObjects(req):
+		return &s3DeleteCounter{}
 	}
 	return nil
 }

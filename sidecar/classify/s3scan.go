@@ -59,18 +59,18 @@ type s3Scanner struct {
 	// partial throttle. Up to 1,000 keys, past what is kept: the tags are
 	// counted as the answer streams (tail holds the end of the last write,
 	// for a tag cut between two).
-	tags [len(s3DeleteTags)]int
-	tail []byte
+	tags      tagCounter
+	requested int // keys the DeleteObjects request named (Request.Items), 0 unknown
 }
 
 // s3DeleteTags are what a DeleteResult's entries are counted by: each key
 // deleted, each key not, and each of those that S3 throttled.
-var s3DeleteTags = [...][]byte{[]byte("<Deleted>"), []byte("<Error>"), []byte("<Code>SlowDown")}
+var s3DeleteTags = [3][]byte{[]byte("<Deleted>"), []byte("<Error>"), []byte("<Code>SlowDown")}
 
 const s3TagMax = len("<Code>SlowDown")
 
 func (s *s3Scanner) Write(p []byte) (int, error) {
-	s.countTags(p)
+	s.tags.count(s3DeleteTags[:], p)
 	n := len(p)
 	for len(s.kept) == 0 && len(p) > 0 {
 		c := p[0]
@@ -99,40 +99,78 @@ func (s *s3Scanner) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// countTags counts s3DeleteTags in p and in the tags cut between the last
-// write and p.
-func (s *s3Scanner) countTags(p []byte) {
+// tagCounter counts tags in a stream written in parts, those cut between
+// two parts too.
+type tagCounter struct {
+	n    [3]int // per tag, in the order given to count
+	tail []byte // the end of the last part: a tag may start in it
+}
+
+// count counts tags (at most 3, none longer than s3TagMax) in p.
+func (c *tagCounter) count(tags [][]byte, p []byte) {
 	if len(p) == 0 {
 		return
 	}
 	var j [2 * s3TagMax]byte
-	for i, tag := range s3DeleteTags {
-		s.tags[i] += bytes.Count(p, tag)
-		if len(s.tail) > 0 {
+	for i, tag := range tags {
+		c.n[i] += bytes.Count(p, tag)
+		if len(c.tail) > 0 {
 			// Only a tag that starts in the tail ends in p's first bytes.
 			l := len(tag) - 1
-			junction := append(append(j[:0], s.tail[max(0, len(s.tail)-l):]...), p[:min(l, len(p))]...)
-			s.tags[i] += bytes.Count(junction, tag)
+			junction := append(append(j[:0], c.tail[max(0, len(c.tail)-l):]...), p[:min(l, len(p))]...)
+			c.n[i] += bytes.Count(junction, tag)
 		}
 	}
 	if len(p) >= s3TagMax-1 {
-		s.tail = append(s.tail[:0], p[len(p)-(s3TagMax-1):]...)
+		c.tail = append(c.tail[:0], p[len(p)-(s3TagMax-1):]...)
 	} else {
-		s.tail = append(s.tail, p...)
-		s.tail = s.tail[max(0, len(s.tail)-(s3TagMax-1)):]
+		c.tail = append(c.tail, p...)
+		c.tail = c.tail[max(0, len(c.tail)-(s3TagMax-1)):]
 	}
+}
+
+// s3DeleteCounter counts the keys of a DeleteObjects request: its
+// <Object> elements, once its </Delete> was written.
+type s3DeleteCounter struct{ tags tagCounter }
+
+var s3DeleteRequestTags = [...][]byte{[]byte("<Object>"), []byte("</Delete>")}
+
+func (c *s3DeleteCounter) Write(p []byte) (int, error) {
+	c.tags.count(s3DeleteRequestTags[:], p)
+	return len(p), nil
+}
+
+// Items implements ItemCounter.
+func (c *s3DeleteCounter) Items() int {
+	if c.tags.n[1] == 0 {
+		return -1
+	}
+	return c.tags.n[0]
+}
+
+// isS3DeleteObjects reports whether req is a DeleteObjects request: POST
+// to a bucket with ?delete.
+func isS3DeleteObjects(req Request) bool {
+	if req.Method != http.MethodPost {
+		return false
+	}
+	q, err := url.ParseQuery(req.RawQuery)
+	return err == nil && q.Has("delete")
 }
 
 // deleteResult is Result for a <DeleteResult> root: a throttle of the
 // share of keys S3 answered SlowDown, the keys deleted counted as taken.
-// An answer that lists no key (Quiet mode lists only the failures) took
-// them all, of a count not known; one in Quiet mode with failures proves
-// none taken.
+// Quiet mode lists only the keys not deleted: the others are the request's
+// less those, when its count is known; an answer that lists no key took
+// them all, of a count perhaps not known.
 func (s *s3Scanner) deleteResult() Result {
 	// A SlowDown code counts only as one of the errors: a document with
 	// more codes than errors is not S3's, and must not make a share
 	// over 1 or a negative count.
-	deleted, failed, slow := s.tags[0], s.tags[1], min(s.tags[2], s.tags[1])
+	deleted, failed, slow := s.tags.n[0], s.tags.n[1], min(s.tags.n[2], s.tags.n[1])
+	if deleted == 0 && s.requested >= failed {
+		deleted = s.requested - failed // Quiet mode
+	}
 	r := Result{Kind: OK, Reason: statusReason(s.status), Items: deleted, Failed: failed - slow}
 	if deleted+failed == 0 {
 		r.Items = -1

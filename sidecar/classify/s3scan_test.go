@@ -189,7 +189,9 @@ func TestS3DeleteObjects(t *testing.T) {
 		{"quiet, all deleted", xmlDecl + `<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"></DeleteResult>`, Result{Kind: OK, Reason: "status_200", Items: -1}},
 		{"quiet, empty element", "<DeleteResult/>", Result{Kind: OK, Reason: "status_200", Items: -1}},
 		{"codes without errors", `<DeleteResult><Deleted><Key>a</Key></Deleted><Code>SlowDown</Code></DeleteResult>`, Result{Kind: OK, Reason: "status_200", Items: 1}},
-		{"quiet, some throttled", entries(0, 5, 0), Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: 0, Rejected: 5, Scoped: true}},
+		// Of a request whose keys were not counted (a body streamed in
+		// parts sluice did not see whole), nothing is proven taken.
+		{"quiet, some throttled, keys not counted", entries(0, 5, 0), Result{Kind: Throttled, Reason: "s3_slowdown", Share: 1, Items: 0, Rejected: 5, Scoped: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := []byte(tc.body)
@@ -206,5 +208,56 @@ func TestS3DeleteObjects(t *testing.T) {
 				checkResultInvariants(t, s.Result())
 			}
 		})
+	}
+}
+
+// TestS3DeleteObjectsQuiet: in Quiet mode S3 lists only the keys it did not
+// delete; the others are the request's keys less those, counted from the
+// request as it went out, so that 5 keys throttled of 1,000 are a throttle
+// of 0.5%, with 995 taken, not of the whole request.
+func TestS3DeleteObjectsQuiet(t *testing.T) {
+	var body strings.Builder
+	body.WriteString(xmlDecl + `<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Quiet>true</Quiet>`)
+	for i := range 1000 {
+		fmt.Fprintf(&body, "<Object><Key>logs/%d.json</Key></Object>", i)
+	}
+	body.WriteString("</Delete>")
+	req := Request{Method: http.MethodPost, Path: "/logs", RawQuery: "delete"}
+	// Counted in any parts, a tag cut between two too.
+	c := S3.NewItemCounter(req)
+	for rest := []byte(body.String()); len(rest) > 0; {
+		n := min(7, len(rest))
+		_, _ = c.Write(rest[:n])
+		rest = rest[n:]
+	}
+	if got := c.Items(); got != 1000 {
+		t.Fatalf("keys counted in parts: %d, want 1000", got)
+	}
+	req.Items = S3.RequestItems(req, []byte(body.String()))
+	if req.Items != 1000 {
+		t.Fatalf("keys counted: %d, want 1000", req.Items)
+	}
+	if got := S3.RequestItems(req, []byte(body.String()[:body.Len()-3])); got != -1 {
+		t.Errorf("keys of a request cut short: %d, want -1 (not known)", got)
+	}
+	if got := S3.RequestItems(Request{Method: http.MethodPut, Path: "/logs/a"}, []byte(body.String())); got != -1 {
+		t.Errorf("keys of a PutObject: %d, want -1", got)
+	}
+	answer := xmlDecl + `<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">`
+	for i := range 5 {
+		answer += fmt.Sprintf("<Error><Key>logs/%d.json</Key><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>", i)
+	}
+	answer += "</DeleteResult>"
+	s := S3.NewScanner(req, 200, hdr("Content-Type", "application/xml"))
+	_, _ = s.Write([]byte(answer))
+	want := Result{Kind: Throttled, Reason: "s3_slowdown", Share: 0.005, Items: 995, Rejected: 5, Scoped: true}
+	if got := s.Result(); got != want {
+		t.Errorf("quiet answer of 5 keys throttled of 1000: %+v, want %+v", got, want)
+	}
+	checkResultInvariants(t, s.Result())
+	quiet := S3.NewScanner(req, 200, nil)
+	_, _ = quiet.Write([]byte(`<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"></DeleteResult>`))
+	if got := quiet.Result(); got.Kind != OK || got.Items != 1000 {
+		t.Errorf("quiet answer with no key listed: %+v, want all 1000 taken", got)
 	}
 }
