@@ -69,8 +69,14 @@ var s3DeleteTags = [3][]byte{[]byte("<Deleted>"), []byte("<Error>"), []byte("<Co
 
 const s3TagMax = len("<Code>SlowDown")
 
+const s3DeleteRoot = "<DeleteResult"
+
 func (s *s3Scanner) Write(p []byte) (int, error) {
-	s.tags.count(s3DeleteTags[:], p)
+	if r := s.kept[:min(len(s.kept), len(s3DeleteRoot))]; bytes.Equal(r, []byte(s3DeleteRoot[:len(r)])) {
+		// A DeleteResult, or a root not read far enough to tell: an
+		// answer known to be another document is not searched.
+		s.tags.count(s3DeleteTags[:], p)
+	}
 	n := len(p)
 	for len(s.kept) == 0 && len(p) > 0 {
 		c := p[0]
@@ -198,7 +204,7 @@ func (s *s3Scanner) Result() Result {
 		return ok
 	case len(s.kept) == 0:
 		return broken
-	case isRoot(s.kept, "<DeleteResult"):
+	case isRoot(s.kept, s3DeleteRoot):
 		return s.deleteResult()
 	case !isRoot(s.kept, "<Error"):
 		return ok // another document (<ErrorDocument>, say), or one cut in its root's name
