@@ -31,6 +31,24 @@ func newPipeListener() *pipenet.Listener {
 	return pipenet.Listen(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080})
 }
 
+// serveProxy serves s's proxy, as net/http serves loaders' connections,
+// on in-memory ones until the test ends.
+func serveProxy(t *testing.T, s *Server) *pipenet.Listener {
+	ln := newPipeListener()
+	srv := &http.Server{Handler: s.proxy.Handler(), ConnState: s.proxy.ConnState}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		_ = srv.Close()
+		<-served
+	})
+	return ln
+}
+
 // A loader that reads the head of its answer and then stops reading (stuck
 // in its own pipeline, or a client that never drains bodies) while its
 // connection stays open: the answer's copy to it blocks once its socket is
@@ -46,13 +64,7 @@ func TestLoaderThatStopsReadingFreesItsSlot(t *testing.T) {
 			_, _ = io.WriteString(w, big)
 		})
 		s := newTestServer(t, store, "UPSTREAM_TIMEOUT=2s")
-		ln := newPipeListener()
-		srv := &http.Server{Handler: s.proxy.Handler(), ConnState: s.proxy.ConnState}
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			_ = srv.Serve(ln)
-		}()
+		ln := serveProxy(t, s)
 
 		c := dial(t, ln)
 		if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
@@ -93,9 +105,6 @@ func TestLoaderThatStopsReadingFreesItsSlot(t *testing.T) {
 			resp.Body.Close()
 			time.Sleep(5 * time.Second)
 		}
-		ln.Close()
-		_ = srv.Close()
-		<-served
 	})
 }
 
@@ -116,18 +125,7 @@ func TestWriteDeadlineKeepsAnAnswerRead(t *testing.T) {
 			_, _ = io.WriteString(w, answer)
 		})
 		s := newTestServer(t, store, "UPSTREAM_TIMEOUT=2s")
-		ln := newPipeListener()
-		srv := &http.Server{Handler: s.proxy.Handler(), ConnState: s.proxy.ConnState}
-		served := make(chan struct{})
-		go func() {
-			defer close(served)
-			_ = srv.Serve(ln)
-		}()
-		defer func() {
-			ln.Close()
-			_ = srv.Close()
-			<-served
-		}()
+		ln := serveProxy(t, s)
 
 		c := dial(t, ln)
 		defer c.Close()
