@@ -261,3 +261,35 @@ func TestS3DeleteObjectsQuiet(t *testing.T) {
 		t.Errorf("quiet answer with no key listed: %+v, want all 1000 taken", got)
 	}
 }
+
+// BenchmarkS3Scanner: what reading an S3 write's 200 costs, per byte, for
+// a document that is not a DeleteResult (searched only until its root is
+// read) and for a DeleteResult (its entries counted to the end).
+func BenchmarkS3Scanner(b *testing.B) {
+	var del strings.Builder
+	del.WriteString(`<DeleteResult>`)
+	for i := 0; del.Len() < 512<<10; i++ {
+		fmt.Fprintf(&del, "<Deleted><Key>logs/%d.json</Key></Deleted>", i)
+	}
+	del.WriteString(`</DeleteResult>`)
+	for _, bc := range []struct {
+		name string
+		req  Request
+		body []byte
+	}{
+		{"other", Request{Method: http.MethodPost, Path: "/b/k", RawQuery: "uploadId=1"}, []byte(`<CompleteMultipartUploadResult>` + strings.Repeat("<a>x</a>", 1<<16))},
+		{"delete", Request{Method: http.MethodPost, Path: "/b", RawQuery: "delete"}, []byte(del.String())},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(bc.body)))
+			b.ReportAllocs()
+			for range b.N {
+				s := S3.NewScanner(bc.req, 200, nil)
+				for i := 0; i < len(bc.body); i += 32 << 10 {
+					_, _ = s.Write(bc.body[i:min(i+32<<10, len(bc.body))])
+				}
+				_ = s.Result()
+			}
+		})
+	}
+}
