@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -269,6 +270,12 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	}
 	problems = onePerVariable(problems, checks, failed)
 	if len(problems) > 0 {
+		// A variable refused is not also "ignored": one line for it.
+		warnings = slices.DeleteFunc(warnings, func(w string) bool {
+			key, _, _ := strings.Cut(w, " ")
+			key, _, _ = strings.Cut(key, "=")
+			return slices.ContainsFunc(problems, func(p string) bool { return strings.HasPrefix(p, key+":") })
+		})
 		return cfg, warnings, &ConfigError{Problems: problems}
 	}
 	return cfg, warnings, nil

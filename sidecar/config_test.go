@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -218,6 +219,21 @@ func TestDoubtfulSettingsWarned(t *testing.T) {
 		if !slices.Equal(warnings, tc.want) {
 			t.Errorf("%s: warnings = %q, want %q", tc.name, warnings, tc.want)
 		}
+	}
+}
+
+// TestRefusedIsNotAlsoIgnored: a variable that the configuration turns
+// off but whose value is refused gets the error alone, not also a warning
+// that it is ignored.
+func TestRefusedIsNotAlsoIgnored(t *testing.T) {
+	_, warnings, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_SCOPES_MAX=0", "SLUICE_SCOPE_GENERIC=bogus", "SLUICE_SCOPE_PATH_DEPTH=2"})
+	var ce *ConfigError
+	if !errors.As(err, &ce) || !strings.HasPrefix(ce.Problems[0], "SLUICE_SCOPE_GENERIC:") {
+		t.Fatalf("err = %v, want SLUICE_SCOPE_GENERIC refused", err)
+	}
+	want := []string{"SLUICE_SCOPE_PATH_DEPTH ignored: scopes are off with SLUICE_SCOPES_MAX=0"}
+	if !slices.Equal(warnings, want) {
+		t.Errorf("warnings = %q, want %q", warnings, want)
 	}
 }
 
