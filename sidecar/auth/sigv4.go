@@ -346,6 +346,11 @@ func unchunkSigned(req *http.Request) error {
 // that the body ends where the loader ended it. Data longer or shorter
 // than left is a read error, as is framing that does not parse, so that a
 // body sent in part is never taken for whole.
+//
+// The request goes with Content-Length left, so the store has it whole
+// the moment the declared length's last byte is sent: a read error after
+// that byte would come too late. That byte is handed over only once the
+// framing is known to end there, and withheld when it does not.
 type unchunker struct {
 	br   *bufio.Reader // under r, and read for the trailer after it
 	r    io.Reader     // httputil.NewChunkedReader(br)
@@ -363,29 +368,62 @@ func (u *unchunker) Read(p []byte) (int, error) {
 	if u.done {
 		return 0, io.EOF
 	}
-	n, err := u.r.Read(p)
-	if int64(n) > u.left {
-		return int(u.left), errBadChunk // longer than X-Amz-Decoded-Content-Length
+	if u.left == 0 { // declared empty
+		if err := u.end(false); err != nil {
+			return 0, err
+		}
+		u.done = true
+		return 0, io.EOF
 	}
+	if int64(len(p)) > u.left {
+		p = p[:u.left]
+	}
+	n, err := u.r.Read(p)
 	u.left -= int64(n)
-	if err != io.EOF {
+	if u.left > 0 {
+		if err == io.EOF {
+			err = errBadChunk // shorter than X-Amz-Decoded-Content-Length
+		}
 		return n, err
 	}
-	if u.left != 0 {
-		return n, errBadChunk // shorter than X-Amz-Decoded-Content-Length
+	if err == nil || err == io.EOF {
+		err = u.end(err == io.EOF)
 	}
-	for { // the trailer
+	if err != nil {
+		return n - 1, err // n ≥ 1: left was above zero before this read
+	}
+	u.done = true
+	return n, io.EOF
+}
+
+// end reads what follows the declared length: the framing's last chunk,
+// unless the chunked reader already reported it (atEOF), then the trailer.
+func (u *unchunker) end(atEOF bool) error {
+	var one [1]byte
+	for i := 0; !atEOF; i++ {
+		n, err := u.r.Read(one[:])
+		switch {
+		case n > 0:
+			return errBadChunk // longer than X-Amz-Decoded-Content-Length
+		case err == io.EOF:
+			atEOF = true
+		case err != nil:
+			return err
+		case i == 100:
+			return io.ErrNoProgress
+		}
+	}
+	for {
 		line, err := u.br.ReadSlice('\n')
 		switch {
 		case err == bufio.ErrBufferFull:
-			return n, errBadChunk
+			return errBadChunk
 		case err == io.EOF && len(line) == 0, err == nil && strings.TrimRight(string(line), "\r\n") == "":
-			u.done = true
-			return n, io.EOF
+			return nil
 		case err == io.EOF:
-			return n, io.ErrUnexpectedEOF
+			return io.ErrUnexpectedEOF
 		case err != nil:
-			return n, err
+			return err
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -12,6 +13,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"path/filepath"
 	"reflect"
@@ -573,6 +575,83 @@ func TestSigV4S3AWSChunkedUploads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The request leaves with Content-Length set to the declared length, so
+// the store has a complete request once that many bytes are sent: a
+// body found malformed after them must have its last declared byte
+// withheld, or the store takes a body the loader framed otherwise.
+func TestUnchunkerWithholdsDeclaredEnd(t *testing.T) {
+	data := strings.Repeat("0123456789abcdef", 1000) + "tail"
+	whole := awsChunked(data, 4096, true, true)
+	for _, tc := range []struct {
+		name, body string
+		size       int
+		ok         bool
+	}{
+		{"whole", whole, len(data), true},
+		{"one byte longer in its last chunk", whole, len(data) - 1, false},
+		{"a chunk more after the declared length", awsChunked(data, 4096, true, false), len(data) - 4, false},
+		{"shorter", whole, len(data) + 1, false},
+		{"trailer cut mid-line", whole[:len(whole)-10], len(data), false},
+		{"no last chunk", whole[:strings.LastIndex(whole, "0;chunk-signature")], len(data), false},
+		{"declared empty, sent empty", awsChunked("", 1, false, false), 0, true},
+		{"declared empty, sent data", awsChunked("x", 1, false, false), 0, false},
+	} {
+		for _, oneByte := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/one byte reads=%v", tc.name, oneByte), func(t *testing.T) {
+				var r io.Reader = newUnchunker(io.NopCloser(strings.NewReader(tc.body)), int64(tc.size))
+				if oneByte {
+					r = iotest.OneByteReader(r)
+				}
+				// What net/http's transport sends under Content-Length;
+				// it reads a body declared empty to its end.
+				if tc.size > 0 {
+					r = io.LimitReader(r, int64(tc.size))
+				}
+				got, err := io.ReadAll(r)
+				if tc.ok {
+					if err != nil || string(got) != data[:tc.size] {
+						t.Fatalf("read %d bytes, %v; want the %d declared", len(got), err, tc.size)
+					}
+					return
+				}
+				if err == nil || tc.size > 0 && len(got) >= tc.size {
+					t.Fatalf("read %d bytes of %d declared, err %v: the store would take the request whole", len(got), tc.size, err)
+				}
+			})
+		}
+	}
+}
+
+// Whatever the framing, the unchunker hands over the whole declared
+// length only when the framing carries exactly that data and ends.
+func FuzzUnchunker(f *testing.F) {
+	data := strings.Repeat("0123456789abcdef", 20)
+	f.Add([]byte(awsChunked(data, 64, true, true)), uint16(len(data)))
+	f.Add([]byte(awsChunked(data, 64, false, false)), uint16(len(data)-1))
+	f.Add([]byte(awsChunked(data, 64, true, false)), uint16(len(data)+1))
+	f.Add([]byte("5\r\nabcde\r\n0\r\n"), uint16(5))
+	f.Add([]byte("5\r\nabcde\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n"), uint16(5))
+	f.Fuzz(func(t *testing.T, body []byte, size uint16) {
+		if size == 0 {
+			return // the transport reads such a body to its end; not a length to check
+		}
+		got, err := io.ReadAll(io.LimitReader(newUnchunker(io.NopCloser(bytes.NewReader(body)), int64(size)), int64(size)))
+		if len(got) > int(size) {
+			t.Fatalf("handed over %d bytes of %d declared", len(got), size)
+		}
+		if len(got) < int(size) {
+			if err == nil {
+				t.Fatalf("handed over %d bytes of %d declared, and no error", len(got), size)
+			}
+			return
+		}
+		want, werr := io.ReadAll(httputil.NewChunkedReader(bytes.NewReader(body)))
+		if werr != nil || !bytes.Equal(got, want) {
+			t.Fatalf("handed over the %d bytes declared (err %v), but the framing carries %d (err %v)", size, err, len(want), werr)
+		}
+	})
 }
 
 // readFailer fails the test if anything reads the body.
