@@ -4,14 +4,17 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/sluice-dev/sluice/internal/pipenet"
+	"github.com/sluice-dev/sluice/state"
 )
 
 // dial connects a loader to ln, failing the test if it cannot.
@@ -52,8 +55,8 @@ func serveProxy(t *testing.T, s *Server) *pipenet.Listener {
 // A loader that reads the head of its answer and then stops reading (stuck
 // in its own pipeline, or a client that never drains bodies) while its
 // connection stays open: the answer's copy to it blocks once its socket is
-// full. The attempt is bounded by SLUICE_UPSTREAM_TIMEOUT, its answer's
-// copy included, so its send slot comes back within it; otherwise four such
+// full. Each part of the answer's copy is bounded by
+// SLUICE_UPSTREAM_TIMEOUT, so its send slot comes back within it; otherwise four such
 // loaders hold every slot of the initial concurrency limit for good, and
 // every other job's writes queue until they are pushed back.
 func TestLoaderThatStopsReadingFreesItsSlot(t *testing.T) {
@@ -114,8 +117,7 @@ func TestLoaderThatStopsReadingFreesItsSlot(t *testing.T) {
 // it a little behind (1 KiB every 20 ms over an unbuffered connection),
 // past the attempt's deadline. The loader's write deadline, reset as each
 // part is taken, does not cut what sluice has read and counted: the loader
-// would send again a write the store took. (The attempt's deadline still
-// ends the reading of an answer the store is still sending.)
+// would send again a write the store took.
 func TestWriteDeadlineKeepsAnAnswerRead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		answer := strings.Repeat("y", 30<<10)
@@ -152,4 +154,158 @@ func TestWriteDeadlineKeepsAnAnswerRead(t *testing.T) {
 			t.Errorf("status %d, %d bytes; want the store's 200 and its %d bytes", resp.StatusCode, got, len(answer))
 		}
 	})
+}
+
+// serveStore serves store on in-memory connections until the test ends,
+// and returns a transport that reaches it, so that an answer streams to
+// sluice part by part as a real store's does.
+func serveStore(t *testing.T, store http.Handler) *http.Transport {
+	ln := newPipeListener()
+	srv := &http.Server{Handler: store}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = srv.Serve(ln)
+	}()
+	tr := &http.Transport{DialContext: ln.Dial}
+	t.Cleanup(func() {
+		tr.CloseIdleConnections()
+		ln.Close()
+		_ = srv.Close()
+		<-served
+	})
+	return tr
+}
+
+// S3 answers CompleteMultipartUpload with its 200 at once, then sends a
+// space every few seconds until the object is put together, then the
+// result (or an error inside the 200, which is why the s3 profile reads
+// the answer before the loader gets it). Only its wait for the answer to
+// begin is bounded by SLUICE_UPSTREAM_TIMEOUT as a whole.
+func TestS3CompleteMultipartUploadOutlivesTheAttemptDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const result = `<?xml version="1.0" encoding="UTF-8"?>
+<CompleteMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><ETag>"3858f62230ac3c915f300c664312c11f-9"</ETag></CompleteMultipartUploadResult>`
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusOK)
+			for range 5 {
+				_, _ = io.WriteString(w, " ")
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done(): // cut
+					return
+				case <-time.After(time.Second):
+				}
+			}
+			_, _ = io.WriteString(w, result)
+		})
+		tr := serveStore(t, store)
+		cfg := testConfig(t, "UPSTREAM_TIMEOUT=2s", "PROFILE=s3")
+		s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: tr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.StartLoops())
+		ln := serveProxy(t, s)
+
+		c := dial(t, ln)
+		defer c.Close()
+		body := "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"a\"</ETag></Part></CompleteMultipartUpload>"
+		if _, err := io.WriteString(c, "POST /b/k?uploadId=u1 HTTP/1.1\r\nHost: s\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || err != nil || !strings.HasSuffix(string(got), result) {
+			t.Fatalf("status %d, %d bytes, %v; want the store's 200 and its result after 5s of spaces", resp.StatusCode, len(got), err)
+		}
+	})
+}
+
+// The store took the write and streams a long answer steadily (a bulk
+// write's per-item results), finishing after SLUICE_UPSTREAM_TIMEOUT. The
+// attempt's deadline bounds the wait for the answer to begin; after that,
+// each part of it has the timeout, so an answer that keeps coming is not
+// cut: a loader handed a broken answer to a write the store took sends it
+// again. A store that stops sending mid-answer is still cut within the
+// timeout.
+func TestStreamedAnswerOutlivesTheAttemptDeadline(t *testing.T) {
+	const parts, part = 40, 32 << 10
+	for _, stall := range []bool{false, true} {
+		name := map[bool]string{false: "steady", true: "stalls"}[stall]
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				chunk := strings.Repeat("z", part)
+				store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					_, _ = io.Copy(io.Discard, r.Body)
+					w.Header().Set("Content-Length", strconv.Itoa(parts*part))
+					w.WriteHeader(http.StatusOK)
+					for i := range parts {
+						if stall && i == parts/2 {
+							<-r.Context().Done()
+							return
+						}
+						if _, err := io.WriteString(w, chunk); err != nil {
+							return
+						}
+						w.(http.Flusher).Flush()
+						if i == parts-1 {
+							break
+						}
+						select {
+						case <-r.Context().Done(): // cut
+							return
+						case <-time.After(100 * time.Millisecond):
+						}
+					}
+				})
+				tr := serveStore(t, store)
+				cfg := testConfig(t, "UPSTREAM_TIMEOUT=2s")
+				s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: tr})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(s.StartLoops())
+				ln := serveProxy(t, s)
+
+				c := dial(t, ln)
+				defer c.Close()
+				start := time.Now()
+				if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, err := io.Copy(io.Discard, resp.Body)
+				took := time.Since(start)
+				resp.Body.Close()
+				if !stall {
+					if err != nil || n != parts*part {
+						t.Fatalf("the loader read %d of the %d bytes the store sent in %v, then %v", n, parts*part, took, err)
+					}
+					return
+				}
+				// Half the answer came by 2 s (20 parts, 100 ms apart);
+				// the rest never does.
+				if err == nil || n >= parts*part {
+					t.Fatalf("the loader read %d bytes of a cut answer with no error", n)
+				}
+				if took > 4500*time.Millisecond {
+					t.Errorf("the answer stopped at %v and was cut at %v, want within the 2s timeout", 2*time.Second, took)
+				}
+				synctest.Wait()
+				if got := s.lim.Snapshot().InFlight; got != 0 {
+					t.Errorf("in flight %d after the cut answer, want 0", got)
+				}
+			})
+		})
+	}
 }

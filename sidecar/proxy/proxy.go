@@ -987,9 +987,9 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	// that stops reading while it keeps its connection open would
 	// otherwise block the copy once its socket is full, and with it the
 	// end of the attempt: its send slot would be held for as long as the
-	// loader keeps the connection. Not the attempt's deadline, which
-	// already bounds the reading of the store's side: what sluice has read
-	// of the answer by then (all of a small one, which it counted as the
+	// loader keeps the connection. Not a deadline for the whole answer
+	// (the store's side has one per part, partDeadline): what sluice has
+	// read of the answer (all of a small one, which it counted as the
 	// store's verdict) must still reach a loader a little behind.
 	ex.answering = true
 	p.setWriteDeadline(ex, time.Now().Add(p.timeout))
@@ -1372,12 +1372,19 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	var (
 		ctx    context.Context
 		cancel context.CancelFunc
+		clock  *time.Timer // the attempt's deadline; see partDeadline
 	)
 	if ex.pipelined {
 		// Its deadline runs from when the store takes it up (see pipeline).
 		ctx, cancel = context.WithCancel(req.Context())
 	} else {
-		ctx, cancel = context.WithTimeout(req.Context(), p.timeout)
+		var cancelCause context.CancelCauseFunc
+		ctx, cancelCause = context.WithCancelCause(req.Context())
+		clock = time.AfterFunc(p.timeout, func() { cancelCause(errAttemptTimeout) })
+		cancel = func() {
+			clock.Stop()
+			cancelCause(context.Canceled)
+		}
 	}
 	start := time.Now()
 	var (
@@ -1394,6 +1401,7 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 		resp, err = p.transport.RoundTrip(req.WithContext(ctx))
 	}
 	latency := time.Since(start)
+	err = attemptErr(ctx, err)
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 		// No upgrade was asked for (rewrite drops it): a store that
 		// switches anyway speaks something else on this connection now.
@@ -1401,6 +1409,15 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 		// which never closes the body, and the attempt would never end.
 		resp.Body.Close()
 		err = errSwitchedProtocols
+	}
+	if err == nil && clock != nil && clock.Stop() {
+		// Answered in time: from here each part of the answer has the
+		// timeout. A deadline for the whole would cut a long answer the
+		// store is still sending steadily (a big bulk write's results,
+		// the spaces S3 sends while it completes a multipart upload) to a
+		// write it took: the loader, handed a broken answer, sends it
+		// again.
+		resp.Body = &partDeadline{rc: resp.Body, clock: clock, timeout: p.timeout, ctx: ctx}
 	}
 	if err != nil {
 		cancel()
@@ -1447,6 +1464,7 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	res := p.profile.Classify(resp.StatusCode, resp.Header, prefix, time.Now())
 	ex.last = res
 	ab := &attemptBody{rc: resp.Body, status: resp.StatusCode, cancel: cancel, p: p, ex: ex, permit: permit, scoped: scoped, res: res, latency: latency, parent: req.Context()}
+
 	if res.Kind == classify.OK {
 		creq := itemsRequest(req)
 		creq.Items = ex.requestItems()
@@ -1459,6 +1477,22 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	}
 	resp.Body = ab
 	return resp, nil
+}
+
+// errAttemptTimeout ends an attempt that had no answer within
+// SLUICE_UPSTREAM_TIMEOUT, or no part of its answer within it once the
+// answer began: a deadline error, as classifyError reads it.
+var errAttemptTimeout = fmt.Errorf("sluice: the store sent nothing within SLUICE_UPSTREAM_TIMEOUT: %w", context.DeadlineExceeded)
+
+// attemptErr is err, from the attempt whose context is ctx, as a deadline
+// error when errAttemptTimeout ended that context: net/http reports it as
+// the cause, but a RoundTripper may report the context's own
+// context.Canceled.
+func attemptErr(ctx context.Context, err error) error {
+	if err == nil || err == io.EOF || errors.Is(err, context.DeadlineExceeded) || context.Cause(ctx) != errAttemptTimeout {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", errAttemptTimeout, err)
 }
 
 // classifyError turns a failed attempt into a signal; answered says the
@@ -1618,6 +1652,26 @@ type prefixedBody struct {
 
 func (b *prefixedBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b *prefixedBody) Close() error               { return b.c.Close() }
+
+// partDeadline gives each read of an answer the attempt's timeout: clock
+// ends the attempt when it fires. Only the wait for the store counts; the
+// time the loader takes over each part is bounded by its write deadline
+// (attemptBody.Read).
+type partDeadline struct {
+	rc      io.ReadCloser
+	clock   *time.Timer
+	timeout time.Duration
+	ctx     context.Context // the attempt's
+}
+
+func (d *partDeadline) Read(p []byte) (int, error) {
+	d.clock.Reset(d.timeout)
+	n, err := d.rc.Read(p)
+	d.clock.Stop()
+	return n, attemptErr(d.ctx, err)
+}
+
+func (d *partDeadline) Close() error { return d.rc.Close() }
 
 // attemptBody is the store's response body as the loader reads it. It feeds
 // the profile's scanner (Elasticsearch bulk items, DynamoDB unprocessed
