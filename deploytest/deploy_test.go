@@ -641,7 +641,7 @@ func loadRules(t *testing.T) ruleFile {
 // requiredAlerts are the alerts an operator of sluice cannot do without:
 // dropping one from the rule file fails here, not silently in production.
 var requiredAlerts = []string{
-	"SluiceDown", "SluiceJobStalled", "SluiceJobFailed", "SluiceSustainedThrottling",
+	"SluiceDown", "SluiceJobLoopStuck", "SluiceJobStalled", "SluiceJobFailed", "SluiceSustainedThrottling",
 	"SluiceUpstreamTimeouts", "SluiceRetryBudgetExhausted", "SluiceQueueSaturated",
 	"SluiceStateWriteErrors", "SluiceCredentialRefreshStorm",
 	// Fleet mode: the fleet's Redis unreachable, or refusing the scripts.

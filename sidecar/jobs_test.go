@@ -433,6 +433,9 @@ func TestStatusAndHealth(t *testing.T) {
 		if st.Jobs["running"]+st.Jobs["throttled"]+st.Jobs["backoff"] != 1 {
 			t.Errorf("jobs = %v", st.Jobs)
 		}
+		if age := time.Since(st.JobsHeartbeat); st.JobsHeartbeat.IsZero() || age > time.Second {
+			t.Errorf("jobs_heartbeat %v (%v old), want the job loop's last round", st.JobsHeartbeat, age)
+		}
 	})
 }
 

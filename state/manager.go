@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -115,6 +116,12 @@ type Manager struct {
 	wg     sync.WaitGroup
 
 	errLog rate.Sometimes
+
+	// heartbeat is the time of the last round Run finished (Unix
+	// nanoseconds; 0 before Run): a round held up by a state store write
+	// that hangs stops stall detection, cancels and persistence while the
+	// proxy still serves. Actions and probes run outside the round.
+	heartbeat atomic.Int64
 }
 
 // entry is a job and what the Manager keeps beside its machine. All fields
@@ -392,15 +399,27 @@ func (m *Manager) policy(id string, s Settings) Policy {
 func (m *Manager) Run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	m.heartbeat.Store(m.now().UnixNano()) // a first round that hangs shows too
 	for {
 		select {
 		case <-ctx.Done():
 			m.flush()
 			return
 		case <-t.C:
-			m.Tick(m.now())
+			now := m.now()
+			m.Tick(now)
+			m.heartbeat.Store(now.UnixNano())
 		}
 	}
+}
+
+// Heartbeat is the time of the last round Run finished, or the zero time
+// before Run starts: the liveness of the job manager's loop.
+func (m *Manager) Heartbeat() time.Time {
+	if ns := m.heartbeat.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // Tick does one round of Run's work at time now. Run calls it every second;

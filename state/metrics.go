@@ -58,7 +58,7 @@ func newMetrics(reg prometheus.Registerer, m *Manager) (*metrics, error) {
 type jobCollector struct {
 	m                                          *Manager
 	jobs, state, bytes, items, progress, stall *prometheus.Desc
-	ratio, eta                                 *prometheus.Desc
+	ratio, eta, heartbeat                      *prometheus.Desc
 }
 
 func newJobCollector(m *Manager) *jobCollector {
@@ -80,12 +80,14 @@ func newJobCollector(m *Manager) *jobCollector {
 			"Fraction of the job's declared total done (0 to 1); only for live jobs with a total.", []string{"job_id"}, nil),
 		eta: prometheus.NewDesc("sluice_job_eta_seconds",
 			"Seconds until the job reaches its declared total at its recent rate; only for live jobs whose ETA is known.", []string{"job_id"}, nil),
+		heartbeat: prometheus.NewDesc("sluice_jobs_heartbeat_timestamp_seconds",
+			"Last time the job manager's loop finished a round: stall detection, cancels, state writes (liveness).", nil, nil),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *jobCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.jobs, c.state, c.bytes, c.items, c.progress, c.stall, c.ratio, c.eta} {
+	for _, d := range []*prometheus.Desc{c.jobs, c.state, c.bytes, c.items, c.progress, c.stall, c.ratio, c.eta, c.heartbeat} {
 		ch <- d
 	}
 }
@@ -129,6 +131,9 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 		failed = failed[:limit]
 	}
 	rows = append(rows, failed...)
+	if hb := c.m.Heartbeat(); !hb.IsZero() {
+		ch <- prometheus.MustNewConstMetric(c.heartbeat, prometheus.GaugeValue, float64(hb.UnixNano())/1e9)
+	}
 	for s, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(n), s.String())
 	}

@@ -337,8 +337,11 @@ type Status struct {
 	BufferBytes  int64          `json:"buffer_bytes"`
 	BufferBudget int64          `json:"buffer_budget_bytes"`
 	Jobs         map[string]int `json:"jobs"`
-	Auth         any            `json:"auth,omitempty"`
-	Uptime       string         `json:"uptime"`
+	// JobsHeartbeat is when the job loop last finished a round (see
+	// state.Manager.Heartbeat).
+	JobsHeartbeat time.Time `json:"jobs_heartbeat,omitzero"`
+	Auth          any       `json:"auth,omitempty"`
+	Uptime        string    `json:"uptime"`
 
 	Fleet  *FleetStatus  `json:"fleet,omitempty"`
 	Scopes *ScopesStatus `json:"scopes,omitempty"`
@@ -404,6 +407,9 @@ func (s *API) Status() Status {
 		BufferBudget: s.d.Budget.Max(),
 		Jobs:         s.jobCounts(),
 		Uptime:       time.Since(s.d.Started).Round(time.Second).String(),
+	}
+	if s.d.Jobs != nil {
+		st.JobsHeartbeat = s.d.Jobs.Heartbeat()
 	}
 	if s.d.Auth != nil {
 		st.Auth = s.d.Auth.Status()

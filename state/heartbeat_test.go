@@ -1,0 +1,77 @@
+package state
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// hangStore holds every Put while hang is set, until open is closed: a
+// state volume that stopped answering.
+type hangStore struct {
+	MemStore
+	hang atomic.Bool
+	open chan struct{}
+}
+
+func (s *hangStore) Put(recs ...Record) error {
+	if s.hang.Load() {
+		<-s.open
+	}
+	return s.MemStore.Put(recs...)
+}
+
+// A round of the job manager's loop held up (here by a state store that
+// hangs) stops stall detection, cancels and persistence while the proxy
+// still serves; the heartbeat, and its series, stop with it, so that the
+// shipped alert sees it. It runs again once the round ends.
+func TestHeartbeatStopsWithTheLoop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := prometheus.NewRegistry()
+		st := &hangStore{open: make(chan struct{})}
+		m := newTestManager(t, Config{Store: st, Registerer: reg})
+		if !m.Heartbeat().IsZero() {
+			t.Fatalf("heartbeat %v before Run, want none", m.Heartbeat())
+		}
+		if _, ok := gather(t, reg)["sluice_jobs_heartbeat_timestamp_seconds"]; ok {
+			t.Error("a heartbeat series before Run")
+		}
+		stop := running(t, m)
+		openOnce := sync.OnceFunc(func() { close(st.open) })
+		defer func() { openOnce(); stop() }()
+		start := time.Now()
+		synctest.Wait()
+		if hb := m.Heartbeat(); !hb.Equal(start) {
+			t.Errorf("heartbeat %v at Run's start %v: a first round that hangs must show", hb, start)
+		}
+		time.Sleep(2500 * time.Millisecond)
+		if age := time.Since(m.Heartbeat()); age > time.Second {
+			t.Fatalf("heartbeat %v old while the loop runs, want within its 1s round", age)
+		}
+		if _, err := m.Register("j", Settings{}); err != nil {
+			t.Fatal(err)
+		}
+		m.Observe("j", Observation{Kind: ObsOK, Bytes: 1}) // running, written at once
+		m.Observe("j", Observation{Kind: ObsOK, Bytes: 1}) // a change for the next round to write
+		st.hang.Store(true)
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		age := time.Since(m.Heartbeat())
+		if age < 9*time.Second {
+			t.Errorf("heartbeat %v old with every round held up for 10s, want it stopped", age)
+		}
+		if got, want := gather(t, reg)["sluice_jobs_heartbeat_timestamp_seconds"], float64(m.Heartbeat().UnixNano())/1e9; got != want {
+			t.Errorf("sluice_jobs_heartbeat_timestamp_seconds %v, want %v", got, want)
+		}
+		st.hang.Store(false)
+		openOnce()
+		time.Sleep(1500 * time.Millisecond)
+		if age := time.Since(m.Heartbeat()); age > time.Second {
+			t.Errorf("heartbeat %v old once the store answers again, want within its 1s round", age)
+		}
+	})
+}
