@@ -60,6 +60,7 @@ type Pipeline struct {
 	dial      func(ctx context.Context) (net.Conn, error)
 	idle      time.Duration // an unused connection is closed after this
 	pipelined func()        // counts a write sent behind another
+	maxHeader int64         // bytes of an answer's head, as tr.MaxResponseHeaderBytes
 
 	mu     sync.Mutex
 	conns  map[*pipeConn]struct{}
@@ -93,6 +94,7 @@ var (
 type pipeConn struct {
 	pl   *Pipeline
 	nc   net.Conn
+	head *headLimit // under br: bounds the head of each answer
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	kick chan struct{} // capacity 1: wakes the writer
@@ -164,7 +166,10 @@ func New(tr *http.Transport, up *url.URL, pipelined func()) *Pipeline {
 	// timeouts (60 s and up), so that a write rarely meets a server
 	// closing one: the reader notices that only when it happens.
 	pl := &Pipeline{idle: min(tr.IdleConnTimeout, 30*time.Second), pipelined: pipelined, conns: map[*pipeConn]struct{}{},
-		onConn: map[Permit]*pipeCall{}, parked: map[Permit]*pipeCall{}}
+		onConn: map[Permit]*pipeCall{}, parked: map[Permit]*pipeCall{}, maxHeader: tr.MaxResponseHeaderBytes}
+	if pl.maxHeader <= 0 {
+		pl.maxHeader = 10 << 20 // net/http's default
+	}
 	pl.dial = func(ctx context.Context) (net.Conn, error) {
 		nc, err := tr.DialContext(ctx, "tcp", host)
 		if err != nil || up.Scheme != "https" {
@@ -302,9 +307,10 @@ func (pl *Pipeline) add(ctx context.Context, c *pipeCall) error {
 	if err != nil {
 		return err
 	}
+	head := &headLimit{r: nc, n: -1}
 	pc := &pipeConn{
-		pl: pl, nc: nc,
-		br:   bufio.NewReader(nc),
+		pl: pl, nc: nc, head: head,
+		br:   bufio.NewReader(head),
 		bw:   bufio.NewWriterSize(nc, 64<<10),
 		kick: make(chan struct{}, 1),
 		done: make(chan struct{}),
@@ -567,7 +573,7 @@ func (pc *pipeConn) readLoop() {
 			}
 			return
 		}
-		resp, err := readFinalResponse(pc.br, c.req)
+		resp, err := readFinalResponse(pc.br, pc.head, pl.maxHeader, c.req)
 		if err != nil {
 			pc.fail(err)
 			return
@@ -632,10 +638,15 @@ func (pc *pipeConn) readLoop() {
 	}
 }
 
-// readFinalResponse reads req's answer, past any 1xx interim ones.
-func readFinalResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+// readFinalResponse reads req's answer, past any 1xx interim ones, each
+// head within max bytes read from the connection (head, under br), as
+// net/http's transport bounds it: http.ReadResponse alone reads a head
+// without end, and a store that sends one would take sluice's memory.
+func readFinalResponse(br *bufio.Reader, head *headLimit, max int64, req *http.Request) (*http.Response, error) {
 	for {
+		head.n = max
 		resp, err := http.ReadResponse(br, req)
+		head.n = -1
 		if err != nil {
 			return nil, err
 		}
@@ -648,6 +659,29 @@ func readFinalResponse(br *bufio.Reader, req *http.Request) (*http.Response, err
 		}
 		return resp, nil
 	}
+}
+
+// headLimit reads r, at most n bytes unless n is negative: then any.
+type headLimit struct {
+	r io.Reader
+	n int64
+}
+
+var errHeadTooLong = errors.New("sluice: the store's answer head is longer than its limit")
+
+func (l *headLimit) Read(p []byte) (int, error) {
+	if l.n < 0 {
+		return l.r.Read(p)
+	}
+	if l.n == 0 {
+		return 0, errHeadTooLong
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
 }
 
 func (pc *pipeConn) closeIdle() {

@@ -385,3 +385,85 @@ func TestPipelineWriteBehindAClosingAnswerBreaks(t *testing.T) {
 		b.Done(limiter.Sample{Outcome: limiter.Neutral})
 	})
 }
+
+// An answer's head is read within the transport's MaxResponseHeaderBytes,
+// as net/http reads it: a store that sends a head without end would
+// otherwise take sluice's memory until the write's deadline. A head within
+// the bound is read as before.
+func TestPipelineBoundsTheAnswerHead(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra int // bytes of header lines
+		ok    bool
+	}{
+		{"within", 48 << 10, true},
+		{"over", 80 << 10, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				lim, err := limiter.New(limiter.Config{InitialRate: 100, MinRate: 1, MaxRate: 100, InitialConcurrency: 1, MaxConcurrency: 1, Burst: 10})
+				if err != nil {
+					t.Fatal(err)
+				}
+				up, _ := url.Parse("http://store.test")
+				pl := New(&http.Transport{IdleConnTimeout: time.Minute, MaxResponseHeaderBytes: 64 << 10}, up, func() {})
+				defer pl.Close()
+				conns := make(chan net.Conn, 1)
+				pl.dial = func(context.Context) (net.Conn, error) {
+					c, s := net.Pipe()
+					conns <- s
+					return c, nil
+				}
+				ctx := context.Background()
+				a, _ := lim.AcquirePipelined(ctx, 1)
+				defer a.Done(limiter.Sample{Outcome: limiter.Neutral})
+				type answer struct {
+					resp *http.Response
+					err  error
+				}
+				done := make(chan answer, 1)
+				go func() {
+					resp, _, err := pl.RoundTrip(ctx, ctx, pipedRequest("a"), permit{a}, time.Minute)
+					done <- answer{resp, err}
+				}()
+				sc := <-conns
+				defer sc.Close()
+				go func() {
+					// The answer comes once the write is read: bytes before
+					// it answer nothing.
+					req, err := http.ReadRequest(bufio.NewReader(sc))
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					go io.Copy(io.Discard, sc)
+					var b strings.Builder
+					b.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n")
+					for b.Len() < tc.extra {
+						b.WriteString("X-Padding: " + strings.Repeat("p", 1000) + "\r\n")
+					}
+					b.WriteString("\r\nok")
+					io.WriteString(sc, b.String())
+				}()
+				r := <-done
+				if r.err == nil {
+					body, _ := io.ReadAll(r.resp.Body)
+					r.resp.Body.Close()
+					if !tc.ok {
+						t.Fatalf("a head of %d KiB read whole (status %d, %q) past a bound of 64 KiB", tc.extra>>10, r.resp.StatusCode, body)
+					}
+					if string(body) != "ok" {
+						t.Errorf("body %q, want ok", body)
+					}
+					return
+				}
+				if tc.ok {
+					t.Fatalf("a head of %d KiB within a bound of 64 KiB: %v", tc.extra>>10, r.err)
+				}
+				if !errors.Is(r.err, errHeadTooLong) {
+					t.Errorf("err %v, want the head's bound", r.err)
+				}
+			})
+		})
+	}
+}

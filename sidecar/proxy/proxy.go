@@ -335,9 +335,14 @@ func newTransport(cfg Config) (*http.Transport, error) {
 		TLSHandshakeTimeout:   min(10*time.Second, t),
 		ExpectContinueTimeout: time.Second,
 		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConns:          4 * cfg.MaxConcurrency,
-		MaxIdleConnsPerHost:   2 * cfg.MaxConcurrency,
-		ForceAttemptHTTP2:     true,
+		// An answer's head, held whole in memory per attempt: net/http's
+		// default of 10 MiB times the concurrency limit is more than a
+		// sidecar's memory; no store's head comes near 1 MiB (net/http's
+		// own servers refuse a request head over it).
+		MaxResponseHeaderBytes: 1 << 20,
+		MaxIdleConns:           4 * cfg.MaxConcurrency,
+		MaxIdleConnsPerHost:    2 * cfg.MaxConcurrency,
+		ForceAttemptHTTP2:      true,
 		// Bodies pass through byte for byte: never ask for or undo gzip.
 		DisableCompression: true,
 	}, nil
