@@ -1415,14 +1415,11 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 		resp.Body.Close()
 		err = errSwitchedProtocols
 	}
-	if err == nil && clock != nil && clock.Stop() {
-		// Answered in time: from here each part of the answer has the
-		// timeout. A deadline for the whole would cut a long answer the
-		// store is still sending steadily (a big bulk write's results,
-		// the spaces S3 sends while it completes a multipart upload) to a
-		// write it took: the loader, handed a broken answer, sends it
-		// again.
-		resp.Body = &partDeadline{rc: resp.Body, clock: clock, timeout: p.timeout, ctx: ctx}
+	if err == nil && clock != nil {
+		// Answered in time. The clock keeps running while sluice reads
+		// the answer for itself; once it goes to the loader, each part
+		// of it has the timeout (see partDeadline).
+		resp.Body = &partDeadline{rc: resp.Body, clock: clock, timeout: p.timeout, ctx: ctx, ex: ex}
 	}
 	if err != nil {
 		cancel()
@@ -1469,7 +1466,6 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	res := p.profile.Classify(resp.StatusCode, resp.Header, prefix, time.Now())
 	ex.last = res
 	ab := &attemptBody{rc: resp.Body, status: resp.StatusCode, cancel: cancel, p: p, ex: ex, permit: permit, scoped: scoped, res: res, latency: latency, parent: req.Context()}
-
 	if res.Kind == classify.OK {
 		creq := itemsRequest(req)
 		creq.Items = ex.requestItems()
@@ -1658,18 +1654,33 @@ type prefixedBody struct {
 func (b *prefixedBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b *prefixedBody) Close() error               { return b.c.Close() }
 
-// partDeadline gives each read of an answer the attempt's timeout: clock
-// ends the attempt when it fires. Only the wait for the store counts; the
-// time the loader takes over each part is bounded by its write deadline
-// (attemptBody.Read).
+// partDeadline gives each read of an answer that goes to the loader the
+// attempt's timeout: clock ends the attempt when it fires. A deadline for
+// the whole would cut a long answer the store is still sending steadily (a
+// big bulk write's results, the spaces S3 sends while it completes a
+// multipart upload) to a write it took: the loader, handed a broken answer,
+// sends it again. Only the wait for the store counts; the time the loader
+// takes over each part is bounded by its write deadline (attemptBody.Read).
+//
+// What sluice reads of an answer for itself before the loader has any of it
+// (the profile's look at an error answer's head, the drain of an answer it
+// sends the write again after) stays under the attempt's deadline as a
+// whole, as the wait for the answer does: the loader's write deadline does
+// not bound it, and a store trickling an error answer would otherwise hold
+// the write, and its send slot, for as long as it trickles.
 type partDeadline struct {
 	rc      io.ReadCloser
 	clock   *time.Timer
 	timeout time.Duration
 	ctx     context.Context // the attempt's
+	ex      *exchange       // answering: the loader is being handed the answer
 }
 
 func (d *partDeadline) Read(p []byte) (int, error) {
+	if !d.ex.answering {
+		n, err := d.rc.Read(p)
+		return n, attemptErr(d.ctx, err)
+	}
 	d.clock.Reset(d.timeout)
 	n, err := d.rc.Read(p)
 	d.clock.Stop()
