@@ -357,6 +357,7 @@ type unchunker struct {
 	c    io.Closer
 	left int64 // bytes still to come, as declared
 	done bool
+	err  error // the first error but io.EOF, returned again by every later read
 }
 
 func newUnchunker(rc io.ReadCloser, size int64) *unchunker {
@@ -365,6 +366,17 @@ func newUnchunker(rc io.ReadCloser, size int64) *unchunker {
 }
 
 func (u *unchunker) Read(p []byte) (int, error) {
+	if u.err != nil {
+		return 0, u.err
+	}
+	n, err := u.read(p)
+	if err != nil && err != io.EOF {
+		u.err = err
+	}
+	return n, err
+}
+
+func (u *unchunker) read(p []byte) (int, error) {
 	if u.done {
 		return 0, io.EOF
 	}

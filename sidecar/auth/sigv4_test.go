@@ -619,6 +619,9 @@ func TestUnchunkerWithholdsDeclaredEnd(t *testing.T) {
 				if err == nil || tc.size > 0 && len(got) >= tc.size {
 					t.Fatalf("read %d bytes of %d declared, err %v: the store would take the request whole", len(got), tc.size, err)
 				}
+				if n, again := r.Read(make([]byte, 1)); n != 0 || again == nil || again == io.EOF {
+					t.Errorf("a read after %v: %d bytes, %v; want the error again", err, n, again)
+				}
 			})
 		}
 	}
