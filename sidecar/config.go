@@ -40,6 +40,7 @@ type Config struct {
 	PreserveHost    bool          `env:"PRESERVE_HOST" envDefault:"false"`
 	UpstreamCAFile  string        `env:"UPSTREAM_CA_FILE"`
 	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"30s"`
+	AnswerTimeout   time.Duration `env:"ANSWER_TIMEOUT" envDefault:"10m"`
 	Profile         string        `env:"PROFILE" envDefault:"generic"`
 
 	// Scopes: a limiter per throttled table, bucket prefix or index
@@ -587,6 +588,7 @@ func (c Config) validate() []string {
 		}
 	}
 	positive("UPSTREAM_TIMEOUT", c.UpstreamTimeout)
+	positive("ANSWER_TIMEOUT", c.AnswerTimeout)
 	positive("MAX_RETRY_AFTER", c.MaxRetryAfter)
 	if c.ControlInterval < time.Millisecond { // the limiter's least window
 		bad("CONTROL_INTERVAL", "must be at least 1ms, got %v", c.ControlInterval)

@@ -437,6 +437,7 @@ func proxyConfig(c *Config) (proxy.Config, error) {
 		BytesCost:       c.RateUnit == "bytes",
 		Reject:          c.Backpressure == "reject",
 		Timeout:         c.UpstreamTimeout,
+		AnswerTimeout:   c.AnswerTimeout,
 		QueueTimeout:    c.QueueTimeout,
 		DefaultJob:      c.Job,
 		RetryMax:        c.RetryMax,

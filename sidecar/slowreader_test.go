@@ -309,3 +309,67 @@ func TestStreamedAnswerOutlivesTheAttemptDeadline(t *testing.T) {
 		})
 	}
 }
+
+// A store that sends its answer a byte just within each timeout keeps
+// every part on time; the whole answer still ends at
+// SLUICE_ANSWER_TIMEOUT, and the write's send slot with it. (The answer
+// has a length, so the loader's connection holds it in its buffer until it
+// is whole: the loader's write deadline never trips, and the loader has
+// nothing meanwhile.)
+func TestTrickledAnswerEndsAtTheAnswerTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const size = 200
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Length", strconv.Itoa(size))
+			w.WriteHeader(http.StatusOK)
+			for range size {
+				if _, err := io.WriteString(w, "t"); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(1500 * time.Millisecond):
+				}
+			}
+		})
+		tr := serveStore(t, store)
+		cfg := testConfig(t, "UPSTREAM_TIMEOUT=2s", "ANSWER_TIMEOUT=10s")
+		s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: tr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.StartLoops())
+		ln := serveProxy(t, s)
+
+		c := dial(t, ln)
+		defer c.Close()
+		start := time.Now()
+		if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		n, err := 0, error(nil)
+		if resp, rerr := http.ReadResponse(br, nil); rerr != nil {
+			err = rerr
+		} else {
+			var m int64
+			m, err = io.Copy(io.Discard, resp.Body)
+			n = int(m)
+			resp.Body.Close()
+		}
+		took := time.Since(start)
+		if err == nil && n == size {
+			t.Fatalf("the whole trickled answer reached the loader after %v, past SLUICE_ANSWER_TIMEOUT=10s", took)
+		}
+		if took > 12*time.Second {
+			t.Errorf("the answer was cut after %v, want by SLUICE_ANSWER_TIMEOUT=10s", took)
+		}
+		synctest.Wait()
+		if got := s.lim.Snapshot().InFlight; got != 0 {
+			t.Errorf("in flight %d after the answer was cut, want 0", got)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -117,6 +118,7 @@ type Proxy struct {
 	bytesCost    bool
 	reject       bool
 	timeout      time.Duration
+	answerMax    time.Duration // SLUICE_ANSWER_TIMEOUT
 	queueTimeout time.Duration
 	retryMax     int
 	retryPost    bool
@@ -157,9 +159,12 @@ type Config struct {
 	Profile      classify.Profile // how the store signals throttling
 	BytesCost    bool             // a write costs its body size in the rate limit, not 1
 	Reject       bool             // answer 429 at once when no slot is free, instead of queueing
-	Timeout      time.Duration    // bounds each attempt, each part of its answer's writing to the loader, and the reading of a loader's body
-	QueueTimeout time.Duration    // how long a write waits for a send slot
-	DefaultJob   string           // the job of a write without X-Sluice-Job
+	Timeout      time.Duration    // bounds each attempt, each part of its answer, and the reading of a loader's body
+	// AnswerTimeout bounds the whole of an answer handed to the loader,
+	// each part of which has Timeout; 0: Timeout does.
+	AnswerTimeout time.Duration
+	QueueTimeout  time.Duration // how long a write waits for a send slot
+	DefaultJob    string        // the job of a write without X-Sluice-Job
 
 	RetryMax        int           // attempts after the first, for a write that may be retried
 	RetryPost       bool          // POST and PATCH may be retried (the store deduplicates)
@@ -232,6 +237,7 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		bytesCost:    cfg.BytesCost,
 		reject:       cfg.Reject,
 		timeout:      cfg.Timeout,
+		answerMax:    cfg.AnswerTimeout,
 		queueTimeout: cfg.QueueTimeout,
 		retryMax:     cfg.RetryMax,
 		retryPost:    cfg.RetryPost,
@@ -308,8 +314,9 @@ var ErrCAFile = errors.New("upstream CA file")
 
 // newTransport bounds the phases of an upstream connection that outlast no
 // attempt of their own: dial and TLS handshake. Each attempt is bounded by
-// its context's deadline (SLUICE_UPSTREAM_TIMEOUT from its start), which
-// covers the wait for the response headers too: a ResponseHeaderTimeout of
+// its own clock (SLUICE_UPSTREAM_TIMEOUT from its start until the answer
+// goes to the loader, then per part: partDeadline), which covers the wait
+// for the response headers too: a ResponseHeaderTimeout of
 // the same length, started once the request is written, could never fire
 // first, and would cost a timer per attempt.
 func newTransport(cfg Config) (*http.Transport, error) {
@@ -1419,7 +1426,7 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 		// Answered in time. The clock keeps running while sluice reads
 		// the answer for itself; once it goes to the loader, each part
 		// of it has the timeout (see partDeadline).
-		resp.Body = &partDeadline{rc: resp.Body, clock: clock, timeout: p.timeout, ctx: ctx, ex: ex}
+		resp.Body = &partDeadline{rc: resp.Body, clock: clock, timeout: p.timeout, whole: p.answerMax, ctx: ctx, ex: ex}
 	}
 	if err != nil {
 		cancel()
@@ -1661,6 +1668,11 @@ func (b *prefixedBody) Close() error               { return b.c.Close() }
 // multipart upload) to a write it took: the loader, handed a broken answer,
 // sends it again. Only the wait for the store counts; the time the loader
 // takes over each part is bounded by its write deadline (attemptBody.Read).
+// The whole answer has SLUICE_ANSWER_TIMEOUT, from its first read: a store
+// that sends a byte just within each timeout would otherwise hold the
+// write, and its send slot, for ever; and an answer with a length, held in
+// the loader's connection's buffer until it is whole, does not even reach
+// the loader meanwhile.
 //
 // What sluice reads of an answer for itself before the loader has any of it
 // (the profile's look at an error answer's head, the drain of an answer it
@@ -1672,19 +1684,36 @@ type partDeadline struct {
 	rc      io.ReadCloser
 	clock   *time.Timer
 	timeout time.Duration
+	whole   time.Duration   // of the answer handed to the loader; 0: timeout
+	end     time.Time       // the whole answer's deadline, from its first read
 	ctx     context.Context // the attempt's
 	ex      *exchange       // answering: the loader is being handed the answer
 }
+
+// errAnswerTimeout ends an answer still coming at SLUICE_ANSWER_TIMEOUT.
+var errAnswerTimeout = fmt.Errorf("sluice: the store's answer took longer than SLUICE_ANSWER_TIMEOUT: %w", context.DeadlineExceeded)
 
 func (d *partDeadline) Read(p []byte) (int, error) {
 	if !d.ex.answering {
 		n, err := d.rc.Read(p)
 		return n, attemptErr(d.ctx, err)
 	}
-	d.clock.Reset(d.timeout)
+	now := time.Now()
+	if d.end.IsZero() {
+		d.end = now.Add(cmp.Or(d.whole, d.timeout))
+	}
+	left := d.end.Sub(now)
+	if left <= 0 {
+		return 0, errAnswerTimeout
+	}
+	d.clock.Reset(min(d.timeout, left))
 	n, err := d.rc.Read(p)
 	d.clock.Stop()
-	return n, attemptErr(d.ctx, err)
+	err = attemptErr(d.ctx, err)
+	if errors.Is(err, errAttemptTimeout) && !time.Now().Before(d.end) {
+		err = errAnswerTimeout // the clock was set to the whole answer's end
+	}
+	return n, err
 }
 
 func (d *partDeadline) Close() error { return d.rc.Close() }
