@@ -37,8 +37,12 @@ func newPipeListener() *pipenet.Listener {
 // serveProxy serves s's proxy, as net/http serves loaders' connections,
 // on in-memory ones until the test ends.
 func serveProxy(t *testing.T, s *Server) *pipenet.Listener {
+	return servePipe(t, &http.Server{Handler: s.proxy.Handler(), ConnState: s.proxy.ConnState})
+}
+
+// servePipe serves srv on in-memory connections until the test ends.
+func servePipe(t *testing.T, srv *http.Server) *pipenet.Listener {
 	ln := newPipeListener()
-	srv := &http.Server{Handler: s.proxy.Handler(), ConnState: s.proxy.ConnState}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -50,6 +54,29 @@ func serveProxy(t *testing.T, s *Server) *pipenet.Listener {
 		<-served
 	})
 	return ln
+}
+
+// loaderConn starts a sidecar configured by env whose attempts go
+// through tr, serves its proxy on in-memory connections, and returns it
+// and a loader's connection to it.
+func loaderConn(t *testing.T, tr http.RoundTripper, env ...string) (*Server, net.Conn) {
+	t.Helper()
+	s, err := NewServer(testConfig(t, env...), Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.StartLoops())
+	c := dial(t, serveProxy(t, s))
+	t.Cleanup(func() { c.Close() })
+	return s, c
+}
+
+// putOne sends a loader's one-byte write on c.
+func putOne(t *testing.T, c net.Conn) {
+	t.Helper()
+	if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A loader that reads the head of its answer and then stops reading (stuck
@@ -70,9 +97,7 @@ func TestLoaderThatStopsReadingFreesItsSlot(t *testing.T) {
 		ln := serveProxy(t, s)
 
 		c := dial(t, ln)
-		if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
-			t.Fatal(err)
-		}
+		putOne(t, c)
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -95,9 +120,7 @@ func TestLoaderThatStopsReadingFreesItsSlot(t *testing.T) {
 		defer c.Close()
 		br := bufio.NewReader(c)
 		for i := range 2 {
-			if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
-				t.Fatal(err)
-			}
+			putOne(t, c)
 			resp, err := http.ReadResponse(br, nil)
 			if err != nil {
 				t.Fatalf("write %d on a kept-alive connection: %v", i+1, err)
@@ -131,9 +154,7 @@ func TestWriteDeadlineKeepsAnAnswerRead(t *testing.T) {
 
 		c := dial(t, ln)
 		defer c.Close()
-		if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
-			t.Fatal(err)
-		}
+		putOne(t, c)
 		resp, err := http.ReadResponse(bufio.NewReaderSize(c, 1024), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -160,27 +181,16 @@ func TestWriteDeadlineKeepsAnAnswerRead(t *testing.T) {
 // and returns a transport that reaches it, so that an answer streams to
 // sluice part by part as a real store's does.
 func serveStore(t *testing.T, store http.Handler) *http.Transport {
-	ln := newPipeListener()
-	srv := &http.Server{Handler: store}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = srv.Serve(ln)
-	}()
+	ln := servePipe(t, &http.Server{Handler: store})
 	tr := &http.Transport{DialContext: ln.Dial}
-	t.Cleanup(func() {
-		tr.CloseIdleConnections()
-		ln.Close()
-		_ = srv.Close()
-		<-served
-	})
+	t.Cleanup(tr.CloseIdleConnections)
 	return tr
 }
 
 // S3 answers CompleteMultipartUpload with its 200 at once, then sends a
 // space every few seconds until the object is put together, then the
-// result (or an error inside the 200, which is why the s3 profile reads
-// the answer before the loader gets it). Only its wait for the answer to
+// result (or an error inside the 200, which the s3 profile finds as the
+// answer goes to the loader). Only its wait for the answer to
 // begin is bounded by SLUICE_UPSTREAM_TIMEOUT as a whole.
 func TestS3CompleteMultipartUploadOutlivesTheAttemptDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -201,17 +211,7 @@ func TestS3CompleteMultipartUploadOutlivesTheAttemptDeadline(t *testing.T) {
 			}
 			_, _ = io.WriteString(w, result)
 		})
-		tr := serveStore(t, store)
-		cfg := testConfig(t, "UPSTREAM_TIMEOUT=2s", "PROFILE=s3")
-		s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: tr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(s.StartLoops())
-		ln := serveProxy(t, s)
-
-		c := dial(t, ln)
-		defer c.Close()
+		_, c := loaderConn(t, serveStore(t, store), "UPSTREAM_TIMEOUT=2s", "PROFILE=s3")
 		body := "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"a\"</ETag></Part></CompleteMultipartUpload>"
 		if _, err := io.WriteString(c, "POST /b/k?uploadId=u1 HTTP/1.1\r\nHost: s\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body); err != nil {
 			t.Fatal(err)
@@ -265,21 +265,9 @@ func TestStreamedAnswerOutlivesTheAttemptDeadline(t *testing.T) {
 						}
 					}
 				})
-				tr := serveStore(t, store)
-				cfg := testConfig(t, "UPSTREAM_TIMEOUT=2s")
-				s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: tr})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(s.StartLoops())
-				ln := serveProxy(t, s)
-
-				c := dial(t, ln)
-				defer c.Close()
+				s, c := loaderConn(t, serveStore(t, store), "UPSTREAM_TIMEOUT=2s")
 				start := time.Now()
-				if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
-					t.Fatal(err)
-				}
+				putOne(t, c)
 				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 				if err != nil {
 					t.Fatal(err)
@@ -310,6 +298,25 @@ func TestStreamedAnswerOutlivesTheAttemptDeadline(t *testing.T) {
 	}
 }
 
+// trickle answers r with status and a body of size bytes, sent a byte every
+// interval, as a store does that holds each write's answer back.
+func trickle(w http.ResponseWriter, r *http.Request, status, size int, every time.Duration) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	w.Header().Set("Content-Length", strconv.Itoa(size))
+	w.WriteHeader(status)
+	for range size {
+		if _, err := io.WriteString(w, " "); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
 // A store that sends its answer a byte just within each timeout keeps
 // every part on time; the whole answer still ends at
 // SLUICE_ANSWER_TIMEOUT, and the write's send slot with it. (The answer
@@ -320,36 +327,11 @@ func TestTrickledAnswerEndsAtTheAnswerTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const size = 200
 		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.Copy(io.Discard, r.Body)
-			w.Header().Set("Content-Length", strconv.Itoa(size))
-			w.WriteHeader(http.StatusOK)
-			for range size {
-				if _, err := io.WriteString(w, "t"); err != nil {
-					return
-				}
-				w.(http.Flusher).Flush()
-				select {
-				case <-r.Context().Done():
-					return
-				case <-time.After(1500 * time.Millisecond):
-				}
-			}
+			trickle(w, r, http.StatusOK, size, 1500*time.Millisecond)
 		})
-		tr := serveStore(t, store)
-		cfg := testConfig(t, "UPSTREAM_TIMEOUT=2s", "ANSWER_TIMEOUT=10s")
-		s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: tr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(s.StartLoops())
-		ln := serveProxy(t, s)
-
-		c := dial(t, ln)
-		defer c.Close()
+		s, c := loaderConn(t, serveStore(t, store), "UPSTREAM_TIMEOUT=2s", "ANSWER_TIMEOUT=10s")
 		start := time.Now()
-		if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
-			t.Fatal(err)
-		}
+		putOne(t, c)
 		br := bufio.NewReader(c)
 		n, err := 0, error(nil)
 		if resp, rerr := http.ReadResponse(br, nil); rerr != nil {

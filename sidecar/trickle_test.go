@@ -4,15 +4,11 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
-
-	"github.com/sluice-dev/sluice/state"
 )
 
 // An answer that sluice reads for itself before the loader gets anything
@@ -40,39 +36,15 @@ func TestTrickledAnswerSluiceReadsItselfKeepsTheAttemptDeadline(t *testing.T) {
 				const size = 60
 				var calls atomic.Int32
 				store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					_, _ = io.Copy(io.Discard, r.Body)
 					if calls.Add(1) > 1 {
+						_, _ = io.Copy(io.Discard, r.Body)
 						return // sent again: taken (200)
 					}
-					w.Header().Set("Content-Length", strconv.Itoa(size))
-					w.WriteHeader(tc.status)
-					for range size {
-						if _, err := io.WriteString(w, " "); err != nil {
-							return
-						}
-						w.(http.Flusher).Flush()
-						select {
-						case <-r.Context().Done():
-							return
-						case <-time.After(1500 * time.Millisecond):
-						}
-					}
+					trickle(w, r, tc.status, size, 1500*time.Millisecond)
 				})
-				tr := serveStore(t, store)
-				cfg := testConfig(t, append([]string{"UPSTREAM_TIMEOUT=2s"}, tc.env...)...)
-				s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: tr})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(s.StartLoops())
-				ln := serveProxy(t, s)
-
-				c := dial(t, ln)
-				defer c.Close()
+				_, c := loaderConn(t, serveStore(t, store), append([]string{"UPSTREAM_TIMEOUT=2s"}, tc.env...)...)
 				start := time.Now()
-				if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
-					t.Fatal(err)
-				}
+				putOne(t, c)
 				// Whatever the answer (504 for the head cut, or the
 				// 200 of the write sent again), it comes within two
 				// attempts' 2s and a backoff, not after the trickle.
@@ -122,18 +94,8 @@ func TestAnswerAtTheDeadlineIsATimeout(t *testing.T) {
 			h := http.Header{"Content-Type": {"application/json"}}
 			return &http.Response{StatusCode: http.StatusTooManyRequests, Header: h, Body: ctxBody{r.Context()}, ContentLength: -1, Request: r, ProtoMajor: 2, Proto: "HTTP/2.0"}, nil
 		})
-		cfg := testConfig(t, "UPSTREAM_TIMEOUT=2s", "PROFILE=elasticsearch", "RETRY_MAX=1")
-		s, err := NewServer(cfg, Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: tr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(s.StartLoops())
-		ln := serveProxy(t, s)
-		c := dial(t, ln)
-		defer c.Close()
-		if _, err := io.WriteString(c, "PUT /doc/1 HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx"); err != nil {
-			t.Fatal(err)
-		}
+		_, c := loaderConn(t, tr, "UPSTREAM_TIMEOUT=2s", "PROFILE=elasticsearch", "RETRY_MAX=1")
+		putOne(t, c)
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			t.Fatal(err)
