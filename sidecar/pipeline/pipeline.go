@@ -643,7 +643,10 @@ func (pc *pipeConn) readLoop() {
 // net/http's transport bounds it: http.ReadResponse alone reads a head
 // without end, and a store that sends one would take sluice's memory.
 func readFinalResponse(br *bufio.Reader, head *headLimit, max int64, req *http.Request) (*http.Response, error) {
-	for {
+	for interim := 0; ; interim++ {
+		if interim > max1xx {
+			return nil, errors.New("sluice: the store sent too many 1xx answers to a pipelined write")
+		}
 		head.n = max
 		resp, err := http.ReadResponse(br, req)
 		head.n = -1
@@ -660,6 +663,10 @@ func readFinalResponse(br *bufio.Reader, head *headLimit, max int64, req *http.R
 		return resp, nil
 	}
 }
+
+// max1xx bounds the interim answers before a final one, as net/http's
+// transport does (5).
+const max1xx = 5
 
 // headLimit reads r, at most n bytes unless n is negative: then any.
 type headLimit struct {
