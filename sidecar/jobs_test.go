@@ -643,3 +643,28 @@ func TestActionRetriesZero(t *testing.T) {
 		}
 	})
 }
+
+// sluice_start_time_seconds is when the process started, and stays so: the
+// shipped alert counts its changes as restarts.
+func TestStartTimeMetric(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newTestServer(t, nil)
+		want := float64(s.started.UnixNano()) / 1e9
+		for range 2 {
+			mfs, err := s.reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := -1.0
+			for _, mf := range mfs {
+				if mf.GetName() == "sluice_start_time_seconds" {
+					got = mf.GetMetric()[0].GetGauge().GetValue()
+				}
+			}
+			if got != want {
+				t.Fatalf("sluice_start_time_seconds %v, want the start, %v", got, want)
+			}
+			time.Sleep(time.Hour)
+		}
+	})
+}

@@ -89,13 +89,24 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 	})
 	buildInfo.Set(1)
 	reg.MustRegister(buildInfo)
+	started := time.Now()
+	// The shipped alert counts restarts by this. The process collector's
+	// process_start_time_seconds is worked out again at each scrape from
+	// the node's boot time, which moves when the node's clock is stepped:
+	// a restart that never happened.
+	startTime := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sluice_start_time_seconds",
+		Help: "Unix time this sluice process started; it changes only with a restart.",
+	})
+	startTime.Set(float64(started.UnixNano()) / 1e9)
+	reg.MustRegister(startTime)
 
 	s := &Server{
 		cfg:     &cfg,
 		log:     log,
 		reg:     reg,
 		budget:  proxy.NewBudget(int64(cfg.BufferBudget)),
-		started: time.Now(),
+		started: started,
 		stopCh:  make(chan struct{}),
 	}
 	lcfg := limiter.Config{
