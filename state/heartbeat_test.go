@@ -1,6 +1,7 @@
 package state
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -72,6 +73,49 @@ func TestHeartbeatStopsWithTheLoop(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond)
 		if age := time.Since(m.Heartbeat()); age > time.Second {
 			t.Errorf("heartbeat %v old once the store answers again, want within its 1s round", age)
+		}
+	})
+}
+
+// A write waits for the state store at most a second: with a volume that
+// hangs, a new job's first write, its answer and its release go through,
+// and the job's record is written once the store answers again.
+func TestWritesWaitForTheStateStoreWithinASecond(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &hangStore{open: make(chan struct{})}
+		m := newTestManager(t, Config{Store: st})
+		openOnce := sync.OnceFunc(func() { close(st.open) })
+		defer func() { openOnce(); m.Close() }()
+		st.hang.Store(true)
+		done := make(chan struct{})
+		start := time.Now()
+		var took time.Duration
+		go func() {
+			defer close(done)
+			_, release, err := m.Admit(context.Background(), "j")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			m.Observe("j", Observation{Kind: ObsOK, Bytes: 1})
+			release()
+			took = time.Since(start)
+		}()
+		time.Sleep(10 * time.Second)
+		select {
+		case <-done:
+		default:
+			t.Fatal("a write waited 10s for a state store that hangs")
+		}
+		if took > 3*time.Second {
+			t.Errorf("the write took %v with the store hanging, want about a second per transition", took)
+		}
+		st.hang.Store(false)
+		openOnce()
+		synctest.Wait()
+		m.Tick(time.Now())
+		if got := storedState(t, st, "j"); got != Running {
+			t.Errorf("stored %s once the store answers, want running", got)
 		}
 	})
 }

@@ -85,7 +85,9 @@ type Config struct {
 // sluice_state_write_errors_total, and the record is written again at the
 // next tick. A cancel is the exception: it takes effect only once its
 // record is committed (see Cancel), because one that a restart forgot would
-// leave the job running while its loader was told it is cancelled.
+// leave the job running while its loader was told it is cancelled. A store
+// that hangs holds the tick and the admin API's requests; a write waits for
+// it at most a second (finishWrite).
 type Manager struct {
 	mu     sync.Mutex
 	jobs   map[string]*entry
@@ -109,7 +111,7 @@ type Manager struct {
 
 	// storeMu serialises store writes, and requests with them; taken
 	// before mu.
-	storeMu sync.Mutex
+	storeMu storeLock
 
 	ctx    context.Context // actions and probes
 	cancel context.CancelFunc
@@ -290,6 +292,7 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 
 	m := &Manager{
+		storeMu:  newStoreLock(),
 		jobs:     make(map[string]*entry),
 		cfg:      cfg,
 		defaults: d,
@@ -885,6 +888,51 @@ func (m *Manager) finish(fx effects) error {
 	return err
 }
 
+// writeWait bounds how long a write waits for the records of the
+// transitions it caused (finishWrite).
+const writeWait = time.Second
+
+// finishWrite is finish for the proxy's calls (Admit, Observe and the
+// release), on a write's path. Their records are committed before the
+// write goes on, as finish commits them, so that a job whose writes were
+// acknowledged is known after a SIGKILL; but within writeWait: a state
+// volume that hangs would otherwise hold every write whose job changes
+// state (its first, the first after a stall) for as long as it hangs. Past
+// it the write goes on, and the commit, or the next tick, writes the
+// records once the store answers. Actions still wait for their records.
+func (m *Manager) finishWrite(fx effects) {
+	if len(fx.runs) > 0 || len(fx.ids) == 0 {
+		_ = m.finish(fx)
+		return
+	}
+	t := time.NewTimer(writeWait)
+	defer t.Stop()
+	select {
+	case m.storeMu.ch <- struct{}{}:
+	case <-t.C:
+		return // the records stay changed: the next tick writes them
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer m.storeMu.Unlock()
+		_ = m.commitLocked(fx.ids)
+	}()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// storeLock is a mutex (storeMu) whose Lock a write can give up on after a
+// while (finishWrite), which sync.Mutex cannot.
+type storeLock struct{ ch chan struct{} }
+
+func newStoreLock() storeLock { return storeLock{ch: make(chan struct{}, 1)} }
+
+func (l storeLock) Lock()   { l.ch <- struct{}{} }
+func (l storeLock) Unlock() { <-l.ch }
+
 // start runs the actions of runs.
 func (m *Manager) start(runs []runReq) {
 	for _, r := range runs {
@@ -1075,7 +1123,7 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 		acts, err := m.stepLocked(e, Event{Type: EvAdmit}, now, &fx)
 		if err != nil {
 			m.mu.Unlock()
-			m.finish(fx)
+			m.finishWrite(fx)
 			return nil, nil, err
 		}
 		if slices.Contains(acts, ActHold) {
@@ -1084,7 +1132,7 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 			// it reopens) waits for its change, asking again every second.
 			if m.draining {
 				m.mu.Unlock()
-				m.finish(fx)
+				m.finishWrite(fx)
 				return nil, nil, fmt.Errorf("state: job %q held in %s: %w", id, e.job.State, ErrDraining)
 			}
 			ch, wait, held := e.changed, time.Second, e.job.State
@@ -1099,14 +1147,14 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 			if !waitUntil.IsZero() {
 				if !now.Before(waitUntil) {
 					m.mu.Unlock()
-					m.finish(fx)
+					m.finishWrite(fx)
 					return nil, nil, fmt.Errorf("state: job %q held in %s longer than %v: %w", id, held, maxWait, context.DeadlineExceeded)
 				}
 				wait = min(wait, waitUntil.Sub(now))
 			}
 			e.waiters++
 			m.mu.Unlock()
-			m.finish(fx)
+			m.finishWrite(fx)
 			err := holdWait(ctx, ch, wait)
 			m.mu.Lock()
 			e.waiters--
@@ -1123,7 +1171,7 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 		abortCtx := e.abortCtx
 		stop := context.AfterFunc(abortCtx, func() { cancel(context.Cause(abortCtx)) })
 		m.mu.Unlock()
-		m.finish(fx)
+		m.finishWrite(fx)
 		var once sync.Once
 		release := func() {
 			once.Do(func() {
@@ -1138,7 +1186,7 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 					m.runLocked(e, ActRunCancel, &fx)
 				}
 				m.mu.Unlock()
-				m.finish(fx)
+				m.finishWrite(fx)
 			})
 		}
 		return actx, release, nil
@@ -1209,7 +1257,7 @@ func (m *Manager) Observe(id string, o Observation) {
 	var fx effects
 	_, _ = m.stepLocked(e, ev, now, &fx)
 	m.mu.Unlock()
-	m.finish(fx)
+	m.finishWrite(fx)
 }
 
 // Register creates job id in state pending with settings s, or replaces the
