@@ -77,13 +77,14 @@ func TestHeartbeatStopsWithTheLoop(t *testing.T) {
 	})
 }
 
-// A write waits for the state store at most a second: with a volume that
-// hangs, a new job's first write, its answer and its release go through,
+// A write waits for the state store at most a second for each change of
+// its job's state: with a volume that hangs, a new job's first write, its answer and its release go through,
 // and the job's record is written once the store answers again.
 func TestWritesWaitForTheStateStoreWithinASecond(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
+		reg := prometheus.NewRegistry()
 		st := &hangStore{open: make(chan struct{})}
-		m := newTestManager(t, Config{Store: st})
+		m := newTestManager(t, Config{Store: st, Registerer: reg})
 		openOnce := sync.OnceFunc(func() { close(st.open) })
 		defer func() { openOnce(); m.Close() }()
 		st.hang.Store(true)
@@ -99,6 +100,13 @@ func TestWritesWaitForTheStateStoreWithinASecond(t *testing.T) {
 			}
 			m.Observe("j", Observation{Kind: ObsOK, Bytes: 1})
 			release()
+			// Another new job: the store's lock is still held.
+			_, release, err = m.Admit(context.Background(), "k")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			release()
 			took = time.Since(start)
 		}()
 		time.Sleep(10 * time.Second)
@@ -110,12 +118,20 @@ func TestWritesWaitForTheStateStoreWithinASecond(t *testing.T) {
 		if took > 3*time.Second {
 			t.Errorf("the write took %v with the store hanging, want about a second per transition", took)
 		}
+		// j's record was still being committed when its write's second
+		// ran out (its answer changed no state); k's write never got the
+		// store's lock.
+		if got := gather(t, reg)["sluice_state_writes_deferred_total"]; got != 2 {
+			t.Errorf("sluice_state_writes_deferred_total %v, want 2: a write that goes on unsaved is counted", got)
+		}
 		st.hang.Store(false)
 		openOnce()
 		synctest.Wait()
 		m.Tick(time.Now())
-		if got := storedState(t, st, "j"); got != Running {
-			t.Errorf("stored %s once the store answers, want running", got)
+		for _, id := range []string{"j", "k"} {
+			if got := storedState(t, st, id); got != Running {
+				t.Errorf("%s stored %s once the store answers, want running", id, got)
+			}
 		}
 	})
 }

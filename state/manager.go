@@ -87,7 +87,7 @@ type Config struct {
 // record is committed (see Cancel), because one that a restart forgot would
 // leave the job running while its loader was told it is cancelled. A store
 // that hangs holds the tick and the admin API's requests; a write waits for
-// it at most a second (finishWrite).
+// it at most a second for each change of its job's state (finishWrite).
 type Manager struct {
 	mu     sync.Mutex
 	jobs   map[string]*entry
@@ -117,7 +117,8 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	errLog rate.Sometimes
+	errLog   rate.Sometimes
+	deferLog rate.Sometimes // deferredWrite's
 
 	// heartbeat is the time of the last round Run finished (Unix
 	// nanoseconds; 0 before Run): a round held up by a state store write
@@ -302,6 +303,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		rnd:      cfg.Rand,
 		run:      runner{client: cfg.HTTPClient, timeout: cfg.ActionTimeout, now: cfg.Now},
 		errLog:   rate.Sometimes{First: 1, Interval: 10 * time.Second},
+		deferLog: rate.Sometimes{First: 1, Interval: time.Minute},
 	}
 	met, err := newMetrics(cfg.Registerer, m)
 	if err != nil {
@@ -907,10 +909,9 @@ func (m *Manager) finishWrite(fx effects) {
 	}
 	t := time.NewTimer(writeWait)
 	defer t.Stop()
-	select {
-	case m.storeMu.ch <- struct{}{}:
-	case <-t.C:
-		return // the records stay changed: the next tick writes them
+	if !m.storeMu.lockWithin(t.C) {
+		m.deferredWrite() // the records stay changed: the next tick writes them
+		return
 	}
 	done := make(chan struct{})
 	go func() {
@@ -921,7 +922,17 @@ func (m *Manager) finishWrite(fx effects) {
 	select {
 	case <-done:
 	case <-t.C:
+		m.deferredWrite()
 	}
+}
+
+// deferredWrite counts and logs (throttled) a write that went on before
+// its job's record was saved.
+func (m *Manager) deferredWrite() {
+	m.met.deferred.Inc()
+	m.deferLog.Do(func() {
+		m.log.Warn("state store slower than a second: writes go on before their job's record is saved, and a crash now would lose it", "wait", writeWait)
+	})
 }
 
 // storeLock is a mutex (storeMu) whose Lock a write can give up on after a
@@ -930,8 +941,27 @@ type storeLock struct{ ch chan struct{} }
 
 func newStoreLock() storeLock { return storeLock{ch: make(chan struct{}, 1)} }
 
-func (l storeLock) Lock()   { l.ch <- struct{}{} }
-func (l storeLock) Unlock() { <-l.ch }
+func (l storeLock) Lock() { l.ch <- struct{}{} }
+
+// Unlock panics on a lock not held, as sync.Mutex does, rather than block
+// for ever.
+func (l storeLock) Unlock() {
+	select {
+	case <-l.ch:
+	default:
+		panic("state: unlock of an unlocked store lock")
+	}
+}
+
+// lockWithin locks l unless timeout fires first; it reports whether it did.
+func (l storeLock) lockWithin(timeout <-chan time.Time) bool {
+	select {
+	case l.ch <- struct{}{}:
+		return true
+	case <-timeout:
+		return false
+	}
+}
 
 // start runs the actions of runs.
 func (m *Manager) start(runs []runReq) {

@@ -15,6 +15,7 @@ type metrics struct {
 	transitions *prometheus.CounterVec
 	actions     *prometheus.CounterVec
 	writeErrors prometheus.Counter
+	deferred    prometheus.Counter
 	jobs        *jobCollector
 }
 
@@ -32,6 +33,10 @@ func newMetrics(reg prometheus.Registerer, m *Manager) (*metrics, error) {
 			Name: "sluice_state_write_errors_total",
 			Help: "Failed writes of job records to the state store; the records are kept in memory and written again.",
 		}),
+		deferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_state_writes_deferred_total",
+			Help: "Writes that went on before the record of their job's change was saved, the state store taking over a second; a crash before it answers loses that change.",
+		}),
 		jobs: newJobCollector(m),
 	}
 	for from, tos := range transitions {
@@ -45,7 +50,7 @@ func newMetrics(reg prometheus.Registerer, m *Manager) (*metrics, error) {
 		}
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{met.transitions, met.actions, met.writeErrors, met.jobs} {
+		for _, c := range []prometheus.Collector{met.transitions, met.actions, met.writeErrors, met.deferred, met.jobs} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("state: register metrics: %w", err)
 			}
