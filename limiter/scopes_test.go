@@ -311,18 +311,26 @@ func TestScopeStartsAtTheStoresSendRate(t *testing.T) {
 	}
 }
 
+// oneScope is a Scopes with room for one scope's limiter: a second evicts
+// the first.
+func oneScope(t *testing.T) *Scopes {
+	t.Helper()
+	s, err := NewScopes(ScopesConfig{
+		Limiter: Config{InitialRate: 100, MinRate: 1, MaxRate: 10_000, MaxConcurrency: 64},
+		Max:     1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestScopesCloseReachesEvictedLimiters: a write waiting in a scope's
 // limiter when a new scope evicts it is refused at Close like every other
 // waiting write, not left waiting out the pause while shutdown drains.
 func TestScopesCloseReachesEvictedLimiters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s, err := NewScopes(ScopesConfig{
-			Limiter: Config{InitialRate: 100, MinRate: 1, MaxRate: 10_000, MaxConcurrency: 64},
-			Max:     1,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := oneScope(t)
 		// Paused for a minute by the store's Retry-After.
 		a := s.Throttle("a", 100, 4, Sample{Outcome: Congested, Reason: "s3_slowdown", RetryAfter: time.Minute})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -361,13 +369,7 @@ func TestScopesCloseReachesWritesQueuedAfterTheDrop(t *testing.T) {
 	for name, drop := range drops {
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				s, err := NewScopes(ScopesConfig{
-					Limiter: Config{InitialRate: 100, MinRate: 1, MaxRate: 10_000, MaxConcurrency: 64},
-					Max:     1,
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
+				s := oneScope(t)
 				s.Throttle("a", 100, 4, scopeThrottle)
 				a := s.Get("a")
 				drop(s)

@@ -145,12 +145,18 @@ func testPipeline(t *testing.T, store *rawstore.Store, slots int) (*Pipeline, *l
 // hands the test the store's end of a new one.
 func pipedPipeline(t *testing.T, slots int) (*Pipeline, *limiter.Controller, <-chan net.Conn) {
 	t.Helper()
+	return pipedPipelineOver(t, slots, &http.Transport{IdleConnTimeout: time.Minute})
+}
+
+// pipedPipelineOver is pipedPipeline with tr's settings.
+func pipedPipelineOver(t *testing.T, slots int, tr *http.Transport) (*Pipeline, *limiter.Controller, <-chan net.Conn) {
+	t.Helper()
 	lim, err := limiter.New(limiter.Config{InitialRate: 100, MinRate: 1, MaxRate: 100, InitialConcurrency: slots, MaxConcurrency: slots, Burst: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
 	up, _ := url.Parse("http://store.test")
-	pl := New(&http.Transport{IdleConnTimeout: time.Minute}, up, func() {})
+	pl := New(tr, up, func() {})
 	conns := make(chan net.Conn, 10)
 	pl.dial = func(context.Context) (net.Conn, error) {
 		c, s := net.Pipe()
@@ -415,19 +421,7 @@ func TestPipelineBoundsTheAnswerHead(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				lim, err := limiter.New(limiter.Config{InitialRate: 100, MinRate: 1, MaxRate: 100, InitialConcurrency: 1, MaxConcurrency: 1, Burst: 10})
-				if err != nil {
-					t.Fatal(err)
-				}
-				up, _ := url.Parse("http://store.test")
-				pl := New(&http.Transport{IdleConnTimeout: time.Minute, MaxResponseHeaderBytes: 64 << 10}, up, func() {})
-				defer pl.Close()
-				conns := make(chan net.Conn, 1)
-				pl.dial = func(context.Context) (net.Conn, error) {
-					c, s := net.Pipe()
-					conns <- s
-					return c, nil
-				}
+				pl, lim, conns := pipedPipelineOver(t, 1, &http.Transport{IdleConnTimeout: time.Minute, MaxResponseHeaderBytes: 64 << 10})
 				ctx := context.Background()
 				a, _ := lim.AcquirePipelined(ctx, 1)
 				defer a.Done(limiter.Sample{Outcome: limiter.Neutral})
