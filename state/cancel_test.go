@@ -16,13 +16,18 @@ import (
 )
 
 // gateStore holds every Put of a record in state cancelling until open is
-// closed.
+// closed, and, while hang is set, every Put at all: a state volume that
+// stopped answering.
 type gateStore struct {
 	MemStore
 	open chan struct{}
+	hang atomic.Bool
 }
 
 func (s *gateStore) Put(recs ...Record) error {
+	if s.hang.Load() {
+		<-s.open
+	}
 	for _, r := range recs {
 		if r.State == Cancelling {
 			<-s.open

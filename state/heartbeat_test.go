@@ -3,28 +3,12 @@ package state
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
-
-// hangStore holds every Put while hang is set, until open is closed: a
-// state volume that stopped answering.
-type hangStore struct {
-	MemStore
-	hang atomic.Bool
-	open chan struct{}
-}
-
-func (s *hangStore) Put(recs ...Record) error {
-	if s.hang.Load() {
-		<-s.open
-	}
-	return s.MemStore.Put(recs...)
-}
 
 // A round of the job manager's loop held up (here by a state store that
 // hangs) stops stall detection, cancels and persistence while the proxy
@@ -33,7 +17,7 @@ func (s *hangStore) Put(recs ...Record) error {
 func TestHeartbeatStopsWithTheLoop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		reg := prometheus.NewRegistry()
-		st := &hangStore{open: make(chan struct{})}
+		st := &gateStore{open: make(chan struct{})}
 		m := newTestManager(t, Config{Store: st, Registerer: reg})
 		if !m.Heartbeat().IsZero() {
 			t.Fatalf("heartbeat %v before Run, want none", m.Heartbeat())
@@ -83,7 +67,7 @@ func TestHeartbeatStopsWithTheLoop(t *testing.T) {
 func TestWritesWaitForTheStateStoreWithinASecond(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		reg := prometheus.NewRegistry()
-		st := &hangStore{open: make(chan struct{})}
+		st := &gateStore{open: make(chan struct{})}
 		m := newTestManager(t, Config{Store: st, Registerer: reg})
 		openOnce := sync.OnceFunc(func() { close(st.open) })
 		defer func() { openOnce(); m.Close() }()
