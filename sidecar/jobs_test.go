@@ -532,10 +532,12 @@ func TestReadsAreNotProgress(t *testing.T) {
 }
 
 // brokenStore is a job state store whose writes fail while broken is set,
-// like a full or read-only state dir.
+// like a full or read-only state dir, and, while hung is set, wait until
+// it is closed, like a detached network volume.
 type brokenStore struct {
 	state.MemStore
 	broken atomic.Bool
+	hung   atomic.Pointer[chan struct{}]
 }
 
 func (s *brokenStore) Delete(ids ...string) error {
@@ -546,6 +548,9 @@ func (s *brokenStore) Delete(ids ...string) error {
 }
 
 func (s *brokenStore) Put(recs ...state.Record) error {
+	if c := s.hung.Load(); c != nil {
+		<-*c
+	}
 	if s.broken.Load() {
 		return errors.New("write sluice.db: no space left on device")
 	}
@@ -590,6 +595,55 @@ func TestCancelNotRecorded(t *testing.T) {
 		synctest.Wait()
 		if j, _ := s.jobs.Get("load-1"); j.State != state.Cancelled || len(upstream.adminCalls()) != 1 {
 			t.Errorf("after the retried cancel: %s, store calls %q", j.State, upstream.adminCalls())
+		}
+	})
+}
+
+// TestCancelWhileTheStateStoreHangs: with a state volume whose writes
+// hang, a cancel is answered within seconds, 503 state_store_slow with
+// Retry-After, not held for as long as the volume hangs: the first one,
+// whose record is being written, says it takes effect once the store
+// answers; the next, which cannot get at the store, that it was not done.
+// The first takes effect once the store answers.
+func TestCancelWhileTheStateStoreHangs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		upstream := &pegasusStore{}
+		st := &brokenStore{}
+		s, err := NewServer(testConfig(t), Options{Logger: slog.New(slog.DiscardHandler), Store: st,
+			ActionClient: &http.Client{Transport: memTransport{upstream}}, Transport: memTransport{upstream}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gate := make(chan struct{})
+		openGate := sync.OnceFunc(func() { close(gate) })
+		t.Cleanup(openGate) // before the loops stop, also when the test fails early
+		t.Cleanup(s.StartLoops())
+		h := s.AdminHandler()
+		if rec := adminCall(h, "POST", "/v1/jobs", `{"id":"load-1","cancel":{"url":"http://store.test/admin/cancel/${JOB}"}}`); rec.Code != http.StatusCreated {
+			t.Fatalf("register: %d %s", rec.Code, rec.Body)
+		}
+		st.hung.Store(&gate)
+		for i, want := range []string{"applied if and when", "not done"} {
+			start := time.Now()
+			rec := adminCall(h, "POST", "/v1/jobs/load-1/cancel", `{}`)
+			var body apierror.Body
+			_ = json.Unmarshal(rec.Body.Bytes(), &body)
+			if took := time.Since(start); took > 10*time.Second {
+				t.Errorf("cancel %d answered after %v with the state store hanging", i+1, took)
+			}
+			if rec.Code != http.StatusServiceUnavailable || body.Error != "state_store_slow" ||
+				!strings.Contains(body.Message, want) || rec.Header().Get("Retry-After") != "5" {
+				t.Errorf("cancel %d with the state store hanging: %d %s (Retry-After %q), want 503 state_store_slow, %q",
+					i+1, rec.Code, rec.Body, rec.Header().Get("Retry-After"), want)
+			}
+		}
+		if j, _ := s.jobs.Get("load-1"); j.State != state.Pending || len(upstream.adminCalls()) != 0 {
+			t.Fatalf("while the cancel's record is being written: %s, store calls %q; want pending, none", j.State, upstream.adminCalls())
+		}
+		openGate()
+		synctest.Wait()
+		if j, _ := s.jobs.Get("load-1"); j.State != state.Cancelled || len(upstream.adminCalls()) != 1 {
+			t.Errorf("once the store answered: %s, store calls %q; want cancelled, one", j.State, upstream.adminCalls())
 		}
 	})
 }

@@ -509,8 +509,10 @@ func TestForcedCancelOfAJobThatFailedMeanwhile(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := &forceGateStore{open: make(chan struct{})}
 		api := &storeAPI{block: func(call string) bool { return strings.HasSuffix(call, "/cancel?force=true") }}
+		// The action times out within the forced request's wait for its
+		// record (requestWait), so that the request answers what came of it.
 		m := newTestManager(t, Config{Store: st, Defaults: pegasusActions(), ActionRetries: -1,
-			HTTPClient: &http.Client{Transport: api}})
+			ActionTimeout: requestWait / 2, HTTPClient: &http.Client{Transport: api}})
 		defer m.Close()
 		openGate := sync.OnceFunc(func() { close(st.open) })
 		defer openGate()
@@ -525,7 +527,7 @@ func TestForcedCancelOfAJobThatFailedMeanwhile(t *testing.T) {
 			forced <- err
 		}()
 		synctest.Wait() // the forced record's Put is blocked
-		time.Sleep(DefaultActionTimeout)
+		time.Sleep(requestWait / 2)
 		for mustGet(t, m, "j").State != Failed { // the action's last attempt timed out
 			runtime.Gosched()
 		}

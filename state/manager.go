@@ -86,8 +86,9 @@ type Config struct {
 // next tick. A cancel is the exception: it takes effect only once its
 // record is committed (see Cancel), because one that a restart forgot would
 // leave the job running while its loader was told it is cancelled. A store
-// that hangs holds the tick and the admin API's requests; a write waits for
-// it at most a second for each change of its job's state (finishWrite).
+// that hangs holds the tick; a write waits for it at most a second for each
+// change of its job's state (finishWrite), and a request from outside at
+// most requestWait (storeRequest, finishWithin).
 type Manager struct {
 	mu     sync.Mutex
 	jobs   map[string]*entry
@@ -894,6 +895,47 @@ func (m *Manager) finish(fx effects) error {
 // transitions it caused (finishWrite).
 const writeWait = time.Second
 
+// requestWait bounds how long a request from outside (the admin API's, a
+// loader's registration and progress reports) waits for the state store: a
+// state volume that hangs would otherwise hold the request, and the HTTP
+// call behind it, for as long as it hangs. It is longer than a write's
+// bound, since a request that runs out answers an error, and as long as
+// a healthy store's slowest commit (an fsync on a busy disk) may take.
+const requestWait = 5 * time.Second
+
+// finishWithin is finish within wait: it returns an error wrapping
+// ErrStoreSlow when the store's lock is not taken within wait, or the
+// commit has not ended by then. The records stay changed, so the commit
+// under way or the next tick writes them; the actions start once their
+// records are committed, as with finish.
+func (m *Manager) finishWithin(fx effects, wait time.Duration) error {
+	if len(fx.ids) == 0 {
+		m.start(fx.runs)
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	if !m.storeMu.lockWithin(t.C) {
+		if len(fx.runs) > 0 {
+			m.spawn(func() { _ = m.finish(fx) })
+		}
+		return fmt.Errorf("%w: a write to it has not returned for %s; the change is kept and saved once it answers", ErrStoreSlow, wait)
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := m.commitLocked(fx.ids)
+		m.storeMu.Unlock()
+		m.start(fx.runs)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w: the change's write has not returned in %s; it is kept and saved once the store answers", ErrStoreSlow, wait)
+	}
+}
+
 // finishWrite is finish for the proxy's calls (Admit, Observe and the
 // release), on a write's path. Their records are committed before the
 // write goes on, as finish commits them, so that a job whose writes were
@@ -903,25 +945,11 @@ const writeWait = time.Second
 // it the write goes on, and the commit, or the next tick, writes the
 // records once the store answers. Actions still wait for their records.
 func (m *Manager) finishWrite(fx effects) {
-	if len(fx.runs) > 0 || len(fx.ids) == 0 {
+	if len(fx.runs) > 0 {
 		_ = m.finish(fx)
 		return
 	}
-	t := time.NewTimer(writeWait)
-	defer t.Stop()
-	if !m.storeMu.lockWithin(t.C) {
-		m.deferredWrite() // the records stay changed: the next tick writes them
-		return
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer m.storeMu.Unlock()
-		_ = m.commitLocked(fx.ids)
-	}()
-	select {
-	case <-done:
-	case <-t.C:
+	if err := m.finishWithin(fx, writeWait); errors.Is(err, ErrStoreSlow) {
 		m.deferredWrite()
 	}
 }
@@ -1327,7 +1355,10 @@ func (m *Manager) Register(id string, s Settings) (JobView, error) {
 	}
 	v := m.viewLocked(e, now)
 	m.mu.Unlock()
-	return v, m.finish(fx)
+	if err := m.finishWithin(fx, requestWait); err != nil {
+		return v, fmt.Errorf("state: job %q: registration not durable: %w", id, err)
+	}
+	return v, nil
 }
 
 // ReportProgress records progress reported by the loader for job id (see
@@ -1389,7 +1420,7 @@ func (m *Manager) ReportProgress(id string, p Progress) (JobView, error) {
 		fx.ids = append(fx.ids, id)
 	}
 	m.mu.Unlock()
-	if err := m.finish(fx); err != nil && seq > 0 {
+	if err := m.finishWithin(fx, requestWait); err != nil && seq > 0 {
 		v, _ := m.Get(id)
 		return v, fmt.Errorf("state: job %q: checkpoint %d not durable: %w", id, seq, err)
 	}
@@ -1423,7 +1454,9 @@ func (e *entry) trimCheckpoints(n int) {
 // committed: then new writes are refused, in-flight ones aborted, and the
 // cancel action starts when the last of them has ended. If the store write
 // fails, Cancel changes nothing (the job goes on, nothing is aborted) and
-// returns an error wrapping ErrNotDurable: the caller should retry.
+// returns an error wrapping ErrNotDurable: the caller should retry. A store
+// that does not answer in requestWait gives an error wrapping ErrStoreSlow
+// (storeRequest).
 func (m *Manager) Cancel(id string, force bool, reason string) (JobView, error) {
 	if len(reason) > maxReason {
 		return JobView{}, fmt.Errorf("%w: reason is %d bytes, at most %d", ErrInvalid, len(reason), maxReason)
@@ -1464,8 +1497,14 @@ func (m *Manager) Reopen(id, reason string) (JobView, error) {
 // delete the record, nothing changes and the error wraps ErrNotDurable:
 // a record forgotten in memory only would come back at the next start.
 func (m *Manager) Delete(id string) (JobView, error) {
-	m.storeMu.Lock()
-	defer m.storeMu.Unlock()
+	return m.storeRequest(id, "delete", func() (JobView, error) {
+		defer m.storeMu.Unlock()
+		return m.deleteLocked(id)
+	})
+}
+
+// deleteLocked is Delete for a caller that holds m.storeMu.
+func (m *Manager) deleteLocked(id string) (JobView, error) {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -1506,12 +1545,50 @@ func (m *Manager) Delete(id string) (JobView, error) {
 	return v, nil
 }
 
+// storeRequest runs fn, a request from outside for job id that needs the
+// state store, holding m.storeMu, which fn releases. It answers within
+// requestWait: when the store's lock is not taken by then (a write to the
+// store hangs), with an error wrapping ErrNotDurable and ErrStoreSlow, and
+// fn is not run; when fn has not returned by then, with an error wrapping
+// ErrStoreSlow, and fn's request is done if and when the store answers.
+func (m *Manager) storeRequest(id, what string, fn func() (JobView, error)) (JobView, error) {
+	t := time.NewTimer(requestWait)
+	defer t.Stop()
+	if !m.storeMu.lockWithin(t.C) {
+		v, _ := m.Get(id)
+		return v, fmt.Errorf("state: job %q: %s not done, a write to the state store has not returned for %s; retry: %w: %w", id, what, requestWait, ErrNotDurable, ErrStoreSlow)
+	}
+	type result struct {
+		v   JobView
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		v, err := fn()
+		res <- result{v, err}
+	}()
+	select {
+	case r := <-res:
+		return r.v, r.err
+	case <-t.C:
+		v, _ := m.Get(id)
+		return v, fmt.Errorf("state: job %q: the %s's record has not been written in %s; it is applied if and when the state store answers (get the job to see): %w", id, what, requestWait, ErrStoreSlow)
+	}
+}
+
 // request steps job id with a request from outside. Requests hold storeMu
 // from the step to the commit, so that a completion cannot come between a
 // cancel's try and its apply (tryLocked).
 func (m *Manager) request(id string, ev Event) (JobView, error) {
+	return m.storeRequest(id, ev.Type.String(), func() (JobView, error) {
+		return m.requestLocked(id, ev)
+	})
+}
+
+// requestLocked is request for a caller that holds m.storeMu; it releases
+// it.
+func (m *Manager) requestLocked(id string, ev Event) (JobView, error) {
 	var fx effects
-	m.storeMu.Lock()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()

@@ -249,7 +249,7 @@ func (m *Manager) SetTotal(id string, t Total) (JobView, error) {
 	// retry of one whose commit failed.
 	fx.ids = append(fx.ids, id)
 	m.mu.Unlock()
-	if err := m.finish(fx); err != nil {
+	if err := m.finishWithin(fx, requestWait); err != nil {
 		v, _ := m.Get(id)
 		return v, fmt.Errorf("state: job %q: total not durable: %w", id, err)
 	}

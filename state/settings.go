@@ -275,6 +275,11 @@ var (
 	ErrClosed       = errors.New("state: manager closed")                                                                      // 503
 	ErrDraining     = errors.New("state: shutting down: a held job's writes are not waited for")                               // the proxy's pushback
 	ErrNotDurable   = errors.New("state: not recorded in the store")                                                           // 503: the request (cancel, reopen, delete) did not take effect; retry
+	// ErrStoreSlow: the state store did not answer within a request's
+	// bound (requestWait), as a state volume that hangs does not. With
+	// ErrNotDurable the request was not done; alone, it is done if and
+	// when the store answers.
+	ErrStoreSlow = errors.New("state: the state store is not answering") // 503
 )
 
 // ValidJobID reports whether id is 1–128 characters of A-Za-z0-9._:-

@@ -469,9 +469,9 @@ func (s *API) jobCounts() map[string]int {
 }
 
 // cancelRetryAfter is the Retry-After of a cancel (reopen, delete) that
-// could not be recorded: a few seconds, since the job manager writes its
-// records again every second and so finds a usable state dir again at
-// once.
+// could not be recorded, or of a request the state store did not answer in
+// time: a few seconds, since the job manager writes its records again
+// every second and so finds a usable state dir again at once.
 const cancelRetryAfter = 5 * time.Second
 
 // jobsAPI registers the /v1/jobs endpoints.
@@ -576,7 +576,10 @@ func (s *API) jobResult(w http.ResponseWriter, okStatus int, notRecorded string)
 	return func(v state.JobView, err error) {
 		if err != nil {
 			status, code := apierror.ForJob(err)
-			if errors.Is(err, state.ErrNotDurable) {
+			switch {
+			case errors.Is(err, state.ErrStoreSlow):
+				apierror.SetRetryAfter(w.Header(), cancelRetryAfter)
+			case errors.Is(err, state.ErrNotDurable):
 				// Not done at all: retry soon.
 				apierror.SetRetryAfter(w.Header(), cancelRetryAfter)
 				if notRecorded != "" {

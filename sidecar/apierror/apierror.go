@@ -99,6 +99,10 @@ func ForJob(err error) (status int, code string) {
 		return http.StatusBadRequest, "invalid_request"
 	case errors.Is(err, state.ErrClosed):
 		return http.StatusServiceUnavailable, "shutting_down"
+	case errors.Is(err, state.ErrStoreSlow):
+		// A write to the state volume hangs: the request was not done, or
+		// is done once the store answers (the message says which).
+		return http.StatusServiceUnavailable, "state_store_slow"
 	case errors.Is(err, state.ErrNotDurable):
 		// The cancel could not be recorded (state dir full or read-only),
 		// so it was not done: the job goes on. Retry it.

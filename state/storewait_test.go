@@ -1,0 +1,135 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// While a write to the state store hangs (a detached network volume) and
+// holds the store's lock, every request from outside answers within
+// requestWait: a cancel, complete, reopen or delete is not done, and says
+// so (before it is even checked: a reopen of a completed job would be
+// refused once the store answers); a registration, a total or a checkpoint is kept in memory but not
+// durable, and says so; a heartbeat, which needs no record, is taken. Once
+// the store answers, what was kept is written, and what was refused was
+// not done.
+func TestRequestsAnswerWhileTheStoreHangs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &gateStore{open: make(chan struct{})}
+		m := newTestManager(t, Config{Store: st})
+		openOnce := sync.OnceFunc(func() { close(st.open) })
+		defer func() { openOnce(); m.Close() }()
+		for _, id := range []string{"j", "done"} {
+			if _, err := m.Register(id, Settings{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := m.Complete("done"); err != nil {
+			t.Fatal(err)
+		}
+
+		// A round of the loop holds the store's lock in a Put that hangs.
+		st.hang.Store(true)
+		m.Observe("j", Observation{Kind: ObsOK, Bytes: 1})
+		go m.Tick(time.Now())
+		synctest.Wait()
+
+		notDone := map[string]func() (JobView, error){
+			"cancel":   func() (JobView, error) { return m.Cancel("j", false, "") },
+			"complete": func() (JobView, error) { return m.Complete("j") },
+			"reopen":   func() (JobView, error) { return m.Reopen("done", "") },
+			"delete":   func() (JobView, error) { return m.Delete("done") },
+		}
+		for what, call := range notDone {
+			start := time.Now()
+			_, err := call()
+			if took := time.Since(start); took != requestWait {
+				t.Errorf("%s answered after %v with the store hanging, want %v", what, took, requestWait)
+			}
+			if !errors.Is(err, ErrStoreSlow) || !errors.Is(err, ErrNotDurable) {
+				t.Errorf("%s: %v, want ErrStoreSlow and ErrNotDurable (not done)", what, err)
+			}
+		}
+		kept := map[string]func() (JobView, error){
+			"register": func() (JobView, error) { return m.Register("k", Settings{}) },
+			"total":    func() (JobView, error) { return m.SetTotal("j", Total{Unit: UnitRecords, N: 10}) },
+			"checkpoint": func() (JobView, error) {
+				return m.ReportProgress("j", Progress{Records: 1, Checkpoint: []byte(`{"n":1}`)})
+			},
+		}
+		for what, call := range kept {
+			start := time.Now()
+			_, err := call()
+			if took := time.Since(start); took != requestWait {
+				t.Errorf("%s answered after %v with the store hanging, want %v", what, took, requestWait)
+			}
+			if !errors.Is(err, ErrStoreSlow) || errors.Is(err, ErrNotDurable) {
+				t.Errorf("%s: %v, want ErrStoreSlow alone (kept, not durable)", what, err)
+			}
+		}
+		start := time.Now()
+		if _, err := m.ReportProgress("j", Progress{Records: 1}); err != nil || time.Since(start) != 0 {
+			t.Errorf("heartbeat: %v after %v, want taken at once: it needs no record", err, time.Since(start))
+		}
+		if v := mustGet(t, m, "j"); v.State != Running || v.Progress == nil || v.Checkpoint != nil {
+			t.Errorf("j %s, total %v, durable checkpoint %v while the store hangs; want running, the total kept, none durable",
+				v.State, v.Progress, v.Checkpoint)
+		}
+		if v := mustGet(t, m, "done"); v.State != Completed {
+			t.Errorf("done is %s after a delete not done, want completed", v.State)
+		}
+
+		st.hang.Store(false)
+		openOnce()
+		synctest.Wait()
+		m.Tick(time.Now())
+		for id, want := range map[string]State{"j": Running, "k": Pending, "done": Completed} {
+			if got := storedState(t, st, id); got != want {
+				t.Errorf("%s stored %s once the store answers, want %s", id, got, want)
+			}
+		}
+		if v := mustGet(t, m, "j"); v.Checkpoint == nil {
+			t.Error("the checkpoint kept in memory was not made durable once the store answered")
+		}
+	})
+}
+
+// A request that takes the store's lock just as the store stops answering
+// answers within requestWait too, saying it is done if and when the store
+// answers: and it is, then.
+func TestCancelWhoseWriteHangsIsDoneOnceTheStoreAnswers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &gateStore{open: make(chan struct{})}
+		m := newTestManager(t, Config{Store: st})
+		openOnce := sync.OnceFunc(func() { close(st.open) })
+		defer func() { openOnce(); m.Close() }()
+		actx, release, err := m.Admit(context.Background(), "j")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		start := time.Now()
+		_, err = m.Cancel("j", false, "operator") // its cancelling record's Put waits for the gate
+		if took := time.Since(start); took != requestWait {
+			t.Errorf("cancel answered after %v with its write hanging, want %v", took, requestWait)
+		}
+		if !errors.Is(err, ErrStoreSlow) || errors.Is(err, ErrNotDurable) {
+			t.Errorf("cancel: %v, want ErrStoreSlow alone (done once the store answers)", err)
+		}
+		if context.Cause(actx) != nil {
+			t.Error("the in-flight write was aborted before the cancel was recorded")
+		}
+		openOnce()
+		synctest.Wait()
+		if context.Cause(actx) == nil {
+			t.Error("the cancel recorded once the store answered did not abort the in-flight write")
+		}
+		if got := storedState(t, st, "j"); got != Cancelling {
+			t.Errorf("j stored %s once the store answered, want cancelling", got)
+		}
+	})
+}
