@@ -140,10 +140,21 @@ func OpenBolt(dir string) (*BoltStore, error) {
 }
 
 func openBolt(dir string, timeout time.Duration) (_ *BoltStore, err error) {
+	// A directory entry reaches the disk when its directory is synced,
+	// not the file: bbolt syncs the file it creates, but without this a
+	// power loss right after the first jobs were recorded can leave a
+	// directory without sluice.db, or without the directory itself.
+	added, err := missingDirs(dir)
+	if err != nil {
+		return nil, openError(dir, err, timeout)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, openError(dir, err, timeout)
 	}
 	path := filepath.Join(dir, DBFile)
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		added = append(added, path)
+	}
 	// bbolt panics on pages it cannot make sense of (a file cut short
 	// refers to pages past its end), and reading the memory map past the
 	// end of the file can fault: either is a corrupt file, not a crash.
@@ -167,6 +178,12 @@ func openBolt(dir string, timeout time.Duration) (_ *BoltStore, err error) {
 		db.Close()
 		return nil, openError(path, err, timeout)
 	}
+	for _, p := range added {
+		if err := syncDir(filepath.Dir(p)); err != nil {
+			db.Close()
+			return nil, openError(filepath.Dir(p), err, timeout)
+		}
+	}
 	s := &BoltStore{db: db, path: path}
 	// Decode everything once so a corrupt record is reported at open.
 	if _, err := s.Load(); err != nil {
@@ -174,6 +191,40 @@ func openBolt(dir string, timeout time.Duration) (_ *BoltStore, err error) {
 		return nil, &OpenError{Path: path, Cause: "corrupt", Err: err}
 	}
 	return s, nil
+}
+
+// missingDirs returns dir and those of its parents that do not exist, the
+// deepest first.
+func missingDirs(dir string) ([]string, error) {
+	var missing []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		_, err := os.Stat(d)
+		if err == nil {
+			return missing, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			return missing, nil
+		}
+	}
+}
+
+// syncDir makes the entries of directory dir durable. A filesystem that
+// cannot sync a directory (EINVAL, ENOTSUP) has nothing to make durable
+// that way.
+var syncDir = func(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOTSUP) {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
 }
 
 func openError(path string, err error, lockWait time.Duration) error {

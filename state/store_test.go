@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -163,5 +165,45 @@ func TestOpenBoltTruncated(t *testing.T) {
 	var oe *OpenError
 	if !errors.As(err, &oe) || oe.Cause != "corrupt" || !strings.Contains(err.Error(), path) {
 		t.Fatalf("%v, want an OpenError naming %s, corrupt", err, path)
+	}
+}
+
+// TestOpenBoltSyncsWhatItCreates: the database file's directory entry, and
+// those of the directories made for it, are synced before the store is
+// used, or a power loss could lose the file with every record in it; a
+// store opened again creates nothing and syncs nothing.
+func TestOpenBoltSyncsWhatItCreates(t *testing.T) {
+	var synced []string
+	defer func(f func(string) error) { syncDir = f }(syncDir)
+	syncDir = func(dir string) error {
+		synced = append(synced, dir)
+		return nil
+	}
+	root := t.TempDir()
+	dir := filepath.Join(root, "a", "b")
+	s, err := OpenBolt(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	slices.Sort(synced)
+	if want := []string{root, filepath.Join(root, "a"), dir}; !slices.Equal(synced, want) {
+		t.Errorf("synced %q creating %s, want %q", synced, dir, want)
+	}
+	synced = nil
+	if s, err = OpenBolt(dir); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if len(synced) > 0 {
+		t.Errorf("synced %q opening an existing store, want nothing", synced)
+	}
+
+	syncDir = func(dir string) error { return syscall.EIO }
+	if s, err = OpenBolt(filepath.Join(root, "c")); err == nil {
+		s.Close()
+		t.Error("opened a store whose directory could not be synced")
+	} else if !strings.Contains(err.Error(), root) {
+		t.Errorf("%v, want the error to name %s", err, root)
 	}
 }
