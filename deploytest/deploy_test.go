@@ -643,7 +643,7 @@ func loadRules(t *testing.T) ruleFile {
 var requiredAlerts = []string{
 	"SluiceDown", "SluiceJobLoopStuck", "SluiceJobStalled", "SluiceJobFailed", "SluiceSustainedThrottling",
 	"SluiceUpstreamTimeouts", "SluiceRetryBudgetExhausted", "SluiceQueueSaturated",
-	"SluiceStateWriteErrors", "SluiceCredentialRefreshStorm",
+	"SluiceStateWriteErrors", "SluiceStateWritesDeferred", "SluiceCredentialRefreshStorm",
 	// Fleet mode: the fleet's Redis unreachable, or refusing the scripts.
 	"SluiceFleetDegraded",
 }
