@@ -557,18 +557,25 @@ func (s *brokenStore) Put(recs ...state.Record) error {
 	return s.MemStore.Put(recs...)
 }
 
+// brokenStoreServer is a Server whose job state store is a brokenStore and
+// whose store is a pegasusStore, which it also calls for its actions.
+func brokenStoreServer(t *testing.T) (*Server, *pegasusStore, *brokenStore) {
+	t.Helper()
+	upstream, st := &pegasusStore{}, &brokenStore{}
+	s, err := NewServer(testConfig(t), Options{Logger: slog.New(slog.DiscardHandler), Store: st,
+		ActionClient: &http.Client{Transport: memTransport{upstream}}, Transport: memTransport{upstream}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, upstream, st
+}
+
 // TestCancelNotRecorded: a cancel that cannot be recorded is answered 503
 // cancel_not_recorded with Retry-After, and not done: the job goes on and
 // no action runs. Retried once the state dir is usable, it is accepted.
 func TestCancelNotRecorded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		upstream := &pegasusStore{}
-		st := &brokenStore{}
-		s, err := NewServer(testConfig(t), Options{Logger: slog.New(slog.DiscardHandler), Store: st,
-			ActionClient: &http.Client{Transport: memTransport{upstream}}, Transport: memTransport{upstream}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, upstream, st := brokenStoreServer(t)
 		t.Cleanup(s.StartLoops())
 		h := s.AdminHandler()
 		if rec := adminCall(h, "POST", "/v1/jobs", `{"id":"load-1","cancel":{"url":"http://store.test/admin/cancel/${JOB}"}}`); rec.Code != http.StatusCreated {
@@ -607,13 +614,7 @@ func TestCancelNotRecorded(t *testing.T) {
 // The first takes effect once the store answers.
 func TestCancelWhileTheStateStoreHangs(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		upstream := &pegasusStore{}
-		st := &brokenStore{}
-		s, err := NewServer(testConfig(t), Options{Logger: slog.New(slog.DiscardHandler), Store: st,
-			ActionClient: &http.Client{Transport: memTransport{upstream}}, Transport: memTransport{upstream}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, upstream, st := brokenStoreServer(t)
 		gate := make(chan struct{})
 		openGate := sync.OnceFunc(func() { close(gate) })
 		t.Cleanup(openGate) // before the loops stop, also when the test fails early

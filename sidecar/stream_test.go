@@ -3,7 +3,6 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -195,13 +194,7 @@ func TestDefaultJobCancelledCleanedReopened(t *testing.T) {
 // request that cannot be recorded with 503 and a Retry-After.
 func TestJobsAPIReopenDelete(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		upstream := &pegasusStore{}
-		st := &brokenStore{}
-		s, err := NewServer(testConfig(t), Options{Logger: slog.New(slog.DiscardHandler), Store: st,
-			ActionClient: &http.Client{Transport: memTransport{upstream}}, Transport: memTransport{upstream}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s, _, st := brokenStoreServer(t)
 		t.Cleanup(s.StartLoops())
 		h := s.AdminHandler()
 		f := func(method, path, body string, want int, wantCode string, header ...string) state.JobView {
