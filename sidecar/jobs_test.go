@@ -609,9 +609,9 @@ func TestCancelNotRecorded(t *testing.T) {
 // TestCancelWhileTheStateStoreHangs: with a state volume whose writes
 // hang, a cancel is answered within seconds, 503 state_store_slow with
 // Retry-After, not held for as long as the volume hangs: the first one,
-// whose record is being written, says it takes effect once the store
-// answers; the next, which cannot get at the store, that it was not done.
-// The first takes effect once the store answers.
+// whose record is being written, says that what comes of it is decided
+// when the store answers; the next, which cannot get at the store, that it
+// was not done. The first takes effect once the store records it.
 func TestCancelWhileTheStateStoreHangs(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s, upstream, st := brokenStoreServer(t)
@@ -624,7 +624,7 @@ func TestCancelWhileTheStateStoreHangs(t *testing.T) {
 			t.Fatalf("register: %d %s", rec.Code, rec.Body)
 		}
 		st.hung.Store(&gate)
-		for i, want := range []string{"applied if and when", "not done"} {
+		for i, want := range []string{"decided when the state store answers", "cancel not done"} {
 			start := time.Now()
 			rec := adminCall(h, "POST", "/v1/jobs/load-1/cancel", `{}`)
 			var body apierror.Body

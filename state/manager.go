@@ -1550,7 +1550,9 @@ func (m *Manager) deleteLocked(id string) (JobView, error) {
 // requestWait: when the store's lock is not taken by then (a write to the
 // store hangs), with an error wrapping ErrNotDurable and ErrStoreSlow, and
 // fn is not run; when fn has not returned by then, with an error wrapping
-// ErrStoreSlow, and fn's request is done if and when the store answers.
+// ErrStoreSlow, and fn's outcome is decided when the store answers: a
+// cancel, reopen or delete whose write then fails is not done. Nobody
+// waits for that outcome any more, so it is logged.
 func (m *Manager) storeRequest(id, what string, fn func() (JobView, error)) (JobView, error) {
 	t := time.NewTimer(requestWait)
 	defer t.Stop()
@@ -1562,17 +1564,30 @@ func (m *Manager) storeRequest(id, what string, fn func() (JobView, error)) (Job
 		v   JobView
 		err error
 	}
-	res := make(chan result, 1)
+	// Unbuffered, with gaveUp: fn's goroutine learns whether its outcome
+	// was answered, or is left to the log.
+	res := make(chan result)
+	gaveUp := make(chan struct{})
 	go func() {
 		v, err := fn()
-		res <- result{v, err}
+		select {
+		case res <- result{v, err}:
+		case <-gaveUp:
+			if err != nil {
+				m.log.Warn("job request answered while its record was being written failed once the state store answered",
+					"job", id, "request", what, "err", err)
+			} else {
+				m.log.Info("job request answered while its record was being written is done", "job", id, "request", what)
+			}
+		}
 	}()
 	select {
 	case r := <-res:
 		return r.v, r.err
 	case <-t.C:
+		close(gaveUp)
 		v, _ := m.Get(id)
-		return v, fmt.Errorf("state: job %q: the %s's record has not been written in %s; it is applied if and when the state store answers (get the job to see): %w", id, what, requestWait, ErrStoreSlow)
+		return v, fmt.Errorf("state: job %q: the %s's record has not been written in %s; what comes of it is decided when the state store answers: a cancel, reopen or delete whose write then fails is not done (get the job to see): %w", id, what, requestWait, ErrStoreSlow)
 	}
 }
 

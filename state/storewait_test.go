@@ -1,8 +1,11 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -99,8 +102,8 @@ func TestRequestsAnswerWhileTheStoreHangs(t *testing.T) {
 }
 
 // A request that takes the store's lock just as the store stops answering
-// answers within requestWait too, saying it is done if and when the store
-// answers: and it is, then.
+// answers within requestWait too, saying it is decided when the store
+// answers: and once the store records it, it is done.
 func TestCancelWhoseWriteHangsIsDoneOnceTheStoreAnswers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := &gateStore{open: make(chan struct{})}
@@ -118,7 +121,7 @@ func TestCancelWhoseWriteHangsIsDoneOnceTheStoreAnswers(t *testing.T) {
 			t.Errorf("cancel answered after %v with its write hanging, want %v", took, requestWait)
 		}
 		if !errors.Is(err, ErrStoreSlow) || errors.Is(err, ErrNotDurable) {
-			t.Errorf("cancel: %v, want ErrStoreSlow alone (done once the store answers)", err)
+			t.Errorf("cancel: %v, want ErrStoreSlow alone (decided once the store answers)", err)
 		}
 		if context.Cause(actx) != nil {
 			t.Error("the in-flight write was aborted before the cancel was recorded")
@@ -130,6 +133,74 @@ func TestCancelWhoseWriteHangsIsDoneOnceTheStoreAnswers(t *testing.T) {
 		}
 		if got := storedState(t, st, "j"); got != Cancelling {
 			t.Errorf("j stored %s once the store answered, want cancelling", got)
+		}
+	})
+}
+
+// failGateStore holds every Put of a cancelling record until open is
+// closed, then fails it: a volume that hangs, then answers EIO.
+type failGateStore struct {
+	MemStore
+	open chan struct{}
+}
+
+func (s *failGateStore) Put(recs ...Record) error {
+	for _, r := range recs {
+		if r.State == Cancelling {
+			<-s.open
+			return errors.New("write sluice.db: input/output error")
+		}
+	}
+	return s.MemStore.Put(recs...)
+}
+
+// syncBuffer is a log sink that a test reads while the manager writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// A cancel answered ErrStoreSlow while its record was being written, whose
+// write then fails, is not done: its answer must not have promised it, and
+// since nobody waits for it any more, its outcome is logged, or an
+// operator told to expect the cancel would never learn that it was
+// dropped.
+func TestCancelWhoseWriteFailsAfterItsAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &failGateStore{open: make(chan struct{})}
+		var logs syncBuffer
+		m := newTestManager(t, Config{Store: st, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		openOnce := sync.OnceFunc(func() { close(st.open) })
+		defer func() { openOnce(); m.Close() }()
+		write(t, m, "j", ack)
+		_, err := m.Cancel("j", false, "operator")
+		if !errors.Is(err, ErrStoreSlow) || errors.Is(err, ErrNotDurable) {
+			t.Fatalf("cancel: %v, want ErrStoreSlow alone", err)
+		}
+		if msg := err.Error(); strings.Contains(msg, "applied if and when") || !strings.Contains(msg, "get the job") {
+			t.Errorf("cancel whose write may yet fail: %q; want it to say the outcome is not known yet, and how to learn it", msg)
+		}
+		openOnce()
+		synctest.Wait()
+		if v := mustGet(t, m, "j"); v.State != Running {
+			t.Errorf("j %s after its cancel's write failed, want running", v.State)
+		}
+		out := logs.String()
+		if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "job=j") || !strings.Contains(out, "request=cancel") ||
+			!strings.Contains(out, "input/output error") {
+			t.Errorf("the cancel's late failure was not logged as a warning naming the job, the request and the error:\n%s", out)
 		}
 	})
 }

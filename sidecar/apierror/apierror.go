@@ -101,7 +101,7 @@ func ForJob(err error) (status int, code string) {
 		return http.StatusServiceUnavailable, "shutting_down"
 	case errors.Is(err, state.ErrStoreSlow):
 		// A write to the state volume hangs: the request was not done, or
-		// is done once the store answers (the message says which).
+		// is decided once the store answers (the message says which).
 		return http.StatusServiceUnavailable, "state_store_slow"
 	case errors.Is(err, state.ErrNotDurable):
 		// The cancel could not be recorded (state dir full or read-only),
