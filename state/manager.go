@@ -1471,6 +1471,15 @@ func (m *Manager) Cancel(id string, force bool, reason string) (JobView, error) 
 // record, so that a complete retried after its commit failed succeeds
 // only once the record is written.
 func (m *Manager) Complete(id string) (JobView, error) {
+	m.mu.Lock()
+	if e := m.jobs[id]; e != nil && !m.closed && e.job.State == Completed && e.version <= e.flushed {
+		// Done and written: a repeat needs nothing of a store that may
+		// not answer now.
+		v := m.viewLocked(e, m.now())
+		m.mu.Unlock()
+		return v, nil
+	}
+	m.mu.Unlock()
 	return m.request(id, Event{Type: EvComplete})
 }
 

@@ -143,18 +143,22 @@ func openBolt(dir string, timeout time.Duration) (_ *BoltStore, err error) {
 	// A directory entry reaches the disk when its directory is synced,
 	// not the file: bbolt syncs the file it creates, but without this a
 	// power loss right after the first jobs were recorded can leave a
-	// directory without sluice.db, or without the directory itself.
-	added, err := missingDirs(dir)
+	// directory without sluice.db, or without the directory itself. The
+	// directories made here are synced, and dir at every open: a start
+	// that died before its sync leaves nothing to say it was not done.
+	dir = filepath.Clean(dir) // as missingDirs walks it
+	made, err := missingDirs(dir)
 	if err != nil {
 		return nil, openError(dir, err, timeout)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, openError(dir, err, timeout)
 	}
-	path := filepath.Join(dir, DBFile)
-	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
-		added = append(added, path)
+	toSync := []string{dir}
+	for _, d := range made {
+		toSync = append(toSync, filepath.Dir(d))
 	}
+	path := filepath.Join(dir, DBFile)
 	// bbolt panics on pages it cannot make sense of (a file cut short
 	// refers to pages past its end), and reading the memory map past the
 	// end of the file can fault: either is a corrupt file, not a crash.
@@ -178,10 +182,10 @@ func openBolt(dir string, timeout time.Duration) (_ *BoltStore, err error) {
 		db.Close()
 		return nil, openError(path, err, timeout)
 	}
-	for _, p := range added {
-		if err := syncDir(filepath.Dir(p)); err != nil {
+	for _, d := range toSync {
+		if err := syncDir(d); err != nil {
 			db.Close()
-			return nil, openError(filepath.Dir(p), err, timeout)
+			return nil, openError(d, err, timeout)
 		}
 	}
 	s := &BoltStore{db: db, path: path}
@@ -214,9 +218,13 @@ func missingDirs(dir string) ([]string, error) {
 
 // syncDir makes the entries of directory dir durable. A filesystem that
 // cannot sync a directory (EINVAL, ENOTSUP) has nothing to make durable
-// that way.
+// that way, and a directory sluice may write in but not read (a parent
+// with mode 0733) cannot be synced by it: neither stops a start.
 var syncDir = func(dir string) error {
 	f, err := os.Open(dir)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
