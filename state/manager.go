@@ -1189,9 +1189,10 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 			// held without a probe slot (a stream being cleaned up before
 			// it reopens) waits for its change, asking again every second.
 			if m.draining {
+				held := e.job.State
 				m.mu.Unlock()
 				m.finishWrite(fx)
-				return nil, nil, fmt.Errorf("state: job %q held in %s: %w", id, e.job.State, ErrDraining)
+				return nil, nil, fmt.Errorf("state: job %q held in %s: %w", id, held, ErrDraining)
 			}
 			ch, wait, held := e.changed, time.Second, e.job.State
 			if e.job.Hold {
@@ -1345,8 +1346,9 @@ func (m *Manager) Register(id string, s Settings) (JobView, error) {
 			return JobView{}, err
 		}
 	case !e.job.State.Accepting():
+		err := &NotAcceptingError{Job: id, State: e.job.State, Reason: e.job.Reason} // under mu: an action steps the job
 		m.mu.Unlock()
-		return JobView{}, &NotAcceptingError{Job: id, State: e.job.State, Reason: e.job.Reason}
+		return JobView{}, err
 	default:
 		e.settings = s
 		e.job.SetPolicy(m.policy(id, s))
@@ -1385,8 +1387,9 @@ func (m *Manager) ReportProgress(id string, p Progress) (JobView, error) {
 		return JobView{}, err
 	}
 	if !e.job.State.Accepting() {
+		err := &NotAcceptingError{Job: id, State: e.job.State, Reason: e.job.Reason} // under mu: an action steps the job
 		m.mu.Unlock()
-		return JobView{}, &NotAcceptingError{Job: id, State: e.job.State, Reason: e.job.Reason}
+		return JobView{}, err
 	}
 	now := m.now()
 	changed := p.Records != e.loader.Records || p.Bytes != e.loader.Bytes
