@@ -1630,9 +1630,11 @@ func (m *Manager) requestLocked(id string, ev Event) (JobView, error) {
 	}
 	now := m.now()
 	if ev.Type == EvReopen && e.job.State.Terminal() && m.live >= m.cfg.MaxJobs && !m.makeRoomLocked(id) {
+		// Built under mu: an action's step (a job ending) changes m.live.
+		err := fmt.Errorf("%w: %d live jobs, limit %d, none idle; job %q not reopened", ErrTooManyJobs, m.live, m.cfg.MaxJobs, id)
 		m.mu.Unlock()
 		m.storeMu.Unlock()
-		return JobView{}, fmt.Errorf("%w: %d live jobs, limit %d, none idle; job %q not reopened", ErrTooManyJobs, m.live, m.cfg.MaxJobs, id)
+		return JobView{}, err
 	}
 	var p *proposal
 	if ev.Type == EvCancel || ev.Type == EvReopen {
