@@ -318,8 +318,12 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	now := m.now()
 	var fx effects
+	// Under mu: the collector registered above may be collecting already
+	// (a registry shared with the caller's own, scraped meanwhile).
+	m.mu.Lock()
 	for _, r := range recs {
 		if !ValidJobID(r.ID) || r.State >= numStates {
+			m.mu.Unlock()
 			return nil, fmt.Errorf("state: stored record %q has an invalid id or state %d", r.ID, r.State)
 		}
 		e := m.newEntry(RestoreJob(r.ID, r.MachineState, m.policy(r.ID, r.Settings), now, m.rnd), r.Settings)
@@ -352,6 +356,7 @@ func NewManager(cfg Config) (*Manager, error) {
 			m.log.Info("job action resumed", "job", r.ID, "state", r.State.String())
 		}
 	}
+	m.mu.Unlock()
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.finish(fx)
 	return m, nil

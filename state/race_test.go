@@ -2,9 +2,12 @@ package state
 
 import (
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestReopenRefusedWhileCleanupEnds: a reopen refused at MaxJobs answers
@@ -62,5 +65,49 @@ func waitState(t *testing.T, m *Manager, id string, want State) {
 			t.Fatalf("%s: %s after 5s, want %s", id, mustGet(t, m, id).State, want)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestScrapeWhileLoading: NewManager registers its collector before it
+// loads the records, so a registry that is scraped already (one shared
+// with the caller's own metrics) collects while the jobs are being
+// restored. The restore must hold m.mu, as Collect does. Meant for the
+// race detector.
+func TestScrapeWhileLoading(t *testing.T) {
+	st := &MemStore{}
+	recs := make([]Record, 300)
+	for i := range recs {
+		recs[i] = Record{ID: fmt.Sprintf("job-%d", i), MachineState: MachineState{State: Running, Since: t0, Created: t0}}
+	}
+	if err := st.Put(recs...); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		reg := prometheus.NewRegistry()
+		stop := make(chan struct{})
+		scraped := make(chan struct{})
+		go func() {
+			defer close(scraped)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := reg.Gather(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		m := newTestManager(t, Config{Store: st, Registerer: reg, MaxJobs: len(recs)})
+		close(stop)
+		<-scraped
+		if n := len(m.List()); n != len(recs) {
+			t.Errorf("%d jobs restored, want %d", n, len(recs))
+		}
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
