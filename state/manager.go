@@ -71,7 +71,7 @@ type Config struct {
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
 	Now        func() time.Time      // nil: time.Now; must agree with the runtime's timers
 	HTTPClient *http.Client          // for actions and probes; nil: a client without redirects
-	Rand       func() float64        // jitter source in [0, 1); nil: math/rand/v2
+	Rand       func() float64        // jitter source in [0, 1), called from several goroutines at once; nil: math/rand/v2
 }
 
 // Manager owns the jobs: it steps their machines with the proxy's
