@@ -276,7 +276,7 @@ var (
 	ErrDraining     = errors.New("state: shutting down: a held job's writes are not waited for")                               // the proxy's pushback
 	ErrNotDurable   = errors.New("state: not recorded in the store")                                                           // 503: the request (cancel, reopen, delete) did not take effect; retry
 	// ErrStoreSlow: the state store did not answer within a request's
-	// bound (requestWait), as a state volume that hangs does not. With
+	// bound (requestWait), as when a write to its volume hangs. With
 	// ErrNotDurable the request was not done; alone, what comes of it is
 	// decided when the store answers (storeRequest, finishWithin).
 	ErrStoreSlow = errors.New("state: the state store is not answering") // 503
