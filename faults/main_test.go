@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -17,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sluice-dev/sluice/internal/logbuf"
 	"github.com/sluice-dev/sluice/internal/testbin"
 	"github.com/sluice-dev/sluice/sidecar"
 	"github.com/sluice-dev/sluice/sidecar/admin"
@@ -61,31 +61,13 @@ func (e exitCatcher) Run() int { *e.code = e.m.Run(); return *e.code }
 // sluiceBinary is the sluice command built from this module, once.
 func sluiceBinary(t *testing.T) string { return testbin.Sluice(t) }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes (logs).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // inproc is sluice served in the test process on loopback listeners.
 type inproc struct {
 	srv      *sidecar.Server
 	cfg      sidecar.Config
 	proxyURL string
 	adminURL string
-	logs     *syncBuffer
+	logs     *logbuf.Buffer
 	stopOnce sync.Once
 	stop     func()
 }
@@ -104,7 +86,7 @@ func startInprocListeners(t *testing.T, proxyAddr, adminAddr string, env ...stri
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	srv, err := sidecar.NewServer(cfg, sidecar.Options{Logger: sidecar.NewLogger(cfg, logs)})
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)

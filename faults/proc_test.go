@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/logbuf"
 )
 
 // proc is the sluice binary running as a subprocess of the test.
@@ -14,8 +16,8 @@ type proc struct {
 	cmd    *exec.Cmd
 	admin  string // base URL
 	proxy  string // base URL
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *logbuf.Buffer
+	stderr *logbuf.Buffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // Wait's error, set before done closes
 }
@@ -44,7 +46,7 @@ func startProc(t *testing.T, env ...string) *proc {
 func launch(t *testing.T, command string, env ...string) *proc {
 	t.Helper()
 	admin, proxy := freeAddr(t), freeAddr(t)
-	p := &proc{admin: "http://" + admin, proxy: "http://" + proxy, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{admin: "http://" + admin, proxy: "http://" + proxy, stdout: &logbuf.Buffer{}, stderr: &logbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(sluiceBinary(t), command)
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
 		"SLUICE_ADMIN_ADDR=" + admin, "SLUICE_LISTEN_ADDR=" + proxy, "SLUICE_LOG_LEVEL=debug"}, env...)

@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/sluice-dev/sluice/internal/logbuf"
 	"github.com/sluice-dev/sluice/internal/redact"
 	"github.com/sluice-dev/sluice/limiter"
 	"github.com/sluice-dev/sluice/sidecar/admin"
@@ -116,24 +116,6 @@ func (s *outageStore) timesStored(id string) int {
 	return s.stored[id]
 }
 
-// lockedBuffer is a log sink safe for concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // newStoreServer is newTestServer with the attempts carried by rt and the
 // logs in logs (JSON, debug level up), if not nil.
 func newStoreServer(t *testing.T, rt http.RoundTripper, logs io.Writer, env ...string) *Server {
@@ -215,7 +197,7 @@ func TestUnreachableStoreIsProbedNotFlooded(t *testing.T) {
 		store := newOutageStore()
 		start := time.Now()
 		store.downUntil = start.Add(outage)
-		logs := &lockedBuffer{}
+		logs := &logbuf.Buffer{}
 		const upstream = "http://store.test/?api_key=k3y-s3cret"
 		s := newStoreServer(t, store, logs, "UPSTREAM_URL="+upstream, "QUEUE_TIMEOUT=2s")
 		h := s.ProxyHandler()

@@ -1,7 +1,6 @@
 package state
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -10,6 +9,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/logbuf"
 )
 
 // While a write to the state store hangs (a detached network volume) and
@@ -165,24 +166,6 @@ func (s *failGateStore) Put(recs ...Record) error {
 	return s.MemStore.Put(recs...)
 }
 
-// syncBuffer is a log sink that a test reads while the manager writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // A cancel answered ErrStoreSlow while its record was being written, whose
 // write then fails, is not done: its answer must not have promised it, and
 // since nobody waits for it any more, its outcome is logged, or an
@@ -191,7 +174,7 @@ func (b *syncBuffer) String() string {
 func TestCancelWhoseWriteFailsAfterItsAnswer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := &failGateStore{open: make(chan struct{})}
-		var logs syncBuffer
+		var logs logbuf.Buffer
 		m := newTestManager(t, Config{Store: st, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		openOnce := sync.OnceFunc(func() { close(st.open) })
 		defer func() { openOnce(); m.Close() }()

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/prometheus/common/expfmt"
+	"github.com/sluice-dev/sluice/internal/logbuf"
 	"go.uber.org/goleak"
 )
 
@@ -37,28 +37,9 @@ func testConfig(src string) Config {
 	return c
 }
 
-// syncBuffer is a log sink safe for the concurrent writes of a handler
-// and the reads of a test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	a    *Authenticator
-	logs *syncBuffer
+	logs *logbuf.Buffer
 	reg  *prometheus.Registry
 }
 
@@ -66,7 +47,7 @@ type harness struct {
 // pedantic registry; opts may be changed by mod.
 func newHarness(t *testing.T, c Config, rt http.RoundTripper, mod func(*Options)) *harness {
 	t.Helper()
-	h := &harness{logs: &syncBuffer{}, reg: prometheus.NewPedanticRegistry()}
+	h := &harness{logs: &logbuf.Buffer{}, reg: prometheus.NewPedanticRegistry()}
 	opts := Options{
 		Logger:     slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registerer: h.reg,
