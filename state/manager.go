@@ -948,12 +948,9 @@ func (m *Manager) finishWithin(fx effects, wait time.Duration) error {
 // volume that hangs would otherwise hold every write whose job changes
 // state (its first, the first after a stall) for as long as it hangs. Past
 // it the write goes on, and the commit, or the next tick, writes the
-// records once the store answers. Actions still wait for their records.
+// records once the store answers. Actions still start only once their
+// records are committed (finishWithin).
 func (m *Manager) finishWrite(fx effects) {
-	if len(fx.runs) > 0 {
-		_ = m.finish(fx)
-		return
-	}
 	if err := m.finishWithin(fx, writeWait); errors.Is(err, ErrStoreSlow) {
 		m.deferredWrite()
 	}
