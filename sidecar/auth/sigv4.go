@@ -412,7 +412,7 @@ func (u *unchunker) read(p []byte) (int, error) {
 // unless the chunked reader already reported it (atEOF), then the trailer.
 func (u *unchunker) end(atEOF bool) error {
 	var one [1]byte
-	for i := 0; !atEOF; i++ {
+	for !atEOF {
 		n, err := u.r.Read(one[:])
 		switch {
 		case n > 0:
@@ -421,8 +421,6 @@ func (u *unchunker) end(atEOF bool) error {
 			atEOF = true
 		case err != nil:
 			return err
-		case i == 100:
-			return io.ErrNoProgress
 		}
 	}
 	for {

@@ -640,10 +640,8 @@ func FuzzUnchunker(f *testing.F) {
 		if size == 0 {
 			return // the transport reads such a body to its end; not a length to check
 		}
+		// Read as the transport reads a body of known length.
 		got, err := io.ReadAll(io.LimitReader(newUnchunker(io.NopCloser(bytes.NewReader(body)), int64(size)), int64(size)))
-		if len(got) > int(size) {
-			t.Fatalf("handed over %d bytes of %d declared", len(got), size)
-		}
 		if len(got) < int(size) {
 			if err == nil {
 				t.Fatalf("handed over %d bytes of %d declared, and no error", len(got), size)

@@ -905,11 +905,12 @@ func drainAnswer(body io.ReadCloser) {
 //
 // A streamed body, or a method sluice may not repeat, is never held.
 func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Response, err error) (retry bool, wait time.Duration, stop error) {
-	// Whether the write is still wanted. (isErr, not errors.As here: the
-	// target escapes, and the answered write, nearly every one, would
-	// allocate it for nothing.)
+	// Whether the write is still wanted. (errors.AsType, not errors.As:
+	// its target would escape, and the answered write, nearly every one,
+	// would allocate it for nothing.)
+	_, bodyBroke := errors.AsType[*bodyReadError](err)
 	switch {
-	case isErr[*bodyReadError](err):
+	case bodyBroke:
 		// The loader's body broke or stalled (which cancels its context
 		// too): that is what it is told (answerError), not that it left.
 		return false, 0, err
@@ -923,8 +924,9 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 		return false, 0, ctx.Err() // the loader left, or its job was cancelled
 	}
 	// Whether this write may be sent again.
+	_, pushedBack := errors.AsType[*pushbackError](err)
 	switch {
-	case isErr[*pushbackError](err), err != nil && ex.last.Kind == classify.ClientError:
+	case pushedBack, err != nil && ex.last.Kind == classify.ClientError:
 		return false, 0, err // refused by sluice itself, or credentials
 	case !ex.last.Kind.Retryable():
 		return false, 0, err // stored, or the loader's fault: it would fail the same way
@@ -973,16 +975,6 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 		return true, p.honour.Delay(retries, ex.last.RetryAfter, nil), nil
 	}
 	return true, p.backoff.Delay(retries, 0, nil), nil
-}
-
-// isErr reports whether err's tree holds an error of type E, as
-// errors.As does, without allocating when err is nil.
-func isErr[E error](err error) bool {
-	if err == nil {
-		return false
-	}
-	var target E
-	return errors.As(err, &target)
 }
 
 // giveUp is what an exchange that is not tried again after an attempt
