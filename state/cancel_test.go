@@ -15,13 +15,16 @@ import (
 	"time"
 )
 
-// gateStore holds every Put of a record in state cancelling until open is
-// closed, and, while hang is set, every Put at all: a state volume that
+// gateStore holds every Put of a record that hold matches (nil: a record
+// in state cancelling) until open is closed, then fails it with fail if
+// set; and, while hang is set, every Put at all: a state volume that
 // stopped answering.
 type gateStore struct {
 	MemStore
 	open chan struct{}
 	hang atomic.Bool
+	hold func(Record) bool
+	fail error
 }
 
 func (s *gateStore) Put(recs ...Record) error {
@@ -29,8 +32,11 @@ func (s *gateStore) Put(recs ...Record) error {
 		<-s.open
 	}
 	for _, r := range recs {
-		if r.State == Cancelling {
+		if s.hold == nil && r.State == Cancelling || s.hold != nil && s.hold(r) {
 			<-s.open
+			if s.fail != nil {
+				return s.fail
+			}
 		}
 	}
 	return s.MemStore.Put(recs...)
@@ -404,24 +410,6 @@ func TestCancelRecordMakesItsCheckpointDurable(t *testing.T) {
 	}
 }
 
-// reopenGateStore holds every Put of a record of job id that says it
-// takes writes again, once armed, until open is closed.
-type reopenGateStore struct {
-	MemStore
-	id    string
-	armed atomic.Bool
-	open  chan struct{}
-}
-
-func (s *reopenGateStore) Put(recs ...Record) error {
-	for _, r := range recs {
-		if s.armed.Load() && r.ID == s.id && r.State.Accepting() {
-			<-s.open
-		}
-	}
-	return s.MemStore.Put(recs...)
-}
-
 // TestReopenCommitKeepsMaxJobs: a cancelled job is reopened at one live
 // job under MaxJobs, and while its record is being written a new job's
 // first write comes. One of them takes the last place; both may not. The
@@ -430,7 +418,10 @@ func (s *reopenGateStore) Put(recs ...Record) error {
 // and the manager held more live jobs than MaxJobs.
 func TestReopenCommitKeepsMaxJobs(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := &reopenGateStore{id: "a", open: make(chan struct{})}
+		var armed atomic.Bool // the reopen's record: only "a" taking writes again, once armed
+		st := &gateStore{open: make(chan struct{}), hold: func(r Record) bool {
+			return armed.Load() && r.ID == "a" && r.State.Accepting()
+		}}
 		m := newTestManager(t, Config{Store: st, MaxJobs: 1})
 		defer m.Close()
 		openGate := sync.OnceFunc(func() { close(st.open) })
@@ -443,7 +434,7 @@ func TestReopenCommitKeepsMaxJobs(t *testing.T) {
 		if v := mustGet(t, m, "a"); v.State != Cancelled {
 			t.Fatalf("a: %s, want cancelled", v.State)
 		}
-		st.armed.Store(true)
+		armed.Store(true)
 		reopened := make(chan error, 1)
 		go func() {
 			_, err := m.Reopen("a", "")
@@ -483,22 +474,6 @@ func TestReopenCommitKeepsMaxJobs(t *testing.T) {
 	})
 }
 
-// forceGateStore holds every Put of a record of a forced cancel until
-// open is closed.
-type forceGateStore struct {
-	MemStore
-	open chan struct{}
-}
-
-func (s *forceGateStore) Put(recs ...Record) error {
-	for _, r := range recs {
-		if r.State == Cancelling && r.Force {
-			<-s.open
-		}
-	}
-	return s.MemStore.Put(recs...)
-}
-
 // TestForcedCancelOfAJobThatFailedMeanwhile: an operator forces a cancel
 // under way, and its cancel action runs out of retries while the forced
 // record is being written: the job is failed, not cleaned up. The forced
@@ -507,7 +482,7 @@ func (s *forceGateStore) Put(recs ...Record) error {
 // cleanup never run.
 func TestForcedCancelOfAJobThatFailedMeanwhile(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := &forceGateStore{open: make(chan struct{})}
+		st := &gateStore{open: make(chan struct{}), hold: func(r Record) bool { return r.State == Cancelling && r.Force }}
 		api := &storeAPI{block: func(call string) bool { return strings.HasSuffix(call, "/cancel?force=true") }}
 		// The action times out within the forced request's wait for its
 		// record (requestWait), so that the request answers what came of it.

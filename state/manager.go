@@ -914,6 +914,14 @@ const requestWait = 5 * time.Second
 // under way or the next tick writes them; the actions start once their
 // records are committed, as with finish.
 func (m *Manager) finishWithin(fx effects, wait time.Duration) error {
+	// Records written already (a total or a complete repeated after its
+	// commit) need nothing of a store that may not answer now.
+	m.mu.Lock()
+	fx.ids = slices.DeleteFunc(fx.ids, func(id string) bool {
+		e := m.jobs[id]
+		return e == nil || e.version <= e.flushed
+	})
+	m.mu.Unlock()
 	if len(fx.ids) == 0 {
 		m.start(fx.runs)
 		return nil
@@ -1425,7 +1433,14 @@ func (m *Manager) ReportProgress(id string, p Progress) (JobView, error) {
 		fx.ids = append(fx.ids, id)
 	}
 	m.mu.Unlock()
-	if err := m.finishWithin(fx, requestWait); err != nil && seq > 0 {
+	if seq == 0 {
+		// Only a checkpoint's answer says it is durable: the state change
+		// a report makes (a stalled job running again) waits as a write's
+		// does, and goes on unsaved past that.
+		m.finishWrite(fx)
+		return m.Get(id)
+	}
+	if err := m.finishWithin(fx, requestWait); err != nil {
 		v, _ := m.Get(id)
 		return v, fmt.Errorf("state: job %q: checkpoint %d not durable: %w", id, seq, err)
 	}
@@ -1476,15 +1491,6 @@ func (m *Manager) Cancel(id string, force bool, reason string) (JobView, error) 
 // record, so that a complete retried after its commit failed succeeds
 // only once the record is written.
 func (m *Manager) Complete(id string) (JobView, error) {
-	m.mu.Lock()
-	if e := m.jobs[id]; e != nil && !m.closed && e.job.State == Completed && e.version <= e.flushed {
-		// Done and written: a repeat needs nothing of a store that may
-		// not answer now.
-		v := m.viewLocked(e, m.now())
-		m.mu.Unlock()
-		return v, nil
-	}
-	m.mu.Unlock()
 	return m.request(id, Event{Type: EvComplete})
 }
 
@@ -1609,9 +1615,32 @@ func (m *Manager) storeRequest(id, what string, fn func() (JobView, error)) (Job
 // from the step to the commit, so that a completion cannot come between a
 // cancel's try and its apply (tryLocked).
 func (m *Manager) request(id string, ev Event) (JobView, error) {
+	if v, ok := m.changesNothing(id, ev); ok {
+		return v, nil
+	}
 	return m.storeRequest(id, ev.Type.String(), func() (JobView, error) {
 		return m.requestLocked(id, ev)
 	})
+}
+
+// changesNothing reports whether request ev would change nothing of job id,
+// whose record is saved (a complete or a cancel repeated), and returns the
+// job's view if so: such a request needs nothing of a store that may not
+// answer now. Stepped on a copy, as Delete does.
+func (m *Manager) changesNothing(id string, ev Event) (JobView, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.jobs[id]
+	if e == nil || m.closed || e.version > e.flushed {
+		return JobView{}, false
+	}
+	j := e.job.clone()
+	acts, err := j.Step(ev, m.now())
+	if err != nil || len(acts) > 0 || j.State != e.job.State || j.Reason != e.job.Reason ||
+		j.Force != e.job.Force || j.Reopen != e.job.Reopen {
+		return JobView{}, false
+	}
+	return m.viewLocked(e, m.now()), true
 }
 
 // requestLocked is request for a caller that holds m.storeMu; it releases

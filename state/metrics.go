@@ -35,7 +35,7 @@ func newMetrics(reg prometheus.Registerer, m *Manager) (*metrics, error) {
 		}),
 		deferred: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_state_writes_deferred_total",
-			Help: "Writes that went on before the record of their job's change was saved, the state store taking over a second; a crash before it answers loses that change.",
+			Help: "Changes of a job's state that a write went on past before their record was saved, the state store taking over a second; a crash before it answers loses that change.",
 		}),
 		jobs: newJobCollector(m),
 	}

@@ -241,13 +241,6 @@ func (m *Manager) SetTotal(id string, t Total) (JobView, error) {
 		m.mu.Unlock()
 		return JobView{}, err
 	}
-	if e.total == t && e.version <= e.flushed {
-		// Written already: a retry whose first try's commit succeeded
-		// needs nothing of a store that may not answer now.
-		v := m.viewLocked(e, m.now())
-		m.mu.Unlock()
-		return v, nil
-	}
 	if e.total != t {
 		e.total = t
 		e.version++

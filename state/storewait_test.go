@@ -18,17 +18,19 @@ import (
 // requestWait: a cancel, complete, reopen or delete is not done, and says
 // so (before it is even checked: a reopen of a completed job would be
 // refused once the store answers); a registration, a total or a checkpoint is kept in memory but not
-// durable, and says so; a heartbeat, a complete repeated or a total
-// written already, which need no write, are taken. Once
+// durable, and says so; a heartbeat, a complete or cancel repeated or a
+// total written already, which need no write, are taken at once, and a
+// progress report without a checkpoint within a write's second. Once
 // the store answers, what was kept is written, and what was refused was
 // not done.
 func TestRequestsAnswerWhileTheStoreHangs(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := &gateStore{open: make(chan struct{})}
+		// Only the hang holds a Put here: "gone" is cancelled first.
+		st := &gateStore{open: make(chan struct{}), hold: func(Record) bool { return false }}
 		m := newTestManager(t, Config{Store: st})
 		openOnce := sync.OnceFunc(func() { close(st.open) })
 		defer func() { openOnce(); m.Close() }()
-		for _, id := range []string{"j", "done"} {
+		for _, id := range []string{"j", "done", "pending", "gone"} {
 			if _, err := m.Register(id, Settings{}); err != nil {
 				t.Fatal(err)
 			}
@@ -39,8 +41,17 @@ func TestRequestsAnswerWhileTheStoreHangs(t *testing.T) {
 		if _, err := m.SetTotal("done", Total{Unit: UnitRecords, N: 5}); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := m.Cancel("gone", false, ""); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // its cancel and cleanup, none configured, end it
+		if v := mustGet(t, m, "gone"); v.State != Cancelled {
+			t.Fatalf("gone is %s, want cancelled", v.State)
+		}
 
-		// A round of the loop holds the store's lock in a Put that hangs.
+		// j's first answer changes its state: the commit hangs holding
+		// the store's lock (the write went on after a second), and a
+		// round of the loop waits behind it.
 		st.hang.Store(true)
 		m.Observe("j", Observation{Kind: ObsOK, Bytes: 1})
 		go m.Tick(time.Now())
@@ -82,6 +93,7 @@ func TestRequestsAnswerWhileTheStoreHangs(t *testing.T) {
 		atOnce := map[string]func() (JobView, error){
 			"heartbeat":             func() (JobView, error) { return m.ReportProgress("j", Progress{Records: 1}) },
 			"complete repeated":     func() (JobView, error) { return m.Complete("done") },
+			"cancel repeated":       func() (JobView, error) { return m.Cancel("gone", false, "") },
 			"total written already": func() (JobView, error) { return m.SetTotal("done", Total{Unit: UnitRecords, N: 5}) },
 		}
 		for what, call := range atOnce {
@@ -89,6 +101,16 @@ func TestRequestsAnswerWhileTheStoreHangs(t *testing.T) {
 			if _, err := call(); err != nil || time.Since(start) != 0 {
 				t.Errorf("%s: %v after %v, want taken at once: it needs no write", what, err, time.Since(start))
 			}
+		}
+		// A report that changes a job's state (its first progress) but
+		// carries no checkpoint promises nothing durable: it waits as a
+		// write does, and is taken.
+		start := time.Now()
+		if _, err := m.ReportProgress("pending", Progress{Records: 5}); err != nil || time.Since(start) != writeWait {
+			t.Errorf("progress that starts a job: %v after %v, want taken after %v", err, time.Since(start), writeWait)
+		}
+		if v := mustGet(t, m, "pending"); v.State != Running {
+			t.Errorf("pending is %s after its progress, want running", v.State)
 		}
 		if v := mustGet(t, m, "j"); v.State != Running || v.Progress == nil || v.Checkpoint != nil {
 			t.Errorf("j %s, total %v, durable checkpoint %v while the store hangs; want running, the total kept, none durable",
@@ -102,7 +124,7 @@ func TestRequestsAnswerWhileTheStoreHangs(t *testing.T) {
 		openOnce()
 		synctest.Wait()
 		m.Tick(time.Now())
-		for id, want := range map[string]State{"j": Running, "k": Pending, "done": Completed} {
+		for id, want := range map[string]State{"j": Running, "k": Pending, "done": Completed, "pending": Running, "gone": Cancelled} {
 			if got := storedState(t, st, id); got != want {
 				t.Errorf("%s stored %s once the store answers, want %s", id, got, want)
 			}
@@ -149,23 +171,6 @@ func TestCancelWhoseWriteHangsIsDoneOnceTheStoreAnswers(t *testing.T) {
 	})
 }
 
-// failGateStore holds every Put of a cancelling record until open is
-// closed, then fails it: a volume that hangs, then answers EIO.
-type failGateStore struct {
-	MemStore
-	open chan struct{}
-}
-
-func (s *failGateStore) Put(recs ...Record) error {
-	for _, r := range recs {
-		if r.State == Cancelling {
-			<-s.open
-			return errors.New("write sluice.db: input/output error")
-		}
-	}
-	return s.MemStore.Put(recs...)
-}
-
 // A cancel answered ErrStoreSlow while its record was being written, whose
 // write then fails, is not done: its answer must not have promised it, and
 // since nobody waits for it any more, its outcome is logged, or an
@@ -173,7 +178,7 @@ func (s *failGateStore) Put(recs ...Record) error {
 // dropped.
 func TestCancelWhoseWriteFailsAfterItsAnswer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := &failGateStore{open: make(chan struct{})}
+		st := &gateStore{open: make(chan struct{}), fail: errors.New("write sluice.db: input/output error")}
 		var logs logbuf.Buffer
 		m := newTestManager(t, Config{Store: st, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 		openOnce := sync.OnceFunc(func() { close(st.open) })

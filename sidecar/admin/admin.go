@@ -576,13 +576,10 @@ func (s *API) jobResult(w http.ResponseWriter, okStatus int, notRecorded string)
 	return func(v state.JobView, err error) {
 		if err != nil {
 			status, code := apierror.ForJob(err)
-			switch {
-			case errors.Is(err, state.ErrStoreSlow):
+			if slow := errors.Is(err, state.ErrStoreSlow); slow || errors.Is(err, state.ErrNotDurable) {
+				// Not done, or not known yet: ask again soon.
 				apierror.SetRetryAfter(w.Header(), cancelRetryAfter)
-			case errors.Is(err, state.ErrNotDurable):
-				// Not done at all: retry soon.
-				apierror.SetRetryAfter(w.Header(), cancelRetryAfter)
-				if notRecorded != "" {
+				if !slow && notRecorded != "" {
 					code = notRecorded
 				}
 			}
