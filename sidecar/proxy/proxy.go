@@ -118,7 +118,7 @@ type Proxy struct {
 	bytesCost    bool
 	reject       bool
 	timeout      time.Duration
-	answerMax    time.Duration // SLUICE_ANSWER_TIMEOUT
+	answerMax    time.Duration // SLUICE_ANSWER_TIMEOUT (unset: timeout)
 	queueTimeout time.Duration
 	retryMax     int
 	retryPost    bool
@@ -237,7 +237,7 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		bytesCost:    cfg.BytesCost,
 		reject:       cfg.Reject,
 		timeout:      cfg.Timeout,
-		answerMax:    cfg.AnswerTimeout,
+		answerMax:    cmp.Or(cfg.AnswerTimeout, cfg.Timeout),
 		queueTimeout: cfg.QueueTimeout,
 		retryMax:     cfg.RetryMax,
 		retryPost:    cfg.RetryPost,
@@ -315,7 +315,7 @@ var ErrCAFile = errors.New("upstream CA file")
 // newTransport bounds the phases of an upstream connection that outlast no
 // attempt of their own: dial and TLS handshake. Each attempt is bounded by
 // its own clock (SLUICE_UPSTREAM_TIMEOUT from its start until the answer
-// goes to the loader, then per part: partDeadline), which covers the wait
+// goes to the loader, then per part: attemptBody.readPart), which covers the wait
 // for the response headers too: a ResponseHeaderTimeout of
 // the same length, started once the request is written, could never fire
 // first, and would cost a timer per attempt.
@@ -1002,7 +1002,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	// otherwise block the copy once its socket is full, and with it the
 	// end of the attempt: its send slot would be held for as long as the
 	// loader keeps the connection. Not a deadline for the whole answer
-	// (the store's side has one per part, partDeadline): what sluice has
+	// (the store's side has one per part, attemptBody.readPart): what sluice has
 	// read of the answer (all of a small one, which it counted as the
 	// store's verdict) must still reach a loader a little behind.
 	ex.answering = true
@@ -1383,22 +1383,12 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 			return nil, err
 		}
 	}
-	var (
-		ctx    context.Context
-		cancel context.CancelFunc
-		clock  *time.Timer // the attempt's deadline; see partDeadline
-	)
-	if ex.pipelined {
-		// Its deadline runs from when the store takes it up (see pipeline).
-		ctx, cancel = context.WithCancel(req.Context())
-	} else {
-		var cancelCause context.CancelCauseFunc
-		ctx, cancelCause = context.WithCancelCause(req.Context())
-		clock = time.AfterFunc(p.timeout, func() { cancelCause(errAttemptTimeout) })
-		cancel = func() {
-			clock.Stop()
-			cancelCause(context.Canceled)
-		}
+	ctx, cancel := context.WithCancelCause(req.Context())
+	var clock *time.Timer // the attempt's deadline; see attemptBody.readPart
+	if !ex.pipelined {
+		// A pipelined write's deadline runs from when the store takes it
+		// up (see pipeline).
+		clock = time.AfterFunc(p.timeout, func() { cancel(errAttemptTimeout) })
 	}
 	start := time.Now()
 	var (
@@ -1424,14 +1414,8 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 		resp.Body.Close()
 		err = errSwitchedProtocols
 	}
-	if err == nil && clock != nil {
-		// Answered in time. The clock keeps running while sluice reads
-		// the answer for itself; once it goes to the loader, each part
-		// of it has the timeout (see partDeadline).
-		resp.Body = &partDeadline{rc: resp.Body, clock: clock, timeout: p.timeout, whole: p.answerMax, ctx: ctx, ex: ex}
-	}
 	if err != nil {
-		cancel()
+		endAttempt(clock, cancel)
 		res := p.classifyError(req.Context(), err, false)
 		if ex.streamed != nil {
 			if berr := ex.streamed.readErr(); berr != nil {
@@ -1461,10 +1445,12 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	}
 	var prefix []byte
 	if p.profile.WantsBody(resp.StatusCode, resp.Header) {
+		// Under the attempt's deadline still: the clock keeps running
+		// while sluice reads the answer for itself.
 		prefix, err = io.ReadAll(io.LimitReader(resp.Body, classify.BodyPrefixMax))
-		if err != nil {
+		if err = attemptErr(ctx, err); err != nil {
 			resp.Body.Close()
-			cancel()
+			endAttempt(clock, cancel)
 			res := p.classifyError(req.Context(), err, true)
 			ex.last = res
 			p.finishAttempt(ex, permit, scoped, res, latency, nil)
@@ -1474,7 +1460,7 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	}
 	res := p.profile.Classify(resp.StatusCode, resp.Header, prefix, time.Now())
 	ex.last = res
-	ab := &attemptBody{rc: resp.Body, status: resp.StatusCode, cancel: cancel, p: p, ex: ex, permit: permit, scoped: scoped, res: res, latency: latency, parent: req.Context()}
+	ab := &attemptBody{rc: resp.Body, status: resp.StatusCode, cancel: cancel, clock: clock, ctx: ctx, p: p, ex: ex, permit: permit, scoped: scoped, res: res, latency: latency, parent: req.Context()}
 	if res.Kind == classify.OK {
 		creq := itemsRequest(req)
 		creq.Items = ex.requestItems()
@@ -1663,62 +1649,17 @@ type prefixedBody struct {
 func (b *prefixedBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b *prefixedBody) Close() error               { return b.c.Close() }
 
-// partDeadline gives each read of an answer that goes to the loader the
-// attempt's timeout: clock ends the attempt when it fires. A deadline for
-// the whole would cut a long answer the store is still sending steadily (a
-// big bulk write's results, the spaces S3 sends while it completes a
-// multipart upload) to a write it took: the loader, handed a broken answer,
-// sends it again. Only the wait for the store counts; the time the loader
-// takes over each part is bounded by its write deadline (attemptBody.Read).
-// The whole answer has SLUICE_ANSWER_TIMEOUT, from its first read: a store
-// that sends a byte just within each timeout would otherwise hold the
-// write, and its send slot, for ever; and an answer with a length, held in
-// the loader's connection's buffer until it is whole, does not even reach
-// the loader meanwhile.
-//
-// What sluice reads of an answer for itself before the loader has any of it
-// (the profile's look at an error answer's head, the drain of an answer it
-// sends the write again after) stays under the attempt's deadline as a
-// whole, as the wait for the answer does: the loader's write deadline does
-// not bound it, and a store trickling an error answer would otherwise hold
-// the write, and its send slot, for as long as it trickles.
-type partDeadline struct {
-	rc      io.ReadCloser
-	clock   *time.Timer
-	timeout time.Duration
-	whole   time.Duration   // of the answer handed to the loader; 0: timeout
-	end     time.Time       // the whole answer's deadline, from its first read
-	ctx     context.Context // the attempt's
-	ex      *exchange       // answering: the loader is being handed the answer
+// endAttempt releases an attempt: its clock, if it has one, and its
+// context.
+func endAttempt(clock *time.Timer, cancel context.CancelCauseFunc) {
+	if clock != nil {
+		clock.Stop()
+	}
+	cancel(nil)
 }
 
 // errAnswerTimeout ends an answer still coming at SLUICE_ANSWER_TIMEOUT.
 var errAnswerTimeout = fmt.Errorf("sluice: the store's answer took longer than SLUICE_ANSWER_TIMEOUT: %w", context.DeadlineExceeded)
-
-func (d *partDeadline) Read(p []byte) (int, error) {
-	if !d.ex.answering {
-		n, err := d.rc.Read(p)
-		return n, attemptErr(d.ctx, err)
-	}
-	now := time.Now()
-	if d.end.IsZero() {
-		d.end = now.Add(cmp.Or(d.whole, d.timeout))
-	}
-	left := d.end.Sub(now)
-	if left <= 0 {
-		return 0, errAnswerTimeout
-	}
-	d.clock.Reset(min(d.timeout, left))
-	n, err := d.rc.Read(p)
-	d.clock.Stop()
-	err = attemptErr(d.ctx, err)
-	if errors.Is(err, errAttemptTimeout) && !time.Now().Before(d.end) {
-		err = errAnswerTimeout // the clock was set to the whole answer's end
-	}
-	return n, err
-}
-
-func (d *partDeadline) Close() error { return d.rc.Close() }
 
 // attemptBody is the store's response body as the loader reads it. It feeds
 // the profile's scanner (Elasticsearch bulk items, DynamoDB unprocessed
@@ -1730,8 +1671,14 @@ type attemptBody struct {
 	scanner classify.Scanner
 	err     error // the first read error other than io.EOF
 	eof     bool  // the body was read to its end
-	cancel  context.CancelFunc
+	cancel  context.CancelCauseFunc
 	closed  bool
+
+	// The attempt's deadline, from which an answer that goes to the
+	// loader has each part (readPart); nil for a pipelined write.
+	clock *time.Timer
+	end   time.Time       // the whole answer's deadline, from its first part
+	ctx   context.Context // the attempt's
 
 	// The attempt that Close ends (see done).
 	p       *Proxy
@@ -1744,7 +1691,16 @@ type attemptBody struct {
 }
 
 func (b *attemptBody) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
+	var (
+		n   int
+		err error
+	)
+	if b.ex.answering && b.clock != nil {
+		n, err = b.readPart(p)
+	} else {
+		n, err = b.rc.Read(p)
+		err = attemptErr(b.ctx, err)
+	}
 	if n > 0 && b.ex.answering {
 		// The copy to the loader reads the next part once it wrote the
 		// last: the loader has taken it, and has the timeout again for
@@ -1764,11 +1720,49 @@ func (b *attemptBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readPart reads a part of an answer that goes to the loader, giving the
+// read the attempt's timeout: clock ends the attempt when it fires. A
+// deadline for the whole would cut a long answer the store is still sending steadily (a
+// big bulk write's results, the spaces S3 sends while it completes a
+// multipart upload) to a write it took: the loader, handed a broken answer,
+// sends it again. Only the wait for the store counts; the time the loader
+// takes over each part is bounded by its write deadline (attemptBody.Read).
+// The whole answer has SLUICE_ANSWER_TIMEOUT, from its first read: a store
+// that sends a byte just within each timeout would otherwise hold the
+// write, and its send slot, for ever; and an answer with a length, held in
+// the loader's connection's buffer until it is whole, does not even reach
+// the loader meanwhile.
+//
+// What sluice reads of an answer for itself before the loader has any of it
+// (the profile's look at an error answer's head, the drain of an answer it
+// sends the write again after) stays under the attempt's deadline as a
+// whole, as the wait for the answer does: the loader's write deadline does
+// not bound it, and a store trickling an error answer would otherwise hold
+// the write, and its send slot, for as long as it trickles.
+func (b *attemptBody) readPart(p []byte) (int, error) {
+	now := time.Now()
+	if b.end.IsZero() {
+		b.end = now.Add(b.p.answerMax)
+	}
+	left := b.end.Sub(now)
+	if left <= 0 {
+		return 0, errAnswerTimeout
+	}
+	b.clock.Reset(min(b.p.timeout, left))
+	n, err := b.rc.Read(p)
+	b.clock.Stop()
+	err = attemptErr(b.ctx, err)
+	if errors.Is(err, errAttemptTimeout) && !time.Now().Before(b.end) {
+		err = errAnswerTimeout // the clock was set to the whole answer's end
+	}
+	return n, err
+}
+
 func (b *attemptBody) Close() error {
 	err := b.rc.Close()
 	if !b.closed {
 		b.closed = true
-		b.cancel()
+		endAttempt(b.clock, b.cancel)
 		b.done()
 	}
 	return err
