@@ -13,7 +13,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -94,7 +96,7 @@ var (
 type pipeConn struct {
 	pl   *Pipeline
 	nc   net.Conn
-	head *headLimit // under br: bounds the head of each answer
+	head *io.LimitedReader // under br: bounds the head of each answer (readFinalResponse)
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	kick chan struct{} // capacity 1: wakes the writer
@@ -307,7 +309,7 @@ func (pl *Pipeline) add(ctx context.Context, c *pipeCall) error {
 	if err != nil {
 		return err
 	}
-	head := &headLimit{r: nc, n: -1}
+	head := &io.LimitedReader{R: nc, N: math.MaxInt64}
 	pc := &pipeConn{
 		pl: pl, nc: nc, head: head,
 		br:   bufio.NewReader(head),
@@ -638,19 +640,20 @@ func (pc *pipeConn) readLoop() {
 	}
 }
 
-// readFinalResponse reads req's answer, past any 1xx interim ones, each
-// head within max bytes read from the connection (head, under br), as
-// net/http's transport bounds it: http.ReadResponse alone reads a head
-// without end, and a store that sends one would take sluice's memory.
-func readFinalResponse(br *bufio.Reader, head *headLimit, max int64, req *http.Request) (*http.Response, error) {
-	for interim := 0; ; interim++ {
-		if interim > max1xx {
-			return nil, errors.New("sluice: the store sent too many 1xx answers to a pipelined write")
-		}
-		head.n = max
+// readFinalResponse reads req's answer, past any 1xx interim ones, their
+// heads and the final one's within max bytes read from the connection
+// (head, under br), as net/http's transport bounds them: http.ReadResponse
+// alone reads a head without end, and a store that sends one, or interim
+// answers without end, would take sluice's memory.
+func readFinalResponse(br *bufio.Reader, head *io.LimitedReader, max int64, req *http.Request) (*http.Response, error) {
+	head.N = max
+	defer func() { head.N = math.MaxInt64 }()
+	for {
 		resp, err := http.ReadResponse(br, req)
-		head.n = -1
 		if err != nil {
+			if head.N <= 0 {
+				return nil, fmt.Errorf("sluice: the store's answer head is longer than %d bytes", max)
+			}
 			return nil, err
 		}
 		switch {
@@ -662,33 +665,6 @@ func readFinalResponse(br *bufio.Reader, head *headLimit, max int64, req *http.R
 		}
 		return resp, nil
 	}
-}
-
-// max1xx bounds the interim answers before a final one, as net/http's
-// transport does (5).
-const max1xx = 5
-
-// headLimit reads r, at most n bytes unless n is negative: then any.
-type headLimit struct {
-	r io.Reader
-	n int64
-}
-
-var errHeadTooLong = errors.New("sluice: the store's answer head is longer than its limit")
-
-func (l *headLimit) Read(p []byte) (int, error) {
-	if l.n < 0 {
-		return l.r.Read(p)
-	}
-	if l.n == 0 {
-		return 0, errHeadTooLong
-	}
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	l.n -= int64(n)
-	return n, err
 }
 
 func (pc *pipeConn) closeIdle() {
