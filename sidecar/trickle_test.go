@@ -2,14 +2,33 @@ package sidecar
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 )
+
+// trickle answers r with status and a body of size bytes, sent a byte every
+// interval, as a store does that holds each write's answer back.
+func trickle(w http.ResponseWriter, r *http.Request, status, size int, every time.Duration) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	w.Header().Set("Content-Length", strconv.Itoa(size))
+	w.WriteHeader(status)
+	for range size {
+		if _, err := io.WriteString(w, " "); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
 
 // An answer that sluice reads for itself before the loader gets anything
 // (the profile's look at an error answer's head, the drain of an answer it
@@ -66,17 +85,6 @@ func TestTrickledAnswerSluiceReadsItselfKeepsTheAttemptDeadline(t *testing.T) {
 	}
 }
 
-// ctxBody is an answer's body as HTTP/2's transport reads it once the
-// attempt's context ends: the context's own error (context.Canceled for a
-// context cancelled with a cause), not the cause.
-type ctxBody struct{ ctx context.Context }
-
-func (b ctxBody) Read([]byte) (int, error) {
-	<-b.ctx.Done()
-	return 0, b.ctx.Err()
-}
-func (b ctxBody) Close() error { return nil }
-
 // The store's headers come as the attempt's deadline passes (the clock
 // has fired when the attempt looks at it): reading the answer then fails,
 // and that is still the attempt's timeout, a 504 and not sent again (the
@@ -92,7 +100,10 @@ func TestAnswerAtTheDeadlineIsATimeout(t *testing.T) {
 			}
 			<-r.Context().Done()
 			h := http.Header{"Content-Type": {"application/json"}}
-			return &http.Response{StatusCode: http.StatusTooManyRequests, Header: h, Body: ctxBody{r.Context()}, ContentLength: -1, Request: r, ProtoMajor: 2, Proto: "HTTP/2.0"}, nil
+			// The body as HTTP/2's transport reads it once the attempt's
+			// context ended: the context's own error (context.Canceled,
+			// for one cancelled with a cause), not the cause.
+			return &http.Response{StatusCode: http.StatusTooManyRequests, Header: h, Body: io.NopCloser(&stalledBody{ctx: r.Context()}), ContentLength: -1, Request: r, ProtoMajor: 2, Proto: "HTTP/2.0"}, nil
 		})
 		_, c := loaderConn(t, tr, "UPSTREAM_TIMEOUT=2s", "PROFILE=elasticsearch", "RETRY_MAX=1")
 		putOne(t, c)
