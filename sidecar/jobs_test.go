@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -557,17 +556,12 @@ func (s *brokenStore) Put(recs ...state.Record) error {
 	return s.MemStore.Put(recs...)
 }
 
-// brokenStoreServer is a Server whose job state store is a brokenStore and
-// whose store is a pegasusStore, which it also calls for its actions.
+// brokenStoreServer is buildServer with a brokenStore for job state and a
+// pegasusStore upstream.
 func brokenStoreServer(t *testing.T) (*Server, *pegasusStore, *brokenStore) {
 	t.Helper()
 	upstream, st := &pegasusStore{}, &brokenStore{}
-	s, err := NewServer(testConfig(t), Options{Logger: slog.New(slog.DiscardHandler), Store: st,
-		ActionClient: &http.Client{Transport: memTransport{upstream}}, Transport: memTransport{upstream}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, upstream, st
+	return buildServer(t, upstream, st), upstream, st
 }
 
 // TestCancelNotRecorded: a cancel that cannot be recorded is answered 503

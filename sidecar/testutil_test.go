@@ -77,18 +77,25 @@ func testConfig(t *testing.T, env ...string) Config {
 // store, with its loops running; they stop at the end of the test.
 func newTestServer(t *testing.T, store http.Handler, env ...string) *Server {
 	t.Helper()
-	cfg := testConfig(t, env...)
-	opts := Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}}
+	s := buildServer(t, store, &state.MemStore{}, env...)
+	t.Cleanup(s.StartLoops())
+	return s
+}
+
+// buildServer builds a Server whose upstream, and its actions' too, is the
+// in-memory handler store, and whose job state is kept in jobs; its loops
+// are not started.
+func buildServer(t *testing.T, store http.Handler, jobs state.Store, env ...string) *Server {
+	t.Helper()
+	opts := Options{Logger: slog.New(slog.DiscardHandler), Store: jobs}
 	if store != nil {
 		opts.ActionClient = &http.Client{Transport: memTransport{store}}
 		opts.Transport = memTransport{store}
 	}
-	s, err := NewServer(cfg, opts)
+	s, err := NewServer(testConfig(t, env...), opts)
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}
-	stop := s.StartLoops()
-	t.Cleanup(stop)
 	return s
 }
 
