@@ -1123,7 +1123,15 @@ func checkQueries(t *testing.T, queries []deployQuery, fams map[string]*scrapedF
 	for k := classify.Kind(0); !strings.HasPrefix(k.String(), "kind("); k++ {
 		kinds[k.String()] = true
 	}
-	known := map[string]map[string]bool{"state": states, "kind": kinds}
+	// The rate's unit is the configuration's: one run exports one, and
+	// a dashboard names each.
+	units := map[string]bool{}
+	for _, u := range []string{"requests", "bytes"} {
+		if _, _, err := sidecar.LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://store.test", "SLUICE_RATE_UNIT=" + u}); err == nil {
+			units[u] = true
+		}
+	}
+	known := map[string]map[string]bool{"state": states, "kind": kinds, "unit": units}
 
 	names := 0
 	missing := map[string][]string{}

@@ -717,3 +717,14 @@ func TestStartTimeMetric(t *testing.T) {
 		}
 	})
 }
+
+// The send-rate limit says its unit, so that a dashboard draws it beside
+// the goodput it limits: requests beside requests, bytes beside bytes.
+func TestRateLimitMetricSaysItsUnit(t *testing.T) {
+	for _, unit := range []string{"requests", "bytes"} {
+		s := newTestServer(t, nil, "RATE_UNIT="+unit, "INITIAL_RATE=50")
+		if got := seriesValue(t, s, "sluice_limiter_rate_limit", "unit", unit); got != 50 {
+			t.Errorf("SLUICE_RATE_UNIT=%s: sluice_limiter_rate_limit{unit=%q} = %v, want the limit, 50", unit, unit, got)
+		}
+	}
+}

@@ -45,14 +45,17 @@ type limiterCollector struct {
 	decreases, increases, phase                                                  *prometheus.Desc
 }
 
-func newLimiterCollector(lim *limiter.Controller, budget *proxy.Budget) *limiterCollector {
+func newLimiterCollector(lim *limiter.Controller, budget *proxy.Budget, rateUnit string) *limiterCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &limiterCollector{
-		lim:         lim,
-		budget:      budget,
-		rate:        d("sluice_limiter_rate_limit", "Current send-rate limit, in SLUICE_RATE_UNIT per second."),
+		lim:    lim,
+		budget: budget,
+		// The unit as a label: a dashboard draws a limit in requests
+		// beside the requests acknowledged, one in bytes beside the bytes.
+		rate: prometheus.NewDesc("sluice_limiter_rate_limit", "Current send-rate limit, in SLUICE_RATE_UNIT (the unit label) per second.",
+			nil, prometheus.Labels{"unit": rateUnit}),
 		concurrency: d("sluice_limiter_concurrency_limit", "Current limit on concurrent upstream attempts."),
 		inFlight:    d("sluice_limiter_in_flight", "Upstream attempts in flight."),
 		queued:      d("sluice_limiter_queue_length", "Writes waiting in sluice's queue for a send slot."),

@@ -136,7 +136,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	reg.MustRegister(newLimiterCollector(lim, s.budget), newClassCollector(lim))
+	reg.MustRegister(newLimiterCollector(lim, s.budget, cfg.RateUnit), newClassCollector(lim))
 
 	a, err := auth.New(cfg.Auth, auth.Options{
 		Logger:       log,
