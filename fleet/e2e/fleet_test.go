@@ -23,6 +23,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sluice-dev/sluice/internal/logbuf"
 	"github.com/sluice-dev/sluice/internal/redistest"
 	"github.com/sluice-dev/sluice/internal/testbin"
 	"github.com/sluice-dev/sluice/sidecar/admin"
@@ -120,33 +121,17 @@ type sidecar struct {
 	cmd      *exec.Cmd
 	proxy    string
 	admin    string
-	logs     *bytes.Buffer
-	logsMu   *sync.Mutex
+	logs     *logbuf.Buffer
 	finished chan struct{}
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (s *sidecar) logText() string {
-	s.logsMu.Lock()
-	defer s.logsMu.Unlock()
-	return s.logs.String()
-}
+func (s *sidecar) logText() string { return s.logs.String() }
 
 func startSidecar(t *testing.T, bin string, env ...string) *sidecar {
 	t.Helper()
 	pp, ap := freePort(t), freePort(t)
 	s := &sidecar{proxy: fmt.Sprintf("http://127.0.0.1:%d", pp), admin: fmt.Sprintf("http://127.0.0.1:%d", ap),
-		logs: &bytes.Buffer{}, logsMu: &sync.Mutex{}, finished: make(chan struct{})}
+		logs: &logbuf.Buffer{}, finished: make(chan struct{})}
 	s.cmd = exec.Command(bin, "run")
 	s.cmd.Env = append([]string{
 		"PATH=" + os.Getenv("PATH"),
@@ -154,8 +139,7 @@ func startSidecar(t *testing.T, bin string, env ...string) *sidecar {
 		"SLUICE_ADMIN_ADDR=127.0.0.1:" + strconv.Itoa(ap),
 		"SLUICE_LOG_LEVEL=info",
 	}, env...)
-	w := lockedWriter{s.logsMu, s.logs}
-	s.cmd.Stdout, s.cmd.Stderr = w, w
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
