@@ -643,6 +643,43 @@ func TestCancelWhileTheStateStoreHangs(t *testing.T) {
 	})
 }
 
+// TestRegisterWithTotalWhileTheStateStoreHangs: a registration that
+// carries its total, with a state volume whose writes hang, is answered
+// once, 503 state_store_slow within 5 s, and what it kept in memory (the
+// job and its total) is written once the store answers: the loader that
+// does not retry still has its ETA.
+func TestRegisterWithTotalWhileTheStateStoreHangs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, _, st := brokenStoreServer(t)
+		gate := make(chan struct{})
+		openGate := sync.OnceFunc(func() { close(gate) })
+		stop := s.StartLoops()
+		t.Cleanup(func() { openGate(); stop() })
+		st.hung.Store(&gate)
+		start := time.Now()
+		rec := adminCall(s.AdminHandler(), "POST", "/v1/jobs", `{"id":"load-1","total":{"records":1000}}`)
+		var body apierror.Body
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		if took := time.Since(start); took != 5*time.Second {
+			t.Errorf("registration answered after %v with the state store hanging, want 5s", took)
+		}
+		if rec.Code != http.StatusServiceUnavailable || body.Error != "state_store_slow" {
+			t.Errorf("registration with the state store hanging: %d %s, want 503 state_store_slow", rec.Code, rec.Body)
+		}
+		st.hung.Store(nil)
+		openGate()
+		synctest.Wait()
+		s.jobs.Tick(time.Now())
+		recs, err := st.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != 1 || recs[0].ID != "load-1" || recs[0].Total == nil || *recs[0].Total != (state.Total{Unit: state.UnitRecords, N: 1000}) {
+			t.Errorf("stored once the store answered: %+v, want load-1 with its total of 1000 records", recs)
+		}
+	})
+}
+
 // Every classification the proxy reports reaches the job manager, none is
 // dropped as unknown on the way: as the kind of the same name (an
 // unreachable store's stall cause is upstream_unreachable).

@@ -42,8 +42,8 @@ func (s *gateStore) Put(recs ...Record) error {
 	return s.MemStore.Put(recs...)
 }
 
-// storedState returns the state of job id's record in st.
-func storedState(t *testing.T, st Store, id string) State {
+// storedRecord returns job id's record in st.
+func storedRecord(t *testing.T, st Store, id string) Record {
 	t.Helper()
 	recs, err := st.Load()
 	if err != nil {
@@ -51,11 +51,17 @@ func storedState(t *testing.T, st Store, id string) State {
 	}
 	for _, r := range recs {
 		if r.ID == id {
-			return r.State
+			return r
 		}
 	}
 	t.Fatalf("no record of %q", id)
-	return 0
+	return Record{}
+}
+
+// storedState returns the state of job id's record in st.
+func storedState(t *testing.T, st Store, id string) State {
+	t.Helper()
+	return storedRecord(t, st, id).State
 }
 
 // TestCancelTakesEffectOnceCommitted: while the cancelling record is being

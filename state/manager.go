@@ -1334,6 +1334,21 @@ func (m *Manager) Observe(id string, o Observation) {
 // A job that is cancelling, cleaning or terminal is not changed:
 // *NotAcceptingError. Invalid settings: an error wrapping ErrInvalid.
 func (m *Manager) Register(id string, s Settings) (JobView, error) {
+	return m.register(id, s, nil)
+}
+
+// RegisterWithTotal is Register that also sets the job's total (SetTotal)
+// in the same record: one write, so that a loader registering with its
+// size waits for the state store once, and a registration kept in memory
+// while the store is slow keeps its total too.
+func (m *Manager) RegisterWithTotal(id string, s Settings, t Total) (JobView, error) {
+	if err := t.Validate(); err != nil {
+		return JobView{}, err
+	}
+	return m.register(id, s, &t)
+}
+
+func (m *Manager) register(id string, s Settings, total *Total) (JobView, error) {
 	if !ValidJobID(id) {
 		return JobView{}, fmt.Errorf("%w: %q", ErrInvalidJobID, id)
 	}
@@ -1364,6 +1379,10 @@ func (m *Manager) Register(id string, s Settings) (JobView, error) {
 		e.job.SetPolicy(m.policy(id, s))
 		e.version++
 		fx.ids = append(fx.ids, id)
+	}
+	if total != nil && e.total != *total {
+		e.total = *total
+		e.version++
 	}
 	v := m.viewLocked(e, now)
 	m.mu.Unlock()

@@ -303,9 +303,15 @@ func TestSetTotalErrors(t *testing.T) {
 		if _, err := m.SetTotal("j", tot); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%+v: %v, want ErrInvalid", tot, err)
 		}
+		if _, err := m.RegisterWithTotal("k", Settings{}, tot); !errors.Is(err, ErrInvalid) {
+			t.Errorf("registered with %+v: %v, want ErrInvalid", tot, err)
+		}
 	}
 	if v := mustGet(t, m, "j"); v.Progress != nil {
 		t.Errorf("invalid totals left %+v", v.Progress)
+	}
+	if _, err := m.Get("k"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a registration with an invalid total created its job: %v", err)
 	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)

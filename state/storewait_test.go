@@ -75,7 +75,10 @@ func TestRequestsAnswerWhileTheStoreHangs(t *testing.T) {
 		}
 		kept := map[string]func() (JobView, error){
 			"register": func() (JobView, error) { return m.Register("k", Settings{}) },
-			"total":    func() (JobView, error) { return m.SetTotal("j", Total{Unit: UnitRecords, N: 10}) },
+			"register with total": func() (JobView, error) {
+				return m.RegisterWithTotal("t", Settings{}, Total{Unit: UnitItems, N: 3})
+			},
+			"total": func() (JobView, error) { return m.SetTotal("j", Total{Unit: UnitRecords, N: 10}) },
 			"checkpoint": func() (JobView, error) {
 				return m.ReportProgress("j", Progress{Records: 1, Checkpoint: []byte(`{"n":1}`)})
 			},
@@ -124,13 +127,16 @@ func TestRequestsAnswerWhileTheStoreHangs(t *testing.T) {
 		openOnce()
 		synctest.Wait()
 		m.Tick(time.Now())
-		for id, want := range map[string]State{"j": Running, "k": Pending, "done": Completed, "pending": Running, "gone": Cancelled} {
+		for id, want := range map[string]State{"j": Running, "k": Pending, "t": Pending, "done": Completed, "pending": Running, "gone": Cancelled} {
 			if got := storedState(t, st, id); got != want {
 				t.Errorf("%s stored %s once the store answers, want %s", id, got, want)
 			}
 		}
 		if v := mustGet(t, m, "j"); v.Checkpoint == nil {
 			t.Error("the checkpoint kept in memory was not made durable once the store answered")
+		}
+		if got := storedRecord(t, st, "t").Total; got == nil || *got != (Total{Unit: UnitItems, N: 3}) {
+			t.Errorf("t stored with total %v once the store answers, want its 3 items", got)
 		}
 	})
 }

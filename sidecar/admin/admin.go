@@ -489,11 +489,11 @@ func (s *API) jobsAPI(mux *http.ServeMux) {
 			apierror.Write(w, http.StatusBadRequest, "invalid_request", err.Error(), nil)
 			return
 		}
-		v, err := s.d.Jobs.Register(req.ID, settings)
-		if err == nil && req.Total != nil {
-			v, err = s.d.Jobs.SetTotal(req.ID, *req.Total)
+		if req.Total != nil {
+			s.jobResult(w, http.StatusCreated, "")(s.d.Jobs.RegisterWithTotal(req.ID, settings, *req.Total))
+			return
 		}
-		s.jobResult(w, http.StatusCreated, "")(v, err)
+		s.jobResult(w, http.StatusCreated, "")(s.d.Jobs.Register(req.ID, settings))
 	}))
 	mux.HandleFunc("GET /v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		s.jobResult(w, http.StatusOK, "")(s.d.Jobs.Get(r.PathValue("id")))
