@@ -347,10 +347,19 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 	return runErr
 }
 
+// flushWait bounds how long a shutdown waits for the job manager's round
+// under way and its flush of job state. A state volume whose writes hang
+// would otherwise keep sluice from exiting until the kubelet kills it at
+// the end of the grace period, without a word of what was lost. It allows
+// two commits (the round's and the flush's), each as slow as a healthy
+// store's slowest.
+const flushWait = 10 * time.Second
+
 // StartLoops starts, for a Server used through its handlers rather than
 // Serve, the control loop, the job manager and the credential
 // refresher. The func it returns wakes anything still queued, stops them and
-// flushes job state.
+// flushes job state, giving up on a state store that has not answered in
+// flushWait.
 func (s *Server) StartLoops() (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var loops sync.WaitGroup
@@ -365,9 +374,21 @@ func (s *Server) StartLoops() (stop func()) {
 		s.closeWaits()
 		s.proxy.Close()
 		cancel()
-		loops.Wait()
-		if err := s.jobs.Close(); err != nil {
-			s.log.Error("flushing job state", "err", err)
+		flushed := make(chan error, 1)
+		go func() {
+			loops.Wait()
+			flushed <- s.jobs.Close()
+		}()
+		t := time.NewTimer(flushWait)
+		defer t.Stop()
+		select {
+		case err := <-flushed:
+			if err != nil {
+				s.log.Error("flushing job state", "err", err)
+			}
+		case <-t.C:
+			s.log.Error("shutdown: job state not flushed, the state store has not answered; job changes since its last write are lost",
+				"wait", flushWait, "state_dir", s.cfg.StateDir)
 		}
 	}
 }

@@ -2,14 +2,17 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/sluice-dev/sluice/internal/logbuf"
 	"github.com/sluice-dev/sluice/internal/pipenet"
 	"github.com/sluice-dev/sluice/state"
 )
@@ -73,4 +76,71 @@ func TestShutdownLetsACancelFinish(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestShutdownGivesUpOnAHungStateStore: a shutdown waits for the job
+// manager's round and its flush of job state while the state store
+// answers, however slowly, but not for a state volume that has stopped
+// answering: past flushWait it says that job state was not flushed, and
+// lets sluice exit before the kubelet has to kill it.
+func TestShutdownGivesUpOnAHungStateStore(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		answerIn time.Duration // 0: never, until the test ends
+		want     time.Duration
+	}{
+		{"slow", 3 * time.Second, 3 * time.Second},
+		{"hung", 0, flushWait},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st, logs := &brokenStore{}, &logbuf.Buffer{}
+				s, err := NewServer(testConfig(t), Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)), Store: st})
+				if err != nil {
+					t.Fatal(err)
+				}
+				stop := s.StartLoops()
+				gate := make(chan struct{})
+				st.hung.Store(&gate)
+				// The registration's write hangs, holding the store: the
+				// job is kept in memory, its record written once the
+				// store answers.
+				if _, err := s.jobs.Register("load-1", state.Settings{}); !errors.Is(err, state.ErrStoreSlow) {
+					t.Fatalf("register with the store hanging: %v, want ErrStoreSlow", err)
+				}
+				if tc.answerIn > 0 {
+					time.AfterFunc(tc.answerIn, func() { st.hung.Store(nil); close(gate) })
+				} else {
+					defer close(gate) // the goroutines left behind end with the test
+				}
+				start := time.Now()
+				stop()
+				if took := time.Since(start); took != tc.want {
+					t.Errorf("shutdown took %v, want %v", took, tc.want)
+				}
+				notFlushed := strings.Contains(logs.String(), "job state not flushed")
+				if tc.answerIn > 0 {
+					if notFlushed || storedIDs(t, st) != "load-1" {
+						t.Errorf("store answering after %v: stored %q, logs %s; want load-1 flushed", tc.answerIn, storedIDs(t, st), logs)
+					}
+				} else if !notFlushed {
+					t.Errorf("shutdown gave up on the store without saying so: %s", logs)
+				}
+			})
+		})
+	}
+}
+
+// storedIDs lists, comma-separated, the jobs recorded in st.
+func storedIDs(t *testing.T, st state.Store) string {
+	t.Helper()
+	recs, err := st.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range recs {
+		ids = append(ids, r.ID)
+	}
+	return strings.Join(ids, ",")
 }
