@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,22 @@ import (
 //
 // bench/proxycost prints the same comparison with p50/p99 and peak memory.
 func BenchmarkProxy(b *testing.B) {
+	body := strings.Repeat(`{"index":{}}`+"\n"+`{"field":"value"}`+"\n", 8)
+	benchProxies(b, 8, func() io.Reader { return strings.NewReader(body) })
+}
+
+// BenchmarkProxyStreamed is BenchmarkProxy for a 4 MiB body, above
+// SLUICE_RETRY_BODY_MAX, so that sluice streams it: what its streamed path
+// allocates per write, which grows with the body's reads unless the path
+// is careful.
+func BenchmarkProxyStreamed(b *testing.B) {
+	body := bytes.Repeat([]byte(`{"field":"value"}`+"\n"), 4<<20/18)
+	benchProxies(b, 1, func() io.Reader { return bytes.NewReader(body) })
+}
+
+// benchProxies runs, as sub-benchmarks bare and sluice, writes of the
+// bodies newBody returns, parallelism × GOMAXPROCS at a time.
+func benchProxies(b *testing.B, parallelism int, newBody func() io.Reader) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		_, _ = io.WriteString(w, `{"result":"created"}`)
@@ -29,7 +46,7 @@ func BenchmarkProxy(b *testing.B) {
 		Transport: &http.Transport{MaxIdleConnsPerHost: 256},
 	}
 	cfg, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=" + up.URL,
-		"SLUICE_INITIAL_RATE=1000000000", "SLUICE_MAX_RATE=1000000000",
+		"SLUICE_INITIAL_RATE=1000000000", "SLUICE_MAX_RATE=1000000000", "SLUICE_RETRY_BODY_MAX=1MiB",
 		"SLUICE_INITIAL_CONCURRENCY=1024", "SLUICE_MAX_CONCURRENCY=1024", "SLUICE_QUEUE_MAX=100000"})
 	if err != nil {
 		b.Fatal(err)
@@ -40,7 +57,6 @@ func BenchmarkProxy(b *testing.B) {
 	}
 	stop := s.StartLoops()
 	defer stop()
-	body := strings.Repeat(`{"index":{}}`+"\n"+`{"field":"value"}`+"\n", 8)
 	for _, tc := range []struct {
 		name string
 		h    http.Handler
@@ -50,11 +66,11 @@ func BenchmarkProxy(b *testing.B) {
 			defer front.Close()
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 			defer client.CloseIdleConnections()
-			b.SetParallelism(8)
+			b.SetParallelism(parallelism)
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					req, _ := http.NewRequest(http.MethodPut, front.URL+"/index/_doc", strings.NewReader(body))
+					req, _ := http.NewRequest(http.MethodPut, front.URL+"/index/_doc", newBody())
 					resp, err := client.Do(req)
 					if err != nil {
 						b.Error(err)

@@ -1315,7 +1315,11 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n.Add(int64(n))
 	if err != nil && err != io.EOF {
-		c.err.CompareAndSwap(nil, &err)
+		// A copy: &err itself would put err on the heap at every read
+		// (a streamed 4 MiB body is read some 130 times), not only at
+		// the one that fails.
+		e := err
+		c.err.CompareAndSwap(nil, &e)
 	}
 	if c.counter != nil && n > 0 {
 		_, _ = c.counter.Write(b[:n])
