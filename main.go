@@ -201,6 +201,9 @@ func runSidecar(stderr io.Writer) int {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(sidecar.MemoryLimit(cfg))
 	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(sidecar.GCPercent)
+	}
 	srv, err := sidecar.NewServer(cfg, sidecar.Options{Logger: log})
 	if err != nil {
 		return startupFailed(stderr, err)

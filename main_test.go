@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/sluice-dev/sluice/sidecar"
 )
 
 // TestBadConfigExits2 runs `sluice run` and `sluice check-config` with
@@ -203,5 +205,37 @@ sluice: invalid configuration:
 `
 	if got := stderr.String(); got != want {
 		t.Errorf("check-config said\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestRunSetsGCPercent: `sluice run` collects at GOGC=200 and keeps the
+// soft memory limit to the buffer budget, unless GOGC and GOMEMLIMIT say
+// otherwise. (The run stops at a bad state dir, after both are set.)
+func TestRunSetsGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	t.Setenv("SLUICE_UPSTREAM_URL", "http://127.0.0.1:1")
+	t.Setenv("SLUICE_STATE_DIR", "/dev/null")
+	for _, tc := range []struct {
+		gogc, gomemlimit string
+		wantGC           int
+		wantLimit        int64
+	}{
+		{"", "", sidecar.GCPercent, 256<<20 + 128<<20},
+		{"50", "1GiB", 100, 1 << 40}, // the values before run, untouched
+	} {
+		t.Setenv("GOGC", tc.gogc)
+		t.Setenv("GOMEMLIMIT", tc.gomemlimit)
+		debug.SetGCPercent(100)
+		debug.SetMemoryLimit(1 << 40)
+		if code := run([]string{"run"}, io.Discard, io.Discard); code != 2 {
+			t.Fatalf("GOGC=%q: exit %d, want 2 (the state dir)", tc.gogc, code)
+		}
+		if got := debug.SetGCPercent(100); got != tc.wantGC {
+			t.Errorf("GOGC=%q: ran with GC percent %d, want %d", tc.gogc, got, tc.wantGC)
+		}
+		if got := debug.SetMemoryLimit(-1); got != tc.wantLimit {
+			t.Errorf("GOMEMLIMIT=%q: ran with memory limit %d, want %d", tc.gomemlimit, got, tc.wantLimit)
+		}
 	}
 }

@@ -907,6 +907,18 @@ func MemoryLimit(cfg Config) int64 {
 	return int64(cfg.BufferBudget) + 128<<20
 }
 
+// GCPercent is the GOGC sluice runs with unless GOGC is set. sluice's live
+// heap is small (a MiB or two besides buffered bodies) while every write
+// allocates a little, so at Go's default of 100 it collects many times a
+// second under load, and each collection takes CPU from the two or so
+// cores the writes share and holds up the writes in flight. At 200 the
+// same binary, side by side with itself at 100, used about 6% less CPU per
+// small write and cut their p99 at half the bare proxy's peak by about a
+// millisecond. It costs a few MiB while the live heap is small; as
+// buffered bodies grow it, MemoryLimit keeps the heap to the budget as
+// before.
+const GCPercent = 200
+
 // --- Hold mode and sluice's pushback: SLUICE_HOLD_MAX, SLUICE_PUSHBACK_STATUS ---
 
 // validateHold checks the variables of hold mode and of sluice's own

@@ -152,6 +152,7 @@ func sluiceProxy(up string) (http.Handler, func()) {
 		panic(err)
 	}
 	debug.SetMemoryLimit(sidecar.MemoryLimit(cfg)) // as the sluice binary does
+	debug.SetGCPercent(sidecar.GCPercent)          // likewise; the bare proxy shares the process, and so the setting
 	srv, err := sidecar.NewServer(cfg, sidecar.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		panic(err)
