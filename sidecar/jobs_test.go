@@ -537,6 +537,12 @@ type brokenStore struct {
 	state.MemStore
 	broken atomic.Bool
 	hung   atomic.Pointer[chan struct{}]
+	closed atomic.Bool // the job manager's flush ended with closing the store
+}
+
+func (s *brokenStore) Close() error {
+	s.closed.Store(true)
+	return s.MemStore.Close()
 }
 
 func (s *brokenStore) Delete(ids ...string) error {

@@ -240,7 +240,8 @@ func (s *Server) requestStop(reason string) {
 // Run listens on the proxy and admin addresses and serves until ctx ends or
 // /quitquitquit is called, then shuts down gracefully: readiness goes to
 // Stopping, the proxy stops accepting, in-flight writes drain for up to
-// SLUICE_SHUTDOWN_TIMEOUT, loops stop and job state is flushed.
+// SLUICE_SHUTDOWN_TIMEOUT, loops stop and job state is flushed (given up on
+// after flushWait, see StartLoops).
 func (s *Server) Run(ctx context.Context) error {
 	proxyLn, err := net.Listen("tcp", s.cfg.ListenAddr)
 	if err != nil {
@@ -387,7 +388,7 @@ func (s *Server) StartLoops() (stop func()) {
 				s.log.Error("flushing job state", "err", err)
 			}
 		case <-t.C:
-			s.log.Error("shutdown: job state not flushed, the state store has not answered; job changes since its last write are lost",
+			s.log.Error("shutdown: job state not flushed, the job loop or the state store has not finished; job changes since the store's last write are lost",
 				"wait", flushWait, "state_dir", s.cfg.StateDir)
 		}
 	}

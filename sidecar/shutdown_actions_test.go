@@ -120,8 +120,9 @@ func TestShutdownGivesUpOnAHungStateStore(t *testing.T) {
 				}
 				notFlushed := strings.Contains(logs.String(), "job state not flushed")
 				if tc.answerIn > 0 {
-					if notFlushed || storedIDs(t, st) != "load-1" {
-						t.Errorf("store answering after %v: stored %q, logs %s; want load-1 flushed", tc.answerIn, storedIDs(t, st), logs)
+					if notFlushed || !st.closed.Load() || storedIDs(t, st) != "load-1" {
+						t.Errorf("store answering after %v: stored %q, store closed %v, logs %s; want load-1 stored and the flush to its end",
+							tc.answerIn, storedIDs(t, st), st.closed.Load(), logs)
 					}
 				} else if !notFlushed {
 					t.Errorf("shutdown gave up on the store without saying so: %s", logs)
