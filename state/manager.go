@@ -915,13 +915,16 @@ const requestWait = 5 * time.Second
 // records are committed, as with finish.
 func (m *Manager) finishWithin(fx effects, wait time.Duration) error {
 	// Records written already (a total or a complete repeated after its
-	// commit) need nothing of a store that may not answer now.
-	m.mu.Lock()
-	fx.ids = slices.DeleteFunc(fx.ids, func(id string) bool {
-		e := m.jobs[id]
-		return e == nil || e.version <= e.flushed
-	})
-	m.mu.Unlock()
+	// commit) need nothing of a store that may not answer now. Most writes
+	// change no record: they do not take mu again for nothing.
+	if len(fx.ids) > 0 {
+		m.mu.Lock()
+		fx.ids = slices.DeleteFunc(fx.ids, func(id string) bool {
+			e := m.jobs[id]
+			return e == nil || e.version <= e.flushed
+		})
+		m.mu.Unlock()
+	}
 	if len(fx.ids) == 0 {
 		m.start(fx.runs)
 		return nil
