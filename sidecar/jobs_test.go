@@ -552,6 +552,21 @@ func (s *brokenStore) Delete(ids ...string) error {
 	return s.MemStore.Delete(ids...)
 }
 
+// hang makes every Put wait, as on a state volume whose writes hang, until
+// the func it returns is called: the store answers again. The test's
+// cleanup calls it too, before the cleanups registered earlier (stopping
+// the loops waits for their round), so that no goroutine is left waiting.
+func (s *brokenStore) hang(t *testing.T) (answer func()) {
+	gate := make(chan struct{})
+	answer = sync.OnceFunc(func() {
+		s.hung.Store(nil)
+		close(gate)
+	})
+	s.hung.Store(&gate)
+	t.Cleanup(answer)
+	return answer
+}
+
 func (s *brokenStore) Put(recs ...state.Record) error {
 	if c := s.hung.Load(); c != nil {
 		<-*c
@@ -615,15 +630,12 @@ func TestCancelNotRecorded(t *testing.T) {
 func TestCancelWhileTheStateStoreHangs(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s, upstream, st := brokenStoreServer(t)
-		gate := make(chan struct{})
-		openGate := sync.OnceFunc(func() { close(gate) })
-		stop := s.StartLoops()
-		t.Cleanup(func() { openGate(); stop() }) // the gate first, also when the test fails early: stop waits for the loop's hung round
+		t.Cleanup(s.StartLoops())
 		h := s.AdminHandler()
 		if rec := adminCall(h, "POST", "/v1/jobs", `{"id":"load-1","cancel":{"url":"http://store.test/admin/cancel/${JOB}"}}`); rec.Code != http.StatusCreated {
 			t.Fatalf("register: %d %s", rec.Code, rec.Body)
 		}
-		st.hung.Store(&gate)
+		answer := st.hang(t)
 		for i, want := range []string{"decided when the state store answers", "cancel not done"} {
 			start := time.Now()
 			rec := adminCall(h, "POST", "/v1/jobs/load-1/cancel", `{}`)
@@ -641,7 +653,7 @@ func TestCancelWhileTheStateStoreHangs(t *testing.T) {
 		if j, _ := s.jobs.Get("load-1"); j.State != state.Pending || len(upstream.adminCalls()) != 0 {
 			t.Fatalf("while the cancel's record is being written: %s, store calls %q; want pending, none", j.State, upstream.adminCalls())
 		}
-		openGate()
+		answer()
 		synctest.Wait()
 		if j, _ := s.jobs.Get("load-1"); j.State != state.Cancelled || len(upstream.adminCalls()) != 1 {
 			t.Errorf("once the store answered: %s, store calls %q; want cancelled, one", j.State, upstream.adminCalls())
@@ -657,11 +669,8 @@ func TestCancelWhileTheStateStoreHangs(t *testing.T) {
 func TestRegisterWithTotalWhileTheStateStoreHangs(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s, _, st := brokenStoreServer(t)
-		gate := make(chan struct{})
-		openGate := sync.OnceFunc(func() { close(gate) })
-		stop := s.StartLoops()
-		t.Cleanup(func() { openGate(); stop() })
-		st.hung.Store(&gate)
+		t.Cleanup(s.StartLoops())
+		answer := st.hang(t)
 		start := time.Now()
 		rec := adminCall(s.AdminHandler(), "POST", "/v1/jobs", `{"id":"load-1","total":{"records":1000}}`)
 		var body apierror.Body
@@ -672,8 +681,7 @@ func TestRegisterWithTotalWhileTheStateStoreHangs(t *testing.T) {
 		if rec.Code != http.StatusServiceUnavailable || body.Error != "state_store_slow" {
 			t.Errorf("registration with the state store hanging: %d %s, want 503 state_store_slow", rec.Code, rec.Body)
 		}
-		st.hung.Store(nil)
-		openGate()
+		answer()
 		synctest.Wait()
 		s.jobs.Tick(time.Now())
 		recs, err := st.Load()

@@ -100,8 +100,7 @@ func TestShutdownGivesUpOnAHungStateStore(t *testing.T) {
 					t.Fatal(err)
 				}
 				stop := s.StartLoops()
-				gate := make(chan struct{})
-				st.hung.Store(&gate)
+				answer := st.hang(t) // in the hung case, the test's end: the goroutines left behind end with it
 				// The registration's write hangs, holding the store: the
 				// job is kept in memory, its record written once the
 				// store answers.
@@ -109,9 +108,7 @@ func TestShutdownGivesUpOnAHungStateStore(t *testing.T) {
 					t.Fatalf("register with the store hanging: %v, want ErrStoreSlow", err)
 				}
 				if tc.answerIn > 0 {
-					time.AfterFunc(tc.answerIn, func() { st.hung.Store(nil); close(gate) })
-				} else {
-					defer close(gate) // the goroutines left behind end with the test
+					time.AfterFunc(tc.answerIn, answer)
 				}
 				start := time.Now()
 				stop()
