@@ -1,9 +1,12 @@
 // Command aimdmodel asks whether any law that learns of the other sidecars
 // only through its own throttles can meet the independent-sidecar targets
-// (issue 20, item 2: every sidecar within 85–115% of its fair share, at
-// most 1% of writes throttled, 97% of the capacity used, a late joiner at
-// 80% of its share within 5 s) on the store of the bench's independent
-// scenario, once every friction of a real sidecar is taken away.
+// on the store of the bench's independent scenario, once every friction of
+// a real sidecar is taken away. The targets: every sidecar within 85–115%
+// of its fair share, at most 1% of writes throttled, 97% of the capacity
+// used, and a late joiner at 80% of its share within 5 s. Without a shared
+// budget (fleet mode) the sidecars' own throttles are all they learn of
+// each other; the model separates what that limits from what sluice's law
+// does with it.
 //
 // The model keeps only what the argument needs: N senders, each a
 // Poisson process at its own rate, on one token bucket of N × 100
@@ -16,7 +19,8 @@
 // episode of the bucket running dry costs one cut. Nothing else: no
 // slots, no latency finding, no capacity probe, no startup beyond
 // doubling until the first throttle (or, with the oracle start, every
-// sender starting at its fair share, the joiner too).
+// sender starting at its fair share, the joiner too). A sender carries at
+// most what the bench's greedy writers can, one write each per 100 ms.
 //
 // It runs a grid of cuts, steps and deaf times at each N, the same figures
 // as the bench (bench.TestIndependentSideBySide) over the same windows,
@@ -30,6 +34,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -58,8 +63,8 @@ func main() {
 	verbose := flag.Bool("v", false, "print every setting's medians")
 	flag.Parse()
 	g, err := parseGrid(*ns, *cuts, *rises, *deafs)
-	if err == nil && *reps < 1 {
-		err = fmt.Errorf("-reps %d: want at least 1", *reps)
+	if err == nil {
+		err = checkReps(*reps, flag.Args())
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "aimdmodel:", err)
@@ -82,6 +87,16 @@ func main() {
 			fmt.Println(summaryRow(startName(oracle), n, g.laws, res))
 		}
 	}
+}
+
+func checkReps(reps int, args []string) error {
+	if reps < 1 {
+		return fmt.Errorf("-reps %d: want at least 1", reps)
+	}
+	if len(args) > 0 {
+		return fmt.Errorf("unexpected arguments %q: every setting is a flag", args)
+	}
+	return nil
 }
 
 type grid struct {
@@ -129,7 +144,8 @@ func floats(name, list string, lo, hi float64) ([]float64, error) {
 	var out []float64
 	for _, s := range strings.Split(list, ",") {
 		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-		if err != nil || v <= lo || v >= hi {
+		if err != nil || !(v > lo && v < hi) { // NaN is neither
+
 			return nil, fmt.Errorf("%s %q: want numbers above %g and below %g, comma-separated", name, list, lo, hi)
 		}
 		out = append(out, v)
@@ -170,8 +186,10 @@ func sweep(sc scenario, laws []law, reps int, seed int64) []outcome {
 	return out
 }
 
-// medianOutcome takes each figure's median; the joiner's time counts a
-// run in which it never held its share as longer than any other.
+// medianOutcome takes each figure's median as the bench does (the mean of
+// the middle two for an even count); the joiner's time counts a run in
+// which it never held its share as longer than any other, and is never
+// when half the runs or more never held it.
 func medianOutcome(rs []outcome) outcome {
 	med := func(f func(outcome) float64) float64 {
 		v := make([]float64, len(rs))
@@ -179,28 +197,33 @@ func medianOutcome(rs []outcome) outcome {
 			v[i] = f(r)
 		}
 		slices.Sort(v)
+		if n := len(v); n%2 == 0 {
+			return (v[n/2-1] + v[n/2]) / 2
+		}
 		return v[len(v)/2]
 	}
-	never := float64(time.Hour)
 	join := med(func(o outcome) float64 {
 		if !o.joined {
-			return never
+			return math.Inf(1)
 		}
 		return float64(o.join)
 	})
-	return outcome{
+	o := outcome{
 		slowest:     med(func(o outcome) float64 { return o.slowest }),
 		fastest:     med(func(o outcome) float64 { return o.fastest }),
 		joinerShare: med(func(o outcome) float64 { return o.joinerShare }),
 		throttle:    med(func(o outcome) float64 { return o.throttle }),
 		goodput:     med(func(o outcome) float64 { return o.goodput }),
-		join:        time.Duration(join),
-		joined:      join < never,
 	}
+	if !math.IsInf(join, 1) {
+		o.join, o.joined = time.Duration(join), true
+	}
+	return o
 }
 
-// keepsBudget: the throttle and goodput targets, which a law can always
-// meet by giving up fairness.
+// keepsBudget: the throttle and goodput targets, the two a law can meet
+// without any fairness (a static limit at the fair share keeps them); the
+// fairest of the laws that keep them is the question.
 func (o outcome) keepsBudget() bool {
 	return o.throttle <= targetThrottle && o.goodput >= targetGoodput
 }
