@@ -99,6 +99,10 @@ func checkReps(reps int, args []string) error {
 	return nil
 }
 
+// maxSenders bounds -n: the bench's largest N is 64, and a run's time
+// and memory grow with N.
+const maxSenders = 1024
+
 type grid struct {
 	ns   []int
 	laws []law
@@ -108,8 +112,8 @@ func parseGrid(ns, cuts, rises, deafs string) (grid, error) {
 	var g grid
 	for _, s := range strings.Split(ns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 2 {
-			return g, fmt.Errorf("-n %q: want sender counts of at least 2, comma-separated", ns)
+		if err != nil || n < 2 || n > maxSenders {
+			return g, fmt.Errorf("-n %q: want sender counts from 2 to %d, comma-separated", ns, maxSenders)
 		}
 		g.ns = append(g.ns, n)
 	}

@@ -120,6 +120,7 @@ func TestBadFlags(t *testing.T) {
 	for _, tc := range []struct{ ns, cuts, rises, deafs, want string }{
 		{"1", "0.1", "1", "1s", "-n"},
 		{"4,x", "0.1", "1", "1s", "-n"},
+		{"4,100000", "0.1", "1", "1s", "-n"},
 		{"4", "1", "1", "1s", "-cut"},
 		{"4", "0.1", "0", "1s", "-rise"},
 		{"4", "0.1", "1", "-1s", "-deaf"},
