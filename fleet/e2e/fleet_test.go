@@ -291,7 +291,17 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 	srv := &http.Server{Handler: st, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
+	defer func() {
+		// Shutdown, not Close: a connection net/http closes after its
+		// reply lingers 500 ms in its goroutine (so that the peer reads
+		// the reply before a reset), and Close returns without waiting
+		// for it, leaving goleak a goroutine to find. Shutdown waits.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if srv.Shutdown(ctx) != nil {
+			srv.Close()
+		}
+	}()
 
 	var sidecars []*sidecar
 	var ids []string
