@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"slices"
@@ -285,29 +286,19 @@ func TestFleetEndToEnd(t *testing.T) {
 	bin := sluiceBinary(t)
 	redis := redistest.Start(t)
 	st := newStore(capacity)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: st, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	defer func() {
-		// Shutdown, not Close: a connection net/http closes after its
-		// reply lingers 500 ms in its goroutine (so that the peer reads
-		// the reply before a reset), and Close returns without waiting
-		// for it, leaving goleak a goroutine to find. Shutdown waits.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if srv.Shutdown(ctx) != nil {
-			srv.Close()
-		}
-	}()
+	// httptest's Close waits for every connection to end, including the
+	// 500 ms net/http lingers in after a closing reply, which goleak
+	// would otherwise find (http.Server.Close does not wait for it).
+	srv := httptest.NewUnstartedServer(st)
+	srv.Config.ReadHeaderTimeout = 5 * time.Second
+	srv.Start()
+	defer srv.Close()
 
 	var sidecars []*sidecar
 	var ids []string
 	for i := range n {
 		sidecars = append(sidecars, startSidecar(t, bin,
-			"SLUICE_UPSTREAM_URL=http://"+ln.Addr().String(),
+			"SLUICE_UPSTREAM_URL="+srv.URL,
 			"SLUICE_FLEET_REDIS_URL="+redis.URL(),
 			"SLUICE_FLEET_RESOURCE=e2e:store",
 			"SLUICE_JOB=load-"+strconv.Itoa(i),
