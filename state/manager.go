@@ -1648,12 +1648,14 @@ func (m *Manager) request(id string, ev Event) (JobView, error) {
 // changesNothing reports whether request ev would change nothing of job id,
 // whose record is saved (a complete or a cancel repeated), and returns the
 // job's view if so: such a request needs nothing of a store that may not
-// answer now. Stepped on a copy, as Delete does.
+// answer now. Stepped on a copy, as Delete does. A job with a cancel or
+// reopen being written is not settled: what a request does to it depends
+// on that write, so the request waits behind it.
 func (m *Manager) changesNothing(id string, ev Event) (JobView, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e := m.jobs[id]
-	if e == nil || m.closed || e.version > e.flushed {
+	if e == nil || m.closed || e.version > e.flushed || e.proposed {
 		return JobView{}, false
 	}
 	j := e.job.clone()

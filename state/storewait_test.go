@@ -209,3 +209,41 @@ func TestCancelWhoseWriteFailsAfterItsAnswer(t *testing.T) {
 		}
 	})
 }
+
+// A cancel that comes while a reopen of the cancelled job is being
+// written is not the cancelled job's no-op: it waits behind the reopen
+// and cancels the job the reopen brings back, as it would have had it
+// come a moment later.
+func TestCancelWaitsForAReopenBeingWritten(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &gateStore{open: make(chan struct{}), hold: func(Record) bool { return false }}
+		m := newTestManager(t, Config{Store: st})
+		defer m.Close()
+		if _, err := m.Register("j", Settings{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Cancel("j", false, ""); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // no cancel or cleanup configured: cancelled
+		if v := mustGet(t, m, "j"); v.State != Cancelled {
+			t.Fatalf("j is %s, want cancelled", v.State)
+		}
+		// The reopen's record (j out of its terminal state) hangs.
+		st.hold = func(r Record) bool { return r.ID == "j" && !r.State.Terminal() }
+		reopened := make(chan error, 1)
+		go func() { _, err := m.Reopen("j", ""); reopened <- err }()
+		synctest.Wait()
+		go func() { time.Sleep(time.Second); close(st.open) }()
+		if _, err := m.Cancel("j", false, ""); err != nil {
+			t.Fatalf("cancel behind the reopen: %v", err)
+		}
+		if err := <-reopened; err != nil {
+			t.Fatalf("reopen: %v", err)
+		}
+		synctest.Wait()
+		if v := mustGet(t, m, "j"); v.State != Cancelled {
+			t.Errorf("j is %s after a reopen and then a cancel, want cancelled", v.State)
+		}
+	})
+}
