@@ -388,7 +388,7 @@ func (s *Server) StartLoops() (stop func()) {
 				s.log.Error("flushing job state", "err", err)
 			}
 		case <-t.C:
-			s.log.Error("shutdown: job state not flushed, the job loop or the state store has not finished; job changes since the store's last write are lost",
+			s.log.Error("shutdown: job state not flushed, the job loop or the state store has not finished; job changes since the store's last write are saved only if it answers before the process exits",
 				"wait", flushWait, "state_dir", s.cfg.StateDir)
 		}
 	}
