@@ -198,12 +198,7 @@ func runSidecar(stderr io.Writer) int {
 	for _, w := range warnings {
 		log.Warn(w)
 	}
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(sidecar.MemoryLimit(cfg))
-	}
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(sidecar.GCPercent)
-	}
+	sidecar.SetRuntimeLimits(cfg, os.Getenv)
 	srv, err := sidecar.NewServer(cfg, sidecar.Options{Logger: log})
 	if err != nil {
 		return startupFailed(stderr, err)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
@@ -919,6 +920,18 @@ func MemoryLimit(cfg Config) int64 {
 // buffered bodies no further than MemoryLimit (the budget plus 128 MiB),
 // the bound as before.
 const GCPercent = 200
+
+// SetRuntimeLimits sets the process's soft memory limit (MemoryLimit) and
+// GC percent (GCPercent) as sluice runs with them, leaving each alone when
+// the user set it: getenv("GOMEMLIMIT") or getenv("GOGC") not empty.
+func SetRuntimeLimits(cfg Config, getenv func(string) string) {
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(MemoryLimit(cfg))
+	}
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(GCPercent)
+	}
+}
 
 // --- Hold mode and sluice's pushback: SLUICE_HOLD_MAX, SLUICE_PUSHBACK_STATUS ---
 

@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -151,8 +150,9 @@ func sluiceProxy(up string) (http.Handler, func()) {
 	if err != nil {
 		panic(err)
 	}
-	debug.SetMemoryLimit(sidecar.MemoryLimit(cfg)) // as the sluice binary does
-	debug.SetGCPercent(sidecar.GCPercent)          // likewise; the bare proxy shares the process, and so the setting
+	// As the sluice binary does; the bare proxy shares the process, and so
+	// the settings.
+	sidecar.SetRuntimeLimits(cfg, os.Getenv)
 	srv, err := sidecar.NewServer(cfg, sidecar.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		panic(err)
