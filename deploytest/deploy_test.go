@@ -29,6 +29,7 @@ import (
 	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
@@ -70,10 +71,13 @@ type podTemplate struct {
 }
 
 type podSpec struct {
-	RestartPolicy  string         `yaml:"restartPolicy"`
-	InitContainers []k8sContainer `yaml:"initContainers"`
-	Containers     []k8sContainer `yaml:"containers"`
-	Volumes        []struct {
+	RestartPolicy string `yaml:"restartPolicy"`
+	// TerminationGracePeriodSeconds is nil when the manifest leaves
+	// Kubernetes' default.
+	TerminationGracePeriodSeconds *int           `yaml:"terminationGracePeriodSeconds"`
+	InitContainers                []k8sContainer `yaml:"initContainers"`
+	Containers                    []k8sContainer `yaml:"containers"`
+	Volumes                       []struct {
 		Name     string     `yaml:"name"`
 		EmptyDir *yaml.Node `yaml:"emptyDir"`
 	} `yaml:"volumes"`
@@ -269,6 +273,28 @@ func configVariables(t *testing.T) map[string]bool {
 }
 
 // defaultAdminPort is the port of SLUICE_ADMIN_ADDR's default.
+// checkGracePeriod checks that the pod lets sluice finish a shutdown:
+// its termination grace period (Kubernetes' default is 30 s) exceeds
+// sidecar.ShutdownBound for the container's SLUICE_SHUTDOWN_TIMEOUT.
+func checkGracePeriod(t *testing.T, where string, pt podTemplate, c k8sContainer) {
+	t.Helper()
+	cfg := defaultConfig(t)
+	if v, ok := c.env(sidecar.EnvPrefix + "SHUTDOWN_TIMEOUT"); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("%s: SLUICE_SHUTDOWN_TIMEOUT %q: %v", where, v, err)
+		}
+		cfg.ShutdownTimeout = d
+	}
+	grace := 30 * time.Second
+	if g := pt.Spec.TerminationGracePeriodSeconds; g != nil {
+		grace = time.Duration(*g) * time.Second
+	}
+	if bound := sidecar.ShutdownBound(cfg); grace <= bound {
+		t.Errorf("%s: terminationGracePeriodSeconds is %v, but a shutdown with SLUICE_SHUTDOWN_TIMEOUT %v may take %v: the kubelet would kill sluice before it ends", where, grace, cfg.ShutdownTimeout, bound)
+	}
+}
+
 func defaultAdminPort(t *testing.T) int {
 	t.Helper()
 	addr := defaultConfig(t).AdminAddr
@@ -386,6 +412,7 @@ func TestDeployManifestsMatchConfig(t *testing.T) {
 
 func checkSluiceContainer(t *testing.T, where string, pt podTemplate, c k8sContainer, adminPort int) {
 	t.Helper()
+	checkGracePeriod(t, where, pt, c)
 	if addr, ok := c.env(sidecar.EnvPrefix + "ADMIN_ADDR"); ok {
 		_, port, err := net.SplitHostPort(addr)
 		n, perr := strconv.Atoi(port)

@@ -286,7 +286,7 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	proxyErr, adminErr := make(chan error, 1), make(chan error, 1)
 	go func() { proxyErr <- serveUntil(proxyCtx, proxySrv, proxyLn, s.cfg.ShutdownTimeout) }()
-	go func() { adminErr <- serveUntil(adminCtx, adminSrv, adminLn, 5*time.Second) }()
+	go func() { adminErr <- serveUntil(adminCtx, adminSrv, adminLn, adminCloseWait) }()
 
 	s.life.Set(admin.Ready)
 	s.log.Info("sluice started", "version", Version, "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
@@ -355,6 +355,18 @@ func (s *Server) Serve(ctx context.Context, proxyLn, adminLn net.Listener) error
 // two commits (the round's and the flush's), each as slow as a healthy
 // store's slowest.
 const flushWait = 10 * time.Second
+
+// adminCloseWait bounds the admin port's close, the shutdown's last step.
+const adminCloseWait = 5 * time.Second
+
+// ShutdownBound is the longest a shutdown takes with cfg: the drain
+// (SLUICE_SHUTDOWN_TIMEOUT, in which cancels and cleanups under way also
+// finish), the flush of job state (given up on after flushWait) and the
+// admin port's close. A pod's termination grace period must exceed it, or
+// the kubelet kills sluice before it has said what it gave up on.
+func ShutdownBound(cfg Config) time.Duration {
+	return cfg.ShutdownTimeout + flushWait + adminCloseWait
+}
 
 // StartLoops starts, for a Server used through its handlers rather than
 // Serve, the control loop, the job manager and the credential
