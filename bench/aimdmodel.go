@@ -26,12 +26,11 @@ import (
 // fairness, Chiu and Jain's: every sender climbs by the same absolute step
 // and cuts by a fraction at a throttle, then ignores throttles for a
 // while, so that one episode of the bucket running dry costs one cut.
-// Nothing else: no slots, no latency finding, no capacity probe, no
-// startup beyond doubling until the first throttle (or, with the oracle
-// start, every sender starting at its fair share, the joiner too). A
-// sender carries at most what the scenario's greedy writers can, one
-// write each per latency. The store's events go into a run like any
-// contender's, and analyseIndependent measures it.
+// Nothing else: no slots, no latency finding, no capacity probe. A sender
+// starts in one of three ways (modelStart). A sender carries at most what
+// the scenario's greedy writers can, one write each per latency. The
+// store's events go into a run like any contender's, and
+// analyseIndependent measures it.
 
 // aimdLaw is the idealised law.
 type aimdLaw struct {
@@ -59,6 +58,45 @@ func aimdGrid() []aimdLaw {
 	}
 	return laws
 }
+
+// modelStart is how a sender starts, not knowing its share.
+type modelStart int
+
+const (
+	// startFirst doubles until the first refusal, then halves, as TCP's
+	// slow start does (and sluice's startup, from the goodput). On a store
+	// the incumbents hold at about 1% refusals, the joiner's first refusal
+	// comes at a rate that says nothing of its share.
+	startFirst modelStart = iota
+	// startSustained doubles until refusals in modelSustained dry
+	// episodes (refusals at least modelEpisodeGap apart) within
+	// modelEpisodeWindow: the store refusing again and again, as it does
+	// once the senders' total passes its capacity, not the incumbents'
+	// one in a hundred. It then goes back to the rate the refused writes
+	// were sent at, a latency earlier, and cuts once.
+	startSustained
+	// startFair starts every sender, the joiner too, at its fair share:
+	// the oracle, to separate what the start costs from what the law
+	// holds.
+	startFair
+)
+
+func (st modelStart) String() string {
+	switch st {
+	case startFirst:
+		return "doubling to the first refusal"
+	case startSustained:
+		return "doubling to refusals in 3 episodes"
+	default:
+		return "at the fair share"
+	}
+}
+
+const (
+	modelSustained     = 3
+	modelEpisodeGap    = 100 * time.Millisecond
+	modelEpisodeWindow = time.Second
+)
 
 const (
 	modelStep        = time.Millisecond
@@ -92,8 +130,10 @@ func (b *tokenBucket) take() bool {
 
 type modelSender struct {
 	rate      float64
-	starting  bool          // doubling until its first throttle
-	deafUntil time.Duration // throttles before this are ignored
+	how       modelStart
+	starting  bool            // doubling, until how says it has found the store full
+	episodes  []time.Duration // startSustained: when the refusals that count came, within modelEpisodeWindow
+	deafUntil time.Duration   // throttles before this are ignored
 	start     time.Duration
 	next      time.Duration // its next write (a Poisson process at rate)
 	answers   []modelAnswer // sent, not yet known to it, in order
@@ -104,27 +144,48 @@ type modelAnswer struct {
 	refused bool
 }
 
-// learn applies the answers that have reached the sender by now.
-func (s *modelSender) learn(now time.Duration, l aimdLaw) {
+// learn applies the answers that have reached the sender by now, each
+// sent latency before it came.
+func (s *modelSender) learn(now, latency time.Duration, l aimdLaw) {
 	k := 0
 	for ; k < len(s.answers) && s.answers[k].at <= now; k++ {
-		if !s.answers[k].refused || now < s.deafUntil {
-			continue
-		}
-		if s.starting {
+		switch {
+		case !s.answers[k].refused:
+		case s.starting && s.how == startSustained:
+			if s.storeFull(now) {
+				s.starting = false
+				s.rate *= math.Pow(2, -latency.Seconds()/modelStartDouble.Seconds()) * (1 - l.cut)
+				s.deafUntil = now + l.deaf
+			}
+		case now < s.deafUntil:
+		case s.starting:
 			s.starting = false
 			s.rate /= 2
-		} else {
+			s.deafUntil = now + l.deaf
+		default:
 			s.rate *= 1 - l.cut
+			s.deafUntil = now + l.deaf
 		}
-		s.deafUntil = now + l.deaf
 	}
 	s.answers = s.answers[k:]
 }
 
-// runModel plays ib under l once, from seed, and records it as the bench
-// records a contender.
-func runModel(ib independentBench, l aimdLaw, oracle bool, seed int64) *run {
+// storeFull counts a refusal that came at now toward startSustained's
+// episodes, and reports whether they now say the store is full.
+func (s *modelSender) storeFull(now time.Duration) bool {
+	if n := len(s.episodes); n > 0 && now-s.episodes[n-1] < modelEpisodeGap {
+		return false // the same dry episode
+	}
+	s.episodes = append(s.episodes, now)
+	for now-s.episodes[0] > modelEpisodeWindow {
+		s.episodes = s.episodes[1:]
+	}
+	return len(s.episodes) >= modelSustained
+}
+
+// runModel plays ib under l once, each sender starting as how says, from
+// seed, and records it as the bench records a contender.
+func runModel(ib independentBench, l aimdLaw, how modelStart, seed int64) *run {
 	fb := ib.fleetBench()
 	rng := rand.New(rand.NewSource(seed))
 	store := newTokenBucket(fb.capacity(), fb.store.Burst)
@@ -137,8 +198,8 @@ func runModel(ib independentBench, l aimdLaw, oracle bool, seed int64) *run {
 	}
 	ss := make([]*modelSender, fb.n)
 	for i := range ss {
-		s := &modelSender{rate: modelStartRate, starting: true}
-		if oracle {
+		s := &modelSender{rate: modelStartRate, how: how, starting: true}
+		if how == startFair {
 			s.rate, s.starting = fb.perMember, false
 		}
 		if i == fb.n-1 {
@@ -161,7 +222,7 @@ func runModel(ib independentBench, l aimdLaw, oracle bool, seed int64) *run {
 			if now < s.start {
 				continue
 			}
-			s.learn(now, l)
+			s.learn(now, latency, l)
 			if s.starting {
 				s.rate *= math.Pow(2, modelStep.Seconds()/modelStartDouble.Seconds())
 			} else {
@@ -194,7 +255,7 @@ func poisson(rng *rand.Rand, rate float64) time.Duration {
 
 // sweepModel runs every law reps times on ib, on all CPUs, and returns
 // each law's medians, as the bench takes them.
-func sweepModel(ib independentBench, laws []aimdLaw, oracle bool, reps int) []independentRow {
+func sweepModel(ib independentBench, laws []aimdLaw, how modelStart, reps int) []independentRow {
 	runs := make([][]independentRow, len(laws))
 	for i := range runs {
 		runs[i] = make([]independentRow, reps)
@@ -206,7 +267,7 @@ func sweepModel(ib independentBench, laws []aimdLaw, oracle bool, reps int) []in
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for j := range jobs {
-				runs[j.li][j.rep] = analyseIndependent(fb, laws[j.li].String(), runModel(ib, laws[j.li], oracle, int64(1+j.rep)))
+				runs[j.li][j.rep] = analyseIndependent(fb, laws[j.li].String(), runModel(ib, laws[j.li], how, int64(1+j.rep)))
 			}
 		})
 	}

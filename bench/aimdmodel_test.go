@@ -3,6 +3,7 @@ package bench
 import (
 	"flag"
 	"fmt"
+	"math"
 	"runtime"
 	"testing"
 	"time"
@@ -29,13 +30,10 @@ func TestAIMDModel(t *testing.T) {
 	}
 	wall := time.Now()
 	var rows []modelRow
-	for _, oracle := range []bool{false, true} {
-		start := "doubling"
-		if oracle {
-			start = "at the fair share"
-		}
+	for _, how := range []modelStart{startFirst, startSustained, startFair} {
+		start := how.String()
 		for _, ib := range sizes {
-			res := sweepModel(ib, laws, oracle, reps)
+			res := sweepModel(ib, laws, how, reps)
 			for _, r := range res {
 				if r.share <= 0 {
 					t.Fatalf("N=%d %s %s: the store took nothing", ib.n, start, r.name)
@@ -64,7 +62,7 @@ func TestAIMDModel(t *testing.T) {
 // measures.
 func TestModelFairSendersMeasureFair(t *testing.T) {
 	ib := independentSizes[1]
-	r := analyseIndependent(ib.fleetBench(), "held", runModel(ib, aimdLaw{}, true, 1))
+	r := analyseIndependent(ib.fleetBench(), "held", runModel(ib, aimdLaw{}, startFair, 1))
 	if r.slowest < 0.9 || r.fastest > 1.1 {
 		t.Errorf("shares %.3f–%.3f for senders at the fair share, want within 10%%", r.slowest, r.fastest)
 	}
@@ -83,7 +81,7 @@ func TestModelFairSendersMeasureFair(t *testing.T) {
 // takes no more than its capacity, and refuses the rest.
 func TestModelOverloadIsRefused(t *testing.T) {
 	ib := independentSizes[1] // 16 writers: 160/s each on 100/s
-	r := analyseIndependent(ib.fleetBench(), "greedy", runModel(ib, aimdLaw{rise: 50}, false, 1))
+	r := analyseIndependent(ib.fleetBench(), "greedy", runModel(ib, aimdLaw{rise: 50}, startFirst, 1))
 	if r.share > 1.01 {
 		t.Errorf("goodput %.3f of capacity, want at most the capacity", r.share)
 	}
@@ -125,13 +123,48 @@ func TestModelOneCutPerEpisode(t *testing.T) {
 		{at: ms(2400), refused: true}, // not yet known at 2 s
 	}}
 	for now := time.Duration(0); now <= ms(2000); now += modelStep {
-		s.learn(now, l) // as runModel does, each step
+		s.learn(now, 100*time.Millisecond, l) // as runModel does, each step
 	}
 	if s.starting || s.rate != 36 {
 		t.Errorf("rate %v (starting %v), want 36 after the start's halving and one cut", s.rate, s.starting)
 	}
 	if len(s.answers) != 1 || s.deafUntil != ms(2300) {
 		t.Errorf("%d answers left, deaf until %v; want the one not yet known, deaf until 2.3s", len(s.answers), s.deafUntil)
+	}
+}
+
+// The sustained start lets one refusal, or a burst of them in one dry
+// episode, pass; refusals in three episodes within a second end it, back
+// at the rate the writes were sent at a latency earlier (the doubling's
+// fifth of a period: 2^−0.2), cut once. After it, refusals cut as usual.
+func TestModelSustainedStart(t *testing.T) {
+	l := aimdLaw{cut: 0.1, rise: 1, deaf: 500 * time.Millisecond}
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	s := &modelSender{rate: 100, how: startSustained, starting: true}
+	learn := func(at ...int) {
+		for _, a := range at {
+			s.answers = append(s.answers, modelAnswer{at: ms(a), refused: true})
+		}
+		s.learn(ms(at[len(at)-1]), 100*time.Millisecond, l)
+	}
+	learn(100, 120, 150) // one episode
+	learn(1300)          // another, but the first is over a second old
+	if !s.starting || s.rate != 100 {
+		t.Fatalf("rate %v (starting %v) after two episodes a second apart, want 100, still starting", s.rate, s.starting)
+	}
+	learn(1500, 1550) // a third, but with the 1.3 s one the only two within a second
+	if !s.starting {
+		t.Fatalf("the start ended on two episodes within a second, want three")
+	}
+	learn(1700) // the third within a second
+	want := 100 * math.Pow(2, -0.2) * 0.9
+	if s.starting || math.Abs(s.rate-want) > 1e-9 || s.deafUntil != ms(2200) {
+		t.Fatalf("rate %v (starting %v), deaf until %v after three episodes within 0.4 s; want %v, ended, 2.2s", s.rate, s.starting, s.deafUntil, want)
+	}
+	learn(2100) // deaf
+	learn(2300)
+	if math.Abs(s.rate-want*0.9) > 1e-9 {
+		t.Errorf("rate %v after a refusal in and one past the deaf time, want one cut: %v", s.rate, want*0.9)
 	}
 }
 
