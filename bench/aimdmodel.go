@@ -86,7 +86,7 @@ func (st modelStart) String() string {
 	case startFirst:
 		return "doubling to the first refusal"
 	case startSustained:
-		return "doubling to refusals in 3 episodes"
+		return fmt.Sprintf("doubling to refusals in %d episodes", modelSustained)
 	default:
 		return "at the fair share"
 	}
@@ -96,9 +96,7 @@ const (
 	modelSustained     = 3
 	modelEpisodeGap    = 100 * time.Millisecond
 	modelEpisodeWindow = time.Second
-)
 
-const (
 	modelStep        = time.Millisecond
 	modelStartRate   = 10.0 // requests/s a sender starts from, doubling every modelStartDouble
 	modelStartDouble = 500 * time.Millisecond
