@@ -30,9 +30,7 @@
 //	         targets (see pacedSpec): what sluice adds to the bare proxy's
 //	         p50/p99, pair of blocks by pair, as a median with its
 //	         bootstrap interval, and a verdict against ≤ 200 µs that says
-//	         "undecided" when the interval straddles it; and the added p99
-//	         of the blocks pooled, with an interval from the cycles
-//	         resampled, judged the same way.
+//	         "undecided" when the interval straddles it.
 //
 // A ratio to the bare proxy is the median of the rounds' ratios, each
 // taken against the bare proxy's measurement of the same round. Variants:

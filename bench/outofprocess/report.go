@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -128,96 +127,6 @@ func medianInterval(ds []time.Duration) (med, lo, hi time.Duration) {
 	return med, meds[bootstrapIters*25/1000], meds[bootstrapIters*975/1000-1]
 }
 
-// pooledAdded is what target t adds to target ref's latency at quantile q
-// over every cycle that measured both, each target's blocks pooled, with
-// its 95 % interval from a cluster bootstrap: the cycles resampled with
-// replacement, a cycle's two blocks together, the difference of the
-// pooled quantiles in each resample, its 2.5th and 97.5th percentiles.
-// Pooled, the p99 is the hundredth of tens of thousands of writes, not of
-// one block's few hundred, so it is far steadier than a block's; resampled
-// by cycle, a stall that spoiled one cycle counts in the interval as much
-// as it did in the run, and the pairing of the blocks is kept.
-func pooledAdded(blocks []pacedBlock, t, ref int, q float64) (d, lo, hi time.Duration) {
-	byCycle := make(map[int]*[2][]int64)
-	for _, b := range blocks {
-		if (b.Target != t && b.Target != ref) || len(b.LatNS) == 0 {
-			continue
-		}
-		c := byCycle[b.Cycle]
-		if c == nil {
-			c = new([2][]int64)
-			byCycle[b.Cycle] = c
-		}
-		k := 0
-		if b.Target == ref {
-			k = 1
-		}
-		c[k] = slices.Sorted(slices.Values(b.LatNS))
-	}
-	var tb, rb [][]int64
-	for _, c := range byCycle {
-		if c[0] != nil && c[1] != nil {
-			tb, rb = append(tb, c[0]), append(rb, c[1])
-		}
-	}
-	if len(tb) == 0 {
-		return 0, 0, 0
-	}
-	mult := make([]int, len(tb))
-	for i := range mult {
-		mult[i] = 1
-	}
-	d = pooledQuantile(tb, mult, q) - pooledQuantile(rb, mult, q)
-	rng := rand.New(rand.NewPCG(bootstrapSeed, uint64(len(tb))))
-	ds := make([]time.Duration, bootstrapIters)
-	for i := range ds {
-		clear(mult)
-		for range tb {
-			mult[rng.IntN(len(tb))]++
-		}
-		ds[i] = pooledQuantile(tb, mult, q) - pooledQuantile(rb, mult, q)
-	}
-	slices.Sort(ds)
-	return d, ds[bootstrapIters*25/1000], ds[bootstrapIters*975/1000-1]
-}
-
-// pooledQuantile is quantile's q-th quantile of the sorted blocks pooled,
-// block i counted mult[i] times, found without pooling them: the least
-// sample with more than the quantile's rank at or below it.
-func pooledQuantile(blocks [][]int64, mult []int, q float64) time.Duration {
-	n, lo, hi := 0, int64(math.MaxInt64), int64(math.MinInt64)
-	for i, b := range blocks {
-		if mult[i] == 0 || len(b) == 0 {
-			continue
-		}
-		n += mult[i] * len(b)
-		lo, hi = min(lo, b[0]), max(hi, b[len(b)-1])
-	}
-	if n == 0 {
-		return 0
-	}
-	rank := min(n-1, int(q*float64(n)))
-	atOrBelow := func(v int64) int {
-		c := 0
-		for i, b := range blocks {
-			if mult[i] > 0 {
-				k, _ := slices.BinarySearch(b, v+1)
-				c += mult[i] * k
-			}
-		}
-		return c
-	}
-	for lo < hi { // the least v with more than rank samples at or below it
-		mid := lo + (hi-lo)/2
-		if atOrBelow(mid) > rank {
-			hi = mid
-		} else {
-			lo = mid + 1
-		}
-	}
-	return time.Duration(lo)
-}
-
 // latencyVerdict judges an added p99's interval against maxAddedP99: met
 // only if all of it is at or below the target, missed only if all of it
 // is above, and otherwise says it cannot tell.
@@ -263,9 +172,6 @@ func printLatency(ts []target, spec pacedSpec, blocks []pacedBlock) {
 			a99 = fmt.Sprintf("%s [%s, %s] (%s–%s)", signedUS(m99), signedUS(lo99), signedUS(hi99), signedUS(d99[0]), signedUS(d99[len(d99)-1]))
 			notes = append(notes, fmt.Sprintf("%s: added p99 %s, 95%% interval [%s, %s] over %d pairs (target ≤ %v): %s",
 				t.name, signedUS(m99), signedUS(lo99), signedUS(hi99), len(d99), maxAddedP99, latencyVerdict(lo99, hi99)))
-			p99, plo, phi := pooledAdded(blocks, i, 0, 0.99)
-			notes = append(notes, fmt.Sprintf("%s: pooled p99 added %s, 95%% interval [%s, %s], the cycles resampled (target ≤ %v): %s",
-				t.name, signedUS(p99), signedUS(plo), signedUS(phi), maxAddedP99, latencyVerdict(plo, phi)))
 		}
 		fmt.Printf("| %s | %d | %s | %s | %s | %s | %s | %d |\n", t.name, writes, us(quantile(lat, 0.5)), us(quantile(lat, 0.99)),
 			us(quantile(lag, 0.99)), a50, a99, errs)
@@ -278,10 +184,8 @@ func printLatency(ts []target, spec pacedSpec, blocks []pacedBlock) {
 	for i := 2; i < len(ts); i++ {
 		m50, lo50, hi50 := medianInterval(pairedAdded(blocks, 1, i, 0.5))
 		m99, lo99, hi99 := medianInterval(pairedAdded(blocks, 1, i, 0.99))
-		p99, plo, phi := pooledAdded(blocks, 1, i, 0.99)
-		notes = append(notes, fmt.Sprintf("%s against %s, pair by pair: p50 %s [%s, %s], p99 %s [%s, %s]; pooled p99 %s [%s, %s]",
-			ts[1].name, ts[i].name, signedUS(m50), signedUS(lo50), signedUS(hi50), signedUS(m99), signedUS(lo99), signedUS(hi99),
-			signedUS(p99), signedUS(plo), signedUS(phi)))
+		notes = append(notes, fmt.Sprintf("%s against %s, pair by pair: p50 %s [%s, %s], p99 %s [%s, %s]",
+			ts[1].name, ts[i].name, signedUS(m50), signedUS(lo50), signedUS(hi50), signedUS(m99), signedUS(lo99), signedUS(hi99)))
 	}
 	fmt.Println("\n- " + strings.Join(notes, "\n- "))
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"math/rand/v2"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,74 +56,4 @@ func TestMedianInterval(t *testing.T) {
 	// Spread on both sides of the target: no verdict.
 	spread := []time.Duration{-3000 * us, -2000 * us, -1000 * us, 0, 100 * us, 300 * us, 1000 * us, 2000 * us, 3000 * us}
 	f("spread", spread, 100*us, "undecided")
-}
-
-// pooledQuantile finds, without pooling, the quantile that quantile finds
-// in the blocks pooled, each as many times as its multiplicity says.
-func TestPooledQuantile(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	for trial := range 200 {
-		blocks := make([][]int64, 1+rng.IntN(6))
-		mult := make([]int, len(blocks))
-		var pooled []int64
-		for i := range blocks {
-			for range rng.IntN(40) {
-				blocks[i] = append(blocks[i], rng.Int64N(1000)-200)
-			}
-			slices.Sort(blocks[i])
-			mult[i] = rng.IntN(3)
-			for range mult[i] {
-				pooled = append(pooled, blocks[i]...)
-			}
-		}
-		for _, q := range []float64{0, 0.5, 0.9, 0.99, 1} {
-			want := quantile(slices.Clone(pooled), q)
-			if got := pooledQuantile(blocks, mult, q); got != want {
-				t.Fatalf("trial %d, q %v: %v, want %v (blocks %v, mult %v)", trial, q, got, want, blocks, mult)
-			}
-		}
-	}
-}
-
-// The pooled difference follows a shift of every write, its interval is
-// the shift when every cycle shows it, a cycle without both blocks is
-// left out, and a stall in one cycle widens the interval rather than
-// deciding the verdict.
-func TestPooledAdded(t *testing.T) {
-	us := int64(time.Microsecond)
-	lat := func(shift int64, n int) []int64 {
-		xs := make([]int64, n)
-		for i := range xs {
-			xs[i] = int64(1000+i)*us + shift
-		}
-		return xs
-	}
-	var blocks []pacedBlock
-	for c := range 30 {
-		blocks = append(blocks, pacedBlock{Target: 0, Cycle: c, LatNS: lat(0, 200)}, pacedBlock{Target: 1, Cycle: c, LatNS: lat(50*us, 200)})
-	}
-	blocks = append(blocks, pacedBlock{Target: 1, Cycle: 99, LatNS: lat(90000*us, 200)}) // no bare block: no pair
-	d, lo, hi := pooledAdded(blocks, 1, 0, 0.99)
-	if want := 50 * time.Microsecond; d != want || lo != want || hi != want {
-		t.Errorf("every write 50 µs later: added %v [%v, %v], want 50µs [50µs, 50µs]", d, lo, hi)
-	}
-	if v := latencyVerdict(lo, hi); v != "met" {
-		t.Errorf("verdict %q, want met", v)
-	}
-	// One cycle's sluice block stalled: 60 writes of its 200, the 1% of
-	// the 6,000 writes that sets the pooled p99, 40 ms later. The run's
-	// p99 is then the stall's; the interval says that it rests on one
-	// cycle: no verdict either way.
-	stalled := lat(50*us, 200)
-	for i := range 60 {
-		stalled[140+i] += 40000 * us
-	}
-	blocks[1].LatNS = stalled
-	d, lo, hi = pooledAdded(blocks, 1, 0, 0.99)
-	if d < 39*time.Millisecond || lo > 50*time.Microsecond || hi < 39*time.Millisecond {
-		t.Errorf("one stalled cycle of 30: added %v [%v, %v], want 39ms or more, in an interval from 50µs or less to 39ms or more", d, lo, hi)
-	}
-	if v := latencyVerdict(lo, hi); !strings.HasPrefix(v, "undecided") {
-		t.Errorf("verdict %q, want undecided", v)
-	}
 }
