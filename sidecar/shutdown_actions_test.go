@@ -142,3 +142,105 @@ func storedIDs(t *testing.T, st state.Store) string {
 	}
 	return strings.Join(ids, ",")
 }
+
+// TestServeStopsWithinShutdownBound: whatever hangs when the pod stops
+// sluice (a write the store never answers, a cancel whose call to the
+// store never returns, a state volume that stopped answering, an admin
+// client that holds its connection mid-request), Serve returns within
+// ShutdownBound, the bound every shipped pod's grace period is checked
+// against: the kubelet never has to kill sluice before it has said what it
+// gave up on. The loader's write, cut off by the drain, is not answered as
+// taken.
+func TestServeStopsWithinShutdownBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := make(chan struct{})
+		t.Cleanup(func() { close(gate) }) // the store answers at the test's end, so its goroutines end with it
+		calls := make(chan string, 8)
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			calls <- r.URL.Path
+			<-gate
+		})
+		// A drain short enough that the stalled admin request below is
+		// still being read (the admin server's ReadTimeout is 30 s) when
+		// the admin port closes; a token, since pipes are no loopback.
+		const token = "0123456789abcdef0123456789abcdef"
+		cfg := testConfig(t, "SHUTDOWN_TIMEOUT=5s", "UPSTREAM_TIMEOUT=10m", "ACTION_TIMEOUT=10m", "ADMIN_TOKEN="+token)
+		st, logs := &brokenStore{}, &logbuf.Buffer{}
+		s, err := NewServer(cfg, Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)), Store: st,
+			Transport: memTransport{store}, ActionClient: &http.Client{Transport: memTransport{store}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := func(port int) net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port} }
+		proxyLn, adminLn := pipenet.Listen(addr(8080)), pipenet.Listen(addr(9090))
+		ctx, stop := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- s.Serve(ctx, proxyLn, adminLn) }()
+		synctest.Wait()
+
+		// A job whose cancel hangs in the store.
+		body := `{"id":"load","cancel":{"url":"http://store/_tasks/${JOB}/_cancel"}}`
+		auth := []string{"Authorization", "Bearer " + token}
+		if rec := adminCall(s.AdminHandler(), "POST", "/v1/jobs", body, auth...); rec.Code != http.StatusCreated {
+			t.Fatalf("register: %d %s", rec.Code, rec.Body)
+		}
+		if rec := adminCall(s.AdminHandler(), "POST", "/v1/jobs/load/cancel", "", auth...); rec.Code != http.StatusAccepted {
+			t.Fatalf("cancel: %d %s", rec.Code, rec.Body)
+		}
+		if got := <-calls; got != "/_tasks/load/_cancel" {
+			t.Fatalf("store called at %s, want the cancel", got)
+		}
+		// Another loader's write that the store never answers.
+		loader := &http.Client{Transport: &http.Transport{DialContext: proxyLn.Dial}}
+		answered := make(chan string, 1)
+		go func() {
+			resp, err := loader.Post("http://sluice/idx/_doc", "application/json", strings.NewReader(`{"a":1}`))
+			if err != nil {
+				answered <- err.Error()
+				return
+			}
+			defer resp.Body.Close()
+			answered <- resp.Status
+		}()
+		if got := <-calls; got != "/idx/_doc" {
+			t.Fatalf("store called at %s, want the write", got)
+		}
+		// An admin client stalled in the middle of its request's body.
+		conn, err := adminLn.Dial(ctx, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		go func() {
+			_, _ = io.WriteString(conn, "POST /v1/jobs HTTP/1.1\r\nHost: sluice\r\nAuthorization: Bearer "+token+"\r\nContent-Length: 100\r\n\r\n{")
+		}()
+		synctest.Wait()
+		// The state volume stops answering, with a registration's record
+		// still to write.
+		st.hang(t)
+		if _, err := s.jobs.Register("load-2", state.Settings{}); !errors.Is(err, state.ErrStoreSlow) {
+			t.Fatalf("register with the store hanging: %v, want ErrStoreSlow", err)
+		}
+
+		stop() // SIGTERM
+		start := time.Now()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		switch took, bound := time.Since(start), ShutdownBound(cfg); {
+		case took > bound:
+			t.Errorf("shutdown took %v, past ShutdownBound %v", took, bound)
+		case took < bound:
+			t.Errorf("shutdown took %v: it did not wait out the drain (%v), the flush (%v) and the admin client (%v), so the test did not meet each hang",
+				took, cfg.ShutdownTimeout, flushWait, adminCloseWait)
+		}
+		if got := <-answered; strings.HasPrefix(got, "2") {
+			t.Errorf("the write the store never answered: %q, want it not answered as taken", got)
+		}
+		for _, want := range []string{"drain timed out", "cancels or cleanups still under way were stopped", "job state not flushed"} {
+			if !strings.Contains(logs.String(), want) {
+				t.Errorf("the shutdown's logs do not say %q: %s", want, logs)
+			}
+		}
+	})
+}
