@@ -195,6 +195,7 @@ func runModel(ib independentBench, l aimdLaw, how modelStart, seed int64) *run {
 		r.capacity[i] = fb.capacity()
 	}
 	ss := make([]*modelSender, fb.n)
+	clients := make([]series, fb.n)
 	for i := range ss {
 		s := &modelSender{rate: modelStartRate, how: how, starting: true}
 		if how == startFair {
@@ -204,8 +205,8 @@ func runModel(ib independentBench, l aimdLaw, how modelStart, seed int64) *run {
 			s.start = fb.joinAt
 		}
 		s.next = s.start + poisson(rng, s.rate)
-		ss[i] = s
-		r.clients[sidecarID(i)] = newSeries(buckets)
+		ss[i], clients[i] = s, newSeries(buckets)
+		r.clients[sidecarID(i)] = clients[i]
 	}
 	order := make([]int, fb.n)
 	for i := range order {
@@ -227,13 +228,12 @@ func runModel(ib independentBench, l aimdLaw, how modelStart, seed int64) *run {
 				s.rate += l.rise * modelStep.Seconds()
 			}
 			s.rate = min(max(s.rate, 1), maxRate)
-			client := r.clients[sidecarID(i)]
 			for s.next < now+modelStep {
 				s.next += poisson(rng, s.rate)
 				ok := store.take()
 				s.answers = append(s.answers, modelAnswer{at: now + latency, refused: !ok})
 				b := int(now / bucketWidth)
-				for _, sr := range []series{r.total, client} {
+				for _, sr := range []series{r.total, clients[i]} {
 					sr.attempts[b]++
 					if ok {
 						sr.accepted[b]++
