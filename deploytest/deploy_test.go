@@ -272,19 +272,18 @@ func configVariables(t *testing.T) map[string]bool {
 	return known
 }
 
-// defaultAdminPort is the port of SLUICE_ADMIN_ADDR's default.
 // checkGracePeriod checks that the pod lets sluice finish a shutdown:
 // its termination grace period (Kubernetes' default is 30 s) exceeds
 // sidecar.ShutdownBound for the container's SLUICE_SHUTDOWN_TIMEOUT.
 func checkGracePeriod(t *testing.T, where string, pt podTemplate, c k8sContainer) {
 	t.Helper()
-	cfg := defaultConfig(t)
+	env := []string{sidecar.EnvPrefix + "UPSTREAM_URL=http://store.test"}
 	if v, ok := c.env(sidecar.EnvPrefix + "SHUTDOWN_TIMEOUT"); ok {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("%s: SLUICE_SHUTDOWN_TIMEOUT %q: %v", where, v, err)
-		}
-		cfg.ShutdownTimeout = d
+		env = append(env, sidecar.EnvPrefix+"SHUTDOWN_TIMEOUT="+v)
+	}
+	cfg, _, err := sidecar.LoadConfig(env) // read as sluice reads it
+	if err != nil {
+		t.Fatalf("%s: %v", where, err)
 	}
 	grace := 30 * time.Second
 	if g := pt.Spec.TerminationGracePeriodSeconds; g != nil {
@@ -295,6 +294,7 @@ func checkGracePeriod(t *testing.T, where string, pt podTemplate, c k8sContainer
 	}
 }
 
+// defaultAdminPort is the port of SLUICE_ADMIN_ADDR's default.
 func defaultAdminPort(t *testing.T) int {
 	t.Helper()
 	addr := defaultConfig(t).AdminAddr
