@@ -17,6 +17,21 @@ import (
 	"github.com/sluice-dev/sluice/state"
 )
 
+// serveOnPipes runs s.Serve, as in production, on in-memory listeners
+// (the proxy's and the admin port's) and returns them, with stop: the
+// SIGTERM, which waits for Serve to return and returns its error.
+func serveOnPipes(s *Server) (proxyLn, adminLn *pipenet.Listener, stop func() error) {
+	proxyLn = newPipeListener()
+	adminLn = pipenet.Listen(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9090})
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, proxyLn, adminLn) }()
+	return proxyLn, adminLn, func() error {
+		cancel()
+		return <-served
+	}
+}
+
 // TestShutdownLetsACancelFinish: a job is cancelled, and its loader, told
 // so by the 409 on its next write, exits; the pod then stops the sidecar
 // while the cancel's call to the store is still under way. The shutdown
@@ -41,10 +56,7 @@ func TestShutdownLetsACancelFinish(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := func(port int) net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port} }
-		ctx, stop := context.WithCancel(context.Background())
-		served := make(chan error, 1)
-		go func() { served <- s.Serve(ctx, pipenet.Listen(addr(8080)), pipenet.Listen(addr(9090))) }()
+		_, _, stop := serveOnPipes(s)
 		synctest.Wait()
 
 		body := `{"id":"load","cancel":{"url":"http://store/_tasks/${JOB}/_cancel"},"cleanup":{"url":"http://store/load/_delete"}}`
@@ -57,10 +69,11 @@ func TestShutdownLetsACancelFinish(t *testing.T) {
 		if got := <-calls; got != "/_tasks/load/_cancel" {
 			t.Fatalf("store called at %s, want the cancel", got)
 		}
-		stop() // SIGTERM: the loader has exited
+		stopped := make(chan error, 1)
+		go func() { stopped <- stop() }() // SIGTERM: the loader has exited
 		time.Sleep(5 * time.Second)
 		close(release)
-		if err := <-served; err != nil {
+		if err := <-stopped; err != nil {
 			t.Fatalf("Serve: %v", err)
 		}
 		if got := len(calls); got != 1 || <-calls != "/load/_delete" {
@@ -171,11 +184,7 @@ func TestServeStopsWithinShutdownBound(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := func(port int) net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port} }
-		proxyLn, adminLn := pipenet.Listen(addr(8080)), pipenet.Listen(addr(9090))
-		ctx, stop := context.WithCancel(context.Background())
-		served := make(chan error, 1)
-		go func() { served <- s.Serve(ctx, proxyLn, adminLn) }()
+		proxyLn, adminLn, stop := serveOnPipes(s)
 		synctest.Wait()
 
 		// A job whose cancel hangs in the store.
@@ -206,7 +215,7 @@ func TestServeStopsWithinShutdownBound(t *testing.T) {
 			t.Fatalf("store called at %s, want the write", got)
 		}
 		// An admin client stalled in the middle of its request's body.
-		conn, err := adminLn.Dial(ctx, "", "")
+		conn, err := adminLn.Dial(context.Background(), "", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,9 +231,8 @@ func TestServeStopsWithinShutdownBound(t *testing.T) {
 			t.Fatalf("register with the store hanging: %v, want ErrStoreSlow", err)
 		}
 
-		stop() // SIGTERM
 		start := time.Now()
-		if err := <-served; err != nil {
+		if err := stop(); err != nil { // SIGTERM
 			t.Errorf("Serve: %v", err)
 		}
 		switch took, bound := time.Since(start), ShutdownBound(cfg); {
