@@ -20,6 +20,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/freeport"
 )
 
 // The testbed: real servers from Debian's packages, each a subprocess on a
@@ -203,17 +205,6 @@ func (p *process) logTail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// freePort returns a port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // waitFor polls check every 50ms until it returns nil, the process dies,
 // or timeout passes.
 func waitFor(t *testing.T, p *process, timeout time.Duration, what string, check func() error) {
@@ -325,7 +316,7 @@ func startVictoria(t *testing.T, flags ...string) *victoria {
 	t.Helper()
 	bin := binary(t, "victoria-metrics", "victoria-metrics")
 	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", freeport.Get(t, 1)[0])
 	argv := append([]string{bin,
 		"-httpListenAddr=" + addr,
 		"-storageDataPath=" + filepath.Join(dir, "data"),
@@ -447,7 +438,7 @@ func startNginx(t *testing.T, conf nginxConf) *gateway {
 	t.Helper()
 	bin := binary(t, "nginx", "nginx")
 	conf.Dir = t.TempDir()
-	conf.Port = freePort(t)
+	conf.Port = freeport.Get(t, 1)[0]
 	conf.Root = os.Geteuid() == 0 // workers would run as nobody, who cannot enter conf.Dir
 	if conf.Rate == 0 {
 		conf.Rate = 1 // the zone needs a rate even when unused
@@ -563,7 +554,7 @@ func startVMAgent(t *testing.T, remoteWrite, job string) *agent {
 	t.Helper()
 	bin := binary(t, "vmagent", "victoria-metrics")
 	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", freeport.Get(t, 1)[0])
 	a := &agent{url: "http://" + addr}
 	argv := []string{bin,
 		"-httpListenAddr=" + addr,
@@ -595,7 +586,8 @@ func startSluice(t *testing.T, env ...string) *sluice {
 	t.Helper()
 	bin := sluiceBinary(t)
 	s := &sluice{dir: t.TempDir()}
-	proxy, admin := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ports := freeport.Get(t, 2)
+	proxy, admin := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
 	s.proxyURL, s.adminURL = "http://"+proxy, "http://"+admin
 	s.env = append(baseEnv(),
 		"SLUICE_LISTEN_ADDR="+proxy,

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/freeport"
 )
 
 // config is the harness's run, from the flags.
@@ -411,11 +412,11 @@ func (h *harnessRun) startSelf(name string, args ...string) (*proc, error) {
 // measured is the write path (admission, the limiter's permit, the
 // attempt and its deadline, classification, accounting), never a limit.
 func (h *harnessRun) startSluice(name, bin, store string, stateDir bool) (*proc, error) {
-	listen, err1 := freePort()
-	admin, err2 := freePort()
-	if err := errors.Join(err1, err2); err != nil {
+	addrs, err := freeport.Addrs(2)
+	if err != nil {
 		return nil, err
 	}
+	listen, admin := addrs[0], addrs[1]
 	env := []string{
 		"SLUICE_UPSTREAM_URL=" + store,
 		"SLUICE_LISTEN_ADDR=" + listen,
@@ -601,15 +602,6 @@ func writeFile(name string, r io.Reader, mode os.FileMode) error {
 func gitOutput(args ...string) (string, error) {
 	out, err := exec.Command("git", args...).Output()
 	return strings.TrimSpace(string(out)), err
-}
-
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // tail is the end of a log file, for an error.

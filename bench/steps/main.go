@@ -41,6 +41,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-dev/sluice/internal/freeport"
 	"github.com/sluice-dev/sluice/internal/storesim"
 	"github.com/sluice-dev/sluice/sidecar"
 )
@@ -356,11 +357,11 @@ func run(mode string, capacity float64, writers int, phase, settle time.Duration
 // runSidecar runs one sluice process in front of store with writers greedy
 // writers until ctx ends, then stops it.
 func runSidecar(ctx context.Context, bin, tmp, id, store string, writers int) error {
-	listen, err1 := freePort()
-	admin, err2 := freePort()
-	if err := errors.Join(err1, err2); err != nil {
+	addrs, err := freeport.Addrs(2)
+	if err != nil {
 		return err
 	}
+	listen, admin := addrs[0], addrs[1]
 	cmd := exec.Command(bin, "run")
 	cmd.Env = []string{"SLUICE_UPSTREAM_URL=" + store, "SLUICE_LISTEN_ADDR=" + listen, "SLUICE_ADMIN_ADDR=" + admin,
 		"SLUICE_PROFILE=s3", "SLUICE_LOG_LEVEL=" + logLevel}
@@ -427,15 +428,6 @@ func runSidecar(ctx context.Context, bin, tmp, id, store string, writers int) er
 	}
 	wg.Wait()
 	return nil
-}
-
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 func moduleRoot() string {

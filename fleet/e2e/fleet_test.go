@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/freeport"
 
 	"go.uber.org/goleak"
 
@@ -39,16 +40,6 @@ func TestMain(m *testing.M) {
 
 // sluiceBinary is the sluice command built from this module, once.
 func sluiceBinary(t *testing.T) string { return testbin.Sluice(t) }
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // store is a write endpoint of a fixed capacity: a token bucket of
 // capacity requests/s (burst: a tenth of a second), 429 with Retry-After
@@ -128,9 +119,19 @@ type sidecar struct {
 
 func (s *sidecar) logText() string { return s.logs.String() }
 
+func (s *sidecar) exited() bool {
+	select {
+	case <-s.finished:
+		return true
+	default:
+		return false
+	}
+}
+
 func startSidecar(t *testing.T, bin string, env ...string) *sidecar {
 	t.Helper()
-	pp, ap := freePort(t), freePort(t)
+	ports := freeport.Get(t, 2)
+	pp, ap := ports[0], ports[1]
 	s := &sidecar{proxy: fmt.Sprintf("http://127.0.0.1:%d", pp), admin: fmt.Sprintf("http://127.0.0.1:%d", ap),
 		logs: &logbuf.Buffer{}, finished: make(chan struct{})}
 	s.cmd = exec.Command(bin, "run")
@@ -162,6 +163,9 @@ func (s *sidecar) waitReady(t *testing.T) {
 	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
+		if s.exited() {
+			t.Fatalf("sidecar %s exited before it was ready; logs:\n%s", s.admin, s.logText())
+		}
 		if resp, err := c.Get(s.admin + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -184,7 +188,9 @@ func (s *sidecar) status(t *testing.T) admin.Status {
 	defer resp.Body.Close()
 	var st admin.Status
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatal(err)
+		// Not sluice's status: whatever answers on this port is not the
+		// sidecar the test started, and its logs say why.
+		t.Errorf("status of %s: %d, %v; logs:\n%s", s.admin, resp.StatusCode, err, tail(s.logText(), 30))
 	}
 	return st
 }
@@ -307,6 +313,13 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 	for _, s := range sidecars {
 		s.waitReady(t)
+	}
+	// A sidecar that could not bind its ports exits at once; by now every
+	// one that is running has been for a while.
+	for _, s := range sidecars {
+		if s.exited() {
+			t.Fatalf("sidecar %s exited; logs:\n%s", s.admin, s.logText())
+		}
 	}
 
 	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: writers * 2}}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/internal/freeport"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -28,7 +30,7 @@ func StartCluster(t testing.TB) *Cluster {
 	for range n {
 		// The bus port is chosen too: the default (port+10000) may not
 		// exist for an ephemeral port.
-		bus = append(bus, freePort(t))
+		bus = append(bus, freeport.Get(t, 1)[0])
 		c.Nodes = append(c.Nodes, startWith(t, "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus[len(bus)-1]),
 			"--cluster-node-timeout", "5000"))
 	}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/freeport"
 )
 
 // RequireEnv, when set, makes a missing redis-server fail the test
@@ -61,7 +63,7 @@ func startWith(t testing.TB, args ...string) *Server {
 		}
 		t.Skip("redis-server is not installed (apt-get install redis-server; .ci/fleet.sh installs it)")
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: freePort(t), args: args}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: freeport.Get(t, 1)[0], args: args}
 	s.start()
 	t.Cleanup(s.Kill)
 	return s
@@ -156,15 +158,4 @@ func (s *Server) Restart() {
 	s.t.Helper()
 	s.Kill()
 	s.start()
-}
-
-// freePort asks the kernel for a free port on loopback.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
