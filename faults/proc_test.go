@@ -1,12 +1,13 @@
 package faults
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/internal/freeport"
 
 	"github.com/sluice-dev/sluice/internal/logbuf"
 )
@@ -22,16 +23,6 @@ type proc struct {
 	err    error         // Wait's error, set before done closes
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startProc runs `sluice run` with env (on top of a clean environment with
 // fresh loopback ports and debug logs) and waits until it is ready.
 func startProc(t *testing.T, env ...string) *proc {
@@ -45,7 +36,11 @@ func startProc(t *testing.T, env ...string) *proc {
 // for readiness.
 func launch(t *testing.T, command string, env ...string) *proc {
 	t.Helper()
-	admin, proxy := freeAddr(t), freeAddr(t)
+	addrs, err := freeport.Addrs(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, proxy := addrs[0], addrs[1]
 	p := &proc{admin: "http://" + admin, proxy: "http://" + proxy, stdout: &logbuf.Buffer{}, stderr: &logbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(sluiceBinary(t), command)
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
