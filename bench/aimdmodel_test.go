@@ -185,4 +185,17 @@ func TestSummariseModel(t *testing.T) {
 	if m := summariseModel("x", 8, res[1:2]); m.kept != 0 || m.all != 0 {
 		t.Errorf("one law over the throttle budget: kept %d, all %d; want 0, 0", m.kept, m.all)
 	}
+	// All but the throttle ratio: the fair law over the budget and the
+	// fairest in it; the cheaper of them in throttles.
+	if m.cheap != 2 || m.cheapest.name != "fairest in budget" {
+		t.Errorf("cheap %d, cheapest %q; want 2, fairest in budget", m.cheap, m.cheapest.name)
+	}
+	if m := summariseModel("x", 8, res[1:2]); m.cheap != 1 || m.cheapest.name != "fair but throttles" {
+		t.Errorf("one fair law over the throttle budget: cheap %d, cheapest %q; want 1, fair but throttles", m.cheap, m.cheapest.name)
+	}
+	slowPour := res[2]
+	slowPour.name, slowPour.share, slowPour.throttle = "fair, quiet, wastes capacity", 0.9, 0.001
+	if m := summariseModel("x", 8, append(res, slowPour)); m.cheapest.name != "fairest in budget" {
+		t.Errorf("cheapest %q with a law under the goodput target; want fairest in budget", m.cheapest.name)
+	}
 }
