@@ -21,10 +21,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/internal/freeport"
-
 	"go.uber.org/goleak"
 
+	"github.com/sluice-dev/sluice/internal/freeport"
 	"github.com/sluice-dev/sluice/internal/logbuf"
 	"github.com/sluice-dev/sluice/internal/redistest"
 	"github.com/sluice-dev/sluice/internal/testbin"

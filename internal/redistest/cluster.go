@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/internal/freeport"
-
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-dev/sluice/internal/freeport"
 )
 
 // Cluster is a Redis Cluster of three masters on loopback, without
