@@ -198,7 +198,7 @@ func runSidecar(stderr io.Writer) int {
 	for _, w := range warnings {
 		log.Warn(w)
 	}
-	sidecar.SetRuntimeLimits(cfg, os.Getenv)
+	sidecar.SetRuntimeLimits(cfg)
 	srv, err := sidecar.NewServer(cfg, sidecar.Options{Logger: log})
 	if err != nil {
 		return startupFailed(stderr, err)

@@ -923,12 +923,13 @@ const GCPercent = 200
 
 // SetRuntimeLimits sets the process's soft memory limit (MemoryLimit) and
 // GC percent (GCPercent) as sluice runs with them, leaving each alone when
-// the user set it: getenv("GOMEMLIMIT") or getenv("GOGC") not empty.
-func SetRuntimeLimits(cfg Config, getenv func(string) string) {
-	if getenv("GOMEMLIMIT") == "" {
+// the user set it (GOMEMLIMIT or GOGC in the environment, which the Go
+// runtime has already applied).
+func SetRuntimeLimits(cfg Config) {
+	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(MemoryLimit(cfg))
 	}
-	if getenv("GOGC") == "" {
+	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(GCPercent)
 	}
 }

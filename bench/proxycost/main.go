@@ -152,7 +152,7 @@ func sluiceProxy(up string) (http.Handler, func()) {
 	}
 	// As the sluice binary does; the bare proxy shares the process, and so
 	// the settings.
-	sidecar.SetRuntimeLimits(cfg, os.Getenv)
+	sidecar.SetRuntimeLimits(cfg)
 	srv, err := sidecar.NewServer(cfg, sidecar.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		panic(err)
