@@ -188,9 +188,16 @@ func (c *sluiceClient) close() {
 }
 
 func (c *sluiceClient) write(ctx context.Context, w *writeReq) bool {
+	return c.writeFlow(ctx, w, limiter.Flow{})
+}
+
+// writeFlow sends w as a write of flow f (the zero Flow: the default
+// job's) through the limiter, as the proxy does: it retries what the
+// proxy would, and the loader sends again what the proxy gave up on.
+func (c *sluiceClient) writeFlow(ctx context.Context, w *writeReq, f limiter.Flow) bool {
 	retries := 0
 	for {
-		p, err := c.ctl.Acquire(ctx, w.cost)
+		p, err := c.ctl.AcquireFlow(ctx, f, w.cost)
 		if err != nil {
 			return false
 		}

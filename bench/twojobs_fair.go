@@ -126,33 +126,6 @@ func sluiceJobs(e env, jobs []twoJob, fair bool) ([]jobWrite, func(), error) {
 	return writes, c.close, nil
 }
 
-// writeFlow is sluiceClient.write for a write of flow f.
-func (c *sluiceClient) writeFlow(ctx context.Context, w *writeReq, f limiter.Flow) bool {
-	retries := 0
-	for {
-		p, err := c.ctl.AcquireFlow(ctx, f, w.cost)
-		if err != nil {
-			return false
-		}
-		a := send(ctx, &c.e, w)
-		res := c.classify(ctx, w, a)
-		p.Done(sample(res, a.latency))
-		switch {
-		case res.Kind == classify.OK:
-			return true
-		case ctx.Err() != nil, !res.Kind.Retryable():
-			return false
-		case retries < sluiceRetryMax:
-			if !sleepCtx(ctx, c.backoff.Delay(retries, min(res.RetryAfter, sluiceMaxRetryAfter), nil)) {
-				return false
-			}
-			retries++
-		default:
-			retries = 0
-		}
-	}
-}
-
 // jobRecord is what one job's loader saw: when each write was
 // acknowledged, and how long it took from issue to acknowledgement
 // (queueing in the client, retries and the store).
