@@ -32,24 +32,29 @@ type scenario struct {
 	fleetJainFrom time.Duration // Jain's index over [fleetJainFrom, fleetDuration)
 }
 
+// scenarioStore is the simulated store of both runs: an S3-like store
+// whose latency grows with its load, with the jitter and network delay
+// that keep clients sending at one virtual instant from arriving as one.
+var scenarioStore = storesim.Config{
+	BaseLatency:      10 * time.Millisecond,
+	MaxLatencyFactor: 10,
+	Burst:            100 * time.Millisecond,
+	RejectCost:       0.05,
+	LatencyJitter:    0.2,
+	NetworkDelay:     2 * time.Millisecond,
+	Seed:             1,
+}
+
 // fullScenario is the documented run of BENCHMARKS.md.
 var fullScenario = scenario{
-	name:     "full",
-	style:    storesim.StyleS3,
-	profile:  "s3",
-	capacity: 200,
-	phase:    30 * time.Second,
-	writers:  64,
-	settle:   5 * time.Second,
-	store: storesim.Config{
-		BaseLatency:      10 * time.Millisecond,
-		MaxLatencyFactor: 10,
-		Burst:            100 * time.Millisecond,
-		RejectCost:       0.05,
-		LatencyJitter:    0.2,
-		NetworkDelay:     2 * time.Millisecond,
-		Seed:             1,
-	},
+	name:          "full",
+	style:         storesim.StyleS3,
+	profile:       "s3",
+	capacity:      200,
+	phase:         30 * time.Second,
+	writers:       64,
+	settle:        5 * time.Second,
+	store:         scenarioStore,
 	fleetSize:     8,
 	fleetCapacity: 800,
 	fleetDuration: 60 * time.Second,
@@ -59,22 +64,14 @@ var fullScenario = scenario{
 
 // shortScenario is the reduced run of plain `go test`.
 var shortScenario = scenario{
-	name:     "short",
-	style:    storesim.StyleS3,
-	profile:  "s3",
-	capacity: 100,
-	phase:    10 * time.Second,
-	writers:  64,
-	settle:   5 * time.Second,
-	store: storesim.Config{
-		BaseLatency:      10 * time.Millisecond,
-		MaxLatencyFactor: 10,
-		Burst:            100 * time.Millisecond,
-		RejectCost:       0.05,
-		LatencyJitter:    0.2,
-		NetworkDelay:     2 * time.Millisecond,
-		Seed:             1,
-	},
+	name:          "short",
+	style:         storesim.StyleS3,
+	profile:       "s3",
+	capacity:      100,
+	phase:         10 * time.Second,
+	writers:       64,
+	settle:        5 * time.Second,
+	store:         scenarioStore,
 	fleetSize:     8,
 	fleetCapacity: 400,
 	fleetDuration: 24 * time.Second,
