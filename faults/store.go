@@ -91,7 +91,7 @@ func (f Fault) String() string {
 // Its fault can be changed at any time; every method is safe for concurrent
 // use. Close stops it and waits for all its goroutines.
 type Store struct {
-	ln net.Listener
+	conns *conns
 
 	fault     atomic.Int32
 	delay     atomic.Int64 // Slow: nanoseconds
@@ -99,14 +99,10 @@ type Store struct {
 	started   time.Time
 
 	mu       sync.Mutex
-	conns    map[net.Conn]struct{}
 	acked    map[string]int // request id → times acknowledged (a 2xx status line sent)
 	complete map[string]int // request id → times its whole body arrived
 	partial  int            // requests whose body ended early
 	requests int
-	closed   bool
-
-	wg sync.WaitGroup
 }
 
 // NewStore starts a Store on 127.0.0.1 with fault f.
@@ -120,21 +116,24 @@ func NewStoreAt(addr string, f Fault) (*Store, error) {
 		return nil, fmt.Errorf("faults: listen: %w", err)
 	}
 	s := &Store{
-		ln:       ln,
 		started:  time.Now(),
-		conns:    make(map[net.Conn]struct{}),
 		acked:    make(map[string]int),
 		complete: make(map[string]int),
 	}
 	s.fault.Store(int32(f))
 	s.delay.Store(int64(time.Second))
 	s.flapEvery.Store(int64(200 * time.Millisecond))
-	s.wg.Go(s.accept)
+	s.conns = newConns(ln)
+	s.conns.start(s.serve)
 	return s, nil
 }
 
 // URL is the store's base URL.
-func (s *Store) URL() string { return "http://" + s.ln.Addr().String() }
+func (s *Store) URL() string { return "http://" + s.conns.Addr() }
+
+// Close stops accepting, closes every connection and waits for the
+// store's goroutines. Idempotent.
+func (s *Store) Close() { s.conns.Close() }
 
 // SetFault changes the fault for requests read from now on.
 func (s *Store) SetFault(f Fault) { s.fault.Store(int32(f)) }
@@ -168,47 +167,6 @@ func (s *Store) Counts() (requests, acked, partial int) {
 		acked += n
 	}
 	return s.requests, acked, s.partial
-}
-
-// Close stops accepting, closes every connection and waits for the
-// store's goroutines. Idempotent.
-func (s *Store) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	_ = s.ln.Close()
-	for c := range s.conns {
-		_ = c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
-
-func (s *Store) accept() {
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			_ = c.Close()
-			return
-		}
-		s.conns[c] = struct{}{}
-		s.wg.Go(func() {
-			s.serve(c)
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-			_ = c.Close()
-		})
-		s.mu.Unlock()
-	}
 }
 
 // current resolves Flapping to Healthy or Throttle by the time.

@@ -122,7 +122,7 @@ const (
 // by the body's first line (see payload). It answers every finished stream
 // ":status 200" (static table entry 8) with no body.
 type h2Store struct {
-	ln  net.Listener
+	*conns
 	got received
 
 	mu      sync.Mutex
@@ -130,11 +130,7 @@ type h2Store struct {
 	fault   h2Fault // armed: hits the next stream that carries a body, once
 	holding bool    // no WINDOW_UPDATE: each connection gets its first 64 KiB only
 	opened  int     // streams opened while holding
-	conns   map[net.Conn]struct{}
 	writers map[*h2Conn]struct{}
-	closed  bool
-
-	wg sync.WaitGroup
 }
 
 // newH2Store starts an h2Store on 127.0.0.1 with a certificate of a fresh
@@ -146,13 +142,14 @@ func newH2Store(t *testing.T) (s *h2Store, caFile string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s = &h2Store{ln: ln, conns: map[net.Conn]struct{}{}, writers: map[*h2Conn]struct{}{}}
-	s.wg.Go(s.accept)
+	s = &h2Store{writers: map[*h2Conn]struct{}{}}
+	s.conns = newConns(ln)
+	s.start(func(c net.Conn) { s.serve(c.(*tls.Conn)) })
 	t.Cleanup(s.Close)
 	return s, caFile
 }
 
-func (s *h2Store) URL() string { return "https://" + s.ln.Addr().String() }
+func (s *h2Store) URL() string { return "https://" + s.Addr() }
 
 // begin attributes the streams opened from now on to write id and arms f.
 func (s *h2Store) begin(id string, f h2Fault) {
@@ -199,46 +196,6 @@ func (s *h2Store) releaseWindows() {
 	s.mu.Unlock()
 	for _, g := range grants {
 		g.w.frame(h2WindowUpdate, 0, g.stream, u32(g.n))
-	}
-}
-
-// Close stops accepting, closes every connection and waits. Idempotent.
-func (s *h2Store) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	_ = s.ln.Close()
-	for c := range s.conns {
-		_ = c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
-
-func (s *h2Store) accept() {
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			_ = c.Close()
-			return
-		}
-		s.conns[c] = struct{}{}
-		s.wg.Go(func() {
-			s.serve(c.(*tls.Conn))
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-			_ = c.Close()
-		})
-		s.mu.Unlock()
 	}
 }
 

@@ -471,10 +471,9 @@ func checkWrite(t *testing.T, u upload, o outcome, got []bodyCopy, rule writeRul
 // a write. Every method is safe for concurrent use; Close stops it and
 // waits for its goroutines.
 type h1Store struct {
-	ln   net.Listener
-	opts h1Options
-	got  received
-	stop chan struct{} // closed by Close: holds end
+	*conns // Done: holds end
+	opts   h1Options
+	got    received
 
 	// held receives the id of a hold-for-next request; each value sent
 	// on release lets one go on.
@@ -482,14 +481,10 @@ type h1Store struct {
 	release chan struct{}
 
 	mu           sync.Mutex
-	conns        map[net.Conn]struct{}
-	closed       bool
 	upgrades     map[string]int // id → requests that carried Upgrade, HTTP2-Settings or Connection: upgrade
 	busy         atomic.Int64   // requests being served
 	switched     atomic.Int64   // connections switched by a 101
 	switchClosed atomic.Int64   // of them, those the peer (sluice) closed
-
-	wg sync.WaitGroup
 }
 
 // h1Options tunes an h1Store.
@@ -505,61 +500,20 @@ func newH1Store(t *testing.T, opts h1Options) *h1Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &h1Store{ln: ln, opts: opts, stop: make(chan struct{}), held: make(chan string, 64), release: make(chan struct{}),
-		conns: map[net.Conn]struct{}{}, upgrades: map[string]int{}}
-	s.wg.Go(s.accept)
+	s := &h1Store{opts: opts, held: make(chan string, 64), release: make(chan struct{}), upgrades: map[string]int{}}
+	s.conns = newConns(ln)
+	s.start(s.serve)
 	t.Cleanup(s.Close)
 	return s
 }
 
-func (s *h1Store) URL() string { return "http://" + s.ln.Addr().String() }
-
-// Close stops accepting, closes every connection and waits. Idempotent.
-func (s *h1Store) Close() {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	s.closed = true
-	close(s.stop)
-	_ = s.ln.Close()
-	for c := range s.conns {
-		_ = c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
+func (s *h1Store) URL() string { return "http://" + s.Addr() }
 
 // upgradesSeen reports how many requests of id carried upgrade headers.
 func (s *h1Store) upgradesSeen(id string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.upgrades[id]
-}
-
-func (s *h1Store) accept() {
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			_ = c.Close()
-			return
-		}
-		s.conns[c] = struct{}{}
-		s.wg.Go(func() {
-			s.serve(c)
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-			_ = c.Close()
-		})
-		s.mu.Unlock()
-	}
 }
 
 func (s *h1Store) serve(c net.Conn) {
@@ -718,7 +672,7 @@ func (s *h1Store) hold() bool {
 	select {
 	case <-s.release:
 		return true
-	case <-s.stop:
+	case <-s.Done():
 		return false
 	}
 }
