@@ -145,7 +145,7 @@ func Compressed(h http.Header) bool {
 func (p Profile) ScansAnswer(req Request) bool {
 	switch p {
 	case Elasticsearch:
-		return (req.Method == http.MethodPost || req.Method == http.MethodPut) && isBulkPath(req.Path)
+		return (req.Method == http.MethodPost || req.Method == http.MethodPut) && IsBulkPath(req.Path)
 	case DynamoDB:
 		return req.Method == http.MethodPost && isBatchWriteItem(req.Header)
 	case S3:
@@ -154,7 +154,10 @@ func (p Profile) ScansAnswer(req Request) bool {
 	return false
 }
 
-func isBulkPath(path string) bool {
+// IsBulkPath reports whether path (a query string allowed) is an
+// Elasticsearch or OpenSearch _bulk endpoint: "/_bulk" or
+// "/<index>/_bulk".
+func IsBulkPath(path string) bool {
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
@@ -679,7 +682,7 @@ func (p Profile) NewItemCounter(req Request) ItemCounter {
 	switch {
 	case p == DynamoDB && isBatchWriteItem(req.Header):
 		return &bulkScanner{dynamo: true, listKey: "RequestItems"}
-	case p == Elasticsearch && isBulkPath(req.Path) && filterListsErrorsOnly(req.RawQuery):
+	case p == Elasticsearch && IsBulkPath(req.Path) && filterListsErrorsOnly(req.RawQuery):
 		return &actionCounter{lineStart: true}
 	case p == S3 && isS3DeleteObjects(req):
 		return &s3DeleteCounter{}

@@ -437,7 +437,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// (see retryPolicy); past it, the loader gets hold_expired as for a
 	// hold that ran out in the limiter's queue.
 	maxWait := p.queueTimeout
-	holdable := p.hold > 0 && p.retryMax > 0 && p.methodRetryable(r.Method) && r.ContentLength >= 0 && r.ContentLength <= p.retryBodyMax
+	holdable := p.hold > 0 && p.retryMax > 0 && p.repeatable(r.Method, r.URL.Path) && r.ContentLength >= 0 && r.ContentLength <= p.retryBodyMax
 	if holdable {
 		maxWait = p.hold
 	}
@@ -933,7 +933,7 @@ func (p *Proxy) retryPolicy(ctx context.Context, ex *exchange, resp *http.Respon
 	case !ex.retryable:
 		// A body that streamed once (over SLUICE_RETRY_BODY_MAX, or the
 		// buffer budget was spent), or a method that must not be sent
-		// twice (see methodRetryable).
+		// twice (see repeatable).
 		return false, 0, p.giveUp(ex, err)
 	case ex.held() && (ex.last.Kind.Congestion() || ex.last.Kind == classify.Unreachable || ex.last.Reason == reasonPipelineBroken):
 		// Held (see above): sent again until the hold ends. A write
@@ -1092,10 +1092,18 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-func (p *Proxy) methodRetryable(method string) bool {
+// repeatable reports whether sluice may send a write of method to path
+// twice: retry it, hold it, pipeline it.
+func (p *Proxy) repeatable(method, path string) bool {
 	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodDelete, http.MethodTrace:
 		return true
+	case http.MethodPut:
+		// A _bulk is the same bulk whatever its method, and some clients
+		// send it with PUT (elasticsearch-py does): its actions without
+		// an _id are indexed once more each time it is sent again, after
+		// a gateway's 504 or a timeout as much as after a POST's.
+		return !classify.IsBulkPath(path) || p.retryPost
 	case http.MethodPost, http.MethodPatch:
 		// Bulk APIs with ids are idempotent, but only the operator knows.
 		return p.retryPost
@@ -1111,7 +1119,7 @@ func (p *Proxy) methodRetryable(method string) bool {
 // holds none of the store's. On an error it holds nothing of the budget;
 // otherwise bodyDone gives back what it holds.
 func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
-	canRetry := p.retryMax > 0 && p.methodRetryable(out.Method)
+	canRetry := p.retryMax > 0 && p.repeatable(out.Method, out.URL.Path)
 	if out.Body == nil || out.Body == http.NoBody || out.ContentLength == 0 {
 		ex.buffered, ex.retryable, ex.bodyBytes = true, canRetry, 0
 		return nil
