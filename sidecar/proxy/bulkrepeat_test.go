@@ -80,13 +80,21 @@ func answer(r *http.Request, status int, body string) *http.Response {
 
 func bulkProxy(t *testing.T, retryPost, hold bool, store roundTripFunc) *Proxy {
 	t.Helper()
+	return storeProxy(t, classify.Elasticsearch, retryPost, hold, openJobs{}, store)
+}
+
+// storeProxy is a Proxy of profile to store (a fake transport), its limits
+// wide open, its attempts 100 ms at most, its jobs' observations going to
+// jobs.
+func storeProxy(t *testing.T, profile classify.Profile, retryPost, hold bool, jobs Jobs, store roundTripFunc) *Proxy {
+	t.Helper()
 	lim, err := limiter.New(limiter.Config{InitialRate: 100, MinRate: 1, MaxRate: 1000, MaxConcurrency: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	up, _ := url.Parse("http://store.test")
 	cfg := Config{
-		Upstream: up, Profile: classify.Elasticsearch, Timeout: 100 * time.Millisecond, QueueTimeout: time.Second,
+		Upstream: up, Profile: profile, Timeout: 100 * time.Millisecond, QueueTimeout: time.Second,
 		RetryMax: 2, RetryPost: retryPost, RetryBodyMax: 1 << 20,
 		RetryBackoffMin: time.Millisecond, RetryBackoffMax: time.Millisecond, MaxRetryAfter: time.Second,
 		MaxConcurrency: 4, MaxIdleConns: 4, DefaultJob: "default",
@@ -94,7 +102,7 @@ func bulkProxy(t *testing.T, retryPost, hold bool, store roundTripFunc) *Proxy {
 	if hold {
 		cfg.HoldMax = 5 * time.Second
 	}
-	p, err := New(cfg, Deps{Limiter: lim, Budget: NewBudget(8 << 20), Jobs: openJobs{}, Registerer: prometheus.NewRegistry(),
+	p, err := New(cfg, Deps{Limiter: lim, Budget: NewBudget(8 << 20), Jobs: jobs, Registerer: prometheus.NewRegistry(),
 		Logger: slog.New(slog.DiscardHandler), Transport: store})
 	if err != nil {
 		t.Fatal(err)

@@ -1472,7 +1472,7 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	}
 	res := p.profile.Classify(resp.StatusCode, resp.Header, prefix, time.Now())
 	ex.last = res
-	ab := &attemptBody{rc: resp.Body, status: resp.StatusCode, cancel: cancel, clock: clock, ctx: ctx, p: p, ex: ex, permit: permit, scoped: scoped, res: res, latency: latency, parent: req.Context()}
+	ab := &attemptBody{rc: resp.Body, status: resp.StatusCode, cancel: cancel, clock: clock, ctx: ctx, p: p, ex: ex, permit: permit, scoped: scoped, res: res, latency: latency, parent: req.Context(), kept: resumeKept(req, resp)}
 	if res.Kind == classify.OK {
 		creq := itemsRequest(req)
 		creq.Items = ex.requestItems()
@@ -1608,7 +1608,9 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, scoped scope
 		// A read (a health check, a GET) stores nothing: a loader that
 		// polls through sluice must not keep a stuck job from stalling.
 		return
-	case res.Kind == classify.OK && ab != nil && ab.status >= 300:
+	case res.Kind == classify.OK && ab != nil && ab.kept == 0:
+		return // a resumable upload's chunk of which the store kept nothing: the loader sends it again
+	case res.Kind == classify.OK && ab != nil && ab.status >= 300 && ab.kept < 0:
 		// A redirect to a write (S3's PermanentRedirect to a bucket's
 		// region, a 307 to another node): the store took nothing, the
 		// loader is to follow it. Not progress, nor acknowledged; for the
@@ -1623,6 +1625,9 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, scoped scope
 		o.Kind = classify.ClientError
 	case res.Kind == classify.OK:
 		o.Bytes = max(ex.bodyBytes, 0)
+		if ab != nil && ab.kept > 0 {
+			o.Bytes = min(o.Bytes, ab.kept)
+		}
 		if bulk {
 			o.Items = int64(res.Items)
 			o.Bytes = o.Bytes * int64(res.Items) / int64(res.Items+res.Failed)
@@ -1679,7 +1684,8 @@ var errAnswerTimeout = fmt.Errorf("sluice: the store's answer took longer than S
 // deadline is released and its outcome reported.
 type attemptBody struct {
 	rc      io.ReadCloser
-	status  int // the answer's status
+	status  int   // the answer's status
+	kept    int64 // of a resumable upload's chunk, the bytes the store kept (see resumeKept); -1 otherwise
 	scanner classify.Scanner
 	err     error // the first read error other than io.EOF
 	eof     bool  // the body was read to its end
@@ -1778,6 +1784,42 @@ func (b *attemptBody) Close() error {
 		b.done()
 	}
 	return err
+}
+
+// resumeKept returns how many bytes of a resumable upload's chunk the
+// store kept, when its answer is 308 Resume Incomplete (Google's
+// resumable uploads, which the GCS clients use for large objects): a 308
+// without a Location, whose Range says what the store has persisted of the
+// whole upload ("bytes=0-N"; none without it). Such a chunk is progress,
+// not a redirect the loader must follow. -1 for any other answer.
+func resumeKept(req *http.Request, resp *http.Response) int64 {
+	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "" || !isWrite(req.Method) {
+		return -1
+	}
+	end, ok := byteRangeEnd(strings.TrimPrefix(resp.Header.Get("Range"), "bytes="))
+	if !ok {
+		return 0 // nothing persisted yet
+	}
+	// The chunk's first byte: "bytes S-E/T" (or "bytes */T", a query of
+	// the upload's state, which carries no bytes).
+	cr := strings.TrimPrefix(req.Header.Get("Content-Range"), "bytes ")
+	start, _, found := strings.Cut(cr, "-")
+	first, err := strconv.ParseInt(start, 10, 64)
+	if !found || err != nil || first < 0 {
+		return 0
+	}
+	return max(end+1-first, 0)
+}
+
+// byteRangeEnd parses "S-E" and returns E.
+func byteRangeEnd(r string) (int64, bool) {
+	s, e, found := strings.Cut(r, "-")
+	first, err1 := strconv.ParseInt(s, 10, 64)
+	last, err2 := strconv.ParseInt(e, 10, 64)
+	if !found || err1 != nil || err2 != nil || first < 0 || last < first {
+		return 0, false
+	}
+	return last, true
 }
 
 // done reports the attempt's outcome, once its answer was read or closed.
