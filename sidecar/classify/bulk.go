@@ -589,18 +589,20 @@ func (s *bulkScanner) Result() Result {
 		Rejected: s.rejected,
 		Failed:   s.failed + s.bareRejected + s.bareFailed,
 	}
+	listed := s.bareRejected + s.bareFailed // items without a status
 	if s.errorsOnly && s.items+s.rejected+s.failed == 0 {
 		// Only the failed items are listed, without their status: what
 		// was taken is what the request carried less what is listed,
-		// which needs the request's count. Without it, the listed items
-		// count as failed, as any item without a status.
-		listed := s.bareRejected + s.bareFailed
+		// which needs the request's count.
 		switch {
 		case s.requested > 0 && listed <= s.requested && (s.sawItems || !s.failed1):
 			r.Items = s.requested - listed
 			r.Rejected, r.Failed = s.bareRejected, s.bareFailed
 		case !s.sawItems && !s.failed1:
 			r.Items = -1 // `{}`: nothing failed, of a count not known
+		case listed > 0:
+			// See below: the count is not known.
+			r.Items, r.Failed = -1, 0
 		}
 		if r.Rejected > 0 {
 			r.Kind = Throttled
@@ -615,6 +617,19 @@ func (s *bulkScanner) Result() Result {
 		// known. Items 0 would be an empty bulk, which is no progress:
 		// a load sent that way would stall while the store took it all.
 		r.Items = -1
+		return r
+	}
+	if s.items+s.rejected+s.failed == 0 && listed > 0 {
+		// Failed items listed without their status, the others left out
+		// (filter_path=items.index.error, items.*.error,items.*._id, or
+		// items.*.error without the request's count: a compressed body):
+		// the answer does not say how many the store took, so nothing is
+		// counted. Items 0 would read as every item failed, and a load
+		// whose bulks each carry one bad document would show no progress
+		// while the store took nearly all of it. Their 429s, which this
+		// leaves unseen, are not worth a cut as deep as a whole bulk's,
+		// which they would get without their share.
+		r.Items, r.Failed = -1, 0
 		return r
 	}
 	// Not under an errors-only filter, or the answer kept the items'

@@ -104,8 +104,7 @@ func TestFilterListsErrorsOnly(t *testing.T) {
 // operations") is answered with its failed items only, without their
 // status, and with {} when none failed. With the request's count of
 // actions that still says what was taken and what was refused; without it
-// the answer is read as before (a listed item without a status is a
-// failure; {} nothing), never as a whole bulk refused or taken.
+// nothing is counted (Items -1), never a whole bulk refused.
 func TestScannerErrorsOnly(t *testing.T) {
 	rejected := `{"index":{"_index":"logs","_id":"7","error":{"type":"es_rejected_execution_exception","reason":"rejected execution of coordinating operation"}}}`
 	mapping := `{"create":{"_index":"logs","error":{"type":"mapper_parsing_exception","reason":"failed to parse","caused_by":{"type":"es_rejected_execution_exception"}}}}`
@@ -126,9 +125,17 @@ func TestScannerErrorsOnly(t *testing.T) {
 		{"OpenSearch's type, and a mapping error", errorsOnly, 10, `{"items":[` + openSearch + `,` + mapping + `]}`,
 			Result{Kind: Throttled, Reason: "es_bulk_item_429", Items: 8, Rejected: 1, Failed: 1}, 0.1},
 		{"a mapping error only", errorsOnly, 10, `{"items":[` + mapping + `]}`, Result{Kind: OK, Items: 9, Failed: 1}, 0},
-		{"count unknown: listed items are failures", errorsOnly, -1, `{"items":[` + rejected + `]}`, Result{Kind: OK, Failed: 1}, 0},
-		{"more listed than sent", errorsOnly, 1, `{"items":[` + rejected + `,` + rejected + `]}`, Result{Kind: OK, Failed: 2}, 0},
-		{"no filter: an item without a status fails", "", 1000, `{"items":[` + rejected + `]}`, Result{Kind: OK, Failed: 1}, 0},
+		// Without the count (or with one the answer contradicts), what
+		// was taken is not known: nothing is counted, never a bulk whose
+		// every item failed.
+		{"count unknown: listed items are failures", errorsOnly, -1, `{"items":[` + rejected + `]}`, Result{Kind: OK, Items: -1}, 0},
+		{"more listed than sent", errorsOnly, 1, `{"items":[` + rejected + `,` + rejected + `]}`, Result{Kind: OK, Items: -1}, 0},
+		{"no filter: an item without a status fails", "", 1000, `{"items":[` + rejected + `]}`, Result{Kind: OK, Items: -1}, 0},
+		{"filter_path=items.index.error", "filter_path=items.index.error", 3, `{"items":[{"index":{"error":{"type":"mapper_parsing_exception"}}}]}`,
+			Result{Kind: OK, Items: -1}, 0},
+		{"filter_path=items.*.error,items.*._id", "filter_path=items.*.error,items.*._id", 3,
+			`{"items":[{"index":{"_id":"a"}},{"index":{"_id":"b","error":{"type":"mapper_parsing_exception"}}},{"index":{"_id":"c"}}]}`,
+			Result{Kind: OK, Items: -1}, 0},
 		// A filter that drops the items: a 200 that says none failed (or
 		// says nothing) took the bulk, of a count not known. Items 0
 		// would be an empty bulk, which is no progress.

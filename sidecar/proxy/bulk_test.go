@@ -52,7 +52,7 @@ func TestBulkIsRepeatedOnlyWithRetryPost(t *testing.T) {
 				if sends.Add(1) == 1 {
 					return tc.first(r)
 				}
-				return answer(r, http.StatusOK, took), nil
+				return bulkAnswer(r, http.StatusOK, took), nil
 			})
 			rec := httptest.NewRecorder()
 			p.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, strings.NewReader(bulk)))
@@ -64,7 +64,7 @@ func TestBulkIsRepeatedOnlyWithRetryPost(t *testing.T) {
 }
 
 func gateway504(r *http.Request) (*http.Response, error) {
-	return answer(r, http.StatusGatewayTimeout, "<html>504 Gateway Time-out</html>"), nil
+	return bulkAnswer(r, http.StatusGatewayTimeout, "<html>504 Gateway Time-out</html>"), nil
 }
 
 // hang is a store still indexing when the attempt's deadline ends it.
@@ -73,7 +73,7 @@ func hang(r *http.Request) (*http.Response, error) {
 	return nil, r.Context().Err()
 }
 
-func answer(r *http.Request, status int, body string) *http.Response {
+func bulkAnswer(r *http.Request, status int, body string) *http.Response {
 	return &http.Response{StatusCode: status, Header: http.Header{"Content-Type": {"application/json"}},
 		Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: r}
 }
@@ -108,4 +108,35 @@ func storeProxy(t *testing.T, profile classify.Profile, retryPost, hold bool, jo
 		t.Fatal(err)
 	}
 	return p
+}
+
+// A _bulk answer that lists its failed items without their status and
+// leaves the others out does not say how many the store took: the write is
+// progress of a count not known, not a bulk whose every item failed (a
+// client error, no progress), which is how a load whose bulks each carry
+// one bad document looked stalled while the store took nearly all of it.
+func TestFilteredBulkFailureIsProgress(t *testing.T) {
+	const body = "{\"index\":{\"_index\":\"logs\"}}\n{\"n\":1}\n{\"index\":{\"_index\":\"logs\"}}\n{\"n\":\"x\"}\n"
+	for query, answer := range map[string]string{
+		"filter_path=items.index.error":         `{"items":[{"index":{"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [n]"}}}]}`,
+		"filter_path=items.*.error,items.*._id": `{"items":[{"index":{"_id":"a"}},{"index":{"_id":"b","error":{"type":"mapper_parsing_exception"}}}]}`,
+	} {
+		t.Run(query, func(t *testing.T) {
+			jobs := &observedJobs{}
+			p := storeProxy(t, classify.Elasticsearch, false, false, jobs, func(r *http.Request) (*http.Response, error) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				return bulkAnswer(r, http.StatusOK, answer), nil
+			})
+			rec := httptest.NewRecorder()
+			p.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/_bulk?"+query, strings.NewReader(body)))
+			if rec.Code != http.StatusOK || rec.Body.String() != answer {
+				t.Errorf("the loader got %d %q, want the store's answer", rec.Code, rec.Body)
+			}
+			jobs.mu.Lock()
+			defer jobs.mu.Unlock()
+			if len(jobs.obs) != 1 || jobs.obs[0].Kind != classify.OK || jobs.obs[0].Bytes != int64(len(body)) || jobs.obs[0].Items != -1 {
+				t.Errorf("observed %+v, want one OK of %d bytes, its items not counted", jobs.obs, len(body))
+			}
+		})
+	}
 }
