@@ -21,7 +21,8 @@ type Scanner interface {
 	io.Writer
 	// Result classifies what has been written so far: Throttled with
 	// Reason "es_bulk_item_429" and Share = Rejected/(Items+Rejected+Failed)
-	// if any item had status 429, or with Reason
+	// if any item had status 429 or 503 ("es_bulk_item_503" if all of
+	// those had 503), or with Reason
 	// "dynamodb_unprocessed_items" if any write came back unprocessed;
 	// for S3, ServerError "s3_error_in_200" or Throttled "s3_slowdown" (see
 	// NewScanner); otherwise OK with the counts.
@@ -277,6 +278,7 @@ type bulkScanner struct {
 	itemStatus int // the current item's status, or noStatus / badStatus
 
 	items, rejected, failed int
+	unavailable             int // of rejected, those with status 503
 
 	// The counts are reported only for a body that is one complete JSON
 	// object: opened is set at its '{', closed when depth returns to 0, and
@@ -568,6 +570,13 @@ func (s *bulkScanner) countItem() {
 		s.items++
 	case st == http.StatusTooManyRequests:
 		s.rejected++
+	case st == http.StatusServiceUnavailable:
+		// A shard that could not take it in time (unavailable_shards_
+		// exception: a primary not active, a node that did not act
+		// within the bulk's timeout): refused without being done, and to
+		// be sent again, as a 429; Logstash retries these two alone.
+		s.rejected++
+		s.unavailable++
 	default:
 		s.failed++
 	}
@@ -637,6 +646,9 @@ func (s *bulkScanner) Result() Result {
 	if s.rejected > 0 {
 		r.Kind = Throttled
 		r.Reason = "es_bulk_item_429"
+		if s.unavailable == s.rejected {
+			r.Reason = "es_bulk_item_503"
+		}
 		r.Share = float64(s.rejected) / float64(s.items+s.rejected+r.Failed)
 	}
 	return r

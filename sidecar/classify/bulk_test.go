@@ -172,6 +172,15 @@ func TestScannerBodies(t *testing.T) {
 	f("all rejected", `{"took":3,"errors":true,"items":[{"index":{"status":429}},{"create":{"status":429}}]}`, throttled(0, 2, 0))
 	f("filter_path=items.*.status", `{"items":[{"index":{"status":201}},{"index":{"status":429}},{"index":{"status":429}},{"index":{"status":201}}]}`,
 		throttled(2, 2, 0))
+	// An item refused with 503 (a primary shard not active within the
+	// bulk's timeout) was not done and is to be sent again, as a 429: a
+	// bulk whose every item got it is not a bulk the store took.
+	unavailable := `{"index":{"status":503,"error":{"type":"unavailable_shards_exception","reason":"[logs][0] primary shard is not active Timeout: [1m]"}}}`
+	all503 := throttled(0, 2, 0)
+	all503.Reason = "es_bulk_item_503"
+	f("all unavailable", `{"took":60001,"errors":true,"items":[`+unavailable+`,`+unavailable+`]}`, all503)
+	f("429 and 503", `{"errors":true,"items":[{"index":{"status":201}},{"index":{"status":429}},`+unavailable+`,{"index":{"status":500}}]}`,
+		throttled(1, 2, 1))
 	f("no items", `{"took":0,"errors":false,"items":[]}`, Result{Kind: OK})
 	// Only one complete JSON object is counted: a body that is empty, not
 	// JSON, cut short or followed by more says nothing about its items.
