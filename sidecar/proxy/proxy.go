@@ -412,7 +412,12 @@ func exchangeFrom(ctx context.Context) *exchange {
 	return ex
 }
 
-// ServeHTTP admits the write for its job, then proxies it.
+// ServeHTTP admits the write for its job, then proxies it. A read (GET,
+// HEAD, OPTIONS, TRACE) goes under its job's share of the limiter but is
+// not admitted for the job nor reported to it: it stores nothing, and a
+// loader's health check or a count to verify a finished load must not
+// wake an idle job, which would then meet its deadline and be cancelled
+// and cleaned up, nor keep a hung loader from being found idle.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	job := r.Header.Get(HeaderJob)
 	if job == "" {
@@ -441,35 +446,41 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if holdable {
 		maxWait = p.hold
 	}
-	ctx, release, err := p.jobs.Admit(r.Context(), job, maxWait)
-	if err != nil {
-		if r.Context().Err() != nil {
-			// The loader left while its job was held, or so net/http
-			// thinks (a read error on its connection, a half-close):
-			// answer all the same, or a loader still reading would get
-			// net/http's implicit 200.
-			ex.status = 499
-			apierror.Write(w, ex.status, "client_closed_request", "the loader's connection was closed or broke while its write waited", map[string]any{"job": ex.job})
+	ctx, release := r.Context(), func() {}
+	if isWrite(r.Method) {
+		var err error
+		if ctx, release, err = p.jobs.Admit(r.Context(), job, maxWait); err != nil {
+			p.refuseAdmission(w, r, ex, holdable, err)
 			return
 		}
-		if errors.Is(err, limiter.ErrClosed) {
-			// Shutting down while it waited: the same answer as a write
-			// refused a send slot then.
-			p.answerError(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)), p.pushback(ex, reasonClosed, 0))
-			return
-		}
-		if holdable && errors.Is(err, context.DeadlineExceeded) {
-			ex.holdUntil = ex.arrived.Add(p.hold)
-			p.answerError(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)), p.pushback(ex, reasonHoldExpired, 0))
-			return
-		}
-		ex.status = apierror.WriteJob(w, job, err, p.pushStatus)
-		return
 	}
 	defer release()
 	// The ReverseProxy passes only the request to its hooks: ex goes with
 	// it (see exchangeFrom).
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
+}
+
+// refuseAdmission answers a write its job did not admit (err).
+func (p *Proxy) refuseAdmission(w http.ResponseWriter, r *http.Request, ex *exchange, holdable bool, err error) {
+	withEx := func() *http.Request { return r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)) }
+	switch {
+	case r.Context().Err() != nil:
+		// The loader left while its job was held, or so net/http thinks
+		// (a read error on its connection, a half-close): answer all the
+		// same, or a loader still reading would get net/http's implicit
+		// 200.
+		ex.status = 499
+		apierror.Write(w, ex.status, "client_closed_request", "the loader's connection was closed or broke while its write waited", map[string]any{"job": ex.job})
+	case errors.Is(err, limiter.ErrClosed):
+		// Shutting down while it waited: the same answer as a write
+		// refused a send slot then.
+		p.answerError(w, withEx(), p.pushback(ex, reasonClosed, 0))
+	case holdable && errors.Is(err, context.DeadlineExceeded):
+		ex.holdUntil = ex.arrived.Add(p.hold)
+		p.answerError(w, withEx(), p.pushback(ex, reasonHoldExpired, 0))
+	default:
+		ex.status = apierror.WriteJob(w, ex.job, err, p.pushStatus)
+	}
 }
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
@@ -1601,13 +1612,12 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, scoped scope
 	if res.Reason == reasonCancelled || res.Reason == reasonPipelineBroken || res.Reason == reasonRequestBody {
 		return // the loader left or the job was cancelled, or the write was not answered: nothing to report
 	}
+	if !isWrite(ex.method) {
+		return // a read is not its job's (see ServeHTTP)
+	}
 	o := Observation{Kind: res.Kind, Items: -1, RetryAfter: res.RetryAfter}
 	bulk := ab != nil && ab.scanner != nil && res.Items >= 0
 	switch {
-	case res.Kind == classify.OK && !isWrite(ex.method):
-		// A read (a health check, a GET) stores nothing: a loader that
-		// polls through sluice must not keep a stuck job from stalling.
-		return
 	case res.Kind == classify.OK && ab != nil && ab.kept == 0:
 		return // a resumable upload's chunk of which the store kept nothing: the loader sends it again
 	case res.Kind == classify.OK && ab != nil && ab.status >= 300 && ab.kept < 0:
