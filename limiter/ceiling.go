@@ -104,7 +104,8 @@ type Load struct {
 	// Goodput is what the store accepted lately, units/s (0 until enough
 	// samples tell).
 	Goodput float64
-	// Throttles counts the Congested samples since New.
+	// Throttles counts the Congested samples since New, and those that
+	// throttled a part of the store (Sample.PartThrottled).
 	Throttles uint64
 }
 
@@ -115,7 +116,7 @@ func (c *Controller) Load(now time.Time) Load {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.measureLocked(2*c.cfg.Window, now)
-	l := Load{Throttles: c.samples[Congested]}
+	l := Load{Throttles: c.samples[Congested] + c.partThr}
 	if m.trusted {
 		l.Goodput = m.goodput
 	}

@@ -178,6 +178,17 @@ func TestLoadDemand(t *testing.T) {
 	if l := c.Load(clk.now); l.Throttles != 1 {
 		t.Errorf("throttles %d, want 1", l.Throttles)
 	}
+	// A throttle of a part of the store that another limiter takes (a
+	// table, a prefix) moves nothing here, but a fleet's budget is the
+	// whole store's: it counts. Another answer that moves nothing does not.
+	rate := c.SendRate()
+	clk.advance(time.Second) // at the cut rate, a permit is due
+	take(t, c, 1)[0].Done(Sample{Outcome: Neutral, Reason: "dynamodb_provisioned_throughput_exceeded", Answered: true, PartThrottled: true})
+	clk.advance(time.Second)
+	take(t, c, 1)[0].Done(Sample{Outcome: Neutral, Answered: true})
+	if l := c.Load(clk.now); l.Throttles != 2 || c.SendRate() != rate {
+		t.Errorf("after a part's throttle and a client error: throttles %d, rate %v; want 2, %v", l.Throttles, c.SendRate(), rate)
+	}
 }
 
 // TestLoadDemandHeld: at a ceiling of a write a second, what was sent in a

@@ -74,6 +74,12 @@ type Sample struct {
 	// limiter takes): it tells nothing about capacity, but the store is
 	// up, so it ends an outage and the cold start like any answer.
 	Answered bool
+	// PartThrottled, with Neutral, says that the store throttled a part
+	// of itself (a table, a key prefix) whose own limiter takes the
+	// throttle: nothing for this Controller's law, but Load counts it,
+	// since a fleet's budget is the whole store's and learns its capacity
+	// from the throttles of every part.
+	PartThrottled bool
 }
 
 // Errors returned by Acquire and TryAcquire. They are returned as is, so ==
@@ -239,6 +245,7 @@ type Controller struct {
 	avgCost   float64       // EWMA of units per granted request
 
 	samples   [numOutcomes]uint64
+	partThr   uint64 // Neutral samples with PartThrottled
 	decreases uint64
 	increases uint64
 	pauses    uint64

@@ -258,6 +258,9 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 		o = Neutral
 	}
 	c.samples[o]++
+	if o == Neutral && s.PartThrottled {
+		c.partThr++
+	}
 	if p.probe {
 		c.out.probing = false
 	}

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -292,4 +294,108 @@ func TestFleetOnCluster(t *testing.T) {
 	if n, err := owner.HLen(context.Background(), members).Result(); err != nil || n != 1 {
 		t.Errorf("members on the slot's owner: %d %v, want 1", n, err)
 	}
+}
+
+// ddbTable is one DynamoDB table of provisioned capacity rate writes/s:
+// above it, 400 ProvisionedThroughputExceededException.
+type ddbTable struct {
+	mu                  sync.Mutex
+	rate, tokens        float64
+	last                time.Time
+	accepted, throttled int
+}
+
+func (s *ddbTable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	s.mu.Lock()
+	now := time.Now()
+	if !s.last.IsZero() {
+		s.tokens = min(s.rate/10, s.tokens+now.Sub(s.last).Seconds()*s.rate)
+	}
+	s.last = now
+	ok := s.tokens >= 1
+	if ok {
+		s.tokens--
+		s.accepted++
+	} else {
+		s.throttled++
+	}
+	s.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+	if !ok {
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"slow down"}`)
+		return
+	}
+	_, _ = io.WriteString(w, `{}`)
+}
+
+// runDDBFleet runs two fleet-mode sidecars (learned capacity) in front of
+// one DynamoDB table of 200 WCU for 30 s, the second's loader joining at
+// 10 s, and returns the fleet's budget, the throttles the fleet was told
+// of, the table, and each sidecar's writes taken over [20 s, 30 s).
+func runDDBFleet(t *testing.T, extra ...string) (budget float64, fleetThrottles int, table *ddbTable, okA, okB int64) {
+	t.Helper()
+	mr := miniredis.NewMiniRedis()
+	defer mr.Close()
+	mr.ClockTTL(true)
+	table = &ddbTable{rate: 200, tokens: 20}
+	env := append([]string{"PROFILE=dynamodb", "RETRY_MAX=0", "FLEET_RESOURCE=dynamodb:orders"}, extra...)
+	a, stopA := newFleetServer(t, mr, table, env...)
+	b, stopB := newFleetServer(t, mr, table, env...)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	start := time.Now()
+	var counting atomic.Bool
+	var oks [2]atomic.Int64
+	for i, s := range []*Server{a, b} {
+		for range 6 {
+			wg.Go(func() {
+				if i == 1 {
+					time.Sleep(10 * time.Second) // b's loader joins late
+				}
+				for ctx.Err() == nil {
+					rec := send(s.ProxyHandler(), ctx, http.MethodPost, "/", `{"TableName":"orders","Item":{"id":{"S":"1"}}}`,
+						"X-Amz-Target", "DynamoDB_20120810.PutItem", "X-Sluice-Job", "load")
+					if rec.Code == http.StatusOK && counting.Load() {
+						oks[i].Add(1)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			})
+		}
+	}
+	time.Sleep(time.Until(start.Add(20 * time.Second)))
+	counting.Store(true)
+	time.Sleep(time.Until(start.Add(30 * time.Second)))
+	st := fleetStatus(t, a)
+	_, state := fleet.Keys("dynamodb:orders")
+	thr := mr.HGet(state, "throttles")
+	n, _ := strconv.Atoi(thr)
+	cancel()
+	wg.Wait()
+	stopA()
+	stopB()
+	return st.Budget, n, table, oks[0].Load(), oks[1].Load()
+}
+
+// A fleet learns its store's capacity from the throttles of the store's
+// parts too: a DynamoDB table's ProvisionedThroughputExceeded goes to the
+// table's own limiter, and the fleet, which read the store's limiter
+// alone, was never told of one. Its budget then grew past anything the
+// table takes (800/s for a table of 200/s), and fleet mode did nothing
+// for the README's own example, dynamodb:orders.
+func TestFleetLearnsFromPartThrottles(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		budget, told, table, a, b := runDDBFleet(t)
+		table.mu.Lock()
+		defer table.mu.Unlock()
+		t.Logf("fleet budget %.0f/s, throttles the fleet was told of %d; the table took %d, throttled %d; over [20s, 30s) a %d/s, b %d/s",
+			budget, told, table.accepted, table.throttled, a/10, b/10)
+		if told == 0 || budget > 1.5*table.rate {
+			t.Errorf("the table (%.0f/s) throttled %d writes, the fleet was told of %d and learned a budget of %.0f/s",
+				table.rate, table.throttled, told, budget)
+		}
+	})
 }

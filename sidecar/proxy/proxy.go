@@ -1595,7 +1595,9 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, scoped scope
 		// The store throttled the write's scopes, not itself: their
 		// limiters take the throttle (finishScopes), the store's learns
 		// nothing from this attempt but that the store answered.
-		permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: res.Reason, Answered: true})
+		// A fleet learns the store's capacity from them all the same
+		// (PartThrottled).
+		permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: res.Reason, Answered: true, PartThrottled: true})
 		p.finishScopes(ex, &scoped, res, s, true)
 	} else {
 		permit.Done(s)
