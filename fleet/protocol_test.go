@@ -330,6 +330,41 @@ func TestScriptRelearn(t *testing.T) {
 	}
 }
 
+// TestScriptRelearnNewcomerFirst is TestScriptRelearn when the first to
+// call after the state was lost is a sidecar that knows no budget (one
+// started while Redis was away): the old members that come back with the
+// budget they knew re-seed it all the same. Without that, the first of
+// them took half the budget while the others still ran on their safe
+// shares, and the budget went on doubling from 800 each period.
+func TestScriptRelearnNewcomerFirst(t *testing.T) {
+	b := newMini(t)
+	fresh := newReporter(t, b, "new", 1e9, 1, 0) // HintBudget 100, not known
+	var old []*reporter
+	for i := range 4 {
+		p := newReporter(t, b, fmt.Sprintf("m%d", i), 1e9, 1, 0)
+		p.r.HintKnown, p.r.HintBudget, p.r.HintWeight = true, 800, 4
+		old = append(old, p)
+	}
+	fresh.send()
+	if g := old[0].send(); g.Budget != 800 || g.Lease > 200 {
+		t.Fatalf("first old member back: %+v, want the known budget 800 and at most a quarter of it", g)
+	}
+	for _, p := range old[1:] {
+		p.send()
+	}
+	var g Grant
+	for range 3 {
+		b.advance(time.Second)
+		fresh.send()
+		for _, p := range old {
+			g = p.send()
+		}
+	}
+	if g.Budget > 1.1*800 {
+		t.Errorf("3 s after the re-seed: budget %v, want near the 800 the fleet knew, not doubled again", g.Budget)
+	}
+}
+
 // TestScriptLearnsBudget follows an unknown capacity: members bring their
 // start, the budget doubles each clean period while they want more, a
 // throttle cuts it once however many members report one under the same

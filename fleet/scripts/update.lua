@@ -161,11 +161,18 @@ if applied then
 	if joined then
 		me = { joined = now }
 		if capacity <= 0 and lastmax == 0 then
-			if hint_known then
-				-- It knew the fleet's budget (it rejoins, or Redis lost
-				-- the state a newcomer then made): that budget was the
-				-- whole fleet's, to be taken back, not added again.
-				budget = math.max(budget, hint_budget)
+			if hint_known and hint_budget > budget then
+				-- It knew a larger budget than the state's, which grows
+				-- until its first cut: Redis lost the state and a member
+				-- that knew no budget (one started while Redis was away)
+				-- made it anew. Re-seed it as if this member had been
+				-- first (above): the budget it knew, taken back whole and
+				-- not added again, on the plateau of its curve, and the
+				-- members known then reserved a share until they are back.
+				budget, lastmax, grown = hint_budget, hint_budget, recover
+				ghost_w, ghost_until = math.max(ghost_w, hint_weight), now + member_ttl
+			elseif hint_known then
+				-- It rejoins: the budget it knew was the whole fleet's.
 			else
 				-- Before the first throttle each member brings its own
 				-- start.
