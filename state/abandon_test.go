@@ -175,3 +175,37 @@ func TestResumedRunIsJudgedFromItsResumption(t *testing.T) {
 		})
 	}
 }
+
+// TestAbandonedProbeMovesTheSchedule: in Backoff, a probe whose attempt
+// the loader gave up on (the store did not answer within the loader's
+// timeout) moves the probe schedule as one that timed out in sluice does.
+// It used to leave it, so with a loader timeout of 2 s the held job sent
+// a probe every 2 s for as long as the store hung (299 in 10 minutes,
+// against 22), where the schedule backs off to a minute.
+func TestAbandonedProbeMovesTheSchedule(t *testing.T) {
+	half := func() float64 { return 0.5 }
+	count := func(fail Event) int {
+		j := NewJob("j", testPolicy(), t0, half)
+		transcript(t, j, append(intoBackoff(1), step{2 * time.Second, release, Backoff, nil}))
+		at := j.ProbeAt().Sub(t0)
+		probes := 0
+		for i := uint64(1); at < 10*time.Minute; i++ {
+			if _, err := j.Step(admit, t0.Add(at)); err != nil || j.Probe() != i {
+				t.Fatalf("probe %d not admitted at %s (%v, %d)", i, at, err, j.Probe())
+			}
+			probes++
+			at += 2 * time.Second // unanswered within the loader's timeout
+			j.Step(probed(i, fail), t0.Add(at))
+			j.Step(probed(i, release), t0.Add(at))
+			if next := j.ProbeAt().Sub(t0); next > at {
+				at = next
+			}
+		}
+		return probes
+	}
+	timedOut := count(Event{Type: EvUpstreamError, Timeout: true})
+	abandoned := count(Event{Type: EvUpstreamError, Timeout: true, Abandoned: true})
+	if abandoned > timedOut+1 {
+		t.Errorf("abandoned probes are not backed off: %d probes vs %d", abandoned, timedOut)
+	}
+}

@@ -596,6 +596,11 @@ func (j *Job) Step(ev Event, now time.Time) ([]Action, error) {
 	case EvThrottle, EvUpstreamError:
 		if ev.Type == EvUpstreamError && ev.Abandoned {
 			j.abandoned++
+			// A held job's probe that its loader gave up on failed all
+			// the same: the schedule moves on, or the next held write
+			// would be the next probe at once, one a loader timeout
+			// against a store that hangs.
+			j.failedProbe(ev, now)
 			return nil, nil // nothing else until the loader writes again
 		}
 		c := failureCause(ev)
