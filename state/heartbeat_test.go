@@ -119,3 +119,44 @@ func TestWritesWaitForTheStateStoreWithinASecond(t *testing.T) {
 		}
 	})
 }
+
+// TestRegistrationStartsTheHeartbeatClock: a job left idle by a finished
+// run is registered again by the loader's next run, now with a heartbeat
+// interval. The registration is the loader speaking: the interval runs
+// from it. It used to run from the last run's heartbeat, hours old, and
+// the next tick, before the loader's first write, stalled the job
+// (loader_idle): an alert, and with loader_idle among its causes a cancel,
+// for a loader that was alive and about to write. Past the interval
+// without a word, it is stalled as before.
+func TestRegistrationStartsTheHeartbeatClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newTestManager(t, Config{})
+		defer m.Close()
+		_, release, err := m.Admit(context.Background(), "nightly")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Observe("nightly", Observation{Kind: ObsOK, Bytes: 1})
+		release()
+		time.Sleep(DefaultStallAfter + time.Second)
+		m.Tick(time.Now())
+		if s := mustGet(t, m, "nightly").State; s != Idle {
+			t.Fatalf("after the run: %s, want idle", s)
+		}
+		time.Sleep(2 * time.Hour)
+		// The next run registers the job, watched by heartbeats.
+		if _, err := m.Register("nightly", Settings{HeartbeatInterval: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		m.Tick(time.Now())
+		if v := mustGet(t, m, "nightly"); v.State != Idle {
+			t.Errorf("a second after its loader registered it: %s (%s), cause %q; want idle", v.State, v.Reason, v.StallCause)
+		}
+		time.Sleep(time.Minute)
+		m.Tick(time.Now())
+		if v := mustGet(t, m, "nightly"); v.State != Stalled || v.StallCause != CauseLoaderIdle {
+			t.Errorf("a minute after its registration, not a word: %s (%s), cause %q; want stalled, loader_idle", v.State, v.Reason, v.StallCause)
+		}
+	})
+}

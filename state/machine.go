@@ -512,6 +512,11 @@ func (j *Job) clone() *Job {
 	return &c
 }
 
+// Registered tells the job that its loader registered it at now: a
+// heartbeat interval runs from then, not from the last run's heartbeat,
+// hours old perhaps. It is no activity (see the deadline, EvTick).
+func (j *Job) Registered(now time.Time) { j.lastHeartbeat = now }
+
 // ID returns the job's id.
 func (j *Job) ID() string { return j.id }
 

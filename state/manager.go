@@ -1380,6 +1380,7 @@ func (m *Manager) register(id string, s Settings, total *Total) (JobView, error)
 	default:
 		e.settings = s
 		e.job.SetPolicy(m.policy(id, s))
+		e.job.Registered(now)
 		e.version++
 		fx.ids = append(fx.ids, id)
 	}
