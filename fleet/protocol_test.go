@@ -365,6 +365,51 @@ func TestScriptRelearnNewcomerFirst(t *testing.T) {
 	}
 }
 
+// TestScriptServerClockStepsBack: the server's clock steps back (a
+// failover to a replica whose clock is behind, an NTP step). The fleet's
+// clock does not: a member that dies after the step is dropped after its
+// TTL, and a throttle cuts a learned budget past the cooldown, where both
+// used to wait for as long as the step, every stored time lying in the
+// server's future.
+func TestScriptServerClockStepsBack(t *testing.T) {
+	b := newMini(t)
+	a, d := newReporter(t, b, "a", 1e9, 1, 600), newReporter(t, b, "d", 1e9, 1, 600)
+	a.send()
+	d.send()
+	b.advance(time.Second)
+	a.send()
+	d.send()
+	b.advance(-time.Hour) // the server's clock steps back; d dies now
+	var g Grant
+	for range 10 {
+		b.advance(time.Second)
+		g = a.send()
+	}
+	if g.Members != 1 || g.Lease != 600 {
+		t.Errorf("10 s after d's last report (server clock stepped back 1h): %d members, a's lease %v; want d dropped after its TTL, a at 600", g.Members, g.Lease)
+	}
+
+	// A learned budget: a throttle past the cooldown cuts it. (What
+	// passed while the clock stepped back is not known: the cooldown runs
+	// on from the first call after the step.)
+	b2 := newMini(t)
+	l := newReporter(t, b2, "l", 1e9, 1, 0)
+	g = l.send()
+	b2.advance(3 * time.Second)
+	l.r.Goodput, l.r.ThrottleEpoch, l.r.Throttles = g.Budget, g.Epoch, 1
+	g = l.send() // a first cut: cut_at is now
+	b2.advance(-time.Hour)
+	for range 3 { // past the cooldown of two periods, on a server clock an hour behind
+		b2.advance(time.Second)
+		g = l.send()
+	}
+	l.r.Goodput, l.r.ThrottleEpoch, l.r.Throttles = g.Budget/2, g.Epoch, 5
+	b2.advance(time.Second)
+	if g1 := l.send(); g1.Budget >= g.Budget {
+		t.Errorf("a throttle under the current epoch, 4 s after the server's clock stepped back, did not cut the budget (%v)", g1.Budget)
+	}
+}
+
 // TestScriptLearnsBudget follows an unknown capacity: members bring their
 // start, the budget doubles each clean period while they want more, a
 // throttle cuts it once however many members report one under the same

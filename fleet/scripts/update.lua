@@ -1,14 +1,14 @@
 -- update.lua: one member's refresh of a fleet's shared budget. Run with
 -- EVALSHA (EVAL when the server has not cached it); atomic, like every
 -- script. The clock is the server's own (TIME), so the members' clocks
--- never matter.
+-- never matter, made never to go back (skew, below).
 --
 -- KEYS[1]  members hash: member id -> "seq demand weight expiry goodput
 --          thr_epoch thr_count joined updated granted" (times in ms;
 --          granted, the lease last returned to the member, may be absent)
 -- KEYS[2]  state hash: the budget (budget, max, t, k, grow_at, cut_at,
 --          dirty_at, gen, cuts, throttles), the server's last call
---          (last_call), the members known before a loss of state
+--          (last_call) and what its clock has stepped back (skew), the members known before a loss of state
 --          (ghost_w, ghost_until), and the allocation (alloc_at, level,
 --          spare, n, live_w, want, took, next_exp: when its first member
 --          expires)
@@ -101,6 +101,18 @@ else
 	alloc_at, level, spare = tonumber(st.alloc_at), tonumber(st.level), tonumber(st.spare)
 	n, live_w, want, took = tonumber(st.n), tonumber(st.live_w), tonumber(st.want), tonumber(st.took)
 	next_exp = tonumber(st.next_exp or 0)
+end
+-- The server's clock may step back (a failover to a replica whose clock
+-- is behind, an NTP step). Every time the state holds would then lie in
+-- the future: a dead member would keep its share, and the budget be
+-- neither cut nor grown, for as long as the step. The fleet's clock is the
+-- server's plus what it has stepped back, so it never goes back and runs
+-- on with the server's from the step on.
+local skew = tonumber(st.skew or 0)
+now = now + skew
+if now < last_call then
+	skew = skew + last_call - now
+	now = last_call
 end
 local epoch = gen .. ':' .. cuts
 local budget0 = budget
@@ -343,7 +355,7 @@ end
 
 redis.call('HSET', skey, 'budget', num(budget), 'max', num(lastmax), 't', num(grown),
 	'grow_at', int(grow_at), 'cut_at', int(cut_at), 'dirty_at', int(dirty_at), 'gen', gen,
-	'cuts', int(cuts), 'last_call', int(now), 'ghost_w', num(ghost_w), 'ghost_until', int(ghost_until),
+	'cuts', int(cuts), 'last_call', int(now), 'skew', int(skew), 'ghost_w', num(ghost_w), 'ghost_until', int(ghost_until),
 	'throttles', int(throttles), 'k', num(k), 'alloc_at', int(alloc_at), 'next_exp', int(next_exp),
 	'level', num(level), 'spare', num(spare),
 	'n', int(n), 'live_w', num(live_w), 'want', num(want), 'took', num(took))
