@@ -309,3 +309,47 @@ func wantScanner(t *testing.T, p Profile, req Request, status int, h http.Header
 		t.Errorf("%v.NewScanner(%+v, %d, %v) != nil is %v, want %v", p, req, status, h, got, want)
 	}
 }
+
+// A BatchExecuteStatement answer (PartiQL's batch of writes) is a 200 with
+// one element of "Responses" per statement, and an "Error" in those that
+// failed; a throttle of the statement's table is one of them, read as the
+// share of the batch it refused, as BatchWriteItem's UnprocessedItems are.
+// Other errors (a condition that failed) are the loader's, and the
+// account's request limit is store-wide.
+func TestDynamoDBBatchExecuteStatement(t *testing.T) {
+	req := Request{Method: http.MethodPost, Path: "/", Header: hdr("X-Amz-Target", "DynamoDB_20120810.BatchExecuteStatement")}
+	amzJSON := hdr("Content-Type", "application/x-amz-json-1.0")
+	if !DynamoDB.ScansAnswer(req) || DynamoDB.NewScanner(req, 200, amzJSON) == nil {
+		t.Fatal("a BatchExecuteStatement answer is not scanned")
+	}
+	ok := `{"TableName":"Orders"}`
+	item := `{"TableName":"Orders","Item":{"Error":{"S":"ThrottlingError"},"Code":{"S":"x"}}}`
+	throttled := `{"Error":{"Code":"ThrottlingError","Message":"Throughput exceeds the current capacity for one or more global secondary indexes."},"TableName":"Orders"}`
+	provisioned := `{"TableName":"Orders","Error":{"Message":"The level of configured provisioned throughput for the table was exceeded.","Code":"ProvisionedThroughputExceeded"}}`
+	condition := `{"Error":{"Code":"ConditionalCheckFailed","Message":"The conditional request failed"}}`
+	account := `{"Error":{"Code":"RequestLimitExceeded","Message":"Throughput exceeds the current throughput limit for your account."}}`
+	for _, tc := range []struct {
+		name string
+		body string
+		want Result
+	}{
+		{"all taken", `{"Responses":[` + ok + `,` + item + `]}`, Result{Kind: OK, Reason: "status_200", Items: 2}},
+		{"two throttled of four", `{"Responses":[` + ok + `,` + throttled + `,` + provisioned + `,` + ok + `],"ConsumedCapacity":[{"TableName":"Orders","CapacityUnits":2}]}`,
+			Result{Kind: Throttled, Reason: "dynamodb_statement_throttled", Share: 0.5, Items: 2, Rejected: 2, Scoped: true}},
+		{"a condition that failed", `{"Responses":[` + ok + `,` + condition + `]}`, Result{Kind: OK, Reason: "status_200", Items: 1, Failed: 1}},
+		{"the account's limit", `{"Responses":[` + throttled + `,` + account + `,` + condition + `,` + ok + `]}`,
+			Result{Kind: Throttled, Reason: "dynamodb_request_limit_exceeded", Share: 0.5, Items: 1, Rejected: 2, Failed: 1}},
+		{"no responses", `{}`, Result{Kind: OK, Reason: "status_200", Items: -1}},
+		{"cut short", `{"Responses":[` + ok + `,` + throttled, Result{Kind: OK, Reason: "status_200", Items: -1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := []byte(tc.body)
+			for i := range body {
+				s := DynamoDB.NewScanner(req, 200, amzJSON)
+				if got := feed(s.(*bulkScanner), body, i); got != tc.want {
+					t.Fatalf("split at %d: %+v, want %+v", i, got, tc.want)
+				}
+			}
+		})
+	}
+}

@@ -58,6 +58,9 @@ type Request struct {
 //     naming BatchWriteItem. The writes under "UnprocessedItems" are the
 //     throttle (DynamoDB's answer to a batch past its table's capacity is a
 //     200 that hands them back); req.Items, when known, gives its share.
+//     BatchExecuteStatement (PartiQL) the same way: the statements whose
+//     "Error" has Code ThrottlingError, ProvisionedThroughputExceeded or
+//     RequestLimitExceeded are the throttle, of all it lists.
 //   - S3 writes (PUT, POST, DELETE; never a GET, whose answer is the
 //     object): an <Error> document in the 200 is an error. For
 //     CompleteMultipartUpload (POST with an uploadId query parameter),
@@ -90,6 +93,9 @@ func (p Profile) NewScanner(req Request, status int, h http.Header) Scanner {
 	}
 	if ct := h.Get("Content-Type"); ct != "" && !strings.Contains(strings.ToLower(ct), "json") {
 		return nil // CBOR, SMILE or YAML on request
+	}
+	if p == DynamoDB && isBatchExecuteStatement(req.Header) {
+		return &bulkScanner{status: status, partiql: true}
 	}
 	if p == DynamoDB {
 		return &bulkScanner{status: status, dynamo: true, listKey: "UnprocessedItems", requested: max(req.Items, 0)}
@@ -148,7 +154,7 @@ func (p Profile) ScansAnswer(req Request) bool {
 	case Elasticsearch:
 		return (req.Method == http.MethodPost || req.Method == http.MethodPut) && IsBulkPath(req.Path)
 	case DynamoDB:
-		return req.Method == http.MethodPost && isBatchWriteItem(req.Header)
+		return req.Method == http.MethodPost && (isBatchWriteItem(req.Header) || isBatchExecuteStatement(req.Header))
 	case S3:
 		return isS3Write(req)
 	}
@@ -232,8 +238,13 @@ type bulkScanner struct {
 	// top-level key listKey (depth 4): "UnprocessedItems" in an answer,
 	// "RequestItems" in a request. The last such key counts, as for a JSON
 	// decoder.
-	dynamo    bool
-	listKey   string
+	dynamo  bool
+	listKey string
+	// partiql: a DynamoDB BatchExecuteStatement answer instead, read
+	// with the Elasticsearch walk one level up: its "Responses" are the
+	// items, each element the action object (depth 3), an element's
+	// "Error" its error (depth 4), whose "Code" is read as a type.
+	partiql   bool
 	requested int  // writes the request carried; 0 when unknown
 	inList    bool // inside the top-level listKey object (depth 2)
 	listed    int  // writes counted there
@@ -265,6 +276,8 @@ type bulkScanner struct {
 	failed1  bool // the body says something failed: "errors":true, or a top-level "error"
 
 	itemRejectedType bool // the current item's error type is a rejected execution
+	itemErr          bool // the current item has an error object
+	itemAccount      bool // PartiQL: its error is the account's request limit
 	bareRejected     int  // items without a status whose error is a rejected execution
 	bareFailed       int  // other items without a status
 	// errorsOnly: the request's filter_path lists only the failed items,
@@ -278,7 +291,7 @@ type bulkScanner struct {
 	itemStatus int // the current item's status, or noStatus / badStatus
 
 	items, rejected, failed int
-	unavailable             int // of rejected, those with status 503
+	unavailable             int // of rejected, those with status 503 (PartiQL: RequestLimitExceeded)
 
 	// The counts are reported only for a body that is one complete JSON
 	// object: opened is set at its '{', closed when depth returns to 0, and
@@ -289,6 +302,12 @@ type bulkScanner struct {
 
 func (s *bulkScanner) Write(p []byte) (int, error) {
 	n := len(p)
+	// The level of an item's action object, whose keys are read: an
+	// Elasticsearch item's {"index":{...}} (4), a PartiQL element (3).
+	act := 4
+	if s.partiql {
+		act = 3
+	}
 	for i := 0; i < n; {
 		if s.inStr {
 			if s.esc {
@@ -354,10 +373,10 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 		case '"':
 			s.inStr = true
 			switch d := s.depth; {
-			case (d == 1 || (d == 4 && s.inItem) || (d == 5 && s.inErr)) && s.ct[d] == ctKey:
+			case (d == 1 || (d == act && s.inItem) || (d == act+1 && s.inErr)) && s.ct[d] == ctKey:
 				s.keyOn = true
 				s.keyLen = 0
-			case d == 5 && s.inErr && s.ct[5] == ctValue && s.key5 == keyType:
+			case d == act+1 && s.inErr && s.ct[d] == ctValue && s.key5 == keyType:
 				s.keyOn, s.valOn = true, true
 				s.keyLen = 0
 			}
@@ -383,9 +402,10 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 			case d == 2 && c == '{' && s.inItems:
 				s.inItem = true
 				s.itemStatus = noStatus
-				s.itemRejectedType = false
-			case d == 4 && c == '{' && s.inItem && s.ct[4] == ctValue && s.key4 == keyError:
-				s.inErr = true
+				s.itemRejectedType, s.itemErr, s.itemAccount = false, false, false
+				s.key4 = keyOther
+			case d == act && c == '{' && s.inItem && s.ct[d] == ctValue && s.key4 == keyError:
+				s.inErr, s.itemErr = true, true
 				s.key5 = keyOther
 			case d == 1 && c == '{' && s.ct[1] == ctValue && s.key1 == keyWrites:
 				s.inList, s.sawList = true, true
@@ -415,7 +435,7 @@ func (s *bulkScanner) Write(p []byte) (int, error) {
 				s.closed = true
 			}
 			switch {
-			case d == 5 && s.inErr:
+			case d == act+1 && s.inErr:
 				s.inErr = false
 			case d == 3 && s.inItem:
 				s.countItem()
@@ -504,7 +524,12 @@ func (s *bulkScanner) endKey() {
 		s.valOn = false
 		switch string(key) {
 		case "es_rejected_execution_exception", "rejected_execution_exception":
-			s.itemRejectedType = true
+			s.itemRejectedType = !s.partiql
+		case "ThrottlingError", "ProvisionedThroughputExceeded":
+			s.itemRejectedType = s.partiql
+		case "RequestLimitExceeded":
+			// The account's limit, not a table's.
+			s.itemRejectedType, s.itemAccount = s.partiql, s.partiql
 		}
 		return
 	}
@@ -512,6 +537,15 @@ func (s *bulkScanner) endKey() {
 	case s.dynamo:
 		if string(key) == s.listKey {
 			k = keyWrites
+		}
+	case s.partiql:
+		switch string(key) {
+		case "Responses":
+			k = keyItems
+		case "Error":
+			k = keyError
+		case "Code":
+			k = keyType
 		}
 	case string(key) == "items":
 		k = keyItems
@@ -524,13 +558,17 @@ func (s *bulkScanner) endKey() {
 	case string(key) == "type":
 		k = keyType
 	}
+	act := 4 // see Write
+	if s.partiql {
+		act = 3
+	}
 	switch s.depth {
 	case 1:
 		s.key1 = k
 		if k == keyError {
 			s.failed1 = true // a top-level error object
 		}
-	case 4:
+	case act:
 		s.key4 = k
 	default:
 		s.key5 = k
@@ -561,6 +599,20 @@ func (s *bulkScanner) endNumber() {
 }
 
 func (s *bulkScanner) countItem() {
+	if s.partiql {
+		switch {
+		case !s.itemErr:
+			s.items++
+		case s.itemRejectedType:
+			s.rejected++
+			if s.itemAccount {
+				s.unavailable++
+			}
+		default:
+			s.failed++ // a condition that failed, a duplicate, a bad statement
+		}
+		return
+	}
 	switch st := s.itemStatus; {
 	case st == noStatus && s.itemRejectedType:
 		s.bareRejected++
@@ -590,6 +642,9 @@ func (s *bulkScanner) Result() Result {
 	}
 	if s.dynamo {
 		return s.dynamoResult()
+	}
+	if s.partiql {
+		return s.partiqlResult()
 	}
 	r := Result{
 		Kind:     OK,
@@ -676,6 +731,33 @@ func (s *bulkScanner) dynamoResult() Result {
 		r.Share = min(1, float64(unprocessed)/maxBatchWrites)
 	}
 	return r
+}
+
+// partiqlResult is Result for a BatchExecuteStatement answer: one element
+// of "Responses" per statement, with an "Error" when it failed, whose Code
+// ThrottlingError or ProvisionedThroughputExceeded is its table's throttle
+// (partial: the others went through), RequestLimitExceeded the account's.
+func (s *bulkScanner) partiqlResult() Result {
+	r := Result{Kind: OK, Reason: statusReason(s.status), Items: -1}
+	if !s.sawItems {
+		return r // not an answer that lists the statements
+	}
+	r.Items, r.Rejected, r.Failed = s.items, s.rejected, s.failed
+	if s.rejected > 0 {
+		r.Kind, r.Reason, r.Scoped = Throttled, "dynamodb_statement_throttled", true
+		if s.unavailable > 0 {
+			r.Reason, r.Scoped = "dynamodb_request_limit_exceeded", false
+		}
+		r.Share = float64(s.rejected) / float64(s.items+s.rejected+s.failed)
+	}
+	return r
+}
+
+// isBatchExecuteStatement reports whether the request headers name
+// DynamoDB's BatchExecuteStatement, PartiQL's batch of writes.
+func isBatchExecuteStatement(h http.Header) bool {
+	t := h.Get("X-Amz-Target")
+	return strings.HasPrefix(t, "DynamoDB_") && strings.HasSuffix(t, ".BatchExecuteStatement")
 }
 
 // isBatchWriteItem reports whether the request headers name DynamoDB's

@@ -187,7 +187,7 @@ var scopedReasons = [numProfiles][]string{
 	// Provisioned or on-demand throughput is a table's (or its
 	// partition's); RequestLimitExceeded is the account's.
 	DynamoDB: {"dynamodb_provisioned_throughput_exceeded", "dynamodb_throttling",
-		"dynamodb_transaction_throttled", "dynamodb_unprocessed_items"},
+		"dynamodb_transaction_throttled", "dynamodb_unprocessed_items", "dynamodb_statement_throttled"},
 	// TOO_MANY_PARTS is a table's merges falling behind; a cap on
 	// concurrent queries is the server's.
 	ClickHouse: {"clickhouse_too_many_parts"},
