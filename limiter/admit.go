@@ -19,7 +19,7 @@ type Permit struct {
 	inFlight int       // in-flight count at grant, this one included
 	limit    int       // concurrency limit at grant
 	done     bool      // Done was called; guarded by c.mu
-	probe    bool      // granted as an outage's probe; guarded by c.mu
+	probe    uint64    // the outage it was granted as the probe of (outage.n), 0 if none; guarded by c.mu
 	// stage is the pipelining state of a permit from AcquirePipelined, nil
 	// for any other. The pointer is set before the permit is handed out
 	// and never changes.
@@ -362,7 +362,7 @@ func (p *Permit) end(s *Sample) {
 	}
 	if s != nil {
 		c.observeLocked(p, *s, now)
-	} else if p.probe {
+	} else if c.probesLocked(p) {
 		c.out.probing = false // a probe that found nothing: the next caller probes
 	}
 	c.dispatchLocked(now)

@@ -210,6 +210,7 @@ type Controller struct {
 	lastReason   string
 	probeAfter   time.Time // no rate growth past the last throttle point before (see quotaHold)
 	out          outage    // the store answers nothing (see outage.go)
+	outages      uint64    // outages begun since New: the last one's number
 
 	// Startup rounds (see startupRound): a round starts at every change of
 	// the rate limit.

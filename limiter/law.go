@@ -261,7 +261,7 @@ func (c *Controller) observeLocked(p *Permit, s Sample, now time.Time) {
 	if o == Neutral && s.PartThrottled {
 		c.partThr++
 	}
-	if p.probe {
+	if c.probesLocked(p) {
 		c.out.probing = false
 	}
 	if (o != Neutral && o != Unreachable) || (o == Neutral && s.Answered) {

@@ -32,6 +32,7 @@ import "time"
 // The zero value is "no outage". It is not safe for concurrent use; the
 // Controller guards it.
 type outage struct {
+	n       uint64    // its number: the Controller's outages when it began
 	since   time.Time // when it began; zero: no outage
 	next    time.Time // no probe is admitted before
 	failed  int       // probes in a row that found the store unreachable
@@ -82,9 +83,18 @@ func (c *Controller) admitOutageLocked(now time.Time) (time.Time, blocker) {
 // an outage. Requires that c.mu is held.
 func (c *Controller) grantProbeLocked(p *Permit) {
 	if c.out.active() {
-		p.probe = true
+		p.probe = c.out.n
 		c.out.probing = true
 	}
+}
+
+// probesLocked reports whether p is the probe of the outage now under way:
+// a probe of an outage that ended and was followed by another is not its
+// probe, and its answer neither frees the probe slot (a second probe
+// would go out while the outage's own is in flight) nor counts as a probe
+// that failed. Requires that c.mu is held.
+func (c *Controller) probesLocked(p *Permit) bool {
+	return p.probe != 0 && c.out.active() && p.probe == c.out.n
 }
 
 // observeUnreachableLocked accounts an Unreachable sample of p at now: it
@@ -101,8 +111,9 @@ func (c *Controller) observeUnreachableLocked(p *Permit, s Sample, now time.Time
 	}
 	switch {
 	case !c.out.active():
-		c.out = outage{since: now}
-	case p.probe:
+		c.outages++
+		c.out = outage{n: c.outages, since: now}
+	case c.probesLocked(p):
 		c.out.failed++
 	default:
 		return // granted before the outage began: the probe interval stands

@@ -214,3 +214,37 @@ func TestOutageBoundsTheAttempts(t *testing.T) {
 		}
 	})
 }
+
+// TestStaleProbeIsNotTheNextOutages: the probe of an outage that ended
+// (another write answered while it hung) and was followed by another is
+// not the new outage's probe: its answer neither frees the new outage's
+// probe slot, which let a second probe go out while the new outage's own
+// was in flight, nor counts as one of its failed probes.
+func TestStaleProbeIsNotTheNextOutages(t *testing.T) {
+	c, clk := newFake(t, 100, nil)
+	c.jitter = func() float64 { return 0.5 }
+	ps := take(t, c, 2)
+	ps[0].Done(unreachable("connection_refused")) // outage 1
+	clk.now = c.Snapshot().NextProbe
+	p1 := take(t, c, 1)[0] // outage 1's probe; it hangs (connect timeout)
+	clk.advance(ms(5))
+	ps[1].Done(success(ms(5))) // granted before outage 1: the store answers, outage 1 ends
+	if c.Unreachable() {
+		t.Fatal("outage 1 did not end")
+	}
+	x := take(t, c, 1)[0]
+	clk.advance(ms(5))
+	x.Done(unreachable("connection_refused")) // outage 2
+	clk.now = c.Snapshot().NextProbe
+	p2 := take(t, c, 1)[0] // outage 2's probe
+	if _, err := c.TryAcquire(1); !errors.Is(err, ErrNoCapacity) {
+		t.Fatalf("with outage 2's probe out: %v, want ErrNoCapacity", err)
+	}
+	clk.advance(ms(5))
+	p1.Done(unreachable("connect_timeout")) // outage 1's probe comes back
+	clk.now = c.Snapshot().NextProbe
+	p3, err := c.TryAcquire(1)
+	if err == nil {
+		t.Fatalf("a second probe (%p) was admitted while outage 2's probe %p is still in flight (in flight: %d)", p3, p2, c.Snapshot().InFlight)
+	}
+}
