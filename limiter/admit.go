@@ -303,7 +303,9 @@ func (c *Controller) dispatchLocked(now time.Time) {
 			}
 			return
 		}
-		c.accountLocked(Flow{Key: w.flow.key, Class: w.flow.class, Weight: w.flow.weight}, w.cost, now.Sub(w.since), now)
+		// A Tick dispatches at its caller's now (a timer's firing), which
+		// may be earlier than when w queued: it waited no time, not less.
+		c.accountLocked(Flow{Key: w.flow.key, Class: w.flow.class, Weight: w.flow.weight}, w.cost, max(now.Sub(w.since), 0), now)
 		c.q.pop(w)
 		w.permit = p
 		w.signal()

@@ -214,12 +214,18 @@ func (q *fairQueue) pop(w *waiter) {
 	cq.vtime = max(cq.vtime, w.start)
 	switch {
 	case fq.class == Live && q.class[Bulk].n > 0:
-		q.credit += w.cost * q.floor / (1 - q.floor)
+		q.credit += classCost(w) * q.floor / (1 - q.floor)
 	case fq.class == Bulk:
-		q.credit = max(0, q.credit-w.cost)
+		q.credit = max(0, q.credit-classCost(w))
 	}
 	q.unlink(w)
 }
+
+// classCost is what w counts in the share between classes: its cost, at
+// least one unit, or writes of cost 0 (which Acquire accepts) would earn
+// Bulk no credit when Live's and take none when Bulk's, which would then
+// always go first.
+func classCost(w *waiter) float64 { return max(w.cost, 1) }
 
 // remove takes w out of the queue without granting it (its caller gave
 // up, was pushed out, or the Controller closed). The flow is not charged
@@ -313,7 +319,7 @@ func (q *fairQueue) sweep() {
 func (q *fairQueue) pick() {
 	live, bulk := q.class[Live].first(), q.class[Bulk].first()
 	h := live
-	if live == nil || bulk != nil && q.credit >= bulk.cost && q.floor > 0 {
+	if live == nil || bulk != nil && q.credit >= classCost(bulk) && q.floor > 0 {
 		h = bulk
 	}
 	if h != q.head {

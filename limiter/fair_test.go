@@ -488,3 +488,99 @@ func TestFairQueueGivenUpWaiterLeavesNoTrace(t *testing.T) {
 		t.Errorf("after a's writes timed out and were sent again, 20 grants went a:%v b:%v, want a's 2 among them", got["a"], got["b"])
 	}
 }
+
+// TestTickGrantWaitsNoLessThanZero: a grant made by Tick's dispatch at
+// Tick's now (a timer's firing), earlier than when the waiter queued,
+// records a wait of zero, not a negative one that made the wait
+// histogram's sum go down (a counter reset to rate()) and a flow's mean
+// wait negative.
+func TestTickGrantWaitsNoLessThanZero(t *testing.T) {
+	synctest.Test(t, tickGrantWaitsNoLessThanZero)
+}
+
+func tickGrantWaitsNoLessThanZero(t *testing.T) {
+	c, clk := newFake(t, 100, func(cfg *Config) { cfg.InitialConcurrency, cfg.MaxConcurrency = 1, 4 })
+	t0 := clk.now
+	take(t, c, 1)
+	clk.advance(ms(100))
+	got := make(chan error, 1)
+	go func() {
+		q, err := c.Acquire(context.Background(), 1)
+		if err == nil {
+			defer q.Done(success(ms(1)))
+		}
+		got <- err
+	}()
+	synctest.Wait()
+	if q := c.Snapshot().Queued; q != 1 {
+		t.Fatalf("%d queued, want 1", q)
+	}
+	// The control loop's timer fired at t0+50ms; Tick runs now with that time.
+	c.Tick(t0.Add(ms(50)))
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	s := c.Snapshot()
+	for _, cs := range s.Classes {
+		if cs.WaitSum < 0 {
+			t.Errorf("class %v: WaitSum %v < 0", cs.Class, cs.WaitSum)
+		}
+	}
+	for _, f := range s.Flows {
+		if f.MeanWait < 0 || f.MaxWait < 0 {
+			t.Errorf("flow %q: MeanWait %v MaxWait %v", f.Key, f.MeanWait, f.MaxWait)
+		}
+	}
+}
+
+// TestZeroCostBulkDoesNotStarveLive: a write of cost 0 counts one unit
+// between the classes; zero-cost Bulk writes went before every Live one
+// (a credit of 0 covered their cost of 0).
+func TestZeroCostBulkDoesNotStarveLive(t *testing.T) {
+	synctest.Test(t, zeroCostBulkDoesNotStarveLive)
+}
+
+func zeroCostBulkDoesNotStarveLive(t *testing.T) {
+	c, _ := newFake(t, 100, func(cfg *Config) { cfg.InitialConcurrency, cfg.MaxConcurrency = 1, 1 })
+	hold := take(t, c, 1)[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type res struct {
+		class Class
+		p     *Permit
+	}
+	granted := make(chan res, 100)
+	acq := func(f Flow, cost float64) {
+		go func() {
+			p, err := c.AcquireFlow(ctx, f, cost)
+			if err == nil {
+				granted <- res{f.Class, p}
+			}
+		}()
+	}
+	waitQueued := func(n int) {
+		synctest.Wait()
+		if q := c.Snapshot().Queued; q != n {
+			t.Fatalf("%d queued, want %d", q, n)
+		}
+	}
+	acq(Flow{Key: "live", Class: Live}, 1)
+	waitQueued(1)
+	acq(Flow{Key: "bulk", Class: Bulk}, 0)
+	waitQueued(2)
+	live := 0
+	for i := 0; i < 20; i++ {
+		hold.Done(success(ms(1)))
+		r := <-granted
+		if r.class == Live {
+			live++
+			break
+		}
+		hold = r.p
+		acq(Flow{Key: "bulk", Class: Bulk}, 0) // the bulk job keeps one write waiting
+		waitQueued(2)
+	}
+	if live == 0 {
+		t.Errorf("Live was never served in 20 grants: zero-cost Bulk writes always went first")
+	}
+}
