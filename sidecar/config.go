@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/caarlos0/env/v10"
@@ -804,6 +805,13 @@ func weakAdminToken(tok string) string {
 	}
 	if first, _ := utf8.DecodeRuneInString(tok); strings.TrimLeft(tok, string(first)) == "" {
 		return "one character repeated, easy to guess"
+	}
+	if i := strings.IndexFunc(tok, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }); i >= 0 {
+		// A Secret made from a file that ends in a newline, say. No
+		// Authorization header can carry it (net/http trims white space
+		// from a header's value and refuses control characters), so no
+		// caller could ever authenticate.
+		return fmt.Sprintf("contains white space or a control character (at byte %d): no Authorization header can carry it; remove it (a file that ends in a newline?)", i)
 	}
 	return ""
 }

@@ -128,6 +128,12 @@ func TestAdminTokenRules(t *testing.T) {
 		{"one character", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "one character repeated"},
 		{"zeros", "0000000000000000", "one character repeated"},
 		{"one multibyte character", "éééééééééééééééé", "one character repeated"},
+		// A Secret made from a file that ends in a newline: accepted, it
+		// locked every caller out (net/http trims a header's value).
+		{"a trailing newline", "9f86d081884c7d659a2feaa0c55ad015\n", "white space or a control character (at byte 32)"},
+		{"a trailing space", "9f86d081884c7d659a2feaa0c55ad015 ", "at byte 32"},
+		{"a leading space", " 9f86d081884c7d659a2feaa0c55ad015", "at byte 0"},
+		{"CRLF", "9f86d081884c7d659a2feaa0c55ad015\r\n", "at byte 32"},
 	} {
 		_, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_ADMIN_TOKEN=" + tc.token})
 		if tc.want == "" {
