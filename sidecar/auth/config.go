@@ -279,7 +279,9 @@ func parseHeaders(s string) ([]header, error) {
 			return nil, fmt.Errorf("item %d is not Name=Value", len(out)+1)
 		}
 		if !isToken(name) {
-			return nil, fmt.Errorf("header name %q is not an HTTP token", name)
+			// Not quoted: an item written "Authorization: Bearer …"
+			// holds its credential before the first '='.
+			return nil, fmt.Errorf("item %d: the header name is not an HTTP token (write each header as Name=Value)", len(out)+1)
 		}
 		for _, r := range value {
 			if r < 0x20 || r == 0x7f {

@@ -89,6 +89,13 @@ func TestValidate(t *testing.T) {
 		c.TokenURL = "http://x/"
 		c.TokenURLHeaders = "Bad Name=1"
 	}, "SLUICE_TOKEN_URL_HEADERS")
+	// A header written as HTTP has it, its credential before the first
+	// '=': the problem names the item, never quotes it.
+	c := DefaultConfig()
+	c.Source, c.TokenURL, c.TokenURLHeaders = SourceTokenURL, "http://x/", "Authorization: Bearer c2VjcmV0LXZhdWx0LXRva2Vu=="
+	if errs := c.Validate(); len(errs) != 1 || strings.Contains(errs[0].Error(), "c2VjcmV0") {
+		t.Errorf("a header written Name: Value: %v, want one problem that does not quote it", errs)
+	}
 	f("oauth id without secret", func(c *Config) {
 		c.Source = SourceTokenURL
 		c.TokenURL = "http://x/"
