@@ -132,5 +132,12 @@ func serveAsset(w http.ResponseWriter, r *http.Request, name string) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Content-Type", a.contentType)
 	h.Set("ETag", a.etag)
+	if r.Header.Get("Range") != "" {
+		// The assets are small and served whole: a Range that does not
+		// fit would get net/http's plain-text 416, where every admin
+		// error is JSON.
+		r = r.Clone(r.Context())
+		r.Header.Del("Range")
+	}
 	http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(a.body))
 }

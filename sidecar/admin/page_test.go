@@ -51,6 +51,13 @@ func TestPageServed(t *testing.T) {
 	if rec := get("/ui/index.html"); rec.Code != 404 {
 		t.Errorf("GET /ui/index.html: %d, want 404 (the page has one address)", rec.Code)
 	}
+	// A Range is ignored: one that does not fit got net/http's plain-text
+	// 416, where every admin error is JSON.
+	for _, r := range []string{"bytes=999999-", "bytes=0-9"} {
+		if rec := get("/", "Range", r); rec.Code != 200 || !strings.Contains(rec.Body.String(), "<script") {
+			t.Errorf("GET / with Range: %s: %d %q, want the whole page", r, rec.Code, rec.Header().Get("Content-Type"))
+		}
+	}
 }
 
 // TestPageKeepsItsPolicy: the strict policy holds only while the page has
