@@ -899,6 +899,13 @@ func (c Config) Effective() [][2]string {
 			s = redact.Placeholder
 		case strings.HasSuffix(f.key, "_URL") && s != "":
 			s = redact.URL(s) // user:password in a URL is a secret too
+		case strings.HasSuffix(f.key, "_COMMAND") && s != "":
+			s = redact.Placeholder // when it does not parse (ValidateActions says why)
+			if argv, err := ParseArgv(fv.String()); err == nil {
+				if b, err := json.Marshal(redact.Argv(argv)); err == nil {
+					s = string(b)
+				}
+			}
 		case fv.Kind() == reflect.Slice && fv.Len() == 0, fv.Kind() == reflect.Map && fv.Len() == 0:
 			s = ""
 		}

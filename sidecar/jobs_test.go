@@ -779,3 +779,30 @@ func TestRateLimitMetricSaysItsUnit(t *testing.T) {
 		}
 	}
 }
+
+// A credential in a cancel or cleanup command (curl -u user:password) is
+// hidden wherever the command is shown, as one in an action's URL is: in
+// GET /v1/jobs/{id}, which answers any caller, and in check-config.
+func TestCommandCredentialsHidden(t *testing.T) {
+	const pw = "elastic:S3cretPW-91f2"
+	cfg := testConfig(t,
+		`CANCEL_COMMAND=["curl","-u","`+pw+`","-XPOST","http://es:9200/_tasks/${JOB}/_cancel"]`,
+		`CLEANUP_COMMAND=curl -H Authorization:S3cretPW-91f2 http://es:9200/x/${JOB}`)
+	s, err := NewServer(cfg, Options{Store: &state.MemStore{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.AdminHandler()
+	if rec := adminCall(h, "POST", "/v1/jobs", `{"id":"load-1"}`); rec.Code != http.StatusCreated {
+		t.Fatalf("register: %d %s", rec.Code, rec.Body)
+	}
+	rec := adminCall(h, "GET", "/v1/jobs/load-1", "", "RemoteAddr", "192.0.2.7:4000")
+	if body := rec.Body.String(); rec.Code != http.StatusOK || strings.Contains(body, "S3cretPW") || !strings.Contains(body, `"-XPOST"`) {
+		t.Errorf("GET /v1/jobs/load-1 from another host: %d %s, want the commands without their credentials", rec.Code, body)
+	}
+	for _, kv := range cfg.Effective() {
+		if strings.Contains(kv[1], "S3cretPW") {
+			t.Errorf("check-config shows %s=%s", kv[0], kv[1])
+		}
+	}
+}

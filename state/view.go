@@ -158,14 +158,18 @@ func (m *Manager) FlowSettings(id string) (weight float64, priority string) {
 func jsonValid(b []byte) bool { return json.Valid(b) }
 
 // redactSpec returns a copy of an action fit to show: a password in its URL,
-// its header values and its body may be credentials for the store's admin
-// API, and views end up in logs, terminals and bug reports.
+// its header values, its body and a command's credential arguments may be
+// credentials for the store's admin API, and views end up in logs,
+// terminals and bug reports.
 func redactSpec(a *ActionSpec) *ActionSpec {
 	if a == nil {
 		return nil
 	}
 	c := *a
 	c.URL = redact.URL(a.URL)
+	if len(a.Argv) > 0 {
+		c.Argv = redact.Argv(a.Argv)
+	}
 	if len(a.Headers) > 0 {
 		c.Headers = make(map[string]string, len(a.Headers))
 		for k := range a.Headers {

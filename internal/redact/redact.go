@@ -53,6 +53,69 @@ func URL(raw string) string {
 	return head + hideQuery(rest)
 }
 
+// Argv returns a command's argv fit to show: the value of a flag that
+// carries a credential ("-u user:password", "--password=…", "-a …",
+// "--token …"), a header whose name says it carries one ("Authorization:
+// Bearer …" after curl's -H) and the secrets of every URL (see URL) are
+// hidden. The program, the other flags and their values stay. A flag
+// whose short name means something else in some program (-p for a port,
+// -a for all) has its value hidden all the same: the safe side for
+// display.
+func Argv(argv []string) []string {
+	out := make([]string, len(argv))
+	secretNext := false
+	for i, a := range argv {
+		switch name, value, hasValue := strings.Cut(a, "="); {
+		case secretNext:
+			out[i] = Placeholder
+			secretNext = false
+			continue
+		case strings.HasPrefix(a, "-") && credentialFlag(name):
+			if hasValue {
+				out[i] = name + "=" + Placeholder
+			} else {
+				out[i], secretNext = a, true
+			}
+			continue
+		case strings.HasPrefix(a, "-") && hasValue:
+			out[i] = name + "=" + Argv([]string{value})[0]
+			continue
+		}
+		if name, _, ok := strings.Cut(a, ":"); ok && credentialHeader(name) {
+			out[i] = name + ": " + Placeholder
+			continue
+		}
+		out[i] = URL(a)
+	}
+	return out
+}
+
+// credentialFlag reports whether a command-line flag (with its dashes)
+// names a credential.
+func credentialFlag(flag string) bool {
+	switch strings.ToLower(strings.TrimLeft(flag, "-")) {
+	case "u", "user", "p", "password", "pass", "passwd", "pwd", "a", "auth", "token", "secret", "api-key", "apikey", "key",
+		"oauth2-bearer", "bearer", "proxy-user", "access-token", "client-secret":
+		return true
+	}
+	return false
+}
+
+// credentialHeader reports whether an HTTP header name says its value is
+// a credential.
+func credentialHeader(name string) bool {
+	n := strings.ToLower(strings.TrimSpace(name))
+	if n == "" || strings.ContainsAny(n, " /") {
+		return false // not a header: a URL's scheme, a path
+	}
+	for _, w := range []string{"auth", "token", "key", "secret", "cookie", "password"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
+}
+
 // hideQuery hides the query values of s (the names stay) and drops its
 // fragment, which is never sent and may carry a token.
 func hideQuery(s string) string {

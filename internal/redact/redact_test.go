@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -88,4 +89,24 @@ func TestTruncate(t *testing.T) {
 	f("abc", 3, "abc")
 	f("abcd", 3, "abc…")
 	f("abcd", 0, "…")
+}
+
+// TestArgv: a command shown in a job view or by check-config keeps its
+// program, flags and plain values, and hides what carries a credential.
+func TestArgv(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"curl", "-u", "elastic:S3cret", "-XPOST", "http://es:9200/_tasks/${JOB}/_cancel"},
+			[]string{"curl", "-u", Placeholder, "-XPOST", "http://es:9200/_tasks/${JOB}/_cancel"}},
+		{[]string{"curl", "-H", "Authorization: Bearer abc", "-H", "Content-Type: application/json", "https://a:b@h/x?k=v"},
+			[]string{"curl", "-H", "Authorization: " + Placeholder, "-H", "Content-Type: application/json", "https://a:" + Placeholder + "@h/x?k=" + Placeholder}},
+		{[]string{"tool", "--password=hunter2", "--token", "t0k", "--url=http://u:p@h/", "--job=${JOB}"},
+			[]string{"tool", "--password=" + Placeholder, "--token", Placeholder, "--url=http://u:" + Placeholder + "@h/", "--job=${JOB}"}},
+		{[]string{"redis-cli", "-a", "pw", "DEL", "job:${JOB}"}, []string{"redis-cli", "-a", Placeholder, "DEL", "job:${JOB}"}},
+		{[]string{"pegasus_shell", "cancel_bulk_load", "-f", "${JOB}"}, []string{"pegasus_shell", "cancel_bulk_load", "-f", "${JOB}"}},
+		{[]string{"x", "X-Api-Key: k", "--secret"}, []string{"x", "X-Api-Key: " + Placeholder, "--secret"}},
+	} {
+		if got := Argv(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("Argv(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
 }
