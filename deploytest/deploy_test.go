@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -410,6 +411,16 @@ func TestDeployManifestsMatchConfig(t *testing.T) {
 	}
 }
 
+// mounts reports whether path lies in one of c's volume mounts.
+func (c k8sContainer) mounts(path string) bool {
+	for _, m := range c.VolumeMounts {
+		if strings.HasPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 func checkSluiceContainer(t *testing.T, where string, pt podTemplate, c k8sContainer, adminPort int) {
 	t.Helper()
 	checkGracePeriod(t, where, pt, c)
@@ -490,6 +501,13 @@ func checkSluiceContainer(t *testing.T, where string, pt podTemplate, c k8sConta
 			v = strings.Repeat("0123456789abcdef", 4) // what openssl rand -hex 32 gives
 		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
 			v = "backfill-example" // a pod field: a name or a label's value
+		case strings.HasSuffix(e.Name, "_FILE") && c.mounts(v):
+			// A file of a mounted Secret: a stand-in with what it holds.
+			f := filepath.Join(t.TempDir(), filepath.Base(v))
+			if err := os.WriteFile(f, []byte(strings.Repeat("0123456789abcdef", 4)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			v = f
 		}
 		environ = append(environ, e.Name+"="+v)
 	}
@@ -539,26 +557,46 @@ func TestDeployGuideSidecar(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(b), "```yaml\n")
-	block, _, ok2 := strings.Cut(rest, "```")
-	if !ok || !ok2 {
-		t.Fatal("docs/deploy.md has no YAML block")
+	// Every YAML block that runs sluice: step 1's pod spec, and the fleet
+	// mode's Job, which a reader copies as it is.
+	checked := 0
+	for i, block := range strings.Split(string(b), "```yaml\n")[1:] {
+		block, _, _ = strings.Cut(block, "```")
+		where := fmt.Sprintf("docs/deploy.md, YAML block %d", i+1)
+		var obj struct {
+			Kind string `yaml:"kind"`
+			Spec struct {
+				Template podTemplate `yaml:"template"`
+			} `yaml:"spec"`
+		}
+		if err := yaml.Unmarshal([]byte(block), &obj); err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+		var pt podTemplate
+		switch obj.Kind {
+		case "":
+			if err := yaml.Unmarshal([]byte(block), &pt.Spec); err != nil {
+				t.Fatalf("%s: %v", where, err)
+			}
+		case "Job", "Deployment", "StatefulSet":
+			pt = obj.Spec.Template
+		default:
+			continue
+		}
+		idx := slices.IndexFunc(pt.Spec.InitContainers, func(c k8sContainer) bool { return c.Name == "sluice" })
+		if idx < 0 {
+			continue
+		}
+		sc := pt.Spec.InitContainers[idx]
+		if sc.RestartPolicy != "Always" {
+			t.Errorf("%s: init container sluice has restartPolicy %q, want Always (a native sidecar)", where, sc.RestartPolicy)
+		}
+		checkSluiceContainer(t, where, pt, sc, defaultAdminPort(t))
+		checked++
 	}
-	var spec podSpec
-	if err := yaml.Unmarshal([]byte(block), &spec); err != nil {
-		t.Fatalf("docs/deploy.md: the sidecar's YAML: %v", err)
+	if checked < 2 {
+		t.Errorf("docs/deploy.md: %d YAML blocks run sluice as a native sidecar, want step 1's and the fleet mode's", checked)
 	}
-	idx := slices.IndexFunc(spec.InitContainers, func(c k8sContainer) bool { return c.Name == "sluice" })
-	if idx < 0 {
-		t.Fatal("docs/deploy.md: its first YAML block has no init container named sluice")
-	}
-	sc := spec.InitContainers[idx]
-	if sc.RestartPolicy != "Always" {
-		t.Errorf("docs/deploy.md: init container sluice has restartPolicy %q, want Always (a native sidecar)", sc.RestartPolicy)
-	}
-	var pt podTemplate
-	pt.Spec = spec
-	checkSluiceContainer(t, "docs/deploy.md", pt, sc, defaultAdminPort(t))
 }
 
 // completeRE is a call that completes a job through the admin API, with
