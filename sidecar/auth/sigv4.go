@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httputil"
+	"net/textproto"
 	"net/url"
 	"path"
 	"strconv"
@@ -161,10 +162,32 @@ func (a *Authenticator) sign(req *http.Request, c *credential) error {
 		req.URL.Path, _ = url.PathUnescape(req.URL.RawPath) // p is EscapedPath's: it unescapes
 		defer func() { req.URL.Path, req.URL.RawPath = path, rawPath }()
 	}
+	// Headers that a hop on the way may add to or rewrite are sent but
+	// not signed: a proxy or a VPC endpoint that appends its address to
+	// X-Forwarded-For would otherwise make every write's signature wrong
+	// (403). The SDK's signer leaves out only a few headers of its own.
+	for k, v := range h {
+		if hopHeader(textproto.CanonicalMIMEHeaderKey(k)) {
+			delete(h, k) // as it is keyed, canonical or not
+			defer func() { h[k] = v }()
+		}
+	}
 	if err := a.signer.SignHTTP(req.Context(), c.aws, req, hash, a.service, a.region, a.now(), a.signerOptions); err != nil {
 		return fmt.Errorf("auth: aws-sigv4 signing for service %q: %w", a.service, err)
 	}
 	return nil
+}
+
+// hopHeader reports whether the header (its canonical name) is one a hop
+// between sluice and the store may add to, rewrite or drop: the
+// forwarding headers (sluice adds X-Forwarded-*), and the hop-by-hop ones
+// (TE, which SigV4's own guide says not to sign).
+func hopHeader(k string) bool {
+	switch k {
+	case "Forwarded", "X-Real-Ip", "Via", "Te", "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "Upgrade", "Trailer":
+		return true
+	}
+	return strings.HasPrefix(k, "X-Forwarded-")
 }
 
 // presignedParams are the query parameters of a presigned request's
@@ -324,6 +347,11 @@ func unchunkSigned(req *http.Request) error {
 		h.Del("Content-Encoding")
 	}
 	h.Del("X-Amz-Decoded-Content-Length")
+	if h.Get("X-Amz-Trailer") != "" && !hasChecksumHeader(h) {
+		// The checksum it names goes with the trailer: S3 refuses an
+		// algorithm without a checksum (400 InvalidRequest).
+		h.Del("X-Amz-Sdk-Checksum-Algorithm")
+	}
 	h.Del("X-Amz-Trailer")
 	h.Del("X-Amz-Content-Sha256") // payloadHash must not take it for the loader's
 	req.Body = newUnchunker(req.Body, size)
@@ -338,6 +366,17 @@ func unchunkSigned(req *http.Request) error {
 	}
 	req.ContentLength = size
 	return nil
+}
+
+// hasChecksumHeader reports whether h carries an object checksum
+// (x-amz-checksum-crc32 and the like; x-amz-checksum-mode asks for one).
+func hasChecksumHeader(h http.Header) bool {
+	for k := range h {
+		if strings.HasPrefix(k, "X-Amz-Checksum-") && k != "X-Amz-Checksum-Mode" {
+			return true
+		}
+	}
+	return false
 }
 
 // unchunker reads the data of an aws-chunked body, which is HTTP's chunked

@@ -301,6 +301,14 @@ func (s *s3Double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `<Error><Code>SignatureDoesNotMatch</Code></Error>`)
 		return
 	}
+	if r.Header.Get("X-Amz-Sdk-Checksum-Algorithm") != "" && r.Header.Get("X-Amz-Trailer") == "" && !hasChecksumHeader(r.Header) {
+		// S3: "x-amz-sdk-checksum-algorithm specified, but no
+		// corresponding x-amz-checksum-* or x-amz-trailer headers were
+		// found."
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, `<Error><Code>InvalidRequest</Code></Error>`)
+		return
+	}
 	if chunked := slices.Contains(strings.Split(strings.ReplaceAll(r.Header.Get("Content-Encoding"), " ", ""), ","), "aws-chunked"); chunked || strings.HasPrefix(r.Header.Get("X-Amz-Content-Sha256"), "STREAMING-") {
 		// S3 takes an aws-chunked body only under a streaming payload
 		// hash, and refuses one declared UNSIGNED-PAYLOAD or hashed
@@ -402,6 +410,34 @@ func TestSigV4AgainstStoreDouble(t *testing.T) {
 			t.Errorf("POST %s to a non-S3 service: %d %v", path, code, store.denied)
 		}
 	}
+	// The forwarding headers sluice adds, and hop-by-hop ones, are sent
+	// but not signed: a hop that appends to X-Forwarded-For (a VPC
+	// endpoint does) leaves the signature right.
+	forwarded := func(h *harness, method, path string) {
+		t.Helper()
+		req := newRequest(t, method, srv.URL+path, "{}")
+		req.Header.Set("X-Forwarded-For", "10.0.0.7")
+		req.Header.Set("X-Forwarded-Proto", "http")
+		req.Header.Set("Forwarded", "for=10.0.0.7")
+		req.Header.Set("Te", "trailers")
+		if err := h.a.Apply(req); err != nil {
+			t.Fatal(err)
+		}
+		if got := req.Header.Get("X-Forwarded-For"); got != "10.0.0.7" || strings.Contains(req.Header.Get("Authorization"), "forward") {
+			t.Errorf("%s %s: X-Forwarded-For %q, Authorization %q: want it sent, not signed", method, path, got, req.Header.Get("Authorization"))
+		}
+		req.Header.Set("X-Forwarded-For", "10.0.0.7, 172.16.0.1")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s %s through a hop that appended to X-Forwarded-For: %d %v", method, path, resp.StatusCode, store.denied)
+		}
+	}
+	forwarded(es, "POST", "/idx/_doc")
+	forwarded(s3, "PUT", "/bucket/forwarded")
 	if code, _ := do(s3, "PUT", "/bucket/x", "data", func(r *http.Request) { r.Header.Set("Content-Type", "text/plain") }); code != http.StatusForbidden {
 		t.Errorf("a request altered after signing got %d, want 403", code)
 	}
@@ -522,7 +558,9 @@ func TestSigV4S3AWSChunkedUploads(t *testing.T) {
 				req.Header.Set("Content-Encoding", tc.encoding)
 				req.Header.Set("X-Amz-Decoded-Content-Length", strconv.Itoa(len(data)))
 				if tc.trailer {
+					// As the SDKs with default checksums send it.
 					req.Header.Set("X-Amz-Trailer", "x-amz-checksum-crc32")
+					req.Header.Set("X-Amz-Sdk-Checksum-Algorithm", "CRC32")
 				}
 				if err := h.a.Apply(req); err != nil {
 					t.Fatal(err)
