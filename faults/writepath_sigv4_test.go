@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,9 +82,10 @@ func (s *sigv4Store) refusals(id string) []string {
 	return s.why[id]
 }
 
-// verifySigV4 signs a copy of r as received (its headers but
-// Authorization, its Content-Length, the X-Amz-Date it carries) with the
-// test credentials and compares the Authorization headers.
+// verifySigV4 signs a copy of r as received (the headers its
+// Authorization lists as signed, as AWS reads them, its Content-Length,
+// the X-Amz-Date it carries) with the test credentials and compares the
+// Authorization headers.
 func verifySigV4(r *http.Request, payloadHash string) error {
 	at, err := time.Parse("20060102T150405Z", r.Header.Get("X-Amz-Date"))
 	if err != nil {
@@ -92,8 +95,11 @@ func verifySigV4(r *http.Request, payloadHash string) error {
 	if err != nil {
 		return err
 	}
+	_, list, _ := strings.Cut(r.Header.Get("Authorization"), "SignedHeaders=")
+	list, _, _ = strings.Cut(list, ",")
+	signed := strings.Split(list, ";")
 	for k, vs := range r.Header {
-		if k != "Authorization" {
+		if k != "Authorization" && slices.Contains(signed, strings.ToLower(k)) {
 			vr.Header[k] = vs
 		}
 	}
