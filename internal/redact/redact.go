@@ -81,7 +81,9 @@ func Argv(argv []string) []string {
 			out[i] = name + "=" + Argv([]string{value})[0]
 			continue
 		}
-		if name, _, ok := strings.Cut(a, ":"); ok && credentialHeader(name) {
+		// A header, as curl's -H takes it: a name before the colon, not a
+		// URL's scheme or a path.
+		if name, _, ok := strings.Cut(a, ":"); ok && !strings.ContainsAny(strings.TrimSpace(name), " /") && SecretHeader(name) {
 			out[i] = name + ": " + Placeholder
 			continue
 		}
@@ -101,14 +103,12 @@ func credentialFlag(flag string) bool {
 	return false
 }
 
-// credentialHeader reports whether an HTTP header name says its value is
-// a credential.
-func credentialHeader(name string) bool {
-	n := strings.ToLower(strings.TrimSpace(name))
-	if n == "" || strings.ContainsAny(n, " /") {
-		return false // not a header: a URL's scheme, a path
-	}
-	for _, w := range []string{"auth", "token", "key", "secret", "cookie", "password"} {
+// SecretHeader reports whether an HTTP header's name says its value is a
+// credential (Authorization, X-Api-Key, Cookie, X-Amz-Security-Token…),
+// to be shown as Placeholder.
+func SecretHeader(name string) bool {
+	n := strings.ToLower(name)
+	for _, w := range []string{"auth", "cookie", "token", "secret", "key", "password", "signature"} {
 		if strings.Contains(n, w) {
 			return true
 		}

@@ -223,7 +223,7 @@ func (c Config) Redacted() map[string]string {
 		parts := make([]string, 0, len(h))
 		for _, kv := range h {
 			v := kv.value
-			if sensitiveHeader(kv.name) {
+			if redact.SecretHeader(kv.name) {
 				v = redact.Placeholder
 			}
 			parts = append(parts, kv.name+"="+v)
@@ -249,16 +249,6 @@ func (c Config) Redacted() map[string]string {
 		envPrefix + "TOKEN_FETCH_TIMEOUT":      c.FetchTimeout.String(),
 		envPrefix + "TOKEN_BACKOFF_MAX":        c.BackoffMax.String(),
 	}
-}
-
-func sensitiveHeader(name string) bool {
-	n := strings.ToLower(name)
-	for _, s := range []string{"auth", "cookie", "token", "secret", "key", "password", "signature"} {
-		if strings.Contains(n, s) {
-			return true
-		}
-	}
-	return false
 }
 
 type header struct{ name, value string }
