@@ -291,7 +291,8 @@ type bulkScanner struct {
 	itemStatus int // the current item's status, or noStatus / badStatus
 
 	items, rejected, failed int
-	unavailable             int // of rejected, those with status 503 (PartiQL: RequestLimitExceeded)
+	unavailable             int // of rejected, those with status 503
+	accountLimited          int // PartiQL: of rejected, those refused by the account's request limit
 
 	// The counts are reported only for a body that is one complete JSON
 	// object: opened is set at its '{', closed when depth returns to 0, and
@@ -302,12 +303,7 @@ type bulkScanner struct {
 
 func (s *bulkScanner) Write(p []byte) (int, error) {
 	n := len(p)
-	// The level of an item's action object, whose keys are read: an
-	// Elasticsearch item's {"index":{...}} (4), a PartiQL element (3).
-	act := 4
-	if s.partiql {
-		act = 3
-	}
+	act := s.actionDepth()
 	for i := 0; i < n; {
 		if s.inStr {
 			if s.esc {
@@ -558,17 +554,13 @@ func (s *bulkScanner) endKey() {
 	case string(key) == "type":
 		k = keyType
 	}
-	act := 4 // see Write
-	if s.partiql {
-		act = 3
-	}
 	switch s.depth {
 	case 1:
 		s.key1 = k
 		if k == keyError {
 			s.failed1 = true // a top-level error object
 		}
-	case act:
+	case s.actionDepth():
 		s.key4 = k
 	default:
 		s.key5 = k
@@ -598,6 +590,16 @@ func (s *bulkScanner) endNumber() {
 	}
 }
 
+// actionDepth is the depth of an item's action object, whose keys are
+// read: an Elasticsearch item's {"index":{...}} (4), a PartiQL element (3);
+// the action's error object is one deeper.
+func (s *bulkScanner) actionDepth() int {
+	if s.partiql {
+		return 3
+	}
+	return 4
+}
+
 func (s *bulkScanner) countItem() {
 	if s.partiql {
 		switch {
@@ -606,7 +608,7 @@ func (s *bulkScanner) countItem() {
 		case s.itemRejectedType:
 			s.rejected++
 			if s.itemAccount {
-				s.unavailable++
+				s.accountLimited++
 			}
 		default:
 			s.failed++ // a condition that failed, a duplicate, a bad statement
@@ -745,7 +747,7 @@ func (s *bulkScanner) partiqlResult() Result {
 	r.Items, r.Rejected, r.Failed = s.items, s.rejected, s.failed
 	if s.rejected > 0 {
 		r.Kind, r.Reason, r.Scoped = Throttled, "dynamodb_statement_throttled", true
-		if s.unavailable > 0 {
+		if s.accountLimited > 0 {
 			r.Reason, r.Scoped = "dynamodb_request_limit_exceeded", false
 		}
 		r.Share = float64(s.rejected) / float64(s.items+s.rejected+s.failed)
