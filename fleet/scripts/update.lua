@@ -79,17 +79,22 @@ for i = 1, #raw, 2 do st[raw[i]] = raw[i + 1] end
 local gen = st.gen
 local budget, lastmax, grown, grow_at, cut_at, dirty_at, cuts, last_call, ghost_w, ghost_until, throttles
 local alloc_at, level, spare, n, live_w, want, took, next_exp
+-- reseed starts the budget from the one this member knew, taken back whole
+-- and not added again, on the plateau of its curve, and reserves the
+-- members known then a share until they are back, so that the first to
+-- return does not take them all.
+local function reseed()
+	budget, lastmax, grown = hint_budget, hint_budget, recover
+	ghost_w, ghost_until = math.max(ghost_w, hint_weight), now + member_ttl
+end
 if gen == nil then
 	-- A new fleet, or one whose Redis lost its state: start from what this
-	-- member knows. A budget learned before is kept, on the plateau of its
-	-- curve, and the members known then are reserved a share until they
-	-- are back, so the first to return does not take them all.
+	-- member knows (reseed).
 	gen = 'g' .. t[1] .. '.' .. t[2]
 	budget, lastmax, grown = 0, 0, 0
 	ghost_w, ghost_until = 0, 0
 	if hint_known and hint_budget > 0 then
-		budget, lastmax, grown = hint_budget, hint_budget, recover
-		ghost_w, ghost_until = hint_weight, now + member_ttl
+		reseed()
 	end
 	grow_at, cut_at, dirty_at, cuts, last_call, throttles = now, 0, 0, 0, now, 0
 	alloc_at, level, spare, n, live_w, want, took, next_exp = 0, -1, 0, 0, 0, 0, 0, 0
@@ -178,11 +183,8 @@ if applied then
 				-- until its first cut: Redis lost the state and a member
 				-- that knew no budget (one started while Redis was away)
 				-- made it anew. Re-seed it as if this member had been
-				-- first (above): the budget it knew, taken back whole and
-				-- not added again, on the plateau of its curve, and the
-				-- members known then reserved a share until they are back.
-				budget, lastmax, grown = hint_budget, hint_budget, recover
-				ghost_w, ghost_until = math.max(ghost_w, hint_weight), now + member_ttl
+				-- first.
+				reseed()
 			elseif hint_known then
 				-- It rejoins: the budget it knew was the whole fleet's.
 			else
