@@ -51,6 +51,7 @@ type Config struct {
 	ScopeKeyDepth  int    `env:"SCOPE_KEY_DEPTH" envDefault:"1"`
 	ScopePathDepth int    `env:"SCOPE_PATH_DEPTH" envDefault:"1"`
 	ScopeGeneric   string `env:"SCOPE_GENERIC" envDefault:"none"`
+	ScopeBucket    string `env:"SCOPE_BUCKET"`
 
 	// Adaptive limits.
 	RateUnit           string        `env:"RATE_UNIT" envDefault:"requests"`
@@ -388,15 +389,19 @@ func (c *Config) doubtful(set map[string]string, fields []configField) []string 
 	}
 	profile, err := classify.ParseProfile(c.Profile)
 	if err == nil && c.ScopesMax == 0 {
-		for _, key := range []string{"SCOPE_KEY_DEPTH", "SCOPE_GENERIC", "SCOPE_PATH_DEPTH"} {
+		for _, key := range []string{"SCOPE_KEY_DEPTH", "SCOPE_BUCKET", "SCOPE_GENERIC", "SCOPE_PATH_DEPTH"} {
 			if isSet(EnvPrefix + key) {
 				w = append(w, EnvPrefix+key+" ignored: scopes are off with SLUICE_SCOPES_MAX=0")
 			}
 		}
 		return w
 	}
-	if err == nil && profile != classify.S3 && profile != classify.GCS && isSet(EnvPrefix+"SCOPE_KEY_DEPTH") {
-		w = append(w, fmt.Sprintf("%sSCOPE_KEY_DEPTH ignored: it applies to SLUICE_PROFILE=s3 or gcs, not %s", EnvPrefix, c.Profile))
+	if err == nil && profile != classify.S3 && profile != classify.GCS {
+		for _, key := range []string{"SCOPE_KEY_DEPTH", "SCOPE_BUCKET"} {
+			if isSet(EnvPrefix + key) {
+				w = append(w, fmt.Sprintf("%s%s ignored: it applies to SLUICE_PROFILE=s3 or gcs, not %s", EnvPrefix, key, c.Profile))
+			}
+		}
 	}
 	switch {
 	case err != nil: // validate reports it
@@ -996,9 +1001,11 @@ func (c *Config) validateScopes(bad func(key, format string, args ...any)) {
 	default:
 		bad("SCOPE_GENERIC", "must be path, job or none, got %q", c.ScopeGeneric)
 	}
+	if b := c.ScopeBucket; b != "" && (strings.ContainsAny(b, "/ \t\r\n") || !utf8.ValidString(b) || len(b) > 255) {
+		bad("SCOPE_BUCKET", "must be a bucket's name (no slash, no white space, at most 255 bytes), got %q", redact.Truncate(b, 64))
+	}
 }
 
-// scopeRules are the proxy's rules from the SLUICE_SCOPE_* variables.
 // scopesPossible reports whether the profile can name a write's scope
 // with this configuration: a generic store only with SLUICE_SCOPE_GENERIC
 // path or job, VictoriaMetrics never (its cap is the whole store's).
@@ -1016,8 +1023,17 @@ func (c *Config) scopesPossible() bool {
 	return true
 }
 
+// scopeRules are the proxy's rules from the SLUICE_SCOPE_* variables. The
+// bucket of an upstream addressed virtual-hosted style is
+// SLUICE_SCOPE_BUCKET, else what SLUICE_UPSTREAM_URL's host names (see
+// classify.BucketOfHost).
 func (c *Config) scopeRules() classify.ScopeRules {
-	r := classify.ScopeRules{KeyDepth: c.ScopeKeyDepth}
+	r := classify.ScopeRules{KeyDepth: c.ScopeKeyDepth, Bucket: c.ScopeBucket}
+	if p, err := classify.ParseProfile(c.Profile); err == nil && r.Bucket == "" {
+		if u, err := url.Parse(c.UpstreamURL); err == nil {
+			r.Bucket = classify.BucketOfHost(p, u.Host)
+		}
+	}
 	switch c.ScopeGeneric {
 	case "path":
 		r.PathDepth = c.ScopePathDepth

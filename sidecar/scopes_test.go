@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -271,6 +272,101 @@ func TestScopeConfigErrorsNameTheVariable(t *testing.T) {
 	cfg, _, _ = LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_SCOPE_GENERIC=job"})
 	if r := cfg.scopeRules(); !r.ByJob || r.PathDepth != 0 {
 		t.Errorf("SLUICE_SCOPE_GENERIC=job: rules %+v", r)
+	}
+}
+
+// flatKeysRun is one run of an S3 loader that writes every object once,
+// at the bucket's root ("/part-00001.parquet", …), open loop at 500
+// writes/s, to a bucket whose root prefix takes 100/s and refuses the rest
+// with SlowDown, through sluice whose upstream is upstreamURL. It returns
+// the store's throttle ratio over the last 6 s of 10 s, and the scopes.
+func flatKeysRun(t *testing.T, upstreamURL string) (throttled float64, scopes []string) {
+	store := newQuotaStore(100)
+	store.slowDown = true
+	s := newTestServer(t, store, "PROFILE=s3", "UPSTREAM_URL="+upstreamURL, "QUEUE_TIMEOUT=100ms", "RETRY_MAX=0")
+	h := s.ProxyHandler()
+	start := time.Now()
+	const run, measureFrom = 10 * time.Second, 4 * time.Second
+	var wg sync.WaitGroup
+	var before [2]int
+	tick := time.NewTicker(2 * time.Millisecond)
+	for i := 0; time.Since(start) < run; i++ {
+		<-tick.C
+		if before == [2]int{} && time.Since(start) >= measureFrom {
+			store.mu.Lock()
+			before = [2]int{store.accepted, store.throttled}
+			store.mu.Unlock()
+		}
+		wg.Go(func() {
+			send(h, context.Background(), http.MethodPut, fmt.Sprintf("/part-%05d.parquet", i), `{"v":1}`, "X-Sluice-Job", "backfill")
+		})
+	}
+	tick.Stop()
+	store.mu.Lock()
+	accepted, refused := store.accepted-before[0], store.throttled-before[1]
+	store.mu.Unlock()
+	wg.Wait()
+	return float64(refused) / float64(max(accepted+refused, 1)), s.scopes.Names()
+}
+
+// TestVirtualHostedBucketIsOneScope: with the upstream the deploy guide
+// gives for S3 ("https://BUCKET.s3.REGION.amazonaws.com"), the bucket is
+// in the host and the path is the key. Read as path-style, each flat key
+// was a scope of its own, made by its SlowDown and never written again,
+// and the store's limiter took the scoped SlowDown as neutral: sluice
+// slowed nothing and the store refused most writes. The bucket's root is
+// now one scope, whose limiter the SlowDowns cut.
+func TestVirtualHostedBucketIsOneScope(t *testing.T) {
+	var virtual, pathStyle float64
+	var virtualScopes, pathScopes []string
+	synctest.Test(t, func(t *testing.T) {
+		virtual, virtualScopes = flatKeysRun(t, "https://events.s3.eu-west-1.amazonaws.com")
+	})
+	synctest.Test(t, func(t *testing.T) {
+		pathStyle, pathScopes = flatKeysRun(t, "https://s3.eu-west-1.amazonaws.com/")
+	})
+	t.Logf("store throttle ratio over the last 6 s: virtual-hosted upstream %.1f%% (scopes %q), path-style upstream read for the same paths %.1f%% (%d scopes)",
+		100*virtual, virtualScopes, 100*pathStyle, len(pathScopes))
+	if len(virtualScopes) != 1 || virtualScopes[0] != "events/" {
+		t.Errorf("virtual-hosted bucket: scopes %q, want [events/]", virtualScopes)
+	}
+	if virtual > 0.05 {
+		t.Errorf("virtual-hosted bucket: the store refused %.1f%% of the writes, want at most 5%%", 100*virtual)
+	}
+	// The same paths read path-style: the case the fix is for, kept so
+	// that the test shows what it guards.
+	if pathStyle < 0.5 {
+		t.Errorf("path-style reading of flat keys: %.1f%% refused; the scenario no longer shows the per-object scopes", 100*pathStyle)
+	}
+}
+
+// TestScopeBucket: SLUICE_SCOPE_BUCKET names the bucket of a
+// virtual-hosted upstream whose host does not say it (MinIO, Ceph), and
+// wins over the host; a bad one exits naming the variable.
+func TestScopeBucket(t *testing.T) {
+	f := func(want string, env ...string) {
+		t.Helper()
+		cfg := testConfig(t, env...)
+		if got := cfg.scopeRules().Bucket; got != want {
+			t.Errorf("%q: bucket %q, want %q", env, got, want)
+		}
+	}
+	f("", "PROFILE=s3")
+	f("", "PROFILE=s3", "UPSTREAM_URL=https://s3.eu-west-1.amazonaws.com")
+	f("logs", "PROFILE=s3", "UPSTREAM_URL=https://logs.s3.eu-west-1.amazonaws.com")
+	f("logs", "PROFILE=gcs", "UPSTREAM_URL=https://logs.storage.googleapis.com")
+	f("", "PROFILE=dynamodb", "UPSTREAM_URL=https://logs.s3.eu-west-1.amazonaws.com")
+	f("logs", "PROFILE=s3", "UPSTREAM_URL=http://logs.minio:9000", "SCOPE_BUCKET=logs")
+	f("other", "PROFILE=s3", "UPSTREAM_URL=https://logs.s3.eu-west-1.amazonaws.com", "SCOPE_BUCKET=other")
+	for _, bad := range []string{"a/b", "a b", "a\n"} {
+		_, _, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_PROFILE=s3", "SLUICE_SCOPE_BUCKET=" + bad})
+		if err == nil || !strings.Contains(err.Error(), "SLUICE_SCOPE_BUCKET: ") {
+			t.Errorf("SLUICE_SCOPE_BUCKET=%q: error %v, want one naming it", bad, err)
+		}
+	}
+	_, warnings, err := LoadConfig([]string{"SLUICE_UPSTREAM_URL=http://s", "SLUICE_PROFILE=dynamodb", "SLUICE_SCOPE_BUCKET=logs"})
+	if err != nil || len(warnings) != 1 || warnings[0] != "SLUICE_SCOPE_BUCKET ignored: it applies to SLUICE_PROFILE=s3 or gcs, not dynamodb" {
+		t.Errorf("SLUICE_SCOPE_BUCKET with dynamodb: warnings %q, err %v", warnings, err)
 	}
 }
 

@@ -120,6 +120,7 @@ type quotaStore struct {
 	last       time.Time
 	latency    time.Duration
 	retryAfter string
+	slowDown   bool // refuse as S3 does (503 SlowDown), not with a 429
 
 	accepted, throttled int
 	acceptedAt          []time.Time
@@ -146,6 +147,11 @@ func (s *quotaStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.throttled++
 	}
 	s.mu.Unlock()
+	if !ok && s.slowDown {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>")
+		return
+	}
 	if !ok {
 		w.Header().Set("Retry-After", s.retryAfter)
 		w.WriteHeader(http.StatusTooManyRequests)

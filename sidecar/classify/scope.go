@@ -2,6 +2,7 @@ package classify
 
 import (
 	"bytes"
+	"net"
 	"net/url"
 	"strings"
 	"unicode/utf8"
@@ -51,6 +52,12 @@ type ScopeRules struct {
 	// ByJob makes a generic write's job (X-Sluice-Job) its scope, in place
 	// of its path.
 	ByJob bool
+	// Bucket is the bucket of an S3 or GCS XML API upstream addressed
+	// virtual-hosted style ("BUCKET.s3.REGION.amazonaws.com"; see
+	// [BucketOfHost]): the bucket is in the host, not the path, so the
+	// whole path is the object's key. Empty: paths are path-style,
+	// "/bucket/key".
+	Bucket string
 }
 
 // WriteScopes is the set of scopes one write takes from: sorted,
@@ -112,8 +119,9 @@ func cutScope(name string) string {
 // nil when it streams. What each profile reads:
 //   - S3: path-style "/bucket/key": the bucket and the first
 //     rules.KeyDepth directories of the key ("bucket/logs/"). With
-//     virtual-hosted-style requests the bucket is not in the path, and the
-//     key's first segment takes its place.
+//     rules.Bucket (a virtual-hosted upstream) the path is the key, and the
+//     scope the same: "/logs/a.json" is in "bucket/logs/", "/a.json" in
+//     "bucket/".
 //   - GCS: the JSON API's "/storage/v1/b/BUCKET/o/OBJECT" and
 //     "/upload/storage/v1/b/BUCKET/o?name=OBJECT", or the XML API's path as
 //     for S3; the scope is the bucket and key directories as for S3.
@@ -132,17 +140,21 @@ func cutScope(name string) string {
 //     with rules.ByJob.
 //   - VictoriaMetrics: none: its limits are the whole store's.
 //
-// Scopes never changes req or body and never allocates for S3,
+// Scopes never changes req or body and never allocates for path-style S3,
 // Elasticsearch and generic paths (scopes are substrings of the path); it
 // copies DynamoDB table names and ClickHouse tables, which come from the
-// body or an escaped query.
+// body or an escaped query, and joins rules.Bucket to a key's directories.
 func (p Profile) Scopes(rules ScopeRules, req Request, job string, body []byte, dst *WriteScopes) {
 	*dst = WriteScopes{}
 	switch p {
 	case S3:
-		objectScope(req.Path, rules.KeyDepth, dst)
+		if rules.Bucket != "" {
+			keyScope(rules.Bucket, req.Path, rules.KeyDepth, dst)
+		} else {
+			objectScope(req.Path, rules.KeyDepth, dst)
+		}
 	case GCS:
-		gcsScope(rules.KeyDepth, req, dst)
+		gcsScope(rules, req, dst)
 	case DynamoDB:
 		if body != nil {
 			dynamoTables(body, func(name []byte) {
@@ -257,14 +269,81 @@ func objectScope(path string, depth int, dst *WriteScopes) {
 	dst.add(path[:end])
 }
 
+// keyScope adds the scope of a virtual-hosted object path "/key" in
+// bucket: "bucket/" and up to depth directories of the key, each with its
+// slash.
+func keyScope(bucket, path string, depth int, dst *WriteScopes) {
+	key := strings.TrimPrefix(path, "/")
+	end := 0
+	for range depth {
+		j := strings.IndexByte(key[end:], '/')
+		if j < 0 {
+			break // the rest is the object's name
+		}
+		end += j + 1
+	}
+	dst.add(bucket + "/" + key[:end])
+}
+
+// BucketOfHost returns the bucket a virtual-hosted S3 or GCS XML API host
+// names: "logs" of "logs.s3.eu-west-1.amazonaws.com",
+// "logs.s3-accelerate.amazonaws.com", "logs.vpce-0a1b.s3.eu-west-1.vpce.amazonaws.com"
+// or "logs.storage.googleapis.com" (for either profile); "" for a path-style host
+// ("s3.eu-west-1.amazonaws.com", "storage.googleapis.com") and for any
+// other host, whose style its name does not tell (MinIO, Ceph). host may
+// carry a port.
+func BucketOfHost(p Profile, host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	switch p {
+	case S3:
+		if bucket, ok := strings.CutSuffix(host, ".storage.googleapis.com"); ok {
+			return bucket // GCS's XML API, which S3 clients speak
+		}
+		if !strings.HasSuffix(host, ".amazonaws.com") && !strings.HasSuffix(host, ".amazonaws.com.cn") {
+			return ""
+		}
+		// A bucket's name may hold dots, and even ".s3.": the service's
+		// label is the last one.
+		i := max(strings.LastIndex(host, ".s3."), strings.LastIndex(host, ".s3-"))
+		if i <= 0 {
+			return "" // "s3.REGION.amazonaws.com": path-style
+		}
+		bucket := host[:i]
+		// An interface endpoint: "vpce-ID.s3…" is path-style,
+		// "BUCKET.vpce-ID.s3…" virtual-hosted.
+		if strings.HasPrefix(bucket, "vpce-") {
+			return ""
+		}
+		if j := strings.LastIndex(bucket, ".vpce-"); j > 0 {
+			bucket = bucket[:j]
+		}
+		return bucket
+	case GCS:
+		bucket, ok := strings.CutSuffix(host, ".storage.googleapis.com")
+		if !ok {
+			return ""
+		}
+		return bucket
+	}
+	return ""
+}
+
 // gcsScope adds the scope of a GCS request (see Profile.Scopes).
-func gcsScope(depth int, req Request, dst *WriteScopes) {
+func gcsScope(rules ScopeRules, req Request, dst *WriteScopes) {
+	depth := rules.KeyDepth
 	rest, ok := strings.CutPrefix(req.Path, "/upload/storage/v1/b/")
 	if !ok {
 		rest, ok = strings.CutPrefix(req.Path, "/storage/v1/b/")
 	}
-	if !ok {
-		objectScope(req.Path, depth, dst) // the XML API
+	if !ok { // the XML API
+		if rules.Bucket != "" {
+			keyScope(rules.Bucket, req.Path, depth, dst)
+		} else {
+			objectScope(req.Path, depth, dst)
+		}
 		return
 	}
 	bucket, rest := firstSegment(rest)

@@ -39,6 +39,59 @@ func TestScopesS3(t *testing.T) {
 	f("//x", 1) // no bucket
 }
 
+// A virtual-hosted upstream names its bucket in its host: the whole path
+// is the key. Read as path-style, a flat key was a scope of its own that
+// no later write took from, so S3's SlowDown slowed nothing, and a key's
+// first directory passed for the bucket.
+func TestScopesVirtualHosted(t *testing.T) {
+	f := func(p Profile, path string, depth int, want ...string) {
+		t.Helper()
+		got := scopesOf(p, ScopeRules{KeyDepth: depth, Bucket: "events"}, Request{Method: "PUT", Path: path}, "job", nil)
+		if !slices.Equal(got, want) {
+			t.Errorf("%v depth %d %q: %q, want %q", p, depth, path, got, want)
+		}
+	}
+	f(S3, "/part-0001.parquet", 1, "events/")
+	f(S3, "/part-0002.parquet", 1, "events/")
+	f(S3, "/logs/2024/05/part-0001.parquet", 1, "events/logs/")
+	f(S3, "/logs/2024/05/part-0001.parquet", 2, "events/logs/2024/")
+	f(S3, "/logs/2024/05/part-0001.parquet", 0, "events/")
+	f(S3, "/", 1, "events/") // a bucket operation
+	f(GCS, "/raw/2024/a.json", 1, "events/raw/")
+	f(GCS, "/a.json", 1, "events/")
+	// The JSON API names its bucket in the path, whatever the host.
+	f(GCS, "/storage/v1/b/other/o/raw/a.json", 1, "other/raw/")
+}
+
+func TestBucketOfHost(t *testing.T) {
+	f := func(p Profile, host, want string) {
+		t.Helper()
+		if got := BucketOfHost(p, host); got != want {
+			t.Errorf("BucketOfHost(%v, %q) = %q, want %q", p, host, got, want)
+		}
+	}
+	f(S3, "logs.s3.eu-west-1.amazonaws.com", "logs")
+	f(S3, "logs.s3.amazonaws.com", "logs")
+	f(S3, "logs.s3-eu-west-1.amazonaws.com", "logs")
+	f(S3, "logs.s3-accelerate.amazonaws.com", "logs")
+	f(S3, "logs.s3.dualstack.eu-west-1.amazonaws.com", "logs")
+	f(S3, "Logs.S3.eu-west-1.amazonaws.com:443", "logs")
+	f(S3, "my.s3.logs.s3.eu-west-1.amazonaws.com", "my.s3.logs")
+	f(S3, "logs.s3.cn-north-1.amazonaws.com.cn", "logs")
+	f(S3, "logs.vpce-0a1b2c3d-4e5f.s3.eu-west-1.vpce.amazonaws.com", "logs")
+	// Path-style hosts and hosts that do not say.
+	f(S3, "s3.eu-west-1.amazonaws.com", "")
+	f(S3, "s3-eu-west-1.amazonaws.com", "")
+	f(S3, "vpce-0a1b2c3d-4e5f.s3.eu-west-1.vpce.amazonaws.com", "")
+	f(S3, "logs.minio.internal:9000", "")
+	f(S3, "127.0.0.1:9000", "")
+	f(S3, "logs.storage.googleapis.com", "logs")
+	f(GCS, "logs.storage.googleapis.com", "logs")
+	f(GCS, "storage.googleapis.com", "")
+	f(GCS, "logs.s3.eu-west-1.amazonaws.com", "")
+	f(DynamoDB, "dynamodb.eu-west-1.amazonaws.com", "")
+}
+
 func TestScopesGCS(t *testing.T) {
 	f := func(path, query string, want ...string) {
 		t.Helper()
@@ -198,6 +251,9 @@ func FuzzScopes(f *testing.F) {
 	f.Fuzz(func(t *testing.T, profile uint8, path, query, body string, depth int) {
 		p := Profile(profile % uint8(numProfiles))
 		rules := ScopeRules{KeyDepth: depth % 8, PathDepth: depth % 8, ByJob: depth < 0}
+		if depth%2 != 0 {
+			rules.Bucket = "events"
+		}
 		bodyBytes := []byte(body)
 		before := string(bodyBytes)
 		var ws WriteScopes
