@@ -61,6 +61,7 @@ type Scopes struct {
 	active atomic.Int32
 
 	evictions uint64
+	evictedAt time.Time // the latest eviction
 	retired   uint64
 	closed    bool // Close was called: every limiter, old or new, is closed
 	// dropped are the limiters evicted or retired, for Close to close
@@ -211,6 +212,7 @@ func (s *Scopes) addLocked(scope string, rate float64, conc int) *scopeEntry {
 		s.dropped = append(s.dropped, weak.Make(s.lru.prev.c))
 		s.removeLocked(s.lru.prev)
 		s.evictions++
+		s.evictedAt = s.cfg.Limiter.Now()
 	}
 	cfg := s.cfg.Limiter
 	if math.IsNaN(rate) {
@@ -256,6 +258,17 @@ func (s *Scopes) removeLocked(e *scopeEntry) {
 	e.prev, e.next = nil, nil
 	delete(s.m, e.name)
 	s.active.Store(int32(len(s.m)))
+}
+
+// Overflowing reports whether a limiter was evicted less than RetireAfter
+// before now: more scopes were throttled lately than Max. A scope's
+// limiter then may go before any later write of its scope takes from it
+// (every object its own scope, under hashed key prefixes, say), and learns
+// nothing; the caller had better count such throttles store-wide too.
+func (s *Scopes) Overflowing(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.evictedAt.IsZero() && now.Sub(s.evictedAt) < s.cfg.RetireAfter
 }
 
 // Tick steps every scope's limiter (Controller.Tick) and retires the

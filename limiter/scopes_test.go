@@ -114,6 +114,27 @@ func TestScopesEvictLeastRecentlyUsed(t *testing.T) {
 	}
 }
 
+// TestScopesOverflowing: Overflowing holds from an eviction for
+// RetireAfter, and not before any eviction.
+func TestScopesOverflowing(t *testing.T) {
+	s, clk := newTestScopes(t, 2)
+	s.Throttle("a", 100, 4, scopeThrottle)
+	s.Throttle("b", 100, 4, scopeThrottle)
+	if s.Overflowing(clk.Now()) {
+		t.Fatal("overflowing with no eviction")
+	}
+	s.Throttle("c", 100, 4, scopeThrottle) // evicts a
+	evicted := clk.Now()
+	for _, tc := range []struct {
+		after time.Duration
+		want  bool
+	}{{0, true}, {DefaultScopeRetireAfter - time.Millisecond, true}, {DefaultScopeRetireAfter, false}} {
+		if got := s.Overflowing(evicted.Add(tc.after)); got != tc.want {
+			t.Errorf("Overflowing %v after an eviction: %v, want %v", tc.after, got, tc.want)
+		}
+	}
+}
+
 func TestScopesEvictedLimiterStillWorks(t *testing.T) {
 	s, clk := newTestScopes(t, 1)
 	a := s.Throttle("a", 100, 4, scopeThrottle)

@@ -1591,7 +1591,15 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, scoped scope
 		s.Outcome = limiter.Neutral
 		s.Answered = res.Kind == classify.ClientError && res.Reason != reasonCancelled && res.Reason != reasonAuth && res.Reason != reasonRequestBody
 	}
-	if p.scopes != nil && res.Kind == classify.Throttled && res.Scoped && ex.scopes.Len() > 0 {
+	scopedThrottle := p.scopes != nil && res.Kind == classify.Throttled && res.Scoped && ex.scopes.Len() > 0
+	switch {
+	case scopedThrottle && scoped.none() && p.scopes.Overflowing(time.Now()):
+		// More scopes are throttled than sluice keeps limiters for, and
+		// none paced this write: the scopes' limiters cannot learn (see
+		// scopes.go), so the store's takes the throttle as well.
+		permit.Done(s)
+		p.finishScopes(ex, &scoped, res, s, true)
+	case scopedThrottle:
 		// The store throttled the write's scopes, not itself: their
 		// limiters take the throttle (finishScopes), the store's learns
 		// nothing from this attempt but that the store answered.
@@ -1599,7 +1607,7 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, scoped scope
 		// (PartThrottled).
 		permit.Done(limiter.Sample{Outcome: limiter.Neutral, Reason: res.Reason, Answered: true, PartThrottled: true})
 		p.finishScopes(ex, &scoped, res, s, true)
-	} else {
+	default:
 		permit.Done(s)
 		p.finishScopes(ex, &scoped, res, s, false)
 	}

@@ -36,6 +36,12 @@ import (
 //   - A write whose scopes are unknown (a body that streams, for profiles
 //     that read the body; more than classify.MaxWriteScopes) passes the
 //     store's limiter only, and its scoped throttles count store-wide.
+//   - Scopes too fine to learn from: while more scopes are throttled than
+//     there are limiters for (limiter.Scopes.Overflowing: one was evicted
+//     lately), a scoped throttle of a write that no scope's limiter paced
+//     counts store-wide as well. Under hashed key prefixes each object is
+//     its own scope; each throttle made a limiter no later write took
+//     from, and the store's limiter, taking them as neutral, never slowed.
 
 // scopePermits are one attempt's permits of its scopes' limiters: p[i] is
 // that of the exchange's i-th scope (ex.scopes.At(i)), nil when the scope
@@ -43,6 +49,17 @@ import (
 type scopePermits struct {
 	p [classify.MaxWriteScopes]*limiter.Permit
 	n int // scopes covered: p[n:] are nil
+}
+
+// none reports whether the attempt held no permit of a scope's limiter:
+// none of its scopes had one at admission.
+func (sp *scopePermits) none() bool {
+	for i := range sp.n {
+		if sp.p[i] != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // release gives every permit back with s.
