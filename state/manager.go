@@ -164,6 +164,11 @@ type entry struct {
 	// record is about to say cancelling, and forgetting it would lose
 	// the cancel and its cleanup.
 	proposed bool
+	// reopened is the record version that says the job reopened (a
+	// stream, after its cleanup). Until it is committed the record says
+	// cleaning, and a restart would run the cleanup again over what the
+	// new run wrote: the job's writes wait until then.
+	reopened uint64
 
 	probeInflight bool
 	probeNext     time.Time
@@ -851,6 +856,7 @@ func (m *Manager) actLocked(e *entry, acts []Action, fx *effects) {
 			// must not be.
 			e.abortCtx, e.abort = context.WithCancelCause(context.Background())
 			e.drainCancel = false
+			e.reopened = e.version
 		case ActRunCancel:
 			if e.inflight > 0 {
 				// Aborted writes not yet sent end at once; one already
@@ -1191,8 +1197,13 @@ func (m *Manager) AdmitWithin(ctx context.Context, id string, maxWait time.Durat
 			m.mu.Unlock()
 			return nil, nil, err
 		}
-		acts, err := m.stepLocked(e, Event{Type: EvAdmit}, now, &fx)
-		if err != nil {
+		var acts []Action
+		if e.reopened > e.flushed {
+			// Reopened, not yet recorded (the reopen's commit failed, or
+			// is under way): held as while it was cleaned up. Commits
+			// (the next tick's) do not wake it: it asks again every second.
+			acts = []Action{ActHold}
+		} else if acts, err = m.stepLocked(e, Event{Type: EvAdmit}, now, &fx); err != nil {
 			m.mu.Unlock()
 			m.finishWrite(fx)
 			return nil, nil, err
