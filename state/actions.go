@@ -41,7 +41,8 @@ const maxErrorText = 512
 // is replaced inside each element as plain text, and SLUICE_JOB is set in the
 // environment. Exit 0 is success, ExitAlreadyGone is already gone (success),
 // any other status is a failed attempt. On timeout the process (and its
-// process group) is killed.
+// process group) is killed, and so is what it leaves in its group when it
+// exits: no process of an attempt outlives it.
 type ActionSpec struct {
 	Kind    string            `json:"kind"`
 	Method  string            `json:"method,omitempty"`
@@ -247,6 +248,7 @@ func (r *runner) command(ctx context.Context, spec *ActionSpec, id string, a *At
 	killGroup(cmd)
 	cmd.WaitDelay = time.Second
 	err := cmd.Run()
+	killLeftovers(cmd)
 	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
 		// It exited 0, and a child it left running held its output open
 		// past WaitDelay: the output is given up on, the exit status
