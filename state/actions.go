@@ -287,12 +287,14 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// actionEnv is the environment of a command action: sluice's own, less its
-// secrets (the admin token is not the cleanup script's business).
+// actionEnv is the environment of a command action: sluice's own, less
+// its settings (SLUICE_*), which hold its credentials: the admin token, the
+// token URL's headers, the fleet's Redis password. None is the cleanup
+// script's business; the caller sets SLUICE_JOB.
 func actionEnv(env []string) []string {
 	out := env[:0:0]
 	for _, kv := range env {
-		if strings.HasPrefix(kv, "SLUICE_ADMIN_TOKEN=") {
+		if strings.HasPrefix(kv, "SLUICE_") {
 			continue
 		}
 		out = append(out, kv)

@@ -220,11 +220,16 @@ func TestHTTPAction(t *testing.T) {
 	}
 }
 
-// TestActionEnvDropsAdminToken: a cancel or cleanup command does not see
-// sluice's admin token.
-func TestActionEnvDropsAdminToken(t *testing.T) {
-	got := actionEnv([]string{"PATH=/bin", "SLUICE_ADMIN_TOKEN=s3cret", "SLUICE_PROFILE=s3"})
-	if strings.Join(got, " ") != "PATH=/bin SLUICE_PROFILE=s3" {
+// TestActionEnvDropsSluicesSettings: a cancel or cleanup command sees
+// none of sluice's settings, which hold its credentials: the admin token,
+// but also the token URL's headers (Authorization=Bearer …) and the fleet's
+// Redis URL with its password. The rest of the environment (PATH, the
+// store's own credentials a cleanup may need) passes.
+func TestActionEnvDropsSluicesSettings(t *testing.T) {
+	got := actionEnv([]string{"PATH=/bin", "SLUICE_ADMIN_TOKEN=s3cret", "SLUICE_PROFILE=s3",
+		"SLUICE_TOKEN_URL_HEADERS=Authorization=Bearer t0ken", "SLUICE_FLEET_REDIS_URL=redis://:pw@redis:6379",
+		"AWS_SECRET_ACCESS_KEY=k", "SLUICE_JOB=stale"})
+	if strings.Join(got, " ") != "PATH=/bin AWS_SECRET_ACCESS_KEY=k" {
 		t.Errorf("actionEnv = %q", got)
 	}
 }
