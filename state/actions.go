@@ -271,7 +271,9 @@ func (r *runner) command(ctx context.Context, spec *ActionSpec, id string, a *At
 			return nil
 		}
 		a.Result = ResultError
-		a.Error = redact.Truncate(fmt.Sprintf("%s: exit status %d: %s", argv[0], code, bytes.TrimSpace(out.b)), maxErrorText)
+		// Its output may repeat its arguments (a usage error, set -x),
+		// and the job view must not show the secrets among them.
+		a.Error = redact.Truncate(fmt.Sprintf("%s: exit status %d: %s", argv[0], code, redact.ArgvOutput(string(bytes.TrimSpace(out.b)), argv)), maxErrorText)
 		return nil
 	}
 	return fmt.Errorf("%s: %w", argv[0], err)

@@ -12,6 +12,7 @@ package redact
 import (
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -88,6 +89,44 @@ func Argv(argv []string) []string {
 			continue
 		}
 		out[i] = URL(a)
+	}
+	return out
+}
+
+// ArgvOutput returns what a command printed, out, fit to show beside
+// Argv(argv): each argument that Argv hides, and the secret in it (a
+// flag's value, a header's), replaced wherever out repeats it, as a
+// command does in a usage error or under "set -x". A secret shorter than
+// 3 bytes is left: replacing it everywhere would garble the text more
+// than it hides.
+func ArgvOutput(out string, argv []string) string {
+	shown := Argv(argv)
+	var pairs [][2]string
+	add := func(secret, replacement string) {
+		if len(secret) >= 3 && secret != replacement {
+			pairs = append(pairs, [2]string{secret, replacement})
+		}
+	}
+	for i, a := range argv {
+		if shown[i] == a {
+			continue
+		}
+		add(a, shown[i])
+		if _, value, ok := strings.Cut(a, "="); ok && strings.HasSuffix(shown[i], "="+Placeholder) {
+			add(value, Placeholder)
+		}
+		if _, value, ok := strings.Cut(a, ":"); ok && strings.HasSuffix(shown[i], ": "+Placeholder) {
+			value = strings.TrimSpace(value)
+			add(value, Placeholder)
+			if _, cred, ok := strings.Cut(value, " "); ok { // "Bearer abc": abc alone too
+				add(strings.TrimSpace(cred), Placeholder)
+			}
+		}
+	}
+	// The longest first: a secret inside another is replaced with it.
+	slices.SortFunc(pairs, func(a, b [2]string) int { return len(b[0]) - len(a[0]) })
+	for _, p := range pairs {
+		out = strings.ReplaceAll(out, p[0], p[1])
 	}
 	return out
 }

@@ -93,6 +93,24 @@ func TestTruncate(t *testing.T) {
 
 // TestArgv: a command shown in a job view or by check-config keeps its
 // program, flags and plain values, and hides what carries a credential.
+func TestArgvOutput(t *testing.T) {
+	f := func(argv []string, out, want string) {
+		t.Helper()
+		if got := ArgvOutput(out, argv); got != want {
+			t.Errorf("ArgvOutput(%q, %q) = %q, want %q", out, argv, got, want)
+		}
+	}
+	f([]string{"curl", "-u", "elastic:S3cret", "http://es:9200/x"}, "+ curl -u elastic:S3cret http://es:9200/x\n401",
+		"+ curl -u "+Placeholder+" http://es:9200/x\n401")
+	f([]string{"tool", "--password=hunter2"}, "usage: tool --password=hunter2: bad password hunter2",
+		"usage: tool --password="+Placeholder+": bad password "+Placeholder)
+	f([]string{"curl", "-H", "Authorization: Bearer abc123"}, "header Authorization: Bearer abc123; token abc123 expired",
+		"header Authorization: "+Placeholder+"; token "+Placeholder+" expired")
+	f([]string{"tool", "https://u:pw@h/x?k=v"}, "GET https://u:pw@h/x?k=v failed", "GET https://u:"+Placeholder+"@h/x?k="+Placeholder+" failed")
+	f([]string{"pegasus_shell", "cancel_bulk_load", "-f", "j1"}, "no such job j1", "no such job j1")
+	f([]string{"redis-cli", "-a", "pw", "DEL", "x"}, "pw: DEL x", "pw: DEL x") // too short to replace
+}
+
 func TestArgv(t *testing.T) {
 	for _, tc := range []struct{ in, want []string }{
 		{[]string{"curl", "-u", "elastic:S3cret", "-XPOST", "http://es:9200/_tasks/${JOB}/_cancel"},

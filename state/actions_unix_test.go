@@ -56,3 +56,23 @@ func TestCommandActionLeavesNothingRunning(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandActionOutputHidesItsSecrets: a failed command's output is
+// kept in its attempt, which the job view shows; a command that repeats
+// its arguments (a usage error, "set -x") showed the credential of its
+// "-u user:password" there, which the view of its argv hides.
+func TestCommandActionOutputHidesItsSecrets(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh:", err)
+	}
+	const secret = "elastic:S3cret-pw"
+	spec := &ActionSpec{Kind: KindCommand, Argv: []string{sh, "-c", `echo "usage: cancel $*" >&2; exit 1`, "sh", "-u", secret, "--token=t0ken-123"}}
+	a, ok := testRunner(time.Minute).attempt(context.Background(), spec, "j", "cancel", 1)
+	if ok || a.Result != ResultError {
+		t.Fatalf("%+v ok=%v, want a failed attempt", a, ok)
+	}
+	if strings.Contains(a.Error, "S3cret") || strings.Contains(a.Error, "t0ken-123") || !strings.Contains(a.Error, "usage: cancel -u <redacted> --token=<redacted>") {
+		t.Errorf("attempt error %q", a.Error)
+	}
+}
