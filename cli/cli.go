@@ -377,7 +377,13 @@ func joinCounts(m map[string]any) string {
 	sort.Strings(keys)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s=%v", k, m[k])
+		v := fmt.Sprint(m[k])
+		if f, ok := m[k].(float64); ok {
+			// A count decoded from JSON is a float64, which %v prints in
+			// exponent notation from a million on (1.234567e+06).
+			v = strconv.FormatFloat(f, 'f', -1, 64)
+		}
+		parts[i] = k + "=" + v
 	}
 	if len(parts) == 0 {
 		return "-"

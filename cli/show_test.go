@@ -326,3 +326,20 @@ func TestScopeNamesFromPaths(t *testing.T) {
 		t.Errorf("clip = %q, want 5 characters", got)
 	}
 }
+
+// TestPrintStatusLargeCounts: /v1/status carries the attempt counters as
+// JSON numbers, which decode to float64; a bulk load passes a million
+// attempts within hours, and the count must read as the number it is
+// (ok=1234567), not in exponent notation (ok=1.234567e+06), which an
+// operator misreads or cannot compare with the metric.
+func TestPrintStatusLargeCounts(t *testing.T) {
+	raw := `{"limiter":{},"signals":{"attempts_by_kind":{"ok":1234567,"throttled":20000000,"timeout":0}},
+		"jobs":{"running":3}}`
+	var b bytes.Buffer
+	if err := printStatus(&b, json.RawMessage(raw)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := squeeze(lineOf(b.String(), "attempts")), "attempts ok=1234567 throttled=20000000"; got != want {
+		t.Errorf("attempts row %q, want %q\n%s", got, want, b.String())
+	}
+}
