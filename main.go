@@ -203,12 +203,32 @@ func runSidecar(stderr io.Writer) int {
 	if err != nil {
 		return startupFailed(stderr, err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := stopOnSignal()
 	defer stop()
 	if err := srv.Run(ctx); err != nil {
 		return startupFailed(stderr, err)
 	}
 	return 0
+}
+
+// stopOnSignal returns a context that ends at the first SIGTERM or
+// SIGINT, which starts the graceful shutdown. The signals are then no
+// longer caught, before the context ends: a second one, from an operator
+// who will not wait out a drain of SLUICE_SHUTDOWN_TIMEOUT, ends the
+// process at once instead of being swallowed.
+func stopOnSignal() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-sigs:
+		case <-ctx.Done():
+		}
+		signal.Stop(sigs)
+		cancel()
+	}()
+	return ctx, cancel
 }
 
 func startupFailed(stderr io.Writer, err error) int {
