@@ -6,6 +6,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -262,6 +263,8 @@ be used again; prints its last view.
 type adminClient struct {
 	base, token string
 	http        *http.Client
+	// ctx, if set, ends every call (sluice top's Ctrl-C).
+	ctx context.Context
 }
 
 // shown is the admin API's URL as the commands show it: credentials in
@@ -275,7 +278,11 @@ func (c *adminClient) do(method, path string, body any) (json.RawMessage, error)
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, c.base+path, rd)
+	ctx := c.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
 		return nil, fmt.Errorf("the admin API's URL %s (SLUICE_ADMIN_URL): %w", c.shown(), redact.URLError(err))
 	}

@@ -114,8 +114,14 @@ type topData struct {
 func (t *topView) run(ctx context.Context, once bool, stdout, stderr io.Writer) int {
 	tick := time.NewTicker(t.interval)
 	defer tick.Stop()
+	// A refresh under way ends with ctx: Ctrl-C never waits for an admin
+	// API that does not answer.
+	t.client.ctx = ctx
 	for {
 		d, err := t.read()
+		if ctx.Err() != nil {
+			return 0
+		}
 		switch {
 		case err != nil && once:
 			fmt.Fprintln(stderr, "sluice top:", err)

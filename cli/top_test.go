@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sluice-dev/sluice/sidecar"
@@ -257,3 +258,44 @@ func TestTopBytesUnit(t *testing.T) {
 		t.Errorf("acknowledged: %q, want 1000.0 writes/s", acked)
 	}
 }
+
+// TestTopStopsWhileARefreshWaits: Ctrl-C stops sluice top at once even
+// while a refresh waits on an admin API that does not answer (a sidecar
+// stuck, a port-forward gone dead), rather than after the refresh's own
+// timeout, which is a wait per call: the operator's first Ctrl-C is
+// caught, and every later one with it.
+func TestTopStopsWhileARefreshWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		asked := make(chan struct{}, 1)
+		hung := roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+			asked <- struct{}{}
+			<-r.Context().Done() // no answer, ever
+			return nil, r.Context().Err()
+		})
+		tv := &topView{client: newAdminClient(func(string) string { return "" }), interval: time.Second}
+		tv.client.http.Transport = hung
+		ctx, cancel := context.WithCancel(context.Background())
+		var out, errs bytes.Buffer
+		code := make(chan int, 1)
+		go func() { code <- tv.run(ctx, false, &out, &errs) }()
+		<-asked
+		cancel() // Ctrl-C
+		synctest.Wait()
+		select {
+		case c := <-code:
+			if c != 0 {
+				t.Errorf("exit %d after Ctrl-C, want 0", c)
+			}
+		default:
+			t.Error("sluice top did not stop at Ctrl-C while a refresh waited on the admin API")
+			<-code // it stops at the refresh's timeout, in the bubble's time
+		}
+		if errs.Len() != 0 {
+			t.Errorf("Ctrl-C reported as an error: %q", errs.String())
+		}
+	})
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
