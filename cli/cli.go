@@ -158,6 +158,12 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	if *asJSON {
+		if !json.Valid(out) {
+			// Something other than the admin API answered: a script
+			// reading stdout must not take its page for the answer.
+			fmt.Fprintf(stderr, "sluice: unexpected answer from %s (SLUICE_ADMIN_URL): not JSON\n", c.shown())
+			return 1
+		}
 		var buf bytes.Buffer
 		if json.Indent(&buf, out, "", "  ") == nil {
 			out = buf.Bytes()
@@ -272,6 +278,9 @@ type adminClient struct {
 // net/url and net/http quote the whole URL, so they are shown without it.
 func (c *adminClient) shown() string { return redact.URL(c.base) }
 
+// maxAnswer bounds what the client reads of an answer.
+const maxAnswer = 16 << 20
+
 func (c *adminClient) do(method, path string, body any) (json.RawMessage, error) {
 	var rd io.Reader
 	if body != nil {
@@ -297,9 +306,14 @@ func (c *adminClient) do(method, path string, body any) (json.RawMessage, error)
 		return nil, fmt.Errorf("cannot reach the admin API at %s (SLUICE_ADMIN_URL): %s %s: %w", c.shown(), method, path, redact.URLError(err))
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if err != nil {
 		return nil, err
+	}
+	if len(b) > maxAnswer {
+		// Cut short it would read as a broken answer, or with --json be
+		// printed as if it were the whole one.
+		return nil, fmt.Errorf("%s %s: the answer is over %d MiB", method, path, maxAnswer>>20)
 	}
 	if resp.StatusCode >= 300 {
 		var e apierror.Body

@@ -295,3 +295,38 @@ func TestAdminURLCredentialsNotShown(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONAnswerWholeOrError: --json prints the admin API's answer for a
+// script to read, so an answer that is not whole JSON (one cut at the
+// client's size limit, or the page of something else answering at
+// SLUICE_ADMIN_URL) is a failure, exit 1, never printed as if it were
+// the answer with exit 0.
+func TestJSONAnswerWholeOrError(t *testing.T) {
+	job := `{"id":"load-1","state":"running","since":"2026-01-01T00:00:00Z","reason":"` + strings.Repeat("x", 1000) + `"},`
+	big := `{"jobs":[` + strings.Repeat(job, 17<<10) + `{"id":"load-2","state":"running"}]}` // over 16 MiB
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/jobs":
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, big)
+		default:
+			w.Header().Set("Content-Type", "text/html")
+			_, _ = io.WriteString(w, "<html><body>Grafana</body></html>")
+		}
+	}))
+	defer srv.Close()
+	env := func(k string) string {
+		if k == "SLUICE_ADMIN_URL" {
+			return srv.URL
+		}
+		return ""
+	}
+	for _, args := range [][]string{{"jobs", "list", "--json"}, {"jobs", "list"}, {"status", "--json"}} {
+		var out, errs bytes.Buffer
+		code := Run(args, env, &out, &errs)
+		if code != 1 || out.Len() != 0 {
+			t.Errorf("sluice %s: exit %d, %d bytes on stdout (%.80q), stderr %q; want exit 1 and nothing printed",
+				strings.Join(args, " "), code, out.Len(), out.String(), errs.String())
+		}
+	}
+}
