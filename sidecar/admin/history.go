@@ -144,13 +144,25 @@ func (s *API) RunHistory(ctx context.Context) {
 	}
 	t := time.NewTicker(historyInterval)
 	defer t.Stop()
-	s.d.History.Sample(time.Now(), s.historyValues())
+	sample := func() {
+		// Stamped when the counters have been read, not with the tick's
+		// time: a tick received late (the process was paused, or this
+		// goroutine or the gather did not run for a while) carries the
+		// time it was due, and the counts of the whole stall would be
+		// charted as one second's. The reset drops a tick that came due
+		// meanwhile, which would otherwise sample again at once: a rate
+		// over a millisecond is a spike or a zero.
+		v := s.historyValues()
+		s.d.History.Sample(time.Now(), v)
+		t.Reset(historyInterval)
+	}
+	sample()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			s.d.History.Sample(now, s.historyValues())
+		case <-t.C:
+			sample()
 		}
 	}
 }

@@ -1,12 +1,19 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-dev/sluice/limiter"
 )
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -173,4 +180,48 @@ func TestHistoryFeed(t *testing.T) {
 	f("/v1/history?after="+strconv.FormatInt(at(2).UnixMilli(), 10), 200, 2)
 	f("/v1/history?after=soon", 400, 0)
 	f("/v1/history?after=1e3", 400, 0)
+}
+
+// TestRunHistoryAfterAStall: when the sampler does not run for a while (a
+// paused process, a goroutine not scheduled, a gather that waited on a
+// lock), the counters it then reads hold everything counted meanwhile.
+// The point must spread them over the time they took, not over the one
+// second a stale tick says passed: a steady 10 writes/s must not be
+// charted as a spike of hundreds, which also squashes the rest of the
+// chart under a tall axis for 15 minutes.
+func TestRunHistoryAfterAStall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lim, err := limiter.New(limiter.Config{InitialRate: 100, MinRate: 1, MaxRate: 100, InitialConcurrency: 2, MaxConcurrency: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		var calls int
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_upstream_acknowledged_requests_total"}, func() float64 {
+			time.Sleep(time.Millisecond) // a gather takes a little time
+			if calls++; calls == 5 {
+				time.Sleep(time.Minute) // the sampler stalls here
+			}
+			return math.Floor(10 * time.Since(start).Seconds()) // a steady 10 writes/s
+		}))
+		h := NewHistory(HistoryPoints)
+		api := New(Config{}, Deps{Limiter: lim, Counters: reg, History: h})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { api.RunHistory(ctx); close(done) }()
+		time.Sleep(90*time.Second + time.Millisecond)
+		cancel()
+		<-done
+
+		points := h.Since(0)
+		if len(points) < 20 {
+			t.Fatalf("%d points over 90s", len(points))
+		}
+		for _, p := range points {
+			if p.Acknowledged < 8 || p.Acknowledged > 12 {
+				t.Errorf("point at %+.0fs: %.1f acknowledged/s, want 10", time.UnixMilli(p.T).Sub(start).Seconds(), p.Acknowledged)
+			}
+		}
+	})
 }
