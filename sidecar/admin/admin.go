@@ -342,6 +342,10 @@ type Status struct {
 	JobsHeartbeat time.Time `json:"jobs_heartbeat,omitzero"`
 	Auth          any       `json:"auth,omitempty"`
 	Uptime        string    `json:"uptime"`
+	// Now is the sidecar's clock as it answered: the status page counts
+	// ages and its chart's time from it, since the browser's clock may
+	// be minutes off the sidecar's.
+	Now time.Time `json:"now"`
 
 	Fleet  *FleetStatus  `json:"fleet,omitempty"`
 	Scopes *ScopesStatus `json:"scopes,omitempty"`
@@ -407,6 +411,7 @@ func (s *API) Status() Status {
 		BufferBudget: s.d.Budget.Max(),
 		Jobs:         s.jobCounts(),
 		Uptime:       time.Since(s.d.Started).Round(time.Second).String(),
+		Now:          time.Now(),
 	}
 	if s.d.Jobs != nil {
 		st.JobsHeartbeat = s.d.Jobs.Heartbeat()

@@ -19,7 +19,14 @@
   const page = {
     points: [], lastT: 0, status: null, caps: null,
     selected: null, job: null, confirming: null, hidden: new Set(),
+    offset: 0, // the sidecar's clock minus the browser's, in ms
   };
+
+  // serverNow is the sidecar's time now. Ages and the chart's time axis
+  // count from it, not from the browser's clock, which may be minutes off
+  // the sidecar's (a laptop behind kubectl port-forward): ahead, every age
+  // would grow by the difference and the chart would show nothing.
+  function serverNow() { return Date.now() + page.offset; }
 
   // ---- formatting -------------------------------------------------------
 
@@ -41,7 +48,7 @@
   }
   function ago(iso) {
     if (!iso) return "–";
-    const ms = Date.now() - Date.parse(iso);
+    const ms = serverNow() - Date.parse(iso);
     if (Number.isNaN(ms)) return "–";
     const s = Math.max(0, Math.round(ms / 1000));
     if (s < 90) return s + "s ago";
@@ -171,7 +178,7 @@
     ready.className = "pill " + s.readiness;
     setText("identity", `${s.version} · ${s.profile} · ${s.upstream}`);
     const phase = $("phase");
-    phase.textContent = l.phase + (l.paused_until && Date.parse(l.paused_until) > Date.now() ? " until " + clock(l.paused_until) : "");
+    phase.textContent = l.phase + (l.paused_until && Date.parse(l.paused_until) > serverNow() ? " until " + clock(l.paused_until) : "");
     phase.className = "phase " + l.phase;
     setText("rate-limit", perSecond(l.rate_limit, s.rate_unit));
     setText("concurrency", num(l.concurrency_limit));
@@ -325,7 +332,7 @@
   function renderCharts() {
     const unit = (page.status && page.status.rate_unit) || "requests";
     const pts = page.points;
-    const now = pts.length ? Math.max(Date.now(), pts[pts.length - 1].t) : Date.now();
+    const now = pts.length ? Math.max(serverNow(), pts[pts.length - 1].t) : serverNow();
     const spanMs = span(pts, now);
     setText("chart-title", spanMs >= WINDOW_MS ? "Last 15 minutes" : `Last ${spanMs / 60000} minutes (since sluice started)`);
     const acked = { cls: "acked", value: (p) => p.acknowledged_per_second };
@@ -584,7 +591,14 @@
     if (running) return;
     running = true;
     try {
-      const [status, jobs] = await Promise.all([getJSON("v1/status"), getJSON("v1/jobs"), pollHistory()]);
+      const sent = Date.now();
+      const [status, jobs] = await Promise.all([getJSON("v1/status").then((s) => {
+        // The sidecar read its clock about halfway between the request
+        // and the answer.
+        const at = Date.parse(s.now);
+        if (!Number.isNaN(at)) page.offset = at - (sent + Date.now()) / 2;
+        return s;
+      }), getJSON("v1/jobs"), pollHistory()]);
       page.status = status;
       renderStatus(status);
       renderScopes(status);
