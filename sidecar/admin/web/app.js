@@ -126,14 +126,28 @@
 
   // ---- the admin API ----------------------------------------------------
 
+  // A read the sidecar has not answered within REQUEST_TIMEOUT_MS is given
+  // up. A fetch has no deadline of its own: one left hanging (a
+  // port-forward to a pod that went away, a sidecar that stopped
+  // answering) would hold the refresh forever, the page showing old
+  // numbers as current and never saying that it cannot read the API.
+  const REQUEST_TIMEOUT_MS = 5000;
+
   async function getJSON(path) {
-    const r = await fetch(path, { cache: "no-store", headers: { Accept: "application/json" } });
-    if (!r.ok) {
-      const e = new Error(path + " answered " + r.status);
-      e.status = r.status;
+    try {
+      const r = await fetch(path, {
+        cache: "no-store", headers: { Accept: "application/json" }, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+      });
+      if (!r.ok) {
+        const e = new Error(path + " answered " + r.status);
+        e.status = r.status;
+        throw e;
+      }
+      return await r.json();
+    } catch (e) {
+      if (e.name === "TimeoutError") throw new Error(`${path} did not answer within ${REQUEST_TIMEOUT_MS / 1000}s`);
       throw e;
     }
-    return r.json();
   }
 
   function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
