@@ -104,7 +104,7 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	var (
 		out   json.RawMessage
 		err   error
-		print func(io.Writer, json.RawMessage) error
+		print func(w io.Writer, raw json.RawMessage, now time.Time) error
 	)
 	switch {
 	case cmd == "status":
@@ -171,7 +171,7 @@ func Run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stdout, string(out))
 		return 0
 	}
-	if err := print(stdout, out); err != nil {
+	if err := print(stdout, out, c.now()); err != nil {
 		fmt.Fprintln(stderr, "sluice: unexpected answer:", err)
 		return 1
 	}
@@ -271,6 +271,32 @@ type adminClient struct {
 	http        *http.Client
 	// ctx, if set, ends every call (sluice top's Ctrl-C).
 	ctx context.Context
+	// skew is how far the sidecar's clock is ahead of this machine's, by
+	// the Date of its latest answer; 0 within maxSkewIgnored.
+	skew time.Duration
+}
+
+// maxSkewIgnored is the clock difference the commands ignore: a Date
+// header says whole seconds, so a smaller difference is its rounding.
+const maxSkewIgnored = 2 * time.Second
+
+// now is the sidecar's time as well as this machine can tell: ages the
+// commands print ("5s ago") are counted from it, since the operator's
+// machine (behind kubectl port-forward) may be minutes off the pod's.
+func (c *adminClient) now() time.Time { return time.Now().Add(c.skew) }
+
+// learnSkew reads the sidecar's clock from an answer's Date header.
+func (c *adminClient) learnSkew(h http.Header, received time.Time) {
+	d, err := http.ParseTime(h.Get("Date"))
+	if err != nil {
+		return
+	}
+	// The header is truncated to the second: the middle of that second.
+	skew := d.Add(500 * time.Millisecond).Sub(received)
+	if skew.Abs() <= maxSkewIgnored {
+		skew = 0
+	}
+	c.skew = skew
 }
 
 // shown is the admin API's URL as the commands show it: credentials in
@@ -306,6 +332,7 @@ func (c *adminClient) do(method, path string, body any) (json.RawMessage, error)
 		return nil, fmt.Errorf("cannot reach the admin API at %s (SLUICE_ADMIN_URL): %s %s: %w", c.shown(), method, path, redact.URLError(err))
 	}
 	defer resp.Body.Close()
+	c.learnSkew(resp.Header, time.Now())
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if err != nil {
 		return nil, err
@@ -325,11 +352,12 @@ func (c *adminClient) do(method, path string, body any) (json.RawMessage, error)
 	return b, nil
 }
 
-func printStatus(w io.Writer, raw json.RawMessage) error {
+func printStatus(w io.Writer, raw json.RawMessage, now time.Time) error {
 	var s admin.Status
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return err
 	}
+	now = sidecarNow(s, now)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
 	row("readiness", s.Readiness)
@@ -346,7 +374,7 @@ func printStatus(w io.Writer, raw json.RawMessage) error {
 		row("job "+orDash(f.Job), fmt.Sprintf("%s, weight %g: %s of recent grants, mean wait %s, %d queued",
 			f.Priority, f.Weight, shareCell(f.Share), waitCell(f.QueueWaitSeconds), f.Queued))
 	}
-	if !s.Limiter.PausedUntil.IsZero() && s.Limiter.PausedUntil.After(time.Now()) {
+	if !s.Limiter.PausedUntil.IsZero() && s.Limiter.PausedUntil.After(now) {
 		row("paused until", s.Limiter.PausedUntil.Format(time.RFC3339))
 	}
 	if !s.Limiter.LastThrottle.IsZero() {
@@ -373,7 +401,17 @@ func printStatus(w io.Writer, raw json.RawMessage) error {
 	if err := tw.Flush(); err != nil || s.Fleet == nil {
 		return err
 	}
-	return printFleet(w, s.Fleet, s.RateUnit, time.Now())
+	return printFleet(w, s.Fleet, s.RateUnit, now)
+}
+
+// sidecarNow is the sidecar's time when it answered s, which a sidecar
+// of this version says to the millisecond; else fallback, the time as the
+// client reckons it.
+func sidecarNow(s admin.Status, fallback time.Time) time.Time {
+	if s.Now.IsZero() {
+		return fallback
+	}
+	return s.Now
 }
 
 func toAnyMap(m map[string]int) map[string]any {
@@ -412,7 +450,7 @@ func joinCounts(m map[string]any) string {
 	return strings.Join(parts, " ")
 }
 
-func printJobList(w io.Writer, raw json.RawMessage) error {
+func printJobList(w io.Writer, raw json.RawMessage, now time.Time) error {
 	var l struct {
 		Jobs []state.JobSummary `json:"jobs"`
 	}
@@ -431,9 +469,9 @@ func printJobList(w io.Writer, raw json.RawMessage) error {
 			last = *j.LastProgress
 		}
 		pct, eta := progressCells(j.Progress)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", j.ID, j.State, ago(j.Since),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", j.ID, j.State, ago(j.Since, now),
 			orDash(j.Priority), j.Weight, shareCell(j.Share), waitCell(j.QueueWaitSeconds), j.Totals.Requests,
-			j.Totals.Bytes, j.Totals.Items, pct, eta, ago(last), orDash(reason))
+			j.Totals.Bytes, j.Totals.Items, pct, eta, ago(last, now), orDash(reason))
 	}
 	return tw.Flush()
 }
@@ -446,12 +484,12 @@ func waitCell(seconds float64) string {
 	return time.Duration(seconds * float64(time.Second)).Round(10 * time.Microsecond).String()
 }
 
-func printJob(w io.Writer, raw json.RawMessage) error {
+func printJob(w io.Writer, raw json.RawMessage, now time.Time) error {
 	var v state.JobView
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return err
 	}
-	return writeJob(w, v, time.Now())
+	return writeJob(w, v, now)
 }
 
 // writeJob prints a job as aligned tables: what it is now, its settings,
@@ -804,11 +842,11 @@ func orNone(s string) string {
 	return s
 }
 
-func ago(t time.Time) string {
+func ago(t, now time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return time.Since(t).Round(time.Second).String() + " ago"
+	return max(now.Sub(t), 0).Round(time.Second).String() + " ago"
 }
 
 func orDash(s string) string {

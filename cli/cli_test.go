@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -328,5 +329,49 @@ func TestJSONAnswerWholeOrError(t *testing.T) {
 			t.Errorf("sluice %s: exit %d, %d bytes on stdout (%.80q), stderr %q; want exit 1 and nothing printed",
 				strings.Join(args, " "), code, out.Len(), out.String(), errs.String())
 		}
+	}
+}
+
+// TestAgesFromTheSidecarsClock: the operator's machine, behind kubectl
+// port-forward, may be an hour off the pod's. Ages and whether a pause is
+// still on are counted from the sidecar's clock: its Date header, or the
+// status's own "now". From the local clock, a job registered 5 s ago showed
+// as "-59m55s ago" on a machine an hour behind, and a pause that is on was
+// left out on one an hour ahead.
+func TestAgesFromTheSidecarsClock(t *testing.T) {
+	for _, off := range []time.Duration{time.Hour, -time.Hour} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			now := time.Now().Add(off)
+			w.Header().Set("Date", now.UTC().Format(http.TimeFormat))
+			switch r.URL.Path {
+			case "/v1/jobs":
+				fmt.Fprintf(w, `{"jobs":[{"id":"load-1","state":"running","since":%q}]}`, now.Add(-5*time.Second).Format(time.RFC3339Nano))
+			case "/v1/status":
+				fmt.Fprintf(w, `{"readiness":"ready","now":%q,"limiter":{"paused_until":%q},"jobs":{}}`,
+					now.Format(time.RFC3339Nano), now.Add(30*time.Second).Format(time.RFC3339Nano))
+			}
+		}))
+		env := func(k string) string {
+			if k == "SLUICE_ADMIN_URL" {
+				return srv.URL
+			}
+			return ""
+		}
+		var out, errs bytes.Buffer
+		if code := Run([]string{"jobs", "list"}, env, &out, &errs); code != 0 {
+			t.Fatalf("jobs list: exit %d: %s", code, errs.String())
+		}
+		fields := strings.Fields(strings.Split(out.String(), "\n")[1])
+		if since, err := time.ParseDuration(fields[2]); err != nil || since < 4*time.Second || since > 6*time.Second || fields[3] != "ago" {
+			t.Errorf("clock %v off: job since %q %q, want about 5s ago:\n%s", off, fields[2], fields[3], out.String())
+		}
+		out.Reset()
+		if code := Run([]string{"status"}, env, &out, &errs); code != 0 {
+			t.Fatalf("status: exit %d: %s", code, errs.String())
+		}
+		if !strings.Contains(out.String(), "paused until") {
+			t.Errorf("clock %v off: the pause on at the sidecar is not shown:\n%s", off, out.String())
+		}
+		srv.Close()
 	}
 }

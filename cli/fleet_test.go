@@ -40,7 +40,7 @@ func TestStatusFleet(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out bytes.Buffer
-		if err := printStatus(&out, raw); err != nil {
+		if err := printStatus(&out, raw, now); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		for _, w := range want {

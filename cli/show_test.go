@@ -235,7 +235,7 @@ func TestPrintStatusScopes(t *testing.T) {
 		"concurrency_limit":4,"in_flight":3,"queue_length":7,"last_throttle":"2026-12-05T02:00:00Z",
 		"last_reason":"ProvisionedThroughputExceeded","throttles":12}]}}`
 	var b bytes.Buffer
-	if err := printStatus(&b, json.RawMessage(raw)); err != nil {
+	if err := printStatus(&b, json.RawMessage(raw), showNow); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
@@ -248,7 +248,7 @@ func TestPrintStatusScopes(t *testing.T) {
 		}
 	}
 	b.Reset()
-	if err := printStatus(&b, json.RawMessage(`{"limiter":{}}`)); err != nil || strings.Contains(b.String(), "scope") {
+	if err := printStatus(&b, json.RawMessage(`{"limiter":{}}`), showNow); err != nil || strings.Contains(b.String(), "scope") {
 		t.Errorf("scopes off: %v\n%s", err, b.String())
 	}
 }
@@ -287,7 +287,7 @@ func TestFreeTextStaysInItsCell(t *testing.T) {
 
 	raw, _ := json.Marshal(map[string]any{"jobs": []state.JobSummary{v.JobSummary}})
 	b.Reset()
-	if err := printJobList(&b, raw); err != nil {
+	if err := printJobList(&b, raw, showNow); err != nil {
 		t.Fatal(err)
 	}
 	clean("jobs list", b.String(), 2)
@@ -308,7 +308,7 @@ func TestScopeNamesFromPaths(t *testing.T) {
 	st := admin.Status{RateUnit: "requests", Scopes: &admin.ScopesStatus{Max: 8, Active: scopes}}
 	raw, _ := json.Marshal(st)
 	var b bytes.Buffer
-	if err := printStatus(&b, raw); err != nil {
+	if err := printStatus(&b, raw, showNow); err != nil {
 		t.Fatal(err)
 	}
 	tv := &topView{client: &adminClient{base: "http://127.0.0.1:9090"}}
@@ -336,7 +336,7 @@ func TestPrintStatusLargeCounts(t *testing.T) {
 	raw := `{"limiter":{},"signals":{"attempts_by_kind":{"ok":1234567,"throttled":20000000,"timeout":0}},
 		"jobs":{"running":3}}`
 	var b bytes.Buffer
-	if err := printStatus(&b, json.RawMessage(raw)); err != nil {
+	if err := printStatus(&b, json.RawMessage(raw), showNow); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := squeeze(lineOf(b.String(), "attempts")), "attempts ok=1234567 throttled=20000000"; got != want {

@@ -131,9 +131,9 @@ func (t *topView) run(ctx context.Context, once bool, stdout, stderr io.Writer) 
 		case err != nil:
 			fmt.Fprintf(stderr, "%s sluice top: %v\n", time.Now().Format("15:04:05"), err)
 		case t.terminal:
-			fmt.Fprint(stdout, clearScreen+t.screen(d, time.Now()))
+			fmt.Fprint(stdout, clearScreen+t.screen(d, sidecarNow(d.status, t.client.now())))
 		default:
-			fmt.Fprintln(stdout, t.line(d, time.Now()))
+			fmt.Fprintln(stdout, t.line(d, sidecarNow(d.status, t.client.now())))
 		}
 		if once {
 			return 0
