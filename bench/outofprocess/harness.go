@@ -119,14 +119,8 @@ func (t *tally) cpuPerWrite() time.Duration {
 	return t.cpu / time.Duration(t.writes)
 }
 
-// pct is the p-th quantile of the latencies.
-func (t *tally) pct(p float64) time.Duration {
-	if len(t.lat) == 0 {
-		return 0
-	}
-	slices.Sort(t.lat)
-	return time.Duration(t.lat[min(len(t.lat)-1, int(p*float64(len(t.lat))))])
-}
+// pct is the p-th quantile of the latencies, as quantile takes it.
+func (t *tally) pct(p float64) time.Duration { return quantile(t.lat, p) }
 
 type harnessRun struct {
 	cfg   config

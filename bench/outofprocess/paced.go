@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -145,11 +146,15 @@ func readPaced(sc *bufio.Scanner) ([]pacedBlock, error) {
 	return bs, sc.Err()
 }
 
-// quantile is the q-th quantile of xs, which it sorts; 0 if empty.
+// quantile is the q-th quantile of xs, which it sorts; 0 if empty. It is
+// the nearest rank, the smallest sample with a share q of them at or below
+// it: indexing at q·n instead takes one rank higher whenever q·n is whole,
+// the largest of 100 samples for a p99 and the upper middle for a p50.
 func quantile(xs []int64, q float64) time.Duration {
 	if len(xs) == 0 {
 		return 0
 	}
 	slices.Sort(xs)
-	return time.Duration(xs[min(len(xs)-1, int(q*float64(len(xs))))])
+	i := int(math.Ceil(q*float64(len(xs)))) - 1
+	return time.Duration(xs[max(0, min(len(xs)-1, i))])
 }

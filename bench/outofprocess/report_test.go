@@ -57,3 +57,33 @@ func TestMedianInterval(t *testing.T) {
 	spread := []time.Duration{-3000 * us, -2000 * us, -1000 * us, 0, 100 * us, 300 * us, 1000 * us, 2000 * us, 3000 * us}
 	f("spread", spread, 100*us, "undecided")
 }
+
+// A quantile is the smallest sample with at least that share of the
+// samples at or below it (nearest rank), the definition the in-process
+// bench uses: p99 of 100 samples is the 99th, not the largest, and p50 of
+// an even count is the lower middle one.
+func TestQuantileNearestRank(t *testing.T) {
+	seq := func(n int) []int64 {
+		xs := make([]int64, n)
+		for i := range xs {
+			xs[i] = int64(n - i) // unsorted: quantile sorts
+		}
+		return xs
+	}
+	for _, tc := range []struct {
+		n    int
+		q    float64
+		want time.Duration
+	}{
+		{100, 0.99, 99}, {300, 0.99, 297}, {1000, 0.99, 990}, {101, 0.99, 100}, {50, 0.99, 50},
+		{4, 0.5, 2}, {5, 0.5, 3}, {1, 0.99, 1},
+	} {
+		if got := quantile(seq(tc.n), tc.q); got != tc.want {
+			t.Errorf("quantile of 1..%d at %v = %d, want %d", tc.n, tc.q, got, tc.want)
+		}
+		tl := &tally{lat: seq(tc.n)}
+		if got := tl.pct(tc.q); got != tc.want {
+			t.Errorf("pct of 1..%d at %v = %d, want %d", tc.n, tc.q, got, tc.want)
+		}
+	}
+}
