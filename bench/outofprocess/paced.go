@@ -43,7 +43,7 @@ type pacedBlock struct {
 	Writes   int64   `json:"writes"` // answered 2xx
 	Errors   int64   `json:"errors"`
 	LatNS    []int64 `json:"lat_ns"` // each answered write's, from its scheduled send to the end of its answer
-	LagNS    []int64 `json:"lag_ns"` // each write's, from its scheduled send to when the generator sent it
+	LagNS    []int64 `json:"lag_ns"` // each write's, from its scheduled send to when the pacer released it to the writers
 	FirstErr string  `json:"first_err,omitempty"`
 }
 
@@ -102,11 +102,9 @@ func pacedBlockRun(client *http.Client, spec pacedSpec, i int, payload []byte, d
 	for range spec.Writers {
 		wg.Go(func() {
 			for at := range sends {
-				lag := time.Since(at)
 				err := write(client, ls, payload)
 				lat := time.Since(at)
 				mu.Lock()
-				b.LagNS = append(b.LagNS, int64(lag))
 				if err != nil {
 					b.Errors++
 					if b.FirstErr == "" {
@@ -126,6 +124,11 @@ func pacedBlockRun(client *http.Client, spec pacedSpec, i int, payload []byte, d
 		if w := time.Until(at); w > 0 {
 			time.Sleep(w)
 		}
+		// The lag is taken here, not when a writer takes the write: a
+		// write waiting for a writer waits on the target's answers to
+		// the writes before it, which its latency counts, and the lag
+		// is the generator's own lateness, which it does not.
+		b.LagNS = append(b.LagNS, int64(time.Since(at)))
 		sends <- at // never blocks: room for the whole block
 	}
 	close(sends)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +87,30 @@ func TestQuantileNearestRank(t *testing.T) {
 		if got := tl.pct(tc.q); got != tc.want {
 			t.Errorf("pct of 1..%d at %v = %d, want %d", tc.n, tc.q, got, tc.want)
 		}
+	}
+}
+
+// The pacer lag is the generator's own lateness: a target slower than the
+// writers can keep up with delays its writes in the queue, and that wait
+// belongs to the target's latency (open loop), not to the pacer.
+func TestPacerLagIsTheGenerators(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	// One writer at 100/s for 300 ms on a target of 20 ms a write: the
+	// 30 writes take 600 ms, the last one waiting some 290 ms for the
+	// writer.
+	spec := pacedSpec{Targets: []string{srv.URL}, Writers: 1, Size: 16, Rate: 100}
+	b := pacedBlockRun(&http.Client{}, spec, 0, make([]byte, 16), 300*time.Millisecond)
+	if b.Writes != 30 || b.Errors != 0 {
+		t.Fatalf("%d writes, %d errors (%s); want 30 and none", b.Writes, b.Errors, b.FirstErr)
+	}
+	if lat := quantile(b.LatNS, 0.99); lat < 250*time.Millisecond {
+		t.Errorf("latency p99 %v, want the queue's wait in it (≥ 250ms)", lat)
+	}
+	if lag := quantile(b.LagNS, 0.99); lag > 50*time.Millisecond {
+		t.Errorf("pacer lag p99 %v for a pacer that kept its schedule, want the pacer's own lateness (< 50ms)", lag)
 	}
 }
