@@ -312,6 +312,41 @@ func TestJobBackoffWaitEndsAtShutdown(t *testing.T) {
 	}
 }
 
+// A write whose length the loader does not say (chunked: ClickHouse
+// clients, vmctl) is buffered within SLUICE_RETRY_BODY_MAX and held like
+// one with a Content-Length, its wait for a held job's probe slot
+// included: that wait was SLUICE_QUEUE_TIMEOUT, so such a write got the
+// pushback (here after 10 s) while one with a length waited for the slot
+// (50 s on) and was stored.
+func TestHoldWaitsForTheJobWhateverTheLength(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := newOutageStore()
+		store.throttleUntil, store.retryAfter = time.Now().Add(time.Hour), "50"
+		s := newStoreServer(t, store, nil, "QUEUE_TIMEOUT=10s", "HOLD_MAX=5m", "RETRY_MAX=1", "PUSHBACK_STATUS=503")
+		for {
+			if v, err := s.jobs.Get("default"); err == nil && v.State == state.Backoff {
+				break
+			}
+			if attempts, _ := store.counts(); attempts > 20 {
+				t.Fatalf("the job is not held after %d throttled attempts", attempts)
+			}
+			writeOnce(s.ProxyHandler(), context.Background(), http.MethodPut, "w", "x")
+			time.Sleep(time.Second)
+		}
+		store.mu.Lock()
+		store.throttleUntil = time.Now() // the store takes writes again; the job's probe slot is tens of seconds on
+		store.mu.Unlock()
+		req := httptest.NewRequest(http.MethodPut, "/doc/chunked", io.MultiReader(strings.NewReader("x")))
+		req.ContentLength = -1 // sent chunked
+		req.Header.Set(headerWriteID, "chunked")
+		rec := httptest.NewRecorder()
+		s.ProxyHandler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Errorf("a held job's chunked write: %d %s, want it held until the job's probe slot and stored", rec.Code, rec.Body)
+		}
+	})
+}
+
 // tokenStore throttles a write's first attempt with a long Retry-After and
 // then takes only the current token, which the test rotates meanwhile.
 type tokenStore struct {

@@ -441,8 +441,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// most SLUICE_HOLD_MAX too, which bounds all the time sluice keeps it
 	// (see retryPolicy); past it, the loader gets hold_expired as for a
 	// hold that ran out in the limiter's queue.
+	// A body of unknown length (chunked) is buffered within the same
+	// bound, and held when it fits (see prepareBody): it waits as one of
+	// known length does.
 	maxWait := p.queueTimeout
-	holdable := p.hold > 0 && p.retryMax > 0 && p.repeatable(r.Method, r.URL.Path) && r.ContentLength >= 0 && r.ContentLength <= p.retryBodyMax
+	fits := r.ContentLength <= p.retryBodyMax && (r.ContentLength >= 0 || p.retryBodyMax > 0)
+	holdable := p.hold > 0 && p.retryMax > 0 && p.repeatable(r.Method, r.URL.Path) && fits
 	if holdable {
 		maxWait = p.hold
 	}
