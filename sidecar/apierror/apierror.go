@@ -25,6 +25,11 @@ type Body struct {
 	Details map[string]any `json:"details,omitempty"`
 }
 
+// Writer writes an error answer: Write, or one that speaks a store's
+// dialect (a proxy's pushback, which the loader's SDK must read as the
+// store's throttling).
+type Writer func(w http.ResponseWriter, status int, code, msg string, details map[string]any)
+
 // Write answers with status and a JSON error body.
 func Write(w http.ResponseWriter, status int, code, msg string, details map[string]any) {
 	h := w.Header()
@@ -59,6 +64,11 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // many jobs, a job held in backoff) carries pushback, sluice's pushback
 // status (429 or 503, whichever the loader retries), with a Retry-After.
 func WriteJob(w http.ResponseWriter, job string, err error, pushback int) int {
+	return WriteJobWith(w, job, err, pushback, Write)
+}
+
+// WriteJobWith is WriteJob with the answer written by write.
+func WriteJobWith(w http.ResponseWriter, job string, err error, pushback int, write Writer) int {
 	status, code := ForJob(err)
 	if status == http.StatusTooManyRequests && pushback != 0 {
 		status = pushback
@@ -72,7 +82,7 @@ func WriteJob(w http.ResponseWriter, job string, err error, pushback int) int {
 	if code == "too_many_jobs" || code == "job_backoff" {
 		SetRetryAfter(w.Header(), 30*time.Second)
 	}
-	Write(w, status, code, err.Error(), details)
+	write(w, status, code, err.Error(), details)
 	return status
 }
 

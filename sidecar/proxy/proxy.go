@@ -124,8 +124,9 @@ type Proxy struct {
 	retryPost    bool
 	retryBodyMax int64
 	defaultJob   string
-	hold         time.Duration // SLUICE_HOLD_MAX; 0: off
-	pushStatus   int           // SLUICE_PUSHBACK_STATUS
+	hold         time.Duration   // SLUICE_HOLD_MAX; 0: off
+	pushStatus   int             // SLUICE_PUSHBACK_STATUS
+	writeErr     apierror.Writer // sluice's own error answers, its pushback in the store's words (pushback.go)
 
 	lim         *limiter.Controller
 	scopes      *limiter.Scopes     // per-scope limiters; nil: scopes off (see scopes.go)
@@ -245,6 +246,7 @@ func New(cfg Config, d Deps) (*Proxy, error) {
 		defaultJob:   cfg.DefaultJob,
 		hold:         cfg.HoldMax,
 		pushStatus:   cfg.PushbackStatus,
+		writeErr:     errorWriter(cfg.Profile),
 		lim:          d.Limiter,
 		scopes:       d.Scopes,
 		scopeRules:   cfg.ScopeRules,
@@ -483,7 +485,7 @@ func (p *Proxy) refuseAdmission(w http.ResponseWriter, r *http.Request, ex *exch
 		ex.holdUntil = ex.arrived.Add(p.hold)
 		p.answerError(w, withEx(), p.pushback(ex, reasonHoldExpired, 0))
 	default:
-		ex.status = apierror.WriteJob(w, ex.job, err, p.pushStatus)
+		ex.status = apierror.WriteJobWith(w, ex.job, err, p.pushStatus, p.writeErr)
 	}
 }
 
@@ -1045,7 +1047,7 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 		// loader that retries 429 only would drop a 503).
 		ex.status = p.pushStatus
 		apierror.SetRetryAfter(w.Header(), shutdownRetryAfter)
-		apierror.Write(w, ex.status, "shutting_down", "sluice is shutting down; retry after the Retry-After delay", details)
+		p.writeErr(w, ex.status, "shutting_down", "sluice is shutting down; retry after the Retry-After delay", details)
 	case errors.As(err, &pb):
 		// Backpressure: the loader should slow down and retry after the
 		// wait. Its status is the operator's (SLUICE_PUSHBACK_STATUS):
@@ -1064,7 +1066,7 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 			details["hold"] = p.hold.String()
 			msg = "sluice held the write for SLUICE_HOLD_MAX and the store did not take it; retry after the Retry-After delay"
 		}
-		apierror.Write(w, ex.status, "backpressure", msg, details)
+		p.writeErr(w, ex.status, "backpressure", msg, details)
 	case errors.As(err, &body) && errors.Is(err, os.ErrDeadlineExceeded):
 		// The loader did not deliver its body in time (slowloris). Its
 		// read deadline also cancels its request's context (net/http),
@@ -1082,7 +1084,7 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 		apierror.Write(w, ex.status, "request_body", body.Error(), details)
 	case r.Context().Err() != nil && ex.loader.Err() == nil && ex.last.Kind != classify.Timeout:
 		// The loader is still there: its job was cancelled under it.
-		ex.status = apierror.WriteJob(w, ex.job, context.Cause(r.Context()), p.pushStatus)
+		ex.status = apierror.WriteJobWith(w, ex.job, context.Cause(r.Context()), p.pushStatus, p.writeErr)
 	case ex.loader.Err() != nil:
 		// The loader went away, or net/http says so: any read error on
 		// its connection cancels its context, a half-close (EOF) too,
