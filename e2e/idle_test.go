@@ -20,7 +20,7 @@ const quietFor = 15 * time.Second
 // loader feeding vmagent goes quiet for quietFor, then resumes. The
 // default job goes idle, not stalled, is never cancelled, and runs again
 // on the next write: vmagent never gets a 409 (a cancelled job's answer,
-// which vmagent would retry for ever), drops nothing, and every sample of
+// on which vmagent drops the block), drops nothing, and every sample of
 // both parts is stored exactly once.
 func TestDefaultJobGoesIdle(t *testing.T) {
 	requireTestbed(t, false, true)
