@@ -391,6 +391,7 @@ type exchange struct {
 	items     int                 // writes in a buffered batch body (classify.Profile.RequestItems), -1 unknown
 	body      requestBody         // what each attempt sends (prepareBody)
 	streamed  *countingReader     // the body as it streams, when it is not buffered
+	trailer   *http.Header        // the loader's request's trailers, which net/http fills in when its body ends
 	status    int                 // what the loader was answered
 	loader    context.Context     // the loader's own request context
 	w         http.ResponseWriter // the loader's; see setReadDeadline
@@ -425,7 +426,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if job == "" {
 		job = p.defaultJob
 	}
-	ex := &exchange{job: job, method: r.Method, path: r.URL.Path, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), w: w, arrived: time.Now()}
+	ex := &exchange{job: job, method: r.Method, path: r.URL.Path, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), w: w, arrived: time.Now(), trailer: &r.Trailer}
 	defer func() { p.m.request(ex.status) }()
 	if !state.ValidJobID(job) {
 		ex.status = http.StatusBadRequest
@@ -719,6 +720,12 @@ func (p *Proxy) roundTrip(out *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	defer p.bodyDone(ex)
+	if ex.trailer != nil {
+		// The outbound request's trailers are a copy made before the
+		// body was read, without their values (ReverseProxy clones the
+		// request): the loader's own go with the body.
+		ex.body.trailer = *ex.trailer
+	}
 	ex.cost = p.cost(out, ex)
 	if p.scopes != nil {
 		// The loader's path: a path in SLUICE_UPSTREAM_URL (a gateway's
@@ -770,6 +777,11 @@ type requestBody struct {
 	// pooled is buf's memory when it came from the pool (see bodyBuf),
 	// held by the exchange until it ends; nil otherwise.
 	pooled *bodyBuf
+	// trailer is the loader's trailers (a checksum after a chunked
+	// body), nil without: complete once a buffered body was read; for a
+	// stream, the map net/http fills in when the loader's body ends,
+	// which the transport reads once it has sent that end.
+	trailer http.Header
 }
 
 // set puts b on req, one attempt's copy of the outbound request.
@@ -777,6 +789,7 @@ func (b *requestBody) set(req *http.Request) {
 	// The length is known (buffered) or the loader's (streamed): never
 	// the loader's framing.
 	req.TransferEncoding = nil
+	req.Trailer = b.trailer
 	switch {
 	case b.stream != nil:
 		// No GetBody: it could only hand back the same stream, already
@@ -796,6 +809,11 @@ func (b *requestBody) set(req *http.Request) {
 			panic("BUG: an attempt of a write whose exchange has ended")
 		}
 		req.Body, req.GetBody, req.ContentLength = r, b.replay, int64(len(b.buf))
+		if len(b.trailer) > 0 {
+			// Only a chunked body carries trailers over HTTP/1.1: with
+			// a Content-Length, net/http would drop them.
+			req.TransferEncoding = []string{"chunked"}
+		}
 	default:
 		req.Body, req.GetBody, req.ContentLength = nil, nil, 0
 	}
