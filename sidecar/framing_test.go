@@ -1,11 +1,14 @@
 package sidecar
 
 import (
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // A loader's request trailers (a checksum sent after a chunked body)
@@ -53,6 +56,39 @@ func TestRequestTrailersForwarded(t *testing.T) {
 		}
 		if trailer != "sum-of-the-body" {
 			t.Errorf("%d-byte body: the store read the trailer X-Checksum as %q, want the loader's %q", size, trailer, "sum-of-the-body")
+		}
+	}
+}
+
+// An HTTP/1.0 loader gets no interim (1xx) answer: it cannot tell one
+// from the final answer (RFC 9110 §15.2 forbids sending it one), and would
+// take a store's 103 Early Hints, or an unasked 100 Continue, for the
+// answer to its write, which the store then takes.
+func TestNoInterimAnswerToHTTP10Loader(t *testing.T) {
+	for _, code := range []int{http.StatusEarlyHints, http.StatusContinue} {
+		store := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(code)
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.WriteHeader(http.StatusCreated)
+		})
+		_, addr := realFront(t, store)
+		for _, body := range []string{"", "a small write"} {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(c, "PUT /put HTTP/1.0\r\nHost: s\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			// HTTP/1.0: the answer ends with the connection.
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			answer, err := io.ReadAll(c)
+			c.Close()
+			if err != nil {
+				t.Fatalf("store's %d, body %q: %v", code, body, err)
+			}
+			if line, _, _ := strings.Cut(string(answer), "\r\n"); line != "HTTP/1.0 201 Created" {
+				t.Errorf("store's %d, body %q: an HTTP/1.0 loader read %q as its answer, want the store's final 201 (whole answer %q)", code, body, line, answer)
+			}
 		}
 	}
 }

@@ -426,6 +426,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if job == "" {
 		job = p.defaultJob
 	}
+	if !r.ProtoAtLeast(1, 1) {
+		w = finalOnly{w}
+	}
 	ex := &exchange{job: job, method: r.Method, path: r.URL.Path, bodyBytes: r.ContentLength, items: -1, loader: r.Context(), w: w, arrived: time.Now(), trailer: &r.Trailer}
 	defer func() { p.m.request(ex.status) }()
 	if !state.ValidJobID(job) {
@@ -466,6 +469,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// it (see exchangeFrom).
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
 }
+
+// finalOnly is the ResponseWriter of an HTTP/1.0 loader, which must not
+// be sent an interim (1xx) answer (RFC 9110 §15.2): it would take the
+// store's 103 Early Hints, or an unasked 100 Continue, that the
+// ReverseProxy relays for its answer, and the store's real answer for
+// garbage after it. Its final answer goes as usual.
+type finalOnly struct{ http.ResponseWriter }
+
+func (w finalOnly) WriteHeader(code int) {
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap is for http.ResponseController: deadlines and flushes.
+func (w finalOnly) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // refuseAdmission answers a write its job did not admit (err).
 func (p *Proxy) refuseAdmission(w http.ResponseWriter, r *http.Request, ex *exchange, holdable bool, err error) {
