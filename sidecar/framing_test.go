@@ -1,14 +1,20 @@
 package sidecar
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/state"
 )
 
 // A loader's request trailers (a checksum sent after a chunked body)
@@ -89,6 +95,147 @@ func TestNoInterimAnswerToHTTP10Loader(t *testing.T) {
 			if line, _, _ := strings.Cut(string(answer), "\r\n"); line != "HTTP/1.0 201 Created" {
 				t.Errorf("store's %d, body %q: an HTTP/1.0 loader read %q as its answer, want the store's final 201 (whole answer %q)", code, body, line, answer)
 			}
+		}
+	}
+}
+
+// A store that answers 200 to a streamed write after the first bytes of
+// its body has not taken the write whole if the rest of the body then
+// never reaches it: the loader must not be told the write succeeded (it
+// gets 502, or sluice's pushback when net/http reports the broken
+// connection rather than the answer). A store that answers early and goes
+// on to read the whole body has taken it, and its 200 goes to the loader.
+func TestEarlyAnswerToStreamedBody(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		chunked bool
+		hangUp  bool // the store closes its connection after its early 200
+	}{
+		{"hangs up, length", false, true},
+		{"hangs up, chunked", true, true},
+		{"reads on, length", false, false},
+		{"reads on, chunked", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const (
+				size  = 256 << 10 // streamed: over SLUICE_RETRY_BODY_MAX
+				first = 2000      // sent before the store answers: over SLUICE_RETRY_BODY_MAX too, so that a chunked body streams from there
+			)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			answered := make(chan struct{})
+			storeDone := make(chan int64, 1) // body bytes the store read
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					storeDone <- -1
+					return
+				}
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					storeDone <- -1
+					return
+				}
+				// What the loader sent before it waits for this answer:
+				// read all of it, so that the hang-up is a clean close,
+				// not a reset that could overtake the answer.
+				n, _ := io.CopyN(io.Discard, req.Body, first)
+				if tc.hangUp {
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+					c.Close()
+					close(answered)
+					storeDone <- n
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				close(answered)
+				m, _ := io.Copy(io.Discard, req.Body)
+				storeDone <- n + m
+			}()
+			s, err := NewServer(testConfig(t, "UPSTREAM_URL=http://"+ln.Addr().String(), "RETRY_BODY_MAX=1KiB", "BUFFER_BUDGET=1MiB"), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(s.StartLoops())
+			front := httptest.NewServer(s.ProxyHandler())
+			defer front.Close()
+
+			c, err := net.Dial("tcp", strings.TrimPrefix(front.URL, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			part := func(b string) string {
+				if tc.chunked {
+					return fmt.Sprintf("%x\r\n%s\r\n", len(b), b)
+				}
+				return b
+			}
+			head := fmt.Sprintf("PUT /put HTTP/1.1\r\nHost: s\r\nContent-Length: %d\r\n\r\n", size)
+			if tc.chunked {
+				head = "PUT /put HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: chunked\r\n\r\n"
+			}
+			if _, err := io.WriteString(c, head+part(strings.Repeat("a", first))); err != nil {
+				t.Fatal(err)
+			}
+			<-answered
+			// The rest of the body, once the store has answered.
+			rest := part(strings.Repeat("b", size-first))
+			if tc.chunked {
+				rest += "0\r\n\r\n"
+			}
+			_, _ = io.WriteString(c, rest)
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil {
+				t.Fatalf("the loader got no answer: %v", err)
+			}
+			read := <-storeDone
+			got := strings.TrimSpace(line)
+			switch {
+			case strings.HasPrefix(got, "HTTP/1.1 2") && read != size:
+				t.Errorf("the loader got %q, and the store read only %d of the %d-byte body", got, read, size)
+			case !tc.hangUp && got != "HTTP/1.1 200 OK":
+				t.Errorf("the store read the whole body after its early 200: the loader got %q, want the store's 200", got)
+			}
+		})
+	}
+}
+
+// The same as net/http does it, in memory: the store's 200 comes at the
+// first bytes of a streamed body, and the transport then gives the rest
+// of the body up (the store hung up) or sends it to its end.
+func TestEarlyAnswerToStreamedBodyInMemory(t *testing.T) {
+	for _, hangUp := range []bool{true, false} {
+		var stored atomic.Int64 // body bytes the store read
+		rt := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			n, _ := io.CopyN(io.Discard, req.Body, 100)
+			if !hangUp {
+				m, _ := io.Copy(io.Discard, req.Body)
+				n += m
+			}
+			stored.Store(n)
+			req.Body.Close()
+			return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, ContentLength: 2, Body: io.NopCloser(strings.NewReader("ok")), Request: req}, nil
+		})
+		s, err := NewServer(testConfig(t, "RETRY_BODY_MAX=1KiB", "BUFFER_BUDGET=1MiB"), Options{Logger: slog.New(slog.DiscardHandler), Store: &state.MemStore{}, Transport: rt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := s.StartLoops()
+		body := strings.Repeat("x", 64<<10) // streamed: over SLUICE_RETRY_BODY_MAX
+		rec := send(s.ProxyHandler(), t.Context(), http.MethodPut, "/put", body)
+		stop()
+		switch {
+		case rec.Code < 300 && stored.Load() != int64(len(body)):
+			t.Errorf("hang-up %v: the loader got %d, and the store read %d of the %d-byte body", hangUp, rec.Code, stored.Load(), len(body))
+		case !hangUp && rec.Code != http.StatusOK:
+			t.Errorf("the store read the whole body after its early 200: the loader got %d %s, want the store's 200", rec.Code, rec.Body)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -1450,6 +1451,13 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 			return nil, err
 		}
 	}
+	var sent *sentBody
+	if ex.streamed != nil && req.Body != nil {
+		// What the transport sends of the stream (auth may have put it
+		// in memory, or unwrapped it): see sentBody.whole.
+		sent = &sentBody{rc: req.Body, ended: make(chan struct{})}
+		req.Body = sent
+	}
 	ctx, cancel := context.WithCancelCause(req.Context())
 	var clock *time.Timer // the attempt's deadline; see attemptBody.readPart
 	if !ex.pipelined {
@@ -1480,6 +1488,13 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 		// which never closes the body, and the attempt would never end.
 		resp.Body.Close()
 		err = errSwitchedProtocols
+	}
+	if err == nil && sent != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		// Not a success until the body has reached the store whole: a
+		// streamed body is sent this once.
+		if err = sent.whole(ctx); err != nil {
+			resp.Body.Close()
+		}
 	}
 	if err != nil {
 		endAttempt(clock, cancel)
@@ -1721,6 +1736,55 @@ func isWrite(method string) bool {
 	}
 	return true
 }
+
+// sentBody is a streamed body as the transport sends it, which tells
+// whether the transport read it to its end. A store may answer a write
+// before it has read all of its body, and net/http hands such an answer
+// over at once while it goes on sending the body (or gives it up, if the
+// store hangs up or said it would not read it): a success answered so is
+// the store's only if the rest of the body reached it. (The end read is
+// the end handed to the connection's buffer: a store that hangs up before
+// its last few KiB leave it is not told apart.)
+type sentBody struct {
+	rc    io.ReadCloser
+	eof   atomic.Bool
+	ended chan struct{} // closed at the body's end, or when the transport gives it up (Close)
+	once  sync.Once
+}
+
+func (b *sentBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof.Store(true)
+		b.end()
+	}
+	return n, err
+}
+
+func (b *sentBody) Close() error {
+	b.end()
+	return b.rc.Close()
+}
+
+func (b *sentBody) end() { b.once.Do(func() { close(b.ended) }) }
+
+// whole waits, within ctx, until the transport is done with the body, and
+// returns errAnsweredEarly if it did not send it to its end.
+func (b *sentBody) whole(ctx context.Context) error {
+	select {
+	case <-b.ended:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	if !b.eof.Load() {
+		return errAnsweredEarly
+	}
+	return nil
+}
+
+// errAnsweredEarly is a success the store answered before it had the
+// whole of a streamed body, the rest of which then did not reach it.
+var errAnsweredEarly = errors.New("sluice: the store answered success before it had the whole body, and the rest of the body did not reach it")
 
 type prefixedBody struct {
 	r io.Reader
