@@ -270,6 +270,22 @@ func TestHoldEndsAtShutdown(t *testing.T) {
 	}
 }
 
+// holdInBackoff writes, a second apart, until the store's throttles have
+// put the default job in backoff.
+func holdInBackoff(t *testing.T, s *Server, store *outageStore) {
+	t.Helper()
+	for {
+		if v, err := s.jobs.Get("default"); err == nil && v.State == state.Backoff {
+			return
+		}
+		if attempts, _ := store.counts(); attempts > 20 {
+			t.Fatalf("the job is not held after %d throttled attempts", attempts)
+		}
+		writeOnce(s.ProxyHandler(), context.Background(), http.MethodPut, "w", "x")
+		time.Sleep(time.Second)
+	}
+}
+
 // Shutdown ends a wait for a held job too: a write waiting for the probe
 // slot of its job, held in backoff by the store's Retry-After, when
 // sluice begins to shut down is answered at once with the pushback
@@ -284,16 +300,7 @@ func TestJobBackoffWaitEndsAtShutdown(t *testing.T) {
 				store := newOutageStore()
 				store.throttleUntil, store.retryAfter = time.Now().Add(time.Hour), "50"
 				s := newStoreServer(t, store, nil, wait, "RETRY_MAX=1", "PUSHBACK_STATUS=503")
-				for {
-					if v, err := s.jobs.Get("default"); err == nil && v.State == state.Backoff {
-						break
-					}
-					if attempts, _ := store.counts(); attempts > 20 {
-						t.Fatalf("the job is not held after %d throttled attempts", attempts)
-					}
-					writeOnce(s.ProxyHandler(), context.Background(), http.MethodPut, "w", "x")
-					time.Sleep(time.Second)
-				}
+				holdInBackoff(t, s, store)
 				before, _ := store.counts()
 				done := make(chan answer, 1)
 				go func() { done <- writeOnce(s.ProxyHandler(), context.Background(), http.MethodPut, "held", "x") }()
@@ -323,16 +330,7 @@ func TestHoldWaitsForTheJobWhateverTheLength(t *testing.T) {
 		store := newOutageStore()
 		store.throttleUntil, store.retryAfter = time.Now().Add(time.Hour), "50"
 		s := newStoreServer(t, store, nil, "QUEUE_TIMEOUT=10s", "HOLD_MAX=5m", "RETRY_MAX=1", "PUSHBACK_STATUS=503")
-		for {
-			if v, err := s.jobs.Get("default"); err == nil && v.State == state.Backoff {
-				break
-			}
-			if attempts, _ := store.counts(); attempts > 20 {
-				t.Fatalf("the job is not held after %d throttled attempts", attempts)
-			}
-			writeOnce(s.ProxyHandler(), context.Background(), http.MethodPut, "w", "x")
-			time.Sleep(time.Second)
-		}
+		holdInBackoff(t, s, store)
 		store.mu.Lock()
 		store.throttleUntil = time.Now() // the store takes writes again; the job's probe slot is tens of seconds on
 		store.mu.Unlock()
