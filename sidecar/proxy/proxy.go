@@ -449,11 +449,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// (see retryPolicy); past it, the loader gets hold_expired as for a
 	// hold that ran out in the limiter's queue.
 	// A body of unknown length (chunked) is buffered within the same
-	// bound, and held when it fits (see prepareBody): it waits as one of
-	// known length does.
+	// bound, and held when it fits: it waits as one of known length does.
 	maxWait := p.queueTimeout
-	fits := r.ContentLength <= p.retryBodyMax && (r.ContentLength >= 0 || p.retryBodyMax > 0)
-	holdable := p.hold > 0 && p.retryMax > 0 && p.repeatable(r.Method, r.URL.Path) && fits
+	holdable := p.hold > 0 && p.retryMax > 0 && p.repeatable(r.Method, r.URL.Path) && p.bufferable(r.ContentLength)
 	if holdable {
 		maxWait = p.hold
 	}
@@ -1167,6 +1165,14 @@ func (p *Proxy) repeatable(method, path string) bool {
 	return false
 }
 
+// bufferable reports whether prepareBody may hold a body of length n
+// (-1: unknown) in memory, the budget permitting: a known length within
+// SLUICE_RETRY_BODY_MAX, or an unknown one while buffering is on (it is
+// read up to that bound).
+func (p *Proxy) bufferable(n int64) bool {
+	return n <= p.retryBodyMax && (n >= 0 || p.retryBodyMax > 0)
+}
+
 // prepareBody reads the body into memory when it fits in
 // SLUICE_RETRY_BODY_MAX and the global buffer budget, and sets ex.body, the
 // body to send: in memory, or the loader's stream, sent once. A buffered
@@ -1188,7 +1194,7 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 	n := out.ContentLength
 	var reserved int64
 	var pooled bool
-	if n > 0 && n <= p.retryBodyMax {
+	if n > 0 && p.bufferable(n) {
 		reserved, pooled = p.reserveBuffer(n)
 	}
 	switch {
@@ -1214,7 +1220,7 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 		ex.items = p.profile.RequestItems(itemsRequest(out), body.buf)
 		ex.body = body
 		return nil
-	case n < 0 && p.budget.reserve(p.retryBodyMax):
+	case n < 0 && p.bufferable(n) && p.budget.reserve(p.retryBodyMax):
 		// Unknown length: read up to the limit; a longer body streams on.
 		p.setReadDeadline(ex, time.Now().Add(p.timeout))
 		buf, more, err := readUpTo(out.Body, p.retryBodyMax)
