@@ -32,12 +32,17 @@ type Writer func(w http.ResponseWriter, status int, code, msg string, details ma
 
 // Write answers with status and a JSON error body.
 func Write(w http.ResponseWriter, status int, code, msg string, details map[string]any) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
+	SetHeader(w.Header(), "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(Body{Error: code, Message: msg, Details: details})
+}
+
+// SetHeader sets the headers of an error answer whose body is of
+// contentType: never sniffed, never cached.
+func SetHeader(h http.Header, contentType string) {
+	h.Set("Content-Type", contentType)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
 }
 
 // SetRetryAfter sets a Retry-After header of whole seconds, at least 1.

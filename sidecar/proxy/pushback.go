@@ -32,15 +32,31 @@ func isPushback(code string) bool {
 	return false
 }
 
-// errorWriter is how a proxy for profile answers its own errors.
+// errorWriter is how a proxy for profile answers its own errors: in the
+// store's words for a pushback under S3 and DynamoDB, apierror.Write
+// otherwise.
 func errorWriter(profile classify.Profile) apierror.Writer {
+	var dialect apierror.Writer
 	switch profile {
 	case classify.S3:
-		return s3Pushback
+		dialect = s3Pushback
 	case classify.DynamoDB:
-		return dynamoPushback
+		dialect = dynamoPushback
+	default:
+		return apierror.Write
 	}
-	return apierror.Write
+	return func(w http.ResponseWriter, status int, code, msg string, details map[string]any) {
+		if !isPushback(code) {
+			apierror.Write(w, status, code, msg, details)
+			return
+		}
+		// x-amz-retry-after: the Retry-After already set, in milliseconds.
+		h := w.Header()
+		if secs, err := strconv.ParseInt(h.Get("Retry-After"), 10, 64); err == nil && secs > 0 {
+			h.Set("X-Amz-Retry-After", strconv.FormatInt(secs*1000, 10))
+		}
+		dialect(w, status, code, msg, details)
+	}
 }
 
 // s3Error is S3's error document, with sluice's code and reason added.
@@ -54,13 +70,9 @@ type s3Error struct {
 }
 
 func s3Pushback(w http.ResponseWriter, status int, code, msg string, details map[string]any) {
-	if !isPushback(code) {
-		apierror.Write(w, status, code, msg, details)
-		return
-	}
 	reason, _ := details["reason"].(string)
 	job, _ := details["job"].(string)
-	pushbackHeader(w, "application/xml")
+	apierror.SetHeader(w.Header(), "application/xml")
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, xml.Header)
 	_ = xml.NewEncoder(w).Encode(s3Error{Code: "SlowDown", Message: msg, SluiceError: code, SluiceReason: reason, SluiceJob: job})
@@ -76,24 +88,7 @@ type dynamoError struct {
 }
 
 func dynamoPushback(w http.ResponseWriter, status int, code, msg string, details map[string]any) {
-	if !isPushback(code) {
-		apierror.Write(w, status, code, msg, details)
-		return
-	}
-	pushbackHeader(w, "application/x-amz-json-1.0")
+	apierror.SetHeader(w.Header(), "application/x-amz-json-1.0")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(dynamoError{Type: "com.amazonaws.dynamodb.v20120810#ThrottlingException", Message: msg, Error: code, Details: details})
-}
-
-// pushbackHeader sets the headers of a pushback in a store's dialect: its
-// content type, and x-amz-retry-after, the Retry-After already set, in
-// milliseconds.
-func pushbackHeader(w http.ResponseWriter, contentType string) {
-	h := w.Header()
-	h.Set("Content-Type", contentType)
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
-	if secs, err := strconv.ParseInt(h.Get("Retry-After"), 10, 64); err == nil && secs > 0 {
-		h.Set("X-Amz-Retry-After", strconv.FormatInt(secs*1000, 10))
-	}
 }
