@@ -272,6 +272,13 @@ func LoadConfig(environ []string) (cfg Config, warnings []string, err error) {
 	for _, e := range cfg.Auth.Validate() {
 		checks = append(checks, e.Error())
 	}
+	if cfg.PreserveHost && cfg.Auth.Source == auth.SourceAWSSigV4 {
+		// sluice would sign for the loader's Host (its own address, as the
+		// loader reached it) and send that Host to AWS, which routes and
+		// checks signatures by it: every write would be refused.
+		// PRESERVE_HOST is for loaders that sign their own requests.
+		checks = append(checks, EnvPrefix+"PRESERVE_HOST: true with SLUICE_UPSTREAM_AUTH=aws-sigv4 would sign and send the loader's Host instead of the store's: unset one of them")
+	}
 	problems = onePerVariable(problems, checks, failed)
 	if len(problems) > 0 {
 		// A variable refused is not also "ignored": one line for it.

@@ -95,6 +95,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	f("both url and command", []string{up, "SLUICE_CANCEL_URL=http://x/${JOB}", "SLUICE_CANCEL_COMMAND=true"}, "SLUICE_CANCEL_URL")
 	f("bad command", []string{up, "SLUICE_CLEANUP_COMMAND=[1,2]"}, "SLUICE_CLEANUP_COMMAND")
 	f("retry body over budget", []string{up, "SLUICE_RETRY_BODY_MAX=1GiB", "SLUICE_BUFFER_BUDGET=1MiB"}, "SLUICE_RETRY_BODY_MAX")
+	f("host preserved and signed by sluice", []string{up, "SLUICE_PRESERVE_HOST=true", "SLUICE_UPSTREAM_AUTH=aws-sigv4", "SLUICE_AWS_SERVICE=es"}, "SLUICE_PRESERVE_HOST")
 	f("no budget, bodies to buffer", []string{up, "SLUICE_BUFFER_BUDGET=0"}, "SLUICE_BUFFER_BUDGET")
 	f("several at once", []string{"SLUICE_UPSTREAM_TIMEOUT=x", "SLUICE_MAX_CONCURRENCY=0"},
 		"SLUICE_UPSTREAM_URL", "SLUICE_UPSTREAM_TIMEOUT", "SLUICE_MAX_CONCURRENCY")
