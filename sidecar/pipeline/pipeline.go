@@ -122,6 +122,7 @@ type pipeCall struct {
 	result  chan result // capacity 1: exactly one result is sent
 	state   atomic.Int32
 	stop    func() bool // stops the watch on the caller's context
+	dropped atomic.Bool // its body was closed unsent
 
 	// Guarded by pl.mu.
 	pc        *pipeConn
@@ -143,6 +144,16 @@ const (
 	callAnswered  // its result is sent
 	callAbandoned // its caller left; the reader drops its answer
 )
+
+// drop closes c's body, once c will never be written. A RoundTripper
+// closes the body on every path, as req.Write does once it is sent: the
+// proxy's buffered body goes back to its pool on Close, and otherwise a
+// write that ended unsent left it to the garbage collector.
+func (c *pipeCall) drop() {
+	if c.req.Body != nil && c.dropped.CompareAndSwap(false, true) {
+		c.req.Body.Close()
+	}
+}
 
 // deliver sends r to the caller, unless it left; it reports whether it did.
 func (c *pipeCall) deliver(r result) bool {
@@ -216,6 +227,7 @@ func (pl *Pipeline) RoundTrip(ctx, loader context.Context, req *http.Request, pe
 	}
 	stopCtx := context.AfterFunc(ctx, func() {
 		if pl.withdraw(c) {
+			c.drop()
 			abandon(ctx.Err())
 		}
 	})
@@ -226,6 +238,7 @@ func (pl *Pipeline) RoundTrip(ctx, loader context.Context, req *http.Request, pe
 	}
 	if err := pl.add(ctx, c); err != nil {
 		c.stop()
+		c.drop() // on no connection
 		return nil, time.Time{}, err
 	}
 	r := <-c.result
@@ -451,6 +464,7 @@ func (pl *Pipeline) expire(c *pipeCall) {
 			case closing && b != c:
 				err = &BrokenError{errPipeClosed}
 			case !b.sent:
+				b.drop()
 				err = &BrokenError{context.DeadlineExceeded}
 			case b == c:
 				err = context.DeadlineExceeded
@@ -511,6 +525,9 @@ func (pc *pipeConn) closeAndFail(calls []*pipeCall, cause error, culprit *pipeCa
 	pc.nc.Close()
 	for i, c := range calls {
 		err := cause
+		if !c.sent {
+			c.drop()
+		}
 		if !c.sent || (c != culprit && (culprit != nil || i > 0)) {
 			err = &BrokenError{cause}
 		}

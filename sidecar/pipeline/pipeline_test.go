@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -167,6 +168,23 @@ func pipedPipelineOver(t *testing.T, slots int, tr *http.Transport) (*Pipeline, 
 	return pl, lim, conns
 }
 
+// countedBody is a request body that counts its closes: a RoundTripper
+// closes the body once on every path, sent or not.
+type countedBody struct {
+	io.Reader
+	closes atomic.Int32
+}
+
+func (b *countedBody) Close() error { b.closes.Add(1); return nil }
+
+// closeCounted is pipedRequest with a countedBody.
+func closeCounted(body string) (*http.Request, *countedBody) {
+	b := &countedBody{Reader: strings.NewReader(body)}
+	r, _ := http.NewRequest(http.MethodPost, "http://store.test/write", b)
+	r.ContentLength = int64(len(body))
+	return r, b
+}
+
 func pipedRequest(body string) *http.Request {
 	r, _ := http.NewRequest(http.MethodPost, "http://store.test/write", strings.NewReader(body))
 	return r
@@ -245,8 +263,9 @@ func TestPipelineAnswerBeforeTheWriteAnswersNothing(t *testing.T) {
 			b, _ := lim.AcquirePipelined(ctx, 1)
 			var err error
 			done := make(chan struct{})
+			req, body := closeCounted("b")
 			go func() {
-				_, _, err = pl.RoundTrip(ctx, ctx, pipedRequest("b"), permit{b}, time.Minute)
+				_, _, err = pl.RoundTrip(ctx, ctx, req, permit{b}, time.Minute)
 				close(done)
 			}()
 			synctest.Wait()
@@ -256,6 +275,9 @@ func TestPipelineAnswerBeforeTheWriteAnswersNothing(t *testing.T) {
 			<-done
 			if err == nil {
 				t.Error("b, never written, was answered")
+			}
+			if n := body.closes.Load(); n != 1 {
+				t.Errorf("b's body closed %d times, want once", n)
 			}
 			b.Done(limiter.Sample{Outcome: limiter.Neutral})
 			io.WriteString(sc, "Content-Length: 0\r\n\r\n")
@@ -286,8 +308,9 @@ func TestPipelineUnwrittenWriteIsBroken(t *testing.T) {
 				b, _ := lim.AcquirePipelined(ctx, 1)
 				var err error
 				done := make(chan struct{})
+				req, body := closeCounted("b")
 				go func() {
-					_, _, err = pl.RoundTrip(ctx, ctx, pipedRequest("b"), permit{b}, time.Second)
+					_, _, err = pl.RoundTrip(ctx, ctx, req, permit{b}, time.Second)
 					close(done)
 				}()
 				synctest.Wait() // b is at the front of the connection, not written
@@ -296,6 +319,9 @@ func TestPipelineUnwrittenWriteIsBroken(t *testing.T) {
 				var broken *BrokenError
 				if !errors.As(err, &broken) {
 					t.Errorf("b, never written: %v, want a BrokenError", err)
+				}
+				if n := body.closes.Load(); n != 1 {
+					t.Errorf("b's body closed %d times, want once", n)
 				}
 				b.Done(limiter.Sample{Outcome: limiter.Neutral})
 				sc.Close()
