@@ -17,6 +17,7 @@ type metrics struct {
 	rejected             *prometheus.CounterVec
 	attempts             *prometheus.CounterVec
 	throttles            *prometheus.CounterVec
+	refusedShare         *prometheus.CounterVec
 	retries              *prometheus.CounterVec
 	retryBudgetExhausted prometheus.Counter
 	attemptDuration      prometheus.Histogram
@@ -32,8 +33,9 @@ type metrics struct {
 
 	// The series every write counts, resolved once: WithLabelValues
 	// hashes its values and looks them up under a lock on each call.
-	byKind [classify.Unreachable + 1]prometheus.Counter // attempts, by kind
-	byCode [600]atomic.Pointer[prometheus.Counter]      // requests, by status, resolved at first use
+	byKind    [classify.Unreachable + 1]prometheus.Counter // attempts, by kind
+	refusedBy [classify.Unreachable + 1]prometheus.Counter // refused share, by kind: nil but for the refusals
+	byCode    [600]atomic.Pointer[prometheus.Counter]      // requests, by status, resolved at first use
 }
 
 // request counts a loader request answered with status code.
@@ -61,6 +63,22 @@ func (m *metrics) attempt(k classify.Kind) {
 	m.attempts.WithLabelValues(k.String()).Inc()
 }
 
+// refused adds the share of an attempt's work the store refused, when it
+// refused it for capacity (throttled or overloaded): a bulk with 3 of its
+// 1000 items refused adds 0.003, a whole request refused 1. Counting the
+// bulk as one throttled attempt, as the attempts' counter must, would read
+// as the store refusing all of it. A share out of (0, 1] is read as the
+// limiter reads it (limiter.Sample): the whole attempt.
+func (m *metrics) refused(k classify.Kind, share float64) {
+	if int(k) >= len(m.refusedBy) || m.refusedBy[k] == nil {
+		return // not a refusal
+	}
+	if !(share > 0 && share <= 1) {
+		share = 1
+	}
+	m.refusedBy[k].Add(share)
+}
+
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -79,6 +97,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sluice_upstream_congestion_signals_total",
 			Help: "Upstream attempts that signalled congestion (throttled, overloaded or timed out), by reason (status_429, s3_slowdown, es_bulk_item_429, timeout, ...).",
 		}, []string{"reason"}),
+		refusedShare: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_upstream_refused_share_total",
+			Help: "Upstream attempts' worth of work the store refused, by kind (throttled, overloaded): each such attempt adds the share of its work refused, 1 for a whole request, 0.003 for a bulk with 3 of its 1000 items refused. Divided by sluice_upstream_attempts_total: the share of the work sent that was refused.",
+		}, []string{"kind"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_upstream_retries_total",
 			Help: "Upstream retries made by sluice, by the kind of the attempt that failed.",
@@ -138,10 +160,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.retries.WithLabelValues(k.String())
 		}
 	}
+	// A timeout is no refusal: the store may have taken the write.
+	for _, k := range []classify.Kind{classify.Throttled, classify.Overloaded} {
+		m.refusedBy[k] = m.refusedShare.WithLabelValues(k.String())
+	}
 	for _, r := range pushbackReasons {
 		m.rejected.WithLabelValues(r)
 	}
-	reg.MustRegister(m.requests, m.rejected, m.attempts, m.throttles, m.retries, m.retryBudgetExhausted,
+	reg.MustRegister(m.requests, m.rejected, m.attempts, m.throttles, m.refusedShare, m.retries, m.retryBudgetExhausted,
 		m.attemptDuration, m.queueWait, m.ackRequests, m.ackBytes, m.ackItems, m.buffered, m.streamed, m.notKeptAlive, m.unscanned, m.pipelined)
 	return m
 }

@@ -1677,6 +1677,7 @@ func (p *Proxy) finishAttempt(ex *exchange, permit *limiter.Permit, scoped scope
 		p.finishScopes(ex, &scoped, res, s, false)
 	}
 	p.m.attempt(res.Kind)
+	p.m.refused(res.Kind, res.Share)
 	p.m.attemptDuration.Observe(latency.Seconds())
 	if res.Kind.Congestion() {
 		p.m.throttles.WithLabelValues(res.Reason).Inc()
