@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -104,7 +107,18 @@ func (s *MemStore) Close() error { return nil }
 // DBFile is the name of the bbolt file inside the state directory.
 const DBFile = "sluice.db"
 
-var bucketJobs = []byte("jobs")
+var (
+	bucketJobs = []byte("jobs")
+	// bucketMeta holds keyFormat, the mark of a sluice state file: a bbolt
+	// database that is someone else's must be refused, not filled with
+	// job records beside its own data.
+	bucketMeta = []byte("sluice")
+	keyFormat  = []byte("format")
+)
+
+// fileFormat is the format of the state file this code writes, kept in
+// its marker as decimal text.
+const fileFormat = 1
 
 // BoltStore is a Store in a bbolt file: every Put is one fsync'ed
 // transaction, so a record is either wholly old or wholly new after a crash.
@@ -114,7 +128,8 @@ type BoltStore struct {
 }
 
 // OpenError reports a state directory that cannot be used. Cause is one of
-// "permission denied", "held by another process", "corrupt" or "error".
+// "permission denied", "held by another process", "corrupt",
+// CauseForeign, CauseNewer or "error".
 type OpenError struct {
 	Path  string
 	Cause string
@@ -126,6 +141,15 @@ func (e *OpenError) Error() string {
 }
 
 func (e *OpenError) Unwrap() error { return e.Err }
+
+// Causes of an OpenError for a file sluice will not use as it is.
+const (
+	// CauseForeign: a bbolt database that is not a sluice state file.
+	CauseForeign = "not a sluice state file"
+	// CauseNewer: a state file written by a newer sluice, in a format this
+	// one does not know.
+	CauseNewer = "written by a newer sluice"
+)
 
 // lockTimeout bounds the wait for the file lock, so a directory held by a
 // running sluice fails fast instead of hanging.
@@ -174,12 +198,13 @@ func openBolt(dir string, timeout time.Duration) (_ *BoltStore, err error) {
 	if err != nil {
 		return nil, openError(path, err, timeout)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketJobs)
-		return err
-	})
-	if err != nil {
+	if err := db.Update(adopt); err != nil {
 		db.Close()
+		var oe *OpenError
+		if errors.As(err, &oe) {
+			oe.Path = path
+			return nil, oe
+		}
 		return nil, openError(path, err, timeout)
 	}
 	for _, d := range toSync {
@@ -195,6 +220,54 @@ func openBolt(dir string, timeout time.Duration) (_ *BoltStore, err error) {
 		return nil, &OpenError{Path: path, Cause: "corrupt", Err: err}
 	}
 	return s, nil
+}
+
+// adopt makes the file in tx sluice's, or refuses it with an *OpenError
+// (its Path left for the caller). A file without buckets is new: it gets
+// the marker. A file with the jobs bucket alone was written before files
+// were marked: it gets the marker too, so that older files keep opening.
+// Any other file without the marker is someone else's database, one
+// SLUICE_STATE_DIR was pointed at by mistake: writing job records into it
+// would mix them with its data, and its owner's next open may choke on
+// them. A file whose marker says a newer format is refused as well: this
+// code cannot tell what else that format changed.
+func adopt(tx *bolt.Tx) error {
+	if meta := tx.Bucket(bucketMeta); meta != nil {
+		v := meta.Get(keyFormat)
+		n, err := strconv.Atoi(string(v))
+		switch {
+		case err != nil || n < 1:
+			return &OpenError{Cause: CauseForeign, Err: fmt.Errorf("bucket %q holds no sluice format marker (%s is %q)", bucketMeta, keyFormat, v)}
+		case n > fileFormat:
+			return &OpenError{Cause: CauseNewer, Err: fmt.Errorf("file format %d, this sluice reads up to %d", n, fileFormat)}
+		}
+		_, err = tx.CreateBucketIfNotExists(bucketJobs)
+		return err
+	}
+	var others []string
+	err := tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		if !bytes.Equal(name, bucketJobs) {
+			others = append(others, strconv.Quote(string(name)))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(others) > 0 {
+		if len(others) > 5 {
+			others = append(others[:5], "…")
+		}
+		return &OpenError{Cause: CauseForeign, Err: fmt.Errorf("a bbolt database with buckets %s and no sluice format marker", strings.Join(others, ", "))}
+	}
+	if _, err := tx.CreateBucketIfNotExists(bucketJobs); err != nil {
+		return err
+	}
+	meta, err := tx.CreateBucket(bucketMeta)
+	if err != nil {
+		return err
+	}
+	return meta.Put(keyFormat, []byte(strconv.Itoa(fileFormat)))
 }
 
 // missingDirs returns dir and those of its parents that do not exist, the

@@ -220,3 +220,139 @@ func TestOpenBoltSyncsWhatItCreates(t *testing.T) {
 		t.Errorf("%v, want the error to name %s", err, root)
 	}
 }
+
+// TestOpenBoltRefusesForeignFile: a state directory pointed at another
+// program's bbolt database was adopted: sluice added its bucket and wrote
+// job records among the other program's data. Such a file is refused,
+// unchanged, with an error naming it; a new file and one of sluice's own,
+// marked or written before files were marked, still open.
+func TestOpenBoltRefusesForeignFile(t *testing.T) {
+	buckets := func(t *testing.T, path string) []string {
+		t.Helper()
+		db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var names []string
+		err = db.View(func(tx *bolt.Tx) error {
+			return tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+				names = append(names, string(name))
+				return nil
+			})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	// write makes <dir>/sluice.db a bbolt file with these buckets, each
+	// holding one key.
+	write := func(t *testing.T, names ...string) (dir, path string) {
+		t.Helper()
+		dir = t.TempDir()
+		path = filepath.Join(dir, DBFile)
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		err = db.Update(func(tx *bolt.Tx) error {
+			for _, n := range names {
+				b, err := tx.CreateBucket([]byte(n))
+				if err != nil {
+					return err
+				}
+				v := []byte("v")
+				if n == "jobs" {
+					v = []byte(`{"id":"j","state":"running","since":"2025-03-01T12:00:00Z","created":"2025-03-01T12:00:00Z"}`)
+				}
+				if err := b.Put([]byte("j"), v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dir, path
+	}
+
+	for name, foreign := range map[string][]string{
+		"other buckets":                  {"users", "orders"},
+		"other buckets and one of jobs":  {"jobs", "users"},
+		"a bucket named like the marker": {"sluice"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir, path := write(t, foreign...)
+			s, err := openBolt(dir, lockTestTimeout)
+			if err == nil {
+				s.Close()
+				t.Fatalf("opened a bbolt file with buckets %q", foreign)
+			}
+			var oe *OpenError
+			if !errors.As(err, &oe) || oe.Cause != "not a sluice state file" || oe.Path != path || !strings.Contains(err.Error(), path) {
+				t.Fatalf("%v, want an OpenError naming %s, not a sluice state file", err, path)
+			}
+			if got := buckets(t, path); !slices.Equal(got, slices.Sorted(slices.Values(foreign))) {
+				t.Errorf("buckets %q after the refusal, want %q unchanged", got, foreign)
+			}
+		})
+	}
+
+	t.Run("marked by a newer sluice", func(t *testing.T) {
+		dir, path := write(t, "jobs")
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.Update(func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucket([]byte("sluice"))
+			if err != nil {
+				return err
+			}
+			return b.Put([]byte("format"), []byte("99"))
+		})
+		db.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := openBolt(dir, lockTestTimeout)
+		if err == nil {
+			s.Close()
+			t.Fatal("opened a file of format 99")
+		}
+		var oe *OpenError
+		if !errors.As(err, &oe) || oe.Cause != "written by a newer sluice" || oe.Path != path {
+			t.Fatalf("%v, want an OpenError naming %s, written by a newer sluice", err, path)
+		}
+	})
+	t.Run("new", func(t *testing.T) {
+		dir := t.TempDir()
+		for range 2 { // made, then opened again
+			s, err := OpenBolt(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Put(Record{ID: "j"}); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+		}
+	})
+	t.Run("unmarked sluice file", func(t *testing.T) {
+		dir, _ := write(t, "jobs")
+		for range 2 { // adopted and marked, then opened as marked
+			s, err := OpenBolt(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs, err := s.Load()
+			s.Close()
+			if err != nil || len(recs) != 1 || recs[0].ID != "j" || recs[0].State != Running {
+				t.Fatalf("%+v %v, want the record kept", recs, err)
+			}
+		}
+	})
+}
