@@ -448,7 +448,10 @@ func (m *Manager) Tick(now time.Time) {
 	var fx effects
 	var finished []*entry
 	var cancels []*proposal
-	type probe struct{ id, url, ptr string }
+	type probe struct {
+		e            *entry
+		id, url, ptr string
+	}
 	var probes []probe
 	m.storeMu.Lock()
 	m.mu.Lock()
@@ -467,7 +470,7 @@ func (m *Manager) Tick(now time.Time) {
 		if eff := e.settings.merge(m.defaults); eff.ProbeURL != "" {
 			e.probeInflight = true
 			e.probeNext = now.Add(m.cfg.ProbeInterval)
-			probes = append(probes, probe{id, eff.ProbeURL, eff.ProbePointer})
+			probes = append(probes, probe{e, id, eff.ProbeURL, eff.ProbePointer})
 		}
 	}
 	prune := m.dueLocked(finished, now)
@@ -481,7 +484,7 @@ func (m *Manager) Tick(now time.Time) {
 	m.storeMu.Unlock()
 	m.start(fx.runs)
 	for _, p := range probes {
-		m.spawn(func() { m.runProbe(p.id, p.url, p.ptr) })
+		m.spawn(func() { m.runProbe(p.e, p.id, p.url, p.ptr) })
 	}
 	if len(prune) > 0 {
 		m.prune(prune)

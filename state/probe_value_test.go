@@ -1,10 +1,12 @@
 package state
 
 import (
+	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -52,6 +54,63 @@ func TestProbeNonFiniteValueRefused(t *testing.T) {
 			if r.ID == "other" && r.Totals.Requests != 2 {
 				t.Errorf("other's record not written: %+v", r.Totals)
 			}
+		}
+	})
+}
+
+// TestProbeResultOfDeletedJobDropped: a progress probe's result came back
+// to whatever job had its id by then. A job completed and deleted while
+// its probe was out, and created again under the same id, took the old
+// job's value as progress of its own, and its baseline. The result of a
+// probe of an earlier job under the id is dropped.
+func TestProbeResultOfDeletedJobDropped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Each probe request waits for its own answer, in the order sent.
+		var mu sync.Mutex
+		answers := []chan string{make(chan string), make(chan string)}
+		sent := 0
+		rt := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			mu.Lock()
+			if sent == len(answers) {
+				mu.Unlock()
+				return nil, fmt.Errorf("probe %d not expected", sent+1)
+			}
+			ch := answers[sent]
+			sent++
+			mu.Unlock()
+			select {
+			case body := <-ch:
+				return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader(body)), Header: http.Header{}}, nil
+			case <-req.Context().Done():
+				return nil, req.Context().Err()
+			}
+		})
+		m := newTestManager(t, Config{HTTPClient: &http.Client{Transport: rt}})
+		defer m.Close()
+		probed := Settings{ProbeURL: "http://store/status/${JOB}", ProbePointer: "/n"}
+		if _, err := m.Register("j", probed); err != nil {
+			t.Fatal(err)
+		}
+		m.Tick(time.Now()) // the old job's probe goes out
+		synctest.Wait()
+		if _, err := m.Complete("j"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Delete("j"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Register("j", probed); err != nil {
+			t.Fatal(err)
+		}
+		m.Tick(time.Now()) // the new job's first probe
+		synctest.Wait()
+		answers[1] <- `{"n":10}`
+		synctest.Wait()
+		// The old job's store counter was far ahead of the new one's.
+		answers[0] <- `{"n":1000}`
+		synctest.Wait()
+		if v := mustGet(t, m, "j"); v.State != Pending || v.Loader.ProbeValue != 10 {
+			t.Fatalf("new job %s (%s), probe value %v after the old job's probe answered, want pending, 10", v.State, v.Reason, v.Loader.ProbeValue)
 		}
 	})
 }

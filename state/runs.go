@@ -85,14 +85,19 @@ func (m *Manager) deliver(r runReq, ev Event, done bool) {
 	m.finish(fx)
 }
 
-// runProbe reads the job's progress probe once; an increase of the value is
-// progress.
-func (m *Manager) runProbe(id, rawURL, ptr string) {
+// runProbe reads the progress probe of job id, whose entry was e when the
+// probe started, once; an increase of the value is progress.
+//
+// The result is dropped if id is no longer e: the job was deleted (or
+// forgotten, or pruned) while the probe was out, and maybe created again
+// under the same id. The old job's value is not the new one's: taken as
+// its baseline, or compared with it, it would make progress of nothing or
+// hide the new job's, and it would end the new job's own probe early.
+func (m *Manager) runProbe(e *entry, id, rawURL, ptr string) {
 	v, err := m.readProbe(id, rawURL, ptr)
 	var fx effects
 	m.mu.Lock()
-	e := m.jobs[id]
-	if e == nil {
+	if m.jobs[id] != e {
 		m.mu.Unlock()
 		return
 	}
