@@ -130,7 +130,7 @@ var transitions = map[State][]State{
 	Idle:       {Running, Stalled, Cancelling, Completed},
 	Throttled:  {Running, Idle, Backoff, Stalled, Cancelling, Completed},
 	Backoff:    {Idle, Throttled, Stalled, Cancelling, Completed},
-	Stalled:    {Running, Idle, Cancelling, Completed},
+	Stalled:    {Running, Idle, Backoff, Cancelling, Completed},
 	Cancelling: {Cleaning, Failed},
 	Cleaning:   {Cancelled, Failed},
 	Cancelled:  {Running},
@@ -1015,6 +1015,18 @@ func stepStalled(j *Job, ev Event, now time.Time) ([]Action, error) {
 			j.probe = 0
 		}
 	case EvProgress:
+		if j.Hold && !j.isProbe(ev) {
+			// Stalled in backoff, and the progress is not the probe's: a
+			// write admitted before the hold that landed late, the
+			// loader's report, the progress probe. The stall is over,
+			// but nothing says the store takes writes again: releasing
+			// the held writes would send them all into a store that
+			// refused every one, as backoff itself never does on such
+			// progress. Back to backoff, held, the probe schedule as it
+			// was.
+			j.become(Backoff, "progress_while_held", now)
+			return []Action{ActPersist}, nil
+		}
 		j.become(Running, "progress_resumed", now)
 		return []Action{ActPersist}, nil
 	case EvThrottle, EvUpstreamError:

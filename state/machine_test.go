@@ -117,6 +117,7 @@ func TestEveryLegalTransition(t *testing.T) {
 		{Backoff, Cancelling, "", testPolicy(), []tev{{0, cancel}}},
 		{Backoff, Completed, "", testPolicy(), []tev{{0, complete}}},
 		{Stalled, Running, CauseStoreThrottling, testPolicy(), []tev{{0, progress}}},
+		{Stalled, Backoff, CauseStoreThrottling, testPolicy(), []tev{{0, progress}}},
 		{Stalled, Idle, CauseLoaderIdle, watched(), []tev{{0, heartbeat}}},
 		{Stalled, Cancelling, CauseStoreThrottling, testPolicy(), []tev{{stall + grace, tick}}},
 		{Stalled, Completed, CauseStoreThrottling, testPolicy(), []tev{{0, complete}}},
@@ -127,10 +128,15 @@ func TestEveryLegalTransition(t *testing.T) {
 		{Cancelled, Running, "", testPolicy(), []tev{{0, reopen}}},
 		{Failed, Running, "", testPolicy(), []tev{{0, reopen}}},
 	}
+	// Edges whose job is restored held, as one that stalled in backoff.
+	held := map[[2]State]bool{{Stalled, Backoff}: true}
 	covered := map[[2]State]bool{}
 	for _, e := range edges {
 		t.Run(e.from.String()+"→"+e.to.String(), func(t *testing.T) {
 			j := restoredWith(e.from, e.cause, e.p)
+			if held[[2]State{e.from, e.to}] {
+				j.Hold = true
+			}
 			for _, x := range e.evs {
 				if _, err := j.Step(x.ev, t0.Add(x.at)); err != nil {
 					t.Fatalf("%s: %v", x.ev.Type, err)

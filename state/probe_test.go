@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -202,5 +203,98 @@ func TestManagerProbeIsTheProbesWrite(t *testing.T) {
 		}
 		got(second)()
 		releaseProbe()
+	})
+}
+
+// TestHeldStalledJobStaysHeld: a job that stalls in backoff stays held,
+// but any progress moved it to running, which lets every write through.
+// Progress that is not the probe's (a write admitted before the hold that
+// lands late, the loader's report, the progress probe) says nothing of
+// the store now: in backoff it ends no hold, and a stall must not make it
+// do so. The stall ends; the job is held again, its schedule as it was.
+func TestHeldStalledJobStaysHeld(t *testing.T) {
+	j := NewJob("j", testPolicy(), t0, zeroRand)
+	const stall = 5 * time.Minute // testPolicy's StallAfter
+	transcript(t, j, append(intoBackoff(1), []step{
+		// The write admitted before the hold is still out; the store
+		// refused the rest, and the job stalls, held.
+		{stall, tick, Stalled, []Action{ActPersist}},
+		// That write lands at last.
+		{stall + time.Second, progress, Backoff, []Action{ActPersist}},
+		{stall + time.Second, admit, Backoff, []Action{ActHold}},
+		{stall + time.Second, release, Backoff, nil},
+		{stall + time.Second, admit, Backoff, nil}, // the probe
+		{stall + time.Second, admit, Backoff, []Action{ActHold}},
+	}...))
+	if !j.Hold || j.StallCause != "" || j.Reason != "progress_while_held" {
+		t.Fatalf("hold %v, cause %q, reason %q after progress not the probe's", j.Hold, j.StallCause, j.Reason)
+	}
+	// No progress for StallAfter again: stalled, held. The loader's
+	// report, while the probe is out, still ends no hold; the probe's own
+	// success does.
+	at := 2*stall + time.Second
+	transcript(t, j, []step{
+		{at, probed(1, throttle), Backoff, nil},
+		{at, tick, Stalled, []Action{ActPersist}},
+		{at + time.Second, progress, Backoff, []Action{ActPersist}},
+		{at + time.Second, admit, Backoff, []Action{ActHold}},
+		{at + 2*time.Second, probed(1, progress), Throttled, []Action{ActPersist}},
+		{at + 2*time.Second, admit, Throttled, nil},
+	})
+}
+
+// TestManagerHeldStalledJobKeepsItsWrites: through the Manager, a
+// progress report from the loader of a job stalled in backoff let the
+// write waiting for the probe slot through at once, and every other held
+// write with it.
+func TestManagerHeldStalledJobKeepsItsWrites(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newTestManager(t, Config{})
+		defer m.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		// w is admitted while the job runs and stays out; the store
+		// throttles every other write, and the job is held, then stalled.
+		_, releaseW, err := m.Admit(ctx, "j")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer releaseW()
+		for i := range DefaultBackoffAfter {
+			if i > 0 {
+				time.Sleep(DefaultBackoffQuiet / (DefaultBackoffAfter - 1))
+			}
+			m.Observe("j", Observation{Kind: ObsThrottled})
+		}
+		time.Sleep(DefaultStallAfter)
+		m.Tick(time.Now())
+		if v := mustGet(t, m, "j"); v.State != Stalled {
+			t.Fatalf("%s, want stalled", v.State)
+		}
+		admitted := make(chan error, 1)
+		go func() {
+			_, release, err := m.Admit(ctx, "j")
+			if err == nil {
+				release()
+			}
+			admitted <- err
+		}()
+		synctest.Wait()
+		if _, err := m.ReportProgress("j", Progress{Records: 100}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		select {
+		case err := <-admitted:
+			t.Fatalf("a held write got through on the loader's report (err %v), job %s", err, mustGet(t, m, "j").State)
+		default:
+		}
+		if v := mustGet(t, m, "j"); v.State != Backoff || v.Reason != "progress_while_held" {
+			t.Fatalf("%s (%s) after the loader's report, want backoff (progress_while_held)", v.State, v.Reason)
+		}
+		cancel()
+		if err := <-admitted; !errors.Is(err, context.Canceled) {
+			t.Fatalf("held write: %v, want context.Canceled", err)
+		}
 	})
 }
