@@ -246,8 +246,9 @@ func (r *runner) command(ctx context.Context, spec *ActionSpec, id string, a *At
 	var out limitedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	killGroup(cmd)
+	dieWithSluice(cmd)
 	cmd.WaitDelay = time.Second
-	err := cmd.Run()
+	err := runCommand(cmd)
 	killLeftovers(cmd)
 	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
 		// It exited 0, and a child it left running held its output open
