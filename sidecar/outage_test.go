@@ -135,6 +135,14 @@ func newStoreServer(t *testing.T, rt http.RoundTripper, logs io.Writer, env ...s
 // seriesValue is the value of the series of name with label=value.
 func seriesValue(t *testing.T, s *Server, name, label, value string) float64 {
 	t.Helper()
+	v, _ := series(t, s, name, label, value)
+	return v
+}
+
+// series is the value of the series of name with label=value, and whether
+// s's registry has it.
+func series(t *testing.T, s *Server, name, label, value string) (float64, bool) {
+	t.Helper()
 	mfs, err := s.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -146,12 +154,12 @@ func seriesValue(t *testing.T, s *Server, name, label, value string) float64 {
 		for _, m := range mf.GetMetric() {
 			for _, lp := range m.GetLabel() {
 				if lp.GetName() == label && lp.GetValue() == value {
-					return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+					return m.GetCounter().GetValue() + m.GetGauge().GetValue(), true
 				}
 			}
 		}
 	}
-	return 0
+	return 0, false
 }
 
 // answer is what a loader got for one request.

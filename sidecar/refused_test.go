@@ -116,26 +116,3 @@ func TestRefusedShareCountsWork(t *testing.T) {
 		})
 	}
 }
-
-// series is the series of the metric name with label=value on s's
-// registry, and whether it exists.
-func series(t *testing.T, s *Server, name, label, value string) (float64, bool) {
-	t.Helper()
-	mfs, err := s.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue(), true
-				}
-			}
-		}
-	}
-	return 0, false
-}
