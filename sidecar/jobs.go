@@ -70,7 +70,15 @@ func actionFromEnv(u, method, command string) *state.ActionSpec {
 }
 
 // jobsAdapter lets the proxy report to the job manager.
-type jobsAdapter struct{ m *state.Manager }
+type jobsAdapter struct {
+	m *state.Manager
+	// maxRetryAfter is SLUICE_MAX_RETRY_AFTER: the longest Retry-After
+	// a job's backoff honours, as the limiter and the proxy's re-sends
+	// do. Uncapped, a store's Retry-After: 3600 would hold the job's
+	// writes (up to the state machine's own bound) long after sluice
+	// sends again.
+	maxRetryAfter time.Duration
+}
 
 // Admit admits a write for job. A write still waiting for its held job's
 // probe slot when the drain begins (Server.closeWaits) is refused with
@@ -95,7 +103,7 @@ func (a jobsAdapter) Observe(job string, o proxy.Observation) {
 		return
 	}
 	kind := obsKind(o.Kind)
-	a.m.Observe(job, state.Observation{Kind: kind, Bytes: o.Bytes, Items: o.Items, RetryAfter: o.RetryAfter})
+	a.m.Observe(job, state.Observation{Kind: kind, Bytes: o.Bytes, Items: o.Items, RetryAfter: min(o.RetryAfter, a.maxRetryAfter)})
 	if kind == state.ObsThrottled && o.Items > 0 {
 		// A partially throttled bulk write also acknowledged items: that is
 		// progress (it keeps the job from stalling, and a running or

@@ -178,7 +178,7 @@ func NewServer(cfg Config, opts Options) (*Server, error) {
 		Limiter:    lim,
 		Scopes:     s.scopes,
 		Budget:     s.budget,
-		Jobs:       jobsAdapter{jobs},
+		Jobs:       jobsAdapter{jobs, cfg.MaxRetryAfter},
 		Auth:       a,
 		Registerer: bothRegisterer{reg, counters},
 		Logger:     log,
