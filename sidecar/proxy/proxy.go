@@ -398,7 +398,7 @@ type exchange struct {
 	w         http.ResponseWriter // the loader's; see setReadDeadline
 	arrived   time.Time           // when sluice took the write up
 	holdUntil time.Time           // hold mode: the write is sent again until then (see retryPolicy); zero: not held
-	queued    time.Duration       // waited for permits so far, over all attempts: SLUICE_QUEUE_TIMEOUT bounds the sum
+	queued    time.Duration       // waited for its job's admission and for permits so far, over all attempts: SLUICE_QUEUE_TIMEOUT bounds the sum
 }
 
 // held reports whether ex is held (hold mode, and a write sluice may send
@@ -462,6 +462,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.refuseAdmission(w, r, ex, holdable, err)
 			return
 		}
+		// The wait for a held job's probe slot is the write's wait too:
+		// SLUICE_QUEUE_TIMEOUT bounds it with the limiter's queue (see
+		// acquire), as SLUICE_HOLD_MAX bounds a held write's from its
+		// arrival.
+		ex.queued = time.Since(ex.arrived)
 	}
 	defer release()
 	// The ReverseProxy passes only the request to its hooks: ex goes with
