@@ -87,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"code"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_proxy_backpressure_total",
-			Help: "Loader requests pushed back by sluice with SLUICE_PUSHBACK_STATUS, by reason: queue_full, queue_timeout, no_capacity, unreachable, hold_expired, closed (shutting down).",
+			Help: "Loader requests pushed back by sluice with SLUICE_PUSHBACK_STATUS, by reason: queue_full, queue_timeout, no_capacity, unreachable, hold_expired, buffer_budget, closed (shutting down).",
 		}, []string{"reason"}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_upstream_attempts_total",

@@ -82,6 +82,7 @@ const (
 	reasonClosed       = "closed"        // sluice is shutting down
 	reasonUnreachable  = "unreachable"   // the store answers nothing: the write's attempt found it so, or it waited in vain for the limiter's probe
 	reasonHoldExpired  = "hold_expired"  // held for SLUICE_HOLD_MAX, and the store has not taken it
+	reasonBufferBudget = "buffer_budget" // the body must be in memory to be signed (SigV4), would fit SLUICE_BUFFER_BUDGET, and the budget has no room for it now
 
 	// An attempt that got no answer to classify (classifyError).
 	reasonCancelled         = "cancelled"          // the loader left or its job was cancelled: nothing learned of the store
@@ -106,7 +107,7 @@ const shutdownRetryAfter = time.Second
 
 // pushbackReasons are the reasons of a *pushbackError, known from the
 // start as metric labels.
-var pushbackReasons = [...]string{reasonQueueFull, reasonQueueTimeout, reasonNoCapacity, reasonClosed, reasonUnreachable, reasonHoldExpired}
+var pushbackReasons = [...]string{reasonQueueFull, reasonQueueTimeout, reasonNoCapacity, reasonClosed, reasonUnreachable, reasonHoldExpired, reasonBufferBudget}
 
 // Proxy forwards a loader's writes to the store: each attempt passes the
 // adaptive limiter, has a deadline, is classified from the store's answer,
@@ -381,6 +382,7 @@ type exchange struct {
 	scopes    classify.WriteScopes // the scopes the write takes from (see scopes.go)
 	scopeHeld scopePermits         // the scope permits taken with permit, not yet used by an attempt
 	buffered  bool                 // the body is in memory (or there is none)
+	noRoom    bool                 // the body is one sluice buffers, but the budget had no room for it: it streams
 	retryable bool                 // buffered, and its method may be retried
 	pipelined bool                 // retryable, and sent on p.pipe
 	answering bool                 // the store's answer is being copied to the loader (modifyResponse ran)
@@ -1107,6 +1109,8 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 		case reasonHoldExpired:
 			details["hold"] = p.hold.String()
 			msg = "sluice held the write for SLUICE_HOLD_MAX and the store did not take it; retry after the Retry-After delay"
+		case reasonBufferBudget:
+			msg = "sluice must hold the body in memory to sign it, and SLUICE_BUFFER_BUDGET has no room for it now; retry after the Retry-After delay"
 		}
 		p.writeErr(w, ex.status, "backpressure", msg, details)
 	case errors.As(err, &body) && errors.Is(err, os.ErrDeadlineExceeded):
@@ -1149,6 +1153,20 @@ func (p *Proxy) answerError(w http.ResponseWriter, r *http.Request, err error) {
 		details["reason"] = ex.last.Reason
 		apierror.Write(w, ex.status, "upstream_unreachable", "the store could not be reached: "+err.Error(), details)
 	}
+}
+
+// budgetBusy reports whether err, auth's refusal to sign a body it could
+// not hold in memory to hash, is the buffer budget's being taken for now
+// (by held writes, say), not the body's size: the body has a known length
+// within SLUICE_BUFFER_BUDGET, or it is one sluice buffers and found no
+// room for. The loader is to come back later (sluice's pushback), not to
+// drop the write as too large (413).
+func (p *Proxy) budgetBusy(ex *exchange, err error) bool {
+	tooBig, ok := errors.AsType[*auth.TooLargeError](err)
+	if !ok || p.budget == nil {
+		return false
+	}
+	return ex.noRoom || tooBig.Size >= 0 && tooBig.Size <= p.budget.Max()
 }
 
 // repeatable reports whether sluice may send a write of method to path
@@ -1253,6 +1271,7 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 		return nil
 	}
 	p.m.streamed.Inc()
+	ex.noRoom = p.bufferable(n)
 	cr := p.newCountingReader(out.Body, out, ex)
 	ex.body = requestBody{stream: cr, length: max(n, 0)}
 	return nil
@@ -1458,6 +1477,9 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 				if berr := ex.streamed.readErr(); berr != nil {
 					return nil, &bodyReadError{berr}
 				}
+			}
+			if p.budgetBusy(ex, err) {
+				return nil, p.pushback(ex, reasonBufferBudget, 0)
 			}
 			return nil, err
 		}
