@@ -954,7 +954,9 @@ func drainAnswer(body io.ReadCloser) {
 //     deduplicates), so a copy that may have landed does no harm, and the
 //     operator chose latency over errors.
 //   - The hold ends the wait, never an attempt under way: a held write is
-//     answered within SLUICE_HOLD_MAX + SLUICE_UPSTREAM_TIMEOUT. When it
+//     answered within SLUICE_HOLD_MAX + SLUICE_UPSTREAM_TIMEOUT (pipelined,
+//     SLUICE_HOLD_MAX + 2 × SLUICE_UPSTREAM_TIMEOUT: its attempt may wait
+//     for the answer ahead of it, then has its own timeout). When it
 //     ends (or a re-send's wait would end past it), the loader gets
 //     sluice's pushback, hold_expired, with a Retry-After.
 //   - A server error (500, a broken answer) is not held: the store
