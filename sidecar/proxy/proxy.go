@@ -1222,6 +1222,10 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 	if n > 0 && p.bufferable(n) {
 		reserved, pooled = p.reserveBuffer(n)
 	}
+	var first int64 // of a body of unknown length: the budget reserved for the start of its buffer
+	if n < 0 && p.bufferable(n) {
+		first = p.reserveFirst()
+	}
 	switch {
 	case reserved > 0:
 		p.setReadDeadline(ex, time.Now().Add(p.timeout))
@@ -1245,18 +1249,26 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 		ex.items = p.profile.RequestItems(itemsRequest(out), body.buf)
 		ex.body = body
 		return nil
-	case n < 0 && p.bufferable(n) && p.budget.reserve(p.retryBodyMax):
-		// Unknown length: read up to the limit; a longer body streams on.
+	case first > 0:
+		// Unknown length: read up to the limit, the budget reserved as
+		// the buffer grows (a body that fits the room left is buffered,
+		// and held, whatever the limit); a longer body streams on.
 		p.setReadDeadline(ex, time.Now().Add(p.timeout))
-		buf, more, err := readUpTo(out.Body, p.retryBodyMax)
+		reserved := first
+		buf, more, err := readWithin(out.Body, first, p.retryBodyMax, func(grow int64) bool {
+			if !p.budget.reserve(grow) {
+				return false
+			}
+			reserved += grow
+			return true
+		})
 		if err != nil {
-			p.budget.release(p.retryBodyMax)
+			p.budget.release(reserved)
 			return &bodyReadError{err}
 		}
-		// The reservation shrinks to the memory the buffer holds (its
-		// capacity, which may be more than the bytes read), never below.
-		held := int64(cap(buf))
-		p.budget.release(p.retryBodyMax - held)
+		// The reservation is the memory the buffer holds: its capacity,
+		// which may be more than the bytes read.
+		held := reserved
 		if more == nil {
 			p.setReadDeadline(ex, time.Time{})
 			read := int64(len(buf))
@@ -1268,6 +1280,7 @@ func (p *Proxy) prepareBody(out *http.Request, ex *exchange) error {
 			return nil
 		}
 		p.m.streamed.Inc()
+		ex.noRoom = held < p.retryBodyMax // it might have fit the limit, not the budget
 		cr := p.newCountingReader(io.MultiReader(bytes.NewReader(buf), bytes.NewReader(more), out.Body), out, ex)
 		ex.body = requestBody{stream: cr, reserved: held}
 		return nil
@@ -1315,11 +1328,37 @@ func (p *Proxy) reserveBuffer(n int64) (reserved int64, pooled bool) {
 // nil when r ended within limit; otherwise it holds the byte read past the
 // limit, and the rest of r is still to be read.
 func readUpTo(r io.Reader, limit int64) (buf, more []byte, err error) {
-	buf = make([]byte, 0, min(limit, 32<<10))
+	return readWithin(r, min(limit, 32<<10), limit, nil)
+}
+
+// reserveFirst reserves the start of the buffer of a body of unknown
+// length (see readWithin): readUpTo's 32 KiB, or as much less (halved, at
+// least 1 KiB) as the budget has room for; 0 when it has none.
+func (p *Proxy) reserveFirst() int64 {
+	size := min(p.retryBodyMax, 32<<10)
+	for !p.budget.reserve(size) {
+		if size <= 1<<10 {
+			return 0
+		}
+		size /= 2
+	}
+	return size
+}
+
+// readWithin is readUpTo with a buffer of first bytes to start with,
+// asking grow, if not nil, before each growth of it by the bytes it adds:
+// when grow refuses, the buffer is as large as it gets, as if that were
+// the limit.
+func readWithin(r io.Reader, first, limit int64, grow func(int64) bool) (buf, more []byte, err error) {
+	buf = make([]byte, 0, first)
 	for int64(len(buf)) < limit {
 		if len(buf) == cap(buf) {
 			// Doubled by hand: append's growth may round past limit.
-			nb := make([]byte, len(buf), min(2*int64(cap(buf)), limit))
+			size := min(2*int64(cap(buf)), limit)
+			if grow != nil && !grow(size-int64(cap(buf))) {
+				break
+			}
+			nb := make([]byte, len(buf), size)
 			copy(nb, buf)
 			buf = nb
 		}
