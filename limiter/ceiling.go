@@ -98,8 +98,9 @@ type Load struct {
 	// Demand is what the sidecar would send if it were unlimited, units/s:
 	// MaxRate when callers wait on the send rate now, or waited lately and
 	// used what it let through (the limit, the ceiling or the store held
-	// them back: they want more than they get), otherwise demandHeadroom
-	// times what it sent lately.
+	// them back: they want more than they get), unless the store is
+	// unreachable (see Unreachable); otherwise demandHeadroom times what
+	// it sent lately.
 	Demand float64
 	// Goodput is what the store accepted lately, units/s (0 until enough
 	// samples tell).
@@ -128,9 +129,12 @@ func (c *Controller) Load(now time.Time) Load {
 	// Callers wait on the rate now, or waited lately and used what it let
 	// through: a loader held back, not one sending in bursts. (At a rate
 	// of a few units a second, what was sent in a Window or two says
-	// nothing; the queue does.)
+	// nothing; the queue does.) Not callers waiting out a pause or an
+	// outage's probe interval: no rate would let them through, and a
+	// sidecar that cannot reach the store would claim a share of the
+	// fleet's budget it cannot use.
 	held := c.q.n > 0 && !c.q.head.deadline.IsZero() && !now.Before(c.pausedUntil)
-	if held || (m.blockRate || c.win.blockRate) && sent >= sentShare*rate {
+	if !c.out.active() && (held || (m.blockRate || c.win.blockRate) && sent >= sentShare*rate) {
 		l.Demand = c.cfg.MaxRate
 		return l
 	}
