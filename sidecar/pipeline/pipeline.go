@@ -132,6 +132,7 @@ type pipeCall struct {
 	start     time.Time     // when the store took it up
 	deadline  *time.Timer   // from start
 	finished  bool          // its answer was read to the end, or it failed
+	settled   chan struct{} // made when its caller left it written: closed when finished
 }
 
 type result struct {
@@ -244,9 +245,46 @@ func (pl *Pipeline) RoundTrip(ctx, loader context.Context, req *http.Request, pe
 	r := <-c.result
 	if r.err != nil {
 		c.stop()
+		if c.state.Load() == callAbandoned {
+			if settled := pl.settle(c); settled != nil {
+				return nil, time.Time{}, &LeftError{Err: r.err, Settled: settled}
+			}
+		}
 		return nil, time.Time{}, r.err
 	}
 	return r.resp, c.start, nil
+}
+
+// LeftError is the error of a write whose caller left (the loader, or its
+// job's cancel) after it was written: the store has it, and may still
+// take it up. Settled is closed when that is over (its answer was read
+// and dropped, or its connection closed, within its timeout), so that
+// whoever counts the write as the store's (a job's cancel waits for
+// them) counts it until then.
+type LeftError struct {
+	Err     error
+	Settled <-chan struct{}
+}
+
+func (e *LeftError) Error() string { return e.Err.Error() }
+func (e *LeftError) Unwrap() error { return e.Err }
+
+// settle returns, for c whose caller left, a channel closed when c is
+// over, or nil when it is over or was never written (nor will be: it is
+// taken off its connection, which the loader's leaving may not have done
+// yet, as the two watches run apart).
+func (pl *Pipeline) settle(c *pipeCall) <-chan struct{} {
+	if pl.withdraw(c) {
+		c.drop()
+		return nil
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if c.finished {
+		return nil
+	}
+	c.settled = make(chan struct{})
+	return c.settled
 }
 
 // add puts c on a connection: a staged write right behind its leader,
@@ -432,7 +470,12 @@ func (pl *Pipeline) startLocked(c *pipeCall) {
 // finishLocked ends c's deadline: its answer was read to the end, or it
 // failed. Requires that pl.mu is held.
 func (pl *Pipeline) finishLocked(c *pipeCall) {
-	c.finished = true
+	if !c.finished {
+		c.finished = true
+		if c.settled != nil {
+			close(c.settled)
+		}
+	}
 	if c.deadline != nil {
 		c.deadline.Stop()
 	}

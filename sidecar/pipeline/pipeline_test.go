@@ -492,3 +492,78 @@ func TestPipelineBoundsTheAnswerHead(t *testing.T) {
 		})
 	}
 }
+
+// A write whose loader leaves once it is in the store's socket cannot be
+// recalled: the store still takes it up. Its caller is told so, with a
+// channel closed once the store is done with it (its answer read and
+// dropped), so that its job counts it until then; a write that was
+// never written is not the store's, and is told nothing of the kind.
+func TestPipelineLeftWriteSettles(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pl, lim, conns := pipedPipeline(t, 1)
+		ctx := context.Background()
+		a, _ := lim.AcquirePipelined(ctx, 1)
+		aDone := make(chan *http.Response, 1)
+		go func() {
+			resp, _, err := pl.RoundTrip(ctx, ctx, pipedRequest("a"), permit{a}, time.Minute)
+			if err != nil {
+				t.Error(err)
+			}
+			aDone <- resp
+		}()
+		sc := <-conns
+		br := bufio.NewReader(sc)
+		if _, err := http.ReadRequest(br); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := lim.AcquirePipelined(ctx, 1) // staged behind a
+		bctx, leave := context.WithCancel(ctx)
+		var err error
+		done := make(chan struct{})
+		go func() {
+			_, _, err = pl.RoundTrip(bctx, bctx, pipedRequest("b"), permit{b}, time.Minute)
+			close(done)
+		}()
+		if _, err := http.ReadRequest(br); err != nil { // b is the store's
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		leave()
+		<-done
+		var left *LeftError
+		if !errors.As(err, &left) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("b left in the store's socket: %v, want a LeftError of context.Canceled", err)
+		}
+		answer := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+		io.WriteString(sc, answer) // a's
+		resp := <-aDone
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		synctest.Wait()
+		select {
+		case <-left.Settled:
+			t.Fatal("b settled before the store answered it")
+		default:
+		}
+		io.WriteString(sc, answer) // b's, read and dropped
+		synctest.Wait()
+		select {
+		case <-left.Settled:
+		default:
+			t.Error("b not settled once its answer was read")
+		}
+		a.Done(limiter.Sample{Outcome: limiter.Neutral})
+		b.Done(limiter.Sample{Outcome: limiter.Neutral})
+
+		// Left before it was written: nothing to wait for.
+		c, _ := lim.AcquirePipelined(ctx, 1)
+		cctx, leaveC := context.WithCancel(ctx)
+		leaveC()
+		_, _, err = pl.RoundTrip(cctx, cctx, pipedRequest("c"), permit{c}, time.Minute)
+		if err == nil || errors.As(err, &left) {
+			t.Errorf("c, never written: %v, want an error that is no LeftError", err)
+		}
+		c.Done(limiter.Sample{Outcome: limiter.Neutral})
+		sc.Close()
+	})
+}

@@ -385,6 +385,7 @@ type exchange struct {
 	noRoom    bool                 // the body is one sluice buffers, but the budget had no room for it: it streams
 	retryable bool                 // buffered, and its method may be retried
 	pipelined bool                 // retryable, and sent on p.pipe
+	settled   <-chan struct{}      // a pipelined write left in the store's socket: closed when the store is done with it
 	answering bool                 // the store's answer is being copied to the loader (modifyResponse ran)
 	flow      limiter.Flow         // its place in the limiters' fair queues (flowOf)
 	attempts  int
@@ -470,7 +471,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// arrival.
 		ex.queued = time.Since(ex.arrived)
 	}
-	defer release()
+	defer func() {
+		if ex.settled != nil {
+			// Its loader left a pipelined write that the store has and
+			// may still take up: the job counts it in flight until the
+			// store is done with it (within the write's timeout), so
+			// that a cancel waits for it and its cleanup does not run
+			// before it lands.
+			go func() { <-ex.settled; release() }()
+			return
+		}
+		release()
+	}()
 	// The ReverseProxy passes only the request to its hooks: ex goes with
 	// it (see exchangeFrom).
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
@@ -1549,6 +1561,9 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 		resp, began, err = p.pipe.RoundTrip(ctx, ex.loader, req.WithContext(ctx), stagedPermit{permit}, p.timeout)
 		if began.After(start) {
 			start = began // it waited behind another write: not the store's time
+		}
+		if left, ok := err.(*pipeline.LeftError); ok {
+			ex.settled = left.Settled
 		}
 	} else {
 		resp, err = p.transport.RoundTrip(req.WithContext(ctx))
