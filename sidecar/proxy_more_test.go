@@ -363,6 +363,8 @@ func TestScannedAnswerBreaksOff(t *testing.T) {
 				// S3 has answered 200 and sends keep-alive spaces, then
 				// nothing more.
 				rt := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+					_, _ = io.Copy(io.Discard, req.Body) // the store took the request whole
+					req.Body.Close()
 					return &http.Response{
 						StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/xml"}},
 						Body: io.NopCloser(&stalledBody{ctx: req.Context(), head: `<?xml version="1.0" encoding="UTF-8"?>` + "\n   "}), Request: req,
@@ -431,6 +433,8 @@ func TestLoaderLeavesAsTheAnswerComes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, leave := context.WithCancel(context.Background())
 		rt := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			_, _ = io.Copy(io.Discard, req.Body) // the store took the write whole
+			req.Body.Close()
 			leave()
 			return &http.Response{StatusCode: http.StatusNoContent, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
 		})

@@ -29,6 +29,11 @@ func (m memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	go func() {
 		rec := httptest.NewRecorder()
 		m.h.ServeHTTP(rec, req)
+		// As net/http's server does once its handler returns: what the
+		// handler left of the body is read and dropped (sluice passes a
+		// success on only once the body was sent to its end).
+		_, _ = io.Copy(io.Discard, req.Body)
+		req.Body.Close()
 		done <- wholeResult(rec)
 	}()
 	select {

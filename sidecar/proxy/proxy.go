@@ -846,7 +846,9 @@ func (b *requestBody) set(req *http.Request) {
 		if err != nil {
 			panic("BUG: an attempt of a write whose exchange has ended")
 		}
-		req.Body, req.GetBody, req.ContentLength = r, b.replay, int64(len(b.buf))
+		// GetBody, for net/http's replays, is the attempt's (see
+		// sentBody.track), which must know which copy the store got.
+		req.Body, req.GetBody, req.ContentLength = r, nil, int64(len(b.buf))
 		if len(b.trailer) > 0 {
 			// Only a chunked body carries trailers over HTTP/1.1: with
 			// a Content-Length, net/http would drop them.
@@ -858,8 +860,8 @@ func (b *requestBody) set(req *http.Request) {
 }
 
 // replay is GetBody for a buffered body: net/http sends it again from its
-// start when a reused connection drops before the store read it, and SigV4
-// hashes it.
+// start when a reused connection drops before the store read it (through
+// sentBody.replay), and SigV4 hashes it.
 func (b *requestBody) replay() (io.ReadCloser, error) {
 	r, err := b.reader()
 	if err != nil {
@@ -1509,6 +1511,9 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 		req.Header = out.Header.Clone()
 	}
 	body.set(req)
+	if p.auth != nil && body.buf != nil {
+		req.GetBody = body.replay // SigV4 hashes the body through it
+	}
 	if !ex.buffered && ex.attempts == 1 {
 		// A streamed body is read from the loader during this attempt,
 		// SigV4's hashing of it included: bounded like a buffered one.
@@ -1537,12 +1542,14 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 			return nil, err
 		}
 	}
-	var sent *sentBody
-	if ex.streamed != nil && req.Body != nil {
-		// What the transport sends of the stream (auth may have put it
-		// in memory, or unwrapped it): see sentBody.whole.
-		sent = &sentBody{rc: req.Body, ended: make(chan struct{})}
-		req.Body = sent
+	// The attempt's answer body, made now for the sentBody in it: the
+	// transport reads the body through it, and may still do so once the
+	// attempt has its answer.
+	ab := &attemptBody{p: p, ex: ex}
+	if req.Body != nil && req.Body != http.NoBody {
+		// What the transport sends (auth may have put a stream in
+		// memory, or taken its aws-chunked framing off): see sentBody.
+		ab.sent.track(req, body)
 	}
 	ctx, cancel := context.WithCancelCause(req.Context())
 	var clock *time.Timer // the attempt's deadline; see attemptBody.readPart
@@ -1578,10 +1585,9 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 		resp.Body.Close()
 		err = errSwitchedProtocols
 	}
-	if err == nil && sent != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		// Not a success until the body has reached the store whole: a
-		// streamed body is sent this once.
-		if err = sent.whole(ctx); err != nil {
+	if err == nil && ab.sent.tracking() && resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		// Not a success until the body has reached the store whole.
+		if err = ab.sent.whole(ctx); err != nil {
 			resp.Body.Close()
 		}
 	}
@@ -1631,7 +1637,10 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	}
 	res := p.profile.Classify(resp.StatusCode, resp.Header, prefix, time.Now())
 	ex.last = res
-	ab := &attemptBody{rc: resp.Body, status: resp.StatusCode, cancel: cancel, clock: clock, ctx: ctx, p: p, ex: ex, permit: permit, scoped: scoped, res: res, latency: latency, parent: req.Context(), kept: resumeKept(req, resp)}
+	// Field by field: the transport may still be reading ab.sent.
+	ab.rc, ab.status, ab.kept = resp.Body, resp.StatusCode, resumeKept(req, resp)
+	ab.cancel, ab.clock, ab.ctx, ab.parent = cancel, clock, ctx, req.Context()
+	ab.permit, ab.scoped, ab.res, ab.latency = permit, scoped, res, latency
 	if res.Kind == classify.OK {
 		creq := itemsRequest(req)
 		creq.Items = ex.requestItems()
@@ -1827,53 +1836,146 @@ func isWrite(method string) bool {
 	return true
 }
 
-// sentBody is a streamed body as the transport sends it, which tells
+// sentBody is a write's body as the transport sends it, which tells
 // whether the transport read it to its end. A store may answer a write
 // before it has read all of its body, and net/http hands such an answer
-// over at once while it goes on sending the body (or gives it up, if the
-// store hangs up or said it would not read it): a success answered so is
-// the store's only if the rest of the body reached it. (The end read is
-// the end handed to the connection's buffer: a store that hangs up before
-// its last few KiB leave it is not told apart.)
+// over at once while it goes on sending the body, or gives it up: when the
+// store hangs up, when it said it would close and the answer has been
+// read, when it answered an Expect: 100-continue without the 100. A
+// success answered so is the store's only if the rest of the body reached
+// it. The transport may send a buffered body more than once within one
+// attempt (GetBody, when a reused connection drops before the store took
+// the request up): what counts is the copy sent last, whose answer the
+// attempt gets.
+//
+// What the end read says: over HTTP/1.1, for a body with a length, that
+// every byte of it was written to the socket. net/http flushes the head
+// before a body it does not know to be in memory (this one), then hands
+// the body to the connection's own copy, which writes each part before it
+// reads the next; the read that finds the end comes after the last write.
+// A chunked body's chunks are flushed as they are written too, but its
+// last chunk and trailers are left in the connection's buffer at the end
+// read, flushed after Request.write returns, and a flush that fails is
+// seen by nothing outside net/http (httptrace's WroteRequest is called
+// before it). Over HTTP/2 the end is read ahead of the last DATA frame.
+// And no client sees past its own socket: a store that hangs up with the
+// body unread in its socket's buffer has not taken it, and nothing says so.
 type sentBody struct {
-	rc    io.ReadCloser
-	eof   atomic.Bool
-	ended chan struct{} // closed at the body's end, or when the transport gives it up (Close)
-	once  sync.Once
+	mu   sync.Mutex
+	gen  int           // the copy the transport sends now: 0, then one more at each replay
+	eof  bool          // that copy was read to its end
+	done bool          // that copy was read to its end, or closed
+	wake chan struct{} // made by whole when it must wait, closed when done
+
+	first sentReader // copy 0
+	// Where a replay's copy comes from: getBody (auth's, which wraps the
+	// body's), else body.
+	getBody func() (io.ReadCloser, error)
+	body    *requestBody
 }
 
-func (b *sentBody) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
+// sentReader is one copy of a body as the transport reads it.
+type sentReader struct {
+	s   *sentBody
+	gen int
+	rc  io.ReadCloser
+}
+
+func (r *sentReader) Read(p []byte) (int, error) {
+	n, err := r.rc.Read(p)
 	if err == io.EOF {
-		b.eof.Store(true)
-		b.end()
+		r.s.end(r.gen, true)
 	}
 	return n, err
 }
 
-func (b *sentBody) Close() error {
-	b.end()
-	return b.rc.Close()
+func (r *sentReader) Close() error {
+	r.s.end(r.gen, false)
+	return r.rc.Close()
 }
 
-func (b *sentBody) end() { b.once.Do(func() { close(b.ended) }) }
+// track puts s between the transport and req's body, and the copies of it
+// that req.GetBody gives for replays.
+func (s *sentBody) track(req *http.Request, body *requestBody) {
+	s.first = sentReader{s: s, rc: req.Body}
+	req.Body = &s.first
+	switch {
+	case req.GetBody != nil:
+		s.getBody = req.GetBody
+		req.GetBody = s.replay
+	case body.buf != nil:
+		s.body = body
+		req.GetBody = s.replay
+	}
+}
+
+// tracking reports whether track was called.
+func (s *sentBody) tracking() bool { return s.first.s != nil }
+
+// replay is the tracked request's GetBody: the copies before are over.
+func (s *sentBody) replay() (io.ReadCloser, error) {
+	var (
+		rc  io.ReadCloser
+		err error
+	)
+	if s.getBody != nil {
+		rc, err = s.getBody()
+	} else {
+		rc, err = s.body.replay()
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	s.eof, s.done = false, false
+	return &sentReader{s: s, gen: s.gen, rc: rc}, nil
+}
+
+// end records that copy gen was read to its end (eof), or closed. An
+// earlier copy's end, which a transport may report late, is not the
+// body's.
+func (s *sentBody) end(gen int, eof bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gen != s.gen || s.done {
+		return
+	}
+	s.eof, s.done = eof, true
+	if s.wake != nil {
+		close(s.wake)
+	}
+}
 
 // whole waits, within ctx, until the transport is done with the body, and
-// returns errAnsweredEarly if it did not send it to its end.
-func (b *sentBody) whole(ctx context.Context) error {
-	select {
-	case <-b.ended:
-	case <-ctx.Done():
-		return context.Cause(ctx)
+// returns errAnsweredEarly if it did not send it to its end. It is called
+// once the transport has returned its answer, when it makes no more
+// copies. The channel is made only when it must wait: most bodies are
+// sent before the store answers.
+func (s *sentBody) whole(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.done {
+		s.wake = make(chan struct{})
+		wake := s.wake
+		s.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		s.mu.Lock()
 	}
-	if !b.eof.Load() {
+	eof := s.eof
+	s.mu.Unlock()
+	if !eof {
 		return errAnsweredEarly
 	}
 	return nil
 }
 
 // errAnsweredEarly is a success the store answered before it had the
-// whole of a streamed body, the rest of which then did not reach it.
+// whole of a write's body, the rest of which then did not reach it.
 var errAnsweredEarly = errors.New("sluice: the store answered success before it had the whole body, and the rest of the body did not reach it")
 
 type prefixedBody struct {
@@ -1924,6 +2026,8 @@ type attemptBody struct {
 	res     classify.Result // the answer's classification, before its body
 	latency time.Duration
 	parent  context.Context // the write's
+
+	sent sentBody // the write's body as the transport sends it
 }
 
 func (b *attemptBody) Read(p []byte) (int, error) {
