@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -246,4 +248,70 @@ func replay(t *testing.T, req *http.Request) io.ReadCloser {
 		t.Fatal(err)
 	}
 	return rc
+}
+
+// A pipelined write (SLUICE_PIPELINE) is sent by sluice's own pipeline,
+// not net/http's transport, and the same holds: a store that answers 200
+// at its head and reads no more of its body has not taken it. The body is
+// larger than the sockets can hold unread, so the pipeline is still
+// writing it when it gives the connection up at the write's deadline;
+// sluice then sends the write again, and the store's second connection
+// takes it whole.
+func TestEarlyAnswerToPipelinedWrite(t *testing.T) {
+	// Linux's bound on a socket's send buffer: past it, a body the store
+	// does not read cannot all be written.
+	wmem, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem")
+	fields := strings.Fields(string(wmem))
+	if err != nil || len(fields) != 3 {
+		t.Skip("the bound of a socket's send buffer is not known here")
+	}
+	bound, err := strconv.Atoi(fields[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := bound + 4<<20
+	release := make(chan struct{})
+	defer close(release)
+	var whole atomic.Int32
+	var conns atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn := conns.Add(1) - 1
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				if conn == 0 {
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					<-release // reads nothing more until the test ends
+					return
+				}
+				if n, _ := io.Copy(io.Discard, req.Body); n == int64(size) {
+					whole.Add(1)
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	s := pipelinedServer(t, "http://"+ln.Addr().String(), "UPSTREAM_TIMEOUT=2s",
+		"RETRY_BODY_MAX="+strconv.Itoa(2*size), "BUFFER_BUDGET="+strconv.Itoa(8*size))
+	rec := send(s.ProxyHandler(), t.Context(), http.MethodPut, "/put", strings.Repeat("a", size))
+	got := fmt.Sprintf("%d (attempts %s)", rec.Code, rec.Header().Get("X-Sluice-Attempts"))
+	switch {
+	case rec.Code < 300 && whole.Load() == 0:
+		t.Errorf("the loader got %s, and the store never read the whole %d-byte body", got, size)
+	case rec.Code != http.StatusOK:
+		t.Errorf("the loader got %s %s, want the store's 200 (the write can be sent again)", got, rec.Body)
+	}
 }
