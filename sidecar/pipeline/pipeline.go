@@ -220,6 +220,14 @@ func New(tr *http.Transport, up *url.URL, pipelined func()) *Pipeline {
 // store's answer, which its loader gets; a loader that left abandons it,
 // and its answer is read and dropped when it comes, the connection kept.
 func (pl *Pipeline) RoundTrip(ctx, loader context.Context, req *http.Request, permit Permit, timeout time.Duration) (*http.Response, time.Time, error) {
+	if err := ctx.Err(); err != nil {
+		// Its caller has left already: the watches below run apart from
+		// add, which could put it on a connection first.
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, time.Time{}, err
+	}
 	c := &pipeCall{req: req, permit: permit, timeout: timeout, result: make(chan result, 1)}
 	abandon := func(err error) {
 		if c.state.CompareAndSwap(callWaiting, callAbandoned) {
