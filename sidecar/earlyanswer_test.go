@@ -254,10 +254,24 @@ func replay(t *testing.T, req *http.Request) io.ReadCloser {
 // not net/http's transport, and the same holds: a store that answers 200
 // at its head and reads no more of its body has not taken it. The body is
 // larger than the sockets can hold unread, so the pipeline is still
-// writing it when it gives the connection up at the write's deadline;
-// sluice then sends the write again, and the store's second connection
-// takes it whole.
+// writing it at the write's deadline; sluice then sends the write again,
+// and the store's second connection takes it whole. An answer with no
+// body (204) ends the pipeline's call, and its deadline, at once: the
+// wait for the body's end is bounded by SLUICE_UPSTREAM_TIMEOUT all the
+// same, not by the connection's idle close (30 s). (The write sent again
+// may be put on that connection, whose writer is still on the first, and
+// wait out one more timeout there before it goes on a new one.)
 func TestEarlyAnswerToPipelinedWrite(t *testing.T) {
+	for _, early := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 204 No Content\r\n\r\n",
+	} {
+		status, _, _ := strings.Cut(early, "\r\n")
+		t.Run(status, func(t *testing.T) { earlyAnswerToPipelinedWrite(t, early) })
+	}
+}
+
+func earlyAnswerToPipelinedWrite(t *testing.T, early string) {
 	// Linux's bound on a socket's send buffer: past it, a body the store
 	// does not read cannot all be written.
 	wmem, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem")
@@ -293,7 +307,7 @@ func TestEarlyAnswerToPipelinedWrite(t *testing.T) {
 					return
 				}
 				if conn == 0 {
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					_, _ = io.WriteString(c, early)
 					<-release // reads nothing more until the test ends
 					return
 				}
@@ -306,12 +320,20 @@ func TestEarlyAnswerToPipelinedWrite(t *testing.T) {
 	}()
 	s := pipelinedServer(t, "http://"+ln.Addr().String(), "UPSTREAM_TIMEOUT=2s",
 		"RETRY_BODY_MAX="+strconv.Itoa(2*size), "BUFFER_BUDGET="+strconv.Itoa(8*size))
+	began := time.Now()
 	rec := send(s.ProxyHandler(), t.Context(), http.MethodPut, "/put", strings.Repeat("a", size))
+	took := time.Since(began)
 	got := fmt.Sprintf("%d (attempts %s)", rec.Code, rec.Header().Get("X-Sluice-Attempts"))
 	switch {
 	case rec.Code < 300 && whole.Load() == 0:
 		t.Errorf("the loader got %s, and the store never read the whole %d-byte body", got, size)
 	case rec.Code != http.StatusOK:
 		t.Errorf("the loader got %s %s, want the store's 200 (the write can be sent again)", got, rec.Body)
+	}
+	if took > 10*time.Second {
+		// 2 s for the first attempt, 2 s more when the second waits
+		// behind it, and the last one's write of the body; the idle
+		// close would take 30 s.
+		t.Errorf("answered after %v with SLUICE_UPSTREAM_TIMEOUT=2s", took.Round(time.Second))
 	}
 }

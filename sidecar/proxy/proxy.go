@@ -1587,7 +1587,13 @@ func (p *Proxy) attempt(ex *exchange, out *http.Request, body *requestBody) (*ht
 	}
 	if err == nil && ab.sent.tracking() && resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		// Not a success until the body has reached the store whole.
-		if err = ab.sent.whole(ctx); err != nil {
+		// A pipelined attempt has no clock: its deadline is the
+		// pipeline's, which ends with the answer when it has no body.
+		var limit time.Duration
+		if ex.pipelined {
+			limit = max(time.Until(start.Add(p.timeout)), time.Nanosecond)
+		}
+		if err = ab.sent.whole(ctx, limit); err != nil {
 			resp.Body.Close()
 		}
 	}
@@ -1858,8 +1864,14 @@ func isWrite(method string) bool {
 // read, flushed after Request.write returns, and a flush that fails is
 // seen by nothing outside net/http (httptrace's WroteRequest is called
 // before it). Over HTTP/2 the end is read ahead of the last DATA frame.
-// And no client sees past its own socket: a store that hangs up with the
-// body unread in its socket's buffer has not taken it, and nothing says so.
+// The pipeline (SLUICE_PIPELINE) writes into a buffer of its own, flushed
+// after the body: over TLS, whose connection reads no body itself, the
+// end read may leave up to its 64 KiB unflushed. net/http gives a body
+// up 50 ms after an answer without a body of its own (a 204 at the head):
+// a store that answers so and reads on slowly gets the body cut, and the
+// write counts as answered early. And no client sees past its own socket:
+// a store that hangs up with the body unread in its socket's buffer has
+// not taken it, and nothing says so.
 type sentBody struct {
 	mu   sync.Mutex
 	gen  int           // the copy the transport sends now: 0, then one more at each replay
@@ -1948,21 +1960,31 @@ func (s *sentBody) end(gen int, eof bool) {
 	}
 }
 
-// whole waits, within ctx, until the transport is done with the body, and
+// whole waits, within ctx and limit (if not 0), until the transport is done with the body, and
 // returns errAnsweredEarly if it did not send it to its end. It is called
 // once the transport has returned its answer, when it makes no more
 // copies. The channel is made only when it must wait: most bodies are
 // sent before the store answers.
-func (s *sentBody) whole(ctx context.Context) error {
+func (s *sentBody) whole(ctx context.Context, limit time.Duration) error {
 	s.mu.Lock()
 	if !s.done {
 		s.wake = make(chan struct{})
 		wake := s.wake
 		s.mu.Unlock()
+		var expired <-chan time.Time
+		if limit > 0 {
+			t := time.NewTimer(limit)
+			defer t.Stop()
+			expired = t.C
+		}
 		select {
 		case <-wake:
 		case <-ctx.Done():
 			return context.Cause(ctx)
+		case <-expired:
+			// The store said it took the write, and has not read it
+			// by the write's deadline: as for a body it hung up on.
+			return errAnsweredEarly
 		}
 		s.mu.Lock()
 	}
