@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -301,31 +302,56 @@ func TestSigV4RefusesWhatItCannotBuffer(t *testing.T) {
 	}
 }
 
+// behindOther is a pipelining sidecar whose store holds the write
+// "other-1", once the write behind it on its connection has come, until
+// release is closed (held is closed then), after a first write "warm"
+// (the limiter pipelines only after a first answer). landed lists the
+// bodies the store took, in order.
+type behindOther struct {
+	s             *Server
+	h             http.Handler
+	held, release chan struct{}
+	mu            sync.Mutex
+	landed        []string
+}
+
+func newBehindOther(t *testing.T) *behindOther {
+	t.Helper()
+	b := &behindOther{held: make(chan struct{}), release: make(chan struct{})}
+	store := rawstore.New(t, func(c *rawstore.Conn, seq int, body string) {
+		if body == "other-1" {
+			c.AwaitNext(10 * time.Second)
+			close(b.held)
+			<-b.release
+		}
+		b.mu.Lock()
+		b.landed = append(b.landed, body)
+		b.mu.Unlock()
+		c.Answer(http.StatusNoContent, body, false)
+	})
+	b.s = pipelinedServer(t, store.URL())
+	b.h = b.s.ProxyHandler()
+	if code := send(b.h, context.Background(), http.MethodPost, "/write", "warm", proxy.HeaderJob, "other").Code; code != http.StatusNoContent {
+		t.Fatalf("first write: %d", code)
+	}
+	return b
+}
+
+// stored reports whether the store took body.
+func (b *behindOther) stored(body string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Contains(b.landed, body)
+}
+
 // A job cancelled while its pipelined write sits in the store's socket
 // behind another: that write cannot be recalled, so its loader waits for
 // the store's answer and gets it, and the job is cancelled (its cancel
 // action run) only after. A write of the job still queued in sluice is
 // never sent.
 func TestPipelinedWriteOfCancelledJob(t *testing.T) {
-	held, release := make(chan struct{}), make(chan struct{})
-	var mu sync.Mutex
-	var landed []string
-	store := rawstore.New(t, func(c *rawstore.Conn, seq int, body string) {
-		if body == "other-1" {
-			c.AwaitNext(10 * time.Second)
-			close(held)
-			<-release
-		}
-		mu.Lock()
-		landed = append(landed, body)
-		mu.Unlock()
-		c.Answer(http.StatusNoContent, body, false)
-	})
-	s := pipelinedServer(t, store.URL())
-	h := s.ProxyHandler()
-	if code := send(h, context.Background(), http.MethodPost, "/write", "warm", proxy.HeaderJob, "other").Code; code != http.StatusNoContent {
-		t.Fatalf("first write: %d", code) // the limiter pipelines only after a first answer
-	}
+	b := newBehindOther(t)
+	s, h, held, release := b.s, b.h, b.held, b.release
 	var wg sync.WaitGroup
 	codes := map[string]int{}
 	var cmu sync.Mutex
@@ -354,8 +380,6 @@ func TestPipelinedWriteOfCancelledJob(t *testing.T) {
 	close(release)
 	wg.Wait()
 	<-waitFor(func() bool { v, _ := s.jobs.Get("j"); return v.State == state.Cancelled })
-	mu.Lock()
-	defer mu.Unlock()
 	cmu.Lock()
 	defer cmu.Unlock()
 	if codes["j-1"] != http.StatusNoContent || codes["other-1"] != http.StatusNoContent {
@@ -364,10 +388,44 @@ func TestPipelinedWriteOfCancelledJob(t *testing.T) {
 	if codes["j-2"] != http.StatusConflict {
 		t.Errorf("j-2 got %d, want 409: it was never sent", codes["j-2"])
 	}
-	for _, b := range landed {
-		if b == "j-2" {
-			t.Errorf("j-2, refused to its loader, was stored: %v", landed)
-		}
+	if b.stored("j-2") {
+		t.Errorf("j-2, refused to its loader, was stored: %v", b.landed)
 	}
 	wantNoneInFlight(t, s)
+}
+
+// A job's cancel waits for the job's writes the store already has, so that
+// none lands after its cancel and cleanup; a pipelined write in the store's
+// socket cannot be recalled. Its loader leaving (a loader told 409 for
+// its other writes exits) does not take it out of the store's socket: the
+// store still takes it up once it answers the write ahead, so the cancel
+// must still wait for it.
+func TestCancelWaitsForAPipelinedWriteItsLoaderLeft(t *testing.T) {
+	b := newBehindOther(t)
+	s, h := b.s, b.h
+	var wg sync.WaitGroup
+	wg.Go(func() { send(h, context.Background(), http.MethodPost, "/write", "other-1", proxy.HeaderJob, "other") })
+	<-waitFor(func() bool { return s.lim.Snapshot().InFlight == 1 })
+	ctx, leave := context.WithCancel(context.Background())
+	left := make(chan struct{})
+	wg.Go(func() {
+		defer close(left)
+		send(h, ctx, http.MethodPost, "/write", "j-1", proxy.HeaderJob, "j")
+	})
+	<-b.held // j-1 is in the store's socket behind other-1
+	if _, err := s.jobs.Cancel("j", false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	leave()
+	<-left
+	if v, _ := s.jobs.Get("j"); !b.stored("j-1") && v.InFlight == 0 {
+		t.Errorf("job j in %s counts no write in flight while its write j-1 is still in the store's socket: its cancel and cleanup may run before j-1 lands", v.State)
+	}
+	<-waitFor(func() bool { v, _ := s.jobs.Get("j"); return v.State == state.Cancelled || v.InFlight > 0 })
+	if v, _ := s.jobs.Get("j"); v.State == state.Cancelled && !b.stored("j-1") {
+		t.Errorf("job j cancelled (cancel and cleanup done) while its write j-1 was still in the store's socket, to land after")
+	}
+	close(b.release)
+	wg.Wait()
+	<-waitFor(func() bool { v, _ := s.jobs.Get("j"); return v.State == state.Cancelled })
 }
