@@ -33,52 +33,6 @@ type Record struct {
 	Total *Total `json:"total,omitempty"`
 }
 
-// recordFormat is the format of the records this code writes, stored in
-// each as "format" (records from before it have none: format 0, read as
-// they are). A sluice that changes what a field means, or adds one that
-// an older sluice must not ignore, raises it.
-const recordFormat = 1
-
-// NewerRecordError reports a stored record written by a newer sluice, in
-// a format this one does not know.
-type NewerRecordError struct {
-	ID     string
-	Format int
-}
-
-func (e *NewerRecordError) Error() string {
-	return fmt.Sprintf("record %q has format %d: written by a newer sluice, this one reads up to %d", e.ID, e.Format, recordFormat)
-}
-
-// versionedRecord is a Record as stored: with the format it was written
-// in.
-type versionedRecord struct {
-	Format int `json:"format,omitempty"`
-	Record
-}
-
-func encodeRecord(r Record) ([]byte, error) {
-	return json.Marshal(versionedRecord{Format: recordFormat, Record: r})
-}
-
-// decodeRecord decodes the record stored under key. The format is read
-// first, alone: a newer record may not decode in this code's terms at all
-// (a state it does not know), and would be called corrupt; one that does
-// would be misread.
-func decodeRecord(key string, b []byte) (Record, error) {
-	var head struct {
-		Format int `json:"format"`
-	}
-	if err := json.Unmarshal(b, &head); err == nil && head.Format > recordFormat {
-		return Record{}, &NewerRecordError{ID: key, Format: head.Format}
-	}
-	var r versionedRecord
-	if err := json.Unmarshal(b, &r); err != nil {
-		return Record{}, fmt.Errorf("record %q: %w", key, err)
-	}
-	return r.Record, nil
-}
-
 // Store keeps job records durably. Put and Delete are atomic over all their
 // arguments and durable when they return nil. Implementations are safe for
 // concurrent use.
@@ -106,9 +60,9 @@ func (s *MemStore) Load() ([]Record, error) {
 	defer s.mu.Unlock()
 	out := make([]Record, 0, len(s.recs))
 	for id, b := range s.recs {
-		r, err := decodeRecord(id, b)
-		if err != nil {
-			return nil, fmt.Errorf("state: %w", err)
+		var r Record
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("state: record %q: %w", id, err)
 		}
 		out = append(out, r)
 	}
@@ -120,7 +74,7 @@ func (s *MemStore) Load() ([]Record, error) {
 func (s *MemStore) Put(recs ...Record) error {
 	enc := make(map[string][]byte, len(recs))
 	for _, r := range recs {
-		b, err := encodeRecord(r)
+		b, err := json.Marshal(r)
 		if err != nil {
 			return fmt.Errorf("state: encode record %q: %w", r.ID, err)
 		}
@@ -260,17 +214,10 @@ func openBolt(dir string, timeout time.Duration) (_ *BoltStore, err error) {
 		}
 	}
 	s := &BoltStore{db: db, path: path}
-	// Decode everything once so a corrupt record is reported at open,
-	// and one this code cannot read for being newer says so: a downgrade
-	// is put right by running the newer sluice again, not by repairing
-	// the file.
+	// Decode everything once so a corrupt record is reported at open.
 	if _, err := s.Load(); err != nil {
 		db.Close()
-		cause := "corrupt"
-		if errors.As(err, new(*NewerRecordError)) {
-			cause = CauseNewer
-		}
-		return nil, &OpenError{Path: path, Cause: cause, Err: err}
+		return nil, &OpenError{Path: path, Cause: "corrupt", Err: err}
 	}
 	return s, nil
 }
@@ -390,9 +337,9 @@ func (s *BoltStore) Load() ([]Record, error) {
 			return fmt.Errorf("bucket %q missing", bucketJobs)
 		}
 		return b.ForEach(func(k, v []byte) error {
-			r, err := decodeRecord(string(k), v)
-			if err != nil {
-				return err
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("record %q: %w", k, err)
 			}
 			out = append(out, r)
 			return nil
@@ -411,7 +358,7 @@ func (s *BoltStore) Put(recs ...Record) error {
 	}
 	enc := make([][]byte, len(recs))
 	for i, r := range recs {
-		b, err := encodeRecord(r)
+		b, err := json.Marshal(r)
 		if err != nil {
 			return fmt.Errorf("state: encode record %q: %w", r.ID, err)
 		}
